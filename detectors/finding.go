@@ -1,0 +1,79 @@
+package detectors
+
+import (
+	"encoding/hex"
+	"time"
+)
+
+// MaxMatchData bounds the matched bytes kept per string match, so a rule that
+// matches megabytes of guest memory cannot blow up an alert.
+const MaxMatchData = 64
+
+// Target identifies the watched VM.
+type Target struct {
+	Name   string `json:"name,omitempty"`
+	UUID   string `json:"uuid,omitempty"`
+	DomID  int    `json:"domid,omitempty"`
+	Host   string `json:"host,omitempty"`
+	Source string `json:"source,omitempty"` // memory source spec or disk image path
+}
+
+// Match is one rule that matched one scanned buffer, as a rule engine reports it.
+// Offsets in Strings are relative to the buffer.
+type Match struct {
+	Rule      string            `json:"rule"`
+	Namespace string            `json:"namespace"`
+	Tags      []string          `json:"tags,omitempty"`
+	Meta      map[string]string `json:"meta,omitempty"`
+	Strings   []StringMatch     `json:"strings,omitempty"`
+}
+
+// StringMatch is one occurrence of a rule string.
+type StringMatch struct {
+	Name   string `json:"name"`             // e.g. "$a"
+	Offset uint64 `json:"offset"`           // in the buffer, or guest-physical address in a Finding
+	Length int    `json:"length"`           // full length of the match
+	Data   []byte `json:"-"`                // at most MaxMatchData bytes
+	Hex    string `json:"data_hex"`         // Data, hex-encoded (safe for any byte)
+	Text   string `json:"data_text,omitempty"` // Data when it is printable ASCII
+}
+
+// SetData stores a bounded copy of b and its safe renderings.
+func (s *StringMatch) SetData(b []byte) {
+	if len(b) > MaxMatchData {
+		b = b[:MaxMatchData]
+	}
+	s.Data = append([]byte(nil), b...)
+	s.Hex = hex.EncodeToString(s.Data)
+	s.Text = ""
+	if printable(s.Data) {
+		s.Text = string(s.Data)
+	}
+}
+
+func printable(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Finding is what a detector reports: a rule that matched memory or a file, or a
+// file-integrity change. Detector says which engine produced it.
+type Finding struct {
+	Detector  string            `json:"detector"` // "yara-memory", "yara-file", "integrity"
+	Rule      string            `json:"rule,omitempty"`
+	Namespace string            `json:"namespace,omitempty"`
+	Tags      []string          `json:"tags,omitempty"`
+	Meta      map[string]string `json:"meta,omitempty"`
+	// Matches carry guest-physical addresses for memory findings, file offsets for files.
+	Matches []StringMatch `json:"matches,omitempty"`
+	Path    string        `json:"path,omitempty"` // file findings
+	Time    time.Time     `json:"time"`
+	Target  Target        `json:"target"`
+}
