@@ -30,11 +30,11 @@ type Match struct {
 
 // StringMatch is one occurrence of a rule string.
 type StringMatch struct {
-	Name   string `json:"name"`             // e.g. "$a"
-	Offset uint64 `json:"offset"`           // in the buffer, or guest-physical address in a Finding
-	Length int    `json:"length"`           // full length of the match
-	Data   []byte `json:"-"`                // at most MaxMatchData bytes
-	Hex    string `json:"data_hex"`         // Data, hex-encoded (safe for any byte)
+	Name   string `json:"name"`                // e.g. "$a"
+	Offset uint64 `json:"offset"`              // in the buffer, or guest-physical address in a Finding
+	Length int    `json:"length"`              // full length of the match
+	Data   []byte `json:"-"`                   // at most MaxMatchData bytes
+	Hex    string `json:"data_hex"`            // Data, hex-encoded (safe for any byte)
 	Text   string `json:"data_text,omitempty"` // Data when it is printable ASCII
 }
 
