@@ -1,0 +1,142 @@
+// Package cli implements domainm's commands. Each command lives in its own file and is
+// listed in the commands table; Main maps a command's result to the exit code.
+//
+// Exit codes follow ClamAV's convention so that scripts can branch on them:
+// 0 nothing found, 1 findings (or changes), 2 error.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/term"
+)
+
+// Exit codes.
+const (
+	ExitClean    = 0 // nothing found
+	ExitFindings = 1 // findings, changes
+	ExitError    = 2 // bad usage, bad input, failure
+)
+
+// Env is what a command may touch of the outside world, so tests run commands in-process.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// isTerminal reports whether w is a terminal (progress bars only go to terminals).
+func (e Env) isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// command is one domainm subcommand.
+type command struct {
+	name    string
+	summary string
+	// run parses args and runs. It returns the exit code; an error is printed and means ExitError.
+	run func(ctx context.Context, env Env, args []string) (int, error)
+}
+
+// commands is filled by each command's file.
+var commands = map[string]command{}
+
+func register(c command) { commands[c.name] = c }
+
+// errFindings is returned by a command that completed and found something.
+var errFindings = errors.New("findings")
+
+// Main runs the command named by args[0].
+func Main(ctx context.Context, env Env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(env.Stdout)
+		if len(args) == 0 {
+			return ExitError
+		}
+		return ExitClean
+	}
+	name := args[0]
+	// Two-word commands such as "rules check".
+	if len(args) > 1 {
+		if c, ok := commands[name+" "+args[1]]; ok {
+			return runCommand(ctx, env, c, args[2:])
+		}
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(env.Stderr, "domainm: unknown command %q (see domainm --help)\n", name)
+		return ExitError
+	}
+	return runCommand(ctx, env, c, args[1:])
+}
+
+func runCommand(ctx context.Context, env Env, c command, args []string) int {
+	code, err := c.run(ctx, env, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitClean
+	}
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "domainm %s: %v\n", c.name, err)
+		return ExitError
+	}
+	return code
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `domainm — Domain M, hypervisor-level intrusion detection
+
+Usage: domainm COMMAND [options]   (domainm COMMAND --help for its options)
+
+Commands:
+`)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, `
+Exit codes: 0 nothing found, 1 findings or changes, 2 error.
+`)
+}
+
+// newFlags makes a FlagSet whose --help prints the command's description and options.
+func newFlags(env Env, name, usageLine, description string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: domainm %s\n\n%s\n\nOptions:\n", usageLine, strings.TrimSpace(description))
+		fs.PrintDefaults()
+		fmt.Fprint(out, "\nExit codes: 0 nothing found, 1 findings or changes, 2 error.\n")
+	}
+	return fs
+}
+
+// parse parses args; --help prints usage to stdout and returns flag.ErrHelp.
+func parse(env Env, fs *flag.FlagSet, args []string) error {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			fs.SetOutput(env.Stdout)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w (see --help)", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	return nil
+}
