@@ -1,0 +1,84 @@
+package yara
+
+import (
+	"fmt"
+	"time"
+
+	goyara "github.com/hillu/go-yara/v4"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+// MaxMatchesPerRule bounds the string matches kept per rule and buffer; a rule that
+// matches every page cannot exhaust memory.
+const MaxMatchesPerRule = 256
+
+// Scanner scans buffers with one rule set. A Scanner is not safe for concurrent use and
+// must not be copied: give each worker its own.
+type Scanner struct {
+	rules   *Rules
+	s       *goyara.Scanner
+	timeout time.Duration
+}
+
+// NewScanner returns a scanner for r. timeout bounds each Scan call (0: none).
+func (r *Rules) NewScanner(timeout time.Duration) (*Scanner, error) {
+	s, err := goyara.NewScanner(r.rules)
+	if err != nil {
+		return nil, fmt.Errorf("creating yara scanner: %w", err)
+	}
+	s.SetTimeout(timeout)
+	return &Scanner{rules: r, s: s, timeout: timeout}, nil
+}
+
+// SetVars sets the file external variables for the next scans (Loki/THOR names).
+func (s *Scanner) SetVars(filename, filepath, extension, filetype string) error {
+	for k, v := range map[string]string{"filename": filename, "filepath": filepath, "extension": extension, "filetype": filetype} {
+		if err := s.s.DefineVariable(k, v); err != nil {
+			return fmt.Errorf("setting external %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Scan runs the rules over buf. Offsets in the returned matches are relative to buf.
+func (s *Scanner) Scan(buf []byte) ([]detectors.Match, error) {
+	var mr goyara.MatchRules
+	s.s.SetCallback(&mr)
+	if err := s.s.ScanMem(buf); err != nil {
+		if r := s.s.GetLastErrorRule(); r != nil {
+			return convert(mr), fmt.Errorf("rule %s:%s: %w", r.Namespace(), r.Identifier(), err)
+		}
+		return convert(mr), err
+	}
+	return convert(mr), nil
+}
+
+// Close frees the scanner's libyara state.
+func (s *Scanner) Close() { s.s.Destroy() }
+
+func convert(mr goyara.MatchRules) []detectors.Match {
+	if len(mr) == 0 {
+		return nil
+	}
+	out := make([]detectors.Match, 0, len(mr))
+	for _, m := range mr {
+		dm := detectors.Match{Rule: m.Rule, Namespace: m.Namespace, Tags: m.Tags}
+		if len(m.Metas) > 0 {
+			dm.Meta = make(map[string]string, len(m.Metas))
+			for _, meta := range m.Metas {
+				dm.Meta[meta.Identifier] = fmt.Sprint(meta.Value)
+			}
+		}
+		for i, s := range m.Strings {
+			if i == MaxMatchesPerRule {
+				break
+			}
+			sm := detectors.StringMatch{Name: s.Name, Offset: s.Base + s.Offset, Length: len(s.Data)}
+			sm.SetData(s.Data)
+			dm.Strings = append(dm.Strings, sm)
+		}
+		out = append(out, dm)
+	}
+	return out
+}
