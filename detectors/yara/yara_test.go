@@ -79,7 +79,7 @@ func TestCompileErrorsNameFileAndLine(t *testing.T) {
 	if len(ce.Errors) != 2 {
 		t.Fatalf("errors = %v", ce.Errors)
 	}
-	if e := ce.Errors[0]; e.File != "bad1.yar" || e.Line != 6 // libyara reports the end of the condition {
+	if e := ce.Errors[0]; e.File != "bad1.yar" || e.Line != 6 { // libyara reports the end of the condition
 		t.Errorf("first error = %+v", e)
 	}
 	if e := ce.Errors[1]; e.File != "bad2.yar" || e.Line != 3 {
