@@ -1,0 +1,209 @@
+// Package config reads domainm's TOML configuration file (/etc/domainm/domainm.toml).
+//
+// Load decodes the file strictly: an unknown key, a value of the wrong type or an
+// invalid value is an error that names the file, the line and the key and says what
+// was expected. Every problem found is reported, not just the first, so an operator
+// fixes a file in one go. Defaults are filled in for keys the file leaves out.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where domainm run looks for its configuration.
+const DefaultPath = "/etc/domainm/domainm.toml"
+
+// Config is the whole configuration file.
+type Config struct {
+	Target  Target  `toml:"target"`
+	Memory  Memory  `toml:"memory"`
+	Disk    Disk    `toml:"disk"`
+	Rules   Rules   `toml:"rules"`
+	State   State   `toml:"state"`
+	Metrics Metrics `toml:"metrics"`
+	Control Control `toml:"control"`
+	// Sinks are the [[sink]] tables. Each is decoded by the alert package (see
+	// DecodeSinks), so the keys a sink accepts are defined in one place.
+	Sinks []Sink `toml:"-"`
+
+	// Path is the file the configuration was read from.
+	Path string `toml:"-"`
+}
+
+// Target identifies the watched VM and where its memory and disk are.
+type Target struct {
+	Name   string `toml:"name"`
+	UUID   string `toml:"uuid"`
+	Host   string `toml:"host"`
+	Memory string `toml:"memory"` // memory source spec: file:PATH, elf:PATH, xen:DOMID
+	Layout string `toml:"layout"` // how a RAM file maps to guest-physical addresses
+	// Disk is the target's disk image; empty means no disk checks.
+	Disk      string `toml:"disk"`
+	Partition string `toml:"partition"` // "auto", or a 1-based partition number
+	Policy    string `toml:"policy"`    // file-integrity policy
+	Baseline  string `toml:"baseline"`  // baseline database; default STATE/baseline.db
+}
+
+// Memory configures memory passes.
+type Memory struct {
+	Interval time.Duration `toml:"interval"` // from the start of one pass to the next
+	Workers  int           `toml:"workers"`  // scan goroutines: the CPU budget
+	// BlockSize and Overlap are in bytes; strings such as "4MiB" are accepted.
+	BlockSize Size `toml:"block_size"`
+	Overlap   Size `toml:"overlap"`
+	// StallTimeout: a pass that reads no memory for this long counts as stuck, and the
+	// systemd watchdog is no longer fed.
+	StallTimeout time.Duration `toml:"stall_timeout"`
+}
+
+// Disk configures disk checks.
+type Disk struct {
+	Interval time.Duration `toml:"interval"`
+}
+
+// Rules configures the YARA rules folder.
+type Rules struct {
+	Dir      string        `toml:"dir"`
+	Debounce time.Duration `toml:"debounce"` // quiet time after a change before recompiling
+}
+
+// State configures where domainm keeps its state (event log, baseline, spools).
+type State struct {
+	Dir string `toml:"dir"`
+}
+
+// Metrics configures the Prometheus and health listener. Empty Listen means off.
+type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// Control configures the control channel used by the migration coordinator.
+type Control struct {
+	Socket string `toml:"socket"`
+}
+
+// Defaults.
+const (
+	DefaultMemoryInterval = 5 * time.Minute
+	DefaultDiskInterval   = time.Hour
+	DefaultBlockSize      = 4 << 20
+	DefaultOverlap        = 4 << 10
+	DefaultStallTimeout   = 2 * time.Minute
+	DefaultDebounce       = time.Second
+	DefaultRulesDir       = "/etc/domainm/rules"
+	DefaultStateDir       = "/var/lib/domainm"
+	DefaultControlSocket  = "/run/domainm/control.sock"
+)
+
+// Default returns the configuration used for keys a file leaves out.
+func Default() Config {
+	return Config{
+		Target:  Target{Layout: "flat", Partition: "auto"},
+		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout},
+		Disk:    Disk{Interval: DefaultDiskInterval},
+		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
+		State:   State{Dir: DefaultStateDir},
+		Control: Control{Socket: DefaultControlSocket},
+	}
+}
+
+// Load reads and validates the file at path. Its error is an *Errors listing every
+// problem with file, line and key, or an error reading the file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// raw is the file's shape for decoding: sinks stay undecoded until the alert package's
+// decoder sees them.
+type raw struct {
+	Config
+	Sinks []toml.Primitive `toml:"sink"`
+}
+
+// Parse decodes and validates data, read from path (used in messages and to resolve
+// nothing else: relative paths in the file are taken as they are).
+func Parse(path string, data []byte) (*Config, error) {
+	pos := indexKeys(data)
+	r := raw{Config: Default()}
+	md, err := toml.Decode(string(data), &r)
+	if err != nil {
+		return nil, &Errors{List: []*Error{decodeError(path, pos, err)}}
+	}
+	c := r.Config
+	c.Path = path
+	for i, p := range r.Sinks {
+		c.Sinks = append(c.Sinks, Sink{Index: i, md: &md, prim: p, file: path, pos: pos})
+	}
+	var errs []*Error
+	for _, k := range md.Undecoded() {
+		if len(k) > 0 && k[0] == "sink" {
+			continue // decoded, and checked, by DecodeSinks
+		}
+		key := k.String()
+		errs = append(errs, &Error{File: path, Line: pos.line(key), Key: key,
+			Msg: "unknown key (expected one of: " + knownKeys(k) + ")"})
+	}
+	errs = append(errs, c.validate(pos)...)
+	if len(errs) > 0 {
+		return nil, &Errors{List: errs}
+	}
+	return &c, nil
+}
+
+// Errors is every problem found in one file.
+type Errors struct{ List []*Error }
+
+func (e *Errors) Error() string {
+	s := ""
+	for i, x := range e.List {
+		if i > 0 {
+			s += "\n"
+		}
+		s += x.Error()
+	}
+	return s
+}
+
+// Unwrap lets errors.As find the first *Error.
+func (e *Errors) Unwrap() []error {
+	out := make([]error, len(e.List))
+	for i, x := range e.List {
+		out[i] = x
+	}
+	return out
+}
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int // 0 when unknown
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Key != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Msg)
+}
+
+// IsConfigError reports whether err came from a bad configuration file (as opposed to
+// one that could not be read).
+func IsConfigError(err error) bool {
+	var e *Errors
+	return errors.As(err, &e)
+}

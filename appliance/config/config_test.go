@@ -1,0 +1,167 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `
+[target]
+name = "web-1"
+memory = "file:/dev/shm/web-1.ram"
+
+[memory]
+interval = "30s"
+block_size = "1MiB"
+
+[rules]
+dir = "/etc/domainm/rules"
+
+[[sink]]
+type = "file"
+path = "/tmp/a.jsonl"
+
+[[sink]]
+type = "syslog"
+address = "127.0.0.1:514"
+`
+
+func TestParseGoodFillsDefaults(t *testing.T) {
+	c, err := Parse("d.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Memory.Interval != 30*time.Second || c.Memory.BlockSize != 1<<20 {
+		t.Errorf("memory = %+v", c.Memory)
+	}
+	if c.Disk.Interval != DefaultDiskInterval || c.Memory.Workers != 1 || c.Target.Layout != "flat" {
+		t.Errorf("defaults not filled: %+v", c)
+	}
+	if c.Target.Baseline != "/var/lib/domainm/baseline.db" {
+		t.Errorf("baseline = %q", c.Target.Baseline)
+	}
+	if len(c.Sinks) != 2 || c.Sinks[1].Key() != "sink[1]" {
+		t.Fatalf("sinks = %+v", c.Sinks)
+	}
+}
+
+func TestSinkDecode(t *testing.T) {
+	src := good + "\n[[sink]]\ntype = \"tcp\"\naddress = \"x:1\"\nretry = 3\n\n[sink.tls]\nca = \"/ca.pem\"\nverify = false\n"
+	c, err := Parse("d.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type tlsConf struct {
+		CA string `toml:"ca"`
+	}
+	type sinkConf struct {
+		Type    string   `toml:"type"`
+		Path    string   `toml:"path"`
+		Address string   `toml:"address"`
+		TLS     *tlsConf `toml:"tls"`
+	}
+	var s0 sinkConf
+	if err := c.Sinks[0].Decode(&s0); err != nil || s0.Type != "file" || s0.Path != "/tmp/a.jsonl" {
+		t.Fatalf("sink 0: %+v, %v", s0, err)
+	}
+	var s2 sinkConf
+	err = c.Sinks[2].Decode(&s2)
+	if err == nil {
+		t.Fatal("unknown sink keys accepted")
+	}
+	want := []string{"d.toml:24: sink[2].retry: unknown key", "d.toml:28: sink[2].tls.verify: unknown key"}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	e := c.Sinks[1].Errorf("address", "expected HOST:PORT")
+	if e.Error() != "d.toml:19: sink[1].address: expected HOST:PORT" {
+		t.Errorf("Errorf = %q", e)
+	}
+}
+
+func TestParseErrorsNameFileLineKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      []string
+	}{
+		{"unknown key", "[target]\nname = \"a\"\nmemory = \"file:/x\"\nmemroy = 1\n",
+			[]string{"c.toml:4: target.memroy: unknown key (expected one of: baseline, disk, host, layout, memory, name, partition, policy, uuid)"}},
+		{"unknown table", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[bogus]\nx = 1\n",
+			[]string{"c.toml:4: bogus: unknown key", "c.toml:5: bogus.x: unknown key (expected one of: none"}},
+		{"wrong type", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\nworkers = \"two\"\n",
+			[]string{"c.toml:5: memory.workers: incompatible types"}},
+		{"bad duration", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\n\ninterval = \"5 minutes\"\n",
+			[]string{"c.toml:6: memory.interval: invalid duration"}},
+		{"bad size", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\nblock_size = \"4 parsecs\"\n",
+			[]string{"c.toml:5: memory.block_size: expected a size"}},
+		{"syntax", "[target]\nname = \"a\n",
+			[]string{"c.toml:2: target.name:"}},
+		{"missing and invalid values", "[target]\nuuid = \"nope\"\nmemory = \"disk:/x\"\npartition = \"zero\"\n[memory]\nworkers = 0\ninterval = \"10ms\"\n[rules]\ndir = \"rules\"\n[metrics]\nlisten = \"9100\"\n",
+			[]string{
+				"c.toml:1: target.name: missing",
+				"c.toml:2: target.uuid: expected a UUID",
+				"c.toml:3: target.memory: expected a memory source spec",
+				"c.toml:4: target.partition: expected \"auto\"",
+				"c.toml:6: memory.workers: expected a number",
+				"c.toml:7: memory.interval: expected a duration of at least 1s",
+				"c.toml:9: rules.dir: expected an absolute path",
+				"c.toml:11: metrics.listen: expected HOST:PORT",
+			}},
+		{"disk without policy", "[target]\nname = \"a\"\nmemory = \"xen:5\"\ndisk = \"/img\"\n",
+			[]string{"c.toml:1: target.policy: missing"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !IsConfigError(err) {
+				t.Errorf("not a config error: %T", err)
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Errorf("errors.As(*Error) failed")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%s\nlacks %q", err, w)
+				}
+			}
+			if n := strings.Count(err.Error(), "\n") + 1; n != len(tc.want) && tc.name != "unknown table" {
+				t.Errorf("%d errors, want %d:\n%s", n, len(tc.want), err)
+			}
+		})
+	}
+}
+
+// TestShippedConfig parses the commented example installed as /etc/domainm/domainm.toml.
+func TestShippedConfig(t *testing.T) {
+	path := filepath.Join("..", "..", "image", "domainm.toml")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if c.Memory != d.Memory || c.Disk != d.Disk || c.Rules != d.Rules || c.State != d.State || c.Control != d.Control {
+		t.Errorf("shipped config's values differ from the documented defaults:\n%+v\n%+v", c, d)
+	}
+	if c.Metrics.Listen != "" {
+		t.Errorf("metrics on by default: %q", c.Metrics.Listen)
+	}
+	if len(c.Sinks) == 0 {
+		t.Error("shipped config has no sink")
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "none.toml"))
+	if err == nil || IsConfigError(err) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,108 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// validate checks values the types alone do not, and fills derived defaults.
+func (c *Config) validate(pos positions) []*Error {
+	var errs []*Error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{File: c.Path, Line: pos.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	t := &c.Target
+	if t.Name == "" {
+		bad("target.name", "missing: expected the target VM's name (used in every alert)")
+	}
+	if t.UUID != "" && !uuidRE.MatchString(t.UUID) {
+		bad("target.uuid", "expected a UUID like 123e4567-e89b-12d3-a456-426614174000, got %q", t.UUID)
+	}
+	switch kind, arg, _ := strings.Cut(t.Memory, ":"); {
+	case t.Memory == "":
+		bad("target.memory", "missing: expected a memory source spec (file:PATH, elf:PATH or xen:DOMID)")
+	case kind != "file" && kind != "elf" && kind != "xen" || arg == "":
+		bad("target.memory", "expected a memory source spec (file:PATH, elf:PATH or xen:DOMID), got %q", t.Memory)
+	}
+	if t.Layout == "" {
+		bad("target.layout", "expected a layout (flat, q35, pc, split:LOWMEM or ranges:...), got an empty string")
+	}
+	if t.Partition != "auto" {
+		if n, err := strconv.Atoi(t.Partition); err != nil || n < 1 {
+			bad("target.partition", `expected "auto" or a partition number (1, 2, ...), got %q`, t.Partition)
+		}
+	}
+	if t.Disk != "" && t.Policy == "" {
+		bad("target.policy", "missing: a disk image is set (target.disk), so a file-integrity policy file is expected")
+	}
+	if t.Baseline == "" && c.State.Dir != "" {
+		t.Baseline = filepath.Join(c.State.Dir, "baseline.db")
+	}
+
+	m := &c.Memory
+	atLeast(bad, "memory.interval", m.Interval, time.Second)
+	atLeast(bad, "memory.stall_timeout", m.StallTimeout, time.Second)
+	if m.Workers < 1 || m.Workers > 256 {
+		bad("memory.workers", "expected a number of scan workers from 1 to 256, got %d", m.Workers)
+	}
+	if m.BlockSize < 64<<10 || m.BlockSize > 1<<30 || m.BlockSize%4096 != 0 {
+		bad("memory.block_size", "expected a multiple of 4KiB from 64KiB to 1GiB, got %d bytes", m.BlockSize)
+	}
+	if m.Overlap >= m.BlockSize/2 {
+		bad("memory.overlap", "expected less than half of memory.block_size (%d bytes), got %d bytes", m.BlockSize/2, m.Overlap)
+	}
+	atLeast(bad, "disk.interval", c.Disk.Interval, time.Second)
+	atLeast(bad, "rules.debounce", c.Rules.Debounce, 0)
+
+	absolute(bad, "rules.dir", c.Rules.Dir, false)
+	absolute(bad, "state.dir", c.State.Dir, false)
+	absolute(bad, "control.socket", c.Control.Socket, true)
+	if l := c.Metrics.Listen; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
+			bad("metrics.listen", `expected HOST:PORT such as "127.0.0.1:9478", or "" for off, got %q`, l)
+		}
+	}
+	return errs
+}
+
+func atLeast(bad func(string, string, ...any), key string, d, min time.Duration) {
+	if d < min {
+		bad(key, "expected a duration of at least %v such as \"5m\" or \"30s\", got %v", min, d)
+	}
+}
+
+func absolute(bad func(string, string, ...any), key, path string, emptyOK bool) {
+	switch {
+	case path == "" && emptyOK:
+	case path == "":
+		bad(key, "expected an absolute path, got an empty string")
+	case !filepath.IsAbs(path):
+		bad(key, "expected an absolute path, got %q", path)
+	}
+}
+
+// Size is a number of bytes; in the file an integer or a string with a unit
+// ("4MiB", "64KiB", "1G"; K, M, G mean powers of 1024 too).
+type Size int64
+
+// UnmarshalText parses a size.
+func (s *Size) UnmarshalText(b []byte) error {
+	str := strings.TrimSpace(string(b))
+	num := strings.TrimRightFunc(str, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(strings.TrimSpace(str[len(num):]))
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	mult := map[string]int64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || mult == 0 || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("expected a size such as 4194304, \"4MiB\" or \"64KiB\", got %q", str)
+	}
+	*s = Size(n * mult)
+	return nil
+}
