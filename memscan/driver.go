@@ -1,0 +1,401 @@
+package memscan
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"runtime"
+	"sort"
+	"sync"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+// Block and overlap sizes. A block is the unit of parallelism, change detection and
+// cancellation; the overlap is how far a block's scan window reaches into the next block
+// so that a string crossing the boundary is still seen whole.
+//
+// Rule authors: in a memory scan YARA sees one window (block + overlap) at a time, so
+//   - filesize is the window length (DefaultBlockSize+DefaultOverlap, less at the end of a
+//     RAM range), not the guest's RAM size;
+//   - counts (#a > 20) and offsets (@a[1], "$a at 0x10") are per window, offsets relative to
+//     the window; a condition over many occurrences spread across RAM will not hold;
+//   - a string match up to Overlap bytes long is found wherever it lies, exactly once: a
+//     match is kept only by the window in whose block it starts;
+//   - windows that are entirely zero are not scanned, so rules matching only zeros never fire.
+const (
+	DefaultBlockSize = 1 << 20
+	DefaultOverlap   = 4 << 10
+)
+
+// BlockScanner runs a rule set over one buffer; offsets in the matches are relative to
+// the buffer. One BlockScanner is used by one goroutine at a time.
+type BlockScanner interface {
+	Scan(buf []byte) ([]detectors.Match, error)
+	Close()
+}
+
+// RuleSet is a compiled rule set. ID identifies its content: blocks whose bytes and rule
+// set ID are unchanged since the last pass are not scanned again.
+type RuleSet interface {
+	ID() string
+	NewScanner() (BlockScanner, error)
+}
+
+// DriverConfig tunes a Driver; zero values take the defaults.
+type DriverConfig struct {
+	BlockSize int // bytes per block (DefaultBlockSize)
+	Overlap   int // bytes each window reaches into the next block (DefaultOverlap)
+	Workers   int // parallel scanners (runtime.NumCPU())
+}
+
+// Driver scans sources block by block and remembers, per block, a content hash and the
+// matches found, so that repeated passes only rescan what changed. A Driver belongs to one
+// target; a Pass must not run concurrently with another Pass on the same Driver.
+type Driver struct {
+	cfg  DriverConfig
+	seed maphash.Seed
+	zero []byte
+
+	mu    sync.Mutex
+	cache map[uint64]blockState // by block GPA
+}
+
+type blockState struct {
+	hash    uint64
+	rules   string
+	zero    bool
+	matches []detectors.Match // offsets are guest-physical
+}
+
+// NewDriver returns a driver with cfg's sizes.
+func NewDriver(cfg DriverConfig) *Driver {
+	if cfg.BlockSize <= 0 {
+		cfg.BlockSize = DefaultBlockSize
+	}
+	if cfg.Overlap < 0 || cfg.Overlap == 0 {
+		cfg.Overlap = DefaultOverlap
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	return &Driver{
+		cfg:   cfg,
+		seed:  maphash.MakeSeed(),
+		zero:  make([]byte, cfg.BlockSize+cfg.Overlap),
+		cache: make(map[uint64]blockState),
+	}
+}
+
+// Config returns the effective configuration.
+func (d *Driver) Config() DriverConfig { return d.cfg }
+
+// Forget drops the change-detection state (for example when the target changed).
+func (d *Driver) Forget() {
+	d.mu.Lock()
+	d.cache = make(map[uint64]blockState)
+	d.mu.Unlock()
+}
+
+// PassOptions controls one pass.
+type PassOptions struct {
+	// Rules returns the rule set to use; it is called before every block, so a rule set
+	// swapped in by a reload takes effect at the next block.
+	Rules func() RuleSet
+	// StartAt skips blocks that start below this address (a cursor from an interrupted pass).
+	StartAt uint64
+	// Progress, if set, is called after each block with bytes done and total bytes.
+	Progress func(done, total uint64)
+}
+
+// BlockError is a failure to read or scan one block; the pass goes on without it.
+type BlockError struct {
+	GPA uint64
+	Err error
+}
+
+func (e BlockError) Error() string { return fmt.Sprintf("block at %#x: %v", e.GPA, e.Err) }
+func (e BlockError) Unwrap() error { return e.Err }
+
+// PassResult is what a pass found and did.
+type PassResult struct {
+	// Matches holds one entry per rule that matched, with guest-physical addresses in
+	// Strings[i].Offset, sorted by namespace, rule and address.
+	Matches []detectors.Match
+	// Complete is false when the pass was cancelled; Cursor is then the address of the
+	// first block not scanned, to pass as StartAt.
+	Complete bool
+	Cursor   uint64
+
+	Blocks          int // blocks in the pass
+	BlocksZero      int // skipped: all zero
+	BlocksUnchanged int // skipped: same content and rule set as the last pass
+	BlocksScanned   int // handed to the rule engine
+	BytesTotal      uint64
+	BytesScanned    uint64
+	Errors          []BlockError
+}
+
+type block struct {
+	idx     int
+	gpa     uint64
+	size    int // own bytes
+	winSize int // own bytes plus overlap, clipped to the range
+}
+
+// blocks lists the blocks of ranges in address order.
+func (d *Driver) blocks(ranges []Range, startAt uint64) []block {
+	var out []block
+	bs, ov := uint64(d.cfg.BlockSize), uint64(d.cfg.Overlap)
+	for _, r := range ranges {
+		for off := uint64(0); off < r.Size; off += bs {
+			own := min(bs, r.Size-off)
+			win := min(own+ov, r.Size-off)
+			gpa := r.GPA + off
+			if gpa+own <= startAt {
+				continue
+			}
+			out = append(out, block{idx: len(out), gpa: gpa, size: int(own), winSize: int(win)})
+		}
+	}
+	return out
+}
+
+type blockResult struct {
+	b       block
+	state   blockState
+	scanned bool
+	err     error
+}
+
+// Pass scans src once. Cancelling ctx stops it after the blocks in flight; the result then
+// has Complete false and a Cursor. Errors reading or scanning single blocks are collected
+// in the result; Pass returns an error only when it could not run at all.
+func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassResult, error) {
+	if opts.Rules == nil {
+		return PassResult{}, errors.New("memscan: no rule set")
+	}
+	ranges, err := normalize(src.Ranges())
+	if err != nil {
+		return PassResult{}, fmt.Errorf("memory source: %w", err)
+	}
+	blocks := d.blocks(ranges, opts.StartAt)
+	res := PassResult{Blocks: len(blocks)}
+	for _, b := range blocks {
+		res.BytesTotal += uint64(b.size)
+	}
+
+	jobs := make(chan block)
+	results := make(chan blockResult, d.cfg.Workers)
+	var wg sync.WaitGroup
+	for range min(d.cfg.Workers, max(len(blocks), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.worker(src, opts.Rules, jobs, results)
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for _, b := range blocks {
+			select {
+			case jobs <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+
+	done := make([]bool, len(blocks))
+	byRule := map[[2]string]*detectors.Match{}
+	var bytesDone uint64
+	for r := range results {
+		done[r.b.idx] = true
+		bytesDone += uint64(r.b.size)
+		switch {
+		case r.err != nil:
+			res.Errors = append(res.Errors, BlockError{GPA: r.b.gpa, Err: r.err})
+		case r.state.zero:
+			res.BlocksZero++
+		case !r.scanned:
+			res.BlocksUnchanged++
+		default:
+			res.BlocksScanned++
+			res.BytesScanned += uint64(r.b.winSize)
+		}
+		for _, m := range r.state.matches {
+			mergeMatch(byRule, m)
+		}
+		if opts.Progress != nil {
+			opts.Progress(bytesDone, res.BytesTotal)
+		}
+	}
+
+	res.Complete = true
+	res.Cursor = opts.StartAt
+	if len(ranges) > 0 {
+		res.Cursor = max(res.Cursor, ranges[len(ranges)-1].End())
+	}
+	for i, ok := range done {
+		if !ok {
+			res.Complete = false
+			res.Cursor = blocks[i].gpa
+			break
+		}
+	}
+	res.Matches = sortedMatches(byRule)
+	return res, nil
+}
+
+// worker scans blocks with its own scanner, re-created when the rule set changes.
+func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out chan<- blockResult) {
+	var (
+		sc       BlockScanner
+		scID     string
+		buf      []byte
+		slice, _ = src.(Slicer)
+	)
+	defer func() {
+		if sc != nil {
+			sc.Close()
+		}
+	}()
+	for b := range jobs {
+		rs := rules()
+		if sc == nil || rs.ID() != scID {
+			if sc != nil {
+				sc.Close()
+				sc = nil
+			}
+			var err error
+			if sc, err = rs.NewScanner(); err != nil {
+				sc = nil
+				out <- blockResult{b: b, err: fmt.Errorf("creating scanner: %w", err)}
+				continue
+			}
+			scID = rs.ID()
+		}
+		var win []byte
+		if slice != nil {
+			w, err := slice.Slice(b.gpa, b.winSize)
+			if err != nil {
+				out <- blockResult{b: b, err: err}
+				continue
+			}
+			win = w
+		} else {
+			if cap(buf) < b.winSize {
+				buf = make([]byte, d.cfg.BlockSize+d.cfg.Overlap)
+			}
+			win = buf[:b.winSize]
+			if _, err := src.ReadAt(win, int64(b.gpa)); err != nil {
+				out <- blockResult{b: b, err: fmt.Errorf("reading: %w", err)}
+				continue
+			}
+		}
+		out <- d.scanBlock(sc, scID, b, win)
+	}
+}
+
+func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte) blockResult {
+	if bytes.Equal(win, d.zero[:len(win)]) {
+		st := blockState{zero: true, rules: rulesID}
+		d.store(b.gpa, st)
+		return blockResult{b: b, state: st}
+	}
+	h := maphash.Bytes(d.seed, win)
+	d.mu.Lock()
+	prev, ok := d.cache[b.gpa]
+	d.mu.Unlock()
+	if ok && !prev.zero && prev.hash == h && prev.rules == rulesID {
+		return blockResult{b: b, state: prev}
+	}
+	ms, err := sc.Scan(win)
+	st := blockState{hash: h, rules: rulesID, matches: ownMatches(ms, b)}
+	if err != nil {
+		// Keep what was found, but do not cache: the block is scanned again next pass.
+		d.forget(b.gpa)
+		return blockResult{b: b, state: st, scanned: true, err: fmt.Errorf("scanning: %w", err)}
+	}
+	d.store(b.gpa, st)
+	return blockResult{b: b, state: st, scanned: true}
+}
+
+func (d *Driver) store(gpa uint64, st blockState) {
+	d.mu.Lock()
+	d.cache[gpa] = st
+	d.mu.Unlock()
+}
+
+func (d *Driver) forget(gpa uint64) {
+	d.mu.Lock()
+	delete(d.cache, gpa)
+	d.mu.Unlock()
+}
+
+// ownMatches keeps the string matches that start inside the block's own bytes (matches
+// starting in the overlap belong to the next block) and turns offsets into addresses.
+// A rule whose every string match lies in the overlap is dropped; a rule without string
+// matches (a pure condition) is kept, without an address.
+func ownMatches(ms []detectors.Match, b block) []detectors.Match {
+	var out []detectors.Match
+	for _, m := range ms {
+		had := len(m.Strings)
+		var kept []detectors.StringMatch
+		for _, s := range m.Strings {
+			if s.Offset < uint64(b.size) {
+				s.Offset += b.gpa
+				kept = append(kept, s)
+			}
+		}
+		if had > 0 && len(kept) == 0 {
+			continue
+		}
+		m.Strings = kept
+		out = append(out, m)
+	}
+	return out
+}
+
+// MaxAddressesPerRule bounds the addresses kept per rule in one pass.
+const MaxAddressesPerRule = 1024
+
+func mergeMatch(byRule map[[2]string]*detectors.Match, m detectors.Match) {
+	k := [2]string{m.Namespace, m.Rule}
+	cur, ok := byRule[k]
+	if !ok {
+		c := m
+		c.Strings = append([]detectors.StringMatch(nil), m.Strings...)
+		byRule[k] = &c
+		return
+	}
+	for _, s := range m.Strings {
+		if len(cur.Strings) >= MaxAddressesPerRule {
+			break
+		}
+		cur.Strings = append(cur.Strings, s)
+	}
+}
+
+func sortedMatches(byRule map[[2]string]*detectors.Match) []detectors.Match {
+	out := make([]detectors.Match, 0, len(byRule))
+	for _, m := range byRule {
+		sort.Slice(m.Strings, func(i, j int) bool {
+			if m.Strings[i].Offset != m.Strings[j].Offset {
+				return m.Strings[i].Offset < m.Strings[j].Offset
+			}
+			return m.Strings[i].Name < m.Strings[j].Name
+		})
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Rule < out[j].Rule
+	})
+	return out
+}
