@@ -1,0 +1,37 @@
+package mmap
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
+
+// FaultError reports a memory fault while reading a mapping, typically SIGBUS because
+// the file shrank under the mapping (a RAM file truncated, a device removed).
+type FaultError struct {
+	Addr uintptr // faulting address, 0 when unknown
+}
+
+func (e *FaultError) Error() string {
+	return fmt.Sprintf("memory fault reading mapped file at address %#x (file truncated or device gone?)", e.Addr)
+}
+
+// Copy copies src into dst like the built-in copy, but turns a memory fault into a
+// *FaultError instead of crashing the process.
+func Copy(dst, src []byte) (n int, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			re, ok := r.(runtime.Error)
+			if !ok {
+				panic(r)
+			}
+			fe := &FaultError{}
+			if a, ok := re.(interface{ Addr() uintptr }); ok {
+				fe.Addr = a.Addr()
+			}
+			n, err = 0, fe
+		}
+	}()
+	return copy(dst, src), nil
+}

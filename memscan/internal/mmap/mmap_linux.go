@@ -1,0 +1,66 @@
+//go:build linux
+
+package mmap
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mapping is a read-only, shared mapping of a file. The bytes reflect later writes to
+// the file by other processes (a running guest). It is unmapped by Close or, as a last
+// resort, when the Mapping becomes unreachable; slices from Bytes must not be used
+// after that.
+type Mapping struct {
+	data    []byte
+	cleanup runtime.Cleanup
+}
+
+// Map maps size bytes of f from offset 0 with PROT_READ and MAP_SHARED. The mapping
+// stays valid after f is closed.
+func Map(f *os.File, size int64) (*Mapping, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("mmap %s: nothing to map (size %d)", f.Name(), size)
+	}
+	if int64(int(size)) != size {
+		return nil, fmt.Errorf("mmap %s: size %d does not fit this platform", f.Name(), size)
+	}
+	var data []byte
+	var merr error
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("mmap %s: %w", f.Name(), err)
+	}
+	// Control keeps the descriptor alive for the duration of the call.
+	if err := rc.Control(func(fd uintptr) {
+		data, merr = unix.Mmap(int(fd), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	}); err != nil {
+		return nil, fmt.Errorf("mmap %s: %w", f.Name(), err)
+	}
+	if merr != nil {
+		return nil, &os.PathError{Op: "mmap", Path: f.Name(), Err: merr}
+	}
+	m := &Mapping{data: data}
+	m.cleanup = runtime.AddCleanup(m, func(b []byte) { _ = unix.Munmap(b) }, data)
+	return m, nil
+}
+
+// Bytes returns the mapped bytes. It returns nil after Close.
+func (m *Mapping) Bytes() []byte { return m.data }
+
+// Close unmaps the file. It must not run concurrently with readers of Bytes.
+func (m *Mapping) Close() error {
+	if m.data == nil {
+		return nil
+	}
+	m.cleanup.Stop()
+	err := unix.Munmap(m.data)
+	m.data = nil
+	if err != nil {
+		return fmt.Errorf("munmap: %w", err)
+	}
+	return nil
+}

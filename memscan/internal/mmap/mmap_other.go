@@ -1,0 +1,23 @@
+//go:build !linux
+
+package mmap
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+)
+
+// Mapping is a read-only mapping of a file; see the Linux implementation.
+type Mapping struct{}
+
+// Map is not implemented on this platform.
+func Map(f *os.File, size int64) (*Mapping, error) {
+	return nil, fmt.Errorf("mmap %s: not supported on %s", f.Name(), runtime.GOOS)
+}
+
+// Bytes returns nil.
+func (m *Mapping) Bytes() []byte { return nil }
+
+// Close does nothing.
+func (m *Mapping) Close() error { return nil }

@@ -1,0 +1,40 @@
+//go:build linux
+
+package privcmd
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"unsafe"
+)
+
+// TestABI pins the hand-written struct against Linux's struct privcmd_mmapbatch_v2
+// on amd64 and the ioctl number libxenforeignmemory uses.
+func TestABI(t *testing.T) {
+	if got := unsafe.Sizeof(mmapBatchV2{}); got != 32 {
+		t.Fatalf("sizeof(privcmd_mmapbatch_v2) = %d, want 32", got)
+	}
+	if got := unsafe.Offsetof(mmapBatchV2{}.Addr); got != 8 {
+		t.Fatalf("offsetof(addr) = %d, want 8", got)
+	}
+	if got := unsafe.Offsetof(mmapBatchV2{}.Err); got != 24 {
+		t.Fatalf("offsetof(err) = %d, want 24", got)
+	}
+	if ioctlMmapBatchV2 != 0x00205004 {
+		t.Fatalf("IOCTL_PRIVCMD_MMAPBATCH_V2 = %#x, want 0x205004", ioctlMmapBatchV2)
+	}
+}
+
+// TestNotXen: this machine is not a Xen domain; opening must say so clearly.
+func TestNotXen(t *testing.T) {
+	if _, err := os.Stat(DevicePath); err == nil {
+		t.Fatalf("%s exists: this test expects a non-Xen host", DevicePath)
+	}
+	if err := Available(); !errors.Is(err, ErrNoXen) {
+		t.Fatalf("Available() = %v, want ErrNoXen", err)
+	}
+	if _, err := MapForeign(1, 16); !errors.Is(err, ErrNoXen) {
+		t.Fatalf("MapForeign = %v, want ErrNoXen", err)
+	}
+}

@@ -1,0 +1,31 @@
+//go:build !linux
+
+package privcmd
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// Available reports that privcmd is Linux-only.
+func Available() error {
+	return fmt.Errorf("privcmd: Xen foreign mapping is not supported on %s", runtime.GOOS)
+}
+
+// Mapping is a foreign mapping; not available on this platform.
+type Mapping struct{}
+
+// MapForeign is not supported on this platform.
+func MapForeign(domid uint16, frames uint64) (*Mapping, error) { return nil, Available() }
+
+// Bytes returns nil.
+func (m *Mapping) Bytes() []byte { return nil }
+
+// Errs returns nil.
+func (m *Mapping) Errs() []int32 { return nil }
+
+// Copy fails.
+func (m *Mapping) Copy(dst []byte, gpa uint64) (int, error) { return 0, Available() }
+
+// Close does nothing.
+func (m *Mapping) Close() error { return nil }
