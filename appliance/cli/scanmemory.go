@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/domainm/domainm/appliance/engine"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/memscan"
+)
+
+func init() {
+	register(command{name: "scan-memory", summary: "scan a VM's guest-physical memory with YARA rules, once", run: runScanMemory})
+}
+
+func runScanMemory(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "scan-memory", "scan-memory --source SPEC --rules DIR [options]",
+		`Scans a target's guest-physical memory once with the YARA rules in DIR and prints every
+rule that matched, with the guest-physical address of each match.
+
+Memory sources (--source):
+  file:PATH   QEMU memory-backend-file RAM file (/dev/shm/..., hugetlbfs), the resource2
+              file of an ivshmem-plain device seen from inside a VM, or a flat raw dump
+  elf:PATH    ELF core from QEMU dump-guest-memory / virsh dump --memory-only
+  xen:DOMID   a Xen domain, through /dev/xen/privcmd
+
+Layouts (--layout, file: sources only): flat (file offset = address), q35 or pc (QEMU's
+split around the PCI hole for a guest of the file's size), split:LOWMEM (RAM above LOWMEM
+appears at 4 GiB), or an explicit list GPA+SIZE@OFFSET,...
+
+Memory is scanned in windows of --block-size plus a 4 KiB overlap: in a memory scan,
+YARA's filesize is the window size and counts (#a) and offsets are per window.`)
+	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
+	var layout memscan.Layout
+	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (flat, q35, pc, split:SIZE, list)")
+	rulesDir := fs.String("rules", "", "rules `DIR` (*.yar, *.yara, subfolders)")
+	workers := fs.Int("workers", 0, "parallel scanners (default: number of CPUs)")
+	blockSize := fs.Int("block-size", memscan.DefaultBlockSize, "block size in bytes")
+	timeout := fs.Duration("timeout", engine.DefaultBlockTimeout, "YARA time limit per block")
+	asJSON := fs.Bool("json", false, "print one JSON object per finding (and a summary object on stderr)")
+	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	if err := parse(env, fs, args); err != nil {
+		return ExitError, err
+	}
+	if *source == "" || *rulesDir == "" {
+		return ExitError, errors.New("--source and --rules are required (see --help)")
+	}
+
+	rules, err := yara.Compile(*rulesDir)
+	if err != nil && !errors.Is(err, yara.ErrNoRules) {
+		return ExitError, err
+	}
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "domainm scan-memory: warning: %v: nothing can match\n", err)
+	}
+	src, err := memscan.Open(*source, memscan.OpenOptions{Layout: layout})
+	if err != nil {
+		return ExitError, err
+	}
+	defer src.Close()
+
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: *blockSize, Workers: *workers})
+	rs := engine.MemoryRules{Rules: rules, Timeout: *timeout}
+	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
+	total := memscan.TotalSize(src.Ranges())
+	if !*quiet && env.isTerminal(env.Stderr) {
+		bar := progressbar.NewOptions64(int64(total),
+			progressbar.OptionSetWriter(env.Stderr),
+			progressbar.OptionSetDescription("scanning "+*source),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		opts.Progress = func(done, _ uint64) { bar.Set64(int64(done)) }
+		defer bar.Finish()
+	}
+	start := time.Now()
+	res, err := d.Pass(ctx, src, opts)
+	if err != nil {
+		return ExitError, err
+	}
+	elapsed := time.Since(start)
+	if !res.Complete {
+		return ExitError, fmt.Errorf("interrupted at %#x", res.Cursor)
+	}
+	target := detectors.Target{Name: *name, Source: *source}
+	if target.Name == "" {
+		target.Name = *source
+	}
+	findings := engine.MemoryFindings(res.Matches, target, time.Now().UTC())
+	sum := summary{
+		Source: *source, Bytes: res.BytesTotal, BytesScanned: res.BytesScanned,
+		Blocks: res.Blocks, BlocksZero: res.BlocksZero, BlocksScanned: res.BlocksScanned,
+		Rules: rules.Count(), Findings: len(findings), Errors: len(res.Errors),
+		Seconds: elapsed.Seconds(), MBps: float64(res.BytesTotal) / 1e6 / elapsed.Seconds(),
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		for _, f := range findings {
+			if err := enc.Encode(f); err != nil {
+				return ExitError, err
+			}
+		}
+		json.NewEncoder(env.Stderr).Encode(sum)
+	} else {
+		printFindings(env.Stdout, findings)
+		fmt.Fprintf(env.Stderr, "%s: %s in %d blocks (%d zero, skipped; %d scanned) in %.2fs, %.0f MB/s; %d rules, %d findings\n",
+			*source, humanBytes(res.BytesTotal), res.Blocks, res.BlocksZero, res.BlocksScanned,
+			elapsed.Seconds(), sum.MBps, rules.Count(), len(findings))
+	}
+	for _, e := range res.Errors {
+		fmt.Fprintf(env.Stderr, "domainm scan-memory: %v\n", e)
+	}
+	if len(res.Errors) > 0 {
+		return ExitError, fmt.Errorf("%d block(s) could not be scanned", len(res.Errors))
+	}
+	if len(findings) > 0 {
+		return ExitFindings, nil
+	}
+	return ExitClean, nil
+}
+
+type summary struct {
+	Source        string  `json:"source"`
+	Bytes         uint64  `json:"bytes"`
+	BytesScanned  uint64  `json:"bytes_scanned"`
+	Blocks        int     `json:"blocks"`
+	BlocksZero    int     `json:"blocks_zero"`
+	BlocksScanned int     `json:"blocks_scanned"`
+	Rules         int     `json:"rules"`
+	Findings      int     `json:"findings"`
+	Errors        int     `json:"errors"`
+	Seconds       float64 `json:"seconds"`
+	MBps          float64 `json:"mb_per_s"`
+}
+
+func printFindings(w io.Writer, fs []detectors.Finding) {
+	for _, f := range fs {
+		fmt.Fprintf(w, "FOUND %s:%s", f.Namespace, f.Rule)
+		if len(f.Tags) > 0 {
+			fmt.Fprintf(w, " [%s]", strings.Join(f.Tags, ","))
+		}
+		if d := f.Meta["description"]; d != "" {
+			fmt.Fprintf(w, " — %s", d)
+		}
+		fmt.Fprintln(w)
+		for _, m := range f.Matches {
+			data := m.Text
+			if data == "" {
+				data = "hex:" + m.Hex
+			} else {
+				data = fmt.Sprintf("%q", data)
+			}
+			fmt.Fprintf(w, "  %#014x  %-12s %s\n", m.Offset, m.Name, data)
+		}
+	}
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

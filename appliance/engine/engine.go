@@ -1,0 +1,54 @@
+// Package engine wires the YARA engine (detectors/yara) into the memory scan driver
+// (memscan) and turns raw matches into detectors.Finding values. It exists so that
+// memscan and detectors stay independent of each other.
+package engine
+
+import (
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/memscan"
+)
+
+// DefaultBlockTimeout bounds libyara's time on one memory block: a pathological rule
+// (or attacker-shaped memory) cannot stall a pass.
+const DefaultBlockTimeout = 30 * time.Second
+
+// MemoryRules adapts a compiled YARA rule set to memscan.RuleSet.
+type MemoryRules struct {
+	Rules   *yara.Rules
+	Timeout time.Duration // per block; 0 means DefaultBlockTimeout
+}
+
+var _ memscan.RuleSet = MemoryRules{}
+
+// ID identifies the rule set's content.
+func (m MemoryRules) ID() string { return m.Rules.ID() }
+
+// NewScanner returns a scanner for one worker.
+func (m MemoryRules) NewScanner() (memscan.BlockScanner, error) {
+	t := m.Timeout
+	if t == 0 {
+		t = DefaultBlockTimeout
+	}
+	return m.Rules.NewScanner(t)
+}
+
+// MemoryFindings turns a pass's matches (offsets are guest-physical addresses) into findings.
+func MemoryFindings(ms []detectors.Match, target detectors.Target, at time.Time) []detectors.Finding {
+	out := make([]detectors.Finding, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, detectors.Finding{
+			Detector:  "yara-memory",
+			Rule:      m.Rule,
+			Namespace: m.Namespace,
+			Tags:      m.Tags,
+			Meta:      m.Meta,
+			Matches:   m.Strings,
+			Time:      at,
+			Target:    target,
+		})
+	}
+	return out
+}
