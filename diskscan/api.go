@@ -10,6 +10,10 @@ import (
 // ErrUnsupportedFS is returned by OpenFS when no supported filesystem is found.
 var ErrUnsupportedFS = errors.New("unsupported or unknown filesystem")
 
+// ErrCorrupt marks metadata that fails a consistency check (bad magic, out-of-range
+// block, loop in a tree, ...). Errors that match it name the structure and offset.
+var ErrCorrupt = errors.New("corrupt or inconsistent metadata")
+
 // ErrUnsupportedImage is returned for image features this package refuses to read
 // (compressed or encrypted qcow2 clusters, external data files, ...).
 var ErrUnsupportedImage = errors.New("unsupported image feature")

@@ -1,0 +1,227 @@
+package diskscan
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/bits"
+)
+
+// ext4 superblock feature bits this reader looks at.
+const (
+	incompatCompression = 0x1
+	incompatFiletype    = 0x2
+	incompatJournalDev  = 0x8
+	incompatMetaBG      = 0x10
+	incompat64Bit       = 0x80
+	incompatDirData     = 0x1000
+	incompatInlineData  = 0x8000
+
+	roCompatSparseSuper  = 0x1
+	roCompatMetadataCsum = 0x400
+
+	ext4Magic      = 0xEF53
+	superblockOff  = 1024
+	rootIno        = 2
+	maxBlockSize   = 64 << 10
+	metaChunkSize  = 64 << 10
+	metaCacheBytes = 32 << 20
+)
+
+// ext4FS is a read-only ext2/3/4 filesystem on a volume. Its methods are safe for
+// concurrent use: all state after opening is immutable except the locked cache.
+type ext4FS struct {
+	dev     io.ReaderAt
+	devSize int64
+	cache   *chunkCache
+
+	bs             int64
+	blocks         uint64 // usable blocks: min(superblock count, volume size / bs)
+	firstDataBlock uint64
+	blocksPerGroup uint64
+	inodesPerGroup uint64
+	inodesCount    uint64
+	groups         uint64
+	inodeSize      int64
+	descSize       int64
+	firstMetaBG    uint64
+	incompat       uint32
+	roCompat       uint32
+
+	dirs dirCache
+}
+
+var _ FS = (*ext4FS)(nil)
+
+// openExt4 reads and validates the superblock.
+func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
+	sb := make([]byte, 1024)
+	if size < superblockOff+1024 {
+		return nil, fmt.Errorf("volume of %d bytes too small for ext4: %w", size, ErrUnsupportedFS)
+	}
+	if _, err := r.ReadAt(sb, superblockOff); err != nil {
+		return nil, fmt.Errorf("reading ext4 superblock: %w", err)
+	}
+	le := binary.LittleEndian
+	if le.Uint16(sb[0x38:]) != ext4Magic {
+		return nil, fmt.Errorf("no ext2/3/4 superblock magic: %w", ErrUnsupportedFS)
+	}
+	fs := &ext4FS{dev: r, devSize: size}
+	logBS := le.Uint32(sb[0x18:])
+	if logBS > 6 {
+		return nil, fmt.Errorf("ext4 superblock: block size 1024<<%d: %w", logBS, ErrCorrupt)
+	}
+	fs.bs = 1024 << logBS
+	fs.incompat = le.Uint32(sb[0x60:])
+	fs.roCompat = le.Uint32(sb[0x64:])
+	if fs.incompat&(incompatCompression|incompatJournalDev|incompatDirData) != 0 {
+		return nil, fmt.Errorf("ext4 incompatible features %#x: %w", fs.incompat, ErrUnsupportedFS)
+	}
+	fs.blocks = uint64(le.Uint32(sb[0x4:]))
+	if fs.incompat&incompat64Bit != 0 {
+		fs.blocks |= uint64(le.Uint32(sb[0x150:])) << 32
+		fs.descSize = int64(le.Uint16(sb[0xFE:]))
+		if fs.descSize < 32 || fs.descSize > fs.bs || fs.descSize&(fs.descSize-1) != 0 {
+			return nil, fmt.Errorf("ext4 superblock: group descriptor size %d: %w", fs.descSize, ErrCorrupt)
+		}
+	} else {
+		fs.descSize = 32
+	}
+	fs.firstDataBlock = uint64(le.Uint32(sb[0x14:]))
+	fs.blocksPerGroup = uint64(le.Uint32(sb[0x20:]))
+	fs.inodesPerGroup = uint64(le.Uint32(sb[0x28:]))
+	fs.inodesCount = uint64(le.Uint32(sb[0x0:]))
+	fs.firstMetaBG = uint64(le.Uint32(sb[0x104:]))
+	fs.inodeSize = 128
+	if le.Uint32(sb[0x4C:]) >= 1 { // dynamic revision
+		fs.inodeSize = int64(le.Uint16(sb[0x58:]))
+	}
+	switch {
+	case fs.inodeSize < 128 || fs.inodeSize > fs.bs || fs.inodeSize&(fs.inodeSize-1) != 0:
+		return nil, fmt.Errorf("ext4 superblock: inode size %d: %w", fs.inodeSize, ErrCorrupt)
+	case fs.blocksPerGroup == 0 || fs.blocksPerGroup > 1<<31:
+		return nil, fmt.Errorf("ext4 superblock: %d blocks per group: %w", fs.blocksPerGroup, ErrCorrupt)
+	case fs.inodesPerGroup == 0 || uint64(fs.inodesPerGroup) > uint64(fs.bs)*8:
+		return nil, fmt.Errorf("ext4 superblock: %d inodes per group: %w", fs.inodesPerGroup, ErrCorrupt)
+	case fs.firstDataBlock >= fs.blocks:
+		return nil, fmt.Errorf("ext4 superblock: first data block %d of %d: %w", fs.firstDataBlock, fs.blocks, ErrCorrupt)
+	}
+	fs.groups = (fs.blocks - fs.firstDataBlock + fs.blocksPerGroup - 1) / fs.blocksPerGroup
+	if fs.inodesCount > fs.groups*fs.inodesPerGroup || fs.inodesCount < rootIno {
+		return nil, fmt.Errorf("ext4 superblock: %d inodes in %d groups of %d: %w",
+			fs.inodesCount, fs.groups, fs.inodesPerGroup, ErrCorrupt)
+	}
+	// Block numbers beyond the volume cannot be read; treat them like out-of-range ones.
+	fs.blocks = min(fs.blocks, uint64(size/fs.bs))
+	fs.cache = newChunkCache(r, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)
+	return fs, nil
+}
+
+// op carries the state of one metadata operation: whether to bypass the cache (a retry
+// after inconsistent metadata) and a work budget that bounds what a hostile image can
+// make one operation read.
+type op struct {
+	fs        *ext4FS
+	fresh     bool
+	refreshed map[int64]bool // chunks already re-read in this fresh operation
+	budget    int
+}
+
+const opBudget = 1 << 18 // metadata reads per operation
+
+func (fs *ext4FS) newOp(fresh bool) *op {
+	o := &op{fs: fs, fresh: fresh, budget: opBudget}
+	if fresh {
+		o.refreshed = make(map[int64]bool)
+	}
+	return o
+}
+
+// read reads metadata bytes at a volume offset through the cache.
+func (o *op) read(p []byte, off int64) error {
+	o.budget--
+	if o.budget < 0 {
+		return fmt.Errorf("metadata read budget exhausted at %#x: %w", off, ErrCorrupt)
+	}
+	if !o.fresh {
+		return o.fs.cache.read(p, off, false)
+	}
+	// Re-read each chunk once per fresh operation, then use the refreshed copy.
+	c := o.fs.cache
+	for pos := off - off%c.chunkSize; pos < off+int64(len(p)); pos += c.chunkSize {
+		if !o.refreshed[pos] {
+			if _, err := c.get(pos, true); err != nil {
+				return err
+			}
+			o.refreshed[pos] = true
+		}
+	}
+	return c.read(p, off, false)
+}
+
+// block returns a copy of filesystem block n.
+func (o *op) block(n uint64) ([]byte, error) {
+	if n >= o.fs.blocks || (n < o.fs.firstDataBlock && n != 0) {
+		return nil, fmt.Errorf("block %d outside filesystem (%d blocks): %w", n, o.fs.blocks, ErrCorrupt)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("block 0 referenced as data: %w", ErrCorrupt)
+	}
+	b := make([]byte, o.fs.bs)
+	return b, o.read(b, int64(n)*o.fs.bs)
+}
+
+// hasSuper reports whether group g holds a superblock backup (sparse_super: 0, 1 and
+// powers of 3, 5 and 7).
+func (fs *ext4FS) hasSuper(g uint64) bool {
+	if fs.roCompat&roCompatSparseSuper == 0 || g <= 1 {
+		return true
+	}
+	for _, p := range []uint64{3, 5, 7} {
+		n := p
+		for n < g {
+			n *= p
+		}
+		if n == g {
+			return true
+		}
+	}
+	return false
+}
+
+// inodeTable returns the first block of group g's inode table.
+func (o *op) inodeTable(g uint64) (uint64, error) {
+	fs := o.fs
+	perBlock := uint64(fs.bs / fs.descSize)
+	descBlock := g / perBlock
+	var blk uint64
+	if fs.incompat&incompatMetaBG == 0 || descBlock < fs.firstMetaBG {
+		blk = fs.firstDataBlock + 1 + descBlock
+	} else {
+		first := descBlock * perBlock // first group of this meta group holds its descriptors
+		blk = fs.firstDataBlock + first*fs.blocksPerGroup
+		if fs.hasSuper(first) {
+			blk++
+		}
+	}
+	if blk >= fs.blocks {
+		return 0, fmt.Errorf("group descriptor of group %d at block %d outside filesystem: %w", g, blk, ErrCorrupt)
+	}
+	d := make([]byte, fs.descSize)
+	off := int64(blk)*fs.bs + int64(g%perBlock)*fs.descSize
+	if err := o.read(d, off); err != nil {
+		return 0, fmt.Errorf("reading group descriptor %d: %w", g, err)
+	}
+	t := uint64(binary.LittleEndian.Uint32(d[0x8:]))
+	if fs.descSize >= 64 {
+		t |= uint64(binary.LittleEndian.Uint32(d[0x28:])) << 32
+	}
+	tableBlocks := (fs.inodesPerGroup*uint64(fs.inodeSize) + uint64(fs.bs) - 1) / uint64(fs.bs)
+	if t == 0 || t >= fs.blocks || tableBlocks > fs.blocks-t {
+		return 0, fmt.Errorf("group %d: inode table at block %d outside filesystem (descriptor at %#x): %w", g, t, off, ErrCorrupt)
+	}
+	return t, nil
+}
+
+// blockSizeBits is log2 of the block size.
+func (fs *ext4FS) blockSizeBits() uint { return uint(bits.TrailingZeros64(uint64(fs.bs))) }

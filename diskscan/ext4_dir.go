@@ -1,0 +1,123 @@
+package diskscan
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sort"
+)
+
+// dirent is one name in a directory. err is set for an entry that cannot be used
+// (a name with '/' or NUL, a duplicate name).
+type dirent struct {
+	name string
+	ino  uint32
+	err  error
+}
+
+const maxDirEntries = 1 << 20
+
+// readDir lists a directory's entries without "." and "..", sorted by name. htree
+// directories are read as linear ones: their index blocks look like empty entries.
+// On a corrupt block it returns the entries read so far and the error.
+func (o *op) readDir(in *inode) ([]dirent, error) {
+	if in.fileType() != Dir {
+		return nil, fmt.Errorf("inode %d is not a directory: %w", in.ino, ErrCorrupt)
+	}
+	var out []dirent
+	var err error
+	if in.flags&flagInlineData != 0 {
+		out, err = o.readInlineDir(in)
+	} else {
+		out, err = o.readBlockDir(in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	for i := 1; i < len(out); i++ {
+		if out[i].name == out[i-1].name && out[i].err == nil {
+			out[i].err = fmt.Errorf("directory inode %d: duplicate name %q: %w", in.ino, out[i].name, ErrCorrupt)
+		}
+	}
+	return out, err
+}
+
+func (o *op) readInlineDir(in *inode) ([]dirent, error) {
+	x, err := o.xattrs(in)
+	if err != nil {
+		return nil, err
+	}
+	// i_block: 4-byte parent inode, then entries; system.data continues them.
+	out, err := o.parseDirBlock(in.iblock[4:], nil)
+	if err != nil {
+		return out, fmt.Errorf("inline directory inode %d: %w", in.ino, err)
+	}
+	if d := x["system.data"]; len(d) > 0 {
+		out, err = o.parseDirBlock(d, out)
+		if err != nil {
+			return out, fmt.Errorf("inline directory inode %d (system.data): %w", in.ino, err)
+		}
+	}
+	return out, nil
+}
+
+func (o *op) readBlockDir(in *inode) ([]dirent, error) {
+	exts, err := o.mapBlocks(in)
+	if err != nil {
+		return nil, err
+	}
+	var out []dirent
+	bs := o.fs.bs
+	for _, e := range exts {
+		if e.uninit {
+			continue
+		}
+		for i := uint64(0); i < e.n; i++ {
+			b, err := o.block(e.pblk + i)
+			if err != nil {
+				return out, fmt.Errorf("directory inode %d block %d: %w", in.ino, e.lblk+i, err)
+			}
+			if out, err = o.parseDirBlock(b, out); err != nil {
+				return out, fmt.Errorf("directory inode %d block %d at %#x: %w", in.ino, e.lblk+i, int64(e.pblk+i)*bs, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// parseDirBlock appends the live entries of one block of linear directory entries.
+func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
+	le := binary.LittleEndian
+	fileType := o.fs.incompat&incompatFiletype != 0
+	for pos := 0; pos+8 <= len(b); {
+		ino := le.Uint32(b[pos:])
+		rec := int(le.Uint16(b[pos+4:]))
+		if o.fs.bs >= 65536 { // rec_len encoding for 64 KiB blocks
+			if rec == 65535 || rec == 0 {
+				rec = int(o.fs.bs)
+			} else {
+				rec = rec&65532 | (rec&3)<<16
+			}
+		}
+		nameLen := int(b[pos+6])
+		if !fileType {
+			nameLen |= int(b[pos+7]) << 8
+		}
+		if rec < 8 || rec%4 != 0 || rec > len(b)-pos || 8+nameLen > rec {
+			return out, fmt.Errorf("directory entry at +%d: rec_len %d, name_len %d: %w", pos, rec, nameLen, ErrCorrupt)
+		}
+		name := b[pos+8 : pos+8+nameLen]
+		pos += rec
+		if ino == 0 || nameLen == 0 || string(name) == "." || string(name) == ".." {
+			continue
+		}
+		if len(out) >= maxDirEntries {
+			return out, fmt.Errorf("more than %d directory entries: %w", maxDirEntries, ErrCorrupt)
+		}
+		d := dirent{name: string(name), ino: ino}
+		if bytes.IndexByte(name, '/') >= 0 || bytes.IndexByte(name, 0) >= 0 {
+			d.name = fmt.Sprintf("%q", name)
+			d.err = fmt.Errorf("directory entry name %q contains '/' or NUL: %w", name, ErrCorrupt)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}

@@ -1,0 +1,298 @@
+package diskscan
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// maxAttempts bounds how often an operation that met inconsistent metadata is retried
+// with fresh reads before its error is reported.
+const maxAttempts = 3
+
+// retry runs f, and on error runs it again with a fresh view of the metadata, because
+// the image may be changing under us (the guest writes while we read).
+func (fs *ext4FS) retry(f func(o *op) error) error {
+	var err error
+	for i := 0; i < maxAttempts; i++ {
+		if err = f(fs.newOp(i > 0)); err == nil || errors.Is(err, iofs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+// dirCache keeps recent directory listings (sorted) so that path lookups after a walk
+// do not re-read and re-sort whole directories. Bounded by the total number of names.
+type dirCache struct {
+	mu    sync.Mutex
+	lru   *list.List // of *dirListing
+	items map[uint32]*list.Element
+	total int
+}
+
+type dirListing struct {
+	ino  uint32
+	ents []dirent
+}
+
+const dirCacheEntries = 1 << 18
+
+func (c *dirCache) get(ino uint32) ([]dirent, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[ino]; ok {
+		c.lru.MoveToFront(el)
+		return el.Value.(*dirListing).ents, true
+	}
+	return nil, false
+}
+
+func (c *dirCache) put(ino uint32, ents []dirent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.items == nil {
+		c.items, c.lru = make(map[uint32]*list.Element), list.New()
+	}
+	if el, ok := c.items[ino]; ok {
+		c.total -= len(el.Value.(*dirListing).ents)
+		c.lru.Remove(el)
+		delete(c.items, ino)
+	}
+	if len(ents) > dirCacheEntries {
+		return
+	}
+	c.items[ino] = c.lru.PushFront(&dirListing{ino: ino, ents: ents})
+	c.total += len(ents)
+	for c.total > dirCacheEntries {
+		el := c.lru.Back()
+		l := el.Value.(*dirListing)
+		c.lru.Remove(el)
+		delete(c.items, l.ino)
+		c.total -= len(l.ents)
+	}
+}
+
+// listDir returns the sorted listing of directory inode in, through the cache unless o
+// is a fresh (retry) operation. Listings with errors are not cached.
+func (o *op) listDir(in *inode, cache *dirCache) ([]dirent, error) {
+	if !o.fresh {
+		if ents, ok := cache.get(in.ino); ok {
+			return ents, nil
+		}
+	}
+	ents, err := o.readDir(in)
+	if err == nil {
+		cache.put(in.ino, ents)
+	}
+	return ents, err
+}
+
+// lookup resolves an absolute guest path to its inode. Symlinks in the middle of the path
+// are followed inside the guest filesystem (at most 40, as Linux does); the last one only
+// with followLast.
+func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
+	comps := strings.Split(p, "/")
+	stack := []uint32{rootIno}
+	hops := 0
+	for len(comps) > 0 {
+		c := comps[0]
+		comps = comps[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(stack) > 1 {
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		dir, err := o.readInode(stack[len(stack)-1])
+		if err != nil {
+			return nil, err
+		}
+		if dir.fileType() != Dir {
+			return nil, fmt.Errorf("%s: not a directory: %w", c, iofs.ErrNotExist)
+		}
+		ents, err := o.listDir(dir, &fs.dirs)
+		if err != nil {
+			return nil, err
+		}
+		i := sort.Search(len(ents), func(i int) bool { return ents[i].name >= c })
+		if i == len(ents) || ents[i].name != c {
+			return nil, fmt.Errorf("%s: %w", c, iofs.ErrNotExist)
+		}
+		if ents[i].err != nil {
+			return nil, ents[i].err
+		}
+		child, err := o.readInode(ents[i].ino)
+		if err != nil {
+			return nil, err
+		}
+		if child.fileType() == Symlink && (len(comps) > 0 || followLast) {
+			if hops++; hops > 40 {
+				return nil, fmt.Errorf("%s: too many levels of symbolic links: %w", p, ErrCorrupt)
+			}
+			x, err := o.xattrs(child)
+			if err != nil {
+				return nil, err
+			}
+			t, err := o.symlinkTarget(child, x)
+			if err != nil {
+				return nil, err
+			}
+			if strings.HasPrefix(t, "/") {
+				stack = stack[:1]
+			}
+			comps = append(strings.Split(t, "/"), comps...)
+			continue
+		}
+		stack = append(stack, ents[i].ino)
+	}
+	return o.readInode(stack[len(stack)-1])
+}
+
+func cleanPath(p string) string { return path.Clean("/" + p) }
+
+// Lstat describes the file at path; a final symlink is not followed.
+func (fs *ext4FS) Lstat(p string) (*Entry, error) {
+	p = cleanPath(p)
+	var e *Entry
+	err := fs.retry(func(o *op) error {
+		in, err := fs.lookup(o, p, false)
+		if err != nil {
+			return err
+		}
+		e, err = o.entry(in, p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lstat %s: %w", p, err)
+	}
+	return e, nil
+}
+
+// Open opens the regular file at path for reading. A final symlink is not followed (the
+// integrity check hashes what is at the path). The reader reads in large chunks straight
+// from the volume and may be used concurrently with other readers.
+func (fs *ext4FS) Open(p string) (io.ReadCloser, error) {
+	p = cleanPath(p)
+	var f *file
+	err := fs.retry(func(o *op) error {
+		in, err := fs.lookup(o, p, false)
+		if err != nil {
+			return err
+		}
+		f, err = o.openInode(in)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	return f, nil
+}
+
+// Walk visits root and everything below it, depth first, in lexical order per directory
+// (see FS). A directory inode met twice (a directory hard link or a loop) is reported as
+// an error for the second path and not descended into.
+func (fs *ext4FS) Walk(ctx context.Context, root string, fn func(string, *Entry, error) error) error {
+	root = cleanPath(root)
+	e, err := fs.Lstat(root)
+	if err != nil {
+		err = fn(root, nil, err)
+	} else {
+		w := &walker{fs: fs, ctx: ctx, fn: fn, seen: make(map[uint64]bool)}
+		err = w.walk(root, e, 0)
+	}
+	if err == filepath.SkipDir || err == filepath.SkipAll {
+		return nil
+	}
+	return err
+}
+
+type walker struct {
+	fs   *ext4FS
+	ctx  context.Context
+	fn   func(string, *Entry, error) error
+	seen map[uint64]bool // directory inodes entered
+}
+
+const maxWalkDepth = 1024
+
+func (w *walker) walk(p string, e *Entry, depth int) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.fn(p, e, nil); err != nil || e.Type != Dir {
+		if err == filepath.SkipDir && e.Type == Dir {
+			err = nil
+		}
+		return err
+	}
+	if w.seen[e.Inode] || depth >= maxWalkDepth {
+		err := fmt.Errorf("directory inode %d reached again or nested too deep: %w", e.Inode, ErrCorrupt)
+		return skipDirOK(w.fn(p, nil, err))
+	}
+	w.seen[e.Inode] = true
+	var ents []dirent
+	derr := w.fs.retry(func(o *op) error {
+		in, err := o.readInode(uint32(e.Inode))
+		if err != nil {
+			return err
+		}
+		ents, err = o.listDir(in, &w.fs.dirs)
+		return err
+	})
+	if derr != nil {
+		if err := skipDirOK(w.fn(p, nil, fmt.Errorf("reading directory %s: %w", p, derr))); err != nil {
+			return err
+		}
+		// Go on with the entries read before the damage.
+	}
+	for _, d := range ents {
+		child := path.Join(p, d.name)
+		var err error
+		if d.err != nil {
+			err = w.fn(child, nil, d.err)
+		} else if ce, cerr := w.entry(d.ino, child); cerr != nil {
+			err = w.fn(child, nil, cerr)
+		} else {
+			err = w.walk(child, ce, depth+1)
+		}
+		if err == filepath.SkipDir {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func skipDirOK(err error) error {
+	if err == filepath.SkipDir {
+		return nil
+	}
+	return err
+}
+
+func (w *walker) entry(ino uint32, p string) (*Entry, error) {
+	var e *Entry
+	err := w.fs.retry(func(o *op) error {
+		in, err := o.readInode(ino)
+		if err != nil {
+			return err
+		}
+		e, err = o.entry(in, p)
+		return err
+	})
+	return e, err
+}

@@ -1,0 +1,210 @@
+package diskscan
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Inode flags.
+const (
+	flagIndex      = 0x1000
+	flagEAInode    = 0x200000
+	flagExtents    = 0x80000
+	flagInlineData = 0x10000000
+)
+
+// inode is a parsed on-disk inode.
+type inode struct {
+	ino     uint32
+	raw     []byte // the whole on-disk inode (inodeSize bytes)
+	mode    uint16
+	uid     uint32
+	gid     uint32
+	size    int64
+	flags   uint32
+	links   uint16
+	fileACL uint64
+	extra   int64 // i_extra_isize
+	iblock  []byte
+}
+
+func (in *inode) fileType() FileType {
+	switch in.mode & 0xF000 {
+	case 0x8000:
+		return Regular
+	case 0x4000:
+		return Dir
+	case 0xA000:
+		return Symlink
+	case 0x2000:
+		return CharDev
+	case 0x6000:
+		return BlockDev
+	case 0x1000:
+		return FIFO
+	case 0xC000:
+		return Socket
+	}
+	return Unknown
+}
+
+// readInode reads and parses inode number ino.
+func (o *op) readInode(ino uint32) (*inode, error) {
+	fs := o.fs
+	if ino < 1 || uint64(ino) > fs.inodesCount {
+		return nil, fmt.Errorf("inode %d out of range (1..%d): %w", ino, fs.inodesCount, ErrCorrupt)
+	}
+	g := uint64(ino-1) / fs.inodesPerGroup
+	idx := uint64(ino-1) % fs.inodesPerGroup
+	table, err := o.inodeTable(g)
+	if err != nil {
+		return nil, fmt.Errorf("inode %d: %w", ino, err)
+	}
+	raw := make([]byte, fs.inodeSize)
+	off := int64(table)*fs.bs + int64(idx)*fs.inodeSize
+	if err := o.read(raw, off); err != nil {
+		return nil, fmt.Errorf("reading inode %d at %#x: %w", ino, off, err)
+	}
+	le := binary.LittleEndian
+	in := &inode{
+		ino:     ino,
+		raw:     raw,
+		mode:    le.Uint16(raw[0x0:]),
+		uid:     uint32(le.Uint16(raw[0x2:])) | uint32(le.Uint16(raw[0x78:]))<<16,
+		gid:     uint32(le.Uint16(raw[0x18:])) | uint32(le.Uint16(raw[0x7A:]))<<16,
+		links:   le.Uint16(raw[0x1A:]),
+		flags:   le.Uint32(raw[0x20:]),
+		fileACL: uint64(le.Uint32(raw[0x68:])) | uint64(le.Uint16(raw[0x76:]))<<32,
+		iblock:  raw[0x28:0x64],
+	}
+	size := uint64(le.Uint32(raw[0x4:])) | uint64(le.Uint32(raw[0x6C:]))<<32
+	if size > 1<<62 {
+		return nil, fmt.Errorf("inode %d at %#x: size %d: %w", ino, off, size, ErrCorrupt)
+	}
+	in.size = int64(size)
+	if fs.inodeSize > 128 {
+		in.extra = int64(le.Uint16(raw[0x80:]))
+		if in.extra%4 != 0 || 128+in.extra > fs.inodeSize {
+			return nil, fmt.Errorf("inode %d at %#x: extra size %d: %w", ino, off, in.extra, ErrCorrupt)
+		}
+	}
+	if in.mode == 0 && in.links == 0 {
+		return nil, fmt.Errorf("inode %d at %#x is free: %w", ino, off, ErrCorrupt)
+	}
+	if in.fileType() == Unknown {
+		return nil, fmt.Errorf("inode %d at %#x: mode %#o: %w", ino, off, in.mode, ErrCorrupt)
+	}
+	return in, nil
+}
+
+// timestamp decodes a 32-bit seconds field and its optional *_extra field (epoch bits
+// and nanoseconds), present when the inode's extra size covers it.
+func (in *inode) timestamp(secOff, extraOff int) time.Time {
+	le := binary.LittleEndian
+	sec := int64(int32(le.Uint32(in.raw[secOff:])))
+	var nsec int64
+	if int64(extraOff)+4 <= 128+in.extra {
+		x := le.Uint32(in.raw[extraOff:])
+		sec += int64(x&3) << 32
+		nsec = int64(x >> 2)
+		if nsec > 999999999 {
+			nsec = 0
+		}
+	}
+	return time.Unix(sec, nsec).UTC()
+}
+
+// entry builds the Entry of an inode: metadata, symlink target and xattrs.
+func (o *op) entry(in *inode, path string) (*Entry, error) {
+	e := &Entry{
+		Path:  path,
+		Type:  in.fileType(),
+		Mode:  uint32(in.mode) & 0o7777,
+		UID:   in.uid,
+		GID:   in.gid,
+		Size:  in.size,
+		Mtime: in.timestamp(0x10, 0x88),
+		Ctime: in.timestamp(0x0C, 0x84),
+		Inode: uint64(in.ino),
+		Nlink: uint32(in.links),
+	}
+	x, err := o.xattrs(in)
+	if err != nil {
+		return nil, err
+	}
+	delete(x, "system.data") // inline file contents, not an attribute
+	if len(x) > 0 {
+		e.Xattrs = x
+	}
+	if e.Type == Symlink {
+		t, err := o.symlinkTarget(in, x)
+		if err != nil {
+			return nil, err
+		}
+		e.LinkTarget = t
+	}
+	return e, nil
+}
+
+const maxSymlink = 4096
+
+func (o *op) symlinkTarget(in *inode, x map[string][]byte) (string, error) {
+	if in.size > maxSymlink || in.size == 0 {
+		return "", fmt.Errorf("symlink inode %d: target length %d: %w", in.ino, in.size, ErrCorrupt)
+	}
+	if in.flags&flagInlineData != 0 {
+		b, err := inlineData(in, x)
+		return string(b), err
+	}
+	if in.size < int64(len(in.iblock)) && in.flags&flagExtents == 0 {
+		return string(in.iblock[:in.size]), nil // fast symlink
+	}
+	b, err := o.readSmall(in, maxSymlink)
+	return string(b), err
+}
+
+// inlineData returns the contents of an inline-data inode: i_block, then system.data.
+func inlineData(in *inode, x map[string][]byte) ([]byte, error) {
+	b := append(append([]byte(nil), in.iblock...), x["system.data"]...)
+	if in.size > int64(len(b)) {
+		return nil, fmt.Errorf("inline inode %d: size %d exceeds inline data %d: %w", in.ino, in.size, len(b), ErrCorrupt)
+	}
+	return b[:in.size], nil
+}
+
+// readSmall reads the whole contents of a small block-mapped inode (slow symlinks, EA
+// inodes) through the metadata cache.
+func (o *op) readSmall(in *inode, limit int64) ([]byte, error) {
+	if in.size > limit {
+		return nil, fmt.Errorf("inode %d: size %d over %d: %w", in.ino, in.size, limit, ErrCorrupt)
+	}
+	if in.flags&flagInlineData != 0 {
+		x, err := o.xattrs(in)
+		if err != nil {
+			return nil, err
+		}
+		return inlineData(in, x)
+	}
+	exts, err := o.mapBlocks(in)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, in.size)
+	bs := o.fs.bs
+	for _, e := range exts {
+		if e.uninit {
+			continue
+		}
+		for i := uint64(0); i < e.n; i++ {
+			pos := int64(e.lblk+i) * bs
+			if pos >= in.size {
+				break
+			}
+			if err := o.read(out[pos:min(pos+bs, in.size)], int64(e.pblk+i)*bs); err != nil {
+				return nil, fmt.Errorf("inode %d: %w", in.ino, err)
+			}
+		}
+	}
+	return out, nil
+}

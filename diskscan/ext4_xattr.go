@@ -1,0 +1,97 @@
+package diskscan
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+const (
+	xattrMagic      = 0xEA020000
+	maxXattrs       = 1024
+	maxEAInodeValue = 64 << 10
+)
+
+var xattrPrefix = map[uint8]string{
+	1: "user.", 2: "system.posix_acl_access", 3: "system.posix_acl_default",
+	4: "trusted.", 6: "security.", 7: "system.", 8: "system.richacl",
+}
+
+// xattrs returns an inode's extended attributes: those stored in the inode after
+// i_extra_isize and those in its xattr block (i_file_acl).
+func (o *op) xattrs(in *inode) (map[string][]byte, error) {
+	var out map[string][]byte
+	le := binary.LittleEndian
+	if start := 128 + in.extra; in.extra > 0 && start+4 <= int64(len(in.raw)) && le.Uint32(in.raw[start:]) == xattrMagic {
+		region := in.raw[start+4:]
+		var err error
+		if out, err = o.parseXattrs(region, 0, region, out); err != nil {
+			return nil, fmt.Errorf("inode %d in-inode xattrs: %w", in.ino, err)
+		}
+	}
+	if in.fileACL != 0 {
+		b, err := o.block(in.fileACL)
+		if err != nil {
+			return nil, fmt.Errorf("inode %d xattr block: %w", in.ino, err)
+		}
+		if le.Uint32(b) != xattrMagic || le.Uint32(b[8:]) != 1 {
+			return nil, fmt.Errorf("inode %d xattr block %d: bad header: %w", in.ino, in.fileACL, ErrCorrupt)
+		}
+		if out, err = o.parseXattrs(b, 32, b, out); err != nil {
+			return nil, fmt.Errorf("inode %d xattr block %d: %w", in.ino, in.fileACL, err)
+		}
+	}
+	return out, nil
+}
+
+// parseXattrs parses xattr entries in b from pos; value offsets are relative to vals.
+func (o *op) parseXattrs(b []byte, pos int, vals []byte, out map[string][]byte) (map[string][]byte, error) {
+	le := binary.LittleEndian
+	for n := 0; pos+4 <= len(b) && le.Uint32(b[pos:]) != 0; n++ {
+		if n >= maxXattrs || pos+16 > len(b) {
+			return nil, fmt.Errorf("xattr entry %d at %d: %w", n, pos, ErrCorrupt)
+		}
+		nameLen := int(b[pos])
+		idx := b[pos+1]
+		voff := int(le.Uint16(b[pos+2:]))
+		vino := le.Uint32(b[pos+4:])
+		vsize := int64(le.Uint32(b[pos+8:]))
+		if pos+16+nameLen > len(b) {
+			return nil, fmt.Errorf("xattr name at %d: %w", pos, ErrCorrupt)
+		}
+		name := xattrPrefix[idx] + string(b[pos+16:pos+16+nameLen])
+		var val []byte
+		if vino != 0 {
+			v, err := o.eaInodeValue(vino, vsize)
+			if err != nil {
+				return nil, fmt.Errorf("xattr %q: %w", name, err)
+			}
+			val = v
+		} else {
+			if int64(voff)+vsize > int64(len(vals)) {
+				return nil, fmt.Errorf("xattr %q value %d+%d out of bounds: %w", name, voff, vsize, ErrCorrupt)
+			}
+			val = append([]byte(nil), vals[voff:int64(voff)+vsize]...)
+		}
+		if out == nil {
+			out = make(map[string][]byte)
+		}
+		out[name] = val
+		pos += (16 + nameLen + 3) &^ 3
+	}
+	return out, nil
+}
+
+// eaInodeValue reads a large xattr value kept in its own inode (ea_inode feature).
+func (o *op) eaInodeValue(ino uint32, size int64) ([]byte, error) {
+	if size > maxEAInodeValue {
+		return nil, fmt.Errorf("value inode %d: %d bytes over limit: %w", ino, size, ErrCorrupt)
+	}
+	in, err := o.readInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if in.flags&flagEAInode == 0 || in.fileType() != Regular || in.size != size {
+		return nil, fmt.Errorf("value inode %d: not an EA inode of %d bytes: %w", ino, size, ErrCorrupt)
+	}
+	return o.readSmall(in, maxEAInodeValue)
+}
