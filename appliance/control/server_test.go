@@ -25,7 +25,9 @@ type fakeHandler struct {
 	err     error
 }
 
-func (f *fakeHandler) Status(context.Context) Response { return Response{State: StateMonitoring, Passes: 3} }
+func (f *fakeHandler) Status(context.Context) Response {
+	return Response{State: StateMonitoring, Passes: 3}
+}
 func (f *fakeHandler) Prepare(context.Context) (Response, error) {
 	c := uint64(0x1000)
 	return Response{State: StateQuiesced, Cursor: &c}, nil
