@@ -9,7 +9,7 @@ GO           ?= go
 BIN          := bin
 GOFLAGS_TEST ?= -count=1
 # Packages the build, the tests and the demo need. Keep sorted.
-APT_PACKAGES := aide busybox-static cpio debootstrap e2fsprogs gnutls-bin iproute2 \
+APT_PACKAGES := aide busybox-static cpio debootstrap e2fsprogs fdisk gnutls-bin iproute2 \
                 libyara-dev linux-image-amd64 ovmf pkg-config qemu-system-x86 qemu-utils \
                 rsyslog rsyslog-gnutls systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
