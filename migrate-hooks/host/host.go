@@ -1,0 +1,263 @@
+// Package host starts and stops the QEMU processes of a local "host": a source or a
+// destination of a co-migration on this machine.
+//
+// A Local host keeps its VMs' RAM files in a shared-memory directory, optionally runs its
+// QEMU processes inside a network namespace (so that two hosts can be joined by a shaped
+// veth link), and kills every process it started, by pid, on Close.
+//
+// Device model. Source and destination start a VM from the same Machine, so the device
+// model matches. A target keeps its RAM in a shared file (memory-backend-file, share=on);
+// Domain M sees that file as an ivshmem-plain PCI device (BAR2). Domain M's migration must
+// then run with the x-ignore-shared capability: QEMU 7.2 skips every RAM block that is
+// mapped shared (ramblock_is_ignored), which is exactly the ivshmem view, while Domain M's
+// own RAM (a private mapping) is copied as usual. The device needs master=on: without
+// it QEMU blocks migration ("peer mode"). At the destination Domain M's ivshmem
+// device is backed by the destination target's RAM file, which the target's own migration
+// fills.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/domainm/domainm/migrate-hooks/qmp"
+)
+
+// Machine is a VM's device model and boot configuration.
+type Machine struct {
+	Name   string // VM name, unique per host
+	MemMiB int
+	Accel  string // "kvm" or "tcg"
+	// RAM: "shared" (a share=on file other processes can map: the target), "private"
+	// (a file mapped privately, so it can be pre-filled and is still migrated: Domain M in
+	// benchmarks) or "" (anonymous RAM).
+	RAM string
+	// Kernel, Initrd and Append boot a Linux guest; empty for a firmware-only guest.
+	Kernel, Initrd, Append string
+	// Watch names the VM on the same host whose shared RAM file this VM (Domain M) sees
+	// through an ivshmem-plain device; WatchMiB is that VM's RAM size.
+	Watch    string
+	WatchMiB int
+}
+
+// Local is a host on this machine.
+type Local struct {
+	Name   string // "src", "dst"; part of file names
+	Dir    string // sockets and logs
+	ShmDir string // RAM files; default /dev/shm
+	Prefix string // prefix of RAM file names, unique per run
+	NetNS  string // run QEMU in this network namespace if set
+	Addr   string // address migration streams reach this host on; default 127.0.0.1
+	QEMU   string // default qemu-system-x86_64
+	Log    *slog.Logger
+
+	mu  sync.Mutex
+	vms []*VM
+}
+
+// VM is a running QEMU process and its monitor.
+type VM struct {
+	Name    string
+	Host    string
+	Pid     int
+	Mon     *qmp.Monitor
+	RAMFile string // "" for anonymous RAM
+	Serial  string // serial console log
+	Argv    []string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	once   sync.Once
+}
+
+func (h *Local) shmDir() string {
+	if h.ShmDir != "" {
+		return h.ShmDir
+	}
+	return "/dev/shm"
+}
+
+func (h *Local) addr() string {
+	if h.Addr != "" {
+		return h.Addr
+	}
+	return "127.0.0.1"
+}
+
+func (h *Local) logger() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// RAMFile is where VM name keeps its RAM on this host.
+func (h *Local) RAMFile(name string) string {
+	return filepath.Join(h.shmDir(), fmt.Sprintf("%s%s-%s.ram", h.Prefix, h.Name, name))
+}
+
+// IncomingURI returns a fresh tcp: URI on this host for a destination VM to listen on.
+func (h *Local) IncomingURI() (string, error) {
+	if h.NetNS == "" {
+		l, err := net.Listen("tcp", net.JoinHostPort(h.addr(), "0"))
+		if err != nil {
+			return "", fmt.Errorf("picking a port on %s: %w", h.addr(), err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		return fmt.Sprintf("tcp:%s:%d", h.addr(), port), nil
+	}
+	// Inside a namespace this process cannot bind; the namespace's address is ours alone.
+	h.mu.Lock()
+	port := 40000 + len(h.vms)
+	h.mu.Unlock()
+	return fmt.Sprintf("tcp:%s:%d", h.addr(), port), nil
+}
+
+// Args returns QEMU's command line for m; incoming is "" for a source VM, or the URI a
+// destination VM listens on (it is then started paused with -S).
+func (h *Local) Args(m Machine, incoming string) []string {
+	mem := fmt.Sprintf("%dM", m.MemMiB)
+	a := []string{
+		"-name", m.Name, "-no-user-config", "-nodefaults", "-display", "none",
+		"-machine", "q35,memory-backend=ram", "-accel", m.Accel, "-m", mem, "-smp", "1",
+		"-qmp", "unix:" + h.qmpPath(m.Name) + ",server=on,wait=off",
+		"-serial", "file:" + h.serialPath(m.Name),
+	}
+	switch m.RAM {
+	case "shared", "private":
+		share := map[string]string{"shared": "on", "private": "off"}[m.RAM]
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=ram,size=%s,mem-path=%s,share=%s", mem, h.RAMFile(m.Name), share))
+	default:
+		a = append(a, "-object", "memory-backend-ram,id=ram,size="+mem)
+	}
+	if m.Watch != "" {
+		a = append(a,
+			"-object", fmt.Sprintf("memory-backend-file,id=watch,size=%dM,mem-path=%s,share=on", m.WatchMiB, h.RAMFile(m.Watch)),
+			"-device", "ivshmem-plain,memdev=watch,id=watch,master=on")
+	}
+	if m.Kernel != "" {
+		a = append(a, "-kernel", m.Kernel, "-initrd", m.Initrd, "-append", m.Append)
+	}
+	if incoming != "" {
+		a = append(a, "-incoming", incoming, "-S")
+	}
+	return a
+}
+
+func (h *Local) qmpPath(name string) string { return filepath.Join(h.Dir, h.Name+"-"+name+".qmp") }
+func (h *Local) serialPath(name string) string {
+	return filepath.Join(h.Dir, h.Name+"-"+name+".serial")
+}
+
+// Start starts QEMU for m and connects to its monitor. incoming is as for Args.
+func (h *Local) Start(ctx context.Context, m Machine, incoming string) (*VM, error) {
+	if m.Accel == "" {
+		return nil, fmt.Errorf("starting %s on %s: no accelerator chosen", m.Name, h.Name)
+	}
+	qemu := h.QEMU
+	if qemu == "" {
+		qemu = "qemu-system-x86_64"
+	}
+	argv := append([]string{qemu}, h.Args(m, incoming)...)
+	if h.NetNS != "" {
+		// ip netns exec execs QEMU itself, so the pid is QEMU's.
+		argv = append([]string{"ip", "netns", "exec", h.NetNS}, argv...)
+	}
+	os.Remove(h.qmpPath(m.Name))
+	cmd := exec.Command(argv[0], argv[1:]...)
+	stderr, err := os.Create(filepath.Join(h.Dir, h.Name+"-"+m.Name+".stderr"))
+	if err != nil {
+		return nil, err
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	// Own process group: a signal to the coordinator's terminal does not reach QEMU
+	// before the coordinator has decided what to do with the pair.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s on %s: %w", m.Name, h.Name, err)
+	}
+	vm := &VM{Name: m.Name, Host: h.Name, Pid: cmd.Process.Pid, Serial: h.serialPath(m.Name),
+		Argv: argv, cmd: cmd, exited: make(chan struct{})}
+	if m.RAM != "" {
+		vm.RAMFile = h.RAMFile(m.Name)
+	}
+	go func() { cmd.Wait(); close(vm.exited) }()
+	h.mu.Lock()
+	h.vms = append(h.vms, vm)
+	h.mu.Unlock()
+	h.logger().Info("qemu started", "host", h.Name, "vm", m.Name, "pid", vm.Pid, "incoming", incoming)
+
+	mon, err := h.dialQMP(ctx, vm)
+	if err != nil {
+		vm.Kill()
+		b, _ := os.ReadFile(stderr.Name())
+		return nil, fmt.Errorf("starting %s on %s (%s): %w; stderr: %s", m.Name, h.Name, strings.Join(argv, " "), err, lastLines(b, 5))
+	}
+	vm.Mon = mon
+	return vm, nil
+}
+
+func (h *Local) dialQMP(ctx context.Context, vm *VM) (*qmp.Monitor, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(h.qmpPath(vm.Name)); err == nil {
+			return qmp.Dial(ctx, h.qmpPath(vm.Name))
+		}
+		select {
+		case <-vm.exited:
+			return nil, errors.New("qemu exited before its monitor came up")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for qmp socket: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Exited is closed when the QEMU process has exited.
+func (vm *VM) Exited() <-chan struct{} { return vm.exited }
+
+// Kill kills QEMU by pid (SIGKILL) and waits for it; it is idempotent.
+func (vm *VM) Kill() {
+	vm.once.Do(func() {
+		syscall.Kill(vm.Pid, syscall.SIGKILL)
+		<-vm.exited
+		if vm.Mon != nil {
+			vm.Mon.Close()
+		}
+	})
+}
+
+// Close kills every VM this host started and removes their RAM files.
+func (h *Local) Close() {
+	h.mu.Lock()
+	vms := h.vms
+	h.vms = nil
+	h.mu.Unlock()
+	for _, vm := range vms {
+		vm.Kill()
+		if vm.RAMFile != "" {
+			os.Remove(vm.RAMFile)
+		}
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
