@@ -1,0 +1,517 @@
+// Package vmtest starts small QEMU VMs for tests and demos: guest RAM in a shared
+// memory-backend-file (so memscan can map it), a QMP socket for control, the serial
+// console in a file, and optionally a Linux kernel with a busybox initramfs.
+//
+// Every QMP call is bounded by a timeout (go-qemu's Monitor.Run has none: a hung QEMU
+// would hang the test). Close kills the QEMU process group by pid and removes the
+// files the VM created; Start registers Close with t.Cleanup.
+//
+// Accelerator: on this project's lab machines /dev/kvm is nested KVM on which
+// firmware-only guests run but a Linux kernel hangs early in boot, so with Accel ""
+// a VM with a kernel uses TCG and a firmware-only VM tries KVM (checked with
+// query-kvm and that the guest stays running) before falling back to TCG.
+package vmtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// Config describes a VM.
+type Config struct {
+	Machine string // "q35" (default) or "pc"
+	Memory  uint64 // guest RAM in bytes (default 128 MiB); a multiple of 1 MiB
+	// RAMFile is the memory-backend-file path. Empty: a new file under /dev/shm,
+	// removed by Close. QEMU creates the file sparse and does not touch its pages.
+	RAMFile string
+	Kernel  string // optional Linux kernel (bzImage)
+	Initrd  string // optional initramfs
+	Append  string // kernel command line; "console=ttyS0" is always prepended
+	Accel   string // "kvm", "tcg" or "" to detect (see package doc)
+	Paused  bool   // start with -S (prelaunch; use Cont)
+	Extra   []string
+	// Timeout bounds each QMP command (default 30 s) and startup (default 30 s).
+	Timeout time.Duration
+	Logger  *slog.Logger // default: discard
+}
+
+// VM is a running QEMU process.
+type VM struct {
+	RAMFile    string // guest RAM backing file
+	SerialFile string // serial console output
+	QMPSocket  string
+	Accel      string // accelerator in use: "kvm" or "tcg"
+	Memory     uint64
+	Machine    string
+
+	cfg     Config
+	dir     string // private directory for socket, serial and log
+	ramDir  string // directory we created for RAMFile, or ""
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	logFile string
+	log     *slog.Logger
+
+	mu  sync.Mutex // serialises QMP commands and guards mon
+	mon *qmp.SocketMonitor
+}
+
+const defaultTimeout = 30 * time.Second
+
+// Start launches a VM for a test, failing the test on error, and closes it in
+// t.Cleanup.
+func Start(t testing.TB, cfg Config) *VM {
+	t.Helper()
+	vm, err := Launch(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("vmtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := vm.Close(); err != nil {
+			t.Errorf("vmtest: closing VM: %v", err)
+		}
+	})
+	return vm
+}
+
+// Launch starts a VM and connects to its QMP socket. The caller must Close it.
+func Launch(ctx context.Context, cfg Config) (*VM, error) {
+	if cfg.Machine == "" {
+		cfg.Machine = "q35"
+	}
+	if cfg.Memory == 0 {
+		cfg.Memory = 128 << 20
+	}
+	if cfg.Memory%(1<<20) != 0 {
+		return nil, fmt.Errorf("memory %d is not a multiple of 1 MiB", cfg.Memory)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = defaultTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := exec.LookPath(qemuBinary); err != nil {
+		return nil, fmt.Errorf("%s not found (install qemu-system-x86): %w", qemuBinary, err)
+	}
+	accel := cfg.Accel
+	if accel == "" {
+		accel = "tcg"
+		if cfg.Kernel == "" && kvmUsable() {
+			vm, err := launch(ctx, cfg, "kvm")
+			if err == nil {
+				if err = vm.checkKVM(ctx); err == nil {
+					return vm, nil
+				}
+				vm.Close()
+			}
+			cfg.Logger.Info("KVM not usable for this guest, falling back to TCG", "err", err)
+		}
+	}
+	return launch(ctx, cfg, accel)
+}
+
+const qemuBinary = "qemu-system-x86_64"
+
+func kvmUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
+	dir, err := os.MkdirTemp("", "vmtest-")
+	if err != nil {
+		return nil, err
+	}
+	vm = &VM{
+		cfg: cfg, dir: dir, Accel: accel, Memory: cfg.Memory, Machine: cfg.Machine,
+		SerialFile: filepath.Join(dir, "serial.log"),
+		QMPSocket:  filepath.Join(dir, "qmp.sock"),
+		logFile:    filepath.Join(dir, "qemu.log"),
+		RAMFile:    cfg.RAMFile,
+		exited:     make(chan struct{}),
+		log:        cfg.Logger.With("component", "vmtest"),
+	}
+	defer func() {
+		if err != nil {
+			vm.Close()
+		}
+	}()
+	if vm.RAMFile == "" {
+		if vm.ramDir, err = os.MkdirTemp("/dev/shm", "vmtest-ram-"); err != nil {
+			return vm, err
+		}
+		vm.RAMFile = filepath.Join(vm.ramDir, "ram")
+	}
+	logf, err := os.Create(vm.logFile)
+	if err != nil {
+		return vm, err
+	}
+	defer logf.Close()
+	vm.cmd = exec.Command(qemuBinary, vm.args()...)
+	vm.cmd.Stdout, vm.cmd.Stderr = logf, logf
+	// Own process group, so Close can kill QEMU and anything it spawned by -pid.
+	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := vm.cmd.Start(); err != nil {
+		return vm, fmt.Errorf("starting %v: %w", vm.cmd.Args, err)
+	}
+	vm.log.Info("started QEMU", "pid", vm.cmd.Process.Pid, "accel", accel, "machine", cfg.Machine, "memory", cfg.Memory)
+	go func() {
+		vm.waitErr = vm.cmd.Wait()
+		close(vm.exited)
+	}()
+	if err := vm.connect(ctx); err != nil {
+		return vm, err
+	}
+	return vm, nil
+}
+
+func (vm *VM) args() []string {
+	a := []string{
+		"-machine", vm.cfg.Machine + ",memory-backend=ram",
+		"-accel", vm.Accel,
+		"-m", fmt.Sprintf("%dM", vm.cfg.Memory>>20),
+		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", vm.cfg.Memory, vm.RAMFile),
+		"-smp", "1",
+		"-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
+		"-serial", "file:" + vm.SerialFile,
+		"-qmp", "unix:" + vm.QMPSocket + ",server=on,wait=off",
+	}
+	if vm.cfg.Kernel != "" {
+		a = append(a, "-kernel", vm.cfg.Kernel, "-append", strings.TrimSpace("console=ttyS0 "+vm.cfg.Append))
+		if vm.cfg.Initrd != "" {
+			a = append(a, "-initrd", vm.cfg.Initrd)
+		}
+	}
+	if vm.cfg.Paused {
+		a = append(a, "-S")
+	}
+	return append(a, vm.cfg.Extra...)
+}
+
+// connect waits for the QMP socket and performs the capabilities handshake.
+func (vm *VM) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, vm.cfg.Timeout)
+	defer cancel()
+	for {
+		mon, err := qmp.NewSocketMonitor("unix", vm.QMPSocket, time.Second)
+		if err == nil {
+			errc := make(chan error, 1)
+			go func() { errc <- mon.Connect() }()
+			select {
+			case err = <-errc:
+			case <-ctx.Done():
+				mon.Disconnect()
+				err = ctx.Err()
+			}
+			if err == nil {
+				vm.mu.Lock()
+				vm.mon = mon
+				vm.mu.Unlock()
+				return nil
+			}
+			mon.Disconnect()
+		}
+		select {
+		case <-vm.exited:
+			return fmt.Errorf("QEMU exited during startup (%v): %s", vm.waitErr, vm.Log())
+		case <-ctx.Done():
+			return fmt.Errorf("connecting to QMP %s: %w (last error: %v); QEMU log: %s", vm.QMPSocket, ctx.Err(), err, vm.Log())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// checkKVM verifies KVM is in use and the guest keeps running for a moment.
+func (vm *VM) checkKVM(ctx context.Context) error {
+	var st struct{ Enabled, Present bool }
+	if err := vm.Execute(ctx, "query-kvm", nil, &st); err != nil {
+		return err
+	}
+	if !st.Enabled || !st.Present {
+		return fmt.Errorf("query-kvm: enabled=%v present=%v", st.Enabled, st.Present)
+	}
+	select {
+	case <-vm.exited:
+		return fmt.Errorf("QEMU exited under KVM: %s", vm.Log())
+	case <-time.After(300 * time.Millisecond):
+	}
+	if vm.cfg.Paused {
+		return nil
+	}
+	s, err := vm.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if s != "running" {
+		return fmt.Errorf("guest status under KVM is %q, not running", s)
+	}
+	return nil
+}
+
+// Log returns QEMU's stdout and stderr so far.
+func (vm *VM) Log() string {
+	b, _ := os.ReadFile(vm.logFile)
+	return strings.TrimSpace(string(b))
+}
+
+// Serial returns the serial console output so far.
+func (vm *VM) Serial() string {
+	b, _ := os.ReadFile(vm.SerialFile)
+	return string(b)
+}
+
+// PID returns the QEMU process id.
+func (vm *VM) PID() int {
+	if vm.cmd == nil || vm.cmd.Process == nil {
+		return 0
+	}
+	return vm.cmd.Process.Pid
+}
+
+// WaitSerial waits until the serial output contains s.
+func (vm *VM) WaitSerial(ctx context.Context, s string) error {
+	for {
+		if strings.Contains(vm.Serial(), s) {
+			return nil
+		}
+		select {
+		case <-vm.exited:
+			return fmt.Errorf("QEMU exited before %q on serial (%v); serial: %s; log: %s", s, vm.waitErr, tail(vm.Serial(), 2000), vm.Log())
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %q on serial: %w; serial: %s", s, ctx.Err(), tail(vm.Serial(), 2000))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// Close kills QEMU by process group and removes the VM's files (the RAM file too,
+// unless Config.RAMFile named it).
+func (vm *VM) Close() error {
+	vm.mu.Lock()
+	if vm.mon != nil {
+		vm.mon.Disconnect()
+		vm.mon = nil
+	}
+	vm.mu.Unlock()
+	var err error
+	if vm.cmd != nil && vm.cmd.Process != nil {
+		select {
+		case <-vm.exited:
+		default:
+			_ = syscall.Kill(-vm.cmd.Process.Pid, syscall.SIGKILL)
+			select {
+			case <-vm.exited:
+			case <-time.After(10 * time.Second):
+				err = fmt.Errorf("QEMU pid %d did not exit after SIGKILL", vm.cmd.Process.Pid)
+			}
+		}
+	}
+	if vm.ramDir != "" {
+		os.RemoveAll(vm.ramDir)
+	}
+	if vm.dir != "" {
+		os.RemoveAll(vm.dir)
+	}
+	return err
+}
+
+// QMPError is an error reply from QEMU.
+type QMPError struct {
+	Command string
+	Desc    string
+}
+
+func (e *QMPError) Error() string { return fmt.Sprintf("qmp %s: %s", e.Command, e.Desc) }
+
+// Execute runs a QMP command with arguments args (nil for none) and decodes its
+// "return" value into out (nil to ignore). It gives up after Config.Timeout or
+// when ctx ends, whichever is first; after a timeout the monitor is disconnected.
+func (vm *VM) Execute(ctx context.Context, command string, args, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, vm.cfg.Timeout)
+	defer cancel()
+	return vm.execute(ctx, command, args, out)
+}
+
+func (vm *VM) execute(ctx context.Context, command string, args, out any) error {
+	req, err := json.Marshal(qmp.Command{Execute: command, Args: args})
+	if err != nil {
+		return err
+	}
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.mon == nil {
+		return fmt.Errorf("qmp %s: monitor not connected", command)
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	mon := vm.mon
+	go func() {
+		b, err := mon.Run(req)
+		ch <- result{b, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		// The reply may still come; the monitor is in an unknown state now.
+		vm.mon = nil
+		mon.Disconnect()
+		return fmt.Errorf("qmp %s: %w", command, ctx.Err())
+	}
+	if r.err != nil {
+		return &QMPError{Command: command, Desc: r.err.Error()}
+	}
+	var resp struct {
+		Return json.RawMessage `json:"return"`
+	}
+	if err := json.Unmarshal(r.b, &resp); err != nil {
+		return fmt.Errorf("qmp %s: decoding reply %q: %w", command, r.b, err)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(resp.Return, out); err != nil {
+		return fmt.Errorf("qmp %s: decoding return %q: %w", command, resp.Return, err)
+	}
+	return nil
+}
+
+// HMP runs a human-monitor command and returns its output.
+func (vm *VM) HMP(ctx context.Context, cmd string) (string, error) {
+	var out string
+	err := vm.Execute(ctx, "human-monitor-command", map[string]string{"command-line": cmd}, &out)
+	return out, err
+}
+
+// Status returns the run state from query-status ("running", "paused", ...).
+func (vm *VM) Status(ctx context.Context) (string, error) {
+	var st struct{ Status string }
+	err := vm.Execute(ctx, "query-status", nil, &st)
+	return st.Status, err
+}
+
+// Stop pauses the guest's CPUs.
+func (vm *VM) Stop(ctx context.Context) error { return vm.Execute(ctx, "stop", nil, nil) }
+
+// Cont resumes the guest's CPUs.
+func (vm *VM) Cont(ctx context.Context) error { return vm.Execute(ctx, "cont", nil, nil) }
+
+// DumpGuestMemory writes an ELF core of guest-physical memory (paging off, so
+// PT_LOAD p_paddr are guest-physical addresses) to path. It waits for the dump to
+// finish, bounded by ctx and a timeout scaled to the guest size.
+func (vm *VM) DumpGuestMemory(ctx context.Context, path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	timeout := vm.cfg.Timeout + time.Duration(vm.Memory>>20)*20*time.Millisecond
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return vm.execute(ctx, "dump-guest-memory", map[string]any{"paging": false, "protocol": "file:" + abs}, nil)
+}
+
+// ReadPhys reads n bytes of guest-physical memory at gpa as QEMU's memory system
+// sees them (HMP "xp"), for checking other readers against the guest's view.
+func (vm *VM) ReadPhys(ctx context.Context, gpa uint64, n int) ([]byte, error) {
+	out := make([]byte, 0, n)
+	for len(out) < n {
+		// Chunks keep replies well under go-qemu's 64 KiB line limit.
+		c := min(n-len(out), 1024)
+		addr := gpa + uint64(len(out))
+		s, err := vm.HMP(ctx, fmt.Sprintf("xp /%dbx %#x", c, addr))
+		if err != nil {
+			return nil, err
+		}
+		b, err := parseXP(s)
+		if err != nil {
+			return nil, fmt.Errorf("xp %#x: %w", addr, err)
+		}
+		if len(b) != c {
+			return nil, fmt.Errorf("xp %#x: got %d bytes, want %d: %q", addr, len(b), c, s)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// parseXP parses lines like "0000000000001000: 0x44 0x4f 0x4d".
+func parseXP(s string) ([]byte, error) {
+	var out []byte
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		_, vals, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, fmt.Errorf("unexpected xp output %q", line)
+		}
+		for _, f := range strings.Fields(vals) {
+			var v uint8
+			if _, err := fmt.Sscanf(f, "0x%x", &v); err != nil {
+				return nil, fmt.Errorf("unexpected xp value %q in %q", f, line)
+			}
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// WriteRAM writes b into the RAM backing file at file offset off, as another process
+// sharing the guest's memory would. Callers usually Stop the guest first so that it
+// does not overwrite the bytes.
+func (vm *VM) WriteRAM(off int64, b []byte) error {
+	f, err := os.OpenFile(vm.RAMFile, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		f.Close()
+		return fmt.Errorf("writing RAM file at %#x: %w", off, err)
+	}
+	return f.Close()
+}
+
+// ErrNoKernel is returned by Kernel when /boot has no vmlinuz.
+var ErrNoKernel = errors.New("no /boot/vmlinuz-* (install linux-image-amd64)")
+
+// Kernel returns the newest /boot/vmlinuz-*.
+func Kernel() (string, error) {
+	m, _ := filepath.Glob("/boot/vmlinuz-*")
+	if len(m) == 0 {
+		return "", ErrNoKernel
+	}
+	best := m[0]
+	for _, p := range m[1:] {
+		if bytes.Compare([]byte(p), []byte(best)) > 0 {
+			best = p
+		}
+	}
+	return best, nil
+}
