@@ -24,9 +24,11 @@ import (
 //     the window; a condition over many occurrences spread across RAM will not hold;
 //   - a string match up to Overlap bytes long is found wherever it lies, exactly once: a
 //     match is kept only by the window in whose block it starts;
-//   - windows that are entirely zero are not scanned, so rules matching only zeros never fire.
+//   - windows that are entirely zero are not scanned, and all-zero 4 KiB pages at the start
+//     and end of a window are cut off before scanning: a string that begins or ends with
+//     zero bytes lying in a zero page may be missed, and rules matching zeros never fire.
 const (
-	DefaultBlockSize = 1 << 20
+	DefaultBlockSize = 256 << 10
 	DefaultOverlap   = 4 << 10
 )
 
@@ -167,6 +169,7 @@ type blockResult struct {
 	b       block
 	state   blockState
 	scanned bool
+	bytes   int // handed to the rule engine
 	err     error
 }
 
@@ -224,7 +227,7 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 			res.BlocksUnchanged++
 		default:
 			res.BlocksScanned++
-			res.BytesScanned += uint64(r.b.winSize)
+			res.BytesScanned += uint64(r.bytes)
 		}
 		for _, m := range r.state.matches {
 			mergeMatch(byRule, m)
@@ -313,15 +316,38 @@ func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte)
 	if ok && !prev.zero && prev.hash == h && prev.rules == rulesID {
 		return blockResult{b: b, state: prev}
 	}
-	ms, err := sc.Scan(win)
-	st := blockState{hash: h, rules: rulesID, matches: ownMatches(ms, b)}
+	// Leading and trailing zero pages carry nothing to match: hand YARA only the span
+	// between the first and last non-zero page.
+	lo, hi := d.trimZeroPages(win)
+	ms, err := sc.Scan(win[lo:hi])
+	st := blockState{hash: h, rules: rulesID, matches: ownMatches(ms, b, lo)}
 	if err != nil {
 		// Keep what was found, but do not cache: the block is scanned again next pass.
 		d.forget(b.gpa)
-		return blockResult{b: b, state: st, scanned: true, err: fmt.Errorf("scanning: %w", err)}
+		return blockResult{b: b, state: st, scanned: true, bytes: hi - lo, err: fmt.Errorf("scanning: %w", err)}
 	}
 	d.store(b.gpa, st)
-	return blockResult{b: b, state: st, scanned: true}
+	return blockResult{b: b, state: st, scanned: true, bytes: hi - lo}
+}
+
+// trimZeroPages returns the bounds of win without its leading and trailing all-zero pages.
+func (d *Driver) trimZeroPages(win []byte) (lo, hi int) {
+	const pg = 4096
+	hi = len(win)
+	for lo+pg <= hi && bytes.Equal(win[lo:lo+pg], d.zero[:pg]) {
+		lo += pg
+	}
+	for hi-pg >= lo {
+		start := hi - pg
+		if rem := hi % pg; rem != 0 {
+			start = hi - rem
+		}
+		if !bytes.Equal(win[start:hi], d.zero[:hi-start]) {
+			break
+		}
+		hi = start
+	}
+	return lo, hi
 }
 
 func (d *Driver) store(gpa uint64, st blockState) {
@@ -340,12 +366,13 @@ func (d *Driver) forget(gpa uint64) {
 // starting in the overlap belong to the next block) and turns offsets into addresses.
 // A rule whose every string match lies in the overlap is dropped; a rule without string
 // matches (a pure condition) is kept, without an address.
-func ownMatches(ms []detectors.Match, b block) []detectors.Match {
+func ownMatches(ms []detectors.Match, b block, lo int) []detectors.Match {
 	var out []detectors.Match
 	for _, m := range ms {
 		had := len(m.Strings)
 		var kept []detectors.StringMatch
 		for _, s := range m.Strings {
+			s.Offset += uint64(lo)
 			if s.Offset < uint64(b.size) {
 				s.Offset += b.gpa
 				kept = append(kept, s)
