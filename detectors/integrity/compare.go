@@ -1,0 +1,102 @@
+package integrity
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+// ChangeKind says how an entry differs from the baseline.
+type ChangeKind string
+
+// Change kinds.
+const (
+	Added   ChangeKind = "added"
+	Removed ChangeKind = "removed"
+	Changed ChangeKind = "changed"
+)
+
+// AttrChange is one attribute's value before and after.
+type AttrChange struct {
+	Attr   string `json:"attr"`
+	Before string `json:"before"`
+	After  string `json:"after"`
+}
+
+// Change is one entry added, removed or changed since the baseline. Before is nil for
+// added entries, After for removed ones.
+type Change struct {
+	Kind   ChangeKind   `json:"kind"`
+	Path   string       `json:"path"`
+	Rule   string       `json:"rule"`
+	Type   string       `json:"type"`
+	Attrs  []AttrChange `json:"attrs,omitempty"`
+	Before *Record      `json:"before,omitempty"`
+	After  *Record      `json:"after,omitempty"`
+}
+
+// errAttr is the pseudo attribute that reports a read error appearing or going away.
+const errAttr = "error"
+
+// Diff compares a baseline record with a new one of the same path and returns the
+// attribute changes (none when equal).
+func Diff(before, after *Record) []AttrChange {
+	var out []AttrChange
+	set := before.compared() | after.compared()
+	if before.Type != after.Type {
+		// A different type changes everything; report the type and what both watch.
+		set = before.compared() & after.compared()
+		set = set.With(AttrType)
+	}
+	for _, a := range set.Attrs() {
+		if c, ok := diffAttr(a, before, after); ok {
+			out = append(out, c)
+		}
+	}
+	if before.Err != after.Err {
+		out = append(out, AttrChange{Attr: errAttr, Before: before.Err, After: after.Err})
+	}
+	return out
+}
+
+func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
+	c := AttrChange{Attr: a.Name(), Before: before.value(a), After: after.value(a)}
+	switch {
+	case a == AttrSize && after.Growing && before.Growing:
+		if after.Size >= before.Size {
+			return c, false
+		}
+		c.After += " (shrank)"
+		return c, true
+	case a.isHash() && after.Growing && before.Growing:
+		// The old content must be a prefix of the new one.
+		if h, ok := after.prefix[a.Name()]; ok && after.Size >= before.Size {
+			if h == before.Hashes[a.Name()] {
+				return c, false
+			}
+			c.After += " (content before offset " + strconv.FormatInt(before.Size, 10) + " changed)"
+			return c, true
+		}
+		return c, c.Before != c.After
+	case (a == AttrMtime) && before.Mtime.Equal(after.Mtime),
+		(a == AttrCtime) && before.Ctime.Equal(after.Ctime):
+		return c, false
+	}
+	return c, c.Before != c.After
+}
+
+func (a Attr) isHash() bool { return HashAttrs.Has(a) }
+
+// Finding turns the change into an alert-pipeline finding: Rule is "integrity-<kind>",
+// Meta holds the selection, type and each attribute as "before -> after".
+func (c Change) Finding(t detectors.Target, now time.Time) detectors.Finding {
+	meta := map[string]string{"selection": c.Rule, "type": c.Type, "change": string(c.Kind)}
+	for _, a := range c.Attrs {
+		meta[a.Attr] = a.Before + " -> " + a.After
+	}
+	return detectors.Finding{
+		Detector: "integrity", Rule: "integrity-" + string(c.Kind), Path: c.Path,
+		Meta: meta, Time: now, Target: t,
+	}
+}

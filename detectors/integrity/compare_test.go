@@ -1,0 +1,151 @@
+package integrity
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/diskscan"
+)
+
+func TestBuiltinGroupsAreNotAttributes(t *testing.T) {
+	for name := range builtinGroups {
+		if _, ok := attrByName(name); ok {
+			t.Errorf("built-in group %q shadows an attribute", name)
+		}
+	}
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+
+func fileRec(path string) *Record {
+	e := &diskscan.Entry{Path: path, Type: diskscan.Regular, Mode: 0o755, UID: 0, GID: 0, Size: 100,
+		Mtime: t0, Ctime: t0, Inode: 12, Nlink: 1}
+	all := AttrSet(attrEnd - 1)
+	r := newRecord(e, "bin", all&^AttrSet(AttrSHA512), false)
+	r.Hashes = map[string]string{"sha256": "aa"}
+	return r
+}
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(r *Record)
+		want   []AttrChange
+	}{
+		{"same", func(r *Record) {}, nil},
+		{"content only", func(r *Record) { r.Hashes["sha256"] = "bb" }, []AttrChange{{"sha256", "aa", "bb"}}},
+		{"setuid", func(r *Record) { r.Mode = 0o4755 }, []AttrChange{{"mode", "0755 (rwxr-xr-x)", "4755 (rwsr-xr-x)"}}},
+		{"owner", func(r *Record) { r.UID, r.GID = 1000, 1000 }, []AttrChange{{"uid", "0", "1000"}, {"gid", "0", "1000"}}},
+		{"nlink", func(r *Record) { r.Nlink = 2 }, []AttrChange{{"nlink", "1", "2"}}},
+		{"mtime", func(r *Record) { r.Mtime = t0.Add(time.Second) },
+			[]AttrChange{{"mtime", "2026-01-02T03:04:05.000000006Z", "2026-01-02T03:04:06.000000006Z"}}},
+		{"caps", func(r *Record) {
+			r.Xattrs = map[string][]byte{capXattr: {0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}
+			r.Xattrs[capXattr][0] = 1 // effective
+		}, []AttrChange{{"caps", "", "cap_net_raw=ep"}, {"xattrs", "", "security.capability=0100000200200000000000000000000000000000"}}},
+		{"error", func(r *Record) { r.Err = "bad inode" }, []AttrChange{{"error", "", "bad inode"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := fileRec("/bin/x"), fileRec("/bin/x")
+			tc.change(b)
+			if got := Diff(a, b); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Diff = %+v\nwant   %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDiffTypeAndSymlink(t *testing.T) {
+	a, b := fileRec("/bin/x"), fileRec("/bin/x")
+	a.Type, a.Link, a.Hashes = "symlink", "/usr/bin/a", nil
+	b.Type, b.Link, b.Hashes = "symlink", "/tmp/evil", nil
+	want := []AttrChange{{"link", "/usr/bin/a", "/tmp/evil"}}
+	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
+		t.Errorf("symlink Diff = %+v, want %+v", got, want)
+	}
+	c := fileRec("/bin/x")
+	got := Diff(a, c)
+	if len(got) == 0 || got[0] != (AttrChange{"type", "symlink", "file"}) {
+		t.Errorf("type change Diff = %+v", got)
+	}
+}
+
+func TestDiffDirectoryIgnoresTimes(t *testing.T) {
+	a, b := fileRec("/etc"), fileRec("/etc")
+	a.Type, b.Type = "dir", "dir"
+	b.Mtime, b.Ctime, b.Size, b.Nlink = t0.Add(time.Hour), t0.Add(time.Hour), 4096, 3
+	if got := Diff(a, b); got != nil {
+		t.Errorf("dir Diff = %+v, want none", got)
+	}
+	b.Mode = 0o777
+	if got := Diff(a, b); len(got) != 1 || got[0].Attr != "mode" {
+		t.Errorf("dir mode Diff = %+v", got)
+	}
+}
+
+func TestDiffGrowing(t *testing.T) {
+	base := func() *Record {
+		r := fileRec("/var/log/syslog")
+		r.Growing = true
+		return r
+	}
+	a := base()
+	b := base()
+	b.Size, b.Mtime, b.Ctime, b.Hashes = 150, t0.Add(time.Hour), t0.Add(time.Hour), map[string]string{"sha256": "cc"}
+	b.prefix = map[string]string{"sha256": "aa"}
+	if got := Diff(a, b); got != nil {
+		t.Errorf("appended log Diff = %+v, want none", got)
+	}
+	b.prefix["sha256"] = "dd"
+	if got := Diff(a, b); len(got) != 1 || got[0].Attr != "sha256" {
+		t.Errorf("rewritten log Diff = %+v, want sha256", got)
+	}
+	c := base()
+	c.Size, c.Hashes = 10, map[string]string{"sha256": "ee"}
+	got := Diff(a, c)
+	if len(got) != 2 || got[0] != (AttrChange{"size", "100", "10 (shrank)"}) || got[1].Attr != "sha256" {
+		t.Errorf("truncated log Diff = %+v", got)
+	}
+}
+
+func TestComparer(t *testing.T) {
+	c := NewComparer([]*Record{fileRec("/a"), fileRec("/b"), fileRec("/c")})
+	if ch := c.Add(fileRec("/a")); ch != nil {
+		t.Errorf("unchanged /a: %+v", ch)
+	}
+	b := fileRec("/b")
+	b.Size = 5
+	if ch := c.Add(b); ch == nil || ch.Kind != Changed || ch.Before == nil || ch.After != b {
+		t.Errorf("changed /b: %+v", ch)
+	}
+	if ch := c.Add(fileRec("/d")); ch == nil || ch.Kind != Added || ch.Before != nil {
+		t.Errorf("added /d: %+v", ch)
+	}
+	rm := c.Removed()
+	if len(rm) != 1 || rm[0].Path != "/c" || rm[0].Kind != Removed || rm[0].After != nil {
+		t.Errorf("removed = %+v", rm)
+	}
+	f := rm[0].Finding(detectors.Target{Name: "vm"}, t0)
+	if f.Detector != "integrity" || f.Rule != "integrity-removed" || f.Path != "/c" {
+		t.Errorf("finding = %+v", f)
+	}
+}
+
+func TestFormatCaps(t *testing.T) {
+	v3 := []byte{1, 0, 0, 3, 0, 0x30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, tc := range []struct {
+		in   []byte
+		want string
+	}{
+		{nil, ""},
+		{[]byte{1, 2}, "hex:0102"},
+		{v3, "cap_net_admin,cap_net_raw=ep [rootid=0]"},
+		{[]byte{0, 0, 0, 2, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "cap_chown=p cap_dac_override=i"},
+	} {
+		if got := FormatCaps(tc.in); got != tc.want {
+			t.Errorf("FormatCaps(%x) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

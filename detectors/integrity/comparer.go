@@ -1,0 +1,48 @@
+package integrity
+
+import "sort"
+
+// Comparer compares the records of a new walk, fed one at a time, with a baseline.
+// Memory is the baseline plus the changes found.
+type Comparer struct {
+	old  map[string]*Record
+	seen map[string]bool
+}
+
+// NewComparer indexes the baseline records.
+func NewComparer(baseline []*Record) *Comparer {
+	c := &Comparer{old: make(map[string]*Record, len(baseline)), seen: make(map[string]bool, len(baseline))}
+	for _, r := range baseline {
+		c.old[r.Path] = r
+	}
+	return c
+}
+
+// Baseline returns the baseline record of path, or nil.
+func (c *Comparer) Baseline(path string) *Record { return c.old[path] }
+
+// Add compares one new record with the baseline; it returns nil when nothing changed.
+func (c *Comparer) Add(r *Record) *Change {
+	c.seen[r.Path] = true
+	old, ok := c.old[r.Path]
+	if !ok {
+		return &Change{Kind: Added, Path: r.Path, Rule: r.Rule, Type: r.Type, After: r}
+	}
+	attrs := Diff(old, r)
+	if len(attrs) == 0 {
+		return nil
+	}
+	return &Change{Kind: Changed, Path: r.Path, Rule: r.Rule, Type: r.Type, Attrs: attrs, Before: old, After: r}
+}
+
+// Removed returns the baseline entries that no Add call saw, sorted by path.
+func (c *Comparer) Removed() []Change {
+	var out []Change
+	for p, r := range c.old {
+		if !c.seen[p] {
+			out = append(out, Change{Kind: Removed, Path: p, Rule: r.Rule, Type: r.Type, Before: r})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
