@@ -464,11 +464,18 @@ func (vm *VM) ReadPhys(ctx context.Context, gpa uint64, n int) ([]byte, error) {
 	return out, nil
 }
 
+// ErrNotMemory is returned by ReadPhys when QEMU has no memory at an address
+// (xp says "Cannot access memory"), e.g. in the PCI hole or past the end of RAM.
+var ErrNotMemory = errors.New("no guest memory at this address")
+
 // parseXP parses lines like "0000000000001000: 0x44 0x4f 0x4d".
 func parseXP(s string) ([]byte, error) {
 	var out []byte
 	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
-		_, vals, ok := strings.Cut(line, ":")
+		addr, vals, ok := strings.Cut(line, ":")
+		if ok && strings.Contains(vals, "Cannot access memory") {
+			return nil, fmt.Errorf("xp at %s: %w", strings.TrimSpace(addr), ErrNotMemory)
+		}
 		if !ok {
 			return nil, fmt.Errorf("unexpected xp output %q", line)
 		}

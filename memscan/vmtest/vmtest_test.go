@@ -3,6 +3,7 @@ package vmtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,5 +105,12 @@ func TestBuildInitramfs(t *testing.T) {
 		if !strings.Contains(list, want+"\n") {
 			t.Errorf("%s missing from archive listing:\n%s", want, list)
 		}
+	}
+}
+
+func TestParseXPNoMemory(t *testing.T) {
+	_, err := parseXP("0000000080100000: Cannot access memory\r\n")
+	if !errors.Is(err, ErrNotMemory) {
+		t.Fatalf("err = %v, want ErrNotMemory", err)
 	}
 }
