@@ -251,7 +251,7 @@ func inlineQuirk(t *testing.T, src map[string]fileInfo, dir string) map[string]f
 	for p, fi := range src {
 		want[p] = fi
 	}
-	for _, p := range []string{"/sparse", "/bigsparse"} {
+	for _, p := range []string{"/sparse", "/bigsparse", "/fragmented"} {
 		fi := want[p]
 		fi.size = debugfsSize(t, filepath.Join(dir, "inline.raw"), p)
 		if fi.sha != "" {
@@ -260,4 +260,25 @@ func inlineQuirk(t *testing.T, src map[string]fileInfo, dir string) map[string]f
 		want[p] = fi
 	}
 	return want
+}
+
+// TestImagesHaveTheStructures checks, with debugfs, that the images contain what the walk
+// test claims to cover: an htree directory, a depth-2 extent tree, inline data.
+func TestImagesHaveTheStructures(t *testing.T) {
+	dir := images(t)
+	ext4 := filepath.Join(dir, "ext4.raw")
+	if out := run(t, "debugfs", "-R", "htree /many", ext4); !strings.Contains(out, "Root node dump") {
+		t.Errorf("/many is not an htree directory:\n%.300s", out)
+	}
+	if out := run(t, "debugfs", "-R", "ex /fragmented", ext4); !strings.Contains(out, " 2/ 2 ") {
+		t.Errorf("/fragmented has no depth-2 extent tree:\n%.300s", out)
+	}
+	out := run(t, "debugfs", "-R", "stat /small", filepath.Join(dir, "inline.raw"))
+	if !strings.Contains(out, "Size of inline data") {
+		t.Errorf("/small in inline.raw is not inline:\n%.300s", out)
+	}
+	out = run(t, "debugfs", "-R", "stat /emptydir", filepath.Join(dir, "inline.raw"))
+	if !strings.Contains(out, "Size of inline data") {
+		t.Errorf("/emptydir in inline.raw is not an inline directory:\n%.300s", out)
+	}
 }

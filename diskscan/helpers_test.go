@@ -77,18 +77,23 @@ func makeTree(t testing.TB, dir string) {
 		w(fmt.Sprintf("many/file-with-a-longish-name-%05d", i), []byte(fmt.Sprint(i)), 0o644)
 	}
 	w("a/b/c/d/e/f/g/deep", []byte("deep"), 0o644)
-	sparse := func(p string, size int64, at ...int64) {
+	sparse := func(p string, size int64, n int, at ...int64) {
 		f, err := os.Create(filepath.Join(dir, p))
 		must(t, err)
 		for _, off := range at {
-			_, err := f.WriteAt(randBytes(9000), off)
+			_, err := f.WriteAt(randBytes(n), off)
 			must(t, err)
 		}
 		must(t, f.Truncate(size))
 		must(t, f.Close())
 	}
-	sparse("sparse", 10<<20, 0, 8<<20)
-	sparse("bigsparse", bigSparseSize, 4<<30+4096*3+5, 5<<30)
+	sparse("sparse", 10<<20, 9000, 0, 8<<20)
+	var islands []int64 // > 4*340 extents: a depth-2 extent tree with 4 KiB blocks
+	for i := int64(0); i < 1500; i++ {
+		islands = append(islands, i*2*4096)
+	}
+	sparse("fragmented", 1500*2*4096, 4096, islands...)
+	sparse("bigsparse", bigSparseSize, 9000, 4<<30+4096*3+5, 5<<30)
 	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
 	must(t, os.Chtimes(filepath.Join(dir, "etc/passwd"), old, old))
 }
