@@ -64,8 +64,10 @@ fuzz: deps
 	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
+# demo: boot a small Linux guest whose RAM is a shared file, let it hold an "implant"
+# string, and find it from outside with domainm scan-memory and the shipped rules.
 demo: build
-	$(BIN)/domainm demo
+	$(GO) run ./appliance/demo -domainm $(BIN)/domainm -rules rules/yara
 
 # bench-memscan: domainm scan-memory against `yara -s` on a 1 GiB synthetic guest image
 # with 128 rules, in the same run; prints throughputs, ratios and checks equal findings.
