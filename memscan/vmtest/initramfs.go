@@ -2,9 +2,11 @@ package vmtest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"sort"
 	"strings"
@@ -16,7 +18,7 @@ const BusyboxPath = "/bin/busybox"
 // BuildInitramfs writes a gzip-less newc cpio initramfs to dst holding a static
 // busybox at /bin/busybox, the directories /dev /proc /sys /tmp /bin, an executable
 // /init that runs script under busybox sh, and extra files (path in the image ->
-// contents). The script runs with PATH=/bin after "busybox --install -s /bin", with
+// contents; executable when they start with "#!" or an ELF magic). The script runs with PATH=/bin after "busybox --install -s /bin", with
 // /proc, /sys and devtmpfs mounted.
 func BuildInitramfs(dst, script string, extra map[string][]byte) error {
 	bb, err := os.ReadFile(BusyboxPath)
@@ -50,7 +52,11 @@ func BuildInitramfs(dst, script string, extra map[string][]byte) error {
 		for dir := path.Dir(clean); dir != "."; dir = path.Dir(dir) {
 			w.add(dir, 0o040755, nil) // duplicates are harmless to the kernel's unpacker
 		}
-		w.add(clean, 0o100644, extra[n])
+		mode := uint32(0o100644)
+		if b := extra[n]; bytes.HasPrefix(b, []byte("#!")) || bytes.HasPrefix(b, []byte("\x7fELF")) {
+			mode = 0o100755
+		}
+		w.add(clean, mode, extra[n])
 	}
 	if err := w.close(); err != nil {
 		f.Close()
@@ -105,4 +111,19 @@ func (c *cpioWriter) close() error {
 		return c.err
 	}
 	return c.w.Flush()
+}
+
+// GoBuildStatic builds the Go main package pkg (an import path or ./dir relative to
+// the current directory) as a static binary at dst for a guest initramfs.
+func GoBuildStatic(dst, pkg string) error {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("go toolchain not in PATH: %w", err)
+	}
+	cmd := exec.Command(gobin, "build", "-o", dst, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %w: %s", cmd.Args, err, out)
+	}
+	return nil
 }
