@@ -1,0 +1,221 @@
+// Package controltest is a stand-in Domain M supervisor speaking the control protocol,
+// for tests and benchmarks that run before (or without) the real `domainm run`.
+//
+// It "monitors" a target by reading its RAM file: prepare fingerprints sampled pages and
+// unmaps, resume opens the new source, checks the fingerprints and maps it. Commands can
+// be made to hang, to inject a supervisor that does not answer.
+package controltest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Change is a state change of the supervisor, timestamped when it happened.
+type Change struct {
+	Time  time.Time
+	State string
+}
+
+// Supervisor is the stand-in.
+type Supervisor struct {
+	ln net.Listener
+
+	mu      sync.Mutex
+	state   string
+	source  string // RAM file being watched ("" while quiesced)
+	prints  [][32]byte
+	changes []Change
+	hang    map[string]bool
+	conns   []net.Conn
+	wg      sync.WaitGroup
+}
+
+// Listen serves the protocol at path, watching the RAM file source.
+func Listen(path, source string) (*Supervisor, error) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervisor{ln: ln, hang: map[string]bool{}}
+	s.setState("monitoring", source)
+	s.wg.Add(1)
+	go s.accept()
+	return s, nil
+}
+
+// Hang makes the supervisor never answer cmd.
+func (s *Supervisor) Hang(cmd string) {
+	s.mu.Lock()
+	s.hang[cmd] = true
+	s.mu.Unlock()
+}
+
+// Changes returns the state changes so far.
+func (s *Supervisor) Changes() []Change {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Change(nil), s.changes...)
+}
+
+// State returns the current state and watched RAM file.
+func (s *Supervisor) State() (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, s.source
+}
+
+// Find reports whether needle is in the memory the supervisor watches now.
+func (s *Supervisor) Find(needle []byte) (bool, error) {
+	st, src := s.State()
+	if st != "monitoring" {
+		return false, fmt.Errorf("supervisor is %s", st)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(b, needle), nil
+}
+
+// Close stops serving.
+func (s *Supervisor) Close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *Supervisor) setState(state, source string) {
+	s.mu.Lock()
+	s.state, s.source = state, source
+	s.changes = append(s.changes, Change{time.Now(), state})
+	s.mu.Unlock()
+}
+
+func (s *Supervisor) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.conns = append(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.serve(c)
+	}
+}
+
+func (s *Supervisor) serve(c net.Conn) {
+	defer s.wg.Done()
+	defer c.Close()
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		var req struct {
+			ID   json.RawMessage `json:"id"`
+			Cmd  string          `json:"cmd"`
+			Args struct {
+				Source string `json:"source"`
+			} `json:"args"`
+		}
+		resp := map[string]any{}
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			resp["ok"], resp["error"], resp["code"] = false, err.Error(), "bad_request"
+		} else {
+			s.mu.Lock()
+			hang := s.hang[req.Cmd]
+			s.mu.Unlock()
+			if hang {
+				continue
+			}
+			resp = s.handle(req.Cmd, req.Args.Source)
+			resp["id"] = req.ID
+		}
+		b, _ := json.Marshal(resp)
+		c.Write(append(b, '\n'))
+	}
+}
+
+func (s *Supervisor) handle(cmd, source string) map[string]any {
+	st, cur := s.State()
+	fail := func(code, msg string) map[string]any {
+		return map[string]any{"ok": false, "error": msg, "code": code}
+	}
+	switch cmd {
+	case "status":
+	case "prepare":
+		if st != "monitoring" {
+			return fail("wrong_state", "prepare while "+st)
+		}
+		p, err := fingerprints(cur)
+		if err != nil {
+			return fail("internal", err.Error())
+		}
+		s.mu.Lock()
+		s.prints = p
+		s.mu.Unlock()
+		s.setState("quiesced", "")
+	case "resume":
+		if st != "quiesced" {
+			return fail("wrong_state", "resume while "+st)
+		}
+		path, ok := strings.CutPrefix(source, "file:")
+		if !ok {
+			return fail("bad_request", "source must be file:PATH")
+		}
+		p, err := fingerprints(path)
+		if err != nil {
+			return fail("source_error", err.Error())
+		}
+		s.mu.Lock()
+		same := len(p) == len(s.prints)
+		for i := range p {
+			same = same && p[i] == s.prints[i]
+		}
+		s.mu.Unlock()
+		if !same {
+			return fail("guest_changed", "sampled pages differ from those seen at prepare")
+		}
+		s.setState("monitoring", path)
+	default:
+		return fail("unknown_command", cmd)
+	}
+	st, _ = s.State()
+	return map[string]any{"ok": true, "state": st}
+}
+
+// fingerprints hashes 64 pages spread over the file.
+func fingerprints(path string) ([][32]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	pages := fi.Size() / 4096
+	var out [][32]byte
+	buf := make([]byte, 4096)
+	for i := int64(0); i < 64 && pages > 0; i++ {
+		if _, err := f.ReadAt(buf, (i*pages/64)*4096); err != nil {
+			return nil, err
+		}
+		out = append(out, sha256.Sum256(buf))
+	}
+	return out, nil
+}

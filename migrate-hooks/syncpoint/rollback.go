@@ -1,0 +1,148 @@
+package syncpoint
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Rollback paths. Each returns the outcome for the operator. The rule in all of them:
+// the target is restarted at the source only after Domain M runs there and the
+// supervisor has answered resume; if that cannot be had, the target stays paused.
+
+// abort cancels both outgoing migrations before the target has stopped for good: the
+// supervisor was never prepared and Domain M never stopped, so the pair simply keeps
+// running at the source (a target held at pre-switchover restarts on cancel).
+func (r *run) abort(ctx context.Context) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	r.m.Src.CancelMigration(c)
+	if up, err := r.m.Src.Running(c); err != nil || !up {
+		// Domain M is not running (it should be): keep the target from restarting.
+		return fmt.Sprintf("target held at source: domain M is not running there (%v)", err)
+	}
+	r.t.Src.CancelMigration(c)
+	if err := waitRunning(c, r.t.Src); err != nil {
+		return fmt.Sprintf("target at source not running after cancel: %v", err)
+	}
+	return outcomeRolledBack
+}
+
+// failPrepare: the target is held stopped at pre-switchover, the supervisor did not
+// quiesce. Domain M's migration is cancelled; if the supervisor answers resume at the
+// source the target is released there, else it stays held.
+func (r *run) failPrepare(ctx context.Context, err error) error {
+	c, cancel := short(ctx)
+	defer cancel()
+	r.m.Src.CancelMigration(c)
+	if up, e := r.m.Src.Running(c); e != nil || !up {
+		return &Error{Phase: "P1", Err: fmt.Errorf("supervisor prepare: %w", err), Outcome: "target paused at source (pre-switchover): domain M not running"}
+	}
+	if e := r.resume(ctx, true); e != nil {
+		return &Error{Phase: "P1", Err: fmt.Errorf("supervisor prepare: %w", err),
+			Outcome: fmt.Sprintf("target paused at source (pre-switchover): supervisor does not answer resume either (%v)", e)}
+	}
+	r.t.Src.CancelMigration(c)
+	if e := waitRunning(c, r.t.Src); e != nil {
+		return &Error{Phase: "P1", Err: err, Outcome: fmt.Sprintf("target at source not running after cancel: %v", e)}
+	}
+	return &Error{Phase: "P1", Err: fmt.Errorf("supervisor prepare: %w", err), Outcome: outcomeRolledBack}
+}
+
+// rollbackDomMAtSource: Domain M's migration failed or is cancelled while the target is
+// held. QEMU restarts a source whose migration fails; make sure Domain M runs, let the
+// supervisor resume at the source, then release the target there.
+func (r *run) rollbackDomMAtSource(ctx context.Context) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	r.m.Src.CancelMigration(c)
+	if err := waitRunning(c, r.m.Src); err != nil {
+		if err := r.m.Src.Cont(c); err != nil {
+			return fmt.Sprintf("target paused at source (pre-switchover): domain M does not run there: %v", err)
+		}
+	}
+	return r.releaseTargetAtSource(ctx)
+}
+
+// rollbackAfterDomM: Domain M has migrated, the target is held at the source and cannot
+// follow. Domain M is restarted at the source (its destination copy stays paused).
+func (r *run) rollbackAfterDomM(ctx context.Context) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	r.m.Dst.Stop(c)
+	if err := r.m.Src.Cont(c); err != nil {
+		return fmt.Sprintf("target paused at source (pre-switchover), domain M paused at both ends: %v", err)
+	}
+	return r.releaseTargetAtSource(ctx)
+}
+
+func (r *run) releaseTargetAtSource(ctx context.Context) string {
+	if err := r.resume(ctx, true); err != nil {
+		return fmt.Sprintf("target paused at source (pre-switchover): supervisor resume at source: %v", err)
+	}
+	c, cancel := short(ctx)
+	defer cancel()
+	r.t.Src.CancelMigration(c)
+	if err := waitRunning(c, r.t.Src); err != nil {
+		return fmt.Sprintf("target at source not running after cancel: %v", err)
+	}
+	return outcomeRolledBack
+}
+
+// recoverTargetRestart: the target's final copy failed after it was released from
+// pre-switchover. QEMU 7.2 then restarts it at the source by itself while Domain M has
+// already left: stop it at once, bring Domain M and the supervisor back at the source,
+// restart it. The unwatched interval shows in the timeline.
+func (r *run) recoverTargetRestart(ctx context.Context) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	if err := waitRunning(c, r.t.Src); err == nil {
+		r.t.Src.Stop(c)
+	}
+	out := r.rollbackAfterDomMStopped(ctx)
+	return out
+}
+
+func (r *run) rollbackAfterDomMStopped(ctx context.Context) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	r.m.Dst.Stop(c)
+	if err := r.m.Src.Cont(c); err != nil {
+		return fmt.Sprintf("target paused at source, domain M paused: %v", err)
+	}
+	if err := r.resume(ctx, true); err != nil {
+		return fmt.Sprintf("target paused at source: supervisor resume at source: %v", err)
+	}
+	if err := r.t.Src.Cont(c); err != nil {
+		return fmt.Sprintf("target paused at source: %v", err)
+	}
+	return outcomeRolledBack
+}
+
+// rollbackFromDestination: both VMs arrived but the destination side cannot be made to
+// monitor. Both sources are paused after a completed migration; they can be restarted.
+func (r *run) rollbackFromDestination(ctx context.Context) string {
+	out := r.rollbackAfterDomMStopped(ctx)
+	if out != outcomeRolledBack {
+		return "target paused at destination and source: " + out
+	}
+	return out
+}
+
+// waitRunning waits until vm reports running (QEMU restarts a source asynchronously).
+func waitRunning(ctx context.Context, vm VM) error {
+	for {
+		up, err := vm.Running(ctx)
+		if err != nil {
+			return err
+		}
+		if up {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not running: %w", vm.Where(), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

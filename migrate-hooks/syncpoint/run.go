@@ -1,0 +1,216 @@
+package syncpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Result describes one co-migration. Durations between hypervisor events use the
+// hypervisors' own timestamps.
+type Result struct {
+	Mode  Mode      `json:"mode"`
+	Start time.Time `json:"start"`
+	// Total is from the start of both migrations until both VMs run at the destination.
+	Total time.Duration `json:"total_ns"`
+	// Waits at P1..P4. P1: Domain M held (could have finished, target still running).
+	// P2: target stopped at pre-switchover until released. P3: Domain M arrived, target
+	// not yet. P4: target arrived until it runs.
+	Waits [4]time.Duration `json:"waits_ns"`
+	// TargetDowntime: target STOP at the source → RESUME at the destination.
+	TargetDowntime time.Duration `json:"target_downtime_ns"`
+	// SyncWait is the part of TargetDowntime spent at P2, P3 and P4.
+	SyncWait     time.Duration `json:"sync_wait_ns"`
+	DomMDowntime time.Duration `json:"domm_downtime_ns"`
+	// P1Margin is Domain M's STOP minus the target's STOP at the source: positive when
+	// Domain M stopped after the target, as P1 requires.
+	P1Margin time.Duration `json:"p1_margin_ns"`
+	// P1Detect is how long after the target's STOP the coordinator acted on it.
+	P1Detect time.Duration `json:"p1_detect_ns"`
+	// Gap is the time the target ran unwatched according to Timeline (must be 0).
+	Gap        time.Duration `json:"gap_ns"`
+	Violations []Violation   `json:"violations,omitempty"`
+	Held       bool          `json:"held"`
+	RolledBack bool          `json:"rolled_back"`
+	Timeline   Timeline      `json:"timeline"`
+}
+
+// Error is a failed co-migration: what failed, and where the pair was left.
+type Error struct {
+	Phase string // "P1".."P4", "setup"
+	Err   error
+	// Outcome: "rolled back to source", "paused at source", "paused at destination", ...
+	Outcome string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("co-migration failed at %s: %v; %s", e.Phase, e.Err, e.Outcome)
+}
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrUnwatched is matched when a failure left the target running unwatched for a while
+// (QEMU 7.2 restarts a source whose final stop-and-copy failed; see README).
+var ErrUnwatched = errors.New("target ran unwatched")
+
+// run is the state of one co-migration.
+type run struct {
+	cfg       Config
+	t, m      Side
+	sup       Supervisor
+	res       Result
+	supChange Timeline
+}
+
+// Run co-migrates target t and Domain M m. sup may be nil only in NoSync mode. The
+// returned Result is filled as far as the migration got, also on error.
+func Run(ctx context.Context, t, m Side, sup Supervisor, cfg Config) (*Result, error) {
+	cfg.defaults()
+	r := &run{cfg: cfg, t: t, m: m, sup: sup}
+	r.res.Mode = cfg.Mode
+	if sup == nil && cfg.Mode != NoSync {
+		return &r.res, &Error{Phase: "setup", Err: errors.New("no supervisor"), Outcome: "nothing started"}
+	}
+	t0 := time.Now()
+	r.res.Start = t0
+	init, err := r.initial(ctx)
+	if err != nil {
+		return &r.res, &Error{Phase: "setup", Err: err, Outcome: "nothing started"}
+	}
+	if cfg.Mode == NoSync {
+		err = r.nosync(ctx)
+	} else {
+		err = r.sync(ctx)
+	}
+	r.finish(t0, init)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			r.res.RolledBack = e.Outcome == outcomeRolledBack
+		}
+		if r.res.Gap > 0 || len(r.res.Violations) > 0 {
+			err = fmt.Errorf("%w (%w for %v)", err, ErrUnwatched, r.res.Gap)
+		}
+		r.cfg.Log.Error("co-migration failed", "err", err)
+		if r.cfg.Alert != nil {
+			r.cfg.Alert(err)
+		}
+	}
+	return &r.res, err
+}
+
+const outcomeRolledBack = "rolled back to source: target and Domain M run there, supervisor monitoring"
+
+// initial records whether each process runs before anything starts.
+func (r *run) initial(ctx context.Context) (map[VM]bool, error) {
+	init := map[VM]bool{}
+	for _, vm := range []VM{r.t.Src, r.t.Dst, r.m.Src, r.m.Dst} {
+		up, err := vm.Running(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", vm.Where(), err)
+		}
+		init[vm] = up
+	}
+	if !init[r.t.Src] || !init[r.m.Src] {
+		return nil, fmt.Errorf("both VMs must run at the source (target %v, domain M %v)", init[r.t.Src], init[r.m.Src])
+	}
+	return init, nil
+}
+
+// finish builds the timeline and the figures that come from it.
+func (r *run) finish(t0 time.Time, init map[VM]bool) {
+	tl := Timeline{}
+	tl = append(tl, lifecycle(SubjectTarget, r.t.Src, t0, init[r.t.Src])...)
+	tl = append(tl, lifecycle(SubjectTarget, r.t.Dst, t0, init[r.t.Dst])...)
+	tl = append(tl, lifecycle(SubjectDomM, r.m.Src, t0, init[r.m.Src])...)
+	tl = append(tl, lifecycle(SubjectDomM, r.m.Dst, t0, init[r.m.Dst])...)
+	if r.cfg.Mode == NoSync {
+		// No handshake: the supervisor is taken as monitoring whenever Domain M runs.
+		tl = append(tl, Change{t0, SubjectSupervisor, "supervisor", true, "not involved"})
+	} else {
+		tl = append(tl, Change{t0, SubjectSupervisor, "supervisor", true, "initial"})
+		tl = append(tl, r.supChange...)
+	}
+	r.res.Timeline = tl
+	r.res.Violations, r.res.Gap = tl.Check()
+
+	tStop, okT := firstAfter(r.t.Src, t0, "STOP")
+	tRun, okR := firstAfter(r.t.Dst, t0, "RESUME")
+	if okT && okR {
+		r.res.TargetDowntime = tRun.Sub(tStop)
+	}
+	mStop, okM := firstAfter(r.m.Src, t0, "STOP")
+	mRun, okMR := firstAfter(r.m.Dst, t0, "RESUME")
+	if okM && okMR {
+		r.res.DomMDowntime = mRun.Sub(mStop)
+	}
+	if okT && okM {
+		r.res.P1Margin = mStop.Sub(tStop)
+	}
+	if okR && okMR {
+		end := tRun
+		if mRun.After(end) {
+			end = mRun
+		}
+		r.res.Total = end.Sub(t0)
+	}
+	r.res.SyncWait = r.res.Waits[1] + r.res.Waits[2] + r.res.Waits[3]
+}
+
+func firstAfter(vm VM, t0 time.Time, name string) (time.Time, bool) {
+	for _, e := range vm.Events() {
+		if e.Name == name && !e.Time.Before(t0) {
+			return e.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// supervisor records the supervisor's state conservatively: not monitoring from the
+// moment prepare is sent, monitoring from the moment resume is answered.
+func (r *run) prepare(ctx context.Context) error {
+	r.supChange = append(r.supChange, Change{time.Now(), SubjectSupervisor, "supervisor", false, "prepare sent"})
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Handshake)
+	defer cancel()
+	return r.sup.Prepare(ctx)
+}
+
+func (r *run) resume(ctx context.Context, atSource bool) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Handshake)
+	defer cancel()
+	var err error
+	what := "resume answered (destination)"
+	if atSource {
+		err = r.sup.ResumeAtSource(ctx)
+		what = "resume answered (source)"
+	} else {
+		err = r.sup.Resume(ctx)
+	}
+	if err == nil {
+		r.supChange = append(r.supChange, Change{time.Now(), SubjectSupervisor, "supervisor", true, what})
+	}
+	return err
+}
+
+// short bounds a single hypervisor call made while cleaning up.
+func short(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+}
+
+func isMigrationStatus(statuses ...string) func(Event) bool {
+	return func(e Event) bool {
+		if e.Name != "MIGRATION" {
+			return false
+		}
+		for _, s := range statuses {
+			if e.Status == s {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func terminal(status string) bool {
+	return status == "failed" || status == "cancelled" || status == "cancelling"
+}

@@ -1,0 +1,294 @@
+package syncpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const (
+	crawl     = 64 << 10 // bytes/s of a held Domain M stream
+	quickDown = time.Millisecond
+	// releaseDown lets a released stream converge at its next check.
+	releaseDown = 60 * time.Second
+	// window is QEMU's rate-limit window: up to max-bandwidth/10 bytes go out in a burst.
+	window = 100 * time.Millisecond
+)
+
+// holdPlan is how Domain M's stream is capped so that it cannot converge unseen.
+type holdPlan struct {
+	rate   int64 // Domain M's max-bandwidth until the target stops
+	margin int64 // hold once fewer bytes than this remain
+}
+
+// plan caps Domain M's rate so that the bytes it can send between two polls, plus a
+// burst window, with a 1.5× safety factor, fit in half of its RAM, and sets the margin
+// accordingly.
+func (r *run) plan(rate int64) holdPlan {
+	reaction := window + 4*r.cfg.Poll
+	perRate := func(rate int64) int64 { return int64(float64(rate)*reaction.Seconds()*1.5) + 1<<20 }
+	if max := r.m.MemBytes / 2; perRate(rate) > max {
+		rate = int64(float64(max-1<<20) / (reaction.Seconds() * 1.5))
+	}
+	return holdPlan{rate: rate, margin: perRate(rate)}
+}
+
+func (r *run) sync(ctx context.Context) error {
+	log := r.cfg.Log
+	rateT, rateM := r.cfg.MaxBandwidth, r.cfg.MaxBandwidth
+	if r.cfg.Mode == Paced && r.cfg.LinkBandwidth > 0 {
+		rateT, rateM = split(r.cfg.LinkBandwidth, r.t.MemBytes, r.m.MemBytes)
+	}
+	hp := r.plan(rateM)
+	if err := r.setup(ctx, rateT, hp.rate, true); err != nil {
+		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
+	}
+	log.Info("migrating", "mode", r.cfg.Mode, "target_rate", rateT, "domm_rate", hp.rate, "hold_margin", hp.margin)
+	if err := r.t.Src.Migrate(ctx, r.t.URI); err != nil {
+		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
+	}
+	if err := r.m.Src.Migrate(ctx, r.m.URI); err != nil {
+		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
+	}
+
+	// P1: Domain M runs until the target stops.
+	stopEv, err := r.p1(ctx, hp)
+	if err != nil {
+		return err
+	}
+	learned := time.Now()
+	r.res.P1Detect = learned.Sub(stopEv.Time)
+	if err := r.prepare(ctx); err != nil {
+		return r.failPrepare(ctx, err)
+	}
+	if err := r.m.Src.SetParameters(ctx, Params{MaxBandwidth: r.cfg.MaxBandwidth, DowntimeLimit: releaseDown}); err != nil {
+		return &Error{Phase: "P2", Err: err, Outcome: r.rollbackDomMAtSource(ctx)}
+	}
+
+	// P2: the stopped target waits until Domain M's migration has finished.
+	if err := r.p2(ctx); err != nil {
+		return err
+	}
+	r.res.Waits[1] = time.Since(stopEv.Time)
+	if err := r.t.Src.ContinueSwitchover(ctx); err != nil {
+		return &Error{Phase: "P2", Err: err, Outcome: r.rollbackAfterDomM(ctx)}
+	}
+
+	// P3: Domain M (arrived) waits until the target has arrived at the destination.
+	mArrived := time.Now()
+	if ev, ok := lastEvent(r.m.Dst, isMigrationStatus("completed")); ok {
+		mArrived = ev.Time
+	}
+	tArrived, err := r.p3(ctx)
+	if err != nil {
+		return err
+	}
+	if d := tArrived.Sub(mArrived); d > 0 {
+		r.res.Waits[2] = d
+	}
+
+	// P4: the target stays paused until Domain M runs and the supervisor monitors.
+	if err := r.m.Dst.Cont(ctx); err != nil {
+		return &Error{Phase: "P4", Err: fmt.Errorf("resuming domain M at the destination: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+	}
+	if err := r.resume(ctx, false); err != nil {
+		return &Error{Phase: "P4", Err: fmt.Errorf("supervisor resume: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+	}
+	if err := r.t.Dst.Cont(ctx); err != nil {
+		return &Error{Phase: "P4", Err: fmt.Errorf("resuming the target at the destination: %w", err), Outcome: "target paused at destination, domain M monitoring there"}
+	}
+	r.res.Waits[3] = time.Since(tArrived)
+	return nil
+}
+
+// split shares link bytes/s between two streams in proportion to the bytes each has to
+// send, so that both reach the end of their first pass together.
+func split(link, a, b int64) (int64, int64) {
+	ra := int64(float64(link) * float64(a) / float64(a+b))
+	return ra, link - ra
+}
+
+func (r *run) setup(ctx context.Context, rateT, rateM int64, sync bool) error {
+	tcaps := map[string]bool{"events": true, "pause-before-switchover": sync}
+	mcaps := map[string]bool{"events": true, "x-ignore-shared": true}
+	for _, c := range []struct {
+		vm   VM
+		caps map[string]bool
+	}{{r.t.Src, tcaps}, {r.t.Dst, map[string]bool{"events": true}}, {r.m.Src, mcaps}, {r.m.Dst, mcaps}} {
+		if err := c.vm.SetCapabilities(ctx, c.caps); err != nil {
+			return fmt.Errorf("%s: %w", c.vm.Where(), err)
+		}
+	}
+	pm := Params{MaxBandwidth: rateM}
+	if sync {
+		pm.DowntimeLimit = quickDown
+	}
+	if err := r.m.Src.SetParameters(ctx, pm); err != nil {
+		return fmt.Errorf("%s: %w", r.m.Src.Where(), err)
+	}
+	return r.t.Src.SetParameters(ctx, Params{MaxBandwidth: rateT})
+}
+
+// p1 watches both streams until the target stops. It holds Domain M's stream at a crawl
+// once its remaining bytes reach the margin, and in Paced mode re-splits the link.
+func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
+	ctx1, cancel := context.WithTimeout(ctx, r.cfg.P1)
+	defer cancel()
+	var holdStart time.Time
+	estimated := r.cfg.Mode != Paced || r.cfg.LinkBandwidth > 0
+	start := time.Now()
+	from := 0
+	for {
+		ev, next, err := waitFor(ctx1, r.t.Src, from, r.cfg.Poll, isMigrationStatus("pre-switchover", "failed", "cancelled"))
+		from = next
+		if err == nil {
+			if ev.Status != "pre-switchover" {
+				return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("target migration %s: %s", ev.Status, r.progressErr(ctx, r.t.Src)), Outcome: r.abort(ctx)}
+			}
+			stop, _ := lastEvent(r.t.Src, func(e Event) bool { return e.Name == "STOP" })
+			if stop.Time.IsZero() {
+				stop = ev
+			}
+			if !holdStart.IsZero() {
+				r.res.Waits[0] = stop.Time.Sub(holdStart)
+			}
+			return stop, nil
+		}
+		if !errors.Is(err, errPoll) {
+			return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("waiting for the target to stop: %w", err), Outcome: r.abort(ctx)}
+		}
+		pm, err := r.m.Src.Progress(ctx1)
+		if err != nil {
+			return Event{}, &Error{Phase: "P1", Err: err, Outcome: r.abort(ctx)}
+		}
+		if terminal(pm.Status) {
+			return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("domain M migration %s: %s", pm.Status, pm.Error), Outcome: r.abort(ctx)}
+		}
+		if pm.Status != "active" || pm.Total == 0 {
+			continue
+		}
+		if holdStart.IsZero() && pm.Remaining < hp.margin {
+			if err := r.m.Src.SetParameters(ctx1, Params{MaxBandwidth: crawl}); err != nil {
+				return Event{}, &Error{Phase: "P1", Err: err, Outcome: r.abort(ctx)}
+			}
+			holdStart = time.Now()
+			r.res.Held = true
+			r.cfg.Log.Info("P1: holding domain M", "remaining", pm.Remaining)
+			// The target has the link to itself now.
+			if err := r.t.Src.SetParameters(ctx1, Params{MaxBandwidth: r.cfg.MaxBandwidth}); err != nil {
+				return Event{}, &Error{Phase: "P1", Err: err, Outcome: r.abort(ctx)}
+			}
+		}
+		if !estimated && time.Since(start) > 500*time.Millisecond {
+			estimated = true
+			if err := r.pace(ctx1, pm, time.Since(start), hp); err != nil {
+				return Event{}, &Error{Phase: "P1", Err: err, Outcome: r.abort(ctx)}
+			}
+		}
+	}
+}
+
+// pace estimates the link from what both streams sent so far and splits it by what each
+// still has to send.
+func (r *run) pace(ctx context.Context, pm Progress, elapsed time.Duration, hp holdPlan) error {
+	pt, err := r.t.Src.Progress(ctx)
+	if err != nil {
+		return err
+	}
+	sent := (pt.Total - pt.Remaining) + (pm.Total - pm.Remaining)
+	link := int64(float64(sent) / elapsed.Seconds())
+	rt, rm := split(link, pt.Remaining, pm.Remaining)
+	if rm > hp.rate {
+		rm = hp.rate
+	}
+	r.cfg.Log.Info("paced", "link_estimate", link, "target_rate", rt, "domm_rate", rm)
+	if err := r.m.Src.SetParameters(ctx, Params{MaxBandwidth: rm}); err != nil {
+		return err
+	}
+	return r.t.Src.SetParameters(ctx, Params{MaxBandwidth: rt})
+}
+
+// p2 waits for Domain M's outgoing migration to complete.
+func (r *run) p2(ctx context.Context) error {
+	ctx2, cancel := context.WithTimeout(ctx, r.cfg.P2)
+	defer cancel()
+	ev, _, err := r.m.Src.WaitEvent(ctx2, 0, isMigrationStatus("completed", "failed", "cancelled"))
+	if err != nil {
+		return &Error{Phase: "P2", Err: fmt.Errorf("waiting for domain M's migration: %w", err), Outcome: r.rollbackDomMAtSource(ctx)}
+	}
+	if ev.Status != "completed" {
+		return &Error{Phase: "P2", Err: fmt.Errorf("domain M migration %s: %s", ev.Status, r.progressErr(ctx, r.m.Src)), Outcome: r.rollbackDomMAtSource(ctx)}
+	}
+	// A destination that died while the target was held would make the target's final
+	// copy fail, and QEMU would then restart the target at the source: check first.
+	c, cancel := short(ctx)
+	defer cancel()
+	if _, err := r.t.Dst.Running(c); err != nil {
+		return &Error{Phase: "P2", Err: fmt.Errorf("target's destination is gone: %w", err), Outcome: r.rollbackAfterDomM(ctx)}
+	}
+	return nil
+}
+
+// p3 waits for the target's incoming migration to complete and returns when it did.
+func (r *run) p3(ctx context.Context) (time.Time, error) {
+	ctx3, cancel := context.WithTimeout(ctx, r.cfg.P3)
+	defer cancel()
+	watch := func(vm VM) chan error {
+		ch := make(chan error, 1)
+		go func() {
+			ev, _, err := vm.WaitEvent(ctx3, 0, isMigrationStatus("completed", "failed", "cancelled"))
+			if err == nil && ev.Status != "completed" {
+				err = fmt.Errorf("%s: migration %s", vm.Where(), ev.Status)
+			}
+			ch <- err
+		}()
+		return ch
+	}
+	srcDone, dstDone := watch(r.t.Src), watch(r.t.Dst)
+	if err := <-srcDone; err != nil {
+		cancel()
+		return time.Time{}, &Error{Phase: "P3", Err: fmt.Errorf("target's final copy: %w", err), Outcome: r.recoverTargetRestart(ctx)}
+	}
+	if err := <-dstDone; err != nil {
+		return time.Time{}, &Error{Phase: "P3", Err: fmt.Errorf("target's arrival: %w", err), Outcome: "target paused at source (migration completed there) and not running at destination: check the destination"}
+	}
+	ev, _ := lastEvent(r.t.Dst, isMigrationStatus("completed"))
+	return ev.Time, nil
+}
+
+func (r *run) progressErr(ctx context.Context, vm VM) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	p, err := vm.Progress(c)
+	if err != nil {
+		return err.Error()
+	}
+	if p.Error == "" {
+		return "no reason given"
+	}
+	return p.Error
+}
+
+var errPoll = errors.New("poll interval elapsed")
+
+// waitFor waits at most d for a matching event; errPoll when none came.
+func waitFor(ctx context.Context, vm VM, from int, d time.Duration, match func(Event) bool) (Event, int, error) {
+	c, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	ev, next, err := vm.WaitEvent(c, from, match)
+	if err != nil && ctx.Err() == nil && c.Err() != nil {
+		return ev, next, errPoll
+	}
+	return ev, next, err
+}
+
+func lastEvent(vm VM, match func(Event) bool) (Event, bool) {
+	evs := vm.Events()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if match(evs[i]) {
+			return evs[i], true
+		}
+	}
+	return Event{}, false
+}
