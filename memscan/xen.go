@@ -29,9 +29,14 @@ var (
 
 const xenPage = 4096
 
-// OpenXen maps the first memBytes of domain domid's guest-physical memory. With
+// OpenXen maps domain domid's guest-physical memory holding memBytes of RAM. With
 // memBytes zero it reads the domain's static maximum from xenstore
 // (/local/domain/DOMID/memory/static-max, in KiB) with xenstore-read.
+//
+// An HVM guest's RAM is split around the MMIO hole below 4 GiB like QEMU's, and the
+// hole's start depends on the toolstack (mmio_hole), so for more than 2 GiB of RAM
+// the frames of up to a 2 GiB hole are tried as well; frames Xen refuses are simply
+// not in Ranges.
 func OpenXen(domid uint16, memBytes uint64) (*Xen, error) {
 	if err := privcmd.Available(); err != nil {
 		return nil, fmt.Errorf("xen:%d: %w", domid, err)
@@ -42,12 +47,21 @@ func OpenXen(domid uint16, memBytes uint64) (*Xen, error) {
 			return nil, fmt.Errorf("xen:%d: domain memory size: %w", domid, err)
 		}
 	}
-	frames := (memBytes + xenPage - 1) / xenPage
+	frames := xenFrames(memBytes)
 	m, err := privcmd.MapForeign(domid, frames)
 	if err != nil {
 		return nil, fmt.Errorf("xen:%d: %w", domid, err)
 	}
 	return &Xen{domid: domid, ranges: xenRanges(m.Errs()), m: m}, nil
+}
+
+// xenFrames is how many frames from GFN 0 to try for memBytes of RAM.
+func xenFrames(memBytes uint64) uint64 {
+	span := memBytes
+	if span > 2<<30 {
+		span += 2 << 30
+	}
+	return (span + xenPage - 1) / xenPage
 }
 
 // xenStaticMax asks xenstore for the domain's maximum memory.

@@ -26,3 +26,13 @@ func TestXenRanges(t *testing.T) {
 		t.Fatalf("all holes: %v", got)
 	}
 }
+
+func TestXenFrames(t *testing.T) {
+	for _, tc := range []struct{ mem, frames uint64 }{
+		{64 << 20, 16384}, {2 << 30, 524288}, {4 << 30, (6 << 30) / xenPage}, {4097, 2},
+	} {
+		if got := xenFrames(tc.mem); got != tc.frames {
+			t.Errorf("xenFrames(%#x) = %d, want %d", tc.mem, got, tc.frames)
+		}
+	}
+}
