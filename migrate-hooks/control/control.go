@@ -109,11 +109,8 @@ func (c *Client) Call(ctx context.Context, cmd string, args any) (Response, erro
 	if err != nil {
 		return Response{}, fmt.Errorf("encoding %s: %w", cmd, err)
 	}
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(time.Hour)
-	}
-	c.conn.SetDeadline(dl)
+	// ctx's end unblocks the call; ctx.Err is set before the deadline fires.
+	c.conn.SetDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {

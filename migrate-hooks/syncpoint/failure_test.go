@@ -1,0 +1,157 @@
+package syncpoint_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/migrate-hooks/host"
+	"github.com/domainm/domainm/migrate-hooks/syncpoint"
+)
+
+// runFailing runs a co-migration expected to fail and checks what every failure must
+// give: one error, one alert, and the invariant.
+func runFailing(t *testing.T, f *fixture, cfg syncpoint.Config) (*syncpoint.Result, *syncpoint.Error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var alerts []error
+	cfg.Alert = func(err error) { alerts = append(alerts, err) }
+	r, err := syncpoint.Run(ctx, f.t, f.m, f.hs, cfg)
+	logResult(t, r)
+	checkInvariant(t, r)
+	t.Logf("error: %v", err)
+	var se *syncpoint.Error
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *syncpoint.Error", err)
+	}
+	if len(alerts) != 1 || alerts[0] != err {
+		t.Errorf("alerts %v, want exactly the returned error", alerts)
+	}
+	return r, se
+}
+
+func wantRolledBack(t *testing.T, f *fixture, r *syncpoint.Result, se *syncpoint.Error) {
+	t.Helper()
+	if !r.RolledBack || !strings.Contains(se.Outcome, "rolled back") {
+		t.Errorf("outcome %q, want rolled back", se.Outcome)
+	}
+	if !running(t, f.t.Src) || !running(t, f.m.Src) {
+		t.Errorf("after rollback target and domain M must run at the source")
+	}
+	if st, src := f.sup.State(); st != "monitoring" || src != f.src.RAMFile("target") {
+		t.Errorf("supervisor %s %q, want monitoring the source's RAM file", st, src)
+	}
+	if found, err := f.sup.Find(needle); !found {
+		t.Errorf("supervisor does not see the planted string at the source: %v", err)
+	}
+}
+
+// whenStatus calls fn once vm's outgoing migration reaches status (or once less than
+// half of its RAM remains, for status "half").
+func whenStatus(t *testing.T, vm syncpoint.VM, status string, fn func()) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for ctx.Err() == nil {
+			p, err := vm.Progress(ctx)
+			if err != nil {
+				return
+			}
+			if p.Status == status || (status == "half" && p.Status == "active" && p.Total > 0 && p.Remaining < p.Total/2) {
+				fn()
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+}
+
+func TestDestinationDiesDuringPrecopy(t *testing.T) {
+	f := newFixture(t, 256, 64)
+	whenStatus(t, f.t.Src, "half", func() { f.t.Dst.(*host.VM).Kill() })
+	r, se := runFailing(t, f, syncpoint.Config{MaxBandwidth: 128 << 20})
+	if se.Phase != "P1" {
+		t.Errorf("failed at %s, want P1", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// proxy forwards one TCP stream and can cut it.
+type proxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newProxy(t *testing.T, to string) (*proxy, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", strings.TrimPrefix(to, "tcp:"))
+			if err != nil {
+				c.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, d)
+			p.mu.Unlock()
+			go io.Copy(d, c)
+			go io.Copy(c, d)
+		}
+	}()
+	return p, "tcp:" + ln.Addr().String()
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// Domain M's stream breaks while the target is held stopped at pre-switchover (P2):
+// Domain M restarts at the source, the supervisor resumes there, then the target.
+func TestStreamBreaksWhileTargetHeld(t *testing.T) {
+	f := newFixture(t, 64, 256)
+	px, uri := newProxy(t, f.m.URI)
+	f.m.URI = uri
+	whenStatus(t, f.t.Src, "pre-switchover", px.cut)
+	r, se := runFailing(t, f, syncpoint.Config{MaxBandwidth: 64 << 20})
+	if se.Phase != "P2" {
+		t.Errorf("failed at %s, want P2", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// The supervisor never answers resume at the destination: nobody can monitor the
+// target, so it stays paused (at both ends) and the error says so.
+func TestSupervisorDoesNotAnswerResume(t *testing.T) {
+	f := newFixture(t, 64, 64)
+	f.sup.Hang("resume")
+	r, se := runFailing(t, f, syncpoint.Config{Handshake: time.Second})
+	if se.Phase != "P4" || !errors.Is(se, context.DeadlineExceeded) {
+		t.Errorf("failed at %s with %v, want P4 and a deadline", se.Phase, se.Err)
+	}
+	if !strings.Contains(se.Outcome, "target paused") {
+		t.Errorf("outcome %q, want the target left paused", se.Outcome)
+	}
+	if r.RolledBack || running(t, f.t.Src) || running(t, f.t.Dst) {
+		t.Errorf("the target must not run anywhere")
+	}
+}
