@@ -7,6 +7,9 @@ import (
 	"github.com/domainm/domainm/detectors"
 )
 
+// Detector is the Finding.Detector and Change.Detector of integrity results.
+const Detector = "integrity"
+
 // ChangeKind says how an entry differs from the baseline.
 type ChangeKind string
 
@@ -27,13 +30,14 @@ type AttrChange struct {
 // Change is one entry added, removed or changed since the baseline. Before is nil for
 // added entries, After for removed ones.
 type Change struct {
-	Kind   ChangeKind   `json:"kind"`
-	Path   string       `json:"path"`
-	Rule   string       `json:"rule"`
-	Type   string       `json:"type"`
-	Attrs  []AttrChange `json:"attrs,omitempty"`
-	Before *Record      `json:"before,omitempty"`
-	After  *Record      `json:"after,omitempty"`
+	Detector string       `json:"detector"` // always "integrity", so JSON lines say what they are
+	Kind     ChangeKind   `json:"kind"`
+	Path     string       `json:"path"`
+	Rule     string       `json:"rule"`
+	Type     string       `json:"type"`
+	Attrs    []AttrChange `json:"attrs,omitempty"`
+	Before   *Record      `json:"before,omitempty"`
+	After    *Record      `json:"after,omitempty"`
 }
 
 // errAttr is the pseudo attribute that reports a read error appearing or going away.
@@ -96,7 +100,7 @@ func (c Change) Finding(t detectors.Target, now time.Time) detectors.Finding {
 		meta[a.Attr] = a.Before + " -> " + a.After
 	}
 	return detectors.Finding{
-		Detector: "integrity", Rule: "integrity-" + string(c.Kind), Path: c.Path,
+		Detector: Detector, Rule: "integrity-" + string(c.Kind), Path: c.Path,
 		Meta: meta, Time: now, Target: t,
 	}
 }

@@ -1,0 +1,334 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
+	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/diskscan"
+)
+
+func init() {
+	register(command{
+		name:    "check",
+		summary: "compare a disk image with its file-integrity baseline",
+		run:     runCheck,
+	})
+}
+
+const diskCheckHelp = `
+Walk the target's disk image again (read in user space, never mounted) with the policy
+stored in the baseline, and report every entry added, removed or changed since, with
+the value of each changed attribute before and after. Contents are re-hashed unless a
+selection of the policy sets trust_metadata and the inode metadata is unchanged.
+
+With --rules, new and changed regular files are also scanned with YARA (external
+variables filename, filepath (the folder), extension and filetype as in Loki/THOR).
+With --update, the new state becomes the baseline (written atomically) after the report.
+
+With --json, every change and YARA finding is one JSON object per line on stdout (changes
+have "detector":"integrity", findings "detector":"yara-file"); the summary goes to stderr.`
+
+// diskCheckSummary is check's summary (stderr with --json).
+type diskCheckSummary struct {
+	Image        string    `json:"image"`
+	DB           string    `json:"db"`
+	BaselineTime time.Time `json:"baseline_created"`
+	PolicySHA256 string    `json:"policy_sha256"`
+	Entries      int64     `json:"entries"`
+	Added        int       `json:"added"`
+	Removed      int       `json:"removed"`
+	Changed      int       `json:"changed"`
+	Findings     int       `json:"findings"`
+	HashedFiles  int64     `json:"hashed_files"`
+	HashedBytes  int64     `json:"hashed_bytes"`
+	Reused       int64     `json:"hashes_reused"`
+	Unreadable   int64     `json:"unreadable"`
+	YaraScanned  int64     `json:"yara_scanned,omitempty"`
+	YaraSkipped  []string  `json:"yara_skipped,omitempty"`
+	Seconds      float64   `json:"seconds"`
+	Updated      bool      `json:"baseline_updated"`
+}
+
+func runCheck(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "check", "check --image IMG --db DB [--json] [--update] [--rules DIR] [options]", diskCheckHelp)
+	var d diskFlags
+	d.register(fs)
+	db := fs.String("db", "", "baseline DB made by domainm baseline")
+	update := fs.Bool("update", false, "after reporting, make the current state the baseline")
+	rulesDir := fs.String("rules", "", "YARA rules `DIR`: scan new and changed files")
+	maxSize := fs.Int64("max-file-size", diskMaxFileSize, "YARA: skip files larger than this many bytes")
+	if err := parse(env, fs, args); err != nil {
+		return ExitError, err
+	}
+	if err := d.check(); err != nil {
+		return ExitError, err
+	}
+	if *db == "" {
+		return ExitError, errors.New("--db is required (see --help)")
+	}
+	hdr, old, _, err := integrity.ReadDB(*db)
+	if err != nil {
+		return ExitError, err
+	}
+	p, err := integrity.ParsePolicy(hdr.PolicyFile, []byte(hdr.Policy))
+	if err != nil {
+		return ExitError, fmt.Errorf("policy stored in %s: %w", *db, err)
+	}
+	var rules *yara.Rules
+	if *rulesDir != "" {
+		if rules, err = compileDiskRules(env, "check", *rulesDir); err != nil {
+			return ExitError, err
+		}
+	}
+	part := d.partition
+	if !flagSet(fs, "partition") {
+		part = hdr.Image.Partition
+	}
+	fsys, closer, img, err := openDisk(d.image, part)
+	if err != nil {
+		return ExitError, err
+	}
+	defer closer.Close()
+
+	start := time.Now()
+	var w *integrity.DBWriter
+	if *update {
+		if w, err = integrity.CreateDB(*db, integrity.NewHeader(p, img, start)); err != nil {
+			return ExitError, err
+		}
+		defer w.Abort()
+	}
+	cmp := integrity.NewComparer(old)
+	var changes []integrity.Change
+	var cnt integrity.Counters
+	stop := diskProgress(env, "check", expectedHashBytes(old), &cnt.Hashed, &cnt.Bytes)
+	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{
+		Workers: d.workers, Counters: &cnt, Log: slog.Default(), Baseline: cmp.Baseline,
+	}, func(r *integrity.Record) error {
+		if ch := cmp.Add(r); ch != nil {
+			changes = append(changes, *ch)
+		}
+		if w != nil {
+			return w.Add(r)
+		}
+		return nil
+	})
+	stop()
+	if err != nil {
+		return ExitError, err
+	}
+	changes = append(changes, cmp.Removed()...)
+	sortChanges(changes)
+
+	sum := diskCheckSummary{Image: d.image, DB: *db, BaselineTime: hdr.Created, PolicySHA256: hdr.PolicySHA256,
+		Entries: st.Records, HashedFiles: st.Hashed, HashedBytes: st.Bytes, Reused: st.Reused, Unreadable: st.Errors}
+	for _, c := range changes {
+		switch c.Kind {
+		case integrity.Added:
+			sum.Added++
+		case integrity.Removed:
+			sum.Removed++
+		default:
+			sum.Changed++
+		}
+	}
+	var findings []detectors.Finding
+	var ys *guestFileScanner
+	if rules != nil {
+		ys = &guestFileScanner{fsys: fsys, rules: rules, maxSize: *maxSize, workers: d.workers,
+			target: detectors.Target{Name: d.image, Source: d.image}}
+		if err := scanChanged(ctx, env, ys, changes); err != nil {
+			return ExitError, err
+		}
+		findings = ys.findings
+		sum.Findings, sum.YaraScanned, sum.YaraSkipped = len(findings), ys.files.Load(), ys.skipped
+	}
+	sum.Seconds = time.Since(start).Seconds()
+	// Report first, then update: the report of what changed is never lost to a failed write.
+	if d.json {
+		if err := printCheckJSON(env, changes, findings); err != nil {
+			return ExitError, err
+		}
+	} else {
+		printCheck(env.Stdout, changes, findings, sum)
+	}
+	if w != nil {
+		if err := w.Commit(st); err != nil {
+			return ExitError, err
+		}
+		sum.Updated = true
+		if !d.json {
+			fmt.Fprintf(env.Stdout, "\nbaseline %s updated\n", *db)
+		}
+	}
+	if d.json {
+		json.NewEncoder(env.Stderr).Encode(sum)
+	}
+	if ys != nil {
+		for _, e := range ys.errors {
+			fmt.Fprintf(env.Stderr, "domainm check: yara: %s: %s\n", e.Path, e.Error)
+		}
+	}
+	if len(changes) > 0 || len(findings) > 0 {
+		return ExitFindings, nil
+	}
+	return ExitClean, nil
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// expectedHashBytes sizes the progress bar: the bytes hashed at baseline time.
+func expectedHashBytes(recs []*integrity.Record) int64 {
+	var n int64
+	for _, r := range recs {
+		if r.Type == diskscan.Regular.String() && r.Attrs&integrity.HashAttrs != 0 {
+			n += r.Size
+		}
+	}
+	return n
+}
+
+// sortChanges orders changes as AIDE users read them: added, removed, changed, each by path.
+func sortChanges(cs []integrity.Change) {
+	rank := map[integrity.ChangeKind]int{integrity.Added: 0, integrity.Removed: 1, integrity.Changed: 2}
+	sort.SliceStable(cs, func(i, j int) bool {
+		if rank[cs[i].Kind] != rank[cs[j].Kind] {
+			return rank[cs[i].Kind] < rank[cs[j].Kind]
+		}
+		return cs[i].Path < cs[j].Path
+	})
+}
+
+// scanChanged runs YARA over the regular files that are new or changed.
+func scanChanged(ctx context.Context, env Env, ys *guestFileScanner, changes []integrity.Change) error {
+	items := make(chan guestFile, len(changes))
+	for _, c := range changes {
+		if c.After != nil && c.After.Type == diskscan.Regular.String() {
+			items <- guestFile{path: c.Path, size: c.After.Size}
+		}
+	}
+	close(items)
+	stop := diskProgress(env, "yara", 0, &ys.files, &ys.bytes)
+	defer stop()
+	return ys.run(ctx, items)
+}
+
+// compileDiskRules compiles a rules folder; an empty folder is a warning.
+func compileDiskRules(env Env, cmd, dir string) (*yara.Rules, error) {
+	rules, err := yara.Compile(dir)
+	if errors.Is(err, yara.ErrNoRules) {
+		fmt.Fprintf(env.Stderr, "domainm %s: warning: %v: nothing can match\n", cmd, err)
+		return rules, nil
+	}
+	return rules, err
+}
+
+func printCheckJSON(env Env, changes []integrity.Change, findings []detectors.Finding) error {
+	enc := json.NewEncoder(env.Stdout)
+	for _, c := range changes {
+		if err := enc.Encode(c); err != nil {
+			return err
+		}
+	}
+	for _, f := range findings {
+		if err := enc.Encode(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// typeChar is AIDE's one-letter file type.
+func typeChar(t string) string {
+	switch t {
+	case "file":
+		return "f"
+	case "dir":
+		return "d"
+	case "symlink":
+		return "l"
+	case "chardev":
+		return "c"
+	case "blockdev":
+		return "b"
+	case "fifo":
+		return "p"
+	case "socket":
+		return "s"
+	}
+	return "?"
+}
+
+func printCheck(w io.Writer, changes []integrity.Change, findings []detectors.Finding, sum diskCheckSummary) {
+	fmt.Fprintf(w, "domainm check %s against %s (baseline of %s)\n", sum.Image, sum.DB, sum.BaselineTime.Format(time.RFC3339))
+	fmt.Fprintf(w, "%d entries: %d added, %d removed, %d changed", sum.Entries, sum.Added, sum.Removed, sum.Changed)
+	if sum.YaraScanned > 0 || sum.Findings > 0 {
+		fmt.Fprintf(w, "; yara: %d files scanned, %d findings", sum.YaraScanned, sum.Findings)
+	}
+	fmt.Fprintf(w, " (%d files hashed, %.1f MB, %.2fs)\n", sum.HashedFiles, float64(sum.HashedBytes)/1e6, sum.Seconds)
+	var kind integrity.ChangeKind
+	for _, c := range changes {
+		if c.Kind != kind {
+			kind = c.Kind
+			fmt.Fprintf(w, "\n%s entries:\n", strings.ToUpper(string(kind[:1]))+string(kind[1:]))
+		}
+		fmt.Fprintf(w, "  %s %s", typeChar(c.Type), c.Path)
+		if c.Rule != "" {
+			fmt.Fprintf(w, "  [%s]", c.Rule)
+		}
+		fmt.Fprintln(w)
+		for _, a := range c.Attrs {
+			fmt.Fprintf(w, "      %-7s %s\n      %-7s %s\n", a.Attr, "- "+orNone(a.Before), "", "+ "+orNone(a.After))
+		}
+	}
+	if len(findings) > 0 {
+		fmt.Fprintln(w, "\nYARA findings:")
+		diskPrintFindings(w, findings)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// diskPrintFindings prints file findings: rule, path, then each string match.
+func diskPrintFindings(w io.Writer, fs []detectors.Finding) {
+	for _, f := range fs {
+		fmt.Fprintf(w, "FOUND %s:%s %s", f.Namespace, f.Rule, f.Path)
+		if len(f.Tags) > 0 {
+			fmt.Fprintf(w, " [%s]", strings.Join(f.Tags, ","))
+		}
+		if d := f.Meta["description"]; d != "" {
+			fmt.Fprintf(w, " — %s", d)
+		}
+		fmt.Fprintln(w)
+		for _, m := range f.Matches {
+			data := m.Text
+			if data == "" {
+				data = "hex:" + m.Hex
+			} else {
+				data = fmt.Sprintf("%q", data)
+			}
+			fmt.Fprintf(w, "  %#010x  %-12s %s\n", m.Offset, m.Name, data)
+		}
+	}
+}

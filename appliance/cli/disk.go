@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/domainm/domainm/detectors/integrity"
+	"github.com/domainm/domainm/diskscan"
+)
+
+// Helpers shared by the disk commands (baseline, check, scan-disk).
+
+// diskFlags are the options every disk command has.
+type diskFlags struct {
+	image     string
+	partition int
+	workers   int
+	json      bool
+}
+
+func (d *diskFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.image, "image", "", "disk image of the target (raw or qcow2; read-only, never mounted)")
+	fs.IntVar(&d.partition, "partition", -1, "partition number as Linux numbers them (-1: the first with a supported filesystem)")
+	fs.IntVar(&d.workers, "workers", runtime.NumCPU(), "files read and hashed or scanned in parallel")
+	fs.BoolVar(&d.json, "json", false, "print the report as JSON")
+}
+
+func (d *diskFlags) check() error {
+	if d.image == "" {
+		return fmt.Errorf("--image is required (see --help)")
+	}
+	if d.workers < 1 {
+		return fmt.Errorf("--workers must be at least 1")
+	}
+	return nil
+}
+
+// openDisk opens the filesystem in the image and describes the image for the baseline.
+func openDisk(image string, partition int) (diskscan.FS, io.Closer, integrity.ImageInfo, error) {
+	info := integrity.ImageInfo{Path: image, Partition: partition, Format: "raw"}
+	st, err := os.Stat(image)
+	if err != nil {
+		return nil, nil, info, fmt.Errorf("opening image: %w", err)
+	}
+	info.Size, info.ModTime = st.Size(), st.ModTime().UTC()
+	if f, err := os.Open(image); err == nil {
+		magic := make([]byte, 4)
+		if _, err := io.ReadFull(f, magic); err == nil && bytes.Equal(magic, []byte("QFI\xfb")) {
+			info.Format = "qcow2"
+		}
+		f.Close()
+	}
+	fsys, closer, err := diskscan.OpenVolume(image, partition)
+	if err != nil {
+		return nil, nil, info, fmt.Errorf("opening filesystem: %w", err)
+	}
+	return fsys, closer, info, nil
+}
+
+// diskProgress shows a progress bar on stderr while a disk command runs, when stderr
+// is a terminal; it is silent otherwise. total is the expected number of bytes (0 when
+// unknown: a spinner). The returned function stops it.
+func diskProgress(env Env, desc string, total int64, files, bytes *atomic.Int64) func() {
+	if !env.isTerminal(env.Stderr) {
+		return func() {}
+	}
+	max := total
+	if max <= 0 {
+		max = -1
+	}
+	bar := progressbar.NewOptions64(max,
+		progressbar.OptionSetWriter(env.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionSpinnerType(14),
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				bar.Finish()
+				return
+			case <-t.C:
+				b := bytes.Load()
+				if max > 0 && b > max {
+					max = b
+					bar.ChangeMax64(max)
+				}
+				bar.Describe(fmt.Sprintf("%s %d files", desc, files.Load()))
+				bar.Set64(b)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// diskMBps is bytes per second in MB/s (10^6), for reports.
+func diskMBps(bytes int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(bytes) / 1e6 / d.Seconds()
+}

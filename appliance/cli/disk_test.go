@@ -1,0 +1,406 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
+)
+
+// diskFixture is an original filesystem image and a copy changed with debugfs.
+type diskFixture struct {
+	tree          *diskTree
+	orig, changed string // bare ext4 images
+	toolAfter     []byte // /usr/bin/tool's content after the in-place overwrite
+	editorInode   uint64 // inode of the replaced symlink, after
+}
+
+var pinned = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func makeDiskFixture(t *testing.T) *diskFixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &diskFixture{tree: makeDiskTree(t), orig: filepath.Join(dir, "orig.ext4"), changed: filepath.Join(dir, "changed.ext4")}
+	diskMkfs(t, f.orig, f.tree.dir, 16)
+	b, err := os.ReadFile(f.orig)
+	diskMust(t, err)
+	diskMust(t, os.WriteFile(f.changed, b, 0o600))
+
+	// Content changed behind the filesystem's back: size, mtime and ctime stay.
+	diskOverwrite(t, f.changed, "/usr/bin/tool", []byte(diskEvilMarker))
+	f.toolAfter = append([]byte(diskEvilMarker), f.tree.files["usr/bin/tool"][len(diskEvilMarker):]...)
+
+	rootsh := filepath.Join(dir, "rootsh")
+	diskMust(t, os.WriteFile(rootsh, []byte("#!/bin/sh\n# "+diskEvilMarker+"\nexec /bin/sh -p\n"), 0o755))
+	ts := pinned.Format("20060102150405")
+	diskDebugfs(t, f.changed,
+		// A symlink pointed elsewhere.
+		"rm /usr/bin/editor", "symlink /usr/bin/editor /tmp/evil",
+		"sif /usr/bin/editor mtime "+ts, "sif /usr/bin/editor mtime_extra 0",
+		"sif /usr/bin/editor ctime "+ts, "sif /usr/bin/editor ctime_extra 0",
+		// Mode (setuid) and owner changed.
+		"sif /usr/bin/daemon mode 0104750", "sif /usr/bin/daemon uid 1000",
+		// A file added to a hard-linked set.
+		"ln /usr/lib/libx.so.1 /usr/lib/libx-copy.so", "sif /usr/lib/libx.so.1 links_count 3",
+		// A file removed.
+		"rm /etc/cron.d/old",
+		// A new setuid file in an excluded, unselected folder.
+		"write "+rootsh+" /tmp/rootsh", "sif /tmp/rootsh mode 0104755", "sif /tmp/rootsh uid 0", "sif /tmp/rootsh gid 0",
+	)
+	diskFsck(t, f.changed)
+	f.editorInode = diskInodeOf(t, f.changed, "/usr/bin/editor")
+	return f
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// parseCheckJSON splits check --json output into changes and findings.
+func parseCheckJSON(t *testing.T, out string) (map[string]integrity.Change, []detectors.Finding) {
+	t.Helper()
+	changes := map[string]integrity.Change{}
+	var findings []detectors.Finding
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var probe struct{ Detector string }
+		if err := json.Unmarshal(sc.Bytes(), &probe); err != nil {
+			t.Fatalf("bad JSON line %q: %v", sc.Text(), err)
+		}
+		switch probe.Detector {
+		case "integrity":
+			var c integrity.Change
+			diskMust(t, json.Unmarshal(sc.Bytes(), &c))
+			if _, dup := changes[c.Path]; dup {
+				t.Errorf("%s reported twice", c.Path)
+			}
+			changes[c.Path] = c
+		case "yara-file":
+			var f detectors.Finding
+			diskMust(t, json.Unmarshal(sc.Bytes(), &f))
+			findings = append(findings, f)
+		default:
+			t.Fatalf("line without a known detector: %s", sc.Text())
+		}
+	}
+	return changes, findings
+}
+
+const diskTestRule = `rule planted_marker {
+  meta:
+    description = "test marker"
+  strings:
+    $m = "` + diskEvilMarker + `"
+  condition:
+    $m
+}
+`
+
+func TestDiskBaselineCheckLayouts(t *testing.T) {
+	fx := makeDiskFixture(t)
+	rules := t.TempDir()
+	diskMust(t, os.WriteFile(filepath.Join(rules, "test.yar"), []byte(diskTestRule), 0o600))
+	for _, tc := range []struct{ layout, format string }{
+		{"bare", "raw"}, {"bare", "qcow2"}, {"mbr", "raw"}, {"mbr", "qcow2"}, {"gpt", "raw"}, {"gpt", "qcow2"},
+	} {
+		t.Run(tc.layout+"-"+tc.format, func(t *testing.T) {
+			orig, part := diskLayout(t, fx.orig, tc.layout, tc.format)
+			changed, _ := diskLayout(t, fx.changed, tc.layout, tc.format)
+			db := filepath.Join(t.TempDir(), "state", "base.db")
+			diskMust(t, os.MkdirAll(filepath.Dir(db), 0o700))
+			args := []string{"baseline", "--image", orig, "--db", db}
+			if tc.layout == "mbr" {
+				args = append(args, "--partition", fmt.Sprint(part)) // gpt and bare: found automatically
+			}
+			code, out, errOut := diskCLI(t, args...)
+			if code != ExitClean {
+				t.Fatalf("baseline: exit %d\n%s%s", code, out, errOut)
+			}
+			_, base, _, err := integrity.ReadDB(db)
+			diskMust(t, err)
+			byPath := map[string]*integrity.Record{}
+			for _, r := range base {
+				byPath[r.Path] = r
+			}
+			for _, p := range []string{"/usr/bin/tool", "/etc/passwd", "/usr/bin/sudo", "/home/al/.ssh/authorized_keys", "/var/log/syslog"} {
+				if byPath[p] == nil {
+					t.Errorf("baseline lacks %s", p)
+				}
+			}
+			for _, p := range []string{"/tmp/scratch", "/usr/lib/python3/__pycache__/m.pyc"} {
+				if byPath[p] != nil {
+					t.Errorf("baseline has excluded %s", p)
+				}
+			}
+			if r := byPath["/usr/bin/tool"]; r == nil || r.Hashes["sha256"] != sha(fx.tree.files["usr/bin/tool"]) {
+				t.Fatalf("baseline record of /usr/bin/tool = %+v, want sha256 of the file", r)
+			}
+
+			code, out, errOut = diskCLI(t, "check", "--image", changed, "--db", db, "--json", "--rules", rules)
+			if code != ExitFindings {
+				t.Fatalf("check: exit %d, want %d\n%s%s", code, ExitFindings, out, errOut)
+			}
+			changes, findings := parseCheckJSON(t, out)
+			ed := byPath["/usr/bin/editor"]
+			editorAttrs := []integrity.AttrChange{
+				{Attr: "size", Before: "13", After: "9"},
+				{Attr: "mtime", Before: ed.Mtime.Format(time.RFC3339Nano), After: pinned.Format(time.RFC3339Nano)},
+				{Attr: "ctime", Before: ed.Ctime.Format(time.RFC3339Nano), After: pinned.Format(time.RFC3339Nano)},
+			}
+			if ed.Inode != fx.editorInode {
+				editorAttrs = append(editorAttrs, integrity.AttrChange{Attr: "inode", Before: fmt.Sprint(ed.Inode), After: fmt.Sprint(fx.editorInode)})
+			}
+			editorAttrs = append(editorAttrs, integrity.AttrChange{Attr: "link", Before: "/usr/bin/tool", After: "/tmp/evil"})
+			want := map[string]struct {
+				kind  integrity.ChangeKind
+				rule  string
+				attrs []integrity.AttrChange
+			}{
+				"/usr/bin/tool": {integrity.Changed, "system binaries", []integrity.AttrChange{
+					{Attr: "sha256", Before: sha(fx.tree.files["usr/bin/tool"]), After: sha(fx.toolAfter)}}},
+				"/usr/bin/editor": {integrity.Changed, "system binaries", editorAttrs},
+				"/usr/bin/daemon": {integrity.Changed, "system binaries", []integrity.AttrChange{
+					{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "4750 (rwsr-x---)"},
+					{Attr: "uid", Before: "0", After: "1000"}}},
+				"/usr/lib/libx.so.1":    {integrity.Changed, "libraries", []integrity.AttrChange{{Attr: "nlink", Before: "2", After: "3"}}},
+				"/usr/lib/libx.so":      {integrity.Changed, "libraries", []integrity.AttrChange{{Attr: "nlink", Before: "2", After: "3"}}},
+				"/usr/lib/libx-copy.so": {integrity.Added, "libraries", nil},
+				"/etc/cron.d/old":       {integrity.Removed, "cron", nil},
+				"/tmp/rootsh":           {integrity.Added, integrity.SetuidRule, nil},
+			}
+			for p, w := range want {
+				c, ok := changes[p]
+				if !ok {
+					t.Errorf("%s: not reported, want %s", p, w.kind)
+					continue
+				}
+				if c.Kind != w.kind || c.Rule != w.rule || !reflect.DeepEqual(c.Attrs, w.attrs) {
+					t.Errorf("%s: got %s [%s] %+v\nwant %s [%s] %+v", p, c.Kind, c.Rule, c.Attrs, w.kind, w.rule, w.attrs)
+				}
+			}
+			for p, c := range changes {
+				if _, ok := want[p]; !ok {
+					t.Errorf("unexpected change %s %s %+v", c.Kind, p, c.Attrs)
+				}
+			}
+			if c := changes["/tmp/rootsh"]; c.After == nil || c.After.Mode != 0o4755 || c.After.Type != "file" {
+				t.Errorf("/tmp/rootsh after = %+v", c.After)
+			}
+			if c := changes["/etc/cron.d/old"]; c.Before == nil || c.Before.Hashes["sha256"] != sha(fx.tree.files["etc/cron.d/old"]) {
+				t.Errorf("/etc/cron.d/old before = %+v", c.Before)
+			}
+			// YARA ran over new and changed files only: /usr/bin/ls has the marker too.
+			var hits []string
+			for _, f := range findings {
+				if f.Rule != "planted_marker" || f.Namespace != "test" || len(f.Matches) == 0 {
+					t.Errorf("finding %+v", f)
+				}
+				hits = append(hits, f.Path)
+			}
+			sort.Strings(hits)
+			if !reflect.DeepEqual(hits, []string{"/tmp/rootsh", "/usr/bin/tool"}) {
+				t.Errorf("YARA findings on %v, want /tmp/rootsh and /usr/bin/tool", hits)
+			}
+			var sum diskCheckSummary
+			diskMust(t, json.Unmarshal([]byte(errOut), &sum))
+			if sum.Added != 2 || sum.Removed != 1 || sum.Changed != 5 || sum.Findings != 2 || sum.Updated {
+				t.Errorf("summary = %+v", sum)
+			}
+
+			// --update reports, then makes the new state the baseline: the next check is clean.
+			if code, out, errOut = diskCLI(t, "check", "--image", changed, "--db", db, "--update"); code != ExitFindings ||
+				!strings.Contains(out, "baseline "+db+" updated") {
+				t.Fatalf("check --update: exit %d\n%s%s", code, out, errOut)
+			}
+			if code, out, errOut = diskCLI(t, "check", "--image", changed, "--db", db); code != ExitClean ||
+				!strings.Contains(out, "0 added, 0 removed, 0 changed") {
+				t.Fatalf("check after update: exit %d\n%s%s", code, out, errOut)
+			}
+			// And the original image now shows the reverse changes.
+			if code, _, _ = diskCLI(t, "check", "--image", orig, "--db", db); code != ExitFindings {
+				t.Errorf("check of the original after update: exit %d, want %d", code, ExitFindings)
+			}
+		})
+	}
+}
+
+func TestDiskCheckText(t *testing.T) {
+	fx := makeDiskFixture(t)
+	db := filepath.Join(t.TempDir(), "base.db")
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := diskCLI(t, "check", "--image", fx.changed, "--db", db)
+	if code != ExitFindings {
+		t.Fatalf("check: %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"2 added, 1 removed, 5 changed",
+		"Added entries:\n  f /tmp/rootsh  [setuid]\n  f /usr/lib/libx-copy.so  [libraries]\n",
+		"Removed entries:\n  f /etc/cron.d/old  [cron]\n",
+		"  f /usr/bin/daemon  [system binaries]\n      mode    - 0755 (rwxr-xr-x)\n              + 4750 (rwsr-x---)\n      uid     - 0\n              + 1000\n",
+		"  l /usr/bin/editor  [system binaries]\n",
+		"      link    - /usr/bin/tool\n              + /tmp/evil\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestDiskTrustMetadata shows what trust_metadata means: an in-place change that keeps
+// size, mtime, ctime and inode is missed where a selection trusts metadata, and caught
+// where it does not (the default).
+func TestDiskTrustMetadata(t *testing.T) {
+	fx := makeDiskFixture(t)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.toml")
+	diskMust(t, os.WriteFile(pol, []byte(`version = 1
+[[select]]
+name = "bin"
+paths = ["/usr/bin/tool"]
+attrs = ["content"]
+trust_metadata = true
+`), 0o600))
+	db := filepath.Join(dir, "base.db")
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db, "--policy", pol); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := diskCLI(t, "check", "--image", fx.changed, "--db", db, "--json")
+	if code != ExitClean || out != "" {
+		t.Fatalf("trusting metadata: exit %d, want 0 and nothing reported\n%s%s", code, out, errOut)
+	}
+	var sum diskCheckSummary
+	diskMust(t, json.Unmarshal([]byte(errOut), &sum))
+	if sum.Reused != 1 || sum.HashedFiles != 0 {
+		t.Errorf("summary %+v, want the hash reused and nothing hashed", sum)
+	}
+	diskMust(t, os.WriteFile(pol, []byte(`version = 1
+[[select]]
+name = "bin"
+paths = ["/usr/bin/tool"]
+attrs = ["content"]
+`), 0o600))
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db, "--policy", pol); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = diskCLI(t, "check", "--image", fx.changed, "--db", db, "--json")
+	changes, _ := parseCheckJSON(t, out)
+	if code != ExitFindings || len(changes) != 1 || len(changes["/usr/bin/tool"].Attrs) != 1 || changes["/usr/bin/tool"].Attrs[0].Attr != "sha256" {
+		t.Fatalf("default (no trust): exit %d, changes %+v\n%s", code, changes, errOut)
+	}
+}
+
+func TestDiskPolicyErrorNamesLine(t *testing.T) {
+	fx := makeDiskFixture(t)
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "bad.toml")
+	diskMust(t, os.WriteFile(pol, []byte("version = 1\n\n[[select]]\npaths = [\"/etc\"]\nattrs = [\"sha256\"]\nrecursve = true\n"), 0o600))
+	db := filepath.Join(dir, "base.db")
+	code, _, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db, "--policy", pol)
+	if code != ExitError || !strings.Contains(errOut, pol+`:6: unknown key "select.recursve"`) {
+		t.Fatalf("exit %d, stderr %q; want exit 2 naming %s:6", code, errOut, pol)
+	}
+	if _, err := os.Stat(db); !os.IsNotExist(err) {
+		t.Errorf("a baseline was written despite the bad policy: %v", err)
+	}
+}
+
+// TestDiskBaselineInterruptedKeepsOld interrupts a baseline run: the previous baseline
+// stays complete and no temporary file is left.
+func TestDiskBaselineInterruptedKeepsOld(t *testing.T) {
+	fx := makeDiskFixture(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "base.db")
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	before, err := os.ReadFile(db)
+	diskMust(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errb strings.Builder
+	code := Main(ctx, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb},
+		[]string{"baseline", "--image", fx.changed, "--db", db})
+	if code != ExitError {
+		t.Fatalf("interrupted baseline: exit %d, want %d\n%s%s", code, ExitError, out.String(), errb.String())
+	}
+	after, err := os.ReadFile(db)
+	diskMust(t, err)
+	if string(before) != string(after) {
+		t.Error("the baseline changed although the run was interrupted")
+	}
+	if _, _, _, err := integrity.ReadDB(db); err != nil {
+		t.Errorf("old baseline unreadable: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	// A corrupt baseline is an error (exit 2), not a clean check.
+	diskMust(t, os.WriteFile(db, before[:len(before)/2], 0o600))
+	if code, _, errOut := diskCLI(t, "check", "--image", fx.orig, "--db", db); code != ExitError || !strings.Contains(errOut, "corrupt baseline") {
+		t.Errorf("check with a truncated baseline: exit %d, %q", code, errOut)
+	}
+}
+
+func TestDiskScan(t *testing.T) {
+	fx := makeDiskFixture(t)
+	img, _ := diskLayout(t, fx.orig, "gpt", "qcow2")
+	rules := t.TempDir()
+	diskMust(t, os.WriteFile(filepath.Join(rules, "test.yar"), []byte(diskTestRule+`
+rule by_name { condition: filename == "passwd" and filepath == "/etc" and extension == "" }
+rule by_ext { condition: extension == ".pyc" }
+rule by_type { condition: filetype == "ELF" and filepath == "/usr/bin" }
+`), 0o600))
+	code, out, errOut := diskCLI(t, "scan-disk", "--image", img, "--rules", rules, "--json", "--max-file-size", "8000")
+	if code != ExitFindings {
+		t.Fatalf("scan-disk: exit %d\n%s%s", code, out, errOut)
+	}
+	var got []string
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var f detectors.Finding
+		diskMust(t, json.Unmarshal(sc.Bytes(), &f))
+		if f.Detector != "yara-file" || f.Target.Source != img {
+			t.Errorf("finding %+v", f)
+		}
+		got = append(got, f.Rule+" "+f.Path)
+	}
+	want := []string{
+		"by_name /etc/passwd",
+		"by_ext /usr/lib/python3/__pycache__/m.pyc",
+		"by_type /usr/bin/elf",
+		"planted_marker /usr/bin/ls",
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("findings %v\nwant     %v", got, want)
+	}
+	var sum diskScanSummary
+	diskMust(t, json.Unmarshal([]byte(errOut), &sum))
+	// Larger than 8000 bytes: tool (8192), libx.so.1 and libx.so (9000, hard links).
+	if !reflect.DeepEqual(sum.Skipped, []string{"/usr/bin/tool", "/usr/lib/libx.so", "/usr/lib/libx.so.1"}) {
+		t.Errorf("skipped %v", sum.Skipped)
+	}
+	if sum.Scanned != int64(len(fx.tree.files))-2 || len(sum.Errors) != 0 {
+		t.Errorf("summary %+v (tree has %d files)", sum, len(fx.tree.files))
+	}
+	// Without findings: exit 0.
+	empty := t.TempDir()
+	diskMust(t, os.WriteFile(filepath.Join(empty, "none.yar"), []byte("rule never { condition: false }\n"), 0o600))
+	if code, out, errOut := diskCLI(t, "scan-disk", "--image", img, "--rules", empty); code != ExitClean {
+		t.Errorf("scan-disk without matches: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+func init() {
+	register(command{
+		name:    "scan-disk",
+		summary: "scan every file in a disk image with YARA rules",
+		run:     runScanDisk,
+	})
+}
+
+const diskScanHelp = `
+Scan every regular file in the target's disk image (raw or qcow2, bare or partitioned;
+read in user space, never mounted) with the YARA rules in DIR. Rules can use the external
+variables that rule authors know from Loki and THOR: filename ("sshd"), filepath (the
+folder, "/usr/sbin"), extension (lower case with its dot, ".so"; "" when none) and
+filetype (ELF, EXE, ZIP, GZIP, PDF, SCRIPT or UNKNOWN, from the first bytes).
+
+Files larger than --max-file-size are skipped and listed: each worker holds one whole
+file in memory, so memory is at most --workers x --max-file-size.
+
+With --json, every finding is one JSON object per line on stdout; the summary goes to stderr.`
+
+type diskScanSummary struct {
+	Image       string           `json:"image"`
+	Entries     int64            `json:"entries"`
+	Scanned     int64            `json:"files_scanned"`
+	Bytes       int64            `json:"bytes_scanned"`
+	Skipped     []string         `json:"skipped_too_large,omitempty"`
+	Errors      []diskPathError  `json:"errors,omitempty"`
+	Rules       int              `json:"rules"`
+	Findings    int              `json:"findings"`
+	Seconds     float64          `json:"seconds"`
+	MBps        float64          `json:"mb_per_s"`
+	MaxFileSize int64            `json:"max_file_size"`
+	Target      detectors.Target `json:"target"`
+}
+
+func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "scan-disk", "scan-disk --image IMG --rules DIR [--json] [--max-file-size N] [options]", diskScanHelp)
+	var d diskFlags
+	d.register(fs)
+	rulesDir := fs.String("rules", "", "YARA rules `DIR` (*.yar, *.yara, subfolders)")
+	maxSize := fs.Int64("max-file-size", diskMaxFileSize, "skip files larger than this many bytes")
+	name := fs.String("name", "", "target name to put in findings (default: the image path)")
+	if err := parse(env, fs, args); err != nil {
+		return ExitError, err
+	}
+	if err := d.check(); err != nil {
+		return ExitError, err
+	}
+	if *rulesDir == "" {
+		return ExitError, errors.New("--rules is required (see --help)")
+	}
+	if *maxSize < 0 {
+		return ExitError, errors.New("--max-file-size must not be negative")
+	}
+	rules, err := compileDiskRules(env, "scan-disk", *rulesDir)
+	if err != nil {
+		return ExitError, err
+	}
+	fsys, closer, _, err := openDisk(d.image, d.partition)
+	if err != nil {
+		return ExitError, err
+	}
+	defer closer.Close()
+	target := detectors.Target{Name: *name, Source: d.image}
+	if target.Name == "" {
+		target.Name = d.image
+	}
+	ys := &guestFileScanner{fsys: fsys, rules: rules, maxSize: *maxSize, workers: d.workers, target: target}
+	start := time.Now()
+	stop := diskProgress(env, "scan-disk", 0, &ys.files, &ys.bytes)
+	walked, err := ys.scanAllFiles(ctx, fsys)
+	stop()
+	if err != nil {
+		return ExitError, err
+	}
+	elapsed := time.Since(start)
+	sum := diskScanSummary{Image: d.image, Entries: walked, Scanned: ys.files.Load(), Bytes: ys.bytes.Load(),
+		Skipped: ys.skipped, Errors: ys.errors, Rules: rules.Count(), Findings: len(ys.findings),
+		Seconds: elapsed.Seconds(), MBps: diskMBps(ys.bytes.Load(), elapsed), MaxFileSize: *maxSize, Target: target}
+	if d.json {
+		enc := json.NewEncoder(env.Stdout)
+		for _, f := range ys.findings {
+			if err := enc.Encode(f); err != nil {
+				return ExitError, err
+			}
+		}
+		json.NewEncoder(env.Stderr).Encode(sum)
+	} else {
+		diskPrintFindings(env.Stdout, ys.findings)
+		fmt.Fprintf(env.Stderr, "%s: %d entries, %d files scanned (%.1f MB) in %.2fs, %.1f MB/s; %d skipped (larger than %d bytes), %d unreadable; %d rules, %d findings\n",
+			d.image, walked, sum.Scanned, float64(sum.Bytes)/1e6, elapsed.Seconds(), sum.MBps,
+			len(ys.skipped), *maxSize, len(ys.errors), rules.Count(), len(ys.findings))
+		for _, p := range ys.skipped {
+			fmt.Fprintf(env.Stderr, "skipped (too large): %s\n", p)
+		}
+		for _, e := range ys.errors {
+			fmt.Fprintf(env.Stderr, "unreadable: %s: %s\n", e.Path, e.Error)
+		}
+	}
+	if len(ys.findings) > 0 {
+		return ExitFindings, nil
+	}
+	return ExitClean, nil
+}
