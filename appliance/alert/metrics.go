@@ -1,0 +1,76 @@
+package alert
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the dispatcher's Prometheus series. Labels: sink (the configured
+// name), severity (critical..info), reason.
+type metrics struct {
+	emitted   *prometheus.CounterVec // accepted into a sink's spool
+	delivered *prometheus.CounterVec
+	failures  *prometheus.CounterVec // failed delivery attempts (connects, writes, requests)
+	dropped   *prometheus.CounterVec // spool_full, rejected (the receiver refused it for good), undecodable
+	up        *prometheus.GaugeVec   // 1 while the sink's last delivery attempt worked
+
+	unregister func()
+}
+
+func newMetrics(reg prometheus.Registerer, sp *spool, sinks []SinkConfig) (*metrics, error) {
+	m := &metrics{
+		emitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domainm_alerts_emitted_total", Help: "Alerts accepted into a sink's spool.",
+		}, []string{"sink", "severity"}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domainm_alerts_delivered_total", Help: "Alerts a sink delivered (removed from its spool).",
+		}, []string{"sink", "severity"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domainm_alert_delivery_failures_total", Help: "Failed delivery attempts (connect, write, request, lost connection).",
+		}, []string{"sink", "reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "domainm_alerts_dropped_total", Help: "Alerts dropped: spool_full (lowest severity first), rejected by the receiver, undecodable.",
+		}, []string{"sink", "severity", "reason"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "domainm_alert_sink_up", Help: "1 if the sink's last delivery attempt succeeded.",
+		}, []string{"sink"}),
+	}
+	cs := []prometheus.Collector{m.emitted, m.delivered, m.failures, m.dropped, m.up,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "domainm_alert_spool_file_bytes", Help: "Size of the alert spool file on disk.",
+		}, func() float64 { return float64(sp.fileSize()) }),
+	}
+	for _, s := range sinks {
+		name := s.Name
+		labels := prometheus.Labels{"sink": name}
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "domainm_alert_spool_events", Help: "Alerts waiting in the sink's spool.", ConstLabels: labels,
+			}, func() float64 { n, _ := sp.stats(name); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "domainm_alert_spool_bytes", Help: "Bytes the sink's spooled alerts take (counted against spool_max_bytes).", ConstLabels: labels,
+			}, func() float64 { _, b := sp.stats(name); return float64(b) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "domainm_alert_spool_max_bytes", Help: "The sink's spool_max_bytes.", ConstLabels: labels,
+			}, func() float64 { return float64(s.SpoolMaxBytes) }),
+		)
+		m.up.WithLabelValues(name).Set(0)
+	}
+	m.unregister = func() {}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs {
+				reg.Unregister(done)
+			}
+			return nil, err
+		}
+	}
+	m.unregister = func() {
+		for _, c := range cs {
+			reg.Unregister(c)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,245 @@
+package alert
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// What "delivered" means on a stream (syslog over TCP or TLS, JSON lines): plain
+// syslog has no application-level acknowledgement, so a batch leaves the spool only
+// when (1) the write succeeded, (2) the receiver's TCP stack acknowledged every byte
+// of it (SIOCOUTQ, the unacknowledged bytes of the socket, reached the batch's end),
+// and (3) the connection then stayed open for `confirm` without the receiver closing
+// or resetting it. A receiver that exits with unread data resets the connection
+// (which (3) catches) and one that stops gracefully closes it; on any such event
+// everything not yet confirmed is sent again from the spool, in order. Duplicates
+// are possible (at least once), losses only if the receiver acknowledged, kept the
+// connection up for `confirm`, and then lost what it had accepted (its own queue).
+var errConnLost = errors.New("connection lost")
+
+// batchMark is one written batch awaiting confirmation.
+type batchMark struct {
+	recs    []record // seq and severity only
+	end     int64    // stream offset just past the batch
+	ackedAt time.Time
+}
+
+func (r *runner) streamOnce(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	conn, err := r.stream.dial(dctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.conn = conn
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.conn = nil
+		r.mu.Unlock()
+		conn.Close()
+	}()
+	dead := make(chan error, 1)
+	go func() { // receivers never send: any read result means the connection ended
+		var b [256]byte
+		_, err := conn.Read(b[:])
+		if err == nil {
+			err = errors.New("receiver sent data")
+		}
+		dead <- fmt.Errorf("%w: %v", errConnLost, err)
+	}()
+	return r.streamOn(ctx, conn, dead)
+}
+
+func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error) error {
+	var (
+		written  int64
+		next     uint64 // last sequence number written
+		inflight []batchMark
+		buf      []byte
+		poll     = time.NewTicker(ackPoll)
+	)
+	defer poll.Stop()
+	for {
+		// Write while the window allows.
+		for len(inflight) == 0 || written-inflight[0].end < streamWindow {
+			all, err := r.d.sp.read(r.cfg.Name, next, r.cfg.Batch, readBatchBytes)
+			if err != nil {
+				return err
+			}
+			if len(all) == 0 {
+				break
+			}
+			recs, evs := r.decode(all)
+			buf = buf[:0]
+			for i, e := range evs {
+				buf = r.stream.frame(buf, e, recs[i].data)
+			}
+			conn.SetWriteDeadline(time.Now().Add(r.cfg.Timeout))
+			if _, err := conn.Write(buf); err != nil {
+				return fmt.Errorf("writing to %s: %w", r.cfg.Address, err)
+			}
+			written += int64(len(buf))
+			next = all[len(all)-1].seq
+			marks := make([]record, len(all))
+			for i, rec := range all {
+				marks[i] = record{seq: rec.seq, sev: rec.sev}
+			}
+			inflight = append(inflight, batchMark{recs: marks, end: written})
+			select {
+			case err := <-dead:
+				return err
+			default:
+			}
+		}
+		// Confirm what was acknowledged and survived `confirm`.
+		if len(inflight) > 0 {
+			unacked, err := outq(conn)
+			if err != nil {
+				return fmt.Errorf("checking acknowledged bytes: %w", err)
+			}
+			now := time.Now()
+			acked := written - int64(unacked)
+			k := 0
+			for i := range inflight {
+				if inflight[i].ackedAt.IsZero() && inflight[i].end <= acked {
+					inflight[i].ackedAt = now
+				}
+				if k == i && !inflight[i].ackedAt.IsZero() && now.Sub(inflight[i].ackedAt) >= r.cfg.Confirm {
+					k = i + 1
+				}
+			}
+			if k > 0 {
+				select {
+				case err := <-dead:
+					return err
+				default:
+				}
+				var done []record
+				for _, m := range inflight[:k] {
+					done = append(done, m.recs...)
+				}
+				if err := r.delivered(done, done[len(done)-1].seq); err != nil {
+					return err
+				}
+				inflight = inflight[k:]
+				continue
+			}
+		}
+		var tick <-chan time.Time
+		if len(inflight) > 0 {
+			tick = poll.C
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-dead:
+			if len(inflight) == 0 {
+				if n, _ := r.d.sp.stats(r.cfg.Name); n == 0 {
+					return errIdleClosed
+				}
+			}
+			return err
+		case <-r.wake:
+		case <-tick:
+		}
+	}
+}
+
+func dialer(cfg SinkConfig) (func(ctx context.Context) (net.Conn, error), error) {
+	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	if cfg.Transport != "tls" {
+		return func(ctx context.Context) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", cfg.Address)
+		}, nil
+	}
+	tc, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) (net.Conn, error) {
+		raw, err := d.DialContext(ctx, "tcp", cfg.Address)
+		if err != nil {
+			return nil, err
+		}
+		c := tls.Client(raw, tc)
+		if err := c.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", cfg.Address, err)
+		}
+		return c, nil
+	}, nil
+}
+
+// tlsConfig verifies the server by default (system roots or ca_file, against
+// server_name or the address's host) and presents a client certificate if set.
+func tlsConfig(cfg SinkConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if tc.ServerName == "" {
+		host := cfg.Address
+		if cfg.Type == TypeHTTP {
+			host = ""
+		} else if h, _, err := net.SplitHostPort(cfg.Address); err == nil {
+			host = h
+		}
+		tc.ServerName = host
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificates in it", cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func newSyslogStream(cfg SinkConfig) (*streamSink, error) {
+	dial, err := dialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	f := newSyslogFormat(cfg)
+	return &streamSink{dial: dial, frame: func(dst []byte, e *Event, raw []byte) []byte {
+		return octetCount(dst, f.frame(e, raw))
+	}}, nil
+}
+
+func newSyslogFormat(cfg SinkConfig) syslogFormat {
+	return syslogFormat{facility: facilities[cfg.Facility], text: cfg.Message == "text", sdid: cfg.SDID,
+		procid: strconv.Itoa(os.Getpid()), maxLen: cfg.MaxFrameLen}
+}
+
+// newJSONStream sends one ECS JSON document per line (JSON never holds a raw newline).
+func newJSONStream(cfg SinkConfig) (*streamSink, error) {
+	dial, err := dialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &streamSink{dial: dial, frame: func(dst []byte, e *Event, raw []byte) []byte {
+		if !json.Valid(raw) {
+			raw, _ = json.Marshal(e)
+		}
+		return append(append(dst, raw...), '\n')
+	}}, nil
+}
