@@ -54,16 +54,29 @@ func TestFileSourceLiveVM(t *testing.T) {
 	ctx := vmContext(t)
 	const size = 128 << 20
 	vm := vmtest.Start(t, vmtest.Config{Memory: size})
-	// Let the firmware run for a moment so it has written its tables.
-	time.Sleep(300 * time.Millisecond)
-	if err := vm.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
 	src, err := Open("file:"+vm.RAMFile, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	// Firmware-written data, seen live through the mapping: SeaBIOS leaves the ACPI
+	// RSDP ("RSD PTR ") in the 0xe0000-0xfffff BIOS area while it boots.
+	win := make([]byte, 0x20000)
+	rsdp := -1
+	for deadline := time.Now().Add(30 * time.Second); rsdp < 0 && time.Now().Before(deadline); {
+		if _, err := src.ReadAt(win, 0xe0000); err != nil {
+			t.Fatal(err)
+		}
+		if rsdp = bytes.Index(win, []byte("RSD PTR ")); rsdp < 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if rsdp < 0 {
+		t.Fatal("no ACPI RSDP appeared in the BIOS area of the RAM file within 30 s")
+	}
+	if err := vm.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got := src.Ranges(); len(got) != 1 || got[0] != (Range{0, size}) {
 		t.Fatalf("ranges = %v", got)
 	}
@@ -76,16 +89,11 @@ func TestFileSourceLiveVM(t *testing.T) {
 	plant(t, vm, at)
 	checkGuestAndSource(ctx, t, vm, src, at)
 
-	// Firmware-written data: SeaBIOS leaves the ACPI RSDP ("RSD PTR ") in the
-	// 0xe0000-0xfffff BIOS area; source and guest must agree on where and what.
-	win := make([]byte, 0x20000)
+	// Source and guest agree on where the RSDP is and what it says.
 	if _, err := src.ReadAt(win, 0xe0000); err != nil {
 		t.Fatal(err)
 	}
-	i := bytes.Index(win, []byte("RSD PTR "))
-	if i < 0 {
-		t.Fatal("no ACPI RSDP in the BIOS area of the RAM file")
-	}
+	i := rsdp
 	gpa := uint64(0xe0000 + i)
 	guest, err := vm.ReadPhys(ctx, gpa, 20)
 	if err != nil {
