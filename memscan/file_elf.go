@@ -1,10 +1,11 @@
 package memscan
 
 import (
-	"bytes"
 	"fmt"
+	"io"
 
 	"github.com/domainm/domainm/memscan/elfcore"
+	"github.com/domainm/domainm/memscan/internal/mmap"
 )
 
 // OpenELF maps an ELF core written by QEMU's dump-guest-memory (taken with paging
@@ -16,10 +17,9 @@ import (
 // its file size (QEMU never writes one) is served up to its file size.
 func OpenELF(path string) (*MappedFile, error) {
 	return openMapped(path, func(size uint64, data []byte) ([]Extent, error) {
-		// The mapping is of a file that is not expected to change; a dump that is
-		// truncated while being parsed faults, which mmap.Copy would catch, but the
-		// header is small and read once here.
-		core, err := elfcore.Parse(bytes.NewReader(data), int64(size))
+		// Read the headers through the fault-safe copy: a dump truncated while we
+		// parse it must give an error, not SIGBUS.
+		core, err := elfcore.Parse(safeReader(data), int64(size))
 		if err != nil {
 			return nil, err
 		}
@@ -35,4 +35,21 @@ func OpenELF(path string) (*MappedFile, error) {
 		}
 		return checkExtents(ext, size)
 	})
+}
+
+// safeReader reads a mapping with mmap.Copy, turning faults into errors.
+type safeReader []byte
+
+func (r safeReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= int64(len(r)) {
+		return 0, io.EOF
+	}
+	n, err := mmap.Copy(p, r[off:])
+	if err != nil {
+		return 0, err
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }

@@ -157,7 +157,11 @@ func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 		}
 	}()
 	if vm.RAMFile == "" {
-		if vm.ramDir, err = os.MkdirTemp("/dev/shm", "vmtest-ram-"); err != nil {
+		shm := "/dev/shm"
+		if fi, err := os.Stat(shm); err != nil || !fi.IsDir() {
+			shm = "" // no tmpfs: the default temporary directory works, only slower
+		}
+		if vm.ramDir, err = os.MkdirTemp(shm, "vmtest-ram-"); err != nil {
 			return vm, err
 		}
 		vm.RAMFile = filepath.Join(vm.ramDir, "ram")
@@ -491,7 +495,8 @@ func parseXP(s string) ([]byte, error) {
 }
 
 // WriteRAM writes b into the RAM backing file at file offset off, as another process
-// sharing the guest's memory would. Callers usually Stop the guest first so that it
+// sharing the guest's memory would. The offset equals the GPA only below the machine's
+// low-memory limit (see memscan.Layout). Callers usually Stop the guest first so that it
 // does not overwrite the bytes.
 func (vm *VM) WriteRAM(off int64, b []byte) error {
 	f, err := os.OpenFile(vm.RAMFile, os.O_WRONLY, 0)
