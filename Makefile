@@ -24,6 +24,7 @@ help:
 	@echo "make build          build bin/domainm and bin/domainm-migrate"
 	@echo "make fuzz           run each fuzz target for FUZZTIME (default 10s)"
 	@echo "make bench-memscan  domainm scan-memory vs the yara CLI on a >= 1 GiB image"
+	@echo "make bench-diskscan domainm baseline/check vs aide --init/--check on a Debian root"
 
 # deps: apt packages (only those missing), then Go modules.
 deps: $(DEPS_STAMP)
@@ -73,6 +74,13 @@ demo: build
 # with 128 rules, in the same run; prints throughputs, ratios and checks equal findings.
 bench-memscan: build
 	$(GO) run ./memscan/bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824}
+
+# bench-diskscan: domainm baseline/check through an ext4 image of a debootstrap'd Debian
+# root (>= 1 GiB, >= 30,000 files; cached in /var/cache/domainm-bench) against aide
+# --init/--check on the same files, same attributes, sha256 only, in the same run.
+.PHONY: bench-diskscan
+bench-diskscan: build
+	DOMAINM=$(BIN)/domainm detectors/integrity/bench/bench-diskscan.sh
 
 clean:
 	rm -rf $(BIN)

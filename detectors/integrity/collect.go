@@ -42,12 +42,12 @@ type Options struct {
 
 // Stats summarise a Collect run.
 type Stats struct {
-	Entries int64 // entries walked
-	Records int64 // records emitted
-	Hashed  int64 // files hashed
-	Bytes   int64 // bytes hashed
-	Reused  int64 // hashes reused from the baseline (trust_metadata)
-	Errors  int64 // entries that could not be read (selected or not)
+	Entries int64 `json:"entries"` // entries walked
+	Records int64 `json:"records"` // records emitted
+	Hashed  int64 `json:"hashed"`  // files hashed
+	Bytes   int64 `json:"bytes"`   // bytes hashed
+	Reused  int64 `json:"reused"`  // hashes reused from the baseline (trust_metadata)
+	Errors  int64 `json:"errors"`  // entries that could not be read (selected or not)
 }
 
 // queueLen bounds the records in flight between the walk and emit: memory stays

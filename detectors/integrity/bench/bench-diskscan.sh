@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# bench-diskscan: domainm baseline / check through an ext4 disk image, side by side with
+# aide --init / aide --check on the same files in a folder, same attributes, sha256 only.
+#
+# The Debian root (debootstrap, mirror taken from the machine's apt sources) and the ext4
+# image built from it are cached under $BENCH_CACHE (default /var/cache/domainm-bench),
+# outside the repository, so re-runs only measure.
+#
+# Environment: BENCH_CACHE, DOMAINM (default bin/domainm), WORKERS (default nproc; the
+# same for both tools), SUITE (default: the host's codename), COLD=1 to drop the page
+# cache before every run (default: warm cache for both, after one read of each input).
+set -euo pipefail
+
+CACHE=${BENCH_CACHE:-/var/cache/domainm-bench}
+DOMAINM=$(realpath "${DOMAINM:-bin/domainm}")
+WORKERS=${WORKERS:-$(nproc)}
+SUITE=${SUITE:-$(. /etc/os-release && echo "$VERSION_CODENAME")}
+ROOTFS=$CACHE/rootfs-$SUITE
+IMG=$CACHE/rootfs-$SUITE.ext4
+MIN_BYTES=$((1 << 30))
+MIN_FILES=30000
+# Packages beyond the base system, to reach a server-sized tree (kernel modules,
+# compilers, interpreters, documentation).
+INCLUDE=linux-image-amd64,python3,perl,git,vim,build-essential,man-db,manpages,locales,openssh-server,sudo,cron,rsyslog
+
+log() { printf '%s\n' "bench-diskscan: $*" >&2; }
+trap 'log "failed at line $LINENO"' ERR
+
+# mirror prints the first URI of the apt sources that serve $SUITE (deb822 or one-line).
+mirror() {
+	local f
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -e "$f" ] || continue
+		awk -v suite="$SUITE" '
+			/^[[:space:]]*$/ { if (uri != "" && ok) { print uri; exit } uri=""; ok=0; next }
+			/^URIs:/ { uri=$2 }
+			/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == suite) ok=1 }
+			END { if (uri != "" && ok) print uri }' "$f" | head -n1
+	done | head -n1
+	local l
+	for l in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		if [ -e "$l" ]; then
+			awk -v suite="$SUITE" '$1 == "deb" && $3 == suite { print $2; exit }' "$l"
+		fi
+	done | head -n1
+	return 0
+}
+
+tree_stats() { # files bytes of regular files under $1
+	find "$1" -xdev -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %d\n", n, b }'
+}
+
+build_rootfs() {
+	if [ -f "$ROOTFS/.bench-complete" ]; then return; fi
+	local m
+	m=$(mirror | head -n1)
+	[ -n "$m" ] || { log "no apt source for $SUITE in /etc/apt/sources.list*"; exit 2; }
+	log "debootstrap $SUITE into $ROOTFS (once; cached)"
+	rm -rf "$ROOTFS.tmp"
+	mkdir -p "$CACHE"
+	debootstrap --include="$INCLUDE" "$SUITE" "$ROOTFS.tmp" "$m" >"$CACHE/debootstrap.log" 2>&1 ||
+		{ tail -20 "$CACHE/debootstrap.log" >&2; exit 2; }
+	# Pad with real files (copies of the tree's own libraries) until big enough.
+	local i=0 files bytes
+	read -r files bytes < <(tree_stats "$ROOTFS.tmp")
+	while [ "$files" -lt "$MIN_FILES" ] || [ "$bytes" -lt "$MIN_BYTES" ]; do
+		i=$((i + 1))
+		log "padding: $files files, $bytes bytes; copying /usr/lib to /opt/pad/$i"
+		mkdir -p "$ROOTFS.tmp/opt/pad/$i"
+		cp -a "$ROOTFS.tmp/usr/lib/." "$ROOTFS.tmp/opt/pad/$i/"
+		read -r files bytes < <(tree_stats "$ROOTFS.tmp")
+	done
+	touch "$ROOTFS.tmp/.bench-complete"
+	mv "$ROOTFS.tmp" "$ROOTFS"
+}
+
+build_image() {
+	if [ -f "$IMG" ] && [ "$IMG" -nt "$ROOTFS/.bench-complete" ]; then return; fi
+	local kib
+	kib=$(du -sk --apparent-size "$ROOTFS" | cut -f1)
+	kib=$((kib * 13 / 10 + 512 * 1024))
+	log "mkfs.ext4 -d $ROOTFS -> $IMG (${kib} KiB)"
+	rm -f "$IMG.tmp"
+	mkfs.ext4 -q -F -b 4096 -d "$ROOTFS" "$IMG.tmp" "${kib}k"
+	mv "$IMG.tmp" "$IMG"
+}
+
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+
+warm() {
+	if [ "${COLD:-0}" = 1 ]; then
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+	fi
+}
+
+build_rootfs
+build_image
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-diskscan.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+read -r FILES BYTES < <(tree_stats "$ROOTFS")
+ENTRIES=$(find "$ROOTFS" -xdev | wc -l)
+IMGSIZE=$(stat -c %s "$IMG")
+log "tree: $FILES regular files, $BYTES bytes, $ENTRIES entries; image $IMGSIZE bytes; workers $WORKERS"
+if [ "$FILES" -lt "$MIN_FILES" ] || [ "$BYTES" -lt "$MIN_BYTES" ]; then
+	log "tree too small (want >= $MIN_FILES files and >= $MIN_BYTES bytes): rm -rf $ROOTFS and re-run"
+	exit 2
+fi
+
+# Same selection and attributes for both: everything under /, file type, permissions,
+# inode, link count, owner, group, size, mtime, ctime, link target, capabilities, sha256.
+cat >"$WORK/policy.toml" <<'EOF'
+version = 1
+[[select]]
+name = "all"
+paths = ["/"]
+attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size", "mtime", "ctime", "sha256"]
+EOF
+cat >"$WORK/aide.conf" <<EOF
+database_in=file:$WORK/aide.db.gz
+database_out=file:$WORK/aide.db.new.gz
+gzip_dbout=yes
+root_prefix=$ROOTFS
+num_workers=$WORKERS
+report_url=file:$WORK/aide.report
+Bench = ftype+p+i+n+u+g+s+m+c+l+caps+sha256
+/ Bench
+!/.bench-complete\$
+EOF
+
+if [ "${COLD:-0}" != 1 ]; then
+	log "warming the page cache (one read of the image and of the tree)"
+	cat "$IMG" >/dev/null
+	find "$ROOTFS" -xdev -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
+fi
+
+declare -A SECS
+run() { # name, command...
+	local name=$1 t0 t1 rc=0
+	shift
+	warm
+	t0=$(now)
+	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
+	t1=$(now)
+	SECS[$name]=$(calc "$t1 - $t0")
+	log "$name: exit $rc, $(printf '%.2f' "${SECS[$name]}")s"
+	if [ "$rc" -ne 0 ]; then
+		tail -5 "$WORK/$name.out" "$WORK/$name.err" >&2
+		exit 2
+	fi
+}
+
+run domainm-baseline "$DOMAINM" baseline --image "$IMG" --policy "$WORK/policy.toml" --db "$WORK/dm.db" --workers "$WORKERS" --json
+run aide-init aide --init -c "$WORK/aide.conf"
+mv "$WORK/aide.db.new.gz" "$WORK/aide.db.gz"
+run domainm-check "$DOMAINM" check --image "$IMG" --db "$WORK/dm.db" --workers "$WORKERS"
+run aide-check aide --check -c "$WORK/aide.conf"
+
+DM_FILES=$(grep -o '"hashed": *[0-9]*' "$WORK/domainm-baseline.out" | grep -o '[0-9]*$')
+DM_RECS=$(grep -o '"records": *[0-9]*' "$WORK/domainm-baseline.out" | grep -o '[0-9]*$')
+AIDE_ENTRIES=$(grep -o 'Number of entries:[[:space:]]*[0-9]*' "$WORK/aide.report" | grep -o '[0-9]*$' | tail -1 || echo "?")
+
+echo
+echo "bench-diskscan: $FILES regular files ($ENTRIES entries), $(calc "$BYTES / 1000000") MB of content;"
+echo "image $IMG ($(calc "$IMGSIZE / 1048576") MiB, raw ext4); workers $WORKERS; page cache $([ "${COLD:-0}" = 1 ] && echo cold || echo warm)"
+echo "domainm: $DM_RECS entries recorded, $DM_FILES files hashed; aide: $AIDE_ENTRIES entries checked"
+echo
+printf '%-10s %-22s %9s %10s %9s\n' phase tool seconds files/s MB/s
+for phase in baseline check; do
+	case $phase in baseline) a=aide-init ;; check) a=aide-check ;; esac
+	for tool in domainm-$phase $a; do
+		s=${SECS[$tool]}
+		printf '%-10s %-22s %9.2f %10.0f %9.1f\n' "$phase" "$tool" "$s" "$(calc "$FILES / $s")" "$(calc "$BYTES / 1000000 / $s")"
+	done
+	printf '%-10s %-22s %9.2fx\n' "$phase" "aide/domainm time" "$(calc "${SECS[$a]} / ${SECS[domainm-$phase]}")"
+done
