@@ -404,3 +404,30 @@ rule by_type { condition: filetype == "ELF" and filepath == "/usr/bin" }
 		t.Errorf("scan-disk without matches: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestDiskUnreadableEntry clears one selected inode behind the filesystem's back: that
+// path is reported with its read error alone, and the rest of the check goes on.
+func TestDiskUnreadableEntry(t *testing.T) {
+	fx := makeDiskFixture(t)
+	db := filepath.Join(t.TempDir(), "base.db")
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	broken := filepath.Join(t.TempDir(), "broken.ext4")
+	b, err := os.ReadFile(fx.changed)
+	diskMust(t, err)
+	diskMust(t, os.WriteFile(broken, b, 0o600))
+	diskDebugfs(t, broken, "clri /etc/sudoers")
+	code, out, errOut := diskCLI(t, "check", "--image", broken, "--db", db, "--json")
+	if code != ExitFindings {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	changes, _ := parseCheckJSON(t, out)
+	c := changes["/etc/sudoers"]
+	if c.Kind != integrity.Changed || len(c.Attrs) != 1 || c.Attrs[0].Attr != "error" || c.Attrs[0].Before != "" || c.Attrs[0].After == "" {
+		t.Errorf("/etc/sudoers: %+v, want only an error attribute", c)
+	}
+	if len(changes) != 9 { // the 8 changes of the fixture, and this one
+		t.Errorf("%d changes, want 9: %v", len(changes), changes)
+	}
+}

@@ -46,6 +46,13 @@ const errAttr = "error"
 // Diff compares a baseline record with a new one of the same path and returns the
 // attribute changes (none when equal).
 func Diff(before, after *Record) []AttrChange {
+	if before.unread() || after.unread() {
+		// Without metadata on one side, only the error itself is a meaningful change.
+		if before.Err == after.Err {
+			return nil
+		}
+		return []AttrChange{{Attr: errAttr, Before: before.Err, After: after.Err}}
+	}
 	var out []AttrChange
 	set := before.compared() | after.compared()
 	if before.Type != after.Type {

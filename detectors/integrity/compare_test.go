@@ -57,6 +57,18 @@ func TestDiff(t *testing.T) {
 	}
 }
 
+func TestDiffUnreadable(t *testing.T) {
+	a := fileRec("/bin/x")
+	b := &Record{Path: "/bin/x", Rule: "bin", Attrs: a.Attrs, Type: a.Type, Err: "inode 12 is free"}
+	want := []AttrChange{{"error", "", "inode 12 is free"}}
+	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
+		t.Errorf("Diff = %+v, want %+v", got, want)
+	}
+	if got := Diff(b, b); got != nil {
+		t.Errorf("same error twice: Diff = %+v, want none", got)
+	}
+}
+
 func TestDiffTypeAndSymlink(t *testing.T) {
 	a, b := fileRec("/bin/x"), fileRec("/bin/x")
 	a.Type, a.Link, a.Hashes = "symlink", "/usr/bin/a", nil

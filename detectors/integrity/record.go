@@ -56,6 +56,10 @@ func newRecord(e *diskscan.Entry, rule string, attrs AttrSet, growing bool) *Rec
 	return r
 }
 
+// unread reports whether the entry's metadata could not be read at all (inode 0 is
+// never a valid inode).
+func (r *Record) unread() bool { return r.Err != "" && r.Inode == 0 }
+
 // compared is the set of attributes compared on this record.
 func (r *Record) compared() AttrSet {
 	s := r.Attrs
