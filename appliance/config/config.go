@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/domainm/domainm/appliance/alert"
 )
 
 // DefaultPath is where domainm run looks for its configuration.
@@ -27,9 +29,9 @@ type Config struct {
 	State   State   `toml:"state"`
 	Metrics Metrics `toml:"metrics"`
 	Control Control `toml:"control"`
-	// Sinks are the [[sink]] tables. Each is decoded by the alert package (see
-	// DecodeSinks), so the keys a sink accepts are defined in one place.
-	Sinks []Sink `toml:"-"`
+	// Alerts is the [alerts] table with its [[alerts.sink]] tables, defined and
+	// validated by the alert package.
+	Alerts alert.Config `toml:"alerts"`
 
 	// Path is the file the configuration was read from.
 	Path string `toml:"-"`
@@ -122,37 +124,26 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// raw is the file's shape for decoding: sinks stay undecoded until the alert package's
-// decoder sees them.
-type raw struct {
-	Config
-	Sinks []toml.Primitive `toml:"sink"`
-}
-
 // Parse decodes and validates data, read from path (used in messages and to resolve
 // nothing else: relative paths in the file are taken as they are).
 func Parse(path string, data []byte) (*Config, error) {
 	pos := indexKeys(data)
-	r := raw{Config: Default()}
-	md, err := toml.Decode(string(data), &r)
+	c := Default()
+	md, err := toml.Decode(string(data), &c)
 	if err != nil {
 		return nil, &Errors{List: []*Error{decodeError(path, pos, err)}}
 	}
-	c := r.Config
 	c.Path = path
-	for i, p := range r.Sinks {
-		c.Sinks = append(c.Sinks, Sink{Index: i, md: &md, prim: p, file: path, pos: pos})
-	}
 	var errs []*Error
 	for _, k := range md.Undecoded() {
-		if len(k) > 0 && k[0] == "sink" {
-			continue // decoded, and checked, by DecodeSinks
+		// Keys in arrays of tables come without their index: report each occurrence.
+		for _, key := range pos.occurrences(k.String()) {
+			errs = append(errs, &Error{File: path, Line: pos.line(key), Key: key,
+				Msg: "unknown key (expected one of: " + knownKeys(k) + ")"})
 		}
-		key := k.String()
-		errs = append(errs, &Error{File: path, Line: pos.line(key), Key: key,
-			Msg: "unknown key (expected one of: " + knownKeys(k) + ")"})
 	}
 	errs = append(errs, c.validate(pos)...)
+	errs = append(errs, c.validateAlerts(pos)...)
 	if len(errs) > 0 {
 		return nil, &Errors{List: errs}
 	}

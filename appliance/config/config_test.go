@@ -21,12 +21,18 @@ block_size = "1MiB"
 [rules]
 dir = "/etc/domainm/rules"
 
-[[sink]]
+[alerts]
+hostname = "dm1"
+
+[[alerts.sink]]
+name = "local"
 type = "file"
 path = "/tmp/a.jsonl"
 
-[[sink]]
+[[alerts.sink]]
+name = "siem"
 type = "syslog"
+transport = "tcp"
 address = "127.0.0.1:514"
 `
 
@@ -44,44 +50,23 @@ func TestParseGoodFillsDefaults(t *testing.T) {
 	if c.Target.Baseline != "/var/lib/domainm/baseline.db" {
 		t.Errorf("baseline = %q", c.Target.Baseline)
 	}
-	if len(c.Sinks) != 2 || c.Sinks[1].Key() != "sink[1]" {
-		t.Fatalf("sinks = %+v", c.Sinks)
+	if len(c.Alerts.Sinks) != 2 || c.Alerts.Sinks[1].Address != "127.0.0.1:514" || c.Alerts.Hostname != "dm1" {
+		t.Fatalf("alerts = %+v", c.Alerts)
 	}
 }
 
-func TestSinkDecode(t *testing.T) {
-	src := good + "\n[[sink]]\ntype = \"tcp\"\naddress = \"x:1\"\nretry = 3\n\n[sink.tls]\nca = \"/ca.pem\"\nverify = false\n"
-	c, err := Parse("d.toml", []byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	type tlsConf struct {
-		CA string `toml:"ca"`
-	}
-	type sinkConf struct {
-		Type    string   `toml:"type"`
-		Path    string   `toml:"path"`
-		Address string   `toml:"address"`
-		TLS     *tlsConf `toml:"tls"`
-	}
-	var s0 sinkConf
-	if err := c.Sinks[0].Decode(&s0); err != nil || s0.Type != "file" || s0.Path != "/tmp/a.jsonl" {
-		t.Fatalf("sink 0: %+v, %v", s0, err)
-	}
-	var s2 sinkConf
-	err = c.Sinks[2].Decode(&s2)
+func TestSinkErrors(t *testing.T) {
+	src := good + "\n[[alerts.sink]]\nname = \"x\"\ntype = \"syslog\"\ntransport = \"carrier-pigeon\"\naddress = \"x:1\"\nretry = 3\n"
+	_, err := Parse("d.toml", []byte(src))
 	if err == nil {
-		t.Fatal("unknown sink keys accepted")
+		t.Fatal("bad sink accepted")
 	}
-	want := []string{"d.toml:24: sink[2].retry: unknown key", "d.toml:28: sink[2].tls.verify: unknown key"}
+	// The third sink starts at line 28.
+	want := []string{"d.toml:32: alerts.sink[2].retry: unknown key", "d.toml:30: alerts.sink[2].transport: \"carrier-pigeon\": want tcp or tls or udp"}
 	for _, w := range want {
 		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error %q lacks %q", err, w)
+			t.Errorf("error\n%s\nlacks %q", err, w)
 		}
-	}
-	e := c.Sinks[1].Errorf("address", "expected HOST:PORT")
-	if e.Error() != "d.toml:19: sink[1].address: expected HOST:PORT" {
-		t.Errorf("Errorf = %q", e)
 	}
 }
 
@@ -154,7 +139,7 @@ func TestShippedConfig(t *testing.T) {
 	if c.Metrics.Listen != "" {
 		t.Errorf("metrics on by default: %q", c.Metrics.Listen)
 	}
-	if len(c.Sinks) == 0 {
+	if len(c.Alerts.Sinks) == 0 {
 		t.Error("shipped config has no sink")
 	}
 }

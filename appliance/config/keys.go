@@ -86,6 +86,24 @@ func (p positions) line(key string) int {
 	return 0
 }
 
+var indexRE = regexp.MustCompile(`\[\d+\]`)
+
+// occurrences returns the indexed keys ("alerts.sink[1].x") that match key as the TOML
+// library names it ("alerts.sink.x"), in file order; key itself when none does.
+func (p positions) occurrences(key string) []string {
+	var out []string
+	for k := range p {
+		if k != key && indexRE.ReplaceAllString(k, "") == key {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 {
+		return []string{key}
+	}
+	sort.Slice(out, func(i, j int) bool { return p[out[i]] < p[out[j]] })
+	return out
+}
+
 // cleanKey normalises a (dotted, possibly quoted) key as written in the file.
 func cleanKey(k string) string {
 	parts := strings.Split(k, ".")
@@ -134,10 +152,16 @@ func knownKeys(k toml.Key) string {
 	t := reflect.TypeOf(Config{})
 	for _, part := range k[:len(k)-1] {
 		f, ok := fieldByTag(t, part)
-		if !ok || f.Type.Kind() != reflect.Struct {
+		if !ok {
 			return "none (no such table)"
 		}
 		t = f.Type
+		if t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return "none (not a table)"
+		}
 	}
 	return strings.Join(tags(t), ", ")
 }
@@ -151,9 +175,6 @@ func tags(t reflect.Type) []string {
 			out = append(out, name)
 		}
 	}
-	if t == reflect.TypeOf(Config{}) {
-		out = append(out, "sink")
-	}
 	sort.Strings(out)
 	return out
 }
@@ -166,28 +187,4 @@ func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 		}
 	}
 	return reflect.StructField{}, false
-}
-
-// unknownKeys compares a decoded table m with the struct type t and returns the keys
-// of m (dotted, below prefix) that t does not define, recursing into sub-tables.
-func unknownKeys(prefix string, m map[string]any, t reflect.Type) []string {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	var out []string
-	for k, v := range m {
-		f, ok := fieldByTag(t, k)
-		if !ok {
-			out = append(out, prefix+k)
-			continue
-		}
-		if sub, ok := v.(map[string]any); ok {
-			out = append(out, unknownKeys(prefix+k+".", sub, f.Type)...)
-		}
-	}
-	sort.Strings(out)
-	return out
 }

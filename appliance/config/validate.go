@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/domainm/domainm/appliance/alert"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -105,4 +108,30 @@ func (s *Size) UnmarshalText(b []byte) error {
 	}
 	*s = Size(n * mult)
 	return nil
+}
+
+// validateAlerts runs the alert package's checks (which also fill its defaults) and
+// places each problem at its line.
+func (c *Config) validateAlerts(pos positions) []*Error {
+	err := c.Alerts.Validate()
+	if err == nil {
+		return nil
+	}
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	var errs []*Error
+	for _, e := range list {
+		var ce *alert.ConfigError
+		if errors.As(e, &ce) {
+			key := "alerts." + ce.Key
+			errs = append(errs, &Error{File: c.Path, Line: pos.line(key), Key: key, Msg: ce.Msg})
+		} else {
+			errs = append(errs, &Error{File: c.Path, Line: pos.line("alerts"), Key: "alerts", Msg: e.Error()})
+		}
+	}
+	return errs
 }

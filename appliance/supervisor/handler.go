@@ -1,0 +1,55 @@
+package supervisor
+
+import (
+	"context"
+	"time"
+
+	"github.com/domainm/domainm/appliance/control"
+)
+
+var _ control.Handler = (*Supervisor)(nil)
+
+// Status reports the supervisor's state (control channel).
+func (s *Supervisor) Status(context.Context) control.Response {
+	t := s.currentTarget()
+	r := control.Response{
+		State:  s.currentState(),
+		Target: &control.TargetInfo{Name: t.Name, UUID: t.UUID, Host: t.Host, DomID: t.DomID},
+		Source: t.Source,
+	}
+	if s.rules != nil && s.rules.cur.Load() != nil {
+		r.Rules, r.RuleCount = s.rules.id(), s.rules.count()
+	}
+	if m := s.mem; m != nil {
+		m.mu.Lock()
+		r.Passes = m.passes
+		if !m.lastPass.IsZero() {
+			r.LastPass = m.lastPass.UTC().Format(time.RFC3339Nano)
+		}
+		m.mu.Unlock()
+	}
+	if d := s.disk; d != nil {
+		d.mu.Lock()
+		r.DiskChecks = d.checks
+		d.mu.Unlock()
+	}
+	return r
+}
+
+// Prepare finishes the block in flight, records the cursor and page fingerprints and
+// releases the memory source (control channel).
+func (s *Supervisor) Prepare(ctx context.Context) (control.Response, error) {
+	if s.mem == nil {
+		return control.Response{State: s.currentState()}, control.Errorf(control.CodeWrongState, "not started yet")
+	}
+	return s.mem.do(ctx, memCmd{prepare: true})
+}
+
+// Resume opens the new memory source, verifies the fingerprints and continues from
+// the cursor (control channel).
+func (s *Supervisor) Resume(ctx context.Context, a control.ResumeArgs) (control.Response, error) {
+	if s.mem == nil {
+		return control.Response{State: s.currentState()}, control.Errorf(control.CodeWrongState, "not started yet")
+	}
+	return s.mem.do(ctx, memCmd{resume: a})
+}

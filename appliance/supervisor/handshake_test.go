@@ -1,0 +1,181 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/memscan"
+)
+
+// TestPrepareResume runs the migration handshake over the real control socket.
+func TestPrepareResume(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := control.Dial(ctx, h.cfg.Control.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	do := func(cmd string, args any) control.Response {
+		t.Helper()
+		r, err := c.Do(ctx, cmd, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	if r := do("status", nil); !r.OK || r.State != "monitoring" || r.Target.Name != "t1" || r.RuleCount != 1 {
+		t.Fatalf("status = %+v", r)
+	}
+	if r := do("resume", control.ResumeArgs{Source: "file:" + h.ram}); r.OK || r.Code != control.CodeWrongState {
+		t.Errorf("resume while monitoring = %+v", r)
+	}
+	r := do("prepare", nil)
+	if !r.OK || r.State != "quiesced" || r.Cursor == nil {
+		t.Fatalf("prepare = %+v", r)
+	}
+	if r := do("prepare", nil); !r.OK || r.State != "quiesced" {
+		t.Errorf("second prepare = %+v (want idempotent)", r)
+	}
+	// Quiesced: no pass runs, whatever the clock does.
+	n := h.passes()
+	h.clk.Advance(10 * h.cfg.Memory.Interval)
+	time.Sleep(50 * time.Millisecond)
+	if h.passes() != n {
+		t.Error("a pass ran while quiesced")
+	}
+
+	// The "destination" memory: a copy of the RAM file. A copy that differs is refused.
+	dst := filepath.Join(h.dir, "ram-dst")
+	b, _ := os.ReadFile(h.ram)
+	os.WriteFile(dst, b, 0o600)
+	other := filepath.Join(h.dir, "ram-other")
+	for i := 0; i < len(b); i += 4096 {
+		b[i] ^= 0xff
+	}
+	os.WriteFile(other, b, 0o600)
+
+	if r := do("resume", control.ResumeArgs{Source: "file:" + filepath.Join(h.dir, "missing")}); r.OK || r.Code != control.CodeSource || r.State != "quiesced" {
+		t.Errorf("resume on a missing file = %+v", r)
+	}
+	if r := do("resume", control.ResumeArgs{Source: "file:" + other}); r.OK || r.Code != control.CodeGuestChanged || r.State != "quiesced" {
+		t.Errorf("resume on another guest = %+v", r)
+	}
+	if len(h.alerts.with("memory-source-guest-changed", "")) != 1 {
+		t.Errorf("no guest-changed alert:\n%s", h.alerts.dump())
+	}
+	if r := do("resume", control.ResumeArgs{Source: "file:" + dst, Target: control.TargetInfo{UUID: "00000000-0000-0000-0000-000000000000"}}); r.OK || r.Code != control.CodeGuestChanged {
+		t.Errorf("resume naming another uuid = %+v", r)
+	}
+	r = do("resume", control.ResumeArgs{Source: "file:" + dst, Layout: "flat", Target: control.TargetInfo{Name: "t1", Host: "dst-host"}})
+	if !r.OK || r.State != "monitoring" {
+		t.Fatalf("resume = %+v", r)
+	}
+	h.waitFor("a pass on the new source", func() bool { return h.passes() > n })
+	s := do("status", nil)
+	if s.Source != "file:"+dst || s.Target.Host != "dst-host" {
+		t.Errorf("status after resume = %+v", s)
+	}
+	// The finding persisted across the migration: not reported again.
+	if n := len(h.alerts.with("memory-match", "evil")); n != 1 {
+		t.Errorf("evil alerted %d times across the migration, want 1", n)
+	}
+
+	// The state log has every transition, with timestamps, in order.
+	h.stop()
+	f, err := os.Open(filepath.Join(h.cfg.State.Dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var states []string
+	var last time.Time
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec StateRecord
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("state log line %q: %v", sc.Text(), err)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, rec.Time)
+		if err != nil || ts.Before(last) {
+			t.Errorf("bad or out-of-order time %q", rec.Time)
+		}
+		last = ts
+		states = append(states, rec.State)
+	}
+	want := []string{"starting", "monitoring", "quiescing", "quiesced",
+		"resuming", "quiesced", // missing file
+		"resuming", "quiesced", // other guest
+		"resuming", "monitoring", "stopping", "stopped"}
+	if len(states) != len(want) {
+		t.Fatalf("states %v, want %v", states, want)
+	}
+	for i := range want {
+		if states[i] != want[i] {
+			t.Fatalf("states %v, want %v", states, want)
+		}
+	}
+}
+
+// TestPrepareMidPass: prepare during a pass stops it between blocks with a cursor;
+// resume continues from there, and the pass's two halves count as one pass (a finding
+// seen before the cursor is not reported gone).
+func TestPrepareMidPass(t *testing.T) {
+	var g *gateSource
+	open := func(spec, layout string) (memscan.Source, error) {
+		s, err := OpenSource(spec, layout)
+		if err != nil {
+			return nil, err
+		}
+		g = &gateSource{Source: s, gate: make(chan struct{}), from: 64 << 10}
+		close(g.gate)
+		return g, nil
+	}
+	h := newHarness(t, harnessOpts{open: open, blockSize: 64 << 10})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	h.poke(0x100, evilText)        // a copy in block 0, scanned before the cursor ...
+	h.erase(evilAt, len(evilText)) // ... and the first one, after it, removed
+	g.shut()
+	h.clk.Advance(h.cfg.Memory.Interval)
+	h.waitFor("pass 2 to start", func() bool { return g.ranges.Load() == 2 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	prepared := make(chan control.Response, 1)
+	go func() {
+		r, err := h.sup.Prepare(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		prepared <- r
+	}()
+	time.Sleep(100 * time.Millisecond) // prepare has cancelled the pass; its blocks wait at the gate
+	g.open()
+	r := <-prepared
+	if r.State != "quiesced" || r.Cursor == nil || *r.Cursor < 64<<10 || *r.Cursor >= evilAt {
+		t.Fatalf("prepare = %+v, cursor %v; want a cursor between the first block and %#x", r, r.Cursor, evilAt)
+	}
+
+	r, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "file:" + h.ram})
+	if err != nil || r.State != "monitoring" {
+		t.Fatalf("resume = %+v, %v", r, err)
+	}
+	h.waitFor("the continued pass", func() bool { return h.passes() >= 2 })
+	if n := len(h.alerts.with("memory-match-gone", "evil")); n != 0 {
+		t.Errorf("evil reported gone after a split pass:\n%s", h.alerts.dump())
+	}
+	// A full pass now still sees the copy at 0x100.
+	h.tick()
+	if n := len(h.alerts.with("memory-match-gone", "evil")) + len(h.alerts.with("memory-match", "evil")); n != 1 {
+		t.Errorf("evil alerts: %d, want just the first\n%s", n, h.alerts.dump())
+	}
+}

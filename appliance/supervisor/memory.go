@@ -1,0 +1,331 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/domainm/domainm/appliance/alert"
+	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/engine"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/memscan"
+)
+
+// memLoop schedules memory passes and carries out prepare and resume. Only its run
+// goroutine touches the fields above mu; mu guards the snapshot for status.
+type memLoop struct {
+	s      *Supervisor
+	driver *memscan.Driver
+	src    memscan.Source // nil while quiesced
+	track  *tracker
+
+	cursor  uint64                       // where the next pass starts (non-zero after an interrupted pass)
+	partial map[string]detectors.Finding // findings of the interrupted part of the current pass
+	fp      *memscan.Fingerprint         // taken at prepare
+	failing bool                         // the last pass failed (alerted once)
+
+	cmds  chan memCmd
+	probe chan chan bool
+
+	mu       sync.Mutex
+	running  bool
+	progress time.Time // last block finished (or pass start)
+	passes   int
+	lastPass time.Time
+	stats    memscan.PassResult
+}
+
+type memCmd struct {
+	prepare bool
+	resume  control.ResumeArgs
+	reply   chan memReply
+}
+
+type memReply struct {
+	resp control.Response
+	err  error
+}
+
+type passOutcome struct {
+	res     memscan.PassResult
+	err     error
+	started time.Time
+}
+
+func newMemLoop(s *Supervisor, src memscan.Source) *memLoop {
+	return &memLoop{
+		s:   s,
+		src: src,
+		driver: memscan.NewDriver(memscan.DriverConfig{
+			BlockSize: int(s.cfg.Memory.BlockSize),
+			Overlap:   int(s.cfg.Memory.Overlap),
+			Workers:   s.cfg.Memory.Workers,
+		}),
+		track:   newTracker(),
+		partial: map[string]detectors.Finding{},
+		cmds:    make(chan memCmd),
+		probe:   make(chan chan bool),
+	}
+}
+
+// run is the memory schedule: a pass every interval (measured start to start; a pass
+// that takes longer is followed by the next at once, never overlapped), a pass right
+// after a rule reload, and prepare/resume in between blocks.
+func (m *memLoop) run(ctx context.Context) {
+	var (
+		passCancel context.CancelFunc
+		done       chan passOutcome
+		next       = m.s.clk.Now() // first pass at once
+		timer      <-chan time.Time
+	)
+	startPass := func() {
+		pctx, cancel := context.WithCancel(context.Background())
+		passCancel = cancel
+		done = make(chan passOutcome, 1)
+		started := m.s.clk.Now()
+		m.setRunning(true, started)
+		src, startAt := m.src, m.cursor
+		opts := memscan.PassOptions{Rules: m.s.rules.current, StartAt: startAt,
+			Progress: func(_, _ uint64) { m.beat() }}
+		go func(out chan<- passOutcome) {
+			res, err := m.driver.Pass(pctx, src, opts)
+			out <- passOutcome{res: res, err: err, started: started}
+		}(done)
+		m.s.status("memory pass from %#x", startAt)
+	}
+	// finishPass handles the outcome o of the running pass; with o nil it stops the
+	// pass and waits for its outcome (the blocks in flight finish first).
+	finishPass := func(o *passOutcome) {
+		if done == nil {
+			return
+		}
+		if o == nil {
+			passCancel()
+			r := <-done
+			o = &r
+		}
+		passCancel()
+		done, passCancel = nil, nil
+		m.setRunning(false, time.Time{})
+		m.handle(*o)
+		next = o.started.Add(m.s.cfg.Memory.Interval)
+	}
+	defer func() {
+		finishPass(nil)
+		if m.src != nil {
+			m.src.Close()
+		}
+	}()
+	for {
+		timer = nil
+		if done == nil && m.src != nil {
+			timer = m.s.clk.After(max(0, next.Sub(m.s.clk.Now())))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer:
+			startPass()
+		case o := <-done: // nil (blocks forever) while no pass runs
+			finishPass(&o)
+			m.s.status("monitoring %s; next memory pass at %s", m.s.cfg.Target.Name, next.Format(time.RFC3339))
+		case <-m.s.rules.reloaded:
+			if done == nil {
+				next = m.s.clk.Now()
+			}
+			// A running pass already picks up the new set at its next block.
+		case c := <-m.cmds:
+			if c.prepare {
+				finishPass(nil)
+				c.reply <- m.prepare()
+			} else {
+				r := m.resume(c.resume)
+				if r.err == nil {
+					next = m.s.clk.Now() // continue from the cursor at once
+				}
+				c.reply <- r
+			}
+		case p := <-m.probe:
+			p <- m.healthy()
+		}
+	}
+}
+
+// handle turns a pass's outcome into alerts and state.
+func (m *memLoop) handle(o passOutcome) {
+	m.s.m.pass(o.res, o.err)
+	if o.err != nil {
+		m.s.log.Error("memory pass failed", "err", o.err)
+		if !m.failing {
+			m.s.emit(alert.Health(m.s.clk.Now(), alert.SevHigh, "memory-source", "pass-failed",
+				fmt.Sprintf("memory pass over %s failed: %v", m.s.currentTarget().Source, o.err)))
+		}
+		m.failing = true
+		return
+	}
+	if m.failing {
+		m.s.emit(alert.Health(m.s.clk.Now(), alert.SevInfo, "memory-source", "recovered", "memory passes work again"))
+		m.failing = false
+	}
+	res := o.res
+	for i, e := range res.Errors {
+		if i == 5 {
+			m.s.log.Warn("more block errors", "count", len(res.Errors)-5)
+			break
+		}
+		m.s.log.Warn("memory block not scanned", "err", e)
+	}
+	fs := engine.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
+	var added, gone []detectors.Finding
+	if res.Complete {
+		mergeFindings(m.partial, fs)
+		all := make([]detectors.Finding, 0, len(m.partial))
+		for _, f := range m.partial {
+			all = append(all, f)
+		}
+		added, gone = m.track.update(all, true)
+		m.partial = map[string]detectors.Finding{}
+		m.cursor = 0
+	} else {
+		mergeFindings(m.partial, fs)
+		added, _ = m.track.update(fs, false)
+		m.cursor = res.Cursor
+	}
+	m.s.m.findings.Set(float64(m.track.len()))
+	m.s.m.findingsNew.Add(float64(len(added)))
+	for _, f := range added {
+		m.s.emit(alert.FromFinding(f, alert.StateNew))
+	}
+	for _, f := range gone {
+		m.s.emit(alert.FromFinding(f, alert.StateGone))
+	}
+	m.mu.Lock()
+	m.stats = res
+	if res.Complete {
+		m.passes++
+		m.lastPass = m.s.clk.Now()
+	}
+	m.mu.Unlock()
+	m.s.log.Info("memory pass", "complete", res.Complete, "cursor", fmt.Sprintf("%#x", res.Cursor),
+		"blocks", res.Blocks, "scanned", res.BlocksScanned, "unchanged", res.BlocksUnchanged, "zero", res.BlocksZero,
+		"errors", len(res.Errors), "findings", m.track.len(), "new", len(added), "gone", len(gone),
+		"took", m.s.clk.Now().Sub(o.started))
+}
+
+// prepare runs after the pass in flight stopped: fingerprint, release the source.
+func (m *memLoop) prepare() memReply {
+	cur := m.cursor
+	if m.src == nil {
+		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
+	}
+	m.s.setState(control.StateQuiescing, "prepare", &cur)
+	fp, err := memscan.TakeFingerprint(m.src)
+	if err != nil {
+		m.s.setState(control.StateMonitoring, "prepare failed", &cur)
+		return memReply{resp: control.Response{State: control.StateMonitoring},
+			err: fmt.Errorf("taking page fingerprints: %w", err)}
+	}
+	m.fp = &fp
+	if err := m.src.Close(); err != nil {
+		m.s.log.Warn("closing memory source", "err", err)
+	}
+	m.src = nil
+	m.s.setState(control.StateQuiesced, "prepare", &cur)
+	m.s.status("quiesced at %#x for migration", cur)
+	return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
+}
+
+// resume opens the new source and checks it shows the guest fingerprinted at prepare.
+func (m *memLoop) resume(a control.ResumeArgs) memReply {
+	cur := m.cursor
+	quiesced := control.Response{State: control.StateQuiesced, Cursor: &cur}
+	if m.src != nil {
+		return memReply{resp: control.Response{State: control.StateMonitoring},
+			err: control.Errorf(control.CodeWrongState, "resume while monitoring: prepare first")}
+	}
+	t := m.s.currentTarget()
+	if a.Target.UUID != "" && t.UUID != "" && a.Target.UUID != t.UUID {
+		return memReply{resp: quiesced, err: control.Errorf(control.CodeGuestChanged,
+			"resume names target uuid %s, monitoring %s", a.Target.UUID, t.UUID)}
+	}
+	layout := a.Layout
+	if layout == "" {
+		layout = m.s.cfg.Target.Layout
+	}
+	m.s.setState(control.StateResuming, "resume", &cur)
+	src, err := m.s.deps.OpenSource(a.Source, layout)
+	if err != nil {
+		m.s.setState(control.StateQuiesced, "resume failed: cannot open source", &cur)
+		return memReply{resp: quiesced, err: control.Errorf(control.CodeSource, "opening %s: %v", a.Source, err)}
+	}
+	if m.fp != nil {
+		if err := m.fp.Verify(src); err != nil {
+			src.Close()
+			m.s.setState(control.StateQuiesced, "resume refused: "+err.Error(), &cur)
+			code := control.CodeSource
+			if errors.Is(err, memscan.ErrGuestChanged) {
+				code = control.CodeGuestChanged
+				m.s.emit(alert.Health(m.s.clk.Now(), alert.SevCritical, "memory-source", "guest-changed",
+					fmt.Sprintf("resume refused: %s is not the guest %s fingerprinted at prepare: %v", a.Source, t.Name, err)))
+			}
+			return memReply{resp: quiesced, err: control.Errorf(code, "%s: %v", a.Source, err)}
+		}
+	}
+	m.s.mu.Lock()
+	if a.Target.Name != "" {
+		m.s.target.Name = a.Target.Name
+	}
+	if a.Target.UUID != "" {
+		m.s.target.UUID = a.Target.UUID
+	}
+	if a.Target.Host != "" {
+		m.s.target.Host = a.Target.Host
+	}
+	if a.Target.DomID != 0 {
+		m.s.target.DomID = a.Target.DomID
+	}
+	m.s.target.Source = a.Source
+	m.s.mu.Unlock()
+	m.src, m.fp = src, nil
+	m.setRunning(false, time.Time{})
+	m.s.setState(control.StateMonitoring, "resume", &cur)
+	return memReply{resp: control.Response{State: control.StateMonitoring, Cursor: &cur}}
+}
+
+func (m *memLoop) setRunning(r bool, t time.Time) {
+	m.mu.Lock()
+	m.running, m.progress = r, t
+	m.mu.Unlock()
+}
+
+func (m *memLoop) beat() {
+	m.mu.Lock()
+	m.progress = m.s.clk.Now()
+	m.mu.Unlock()
+}
+
+// healthy is false when a pass has made no progress for the stall timeout.
+func (m *memLoop) healthy() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.running || m.s.clk.Now().Sub(m.progress) < m.s.cfg.Memory.StallTimeout
+}
+
+// do sends a command to the loop and waits for its reply.
+func (m *memLoop) do(ctx context.Context, c memCmd) (control.Response, error) {
+	c.reply = make(chan memReply, 1)
+	select {
+	case m.cmds <- c:
+	case <-ctx.Done():
+		return control.Response{}, ctx.Err()
+	}
+	select {
+	case r := <-c.reply:
+		return r.resp, r.err
+	case <-ctx.Done():
+		return control.Response{}, ctx.Err()
+	}
+}

@@ -1,0 +1,86 @@
+package supervisor
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/domainm/domainm/memscan"
+)
+
+// metrics are the supervisor's Prometheus series.
+type metrics struct {
+	passes       *prometheus.CounterVec // by result: complete, interrupted, failed
+	bytesScanned prometheus.Counter
+	bytesTotal   prometheus.Counter
+	blocks       *prometheus.CounterVec // by outcome: scanned, zero, unchanged, error
+	findings     prometheus.Gauge
+	findingsNew  prometheus.Counter
+	reloads      *prometheus.CounterVec // by result: ok, failed, empty
+	diskChecks   *prometheus.CounterVec // by result: ok, failed
+	up           prometheus.Gauge       // 1 while monitoring
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_memory_passes_total",
+			Help: "Memory passes, by result (complete, interrupted by prepare or stop, failed)."}, []string{"result"}),
+		bytesScanned: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_memory_bytes_scanned_total",
+			Help: "Bytes of guest memory handed to YARA (windows incl. overlap)."}),
+		bytesTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_memory_bytes_total",
+			Help: "Bytes of guest memory covered by passes, scanned or skipped."}),
+		blocks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_memory_blocks_total",
+			Help: "Memory blocks by outcome: scanned, zero (skipped), unchanged (skipped), error."}, []string{"outcome"}),
+		findings: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_findings",
+			Help: "Memory findings currently present."}),
+		findingsNew: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_findings_new_total",
+			Help: "Memory findings that appeared."}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_rule_reloads_total",
+			Help: "Rule reloads by result: ok, failed (not loaded), empty."}, []string{"result"}),
+		diskChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_disk_checks_total",
+			Help: "Disk checks by result."}, []string{"result"}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_monitoring",
+			Help: "1 while the supervisor is monitoring the target's memory, 0 otherwise (starting, quiesced, stopping)."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) pass(res memscan.PassResult, err error) {
+	switch {
+	case err != nil:
+		m.passes.WithLabelValues("failed").Inc()
+		return
+	case res.Complete:
+		m.passes.WithLabelValues("complete").Inc()
+	default:
+		m.passes.WithLabelValues("interrupted").Inc()
+	}
+	m.bytesScanned.Add(float64(res.BytesScanned))
+	m.bytesTotal.Add(float64(res.BytesTotal))
+	m.blocks.WithLabelValues("scanned").Add(float64(res.BlocksScanned))
+	m.blocks.WithLabelValues("zero").Add(float64(res.BlocksZero))
+	m.blocks.WithLabelValues("unchanged").Add(float64(res.BlocksUnchanged))
+	m.blocks.WithLabelValues("error").Add(float64(len(res.Errors)))
+}
+
+// Healthy returns an error when a scan loop is stuck (what stops the watchdog pings).
+func (s *Supervisor) Healthy() error {
+	if s.mem == nil {
+		return errors.New("not started")
+	}
+	if !s.mem.healthy() {
+		return errors.New("memory pass made no progress within memory.stall_timeout")
+	}
+	if s.disk != nil && !s.disk.healthy() {
+		return errors.New("disk check overdue")
+	}
+	return nil
+}

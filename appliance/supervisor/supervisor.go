@@ -1,0 +1,251 @@
+// Package supervisor is domainm's daemon: it runs memory passes and disk checks on
+// their schedules, hot-reloads the YARA rules, turns changes in findings into alerts,
+// serves the control channel of the migration handshake and reports its life to
+// systemd (readiness, status, watchdog).
+//
+// # Concurrency
+//
+// Each schedule is one goroutine (memory loop, disk loop) that owns its state; a pass
+// or check runs in a goroutine of its own so that the loop stays responsive to prepare,
+// resume, shutdown and watchdog probes, but a loop never starts a pass while one runs,
+// so passes never overlap. The rule set is swapped through an atomic pointer that the
+// scan driver reads before every block. Status reads a mutex-guarded snapshot.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/domainm/domainm/appliance/alert"
+	"github.com/domainm/domainm/appliance/config"
+	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/memscan"
+)
+
+// Emitter accepts alerts (the alert package's Dispatcher).
+type Emitter interface {
+	Emit(alert.Event) error
+}
+
+// DiskChecker runs one file-integrity check of the target's disk image and returns
+// the changes as findings (detector "integrity", Meta["change"] added/removed/changed).
+// Its findings are reported every time they are returned: the checker compares with
+// its baseline, so a change is reported once per check that sees it.
+type DiskChecker interface {
+	Check(ctx context.Context) ([]detectors.Finding, error)
+}
+
+// Deps are the supervisor's collaborators. Zero values take real defaults.
+type Deps struct {
+	Log    *slog.Logger
+	Clock  Clock   // SystemClock
+	Alerts Emitter // required
+	// Notify sends an sd_notify message ("READY=1", "STATUS=...", "WATCHDOG=1").
+	Notify func(msg string)
+	// Watchdog is systemd's WatchdogSec (0: no watchdog pings).
+	Watchdog time.Duration
+	// OpenSource opens a memory source (memscan.Open with the layout parsed).
+	OpenSource func(spec, layout string) (memscan.Source, error)
+	// Disk runs disk checks; nil when the target has no disk configured.
+	Disk DiskChecker
+	// ShutdownTimeout bounds the clean stop (default 10s).
+	ShutdownTimeout time.Duration
+	// Metrics registers the supervisor's series; nil for none.
+	Metrics prometheus.Registerer
+}
+
+// Supervisor is one running daemon. Create with New, then Run.
+type Supervisor struct {
+	cfg  *config.Config
+	deps Deps
+	log  *slog.Logger
+	clk  Clock
+
+	rules   *ruleHolder
+	mem     *memLoop
+	disk    *diskLoop
+	states  *stateLog
+	control *control.Server
+	m       *metrics
+
+	mu     sync.Mutex
+	state  string
+	target detectors.Target
+}
+
+// New checks deps and returns a supervisor for cfg.
+func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
+	if deps.Alerts == nil {
+		return nil, errors.New("supervisor: no alert emitter")
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Clock == nil {
+		deps.Clock = SystemClock{}
+	}
+	if deps.Notify == nil {
+		deps.Notify = func(string) {}
+	}
+	if deps.OpenSource == nil {
+		deps.OpenSource = OpenSource
+	}
+	if deps.ShutdownTimeout <= 0 {
+		deps.ShutdownTimeout = 10 * time.Second
+	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("registering supervisor metrics: %w", err)
+	}
+	s := &Supervisor{cfg: cfg, deps: deps, log: deps.Log, clk: deps.Clock, state: control.StateStarting, m: m,
+		target: detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
+	return s, nil
+}
+
+// OpenSource opens spec with a layout given as text (memscan.Open).
+func OpenSource(spec, layout string) (memscan.Source, error) {
+	var opts memscan.OpenOptions
+	if layout != "" {
+		l, err := memscan.ParseLayout(layout)
+		if err != nil {
+			return nil, fmt.Errorf("layout %q: %w", layout, err)
+		}
+		opts.Layout = l
+	}
+	return memscan.Open(spec, opts)
+}
+
+// Run starts everything, reports READY=1 and runs until ctx is cancelled, then stops
+// within the shutdown timeout. An error before readiness means the daemon could not
+// start (bad rules, memory source missing, ...).
+func (s *Supervisor) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.State.Dir, 0o700); err != nil {
+		return fmt.Errorf("state folder: %w", err)
+	}
+	sl, err := openStateLog(filepath.Join(s.cfg.State.Dir, "events.jsonl"))
+	if err != nil {
+		return err
+	}
+	s.states = sl
+	defer sl.close()
+	s.setState(control.StateStarting, "process started", nil)
+
+	s.status("compiling rules in %s", s.cfg.Rules.Dir)
+	s.rules = newRuleHolder(s)
+	if err := s.rules.loadInitial(); err != nil {
+		return err
+	}
+	s.status("opening memory source %s", s.cfg.Target.Memory)
+	src, err := s.deps.OpenSource(s.cfg.Target.Memory, s.cfg.Target.Layout)
+	if err != nil {
+		return fmt.Errorf("opening memory source: %w", err)
+	}
+	s.mem = newMemLoop(s, src)
+	if s.deps.Disk != nil {
+		s.disk = newDiskLoop(s, s.deps.Disk)
+	}
+	watcher, err := s.rules.watch()
+	if err != nil {
+		src.Close()
+		return err
+	}
+	if s.cfg.Control.Socket != "" {
+		s.control, err = control.Listen(s.cfg.Control.Socket, s, s.log.With("component", "control"))
+		if err != nil {
+			watcher.Close()
+			src.Close()
+			return err
+		}
+	}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	start := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(runCtx) }()
+	}
+	start(s.mem.run)
+	if s.disk != nil {
+		start(s.disk.run)
+	}
+	start(func(ctx context.Context) { s.rules.run(ctx, watcher) })
+	if s.deps.Watchdog > 0 {
+		start(s.watchdog)
+	}
+	s.setState(control.StateMonitoring, "started", nil)
+	s.deps.Notify(fmt.Sprintf("READY=1\nSTATUS=monitoring %s (%d rules)", s.cfg.Target.Name, s.rules.count()))
+	s.emit(alert.Health(s.clk.Now(), alert.SevInfo, "supervisor", "started",
+		fmt.Sprintf("Domain M monitoring %s: memory %s every %v, %d rules", s.cfg.Target.Name, s.cfg.Target.Memory, s.cfg.Memory.Interval, s.rules.count())))
+
+	<-ctx.Done()
+	s.deps.Notify("STOPPING=1\nSTATUS=stopping")
+	s.setState(control.StateStopping, "signal", nil)
+	s.log.Info("stopping", "timeout", s.deps.ShutdownTimeout)
+	if s.control != nil {
+		s.control.Close()
+	}
+	stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.deps.ShutdownTimeout):
+		s.log.Error("scan loops did not stop in time; exiting anyway", "timeout", s.deps.ShutdownTimeout)
+	}
+	s.setState(control.StateStopped, "", nil)
+	return nil
+}
+
+// setState records a state change in memory, the log and the state log.
+func (s *Supervisor) setState(state, reason string, cursor *uint64) {
+	s.mu.Lock()
+	s.state = state
+	t := s.target
+	s.mu.Unlock()
+	if state == control.StateMonitoring {
+		s.m.up.Set(1)
+	} else {
+		s.m.up.Set(0)
+	}
+	rec := StateRecord{State: state, Reason: reason, Source: t.Source, Cursor: cursor, Host: t.Host}
+	if err := s.states.write(time.Now(), rec); err != nil {
+		s.log.Error("writing state log", "err", err)
+	}
+	s.log.Info("state", "state", state, "reason", reason)
+}
+
+func (s *Supervisor) currentState() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *Supervisor) currentTarget() detectors.Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.target
+}
+
+// status sends a STATUS= line to systemd and logs it.
+func (s *Supervisor) status(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.log.Debug("status", "msg", msg)
+	s.deps.Notify("STATUS=" + msg)
+}
+
+// emit hands an alert to the dispatcher; a failure is logged (the dispatcher alerts
+// on its own troubles).
+func (s *Supervisor) emit(e alert.Event) {
+	if err := s.deps.Alerts.Emit(e); err != nil {
+		s.log.Error("alert not accepted", "err", err, "action", e.Event.Action, "message", e.Message)
+	}
+}

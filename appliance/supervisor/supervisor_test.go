@@ -1,0 +1,42 @@
+package supervisor
+
+import (
+	"testing"
+)
+
+// TestFindingLifecycle: a planted string is alerted once while it stays, its removal is
+// alerted as gone with the same finding id, and a reappearance is new again.
+func TestFindingLifecycle(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	news := h.alerts.with("memory-match", "evil")
+	if len(news) != 1 || news[0].DomainM.State != "new" {
+		t.Fatalf("after the first pass: %d evil alerts, want 1 new:\n%s", len(news), h.alerts.dump())
+	}
+	if m := news[0].DomainM.Matches; len(m) != 1 || m[0].Address != "0x300064" {
+		t.Errorf("match addresses = %+v, want one at 0x300064", m)
+	}
+	h.tick()
+	h.tick()
+	if n := len(h.alerts.with("memory-match", "evil")); n != 1 {
+		t.Errorf("still-present finding alerted %d times, want once", n)
+	}
+	h.erase(evilAt, len(evilText))
+	h.tick()
+	gone := h.alerts.with("memory-match-gone", "evil")
+	if len(gone) != 1 {
+		t.Fatalf("%d gone alerts, want 1:\n%s", len(gone), h.alerts.dump())
+	}
+	if gone[0].DomainM.FindingID != news[0].DomainM.FindingID {
+		t.Errorf("gone finding id %s differs from new %s", gone[0].DomainM.FindingID, news[0].DomainM.FindingID)
+	}
+	h.tick()
+	if n := len(h.alerts.with("memory-match-gone", "evil")); n != 1 {
+		t.Errorf("gone alerted %d times", n)
+	}
+	h.poke(evilAt+4096, evilText)
+	h.tick()
+	if n := len(h.alerts.with("memory-match", "evil")); n != 2 {
+		t.Errorf("reappeared finding: %d new alerts in all, want 2:\n%s", n, h.alerts.dump())
+	}
+}
