@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -173,8 +172,7 @@ func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 	defer logf.Close()
 	vm.cmd = exec.Command(qemuBinary, vm.args()...)
 	vm.cmd.Stdout, vm.cmd.Stderr = logf, logf
-	// Own process group, so Close can kill QEMU and anything it spawned by -pid.
-	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	vm.cmd.SysProcAttr = sysProcAttr()
 	if err := vm.cmd.Start(); err != nil {
 		return vm, fmt.Errorf("starting %v: %w", vm.cmd.Args, err)
 	}
@@ -329,7 +327,7 @@ func (vm *VM) Close() error {
 		select {
 		case <-vm.exited:
 		default:
-			_ = syscall.Kill(-vm.cmd.Process.Pid, syscall.SIGKILL)
+			_ = killGroup(vm.cmd.Process)
 			select {
 			case <-vm.exited:
 			case <-time.After(10 * time.Second):
