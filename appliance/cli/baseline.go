@@ -60,7 +60,7 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 	}
 	defer w.Abort()
 	var cnt integrity.Counters
-	stop := diskProgress(env, "baseline", 0, &cnt.Hashed, &cnt.Bytes)
+	stop := diskProgress(env, d.quiet, "baseline", 0, &cnt.Hashed, &cnt.Bytes)
 	var unreadable []diskPathError
 	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: d.workers, Counters: &cnt, Log: slog.Default()},
 		func(r *integrity.Record) error {

@@ -112,7 +112,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	cmp := integrity.NewComparer(old)
 	var changes []integrity.Change
 	var cnt integrity.Counters
-	stop := diskProgress(env, "check", expectedHashBytes(old), &cnt.Hashed, &cnt.Bytes)
+	stop := diskProgress(env, d.quiet, "check", expectedHashBytes(old), &cnt.Hashed, &cnt.Bytes)
 	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{
 		Workers: d.workers, Counters: &cnt, Log: slog.Default(), Baseline: cmp.Baseline,
 	}, func(r *integrity.Record) error {
@@ -148,7 +148,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	if rules != nil {
 		ys = &guestFileScanner{fsys: fsys, rules: rules, maxSize: *maxSize, workers: d.workers,
 			target: detectors.Target{Name: d.image, Source: d.image}}
-		if err := scanChanged(ctx, env, ys, changes); err != nil {
+		if err := scanChanged(ctx, env, d.quiet, ys, changes); err != nil {
 			return ExitError, err
 		}
 		findings = ys.findings
@@ -216,7 +216,7 @@ func sortChanges(cs []integrity.Change) {
 }
 
 // scanChanged runs YARA over the regular files that are new or changed.
-func scanChanged(ctx context.Context, env Env, ys *guestFileScanner, changes []integrity.Change) error {
+func scanChanged(ctx context.Context, env Env, quiet bool, ys *guestFileScanner, changes []integrity.Change) error {
 	items := make(chan guestFile, len(changes))
 	for _, c := range changes {
 		if c.After != nil && c.After.Type == diskscan.Regular.String() {
@@ -224,7 +224,7 @@ func scanChanged(ctx context.Context, env Env, ys *guestFileScanner, changes []i
 		}
 	}
 	close(items)
-	stop := diskProgress(env, "yara", 0, &ys.files, &ys.bytes)
+	stop := diskProgress(env, quiet, "yara", 0, &ys.files, &ys.bytes)
 	defer stop()
 	return ys.run(ctx, items)
 }

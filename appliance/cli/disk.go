@@ -25,6 +25,7 @@ type diskFlags struct {
 	partition int
 	workers   int
 	json      bool
+	quiet     bool
 }
 
 func (d *diskFlags) register(fs *flag.FlagSet) {
@@ -32,6 +33,7 @@ func (d *diskFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.partition, "partition", -1, "partition number as Linux numbers them (-1: the first with a supported filesystem)")
 	fs.IntVar(&d.workers, "workers", runtime.NumCPU(), "files read and hashed or scanned in parallel")
 	fs.BoolVar(&d.json, "json", false, "print the report as JSON")
+	fs.BoolVar(&d.quiet, "quiet", false, "no progress bar (there is none when stderr is not a terminal)")
 }
 
 func (d *diskFlags) check() error {
@@ -69,8 +71,8 @@ func openDisk(image string, partition int) (diskscan.FS, io.Closer, integrity.Im
 // diskProgress shows a progress bar on stderr while a disk command runs, when stderr
 // is a terminal; it is silent otherwise. total is the expected number of bytes (0 when
 // unknown: a spinner). The returned function stops it.
-func diskProgress(env Env, desc string, total int64, files, bytes *atomic.Int64) func() {
-	if !env.isTerminal(env.Stderr) {
+func diskProgress(env Env, quiet bool, desc string, total int64, files, bytes *atomic.Int64) func() {
+	if quiet || !env.isTerminal(env.Stderr) {
 		return func() {}
 	}
 	max := total

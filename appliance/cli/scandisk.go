@@ -79,7 +79,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	}
 	ys := &guestFileScanner{fsys: fsys, rules: rules, maxSize: *maxSize, workers: d.workers, target: target}
 	start := time.Now()
-	stop := diskProgress(env, "scan-disk", 0, &ys.files, &ys.bytes)
+	stop := diskProgress(env, d.quiet, "scan-disk", 0, &ys.files, &ys.bytes)
 	walked, err := ys.scanAllFiles(ctx, fsys)
 	stop()
 	if err != nil {
