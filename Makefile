@@ -56,7 +56,10 @@ test-short: build
 FUZZTIME ?= 10s
 # Each line: package and fuzz target. Runs briefly in `make test`; longer with FUZZTIME=10m.
 FUZZ_TARGETS := \
-	./memscan/elfcore:FuzzParse
+	./memscan/elfcore:FuzzParse \
+	./diskscan:FuzzPartitions \
+	./diskscan:FuzzQcow2 \
+	./diskscan:FuzzExt4
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -66,8 +66,8 @@ func (m *mapper) add(lblk, pblk, n uint64, uninit bool) error {
 			return nil
 		}
 	}
-	if len(m.out) >= maxExtents {
-		return fmt.Errorf("more than %d extents: %w", maxExtents, ErrCorrupt)
+	if len(m.out) >= m.maxExtents() {
+		return fmt.Errorf("more than %d extents: %w", m.maxExtents(), ErrCorrupt)
 	}
 	m.out = append(m.out, extent{lblk: lblk, pblk: pblk, n: n, uninit: uninit})
 	return nil
@@ -121,9 +121,8 @@ func (m *mapper) extentNode(b []byte, depth int, lo, hi uint64) error {
 			}
 		}
 		child := uint64(le.Uint32(e[4:])) | uint64(le.Uint16(e[8:]))<<32
-		m.nodes++
-		if m.nodes > maxMapNodes {
-			return fmt.Errorf("more than %d extent nodes: %w", maxMapNodes, ErrCorrupt)
+		if err := m.node(); err != nil {
+			return err
 		}
 		cb, err := m.o.block(child)
 		if err != nil {
@@ -166,9 +165,8 @@ func (m *mapper) blockMap(iblock []byte) error {
 
 // indirect reads an indirect block of the given level covering logical blocks from base.
 func (m *mapper) indirect(blk uint64, level int, base uint64) error {
-	m.nodes++
-	if m.nodes > maxMapNodes {
-		return fmt.Errorf("more than %d indirect blocks: %w", maxMapNodes, ErrCorrupt)
+	if err := m.node(); err != nil {
+		return err
 	}
 	b, err := m.o.block(blk)
 	if err != nil {
@@ -196,6 +194,18 @@ func (m *mapper) indirect(blk uint64, level int, base uint64) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// A file cannot have more extents or tree nodes than the filesystem has blocks; the
+// bound keeps the work a hostile inode causes proportional to the volume.
+func (m *mapper) maxExtents() int { return int(min(maxExtents, m.o.fs.blocks+1)) }
+
+func (m *mapper) node() error {
+	m.nodes++
+	if lim := int(min(maxMapNodes, m.o.fs.blocks+1)); m.nodes > lim {
+		return fmt.Errorf("more than %d extent-tree or indirect blocks: %w", lim, ErrCorrupt)
 	}
 	return nil
 }

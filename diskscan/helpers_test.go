@@ -340,3 +340,5 @@ func prefixSHA(t testing.TB, file string, n int64) string {
 	must(t, err)
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }

@@ -1,0 +1,155 @@
+package diskscan
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// region is a byte range of an image that random damage is aimed at.
+type region struct {
+	name     string
+	off, len int64
+}
+
+// ext4Regions locates the structures to damage in a healthy ext4 image: superblock,
+// group descriptors, the first inode table, and the blocks of some directories and
+// extent-tree nodes (found with the reader itself, before damage).
+func ext4Regions(t *testing.T, img []byte) []region {
+	fs, err := openExt4(bytes.NewReader(img), int64(len(img)))
+	must(t, err)
+	o := fs.newOp(false)
+	bs := fs.bs
+	rs := []region{
+		{"superblock", 1024, 1024},
+		{"group descriptors", int64(fs.firstDataBlock+1) * bs, bs},
+	}
+	it, err := o.inodeTable(0)
+	must(t, err)
+	rs = append(rs, region{"inode table", int64(it) * bs, int64(min(fs.inodesPerGroup*uint64(fs.inodeSize), 64<<10))})
+	for _, p := range []string{"/", "/many", "/bin", "/fragmented", "/bigsparse", "/etc"} {
+		in, err := fs.lookup(o, p, false)
+		must(t, err)
+		if in.flags&flagInlineData != 0 {
+			continue
+		}
+		if in.flags&flagExtents != 0 {
+			// Extent index blocks: children of the root node when depth > 0.
+			if binary.LittleEndian.Uint16(in.iblock[6:]) > 0 {
+				child := uint64(binary.LittleEndian.Uint32(in.iblock[16:])) | uint64(binary.LittleEndian.Uint16(in.iblock[20:]))<<32
+				rs = append(rs, region{"extent node of " + p, int64(child) * bs, bs})
+			}
+		}
+		exts, err := o.mapBlocks(in)
+		must(t, err)
+		if len(exts) > 0 && in.fileType() == Dir {
+			rs = append(rs, region{"directory block of " + p, int64(exts[0].pblk) * bs, int64(min(exts[0].n, 4)) * bs})
+		}
+	}
+	return rs
+}
+
+// damage overwrites a few random bytes or a random run inside r and returns an undo.
+func damage(img []byte, r region, rnd *rand.Rand) (undo func()) {
+	saved := append([]byte(nil), img[r.off:r.off+r.len]...)
+	switch rnd.Intn(3) {
+	case 0: // a few random bytes
+		for i := 0; i < 1+rnd.Intn(8); i++ {
+			img[r.off+rnd.Int63n(r.len)] = byte(rnd.Intn(256))
+		}
+	case 1: // a run of random bytes
+		n := min(int64(1+rnd.Intn(64)), r.len)
+		rnd.Read(img[r.off+rnd.Int63n(r.len-n+1):][:n])
+	case 2: // a 32-bit field set to an extreme value
+		at := r.off + rnd.Int63n(r.len-3)&^3
+		v := []uint32{0, 0xFFFFFFFF, 0x7FFFFFFF, 1, 2, 0x80000000}[rnd.Intn(6)]
+		binary.LittleEndian.PutUint32(img[at:], v)
+	}
+	return func() { copy(img[r.off:], saved) }
+}
+
+// walkDamaged opens and walks a (damaged) volume, reading up to 1 MiB of every regular
+// file, and fails if that takes longer than limit. Panics fail the test binary.
+func walkDamaged(t *testing.T, r io.ReaderAt, size int64, limit time.Duration, what string) {
+	done := make(chan string, 1)
+	go func() {
+		fs, err := openVolume(r, size, -1)
+		if err != nil {
+			done <- "open: " + err.Error()
+			return
+		}
+		n, errs := 0, 0
+		fs.Walk(context.Background(), "/", func(p string, e *Entry, err error) error {
+			n++
+			if err != nil {
+				errs++
+				return nil
+			}
+			if e.Type == Regular {
+				if f, err := fs.Open(p); err == nil {
+					io.Copy(io.Discard, io.LimitReader(f, 1<<20))
+					f.Close()
+				}
+			}
+			return nil
+		})
+		done <- fmt.Sprintf("%d entries, %d errors", n, errs)
+	}()
+	select {
+	case res := <-done:
+		t.Logf("%s: %s", what, res)
+	case <-time.After(limit):
+		t.Fatalf("%s: walk did not finish within %v", what, limit)
+	}
+}
+
+func TestRandomDamageExt4(t *testing.T) {
+	dir := images(t)
+	for _, name := range []string{"ext4.raw", "ext3-1k.raw", "inline.raw", "ext2.raw"} {
+		t.Run(name, func(t *testing.T) {
+			img, err := os.ReadFile(filepath.Join(dir, name))
+			must(t, err)
+			regions := ext4Regions(t, img)
+			rnd := rand.New(rand.NewSource(42))
+			for i := 0; i < 60; i++ {
+				r := regions[i%len(regions)]
+				undo := damage(img, r, rnd)
+				walkDamaged(t, bytes.NewReader(img), int64(len(img)), 20*time.Second, fmt.Sprintf("seed 42 #%d %s", i, r.name))
+				undo()
+			}
+		})
+	}
+}
+
+func TestRandomDamageQcow2(t *testing.T) {
+	dir := images(t)
+	img, err := os.ReadFile(filepath.Join(dir, "ext4.qcow2"))
+	must(t, err)
+	hd, err := parseQcow2Header(bytes.NewReader(img), int64(len(img)))
+	must(t, err)
+	regions := []region{{"qcow2 L1 table", hd.l1Off, hd.l1Size * 8}}
+	for i := int64(0); i < hd.l1Size; i++ {
+		if l2 := int64(binary.BigEndian.Uint64(img[hd.l1Off+8*i:]) & qcowOffsetMask); l2 != 0 {
+			regions = append(regions, region{fmt.Sprintf("qcow2 L2 table %d", i), l2, 1 << hd.clusterBits})
+		}
+	}
+	rnd := rand.New(rand.NewSource(7))
+	for i := 0; i < 40; i++ {
+		r := regions[i%len(regions)]
+		undo := damage(img, r, rnd)
+		what := fmt.Sprintf("seed 7 #%d %s", i, r.name)
+		if hd, err := parseQcow2Header(bytes.NewReader(img), int64(len(img))); err == nil {
+			if q, err := newQcow2(bytes.NewReader(img), int64(len(img)), hd, nil, 0); err == nil {
+				walkDamaged(t, q, q.size, 20*time.Second, what)
+			}
+		}
+		undo()
+	}
+}
