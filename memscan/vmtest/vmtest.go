@@ -355,6 +355,8 @@ func (e *QMPError) Error() string { return fmt.Sprintf("qmp %s: %s", e.Command, 
 // Execute runs a QMP command with arguments args (nil for none) and decodes its
 // "return" value into out (nil to ignore). It gives up after Config.Timeout or
 // when ctx ends, whichever is first; after a timeout the monitor is disconnected.
+// go-qemu reads replies line by line with a 64 KiB limit: commands with larger
+// replies (query-qmp-schema) break the connection.
 func (vm *VM) Execute(ctx context.Context, command string, args, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, vm.cfg.Timeout)
 	defer cancel()
