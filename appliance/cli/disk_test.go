@@ -431,3 +431,58 @@ func TestDiskUnreadableEntry(t *testing.T) {
 		t.Errorf("%d changes, want 9: %v", len(changes), changes)
 	}
 }
+
+// TestDiskGrowingLog: a log that only grew is not a change; one whose old content was
+// rewritten is, even if it also grew.
+func TestDiskGrowingLog(t *testing.T) {
+	fx := makeDiskFixture(t)
+	db := filepath.Join(t.TempDir(), "base.db")
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	inodeBefore := diskInodeOf(t, fx.orig, "/var/log/syslog")
+	for _, tc := range []struct {
+		name, content string
+		wantSHA       bool
+	}{
+		{"appended", "boot\nmore lines\n", false},
+		{"rewritten", "BOOT\nmore lines\n", true},
+		{"truncated", "bo", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "img.ext4")
+			b, err := os.ReadFile(fx.orig)
+			diskMust(t, err)
+			diskMust(t, os.WriteFile(img, b, 0o600))
+			src := filepath.Join(dir, "syslog")
+			diskMust(t, os.WriteFile(src, []byte(tc.content), 0o600))
+			diskDebugfs(t, img, "rm /var/log/syslog", "write "+src+" /var/log/syslog",
+				"sif /var/log/syslog mode 0100640", "sif /var/log/syslog uid 0", "sif /var/log/syslog gid 0")
+			diskFsck(t, img)
+			code, out, errOut := diskCLI(t, "check", "--image", img, "--db", db, "--json")
+			changes, _ := parseCheckJSON(t, out)
+			var got []string
+			for _, a := range changes["/var/log/syslog"].Attrs {
+				got = append(got, a.Attr)
+			}
+			var want []string
+			if tc.name == "truncated" {
+				want = append(want, "size")
+			}
+			if inodeAfter := diskInodeOf(t, img, "/var/log/syslog"); inodeAfter != inodeBefore {
+				want = append(want, "inode")
+			}
+			if tc.wantSHA {
+				want = append(want, "sha256")
+			}
+			wantChanges := 0 // nothing but syslog may be reported
+			if len(want) > 0 {
+				wantChanges = 1
+			}
+			if !reflect.DeepEqual(got, want) || len(changes) != wantChanges {
+				t.Errorf("exit %d, syslog attrs %v, want %v; all changes %v\n%s", code, got, want, changes, errOut)
+			}
+		})
+	}
+}
