@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -91,14 +90,25 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// rsyslog is a real rsyslogd with a plain TCP input and a TLS input (client
-// certificates required), each writing the raw message of every frame it receives,
+func freeUDPPort(t testing.TB) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// rsyslog is a real rsyslogd with a plain TCP input, a TLS input (client
+// certificates required) and a UDP input, each writing the raw message of every frame it receives,
 // one per line, to its own file.
 type rsyslog struct {
 	t                  testing.TB
 	dir, conf, pid     string
 	PlainPort, TLSPort int
+	UDPPort            int
 	PlainOut, TLSOut   string
+	UDPOut             string
 	PKI                testPKI
 	cmd                *exec.Cmd
 	exited             chan struct{}
@@ -112,7 +122,8 @@ func startRsyslog(t testing.TB) *rsyslog {
 	dir := t.TempDir()
 	r := &rsyslog{t: t, dir: dir, conf: filepath.Join(dir, "rsyslog.conf"), pid: filepath.Join(dir, "rsyslog.pid"),
 		PlainPort: freePort(t), TLSPort: freePort(t),
-		PlainOut: filepath.Join(dir, "plain.log"), TLSOut: filepath.Join(dir, "tls.log"), PKI: makePKI(t, dir)}
+		PlainOut: filepath.Join(dir, "plain.log"), TLSOut: filepath.Join(dir, "tls.log"), PKI: makePKI(t, dir),
+		UDPPort: freeUDPPort(t), UDPOut: filepath.Join(dir, "udp.log")}
 	if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -123,17 +134,26 @@ module(load="imtcp" maxSessions="20")
 template(name="raw" type="string" string="%%rawmsg%%\n")
 ruleset(name="plain") { action(type="omfile" file=%[5]q template="raw") }
 ruleset(name="tls") { action(type="omfile" file=%[6]q template="raw") }
+module(load="imudp")
+ruleset(name="udp") { action(type="omfile" file=%[9]q template="raw") }
+input(type="imudp" address="127.0.0.1" port="%[10]d" ruleset="udp")
 input(type="imtcp" address="127.0.0.1" port="%[7]d" ruleset="plain")
 input(type="imtcp" address="127.0.0.1" port="%[8]d" ruleset="tls"
   streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
-`, filepath.Join(dir, "work"), r.PKI.CA, r.PKI.ServerCert, r.PKI.ServerKey, r.PlainOut, r.TLSOut, r.PlainPort, r.TLSPort)
+`, filepath.Join(dir, "work"), r.PKI.CA, r.PKI.ServerCert, r.PKI.ServerKey, r.PlainOut, r.TLSOut, r.PlainPort, r.TLSPort, r.UDPOut, r.UDPPort)
 	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("rsyslogd", "-N1", "-f", r.conf).CombinedOutput(); err != nil {
 		t.Fatalf("rsyslogd -N1 rejects the test config: %v\n%s", err, out)
 	}
-	t.Cleanup(r.Stop)
+	t.Cleanup(func() {
+		r.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "rsyslogd.out"))
+			t.Logf("rsyslogd said:\n%s", b)
+		}
+	})
 	r.Start()
 	return r
 }
@@ -143,7 +163,12 @@ func (r *rsyslog) Start() {
 	r.t.Helper()
 	os.Remove(r.pid)
 	cmd := exec.Command("rsyslogd", "-n", "-f", r.conf, "-i", r.pid)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	out, err := os.OpenFile(filepath.Join(r.dir, "rsyslogd.out"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("starting rsyslogd: %v", err)
@@ -160,7 +185,8 @@ func (r *rsyslog) Start() {
 			}
 			select {
 			case <-r.exited:
-				r.t.Fatalf("rsyslogd exited at start (see its output above)")
+				b, _ := os.ReadFile(filepath.Join(r.dir, "rsyslogd.out"))
+				r.t.Fatalf("rsyslogd exited at start:\n%s", b)
 			default:
 			}
 			if time.Now().After(deadline) {
@@ -222,5 +248,3 @@ func waitLines(t testing.TB, path string, n int, timeout time.Duration) []string
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-var _ = strings.TrimSpace
