@@ -105,29 +105,57 @@ func TestFileSourceLiveVM(t *testing.T) {
 	t.Logf("accelerator %s; firmware RSDP found at GPA %#x", vm.Accel, gpa)
 }
 
-// TestFileSourceSplitQ35: a 3 GiB q35 guest keeps 2 GiB below 4 GiB; RAM file offsets
-// from 2 GiB appear at GPA 4 GiB. The RAM file stays sparse (only planted pages).
-func TestFileSourceSplitQ35(t *testing.T) {
+// TestFileSourceSplitLayouts boots real QEMU guests with RAM around the low-memory
+// limits and checks, for each layout, that a string planted at a RAM-file offset is
+// where QEMU (xp) puts it in guest-physical memory and where the Source reads it:
+// below the limit at GPA = offset, above it at GPA 4 GiB + (offset - limit). The RAM
+// files stay sparse (only planted pages and what the firmware touched use memory).
+func TestFileSourceSplitLayouts(t *testing.T) {
+	tests := []struct {
+		name    string
+		machine string
+		size    uint64
+		layout  string
+		lowmem  uint64 // QEMU's below-4G RAM; == size when not split
+	}{
+		{"q35-3G", "q35", 3 << 30, "q35", 2 << 30},
+		{"q35-below-threshold", "q35", 0xb0000000 - 2<<20, "q35", 0xb0000000 - 2<<20},
+		{"pc-3.5G", "pc", 0xe0000000, "pc", 3 << 30},
+		{"q35-max-ram-below-4g", "q35,max-ram-below-4g=1G", 3 << 30, "split:1G", 1 << 30},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			checkSplit(t, tc.machine, tc.size, tc.layout, tc.lowmem)
+		})
+	}
+}
+
+func checkSplit(t *testing.T, machine string, size uint64, layout string, lowmem uint64) {
 	ctx := vmContext(t)
-	const size = 3 << 30
-	vm := vmtest.Start(t, vmtest.Config{Memory: size, Machine: "q35"})
+	vm := vmtest.Start(t, vmtest.Config{Memory: size, Machine: machine})
 	if err := vm.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
+	gpaOf := func(off uint64) uint64 {
+		if off < lowmem {
+			return off
+		}
+		return 4<<30 + off - lowmem
+	}
 	byOffset := map[uint64]string{
-		0x1000000:        "DOMAINM-SPLIT-LOW",
-		2<<30 - 32:       "DOMAINM-LAST-LOW-BYTES",
-		2<<30 + 0x100000: "DOMAINM-SPLIT-HIGH",
-		size - 21:        "DOMAINM-SPLIT-END-RAM",
+		0x1000000: "DOMAINM-SPLIT-LOW",
+		size - 21: "DOMAINM-SPLIT-END-RAM",
+	}
+	if lowmem < size {
+		byOffset[lowmem-32] = "DOMAINM-LAST-LOW-BYTES"
+		byOffset[lowmem+0x100000] = "DOMAINM-SPLIT-HIGH"
 	}
 	plant(t, vm, byOffset)
-	byGPA := map[uint64]string{
-		0x1000000:        "DOMAINM-SPLIT-LOW",
-		2<<30 - 32:       "DOMAINM-LAST-LOW-BYTES",
-		4<<30 + 0x100000: "DOMAINM-SPLIT-HIGH",
-		5<<30 - 21:       "DOMAINM-SPLIT-END-RAM",
+	byGPA := map[uint64]string{}
+	for off, s := range byOffset {
+		byGPA[gpaOf(off)] = s
 	}
-	l, err := ParseLayout("q35")
+	l, err := ParseLayout(layout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,24 +164,33 @@ func TestFileSourceSplitQ35(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	want := []Range{{0, 2 << 30}, {4 << 30, 1 << 30}}
-	if got := src.Ranges(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+	want := []Range{{0, lowmem}}
+	if lowmem < size {
+		want = append(want, Range{4 << 30, size - lowmem})
+	}
+	if got := src.Ranges(); !equalRanges(got, want) {
 		t.Fatalf("ranges = %v, want %v", got, want)
 	}
 	checkGuestAndSource(ctx, t, vm, src, byGPA)
 
-	// At the flat position of the high string the guest has no RAM (PCI hole), and
-	// guest RAM ends exactly where the source's last range ends.
-	for _, gpa := range []uint64{2<<30 + 0x100000, 5 << 30} {
-		got, err := vm.ReadPhys(ctx, gpa, 16)
-		if !errors.Is(err, vmtest.ErrNotMemory) {
-			t.Errorf("guest view at %#x = %q, %v; want no memory there", gpa, got, err)
+	// The guest has no RAM right after the low part (PCI hole) nor past the end; the
+	// high string is not at its flat file offset.
+	holes := []uint64{gpaOf(size-1) + 1}
+	if lowmem < size {
+		holes = append(holes, lowmem+0x100000)
+	}
+	for _, gpa := range holes {
+		got, err := vm.ReadPhys(ctx, gpa, 18)
+		if err != nil && !errors.Is(err, vmtest.ErrNotMemory) {
+			t.Fatal(err)
+		}
+		if string(got) == "DOMAINM-SPLIT-HIGH" {
+			t.Errorf("guest sees the high string at its flat offset %#x: RAM is not split", gpa)
 		}
 		if _, err := src.ReadAt(make([]byte, 16), int64(gpa)); !errors.Is(err, ErrOutOfRange) {
 			t.Errorf("source at %#x: %v, want ErrOutOfRange", gpa, err)
 		}
 	}
-	// Only the planted pages (and what the firmware touched) use memory.
 	fi, err := os.Stat(vm.RAMFile)
 	if err != nil {
 		t.Fatal(err)
@@ -161,8 +198,20 @@ func TestFileSourceSplitQ35(t *testing.T) {
 	if used := fileBlocks(fi) * 512; used > 256<<20 {
 		t.Errorf("RAM file uses %d MiB; expected it to stay sparse", used>>20)
 	} else {
-		t.Logf("3 GiB RAM file uses %d KiB", used>>10)
+		t.Logf("accelerator %s; %d MiB RAM file uses %d KiB", vm.Accel, size>>20, used>>10)
 	}
+}
+
+func equalRanges(a, b []Range) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // TestELFSourceFromDump takes a real dump-guest-memory core from a QEMU guest and

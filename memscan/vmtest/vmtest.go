@@ -40,7 +40,7 @@ type Config struct {
 	Kernel  string // optional Linux kernel (bzImage)
 	Initrd  string // optional initramfs
 	Append  string // kernel command line; "console=ttyS0" is always prepended
-	Accel   string // "kvm", "tcg" or "" to detect (see package doc)
+	Accel   string // "kvm", "tcg" or "" for $VMTEST_ACCEL or else detection (see package doc)
 	Paused  bool   // start with -S (prelaunch; use Cont)
 	Extra   []string
 	// Timeout bounds each QMP command (default 30 s) and startup (default 30 s).
@@ -109,6 +109,9 @@ func Launch(ctx context.Context, cfg Config) (*VM, error) {
 		return nil, fmt.Errorf("%s not found (install qemu-system-x86): %w", qemuBinary, err)
 	}
 	accel := cfg.Accel
+	if accel == "" {
+		accel = os.Getenv("VMTEST_ACCEL")
+	}
 	if accel == "" {
 		accel = "tcg"
 		if cfg.Kernel == "" && kvmUsable() {
