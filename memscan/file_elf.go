@@ -13,6 +13,8 @@ import (
 // PT_LOAD segments as ranges. A malformed or truncated core gives an error matching
 // elfcore.ErrFormat with the byte offset of the problem.
 //
+// QEMU dumps every RAM-like region of the guest's address space, so the ranges
+// include ROM such as the 256 KiB BIOS image below 4 GiB (0xfffc0000 on x86).
 // Only the bytes present in the file are served: a segment whose memory size exceeds
 // its file size (QEMU never writes one) is served up to its file size.
 func OpenELF(path string) (*MappedFile, error) {

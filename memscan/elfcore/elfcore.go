@@ -266,7 +266,7 @@ func checkOverlap(loads []Segment, phoff, phentsize uint64) error {
 	for k := 1; k < len(idx); k++ {
 		p, q := loads[idx[k-1]], loads[idx[k]]
 		if q.PAddr < p.PAddr+p.MemSize {
-			return formatErr(int64(phoff), "PT_LOAD segments at physical %#x+%#x and %#x+%#x overlap", p.PAddr, p.MemSize, q.PAddr, q.MemSize)
+			return formatErr(int64(phoff), "PT_LOAD segments at physical %#x+%#x and %#x+%#x overlap (a dump taken with paging on? take it with paging=false)", p.PAddr, p.MemSize, q.PAddr, q.MemSize)
 		}
 	}
 	return nil
