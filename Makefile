@@ -25,6 +25,7 @@ help:
 	@echo "make fuzz           run each fuzz target for FUZZTIME (default 10s)"
 	@echo "make bench-memscan  domainm scan-memory vs the yara CLI on a >= 1 GiB image"
 	@echo "make bench-diskscan domainm baseline/check vs aide --init/--check on a Debian root"
+	@echo "make bench-alerts   100,000 alerts spooled, then delivered to a real rsyslogd"
 
 # deps: apt packages (only those missing), then Go modules.
 deps: $(DEPS_STAMP)
@@ -84,6 +85,12 @@ bench-memscan: build
 .PHONY: bench-diskscan
 bench-diskscan: build
 	DOMAINM=$(BIN)/domainm detectors/integrity/bench/bench-diskscan.sh
+
+# bench-alerts: 100,000 alerts spooled with a real rsyslogd down, then delivered over
+# TCP once it is up; prints the spool rate, the spool's disk use and the delivery rate.
+.PHONY: bench-alerts
+bench-alerts: deps
+	DOMAINM_ALERT_BURST=$${BENCH_ALERTS:-100000} $(GO) test -count=1 -run '^TestRsyslogBurst$$' -v -timeout 30m ./appliance/alert/
 
 clean:
 	rm -rf $(BIN)
