@@ -1,14 +1,123 @@
 package cli
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/domainm/domainm/appliance/config"
 	"github.com/domainm/domainm/appliance/supervisor"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
 )
 
-// newDiskChecker returns the disk checker for the configured target.
+// daemonDisk is the supervisor's disk checker: AIDE's check against the baseline DB,
+// the same code path as `domainm check`. The daemon never updates the baseline (the
+// operator does, after review, with `domainm check --update`); when there is none yet
+// it records one first, as `aide --init` would, and says so in an alert.
+type daemonDisk struct {
+	image     string
+	partition int
+	policy    string // "" for the built-in policy
+	db        string
+	log       *slog.Logger
+}
+
+var _ supervisor.DiskChecker = (*daemonDisk)(nil)
+
 func newDiskChecker(cfg *config.Config, log *slog.Logger) (supervisor.DiskChecker, error) {
-	return nil, errors.New("target.disk: disk checks are not wired into domainm run yet")
+	part := -1
+	if cfg.Target.Partition != "auto" {
+		n, err := strconv.Atoi(cfg.Target.Partition)
+		if err != nil {
+			return nil, fmt.Errorf("target.partition %q: %w", cfg.Target.Partition, err)
+		}
+		part = n
+	}
+	// Read the policy now so that a broken one stops the start, not the first check.
+	if _, err := loadIntegrityPolicy(cfg.Target.Policy); err != nil {
+		return nil, err
+	}
+	return &daemonDisk{image: cfg.Target.Disk, partition: part, policy: cfg.Target.Policy,
+		db: cfg.Target.Baseline, log: log.With("component", "disk")}, nil
+}
+
+// Check compares the image with the baseline; with no baseline yet it records one and
+// returns a single finding saying so.
+func (d *daemonDisk) Check(ctx context.Context) (supervisor.DiskReport, error) {
+	if _, err := os.Stat(d.db); errors.Is(err, fs.ErrNotExist) {
+		return d.initBaseline(ctx)
+	}
+	var rep supervisor.DiskReport
+	hdr, old, _, err := integrity.ReadDB(d.db)
+	if err != nil {
+		return rep, err
+	}
+	p, err := integrity.ParsePolicy(hdr.PolicyFile, []byte(hdr.Policy))
+	if err != nil {
+		return rep, fmt.Errorf("policy stored in %s: %w", d.db, err)
+	}
+	fsys, closer, _, err := openDisk(d.image, d.partition)
+	if err != nil {
+		return rep, err
+	}
+	defer closer.Close()
+	cmp := integrity.NewComparer(old)
+	var changes []integrity.Change
+	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: 1, Log: d.log, Baseline: cmp.Baseline},
+		func(r *integrity.Record) error {
+			if ch := cmp.Add(r); ch != nil {
+				changes = append(changes, *ch)
+			}
+			return nil
+		})
+	if err != nil {
+		return rep, err
+	}
+	changes = append(changes, cmp.Removed()...)
+	sortChanges(changes)
+	now := time.Now().UTC()
+	for _, c := range changes {
+		rep.Findings = append(rep.Findings, c.Finding(detectors.Target{}, now))
+	}
+	rep.Entries = st.Records
+	d.log.Debug("disk checked", "entries", st.Records, "hashed", st.Hashed, "reused", st.Reused, "changes", len(changes))
+	return rep, nil
+}
+
+func (d *daemonDisk) initBaseline(ctx context.Context) (supervisor.DiskReport, error) {
+	var rep supervisor.DiskReport
+	p, err := loadIntegrityPolicy(d.policy)
+	if err != nil {
+		return rep, err
+	}
+	fsys, closer, img, err := openDisk(d.image, d.partition)
+	if err != nil {
+		return rep, err
+	}
+	defer closer.Close()
+	if err := os.MkdirAll(filepath.Dir(d.db), 0o700); err != nil {
+		return rep, fmt.Errorf("baseline folder: %w", err)
+	}
+	start := time.Now()
+	w, err := integrity.CreateDB(d.db, integrity.NewHeader(p, img, start))
+	if err != nil {
+		return rep, err
+	}
+	defer w.Abort()
+	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: 1, Log: d.log}, w.Add)
+	if err != nil {
+		return rep, err
+	}
+	if err := w.Commit(st); err != nil {
+		return rep, err
+	}
+	d.log.Info("baseline recorded", "db", d.db, "entries", st.Records, "took", time.Since(start))
+	return supervisor.DiskReport{BaselineCreated: true, Entries: st.Records}, nil
 }

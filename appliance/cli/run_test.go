@@ -217,7 +217,9 @@ const (
 	e2eSecond   = "SECOND-MARKER-5678"
 )
 
-func newSetup(t *testing.T, extra string) *testSetup {
+// newSetup writes the target, rules and config; targetExtra goes into [target], extra
+// at the end of the file.
+func newSetup(t *testing.T, targetExtra, extra string) *testSetup {
 	t.Helper()
 	dir := t.TempDir()
 	s := &testSetup{dir: dir, ram: filepath.Join(dir, "ram"), rules: filepath.Join(dir, "rules"),
@@ -237,7 +239,7 @@ func newSetup(t *testing.T, extra string) *testSetup {
 name = "e2e-target"
 uuid = "123e4567-e89b-12d3-a456-426614174000"
 memory = "file:%s"
-
+%s
 [memory]
 interval = "1s"
 block_size = "1MiB"
@@ -257,7 +259,7 @@ socket = "%s"
 name = "local"
 type = "file"
 path = "%s"
-%s`, s.ram, s.rules, s.state, s.sock, s.alerts, extra)
+%s`, s.ram, targetExtra, s.rules, s.state, s.sock, s.alerts, extra)
 	if err := os.WriteFile(s.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +289,10 @@ func (s *testSetup) rule(t *testing.T, name, text string) {
 // fileAlert is the part of an alert (ECS JSON) the tests look at.
 type fileAlert struct {
 	Message string `json:"message"`
-	Event   struct {
+	File    *struct {
+		Path string `json:"path"`
+	} `json:"file"`
+	Event struct {
 		Action string `json:"action"`
 	} `json:"event"`
 	Rule *struct {
@@ -336,7 +341,7 @@ func (s *testSetup) alertsWith(t *testing.T, action, rule string) []fileAlert {
 // the rules and the memory source, STATUS lines, watchdog pings, STOPPING=1 and a
 // clean exit on SIGTERM.
 func TestRunReadiness(t *testing.T) {
-	s := newSetup(t, "")
+	s := newSetup(t, "", "")
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 500*time.Millisecond)
 	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
@@ -360,7 +365,7 @@ func TestRunReadiness(t *testing.T) {
 // TestRunNotReadyOnBadRules: rules that do not compile stop the start with exit code 2
 // and a message naming file and line; READY=1 is never sent.
 func TestRunNotReadyOnBadRules(t *testing.T) {
-	s := newSetup(t, "")
+	s := newSetup(t, "", "")
 	s.rule(t, "bad.yar", "rule ok { condition: true }\n\nrule bad { strings: $a = \"x\" condition: $nope }")
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 0)
@@ -383,7 +388,7 @@ func TestRunNotReadyOnBadRules(t *testing.T) {
 // TestRunCheckConfig: --check-config exits 0 on a good file and 2 with file:line:key on
 // a bad one, starting nothing.
 func TestRunCheckConfig(t *testing.T) {
-	s := newSetup(t, "")
+	s := newSetup(t, "", "")
 	bin := domainmBinary(t)
 	out, err := exec.Command(bin, "run", "--config", s.cfg, "--check-config").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "configuration is valid") {
@@ -412,7 +417,7 @@ func TestRunCheckConfig(t *testing.T) {
 // file and line while the old set keeps detecting, the migration handshake works over
 // the control socket (and refuses a different guest), and SIGTERM stops it in time.
 func TestRunEndToEnd(t *testing.T) {
-	s := newSetup(t, "")
+	s := newSetup(t, "", "")
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 0)
 	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
@@ -528,4 +533,54 @@ func readStates(t *testing.T, path string) []string {
 		out = append(out, rec.State)
 	}
 	return out
+}
+
+// TestRunDiskChecks: with a disk image configured, the first check records the baseline
+// (alerted), a file changed inside the image afterwards is alerted once however many
+// checks see it, and memory monitoring runs alongside.
+func TestRunDiskChecks(t *testing.T) {
+	tree := makeDiskTree(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	diskMkfs(t, img, tree.dir, 16)
+	s := newSetup(t, fmt.Sprintf("disk = %q\n", img), "\n[disk]\ninterval = \"1s\"\n")
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	waitUntil(t, "baseline alert", 30*time.Second, func() bool { return len(s.alertsWith(t, "disk-baseline-created", "")) == 1 })
+	if _, err := os.Stat(filepath.Join(s.state, "baseline.db")); err != nil {
+		t.Fatalf("baseline not in the state folder: %v", err)
+	}
+	diskOverwrite(t, img, "/usr/bin/daemon", []byte("\x7fELF-implanted"))
+	changed := func() []fileAlert {
+		var out []fileAlert
+		for _, a := range s.alertsWith(t, "file-changed", "") {
+			if a.File != nil && a.File.Path == "/usr/bin/daemon" {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	waitUntil(t, "file-changed alert", 30*time.Second, func() bool { return len(changed()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := control.Dial(ctx, s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, _ := c.Do(ctx, "status", nil)
+	checks := r.DiskChecks
+	waitUntil(t, "three more disk checks", 30*time.Second, func() bool {
+		r, _ := c.Do(ctx, "status", nil)
+		return r.DiskChecks >= checks+3
+	})
+	if k := len(changed()); k != 1 {
+		t.Errorf("the change was alerted %d times, want once", k)
+	}
+	if k := len(s.alertsWith(t, "memory-match", "evil")); k != 1 {
+		t.Errorf("memory finding alerted %d times alongside disk checks", k)
+	}
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
 }

@@ -47,7 +47,7 @@ type Target struct {
 	// Disk is the target's disk image; empty means no disk checks.
 	Disk      string `toml:"disk"`
 	Partition string `toml:"partition"` // "auto", or a 1-based partition number
-	Policy    string `toml:"policy"`    // file-integrity policy
+	Policy    string `toml:"policy"`    // file-integrity policy; "" for the built-in one
 	Baseline  string `toml:"baseline"`  // baseline database; default STATE/baseline.db
 }
 

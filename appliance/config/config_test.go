@@ -98,8 +98,8 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 				"c.toml:9: rules.dir: expected an absolute path",
 				"c.toml:11: metrics.listen: expected HOST:PORT",
 			}},
-		{"disk without policy", "[target]\nname = \"a\"\nmemory = \"xen:5\"\ndisk = \"/img\"\n",
-			[]string{"c.toml:1: target.policy: missing"}},
+		{"relative disk", "[target]\nname = \"a\"\nmemory = \"xen:5\"\ndisk = \"img\"\n",
+			[]string{"c.toml:4: target.disk: expected an absolute path"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("c.toml", []byte(tc.src))

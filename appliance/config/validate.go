@@ -42,9 +42,6 @@ func (c *Config) validate(pos positions) []*Error {
 			bad("target.partition", `expected "auto" or a partition number (1, 2, ...), got %q`, t.Partition)
 		}
 	}
-	if t.Disk != "" && t.Policy == "" {
-		bad("target.policy", "missing: a disk image is set (target.disk), so a file-integrity policy file is expected")
-	}
 	if t.Baseline == "" && c.State.Dir != "" {
 		t.Baseline = filepath.Join(c.State.Dir, "baseline.db")
 	}
@@ -64,6 +61,9 @@ func (c *Config) validate(pos positions) []*Error {
 	atLeast(bad, "disk.interval", c.Disk.Interval, time.Second)
 	atLeast(bad, "rules.debounce", c.Rules.Debounce, 0)
 
+	absolute(bad, "target.disk", t.Disk, true)
+	absolute(bad, "target.policy", t.Policy, true)
+	absolute(bad, "target.baseline", t.Baseline, true)
 	absolute(bad, "rules.dir", c.Rules.Dir, false)
 	absolute(bad, "state.dir", c.State.Dir, false)
 	absolute(bad, "control.socket", c.Control.Socket, true)

@@ -3,6 +3,8 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,8 @@ type diskLoop struct {
 	check DiskChecker
 	probe chan chan bool
 
+	reported map[string]bool // changes alerted and still present
+
 	mu      sync.Mutex
 	running bool
 	started time.Time
@@ -25,13 +29,13 @@ type diskLoop struct {
 }
 
 type checkOutcome struct {
-	fs      []detectors.Finding
+	rep     DiskReport
 	err     error
 	started time.Time
 }
 
 func newDiskLoop(s *Supervisor, c DiskChecker) *diskLoop {
-	return &diskLoop{s: s, check: c, probe: make(chan chan bool)}
+	return &diskLoop{s: s, check: c, probe: make(chan chan bool), reported: map[string]bool{}}
 }
 
 func (d *diskLoop) run(ctx context.Context) {
@@ -56,8 +60,8 @@ func (d *diskLoop) run(ctx context.Context) {
 			d.set(true, started)
 			d.s.status("disk check of %s", d.s.cfg.Target.Disk)
 			go func(out chan<- checkOutcome) {
-				fs, err := d.check.Check(cctx)
-				out <- checkOutcome{fs: fs, err: err, started: started}
+				rep, err := d.check.Check(cctx)
+				out <- checkOutcome{rep: rep, err: err, started: started}
 			}(done)
 		case o := <-done:
 			done = nil
@@ -85,11 +89,29 @@ func (d *diskLoop) handle(o checkOutcome) {
 		return
 	}
 	d.s.m.diskChecks.WithLabelValues("ok").Inc()
+	if o.rep.BaselineCreated {
+		d.s.emit(alert.Health(now, alert.SevInfo, "disk", "baseline-created",
+			fmt.Sprintf("no file-integrity baseline for %s: recorded one with %d entries in %s", d.s.cfg.Target.Disk, o.rep.Entries, d.s.cfg.Target.Baseline)))
+	}
 	t := d.s.currentTarget()
-	for _, f := range o.fs {
+	t.Source = d.s.cfg.Target.Disk
+	seen := map[string]bool{}
+	newN := 0
+	for _, f := range o.rep.Findings {
+		k := changeKey(f)
+		seen[k] = true
+		if d.reported[k] {
+			continue
+		}
+		d.reported[k] = true
+		newN++
 		f.Target = t
-		f.Target.Source = d.s.cfg.Target.Disk
 		d.s.emit(alert.FromFinding(f, ""))
+	}
+	for k := range d.reported {
+		if !seen[k] {
+			delete(d.reported, k) // reverted or taken into the baseline: alert again if it recurs
+		}
 	}
 	d.mu.Lock()
 	if d.failing {
@@ -99,7 +121,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 	d.checks++
 	d.last = now
 	d.mu.Unlock()
-	d.s.log.Info("disk check", "changes", len(o.fs), "took", now.Sub(o.started))
+	d.s.log.Info("disk check", "entries", o.rep.Entries, "changes", len(o.rep.Findings), "new", newN, "took", now.Sub(o.started))
 }
 
 func (d *diskLoop) set(r bool, t time.Time) {
@@ -114,4 +136,20 @@ func (d *diskLoop) healthy() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return !d.running || d.s.clk.Now().Sub(d.started) < d.s.cfg.Disk.Interval+d.s.cfg.Memory.StallTimeout
+}
+
+// changeKey identifies one change with its values, so that a file changed again
+// differently is alerted again.
+func changeKey(f detectors.Finding) string {
+	keys := make([]string, 0, len(f.Meta))
+	for k := range f.Meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(f.Rule + "\x00" + f.Path)
+	for _, k := range keys {
+		b.WriteString("\x00" + k + "=" + f.Meta[k])
+	}
+	return b.String()
 }

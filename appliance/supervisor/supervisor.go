@@ -36,12 +36,21 @@ type Emitter interface {
 	Emit(alert.Event) error
 }
 
-// DiskChecker runs one file-integrity check of the target's disk image and returns
-// the changes as findings (detector "integrity", Meta["change"] added/removed/changed).
-// Its findings are reported every time they are returned: the checker compares with
-// its baseline, so a change is reported once per check that sees it.
+// DiskChecker runs one file-integrity check of the target's disk image against its
+// baseline and returns the differences as findings (detector "integrity",
+// Meta["change"] added/removed/changed). The baseline stays as it is, so a change is
+// returned by every check until the operator updates the baseline; the supervisor
+// alerts it once.
 type DiskChecker interface {
-	Check(ctx context.Context) ([]detectors.Finding, error)
+	Check(ctx context.Context) (DiskReport, error)
+}
+
+// DiskReport is one disk check's result.
+type DiskReport struct {
+	Findings []detectors.Finding
+	// BaselineCreated is set when there was no baseline and this check recorded it.
+	BaselineCreated bool
+	Entries         int64 // entries checked (or recorded)
 }
 
 // Deps are the supervisor's collaborators. Zero values take real defaults.
