@@ -5,18 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/appliance/config"
+	"github.com/domainm/domainm/appliance/metrics"
 	"github.com/domainm/domainm/appliance/supervisor"
 )
 
@@ -69,8 +64,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			log.Warn("sd_notify failed", "err", err)
 		}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metrics.NewRegistry()
 
 	notify("STATUS=starting alert sinks")
 	alerts, err := alert.New(cfg.Alerts, cfg.State.Dir, log, reg)
@@ -104,11 +98,18 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
-		stop, err := serveMetrics(cfg.Metrics.Listen, reg, sup, alerts, log)
+		health := func() error {
+			return errors.Join(sup.Healthy(), alerts.Healthy(5*time.Minute))
+		}
+		srv, err := metrics.Serve(cfg.Metrics.Listen, reg, health, log.With("component", "metrics"))
 		if err != nil {
 			return err
 		}
-		defer stop()
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			srv.Close(cctx)
+		}()
 	}
 	return sup.Run(ctx)
 }
@@ -124,45 +125,4 @@ func watchdogInterval(log *slog.Logger) time.Duration {
 		log.Info("systemd watchdog enabled", "interval", d)
 	}
 	return d
-}
-
-// serveMetrics serves /metrics (Prometheus) and /healthz on addr.
-func serveMetrics(addr string, reg *prometheus.Registry, sup *supervisor.Supervisor, alerts *alert.Dispatcher, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		st := sup.Status(r.Context())
-		var problems []error
-		if st.State != "monitoring" && st.State != "quiesced" {
-			problems = append(problems, fmt.Errorf("state %s", st.State))
-		}
-		if err := sup.Healthy(); err != nil {
-			problems = append(problems, err)
-		}
-		if err := alerts.Healthy(5 * time.Minute); err != nil {
-			problems = append(problems, err)
-		}
-		if err := errors.Join(problems...); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "ok %s passes=%s\n", st.State, strconv.Itoa(st.Passes))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics listener", "err", err)
-		}
-	}()
-	log.Info("metrics listening", "addr", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
 }

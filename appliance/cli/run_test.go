@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -341,7 +343,8 @@ func (s *testSetup) alertsWith(t *testing.T, action, rule string) []fileAlert {
 // the rules and the memory source, STATUS lines, watchdog pings, STOPPING=1 and a
 // clean exit on SIGTERM.
 func TestRunReadiness(t *testing.T) {
-	s := newSetup(t, "", "")
+	port := freePort(t)
+	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 500*time.Millisecond)
 	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
@@ -352,6 +355,24 @@ func TestRunReadiness(t *testing.T) {
 		}
 	}
 	waitUntil(t, "watchdog pings", 10*time.Second, func() bool { return n.count("WATCHDOG=1") >= 3 })
+
+	// The metrics listener: scan series and health.
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var body string
+	waitUntil(t, "a complete pass in /metrics", 20*time.Second, func() bool {
+		body = httpGet(t, base+"/metrics")
+		return strings.Contains(body, `domainm_memory_passes_total{result="complete"}`)
+	})
+	for _, want := range []string{"domainm_monitoring 1", "domainm_findings 1", `domainm_memory_blocks_total{outcome="zero"}`,
+		`domainm_rule_reloads_total`, `domainm_alert_spool_events{sink="local"}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if h := httpGet(t, base+"/healthz"); strings.TrimSpace(h) != "ok" {
+		t.Errorf("/healthz = %q", h)
+	}
+
 	took, code := p.stop(t)
 	t.Logf("stopped %v after SIGTERM", took)
 	if code != 0 {
@@ -583,4 +604,25 @@ func TestRunDiskChecks(t *testing.T) {
 	if _, code := p.stop(t); code != 0 {
 		t.Errorf("exit code %d", code)
 	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

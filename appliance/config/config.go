@@ -79,9 +79,11 @@ type State struct {
 	Dir string `toml:"dir"`
 }
 
-// Metrics configures the Prometheus and health listener. Empty Listen means off.
+// Metrics configures the Prometheus and health listener. Empty Listen means off; a
+// non-loopback address needs AllowRemote.
 type Metrics struct {
-	Listen string `toml:"listen"`
+	Listen      string `toml:"listen"`
+	AllowRemote bool   `toml:"allow_remote"`
 }
 
 // Control configures the control channel used by the migration coordinator.

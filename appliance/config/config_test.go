@@ -98,6 +98,8 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 				"c.toml:9: rules.dir: expected an absolute path",
 				"c.toml:11: metrics.listen: expected HOST:PORT",
 			}},
+		{"remote metrics", "[target]\nname = \"a\"\nmemory = \"xen:5\"\n[metrics]\nlisten = \"0.0.0.0:9477\"\n",
+			[]string{"c.toml:5: metrics.listen: expected a loopback address"}},
 		{"relative disk", "[target]\nname = \"a\"\nmemory = \"xen:5\"\ndisk = \"img\"\n",
 			[]string{"c.toml:4: target.disk: expected an absolute path"}},
 	} {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/appliance/alert"
+	"github.com/domainm/domainm/appliance/metrics"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -69,7 +70,9 @@ func (c *Config) validate(pos positions) []*Error {
 	absolute(bad, "control.socket", c.Control.Socket, true)
 	if l := c.Metrics.Listen; l != "" {
 		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
-			bad("metrics.listen", `expected HOST:PORT such as "127.0.0.1:9478", or "" for off, got %q`, l)
+			bad("metrics.listen", `expected HOST:PORT such as "127.0.0.1:9477", or "" for off, got %q`, l)
+		} else if err := metrics.CheckListen(l, c.Metrics.AllowRemote); err != nil {
+			bad("metrics.listen", "expected a loopback address such as \"127.0.0.1:9477\" (or allow_remote = true): %v", err)
 		}
 	}
 	return errs

@@ -42,6 +42,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_monitoring",
 			Help: "1 while the supervisor is monitoring the target's memory, 0 otherwise (starting, quiesced, stopping)."}),
 	}
+	// Zero series up front, so dashboards and alerts see them before the first event.
+	for _, l := range []string{"complete", "interrupted", "failed"} {
+		m.passes.WithLabelValues(l)
+	}
+	for _, l := range []string{"scanned", "zero", "unchanged", "error"} {
+		m.blocks.WithLabelValues(l)
+	}
+	for _, l := range []string{"ok", "failed", "empty"} {
+		m.reloads.WithLabelValues(l)
+	}
+	for _, l := range []string{"ok", "failed"} {
+		m.diskChecks.WithLabelValues(l)
+	}
 	if reg == nil {
 		return m, nil
 	}
