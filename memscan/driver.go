@@ -267,10 +267,9 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 // worker scans blocks with its own scanner, re-created when the rule set changes.
 func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out chan<- blockResult) {
 	var (
-		sc       BlockScanner
-		scID     string
-		buf      []byte
-		slice, _ = src.(Slicer)
+		sc   BlockScanner
+		scID string
+		buf  []byte
 	)
 	defer func() {
 		if sc != nil {
@@ -292,23 +291,17 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out
 			}
 			scID = rs.ID()
 		}
-		var win []byte
-		if slice != nil {
-			w, err := slice.Slice(b.gpa, b.winSize)
-			if err != nil {
-				out <- blockResult{b: b, err: err}
-				continue
-			}
-			win = w
-		} else {
-			if cap(buf) < b.winSize {
-				buf = make([]byte, d.cfg.BlockSize+d.cfg.Overlap)
-			}
-			win = buf[:b.winSize]
-			if _, err := src.ReadAt(win, int64(b.gpa)); err != nil {
-				out <- blockResult{b: b, err: fmt.Errorf("reading: %w", err)}
-				continue
-			}
+		// Copy the window rather than scanning a zero-copy view: if the guest's RAM file
+		// shrinks under a mapping, libyara would take a SIGBUS that kills the supervisor,
+		// while ReadAt turns the fault into an error for this block. The copy costs about
+		// 5% of a pass.
+		if cap(buf) < b.winSize {
+			buf = make([]byte, d.cfg.BlockSize+d.cfg.Overlap)
+		}
+		win := buf[:b.winSize]
+		if _, err := src.ReadAt(win, int64(b.gpa)); err != nil {
+			out <- blockResult{b: b, err: fmt.Errorf("reading: %w", err)}
+			continue
 		}
 		out <- d.scanBlock(sc, scID, b, win)
 	}
