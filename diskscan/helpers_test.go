@@ -342,3 +342,9 @@ func prefixSHA(t testing.TB, file string, n int64) string {
 }
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func readAll(t testing.TB, p string) []byte {
+	b, err := os.ReadFile(p)
+	must(t, err)
+	return b
+}
