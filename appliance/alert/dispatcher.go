@@ -46,6 +46,8 @@ type Dispatcher struct {
 	closing sync.Once
 	wg      sync.WaitGroup
 	writerW sync.WaitGroup
+	// writerDone is closed when the writer has committed its last events.
+	writerDone chan struct{}
 
 	mu       sync.Mutex
 	closed   bool
@@ -93,7 +95,7 @@ func New(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registere
 	}
 	d := &Dispatcher{
 		log: log, hostname: host, sp: sp, m: m,
-		reqs: make(chan *emitReq, 1024), stop: make(chan struct{}),
+		reqs: make(chan *emitReq, 1024), stop: make(chan struct{}), writerDone: make(chan struct{}),
 		lastFull: map[string]time.Time{}, dropsN: map[string]int{},
 	}
 	for _, s := range cfg.Sinks {
@@ -150,6 +152,13 @@ func (d *Dispatcher) EmitAll(evs []Event) error {
 	select {
 	case err := <-req.done:
 		return err
+	case <-d.writerDone:
+		select { // the writer drains the queue before it ends
+		case err := <-req.done:
+			return err
+		default:
+			return ErrClosed
+		}
 	case <-t.C:
 		return ErrTimeout
 	}
@@ -205,6 +214,7 @@ func fillEvent(ev *Event, hostname string) {
 // writer commits queued events, grouping whatever is waiting into one transaction.
 func (d *Dispatcher) writer() {
 	defer d.writerW.Done()
+	defer close(d.writerDone)
 	for {
 		var batch []*emitReq
 		select {

@@ -37,7 +37,30 @@ func (s *fileSink) open() error {
 		return err
 	}
 	s.f, s.size = f, st.Size()
-	return nil
+	return s.endLine()
+}
+
+// endLine ends a partial last line (from a write cut short before a crash) so that
+// the next event starts on a line of its own.
+func (s *fileSink) endLine() error {
+	if s.size == 0 {
+		return nil
+	}
+	r, err := os.Open(s.cfg.Path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var last [1]byte
+	if _, err := r.ReadAt(last[:], s.size-1); err != nil {
+		return err
+	}
+	if last[0] == '\n' {
+		return nil
+	}
+	n, err := s.f.Write([]byte{'\n'})
+	s.size += int64(n)
+	return err
 }
 
 func (s *fileSink) rotate() error {
@@ -76,8 +99,8 @@ func (s *fileSink) send(_ context.Context, recs []record, evs []*Event) (int, []
 			return 0, nil, fmt.Errorf("rotating alert file: %w", err)
 		}
 	}
-	// A failed or short write may leave a partial line: the batch is written again,
-	// so a reader must skip a line that does not parse.
+	// A failed or short write may leave a partial line: the batch is written again
+	// on a new line (endLine), so a reader skips a line that does not parse.
 	n, err := s.f.Write(buf)
 	s.size += int64(n)
 	if err == nil {

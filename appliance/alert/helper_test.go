@@ -64,7 +64,7 @@ func helperMain(arg string) int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: helperLogLevel()}))
 	d, err := New(a.Config, a.StateDir, log, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
@@ -114,4 +114,11 @@ func helperCmd(t testing.TB, a helperArgs) *exec.Cmd {
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(b))
 	cmd.Stderr = os.Stderr
 	return cmd
+}
+
+func helperLogLevel() slog.Level {
+	if os.Getenv("DOMAINM_ALERT_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
 }

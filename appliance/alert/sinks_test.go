@@ -305,3 +305,26 @@ func TestHTTPBulk(t *testing.T) {
 		t.Fatalf("%d requests: the 503 and the 429 must have been retried", es.requests)
 	}
 }
+
+func TestFileSinkEndsPartialLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alerts.jsonl")
+	os.WriteFile(path, []byte(`{"cut short`), 0o640)
+	d := newTestDispatcher(t, SinkConfig{Name: "file", Type: TypeFile, Path: path})
+	emitN(t, d, 0, 2)
+	flush(t, d)
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 3 || lines[0] != `{"cut short` || seqOf(t, []byte(lines[2])) != 1 {
+		t.Fatalf("file after a partial line:\n%s", data)
+	}
+}
+
+func TestEmitAfterClose(t *testing.T) {
+	d := newTestDispatcher(t, SinkConfig{Name: "file", Type: TypeFile, Path: filepath.Join(t.TempDir(), "a.jsonl")})
+	if err := d.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Emit(testEvent(0)); err != ErrClosed {
+		t.Fatalf("Emit after Close: %v, want ErrClosed", err)
+	}
+}

@@ -190,3 +190,36 @@ func family(t *testing.T, reg *prometheus.Registry, name string) []*dto.Metric {
 	}
 	return nil
 }
+
+// BenchmarkEmit measures one Emit at a time: each waits for its own commit (fsync).
+func BenchmarkEmit(b *testing.B) {
+	d, err := New(Config{Hostname: "h", Sinks: []SinkConfig{{Name: "f", Type: TypeFile, Path: filepath.Join(b.TempDir(), "a.jsonl")}}}, b.TempDir(), nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	e := testEvent(1)
+	for b.Loop() {
+		if err := d.Emit(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEmitParallel: concurrent Emits share commits.
+func BenchmarkEmitParallel(b *testing.B) {
+	d, err := New(Config{Hostname: "h", Sinks: []SinkConfig{{Name: "f", Type: TypeFile, Path: filepath.Join(b.TempDir(), "a.jsonl")}}}, b.TempDir(), nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		e := testEvent(1)
+		for pb.Next() {
+			if err := d.Emit(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

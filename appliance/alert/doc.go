@@ -1,0 +1,90 @@
+// Package alert turns findings into alert events and delivers them, durably, to any
+// number of sinks: RFC 5424 syslog over UDP, TCP and TLS, JSON lines over TCP or TLS,
+// Elasticsearch _bulk over HTTP(S), the systemd journal and a local JSON-lines file.
+//
+// # Events
+//
+// One Event type, in Elastic Common Schema (ECS 8) field names, covers memory matches,
+// file matches, file-integrity changes, rule errors and appliance health. Build them
+// with FromFinding, RuleError and Health; the Dispatcher fills observer.* and any
+// missing @timestamp or event.id. Main fields:
+//
+//	@timestamp            when the detector saw it (RFC 3339, UTC)
+//	message               one line for humans
+//	event.id              unique per occurrence: hash of finding id, state, time
+//	event.kind            alert (matches, integrity) or event (rule errors, health)
+//	event.category        [intrusion_detection malware] (+file), [file intrusion_detection], [configuration], [host]
+//	event.type            [indicator start] new, [indicator end] gone, [creation]/[change]/[deletion], [error], [info]
+//	event.action          memory-match, memory-match-gone, file-match, file-added, file-changed,
+//	                      file-removed, rule-error, <component>-<condition> for health
+//	event.severity        99 critical, 73 high, 47 medium, 21 low, 0 info
+//	log.level             critical, high, medium, low, info
+//	log.syslog.severity   code 2..6 and name (critical, error, warning, notice, informational)
+//	rule.name, rule.ruleset (YARA namespace), rule.description/author/reference/id/version from meta
+//	host.name, host.id    the watched VM (target name and UUID), host.type "vm"
+//	observer.hostname     the Domain M appliance; observer.product "Domain M", observer.type "ids"
+//	file.path, file.name, file.extension, file.hash.sha256, file.size/mode/uid/gid/mtime (integrity)
+//	threat.framework, threat.technique.id   from meta "mitre_attack"
+//	error.message         rule errors
+//	domainm.finding_id    stable: hash of detector, namespace, rule, target UUID (or name) and
+//	                      place (lowest guest-physical address of the matches, or the file path)
+//	domainm.detector      yara-memory, yara-file, integrity, rules, appliance
+//	domainm.state         new, gone; added, changed, removed for integrity
+//	domainm.target        name, uuid, domid, hypervisor_host, source
+//	domainm.matches       up to 16: name, address (memory, "0x..."), offset (files), length, data_hex, data_text
+//	domainm.matches_total all matches, also those not listed
+//	domainm.changes       integrity: attribute, before, after
+//	domainm.rule_file/rule_line, domainm.component, domainm.sink, domainm.dropped
+//
+// # Severity
+//
+// Five levels, each a syslog severity: critical (2), high (3, err), medium
+// (4, warning), low (5, notice), info (6). A rule match takes its rule's meta
+// "severity" (a name, or 1-5 with 5 most severe), else meta "score" (0-100:
+// >=90 critical, >=70 high, >=40 medium, >=20 low), else medium; a finding that went
+// away is low. An integrity change takes the class of its path (PathSeverity): high
+// for boot, binaries, libraries, accounts, authentication and persistence paths
+// (/boot, /bin, /usr/bin, /lib, /etc/passwd, /etc/shadow, /etc/sudoers, /etc/ssh,
+// /etc/pam.d, /etc/systemd, cron, /root/.ssh, ld.so.preload, ...), medium for the
+// rest of /etc, /root, /usr, /opt, /var/lib, /home, low elsewhere; a policy may set
+// meta "severity" instead. Rule errors are high. Health alerts carry the severity the
+// caller gives (a full spool: high).
+//
+// # Delivery
+//
+// Emit returns once the event is committed to the spool (a bbolt file in the state
+// folder; concurrent Emits share one fsync). It never waits for a sink. Each sink has
+// its own queue in the spool and its own delivery loop, in acceptance order, with
+// exponential backoff (jittered) between failed attempts. An event leaves a sink's
+// queue only when it was delivered:
+//
+//   - TCP and TLS streams: written, acknowledged by the receiver's TCP stack
+//     (SIOCOUTQ), and the connection then stayed up for `confirm` (default 1s). A
+//     lost connection re-sends everything not confirmed, in order.
+//   - UDP: the datagram was sent (no acknowledgement exists; loss is possible).
+//   - HTTP: the _bulk response said so per item (409 counts: already indexed).
+//   - journal: the datagram was sent; file: written and fsynced.
+//
+// So delivery is at least once, in order per sink, across sink outages and kill -9
+// of the supervisor: after a failure some events arrive twice (each re-send is a
+// contiguous run, in order). An event is lost only if the receiver acknowledged it,
+// kept the connection up for `confirm`, and then lost it itself, or if it was dropped
+// from a full spool.
+//
+// Each sink's spool is bounded by spool_max_bytes (JSON bytes plus a per-event
+// overhead; the file can be somewhat larger and does not shrink, bbolt reuses its
+// free pages). When an event does not fit, less severe events are dropped, least
+// severe and oldest first; if none is less severe, the new event is dropped. Every
+// drop is logged and counted (domainm_alerts_dropped_total{reason="spool_full"}),
+// and a high "alert-spool-full" health alert goes to all sinks, at most once a
+// minute per sink.
+//
+// # Metrics
+//
+// domainm_alerts_emitted_total{sink,severity}, domainm_alerts_delivered_total{sink,severity},
+// domainm_alert_delivery_failures_total{sink,reason}, domainm_alerts_dropped_total{sink,severity,reason},
+// domainm_alert_sink_up{sink}, domainm_alert_spool_events{sink}, domainm_alert_spool_bytes{sink},
+// domainm_alert_spool_max_bytes{sink}, domainm_alert_spool_file_bytes.
+//
+// README.md beside this file documents the sinks' configuration and wire formats.
+package alert
