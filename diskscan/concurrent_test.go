@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,4 +148,27 @@ func mustFS(t *testing.T, r interface {
 	fs, err := OpenFS(r, size)
 	must(t, err)
 	return fs
+}
+
+// TestChecksumMismatchDetected flips a byte of an inode field the reader does not use
+// (i_version at 0x24): only the metadata_csum check can notice, and it must.
+func TestChecksumMismatchDetected(t *testing.T) {
+	dir := images(t)
+	img := readAll(t, filepath.Join(dir, "ext4.raw"))
+	fs0 := mustFS(t, bytes.NewReader(img), int64(len(img))).(*ext4FS)
+	if !fs0.csums() {
+		t.Fatal("ext4.raw has no metadata_csum; mke2fs defaults changed?")
+	}
+	in, err := fs0.lookup(fs0.newOp(false), "/etc/passwd", false)
+	must(t, err)
+	it, err := fs0.newOp(false).inodeTable(uint64(in.ino-1) / fs0.inodesPerGroup)
+	must(t, err)
+	img[int64(it)*fs0.bs+int64(uint64(in.ino-1)%fs0.inodesPerGroup)*fs0.inodeSize+0x24] ^= 1
+	fs := mustFS(t, bytes.NewReader(img), int64(len(img)))
+	if _, err := fs.Lstat("/etc/passwd"); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("Lstat of an inode with a bad checksum: %v", err)
+	}
+	if _, err := fs.Lstat("/etc"); err != nil {
+		t.Fatalf("neighbour: %v", err)
+	}
 }

@@ -47,6 +47,7 @@ type ext4FS struct {
 	firstMetaBG    uint64
 	incompat       uint32
 	roCompat       uint32
+	csumSeed       uint32
 
 	dirs dirCache
 }
@@ -111,6 +112,7 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 		return nil, fmt.Errorf("ext4 superblock: %d inodes in %d groups of %d: %w",
 			fs.inodesCount, fs.groups, fs.inodesPerGroup, ErrCorrupt)
 	}
+	fs.csumSeed = csumSeedFrom(sb, fs.incompat)
 	// Block numbers beyond the volume cannot be read; treat them like out-of-range ones.
 	fs.blocks = min(fs.blocks, uint64(size/fs.bs))
 	fs.cache = newChunkCache(r, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)

@@ -66,12 +66,16 @@ func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 	}
 	var out []dirent
 	bs := o.fs.bs
+	seed := o.fs.inodeSeed(in.ino, in.raw)
 	for _, e := range exts {
 		if e.uninit {
 			continue
 		}
 		for i := uint64(0); i < e.n; i++ {
 			b, err := o.block(e.pblk + i)
+			if err == nil {
+				err = o.verifyDirBlock(b, seed)
+			}
 			if err != nil {
 				return out, fmt.Errorf("directory inode %d block %d: %w", in.ino, e.lblk+i, err)
 			}

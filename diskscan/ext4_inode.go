@@ -89,6 +89,9 @@ func (o *op) readInode(ino uint32) (*inode, error) {
 			return nil, fmt.Errorf("inode %d at %#x: extra size %d: %w", ino, off, in.extra, ErrCorrupt)
 		}
 	}
+	if err := fs.verifyInode(ino, raw, in.extra); err != nil {
+		return nil, fmt.Errorf("inode at %#x: %w", off, err)
+	}
 	if in.mode == 0 && in.links == 0 {
 		return nil, fmt.Errorf("inode %d at %#x is free: %w", ino, off, ErrCorrupt)
 	}

@@ -24,6 +24,7 @@ type mapper struct {
 	o     *op
 	ino   uint32
 	nblk  uint64 // logical blocks covered by i_size
+	seed  uint32 // per-inode checksum seed (metadata_csum)
 	out   []extent
 	nodes int
 }
@@ -34,7 +35,8 @@ func (o *op) mapBlocks(in *inode) ([]extent, error) {
 	if in.flags&flagInlineData != 0 {
 		return nil, fmt.Errorf("inode %d has inline data, no blocks: %w", in.ino, ErrCorrupt)
 	}
-	m := &mapper{o: o, ino: in.ino, nblk: (uint64(in.size) + uint64(o.fs.bs) - 1) / uint64(o.fs.bs)}
+	m := &mapper{o: o, ino: in.ino, nblk: (uint64(in.size) + uint64(o.fs.bs) - 1) / uint64(o.fs.bs),
+		seed: o.fs.inodeSeed(in.ino, in.raw)}
 	var err error
 	if in.flags&flagExtents != 0 {
 		err = m.extentNode(in.iblock, -1, 0, 1<<32)
@@ -127,6 +129,9 @@ func (m *mapper) extentNode(b []byte, depth int, lo, hi uint64) error {
 		cb, err := m.o.block(child)
 		if err != nil {
 			return fmt.Errorf("extent index block: %w", err)
+		}
+		if err := m.o.verifyExtentBlock(cb, m.seed); err != nil {
+			return fmt.Errorf("extent block %d: %w", child, err)
 		}
 		if err := m.extentNode(cb, d-1, start, next); err != nil {
 			return err
