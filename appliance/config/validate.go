@@ -12,6 +12,7 @@ import (
 
 	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/appliance/metrics"
+	"github.com/domainm/domainm/memscan"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -35,8 +36,15 @@ func (c *Config) validate(pos positions) []*Error {
 	case kind != "file" && kind != "elf" && kind != "xen" || arg == "":
 		bad("target.memory", "expected a memory source spec (file:PATH, elf:PATH or xen:DOMID), got %q", t.Memory)
 	}
-	if t.Layout == "" {
-		bad("target.layout", "expected a layout (flat, q35, pc, split:LOWMEM or ranges:...), got an empty string")
+	if _, err := memscan.ParseLayout(t.Layout); err != nil || t.Layout == "" {
+		bad("target.layout", "expected a layout (flat, q35, pc, split:LOWMEM or ranges:GPA+SIZE@OFF,...), got %q", t.Layout)
+	} else if kind, _, _ := strings.Cut(t.Memory, ":"); kind != "file" && t.Layout != "flat" {
+		bad("target.layout", "a layout other than flat applies only to file: memory sources, not %q", t.Memory)
+	}
+	if kind, arg, _ := strings.Cut(t.Memory, ":"); kind == "xen" {
+		if n, err := strconv.ParseUint(arg, 10, 16); err != nil || n == 0 {
+			bad("target.memory", "expected xen:DOMID with a domain id from 1 to 65535, got %q", t.Memory)
+		}
 	}
 	if t.Partition != "auto" {
 		if n, err := strconv.Atoi(t.Partition); err != nil || n < 1 {

@@ -22,7 +22,7 @@ func (s *Supervisor) Status(context.Context) control.Response {
 	}
 	if m := s.mem; m != nil {
 		m.mu.Lock()
-		r.Passes = m.passes
+		r.Passes, r.Findings = m.passes, m.findings
 		if !m.lastPass.IsZero() {
 			r.LastPass = m.lastPass.UTC().Format(time.RFC3339Nano)
 		}

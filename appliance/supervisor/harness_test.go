@@ -88,6 +88,7 @@ type harnessOpts struct {
 	watchdog  time.Duration
 	open      func(spec, layout string) (memscan.Source, error)
 	blockSize config.Size
+	interval  time.Duration
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -112,6 +113,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	c.Target.Name, c.Target.UUID = "t1", "123e4567-e89b-12d3-a456-426614174000"
 	c.Target.Memory = "file:" + h.ram
 	c.Memory.Interval = time.Minute
+	if o.interval != 0 {
+		c.Memory.Interval = o.interval
+	}
 	c.Memory.BlockSize = 1 << 20
 	if o.blockSize != 0 {
 		c.Memory.BlockSize = o.blockSize

@@ -34,6 +34,7 @@ type memLoop struct {
 	running  bool
 	progress time.Time // last block finished (or pass start)
 	passes   int
+	findings int
 	lastPass time.Time
 	stats    memscan.PassResult
 }
@@ -204,6 +205,7 @@ func (m *memLoop) handle(o passOutcome) {
 	}
 	m.mu.Lock()
 	m.stats = res
+	m.findings = m.track.len()
 	if res.Complete {
 		m.passes++
 		m.lastPass = m.s.clk.Now()

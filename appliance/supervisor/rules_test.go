@@ -12,8 +12,7 @@ import (
 // TestRulesHotReload drives the watcher with real file operations, as editors, git and
 // operators make them, and checks what each does to the running set and the alerts.
 func TestRulesHotReload(t *testing.T) {
-	h := newHarness(t, harnessOpts{realClock: true})
-	h.cfg.Memory.Interval = time.Hour // only reloads start passes here
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour}) // only reloads start passes here
 	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
 	status := func() (string, int) {
 		s := h.sup.Status(context.Background())
