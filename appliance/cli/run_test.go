@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/memscan/vmtest"
 )
 
 // These tests run `domainm run` as a real process, built from appliance/cmd/domainm
@@ -625,4 +626,83 @@ func httpGet(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestRunLiveVM runs domainm against a real QEMU guest (Linux under TCG, RAM in a
+// shared file): a string a guest process keeps in memory is alerted, and the
+// handshake's fingerprints hold on real guest RAM while the guest is stopped.
+func TestRunLiveVM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	kernel, err := vmtest.Kernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The marker exists only once the guest has run: the script holds it in two halves.
+	const marker = "DOMAINM-LIVE-IMPLANT-7f3a"
+	script := `mount -t tmpfs tmpfs /tmp
+a=DOMAINM-LIVE; b=IMPLANT-7f3a
+m="$a-$b"
+echo "$m" > /tmp/implant.txt
+echo LIVE-READY
+while true; do sleep 1; : "$m"; done`
+	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
+	if err := vmtest.BuildInitramfs(initrd, script, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm := vmtest.Start(t, vmtest.Config{Memory: 256 << 20, Kernel: kernel, Initrd: initrd,
+		Append: "quiet panic=-1", Timeout: 60 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := vm.WaitSerial(ctx, "LIVE-READY"); err != nil {
+		t.Fatalf("guest did not come up: %v\n%s", err, vm.Serial())
+	}
+	t.Logf("guest up under %s, RAM in %s", vm.Accel, vm.RAMFile)
+
+	s := newSetup(t, "", "")
+	cfg, _ := os.ReadFile(s.cfg)
+	cfg = bytes.Replace(cfg, []byte("file:"+s.ram), []byte("file:"+vm.RAMFile+"\"\nlayout = \"q35"), 1)
+	os.WriteFile(s.cfg, cfg, 0o644)
+	s.rule(t, "a.yar", `rule live { strings: $a = "`+marker+`" condition: $a }`)
+
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	waitUntil(t, "the guest's implant alerted", 60*time.Second, func() bool { return len(s.alertsWith(t, "memory-match", "live")) == 1 })
+
+	c, err := control.Dial(ctx, s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := vm.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Do(ctx, "prepare", nil)
+	if err != nil || !r.OK || r.State != "quiesced" {
+		t.Fatalf("prepare: %+v, %v", r, err)
+	}
+	r, err = c.Do(ctx, "resume", control.ResumeArgs{Source: "file:" + vm.RAMFile, Layout: "q35"})
+	if err != nil || !r.OK || r.State != "monitoring" {
+		t.Fatalf("resume on the same stopped guest: %+v, %v", r, err)
+	}
+	if err := vm.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = c.Do(ctx, "status", nil)
+	passes := r.Passes
+	waitUntil(t, "passes after resume", 60*time.Second, func() bool {
+		r, _ := c.Do(ctx, "status", nil)
+		return r.Passes >= passes+2
+	})
+	if k := len(s.alertsWith(t, "memory-match", "live")); k != 1 {
+		t.Errorf("implant alerted %d times, want once", k)
+	}
+	if k := len(s.alertsWith(t, "memory-match-gone", "live")); k != 0 {
+		t.Errorf("implant reported gone while the guest still holds it")
+	}
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
 }
