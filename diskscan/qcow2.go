@@ -1,6 +1,8 @@
 package diskscan
 
 import (
+	"bytes"
+	"compress/flate"
 	"container/list"
 	"encoding/binary"
 	"fmt"
@@ -39,7 +41,17 @@ type qcow2 struct {
 	l2lru *list.List // of *l2Table
 	l2    map[int64]*list.Element
 	l2Max int
+
+	zstd     bool       // compressed clusters use zstd (refused)
+	clusters *list.List // recently inflated compressed clusters, of *inflated
 }
+
+type inflated struct {
+	entry uint64 // the L2 entry: identifies the compressed data
+	data  []byte
+}
+
+const inflatedCache = 16
 
 type l2Table struct {
 	off     int64
@@ -53,6 +65,7 @@ type qcow2Header struct {
 	l1Size      int64
 	l1Off       int64
 	backingName string
+	zstd        bool
 }
 
 // parseQcow2Header validates the header. fileSize bounds every table offset.
@@ -82,11 +95,13 @@ func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
 			return nil, fmt.Errorf("qcow2 v3 header truncated: %w", ErrCorrupt)
 		}
 		// Dirty and corrupt flags concern refcounts and writers; reading is still well
-		// defined. Compression type only matters for compressed clusters (refused).
+		// defined. Compression type matters only for compressed clusters (zstd is refused).
 		incompat := be.Uint64(h[72:])
 		if rest := incompat &^ (qcowIncompatDirty | qcowIncompatCorrupt | qcowIncompatCompr); rest != 0 {
 			return nil, fmt.Errorf("qcow2 incompatible features %#x (external data file or extended L2 entries): %w", rest, ErrUnsupportedImage)
 		}
+		hlen := be.Uint32(h[100:])
+		hd.zstd = incompat&qcowIncompatCompr != 0 && hlen > 104 && n > 104 && h[104] != 0
 	}
 	vs := be.Uint64(h[24:])
 	if vs > 1<<62 {
@@ -115,8 +130,8 @@ func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
 
 func newQcow2(f io.ReaderAt, fileSize int64, hd *qcow2Header, backing io.ReaderAt, backingSize int64) (*qcow2, error) {
 	q := &qcow2{f: f, fileSize: fileSize, size: hd.size, clusterBits: hd.clusterBits, l2Bits: hd.clusterBits - 3,
-		l1Off: hd.l1Off, backing: backing, backingSize: backingSize,
-		l2lru: list.New(), l2: make(map[int64]*list.Element)}
+		l1Off: hd.l1Off, backing: backing, backingSize: backingSize, zstd: hd.zstd,
+		l2lru: list.New(), l2: make(map[int64]*list.Element), clusters: list.New()}
 	q.l2Max = max(4, qcowL2CacheBytes>>hd.clusterBits)
 	raw := make([]byte, hd.l1Size*8)
 	if _, err := f.ReadAt(raw, hd.l1Off); err != nil {
@@ -235,8 +250,11 @@ func (q *qcow2) ReadAt(p []byte, off int64) (int, error) {
 		}
 		switch {
 		case e&qcowCompressed != 0:
-			return done, fmt.Errorf("qcow2 compressed cluster at guest offset %#x (L2 entry %#x): %w",
-				pos-in, e, ErrUnsupportedImage)
+			c, err := q.inflate(e, pos-in)
+			if err != nil {
+				return done, err
+			}
+			copy(p[done:done+n], c[in:])
 		case e&qcowZero != 0:
 			clear(p[done : done+n])
 		case e&qcowOffsetMask == 0:
@@ -284,4 +302,44 @@ func (q *qcow2) readBacking(p []byte, off int64) error {
 	}
 	clear(p[n:])
 	return nil
+}
+
+// inflate returns the contents of a compressed cluster (raw deflate, as qemu writes it).
+// The L2 entry holds the host offset and the number of 512-byte sectors the compressed
+// data may span; the output must be exactly one cluster.
+func (q *qcow2) inflate(e uint64, guest int64) ([]byte, error) {
+	if q.zstd {
+		return nil, fmt.Errorf("qcow2 compressed cluster at guest offset %#x uses zstd: %w", guest, ErrUnsupportedImage)
+	}
+	q.mu.Lock()
+	for el := q.clusters.Front(); el != nil; el = el.Next() {
+		if c := el.Value.(*inflated); c.entry == e {
+			q.clusters.MoveToFront(el)
+			q.mu.Unlock()
+			return c.data, nil
+		}
+	}
+	q.mu.Unlock()
+	x := 62 - (q.clusterBits - 8)
+	host := int64(e & (1<<x - 1))
+	sectors := int64((e>>x)&(1<<(q.clusterBits-8)-1)) + 1
+	n := min(sectors*512-host&511, q.fileSize-host)
+	if host <= 0 || n <= 0 {
+		return nil, fmt.Errorf("qcow2 compressed cluster at guest offset %#x: data at host %#x outside image: %w", guest, host, ErrCorrupt)
+	}
+	comp := make([]byte, n)
+	if _, err := q.f.ReadAt(comp, host); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("reading qcow2 compressed cluster at host %#x: %w", host, err)
+	}
+	out := make([]byte, q.clusterSize())
+	if _, err := io.ReadFull(flate.NewReader(bytes.NewReader(comp)), out); err != nil {
+		return nil, fmt.Errorf("inflating qcow2 cluster at guest offset %#x (host %#x): %v: %w", guest, host, err, ErrCorrupt)
+	}
+	q.mu.Lock()
+	q.clusters.PushFront(&inflated{entry: e, data: out})
+	if q.clusters.Len() > inflatedCache {
+		q.clusters.Remove(q.clusters.Back())
+	}
+	q.mu.Unlock()
+	return out, nil
 }

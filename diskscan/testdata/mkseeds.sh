@@ -5,6 +5,7 @@
 #   ext2.img.gz    128 KiB ext2, 1 KiB blocks, block maps incl. an indirect block
 #   inline.img.gz  128 KiB ext4 with inline_data (inline files and directories)
 #   ext4.qcow2.gz  ext4.img as qcow2 with 512-byte clusters (small L1/L2 tables)
+#   ext4c.qcow2.gz the same, compressed (deflate clusters)
 #   mbr.img.gz     1 MiB disk: primary 1, extended 2 with logical 5 and 6
 #   gpt.img.gz     1 MiB disk: GPT with two named partitions
 # The fuzz targets feed them packed (non-zero parts of each KiB only, see packImage):
@@ -36,6 +37,8 @@ mk ext2 -t ext2 -I 128
 mk inline -t ext4 -O inline_data,^has_journal,^resize_inode
 qemu-img convert -f raw -O qcow2 -o cluster_size=512 $tmp/ext4.img $tmp/ext4.qcow2
 gzip -9n < $tmp/ext4.qcow2 > ext4.qcow2.gz
+qemu-img convert -c -f raw -O qcow2 -o cluster_size=512 $tmp/ext4.img $tmp/ext4c.qcow2
+gzip -9n < $tmp/ext4c.qcow2 > ext4c.qcow2.gz
 truncate -s 1M $tmp/mbr.img $tmp/gpt.img
 printf 'label: dos\nstart=64, size=256, type=83\nstart=400, type=5\nstart=450, size=100, type=83\nstart=600, size=100, type=82\n' |
 	sfdisk -q --no-reread --no-tell-kernel $tmp/mbr.img
