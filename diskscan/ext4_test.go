@@ -20,7 +20,7 @@ import (
 //	<fs>.raw       bare filesystems: ext4 (4k), ext3-style block maps with 1k blocks,
 //	               inline_data without journal, ext2 with 128-byte inodes
 //	mbr.raw        ext4 in logical partition 5 inside an extended partition
-//	gpt.raw        ext4 in GPT partition 2 (partition 1 is empty)
+//	gpt.raw        ext4 in GPT partition 2; partition 1 holds a small ext4 without /etc
 //	*.qcow2        qemu-img convert of the above; overlay.qcow2 on backing base.qcow2;
 //	               compressed.qcow2 (qemu-img convert -c, deflate)
 var (
@@ -90,9 +90,17 @@ func buildImages(t testing.TB, dir string) {
 	// MBR: primary 1 (empty, 4 MiB), extended from 8 MiB, logical 5 holds the fs.
 	partitioned(t, filepath.Join(dir, "mbr.raw"), fsMiB+16, ext4, 10*mib,
 		"label: dos\nstart=2048, size=8192, type=83\nstart=16384, type=5\nstart=20480, size=131072, type=83\n")
-	partitioned(t, filepath.Join(dir, "gpt.raw"), fsMiB+16, ext4, 6*mib,
-		"label: gpt\nstart=2048, size=8192, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"empty\"\n"+
+	gpt := filepath.Join(dir, "gpt.raw")
+	partitioned(t, gpt, fsMiB+16, ext4, 6*mib,
+		"label: gpt\nstart=2048, size=8192, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"boot\"\n"+
 			"start=12288, size=131072, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root\"\n")
+	// Partition 1 holds a small /boot-like filesystem without /etc: auto-selection must
+	// still pick the root filesystem in partition 2.
+	bootSrc, boot := filepath.Join(dir, "bootsrc"), filepath.Join(dir, "boot.raw")
+	must(t, os.Mkdir(bootSrc, 0o755))
+	must(t, os.WriteFile(filepath.Join(bootSrc, "vmlinuz"), []byte("kernel"), 0o644))
+	run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-d", bootSrc, boot, "4M")
+	run(t, "dd", "if="+boot, "of="+gpt, "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none")
 	for _, n := range []string{"ext4", "gpt", "mbr"} {
 		run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, n+".raw"), filepath.Join(dir, n+".qcow2"))
 	}
@@ -167,7 +175,7 @@ func TestPartitionsOfTestImages(t *testing.T) {
 			{Index: 1, Scheme: "mbr", Start: 1 << 20, Size: 4 << 20, Type: "0x83"},
 			{Index: 5, Scheme: "mbr", Start: 10 << 20, Size: fsMiB << 20, Type: "0x83"}}},
 		{"gpt.raw", []Partition{
-			{Index: 1, Scheme: "gpt", Start: 1 << 20, Size: 4 << 20, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", Name: "empty"},
+			{Index: 1, Scheme: "gpt", Start: 1 << 20, Size: 4 << 20, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", Name: "boot"},
 			{Index: 2, Scheme: "gpt", Start: 6 << 20, Size: fsMiB << 20, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", Name: "root"}}},
 	} {
 		im, err := OpenImage(filepath.Join(dir, c.image))
@@ -283,5 +291,21 @@ func TestImagesHaveTheStructures(t *testing.T) {
 	out = run(t, "debugfs", "-R", "stat /emptydir", filepath.Join(dir, "inline.raw"))
 	if !strings.Contains(out, "Size of inline data") {
 		t.Errorf("/emptydir in inline.raw is not an inline directory:\n%.300s", out)
+	}
+}
+
+func TestOpenVolumeSelectsPartition(t *testing.T) {
+	dir := images(t)
+	fs, c, err := OpenVolume(filepath.Join(dir, "gpt.raw"), 1)
+	must(t, err)
+	defer c.Close()
+	if _, err := fs.Lstat("/vmlinuz"); err != nil {
+		t.Errorf("partition 1: %v", err)
+	}
+	if _, _, err := OpenVolume(filepath.Join(dir, "gpt.raw"), 7); !errors.Is(err, ErrUnsupportedFS) {
+		t.Errorf("partition 7: err %v, want ErrUnsupportedFS", err)
+	}
+	if _, _, err := OpenVolume(filepath.Join(dir, "src", "etc", "passwd"), -1); !errors.Is(err, ErrUnsupportedFS) {
+		t.Errorf("not a disk image: err %v, want ErrUnsupportedFS", err)
 	}
 }

@@ -27,8 +27,11 @@ const (
 // extended/logical partitions, GPT (behind a protective MBR), or, without a table, one
 // "none" partition covering the whole disk. Partitions are clipped to the disk.
 func Partitions(r io.ReaderAt, size int64) ([]Partition, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("empty disk: %w", ErrCorrupt)
+	}
 	if size < sector {
-		return nil, fmt.Errorf("disk of %d bytes has no sector 0: %w", size, ErrCorrupt)
+		return []Partition{{Index: 1, Scheme: "none", Start: 0, Size: size}}, nil
 	}
 	mbr := make([]byte, sector)
 	if _, err := r.ReadAt(mbr, 0); err != nil {

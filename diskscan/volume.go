@@ -20,8 +20,9 @@ func OpenFS(r io.ReaderAt, size int64) (FS, error) {
 }
 
 // OpenVolume opens the image at path and the filesystem on partition partIndex (the
-// Partition.Index), or with partIndex -1 the first partition that holds a supported
-// filesystem. The returned Closer closes the image.
+// Partition.Index). With partIndex -1 it picks the partition that looks like a root
+// filesystem (a supported filesystem with /etc), else the first supported one, else the
+// whole disk as a bare filesystem. The returned Closer closes the image.
 func OpenVolume(path string, partIndex int) (FS, io.Closer, error) {
 	im, err := OpenImage(path)
 	if err != nil {
@@ -41,15 +42,35 @@ func openVolume(r io.ReaderAt, size int64, partIndex int) (FS, error) {
 		return nil, err
 	}
 	var errs []error
+	var first FS
 	for _, p := range parts {
 		if partIndex >= 0 && p.Index != partIndex {
 			continue
 		}
 		fs, err := OpenFS(io.NewSectionReader(r, p.Start, p.Size), p.Size)
-		if err == nil {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("partition %d (%s, start %#x): %w", p.Index, p.Scheme, p.Start, err))
+			continue
+		}
+		if partIndex >= 0 {
 			return fs, nil
 		}
-		errs = append(errs, fmt.Errorf("partition %d (%s, start %#x): %w", p.Index, p.Scheme, p.Start, err))
+		if e, err := fs.Lstat("/etc"); err == nil && e.Type == Dir {
+			return fs, nil
+		}
+		if first == nil {
+			first = fs
+		}
+	}
+	if first != nil {
+		return first, nil
+	}
+	if partIndex < 0 && len(parts) > 0 && parts[0].Scheme != "none" {
+		// Sector 0 may look like a table without being one (a boot loader in front of a
+		// bare filesystem).
+		if fs, err := OpenFS(r, size); err == nil {
+			return fs, nil
+		}
 	}
 	if len(errs) == 0 {
 		return nil, fmt.Errorf("no partition %d among %d: %w", partIndex, len(parts), ErrUnsupportedFS)
