@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/memscan"
+	coord "github.com/domainm/domainm/migrate-hooks/control"
 )
 
 // TestPrepareResume runs the migration handshake over the real control socket.
@@ -177,5 +179,38 @@ func TestPrepareMidPass(t *testing.T) {
 	h.tick()
 	if n := len(h.alerts.with("memory-match-gone", "evil")) + len(h.alerts.with("memory-match", "evil")); n != 1 {
 		t.Errorf("evil alerts: %d, want just the first\n%s", n, h.alerts.dump())
+	}
+}
+
+// TestCoordinatorClient speaks to the supervisor with the migration coordinator's own
+// client (migrate-hooks/control), so a protocol drift on either side fails here.
+func TestCoordinatorClient(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := coord.Dial(ctx, h.cfg.Control.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if st, err := c.Status(ctx); err != nil || st != coord.StateMonitoring {
+		t.Fatalf("status = %q, %v", st, err)
+	}
+	if _, err := c.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(h.ram)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] ^= 1
+	}
+	other := filepath.Join(h.dir, "other")
+	os.WriteFile(other, b, 0o600)
+	if _, err := c.Resume(ctx, coord.ResumeArgs{Source: "file:" + other, Layout: "flat"}); !errors.Is(err, coord.ErrGuestChanged) {
+		t.Errorf("resume on a changed guest: %v, want ErrGuestChanged", err)
+	}
+	r, err := c.Resume(ctx, coord.ResumeArgs{Source: "file:" + h.ram, Layout: "flat", Target: coord.Target{Name: "t1", Host: "b"}})
+	if err != nil || r.State != coord.StateMonitoring {
+		t.Fatalf("resume = %+v, %v", r, err)
 	}
 }

@@ -158,6 +158,9 @@ func (m *memLoop) run(ctx context.Context) {
 // handle turns a pass's outcome into alerts and state.
 func (m *memLoop) handle(o passOutcome) {
 	m.s.m.pass(o.res, o.err)
+	if o.err == nil && len(o.res.Errors) > 0 && len(o.res.Errors) == o.res.Blocks {
+		o.err = fmt.Errorf("no block could be read or scanned (%d errors; first: %v)", len(o.res.Errors), o.res.Errors[0])
+	}
 	if o.err != nil {
 		m.s.log.Error("memory pass failed", "err", o.err)
 		if !m.failing {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ type gateSource struct {
 	memscan.Source
 	ranges atomic.Int32
 	from   int64 // only reads at or above this address wait for the gate
+	broken atomic.Bool // every read fails
 
 	mu   sync.Mutex
 	gate chan struct{} // closed: open
@@ -32,6 +34,9 @@ func (g *gateSource) ReadAt(p []byte, gpa int64) (int, error) {
 	g.mu.Unlock()
 	if gpa >= g.from {
 		<-c
+	}
+	if g.broken.Load() {
+		return 0, errors.New("injected read failure")
 	}
 	return g.Source.ReadAt(p, gpa)
 }
@@ -100,4 +105,39 @@ func TestNoOverlapAndWatchdog(t *testing.T) {
 		t.Errorf("%d passes after the hang, want 3 (missed ticks are not made up)", n)
 	}
 	h.waitFor("watchdog pings again", func() bool { return h.notifiedCount("WATCHDOG=1") > before })
+}
+
+// TestSourceFailureAlertedOnce: a memory source that fails every read is alerted once,
+// not every pass, and its recovery is alerted too.
+func TestSourceFailureAlertedOnce(t *testing.T) {
+	var g *gateSource
+	open := func(spec, layout string) (memscan.Source, error) {
+		s, err := OpenSource(spec, layout)
+		if err != nil {
+			return nil, err
+		}
+		g = &gateSource{Source: s, gate: make(chan struct{})}
+		close(g.gate)
+		return g, nil
+	}
+	h := newHarness(t, harnessOpts{open: open})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	g.broken.Store(true)
+	for range 3 {
+		n := g.ranges.Load()
+		h.clk.Advance(h.cfg.Memory.Interval)
+		h.waitFor("a failing pass", func() bool { return g.ranges.Load() > n && len(h.alerts.with("memory-source-pass-failed", "")) > 0 })
+	}
+	time.Sleep(50 * time.Millisecond)
+	if k := len(h.alerts.with("memory-source-pass-failed", "")); k != 1 {
+		t.Errorf("%d pass-failed alerts over 3 failing passes, want 1", k)
+	}
+	if k := len(h.alerts.with("memory-match-gone", "evil")); k != 0 {
+		t.Error("a failed pass reported findings gone")
+	}
+	g.broken.Store(false)
+	h.tick()
+	if k := len(h.alerts.with("memory-source-recovered", "")); k != 1 {
+		t.Errorf("%d recovered alerts, want 1:\n%s", k, h.alerts.dump())
+	}
 }

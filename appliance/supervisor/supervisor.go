@@ -198,6 +198,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	<-ctx.Done()
 	s.deps.Notify("STOPPING=1\nSTATUS=stopping")
 	s.setState(control.StateStopping, "signal", nil)
+	// Say so: from here the target is not watched until the next start.
+	s.emit(alert.Health(s.clk.Now(), alert.SevMedium, "supervisor", "stopping",
+		fmt.Sprintf("Domain M stops monitoring %s (stop requested)", s.currentTarget().Name)))
 	s.log.Info("stopping", "timeout", s.deps.ShutdownTimeout)
 	if s.control != nil {
 		s.control.Close()
