@@ -16,7 +16,7 @@ import (
 type gateSource struct {
 	memscan.Source
 	ranges atomic.Int32
-	from   int64 // only reads at or above this address wait for the gate
+	from   int64       // only reads at or above this address wait for the gate
 	broken atomic.Bool // every read fails
 
 	mu   sync.Mutex
