@@ -1,18 +1,46 @@
 // Package diskscan reads a guest disk image without mounting it: image formats (raw,
-// qcow2 with backing files), partition tables (MBR with extended partitions, GPT) and
-// filesystems (ext2/3/4), layered through io.ReaderAt so that image → partition →
-// filesystem compose with io.SectionReader.
+// qcow2 v2/v3 with backing files and deflate-compressed clusters), partition tables (MBR
+// with extended partitions, GPT) and filesystems (ext2/3/4), layered through io.ReaderAt
+// so that image → partition → filesystem compose with io.SectionReader.
+//
+// Typical use: OpenVolume(path, -1) picks the root filesystem, FS.Walk lists every entry
+// with its inode metadata (mode incl. setuid, owner, times, link target, xattrs such as
+// security.capability), and FS.Open streams a regular file's contents. Open resolves the
+// path again, through cached directory listings, so opening the files a walk reported is
+// cheap; hash them from several goroutines.
 //
 // # Security
 //
 // The image belongs to the guest and is attacker-controlled; it may also change while it
 // is read. Every length, offset and count read from it is bounds-checked before use,
-// allocations are capped, loops in directory and extent trees are detected, and metadata
-// that looks inconsistent is re-read a bounded number of times and then reported as an
-// error for that path only. Parsers never panic on any input (see the fuzz targets).
+// allocations are capped, extent trees must shrink in depth at each level, a directory
+// inode met twice in a walk is reported instead of entered, and the work one inode can
+// cause is bounded by the size of the volume. With metadata_csum, inode, extent-block and
+// directory-block checksums are verified, so a read torn by a concurrent guest write is
+// detected. Metadata that fails a check is re-read without the cache a bounded number of
+// times and then reported as an error for that path only (errors match ErrCorrupt); the
+// walk goes on. Symlinks are followed only inside the guest filesystem (in the middle of
+// a path, at most 40), never on the host. Parsers never panic on any input (see the fuzz
+// targets and the random-damage tests).
+//
+// # Caches and lifetime
+//
+// An FS caches metadata: 32 MiB of filesystem blocks, up to 256 Ki directory entries of
+// listings; a qcow2 image 16 MiB of L2 tables. Beyond the retries above, an FS does not
+// notice later changes of the image: open the volume again for each scan pass. File
+// contents are not cached; they are read with one ReadAt per contiguous extent run (up to
+// 1 MiB per call through WriteTo, so io.Copy streams in large chunks).
 //
 // # Concurrency
 //
 // An Image and an FS may be used from several goroutines at once: reads go through
-// ReadAt (no shared offset) and the caches are locked.
+// ReadAt (no shared offset) and the caches are locked. A reader returned by Open is for
+// one goroutine.
+//
+// # Not supported
+//
+// LVM, LUKS, XFS, btrfs; qcow2 with zstd compression, encryption, external data files or
+// extended L2 entries (refused with ErrUnsupportedImage naming the offset); ext4 with the
+// compression, journal_dev or dirdata features (ErrUnsupportedFS). The journal is not
+// replayed: a filesystem that needs recovery is read as it is on disk.
 package diskscan
