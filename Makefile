@@ -60,7 +60,8 @@ FUZZ_TARGETS := \
 	./memscan/elfcore:FuzzParse \
 	./diskscan:FuzzPartitions \
 	./diskscan:FuzzQcow2 \
-	./diskscan:FuzzExt4
+	./diskscan:FuzzExt4 \
+	./appliance/alert:FuzzSyslogFrame
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \

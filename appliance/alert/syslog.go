@@ -17,7 +17,8 @@ import (
 // supervisor's pid; MSGID is event.action (memory-match, file-changed, rule-error,
 // ...). MSG is the ECS event as JSON (message = "json") or event.message ("text"),
 // without a BOM. A message longer than max_frame_len falls back to the text MSG, and
-// then is cut at a character boundary.
+// then is cut at a character boundary; a header that alone is too long keeps only
+// the id, fid, kind and severity params.
 type syslogFormat struct {
 	facility int
 	text     bool
@@ -29,7 +30,12 @@ type syslogFormat struct {
 const syslogTime = "2006-01-02T15:04:05.000000Z07:00"
 
 func (f syslogFormat) frame(e *Event, raw []byte) []byte {
-	head := f.header(e)
+	head := f.header(e, sdParams(e))
+	if len(head) >= f.maxLen {
+		// Long guest-controlled values (paths): keep only the ids in the SD element;
+		// MSG still has them.
+		head = f.header(e, sdParams(e)[:4])
+	}
 	msg := raw
 	if f.text {
 		msg = []byte(e.Message)
@@ -49,7 +55,7 @@ func (f syslogFormat) frame(e *Event, raw []byte) []byte {
 	return out
 }
 
-func (f syslogFormat) header(e *Event) []byte {
+func (f syslogFormat) header(e *Event, params [][2]string) []byte {
 	var b strings.Builder
 	b.WriteByte('<')
 	b.WriteString(strconv.Itoa(f.facility*8 + int(e.Severity()&7)))
@@ -64,7 +70,7 @@ func (f syslogFormat) header(e *Event) []byte {
 	b.WriteByte(' ')
 	b.WriteByte('[')
 	b.WriteString(f.sdid)
-	for _, p := range sdParams(e) {
+	for _, p := range params {
 		if p[1] == "" {
 			continue
 		}
