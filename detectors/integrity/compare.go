@@ -71,7 +71,43 @@ func Diff(before, after *Record) []AttrChange {
 	return out
 }
 
+// same compares raw values, so the common case (nothing changed) formats nothing.
+func same(a Attr, x, y *Record) (eq, known bool) {
+	switch a {
+	case AttrType:
+		return x.Type == y.Type, true
+	case AttrMode:
+		return x.Mode == y.Mode, true
+	case AttrUID:
+		return x.UID == y.UID, true
+	case AttrGID:
+		return x.GID == y.GID, true
+	case AttrMtime:
+		return x.Mtime.Equal(y.Mtime), true
+	case AttrCtime:
+		return x.Ctime.Equal(y.Ctime), true
+	case AttrInode:
+		return x.Inode == y.Inode, true
+	case AttrNlink:
+		return x.Nlink == y.Nlink, true
+	case AttrLink:
+		return x.Link == y.Link, true
+	case AttrCaps:
+		return string(x.Xattrs[capXattr]) == string(y.Xattrs[capXattr]), true
+	}
+	return false, false
+}
+
 func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
+	if eq, known := same(a, before, after); known && eq {
+		return AttrChange{}, false
+	}
+	if a == AttrSize && !after.Growing && before.Size == after.Size {
+		return AttrChange{}, false
+	}
+	if a.isHash() && !after.Growing && before.Hashes[a.Name()] == after.Hashes[a.Name()] {
+		return AttrChange{}, false
+	}
 	c := AttrChange{Attr: a.Name(), Before: before.value(a), After: after.value(a)}
 	switch {
 	case a == AttrSize && after.Growing && before.Growing:
@@ -90,9 +126,6 @@ func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
 			return c, true
 		}
 		return c, c.Before != c.After
-	case (a == AttrMtime) && before.Mtime.Equal(after.Mtime),
-		(a == AttrCtime) && before.Ctime.Equal(after.Ctime):
-		return c, false
 	}
 	return c, c.Before != c.After
 }

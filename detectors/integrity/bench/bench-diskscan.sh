@@ -47,7 +47,7 @@ mirror() {
 }
 
 tree_stats() { # files bytes of regular files under $1
-	find "$1" -xdev -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %d\n", n, b }'
+	find "$1" -xdev -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%.0f %.0f\n", n, b }'
 }
 
 build_rootfs() {
@@ -86,7 +86,7 @@ build_image() {
 }
 
 now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+calc() { awk "BEGIN { printf \"${2:-%.6f}\", $1 }"; } # expression [format]
 
 warm() {
 	if [ "${COLD:-0}" = 1 ]; then
@@ -163,8 +163,8 @@ DM_RECS=$(grep -o '"records": *[0-9]*' "$WORK/domainm-baseline.out" | grep -o '[
 AIDE_ENTRIES=$(grep -o 'Number of entries:[[:space:]]*[0-9]*' "$WORK/aide.report" | grep -o '[0-9]*$' | tail -1 || echo "?")
 
 echo
-echo "bench-diskscan: $FILES regular files ($ENTRIES entries), $(calc "$BYTES / 1000000") MB of content;"
-echo "image $IMG ($(calc "$IMGSIZE / 1048576") MiB, raw ext4); workers $WORKERS; page cache $([ "${COLD:-0}" = 1 ] && echo cold || echo warm)"
+echo "bench-diskscan: $FILES regular files ($ENTRIES entries), $(calc "$BYTES / 1000000" %.0f) MB of content;"
+echo "image $IMG ($(calc "$IMGSIZE / 1048576" %.0f) MiB, raw ext4); workers $WORKERS; page cache $([ "${COLD:-0}" = 1 ] && echo cold || echo warm)"
 echo "domainm: $DM_RECS entries recorded, $DM_FILES files hashed; aide: $AIDE_ENTRIES entries checked"
 echo
 printf '%-10s %-22s %9s %10s %9s\n' phase tool seconds files/s MB/s
