@@ -60,7 +60,7 @@ func gptAt(r io.ReaderAt, size, ss, lba int64) ([]Partition, error) {
 	if crc32.ChecksumIEEE(tab) != le.Uint32(h[88:]) {
 		return nil, fmt.Errorf("GPT entries at %#x: CRC mismatch: %w", entLBA*ss, ErrCorrupt)
 	}
-	var out []Partition
+	out := []Partition{}
 	for i := int64(0); i < n; i++ {
 		e := tab[i*esz:]
 		typ := e[:16]

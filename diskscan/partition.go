@@ -46,7 +46,7 @@ func Partitions(r io.ReaderAt, size int64) ([]Partition, error) {
 			return gptPartitions(r, size)
 		}
 	}
-	var out []Partition
+	out := []Partition{} // a table without usable entries is an empty list, not nil
 	for i, e := range ents {
 		if e.count == 0 || e.typ == 0 {
 			continue

@@ -65,7 +65,7 @@ func openVolume(r io.ReaderAt, size int64, partIndex int) (FS, error) {
 	if first != nil {
 		return first, nil
 	}
-	if partIndex < 0 && len(parts) > 0 && parts[0].Scheme != "none" {
+	if partIndex < 0 && (len(parts) == 0 || parts[0].Scheme != "none") {
 		// Sector 0 may look like a table without being one (a boot loader in front of a
 		// bare filesystem).
 		if fs, err := OpenFS(r, size); err == nil {
