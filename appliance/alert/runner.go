@@ -2,11 +2,13 @@ package alert
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -158,7 +160,10 @@ func (r *runner) ok() {
 func reason(err error) string {
 	var ne net.Error
 	var oe *net.OpError
+	var ve *tls.CertificateVerificationError
 	switch {
+	case errors.As(err, &ve) || strings.Contains(err.Error(), "TLS handshake"):
+		return "tls"
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return "connect"
 	case errors.As(err, &ne) && ne.Timeout():

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newTestDispatcher(t *testing.T, sinks ...SinkConfig) *Dispatcher {
@@ -326,5 +328,49 @@ func TestEmitAfterClose(t *testing.T) {
 	}
 	if err := d.Emit(testEvent(0)); err != ErrClosed {
 		t.Fatalf("Emit after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestTLSVerifiesServer: without the CA (system roots), or with a server name the
+// certificate does not have, nothing is sent, and the sink reports why.
+func TestTLSVerifiesServer(t *testing.T) {
+	r := startRsyslog(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", r.TLSPort)
+	reg := prometheus.NewRegistry()
+	sinks := []SinkConfig{
+		{Name: "noca", Type: TypeSyslog, Transport: "tls", Address: addr, CertFile: r.PKI.ClientCert, KeyFile: r.PKI.ClientKey},
+		{Name: "wrongname", Type: TypeSyslog, Transport: "tls", Address: addr, CAFile: r.PKI.CA, ServerName: "other.example",
+			CertFile: r.PKI.ClientCert, KeyFile: r.PKI.ClientKey},
+	}
+	for i := range sinks {
+		sinks[i].BackoffMin, sinks[i].BackoffMax = 50*time.Millisecond, 200*time.Millisecond
+	}
+	d, err := New(Config{Hostname: "h", Sinks: sinks}, t.TempDir(), nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	emitN(t, d, 0, 3)
+	waitFor(t, time.Minute, "both sinks to fail server verification", func() bool {
+		for _, st := range d.Status() {
+			if !strings.Contains(st.LastError, "certificate") {
+				return false
+			}
+		}
+		return true
+	})
+	for _, st := range d.Status() {
+		if st.Up || st.Spooled != 3 {
+			t.Errorf("%s: %+v: want 3 spooled, sink down", st.Name, st)
+		}
+	}
+	if n := counterValue(t, reg, "domainm_alert_delivery_failures_total", "reason", "tls"); n < 2 {
+		t.Errorf("delivery failures with reason tls: %v, want >= 2", n)
+	}
+	if err := d.Healthy(0); err == nil || !strings.Contains(err.Error(), "noca") || !strings.Contains(err.Error(), "wrongname") {
+		t.Errorf("Healthy: %v", err)
+	}
+	if l := readLines(t, r.TLSOut); len(l) != 0 {
+		t.Fatalf("rsyslog received %d lines through an unverified connection", len(l))
 	}
 }
