@@ -1,6 +1,7 @@
 package diskscan
 
 import (
+	"bytes"
 	"container/list"
 	"fmt"
 	"io"
@@ -31,12 +32,11 @@ func newChunkCache(r io.ReaderAt, size, chunkSize int64, maxChunks int) *chunkCa
 		lru: list.New(), items: make(map[int64]*list.Element)}
 }
 
-// get returns the chunk holding off. With fresh set, the chunk is re-read from r even if
-// cached (a retry after inconsistent metadata must see the current image).
-func (c *chunkCache) get(off int64, fresh bool) ([]byte, error) {
+// get returns the chunk holding off.
+func (c *chunkCache) get(off int64) ([]byte, error) {
 	base := off - off%c.chunkSize
 	c.mu.Lock()
-	if el, ok := c.items[base]; ok && !fresh {
+	if el, ok := c.items[base]; ok {
 		c.lru.MoveToFront(el)
 		d := el.Value.(*chunk).data
 		c.mu.Unlock()
@@ -69,12 +69,12 @@ func (c *chunkCache) get(off int64, fresh bool) ([]byte, error) {
 }
 
 // read copies len(p) bytes at off into p through the cache.
-func (c *chunkCache) read(p []byte, off int64, fresh bool) error {
+func (c *chunkCache) read(p []byte, off int64) error {
 	if off < 0 || int64(len(p)) > c.size || off > c.size-int64(len(p)) {
 		return fmt.Errorf("reading %#x+%#x: outside volume (%#x bytes): %w", off, len(p), c.size, ErrCorrupt)
 	}
 	for len(p) > 0 {
-		d, err := c.get(off, fresh)
+		d, err := c.get(off)
 		if err != nil {
 			return err
 		}
@@ -86,4 +86,23 @@ func (c *chunkCache) read(p []byte, off int64, fresh bool) error {
 		p, off = p[n:], off+int64(n)
 	}
 	return nil
+}
+
+// dropIfStale removes cached chunks whose copy of [off, off+len(p)) differs from p, the
+// bytes just read from the volume.
+func (c *chunkCache) dropIfStale(p []byte, off int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for base := off - off%c.chunkSize; base < off+int64(len(p)); base += c.chunkSize {
+		el, ok := c.items[base]
+		if !ok {
+			continue
+		}
+		d := el.Value.(*chunk).data
+		lo, hi := max(off, base), min(off+int64(len(p)), base+int64(len(d)))
+		if lo < hi && !bytes.Equal(d[lo-base:hi-base], p[lo-off:hi-off]) {
+			c.lru.Remove(el)
+			delete(c.items, base)
+		}
+	}
 }

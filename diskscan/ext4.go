@@ -123,42 +123,38 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 // after inconsistent metadata) and a work budget that bounds what a hostile image can
 // make one operation read.
 type op struct {
-	fs        *ext4FS
-	fresh     bool
-	refreshed map[int64]bool // chunks already re-read in this fresh operation
-	budget    int
+	fs     *ext4FS
+	fresh  bool
+	budget int
 }
 
 const opBudget = 1 << 18 // metadata reads per operation
 
 func (fs *ext4FS) newOp(fresh bool) *op {
-	o := &op{fs: fs, fresh: fresh, budget: opBudget}
-	if fresh {
-		o.refreshed = make(map[int64]bool)
-	}
-	return o
+	return &op{fs: fs, fresh: fresh, budget: opBudget}
 }
 
-// read reads metadata bytes at a volume offset through the cache.
+// read reads metadata bytes at a volume offset: through the cache, or for a fresh
+// operation straight from the volume (only the bytes asked for, so that retrying a
+// persistently corrupt inode costs one small read), dropping cached chunks that turn
+// out to be stale.
 func (o *op) read(p []byte, off int64) error {
 	o.budget--
 	if o.budget < 0 {
 		return fmt.Errorf("metadata read budget exhausted at %#x: %w", off, ErrCorrupt)
 	}
-	if !o.fresh {
-		return o.fs.cache.read(p, off, false)
-	}
-	// Re-read each chunk once per fresh operation, then use the refreshed copy.
 	c := o.fs.cache
-	for pos := off - off%c.chunkSize; pos < off+int64(len(p)); pos += c.chunkSize {
-		if !o.refreshed[pos] {
-			if _, err := c.get(pos, true); err != nil {
-				return err
-			}
-			o.refreshed[pos] = true
-		}
+	if !o.fresh {
+		return c.read(p, off)
 	}
-	return c.read(p, off, false)
+	if off < 0 || int64(len(p)) > c.size || off > c.size-int64(len(p)) {
+		return fmt.Errorf("reading %#x+%#x: outside volume (%#x bytes): %w", off, len(p), c.size, ErrCorrupt)
+	}
+	if _, err := c.r.ReadAt(p, off); err != nil {
+		return fmt.Errorf("reading %#x+%#x: %w", off, len(p), err)
+	}
+	c.dropIfStale(p, off)
+	return nil
 }
 
 // block returns a copy of filesystem block n.

@@ -209,7 +209,7 @@ func (fs *ext4FS) Walk(ctx context.Context, root string, fn func(string, *Entry,
 	if err != nil {
 		err = fn(root, nil, err)
 	} else {
-		w := &walker{fs: fs, ctx: ctx, fn: fn, seen: make(map[uint64]bool)}
+		w := &walker{fs: fs, ctx: ctx, fn: fn, seen: make(map[uint64]bool), bad: make(map[uint32]error)}
 		err = w.walk(root, e, 0)
 	}
 	if err == filepath.SkipDir || err == filepath.SkipAll {
@@ -223,6 +223,7 @@ type walker struct {
 	ctx  context.Context
 	fn   func(string, *Entry, error) error
 	seen map[uint64]bool // directory inodes entered
+	bad  map[uint32]error // inodes that failed after retries: other names reuse the error
 }
 
 const maxWalkDepth = 1024
@@ -285,6 +286,9 @@ func skipDirOK(err error) error {
 }
 
 func (w *walker) entry(ino uint32, p string) (*Entry, error) {
+	if err := w.bad[ino]; err != nil {
+		return nil, err
+	}
 	var e *Entry
 	err := w.fs.retry(func(o *op) error {
 		in, err := o.readInode(ino)
@@ -294,5 +298,8 @@ func (w *walker) entry(ino uint32, p string) (*Entry, error) {
 		e, err = o.entry(in, p)
 		return err
 	})
+	if err != nil && len(w.bad) < 1<<16 {
+		w.bad[ino] = err
+	}
 	return e, err
 }
