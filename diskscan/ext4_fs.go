@@ -222,7 +222,7 @@ type walker struct {
 	fs   *ext4FS
 	ctx  context.Context
 	fn   func(string, *Entry, error) error
-	seen map[uint64]bool // directory inodes entered
+	seen map[uint64]bool  // directory inodes entered
 	bad  map[uint32]error // inodes that failed after retries: other names reuse the error
 }
 
