@@ -17,6 +17,7 @@ WORKERS=${WORKERS:-$(nproc)}
 SUITE=${SUITE:-$(. /etc/os-release && echo "$VERSION_CODENAME")}
 ROOTFS=$CACHE/rootfs-$SUITE
 IMG=$CACHE/rootfs-$SUITE.ext4
+QCOW=$CACHE/rootfs-$SUITE.qcow2
 MIN_BYTES=$((1 << 30))
 MIN_FILES=30000
 # Packages beyond the base system, to reach a server-sized tree (kernel modules,
@@ -85,7 +86,13 @@ build_image() {
 	mv "$IMG.tmp" "$IMG"
 }
 
-now() { date +%s.%N; }
+build_qcow2() {
+	if [ -f "$QCOW" ] && [ "$QCOW" -nt "$IMG" ]; then return; fi
+	log "qemu-img convert -> $QCOW"
+	qemu-img convert -f raw -O qcow2 "$IMG" "$QCOW.tmp"
+	mv "$QCOW.tmp" "$QCOW"
+}
+
 calc() { awk "BEGIN { printf \"${2:-%.6f}\", $1 }"; } # expression [format]
 
 warm() {
@@ -97,6 +104,7 @@ warm() {
 
 build_rootfs
 build_image
+build_qcow2
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-diskscan.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -132,47 +140,79 @@ EOF
 
 if [ "${COLD:-0}" != 1 ]; then
 	log "warming the page cache (one read of the image and of the tree)"
-	cat "$IMG" >/dev/null
+	cat "$IMG" "$QCOW" >/dev/null
 	find "$ROOTFS" -xdev -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
 fi
 
-declare -A SECS
-run() { # name, command...
-	local name=$1 t0 t1 rc=0
+declare -A SECS CPU
+run() { # name, command...: wall and CPU (user+sys) seconds of the command
+	local name=$1 rc=0 wall user sys
 	shift
 	warm
-	t0=$(now)
-	"$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
-	t1=$(now)
-	SECS[$name]=$(calc "$t1 - $t0")
-	log "$name: exit $rc, $(printf '%.2f' "${SECS[$name]}")s"
+	local TIMEFORMAT='%R %U %S'
+	{ time "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?; } 2>"$WORK/$name.time"
+	read -r wall user sys <"$WORK/$name.time"
+	SECS[$name]=$wall
+	CPU[$name]=$(calc "$user + $sys")
+	log "$name: exit $rc, ${wall}s wall, ${CPU[$name]}s CPU"
 	if [ "$rc" -ne 0 ]; then
 		tail -5 "$WORK/$name.out" "$WORK/$name.err" >&2
 		exit 2
 	fi
 }
 
-run domainm-baseline "$DOMAINM" baseline --image "$IMG" --policy "$WORK/policy.toml" --db "$WORK/dm.db" --workers "$WORKERS" --json
-run aide-init aide --init -c "$WORK/aide.conf"
+# Each measurement REPEAT times, the tools interleaved so that both see the same load;
+# the table shows the median run of each.
+REPEAT=${REPEAT:-3}
+declare -A RUNS
+rec() { # tool rep: remember wall and CPU of one repetition
+	RUNS[$1]+="${SECS[$1.$2]} ${CPU[$1.$2]}"$'\n'
+}
+median() { # tool: sets SECS[tool] and CPU[tool] to the run with the median wall time
+	local line
+	line=$(printf '%s' "${RUNS[$1]}" | sort -n | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }')
+	SECS[$1]=${line% *}
+	CPU[$1]=${line#* }
+}
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+for i in $(seq "$REPEAT"); do
+	run domainm-baseline.$i "$DOMAINM" baseline --image "$IMG" --policy "$WORK/policy.toml" --db "$WORK/dm.db" --workers "$WORKERS" --json
+	rec domainm-baseline "$i"
+	run aide-init.$i aide --init -c "$WORK/aide.conf"
+	rec aide-init "$i"
+	run domainm-baseline-qcow2.$i "$DOMAINM" baseline --image "$QCOW" --policy "$WORK/policy.toml" --db "$WORK/dmq.db" --workers "$WORKERS"
+	rec domainm-baseline-qcow2 "$i"
+done
 mv "$WORK/aide.db.new.gz" "$WORK/aide.db.gz"
-run domainm-check "$DOMAINM" check --image "$IMG" --db "$WORK/dm.db" --workers "$WORKERS"
-run aide-check aide --check -c "$WORK/aide.conf"
+for i in $(seq "$REPEAT"); do
+	run domainm-check.$i "$DOMAINM" check --image "$IMG" --db "$WORK/dm.db" --workers "$WORKERS"
+	rec domainm-check "$i"
+	run aide-check.$i aide --check -c "$WORK/aide.conf"
+	rec aide-check "$i"
+	run domainm-check-qcow2.$i "$DOMAINM" check --image "$QCOW" --db "$WORK/dmq.db" --workers "$WORKERS"
+	rec domainm-check-qcow2 "$i"
+done
+for t in domainm-baseline aide-init domainm-baseline-qcow2 domainm-check aide-check domainm-check-qcow2; do
+	median "$t"
+done
 
-DM_FILES=$(grep -o '"hashed": *[0-9]*' "$WORK/domainm-baseline.out" | grep -o '[0-9]*$')
-DM_RECS=$(grep -o '"records": *[0-9]*' "$WORK/domainm-baseline.out" | grep -o '[0-9]*$')
+DM_FILES=$(grep -o '"hashed": *[0-9]*' "$WORK/domainm-baseline.1.out" | grep -o '[0-9]*$')
+DM_RECS=$(grep -o '"records": *[0-9]*' "$WORK/domainm-baseline.1.out" | grep -o '[0-9]*$')
 AIDE_ENTRIES=$(grep -o 'Number of entries:[[:space:]]*[0-9]*' "$WORK/aide.report" | grep -o '[0-9]*$' | tail -1 || echo "?")
 
 echo
 echo "bench-diskscan: $FILES regular files ($ENTRIES entries), $(calc "$BYTES / 1000000" %.0f) MB of content;"
-echo "image $IMG ($(calc "$IMGSIZE / 1048576" %.0f) MiB, raw ext4); workers $WORKERS; page cache $([ "${COLD:-0}" = 1 ] && echo cold || echo warm)"
+echo "image $IMG ($(calc "$IMGSIZE / 1048576" %.0f) MiB, raw ext4; and as qcow2); workers $WORKERS; page cache $([ "${COLD:-0}" = 1 ] && echo cold || echo warm); median of $REPEAT runs"
 echo "domainm: $DM_RECS entries recorded, $DM_FILES files hashed; aide: $AIDE_ENTRIES entries checked"
 echo
-printf '%-10s %-22s %9s %10s %9s\n' phase tool seconds files/s MB/s
+echo "load average before the runs: $LOAD (other work on the machine inflates wall time, less so CPU time)"
+echo
+printf '%-10s %-24s %9s %9s %10s %9s\n' phase tool seconds "CPU s" files/s MB/s
 for phase in baseline check; do
 	case $phase in baseline) a=aide-init ;; check) a=aide-check ;; esac
-	for tool in domainm-$phase $a; do
+	for tool in domainm-$phase domainm-$phase-qcow2 $a; do
 		s=${SECS[$tool]}
-		printf '%-10s %-22s %9.2f %10.0f %9.1f\n' "$phase" "$tool" "$s" "$(calc "$FILES / $s")" "$(calc "$BYTES / 1000000 / $s")"
+		printf '%-10s %-24s %9.2f %9.2f %10.0f %9.1f\n' "$phase" "$tool" "$s" "${CPU[$tool]}" "$(calc "$FILES / $s")" "$(calc "$BYTES / 1000000 / $s")"
 	done
-	printf '%-10s %-22s %9.2fx\n' "$phase" "aide/domainm time" "$(calc "${SECS[$a]} / ${SECS[domainm-$phase]}")"
+	printf '%-10s %-24s %8.2fx %8.2fx\n' "$phase" "aide/domainm (raw)" "$(calc "${SECS[$a]} / ${SECS[domainm-$phase]}")" "$(calc "${CPU[$a]} / ${CPU[domainm-$phase]}")"
 done
