@@ -48,6 +48,10 @@ type Machine struct {
 	// through an ivshmem-plain device; WatchMiB is that VM's RAM size.
 	Watch    string
 	WatchMiB int
+	// Fill pre-fills a source VM's RAM file with non-zero data, as a long-running guest's
+	// RAM would be. (QEMU sends a zero page as a few bytes, so an empty guest migrates
+	// unrealistically fast, and max-bandwidth does not pace it.)
+	Fill bool
 }
 
 // Local is a host on this machine.
@@ -175,6 +179,11 @@ func (h *Local) Start(ctx context.Context, m Machine, incoming string) (*VM, err
 		argv = append([]string{"ip", "netns", "exec", h.NetNS}, argv...)
 	}
 	os.Remove(h.qmpPath(m.Name))
+	if m.Fill && incoming == "" && m.RAM != "" {
+		if err := fillRAM(h.RAMFile(m.Name), int64(m.MemMiB)<<20); err != nil {
+			return nil, fmt.Errorf("starting %s on %s: %w", m.Name, h.Name, err)
+		}
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	stderr, err := os.Create(filepath.Join(h.Dir, h.Name+"-"+m.Name+".stderr"))
 	if err != nil {
@@ -184,7 +193,8 @@ func (h *Local) Start(ctx context.Context, m Machine, incoming string) (*VM, err
 	cmd.Stderr = stderr
 	// Own process group: a signal to the coordinator's terminal does not reach QEMU
 	// before the coordinator has decided what to do with the pair.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a coordinator (or test binary) that dies takes its QEMUs with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s on %s: %w", m.Name, h.Name, err)
 	}
@@ -213,8 +223,12 @@ func (h *Local) dialQMP(ctx context.Context, vm *VM) (*qmp.Monitor, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	for {
+		// The socket file appears at bind, before QEMU listens: retry a refused dial.
 		if _, err := os.Stat(h.qmpPath(vm.Name)); err == nil {
-			return qmp.Dial(ctx, h.qmpPath(vm.Name))
+			mon, err := qmp.Dial(ctx, h.qmpPath(vm.Name))
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				return mon, err
+			}
 		}
 		select {
 		case <-vm.exited:
@@ -232,8 +246,10 @@ func (vm *VM) Exited() <-chan struct{} { return vm.exited }
 // Kill kills QEMU by pid (SIGKILL) and waits for it; it is idempotent.
 func (vm *VM) Kill() {
 	vm.once.Do(func() {
-		syscall.Kill(vm.Pid, syscall.SIGKILL)
-		<-vm.exited
+		if vm.Pid > 0 {
+			syscall.Kill(vm.Pid, syscall.SIGKILL)
+			<-vm.exited
+		}
 		if vm.Mon != nil {
 			vm.Mon.Close()
 		}
@@ -260,4 +276,21 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// Attach connects to the monitor of a QEMU this program did not start (an operator's or
+// libvirt's); host and name only label it. Kill then only closes the monitor.
+//
+// A QEMU monitor socket serves one client at a time: a second client is accepted by the
+// kernel but never greeted, hence the bound on the dial.
+func Attach(ctx context.Context, qmpPath, host, name string) (*VM, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	mon, err := qmp.Dial(ctx, qmpPath)
+	if err != nil {
+		return nil, err
+	}
+	vm := &VM{Name: name, Host: host, Mon: mon, exited: make(chan struct{})}
+	close(vm.exited)
+	return vm, nil
 }

@@ -18,11 +18,13 @@ type Spec struct {
 }
 
 // NewSpec returns a pair: a target of targetMiB with its RAM in a shared file, and a
-// Domain M of dommMiB watching it through ivshmem.
+// Domain M of dommMiB watching it through ivshmem; both RAMs pre-filled with non-zero
+// data (an idle, all-zero Domain M would escape pacing: see README, P1).
 func NewSpec(targetMiB, dommMiB int, accel string) Spec {
 	return Spec{
-		Target: host.Machine{Name: "target", MemMiB: targetMiB, Accel: accel, RAM: "shared"},
-		DomM:   host.Machine{Name: "domm", MemMiB: dommMiB, Accel: accel, RAM: "private", Watch: "target", WatchMiB: targetMiB},
+		Target: host.Machine{Name: "target", MemMiB: targetMiB, Accel: accel, RAM: "shared", Fill: true},
+		DomM: host.Machine{Name: "domm", MemMiB: dommMiB, Accel: accel, RAM: "private", Fill: true,
+			Watch: "target", WatchMiB: targetMiB},
 	}
 }
 

@@ -20,7 +20,8 @@ type Result struct {
 	Waits [4]time.Duration `json:"waits_ns"`
 	// TargetDowntime: target STOP at the source → RESUME at the destination.
 	TargetDowntime time.Duration `json:"target_downtime_ns"`
-	// SyncWait is the part of TargetDowntime spent at P2, P3 and P4.
+	// SyncWait is the part of TargetDowntime the target spent waiting: P2 and P4 (at P3
+	// Domain M waits, while the target is still arriving).
 	SyncWait     time.Duration `json:"sync_wait_ns"`
 	DomMDowntime time.Duration `json:"domm_downtime_ns"`
 	// P1Margin is Domain M's STOP minus the target's STOP at the source: positive when
@@ -154,7 +155,7 @@ func (r *run) finish(t0 time.Time, init map[VM]bool) {
 		}
 		r.res.Total = end.Sub(t0)
 	}
-	r.res.SyncWait = r.res.Waits[1] + r.res.Waits[2] + r.res.Waits[3]
+	r.res.SyncWait = r.res.Waits[1] + r.res.Waits[3]
 }
 
 func firstAfter(vm VM, t0 time.Time, name string) (time.Time, bool) {
