@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -207,4 +209,24 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.r.ReadAt(p, off)
 	c.bytes.Add(int64(n))
 	return n, err
+}
+
+// TestWorkLimit: once an FS has spent its metadata work limit (what a hostile image
+// with every inode claiming the same huge tree would cause), reads fail with ErrCorrupt
+// instead of going on for hours; a newly opened FS works again.
+func TestWorkLimit(t *testing.T) {
+	dir := images(t)
+	b := readAll(t, filepath.Join(dir, "ext4.raw"))
+	fs := mustFS(t, bytes.NewReader(b), int64(len(b))).(*ext4FS)
+	if _, err := fs.Open("/bin/big"); err != nil {
+		t.Fatal(err)
+	}
+	fs.mapWork.Store(fs.mapWorkLimit())
+	if _, err := fs.Open("/fragmented"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "work limit") {
+		t.Fatalf("Open after the work limit: %v", err)
+	}
+	fs2 := mustFS(t, bytes.NewReader(b), int64(len(b)))
+	if _, err := fs2.Open("/fragmented"); err != nil {
+		t.Fatal(err)
+	}
 }

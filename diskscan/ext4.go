@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"sync/atomic"
 )
 
 // ext4 superblock feature bits this reader looks at.
@@ -50,7 +51,15 @@ type ext4FS struct {
 	csumSeed       uint32
 
 	dirs dirCache
+	// mapWork counts extent-tree, indirect and directory blocks read and extents
+	// produced, over the FS's lifetime. A healthy filesystem needs at most about one unit
+	// per block per pass; a hostile one (every inode claiming the same huge tree or
+	// directory blocks) stops at mapWorkLimit.
+	mapWork atomic.Int64
 }
+
+// mapWorkLimit allows several passes over a healthy filesystem.
+func (fs *ext4FS) mapWorkLimit() int64 { return 8*int64(fs.blocks) + 1<<20 }
 
 var _ FS = (*ext4FS)(nil)
 

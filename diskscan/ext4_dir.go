@@ -72,6 +72,9 @@ func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 			continue
 		}
 		for i := uint64(0); i < e.n; i++ {
+			if err := o.fs.spend(); err != nil {
+				return out, err
+			}
 			b, err := o.block(e.pblk + i)
 			if err == nil {
 				err = o.verifyDirBlock(b, seed)

@@ -68,6 +68,9 @@ func (m *mapper) add(lblk, pblk, n uint64, uninit bool) error {
 			return nil
 		}
 	}
+	if err := m.work(); err != nil {
+		return err
+	}
 	if len(m.out) >= m.maxExtents() {
 		return fmt.Errorf("more than %d extents: %w", m.maxExtents(), ErrCorrupt)
 	}
@@ -208,9 +211,23 @@ func (m *mapper) indirect(blk uint64, level int, base uint64) error {
 func (m *mapper) maxExtents() int { return int(min(maxExtents, m.o.fs.blocks+1)) }
 
 func (m *mapper) node() error {
+	if err := m.work(); err != nil {
+		return err
+	}
 	m.nodes++
 	if lim := int(min(maxMapNodes, m.o.fs.blocks+1)); m.nodes > lim {
 		return fmt.Errorf("more than %d extent-tree or indirect blocks: %w", lim, ErrCorrupt)
+	}
+	return nil
+}
+
+func (m *mapper) work() error { return m.o.fs.spend() }
+
+// spend counts one unit of block-mapping or directory-block work against the FS's
+// lifetime limit.
+func (fs *ext4FS) spend() error {
+	if fs.mapWork.Add(1) > fs.mapWorkLimit() {
+		return fmt.Errorf("metadata work limit of this filesystem (%d blocks) exhausted; open the volume again: %w", fs.mapWorkLimit(), ErrCorrupt)
 	}
 	return nil
 }
