@@ -61,7 +61,8 @@ FUZZ_TARGETS := \
 	./diskscan:FuzzPartitions \
 	./diskscan:FuzzQcow2 \
 	./diskscan:FuzzExt4 \
-	./appliance/alert:FuzzSyslogFrame
+	./appliance/alert:FuzzSyslogFrame \
+	./appliance/config:FuzzParse
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
