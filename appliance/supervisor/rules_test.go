@@ -81,4 +81,18 @@ func TestRulesHotReload(t *testing.T) {
 	// And rules come back.
 	h.writeRule("a.yar", ruleEvil)
 	h.waitFor("evil found again", func() bool { return len(h.alerts.with("memory-match", "evil")) == 2 })
+
+	// The folder itself removed: alerted, the running set stays. Recreated (as a deploy
+	// tool replacing it would): watched again, including files added later.
+	if err := os.RemoveAll(h.rules); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("unreadable alert", func() bool { return len(h.alerts.with("rules-unreadable", "")) == 1 })
+	if _, n := status(); n != 1 {
+		t.Errorf("%d rules after the folder vanished, want the running 1", n)
+	}
+	os.Mkdir(h.rules, 0o755)
+	time.Sleep(300 * time.Millisecond)
+	h.writeRule("b.yar", ruleSec)
+	h.waitFor("second found again in the recreated folder", func() bool { return len(h.alerts.with("memory-match", "second")) == 2 })
 }
