@@ -93,7 +93,7 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 		*db, st.Records, st.Entries, st.Hashed, float64(st.Bytes)/1e6, elapsed.Seconds(),
 		float64(st.Hashed)/elapsed.Seconds(), diskMBps(st.Bytes, elapsed))
 	for _, u := range unreadable {
-		fmt.Fprintf(env.Stderr, "warning: %s: %s\n", u.Path, u.Error)
+		fmt.Fprintf(env.Stderr, "warning: %s: %s\n", diskSafe(u.Path), diskSafe(u.Error))
 	}
 	return ExitClean, nil
 }

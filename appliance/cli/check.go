@@ -177,7 +177,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	}
 	if ys != nil {
 		for _, e := range ys.errors {
-			fmt.Fprintf(env.Stderr, "domainm check: yara: %s: %s\n", e.Path, e.Error)
+			fmt.Fprintf(env.Stderr, "domainm check: yara: %s: %s\n", diskSafe(e.Path), diskSafe(e.Error))
 		}
 	}
 	if len(changes) > 0 || len(findings) > 0 {
@@ -288,13 +288,13 @@ func printCheck(w io.Writer, changes []integrity.Change, findings []detectors.Fi
 			kind = c.Kind
 			fmt.Fprintf(w, "\n%s entries:\n", strings.ToUpper(string(kind[:1]))+string(kind[1:]))
 		}
-		fmt.Fprintf(w, "  %s %s", typeChar(c.Type), c.Path)
+		fmt.Fprintf(w, "  %s %s", typeChar(c.Type), diskSafe(c.Path))
 		if c.Rule != "" {
 			fmt.Fprintf(w, "  [%s]", c.Rule)
 		}
 		fmt.Fprintln(w)
 		for _, a := range c.Attrs {
-			fmt.Fprintf(w, "      %-7s %s\n      %-7s %s\n", a.Attr, "- "+orNone(a.Before), "", "+ "+orNone(a.After))
+			fmt.Fprintf(w, "      %-7s %s\n      %-7s %s\n", a.Attr, "- "+orNone(diskSafe(a.Before)), "", "+ "+orNone(diskSafe(a.After)))
 		}
 	}
 	if len(findings) > 0 {
@@ -313,7 +313,7 @@ func orNone(s string) string {
 // diskPrintFindings prints file findings: rule, path, then each string match.
 func diskPrintFindings(w io.Writer, fs []detectors.Finding) {
 	for _, f := range fs {
-		fmt.Fprintf(w, "FOUND %s:%s %s", f.Namespace, f.Rule, f.Path)
+		fmt.Fprintf(w, "FOUND %s:%s %s", f.Namespace, f.Rule, diskSafe(f.Path))
 		if len(f.Tags) > 0 {
 			fmt.Fprintf(w, " [%s]", strings.Join(f.Tags, ","))
 		}

@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -111,6 +114,18 @@ func diskProgress(env Env, quiet bool, desc string, total int64, files, bytes *a
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// diskSafe renders guest-controlled text (paths, link targets, errors naming them) for a
+// text report: as is when printable, Go-quoted otherwise, so that a file name can
+// neither forge report lines nor send terminal escape sequences.
+func diskSafe(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // diskMBps is bytes per second in MB/s (10^6), for reports.

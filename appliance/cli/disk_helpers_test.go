@@ -137,6 +137,7 @@ func makeDiskTree(t testing.TB) *diskTree {
 	w("usr/lib/libx.so.1", rb(9000), 0o644)
 	w("usr/lib/python3/__pycache__/m.pyc", rb(100), 0o644)
 	w("etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
+	w("etc/latin1-\xe9t\xe9", []byte("a name that is not UTF-8\n"), 0o644)
 	w("etc/cron.d/old", []byte("* * * * * root true\n"), 0o644)
 	w("etc/sudoers", []byte("root ALL=(ALL) ALL\n"), 0o440)
 	w("home/al/.ssh/authorized_keys", []byte("ssh-ed25519 AAAA al@host\n"), 0o600)

@@ -27,6 +27,9 @@ type diskFixture struct {
 	editorInode   uint64 // inode of the replaced symlink, after
 }
 
+// weirdName is a guest file name with a newline and a byte that is not UTF-8.
+const weirdName = "/etc/evil\nFAKE-LINE\xff"
+
 var pinned = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func makeDiskFixture(t *testing.T) *diskFixture {
@@ -59,6 +62,13 @@ func makeDiskFixture(t *testing.T) *diskFixture {
 		// A new setuid file in an excluded, unselected folder.
 		"write "+rootsh+" /tmp/rootsh", "sif /tmp/rootsh mode 0104755", "sif /tmp/rootsh uid 0", "sif /tmp/rootsh gid 0",
 	)
+	// A new file whose name would forge a report line and is not UTF-8.
+	plain := filepath.Join(dir, "plain")
+	diskMust(t, os.WriteFile(plain, []byte("plain\n"), 0o644))
+	// (debugfs -f splits on newlines: this one goes through -R.)
+	if out := diskRun(t, "debugfs", "-w", "-R", "write "+plain+" "+weirdName, f.changed); !strings.Contains(out, "Allocated inode") {
+		t.Fatalf("debugfs write %q: %s", weirdName, out)
+	}
 	diskFsck(t, f.changed)
 	f.editorInode = diskInodeOf(t, f.changed, "/usr/bin/editor")
 	return f
@@ -82,6 +92,9 @@ func parseCheckJSON(t *testing.T, out string) (map[string]integrity.Change, []de
 		case "integrity":
 			var c integrity.Change
 			diskMust(t, json.Unmarshal(sc.Bytes(), &c))
+			if c.PathRaw != nil { // the exact bytes of a name that is not UTF-8
+				c.Path = string(c.PathRaw)
+			}
 			if _, dup := changes[c.Path]; dup {
 				t.Errorf("%s reported twice", c.Path)
 			}
@@ -178,6 +191,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 				"/usr/lib/libx-copy.so": {integrity.Added, "libraries", nil},
 				"/etc/cron.d/old":       {integrity.Removed, "cron", nil},
 				"/tmp/rootsh":           {integrity.Added, integrity.SetuidRule, nil},
+				weirdName:               {integrity.Added, "configuration", nil},
 			}
 			for p, w := range want {
 				c, ok := changes[p]
@@ -191,7 +205,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			}
 			for p, c := range changes {
 				if _, ok := want[p]; !ok {
-					t.Errorf("unexpected change %s %s %+v", c.Kind, p, c.Attrs)
+					t.Errorf("unexpected change %s %q %+v", c.Kind, p, c.Attrs)
 				}
 			}
 			if c := changes["/tmp/rootsh"]; c.After == nil || c.After.Mode != 0o4755 || c.After.Type != "file" {
@@ -214,7 +228,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			}
 			var sum diskCheckSummary
 			diskMust(t, json.Unmarshal([]byte(errOut), &sum))
-			if sum.Added != 2 || sum.Removed != 1 || sum.Changed != 5 || sum.Findings != 2 || sum.Updated {
+			if sum.Added != 3 || sum.Removed != 1 || sum.Changed != 5 || sum.Findings != 2 || sum.Updated {
 				t.Errorf("summary = %+v", sum)
 			}
 
@@ -246,8 +260,9 @@ func TestDiskCheckText(t *testing.T) {
 		t.Fatalf("check: %d\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{
-		"2 added, 1 removed, 5 changed",
-		"Added entries:\n  f /tmp/rootsh  [setuid]\n  f /usr/lib/libx-copy.so  [libraries]\n",
+		"3 added, 1 removed, 5 changed",
+		`  f "/etc/evil\nFAKE-LINE\xff"  [configuration]` + "\n",
+		"  f /tmp/rootsh  [setuid]\n  f /usr/lib/libx-copy.so  [libraries]\n",
 		"Removed entries:\n  f /etc/cron.d/old  [cron]\n",
 		"  f /usr/bin/daemon  [system binaries]\n      mode    - 0755 (rwxr-xr-x)\n              + 4750 (rwsr-x---)\n      uid     - 0\n              + 1000\n",
 		"  l /usr/bin/editor  [system binaries]\n",
@@ -256,6 +271,9 @@ func TestDiskCheckText(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "\nFAKE-LINE") {
+		t.Errorf("a guest file name forged a report line:\n%s", out)
 	}
 }
 
@@ -427,8 +445,8 @@ func TestDiskUnreadableEntry(t *testing.T) {
 	if c.Kind != integrity.Changed || len(c.Attrs) != 1 || c.Attrs[0].Attr != "error" || c.Attrs[0].Before != "" || c.Attrs[0].After == "" {
 		t.Errorf("/etc/sudoers: %+v, want only an error attribute", c)
 	}
-	if len(changes) != 9 { // the 8 changes of the fixture, and this one
-		t.Errorf("%d changes, want 9: %v", len(changes), changes)
+	if len(changes) != 10 { // the 9 changes of the fixture, and this one
+		t.Errorf("%d changes, want 10: %v", len(changes), changes)
 	}
 }
 

@@ -103,10 +103,10 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 			d.image, walked, sum.Scanned, float64(sum.Bytes)/1e6, elapsed.Seconds(), sum.MBps,
 			len(ys.skipped), *maxSize, len(ys.errors), rules.Count(), len(ys.findings))
 		for _, p := range ys.skipped {
-			fmt.Fprintf(env.Stderr, "skipped (too large): %s\n", p)
+			fmt.Fprintf(env.Stderr, "skipped (too large): %s\n", diskSafe(p))
 		}
 		for _, e := range ys.errors {
-			fmt.Fprintf(env.Stderr, "unreadable: %s: %s\n", e.Path, e.Error)
+			fmt.Fprintf(env.Stderr, "unreadable: %s: %s\n", diskSafe(e.Path), diskSafe(e.Error))
 		}
 	}
 	if len(ys.findings) > 0 {

@@ -171,6 +171,7 @@ func (c *collector) visit(path string, e *diskscan.Entry, walkErr error) (*slot,
 			return nil, nil
 		}
 		r := &Record{Path: path, Rule: rule, Attrs: attrs, Growing: growing, Err: walkErr.Error()}
+		r.setRaw()
 		if old := c.opt.Baseline(path); old != nil {
 			r.Type = old.Type // keep the comparison to the error itself
 		}

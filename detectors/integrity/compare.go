@@ -33,6 +33,7 @@ type Change struct {
 	Detector string       `json:"detector"` // always "integrity", so JSON lines say what they are
 	Kind     ChangeKind   `json:"kind"`
 	Path     string       `json:"path"`
+	PathRaw  []byte       `json:"path_raw,omitempty"` // Path when it is not valid UTF-8
 	Rule     string       `json:"rule"`
 	Type     string       `json:"type"`
 	Attrs    []AttrChange `json:"attrs,omitempty"`

@@ -26,13 +26,13 @@ func (c *Comparer) Add(r *Record) *Change {
 	c.seen[r.Path] = true
 	old, ok := c.old[r.Path]
 	if !ok {
-		return &Change{Detector: Detector, Kind: Added, Path: r.Path, Rule: r.Rule, Type: r.Type, After: r}
+		return &Change{Detector: Detector, Kind: Added, Path: r.Path, PathRaw: r.PathRaw, Rule: r.Rule, Type: r.Type, After: r}
 	}
 	attrs := Diff(old, r)
 	if len(attrs) == 0 {
 		return nil
 	}
-	return &Change{Detector: Detector, Kind: Changed, Path: r.Path, Rule: r.Rule, Type: r.Type, Attrs: attrs, Before: old, After: r}
+	return &Change{Detector: Detector, Kind: Changed, Path: r.Path, PathRaw: r.PathRaw, Rule: r.Rule, Type: r.Type, Attrs: attrs, Before: old, After: r}
 }
 
 // Removed returns the baseline entries that no Add call saw, sorted by path.
@@ -40,7 +40,7 @@ func (c *Comparer) Removed() []Change {
 	var out []Change
 	for p, r := range c.old {
 		if !c.seen[p] {
-			out = append(out, Change{Detector: Detector, Kind: Removed, Path: p, Rule: r.Rule, Type: r.Type, Before: r})
+			out = append(out, Change{Detector: Detector, Kind: Removed, Path: p, PathRaw: r.PathRaw, Rule: r.Rule, Type: r.Type, Before: r})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })

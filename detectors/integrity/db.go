@@ -229,6 +229,7 @@ func readDB(path string, r io.Reader) (h Header, recs []*Record, t Trailer, err 
 			if err := json.Unmarshal(b, r); err != nil {
 				return h, nil, t, bad(line, "record: %v", err)
 			}
+			r.restoreRaw()
 			recs = append(recs, r)
 		}
 		sum.Write(b)

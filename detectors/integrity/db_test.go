@@ -181,3 +181,40 @@ func TestDBHelperWriteAndDie(t *testing.T) {
 	syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {}
 }
+
+// TestDBKeepsNonUTF8Names: guest names are bytes; a name that is not UTF-8 must come
+// back from the baseline byte for byte, or every check would report it removed and added.
+func TestDBKeepsNonUTF8Names(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "base.db")
+	w, err := CreateDB(path, NewHeader(mustPolicy(t, testPolicy), ImageInfo{}, t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fileRec("/etc/bad\xff\nname")
+	e.Type, e.Link = "symlink", "/tmp/\xfe"
+	e.setRaw()
+	diskOK := fileRec("/etc/ok-é")
+	diskOK.setRaw()
+	for _, r := range []*Record{e, diskOK} {
+		if err := w.Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	_, recs, _, err := ReadDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs[0].Path != e.Path || recs[0].Link != e.Link {
+		t.Errorf("read back %q -> %q, want %q -> %q", recs[0].Path, recs[0].Link, e.Path, e.Link)
+	}
+	if recs[1].Path != "/etc/ok-é" || recs[1].PathRaw != nil {
+		t.Errorf("valid UTF-8 name: %q raw %q", recs[1].Path, recs[1].PathRaw)
+	}
+	c := NewComparer(recs)
+	if ch := c.Add(e); ch != nil {
+		t.Errorf("same record compared as %+v", ch)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/domainm/domainm/diskscan"
 )
@@ -34,6 +35,11 @@ type Record struct {
 	// Err is set when the entry or its content could not be read; the other fields
 	// then hold what could be read.
 	Err string `json:"error,omitempty"`
+	// PathRaw and LinkRaw hold Path and Link byte for byte when they are not valid
+	// UTF-8 (guest names are bytes; JSON strings would replace the invalid ones, and a
+	// later check would see a different path). Set by newRecord, used by ReadDB.
+	PathRaw []byte `json:"path_raw,omitempty"`
+	LinkRaw []byte `json:"link_raw,omitempty"`
 	// prefix is, on a growing file, the hash of its first baseline-size bytes (check only).
 	prefix map[string]string
 }
@@ -47,6 +53,7 @@ func newRecord(e *diskscan.Entry, rule string, attrs AttrSet, growing bool) *Rec
 		Mtime: e.Mtime.UTC(), Ctime: e.Ctime.UTC(), Inode: e.Inode, Nlink: e.Nlink,
 		Link: e.LinkTarget,
 	}
+	r.setRaw()
 	if len(e.Xattrs) > 0 {
 		r.Xattrs = make(map[string][]byte, len(e.Xattrs))
 		for k, v := range e.Xattrs {
@@ -54,6 +61,25 @@ func newRecord(e *diskscan.Entry, rule string, attrs AttrSet, growing bool) *Rec
 		}
 	}
 	return r
+}
+
+func (r *Record) setRaw() {
+	if !utf8.ValidString(r.Path) {
+		r.PathRaw = []byte(r.Path)
+	}
+	if !utf8.ValidString(r.Link) {
+		r.LinkRaw = []byte(r.Link)
+	}
+}
+
+// restoreRaw undoes the JSON replacement of invalid UTF-8 after decoding.
+func (r *Record) restoreRaw() {
+	if r.PathRaw != nil {
+		r.Path = string(r.PathRaw)
+	}
+	if r.LinkRaw != nil {
+		r.Link = string(r.LinkRaw)
+	}
 }
 
 // unread reports whether the entry's metadata could not be read at all (inode 0 is
