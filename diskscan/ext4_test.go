@@ -1,6 +1,8 @@
 package diskscan
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -307,5 +309,41 @@ func TestOpenVolumeSelectsPartition(t *testing.T) {
 	}
 	if _, _, err := OpenVolume(filepath.Join(dir, "src", "etc", "passwd"), -1); !errors.Is(err, ErrUnsupportedFS) {
 		t.Errorf("not a disk image: err %v, want ErrUnsupportedFS", err)
+	}
+}
+
+// TestBrokenEBRChain: EBR chains that loop or lead to a sector without a signature end
+// there, keeping the primary and logical partitions found before (as Linux does).
+func TestBrokenEBRChain(t *testing.T) {
+	dir := images(t)
+	orig := readAll(t, filepath.Join(dir, "mbr.raw"))
+	const ebr = 16384 * 512 // the extended partition's first EBR (see buildImages)
+	for _, c := range []struct {
+		name  string
+		edit  func(b []byte)
+		count int
+	}{
+		{"next EBR without signature", func(b []byte) {
+			b[ebr+446+16+4] = 0x05
+			binary.LittleEndian.PutUint32(b[ebr+446+16+8:], 1)
+		}, 2},
+		{"EBR pointing at itself", func(b []byte) {
+			b[ebr+446+16+4] = 0x05
+			binary.LittleEndian.PutUint32(b[ebr+446+16+8:], 1)
+			copy(b[ebr+512:ebr+1024], b[ebr:ebr+512]) // sector 1 of the extended: links to itself
+		}, 3},
+	} {
+		b := append([]byte(nil), orig...)
+		c.edit(b)
+		parts, err := Partitions(bytes.NewReader(b), int64(len(b)))
+		must(t, err)
+		if len(parts) != c.count || parts[1].Index != 5 {
+			t.Errorf("%s: partitions %+v, want %d with logical 5 second", c.name, parts, c.count)
+		}
+		fs, err := openVolume(bytes.NewReader(b), int64(len(b)), -1)
+		must(t, err)
+		if _, err := fs.Lstat("/etc/passwd"); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
 	}
 }

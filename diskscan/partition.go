@@ -96,26 +96,21 @@ func isExtended(t uint8) bool { return t == 0x05 || t == 0x0F || t == 0x85 }
 
 // ebrChain follows the linked list of extended boot records. Each EBR's first entry is a
 // logical partition relative to that EBR; its second points to the next EBR relative to
-// the extended partition's start. Revisited EBRs end the chain as corrupt.
+// the extended partition's start. Like Linux, it ends the chain at an EBR without a
+// signature, outside the disk or already visited, keeping the partitions found before.
 func ebrChain(r io.ReaderAt, size int64, extStart uint32) ([]Partition, error) {
 	var out []Partition
 	seen := map[uint32]bool{}
 	b := make([]byte, sector)
-	for cur := extStart; ; {
-		if seen[cur] || len(seen) >= maxLogical {
-			return out, fmt.Errorf("extended partition chain loops or exceeds %d entries at sector %d: %w", maxLogical, cur, ErrCorrupt)
-		}
+	le := binary.LittleEndian
+	for cur := extStart; !seen[cur] && len(seen) < maxLogical && int64(cur)*sector+sector <= size; {
 		seen[cur] = true
-		if int64(cur)*sector+sector > size {
-			return out, fmt.Errorf("EBR at sector %d beyond disk: %w", cur, ErrCorrupt)
-		}
 		if _, err := r.ReadAt(b, int64(cur)*sector); err != nil {
 			return out, fmt.Errorf("reading EBR at sector %d: %w", cur, err)
 		}
 		if b[510] != 0x55 || b[511] != 0xAA {
-			return out, fmt.Errorf("EBR at sector %d: no signature: %w", cur, ErrCorrupt)
+			break
 		}
-		le := binary.LittleEndian
 		typ, start, count := b[446+4], le.Uint32(b[446+8:]), le.Uint32(b[446+12:])
 		if typ != 0 && count != 0 {
 			p := Partition{Index: 5 + len(out), Scheme: "mbr", Start: (int64(cur) + int64(start)) * sector,
@@ -125,15 +120,13 @@ func ebrChain(r io.ReaderAt, size int64, extStart uint32) ([]Partition, error) {
 			}
 		}
 		next := b[446+16:]
-		if next[4] == 0 || le.Uint32(next[8:]) == 0 {
-			return out, nil
-		}
 		n := uint64(extStart) + uint64(le.Uint32(next[8:]))
-		if n > 1<<32-1 {
-			return out, fmt.Errorf("EBR link beyond 2 TiB: %w", ErrCorrupt)
+		if next[4] == 0 || le.Uint32(next[8:]) == 0 || n > 1<<32-1 {
+			break
 		}
 		cur = uint32(n)
 	}
+	return out, nil
 }
 
 // clip limits p to the disk; ok is false when nothing of it is on the disk.
