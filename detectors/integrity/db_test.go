@@ -192,6 +192,7 @@ func TestDBKeepsNonUTF8Names(t *testing.T) {
 	}
 	e := fileRec("/etc/bad\xff\nname")
 	e.Type, e.Link = "symlink", "/tmp/\xfe"
+	e.Xattrs = Xattrs{"user.\xfd": []byte{1}, capXattr: []byte{0, 0, 0, 2}}
 	e.setRaw()
 	diskOK := fileRec("/etc/ok-é")
 	diskOK.setRaw()
@@ -206,6 +207,9 @@ func TestDBKeepsNonUTF8Names(t *testing.T) {
 	_, recs, _, err := ReadDB(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(recs[0].Xattrs, e.Xattrs) {
+		t.Errorf("xattrs read back %q, want %q", recs[0].Xattrs, e.Xattrs)
 	}
 	if recs[0].Path != e.Path || recs[0].Link != e.Link {
 		t.Errorf("read back %q -> %q, want %q -> %q", recs[0].Path, recs[0].Link, e.Path, e.Link)

@@ -30,7 +30,7 @@ type Record struct {
 	Inode   uint64            `json:"inode"`
 	Nlink   uint32            `json:"nlink"`
 	Link    string            `json:"link,omitempty"`
-	Xattrs  map[string][]byte `json:"xattrs,omitempty"`
+	Xattrs  Xattrs            `json:"xattrs,omitempty"`
 	Hashes  map[string]string `json:"hashes,omitempty"` // attribute name -> hex
 	// Err is set when the entry or its content could not be read; the other fields
 	// then hold what could be read.
@@ -55,7 +55,7 @@ func newRecord(e *diskscan.Entry, rule string, attrs AttrSet, growing bool) *Rec
 	}
 	r.setRaw()
 	if len(e.Xattrs) > 0 {
-		r.Xattrs = make(map[string][]byte, len(e.Xattrs))
+		r.Xattrs = make(Xattrs, len(e.Xattrs))
 		for k, v := range e.Xattrs {
 			r.Xattrs[k] = append([]byte(nil), v...)
 		}
