@@ -89,6 +89,9 @@ type Metrics struct {
 // Control configures the control channel used by the migration coordinator.
 type Control struct {
 	Socket string `toml:"socket"`
+	// QuiesceTimeout: quiesced (after prepare) this long without a resume raises an
+	// alert, since the target is then not watched.
+	QuiesceTimeout time.Duration `toml:"quiesce_timeout"`
 }
 
 // Defaults.
@@ -102,6 +105,7 @@ const (
 	DefaultRulesDir       = "/etc/domainm/rules"
 	DefaultStateDir       = "/var/lib/domainm"
 	DefaultControlSocket  = "/run/domainm/control.sock"
+	DefaultQuiesceTimeout = 2 * time.Minute
 )
 
 // Default returns the configuration used for keys a file leaves out.
@@ -112,7 +116,7 @@ func Default() Config {
 		Disk:    Disk{Interval: DefaultDiskInterval},
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
 		State:   State{Dir: DefaultStateDir},
-		Control: Control{Socket: DefaultControlSocket},
+		Control: Control{Socket: DefaultControlSocket, QuiesceTimeout: DefaultQuiesceTimeout},
 	}
 }
 

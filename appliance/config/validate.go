@@ -69,6 +69,7 @@ func (c *Config) validate(pos positions) []*Error {
 	}
 	atLeast(bad, "disk.interval", c.Disk.Interval, time.Second)
 	atLeast(bad, "rules.debounce", c.Rules.Debounce, 0)
+	atLeast(bad, "control.quiesce_timeout", c.Control.QuiesceTimeout, time.Second)
 
 	absolute(bad, "target.disk", t.Disk, true)
 	absolute(bad, "target.policy", t.Policy, true)

@@ -48,13 +48,19 @@ func TestPrepareResume(t *testing.T) {
 	if r := do("prepare", nil); !r.OK || r.State != "quiesced" {
 		t.Errorf("second prepare = %+v (want idempotent)", r)
 	}
-	// Quiesced: no pass runs, whatever the clock does.
+	// Quiesced: no pass runs, whatever the clock does; past the quiesce timeout an alert
+	// says the target is unwatched (once).
 	n := h.passes()
+	h.waitFor("quiesced alert", func() bool { return len(h.alerts.with("supervisor-quiesced", "")) == 1 })
+	if len(h.alerts.with("supervisor-quiesced-too-long", "")) != 0 {
+		t.Error("quiesced-too-long alert before the timeout")
+	}
 	h.clk.Advance(10 * h.cfg.Memory.Interval)
 	time.Sleep(50 * time.Millisecond)
 	if h.passes() != n {
 		t.Error("a pass ran while quiesced")
 	}
+	h.waitFor("quiesced-too-long alert", func() bool { return len(h.alerts.with("supervisor-quiesced-too-long", "")) == 1 })
 
 	// The "destination" memory: a copy of the RAM file. A copy that differs is refused.
 	dst := filepath.Join(h.dir, "ram-dst")
@@ -83,6 +89,10 @@ func TestPrepareResume(t *testing.T) {
 		t.Fatalf("resume = %+v", r)
 	}
 	h.waitFor("a pass on the new source", func() bool { return h.passes() > n })
+	h.waitFor("resumed alert", func() bool { return len(h.alerts.with("supervisor-resumed", "")) == 1 })
+	if k := len(h.alerts.with("supervisor-quiesced-too-long", "")); k != 1 {
+		t.Errorf("%d quiesced-too-long alerts, want 1", k)
+	}
 	s := do("status", nil)
 	if s.Source != "file:"+dst || s.Target.Host != "dst-host" {
 		t.Errorf("status after resume = %+v", s)

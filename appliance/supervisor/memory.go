@@ -81,6 +81,7 @@ func (m *memLoop) run(ctx context.Context) {
 		done       chan passOutcome
 		next       = m.s.clk.Now() // first pass at once
 		timer      <-chan time.Time
+		overdue    <-chan time.Time // fires when quiesced for longer than control.quiesce_timeout
 	)
 	startPass := func() {
 		pctx, cancel := context.WithCancel(context.Background())
@@ -141,14 +142,27 @@ func (m *memLoop) run(ctx context.Context) {
 		case c := <-m.cmds:
 			if c.prepare {
 				finishPass(nil)
-				c.reply <- m.prepare()
+				wasQuiesced := m.src == nil
+				r := m.prepare()
+				if r.err == nil && !wasQuiesced {
+					overdue = m.s.clk.After(m.s.cfg.Control.QuiesceTimeout)
+				}
+				c.reply <- r
 			} else {
 				r := m.resume(c.resume)
 				if r.err == nil {
 					next = m.s.clk.Now() // continue from the cursor at once
+					overdue = nil
 				}
 				c.reply <- r
 			}
+		case <-overdue:
+			overdue = nil
+			// A coordinator that died between prepare and resume leaves the target
+			// unwatched: say so loudly.
+			m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevHigh, "supervisor", "quiesced-too-long",
+				fmt.Sprintf("monitoring of %s paused for migration %v ago and not resumed: the target is not watched",
+					m.s.currentTarget().Name, m.s.cfg.Control.QuiesceTimeout)))
 		case p := <-m.probe:
 			p <- m.healthy()
 		}
@@ -240,6 +254,9 @@ func (m *memLoop) prepare() memReply {
 	m.src = nil
 	m.s.setState(control.StateQuiesced, "prepare", &cur)
 	m.s.status("quiesced at %#x for migration", cur)
+	// Asynchronous: the spool's fsync must not add to the migration's downtime.
+	m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevMedium, "supervisor", "quiesced",
+		fmt.Sprintf("monitoring of %s paused for migration (prepare)", m.s.currentTarget().Name)))
 	return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
 }
 
@@ -297,6 +314,9 @@ func (m *memLoop) resume(a control.ResumeArgs) memReply {
 	m.src, m.fp = src, nil
 	m.setRunning(false, time.Time{})
 	m.s.setState(control.StateMonitoring, "resume", &cur)
+	nt := m.s.currentTarget()
+	m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevInfo, "supervisor", "resumed",
+		fmt.Sprintf("monitoring of %s resumed on %s (%s)", nt.Name, firstNonEmpty(nt.Host, "this host"), nt.Source)))
 	return memReply{resp: control.Response{State: control.StateMonitoring, Cursor: &cur}}
 }
 
@@ -333,4 +353,11 @@ func (m *memLoop) do(ctx context.Context, c memCmd) (control.Response, error) {
 	case <-ctx.Done():
 		return control.Response{}, ctx.Err()
 	}
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

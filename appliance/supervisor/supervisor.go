@@ -86,6 +86,8 @@ type Supervisor struct {
 	control *control.Server
 	m       *metrics
 
+	async sync.WaitGroup // emitAsync in flight
+
 	mu     sync.Mutex
 	state  string
 	target detectors.Target
@@ -213,6 +215,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case <-time.After(s.deps.ShutdownTimeout):
 		s.log.Error("scan loops did not stop in time; exiting anyway", "timeout", s.deps.ShutdownTimeout)
 	}
+	s.async.Wait()
 	s.setState(control.StateStopped, "", nil)
 	return nil
 }
@@ -252,6 +255,13 @@ func (s *Supervisor) status(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	s.log.Debug("status", "msg", msg)
 	s.deps.Notify("STATUS=" + msg)
+}
+
+// emitAsync emits without waiting for the spool's commit (used on the migration path,
+// where every millisecond is downtime). Run waits for these before returning.
+func (s *Supervisor) emitAsync(e alert.Event) {
+	s.async.Add(1)
+	go func() { defer s.async.Done(); s.emit(e) }()
 }
 
 // emit hands an alert to the dispatcher; a failure is logged (the dispatcher alerts
