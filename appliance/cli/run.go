@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -111,6 +114,16 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			srv.Close(cctx)
 		}()
 	}
+	// SIGHUP (systemctl reload) recompiles the rules at once, without waiting for a
+	// file change: for rules on filesystems where inotify sees nothing (NFS, FUSE).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			sup.ReloadRules()
+		}
+	}()
 	return sup.Run(ctx)
 }
 

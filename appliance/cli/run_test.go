@@ -534,6 +534,28 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
+// TestRunReloadOnSIGHUP: with the watcher's debounce out of the way, SIGHUP (what the
+// unit's ExecReload sends) reloads the rules.
+func TestRunReloadOnSIGHUP(t *testing.T) {
+	s := newSetup(t, "", "")
+	cfg, _ := os.ReadFile(s.cfg)
+	os.WriteFile(s.cfg, bytes.Replace(cfg, []byte(`debounce = "200ms"`), []byte(`debounce = "1h"`), 1), 0o644)
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	waitUntil(t, "evil alert", 30*time.Second, func() bool { return len(s.alertsWith(t, "memory-match", "evil")) == 1 })
+	s.rule(t, "b.yar", `rule second { strings: $a = "`+e2eSecond+`" condition: $a }`)
+	time.Sleep(1500 * time.Millisecond) // a pass or more with the old set
+	if k := len(s.alertsWith(t, "memory-match", "second")); k != 0 {
+		t.Fatal("rules reloaded before SIGHUP despite the 1h debounce")
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "second alert after SIGHUP", 30*time.Second, func() bool { return len(s.alertsWith(t, "memory-match", "second")) == 1 })
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
+
 func readStates(t *testing.T, path string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)

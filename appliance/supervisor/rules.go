@@ -31,6 +31,8 @@ type ruleHolder struct {
 	// reloaded is signalled (without blocking) after a new set was swapped in, so the
 	// memory loop can start a pass with it.
 	reloaded chan struct{}
+	// kick asks for a reload now, without debounce (SIGHUP).
+	kick chan struct{}
 
 	mu      sync.Mutex
 	reloads int
@@ -44,7 +46,7 @@ type loadedRules struct {
 }
 
 func newRuleHolder(s *Supervisor) *ruleHolder {
-	return &ruleHolder{s: s, dir: s.cfg.Rules.Dir, reloaded: make(chan struct{}, 1)}
+	return &ruleHolder{s: s, dir: s.cfg.Rules.Dir, reloaded: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 }
 
 // current is what the scan driver calls before every block.
@@ -235,6 +237,9 @@ func (h *ruleHolder) run(ctx context.Context, w *fsnotify.Watcher) {
 		case <-debounce:
 			debounce = nil
 			h.reload()
+		case <-h.kick:
+			debounce = nil
+			h.reload()
 		}
 	}
 }
@@ -243,4 +248,16 @@ func (h *ruleHolder) stats() (reloads, failed int, loaded time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.reloads, h.failed, h.cur.Load().at
+}
+
+// ReloadRules recompiles the rules folder now (SIGHUP), without waiting for a change.
+func (s *Supervisor) ReloadRules() {
+	if s.rules == nil {
+		return
+	}
+	s.log.Info("rule reload requested")
+	select {
+	case s.rules.kick <- struct{}{}:
+	default: // one is pending already
+	}
 }
