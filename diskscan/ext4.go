@@ -56,6 +56,8 @@ type ext4FS struct {
 	// per block per pass; a hostile one (every inode claiming the same huge tree or
 	// directory blocks) stops at mapWorkLimit.
 	mapWork atomic.Int64
+	// retryWait is the time spent waiting before retries (nanoseconds), capped.
+	retryWait atomic.Int64
 }
 
 // mapWorkLimit allows several passes over a healthy filesystem.

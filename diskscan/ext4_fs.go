@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // maxAttempts bounds how often an operation that met inconsistent metadata is retried
@@ -19,16 +20,28 @@ import (
 const maxAttempts = 3
 
 // retry runs f, and on error runs it again with a fresh view of the metadata, because
-// the image may be changing under us (the guest writes while we read).
+// the image may be changing under us (the guest writes while we read). The retries wait
+// a little for the writer to finish; the total waiting per FS is capped, so that an
+// image full of corrupt inodes cannot slow a scan down by much.
 func (fs *ext4FS) retry(f func(o *op) error) error {
 	var err error
 	for i := 0; i < maxAttempts; i++ {
+		if i > 0 && fs.retryWait.Load() < maxRetryWait {
+			d := retryBackoff << (2 * (i - 1)) // 1 ms, then 4 ms
+			fs.retryWait.Add(int64(d))
+			time.Sleep(d)
+		}
 		if err = f(fs.newOp(i > 0)); err == nil || errors.Is(err, iofs.ErrNotExist) {
 			return err
 		}
 	}
 	return err
 }
+
+const (
+	retryBackoff = time.Millisecond
+	maxRetryWait = int64(2 * time.Second)
+)
 
 // dirCache keeps recent directory listings (sorted) so that path lookups after a walk
 // do not re-read and re-sort whole directories. Bounded by the total number of names.
