@@ -15,6 +15,8 @@ import (
 	"github.com/domainm/domainm/appliance/supervisor"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/integrity"
+	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/diskscan"
 )
 
 // daemonDisk is the supervisor's disk checker: AIDE's check against the baseline DB,
@@ -50,7 +52,7 @@ func newDiskChecker(cfg *config.Config, log *slog.Logger) (supervisor.DiskChecke
 
 // Check compares the image with the baseline; with no baseline yet it records one and
 // returns a single finding saying so.
-func (d *daemonDisk) Check(ctx context.Context) (supervisor.DiskReport, error) {
+func (d *daemonDisk) Check(ctx context.Context, rules *yara.Rules) (supervisor.DiskReport, error) {
 	if _, err := os.Stat(d.db); errors.Is(err, fs.ErrNotExist) {
 		return d.initBaseline(ctx)
 	}
@@ -87,6 +89,24 @@ func (d *daemonDisk) Check(ctx context.Context) (supervisor.DiskReport, error) {
 		rep.Findings = append(rep.Findings, c.Finding(detectors.Target{}, now))
 	}
 	rep.Entries = st.Records
+	if rules != nil && rules.Count() > 0 {
+		// New and changed files get a YARA scan with the running rules.
+		ys := &guestFileScanner{fsys: fsys, rules: rules, maxSize: diskMaxFileSize, workers: 1}
+		items := make(chan guestFile, len(changes))
+		for _, c := range changes {
+			if c.After != nil && c.After.Type == diskscan.Regular.String() {
+				items <- guestFile{path: c.Path, size: c.After.Size}
+			}
+		}
+		close(items)
+		if err := ys.run(ctx, items); err != nil {
+			return rep, fmt.Errorf("yara over changed files: %w", err)
+		}
+		for _, e := range ys.errors {
+			d.log.Warn("changed file not scanned", "path", e.Path, "err", e.Error)
+		}
+		rep.Findings = append(rep.Findings, ys.findings...)
+	}
 	d.log.Debug("disk checked", "entries", st.Records, "hashed", st.Hashed, "reused", st.Reused, "changes", len(changes))
 	return rep, nil
 }

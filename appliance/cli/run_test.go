@@ -594,7 +594,8 @@ func TestRunDiskChecks(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.state, "baseline.db")); err != nil {
 		t.Fatalf("baseline not in the state folder: %v", err)
 	}
-	diskOverwrite(t, img, "/usr/bin/daemon", []byte("\x7fELF-implanted"))
+	s.rule(t, "disk.yar", `rule implant_file { strings: $a = "IMPLANTED-IN-DAEMON" condition: $a }`)
+	diskOverwrite(t, img, "/usr/bin/daemon", []byte("\x7fELF-IMPLANTED-IN-DAEMON"))
 	changed := func() []fileAlert {
 		var out []fileAlert
 		for _, a := range s.alertsWith(t, "file-changed", "") {
@@ -605,6 +606,11 @@ func TestRunDiskChecks(t *testing.T) {
 		return out
 	}
 	waitUntil(t, "file-changed alert", 30*time.Second, func() bool { return len(changed()) == 1 })
+	// The changed file was YARA-scanned with the running rules.
+	waitUntil(t, "YARA match in the changed file", 30*time.Second, func() bool {
+		m := s.alertsWith(t, "file-match", "implant_file")
+		return len(m) == 1 && m[0].File != nil && m[0].File.Path == "/usr/bin/daemon"
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := control.Dial(ctx, s.sock)
@@ -620,6 +626,9 @@ func TestRunDiskChecks(t *testing.T) {
 	})
 	if k := len(changed()); k != 1 {
 		t.Errorf("the change was alerted %d times, want once", k)
+	}
+	if k := len(s.alertsWith(t, "file-match", "implant_file")); k != 1 {
+		t.Errorf("the file match was alerted %d times, want once", k)
 	}
 	if k := len(s.alertsWith(t, "memory-match", "evil")); k != 1 {
 		t.Errorf("memory finding alerted %d times alongside disk checks", k)

@@ -60,7 +60,7 @@ func (d *diskLoop) run(ctx context.Context) {
 			d.set(true, started)
 			d.s.status("disk check of %s", d.s.cfg.Target.Disk)
 			go func(out chan<- checkOutcome) {
-				rep, err := d.check.Check(cctx)
+				rep, err := d.check.Check(cctx, d.s.rules.cur.Load().rules)
 				out <- checkOutcome{rep: rep, err: err, started: started}
 			}(done)
 		case o := <-done:

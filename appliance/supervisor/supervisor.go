@@ -28,6 +28,7 @@ import (
 	"github.com/domainm/domainm/appliance/config"
 	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 )
 
@@ -38,11 +39,12 @@ type Emitter interface {
 
 // DiskChecker runs one file-integrity check of the target's disk image against its
 // baseline and returns the differences as findings (detector "integrity",
-// Meta["change"] added/removed/changed). The baseline stays as it is, so a change is
-// returned by every check until the operator updates the baseline; the supervisor
-// alerts it once.
+// Meta["change"] added/removed/changed), plus YARA findings (detector "yara-file") in
+// new and changed files scanned with rules, the running rule set. The baseline stays
+// as it is, so a change is returned by every check until the operator updates the
+// baseline; the supervisor alerts it once.
 type DiskChecker interface {
-	Check(ctx context.Context) (DiskReport, error)
+	Check(ctx context.Context, rules *yara.Rules) (DiskReport, error)
 }
 
 // DiskReport is one disk check's result.
