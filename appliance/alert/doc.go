@@ -65,6 +65,11 @@
 //   - HTTP: the _bulk response said so per item (409 counts: already indexed).
 //   - journal: the datagram was sent; file: written and fsynced.
 //
+// A stream whose receiver stops reading is kept (a new connection could be read
+// before the old one): the sink reports "receiver not reading" after `timeout`, and
+// the kernel drops the connection once data stays unacknowledged for 6×timeout (at
+// least 30s, TCP_USER_TIMEOUT).
+//
 // So delivery is at least once, in order per sink, across sink outages and kill -9
 // of the supervisor: after a failure some events arrive twice (each re-send is a
 // contiguous run, in order). An event is lost only if the receiver acknowledged it,
@@ -85,6 +90,9 @@
 // domainm_alert_delivery_failures_total{sink,reason}, domainm_alerts_dropped_total{sink,severity,reason},
 // domainm_alert_sink_up{sink}, domainm_alert_spool_events{sink}, domainm_alert_spool_bytes{sink},
 // domainm_alert_spool_max_bytes{sink}, domainm_alert_spool_file_bytes.
+//
+// For a stop without re-sends, call Flush with a short deadline before Close: Close
+// leaves unconfirmed events in the spool, to be sent again at the next start.
 //
 // README.md beside this file documents the sinks' configuration and wire formats.
 package alert

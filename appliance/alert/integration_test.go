@@ -298,3 +298,65 @@ func frameBytes(lines []string) int {
 	}
 	return n
 }
+
+// TestRsyslogHungReceiver freezes rsyslogd (SIGSTOP) while a burst is sent: the
+// sinks report that the receiver is not reading, keep the connection rather than
+// re-sending on a new one, and once it resumes everything arrives once, in order.
+func TestRsyslogHungReceiver(t *testing.T) {
+	r := startRsyslog(t)
+	cfg := rsyslogSinks(r)
+	for i := range cfg.Sinks {
+		cfg.Sinks[i].Timeout = 2 * time.Second
+	}
+	d, err := New(cfg, t.TempDir(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(context.Background())
+	const n = 15000     // ~20 MB of frames: more than the socket buffers hold
+	emitN(t, d, 0, 100) // connections up
+	flush(t, d)
+	r.Pause()
+	paused := time.Now()
+	for i := 100; i < n; i += 500 {
+		var evs []Event
+		for j := i; j < min(i+500, n); j++ {
+			evs = append(evs, testEvent(j))
+		}
+		if err := d.EmitAll(evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, time.Minute, "both sinks to report a receiver that does not read", func() bool {
+		for _, st := range d.Status() {
+			if !strings.Contains(st.LastError, "not reading") {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("stall reported %v after the receiver froze", time.Since(paused).Round(time.Millisecond))
+	if err := d.Healthy(0); err == nil {
+		t.Error("Healthy() = nil with a hung receiver")
+	}
+	r.Resume()
+	resumed := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d alerts delivered %v after the receiver resumed", n, time.Since(resumed).Round(time.Millisecond))
+	files := map[string]string{"tcp": r.PlainOut, "tls": r.TLSOut}
+	for i, s := range cfg.Sinks {
+		lines := waitLines(t, files[s.Name], n, time.Minute)
+		if dups := checkReceived(t, s.Name, cfg.Sinks[i], lines, []int{os.Getpid()}, n-1, 1); dups != 0 || len(lines) != n {
+			t.Fatalf("%s: %d lines, %d duplicates; want %d, none", s.Name, len(lines), dups, n)
+		}
+	}
+	for _, st := range d.Status() {
+		if !st.Up {
+			t.Errorf("%s not up again after delivering: %+v", st.Name, st)
+		}
+	}
+}

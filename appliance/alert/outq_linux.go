@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,4 +30,19 @@ func outq(conn net.Conn) (int, error) {
 		return 0, err
 	}
 	return n, ierr
+}
+
+// tuneSocket sets TCP_USER_TIMEOUT: unacknowledged data older than d makes the
+// kernel drop the connection, so a vanished receiver is noticed.
+func tuneSocket(d time.Duration) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d.Milliseconds()))
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
 }

@@ -203,6 +203,7 @@ func (r *rsyslog) Stop() {
 		return
 	}
 	pid := r.cmd.Process.Pid
+	syscall.Kill(pid, syscall.SIGCONT) // if paused
 	syscall.Kill(pid, syscall.SIGTERM)
 	select {
 	case <-r.exited:
@@ -212,6 +213,12 @@ func (r *rsyslog) Stop() {
 	}
 	r.cmd = nil
 }
+
+// Pause freezes rsyslogd (SIGSTOP): connections stay up, nothing is read.
+func (r *rsyslog) Pause() { syscall.Kill(r.cmd.Process.Pid, syscall.SIGSTOP) }
+
+// Resume undoes Pause.
+func (r *rsyslog) Resume() { syscall.Kill(r.cmd.Process.Pid, syscall.SIGCONT) }
 
 // lines reads an output file's lines ("" when it does not exist yet).
 func readLines(t testing.TB, path string) []string {

@@ -170,6 +170,8 @@ func reason(err error) string {
 		return "timeout"
 	case errors.Is(err, errConnLost):
 		return "connection_lost"
+	case errors.Is(err, errStalled):
+		return "stalled"
 	case errors.As(err, &oe):
 		return "write"
 	}

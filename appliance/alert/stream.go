@@ -23,7 +23,15 @@ import (
 // everything not yet confirmed is sent again from the spool, in order. Duplicates
 // are possible (at least once), losses only if the receiver acknowledged, kept the
 // connection up for `confirm`, and then lost what it had accepted (its own queue).
-var errConnLost = errors.New("connection lost")
+var (
+	errConnLost = errors.New("connection lost")
+	errStalled  = errors.New("receiver not reading")
+)
+
+// userTimeout is how long sent data may stay unacknowledged before the kernel
+// drops the connection (TCP_USER_TIMEOUT): a receiver that is gone without a reset
+// (a network partition) or hung.
+func userTimeout(cfg SinkConfig) time.Duration { return max(6*cfg.Timeout, 30*time.Second) }
 
 // batchMark is one written batch awaiting confirmation.
 type batchMark struct {
@@ -42,6 +50,8 @@ func (r *runner) streamOnce(ctx context.Context) error {
 	r.mu.Lock()
 	r.conn = conn
 	r.mu.Unlock()
+	unwatch := context.AfterFunc(ctx, func() { conn.Close() }) // Close unblocks a write
+	defer unwatch()
 	defer func() {
 		r.mu.Lock()
 		r.conn = nil
@@ -84,8 +94,17 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 			for i, e := range evs {
 				buf = r.stream.frame(buf, e, recs[i].data)
 			}
-			conn.SetWriteDeadline(time.Now().Add(r.cfg.Timeout))
-			if _, err := conn.Write(buf); err != nil {
+			// No write deadline: a timed-out TLS write leaves the connection unusable,
+			// and reconnecting to a receiver that merely stopped reading would have it
+			// read the old connection's data after the new one's. A write that blocks
+			// marks the sink stalled; the kernel gives up on the connection after the
+			// TCP user timeout, and Close unblocks it.
+			stalled := time.AfterFunc(r.cfg.Timeout, func() {
+				r.failed(fmt.Errorf("%w: write blocked for %v", errStalled, r.cfg.Timeout))
+			})
+			_, err = conn.Write(buf)
+			stalled.Stop()
+			if err != nil {
 				return fmt.Errorf("writing to %s: %w", r.cfg.Address, err)
 			}
 			written += int64(len(buf))
@@ -156,7 +175,7 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 }
 
 func dialer(cfg SinkConfig) (func(ctx context.Context) (net.Conn, error), error) {
-	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	d := &net.Dialer{KeepAlive: 30 * time.Second, Control: tuneSocket(userTimeout(cfg))}
 	if cfg.Transport != "tls" {
 		return func(ctx context.Context) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", cfg.Address)
