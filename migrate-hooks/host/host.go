@@ -7,13 +7,22 @@
 //
 // Device model. Source and destination start a VM from the same Machine, so the device
 // model matches. A target keeps its RAM in a shared file (memory-backend-file, share=on);
-// Domain M sees that file as an ivshmem-plain PCI device (BAR2). Domain M's migration must
-// then run with the x-ignore-shared capability: QEMU 7.2 skips every RAM block that is
-// mapped shared (ramblock_is_ignored), which is exactly the ivshmem view, while Domain M's
-// own RAM (a private mapping) is copied as usual. The device needs master=on: without
-// it QEMU blocks migration ("peer mode"). At the destination Domain M's ivshmem
-// device is backed by the destination target's RAM file, which the target's own migration
-// fills.
+// Domain M sees that file through a device backed by it. Domain M's migration must then
+// run with the x-ignore-shared capability, which makes QEMU 7.2 skip every RAM block that
+// is mapped shared (ramblock_is_ignored): the watched RAM is not copied through Domain M's
+// stream, while Domain M's own RAM (a private mapping) is. At the destination the device
+// is backed by the destination target's RAM file, which the target's own migration fills.
+//
+// x-ignore-shared also requires each skipped block to sit at the same guest-physical
+// address at both ends, and the destination checks that before it has loaded any device
+// state. An ivshmem-plain BAR is placed by the guest's firmware at boot, so at an
+// incoming destination it is still unmapped: QEMU 7.2 fails with "Mismatched GPAs for
+// block .../watch 4026531840!= 0" for any Domain M that has booted far enough to map its
+// BARs. (It needs master=on as well, else migration is blocked outright: "peer mode".)
+// An nvdimm's address is assigned by QEMU itself at startup, the same at both ends, so
+// WatchDevice "nvdimm" co-migrates; Linux in Domain M reads it as /dev/pmemN. Copying the
+// view through Domain M's stream instead (no x-ignore-shared) would write stale target
+// pages into the destination target's RAM while the target's own migration fills it.
 package host
 
 import (
@@ -48,6 +57,9 @@ type Machine struct {
 	// through an ivshmem-plain device; WatchMiB is that VM's RAM size.
 	Watch    string
 	WatchMiB int
+	// WatchDevice is how the watched RAM appears: "ivshmem" (default, PCI BAR2) or
+	// "nvdimm" (a persistent-memory DIMM, /dev/pmemN in a Linux guest).
+	WatchDevice string
 	// Fill pre-fills a source VM's RAM file with non-zero data, as a long-running guest's
 	// RAM would be. (QEMU sends a zero page as a few bytes, so an empty guest migrates
 	// unrealistically fast, and max-bandwidth does not pace it.)
@@ -146,9 +158,17 @@ func (h *Local) Args(m Machine, incoming string) []string {
 		a = append(a, "-object", "memory-backend-ram,id=ram,size="+mem)
 	}
 	if m.Watch != "" {
-		a = append(a,
-			"-object", fmt.Sprintf("memory-backend-file,id=watch,size=%dM,mem-path=%s,share=on", m.WatchMiB, h.RAMFile(m.Watch)),
-			"-device", "ivshmem-plain,memdev=watch,id=watch,master=on")
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=watch,size=%dM,mem-path=%s,share=on", m.WatchMiB, h.RAMFile(m.Watch)))
+		switch m.WatchDevice {
+		case "nvdimm":
+			// A DIMM's guest-physical address is fixed by QEMU at startup, identical at
+			// both ends, which x-ignore-shared requires (see the package comment).
+			a[indexOf(a, "-machine")+1] += ",nvdimm=on"
+			a[indexOf(a, "-m")+1] = fmt.Sprintf("%s,slots=1,maxmem=%dM", mem, m.MemMiB+m.WatchMiB)
+			a = append(a, "-device", "nvdimm,memdev=watch,id=watch")
+		default:
+			a = append(a, "-device", "ivshmem-plain,memdev=watch,id=watch,master=on")
+		}
 	}
 	if m.Kernel != "" {
 		a = append(a, "-kernel", m.Kernel, "-initrd", m.Initrd, "-append", m.Append)
@@ -293,4 +313,13 @@ func Attach(ctx context.Context, qmpPath, host, name string) (*VM, error) {
 	vm := &VM{Name: name, Host: host, Mon: mon, exited: make(chan struct{})}
 	close(vm.exited)
 	return vm, nil
+}
+
+func indexOf(a []string, s string) int {
+	for i, v := range a {
+		if v == s {
+			return i
+		}
+	}
+	panic("qemu argument " + s + " missing")
 }

@@ -43,10 +43,8 @@ func newFixture(t *testing.T, targetMiB, dommMiB int) *fixture {
 	a := accel(t)
 	f := &fixture{}
 	prefix := "domainm-sp-" + filepath.Base(t.Name()) + "-"
-	f.src = &host.Local{Name: "src", Dir: t.TempDir(), Prefix: prefix}
-	f.dst = &host.Local{Name: "dst", Dir: t.TempDir(), Prefix: prefix}
-	t.Cleanup(f.src.Close)
-	t.Cleanup(f.dst.Close)
+	f.src = newHostT(t, "src", prefix)
+	f.dst = newHostT(t, "dst", prefix)
 	var err error
 	f.pair, err = lab.StartSource(ctx, f.src, lab.NewSpec(targetMiB, dommMiB, a))
 	if err != nil {
@@ -70,6 +68,22 @@ func newFixture(t *testing.T, targetMiB, dommMiB int) *fixture {
 	t.Cleanup(func() { c.Close() })
 	f.hs = lab.Handshake(c, f.src, f.dst, "target")
 	return f
+}
+
+func newHostT(t *testing.T, name, prefix string) *host.Local {
+	h := &host.Local{Name: name, Dir: t.TempDir(), Prefix: prefix}
+	t.Cleanup(func() {
+		h.Close()
+		if t.Failed() { // QEMU's own words on what went wrong
+			files, _ := filepath.Glob(filepath.Join(h.Dir, "*.stderr"))
+			for _, f := range files {
+				if b, _ := os.ReadFile(f); len(b) > 0 {
+					t.Logf("%s:\n%s", filepath.Base(f), b)
+				}
+			}
+		}
+	})
+	return h
 }
 
 func plant(t *testing.T, path string, off int64, b []byte) {
