@@ -62,7 +62,9 @@ FUZZ_TARGETS := \
 	./diskscan:FuzzQcow2 \
 	./diskscan:FuzzExt4 \
 	./appliance/alert:FuzzSyslogFrame \
-	./appliance/config:FuzzParse
+	./appliance/config:FuzzParse \
+	./detectors/integrity:FuzzParsePolicy \
+	./detectors/integrity:FuzzReadDB
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -183,14 +183,19 @@ func ReadDB(path string) (Header, []*Record, Trailer, error) {
 const maxLine = 16 << 20
 
 func readDB(path string, r io.Reader) (h Header, recs []*Record, t Trailer, err error) {
-	bad := func(line int, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: line %d: %s", ErrCorruptDB, path, line, fmt.Sprintf(format, args...))
-	}
 	zr, err := gzip.NewReader(bufio.NewReader(r))
 	if err != nil {
 		return h, nil, t, fmt.Errorf("%w: %s: %v", ErrCorruptDB, path, err)
 	}
-	sc := bufio.NewScanner(zr)
+	return readLines(path, zr)
+}
+
+// readLines reads the JSON lines inside the gzip stream.
+func readLines(path string, r io.Reader) (h Header, recs []*Record, t Trailer, err error) {
+	bad := func(line int, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: line %d: %s", ErrCorruptDB, path, line, fmt.Sprintf(format, args...))
+	}
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<16), maxLine)
 	sum := sha256.New()
 	line := 0
