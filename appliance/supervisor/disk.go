@@ -96,7 +96,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 	t := d.s.currentTarget()
 	t.Source = d.s.cfg.Target.Disk
 	seen := map[string]bool{}
-	newN := 0
+	var evs []alert.Event
 	for _, f := range o.rep.Findings {
 		k := changeKey(f)
 		seen[k] = true
@@ -104,10 +104,10 @@ func (d *diskLoop) handle(o checkOutcome) {
 			continue
 		}
 		d.reported[k] = true
-		newN++
 		f.Target = t
-		d.s.emit(alert.FromFinding(f, ""))
+		evs = append(evs, alert.FromFinding(f, ""))
 	}
+	d.s.emitAll(evs)
 	for k := range d.reported {
 		if !seen[k] {
 			delete(d.reported, k) // reverted or taken into the baseline: alert again if it recurs
@@ -121,7 +121,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 	d.checks++
 	d.last = now
 	d.mu.Unlock()
-	d.s.log.Info("disk check", "entries", o.rep.Entries, "changes", len(o.rep.Findings), "new", newN, "took", now.Sub(o.started))
+	d.s.log.Info("disk check", "entries", o.rep.Entries, "changes", len(o.rep.Findings), "new", len(evs), "took", now.Sub(o.started))
 }
 
 func (d *diskLoop) set(r bool, t time.Time) {

@@ -214,12 +214,14 @@ func (m *memLoop) handle(o passOutcome) {
 	}
 	m.s.m.findings.Set(float64(m.track.len()))
 	m.s.m.findingsNew.Add(float64(len(added)))
+	evs := make([]alert.Event, 0, len(added)+len(gone))
 	for _, f := range added {
-		m.s.emit(alert.FromFinding(f, alert.StateNew))
+		evs = append(evs, alert.FromFinding(f, alert.StateNew))
 	}
 	for _, f := range gone {
-		m.s.emit(alert.FromFinding(f, alert.StateGone))
+		evs = append(evs, alert.FromFinding(f, alert.StateGone))
 	}
+	m.s.emitAll(evs)
 	m.mu.Lock()
 	m.stats = res
 	m.findings = m.track.len()

@@ -259,6 +259,23 @@ func (s *Supervisor) status(format string, args ...any) {
 	s.deps.Notify("STATUS=" + msg)
 }
 
+// emitAll emits a batch: one spool commit when the emitter supports it.
+func (s *Supervisor) emitAll(evs []alert.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	b, ok := s.deps.Alerts.(interface{ EmitAll([]alert.Event) error })
+	if !ok {
+		for _, e := range evs {
+			s.emit(e)
+		}
+		return
+	}
+	if err := b.EmitAll(evs); err != nil {
+		s.log.Error("alerts not accepted", "err", err, "count", len(evs))
+	}
+}
+
 // emitAsync emits without waiting for the spool's commit (used on the migration path,
 // where every millisecond is downtime). Run waits for these before returning.
 func (s *Supervisor) emitAsync(e alert.Event) {
