@@ -376,12 +376,26 @@ func (d *Dispatcher) Flush(ctx context.Context) error {
 	}
 }
 
-// Close stops delivery (what is not delivered stays spooled for the next start),
-// commits what Emit had queued and closes the spool. It waits for in-progress
-// writes to end, at most until ctx ends.
+// closeDrain bounds how long Close lets delivery empty the spools first.
+const closeDrain = 2 * time.Second
+
+// Close stops delivery and closes the spool. It first gives the sinks up to 2s (at
+// most half of ctx's remaining time) to deliver and confirm what is spooled, so that
+// a clean stop does not re-send at the next start; what is still undelivered stays
+// spooled. It commits what Emit had queued and waits for writes in progress, at most
+// until ctx ends.
 func (d *Dispatcher) Close(ctx context.Context) error {
 	var err error
 	d.closing.Do(func() {
+		drain := closeDrain
+		if dl, ok := ctx.Deadline(); ok {
+			drain = min(drain, time.Until(dl)/2)
+		}
+		if drain > 0 {
+			dctx, cancel := context.WithTimeout(ctx, drain)
+			d.Flush(dctx)
+			cancel()
+		}
 		d.mu.Lock()
 		d.closed = true
 		d.mu.Unlock()

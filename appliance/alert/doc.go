@@ -91,8 +91,8 @@
 // domainm_alert_sink_up{sink}, domainm_alert_spool_events{sink}, domainm_alert_spool_bytes{sink},
 // domainm_alert_spool_max_bytes{sink}, domainm_alert_spool_file_bytes.
 //
-// For a stop without re-sends, call Flush with a short deadline before Close: Close
-// leaves unconfirmed events in the spool, to be sent again at the next start.
+// Close first lets the sinks deliver for up to 2s, so that a clean stop does not
+// re-send; what is still unconfirmed stays spooled and is sent at the next start.
 //
 // README.md beside this file documents the sinks' configuration and wire formats.
 package alert
