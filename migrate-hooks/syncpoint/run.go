@@ -61,6 +61,7 @@ type run struct {
 	sup       Supervisor
 	res       Result
 	supChange Timeline
+	lastDone  int64 // RAM bytes both streams had covered at the last retune
 }
 
 // Run co-migrates target t and Domain M m. sup may be nil only in NoSync mode. The

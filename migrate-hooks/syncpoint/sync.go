@@ -131,13 +131,13 @@ func (r *run) setup(ctx context.Context, rateT, rateM int64, sync bool) error {
 }
 
 // p1 watches both streams until the target stops. It holds Domain M's stream at a crawl
-// once its remaining bytes reach the margin, and in Paced mode re-splits the link.
+// once its remaining bytes reach the margin, and retunes the rates from the measured
+// link: after 500 ms in Sync mode, every 500 ms in Paced mode.
 func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 	ctx1, cancel := context.WithTimeout(ctx, r.cfg.P1)
 	defer cancel()
 	var holdStart time.Time
-	estimated := r.cfg.Mode != Paced || r.cfg.LinkBandwidth > 0
-	start := time.Now()
+	lastTune, tunes := time.Now(), 0
 	from := 0
 	for {
 		ev, next, err := waitFor(ctx1, r.t.Src, from, r.cfg.Poll, isMigrationStatus("pre-switchover", "failed", "cancelled"))
@@ -179,34 +179,50 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 			if err := r.t.Src.SetParameters(ctx1, Params{MaxBandwidth: r.cfg.MaxBandwidth}); err != nil {
 				return Event{}, &Error{Phase: "P1", Err: err, Outcome: r.abort(ctx)}
 			}
+			continue
 		}
-		if !estimated && time.Since(start) > 500*time.Millisecond {
-			estimated = true
-			if err := r.pace(ctx1, pm, time.Since(start), hp); err != nil {
+		if holdStart.IsZero() && time.Since(lastTune) > 500*time.Millisecond && (tunes == 0 || r.cfg.Mode == Paced) {
+			hp, err = r.retune(ctx1, pm, time.Since(lastTune), hp)
+			if err != nil {
 				return Event{}, &Error{Phase: "P1", Err: err, Outcome: r.abort(ctx)}
 			}
+			lastTune, tunes = time.Now(), tunes+1
 		}
 	}
 }
 
-// pace estimates the link from what both streams sent so far and splits it by what each
-// still has to send.
-func (r *run) pace(ctx context.Context, pm Progress, elapsed time.Duration, hp holdPlan) error {
+// retune measures the link from the RAM both streams covered since the last tune.
+// Domain M's cap comes down to 1.5× that (a tighter cap means a smaller hold margin,
+// hence less left to send at P2); in Paced mode the link is split by what each stream
+// still has to send, so that both reach their end of pre-copy together.
+func (r *run) retune(ctx context.Context, pm Progress, elapsed time.Duration, hp holdPlan) (holdPlan, error) {
 	pt, err := r.t.Src.Progress(ctx)
 	if err != nil {
-		return err
+		return hp, err
 	}
-	sent := (pt.Total - pt.Remaining) + (pm.Total - pm.Remaining)
-	link := int64(float64(sent) / elapsed.Seconds())
-	rt, rm := split(link, pt.Remaining, pm.Remaining)
-	if rm > hp.rate {
-		rm = hp.rate
+	done := (pt.Total - pt.Remaining) + (pm.Total - pm.Remaining)
+	link := int64(float64(done-r.lastDone) / elapsed.Seconds())
+	r.lastDone = done
+	if link <= 0 {
+		return hp, nil
 	}
-	r.cfg.Log.Info("paced", "link_estimate", link, "target_rate", rt, "domm_rate", rm)
-	if err := r.m.Src.SetParameters(ctx, Params{MaxBandwidth: rm}); err != nil {
-		return err
+	rateT, rateM := r.cfg.MaxBandwidth, int64(1.5*float64(link))
+	if r.cfg.Mode == Paced {
+		l := r.cfg.LinkBandwidth
+		if l == 0 {
+			l = link
+		}
+		rateT, rateM = split(l, pt.Remaining, pm.Remaining)
 	}
-	return r.t.Src.SetParameters(ctx, Params{MaxBandwidth: rt})
+	if rateM > hp.rate {
+		rateM = hp.rate
+	}
+	np := r.plan(rateM)
+	r.cfg.Log.Info("retuned", "link", link, "target_rate", rateT, "domm_rate", np.rate, "margin", np.margin)
+	if err := r.m.Src.SetParameters(ctx, Params{MaxBandwidth: np.rate}); err != nil {
+		return hp, err
+	}
+	return np, r.t.Src.SetParameters(ctx, Params{MaxBandwidth: rateT})
 }
 
 // p2 waits for Domain M's outgoing migration to complete.
