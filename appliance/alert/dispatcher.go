@@ -37,6 +37,7 @@ const emitTimeout = 10 * time.Second
 type Dispatcher struct {
 	log      *slog.Logger
 	hostname string
+	started  time.Time
 	sp       *spool
 	m        *metrics
 	runners  []*runner
@@ -94,7 +95,7 @@ func New(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registere
 		return nil, fmt.Errorf("registering alert metrics: %w", err)
 	}
 	d := &Dispatcher{
-		log: log, hostname: host, sp: sp, m: m,
+		log: log, hostname: host, sp: sp, m: m, started: time.Now(),
 		reqs: make(chan *emitReq, 1024), stop: make(chan struct{}), writerDone: make(chan struct{}),
 		lastFull: map[string]time.Time{}, dropsN: map[string]int{},
 	}
@@ -344,11 +345,15 @@ func (d *Dispatcher) Status() []SinkStatus {
 }
 
 // Healthy returns an error naming the sinks that hold undelivered alerts and have
-// failed for longer than grace; nil when all deliver.
+// not delivered for longer than grace (counted from New at most); nil otherwise.
 func (d *Dispatcher) Healthy(grace time.Duration) error {
 	var errs []error
 	for _, s := range d.Status() {
-		if s.Spooled > 0 && !s.Up && time.Since(s.LastOK) > grace {
+		since := s.LastOK
+		if since.Before(d.started) {
+			since = d.started // failing since the start at most
+		}
+		if s.Spooled > 0 && !s.Up && time.Since(since) > grace {
 			errs = append(errs, fmt.Errorf("alert sink %s: %d alerts waiting: %s", s.Name, s.Spooled, s.LastError))
 		}
 	}
