@@ -235,8 +235,11 @@ func (r *runner) batchOnce(ctx context.Context) error {
 	if len(recs) > 0 {
 		done, rejected, err = r.batch.send(ctx, recs, evs)
 	}
+	isRejected := map[int]bool{}
 	for _, i := range rejected {
+		isRejected[i] = true
 		r.d.m.dropped.WithLabelValues(r.cfg.Name, recs[i].sev.String(), "rejected").Inc()
+		r.log.Error("receiver refused an alert for good; dropped", "event_id", evs[i].Event.ID, "severity", recs[i].sev.String())
 	}
 	upTo := uint64(0)
 	switch {
@@ -249,7 +252,13 @@ func (r *runner) batchOnce(ctx context.Context) error {
 		upTo = all[len(all)-1].seq
 	}
 	if upTo > 0 {
-		if rerr := r.delivered(recs[:done], upTo); rerr != nil {
+		var ok []record
+		for i, rec := range recs[:done] {
+			if !isRejected[i] {
+				ok = append(ok, rec)
+			}
+		}
+		if rerr := r.delivered(ok, upTo); rerr != nil {
 			return rerr
 		}
 	}
