@@ -141,9 +141,12 @@ func (m *memLoop) run(ctx context.Context) {
 			// A running pass already picks up the new set at its next block.
 		case c := <-m.cmds:
 			if c.prepare {
+				t0 := time.Now()
 				finishPass(nil)
+				t1 := time.Now()
 				wasQuiesced := m.src == nil
 				r := m.prepare()
+				m.s.log.Info("prepare done", "stop_pass_took", t1.Sub(t0), "total", time.Since(t0), "ok", r.err == nil)
 				if r.err == nil && !wasQuiesced {
 					overdue = m.s.clk.After(m.s.cfg.Control.QuiesceTimeout)
 				}
@@ -243,17 +246,21 @@ func (m *memLoop) prepare() memReply {
 		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
 	}
 	m.s.setState(control.StateQuiescing, "prepare", &cur)
+	tf := time.Now()
 	fp, err := memscan.TakeFingerprint(m.src)
+	fpTook := time.Since(tf)
 	if err != nil {
 		m.s.setState(control.StateMonitoring, "prepare failed", &cur)
 		return memReply{resp: control.Response{State: control.StateMonitoring},
 			err: fmt.Errorf("taking page fingerprints: %w", err)}
 	}
 	m.fp = &fp
+	tc := time.Now()
 	if err := m.src.Close(); err != nil {
 		m.s.log.Warn("closing memory source", "err", err)
 	}
 	m.src = nil
+	m.s.log.Info("memory source released", "fingerprint_pages", len(fp.Pages), "fingerprint_took", fpTook, "release_took", time.Since(tc))
 	m.s.setState(control.StateQuiesced, "prepare", &cur)
 	m.s.status("quiesced at %#x for migration", cur)
 	// Asynchronous: the spool's fsync must not add to the migration's downtime.
