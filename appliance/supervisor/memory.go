@@ -221,7 +221,9 @@ func (m *memLoop) handle(o passOutcome) {
 	for _, f := range added {
 		evs = append(evs, alert.FromFinding(f, alert.StateNew))
 	}
+	now := m.s.clk.Now().UTC()
 	for _, f := range gone {
+		f.Time = now // when it was seen gone; the rest is as first reported
 		evs = append(evs, alert.FromFinding(f, alert.StateGone))
 	}
 	m.s.emitAll(evs)

@@ -27,6 +27,9 @@ func TestFindingLifecycle(t *testing.T) {
 	if len(gone) != 1 {
 		t.Fatalf("%d gone alerts, want 1:\n%s", len(gone), h.alerts.dump())
 	}
+	if !gone[0].Timestamp.After(news[0].Timestamp) {
+		t.Errorf("gone alert time %v is not after the new alert's %v", gone[0].Timestamp, news[0].Timestamp)
+	}
 	if gone[0].DomainM.FindingID != news[0].DomainM.FindingID {
 		t.Errorf("gone finding id %s differs from new %s", gone[0].DomainM.FindingID, news[0].DomainM.FindingID)
 	}
