@@ -77,6 +77,9 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 		inflight []batchMark
 		buf      []byte
 		poll     = time.NewTicker(ackPoll)
+		acked    int64
+		progress = time.Now() // last time acked moved, or a write ended
+		reported bool         // stall reported since
 	)
 	defer poll.Stop()
 	for {
@@ -107,6 +110,7 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 			if err != nil {
 				return fmt.Errorf("writing to %s: %w", r.cfg.Address, err)
 			}
+			progress = time.Now()
 			written += int64(len(buf))
 			next = all[len(all)-1].seq
 			marks := make([]record, len(all))
@@ -127,7 +131,13 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 				return fmt.Errorf("checking acknowledged bytes: %w", err)
 			}
 			now := time.Now()
-			acked := written - int64(unacked)
+			if a := written - int64(unacked); a > acked {
+				acked, progress, reported = a, now, false
+			} else if !reported && acked < written && now.Sub(progress) > r.cfg.Timeout {
+				// Everything fit in the socket buffers, but the receiver does not take it.
+				r.failed(fmt.Errorf("%w: nothing acknowledged for %v", errStalled, r.cfg.Timeout))
+				reported = true
+			}
 			k := 0
 			for i := range inflight {
 				if inflight[i].ackedAt.IsZero() && inflight[i].end <= acked {
