@@ -151,7 +151,8 @@ func mustFS(t *testing.T, r interface {
 }
 
 // TestChecksumMismatchDetected flips a byte of an inode field the reader does not use
-// (i_version at 0x24): only the metadata_csum check can notice, and it must.
+// (i_version at 0x24), then a byte of an xattr value: only the metadata_csum checks can
+// notice, and they must.
 func TestChecksumMismatchDetected(t *testing.T) {
 	dir := images(t)
 	img := readAll(t, filepath.Join(dir, "ext4.raw"))
@@ -170,5 +171,18 @@ func TestChecksumMismatchDetected(t *testing.T) {
 	}
 	if _, err := fs.Lstat("/etc"); err != nil {
 		t.Fatalf("neighbour: %v", err)
+	}
+
+	// The same for a byte of the value in /etc/passwd's xattr block (user.big).
+	img = readAll(t, filepath.Join(dir, "ext4.raw"))
+	acl := int64(in.fileACL) * fs0.bs
+	i := bytes.Index(img[acl:acl+fs0.bs], bigXattr)
+	if in.fileACL == 0 || i < 0 {
+		t.Fatal("/etc/passwd: no xattr block with user.big")
+	}
+	img[acl+int64(i)] ^= 1
+	fs = mustFS(t, bytes.NewReader(img), int64(len(img)))
+	if _, err := fs.Lstat("/etc/passwd"); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("Lstat with a bad xattr block checksum: %v", err)
 	}
 }

@@ -93,3 +93,22 @@ func (o *op) verifyDirBlock(b []byte, seed uint32) error {
 	}
 	return nil
 }
+
+// verifyXattrBlock checks an xattr block's h_checksum (offset 0x10): crc32c seeded with
+// the filesystem seed and the little-endian 64-bit block number, over the block with the
+// checksum zeroed.
+func (o *op) verifyXattrBlock(b []byte, blk uint64) error {
+	if !o.fs.csums() {
+		return nil
+	}
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], blk)
+	c := crc32c(o.fs.csumSeed, n[:])
+	c = crc32c(c, b[:0x10])
+	c = crc32c(c, []byte{0, 0, 0, 0})
+	c = crc32c(c, b[0x14:])
+	if want := binary.LittleEndian.Uint32(b[0x10:]); c != want {
+		return fmt.Errorf("xattr block %d: checksum %#x, computed %#x: %w", blk, want, c, ErrCorrupt)
+	}
+	return nil
+}

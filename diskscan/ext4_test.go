@@ -286,6 +286,9 @@ func TestImagesHaveTheStructures(t *testing.T) {
 	if out := run(t, "debugfs", "-R", "ex /fragmented", ext4); !strings.Contains(out, " 2/ 2 ") {
 		t.Errorf("/fragmented has no depth-2 extent tree:\n%.300s", out)
 	}
+	if out := run(t, "debugfs", "-R", "stat /etc/passwd", ext4); strings.Contains(out, "File ACL: 0") {
+		t.Errorf("/etc/passwd has no xattr block:\n%.300s", out)
+	}
 	out := run(t, "debugfs", "-R", "stat /small", filepath.Join(dir, "inline.raw"))
 	if !strings.Contains(out, "Size of inline data") {
 		t.Errorf("/small in inline.raw is not inline:\n%.300s", out)

@@ -36,6 +36,9 @@ func (o *op) xattrs(in *inode) (map[string][]byte, error) {
 		if le.Uint32(b) != xattrMagic || le.Uint32(b[8:]) != 1 {
 			return nil, fmt.Errorf("inode %d xattr block %d: bad header: %w", in.ino, in.fileACL, ErrCorrupt)
 		}
+		if err := o.verifyXattrBlock(b, in.fileACL); err != nil {
+			return nil, fmt.Errorf("inode %d: %w", in.ino, err)
+		}
 		if out, err = o.parseXattrs(b, 32, b, out); err != nil {
 			return nil, fmt.Errorf("inode %d xattr block %d: %w", in.ino, in.fileACL, err)
 		}

@@ -105,6 +105,8 @@ func must(t testing.TB, err error) {
 	}
 }
 
+var bigXattr = bytes.Repeat([]byte("0123456789abcdef"), 40)
+
 // capValue is a VFS_CAP_REVISION_2 security.capability granting cap_net_raw.
 var capValue = []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
@@ -119,6 +121,10 @@ func mkfs(t testing.TB, img, dir string, sizeMiB int, opts ...string) {
 	must(t, os.WriteFile(capFile, capValue, 0o600))
 	run(t, "debugfs", "-w", "-R", "ea_set -f "+capFile+" /bin/big security.capability", img)
 	run(t, "debugfs", "-w", "-R", "ea_set /small user.note hello", img)
+	// Too big for the inode: goes to an xattr block (checksummed with metadata_csum).
+	bigFile := filepath.Join(t.TempDir(), "bigxattr")
+	must(t, os.WriteFile(bigFile, bigXattr, 0o600))
+	run(t, "debugfs", "-w", "-R", "ea_set -f "+bigFile+" /etc/passwd user.big", img)
 	// -D builds htree indexes for large directories; exit status 1 means "fixed".
 	out, err := exec.Command("e2fsck", "-fyD", img).CombinedOutput()
 	if code := exitCode(err); code > 1 {
@@ -273,6 +279,9 @@ func compareTree(t *testing.T, fs FS, src map[string]fileInfo, srcDir string) {
 	}
 	if e := got["/small"]; e == nil || string(e.Xattrs["user.note"]) != "hello" {
 		t.Errorf("/small: user.note = %q", e.Xattrs["user.note"])
+	}
+	if e := got["/etc/passwd"]; e == nil || !bytes.Equal(e.Xattrs["user.big"], bigXattr) {
+		t.Errorf("/etc/passwd: user.big (xattr block) = %q", e.Xattrs["user.big"])
 	}
 	checkBigSparse(t, fs, filepath.Join(srcDir, "bigsparse"))
 }
