@@ -89,7 +89,8 @@
 // domainm_alerts_emitted_total{sink,severity}, domainm_alerts_delivered_total{sink,severity},
 // domainm_alert_delivery_failures_total{sink,reason}, domainm_alerts_dropped_total{sink,severity,reason},
 // domainm_alert_sink_up{sink}, domainm_alert_spool_events{sink}, domainm_alert_spool_bytes{sink},
-// domainm_alert_spool_max_bytes{sink}, domainm_alert_spool_file_bytes.
+// domainm_alert_spool_max_bytes{sink}, domainm_alert_spool_oldest_seconds{sink},
+// domainm_alert_spool_file_bytes.
 //
 // Close first lets the sinks deliver for up to 2s, so that a clean stop does not
 // re-send; what is still unconfirmed stays spooled and is sent at the next start.

@@ -1,6 +1,8 @@
 package alert
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -49,6 +51,14 @@ func newMetrics(reg prometheus.Registerer, sp *spool, sinks []SinkConfig) (*metr
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "domainm_alert_spool_bytes", Help: "Bytes the sink's spooled alerts take (counted against spool_max_bytes).", ConstLabels: labels,
 			}, func() float64 { _, b := sp.stats(name); return float64(b) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "domainm_alert_spool_oldest_seconds", Help: "Age of the oldest alert waiting in the sink's spool (0 when empty).", ConstLabels: labels,
+			}, func() float64 {
+				if t := sp.oldest(name); !t.IsZero() {
+					return time.Since(t).Seconds()
+				}
+				return 0
+			}),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "domainm_alert_spool_max_bytes", Help: "The sink's spool_max_bytes.", ConstLabels: labels,
 			}, func() float64 { return float64(s.SpoolMaxBytes) }),

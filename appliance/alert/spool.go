@@ -2,8 +2,10 @@ package alert
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -58,6 +60,34 @@ func idxKey(sev Severity, seq uint64) []byte {
 // counting what they hold. Buckets of sinks no longer configured are returned in
 // orphans (name → events) and removed.
 func openSpool(path string, max map[string]int64) (s *spool, orphans map[string]int, err error) {
+	s, orphans, err = openSpoolFile(path, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	// bbolt never gives pages back to the file system: a spool that once held a
+	// long outage stays big. Start over when it is empty and large.
+	total := 0
+	for name := range max {
+		n, _ := s.stats(name)
+		total += n
+	}
+	if total == 0 && s.fileSize() > compactAbove {
+		s.close()
+		if err := os.Remove(path); err != nil {
+			return nil, nil, fmt.Errorf("shrinking the empty alert spool: %w", err)
+		}
+		s, _, err = openSpoolFile(path, max)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return s, orphans, nil
+}
+
+// compactAbove is the size above which an empty spool file is recreated at start.
+const compactAbove = 16 << 20
+
+func openSpoolFile(path string, max map[string]int64) (s *spool, orphans map[string]int, err error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening alert spool %s: %w", path, err)
@@ -269,6 +299,19 @@ func (s *spool) stats(sink string) (n int, bytes int64) {
 	defer s.mu.Unlock()
 	st := s.sinks[sink]
 	return st.n, st.bytes
+}
+
+// oldest returns the @timestamp of sink's oldest spooled event (zero if none).
+func (s *spool) oldest(sink string) time.Time {
+	recs, err := s.read(sink, 0, 1, 1)
+	if err != nil || len(recs) == 0 {
+		return time.Time{}
+	}
+	var e struct {
+		T time.Time `json:"@timestamp"`
+	}
+	_ = json.Unmarshal(recs[0].data, &e)
+	return e.T
 }
 
 // fileSize is the spool file's size on disk.

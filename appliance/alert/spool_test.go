@@ -223,3 +223,41 @@ func BenchmarkEmitParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestSpoolShrinksWhenEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	sp, _, err := openSpool(path, map[string]int64{"a": 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []entry
+	for i := 0; i < 20000; i++ {
+		entries = append(entries, entry{sev: SevLow, data: payload(i, 1000), sinks: []string{"a"}})
+	}
+	if _, err := sp.add(entries); err != nil {
+		t.Fatal(err)
+	}
+	if !sp.oldest("a").IsZero() {
+		t.Error("payloads have no @timestamp: oldest should be zero")
+	}
+	if err := sp.remove("a", 1<<62); err != nil {
+		t.Fatal(err)
+	}
+	big := sp.fileSize()
+	sp.close()
+	if big <= compactAbove {
+		t.Fatalf("spool file only %d bytes; the test needs more than %d", big, compactAbove)
+	}
+	sp, _, err = openSpool(path, map[string]int64{"a": 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	if sp.fileSize() >= big/4 {
+		t.Fatalf("empty spool reopened at %d bytes (was %d)", sp.fileSize(), big)
+	}
+	sp.add([]entry{{sev: SevLow, data: []byte(`{"@timestamp":"2026-01-01T00:00:00Z"}`), sinks: []string{"a"}}})
+	if got := sp.oldest("a"); !got.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("oldest = %v", got)
+	}
+}
