@@ -89,6 +89,7 @@ type harnessOpts struct {
 	open      func(spec, layout string) (memscan.Source, error)
 	blockSize config.Size
 	interval  time.Duration
+	disk      DiskChecker
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -138,6 +139,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			h.mu.Unlock()
 		},
 		OpenSource: o.open,
+		Disk:       o.disk,
+	}
+	if o.disk != nil {
+		c.Target.Disk = "/images/t1.img"
+		c.Disk.Interval = time.Hour
 	}
 	if testing.Verbose() {
 		deps.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
