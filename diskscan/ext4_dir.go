@@ -67,6 +67,7 @@ func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 	var out []dirent
 	bs := o.fs.bs
 	seed := o.fs.inodeSeed(in.ino, in.raw)
+	indexed := in.flags&flagIndex != 0
 	for _, e := range exts {
 		if e.uninit {
 			continue
@@ -76,6 +77,13 @@ func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 				return out, err
 			}
 			b, err := o.block(e.pblk + i)
+			var dx bool
+			if err == nil && indexed {
+				dx, err = o.dxBlock(b, e.lblk+i, seed)
+			}
+			if err == nil && dx {
+				continue // htree index: no names
+			}
 			if err == nil {
 				err = o.verifyDirBlock(b, seed)
 			}
@@ -127,4 +135,46 @@ func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// dxBlock recognises the index blocks of an htree directory: the root (logical block 0:
+// "." and a ".." spanning the block, then dx_root_info) and interior nodes (one empty
+// entry spanning the block). Their names are only "." and "..", so they are skipped, but
+// with metadata_csum their checksum (dx_tail after `limit` entries) is verified first, so
+// a torn index block is retried rather than half-parsed. Blocks that do not have this
+// shape are read as ordinary directory blocks.
+func (o *op) dxBlock(b []byte, lblk uint64, seed uint32) (bool, error) {
+	le := binary.LittleEndian
+	bs := len(b)
+	var countOff int
+	switch {
+	case lblk == 0:
+		if le.Uint16(b[4:]) != 12 || string(b[8:10]) != ".\x00" || int(le.Uint16(b[16:])) != bs-12 ||
+			b[18] != 2 || le.Uint32(b[24:]) != 0 || b[29] != 8 {
+			return false, nil
+		}
+		countOff = 24 + 8
+	case le.Uint32(b) == 0 && int(le.Uint16(b[4:])) == bs && bs < 65536:
+		countOff = 8
+	default:
+		return false, nil
+	}
+	limit, count := int(le.Uint16(b[countOff:])), int(le.Uint16(b[countOff+2:]))
+	if count > limit || countOff+limit*8 > bs {
+		return true, fmt.Errorf("htree block %d: count %d, limit %d: %w", lblk, count, limit, ErrCorrupt)
+	}
+	if !o.fs.csums() {
+		return true, nil
+	}
+	t := countOff + limit*8
+	if t+8 > bs {
+		return true, fmt.Errorf("htree block %d: no room for the checksum: %w", lblk, ErrCorrupt)
+	}
+	c := crc32c(seed, b[:countOff+count*8])
+	c = crc32c(c, b[t:t+4])           // dt_reserved
+	c = crc32c(c, []byte{0, 0, 0, 0}) // dt_checksum, zeroed
+	if want := le.Uint32(b[t+4:]); c != want {
+		return true, fmt.Errorf("htree block %d: checksum %#x, computed %#x: %w", lblk, want, c, ErrCorrupt)
+	}
+	return true, nil
 }

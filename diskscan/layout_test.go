@@ -57,3 +57,40 @@ func dumpe2fsTables(t *testing.T, img string) []uint64 {
 	}
 	return tables
 }
+
+// TestHtreeIndexBlocksRecognised: the index blocks of /many (an htree after e2fsck -D)
+// are recognised and their checksums pass, so they are skipped, not parsed as names.
+func TestHtreeIndexBlocksRecognised(t *testing.T) {
+	dir := images(t)
+	for _, name := range []string{"ext4.raw", "ext3-1k.raw"} {
+		b := readAll(t, filepath.Join(dir, name))
+		fs := mustFS(t, bytes.NewReader(b), int64(len(b))).(*ext4FS)
+		o := fs.newOp(false)
+		in, err := fs.lookup(o, "/many", false)
+		must(t, err)
+		if in.flags&flagIndex == 0 {
+			t.Fatalf("%s: /many is not indexed", name)
+		}
+		exts, err := o.mapBlocks(in)
+		must(t, err)
+		seed := fs.inodeSeed(in.ino, in.raw)
+		dx := 0
+		for _, e := range exts {
+			for i := uint64(0); i < e.n; i++ {
+				blk, err := o.block(e.pblk + i)
+				must(t, err)
+				ok, err := o.dxBlock(blk, e.lblk+i, seed)
+				if err != nil {
+					t.Errorf("%s: block %d: %v", name, e.lblk+i, err)
+				}
+				if ok {
+					dx++
+				}
+			}
+		}
+		if dx == 0 {
+			t.Errorf("%s: no htree index block recognised in /many", name)
+		}
+		t.Logf("%s: %d index blocks", name, dx)
+	}
+}
