@@ -35,7 +35,9 @@ type checkOutcome struct {
 }
 
 func newDiskLoop(s *Supervisor, c DiskChecker) *diskLoop {
-	return &diskLoop{s: s, check: c, probe: make(chan chan bool), reported: map[string]bool{}}
+	d := &diskLoop{s: s, check: c, probe: make(chan chan bool), reported: map[string]bool{}}
+	s.restoreDisk(d.reported)
+	return d
 }
 
 func (d *diskLoop) run(ctx context.Context) {
@@ -108,10 +110,15 @@ func (d *diskLoop) handle(o checkOutcome) {
 		evs = append(evs, alert.FromFinding(f, ""))
 	}
 	d.s.emitAll(evs)
+	forgot := 0
 	for k := range d.reported {
 		if !seen[k] {
 			delete(d.reported, k) // reverted or taken into the baseline: alert again if it recurs
+			forgot++
 		}
+	}
+	if len(evs) > 0 || forgot > 0 {
+		d.s.saveDisk(d.reported)
 	}
 	d.mu.Lock()
 	if d.failing {

@@ -76,6 +76,7 @@ type harness struct {
 	clk    *fakeClock
 	alerts *recorder
 	sup    *Supervisor
+	deps   Deps
 	cancel context.CancelFunc
 	done   chan error
 
@@ -151,16 +152,34 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.realClock {
 		deps.Clock = SystemClock{}
 	}
-	h.sup, err = New(h.cfg, deps)
+	h.deps = deps
+	h.start()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	var err error
+	h.sup, err = New(h.cfg, h.deps)
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
+	ready := h.notifiedCount("READY=1")
 	go func() { h.done <- h.sup.Run(ctx) }()
-	t.Cleanup(h.stop)
-	h.waitFor("READY=1", func() bool { return h.notifiedCount("READY=1") > 0 })
-	return h
+	h.waitFor("READY=1", func() bool { return h.notifiedCount("READY=1") > ready })
+}
+
+// restart stops the supervisor and starts a new one on the same config and state, with
+// a fresh alert recorder.
+func (h *harness) restart() {
+	h.t.Helper()
+	h.stop()
+	h.alerts = &recorder{}
+	h.deps.Alerts = h.alerts
+	h.start()
 }
 
 func (h *harness) stop() {

@@ -57,7 +57,7 @@ type passOutcome struct {
 }
 
 func newMemLoop(s *Supervisor, src memscan.Source) *memLoop {
-	return &memLoop{
+	m := &memLoop{
 		s:   s,
 		src: src,
 		driver: memscan.NewDriver(memscan.DriverConfig{
@@ -70,6 +70,8 @@ func newMemLoop(s *Supervisor, src memscan.Source) *memLoop {
 		cmds:    make(chan memCmd),
 		probe:   make(chan chan bool),
 	}
+	s.restoreMemory(m.track)
+	return m
 }
 
 // run is the memory schedule: a pass every interval (measured start to start; a pass
@@ -227,6 +229,9 @@ func (m *memLoop) handle(o passOutcome) {
 		evs = append(evs, alert.FromFinding(f, alert.StateGone))
 	}
 	m.s.emitAll(evs)
+	if len(added) > 0 || len(gone) > 0 {
+		m.s.saveMemory(m.track)
+	}
 	m.mu.Lock()
 	m.stats = res
 	m.findings = m.track.len()

@@ -43,3 +43,26 @@ func TestFindingLifecycle(t *testing.T) {
 		t.Errorf("reappeared finding: %d new alerts in all, want 2:\n%s", n, h.alerts.dump())
 	}
 }
+
+// TestRestartRemembersFindings: after a restart, a finding still present is not alerted
+// again, and one that vanished while the supervisor was down is alerted gone.
+func TestRestartRemembersFindings(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.writeRule("b.yar", ruleSec)
+	h.waitFor("both found", func() bool {
+		h.clk.Advance(h.cfg.Rules.Debounce) // the reload's debounce runs on the fake clock
+		return len(h.alerts.with("memory-match", "evil")) == 1 && len(h.alerts.with("memory-match", "second")) == 1
+	})
+	h.restart()
+	h.waitFor("first pass after restart", func() bool { return h.passes() >= 1 })
+	if k := len(h.alerts.with("memory-match", "")); k != 0 {
+		t.Errorf("%d findings re-alerted after a restart:\n%s", k, h.alerts.dump())
+	}
+	h.stop()
+	h.erase(secondAt, len(second))
+	h.restart()
+	h.waitFor("second gone", func() bool { return len(h.alerts.with("memory-match-gone", "second")) == 1 })
+	if k := len(h.alerts.with("memory-match", "")) + len(h.alerts.with("memory-match-gone", "evil")); k != 0 {
+		t.Errorf("unexpected alerts after the second restart:\n%s", h.alerts.dump())
+	}
+}

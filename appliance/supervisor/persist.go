@@ -1,0 +1,132 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+// What the supervisor remembers across restarts, in the state folder, so that a
+// restart (an upgrade, a watchdog restart) neither re-alerts every finding still
+// present nor misses the "gone" of one that vanished meanwhile.
+const (
+	memoryStateFile = "memory-findings.json"
+	diskStateFile   = "disk-reported.json"
+)
+
+type memoryState struct {
+	Target   detectors.Target    `json:"target"`
+	Findings []detectors.Finding `json:"findings"`
+}
+
+type diskState struct {
+	Target   detectors.Target `json:"target"`
+	Reported []string         `json:"reported"`
+}
+
+// saveJSON writes v to path atomically (temp file, fsync, rename).
+func saveJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// loadJSON reads path into v; a missing file is not an error (ok false).
+func loadJSON(path string, v any) (ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	return true, nil
+}
+
+// sameTarget reports whether saved state belongs to the configured target.
+func sameTarget(a, b detectors.Target) bool {
+	if a.UUID != "" || b.UUID != "" {
+		return a.UUID == b.UUID
+	}
+	return a.Name == b.Name
+}
+
+func (s *Supervisor) statePath(name string) string { return filepath.Join(s.cfg.State.Dir, name) }
+
+// restoreMemory loads the findings known before a restart into t.
+func (s *Supervisor) restoreMemory(t *tracker) {
+	var st memoryState
+	ok, err := loadJSON(s.statePath(memoryStateFile), &st)
+	switch {
+	case err != nil:
+		s.log.Warn("ignoring saved memory findings", "err", err)
+	case ok && !sameTarget(st.Target, s.currentTarget()):
+		s.log.Warn("ignoring saved memory findings of another target", "saved", st.Target.Name)
+	case ok:
+		for _, f := range st.Findings {
+			t.known[findingKey(f)] = f
+		}
+		s.log.Info("restored memory findings", "count", len(st.Findings))
+	}
+}
+
+func (s *Supervisor) saveMemory(t *tracker) {
+	st := memoryState{Target: s.currentTarget()}
+	for _, f := range t.known {
+		st.Findings = append(st.Findings, f)
+	}
+	if err := saveJSON(s.statePath(memoryStateFile), st); err != nil {
+		s.log.Error("saving memory findings", "err", err)
+	}
+}
+
+func (s *Supervisor) restoreDisk(reported map[string]bool) {
+	var st diskState
+	ok, err := loadJSON(s.statePath(diskStateFile), &st)
+	switch {
+	case err != nil:
+		s.log.Warn("ignoring saved disk changes", "err", err)
+	case ok && !sameTarget(st.Target, s.currentTarget()):
+		s.log.Warn("ignoring saved disk changes of another target", "saved", st.Target.Name)
+	case ok:
+		for _, k := range st.Reported {
+			reported[k] = true
+		}
+	}
+}
+
+func (s *Supervisor) saveDisk(reported map[string]bool) {
+	st := diskState{Target: s.currentTarget()}
+	for k := range reported {
+		st.Reported = append(st.Reported, k)
+	}
+	if err := saveJSON(s.statePath(diskStateFile), st); err != nil {
+		s.log.Error("saving disk changes", "err", err)
+	}
+}
