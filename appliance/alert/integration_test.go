@@ -248,8 +248,12 @@ func TestRsyslogBurst(t *testing.T) {
 	r := startRsyslog(t)
 	r.Stop()
 	cfg := rsyslogSinks(r)
-	cfg.Sinks = cfg.Sinks[:1] // plain TCP
-	cfg.Sinks[0].Confirm = 500 * time.Millisecond
+	cfg.Sinks = cfg.Sinks[:1] // plain TCP; DOMAINM_ALERT_BURST_TLS=1 for TLS
+	out := r.PlainOut
+	if os.Getenv("DOMAINM_ALERT_BURST_TLS") != "" {
+		cfg.Sinks, out = rsyslogSinks(r).Sinks[1:], r.TLSOut
+	}
+	cfg.Sinks[0].Confirm = time.Second // the default
 	state := t.TempDir()
 	d, err := New(cfg, state, nil, nil)
 	if err != nil {
@@ -282,11 +286,11 @@ func TestRsyslogBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
-	lines := waitLines(t, r.PlainOut, n, time.Minute)
-	dups := checkReceived(t, "tcp", cfg.Sinks[0], lines, []int{os.Getpid()}, n-1, 2)
-	report := fmt.Sprintf("alert burst: %d alerts spooled in %v (%.0f/s) with the receiver down; spool %d bytes counted, file %.1f MiB (%d B/alert); delivered to rsyslogd over TCP in %v: %.0f alerts/s (%.1f MiB/s of frames), %d duplicates",
+	lines := waitLines(t, out, n, time.Minute)
+	dups := checkReceived(t, cfg.Sinks[0].Name, cfg.Sinks[0], lines, []int{os.Getpid()}, n-1, 2)
+	report := fmt.Sprintf("alert burst: %d alerts spooled in %v (%.0f/s) with the receiver down; spool %d bytes counted, file %.1f MiB (%d B/alert); delivered to rsyslogd over %s in %v: %.0f alerts/s (%.1f MiB/s of frames), %d duplicates",
 		n, accept.Round(time.Millisecond), float64(n)/accept.Seconds(), st.Bytes, float64(fileSize)/(1<<20), fileSize/int64(n),
-		took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(frameBytes(lines))/(1<<20)/took.Seconds(), dups)
+		strings.ToUpper(cfg.Sinks[0].Transport), took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(frameBytes(lines))/(1<<20)/took.Seconds(), dups)
 	t.Log(report)
 	fmt.Println(report)
 }
