@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,12 +15,55 @@ import (
 
 	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/appliance/config"
+	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/metrics"
 	"github.com/domainm/domainm/appliance/supervisor"
 )
 
 func init() {
 	register(command{name: "run", summary: "run the supervisor daemon (continuous monitoring)", run: runRun})
+	register(command{name: "status", summary: "ask the running supervisor for its state (control socket)", run: runStatus})
+}
+
+// runStatus asks a running `domainm run` for its status over the control socket.
+func runStatus(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "status", "status [--config FILE | --socket PATH]",
+		`Asks the running supervisor for its state over its control socket and prints the
+answer as JSON: state (starting, monitoring, quiesced, ...), target, memory source, rule
+set, passes, findings, disk checks. Exit code 0 when it answered, 2 when it could not be
+reached.`)
+	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
+	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
+	if err := parse(env, fs, args); err != nil {
+		return ExitError, err
+	}
+	if *sock == "" {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return ExitError, err
+		}
+		if *sock = cfg.Control.Socket; *sock == "" {
+			return ExitError, fmt.Errorf("%s: control.socket is off", cfg.Path)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := control.Dial(ctx, *sock)
+	if err != nil {
+		return ExitError, err
+	}
+	defer c.Close()
+	r, err := c.Do(ctx, control.CmdStatus, nil)
+	if err != nil {
+		return ExitError, err
+	}
+	if !r.OK {
+		return ExitError, fmt.Errorf("supervisor: %s (%s)", r.Error, r.Code)
+	}
+	r.ID = nil
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return ExitClean, enc.Encode(r)
 }
 
 // Bounds of a clean stop: the scan loops, then the alert sinks. The unit's

@@ -357,6 +357,12 @@ func TestRunReadiness(t *testing.T) {
 	}
 	waitUntil(t, "watchdog pings", 10*time.Second, func() bool { return n.count("WATCHDOG=1") >= 3 })
 
+	// domainm status asks over the control socket.
+	out, err := exec.Command(domainmBinary(t), "status", "--config", s.cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"state": "monitoring"`) || !strings.Contains(string(out), `"rule_count": 1`) {
+		t.Errorf("domainm status: %v\n%s", err, out)
+	}
+
 	// The metrics listener: scan series and health.
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	var body string
@@ -381,6 +387,10 @@ func TestRunReadiness(t *testing.T) {
 	}
 	if n.index("STOPPING=1") < 0 {
 		t.Errorf("no STOPPING=1; messages %q", n.all())
+	}
+	cmd := exec.Command(domainmBinary(t), "status", "--socket", s.sock)
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != ExitError {
+		t.Errorf("domainm status with the daemon stopped: exit %d\n%s", cmd.ProcessState.ExitCode(), out)
 	}
 }
 
