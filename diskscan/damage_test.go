@@ -142,7 +142,8 @@ func TestRandomDamageQcow2(t *testing.T) {
 	regions := []region{{"qcow2 L1 table", hd.l1Off, hd.l1Size * 8}}
 	for i := int64(0); i < hd.l1Size; i++ {
 		if l2 := int64(binary.BigEndian.Uint64(img[hd.l1Off+8*i:]) & qcowOffsetMask); l2 != 0 {
-			regions = append(regions, region{fmt.Sprintf("qcow2 L2 table %d", i), l2, 1 << hd.clusterBits})
+			used := min(int64(1)<<hd.clusterBits, (hd.size>>hd.clusterBits+1)*8) // entries that map the disk
+			regions = append(regions, region{fmt.Sprintf("qcow2 L2 table %d", i), l2, used})
 		}
 	}
 	rnd := rand.New(rand.NewSource(7))

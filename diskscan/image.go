@@ -18,14 +18,29 @@ type Image struct {
 	closers []io.Closer
 }
 
-// OpenImage opens path read-only. A qcow2 image's backing files are opened too (a
-// relative name is taken relative to the image's directory); compressed or encrypted
-// clusters are refused with an error that names the offset.
+// OpenImage opens path read-only, detecting the format from the header. A qcow2 image's
+// backing files are opened too (a relative name is taken relative to the image's
+// directory; the backing format recorded in the header is honoured); compressed clusters
+// are inflated (deflate), zstd-compressed or encrypted ones refused.
+//
+// Probing is only safe for images known not to be raw: a guest can write a qcow2 header
+// into sector 0 of its raw disk and name a host file as "backing file". When the format
+// is known, use OpenImageFormat.
 func OpenImage(path string) (*Image, error) {
-	return openImage(path, 0)
+	return openImage(path, "", 0)
 }
 
-func openImage(path string, depth int) (*Image, error) {
+// OpenImageFormat opens path read-only as format "raw" or "qcow2" ("" probes, as
+// OpenImage does).
+func OpenImageFormat(path, format string) (*Image, error) {
+	switch format {
+	case "", "raw", "qcow2":
+		return openImage(path, format, 0)
+	}
+	return nil, fmt.Errorf("image format %q: %w", format, ErrUnsupportedImage)
+}
+
+func openImage(path, format string, depth int) (*Image, error) {
 	if depth > qcowMaxBacking {
 		return nil, fmt.Errorf("%s: backing chain deeper than %d: %w", path, qcowMaxBacking, ErrUnsupportedImage)
 	}
@@ -33,7 +48,7 @@ func openImage(path string, depth int) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	im, err := imageFromFile(f, path, depth)
+	im, err := imageFromFile(f, path, format, depth)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("opening image %s: %w", path, err)
@@ -41,19 +56,28 @@ func openImage(path string, depth int) (*Image, error) {
 	return im, nil
 }
 
-func imageFromFile(f *os.File, path string, depth int) (*Image, error) {
+func imageFromFile(f *os.File, path, format string, depth int) (*Image, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	size := st.Size()
-	if st.Mode()&os.ModeDevice != 0 {
+	switch {
+	case st.Mode()&os.ModeDevice != 0:
 		if size, err = f.Seek(0, io.SeekEnd); err != nil {
 			return nil, err
 		}
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("not a regular file or device (%v): %w", st.Mode().Type(), ErrUnsupportedImage)
 	}
-	magic := make([]byte, 4)
-	if n, _ := f.ReadAt(magic, 0); n < 4 || binary.BigEndian.Uint32(magic) != qcowMagic {
+	if format == "" {
+		format = "raw"
+		magic := make([]byte, 4)
+		if n, _ := f.ReadAt(magic, 0); n == 4 && binary.BigEndian.Uint32(magic) == qcowMagic {
+			format = "qcow2"
+		}
+	}
+	if format == "raw" {
 		return &Image{r: f, size: size, format: "raw", closers: []io.Closer{f}}, nil
 	}
 	hd, err := parseQcow2Header(f, size)
@@ -62,22 +86,25 @@ func imageFromFile(f *os.File, path string, depth int) (*Image, error) {
 	}
 	im := &Image{size: hd.size, format: "qcow2", closers: []io.Closer{f}}
 	var backing *Image
-	var backingSize int64
 	if hd.backingName != "" {
 		bp := hd.backingName
 		if !filepath.IsAbs(bp) {
 			bp = filepath.Join(filepath.Dir(path), bp)
 		}
-		b, err := openImage(bp, depth+1)
-		if err != nil {
+		switch hd.backingFormat {
+		case "", "raw", "qcow2":
+		default:
+			return nil, fmt.Errorf("backing file %s: format %q: %w", bp, hd.backingFormat, ErrUnsupportedImage)
+		}
+		if backing, err = openImage(bp, hd.backingFormat, depth+1); err != nil {
 			return nil, fmt.Errorf("backing file: %w", err)
 		}
-		im.closers = append(im.closers, b)
-		backing, backingSize = b, b.Size()
+		im.closers = append(im.closers, backing)
 	}
 	var br io.ReaderAt
+	var backingSize int64
 	if backing != nil {
-		br = backing
+		br, backingSize = backing, backing.Size()
 	}
 	q, err := newQcow2(f, size, hd, br, backingSize)
 	if err != nil {

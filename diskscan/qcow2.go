@@ -60,12 +60,13 @@ type l2Table struct {
 
 // qcow2Header is what openQcow2 needs from the header.
 type qcow2Header struct {
-	size        int64
-	clusterBits uint
-	l1Size      int64
-	l1Off       int64
-	backingName string
-	zstd        bool
+	size          int64
+	clusterBits   uint
+	l1Size        int64
+	l1Off         int64
+	backingName   string
+	backingFormat string // from the header extension, "" when absent
+	zstd          bool
 }
 
 // parseQcow2Header validates the header. fileSize bounds every table offset.
@@ -125,7 +126,51 @@ func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
 		}
 		hd.backingName = string(name)
 	}
+	hlen := int64(72)
+	if version == 3 {
+		hlen = int64(be.Uint32(h[100:]))
+	}
+	if err := hd.extensions(r, hlen, fileSize); err != nil {
+		return nil, err
+	}
 	return hd, nil
+}
+
+const qcowExtBackingFormat = 0xE2792ACA
+
+// extensions reads the header extensions that follow the header (type, length, data
+// padded to 8 bytes; type 0 ends them) and keeps the backing file format.
+func (hd *qcow2Header) extensions(r io.ReaderAt, off, fileSize int64) error {
+	end := min(int64(1)<<hd.clusterBits, fileSize)
+	if off < 72 || off > end {
+		return fmt.Errorf("qcow2 header length %d: %w", off, ErrCorrupt)
+	}
+	be := binary.BigEndian
+	h := make([]byte, 8)
+	for i := 0; i < 64 && off+8 <= end; i++ {
+		if _, err := r.ReadAt(h, off); err != nil {
+			return fmt.Errorf("reading qcow2 header extension at %#x: %w", off, err)
+		}
+		typ, n := be.Uint32(h), int64(be.Uint32(h[4:]))
+		if typ == 0 {
+			return nil
+		}
+		if n > end-off-8 {
+			return fmt.Errorf("qcow2 header extension %#x at %#x: length %d: %w", typ, off, n, ErrCorrupt)
+		}
+		if typ == qcowExtBackingFormat {
+			if n > 16 {
+				return fmt.Errorf("qcow2 backing format name of %d bytes: %w", n, ErrCorrupt)
+			}
+			name := make([]byte, n)
+			if _, err := r.ReadAt(name, off+8); err != nil {
+				return fmt.Errorf("reading qcow2 backing format: %w", err)
+			}
+			hd.backingFormat = string(name)
+		}
+		off += 8 + (n+7)&^7
+	}
+	return nil
 }
 
 func newQcow2(f io.ReaderAt, fileSize int64, hd *qcow2Header, backing io.ReaderAt, backingSize int64) (*qcow2, error) {

@@ -2,8 +2,10 @@ package diskscan
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -93,4 +95,41 @@ func readWhole(t *testing.T, fs FS, p string) []byte {
 	b, err := io.ReadAll(r)
 	must(t, err)
 	return b
+}
+
+// TestFormatNotProbedWhenKnown: a guest can write a qcow2 header into sector 0 of its raw
+// disk. Opened as "raw", the image stays raw; a raw backing file recorded as raw in the
+// overlay's header (qemu-img create -F raw) is not probed either.
+func TestFormatNotProbedWhenKnown(t *testing.T) {
+	dir := t.TempDir()
+	planted := append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 1<<20-8)...)
+	base := filepath.Join(dir, "base.raw")
+	must(t, os.WriteFile(base, planted, 0o644))
+
+	im, err := OpenImageFormat(base, "raw")
+	must(t, err)
+	b := make([]byte, 4)
+	_, err = im.ReadAt(b, 0)
+	must(t, err)
+	if im.Format() != "raw" || im.Size() != 1<<20 || string(b) != "QFI\xfb" {
+		t.Errorf("raw image with a planted header: format %s size %d first bytes %q", im.Format(), im.Size(), b)
+	}
+	im.Close()
+	if _, err := OpenImage(base); err == nil {
+		t.Error("probing the planted header as qcow2 should fail on its garbage header")
+	}
+
+	overlay := filepath.Join(dir, "overlay.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", overlay)
+	im, err = OpenImage(overlay)
+	must(t, err)
+	defer im.Close()
+	_, err = im.ReadAt(b, 0)
+	must(t, err)
+	if string(b) != "QFI\xfb" {
+		t.Errorf("through the overlay: first bytes %q, want the raw backing file's", b)
+	}
+	if _, err := OpenImageFormat(overlay, "vmdk"); !errors.Is(err, ErrUnsupportedImage) {
+		t.Errorf("format vmdk: %v", err)
+	}
 }

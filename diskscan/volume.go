@@ -24,7 +24,13 @@ func OpenFS(r io.ReaderAt, size int64) (FS, error) {
 // filesystem (a supported filesystem with /etc), else the first supported one, else the
 // whole disk as a bare filesystem. The returned Closer closes the image.
 func OpenVolume(path string, partIndex int) (FS, io.Closer, error) {
-	im, err := OpenImage(path)
+	return OpenVolumeFormat(path, "", partIndex)
+}
+
+// OpenVolumeFormat is OpenVolume for an image of a known format ("raw", "qcow2"; ""
+// probes). Prefer it whenever the format is known: see OpenImage on probing raw images.
+func OpenVolumeFormat(path, format string, partIndex int) (FS, io.Closer, error) {
+	im, err := OpenImageFormat(path, format)
 	if err != nil {
 		return nil, nil, err
 	}
