@@ -371,7 +371,8 @@ func TestRunReadiness(t *testing.T) {
 		return strings.Contains(body, `domainm_memory_passes_total{result="complete"}`)
 	})
 	for _, want := range []string{"domainm_monitoring 1", "domainm_findings 1", `domainm_memory_blocks_total{outcome="zero"}`,
-		`domainm_rule_reloads_total`, `domainm_alert_spool_events{sink="local"}`} {
+		`domainm_rule_reloads_total`, `domainm_alert_spool_events{sink="local"}`, "domainm_memory_last_pass_timestamp_seconds 1.",
+		"domainm_memory_pass_seconds "} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

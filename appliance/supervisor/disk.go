@@ -127,6 +127,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 	d.failing = false
 	d.checks++
 	d.last = now
+	d.s.m.lastCheck.Set(float64(now.UnixNano()) / 1e9)
 	d.mu.Unlock()
 	d.s.log.Info("disk check", "entries", o.rep.Entries, "changes", len(o.rep.Findings), "new", len(evs), "took", now.Sub(o.started))
 }

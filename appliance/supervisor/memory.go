@@ -238,6 +238,8 @@ func (m *memLoop) handle(o passOutcome) {
 	if res.Complete {
 		m.passes++
 		m.lastPass = m.s.clk.Now()
+		m.s.m.lastPass.Set(float64(m.lastPass.UnixNano()) / 1e9)
+		m.s.m.passSeconds.Set(m.lastPass.Sub(o.started).Seconds())
 	}
 	m.mu.Unlock()
 	m.s.log.Info("memory pass", "complete", res.Complete, "cursor", fmt.Sprintf("%#x", res.Cursor),

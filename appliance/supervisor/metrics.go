@@ -19,6 +19,9 @@ type metrics struct {
 	reloads      *prometheus.CounterVec // by result: ok, failed, empty
 	diskChecks   *prometheus.CounterVec // by result: ok, failed
 	up           prometheus.Gauge       // 1 while monitoring
+	passSeconds  prometheus.Gauge       // duration of the last complete pass
+	lastPass     prometheus.Gauge       // unix time of the last complete pass
+	lastCheck    prometheus.Gauge       // unix time of the last successful disk check
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,6 +44,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Disk checks by result."}, []string{"result"}),
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_monitoring",
 			Help: "1 while the supervisor is monitoring the target's memory, 0 otherwise (starting, quiesced, stopping)."}),
+		passSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_memory_pass_seconds",
+			Help: "Duration of the last complete memory pass."}),
+		lastPass: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_memory_last_pass_timestamp_seconds",
+			Help: "When the last complete memory pass ended (alert on time() minus this)."}),
+		lastCheck: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_disk_last_check_timestamp_seconds",
+			Help: "When the last successful disk check ended."}),
 	}
 	// Zero series up front, so dashboards and alerts see them before the first event.
 	for _, l := range []string{"complete", "interrupted", "failed"} {
@@ -58,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up} {
+	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up, m.passSeconds, m.lastPass, m.lastCheck} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
