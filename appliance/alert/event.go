@@ -106,6 +106,7 @@ type File struct {
 // Hash is ECS file.hash.*.
 type Hash struct {
 	SHA256 string `json:"sha256,omitempty"`
+	SHA512 string `json:"sha512,omitempty"`
 }
 
 // Threat is ECS threat.*, filled from rule metadata naming MITRE ATT&CK techniques.
@@ -239,9 +240,11 @@ func newEvent(now time.Time, detector string) Event {
 // ("severity", else "score"), or for integrity changes the path class (PathSeverity),
 // unless the policy put a "severity" in Meta; a finding that went away is low.
 //
-// Integrity findings carry their attributes in Meta: "sha256", "size", "mode",
-// "uid", "gid", "inode", "type", "link", "mtime", "ctime" (RFC 3339) for the current
-// state, and "old.<attr>"/"new.<attr>" pairs for each changed attribute.
+// Integrity findings (detectors/integrity's Change.Finding) carry Meta "change"
+// (added, removed, changed), "selection" (the policy selection: rule.ruleset), and
+// per attribute (type, mode, uid, gid, size, mtime, ctime, inode, nlink, link, caps,
+// xattrs, sha256, sha512) either "before -> after" for a change or the current
+// value; "old.<attr>"/"new.<attr>" pairs are read too.
 func FromFinding(f detectors.Finding, state string) Event {
 	e := newEvent(f.Time, f.Detector)
 	if e.Timestamp.IsZero() {
@@ -394,24 +397,46 @@ func fileAt(path string) *File {
 	return f
 }
 
-var integrityAttrs = []string{"type", "mode", "uid", "gid", "size", "mtime", "ctime", "inode", "link", "sha256"}
+// integrityAttrs are the attribute names of detectors/integrity, in report order.
+var integrityAttrs = []string{"type", "mode", "uid", "gid", "size", "mtime", "ctime", "inode", "nlink", "link", "caps", "xattrs", "sha256", "sha512"}
+
+// integrityValues splits a finding's Meta into current values and changes. An
+// attribute is either "before -> after" (as detectors/integrity writes changes), a
+// plain current value, or an "old.<attr>"/"new.<attr>" pair.
+func integrityValues(m map[string]string) (cur map[string]string, changes []Change) {
+	cur = map[string]string{}
+	for _, a := range integrityAttrs {
+		v, ok := m[a]
+		before, hasB := m["old."+a]
+		after, hasA := m["new."+a]
+		switch {
+		case ok && strings.Contains(v, " -> "):
+			before, after, _ = strings.Cut(v, " -> ")
+			hasB, hasA = true, true
+		case ok:
+			cur[a] = v
+		}
+		if hasB || hasA {
+			changes = append(changes, Change{Attribute: a, Before: bound(before), After: bound(after)})
+			if _, set := cur[a]; !set && after != "" {
+				cur[a] = after
+			}
+		}
+	}
+	return cur, changes
+}
 
 func fromIntegrity(e *Event, f detectors.Finding, state string) {
 	m := f.Meta
 	change := firstNonEmpty(m["change"], state, "changed")
-	e.DomainM.State = change
+	e.DomainM.State = bound(change)
 	e.Event.Kind = "alert"
 	e.Event.Category = []string{"file", "intrusion_detection"}
 	e.File = fileAt(f.Path)
-	fillFile(e.File, m)
-	e.Rule = &Rule{Name: firstNonEmpty(bound(f.Rule), "file-integrity"), Ruleset: bound(f.Namespace)}
-	for _, a := range integrityAttrs {
-		before, hasB := m["old."+a]
-		after, hasA := m["new."+a]
-		if hasB || hasA {
-			e.DomainM.Changes = append(e.DomainM.Changes, Change{Attribute: a, Before: bound(before), After: bound(after)})
-		}
-	}
+	cur, changes := integrityValues(m)
+	fillFile(e.File, cur)
+	e.DomainM.Changes = changes
+	e.Rule = &Rule{Name: firstNonEmpty(bound(f.Rule), "integrity-"+e.DomainM.State), Ruleset: bound(firstNonEmpty(m["selection"], f.Namespace))}
 	sev := PathSeverity(f.Path)
 	if v, ok := m["severity"]; ok {
 		if s, err := ParseSeverity(v); err == nil {
@@ -426,23 +451,25 @@ func fromIntegrity(e *Event, f detectors.Finding, state string) {
 	default:
 		e.Event.Type, e.Event.Action = []string{"change"}, "file-changed"
 	}
-	attrs := make([]string, 0, len(e.DomainM.Changes))
-	for _, c := range e.DomainM.Changes {
+	attrs := make([]string, 0, len(changes))
+	for _, c := range changes {
 		attrs = append(attrs, c.Attribute)
 	}
-	e.Message = fmt.Sprintf("file %s: %s", change, f.Path)
-	if len(attrs) > 0 {
+	e.Message = fmt.Sprintf("file %s: %s", e.DomainM.State, f.Path)
+	if len(attrs) > 0 && change != "added" && change != "removed" {
 		e.Message += " (" + strings.Join(attrs, ", ") + ")"
 	}
-	e.Message += onTarget(*e.DomainM.Target)
-	e.DomainM.FindingID = FindingID(f.Detector, f.Namespace, e.Rule.Name, f.Target, f.Path+"\x00"+change)
+	e.Message = bound(e.Message + onTarget(*e.DomainM.Target))
+	e.DomainM.FindingID = FindingID(f.Detector, e.Rule.Ruleset, "integrity", f.Target, f.Path+"\x00"+change)
 	e.SetSeverity(sev)
 	e.Event.ID = occurrenceID(e)
 }
 
 func fillFile(f *File, m map[string]string) {
 	f.Type = bound(m["type"])
-	f.Mode = bound(m["mode"])
+	if mode, _, _ := strings.Cut(m["mode"], " "); mode != "" {
+		f.Mode = bound(mode) // "4755 (rwsr-xr-x)" → "4755"
+	}
 	f.UID = bound(m["uid"])
 	f.GID = bound(m["gid"])
 	f.Inode = bound(m["inode"])
@@ -456,8 +483,8 @@ func fillFile(f *File, m map[string]string) {
 	if t, err := time.Parse(time.RFC3339Nano, m["ctime"]); err == nil {
 		f.Ctime = t
 	}
-	if h := m["sha256"]; h != "" {
-		f.Hash = &Hash{SHA256: bound(h)}
+	if m["sha256"] != "" || m["sha512"] != "" {
+		f.Hash = &Hash{SHA256: bound(m["sha256"]), SHA512: bound(m["sha512"])}
 	}
 }
 

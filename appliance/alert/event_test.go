@@ -33,17 +33,21 @@ func goldenEvents() map[string]Event {
 	fm.SetData([]byte("X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR"))
 	file.Matches = []detectors.StringMatch{fm}
 
-	integ := detectors.Finding{Detector: "integrity", Time: goldenTime, Target: goldenTarget, Path: "/usr/bin/sshd",
-		Meta: map[string]string{"change": "changed", "sha256": "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
-			"size": "912345", "mode": "0755", "uid": "0", "gid": "0", "mtime": "2026-03-04T05:00:00Z",
-			"old.sha256": "7d865e959b2466918c9863afca942d0fb89d7c9ac0c99bafc3749504ded97730", "new.sha256": "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
-			"old.size": "901234", "new.size": "912345"}}
+	// As detectors/integrity's Change.Finding writes it.
+	integ := detectors.Finding{Detector: "integrity", Rule: "integrity-changed", Time: goldenTime, Target: goldenTarget, Path: "/usr/bin/sshd",
+		Meta: map[string]string{"change": "changed", "selection": "binaries", "type": "file",
+			"sha256": "7d865e959b2466918c9863afca942d0fb89d7c9ac0c99bafc3749504ded97730 -> b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
+			"size":   "901234 -> 912345", "mode": "0755 (rwxr-xr-x) -> 4755 (rwsr-xr-x)"}}
+	added := detectors.Finding{Detector: "integrity", Rule: "integrity-added", Time: goldenTime, Target: goldenTarget, Path: "/etc/cron.d/x",
+		Meta: map[string]string{"change": "added", "selection": "etc", "type": "file", "size": "120", "uid": "0",
+			"old.sha256": "", "new.sha256": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}}
 
 	out := map[string]Event{
 		"memory-match":      FromFinding(mem, StateNew),
 		"memory-match-gone": FromFinding(mem, StateGone),
 		"file-match":        FromFinding(file, StateNew),
 		"integrity-changed": FromFinding(integ, ""),
+		"integrity-added":   FromFinding(added, ""),
 		"rule-error":        RuleError(goldenTime, goldenTarget, "/etc/domainm/rules/bad.yar", 12, `syntax error, unexpected identifier`),
 		"health":            Health(goldenTime, SevHigh, "memory-source", "lost", "memory source file:/dev/shm/web1 disappeared"),
 	}
