@@ -75,6 +75,7 @@ func (c *Config) validate(pos positions) []*Error {
 	absolute(bad, "target.policy", t.Policy, true)
 	absolute(bad, "target.baseline", t.Baseline, true)
 	absolute(bad, "rules.dir", c.Rules.Dir, false)
+	c.Rules.Dir = filepath.Clean(c.Rules.Dir) // "/etc/domainm/rules/" names the same folder
 	absolute(bad, "state.dir", c.State.Dir, false)
 	absolute(bad, "control.socket", c.Control.Socket, true)
 	if l := c.Metrics.Listen; l != "" {

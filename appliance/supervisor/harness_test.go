@@ -91,6 +91,7 @@ type harnessOpts struct {
 	blockSize config.Size
 	interval  time.Duration
 	disk      DiskChecker
+	rulesDir  string // instead of DIR/rules (the harness writes a.yar only there)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -107,8 +108,12 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.poke(evilAt, evilText)
 	h.poke(secondAt, second)
 	h.poke(thirdAt, third)
-	os.MkdirAll(h.rules, 0o755)
-	h.writeRule("a.yar", ruleEvil)
+	if o.rulesDir != "" {
+		h.rules = o.rulesDir
+	} else {
+		os.MkdirAll(h.rules, 0o755)
+		h.writeRule("a.yar", ruleEvil)
+	}
 
 	c := config.Default()
 	c.Path = "test.toml"

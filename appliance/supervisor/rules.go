@@ -26,7 +26,10 @@ const maxRuleErrorAlerts = 20
 // ruleHolder owns the running rule set and reloads it when the rules folder changes.
 type ruleHolder struct {
 	s   *Supervisor
-	dir string
+	dir string // as configured; may be a symlink that deploy tools swap (ln -s new tmp; mv -T tmp dir)
+	// real is dir with symlinks resolved, as of the last compile; only the watcher
+	// goroutine (and loadInitial before it) touch it.
+	real string
 	cur atomic.Pointer[loadedRules]
 	// reloaded is signalled (without blocking) after a new set was swapped in, so the
 	// memory loop can start a pass with it.
@@ -46,7 +49,7 @@ type loadedRules struct {
 }
 
 func newRuleHolder(s *Supervisor) *ruleHolder {
-	return &ruleHolder{s: s, dir: s.cfg.Rules.Dir, reloaded: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
+	return &ruleHolder{s: s, dir: filepath.Clean(s.cfg.Rules.Dir), reloaded: make(chan struct{}, 1), kick: make(chan struct{}, 1)}
 }
 
 // current is what the scan driver calls before every block.
@@ -58,7 +61,8 @@ func (h *ruleHolder) id() string { return h.cur.Load().rules.ID() }
 // loadInitial compiles the folder at startup. A folder that does not compile stops the
 // start (there is no older set to fall back on); an empty one starts with an alert.
 func (h *ruleHolder) loadInitial() error {
-	r, err := yara.Compile(h.dir)
+	h.resolve()
+	r, err := yara.Compile(h.real)
 	switch {
 	case errors.Is(err, yara.ErrNoRules):
 		h.swap(r)
@@ -73,6 +77,14 @@ func (h *ruleHolder) loadInitial() error {
 	}
 	h.s.log.Info("rules loaded", "dir", h.dir, "rules", r.Count(), "files", len(r.Files()), "id", r.ID())
 	return nil
+}
+
+// resolve follows symlinks in dir; when that fails (dir is gone) real stays dir.
+func (h *ruleHolder) resolve() {
+	h.real = h.dir
+	if p, err := filepath.EvalSymlinks(h.dir); err == nil {
+		h.real = p
+	}
 }
 
 func (h *ruleHolder) swap(r *yara.Rules) {
@@ -90,7 +102,8 @@ func (h *ruleHolder) alertEmpty() {
 // with its file and line.
 func (h *ruleHolder) reload() {
 	start := time.Now()
-	r, err := yara.Compile(h.dir)
+	h.resolve()
+	r, err := yara.Compile(h.real)
 	var ce *yara.CompileError
 	switch {
 	case errors.As(err, &ce):
@@ -103,7 +116,7 @@ func (h *ruleHolder) reload() {
 			if i == maxRuleErrorAlerts {
 				break
 			}
-			h.s.emit(alert.RuleError(h.s.clk.Now(), h.s.currentTarget(), filepath.Join(h.dir, e.File), e.Line, e.Text))
+			h.s.emit(alert.RuleError(h.s.clk.Now(), h.s.currentTarget(), filepath.Join(h.real, e.File), e.Line, e.Text))
 		}
 		return
 	case errors.Is(err, yara.ErrNoRules):
@@ -163,7 +176,7 @@ func (h *ruleHolder) watch() (*fsnotify.Watcher, error) {
 	if err := w.Add(filepath.Dir(h.dir)); err != nil {
 		h.s.log.Warn("cannot watch the rules folder's parent; replacing the folder itself will go unnoticed", "err", err)
 	}
-	if err := h.addTree(w, h.dir); err != nil {
+	if err := h.addTree(w, h.real); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("watching rules: %w", err)
 	}
@@ -189,15 +202,21 @@ func (h *ruleHolder) addTree(w *fsnotify.Watcher, dir string) error {
 	})
 }
 
-// relevant reports whether an event can change the rule set.
+// relevant reports whether an event can change the rule set: one on the configured
+// folder itself (created, replaced, a symlink swapped) or inside the resolved folder.
 func (h *ruleHolder) relevant(ev fsnotify.Event) bool {
-	if filepath.Dir(ev.Name) == filepath.Dir(h.dir) && ev.Name != h.dir {
-		return false // a sibling of the rules folder
-	}
 	if ev.Op == fsnotify.Chmod {
 		return false
 	}
-	return ev.Name == h.dir || strings.HasPrefix(ev.Name, h.dir+string(filepath.Separator))
+	if ev.Name == h.dir {
+		return true
+	}
+	for _, d := range []string{h.dir, h.real} {
+		if strings.HasPrefix(ev.Name, d+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
 }
 
 // run waits for changes, debounces them and reloads. Compilation runs here, off the
@@ -219,10 +238,15 @@ func (h *ruleHolder) run(ctx context.Context, w *fsnotify.Watcher) {
 			h.s.log.Debug("rules folder changed", "event", ev.String())
 			if ev.Has(fsnotify.Create) {
 				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-					// A new subfolder (or the folder itself, recreated): watch it and
-					// everything already inside it.
-					if err := h.addTree(w, ev.Name); err != nil {
-						h.s.log.Warn("cannot watch new rules subfolder", "dir", ev.Name, "err", err)
+					// A new subfolder, or the folder itself recreated or re-pointed:
+					// watch it and everything already inside it.
+					dir := ev.Name
+					if ev.Name == h.dir {
+						h.resolve()
+						dir = h.real
+					}
+					if err := h.addTree(w, dir); err != nil {
+						h.s.log.Warn("cannot watch new rules subfolder", "dir", dir, "err", err)
 					}
 				}
 			}

@@ -96,3 +96,31 @@ func TestRulesHotReload(t *testing.T) {
 	h.writeRule("b.yar", ruleSec)
 	h.waitFor("second found again in the recreated folder", func() bool { return len(h.alerts.with("memory-match", "second")) == 2 })
 }
+
+// TestRulesSymlinkSwap: the rules folder is a symlink that a deploy swaps atomically to
+// a new release (ln -s v2 tmp; mv -T tmp rules); the new release is loaded and watched.
+func TestRulesSymlinkSwap(t *testing.T) {
+	base := t.TempDir()
+	v1, v2 := filepath.Join(base, "v1"), filepath.Join(base, "v2")
+	os.MkdirAll(v1, 0o755)
+	os.MkdirAll(v2, 0o755)
+	os.WriteFile(filepath.Join(v1, "a.yar"), []byte(ruleEvil), 0o644)
+	os.WriteFile(filepath.Join(v2, "b.yar"), []byte(ruleSec), 0o644)
+	link := filepath.Join(base, "rules")
+	if err := os.Symlink(v1, link); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour, rulesDir: link})
+	h.waitFor("evil found through the symlink", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+
+	tmp := filepath.Join(base, "rules.tmp")
+	os.Symlink(v2, tmp)
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("second found after the swap", func() bool { return len(h.alerts.with("memory-match", "second")) == 1 })
+	h.waitFor("evil gone after the swap", func() bool { return len(h.alerts.with("memory-match-gone", "evil")) == 1 })
+	// The new release is watched.
+	os.WriteFile(filepath.Join(v2, "c.yar"), []byte(ruleThird), 0o644)
+	h.waitFor("third found in the new release", func() bool { return len(h.alerts.with("memory-match", "third")) == 1 })
+}
