@@ -30,7 +30,7 @@ type ruleHolder struct {
 	// real is dir with symlinks resolved, as of the last compile; only the watcher
 	// goroutine (and loadInitial before it) touch it.
 	real string
-	cur atomic.Pointer[loadedRules]
+	cur  atomic.Pointer[loadedRules]
 	// reloaded is signalled (without blocking) after a new set was swapped in, so the
 	// memory loop can start a pass with it.
 	reloaded chan struct{}
