@@ -51,6 +51,10 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
 		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another supervisor is listening on it", path)
+		}
 		os.Remove(path) // stale, from a process that died
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})

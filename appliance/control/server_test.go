@@ -151,6 +151,10 @@ func TestSocketModeAndStale(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket mode %v, want 0600", fi.Mode().Perm())
 	}
+	// A live socket is not taken over.
+	if _, err := Listen(path, &fakeHandler{}, slog.Default()); err == nil || !strings.Contains(err.Error(), "another supervisor") {
+		t.Errorf("second Listen on a live socket: %v", err)
+	}
 	s.Close()
 	// A regular file is never removed.
 	os.WriteFile(path, []byte("x"), 0o644)
