@@ -374,3 +374,28 @@ func TestTLSVerifiesServer(t *testing.T) {
 		t.Fatalf("rsyslog received %d lines through an unverified connection", len(l))
 	}
 }
+
+func TestHTTPSBulkVerifiesServer(t *testing.T) {
+	es := &fakeES{indexed: map[string]int{}, script: func(int, int) int { return 201 }}
+	srv := httptest.NewTLSServer(es)
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	writePEM(t, ca, "CERTIFICATE", srv.Certificate().Raw)
+	key := filepath.Join(dir, "key")
+	os.WriteFile(key, []byte("k3y"), 0o600)
+	good := SinkConfig{Name: "good", Type: TypeHTTP, URL: srv.URL + "/_bulk", Index: "alerts", APIKeyFile: key, CAFile: ca}
+	bad := good
+	bad.Name, bad.CAFile = "bad", ""
+	d := newTestDispatcher(t, good, bad)
+	emitN(t, d, 0, 5)
+	waitFor(t, time.Minute, "the good sink to deliver and the bad one to fail verification", func() bool {
+		st := d.Status()
+		return st[0].Spooled == 0 && strings.Contains(st[1].LastError, "certificate")
+	})
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if len(es.indexed) != 5 {
+		t.Fatalf("%d documents indexed, want 5 (from the verified sink only)", len(es.indexed))
+	}
+}
