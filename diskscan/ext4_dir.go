@@ -12,6 +12,7 @@ import (
 type dirent struct {
 	name string
 	ino  uint32
+	typ  uint8 // file type from the entry (2 = directory), 0 without the filetype feature
 	err  error
 }
 
@@ -128,6 +129,9 @@ func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
 			return out, fmt.Errorf("more than %d directory entries: %w", maxDirEntries, ErrCorrupt)
 		}
 		d := dirent{name: string(name), ino: ino}
+		if fileType {
+			d.typ = b[pos-rec+7]
+		}
 		if bytes.IndexByte(name, '/') >= 0 || bytes.IndexByte(name, 0) >= 0 {
 			d.name = fmt.Sprintf("%q", name)
 			d.err = fmt.Errorf("directory entry name %q contains '/' or NUL: %w", name, ErrCorrupt)

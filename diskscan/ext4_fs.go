@@ -109,6 +109,23 @@ func (o *op) listDir(in *inode, cache *dirCache) ([]dirent, error) {
 	return ents, err
 }
 
+// listing returns the directory listing of inode ino, from the cache when possible.
+func (fs *ext4FS) listing(o *op, ino uint32, name string) ([]dirent, error) {
+	if !o.fresh {
+		if ents, ok := fs.dirs.get(ino); ok {
+			return ents, nil
+		}
+	}
+	dir, err := o.readInode(ino)
+	if err != nil {
+		return nil, err
+	}
+	if dir.fileType() != Dir {
+		return nil, fmt.Errorf("%s: parent is not a directory: %w", name, iofs.ErrNotExist)
+	}
+	return o.listDir(dir, &fs.dirs)
+}
+
 // lookup resolves an absolute guest path to its inode. Symlinks in the middle of the path
 // are followed inside the guest filesystem (at most 40, as Linux does); the last one only
 // with followLast.
@@ -116,6 +133,7 @@ func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
 	comps := strings.Split(p, "/")
 	stack := []uint32{rootIno}
 	hops := 0
+	var last *inode // the inode at the top of stack, when already read
 	for len(comps) > 0 {
 		c := comps[0]
 		comps = comps[1:]
@@ -126,16 +144,11 @@ func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
 			if len(stack) > 1 {
 				stack = stack[:len(stack)-1]
 			}
+			last = nil
 			continue
 		}
-		dir, err := o.readInode(stack[len(stack)-1])
-		if err != nil {
-			return nil, err
-		}
-		if dir.fileType() != Dir {
-			return nil, fmt.Errorf("%s: not a directory: %w", c, iofs.ErrNotExist)
-		}
-		ents, err := o.listDir(dir, &fs.dirs)
+		last = nil
+		ents, err := fs.listing(o, stack[len(stack)-1], c)
 		if err != nil {
 			return nil, err
 		}
@@ -145,6 +158,12 @@ func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
 		}
 		if ents[i].err != nil {
 			return nil, ents[i].err
+		}
+		if len(comps) > 0 && ents[i].typ == 2 {
+			// A directory in the middle of the path: its inode is read (and checked to be
+			// a directory) only if its listing is not cached.
+			stack = append(stack, ents[i].ino)
+			continue
 		}
 		child, err := o.readInode(ents[i].ino)
 		if err != nil {
@@ -169,6 +188,10 @@ func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
 			continue
 		}
 		stack = append(stack, ents[i].ino)
+		last = child
+	}
+	if last != nil {
+		return last, nil
 	}
 	return o.readInode(stack[len(stack)-1])
 }
