@@ -416,6 +416,11 @@ func TestRunNotReadyOnBadRules(t *testing.T) {
 	if n.index("READY=1") >= 0 {
 		t.Error("READY=1 sent although the rules did not compile")
 	}
+	// The failure is an alert too (spooled and delivered, here to the file sink).
+	waitUntil(t, "start-failed alert", 10*time.Second, func() bool {
+		a := s.alertsWith(t, "supervisor-start-failed", "")
+		return len(a) == 1 && strings.Contains(a[0].Message, "bad.yar:3")
+	})
 }
 
 // TestRunCheckConfig: --check-config exits 0 on a good file and 2 with file:line:key on

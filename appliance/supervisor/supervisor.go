@@ -139,8 +139,18 @@ func OpenSource(spec, layout string) (memscan.Source, error) {
 
 // Run starts everything, reports READY=1 and runs until ctx is cancelled, then stops
 // within the shutdown timeout. An error before readiness means the daemon could not
-// start (bad rules, memory source missing, ...).
+// start (bad rules, memory source missing, ...); it is alerted too, since the target
+// is then not watched.
 func (s *Supervisor) Run(ctx context.Context) error {
+	err := s.run(ctx)
+	if err != nil {
+		s.emit(alert.Health(s.clk.Now(), alert.SevHigh, "supervisor", "start-failed",
+			fmt.Sprintf("Domain M could not start monitoring %s: %v", s.cfg.Target.Name, err)))
+	}
+	return err
+}
+
+func (s *Supervisor) run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.State.Dir, 0o700); err != nil {
 		return fmt.Errorf("state folder: %w", err)
 	}
