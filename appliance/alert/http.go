@@ -21,11 +21,13 @@ import (
 // "errors": true each item is judged: 2xx and 409 delivered; 429 and 5xx stop the
 // batch there (that item and the rest are retried after backoff); any other 4xx is a
 // permanent refusal (mapping error): the event is dropped, logged and counted.
-// A non-2xx status for the whole request retries the whole batch.
+// A non-2xx status for the whole request retries the whole batch; 413 (too large)
+// halves the events a request first, and drops an event too large on its own.
 type httpSink struct {
 	cfg    SinkConfig
 	client *http.Client
 	auth   string
+	limit  int // events a request, lowered by 413 answers (one runner calls send)
 }
 
 func newHTTPSink(cfg SinkConfig) (*httpSink, error) {
@@ -69,6 +71,9 @@ type bulkItemResult struct {
 }
 
 func (s *httpSink) send(ctx context.Context, recs []record, evs []*Event) (int, []int, error) {
+	if s.limit > 0 && len(recs) > s.limit {
+		recs, evs = recs[:s.limit], evs[:s.limit]
+	}
 	var body bytes.Buffer
 	for i, e := range evs {
 		action, _ := json.Marshal(map[string]map[string]string{"create": {"_index": s.cfg.Index, "_id": e.Event.ID}})
@@ -93,6 +98,13 @@ func (s *httpSink) send(ctx context.Context, recs []record, evs []*Event) (int, 
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading _bulk response: %w", err)
+	}
+	if resp.StatusCode == http.StatusRequestEntityTooLarge {
+		if len(recs) == 1 {
+			return 1, []int{0}, nil // this event alone is too big for the receiver: never deliverable
+		}
+		s.limit = len(recs) / 2
+		return 0, nil, fmt.Errorf("POST %s: HTTP 413: sending %d events a request from now on", s.cfg.URL, s.limit)
 	}
 	if resp.StatusCode/100 != 2 {
 		return 0, nil, fmt.Errorf("POST %s: HTTP %d: %s", s.cfg.URL, resp.StatusCode, snippet(data))

@@ -399,3 +399,31 @@ func TestHTTPSBulkVerifiesServer(t *testing.T) {
 		t.Fatalf("%d documents indexed, want 5 (from the verified sink only)", len(es.indexed))
 	}
 }
+
+func TestHTTPBulkTooLarge(t *testing.T) {
+	es := &fakeES{indexed: map[string]int{}, script: func(int, int) int { return 201 }}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 8<<10 {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		es.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	key := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(key, []byte("k3y"), 0o600)
+	d := newTestDispatcher(t, SinkConfig{Name: "es", Type: TypeHTTP, URL: srv.URL + "/_bulk", Index: "alerts", APIKeyFile: key})
+	emitN(t, d, 0, 40)
+	big := testEvent(40)
+	big.Message = strings.Repeat("x", 10<<10) // can never fit
+	d.Emit(big)
+	emitN(t, d, 41, 2)
+	flush(t, d)
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	got := append([]int(nil), es.order...)
+	sort.Ints(got)
+	if len(got) != 42 || got[39] != 39 || got[40] != 41 {
+		t.Fatalf("indexed %v: want 0..39, 41, 42 (40 is too large alone)", got)
+	}
+}
