@@ -26,6 +26,7 @@ type memLoop struct {
 	partial map[string]detectors.Finding // findings of the interrupted part of the current pass
 	fp      *memscan.Fingerprint         // taken at prepare
 	failing bool                         // the last pass failed (alerted once)
+	rescan  bool                         // rules changed during the running pass
 
 	cmds  chan memCmd
 	probe chan chan bool
@@ -116,6 +117,11 @@ func (m *memLoop) run(ctx context.Context) {
 		m.setRunning(false, time.Time{})
 		m.handle(*o)
 		next = o.started.Add(m.s.cfg.Memory.Interval)
+		if m.rescan {
+			// Blocks scanned before the swap have not seen the new rules yet: go
+			// again at once (blocks already scanned with them are skipped).
+			next, m.rescan = m.s.clk.Now(), false
+		}
 	}
 	defer func() {
 		finishPass(nil)
@@ -139,8 +145,9 @@ func (m *memLoop) run(ctx context.Context) {
 		case <-m.s.rules.reloaded:
 			if done == nil {
 				next = m.s.clk.Now()
+			} else {
+				m.rescan = true // the running pass uses the new set from its next block on
 			}
-			// A running pass already picks up the new set at its next block.
 		case c := <-m.cmds:
 			if c.prepare {
 				t0 := time.Now()

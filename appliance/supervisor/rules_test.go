@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/memscan"
 )
 
 // TestRulesHotReload drives the watcher with real file operations, as editors, git and
@@ -123,4 +125,50 @@ func TestRulesSymlinkSwap(t *testing.T) {
 	// The new release is watched.
 	os.WriteFile(filepath.Join(v2, "c.yar"), []byte(ruleThird), 0o644)
 	h.waitFor("third found in the new release", func() bool { return len(h.alerts.with("memory-match", "third")) == 1 })
+}
+
+// TestReloadSwapsBetweenBlocks: a rule set reloaded while a pass is in flight is used
+// from the next block on, within the same pass; a second pass follows at once for the
+// blocks scanned before the swap.
+func TestReloadSwapsBetweenBlocks(t *testing.T) {
+	var g *gateSource
+	open := func(spec, layout string) (memscan.Source, error) {
+		s, err := OpenSource(spec, layout)
+		if err != nil {
+			return nil, err
+		}
+		g = &gateSource{Source: s, gate: make(chan struct{}), from: 4 << 20, holdAt: 3, hold: make(chan struct{})}
+		close(g.gate)
+		return g, nil
+	}
+	h := newHarness(t, harnessOpts{open: open})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	const early = "EARLY-MARKER-3456"
+	h.poke(1<<20+50, early) // block 1: scanned before the swap
+	g.shut()
+	h.clk.Advance(h.cfg.Memory.Interval) // pass 2 scans blocks 0-3, then waits at 4 MiB
+	h.waitFor("pass 2 to start", func() bool { return g.ranges.Load() == 2 })
+
+	// third lies at 7 MiB, past the blocks in flight.
+	h.writeRule("c.yar", ruleThird+"rule early { strings: $a = \""+early+"\" condition: $a }\n")
+	h.waitFor("reload", func() bool {
+		h.clk.Advance(h.cfg.Rules.Debounce)
+		return h.sup.Status(context.Background()).RuleCount == 3
+	})
+	g.open()
+	h.waitFor("pass 2 to end", func() bool { return h.passes() == 2 })
+	if k := len(h.alerts.with("memory-match", "third")); k != 1 {
+		t.Errorf("third found %d times by the pass in flight at the reload, want 1:\n%s", k, h.alerts.dump())
+	}
+	if k := len(h.alerts.with("memory-match", "early")); k != 0 {
+		t.Errorf("early found by pass 2, whose block 1 was scanned before the reload")
+	}
+	// Pass 3 starts at once (no clock advance) and finds what pass 2 scanned too early.
+	h.waitFor("pass 3 to start", func() bool { return g.ranges.Load() == 3 })
+	close(g.hold)
+	h.waitFor("early found by the follow-up pass", func() bool { return len(h.alerts.with("memory-match", "early")) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if n := g.ranges.Load(); n != 3 {
+		t.Errorf("%d passes, want 3", n)
+	}
 }

@@ -18,13 +18,17 @@ type gateSource struct {
 	ranges atomic.Int32
 	from   int64       // only reads at or above this address wait for the gate
 	broken atomic.Bool // every read fails
+	holdAt int32       // the pass with this number waits in Ranges until release is closed
+	hold   chan struct{}
 
 	mu   sync.Mutex
 	gate chan struct{} // closed: open
 }
 
 func (g *gateSource) Ranges() []memscan.Range {
-	g.ranges.Add(1)
+	if n := g.ranges.Add(1); n == g.holdAt {
+		<-g.hold
+	}
 	return g.Source.Ranges()
 }
 
