@@ -753,3 +753,73 @@ while true; do sleep 1; : "$m"; done`
 		t.Errorf("exit code %d", code)
 	}
 }
+
+// TestRunNoLeaks drives a daemon through many passes, prepare/resume cycles and rule
+// reloads and checks that its goroutines and open files come back to where they were:
+// it is meant to run for months.
+func TestRunNoLeaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak")
+	}
+	port := freePort(t)
+	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	base := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	metric := func(name string) float64 {
+		for _, l := range strings.Split(httpGet(t, base), "\n") {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				return f
+			}
+		}
+		t.Fatalf("no %s in /metrics", name)
+		return 0
+	}
+	waitUntil(t, "first pass", 30*time.Second, func() bool { return len(s.alertsWith(t, "memory-match", "evil")) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cycle := func(i int) {
+		c, err := control.Dial(ctx, s.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if r, err := c.Do(ctx, "prepare", nil); err != nil || !r.OK {
+			t.Fatalf("prepare %d: %+v %v", i, r, err)
+		}
+		if r, err := c.Do(ctx, "resume", control.ResumeArgs{Source: "file:" + s.ram}); err != nil || !r.OK {
+			t.Fatalf("resume %d: %+v %v", i, r, err)
+		}
+	}
+	cycle(0)
+	s.rule(t, "r0.yar", `rule r0 { condition: false }`)
+	time.Sleep(1500 * time.Millisecond)
+	g0, fd0 := metric("go_goroutines"), metric("process_open_fds")
+	const cycles = 40
+	for i := 1; i <= cycles; i++ {
+		cycle(i)
+		if i%4 == 0 { // a reload every fourth cycle
+			s.rule(t, "r0.yar", fmt.Sprintf(`rule r0 { strings: $a = "never-%d" condition: $a }`, i))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // let the last reload and pass settle
+	g1, fd1 := metric("go_goroutines"), metric("process_open_fds")
+	t.Logf("after %d prepare/resume cycles and %d reloads: goroutines %v -> %v, open fds %v -> %v, passes %v, rss %.1f MiB",
+		cycles, cycles/4, g0, g1, fd0, fd1, metric(`domainm_memory_passes_total{result="complete"}`), metric("process_resident_memory_bytes")/(1<<20))
+	if g1 > g0+3 {
+		t.Errorf("goroutines grew from %v to %v", g0, g1)
+	}
+	if fd1 > fd0+2 {
+		t.Errorf("open files grew from %v to %v", fd0, fd1)
+	}
+	if k := len(s.alertsWith(t, "memory-match", "evil")); k != 1 {
+		t.Errorf("evil alerted %d times over the cycles, want once", k)
+	}
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
