@@ -35,11 +35,14 @@ var (
 	buildErr  error
 )
 
-// domainmBinary builds the daemon once per test binary.
+// domainmBinary builds the daemon once per test binary, into a folder named after this
+// process; folders left by earlier test processes that are gone are removed (there is no
+// package-level cleanup hook to remove our own at exit).
 func domainmBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "domainm-bin-")
+		removeStaleBinaries()
+		dir, err := os.MkdirTemp("", fmt.Sprintf("domainm-bin-%d-", os.Getpid()))
 		if err != nil {
 			buildErr = err
 			return
@@ -53,8 +56,20 @@ func domainmBinary(t *testing.T) string {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	t.Cleanup(func() {}) // the binary is shared; it lives in the system temp folder
 	return builtBin
+}
+
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "domainm-bin-*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(d), "domainm-bin-%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // notifyListener stands in for systemd's notification socket.
