@@ -293,6 +293,9 @@ func printCheck(w io.Writer, changes []integrity.Change, findings []detectors.Fi
 			fmt.Fprintf(w, "  [%s]", c.Rule)
 		}
 		fmt.Fprintln(w)
+		if r := c.After; c.Kind == integrity.Added && r != nil {
+			fmt.Fprintf(w, "      %s\n", describeRecord(r))
+		}
 		for _, a := range c.Attrs {
 			fmt.Fprintf(w, "      %-7s %s\n      %-7s %s\n", a.Attr, "- "+orNone(diskSafe(a.Before)), "", "+ "+orNone(diskSafe(a.After)))
 		}
@@ -301,6 +304,21 @@ func printCheck(w io.Writer, changes []integrity.Change, findings []detectors.Fi
 		fmt.Fprintln(w, "\nYARA findings:")
 		diskPrintFindings(w, findings)
 	}
+}
+
+// describeRecord summarises a new entry in one line: mode, owner, size, link target.
+func describeRecord(r *integrity.Record) string {
+	if r.Err != "" && r.Inode == 0 {
+		return "unreadable: " + diskSafe(r.Err)
+	}
+	s := fmt.Sprintf("mode %s  uid %d  gid %d  size %d", integrity.FormatMode(r.Type, r.Mode), r.UID, r.GID, r.Size)
+	if r.Type == diskscan.Symlink.String() {
+		s += "  -> " + diskSafe(r.Link)
+	}
+	if c := integrity.FormatCaps(r.Xattrs["security.capability"]); c != "" {
+		s += "  caps " + c
+	}
+	return s
 }
 
 func orNone(s string) string {

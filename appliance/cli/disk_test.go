@@ -262,7 +262,8 @@ func TestDiskCheckText(t *testing.T) {
 	for _, want := range []string{
 		"3 added, 1 removed, 5 changed",
 		`  f "/etc/evil\nFAKE-LINE\xff"  [configuration]` + "\n",
-		"  f /tmp/rootsh  [setuid]\n  f /usr/lib/libx-copy.so  [libraries]\n",
+		"  f /tmp/rootsh  [setuid]\n      mode 4755 (rwsr-xr-x)  uid 0  gid 0  size 53\n",
+		"  f /usr/lib/libx-copy.so  [libraries]\n      mode 0644 (rw-r--r--)  uid 0  gid 0  size 9000\n",
 		"Removed entries:\n  f /etc/cron.d/old  [cron]\n",
 		"  f /usr/bin/daemon  [system binaries]\n      mode    - 0755 (rwxr-xr-x)\n              + 4750 (rwsr-x---)\n      uid     - 0\n              + 1000\n",
 		"  l /usr/bin/editor  [system binaries]\n",
