@@ -20,6 +20,8 @@ type memLoop struct {
 	s      *Supervisor
 	driver *memscan.Driver
 	src    memscan.Source // nil while quiesced
+	file   sourceFile     // where src came from
+	gone   bool           // src's file was removed (alerted)
 	track  *tracker
 
 	cursor  uint64                       // where the next pass starts (non-zero after an interrupted pass)
@@ -57,10 +59,11 @@ type passOutcome struct {
 	started time.Time
 }
 
-func newMemLoop(s *Supervisor, src memscan.Source) *memLoop {
+func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
 	m := &memLoop{
-		s:   s,
-		src: src,
+		s:    s,
+		src:  src,
+		file: sf,
 		driver: memscan.NewDriver(memscan.DriverConfig{
 			BlockSize: int(s.cfg.Memory.BlockSize),
 			Overlap:   int(s.cfg.Memory.Overlap),
@@ -138,6 +141,10 @@ func (m *memLoop) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer:
+			if !m.checkSource() {
+				next = m.s.clk.Now().Add(m.s.cfg.Memory.Interval)
+				continue
+			}
 			startPass()
 		case o := <-done: // nil (blocks forever) while no pass runs
 			finishPass(&o)
@@ -303,7 +310,7 @@ func (m *memLoop) resume(a control.ResumeArgs) memReply {
 		layout = m.s.cfg.Target.Layout
 	}
 	m.s.setState(control.StateResuming, "resume", &cur)
-	src, err := m.s.deps.OpenSource(a.Source, layout)
+	src, sf, err := m.s.openTracked(a.Source, layout)
 	if err != nil {
 		m.s.setState(control.StateQuiesced, "resume failed: cannot open source", &cur)
 		return memReply{resp: quiesced, err: control.Errorf(control.CodeSource, "opening %s: %v", a.Source, err)}
@@ -336,7 +343,7 @@ func (m *memLoop) resume(a control.ResumeArgs) memReply {
 	}
 	m.s.target.Source = a.Source
 	m.s.mu.Unlock()
-	m.src, m.fp = src, nil
+	m.src, m.file, m.fp, m.gone = src, sf, nil, false
 	m.setRunning(false, time.Time{})
 	m.s.setState(control.StateMonitoring, "resume", &cur)
 	nt := m.s.currentTarget()

@@ -168,11 +168,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 		return err
 	}
 	s.status("opening memory source %s", s.cfg.Target.Memory)
-	src, err := s.deps.OpenSource(s.cfg.Target.Memory, s.cfg.Target.Layout)
+	src, sf, err := s.openTracked(s.cfg.Target.Memory, s.cfg.Target.Layout)
 	if err != nil {
 		return fmt.Errorf("opening memory source: %w", err)
 	}
-	s.mem = newMemLoop(s, src)
+	s.mem = newMemLoop(s, src, sf)
 	if s.deps.Disk != nil {
 		s.disk = newDiskLoop(s, s.deps.Disk)
 	}
