@@ -205,12 +205,17 @@ func (o *op) inodeTable(g uint64) (uint64, error) {
 	descBlock := g / perBlock
 	var blk uint64
 	if fs.incompat&incompatMetaBG == 0 || descBlock < fs.firstMetaBG {
-		blk = fs.firstDataBlock + 1 + descBlock
+		// Right after the block holding the superblock (byte 1024): block 2 with 1 KiB
+		// blocks (even when s_first_data_block is 0, as with bigalloc), else block 1.
+		blk = uint64(superblockOff/fs.bs) + 1 + descBlock
 	} else {
 		first := descBlock * perBlock // first group of this meta group holds its descriptors
 		blk = fs.firstDataBlock + first*fs.blocksPerGroup
 		if fs.hasSuper(first) {
 			blk++
+		}
+		if fs.bs == 1024 && descBlock == 0 && fs.firstDataBlock == 0 {
+			blk++ // the superblock sits in block 1, not block 0
 		}
 	}
 	if blk >= fs.blocks {
