@@ -85,6 +85,7 @@ func CreateDB(dest string, h Header) (*DBWriter, error) {
 	if dir == "" {
 		dir = "."
 	}
+	removeStaleTemps(dir, base, time.Now())
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating baseline: %w", err)
@@ -98,6 +99,20 @@ func CreateDB(dest string, h Header) (*DBWriter, error) {
 		return nil, fmt.Errorf("writing baseline header: %w", err)
 	}
 	return w, nil
+}
+
+// staleTemp is the age after which a temporary baseline is taken for the leftover of a
+// crashed writer: a live writer touches its file far more often than that.
+const staleTemp = time.Hour
+
+// removeStaleTemps deletes temporary baselines left by writers that crashed.
+func removeStaleTemps(dir, base string, now time.Time) {
+	old, _ := filepath.Glob(filepath.Join(dir, "."+base+".tmp-*"))
+	for _, p := range old {
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() && now.Sub(st.ModTime()) > staleTemp {
+			os.Remove(p)
+		}
+	}
 }
 
 // Add appends one record.

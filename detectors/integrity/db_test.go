@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func writeDB(t *testing.T, path string, n int) Header {
@@ -119,6 +120,30 @@ func TestDBAbortKeepsOld(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*")); len(left) > 0 {
 		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+func TestDBRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".base.db.tmp-123")
+	fresh := filepath.Join(dir, ".base.db.tmp-456")
+	other := filepath.Join(dir, ".other.db.tmp-789")
+	for _, p := range []string{stale, fresh, other} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * staleTemp)
+	os.Chtimes(stale, old, old)
+	os.Chtimes(other, old, old)
+	writeDB(t, filepath.Join(dir, "base.db"), 1)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary baseline kept: %v", err)
+	}
+	for _, p := range []string{fresh, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
 	}
 }
 
