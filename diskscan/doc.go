@@ -3,7 +3,9 @@
 // with extended partitions, GPT) and filesystems (ext2/3/4), layered through io.ReaderAt
 // so that image → partition → filesystem compose with io.SectionReader.
 //
-// Typical use: OpenVolume(path, -1) picks the root filesystem, FS.Walk lists every entry
+// Typical use: OpenVolumeFormat(path, "raw" or "qcow2", -1) picks the root filesystem
+// (OpenVolume probes the format, which is unsafe for raw images: see OpenImage), FS.Walk
+// lists every entry
 // with its inode metadata (mode incl. setuid, owner, times, link target, xattrs such as
 // security.capability), and FS.Open streams a regular file's contents. Open resolves the
 // path again, through cached directory listings, so opening the files a walk reported is
@@ -42,5 +44,7 @@
 // LVM, LUKS, XFS, btrfs; qcow2 with zstd compression, encryption, external data files or
 // extended L2 entries (refused with ErrUnsupportedImage naming the offset); ext4 with the
 // compression, journal_dev or dirdata features (ErrUnsupportedFS). The journal is not
-// replayed: a filesystem that needs recovery is read as it is on disk.
+// replayed: a filesystem that needs recovery is read as it is on disk, so on a running
+// guest the view lags the guest's by the metadata not yet written back to its home
+// location (typically up to about 30 seconds of dirty writeback).
 package diskscan
