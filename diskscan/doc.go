@@ -5,11 +5,10 @@
 //
 // Typical use: OpenVolumeFormat(path, "raw" or "qcow2", -1) picks the root filesystem
 // (OpenVolume probes the format, which is unsafe for raw images: see OpenImage), FS.Walk
-// lists every entry
-// with its inode metadata (mode incl. setuid, owner, times, link target, xattrs such as
-// security.capability), and FS.Open streams a regular file's contents. Open resolves the
-// path again, through cached directory listings, so opening the files a walk reported is
-// cheap; hash them from several goroutines.
+// lists every entry with its inode metadata (mode incl. setuid, owner, times, link
+// target, xattrs such as security.capability), and FS.Open streams a regular file's
+// contents. Open resolves the path again, through cached directory listings, so opening
+// the files a walk reported is cheap; hash them from several goroutines.
 //
 // # Security
 //
