@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -121,7 +122,9 @@ func makeDiskTree(t testing.TB) *diskTree {
 		if err := os.WriteFile(full, data, mode); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(full, mode); err != nil {
+		// syscall.Chmod takes the raw bits: os.Chmod(0o4755) would drop the setuid bit
+		// (os.FileMode spells it os.ModeSetuid).
+		if err := syscall.Chmod(full, uint32(mode)); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Chtimes(full, old, old); err != nil {

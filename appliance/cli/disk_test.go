@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,6 +26,8 @@ type diskFixture struct {
 	orig, changed string // bare ext4 images
 	toolAfter     []byte // /usr/bin/tool's content after the in-place overwrite
 	editorInode   uint64 // inode of the replaced symlink, after
+	sudoAfter     []byte // /usr/bin/sudo's content after it was rewritten
+	sudoInode     uint64 // and its inode
 }
 
 // weirdName is a guest file name with a newline and a byte that is not UTF-8.
@@ -69,7 +72,17 @@ func makeDiskFixture(t *testing.T) *diskFixture {
 	if out := diskRun(t, "debugfs", "-w", "-R", "write "+plain+" "+weirdName, f.changed); !strings.Contains(out, "Allocated inode") {
 		t.Fatalf("debugfs write %q: %s", weirdName, out)
 	}
+	// Content replaced through the filesystem (debugfs write) with the same size, and the
+	// mtime set back: only ctime, which user space cannot set, and the hash give it away.
+	sudo := filepath.Join(dir, "sudo")
+	f.sudoAfter = bytes.Repeat([]byte("S"), len(f.tree.files["usr/bin/sudo"]))
+	diskMust(t, os.WriteFile(sudo, f.sudoAfter, 0o755))
+	diskDebugfs(t, f.changed, "rm /usr/bin/sudo", "write "+sudo+" /usr/bin/sudo",
+		"sif /usr/bin/sudo mode 0104755", "sif /usr/bin/sudo uid 0", "sif /usr/bin/sudo gid 0",
+		"sif /usr/bin/sudo mtime 20240506070809", "sif /usr/bin/sudo mtime_extra 0",
+		"sif /usr/bin/sudo ctime "+ts, "sif /usr/bin/sudo ctime_extra 0")
 	diskFsck(t, f.changed)
+	f.sudoInode = diskInodeOf(t, f.changed, "/usr/bin/sudo")
 	f.editorInode = diskInodeOf(t, f.changed, "/usr/bin/editor")
 	return f
 }
@@ -156,6 +169,9 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 					t.Errorf("baseline has excluded %s", p)
 				}
 			}
+			if r := byPath["/usr/bin/sudo"]; r == nil || r.Mode != 0o4755 {
+				t.Errorf("baseline record of /usr/bin/sudo = %+v, want mode 4755", r)
+			}
 			if r := byPath["/usr/bin/tool"]; r == nil || r.Hashes["sha256"] != sha(fx.tree.files["usr/bin/tool"]) {
 				t.Fatalf("baseline record of /usr/bin/tool = %+v, want sha256 of the file", r)
 			}
@@ -175,6 +191,12 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 				editorAttrs = append(editorAttrs, integrity.AttrChange{Attr: "inode", Before: fmt.Sprint(ed.Inode), After: fmt.Sprint(fx.editorInode)})
 			}
 			editorAttrs = append(editorAttrs, integrity.AttrChange{Attr: "link", Before: "/usr/bin/tool", After: "/tmp/evil"})
+			su := byPath["/usr/bin/sudo"]
+			sudoAttrs := []integrity.AttrChange{{Attr: "ctime", Before: su.Ctime.Format(time.RFC3339Nano), After: pinned.Format(time.RFC3339Nano)}}
+			if su.Inode != fx.sudoInode {
+				sudoAttrs = append(sudoAttrs, integrity.AttrChange{Attr: "inode", Before: fmt.Sprint(su.Inode), After: fmt.Sprint(fx.sudoInode)})
+			}
+			sudoAttrs = append(sudoAttrs, integrity.AttrChange{Attr: "sha256", Before: sha(fx.tree.files["usr/bin/sudo"]), After: sha(fx.sudoAfter)})
 			want := map[string]struct {
 				kind  integrity.ChangeKind
 				rule  string
@@ -183,6 +205,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 				"/usr/bin/tool": {integrity.Changed, "system binaries", []integrity.AttrChange{
 					{Attr: "sha256", Before: sha(fx.tree.files["usr/bin/tool"]), After: sha(fx.toolAfter)}}},
 				"/usr/bin/editor": {integrity.Changed, "system binaries", editorAttrs},
+				"/usr/bin/sudo":   {integrity.Changed, "system binaries", sudoAttrs},
 				"/usr/bin/daemon": {integrity.Changed, "system binaries", []integrity.AttrChange{
 					{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "4750 (rwsr-x---)"},
 					{Attr: "uid", Before: "0", After: "1000"}}},
@@ -228,7 +251,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			}
 			var sum diskCheckSummary
 			diskMust(t, json.Unmarshal([]byte(errOut), &sum))
-			if sum.Added != 3 || sum.Removed != 1 || sum.Changed != 5 || sum.Findings != 2 || sum.Updated {
+			if sum.Added != 3 || sum.Removed != 1 || sum.Changed != 6 || sum.Findings != 2 || sum.Updated {
 				t.Errorf("summary = %+v", sum)
 			}
 
@@ -260,7 +283,7 @@ func TestDiskCheckText(t *testing.T) {
 		t.Fatalf("check: %d\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{
-		"3 added, 1 removed, 5 changed",
+		"3 added, 1 removed, 6 changed",
 		`  f "/etc/evil\nFAKE-LINE\xff"  [configuration]` + "\n",
 		"  f /tmp/rootsh  [setuid]\n      mode 4755 (rwsr-xr-x)  uid 0  gid 0  size 53\n",
 		"  f /usr/lib/libx-copy.so  [libraries]\n      mode 0644 (rw-r--r--)  uid 0  gid 0  size 9000\n",
@@ -446,8 +469,8 @@ func TestDiskUnreadableEntry(t *testing.T) {
 	if c.Kind != integrity.Changed || len(c.Attrs) != 1 || c.Attrs[0].Attr != "error" || c.Attrs[0].Before != "" || c.Attrs[0].After == "" {
 		t.Errorf("/etc/sudoers: %+v, want only an error attribute", c)
 	}
-	if len(changes) != 10 { // the 9 changes of the fixture, and this one
-		t.Errorf("%d changes, want 10: %v", len(changes), changes)
+	if len(changes) != 11 { // the 10 changes of the fixture, and this one
+		t.Errorf("%d changes, want 11: %v", len(changes), changes)
 	}
 }
 
