@@ -77,6 +77,9 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	if *db == "" {
 		return ExitError, errors.New("--db is required (see --help)")
 	}
+	if *maxSize < 0 {
+		return ExitError, errors.New("--max-file-size must not be negative")
+	}
 	hdr, old, _, err := integrity.ReadDB(*db)
 	if err != nil {
 		return ExitError, err
