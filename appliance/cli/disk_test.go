@@ -528,3 +528,26 @@ func TestDiskGrowingLog(t *testing.T) {
 		})
 	}
 }
+
+func TestDiskUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"baseline", "--help"}, ExitClean, "Usage: domainm baseline"},
+		{[]string{"check", "--help"}, ExitClean, "--update"},
+		{[]string{"scan-disk", "--help"}, ExitClean, "filepath (the"},
+		{[]string{"baseline", "--db", "x"}, ExitError, "--image is required"},
+		{[]string{"baseline", "--image", "x"}, ExitError, "--db is required"},
+		{[]string{"check", "--image", "x"}, ExitError, "--db is required"},
+		{[]string{"scan-disk", "--image", "x"}, ExitError, "--rules is required"},
+		{[]string{"baseline", "--image", "/nonexistent.img", "--db", "/nonexistent/db"}, ExitError, "opening image"},
+		{[]string{"check", "--image", "x", "--db", "/nonexistent.db"}, ExitError, "opening baseline"},
+	} {
+		code, out, errOut := diskCLI(t, tc.args...)
+		if code != tc.code || !strings.Contains(out+errOut, tc.want) {
+			t.Errorf("%v: exit %d, want %d with %q\n%s%s", tc.args, code, tc.code, tc.want, out, errOut)
+		}
+	}
+}
