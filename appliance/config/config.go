@@ -89,6 +89,9 @@ type Metrics struct {
 // Control configures the control channel used by the migration coordinator.
 type Control struct {
 	Socket string `toml:"socket"`
+	// Device is a character device carrying the same protocol: the guest end of a
+	// virtio-serial port when domainm runs inside a QEMU Domain M. "" for none.
+	Device string `toml:"device"`
 	// QuiesceTimeout: quiesced (after prepare) this long without a resume raises an
 	// alert, since the target is then not watched.
 	QuiesceTimeout time.Duration `toml:"quiesce_timeout"`

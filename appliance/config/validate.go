@@ -78,6 +78,7 @@ func (c *Config) validate(pos positions) []*Error {
 	c.Rules.Dir = filepath.Clean(c.Rules.Dir) // "/etc/domainm/rules/" names the same folder
 	absolute(bad, "state.dir", c.State.Dir, false)
 	absolute(bad, "control.socket", c.Control.Socket, true)
+	absolute(bad, "control.device", c.Control.Device, true)
 	if l := c.Metrics.Listen; l != "" {
 		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
 			bad("metrics.listen", `expected HOST:PORT such as "127.0.0.1:9477", or "" for off, got %q`, l)

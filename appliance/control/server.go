@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -134,7 +135,13 @@ func (s *Server) serve(c *net.UnixConn) {
 		return
 	}
 	s.log.Debug("control connection", "uid", uid, "pid", pid)
-	sc := bufio.NewScanner(c)
+	s.serveLines(c, enc)
+}
+
+// serveLines answers request lines from r until it ends or fails; the error is the
+// reader's (nil at EOF).
+func (s *Server) serveLines(r io.Reader, enc *json.Encoder) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), MaxLine)
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
@@ -142,13 +149,15 @@ func (s *Server) serve(c *net.UnixConn) {
 		}
 		resp := s.handle(sc.Bytes())
 		if err := enc.Encode(resp); err != nil {
-			return
+			return err
 		}
 	}
-	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+	err := sc.Err()
+	if errors.Is(err, bufio.ErrTooLong) {
 		enc.Encode(Response{ID: json.RawMessage("null"), Code: CodeBadRequest,
 			Error: fmt.Sprintf("request line longer than %d bytes", MaxLine)})
 	}
+	return err
 }
 
 func (s *Server) handle(line []byte) Response {

@@ -92,6 +92,7 @@ type harnessOpts struct {
 	interval  time.Duration
 	disk      DiskChecker
 	rulesDir  string // instead of DIR/rules (the harness writes a.yar only there)
+	device    string // control.device
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -132,6 +133,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	c.Rules.Debounce = 100 * time.Millisecond
 	c.State.Dir = filepath.Join(dir, "state")
 	c.Control.Socket = filepath.Join(dir, "run", "control.sock")
+	c.Control.Device = o.device
 	h.cfg = &c
 
 	deps := Deps{
