@@ -11,6 +11,7 @@ import (
 func TestSourceReplacedAndGone(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	h.waitFor("first pass", func() bool { return h.passes() == 1 }) // counted after its alerts
 
 	// A new file renamed over the old one, without the implant.
 	tmp := h.ram + ".new"

@@ -202,7 +202,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 	}
 	start(func(ctx context.Context) { s.rules.run(ctx, watcher) })
 	if dev := s.cfg.Control.Device; dev != "" {
-		start(func(ctx context.Context) { control.ServeDevice(ctx, dev, s, s.log.With("component", "control", "device", dev)) })
+		start(func(ctx context.Context) {
+			control.ServeDevice(ctx, dev, s, s.log.With("component", "control", "device", dev))
+		})
 	}
 	if s.deps.Watchdog > 0 {
 		start(s.watchdog)
