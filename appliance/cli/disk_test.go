@@ -30,6 +30,9 @@ type diskFixture struct {
 	sudoInode     uint64 // and its inode
 }
 
+// diskCapNetRaw is a VFS_CAP_REVISION_2 security.capability: cap_net_raw, effective.
+var diskCapNetRaw = []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
 // weirdName is a guest file name with a newline and a byte that is not UTF-8.
 const weirdName = "/etc/evil\nFAKE-LINE\xff"
 
@@ -72,6 +75,10 @@ func makeDiskFixture(t *testing.T) *diskFixture {
 	if out := diskRun(t, "debugfs", "-w", "-R", "write "+plain+" "+weirdName, f.changed); !strings.Contains(out, "Allocated inode") {
 		t.Fatalf("debugfs write %q: %s", weirdName, out)
 	}
+	// File capabilities added to a binary (a backdoor that needs no setuid bit).
+	capFile := filepath.Join(dir, "cap")
+	diskMust(t, os.WriteFile(capFile, diskCapNetRaw, 0o600))
+	diskDebugfs(t, f.changed, "ea_set -f "+capFile+" /usr/bin/elf security.capability")
 	// Content replaced through the filesystem (debugfs write) with the same size, and the
 	// mtime set back: only ctime, which user space cannot set, and the hash give it away.
 	sudo := filepath.Join(dir, "sudo")
@@ -206,6 +213,9 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 					{Attr: "sha256", Before: sha(fx.tree.files["usr/bin/tool"]), After: sha(fx.toolAfter)}}},
 				"/usr/bin/editor": {integrity.Changed, "system binaries", editorAttrs},
 				"/usr/bin/sudo":   {integrity.Changed, "system binaries", sudoAttrs},
+				"/usr/bin/elf": {integrity.Changed, "system binaries", []integrity.AttrChange{
+					{Attr: "caps", Before: "", After: "cap_net_raw=ep"},
+					{Attr: "xattrs", Before: "", After: "security.capability=" + hex.EncodeToString(diskCapNetRaw)}}},
 				"/usr/bin/daemon": {integrity.Changed, "system binaries", []integrity.AttrChange{
 					{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "4750 (rwsr-x---)"},
 					{Attr: "uid", Before: "0", After: "1000"}}},
@@ -251,7 +261,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			}
 			var sum diskCheckSummary
 			diskMust(t, json.Unmarshal([]byte(errOut), &sum))
-			if sum.Added != 3 || sum.Removed != 1 || sum.Changed != 6 || sum.Findings != 2 || sum.Updated {
+			if sum.Added != 3 || sum.Removed != 1 || sum.Changed != 7 || sum.Findings != 2 || sum.Updated {
 				t.Errorf("summary = %+v", sum)
 			}
 
@@ -283,7 +293,7 @@ func TestDiskCheckText(t *testing.T) {
 		t.Fatalf("check: %d\n%s%s", code, out, errOut)
 	}
 	for _, want := range []string{
-		"3 added, 1 removed, 6 changed",
+		"3 added, 1 removed, 7 changed",
 		`  f "/etc/evil\nFAKE-LINE\xff"  [configuration]` + "\n",
 		"  f /tmp/rootsh  [setuid]\n      mode 4755 (rwsr-xr-x)  uid 0  gid 0  size 53\n",
 		"  f /usr/lib/libx-copy.so  [libraries]\n      mode 0644 (rw-r--r--)  uid 0  gid 0  size 9000\n",
@@ -469,8 +479,8 @@ func TestDiskUnreadableEntry(t *testing.T) {
 	if c.Kind != integrity.Changed || len(c.Attrs) != 1 || c.Attrs[0].Attr != "error" || c.Attrs[0].Before != "" || c.Attrs[0].After == "" {
 		t.Errorf("/etc/sudoers: %+v, want only an error attribute", c)
 	}
-	if len(changes) != 11 { // the 10 changes of the fixture, and this one
-		t.Errorf("%d changes, want 11: %v", len(changes), changes)
+	if len(changes) != 12 { // the 11 changes of the fixture, and this one
+		t.Errorf("%d changes, want 12: %v", len(changes), changes)
 	}
 }
 
