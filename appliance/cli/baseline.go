@@ -26,7 +26,11 @@ size, times, inode, links, capabilities, content hashes) and write the baseline 
 atomically: a crash leaves the previous baseline complete. The policy text is stored
 in the DB, so "domainm check" needs only the image and the DB.
 
-Without --policy the shipped default policy (rules/policy/default.toml) is used.`
+Without --policy the shipped default policy (rules/policy/default.toml) is used.
+
+Give --format when you know it: probing trusts the image's first bytes, and a guest can
+write a qcow2 header into its raw disk that names a host file as backing file. The
+format found is recorded, and "domainm check" opens the image the same way.`
 
 func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 	fs := newFlags(env, "baseline", "baseline --image IMG --db DB [--policy P] [options]", diskBaselineHelp)
@@ -47,7 +51,7 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
-	fsys, closer, img, err := openDisk(d.image, d.partition)
+	fsys, closer, img, err := openDiskFormat(d.image, d.format, d.partition)
 	if err != nil {
 		return ExitError, err
 	}

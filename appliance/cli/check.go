@@ -98,7 +98,11 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	if !flagSet(fs, "partition") {
 		part = hdr.Image.Partition
 	}
-	fsys, closer, img, err := openDisk(d.image, part)
+	format := d.format
+	if !flagSet(fs, "format") {
+		format = hdr.Image.Format // as at baseline time: never probe again
+	}
+	fsys, closer, img, err := openDiskFormat(d.image, format, part)
 	if err != nil {
 		return ExitError, err
 	}

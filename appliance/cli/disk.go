@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -27,6 +26,7 @@ type diskFlags struct {
 	image     string
 	partition int
 	workers   int
+	format    string
 	json      bool
 	quiet     bool
 }
@@ -34,6 +34,7 @@ type diskFlags struct {
 func (d *diskFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.image, "image", "", "disk image of the target (raw or qcow2; read-only, never mounted)")
 	fs.IntVar(&d.partition, "partition", -1, "partition number as Linux numbers them (-1: the first with a supported filesystem)")
+	fs.StringVar(&d.format, "format", "", "image format: raw or qcow2 (default: probe; see the note on probing)")
 	fs.IntVar(&d.workers, "workers", runtime.NumCPU(), "files read and hashed or scanned in parallel")
 	fs.BoolVar(&d.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&d.quiet, "quiet", false, "no progress bar (there is none when stderr is not a terminal)")
@@ -43,30 +44,35 @@ func (d *diskFlags) check() error {
 	if d.image == "" {
 		return fmt.Errorf("--image is required (see --help)")
 	}
+	if d.format != "" && d.format != "raw" && d.format != "qcow2" {
+		return fmt.Errorf("--format must be raw or qcow2")
+	}
 	if d.workers < 1 {
 		return fmt.Errorf("--workers must be at least 1")
 	}
 	return nil
 }
 
-// openDisk opens the filesystem in the image and describes the image for the baseline.
+// openDisk opens the filesystem in the image, probing its format; see openDiskFormat.
 func openDisk(image string, partition int) (diskscan.FS, io.Closer, integrity.ImageInfo, error) {
-	info := integrity.ImageInfo{Path: image, Partition: partition, Format: "raw"}
+	return openDiskFormat(image, "", partition)
+}
+
+// openDiskFormat opens the filesystem in an image of the given format ("raw", "qcow2",
+// or "" to probe) and describes the image for the baseline, with the format found.
+func openDiskFormat(image, format string, partition int) (diskscan.FS, io.Closer, integrity.ImageInfo, error) {
+	info := integrity.ImageInfo{Path: image, Partition: partition, Format: format}
 	st, err := os.Stat(image)
 	if err != nil {
 		return nil, nil, info, fmt.Errorf("opening image: %w", err)
 	}
 	info.Size, info.ModTime = st.Size(), st.ModTime().UTC()
-	if f, err := os.Open(image); err == nil {
-		magic := make([]byte, 4)
-		if _, err := io.ReadFull(f, magic); err == nil && bytes.Equal(magic, []byte("QFI\xfb")) {
-			info.Format = "qcow2"
-		}
-		f.Close()
-	}
-	fsys, closer, err := diskscan.OpenVolume(image, partition)
+	fsys, closer, err := diskscan.OpenVolumeFormat(image, format, partition)
 	if err != nil {
 		return nil, nil, info, fmt.Errorf("opening filesystem: %w", err)
+	}
+	if f, ok := closer.(interface{ Format() string }); ok {
+		info.Format = f.Format()
 	}
 	return fsys, closer, info, nil
 }

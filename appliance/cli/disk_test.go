@@ -160,8 +160,15 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			if code != ExitClean {
 				t.Fatalf("baseline: exit %d\n%s%s", code, out, errOut)
 			}
-			_, base, _, err := integrity.ReadDB(db)
+			hdr, base, _, err := integrity.ReadDB(db)
 			diskMust(t, err)
+			wantPart := -1 // as given: gpt and bare are found automatically
+			if tc.layout == "mbr" {
+				wantPart = part
+			}
+			if hdr.Image.Format != tc.format || hdr.Image.Partition != wantPart || hdr.Image.Path != orig {
+				t.Errorf("baseline image identity %+v, want format %s partition %d", hdr.Image, tc.format, wantPart)
+			}
 			byPath := map[string]*integrity.Record{}
 			for _, r := range base {
 				byPath[r.Path] = r
@@ -559,5 +566,37 @@ func TestDiskUsage(t *testing.T) {
 		if code != tc.code || !strings.Contains(out+errOut, tc.want) {
 			t.Errorf("%v: exit %d, want %d with %q\n%s%s", tc.args, code, tc.code, tc.want, out, errOut)
 		}
+	}
+}
+
+// TestDiskFormatPinned: the guest can write a qcow2 header into its raw disk; the check
+// opens the image as the format recorded at baseline time instead of probing again.
+func TestDiskFormatPinned(t *testing.T) {
+	fx := makeDiskFixture(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "base.db")
+	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--format", "raw", "--db", db); code != ExitClean {
+		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
+	}
+	img := filepath.Join(dir, "forged.raw")
+	b, err := os.ReadFile(fx.changed)
+	diskMust(t, err)
+	// ext4 leaves its first 1024 bytes alone: a qcow2 header there, naming a host file.
+	hdr := make([]byte, 512)
+	copy(hdr, "QFI\xfb\x00\x00\x00\x03")
+	copy(hdr[8:], []byte{0, 0, 0, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 11})
+	copy(hdr[0x100:], "/etc/shadow")
+	copy(b, hdr)
+	diskMust(t, os.WriteFile(img, b, 0o600))
+	code, out, errOut := diskCLI(t, "check", "--image", img, "--db", db, "--json")
+	changes, _ := parseCheckJSON(t, out)
+	if code != ExitFindings || len(changes) != 11 {
+		t.Fatalf("check of the forged image (pinned raw): exit %d, %d changes, want 1 and 11\n%s", code, len(changes), errOut)
+	}
+	if code, _, errOut := diskCLI(t, "check", "--image", img, "--db", db, "--format", "qcow2"); code != ExitError {
+		t.Errorf("check --format qcow2 of a raw image: exit %d, want %d\n%s", code, ExitError, errOut)
+	}
+	if code, _, errOut := diskCLI(t, "baseline", "--image", img, "--db", db, "--format", "vmdk"); code != ExitError || !strings.Contains(errOut, "--format must be raw or qcow2") {
+		t.Errorf("--format vmdk: exit %d %q", code, errOut)
 	}
 }

@@ -68,7 +68,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
-	fsys, closer, _, err := openDisk(d.image, d.partition)
+	fsys, closer, _, err := openDiskFormat(d.image, d.format, d.partition)
 	if err != nil {
 		return ExitError, err
 	}
