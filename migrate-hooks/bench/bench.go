@@ -67,13 +67,19 @@ func (o Options) pairs() [][2]int {
 	return ps
 }
 
-// Execute runs every cell and returns the runs.
+// Execute runs every cell and returns the runs. Each (net, pair) boots its guests once;
+// runs then migrate the pair back and forth between the two hosts (after each run the
+// destination is the next source), and a failed run reboots the pair.
 func Execute(ctx context.Context, o Options, progress io.Writer) ([]Run, error) {
 	work, err := os.MkdirTemp("", "domainm-bench-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
+	if os.Getenv("DOMAINM_BENCH_KEEP") == "" {
+		defer os.RemoveAll(work)
+	} else {
+		fmt.Fprintf(progress, "keeping %s\n", work)
+	}
 	kernel, err := Kernel()
 	if err != nil {
 		return nil, err
@@ -88,84 +94,124 @@ func Execute(ctx context.Context, o Options, progress io.Writer) ([]Run, error) 
 	fmt.Fprintf(progress, "guests: %s + busybox initramfs under %s\n", filepath.Base(kernel), o.Accel)
 	var runs []Run
 	for _, net := range o.Nets {
-		for rep := 0; rep < o.Reps; rep++ {
-			for _, p := range o.pairs() {
+		for _, p := range o.pairs() {
+			var s *session
+			for rep := 0; rep < o.Reps; rep++ {
 				for _, m := range o.Modes {
+					if ctx.Err() != nil {
+						s.close()
+						return runs, ctx.Err()
+					}
 					r := Run{Net: net, Mode: m.String(), TargetMiB: p[0], DomMMiB: p[1]}
-					res, err := one(ctx, o, work, net, m, p, kernel, initrd)
+					var res *syncpoint.Result
+					if s == nil {
+						s, err = boot(ctx, o, work, net, p, kernel, initrd)
+					}
+					if err == nil {
+						res, err = s.migrate(ctx, m)
+					}
 					if res != nil {
 						r.Result = *res
 					}
 					if err != nil {
 						r.Err = err.Error()
+						s.close()
+						s = nil
 					}
-					fmt.Fprintf(progress, "%-8s rep %d target %4d MiB domm %4d MiB %-6s total %6dms P1 %5d P2 %5d P3 %4d P4 %4d downtime %5dms gap %dms %s\n",
+					fmt.Fprintf(progress, "%-8s rep %d target %4d MiB domm %4d MiB %-6s total %6dms P1 %5d P2 %5d P3 %4d P4 %4d downtime %5dms (sync wait %5d) gap %dms %s\n",
 						net, rep+1, p[0], p[1], m, r.Result.Total.Milliseconds(),
 						r.Result.Waits[0].Milliseconds(), r.Result.Waits[1].Milliseconds(), r.Result.Waits[2].Milliseconds(), r.Result.Waits[3].Milliseconds(),
-						r.Result.TargetDowntime.Milliseconds(), r.Result.Gap.Milliseconds(), r.Err)
+						r.Result.TargetDowntime.Milliseconds(), r.Result.SyncWait.Milliseconds(), r.Result.Gap.Milliseconds(), r.Err)
 					r.Result.Timeline = nil // kept out of the summary file: it is long
 					runs = append(runs, r)
-					if ctx.Err() != nil {
-						return runs, ctx.Err()
-					}
 				}
 			}
+			s.close()
 		}
 	}
 	return runs, nil
 }
 
-// one boots a fresh pair, lets it settle, and co-migrates it.
-func one(ctx context.Context, o Options, work, net string, mode syncpoint.Mode, p [2]int, kernel, initrd string) (*syncpoint.Result, error) {
-	dir, err := os.MkdirTemp(work, "run-")
+// session is a booted pair and its two hosts.
+type session struct {
+	o     Options
+	dir   string
+	hosts [2]*host.Local
+	link  *link
+	pair  *lab.Pair
+	src   int // index of the host the pair runs on
+	cfg   syncpoint.Config
+}
+
+func boot(ctx context.Context, o Options, work, net string, p [2]int, kernel, initrd string) (*session, error) {
+	dir, err := os.MkdirTemp(work, "pair-")
 	if err != nil {
 		return nil, err
 	}
 	prefix := fmt.Sprintf("domainm-bench-%d-", os.Getpid())
-	src := &host.Local{Name: "src", Dir: dir, Prefix: prefix, Log: o.Log}
-	dst := &host.Local{Name: "dst", Dir: dir, Prefix: prefix, Log: o.Log}
-	cfg := syncpoint.Config{Mode: mode, Log: o.Log}
+	s := &session{o: o, dir: dir, cfg: syncpoint.Config{Log: o.Log}}
+	s.hosts[0] = &host.Local{Name: "a", Dir: dir, Prefix: prefix, Log: o.Log}
+	s.hosts[1] = &host.Local{Name: "b", Dir: dir, Prefix: prefix, Log: o.Log}
 	if net == "shaped" {
-		l, err := newLink(o.Rate)
+		// Both directions shaped: the pair migrates back and forth.
+		s.link, err = newLink(o.Rate)
 		if err != nil {
 			return nil, err
 		}
-		defer l.close()
-		src.NetNS, src.Addr = l.src, l.srcIP
-		dst.NetNS, dst.Addr = l.dst, l.dstIP
-		cfg.LinkBandwidth = o.RateBytes
+		s.hosts[0].NetNS, s.hosts[0].Addr = s.link.src, s.link.srcIP
+		s.hosts[1].NetNS, s.hosts[1].Addr = s.link.dst, s.link.dstIP
+		s.cfg.LinkBandwidth = o.RateBytes
 	}
-	defer src.Close()
-	defer dst.Close()
-
 	spec := lab.NewSpec(p[0], p[1], o.Accel)
 	for _, m := range []*host.Machine{&spec.Target, &spec.DomM} {
 		m.Kernel, m.Initrd, m.Append = kernel, initrd, guestAppend
 	}
-	bootCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	bootCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	pair, err := lab.StartSource(bootCtx, src, spec)
-	if err != nil {
-		return nil, err
-	}
-	for _, vm := range []*host.VM{pair.Target, pair.DomM} {
-		if err := waitReady(bootCtx, vm.Serial); err != nil {
-			return nil, fmt.Errorf("%s: %w", vm.Where(), err)
+	s.pair, err = lab.StartSource(bootCtx, s.hosts[0], spec)
+	if err == nil {
+		for _, vm := range []*host.VM{s.pair.Target, s.pair.DomM} {
+			if err = waitReady(bootCtx, vm.Serial); err != nil {
+				err = fmt.Errorf("%s: %w", vm.Where(), err)
+				break
+			}
 		}
 	}
-	time.Sleep(2 * time.Second) // past boot's burst of page writes
-	t, m, err := pair.Destination(bootCtx, dst)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	if s == nil {
+		return
+	}
+	s.hosts[0].Close()
+	s.hosts[1].Close()
+	if s.link != nil {
+		s.link.close()
+	}
+}
+
+// migrate lets the pair settle, co-migrates it to the other host, and makes the
+// destination the next source.
+func (s *session) migrate(ctx context.Context, mode syncpoint.Mode) (*syncpoint.Result, error) {
+	time.Sleep(2 * time.Second) // past a boot's or the last migration's burst of writes
+	src, dst := s.hosts[s.src], s.hosts[1-s.src]
+	t, m, err := s.pair.Destination(ctx, dst)
 	if err != nil {
 		return nil, err
 	}
 	var sup syncpoint.Supervisor
 	if mode != syncpoint.NoSync {
-		sock := filepath.Join(dir, "control.sock")
-		s, err := controltest.Listen(sock, pair.Target.RAMFile)
+		sock := filepath.Join(s.dir, fmt.Sprintf("control-%d.sock", time.Now().UnixNano()))
+		st, err := controltest.Listen(sock, s.pair.Target.RAMFile)
 		if err != nil {
 			return nil, err
 		}
-		defer s.Close()
+		defer st.Close()
 		c, err := control.Dial(ctx, sock)
 		if err != nil {
 			return nil, err
@@ -173,12 +219,27 @@ func one(ctx context.Context, o Options, work, net string, mode syncpoint.Mode, 
 		defer c.Close()
 		sup = lab.Handshake(c, src, dst, "target")
 	}
-	migCtx, cancel2 := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel2()
-	return syncpoint.Run(migCtx, t, m, sup, cfg)
+	cfg := s.cfg
+	cfg.Mode = mode
+	migCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	res, err := syncpoint.Run(migCtx, t, m, sup, cfg)
+	if err != nil {
+		return res, err
+	}
+	// The old source copies go; their RAM file names are free for the next run.
+	for _, vm := range []*host.VM{s.pair.Target, s.pair.DomM} {
+		vm.Kill()
+		if vm.RAMFile != "" {
+			os.Remove(vm.RAMFile)
+		}
+	}
+	s.pair = &lab.Pair{Spec: s.pair.Spec, Src: dst, Target: t.Dst.(*host.VM), DomM: m.Dst.(*host.VM)}
+	s.src = 1 - s.src
+	return res, nil
 }
 
-// linuxAccel boots the guest under KVM and keeps KVM if it comes up within 30 s (it
+// linuxAccel boots the guest under KVM and keeps KVM if it comes up within 20 s (it
 // does not on nested KVM without the right CPU features: the kernel hangs early).
 func linuxAccel(ctx context.Context, work, kernel, initrd string) string {
 	if _, err := os.Stat("/dev/kvm"); err != nil {
@@ -190,7 +251,7 @@ func linuxAccel(ctx context.Context, work, kernel, initrd string) string {
 	if err != nil {
 		return "tcg"
 	}
-	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if waitReady(c, vm.Serial) != nil {
 		return "tcg"

@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// link is two network namespaces joined by a veth pair, the source side's egress shaped
-// with a token bucket, so that both migration streams share one link.
+// link is two network namespaces joined by a veth pair, each side's egress shaped with a
+// token bucket, so that both migration streams share one link (in either direction).
 type link struct {
 	src, dst     string // namespace names
 	srcIP, dstIP string
@@ -40,7 +40,9 @@ func newLink(rate string) (*link, error) {
 	}
 	if rate != "" {
 		// burst: enough for one timer tick at 1 Gbit/s; latency bounds the queue.
-		steps = append(steps, []string{"ip", "netns", "exec", l.src, "tc", "qdisc", "add", "dev", vs, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "20ms"})
+		for _, e := range [][2]string{{l.src, vs}, {l.dst, vd}} {
+			steps = append(steps, []string{"ip", "netns", "exec", e[0], "tc", "qdisc", "add", "dev", e[1], "root", "tbf", "rate", rate, "burst", "256kb", "latency", "20ms"})
+		}
 	}
 	for _, s := range steps {
 		if err := ipCmd(s...); err != nil {

@@ -75,12 +75,8 @@ func (r *run) sync(ctx context.Context) error {
 		return &Error{Phase: "P2", Err: err, Outcome: r.rollbackAfterDomM(ctx)}
 	}
 
-	// P3: Domain M (arrived) waits until the target has arrived at the destination.
-	mArrived := time.Now()
-	if ev, ok := lastEvent(r.m.Dst, isMigrationStatus("completed")); ok {
-		mArrived = ev.Time
-	}
-	tArrived, err := r.p3(ctx)
+	// P3: Domain M waits (paused, arrived) until the target has arrived at the destination.
+	mArrived, tArrived, err := r.p3(ctx)
 	if err != nil {
 		return err
 	}
@@ -88,9 +84,17 @@ func (r *run) sync(ctx context.Context) error {
 		r.res.Waits[2] = d
 	}
 
-	// P4: the target stays paused until Domain M runs and the supervisor monitors.
+	// P4: the target stays paused until Domain M runs and the supervisor monitors. (A
+	// cont sent to a destination still loading only arms autostart: hence p3 waits for
+	// both arrivals, and Domain M's run state is checked.)
 	if err := r.m.Dst.Cont(ctx); err != nil {
 		return &Error{Phase: "P4", Err: fmt.Errorf("resuming domain M at the destination: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+	}
+	c, cancel := short(ctx)
+	err = waitRunning(c, r.m.Dst)
+	cancel()
+	if err != nil {
+		return &Error{Phase: "P4", Err: fmt.Errorf("domain M at the destination: %w", err), Outcome: r.rollbackFromDestination(ctx)}
 	}
 	if err := r.resume(ctx, false); err != nil {
 		return &Error{Phase: "P4", Err: fmt.Errorf("supervisor resume: %w", err), Outcome: r.rollbackFromDestination(ctx)}
@@ -246,31 +250,28 @@ func (r *run) p2(ctx context.Context) error {
 	return nil
 }
 
-// p3 waits for the target's incoming migration to complete and returns when it did.
-func (r *run) p3(ctx context.Context) (time.Time, error) {
+// p3 waits until the target's final copy has left the source and both incoming
+// migrations have completed; it returns when Domain M and the target arrived.
+func (r *run) p3(ctx context.Context) (mArrived, tArrived time.Time, err error) {
 	ctx3, cancel := context.WithTimeout(ctx, r.cfg.P3)
 	defer cancel()
-	watch := func(vm VM) chan error {
-		ch := make(chan error, 1)
-		go func() {
-			ev, _, err := vm.WaitEvent(ctx3, 0, isMigrationStatus("completed", "failed", "cancelled"))
-			if err == nil && ev.Status != "completed" {
-				err = fmt.Errorf("%s: migration %s", vm.Where(), ev.Status)
-			}
-			ch <- err
-		}()
-		return ch
+	done := func(vm VM) (time.Time, error) {
+		ev, _, err := vm.WaitEvent(ctx3, 0, isMigrationStatus("completed", "failed", "cancelled"))
+		if err == nil && ev.Status != "completed" {
+			err = fmt.Errorf("%s: migration %s", vm.Where(), ev.Status)
+		}
+		return ev.Time, err
 	}
-	srcDone, dstDone := watch(r.t.Src), watch(r.t.Dst)
-	if err := <-srcDone; err != nil {
-		cancel()
-		return time.Time{}, &Error{Phase: "P3", Err: fmt.Errorf("target's final copy: %w", err), Outcome: r.recoverTargetRestart(ctx)}
+	if _, err := done(r.t.Src); err != nil {
+		return mArrived, tArrived, &Error{Phase: "P3", Err: fmt.Errorf("target's final copy: %w", err), Outcome: r.recoverTargetRestart(ctx)}
 	}
-	if err := <-dstDone; err != nil {
-		return time.Time{}, &Error{Phase: "P3", Err: fmt.Errorf("target's arrival: %w", err), Outcome: "target paused at source (migration completed there) and not running at destination: check the destination"}
+	if mArrived, err = done(r.m.Dst); err != nil {
+		return mArrived, tArrived, &Error{Phase: "P3", Err: fmt.Errorf("domain M's arrival: %w", err), Outcome: r.rollbackFromDestination(ctx)}
 	}
-	ev, _ := lastEvent(r.t.Dst, isMigrationStatus("completed"))
-	return ev.Time, nil
+	if tArrived, err = done(r.t.Dst); err != nil {
+		return mArrived, tArrived, &Error{Phase: "P3", Err: fmt.Errorf("target's arrival: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+	}
+	return mArrived, tArrived, nil
 }
 
 func (r *run) progressErr(ctx context.Context, vm VM) string {
