@@ -26,6 +26,7 @@ help:
 	@echo "make bench-memscan  domainm scan-memory vs the yara CLI on a >= 1 GiB image"
 	@echo "make bench-diskscan domainm baseline/check vs aide --init/--check on a Debian root"
 	@echo "make bench-alerts   100,000 alerts spooled, then delivered to a real rsyslogd"
+	@echo "make bench-migrate  co-migration experiment, reduced (sizes halved, 1 run per cell)"
 
 # deps: apt packages (only those missing), then Go modules.
 deps: $(DEPS_STAMP)
@@ -95,6 +96,14 @@ bench-diskscan: build
 .PHONY: bench-alerts
 bench-alerts: deps
 	DOMAINM_ALERT_BURST=$${BENCH_ALERTS:-100000} $(GO) test -count=1 -run '^TestRsyslogBurst$$' -v -timeout 30m ./appliance/alert/
+
+# bench-migrate: the published co-migration experiment (migrate-hooks/README.md), reduced
+# to fit 15 minutes on 2 cores: sizes halved (512/256/128 MiB, TCG Linux guests), one run
+# per cell, nosync/sync/paced, shaped 1 Gbit/s veth between two namespaces and unshaped.
+# The full run: $(BIN)/domainm-migrate bench (1024/512/256 MiB, 10 runs per cell).
+.PHONY: bench-migrate
+bench-migrate: build
+	$(BIN)/domainm-migrate bench --fixed 512 --sizes 512,256,128 --reps 1 --out bench-migrate
 
 clean:
 	rm -rf $(BIN)

@@ -39,6 +39,7 @@ func plotOne(o Options, cells map[key]*cell, net, series, metric string, get fun
 	p.Title.Text = fmt.Sprintf("%s, %s varied (other %d MiB): %s", net, varied, o.Fixed, metric)
 	p.X.Label.Text = varied + " memory (MiB)"
 	p.Y.Label.Text = metric + " (s)"
+	p.Y.Min = 0
 	var lines []any
 	for _, m := range o.Modes {
 		var pts plotter.XYs
