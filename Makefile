@@ -103,7 +103,7 @@ bench-alerts: deps
 # The full run: $(BIN)/domainm-migrate bench (1024/512/256 MiB, 10 runs per cell).
 .PHONY: bench-migrate
 bench-migrate: build
-	$(BIN)/domainm-migrate bench --fixed 512 --sizes 512,256,128 --reps 1 --out bench-migrate
+	$(BIN)/domainm-migrate bench --fixed 512 --sizes 512,256,128 --reps 1 --out $(BIN)/bench-migrate
 
 clean:
 	rm -rf $(BIN)
