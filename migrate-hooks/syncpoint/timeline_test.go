@@ -1,0 +1,57 @@
+package syncpoint
+
+import (
+	"testing"
+	"time"
+)
+
+func TestTimelineCheck(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	base := Timeline{
+		{at(0), SubjectTarget, "src/target", true, "initial"},
+		{at(0), SubjectDomM, "src/domm", true, "initial"},
+		{at(0), SubjectSupervisor, "supervisor", true, "initial"},
+		{at(0), SubjectTarget, "dst/target", false, "initial"},
+		{at(0), SubjectDomM, "dst/domm", false, "initial"},
+	}
+	good := append(append(Timeline{}, base...),
+		Change{at(100), SubjectTarget, "src/target", false, "STOP"},
+		Change{at(101), SubjectSupervisor, "supervisor", false, "prepare sent"},
+		Change{at(150), SubjectDomM, "src/domm", false, "STOP"},
+		Change{at(300), SubjectDomM, "dst/domm", true, "RESUME"},
+		Change{at(310), SubjectSupervisor, "supervisor", true, "resume answered"},
+		Change{at(320), SubjectTarget, "dst/target", true, "RESUME"},
+	)
+	for _, tc := range []struct {
+		name    string
+		tl      Timeline
+		wantN   int
+		wantGap time.Duration
+	}{
+		{"ordered", good, 0, 0},
+		{"domain M stops first", append(append(Timeline{}, base...),
+			Change{at(90), SubjectDomM, "src/domm", false, "STOP"},
+			Change{at(100), SubjectTarget, "src/target", false, "STOP"}), 1, 10 * time.Millisecond},
+		{"target resumed before the supervisor answered", append(append(Timeline{}, good[:len(good)-2]...),
+			Change{at(305), SubjectTarget, "dst/target", true, "RESUME"},
+			Change{at(310), SubjectSupervisor, "supervisor", true, "resume answered"}), 1, 5 * time.Millisecond},
+		{"simultaneous changes apply together", append(append(Timeline{}, base...),
+			Change{at(100), SubjectDomM, "src/domm", false, "STOP"},
+			Change{at(100), SubjectTarget, "src/target", false, "STOP"},
+			Change{at(200), SubjectTarget, "dst/target", true, "RESUME"},
+			Change{at(200), SubjectDomM, "dst/domm", true, "RESUME"}), 0, 0},
+		{"restarted at source while unwatched", append(append(Timeline{}, good...),
+			Change{at(400), SubjectSupervisor, "supervisor", false, "prepare sent"}), 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vs, gap := tc.tl.Check()
+			if len(vs) != tc.wantN || gap != tc.wantGap {
+				t.Errorf("got %d violations %v, gap %v; want %d, %v", len(vs), vs, gap, tc.wantN, tc.wantGap)
+			}
+			if (tc.tl.Err() == nil) != (tc.wantN == 0) {
+				t.Errorf("Err() = %v", tc.tl.Err())
+			}
+		})
+	}
+}
