@@ -186,7 +186,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			if r := byPath["/usr/bin/sudo"]; r == nil || r.Mode != 0o4755 {
 				t.Errorf("baseline record of /usr/bin/sudo = %+v, want mode 4755", r)
 			}
-			if r := byPath["/usr/bin/tool"]; r == nil || r.Hashes["sha256"] != sha(fx.tree.files["usr/bin/tool"]) {
+			if r := byPath["/usr/bin/tool"]; r == nil || r.Hashes.SHA256 != sha(fx.tree.files["usr/bin/tool"]) {
 				t.Fatalf("baseline record of /usr/bin/tool = %+v, want sha256 of the file", r)
 			}
 
@@ -251,7 +251,7 @@ func TestDiskBaselineCheckLayouts(t *testing.T) {
 			if c := changes["/tmp/rootsh"]; c.After == nil || c.After.Mode != 0o4755 || c.After.Type != "file" {
 				t.Errorf("/tmp/rootsh after = %+v", c.After)
 			}
-			if c := changes["/etc/cron.d/old"]; c.Before == nil || c.Before.Hashes["sha256"] != sha(fx.tree.files["etc/cron.d/old"]) {
+			if c := changes["/etc/cron.d/old"]; c.Before == nil || c.Before.Hashes.SHA256 != sha(fx.tree.files["etc/cron.d/old"]) {
 				t.Errorf("/etc/cron.d/old before = %+v", c.Before)
 			}
 			// YARA ran over new and changed files only: /usr/bin/ls has the marker too.

@@ -203,10 +203,7 @@ func (c *collector) visit(path string, e *diskscan.Entry, walkErr error) (*slot,
 	}
 	old := c.opt.Baseline(path)
 	if sel != nil && sel.TrustMetadata && reusable(old, r) {
-		r.Hashes = make(map[string]string, len(old.Hashes))
-		for k, v := range old.Hashes {
-			r.Hashes[k] = v
-		}
+		r.Hashes = old.Hashes
 		c.stats.Reused++
 		return s, skip
 	}
@@ -225,7 +222,7 @@ func reusable(old, r *Record) bool {
 		return false
 	}
 	for _, a := range (r.Attrs & HashAttrs).Attrs() {
-		if old.Hashes[a.Name()] == "" {
+		if old.Hashes.get(a) == "" {
 			return false
 		}
 	}

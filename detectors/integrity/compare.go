@@ -106,7 +106,7 @@ func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
 	if a == AttrSize && !after.Growing && before.Size == after.Size {
 		return AttrChange{}, false
 	}
-	if a.isHash() && !after.Growing && before.Hashes[a.Name()] == after.Hashes[a.Name()] {
+	if a.isHash() && !after.Growing && before.Hashes.get(a) == after.Hashes.get(a) {
 		return AttrChange{}, false
 	}
 	c := AttrChange{Attr: a.Name(), Before: before.value(a), After: after.value(a)}
@@ -119,8 +119,8 @@ func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
 		return c, true
 	case a.isHash() && after.Growing && before.Growing:
 		// The old content must be a prefix of the new one.
-		if h, ok := after.prefix[a.Name()]; ok && after.Size >= before.Size {
-			if h == before.Hashes[a.Name()] {
+		if after.prefix != nil && after.Size >= before.Size {
+			if after.prefix.get(a) == before.Hashes.get(a) {
 				return c, false
 			}
 			c.After += " (content before offset " + strconv.FormatInt(before.Size, 10) + " changed)"

@@ -24,7 +24,7 @@ func fileRec(path string) *Record {
 		Mtime: t0, Ctime: t0, Inode: 12, Nlink: 1}
 	all := AttrSet(attrEnd - 1)
 	r := newRecord(e, "bin", all&^AttrSet(AttrSHA512), false)
-	r.Hashes = map[string]string{"sha256": "aa"}
+	r.Hashes = Hashes{SHA256: "aa"}
 	return r
 }
 
@@ -35,7 +35,7 @@ func TestDiff(t *testing.T) {
 		want   []AttrChange
 	}{
 		{"same", func(r *Record) {}, nil},
-		{"content only", func(r *Record) { r.Hashes["sha256"] = "bb" }, []AttrChange{{"sha256", "aa", "bb"}}},
+		{"content only", func(r *Record) { r.Hashes.SHA256 = "bb" }, []AttrChange{{"sha256", "aa", "bb"}}},
 		{"setuid", func(r *Record) { r.Mode = 0o4755 }, []AttrChange{{"mode", "0755 (rwxr-xr-x)", "4755 (rwsr-xr-x)"}}},
 		{"owner", func(r *Record) { r.UID, r.GID = 1000, 1000 }, []AttrChange{{"uid", "0", "1000"}, {"gid", "0", "1000"}}},
 		{"nlink", func(r *Record) { r.Nlink = 2 }, []AttrChange{{"nlink", "1", "2"}}},
@@ -71,8 +71,8 @@ func TestDiffUnreadable(t *testing.T) {
 
 func TestDiffTypeAndSymlink(t *testing.T) {
 	a, b := fileRec("/bin/x"), fileRec("/bin/x")
-	a.Type, a.Link, a.Hashes = "symlink", "/usr/bin/a", nil
-	b.Type, b.Link, b.Hashes = "symlink", "/tmp/evil", nil
+	a.Type, a.Link, a.Hashes = "symlink", "/usr/bin/a", Hashes{}
+	b.Type, b.Link, b.Hashes = "symlink", "/tmp/evil", Hashes{}
 	want := []AttrChange{{"link", "/usr/bin/a", "/tmp/evil"}}
 	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("symlink Diff = %+v, want %+v", got, want)
@@ -105,17 +105,17 @@ func TestDiffGrowing(t *testing.T) {
 	}
 	a := base()
 	b := base()
-	b.Size, b.Mtime, b.Ctime, b.Hashes = 150, t0.Add(time.Hour), t0.Add(time.Hour), map[string]string{"sha256": "cc"}
-	b.prefix = map[string]string{"sha256": "aa"}
+	b.Size, b.Mtime, b.Ctime, b.Hashes = 150, t0.Add(time.Hour), t0.Add(time.Hour), Hashes{SHA256: "cc"}
+	b.prefix = &Hashes{SHA256: "aa"}
 	if got := Diff(a, b); got != nil {
 		t.Errorf("appended log Diff = %+v, want none", got)
 	}
-	b.prefix["sha256"] = "dd"
+	b.prefix.SHA256 = "dd"
 	if got := Diff(a, b); len(got) != 1 || got[0].Attr != "sha256" {
 		t.Errorf("rewritten log Diff = %+v, want sha256", got)
 	}
 	c := base()
-	c.Size, c.Hashes = 10, map[string]string{"sha256": "ee"}
+	c.Size, c.Hashes = 10, Hashes{SHA256: "ee"}
 	got := Diff(a, c)
 	if len(got) != 2 || got[0] != (AttrChange{"size", "100", "10 (shrank)"}) || got[1].Attr != "sha256" {
 		t.Errorf("truncated log Diff = %+v", got)

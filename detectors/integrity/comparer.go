@@ -5,13 +5,12 @@ import "sort"
 // Comparer compares the records of a new walk, fed one at a time, with a baseline.
 // Memory is the baseline plus the changes found.
 type Comparer struct {
-	old  map[string]*Record
-	seen map[string]bool
+	old map[string]*Record
 }
 
 // NewComparer indexes the baseline records.
 func NewComparer(baseline []*Record) *Comparer {
-	c := &Comparer{old: make(map[string]*Record, len(baseline)), seen: make(map[string]bool, len(baseline))}
+	c := &Comparer{old: make(map[string]*Record, len(baseline))}
 	for _, r := range baseline {
 		c.old[r.Path] = r
 	}
@@ -23,8 +22,11 @@ func (c *Comparer) Baseline(path string) *Record { return c.old[path] }
 
 // Add compares one new record with the baseline; it returns nil when nothing changed.
 func (c *Comparer) Add(r *Record) *Change {
-	c.seen[r.Path] = true
 	old, ok := c.old[r.Path]
+	if ok {
+		// Only Add writes seen; the walk reads other fields of old (Baseline).
+		old.seen = true
+	}
 	if !ok {
 		return &Change{Detector: Detector, Kind: Added, Path: r.Path, PathRaw: r.PathRaw, Rule: r.Rule, Type: r.Type, After: r}
 	}
@@ -39,7 +41,7 @@ func (c *Comparer) Add(r *Record) *Change {
 func (c *Comparer) Removed() []Change {
 	var out []Change
 	for p, r := range c.old {
-		if !c.seen[p] {
+		if !r.seen {
 			out = append(out, Change{Detector: Detector, Kind: Removed, Path: p, PathRaw: r.PathRaw, Rule: r.Rule, Type: r.Type, Before: r})
 		}
 	}

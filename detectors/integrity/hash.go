@@ -68,14 +68,13 @@ func (c *collector) hash(s *slot, buf []byte) error {
 	if total != r.Size {
 		return fmt.Errorf("read %d bytes but the inode says %d (file changed while reading?)", total, r.Size)
 	}
-	r.Hashes = make(map[string]string, len(algs))
 	for i, a := range algs {
-		r.Hashes[a.Name()] = hex.EncodeToString(full[i].Sum(nil))
+		r.Hashes.set(a, hex.EncodeToString(full[i].Sum(nil)))
 	}
 	if s.prefix >= 0 {
-		r.prefix = make(map[string]string, len(algs))
+		r.prefix = new(Hashes)
 		for i, a := range algs {
-			r.prefix[a.Name()] = hex.EncodeToString(pre[i].Sum(nil))
+			r.prefix.set(a, hex.EncodeToString(pre[i].Sum(nil)))
 		}
 	}
 	return nil

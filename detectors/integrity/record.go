@@ -31,7 +31,7 @@ type Record struct {
 	Nlink   uint32            `json:"nlink"`
 	Link    string            `json:"link,omitempty"`
 	Xattrs  Xattrs            `json:"xattrs,omitempty"`
-	Hashes  map[string]string `json:"hashes,omitempty"` // attribute name -> hex
+	Hashes  Hashes            `json:"hashes,omitzero"`
 	// Err is set when the entry or its content could not be read; the other fields
 	// then hold what could be read.
 	Err string `json:"error,omitempty"`
@@ -41,7 +41,9 @@ type Record struct {
 	PathRaw []byte `json:"path_raw,omitempty"`
 	LinkRaw []byte `json:"link_raw,omitempty"`
 	// prefix is, on a growing file, the hash of its first baseline-size bytes (check only).
-	prefix map[string]string
+	prefix *Hashes
+	// seen marks a baseline record whose path the check met (Comparer only).
+	seen bool
 }
 
 const capXattr = "security.capability"
@@ -79,6 +81,32 @@ func (r *Record) restoreRaw() {
 	}
 	if r.LinkRaw != nil {
 		r.Link = string(r.LinkRaw)
+	}
+}
+
+// Hashes are content hashes in hex, by algorithm (a fixed struct, not a map: a baseline
+// holds one per file, and a check keeps the whole baseline in memory).
+type Hashes struct {
+	SHA256 string `json:"sha256,omitempty"`
+	SHA512 string `json:"sha512,omitempty"`
+}
+
+func (h *Hashes) get(a Attr) string {
+	switch a {
+	case AttrSHA256:
+		return h.SHA256
+	case AttrSHA512:
+		return h.SHA512
+	}
+	return ""
+}
+
+func (h *Hashes) set(a Attr, v string) {
+	switch a {
+	case AttrSHA256:
+		h.SHA256 = v
+	case AttrSHA512:
+		h.SHA512 = v
 	}
 }
 
@@ -132,7 +160,7 @@ func (r *Record) value(a Attr) string {
 	case AttrXattrs:
 		return formatXattrs(r.Xattrs)
 	case AttrSHA256, AttrSHA512:
-		return r.Hashes[a.Name()]
+		return r.Hashes.get(a)
 	}
 	return ""
 }
