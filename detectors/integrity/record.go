@@ -16,22 +16,22 @@ import (
 // is cheap, and it describes added and removed entries); Attrs says which attributes
 // are compared, and Hashes holds the content hashes Attrs asks for.
 type Record struct {
-	Path    string            `json:"path"`
-	Rule    string            `json:"rule"` // selection name, or SetuidRule
-	Attrs   AttrSet           `json:"attrs"`
-	Growing bool              `json:"growing,omitempty"`
-	Type    string            `json:"type,omitempty"` // diskscan.FileType names
-	Mode    uint32            `json:"mode"`
-	UID     uint32            `json:"uid"`
-	GID     uint32            `json:"gid"`
-	Size    int64             `json:"size"`
-	Mtime   time.Time         `json:"mtime"`
-	Ctime   time.Time         `json:"ctime"`
-	Inode   uint64            `json:"inode"`
-	Nlink   uint32            `json:"nlink"`
-	Link    string            `json:"link,omitempty"`
-	Xattrs  Xattrs            `json:"xattrs,omitempty"`
-	Hashes  Hashes            `json:"hashes,omitzero"`
+	Path    string    `json:"path"`
+	Rule    string    `json:"rule"` // selection name, or SetuidRule
+	Attrs   AttrSet   `json:"attrs"`
+	Growing bool      `json:"growing,omitempty"`
+	Type    string    `json:"type,omitempty"` // diskscan.FileType names
+	Mode    uint32    `json:"mode"`
+	UID     uint32    `json:"uid"`
+	GID     uint32    `json:"gid"`
+	Size    int64     `json:"size"`
+	Mtime   time.Time `json:"mtime"`
+	Ctime   time.Time `json:"ctime"`
+	Inode   uint64    `json:"inode"`
+	Nlink   uint32    `json:"nlink"`
+	Link    string    `json:"link,omitempty"`
+	Xattrs  Xattrs    `json:"xattrs,omitempty"`
+	Hashes  Hashes    `json:"hashes,omitzero"`
 	// Err is set when the entry or its content could not be read; the other fields
 	// then hold what could be read.
 	Err string `json:"error,omitempty"`
