@@ -7,8 +7,9 @@
 # outside the repository, so re-runs only measure.
 #
 # Environment: BENCH_CACHE, DOMAINM (default bin/domainm), WORKERS (default nproc; the
-# same for both tools), SUITE (default: the host's codename), COLD=1 to drop the page
-# cache before every run (default: warm cache for both, after one read of each input).
+# same for both tools), SUITE (default: the host's codename), COLD=1 to evict the inputs
+# (image, qcow2, tree; posix_fadvise, not the whole machine's cache) before every run
+# (default: warm cache for both, after one read of each input), REPEAT (default 3).
 set -euo pipefail
 
 CACHE=${BENCH_CACHE:-/var/cache/domainm-bench}
@@ -97,8 +98,7 @@ calc() { awk "BEGIN { printf \"${2:-%.6f}\", $1 }"; } # expression [format]
 
 warm() {
 	if [ "${COLD:-0}" = 1 ]; then
-		sync
-		echo 3 >/proc/sys/vm/drop_caches
+		"$WORK/evict" "$IMG" "$QCOW" "$ROOTFS" 2>/dev/null
 	fi
 }
 
@@ -107,6 +107,9 @@ build_image
 build_qcow2
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-diskscan.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+if [ "${COLD:-0}" = 1 ]; then
+	(cd "$(dirname "$0")/evict" && go build -o "$WORK/evict" .)
+fi
 
 read -r FILES BYTES < <(tree_stats "$ROOTFS")
 ENTRIES=$(find "$ROOTFS" -xdev | wc -l)
