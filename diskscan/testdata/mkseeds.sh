@@ -4,6 +4,8 @@
 #                  a hard link, a setuid file, a sparse file, xattrs (user., security.)
 #   ext2.img.gz    128 KiB ext2, 1 KiB blocks, block maps incl. an indirect block
 #   inline.img.gz  128 KiB ext4 with inline_data (inline files and directories)
+#   journal.img.gz 3 MiB ext4 with a 1 MiB journal holding a committed transaction (a data
+#                  block and a revoke, written by debugfs jo/jw/jc): needs_recovery
 #   ext4.qcow2.gz  ext4.img as qcow2 with 512-byte clusters (small L1/L2 tables)
 #   ext4c.qcow2.gz the same, compressed (deflate clusters)
 #   mbr.img.gz     1 MiB disk: primary 1, extended 2 with logical 5 and 6
@@ -35,6 +37,14 @@ mk() { # name, mke2fs options...
 mk ext4 -t ext4 -O ^has_journal,^resize_inode
 mk ext2 -t ext2 -I 128
 mk inline -t ext4 -O inline_data,^has_journal,^resize_inode
+mke2fs -q -F -t ext4 -b 1024 -N 32 -J size=1 -O ^resize_inode -d $src $tmp/journal.img 3M
+debugfs -w -R "rmdir /lost+found" $tmp/journal.img >/dev/null 2>&1
+blk=$(debugfs -R 'blocks /etc/passwd' $tmp/journal.img 2>/dev/null | awk '{print $1}')
+printf 'hacked\n' > $tmp/jblock; truncate -s 1024 $tmp/jblock
+printf 'jo\njw -b %s %s\njw -r 40\njc\n' "$blk" $tmp/jblock > $tmp/jcmds
+debugfs -w -f $tmp/jcmds $tmp/journal.img >/dev/null 2>&1
+dumpe2fs -h $tmp/journal.img 2>/dev/null | grep -q needs_recovery
+gzip -9n < $tmp/journal.img > journal.img.gz
 qemu-img convert -f raw -O qcow2 -o cluster_size=512 $tmp/ext4.img $tmp/ext4.qcow2
 gzip -9n < $tmp/ext4.qcow2 > ext4.qcow2.gz
 qemu-img convert -c -f raw -O qcow2 -o cluster_size=512 $tmp/ext4.img $tmp/ext4c.qcow2
