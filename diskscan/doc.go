@@ -42,8 +42,13 @@
 //
 // LVM, LUKS, XFS, btrfs; qcow2 with zstd compression, encryption, external data files or
 // extended L2 entries (refused with ErrUnsupportedImage naming the offset); ext4 with the
-// compression, journal_dev or dirdata features (ErrUnsupportedFS). The journal is not
-// replayed: a filesystem that needs recovery is read as it is on disk, so on a running
-// guest the view lags the guest's by the metadata not yet written back to its home
-// location (typically up to about 30 seconds of dirty writeback).
+// compression, journal_dev or dirdata features (ErrUnsupportedFS).
+//
+// # Journal
+//
+// A running guest's ext4 always needs recovery: metadata reaches the journal at each
+// commit and its home location later. Committed transactions are therefore replayed in
+// memory (revokes and escaped blocks honoured, as e2fsck does), never written back.
+// Journal checksums are not verified and fast-commit blocks are not replayed; a journal
+// that cannot be parsed is ignored and the volume read as it is on disk.
 package diskscan
