@@ -36,8 +36,10 @@ const (
 
 // journalBlock is where the newest committed copy of a filesystem block sits.
 type journalBlock struct {
-	off     int64 // volume byte offset of the copy
-	escaped bool  // the copy's first 4 bytes were zeroed because they equalled jbdMagic
+	off     int64  // volume byte offset of the copy
+	escaped bool   // the copy's first 4 bytes were zeroed because they equalled jbdMagic
+	descOff int64  // volume byte offset of the descriptor block that announced it
+	seq     uint32 // its transaction
 }
 
 // overlay reads a volume with replayed journal blocks laid over it.
@@ -64,6 +66,13 @@ func (v *overlay) ReadAt(p []byte, off int64) (int, error) {
 		if _, rerr := v.dev.ReadAt(tmp, jb.off); rerr != nil {
 			return 0, fmt.Errorf("reading journal copy of block %d at %#x: %w", b, jb.off, rerr)
 		}
+		// The guest keeps writing its journal. jbd2 reuses a transaction's space only
+		// after writing its blocks home, and rewrites the descriptor before the data
+		// after it; so if the descriptor is still there now, the copy just read was
+		// valid, and if not, the home location is current.
+		if !v.stillLogged(jb) {
+			continue
+		}
 		if jb.escaped {
 			binary.BigEndian.PutUint32(tmp, jbdMagic)
 		}
@@ -73,11 +82,22 @@ func (v *overlay) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+func (v *overlay) stillLogged(jb journalBlock) bool {
+	h := make([]byte, 12)
+	if _, err := v.dev.ReadAt(h, jb.descOff); err != nil {
+		return false
+	}
+	be := binary.BigEndian
+	return be.Uint32(h) == jbdMagic && be.Uint32(h[4:]) == jbdDescriptor && be.Uint32(h[8:]) == jb.seq
+}
+
 // journalTag is one block write of a transaction.
 type journalTag struct {
 	fsBlock uint64
 	jpos    uint64 // journal logical block of the data
 	escaped bool
+	desc    uint64 // journal logical block of its descriptor
+	seq     uint32
 }
 
 // replayJournal scans the internal journal from s_start and returns the filesystem
@@ -165,8 +185,6 @@ func (fs *ext4FS) replayJournal(o *op, jino uint32) (map[uint64]journalBlock, er
 	var pending []journalTag
 	revoked := map[uint64]uint32{} // block → newest committed revoking transaction
 	pendingRevoke := map[uint64]bool{}
-	var seqOf []uint32 // transaction of each committed tag
-	var pendingSeq []uint32
 	pos := start
 	for steps := uint64(0); steps < last; steps++ {
 		b, err := read(pos)
@@ -194,8 +212,7 @@ func (fs *ext4FS) replayJournal(o *op, jino uint32) (map[uint64]journalBlock, er
 					}
 				}
 				p = next(p)
-				pending = append(pending, journalTag{fsBlock: blk, jpos: p, escaped: flags&jbdFlagEscape != 0})
-				pendingSeq = append(pendingSeq, seq)
+				pending = append(pending, journalTag{fsBlock: blk, jpos: p, escaped: flags&jbdFlagEscape != 0, desc: pos, seq: seq})
 				t += tagBytes
 				if flags&jbdFlagSameUUID == 0 {
 					t += 16
@@ -208,11 +225,10 @@ func (fs *ext4FS) replayJournal(o *op, jino uint32) (map[uint64]journalBlock, er
 			pos = next(p)
 		case jbdCommit:
 			committed = append(committed, pending...)
-			seqOf = append(seqOf, pendingSeq...)
 			for blk := range pendingRevoke {
 				revoked[blk] = seq
 			}
-			pending, pendingSeq, pendingRevoke = nil, nil, map[uint64]bool{}
+			pending, pendingRevoke = nil, map[uint64]bool{}
 			seq++
 			pos = next(pos)
 		case jbdRevoke:
@@ -234,8 +250,8 @@ func (fs *ext4FS) replayJournal(o *op, jino uint32) (map[uint64]journalBlock, er
 		}
 	}
 	out := map[uint64]journalBlock{}
-	for i, t := range committed {
-		if r, ok := revoked[t.fsBlock]; ok && r >= seqOf[i] {
+	for _, t := range committed {
+		if r, ok := revoked[t.fsBlock]; ok && r >= t.seq {
 			continue
 		}
 		if t.fsBlock == 0 || t.fsBlock >= fs.blocks {
@@ -245,7 +261,11 @@ func (fs *ext4FS) replayJournal(o *op, jino uint32) (map[uint64]journalBlock, er
 		if err != nil {
 			return nil, err
 		}
-		out[t.fsBlock] = journalBlock{off: off, escaped: t.escaped}
+		descOff, err := jmap(t.desc)
+		if err != nil {
+			return nil, err
+		}
+		out[t.fsBlock] = journalBlock{off: off, escaped: t.escaped, descOff: descOff, seq: t.seq}
 	}
 	return out, nil
 }
