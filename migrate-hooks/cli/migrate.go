@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/domainm/domainm/migrate-hooks/control"
@@ -23,8 +24,8 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 	mDst := fs.String("domm-dst", "", "QMP socket of Domain M's destination QEMU")
 	mURI := fs.String("domm-uri", "", "migration URI Domain M's destination listens on")
 	sock := fs.String("control", "", "the supervisor's control socket")
-	srcRAM := fs.String("src-ram", "", "the target's RAM file at the source (memory source for rollback)")
-	dstRAM := fs.String("dst-ram", "", "the target's RAM file at the destination")
+	srcRAM := fs.String("src-ram", "", "the target's memory at the source, as the supervisor opens it (a path means file:PATH; e.g. file:/dev/pmem0 inside Domain M)")
+	dstRAM := fs.String("dst-ram", "", "the target's memory at the destination, likewise")
 	name := fs.String("name", "target", "the target's name")
 	uuid := fs.String("uuid", "", "the target's UUID")
 	srcHost := fs.String("src-host", "src", "source host name")
@@ -88,8 +89,8 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 		}
 		target := control.Target{Name: *name, UUID: *uuid}
 		sup = &control.Handshake{Client: c,
-			Source: control.ResumeArgs{Source: "file:" + *srcRAM, Layout: "flat", Target: withHost(target, *srcHost)},
-			Dest:   control.ResumeArgs{Source: "file:" + *dstRAM, Layout: "flat", Target: withHost(target, *dstHost)}}
+			Source: control.ResumeArgs{Source: sourceSpec(*srcRAM), Layout: "flat", Target: withHost(target, *srcHost)},
+			Dest:   control.ResumeArgs{Source: sourceSpec(*dstRAM), Layout: "flat", Target: withHost(target, *dstHost)}}
 	}
 	t := syncpoint.Side{Src: vms[0], Dst: vms[1], URI: *tURI, MemBytes: int64(*tMiB) << 20}
 	md := syncpoint.Side{Src: vms[2], Dst: vms[3], URI: *mURI, MemBytes: int64(*mMiB) << 20}
@@ -105,4 +106,12 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 func withHost(t control.Target, h string) control.Target {
 	t.Host = h
 	return t
+}
+
+// sourceSpec turns a path into a memscan source spec; specs pass through.
+func sourceSpec(s string) string {
+	if strings.HasPrefix(s, "/") {
+		return "file:" + s
+	}
+	return s
 }

@@ -22,7 +22,7 @@ func (r *run) nosync(ctx context.Context) error {
 		go func() {
 			ctx, cancel := context.WithTimeout(ctx, r.cfg.P1+r.cfg.P2)
 			defer cancel()
-			ev, _, err := s.Dst.WaitEvent(ctx, 0, isMigrationStatus("completed", "failed", "cancelled"))
+			ev, _, err := s.Dst.WaitEvent(ctx, r.from[s.Dst], isMigrationStatus("completed", "failed", "cancelled"))
 			if err == nil && ev.Status != "completed" {
 				err = fmt.Errorf("%s: migration %s", s.Dst.Where(), ev.Status)
 			}

@@ -62,6 +62,9 @@ type run struct {
 	res       Result
 	supChange Timeline
 	lastDone  int64 // RAM bytes both streams had covered at the last retune
+	// from is each process's event count at the start: a VM that migrated before (the
+	// benchmark migrates pairs back and forth) has older MIGRATION events to ignore.
+	from map[VM]int
 }
 
 // Run co-migrates target t and Domain M m. sup may be nil only in NoSync mode. The
@@ -106,7 +109,9 @@ const outcomeRolledBack = "rolled back to source: target and Domain M run there,
 // initial records whether each process runs before anything starts.
 func (r *run) initial(ctx context.Context) (map[VM]bool, error) {
 	init := map[VM]bool{}
+	r.from = map[VM]int{}
 	for _, vm := range []VM{r.t.Src, r.t.Dst, r.m.Src, r.m.Dst} {
+		r.from[vm] = len(vm.Events())
 		up, err := vm.Running(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", vm.Where(), err)

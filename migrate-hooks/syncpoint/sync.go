@@ -142,7 +142,7 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 	defer cancel()
 	var holdStart time.Time
 	lastTune, tunes := time.Now(), 0
-	from := 0
+	from := r.from[r.t.Src]
 	for {
 		ev, next, err := waitFor(ctx1, r.t.Src, from, r.cfg.Poll, isMigrationStatus("pre-switchover", "failed", "cancelled"))
 		from = next
@@ -150,7 +150,7 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 			if ev.Status != "pre-switchover" {
 				return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("target migration %s: %s", ev.Status, r.progressErr(ctx, r.t.Src)), Outcome: r.abort(ctx)}
 			}
-			stop, _ := lastEvent(r.t.Src, func(e Event) bool { return e.Name == "STOP" })
+			stop, _ := r.lastEvent(r.t.Src, func(e Event) bool { return e.Name == "STOP" })
 			if stop.Time.IsZero() {
 				stop = ev
 			}
@@ -233,7 +233,7 @@ func (r *run) retune(ctx context.Context, pm Progress, elapsed time.Duration, hp
 func (r *run) p2(ctx context.Context) error {
 	ctx2, cancel := context.WithTimeout(ctx, r.cfg.P2)
 	defer cancel()
-	ev, _, err := r.m.Src.WaitEvent(ctx2, 0, isMigrationStatus("completed", "failed", "cancelled"))
+	ev, _, err := r.m.Src.WaitEvent(ctx2, r.from[r.m.Src], isMigrationStatus("completed", "failed", "cancelled"))
 	if err != nil {
 		return &Error{Phase: "P2", Err: fmt.Errorf("waiting for domain M's migration: %w", err), Outcome: r.rollbackDomMAtSource(ctx)}
 	}
@@ -256,7 +256,7 @@ func (r *run) p3(ctx context.Context) (mArrived, tArrived time.Time, err error) 
 	ctx3, cancel := context.WithTimeout(ctx, r.cfg.P3)
 	defer cancel()
 	done := func(vm VM) (time.Time, error) {
-		ev, _, err := vm.WaitEvent(ctx3, 0, isMigrationStatus("completed", "failed", "cancelled"))
+		ev, _, err := vm.WaitEvent(ctx3, r.from[vm], isMigrationStatus("completed", "failed", "cancelled"))
 		if err == nil && ev.Status != "completed" {
 			err = fmt.Errorf("%s: migration %s", vm.Where(), ev.Status)
 		}
@@ -300,9 +300,11 @@ func waitFor(ctx context.Context, vm VM, from int, d time.Duration, match func(E
 	return ev, next, err
 }
 
-func lastEvent(vm VM, match func(Event) bool) (Event, bool) {
+// lastEvent returns the last matching event of this co-migration (a VM migrated before
+// has older ones).
+func (r *run) lastEvent(vm VM, match func(Event) bool) (Event, bool) {
 	evs := vm.Events()
-	for i := len(evs) - 1; i >= 0; i-- {
+	for i := len(evs) - 1; i >= r.from[vm]; i-- {
 		if match(evs[i]) {
 			return evs[i], true
 		}

@@ -164,3 +164,39 @@ func TestCoMigrationSync(t *testing.T) {
 		})
 	}
 }
+
+// TestCoMigrationThereAndBack migrates a pair and then migrates it back: the processes
+// of the second migration carry the events of the first, which must not be mistaken
+// for the second's (P2 would end at once).
+func TestCoMigrationThereAndBack(t *testing.T) {
+	f := newFixture(t, 64, 256)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i, hosts := range [][2]*host.Local{{f.src, f.dst}, {f.dst, f.src}} {
+		src, dst := hosts[0], hosts[1]
+		if i == 1 {
+			for _, vm := range []*host.VM{f.pair.Target, f.pair.DomM} {
+				vm.Kill()
+				os.Remove(vm.RAMFile)
+			}
+			f.pair = &lab.Pair{Spec: f.pair.Spec, Src: src, Target: f.t.Dst.(*host.VM), DomM: f.m.Dst.(*host.VM)}
+			var err error
+			if f.t, f.m, err = f.pair.Destination(ctx, dst); err != nil {
+				t.Fatal(err)
+			}
+			f.hs = lab.Handshake(f.hs.Client, src, dst, "target")
+		}
+		r, err := syncpoint.Run(ctx, f.t, f.m, f.hs, syncpoint.Config{})
+		logResult(t, r)
+		checkInvariant(t, r)
+		if err != nil {
+			t.Fatalf("migration %d: %v", i+1, err)
+		}
+		if r.Waits[1] < 20*time.Millisecond {
+			t.Errorf("migration %d: the target waited %v at P2; domain M (4x larger) cannot have finished that soon", i+1, r.Waits[1])
+		}
+		if found, err := f.sup.Find(needle); !found {
+			t.Errorf("migration %d: supervisor does not find the planted string: %v", i+1, err)
+		}
+	}
+}
