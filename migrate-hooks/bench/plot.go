@@ -40,6 +40,7 @@ func plotOne(o Options, cells map[key]*cell, net, series, metric string, get fun
 	p.X.Label.Text = varied + " memory (MiB)"
 	p.Y.Label.Text = metric + " (s)"
 	p.Y.Min = 0
+	p.Legend.Top = true
 	var lines []any
 	for _, m := range o.Modes {
 		var pts plotter.XYs
