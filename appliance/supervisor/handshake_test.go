@@ -1,9 +1,7 @@
 package supervisor
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -104,24 +102,17 @@ func TestPrepareResume(t *testing.T) {
 
 	// The state log has every transition, with timestamps, in order.
 	h.stop()
-	f, err := os.Open(filepath.Join(h.cfg.State.Dir, "events.jsonl"))
+	recs, err := ReadStateLog(filepath.Join(h.cfg.State.Dir, StateLogFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var states []string
 	var last time.Time
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var rec StateRecord
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("state log line %q: %v", sc.Text(), err)
+	for _, rec := range recs {
+		if rec.At.Before(last) {
+			t.Errorf("out-of-order time %q", rec.Time)
 		}
-		ts, err := time.Parse(time.RFC3339Nano, rec.Time)
-		if err != nil || ts.Before(last) {
-			t.Errorf("bad or out-of-order time %q", rec.Time)
-		}
-		last = ts
+		last = rec.At
 		states = append(states, rec.State)
 	}
 	want := []string{"starting", "monitoring", "quiescing", "quiesced",

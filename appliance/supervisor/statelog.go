@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -29,6 +30,8 @@ type StateRecord struct {
 	Cursor *uint64 `json:"cursor,omitempty"`
 	Host   string  `json:"host,omitempty"`
 	PID    int     `json:"pid"`
+
+	At time.Time `json:"-"` // Time, parsed (ReadStateLog)
 }
 
 func openStateLog(path string) (*stateLog, error) {
@@ -72,4 +75,31 @@ func (l *stateLog) close() error {
 		return err
 	}
 	return l.f.Close()
+}
+
+// StateLogFile is the state log's name in the state folder.
+const StateLogFile = "events.jsonl"
+
+// ReadStateLog reads a state log (for the migration coordinator's invariant check and
+// for tests). Times are parsed into At.
+func ReadStateLog(path string) ([]StateRecord, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []StateRecord
+	for i, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var r StateRecord
+		if err := json.Unmarshal(line, &r); err != nil {
+			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		if r.At, err = time.Parse(time.RFC3339Nano, r.Time); err != nil {
+			return out, fmt.Errorf("%s:%d: time: %w", path, i+1, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

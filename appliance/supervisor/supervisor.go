@@ -154,7 +154,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.State.Dir, 0o700); err != nil {
 		return fmt.Errorf("state folder: %w", err)
 	}
-	sl, err := openStateLog(filepath.Join(s.cfg.State.Dir, "events.jsonl"))
+	sl, err := openStateLog(filepath.Join(s.cfg.State.Dir, StateLogFile))
 	if err != nil {
 		return err
 	}
