@@ -154,8 +154,10 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 			if stop.Time.IsZero() {
 				stop = ev
 			}
-			if !holdStart.IsZero() {
-				r.res.Waits[0] = stop.Time.Sub(holdStart)
+			// A hold that began after the target's STOP (the event was in flight) held
+			// nothing back.
+			if d := stop.Time.Sub(holdStart); !holdStart.IsZero() && d > 0 {
+				r.res.Waits[0] = d
 			}
 			return stop, nil
 		}
