@@ -44,7 +44,9 @@ func makeTree(t testing.TB, dir string) {
 		if err := os.WriteFile(full, data, mode); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(full, mode); err != nil { // umask-free, keeps setuid
+		// syscall.Chmod, not os.Chmod: os.Chmod takes setuid/setgid only as os.ModeSetuid
+		// and os.ModeSetgid and silently drops raw 0o4000/0o2000 bits.
+		if err := syscall.Chmod(full, uint32(mode)); err != nil { // umask-free
 			t.Fatal(err)
 		}
 	}
@@ -65,6 +67,7 @@ func makeTree(t testing.TB, dir string) {
 	if err := os.Chown(filepath.Join(dir, "bin/wall"), 100000, 70000); err != nil { // high 16 bits
 		t.Fatal(err)
 	}
+	must(t, syscall.Chmod(filepath.Join(dir, "bin/wall"), 0o2755)) // chown cleared setgid
 	must(t, os.Mkdir(filepath.Join(dir, "tmp"), 0o755))
 	must(t, os.Chmod(filepath.Join(dir, "tmp"), 0o1777))
 	must(t, os.Mkdir(filepath.Join(dir, "emptydir"), 0o700))
@@ -356,4 +359,20 @@ func readAll(t testing.TB, p string) []byte {
 	b, err := os.ReadFile(p)
 	must(t, err)
 	return b
+}
+
+// TestMakeTreeKeepsSetuid guards the helper itself: the tree must really hold setuid and
+// setgid files, or the reader's tests of those bits test nothing.
+func TestMakeTreeKeepsSetuid(t *testing.T) {
+	dir := t.TempDir()
+	makeTree(t, dir)
+	for p, want := range map[string]os.FileMode{"bin/su": os.ModeSetuid, "bin/wall": os.ModeSetgid} {
+		fi, err := os.Lstat(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&want == 0 {
+			t.Errorf("%s: mode %v lacks %v", p, fi.Mode(), want)
+		}
+	}
 }
