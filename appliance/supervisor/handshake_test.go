@@ -102,7 +102,7 @@ func TestPrepareResume(t *testing.T) {
 
 	// The state log has every transition, with timestamps, in order.
 	h.stop()
-	recs, err := ReadStateLog(filepath.Join(h.cfg.State.Dir, StateLogFile))
+	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,13 @@
 package supervisor
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/domainm/domainm/appliance/control"
 )
 
 // stateLog appends one JSON line per state change to STATE_DIR/events.jsonl, so the
@@ -19,19 +20,6 @@ type stateLog struct {
 	f     *os.File
 	dirty chan struct{}
 	done  chan struct{}
-}
-
-// StateRecord is one line of the state log.
-type StateRecord struct {
-	Time   string  `json:"time"` // RFC 3339 with nanoseconds, UTC
-	State  string  `json:"state"`
-	Reason string  `json:"reason,omitempty"`
-	Source string  `json:"source,omitempty"`
-	Cursor *uint64 `json:"cursor,omitempty"`
-	Host   string  `json:"host,omitempty"`
-	PID    int     `json:"pid"`
-
-	At time.Time `json:"-"` // Time, parsed (ReadStateLog)
 }
 
 func openStateLog(path string) (*stateLog, error) {
@@ -51,7 +39,7 @@ func (l *stateLog) syncer() {
 	}
 }
 
-func (l *stateLog) write(t time.Time, r StateRecord) error {
+func (l *stateLog) write(t time.Time, r control.StateRecord) error {
 	r.Time = t.UTC().Format(time.RFC3339Nano)
 	r.PID = os.Getpid()
 	b, _ := json.Marshal(r)
@@ -75,31 +63,4 @@ func (l *stateLog) close() error {
 		return err
 	}
 	return l.f.Close()
-}
-
-// StateLogFile is the state log's name in the state folder.
-const StateLogFile = "events.jsonl"
-
-// ReadStateLog reads a state log (for the migration coordinator's invariant check and
-// for tests). Times are parsed into At.
-func ReadStateLog(path string) ([]StateRecord, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []StateRecord
-	for i, line := range bytes.Split(b, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var r StateRecord
-		if err := json.Unmarshal(line, &r); err != nil {
-			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
-		}
-		if r.At, err = time.Parse(time.RFC3339Nano, r.Time); err != nil {
-			return out, fmt.Errorf("%s:%d: time: %w", path, i+1, err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
 }

@@ -154,7 +154,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.State.Dir, 0o700); err != nil {
 		return fmt.Errorf("state folder: %w", err)
 	}
-	sl, err := openStateLog(filepath.Join(s.cfg.State.Dir, StateLogFile))
+	sl, err := openStateLog(filepath.Join(s.cfg.State.Dir, control.StateLogFile))
 	if err != nil {
 		return err
 	}
@@ -248,7 +248,7 @@ func (s *Supervisor) setState(state, reason string, cursor *uint64) {
 	} else {
 		s.m.up.Set(0)
 	}
-	rec := StateRecord{State: state, Reason: reason, Source: t.Source, Cursor: cursor, Host: t.Host}
+	rec := control.StateRecord{State: state, Reason: reason, Source: t.Source, Cursor: cursor, Host: t.Host}
 	if err := s.states.write(time.Now(), rec); err != nil {
 		s.log.Error("writing state log", "err", err)
 	}

@@ -1,0 +1,50 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// StateLogFile is the supervisor's state log in its state folder: one JSON line per
+// state change, written when it happens. The migration coordinator's invariant check
+// (the target never runs while Domain M is not monitoring) reads it.
+const StateLogFile = "events.jsonl"
+
+// StateRecord is one line of the state log.
+type StateRecord struct {
+	Time   string  `json:"time"`  // RFC 3339 with nanoseconds, UTC
+	State  string  `json:"state"` // one of the State* constants
+	Reason string  `json:"reason,omitempty"`
+	Source string  `json:"source,omitempty"` // memory source spec at that moment
+	Cursor *uint64 `json:"cursor,omitempty"` // scan cursor (prepare, resume)
+	Host   string  `json:"host,omitempty"`
+	PID    int     `json:"pid"`
+
+	At time.Time `json:"-"` // Time, parsed by ReadStateLog
+}
+
+// ReadStateLog reads a state log.
+func ReadStateLog(path string) ([]StateRecord, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []StateRecord
+	for i, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var r StateRecord
+		if err := json.Unmarshal(line, &r); err != nil {
+			return out, fmt.Errorf("%s:%d: %w", path, i+1, err)
+		}
+		if r.At, err = time.Parse(time.RFC3339Nano, r.Time); err != nil {
+			return out, fmt.Errorf("%s:%d: time: %w", path, i+1, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
