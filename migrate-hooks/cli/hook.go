@@ -53,11 +53,13 @@ func runHook(ctx context.Context, env Env, args []string) int {
 		fmt.Fprintln(env.Stderr, "domainm-migrate libvirt-hook: need GUEST OPERATION (see --help)")
 		return ExitUsage
 	}
+	// libvirt writes the domain XML to every qemu hook; read it even when it is not
+	// needed, so libvirt never writes into a closed pipe. A domain XML is small; the
+	// bound keeps a broken caller from exhausting memory.
+	b, err := io.ReadAll(io.LimitReader(env.Stdin, 16<<20))
 	if args[1] != "migrate" {
 		return ExitOK
 	}
-	// A domain XML is small; a bound keeps a broken caller from exhausting memory.
-	b, err := io.ReadAll(io.LimitReader(env.Stdin, 16<<20))
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "domainm-migrate hook: reading domain XML: %v\n", err)
 		return ExitPaused
