@@ -84,9 +84,36 @@ func TestDestinationDiesDuringPrecopy(t *testing.T) {
 
 // proxy forwards one TCP stream and can cut it.
 type proxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	ln      net.Listener
+	mu      sync.Mutex
+	conns   []net.Conn
+	stalled bool // drop what the source sends from now on
+}
+
+// forward copies the source's stream to the destination until stall.
+func (p *proxy) forward(dst, src net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		p.mu.Lock()
+		stalled := p.stalled
+		p.mu.Unlock()
+		if !stalled {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (p *proxy) stall() {
+	p.mu.Lock()
+	p.stalled = true
+	p.mu.Unlock()
 }
 
 func newProxy(t *testing.T, to string) (*proxy, string) {
@@ -110,7 +137,7 @@ func newProxy(t *testing.T, to string) (*proxy, string) {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, d)
 			p.mu.Unlock()
-			go io.Copy(d, c)
+			go p.forward(d, c)
 			go io.Copy(c, d)
 		}
 	}()
@@ -154,4 +181,20 @@ func TestSupervisorDoesNotAnswerResume(t *testing.T) {
 	if r.RolledBack || running(t, f.t.Src) || running(t, f.t.Dst) {
 		t.Errorf("the target must not run anywhere")
 	}
+}
+
+// The target's final copy never arrives (its stream is black-holed once the target is
+// held at pre-switchover): the source completes, the destination fails when the stream
+// ends short (or waits until P3's deadline). The pair goes back to the source, whose
+// copies are paused and intact: Domain M first, then the supervisor, then the target.
+func TestTargetFinalCopyLost(t *testing.T) {
+	f := newFixture(t, 64, 64)
+	px, uri := newProxy(t, f.t.URI)
+	f.t.URI = uri
+	whenStatus(t, f.t.Src, "pre-switchover", px.stall)
+	r, se := runFailing(t, f, syncpoint.Config{P3: 3 * time.Second})
+	if se.Phase != "P3" {
+		t.Errorf("failed at %s, want P3", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
 }
