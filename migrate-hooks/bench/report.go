@@ -49,6 +49,8 @@ type cell struct {
 	p                     [4]time.Duration
 	gap                   time.Duration
 	held                  int
+	// minMargin is the smallest P1 margin (Domain M's STOP after the target's).
+	minMargin time.Duration
 }
 
 type key struct {
@@ -68,6 +70,9 @@ func aggregate(runs []Run) map[key]*cell {
 		if r.Err != "" {
 			c.failed++
 			continue
+		}
+		if c.n == 0 || r.Result.P1Margin < c.minMargin {
+			c.minMargin = r.Result.P1Margin
 		}
 		c.n++
 		c.total += r.Result.Total
@@ -183,6 +188,9 @@ func tableFor(b *strings.Builder, o Options, cells map[key]*cell, net, series st
 		if m == syncpoint.NoSync {
 			row("downtime ms nosync", m.String(), func(c *cell) time.Duration { return c.downtime }, "")
 		}
+	}
+	for _, m := range o.Modes {
+		row("P1 margin ms (min) "+m.String(), m.String(), func(c *cell) time.Duration { return c.minMargin }, "")
 	}
 	for _, m := range o.Modes {
 		row("monitoring gap ms "+m.String(), m.String(), func(c *cell) time.Duration { return c.gap }, "")
