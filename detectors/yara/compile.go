@@ -99,7 +99,14 @@ func (r *Rules) Warnings() []RuleError { return r.warns }
 // ListFiles returns the rule files under dir, relative to dir, in lexical order.
 func ListFiles(dir string) ([]string, error) {
 	var files []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	// A rules folder is often a symlink swapped by a deploy; WalkDir does not follow a
+	// symlinked root, so resolve it first (names stay relative to it).
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing rules folder: %w", err)
+	}
+	dir = root
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

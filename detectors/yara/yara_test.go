@@ -107,3 +107,15 @@ func TestIDChangesWithContent(t *testing.T) {
 		t.Fatalf("ids %s %s %s", r1.ID(), r2.ID(), r3.ID())
 	}
 }
+
+func TestSymlinkedFolder(t *testing.T) {
+	dir := writeRules(t, map[string]string{"a.yar": "rule a { condition: true }"})
+	link := filepath.Join(t.TempDir(), "current")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Compile(link)
+	if err != nil || r.Count() != 1 {
+		t.Fatalf("r=%v err=%v", r, err)
+	}
+}

@@ -47,10 +47,17 @@ func BuildInitramfs(dst, script string, extra map[string][]byte) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	made := map[string]bool{"bin": true, "dev": true, "proc": true, "sys": true, "tmp": true}
 	for _, n := range names {
 		clean := strings.TrimPrefix(path.Clean("/"+n), "/")
-		for dir := path.Dir(clean); dir != "."; dir = path.Dir(dir) {
-			w.add(dir, 0o040755, nil) // duplicates are harmless to the kernel's unpacker
+		// Parents outermost first: the kernel's unpacker does not create missing parents.
+		var parents []string
+		for dir := path.Dir(clean); dir != "." && !made[dir]; dir = path.Dir(dir) {
+			parents = append(parents, dir)
+		}
+		for i := len(parents) - 1; i >= 0; i-- {
+			w.add(parents[i], 0o040755, nil)
+			made[parents[i]] = true
 		}
 		mode := uint32(0o100644)
 		if b := extra[n]; bytes.HasPrefix(b, []byte("#!")) || bytes.HasPrefix(b, []byte("\x7fELF")) {

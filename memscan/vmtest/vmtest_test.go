@@ -116,3 +116,25 @@ func TestParseXPNoMemory(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNotMemory", err)
 	}
 }
+
+// TestBuildInitramfsNestedParents unpacks with cpio -i without -d, which like the kernel's
+// unpacker does not create missing parents: nested files need their folders listed first.
+func TestBuildInitramfsNestedParents(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "initrd.cpio")
+	extra := map[string][]byte{"a/b/c/first": []byte("1"), "a/b/second": []byte("2")}
+	if err := BuildInitramfs(dst, "true", extra); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("cpio", "-i", "--quiet", "-F", dst)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cpio -i: %v: %s", err, out)
+	}
+	for name, want := range extra {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%s: %q, %v", name, got, err)
+		}
+	}
+}
