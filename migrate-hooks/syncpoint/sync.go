@@ -28,8 +28,8 @@ type holdPlan struct {
 func (r *run) plan(rate int64) holdPlan {
 	reaction := window + 4*r.cfg.Poll
 	perRate := func(rate int64) int64 { return int64(float64(rate)*reaction.Seconds()*1.5) + 1<<20 }
-	if max := r.m.MemBytes / 2; perRate(rate) > max {
-		rate = int64(float64(max-1<<20) / (reaction.Seconds() * 1.5))
+	if limit := r.m.MemBytes / 2; perRate(rate) > limit {
+		rate = int64(float64(limit-1<<20) / (reaction.Seconds() * 1.5))
 	}
 	return holdPlan{rate: rate, margin: perRate(rate)}
 }
@@ -109,6 +109,9 @@ func (r *run) sync(ctx context.Context) error {
 // split shares link bytes/s between two streams in proportion to the bytes each has to
 // send, so that both reach the end of their first pass together.
 func split(link, a, b int64) (int64, int64) {
+	if a <= 0 || b <= 0 {
+		return link, link // nothing to share: one stream is done, or sizes unknown
+	}
 	ra := int64(float64(link) * float64(a) / float64(a+b))
 	return ra, link - ra
 }
