@@ -29,7 +29,7 @@ func (r *run) plan(rate int64) holdPlan {
 	reaction := window + 4*r.cfg.Poll
 	perRate := func(rate int64) int64 { return int64(float64(rate)*reaction.Seconds()*1.5) + 1<<20 }
 	if limit := r.m.MemBytes / 2; perRate(rate) > limit {
-		rate = int64(float64(limit-1<<20) / (reaction.Seconds() * 1.5))
+		rate = max(int64(float64(limit-1<<20)/(reaction.Seconds()*1.5)), 1<<20)
 	}
 	return holdPlan{rate: rate, margin: perRate(rate)}
 }
