@@ -25,6 +25,7 @@ import (
 // it records one first, as `aide --init` would, and says so in an alert.
 type daemonDisk struct {
 	image     string
+	format    string // "raw" or "qcow2", from the config: never probed
 	partition int
 	policy    string // "" for the built-in policy
 	db        string
@@ -46,7 +47,7 @@ func newDiskChecker(cfg *config.Config, log *slog.Logger) (supervisor.DiskChecke
 	if _, err := loadIntegrityPolicy(cfg.Target.Policy); err != nil {
 		return nil, err
 	}
-	return &daemonDisk{image: cfg.Target.Disk, partition: part, policy: cfg.Target.Policy,
+	return &daemonDisk{image: cfg.Target.Disk, format: cfg.Target.DiskFormat, partition: part, policy: cfg.Target.Policy,
 		db: cfg.Target.Baseline, log: log.With("component", "disk")}, nil
 }
 
@@ -65,7 +66,7 @@ func (d *daemonDisk) Check(ctx context.Context, rules *yara.Rules) (supervisor.D
 	if err != nil {
 		return rep, fmt.Errorf("policy stored in %s: %w", d.db, err)
 	}
-	fsys, closer, _, err := openDisk(d.image, d.partition)
+	fsys, closer, _, err := openDiskFormat(d.image, d.format, d.partition)
 	if err != nil {
 		return rep, err
 	}
@@ -117,7 +118,7 @@ func (d *daemonDisk) initBaseline(ctx context.Context) (supervisor.DiskReport, e
 	if err != nil {
 		return rep, err
 	}
-	fsys, closer, img, err := openDisk(d.image, d.partition)
+	fsys, closer, img, err := openDiskFormat(d.image, d.format, d.partition)
 	if err != nil {
 		return rep, err
 	}

@@ -45,10 +45,13 @@ type Target struct {
 	Memory string `toml:"memory"` // memory source spec: file:PATH, elf:PATH, xen:DOMID
 	Layout string `toml:"layout"` // how a RAM file maps to guest-physical addresses
 	// Disk is the target's disk image; empty means no disk checks.
-	Disk      string `toml:"disk"`
-	Partition string `toml:"partition"` // "auto", or a 1-based partition number
-	Policy    string `toml:"policy"`    // file-integrity policy; "" for the built-in one
-	Baseline  string `toml:"baseline"`  // baseline database; default STATE/baseline.db
+	Disk string `toml:"disk"`
+	// DiskFormat is "raw" or "qcow2", never probed: a guest can write a qcow2 header
+	// naming a host file as its backing file into the first sector of a raw disk.
+	DiskFormat string `toml:"disk_format"`
+	Partition  string `toml:"partition"` // "auto", or a 1-based partition number
+	Policy     string `toml:"policy"`    // file-integrity policy; "" for the built-in one
+	Baseline   string `toml:"baseline"`  // baseline database; default STATE/baseline.db
 }
 
 // Memory configures memory passes.
@@ -114,7 +117,7 @@ const (
 // Default returns the configuration used for keys a file leaves out.
 func Default() Config {
 	return Config{
-		Target:  Target{Layout: "flat", Partition: "auto"},
+		Target:  Target{Layout: "flat", DiskFormat: "raw", Partition: "auto"},
 		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout},
 		Disk:    Disk{Interval: DefaultDiskInterval},
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},

@@ -76,13 +76,15 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 		want      []string
 	}{
 		{"unknown key", "[target]\nname = \"a\"\nmemory = \"file:/x\"\nmemroy = 1\n",
-			[]string{"c.toml:4: target.memroy: unknown key (expected one of: baseline, disk, host, layout, memory, name, partition, policy, uuid)"}},
+			[]string{"c.toml:4: target.memroy: unknown key (expected one of: baseline, disk, disk_format, host, layout, memory, name, partition, policy, uuid)"}},
 		{"unknown table", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[bogus]\nx = 1\n",
 			[]string{"c.toml:4: bogus: unknown key", "c.toml:5: bogus.x: unknown key (expected one of: none"}},
 		{"wrong type", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\nworkers = \"two\"\n",
 			[]string{"c.toml:5: memory.workers: incompatible types"}},
 		{"bad duration", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\n\ninterval = \"5 minutes\"\n",
 			[]string{"c.toml:6: memory.interval: invalid duration"}},
+		{"disk format is never probed", "[target]\nname = \"a\"\nmemory = \"file:/x\"\ndisk = \"/d.img\"\ndisk_format = \"auto\"\n",
+			[]string{"c.toml:5: target.disk_format: expected \"raw\" or \"qcow2\", got \"auto\""}},
 		{"bad size", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\nblock_size = \"4 parsecs\"\n",
 			[]string{"c.toml:5: memory.block_size: expected a size"}},
 		{"syntax", "[target]\nname = \"a\n",

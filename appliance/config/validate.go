@@ -46,6 +46,9 @@ func (c *Config) validate(pos positions) []*Error {
 			bad("target.memory", "expected xen:DOMID with a domain id from 1 to 65535, got %q", t.Memory)
 		}
 	}
+	if t.DiskFormat != "raw" && t.DiskFormat != "qcow2" {
+		bad("target.disk_format", `expected "raw" or "qcow2", got %q`, t.DiskFormat)
+	}
 	if t.Partition != "auto" {
 		if n, err := strconv.Atoi(t.Partition); err != nil || n < 1 {
 			bad("target.partition", `expected "auto" or a partition number (1, 2, ...), got %q`, t.Partition)
