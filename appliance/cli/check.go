@@ -309,7 +309,7 @@ func printCheck(w io.Writer, changes []integrity.Change, findings []detectors.Fi
 	}
 	if len(findings) > 0 {
 		fmt.Fprintln(w, "\nYARA findings:")
-		diskPrintFindings(w, findings)
+		printFindings(w, findings)
 	}
 }
 
@@ -333,27 +333,4 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
-}
-
-// diskPrintFindings prints file findings: rule, path, then each string match.
-func diskPrintFindings(w io.Writer, fs []detectors.Finding) {
-	for _, f := range fs {
-		fmt.Fprintf(w, "FOUND %s:%s %s", f.Namespace, f.Rule, diskSafe(f.Path))
-		if len(f.Tags) > 0 {
-			fmt.Fprintf(w, " [%s]", strings.Join(f.Tags, ","))
-		}
-		if d := f.Meta["description"]; d != "" {
-			fmt.Fprintf(w, " — %s", d)
-		}
-		fmt.Fprintln(w)
-		for _, m := range f.Matches {
-			data := m.Text
-			if data == "" {
-				data = "hex:" + m.Hex
-			} else {
-				data = fmt.Sprintf("%q", data)
-			}
-			fmt.Fprintf(w, "  %#010x  %-12s %s\n", m.Offset, m.Name, data)
-		}
-	}
 }

@@ -98,7 +98,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 		}
 		json.NewEncoder(env.Stderr).Encode(sum)
 	} else {
-		diskPrintFindings(env.Stdout, ys.findings)
+		printFindings(env.Stdout, ys.findings)
 		fmt.Fprintf(env.Stderr, "%s: %d entries, %d files scanned (%.1f MB) in %.2fs, %.1f MB/s; %d skipped (larger than %d bytes), %d unreadable; %d rules, %d findings\n",
 			d.image, walked, sum.Scanned, float64(sum.Bytes)/1e6, elapsed.Seconds(), sum.MBps,
 			len(ys.skipped), *maxSize, len(ys.errors), rules.Count(), len(ys.findings))

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -141,28 +139,6 @@ type summary struct {
 	Errors        int     `json:"errors"`
 	Seconds       float64 `json:"seconds"`
 	MBps          float64 `json:"mb_per_s"`
-}
-
-func printFindings(w io.Writer, fs []detectors.Finding) {
-	for _, f := range fs {
-		fmt.Fprintf(w, "FOUND %s:%s", f.Namespace, f.Rule)
-		if len(f.Tags) > 0 {
-			fmt.Fprintf(w, " [%s]", strings.Join(f.Tags, ","))
-		}
-		if d := f.Meta["description"]; d != "" {
-			fmt.Fprintf(w, " — %s", d)
-		}
-		fmt.Fprintln(w)
-		for _, m := range f.Matches {
-			data := m.Text
-			if data == "" {
-				data = "hex:" + m.Hex
-			} else {
-				data = fmt.Sprintf("%q", data)
-			}
-			fmt.Fprintf(w, "  %#014x  %-12s %s\n", m.Offset, m.Name, data)
-		}
-	}
 }
 
 func humanBytes(n uint64) string {
