@@ -188,11 +188,13 @@ func TestSupervisorDoesNotAnswerResume(t *testing.T) {
 // ends short (or waits until P3's deadline). The pair goes back to the source, whose
 // copies are paused and intact: Domain M first, then the supervisor, then the target.
 func TestTargetFinalCopyLost(t *testing.T) {
-	f := newFixture(t, 64, 64)
+	// Domain M 4x the target, capped: the target is held for a second or more, time
+	// enough for whenStatus to see it even on a loaded machine.
+	f := newFixture(t, 64, 256)
 	px, uri := newProxy(t, f.t.URI)
 	f.t.URI = uri
 	whenStatus(t, f.t.Src, "pre-switchover", px.stall)
-	r, se := runFailing(t, f, syncpoint.Config{P3: 3 * time.Second})
+	r, se := runFailing(t, f, syncpoint.Config{P3: 3 * time.Second, MaxBandwidth: 128 << 20})
 	if se.Phase != "P3" {
 		t.Errorf("failed at %s, want P3", se.Phase)
 	}
