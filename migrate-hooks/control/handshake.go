@@ -27,3 +27,9 @@ func (h *Handshake) ResumeAtSource(ctx context.Context) error {
 	_, err := h.Client.Resume(ctx, h.Source)
 	return err
 }
+
+// Monitoring reports whether the supervisor's state is "monitoring".
+func (h *Handshake) Monitoring(ctx context.Context) (bool, error) {
+	st, err := h.Client.Status(ctx)
+	return st == StateMonitoring, err
+}

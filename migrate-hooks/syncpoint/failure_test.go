@@ -200,3 +200,16 @@ func TestTargetFinalCopyLost(t *testing.T) {
 	}
 	wantRolledBack(t, f, r, se)
 }
+
+// The supervisor never answers prepare, but says it is still monitoring: Domain M's
+// migration is cancelled and the target, held at pre-switchover, is released at the
+// source.
+func TestSupervisorDoesNotAnswerPrepare(t *testing.T) {
+	f := newFixture(t, 64, 64)
+	f.sup.Hang("prepare")
+	r, se := runFailing(t, f, syncpoint.Config{Handshake: time.Second})
+	if se.Phase != "P1" || !errors.Is(se, context.DeadlineExceeded) {
+		t.Errorf("failed at %s with %v, want P1 and a deadline", se.Phase, se.Err)
+	}
+	wantRolledBack(t, f, r, se)
+}

@@ -38,15 +38,27 @@ func (r *run) failPrepare(ctx context.Context, err error) error {
 	if up, e := r.m.Src.Running(c); e != nil || !up {
 		return &Error{Phase: "P1", Err: fmt.Errorf("supervisor prepare: %w", err), Outcome: "target paused at source (pre-switchover): domain M not running"}
 	}
-	if e := r.resume(ctx, true); e != nil {
+	if e := r.monitoringAgain(ctx); e != nil {
 		return &Error{Phase: "P1", Err: fmt.Errorf("supervisor prepare: %w", err),
-			Outcome: fmt.Sprintf("target paused at source (pre-switchover): supervisor does not answer resume either (%v)", e)}
+			Outcome: fmt.Sprintf("target paused at source (pre-switchover): supervisor not monitoring (%v)", e)}
 	}
 	r.t.Src.CancelMigration(c)
 	if e := waitRunning(c, r.t.Src); e != nil {
 		return &Error{Phase: "P1", Err: err, Outcome: fmt.Sprintf("target at source not running after cancel: %v", e)}
 	}
 	return &Error{Phase: "P1", Err: fmt.Errorf("supervisor prepare: %w", err), Outcome: outcomeRolledBack}
+}
+
+// monitoringAgain makes sure the supervisor monitors the target at the source: it may
+// never have quiesced (then it says so when asked), else it is resumed there.
+func (r *run) monitoringAgain(ctx context.Context) error {
+	c, cancel := context.WithTimeout(ctx, r.cfg.Handshake)
+	defer cancel()
+	if ok, err := r.sup.Monitoring(c); err == nil && ok {
+		r.supChange = append(r.supChange, Change{time.Now(), SubjectSupervisor, "supervisor", true, "status: monitoring"})
+		return nil
+	}
+	return r.resume(ctx, true)
 }
 
 // rollbackDomMAtSource: Domain M's migration failed or is cancelled while the target is

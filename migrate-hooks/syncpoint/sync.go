@@ -59,6 +59,11 @@ func (r *run) sync(ctx context.Context) error {
 	}
 	learned := time.Now()
 	r.res.P1Detect = learned.Sub(stopEv.Time)
+	// Domain M stays held while the supervisor quiesces: the supervisor needs it running
+	// for that, and a prepare that fails must find it still at the source.
+	if err := r.m.Src.SetParameters(ctx, Params{MaxBandwidth: crawl}); err != nil {
+		return &Error{Phase: "P1", Err: err, Outcome: r.rollbackDomMAtSource(ctx)}
+	}
 	if err := r.prepare(ctx); err != nil {
 		return r.failPrepare(ctx, err)
 	}

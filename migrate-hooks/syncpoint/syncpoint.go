@@ -72,11 +72,13 @@ type VM interface {
 // Supervisor is Domain M's supervisor as the coordinator drives it: Prepare returns once
 // it is quiesced; Resume once it monitors the target at the destination (the caller binds
 // the destination's memory source); ResumeAtSource once it monitors the target at the
-// source again (rollback).
+// source again (rollback); Monitoring reports whether it monitors now (after a prepare
+// that failed, it may never have quiesced).
 type Supervisor interface {
 	Prepare(ctx context.Context) error
 	Resume(ctx context.Context) error
 	ResumeAtSource(ctx context.Context) error
+	Monitoring(ctx context.Context) (bool, error)
 }
 
 // Side is one VM of the pair: its source and destination processes and the URI the
