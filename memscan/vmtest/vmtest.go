@@ -41,8 +41,12 @@ type Config struct {
 	Initrd  string // optional initramfs
 	Append  string // kernel command line; "console=ttyS0" is always prepended
 	Accel   string // "kvm", "tcg" or "" for $VMTEST_ACCEL or else detection (see package doc)
-	Paused  bool   // start with -S (prelaunch; use Cont)
-	Extra   []string
+	// MachineOpts and MemoryOpts are appended to -machine and -m, for example
+	// ",nvdimm=on" and ",slots=1,maxmem=512M" for a guest with an nvdimm in Extra.
+	MachineOpts string
+	MemoryOpts  string
+	Paused      bool // start with -S (prelaunch; use Cont)
+	Extra       []string
 	// Timeout bounds each QMP command (default 30 s) and startup (default 30 s).
 	Timeout time.Duration
 	Logger  *slog.Logger // default: discard
@@ -192,9 +196,9 @@ func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 
 func (vm *VM) args() []string {
 	a := []string{
-		"-machine", vm.cfg.Machine + ",memory-backend=ram",
+		"-machine", vm.cfg.Machine + ",memory-backend=ram" + vm.cfg.MachineOpts,
 		"-accel", vm.Accel,
-		"-m", fmt.Sprintf("%dM", vm.cfg.Memory>>20),
+		"-m", fmt.Sprintf("%dM", vm.cfg.Memory>>20) + vm.cfg.MemoryOpts,
 		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", vm.cfg.Memory, vm.RAMFile),
 		"-smp", "1",
 		"-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
