@@ -42,6 +42,7 @@ func plotOne(o Options, cells map[key]*cell, net, series, metric string, get fun
 	p.Y.Min = 0
 	p.Legend.Top = true
 	var lines []any
+	maxY := 0.0
 	for _, m := range o.Modes {
 		var pts plotter.XYs
 		for _, pr := range o.series(series) {
@@ -54,6 +55,7 @@ func plotOne(o Options, cells map[key]*cell, net, series, metric string, get fun
 				x = pr[0]
 			}
 			pts = append(pts, plotter.XY{X: float64(x), Y: get(c).Seconds()})
+			maxY = max(maxY, get(c).Seconds())
 		}
 		if len(pts) > 0 {
 			lines = append(lines, m.String(), pts)
@@ -65,5 +67,6 @@ func plotOne(o Options, cells map[key]*cell, net, series, metric string, get fun
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return err
 	}
+	p.Y.Max = maxY * 1.35 // headroom, so the legend (top right) does not cover the lines
 	return p.Save(5*vg.Inch, 3.5*vg.Inch, file)
 }
