@@ -75,7 +75,8 @@ fuzz: deps
 	done
 
 # demo: boot a small Linux guest whose RAM is a shared file, let it hold an "implant"
-# string, and find it from outside with domainm scan-memory and the shipped rules.
+# string, and find it from outside with domainm scan-memory and the shipped rules; then
+# baseline a small ext4 image, plant a setuid backdoor with debugfs, and domainm check it.
 demo: build
 	$(GO) run ./appliance/demo -domainm $(BIN)/domainm -rules rules/yara
 

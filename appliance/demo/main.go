@@ -1,6 +1,9 @@
-// Command demo is `make demo`: it boots a small Linux VM under QEMU whose RAM is a shared
-// memory file, lets a process inside the guest hold a known "implant" string in memory,
-// and runs `domainm scan-memory` on the guest's RAM from outside, with the shipped rules.
+// Command demo is `make demo`. Part 1 boots a small Linux VM under QEMU whose RAM is a
+// shared memory file, lets a process inside the guest hold a known "implant" string in
+// memory, and runs `domainm scan-memory` on the guest's RAM from outside, with the shipped
+// rules. Part 2 builds a small ext4 disk image, records a file-integrity baseline, lets an
+// "attacker" change the image (a new setuid backdoor, a new root account), and runs
+// `domainm check` on it, without mounting anything.
 //
 // Everything it starts is stopped when it exits, by pid.
 package main
@@ -27,7 +30,11 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *domainm, *rules); err != nil {
+	err := run(ctx, *domainm, *rules)
+	if err == nil {
+		err = runDisk(ctx, *domainm, *rules)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
 	}
@@ -90,6 +97,6 @@ while true; do sleep 1; : "$m"; done`, marker)
 	if code != 1 {
 		return fmt.Errorf("expected the planted implant to be found (exit 1), got exit %d", code)
 	}
-	fmt.Println("== demo passed: the implant was found in the guest's memory without touching the guest")
+	fmt.Println("== part 1 passed: the implant was found in the guest's memory without touching the guest")
 	return nil
 }
