@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/bits"
 	"sync/atomic"
 )
 
@@ -250,6 +249,3 @@ func (o *op) inodeTable(g uint64) (uint64, error) {
 	}
 	return t, nil
 }
-
-// blockSizeBits is log2 of the block size.
-func (fs *ext4FS) blockSizeBits() uint { return uint(bits.TrailingZeros64(uint64(fs.bs))) }

@@ -36,7 +36,6 @@ func compile(t testing.TB, rules string) memscan.RuleSet {
 type memSource struct {
 	ranges []memscan.Range
 	data   [][]byte
-	slicer bool
 }
 
 func (m *memSource) Ranges() []memscan.Range { return m.ranges }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // The spool keeps every accepted event until each sink has delivered it. It is one
@@ -44,8 +45,6 @@ type record struct {
 	sev  Severity
 	data []byte
 }
-
-func (r record) cost() int64 { return int64(len(r.data)) + 1 + recordOverhead }
 
 func qName(sink string) []byte { return []byte("q:" + sink) }
 func iName(sink string) []byte { return []byte("i:" + sink) }
@@ -110,7 +109,7 @@ func openSpoolFile(path string, max map[string]int64) (s *spool, orphans map[str
 			return err
 		}
 		for _, n := range stale {
-			if err := tx.DeleteBucket(n); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			if err := tx.DeleteBucket(n); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}
 		}

@@ -51,9 +51,6 @@ var commands = map[string]command{}
 
 func register(c command) { commands[c.name] = c }
 
-// errFindings is returned by a command that completed and found something.
-var errFindings = errors.New("findings")
-
 // Main runs the command named by args[0].
 func Main(ctx context.Context, env Env, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

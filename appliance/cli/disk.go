@@ -53,11 +53,6 @@ func (d *diskFlags) check() error {
 	return nil
 }
 
-// openDisk opens the filesystem in the image, probing its format; see openDiskFormat.
-func openDisk(image string, partition int) (diskscan.FS, io.Closer, integrity.ImageInfo, error) {
-	return openDiskFormat(image, "", partition)
-}
-
 // openDiskFormat opens the filesystem in an image of the given format ("raw", "qcow2",
 // or "" to probe) and describes the image for the baseline, with the format found.
 func openDiskFormat(image, format string, partition int) (diskscan.FS, io.Closer, integrity.ImageInfo, error) {

@@ -268,12 +268,6 @@ func (h *ruleHolder) run(ctx context.Context, w *fsnotify.Watcher) {
 	}
 }
 
-func (h *ruleHolder) stats() (reloads, failed int, loaded time.Time) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.reloads, h.failed, h.cur.Load().at
-}
-
 // ReloadRules recompiles the rules folder now (SIGHUP), without waiting for a change.
 func (s *Supervisor) ReloadRules() {
 	if s.rules == nil {
