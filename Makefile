@@ -43,8 +43,11 @@ $(DEPS_STAMP): Makefile go.mod go.sum
 build: deps
 	$(GO) build -o $(BIN)/ ./appliance/cmd/... ./migrate-hooks/cmd/...
 
+STATICCHECK_VERSION := v0.8.2
 vet: deps
 	$(GO) vet ./...
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/staticcheck ./...
 
 # test: everything CI runs. VM tests use KVM where a guest can run under it and TCG
 # otherwise; they never skip silently.

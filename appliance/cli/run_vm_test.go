@@ -196,9 +196,5 @@ func sharedLibs(t *testing.T, bin string) []string {
 	if err != nil {
 		t.Fatalf("ldd %s: %v", bin, err)
 	}
-	var libs []string
-	for _, m := range regexp.MustCompile(`(?m)(/\S+\.so[.\d]*)`).FindAllString(string(out), -1) {
-		libs = append(libs, m)
-	}
-	return libs
+	return regexp.MustCompile(`(?m)(/\S+\.so[.\d]*)`).FindAllString(string(out), -1)
 }
