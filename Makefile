@@ -10,7 +10,7 @@ BIN          := bin
 GOFLAGS_TEST ?= -count=1
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio debootstrap e2fsprogs fdisk gnutls-bin iproute2 \
-                libyara-dev linux-image-amd64 ovmf pkg-config qemu-system-x86 qemu-utils \
+                libyara-dev linux-image-amd64 pkg-config qemu-system-x86 qemu-utils \
                 rsyslog rsyslog-gnutls systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
