@@ -3,6 +3,7 @@ package diskscan
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -13,6 +14,28 @@ var ErrUnsupportedFS = errors.New("unsupported or unknown filesystem")
 // ErrCorrupt marks metadata that fails a consistency check (bad magic, out-of-range
 // block, loop in a tree, ...). Errors that match it name the structure and offset.
 var ErrCorrupt = errors.New("corrupt or inconsistent metadata")
+
+// recoverCorrupt turns a panic in a parser into an error matching ErrCorrupt. Every
+// length and offset is checked, but a bug met on one hostile image must cost that path
+// (or that image), not the supervisor. Use it as a deferred call at the entry points.
+func recoverCorrupt(err *error, what string) {
+	if r := recover(); r != nil {
+		if bugsPanic {
+			panic(r)
+		}
+		*err = fmt.Errorf("%s: internal error on this image (%v); please report it: %w", what, r, ErrCorrupt)
+	}
+}
+
+// bugsPanic makes recoverCorrupt re-panic. The package's tests and fuzz targets set it,
+// so that a bug still fails them instead of hiding behind ErrCorrupt.
+var bugsPanic = false
+
+// guarded runs f(o) with recoverCorrupt.
+func guarded[T any](f func(T) error, o T) (err error) {
+	defer recoverCorrupt(&err, "ext4")
+	return f(o)
+}
 
 // ErrUnsupportedImage is returned for image features this package refuses to read
 // (compressed or encrypted qcow2 clusters, external data files, ...).

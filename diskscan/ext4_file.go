@@ -42,7 +42,8 @@ func (o *op) openInode(in *inode) (*file, error) {
 }
 
 // ReadAt reads file bytes at off.
-func (f *file) ReadAt(p []byte, off int64) (int, error) {
+func (f *file) ReadAt(p []byte, off int64) (n int, err error) {
+	defer recoverCorrupt(&err, "ext4 file")
 	if off < 0 {
 		return 0, fmt.Errorf("inode %d: negative offset", f.ino)
 	}

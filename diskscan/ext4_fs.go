@@ -31,7 +31,7 @@ func (fs *ext4FS) retry(f func(o *op) error) error {
 			fs.retryWait.Add(int64(d))
 			time.Sleep(d)
 		}
-		if err = f(fs.newOp(i > 0)); err == nil || errors.Is(err, iofs.ErrNotExist) {
+		if err = guarded(f, fs.newOp(i > 0)); err == nil || errors.Is(err, iofs.ErrNotExist) {
 			return err
 		}
 	}

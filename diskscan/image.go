@@ -32,7 +32,8 @@ func OpenImage(path string) (*Image, error) {
 
 // OpenImageFormat opens path read-only as format "raw" or "qcow2" ("" probes, as
 // OpenImage does).
-func OpenImageFormat(path, format string) (*Image, error) {
+func OpenImageFormat(path, format string) (_ *Image, err error) {
+	defer recoverCorrupt(&err, path)
 	switch format {
 	case "", "raw", "qcow2":
 		return openImage(path, format, 0)

@@ -26,7 +26,8 @@ const (
 // Partitions reads the partition table of a disk of the given size: MBR including
 // extended/logical partitions, GPT (behind a protective MBR), or, without a table, one
 // "none" partition covering the whole disk. Partitions are clipped to the disk.
-func Partitions(r io.ReaderAt, size int64) ([]Partition, error) {
+func Partitions(r io.ReaderAt, size int64) (_ []Partition, err error) {
+	defer recoverCorrupt(&err, "partition table")
 	if size <= 0 {
 		return nil, fmt.Errorf("empty disk: %w", ErrCorrupt)
 	}

@@ -276,7 +276,8 @@ func (q *qcow2) l2Table(off int64) ([]uint64, error) {
 
 // ReadAt reads the virtual disk. Runs of adjacent allocated clusters are read with one
 // ReadAt on the image file.
-func (q *qcow2) ReadAt(p []byte, off int64) (int, error) {
+func (q *qcow2) ReadAt(p []byte, off int64) (n int, err error) {
+	defer recoverCorrupt(&err, "qcow2")
 	if off < 0 {
 		return 0, fmt.Errorf("qcow2: negative offset %d", off)
 	}

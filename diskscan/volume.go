@@ -11,7 +11,8 @@ import (
 //
 // The FS caches metadata (bounded). It does not notice later changes of the image beyond
 // the retries of inconsistent reads: open the volume again for each scan pass.
-func OpenFS(r io.ReaderAt, size int64) (FS, error) {
+func OpenFS(r io.ReaderAt, size int64) (_ FS, err error) {
+	defer recoverCorrupt(&err, "ext4 superblock")
 	fs, err := openExt4(r, size)
 	if err != nil {
 		return nil, err
