@@ -438,6 +438,11 @@ func fromIntegrity(e *Event, f detectors.Finding, state string) {
 	e.DomainM.Changes = changes
 	e.Rule = &Rule{Name: firstNonEmpty(bound(f.Rule), "integrity-"+e.DomainM.State), Ruleset: bound(firstNonEmpty(m["selection"], f.Namespace))}
 	sev := PathSeverity(f.Path)
+	if newSetuid(change, cur, changes) {
+		// A new setuid/setgid program is a classic privilege-escalation backdoor wherever
+		// it lies, so it is never less than high.
+		sev = min(sev, SevHigh)
+	}
 	if v, ok := m["severity"]; ok {
 		if s, err := ParseSeverity(v); err == nil {
 			sev = s
@@ -463,6 +468,30 @@ func fromIntegrity(e *Event, f detectors.Finding, state string) {
 	e.DomainM.FindingID = FindingID(f.Detector, e.Rule.Ruleset, "integrity", f.Target, f.Path+"\x00"+change)
 	e.SetSeverity(sev)
 	e.Event.ID = occurrenceID(e)
+}
+
+// newSetuid reports a regular file that was added with, or changed to, a setuid or setgid
+// mode (cur["mode"] is octal first, as "4755 (rwsr-xr-x)").
+func newSetuid(change string, cur map[string]string, changes []Change) bool {
+	if change == "removed" || cur["type"] != "file" {
+		return false
+	}
+	octal, _, _ := strings.Cut(cur["mode"], " ")
+	mode, err := strconv.ParseUint(octal, 8, 32)
+	if err != nil || mode&0o6000 == 0 {
+		return false
+	}
+	if change == "added" {
+		return true
+	}
+	for _, c := range changes {
+		if c.Attribute == "mode" {
+			before, _, _ := strings.Cut(c.Before, " ")
+			old, err := strconv.ParseUint(before, 8, 32)
+			return err != nil || old&0o6000 == 0
+		}
+	}
+	return false
 }
 
 func fillFile(f *File, m map[string]string) {

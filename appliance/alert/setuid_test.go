@@ -1,0 +1,39 @@
+package alert
+
+import (
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
+)
+
+// TestNewSetuidIsHigh: a setuid or setgid program that appears, or a file that becomes
+// one, is at least high wherever it lies (the path class of /tmp alone would say low);
+// a setgid directory or an unchanged mode keeps the path's class.
+func TestNewSetuidIsHigh(t *testing.T) {
+	at := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	tgt := detectors.Target{Name: "web-1"}
+	cases := []struct {
+		name string
+		c    integrity.Change
+		want Severity
+	}{
+		{"new setuid file in /tmp", integrity.Change{Kind: integrity.Added, Path: "/tmp/.x", Type: "file",
+			Attrs: []integrity.AttrChange{{Attr: "mode", After: "4755 (rwsr-xr-x)"}}}, SevHigh},
+		{"file made setgid", integrity.Change{Kind: integrity.Changed, Path: "/home/u/bin/tool", Type: "file",
+			Attrs: []integrity.AttrChange{{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "2755 (rwxr-sr-x)"}}}, SevHigh},
+		{"new plain file in /tmp", integrity.Change{Kind: integrity.Added, Path: "/tmp/.y", Type: "file",
+			Attrs: []integrity.AttrChange{{Attr: "mode", After: "0644 (rw-r--r--)"}}}, SevLow},
+		{"new setgid directory", integrity.Change{Kind: integrity.Added, Path: "/tmp/shared", Type: "dir",
+			Attrs: []integrity.AttrChange{{Attr: "mode", After: "2775 (rwxrwsr-x)"}}}, SevLow},
+		{"setuid file, content changed only", integrity.Change{Kind: integrity.Changed, Path: "/opt/x/helper", Type: "file",
+			Attrs: []integrity.AttrChange{{Attr: "sha256", Before: "aa", After: "bb"}}}, PathSeverity("/opt/x/helper")},
+	}
+	for _, c := range cases {
+		e := FromFinding(c.c.Finding(tgt, at), "")
+		if e.Severity() != c.want {
+			t.Errorf("%s: severity %v, want %v", c.name, e.Severity(), c.want)
+		}
+	}
+}
