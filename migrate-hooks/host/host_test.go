@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ func TestIvshmemCannotCoMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)                   // firmware maps the BAR
+	waitBARMapped(ctx, t, sm, "watch", 2)                 // as in any booted guest
 	if _, err := dst.Start(ctx, target, ""); err != nil { // the destination's RAM file
 		t.Fatal(err)
 	}
@@ -180,4 +181,41 @@ func readAt(t *testing.T, path string, off int64, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// waitBARMapped waits until the guest's firmware has given BAR bar of PCI device id an
+// address (query-pci reports an unmapped BAR as -1).
+func waitBARMapped(ctx context.Context, t *testing.T, vm *VM, id string, bar int) {
+	t.Helper()
+	type region struct {
+		Bar     int   `json:"bar"`
+		Address int64 `json:"address"` // -1 while unmapped
+	}
+	type device struct {
+		QdevID  string   `json:"qdev_id"`
+		Regions []region `json:"regions"`
+	}
+	var last string
+	for ctx.Err() == nil {
+		var buses []struct {
+			Devices []device `json:"devices"`
+		}
+		if err := vm.Mon.Execute(ctx, "query-pci", nil, &buses); err != nil {
+			t.Fatalf("query-pci: %v", err)
+		}
+		for _, b := range buses {
+			for _, d := range b.Devices {
+				for _, r := range d.Regions {
+					if d.QdevID == id && r.Bar == bar {
+						if r.Address > 0 {
+							return
+						}
+						last = fmt.Sprintf("%#x", r.Address)
+					}
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("BAR%d of %s not mapped by the firmware (last address %s)", bar, id, last)
 }
