@@ -107,6 +107,15 @@ Exit codes: 0 nothing found, 1 findings or changes, 2 error.
 `)
 }
 
+// scanExits is the exit-code line of commands that scan or compare.
+const scanExits = "Exit codes: 0 nothing found, 1 findings or changes, 2 error."
+
+// exitHelp gives the exit-code line of commands that do not scan.
+var exitHelp = map[string]string{
+	"run":    "Exit codes: 0 stopped cleanly (or configuration valid), 2 bad configuration or failure (systemd restarts it).",
+	"status": "Exit codes: 0 the supervisor answered, 2 it could not be asked or reported an error.",
+}
+
 // newFlags makes a FlagSet whose --help prints the command's description and options.
 func newFlags(env Env, name, usageLine, description string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
@@ -115,7 +124,11 @@ func newFlags(env Env, name, usageLine, description string) *flag.FlagSet {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: domainm %s\n\n%s\n\nOptions:\n", usageLine, strings.TrimSpace(description))
 		fs.PrintDefaults()
-		fmt.Fprint(out, "\nExit codes: 0 nothing found, 1 findings or changes, 2 error.\n")
+		exits, ok := exitHelp[name]
+		if !ok {
+			exits = scanExits
+		}
+		fmt.Fprintf(out, "\n%s\n", exits)
 	}
 	return fs
 }
