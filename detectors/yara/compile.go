@@ -19,6 +19,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -150,17 +152,6 @@ func Compile(dir string) (*Rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Each file is first compiled alone: libyara's compiler is unusable after its first
-	// error, and rule authors want every broken file reported, not just the first.
-	var errs []RuleError
-	for _, f := range files {
-		if e := checkFile(dir, f); len(e) > 0 {
-			errs = append(errs, e...)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, &CompileError{Dir: dir, Errors: errs}
-	}
 	c, err := newCompiler()
 	if err != nil {
 		return nil, err
@@ -169,7 +160,7 @@ func Compile(dir string) (*Rules, error) {
 	h := sha256.New()
 	for _, f := range files {
 		if err := addFile(c, dir, f, h); err != nil {
-			return nil, &CompileError{Dir: dir, Errors: collect(dir, c, err, f)}
+			return nil, &CompileError{Dir: dir, Errors: everyError(dir, files, collect(dir, c, err, f))}
 		}
 	}
 	yr, err := c.GetRules()
@@ -186,17 +177,19 @@ func Compile(dir string) (*Rules, error) {
 	return r, nil
 }
 
-// Check compiles dir and returns every error and warning; it never returns a rule set.
-func Check(dir string) (errs, warnings []RuleError, err error) {
-	r, err := Compile(dir)
-	var ce *CompileError
-	switch {
-	case errors.As(err, &ce):
-		return ce.Errors, nil, nil
-	case err != nil && !errors.Is(err, ErrNoRules):
-		return nil, nil, err
+// everyError compiles each file alone to report every broken file: libyara's compiler
+// is unusable after its first error, and rule authors want all of them, not just the
+// first. Only a folder that failed pays for it. first is what the whole-folder compile
+// reported, kept if no file fails on its own.
+func everyError(dir string, files []string, first []RuleError) []RuleError {
+	var errs []RuleError
+	for _, f := range files {
+		errs = append(errs, checkFile(dir, f)...)
 	}
-	return nil, r.warns, err
+	if len(errs) == 0 {
+		return first
+	}
+	return errs
 }
 
 func newCompiler() (*goyara.Compiler, error) {
@@ -213,23 +206,23 @@ func newCompiler() (*goyara.Compiler, error) {
 	return c, nil
 }
 
-// hasher is the part of hash.Hash addFile feeds.
-type hasher interface{ Write([]byte) (int, error) }
-
-func addFile(c *goyara.Compiler, dir, rel string, h hasher) error {
-	path := filepath.Join(dir, rel)
-	f, err := os.Open(path)
+// addFile adds one rule file to c, and its name and bytes to h when h is not nil.
+func addFile(c *goyara.Compiler, dir, rel string, h hash.Hash) error {
+	f, err := os.Open(filepath.Join(dir, rel))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	if h != nil {
-		b, err := os.ReadFile(path)
+		b, err := io.ReadAll(f)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(h, "%s\x00%d\x00", rel, len(b))
 		h.Write(b)
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
 	}
 	return c.AddFile(f, Namespace(rel))
 }
