@@ -146,7 +146,6 @@ type PassResult struct {
 }
 
 type block struct {
-	idx     int
 	gpa     uint64
 	size    int // own bytes
 	winSize int // own bytes plus overlap, clipped to the range
@@ -157,7 +156,6 @@ type block struct {
 // pass's memory does not grow with the guest's size.
 func (d *Driver) eachBlock(ranges []Range, startAt uint64, fn func(block) bool) {
 	bs, ov := uint64(d.cfg.BlockSize), uint64(d.cfg.Overlap)
-	idx := 0
 	for _, r := range ranges {
 		for off := uint64(0); off < r.Size; off += bs {
 			own := min(bs, r.Size-off)
@@ -165,10 +163,9 @@ func (d *Driver) eachBlock(ranges []Range, startAt uint64, fn func(block) bool) 
 			if gpa+own <= startAt {
 				continue
 			}
-			if !fn(block{idx: idx, gpa: gpa, size: int(own), winSize: int(min(own+ov, r.Size-off))}) {
+			if !fn(block{gpa: gpa, size: int(own), winSize: int(min(own+ov, r.Size-off))}) {
 				return
 			}
-			idx++
 		}
 	}
 }

@@ -29,10 +29,7 @@ type MappedFile struct {
 	data []byte
 }
 
-var (
-	_ Source = (*MappedFile)(nil)
-	_ Slicer = (*MappedFile)(nil)
-)
+var _ Source = (*MappedFile)(nil)
 
 // ErrClosed is returned by reads from a closed source.
 var ErrClosed = errors.New("memory source is closed")
@@ -143,31 +140,7 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 	return n, nil
 }
 
-// Slice returns a zero-copy view of n bytes at gpa, which must lie inside one range.
-// A guest that shrinks its RAM file under the view makes an access fault (SIGBUS);
-// use ReadAt where that matters.
-func (f *MappedFile) Slice(gpa uint64, n int) ([]byte, error) {
-	if n < 0 {
-		return nil, fmt.Errorf("slice %#x: negative length %d", gpa, n)
-	}
-	e, ok := f.find(gpa)
-	if !ok {
-		return nil, fmt.Errorf("slice %#x: %w", gpa, ErrOutOfRange)
-	}
-	off := gpa - e.GPA
-	if uint64(n) > e.Size-off {
-		return nil, fmt.Errorf("slice %#x+%d: range ends at %#x: %w", gpa, n, e.GPA+e.Size, ErrOutOfRange)
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.data == nil {
-		return nil, ErrClosed
-	}
-	start := e.Offset + off
-	return f.data[start : start+uint64(n) : start+uint64(n)], nil
-}
-
-// Close unmaps the file. Views from Slice become invalid.
+// Close unmaps the file.
 func (f *MappedFile) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

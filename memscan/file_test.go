@@ -34,15 +34,6 @@ func readString(t *testing.T, src Source, gpa uint64, n int) string {
 	if _, err := src.ReadAt(p, int64(gpa)); err != nil {
 		t.Fatalf("ReadAt(%#x): %v", gpa, err)
 	}
-	if s, ok := src.(Slicer); ok {
-		v, err := s.Slice(gpa, n)
-		if err != nil {
-			t.Fatalf("Slice(%#x): %v", gpa, err)
-		}
-		if !bytes.Equal(v, p) {
-			t.Fatalf("Slice(%#x) = %q, ReadAt = %q", gpa, v, p)
-		}
-	}
 	return string(p)
 }
 
@@ -92,9 +83,6 @@ func TestFileFlatAndSplit(t *testing.T) {
 	n, err := src.ReadAt(p, 2*gib-8)
 	if n != 8 || !errors.Is(err, ErrOutOfRange) || string(p[:4]) != "EDGE" {
 		t.Errorf("read across the split: n=%d err=%v %q", n, err, p[:n])
-	}
-	if _, err := src.(Slicer).Slice(2*gib-8, 16); !errors.Is(err, ErrOutOfRange) {
-		t.Errorf("slice across the split: %v, want ErrOutOfRange", err)
 	}
 	if _, err := src.ReadAt(p, -1); !errors.Is(err, ErrOutOfRange) {
 		t.Errorf("negative address: %v", err)
@@ -154,7 +142,7 @@ func TestOpenErrors(t *testing.T) {
 }
 
 // BenchmarkFileSource measures copying guest memory out of a mapped tmpfs RAM file
-// with ReadAt (fault-safe copy) and taking zero-copy views with Slice, 1 MiB at a time.
+// with ReadAt (a fault-safe copy), 1 MiB at a time.
 func BenchmarkFileSource(b *testing.B) {
 	const size = 64 << 20
 	dir, err := os.MkdirTemp("/dev/shm", "bench-")
@@ -179,17 +167,5 @@ func BenchmarkFileSource(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-	})
-	b.Run("Slice", func(b *testing.B) {
-		b.SetBytes(int64(len(buf)))
-		var sum byte
-		for i := 0; b.Loop(); i++ {
-			v, err := src.Slice(uint64(i%(size/len(buf))*len(buf)), len(buf))
-			if err != nil {
-				b.Fatal(err)
-			}
-			sum += v[len(v)-1]
-		}
-		_ = sum
 	})
 }

@@ -40,12 +40,6 @@ type Source interface {
 	io.Closer
 }
 
-// Slicer is implemented by sources that can lend a zero-copy view of memory (mmapped
-// backends). The view is valid until Close and reflects the guest's live memory.
-type Slicer interface {
-	Slice(gpa uint64, n int) ([]byte, error)
-}
-
 // ErrOutOfRange is returned for reads outside every range of a source.
 var ErrOutOfRange = errors.New("guest-physical address outside the source's ranges")
 

@@ -22,10 +22,7 @@ type Xen struct {
 	m  *privcmd.Mapping
 }
 
-var (
-	_ Source = (*Xen)(nil)
-	_ Slicer = (*Xen)(nil)
-)
+var _ Source = (*Xen)(nil)
 
 const xenPage = 4096
 
@@ -134,23 +131,6 @@ func (x *Xen) ReadAt(p []byte, gpa int64) (int, error) {
 		return c, fmt.Errorf("xen:%d: reading %#x: %w", x.domid, gpa, err)
 	}
 	return c, rerr
-}
-
-// Slice returns a zero-copy view of n bytes at gpa inside one range.
-func (x *Xen) Slice(gpa uint64, n int) ([]byte, error) {
-	if n < 0 {
-		return nil, fmt.Errorf("xen:%d: negative length %d", x.domid, n)
-	}
-	if _, err := x.locate(gpa, n); err != nil {
-		return nil, err
-	}
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	if x.m == nil {
-		return nil, ErrClosed
-	}
-	b := x.m.Bytes()
-	return b[gpa : gpa+uint64(n) : gpa+uint64(n)], nil
 }
 
 // Close unmaps the domain's memory.

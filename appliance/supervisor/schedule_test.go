@@ -12,7 +12,6 @@ import (
 
 // gateSource wraps a real source; while the gate is shut, reads block (a hung memory
 // backend, or a scan stuck in the rule engine). It counts passes through Ranges.
-// It deliberately hides the Slicer interface so that every block is read.
 type gateSource struct {
 	memscan.Source
 	ranges atomic.Int32
