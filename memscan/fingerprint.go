@@ -50,34 +50,50 @@ func TakeFingerprint(src Source) (Fingerprint, error) {
 	if total == 0 {
 		return fp, nil
 	}
-	// Probe a few candidates per slot so that a mostly-zero guest still yields non-zero pages.
-	const probes = 8
 	slots := min(uint64(FingerprintPages), total)
 	stride := total / slots
-	var zeroPage [pageSize]byte
 	page := make([]byte, pageSize)
-	for s := uint64(0); s < slots; s++ {
-		var chosen uint64
-		var chosenHash uint64
-		found := false
-		for p := uint64(0); p < probes && !found; p++ {
-			idx := s*stride + p*max(stride/probes, 1)
-			if idx >= total {
-				break
-			}
-			gpa := pageAddr(ranges, idx)
-			if _, err := src.ReadAt(page, int64(gpa)); err != nil {
-				return Fingerprint{}, fmt.Errorf("reading page %#x: %w", gpa, err)
-			}
-			if p == 0 || !bytes.Equal(page, zeroPage[:]) {
-				chosen, chosenHash = gpa, hashPage(page)
-				found = !bytes.Equal(page, zeroPage[:])
-			}
+	for s := range slots {
+		ph, err := samplePage(src, ranges, page, s*stride, max(stride/samplesPerSlot, 1), total)
+		if err != nil {
+			return Fingerprint{}, err
 		}
-		fp.Pages = append(fp.Pages, PageHash{GPA: chosen, Hash: chosenHash})
+		fp.Pages = append(fp.Pages, ph)
 	}
 	return fp, nil
 }
+
+// samplesPerSlot is how many pages a slot probes for a non-zero one, so that a mostly
+// zero guest still yields pages with identity.
+const samplesPerSlot = 8
+
+// samplePage returns the first non-zero page among samplesPerSlot pages from page index
+// first, step apart (below total), or the first of them if all are zero.
+func samplePage(src Source, ranges []Range, page []byte, first, step, total uint64) (PageHash, error) {
+	var chosen PageHash
+	for i := range uint64(samplesPerSlot) {
+		idx := first + i*step
+		if idx >= total {
+			break
+		}
+		gpa := pageAddr(ranges, idx)
+		if _, err := src.ReadAt(page, int64(gpa)); err != nil {
+			return PageHash{}, fmt.Errorf("reading page %#x: %w", gpa, err)
+		}
+		ph := PageHash{GPA: gpa, Hash: hashPage(page)}
+		if i == 0 {
+			chosen = ph
+		}
+		if !allZero(page) {
+			return ph, nil
+		}
+	}
+	return chosen, nil
+}
+
+var zeroPage [pageSize]byte
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
 
 // Verify checks that src has the fingerprint's layout and sampled page contents.
 func (fp Fingerprint) Verify(src Source) error {
