@@ -3,7 +3,8 @@ package integrity
 import (
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -193,11 +194,7 @@ func formatXattrs(x map[string][]byte) string {
 	if len(x) == 0 {
 		return ""
 	}
-	names := make([]string, 0, len(x))
-	for k := range x {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(x))
 	parts := make([]string, len(names))
 	for i, k := range names {
 		parts[i] = k + "=" + hex.EncodeToString(x[k])

@@ -2,7 +2,8 @@ package integrity
 
 import (
 	"encoding/json"
-	"sort"
+	"maps"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -19,11 +20,7 @@ type xattrJSON struct {
 
 // MarshalJSON writes the list form.
 func (x Xattrs) MarshalJSON() ([]byte, error) {
-	names := make([]string, 0, len(x))
-	for k := range x {
-		names = append(names, k)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(x))
 	out := make([]xattrJSON, len(names))
 	for i, k := range names {
 		out[i] = xattrJSON{Name: k, Value: x[k]}

@@ -5,10 +5,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -42,11 +43,7 @@ func BuildInitramfs(dst, script string, extra map[string][]byte) error {
 	}
 	w.add("bin/busybox", 0o100755, bb)
 	w.add("init", 0o100755, []byte(init))
-	names := make([]string, 0, len(extra))
-	for n := range extra {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(extra))
 	made := map[string]bool{"bin": true, "dev": true, "proc": true, "sys": true, "tmp": true}
 	for _, n := range names {
 		clean := strings.TrimPrefix(path.Clean("/"+n), "/")
