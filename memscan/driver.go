@@ -57,10 +57,10 @@ type DriverConfig struct {
 // matches found, so that repeated passes only rescan what changed. A Driver belongs to one
 // target; a Pass must not run concurrently with another Pass on the same Driver.
 //
-// Memory: each worker holds at most one window buffer (none for mmapped sources); the
-// change cache holds about 80 bytes per non-zero block (0.03% of the guest's non-zero RAM
-// at the default block size) plus the matches of blocks that matched, which are bounded
-// per rule.
+// Memory: each worker holds one window buffer; the change cache holds about 210 bytes per
+// non-zero block, matches included (measured: 458 KB after a pass over the 1 GiB bench
+// image's 2145 non-zero blocks, 0.08% of non-zero RAM at the default block size); matches
+// are bounded per rule.
 type Driver struct {
 	cfg  DriverConfig
 	seed maphash.Seed
