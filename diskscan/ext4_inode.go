@@ -136,16 +136,17 @@ func (o *op) entry(in *inode, path string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	delete(x, "system.data") // inline file contents, not an attribute
-	if len(x) > 0 {
-		e.Xattrs = x
-	}
 	if e.Type == Symlink {
+		// Before system.data is dropped: an inline-data symlink's target continues there.
 		t, err := o.symlinkTarget(in, x)
 		if err != nil {
 			return nil, err
 		}
 		e.LinkTarget = t
+	}
+	delete(x, "system.data") // inline contents, not an attribute
+	if len(x) > 0 {
+		e.Xattrs = x
 	}
 	return e, nil
 }
