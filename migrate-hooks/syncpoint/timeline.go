@@ -12,6 +12,9 @@ const (
 	SubjectTarget     = "target"
 	SubjectDomM       = "domm"
 	SubjectSupervisor = "supervisor"
+	// SubjectEnd marks the end of observation: a violation still open then is counted
+	// up to it. Without it, the record's last change ends the observation.
+	SubjectEnd = "end"
 )
 
 // Change is one entry of a co-migration's timeline: a process of a subject came up or
@@ -27,16 +30,21 @@ type Change struct {
 // Timeline is a co-migration's changes in time order.
 type Timeline []Change
 
-// Violation is an interval in which the target ran unwatched.
+// Violation is an interval in which the target ran unwatched. Open is set when it had
+// not ended when observation ended: To is then the end of observation, and the target
+// may still be unwatched.
 type Violation struct {
-	From, To time.Time
-	Why      string
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+	Why  string    `json:"why"`
+	Open bool      `json:"open,omitempty"`
 }
 
 // Check verifies the invariant over tl: whenever any process of the target is running,
 // some process of Domain M is running and the supervisor is monitoring. Changes at the
 // same instant are applied together before the check. It returns the violations and
-// their total duration (the monitoring gap).
+// their total duration (the monitoring gap). A violation still open at the end of the
+// record counts until the end of observation (SubjectEnd, else the last change).
 func (tl Timeline) Check() ([]Violation, time.Duration) {
 	sorted := append(Timeline(nil), tl...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Time.Before(sorted[j].Time) })
@@ -56,6 +64,9 @@ func (tl Timeline) Check() ([]Violation, time.Duration) {
 		t := sorted[i].Time
 		for ; i < len(sorted) && sorted[i].Time.Equal(t); i++ {
 			c := sorted[i]
+			if c.Subject == SubjectEnd {
+				continue
+			}
 			if up[c.Subject] == nil {
 				up[c.Subject] = map[string]bool{}
 			}
@@ -79,8 +90,10 @@ func (tl Timeline) Check() ([]Violation, time.Duration) {
 			open = nil
 		}
 	}
-	if open != nil {
-		open.To = open.From // still open at the end of the record: counted, unbounded
+	if open != nil && len(sorted) > 0 {
+		// Still unwatched when observation ended: count it to the end, and say so.
+		open.To, open.Open = sorted[len(sorted)-1].Time, true
+		gap += open.To.Sub(open.From)
 		out = append(out, *open)
 	}
 	return out, gap
@@ -95,7 +108,11 @@ func (tl Timeline) Err() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "invariant violated %d time(s), gap %v:", len(vs), gap)
 	for _, v := range vs {
-		fmt.Fprintf(&b, " [%s +%v: %s]", v.From.Format("15:04:05.000000"), v.To.Sub(v.From), v.Why)
+		open := ""
+		if v.Open {
+			open = ", still open when observation ended"
+		}
+		fmt.Fprintf(&b, " [%s +%v: %s%s]", v.From.Format("15:04:05.000000"), v.To.Sub(v.From), v.Why, open)
 	}
 	return fmt.Errorf("%s", b.String())
 }

@@ -55,3 +55,36 @@ func TestTimelineCheck(t *testing.T) {
 		})
 	}
 }
+
+// A violation still open when the record ends is counted up to the end of observation,
+// and the record fails (issue 8, item 9: such a record used to pass with gap 0).
+func TestTimelineCheckOpenAtEnd(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	tl := Timeline{
+		{at(0), SubjectTarget, "src/target", true, "initial"},
+		{at(0), SubjectDomM, "src/domm", true, "initial"},
+		{at(0), SubjectSupervisor, "supervisor", true, "initial"},
+		{at(100), SubjectSupervisor, "supervisor", false, "prepare sent"},
+		{at(400), SubjectEnd, "coordinator", false, "end of observation"},
+	}
+	vs, gap := tl.Check()
+	if len(vs) != 1 || gap != 300*time.Millisecond || !vs[0].Open || !vs[0].To.Equal(at(400)) {
+		t.Errorf("got %+v, gap %v; want one open violation 100..400 ms, gap 300ms", vs, gap)
+	}
+	if tl.Err() == nil {
+		t.Error("Err() = nil for a record that ends with the target unwatched")
+	}
+	// Without an end marker the record's last change ends the observation.
+	vs, gap = tl[:4].Check()
+	if len(vs) != 1 || !vs[0].Open || tl[:4].Err() == nil {
+		t.Errorf("without end marker: %+v, gap %v, err %v; want one open violation and an error", vs, gap, tl[:4].Err())
+	}
+	// A violation that closes before the end is not open, and the end adds nothing.
+	closed := append(append(Timeline{}, tl[:4]...),
+		Change{at(200), SubjectSupervisor, "supervisor", true, "resume answered (source)"},
+		tl[4])
+	if vs, gap := closed.Check(); len(vs) != 1 || vs[0].Open || gap != 100*time.Millisecond {
+		t.Errorf("closed: %+v, gap %v; want one closed violation of 100ms", vs, gap)
+	}
+}
