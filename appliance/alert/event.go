@@ -559,6 +559,28 @@ func Health(now time.Time, sev Severity, component, condition, msg string) Event
 	return e
 }
 
+// SetTarget names the watched VM on an event built without it (Health): domainm.target
+// and host.*. A health event's finding id then includes the target, so the same
+// condition on two targets are two findings; event.id is recomputed to match.
+func (e *Event) SetTarget(t detectors.Target) {
+	tt := targetOf(t)
+	if tt == nil {
+		return
+	}
+	e.DomainM.Target = tt
+	if t.Name != "" || t.UUID != "" {
+		e.Host = &Host{Name: bound(t.Name), ID: bound(t.UUID), Type: "vm"}
+	}
+	if e.DomainM.Detector == "appliance" {
+		who := t.UUID
+		if who == "" {
+			who = t.Name
+		}
+		e.DomainM.FindingID = hashID("appliance", e.DomainM.Component, e.Event.Reason, who)
+	}
+	e.Event.ID = occurrenceID(e)
+}
+
 func targetOf(t detectors.Target) *Target {
 	if t == (detectors.Target{}) {
 		return nil
