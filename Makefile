@@ -21,7 +21,7 @@ all: build
 help:
 	@echo "make demo           set up everything and scan a live demo VM's memory"
 	@echo "make test           install what is needed and run every test (what CI runs)"
-	@echo "make build          build bin/domainm and bin/domainm-migrate"
+	@echo "make build          build bin/domainm, bin/domainm-migrate and bin/domainm-migrate-bench"
 	@echo "make fuzz           run each fuzz target for FUZZTIME (default 10s)"
 	@echo "make bench-memscan  domainm scan-memory vs the yara CLI on a >= 1 GiB image"
 	@echo "make bench-diskscan domainm baseline/check vs aide --init/--check on a Debian root"
@@ -104,10 +104,10 @@ bench-alerts: deps
 # bench-migrate: the published co-migration experiment (migrate-hooks/README.md), reduced
 # to fit 15 minutes on 2 cores: sizes halved (512/256/128 MiB, TCG Linux guests), one run
 # per cell, nosync/sync/paced, shaped 1 Gbit/s veth between two namespaces and unshaped.
-# The full run: $(BIN)/domainm-migrate bench (1024/512/256 MiB, 10 runs per cell).
+# The full run: $(BIN)/domainm-migrate-bench (1024/512/256 MiB, 10 runs per cell).
 .PHONY: bench-migrate
 bench-migrate: build
-	$(BIN)/domainm-migrate bench --fixed 512 --sizes 512,256,128 --reps 1 --out $(BIN)/bench-migrate
+	$(BIN)/domainm-migrate-bench --fixed 512 --sizes 512,256,128 --reps 1 --out $(BIN)/bench-migrate
 
 clean:
 	rm -rf $(BIN)

@@ -1,6 +1,7 @@
 // Package cli implements domainm-migrate's commands: migrate (the plain CLI over four
-// QMP sockets and the supervisor's control socket), libvirt-hook (libvirt's qemu hook),
-// demo (a co-migration of a local pair) and bench (the published experiment).
+// QMP sockets and the supervisor's control socket) and libvirt-hook (libvirt's qemu
+// hook). The published experiment is its own binary, domainm-migrate-bench, so that the
+// coordinator shipped to hypervisor hosts links no lab.
 //
 // Exit codes, for scripts and libvirt:
 //
@@ -121,7 +122,7 @@ func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
 // exitCode maps a co-migration's error to the exit code.
 func exitCode(r *syncpoint.Result, err error) int {
 	if err == nil {
-		if r != nil && r.Gap > 0 {
+		if r != nil && (r.Gap > 0 || len(r.Violations) > 0) {
 			return ExitUnwatched
 		}
 		return ExitOK
@@ -136,7 +137,8 @@ func exitCode(r *syncpoint.Result, err error) int {
 	return ExitPaused
 }
 
-func parseMode(s string) (syncpoint.Mode, error) {
+// ParseMode parses a mode's name (sync, paced, nosync).
+func ParseMode(s string) (syncpoint.Mode, error) {
 	for _, m := range []syncpoint.Mode{syncpoint.Sync, syncpoint.Paced, syncpoint.NoSync} {
 		if m.String() == s {
 			return m, nil
@@ -181,9 +183,13 @@ func report(w io.Writer, r *syncpoint.Result, err error, asJSON bool) {
 	fmt.Fprintf(w, "mode %s: total %v; waits P1 %v P2 %v P3 %v P4 %v\n", r.Mode, ms(r.Total),
 		ms(r.Waits[0]), ms(r.Waits[1]), ms(r.Waits[2]), ms(r.Waits[3]))
 	fmt.Fprintf(w, "target downtime %v (sync wait %v); domain M downtime %v; P1 margin %v; monitoring gap %v\n",
-		ms(r.TargetDowntime), ms(r.SyncWait), ms(r.DomMDowntime), ms(r.P1Margin), ms(r.Gap))
+		ms(r.TargetDowntime), ms(r.SyncWait), ms(r.DomMDowntime), ms(r.P1Margin), ms(syncpoint.Measured(r.Gap)))
 }
 
-func ms(d interface{ Milliseconds() int64 }) string {
-	return fmt.Sprintf("%dms", d.Milliseconds())
+// ms writes a figure in milliseconds, or "n/a" where the migration did not measure it.
+func ms(f syncpoint.Figure) string {
+	if !f.OK() {
+		return f.Ms()
+	}
+	return f.Ms() + "ms"
 }

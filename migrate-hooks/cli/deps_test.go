@@ -6,15 +6,34 @@ import (
 	"testing"
 )
 
-// The coordinator binary runs on hypervisor hosts: no cgo, and no YARA.
+// bannedDeps are packages the coordinator shipped to hypervisor hosts must not link: the
+// YARA engine (cgo), the plotting library and the experiment's lab and stand-in supervisor
+// (those belong to domainm-migrate-bench).
+var bannedDeps = []string{
+	"github.com/hillu/go-yara",
+	"gonum.org/",
+	"github.com/domainm/domainm/migrate-hooks/bench",
+	"github.com/domainm/domainm/migrate-hooks/lab",
+	"github.com/domainm/domainm/migrate-hooks/control/controltest",
+	"github.com/domainm/domainm/appliance/",
+	"github.com/domainm/domainm/memscan",
+	"github.com/domainm/domainm/detectors",
+	"github.com/domainm/domainm/diskscan",
+}
+
+// The coordinator binary runs on hypervisor hosts: no cgo, no YARA, no lab.
 func TestBinaryDeps(t *testing.T) {
 	const pkg = "github.com/domainm/domainm/migrate-hooks/cmd/domainm-migrate"
 	out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
-	if strings.Contains(string(out), "github.com/hillu/go-yara") {
-		t.Errorf("domainm-migrate imports go-yara")
+	for _, dep := range strings.Fields(string(out)) {
+		for _, banned := range bannedDeps {
+			if strings.HasPrefix(dep, banned) {
+				t.Errorf("domainm-migrate links %s (banned: %s)", dep, banned)
+			}
+		}
 	}
 	if !strings.Contains(string(out), "migrate-hooks/syncpoint") {
 		t.Fatalf("go list output does not look like domainm-migrate's deps:\n%s", out)

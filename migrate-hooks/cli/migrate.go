@@ -50,7 +50,7 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 			return ExitUsage
 		}
 	}
-	m, err := parseMode(*mode)
+	m, err := ParseMode(*mode)
 	if err != nil || (*sock == "" && m != syncpoint.NoSync) || *mMiB <= 0 {
 		fmt.Fprintf(env.Stderr, "domainm-migrate migrate: need --control (except nosync), --domm-mib > 0 and a valid --mode (%v)\n", err)
 		return ExitUsage

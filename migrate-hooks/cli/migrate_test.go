@@ -93,6 +93,20 @@ func TestMigrateCLI(t *testing.T) {
 			if (tc.want != ExitOK) != (len(alerts) == 1 && r.Error != "") {
 				t.Errorf("alerts %v, error %q", alerts, r.Error)
 			}
+			// A target that never ran at the destination has no downtime to report: null,
+			// not 0 (issue 8, item 9).
+			if absent := bytes.Contains(out.Bytes(), []byte(`"target_downtime_ns": null`)); absent != (tc.want != ExitOK) {
+				t.Errorf("target_downtime_ns null = %v, want %v", absent, tc.want != ExitOK)
+			}
 		})
+	}
+}
+
+// A migration whose every step succeeded but whose record ends with the target
+// unwatched is not a success (issue 8, item 9).
+func TestExitCodeOpenViolation(t *testing.T) {
+	r := &syncpoint.Result{Violations: []syncpoint.Violation{{Why: "target running while supervisor not monitoring", Open: true}}}
+	if got := exitCode(r, nil); got != ExitUnwatched {
+		t.Errorf("exit %d for a record with an open violation and gap 0, want %d", got, ExitUnwatched)
 	}
 }

@@ -1,6 +1,6 @@
 // Binary domainm-migrate is the host-side coordinator that live-migrates a target VM and
 // its Domain M together through sync points P1–P4, the libvirt qemu hook that keeps a
-// pair member from migrating alone, and the co-migration benchmark.
+// pair member from migrating alone. The co-migration benchmark is domainm-migrate-bench.
 //
 // Run `domainm-migrate --help` for the commands. It is built without cgo.
 package main
