@@ -118,10 +118,10 @@ func Execute(ctx context.Context, o Options, progress io.Writer) ([]Run, error) 
 						s.close()
 						s = nil
 					}
-					fmt.Fprintf(progress, "%-8s rep %d target %4d MiB domm %4d MiB %-6s total %6dms P1 %5d P2 %5d P3 %4d P4 %4d downtime %5dms (sync wait %5d) gap %dms %s\n",
-						net, rep+1, p[0], p[1], m, r.Result.Total.Milliseconds(),
-						r.Result.Waits[0].Milliseconds(), r.Result.Waits[1].Milliseconds(), r.Result.Waits[2].Milliseconds(), r.Result.Waits[3].Milliseconds(),
-						r.Result.TargetDowntime.Milliseconds(), r.Result.SyncWait.Milliseconds(), r.Result.Gap.Milliseconds(), r.Err)
+					fmt.Fprintf(progress, "%-8s rep %d target %4d MiB domm %4d MiB %-6s total %6sms P1 %5s P2 %5s P3 %4s P4 %4s downtime %5sms (sync wait %5s) gap %dms %s\n",
+						net, rep+1, p[0], p[1], m, r.Result.Total.Ms(),
+						r.Result.Waits[0].Ms(), r.Result.Waits[1].Ms(), r.Result.Waits[2].Ms(), r.Result.Waits[3].Ms(),
+						r.Result.TargetDowntime.Ms(), r.Result.SyncWait.Ms(), r.Result.Gap.Milliseconds(), r.Err)
 					r.Result.Timeline = nil // kept out of the summary file: it is long
 					runs = append(runs, r)
 				}

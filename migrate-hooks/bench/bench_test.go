@@ -49,10 +49,10 @@ func TestParseRate(t *testing.T) {
 func TestTables(t *testing.T) {
 	o := Options{Fixed: 512, Sizes: []int{512, 256}, Reps: 1, Nets: []string{"shaped"}, Rate: "1gbit",
 		Modes: []syncpoint.Mode{syncpoint.NoSync, syncpoint.Sync, syncpoint.Paced}}
-	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	ms := func(n int) syncpoint.Figure { return syncpoint.Measured(time.Duration(n) * time.Millisecond) }
 	run := func(mode string, tm, mm int, total, down int) Run {
 		return Run{Net: "shaped", Mode: mode, TargetMiB: tm, DomMMiB: mm,
-			Result: syncpoint.Result{Total: ms(total), TargetDowntime: ms(down), Waits: [4]time.Duration{ms(1), ms(2), ms(3), ms(4)}}}
+			Result: syncpoint.Result{Total: ms(total), TargetDowntime: ms(down), Waits: [4]syncpoint.Figure{ms(1), ms(2), ms(3), ms(4)}}}
 	}
 	runs := []Run{
 		run("nosync", 512, 512, 8600, 250), run("sync", 512, 512, 8600, 600), run("paced", 512, 512, 8600, 300),
@@ -63,6 +63,12 @@ func TestTables(t *testing.T) {
 	for _, want := range []string{"2 [92]", "600 [1112]", "2500 [5971]", "failed", "1.40x equal-size paced", "goal <= 1.5x: met", "+1.6%"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("tables lack %q:\n%s", want, out)
+		}
+	}
+	// No run measured a P1 margin: the row says so instead of showing 0.
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "P1 margin ms (min) sync") && (!strings.Contains(line, "n/a") || strings.Contains(line, " 0 ")) {
+			t.Errorf("unmeasured P1 margin shown as %q, want n/a", line)
 		}
 	}
 	o.Out = t.TempDir()

@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -20,8 +19,8 @@ func Plot(o Options, runs []Run) ([]string, error) {
 		for _, series := range []string{"domm", "target"} {
 			for _, metric := range []struct {
 				name string
-				get  func(*cell) time.Duration
-			}{{"total", func(c *cell) time.Duration { return c.total }}, {"downtime", func(c *cell) time.Duration { return c.downtime }}} {
+				get  func(*cell) mean
+			}{{"total", func(c *cell) mean { return c.total }}, {"downtime", func(c *cell) mean { return c.downtime }}} {
 				f := filepath.Join(o.Out, fmt.Sprintf("%s-%s-varied-%s.png", net, series, metric.name))
 				if err := plotOne(o, cells, net, series, metric.name, metric.get, f); err != nil {
 					return files, err
@@ -33,7 +32,7 @@ func Plot(o Options, runs []Run) ([]string, error) {
 	return files, nil
 }
 
-func plotOne(o Options, cells map[key]*cell, net, series, metric string, get func(*cell) time.Duration, file string) error {
+func plotOne(o Options, cells map[key]*cell, net, series, metric string, get func(*cell) mean, file string) error {
 	p := plot.New()
 	varied := map[string]string{"domm": "Domain M", "target": "target"}[series]
 	p.Title.Text = fmt.Sprintf("%s, %s varied (other %d MiB): %s", net, varied, o.Fixed, metric)
@@ -47,15 +46,15 @@ func plotOne(o Options, cells map[key]*cell, net, series, metric string, get fun
 		var pts plotter.XYs
 		for _, pr := range o.series(series) {
 			c := cells[key{net, m.String(), pr[0], pr[1]}]
-			if c == nil || c.n == 0 {
-				continue
+			if c == nil || get(c).n == 0 {
+				continue // no run measured it: no point, rather than one at 0
 			}
 			x := pr[1]
 			if series == "target" {
 				x = pr[0]
 			}
-			pts = append(pts, plotter.XY{X: float64(x), Y: get(c).Seconds()})
-			maxY = max(maxY, get(c).Seconds())
+			pts = append(pts, plotter.XY{X: float64(x), Y: get(c).dur().Seconds()})
+			maxY = max(maxY, get(c).dur().Seconds())
 		}
 		if len(pts) > 0 {
 			lines = append(lines, m.String(), pts)

@@ -42,15 +42,44 @@ func ParseRate(s string) (int64, error) {
 	return 0, fmt.Errorf("rate %q: want NNgbit, NNmbit or NNkbit", s)
 }
 
-// cell is the mean of a cell's successful runs.
+// cell is the mean of a cell's successful runs; a figure that some of them could not
+// measure is the mean of those that did, and absent when none did.
 type cell struct {
 	n, failed             int
-	total, downtime, wait time.Duration
-	p                     [4]time.Duration
-	gap                   time.Duration
+	total, downtime, wait mean
+	p                     [4]mean
+	gap                   mean
 	held                  int
 	// minMargin is the smallest P1 margin (Domain M's STOP after the target's).
-	minMargin time.Duration
+	minMargin syncpoint.Figure
+}
+
+// mean averages the measured figures added to it.
+type mean struct {
+	sum time.Duration
+	n   int
+}
+
+func (m *mean) add(f syncpoint.Figure) {
+	if d, ok := f.Get(); ok {
+		m.sum += d
+		m.n++
+	}
+}
+
+// dur is the mean, 0 when nothing was measured (check n).
+func (m mean) dur() time.Duration {
+	if m.n == 0 {
+		return 0
+	}
+	return m.sum / time.Duration(m.n)
+}
+
+func (m mean) value() syncpoint.Figure {
+	if m.n == 0 {
+		return syncpoint.Figure{}
+	}
+	return syncpoint.Measured(m.sum / time.Duration(m.n))
 }
 
 type key struct {
@@ -71,29 +100,21 @@ func aggregate(runs []Run) map[key]*cell {
 			c.failed++
 			continue
 		}
-		if c.n == 0 || r.Result.P1Margin < c.minMargin {
-			c.minMargin = r.Result.P1Margin
+		if d, ok := r.Result.P1Margin.Get(); ok {
+			if cur, seen := c.minMargin.Get(); !seen || d < cur {
+				c.minMargin = r.Result.P1Margin
+			}
 		}
 		c.n++
-		c.total += r.Result.Total
-		c.downtime += r.Result.TargetDowntime
-		c.wait += r.Result.SyncWait
-		c.gap += r.Result.Gap
+		c.total.add(r.Result.Total)
+		c.downtime.add(r.Result.TargetDowntime)
+		c.wait.add(r.Result.SyncWait)
+		c.gap.add(syncpoint.Measured(r.Result.Gap))
 		for i := range c.p {
-			c.p[i] += r.Result.Waits[i]
+			c.p[i].add(r.Result.Waits[i])
 		}
 		if r.Result.Held {
 			c.held++
-		}
-	}
-	for _, c := range cells {
-		if c.n == 0 {
-			continue
-		}
-		d := time.Duration(c.n)
-		c.total, c.downtime, c.wait, c.gap = c.total/d, c.downtime/d, c.wait/d, c.gap/d
-		for i := range c.p {
-			c.p[i] /= d
 		}
 	}
 	return cells
@@ -146,13 +167,13 @@ func tableFor(b *strings.Builder, o Options, cells map[key]*cell, net, series st
 		fmt.Fprintf(b, "%18s", fmt.Sprintf("%d MiB", v))
 	}
 	b.WriteString("\n")
-	row := func(label, mode string, get func(*cell) time.Duration, pub string) {
+	row := func(label, mode string, get func(*cell) syncpoint.Figure, pub string) {
 		fmt.Fprintf(b, "%-26s", label)
 		for i, p := range ps {
 			c := cells[key{net, mode, p[0], p[1]}]
 			s := "-"
 			if c != nil && c.n > 0 {
-				s = strconv.FormatInt(get(c).Milliseconds(), 10)
+				s = get(c).Ms() // "n/a" where no run measured it
 			} else if c != nil {
 				s = "failed"
 			}
@@ -164,7 +185,7 @@ func tableFor(b *strings.Builder, o Options, cells map[key]*cell, net, series st
 		b.WriteString("\n")
 	}
 	for _, m := range o.Modes {
-		row("total ms "+m.String(), m.String(), func(c *cell) time.Duration { return c.total }, "")
+		row("total ms "+m.String(), m.String(), func(c *cell) syncpoint.Figure { return c.total.value() }, "")
 	}
 	b.WriteString("   (published totals: figures 3/4 only, no numbers in the text)\n")
 	for _, m := range o.Modes {
@@ -179,21 +200,21 @@ func tableFor(b *strings.Builder, o Options, cells map[key]*cell, net, series st
 		}
 		for i := range 4 {
 			i := i
-			row(fmt.Sprintf("P%d wait ms %s", i+1, m), m.String(), func(c *cell) time.Duration { return c.p[i] }, pub(fmt.Sprintf("P%d", i+1)))
+			row(fmt.Sprintf("P%d wait ms %s", i+1, m), m.String(), func(c *cell) syncpoint.Figure { return c.p[i].value() }, pub(fmt.Sprintf("P%d", i+1)))
 		}
-		row("downtime ms "+m.String(), m.String(), func(c *cell) time.Duration { return c.downtime }, pub("downtime"))
-		row("  sync-wait part "+m.String(), m.String(), func(c *cell) time.Duration { return c.wait }, pub("syncwait"))
+		row("downtime ms "+m.String(), m.String(), func(c *cell) syncpoint.Figure { return c.downtime.value() }, pub("downtime"))
+		row("  sync-wait part "+m.String(), m.String(), func(c *cell) syncpoint.Figure { return c.wait.value() }, pub("syncwait"))
 	}
 	for _, m := range o.Modes {
 		if m == syncpoint.NoSync {
-			row("downtime ms nosync", m.String(), func(c *cell) time.Duration { return c.downtime }, "")
+			row("downtime ms nosync", m.String(), func(c *cell) syncpoint.Figure { return c.downtime.value() }, "")
 		}
 	}
 	for _, m := range o.Modes {
-		row("P1 margin ms (min) "+m.String(), m.String(), func(c *cell) time.Duration { return c.minMargin }, "")
+		row("P1 margin ms (min) "+m.String(), m.String(), func(c *cell) syncpoint.Figure { return c.minMargin }, "")
 	}
 	for _, m := range o.Modes {
-		row("monitoring gap ms "+m.String(), m.String(), func(c *cell) time.Duration { return c.gap }, "")
+		row("monitoring gap ms "+m.String(), m.String(), func(c *cell) syncpoint.Figure { return c.gap.value() }, "")
 	}
 }
 
@@ -202,10 +223,10 @@ func tableFor(b *strings.Builder, o Options, cells map[key]*cell, net, series st
 // within 10% of nosync.
 func beat(b *strings.Builder, o Options, cells map[key]*cell, net string) {
 	eqS, eqP := cells[key{net, "sync", o.Fixed, o.Fixed}], cells[key{net, "paced", o.Fixed, o.Fixed}]
-	if eqP == nil || eqP.n == 0 || eqS == nil || eqS.n == 0 {
+	if eqP == nil || eqP.downtime.n == 0 || eqS == nil || eqS.downtime.n == 0 {
 		return
 	}
-	fmt.Fprintf(b, "\n-- %s: paced vs goals (equal-size downtime: sync %d ms, paced %d ms) --\n", net, eqS.downtime.Milliseconds(), eqP.downtime.Milliseconds())
+	fmt.Fprintf(b, "\n-- %s: paced vs goals (equal-size downtime: sync %d ms, paced %d ms) --\n", net, eqS.downtime.dur().Milliseconds(), eqP.downtime.dur().Milliseconds())
 	verdict := func(ok bool) string {
 		if ok {
 			return "met"
@@ -217,17 +238,17 @@ func beat(b *strings.Builder, o Options, cells map[key]*cell, net string) {
 			continue
 		}
 		p, ns, sy := cells[key{net, "paced", s, o.Fixed}], cells[key{net, "nosync", s, o.Fixed}], cells[key{net, "sync", s, o.Fixed}]
-		if p == nil || p.n == 0 || ns == nil || ns.n == 0 {
+		if p == nil || p.downtime.n == 0 || p.total.n == 0 || ns == nil || ns.total.n == 0 {
 			continue
 		}
-		dr := float64(p.downtime) / float64(eqP.downtime)
-		tr := float64(p.total)/float64(ns.total) - 1
+		dr := float64(p.downtime.dur()) / float64(eqP.downtime.dur())
+		tr := float64(p.total.dur())/float64(ns.total.dur()) - 1
 		naive := ""
-		if sy != nil && sy.n > 0 {
-			naive = fmt.Sprintf("; naive sync: downtime %.1fx equal-size sync, total %+.0f%%", float64(sy.downtime)/float64(eqS.downtime), 100*(float64(sy.total)/float64(ns.total)-1))
+		if sy != nil && sy.downtime.n > 0 && sy.total.n > 0 {
+			naive = fmt.Sprintf("; naive sync: downtime %.1fx equal-size sync, total %+.0f%%", float64(sy.downtime.dur())/float64(eqS.downtime.dur()), 100*(float64(sy.total.dur())/float64(ns.total.dur())-1))
 		}
 		fmt.Fprintf(b, "target %d MiB: downtime %d ms = %.2fx equal-size paced, %.2fx equal-size sync (goal <= 1.5x: %s); total %d ms vs nosync %d ms = %+.1f%% (goal <= +10%%: %s)%s\n",
-			s, p.downtime.Milliseconds(), dr, float64(p.downtime)/float64(eqS.downtime), verdict(dr <= 1.5),
-			p.total.Milliseconds(), ns.total.Milliseconds(), 100*tr, verdict(tr <= 0.10), naive)
+			s, p.downtime.dur().Milliseconds(), dr, float64(p.downtime.dur())/float64(eqS.downtime.dur()), verdict(dr <= 1.5),
+			p.total.dur().Milliseconds(), ns.total.dur().Milliseconds(), 100*tr, verdict(tr <= 0.10), naive)
 	}
 }

@@ -2,6 +2,7 @@ package syncpoint_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -180,6 +181,31 @@ func TestSupervisorDoesNotAnswerResume(t *testing.T) {
 	}
 	if r.RolledBack || running(t, f.t.Src) || running(t, f.t.Dst) {
 		t.Errorf("the target must not run anywhere")
+	}
+	wantAbsent(t, r, "total_ns", "target_downtime_ns", "sync_wait_ns")
+}
+
+// wantAbsent checks that figures a failed migration could not measure are null in the
+// result's JSON, not 0 (issue 8, item 9).
+func wantAbsent(t *testing.T, r *syncpoint.Result, fields ...string) {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fields {
+		if v, ok := m[f]; !ok || string(v) != "null" {
+			t.Errorf("%s = %s, want null (not measured)", f, v)
+		}
+	}
+	var waits []json.RawMessage
+	json.Unmarshal(m["waits_ns"], &waits)
+	if len(waits) != 4 || string(waits[3]) != "null" {
+		t.Errorf("waits_ns = %s, want P4 null (the target never ran at the destination)", m["waits_ns"])
 	}
 }
 

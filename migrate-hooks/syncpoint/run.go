@@ -8,28 +8,31 @@ import (
 )
 
 // Result describes one co-migration. Durations between hypervisor events use the
-// hypervisors' own timestamps.
+// hypervisors' own timestamps. A figure the migration did not get far enough to measure
+// is absent (null in JSON, "n/a" in text), not 0.
 type Result struct {
 	Mode  Mode      `json:"mode"`
 	Start time.Time `json:"start"`
 	// Total is from the start of both migrations until both VMs run at the destination.
-	Total time.Duration `json:"total_ns"`
+	Total Figure `json:"total_ns"`
 	// Waits at P1..P4. P1: Domain M held (could have finished, target still running).
 	// P2: target stopped at pre-switchover until released. P3: Domain M arrived, target
-	// not yet. P4: target arrived until it runs.
-	Waits [4]time.Duration `json:"waits_ns"`
+	// not yet. P4: target arrived until it runs. Absent in NoSync mode (no sync points).
+	Waits [4]Figure `json:"waits_ns"`
 	// TargetDowntime: target STOP at the source → RESUME at the destination.
-	TargetDowntime time.Duration `json:"target_downtime_ns"`
+	TargetDowntime Figure `json:"target_downtime_ns"`
 	// SyncWait is the part of TargetDowntime the target spent waiting: P2 and P4 (at P3
 	// Domain M waits, while the target is still arriving).
-	SyncWait     time.Duration `json:"sync_wait_ns"`
-	DomMDowntime time.Duration `json:"domm_downtime_ns"`
+	SyncWait     Figure `json:"sync_wait_ns"`
+	DomMDowntime Figure `json:"domm_downtime_ns"`
 	// P1Margin is Domain M's STOP minus the target's STOP at the source: positive when
 	// Domain M stopped after the target, as P1 requires.
-	P1Margin time.Duration `json:"p1_margin_ns"`
+	P1Margin Figure `json:"p1_margin_ns"`
 	// P1Detect is how long after the target's STOP the coordinator acted on it.
-	P1Detect time.Duration `json:"p1_detect_ns"`
-	// Gap is the time the target ran unwatched according to Timeline (must be 0).
+	P1Detect Figure `json:"p1_detect_ns"`
+	// Gap is the time the target ran unwatched according to Timeline, counted up to the
+	// end of observation for a violation still open then (must be 0, with no
+	// violations).
 	Gap        time.Duration `json:"gap_ns"`
 	Violations []Violation   `json:"violations,omitempty"`
 	Held       bool          `json:"held"`
@@ -96,6 +99,12 @@ func Run(ctx context.Context, t, m Side, sup Supervisor, cfg Config) (*Result, e
 		if r.res.Gap > 0 || len(r.res.Violations) > 0 {
 			err = fmt.Errorf("%w (%w for %v)", err, ErrUnwatched, r.res.Gap)
 		}
+	} else if len(r.res.Violations) > 0 && cfg.Mode != NoSync {
+		// Every step succeeded, yet the record shows the target unwatched (NoSync makes
+		// no such promise: its gap is the baseline's measurement).
+		err = fmt.Errorf("co-migration completed, but %w: %w", ErrUnwatched, r.res.Timeline.Err())
+	}
+	if err != nil {
 		r.cfg.Log.Error("co-migration failed", "err", err)
 		if r.cfg.Alert != nil {
 			r.cfg.Alert(err)
@@ -138,30 +147,31 @@ func (r *run) finish(t0 time.Time, init map[VM]bool) {
 		tl = append(tl, Change{t0, SubjectSupervisor, "supervisor", true, "initial"})
 		tl = append(tl, r.supChange...)
 	}
+	tl = append(tl, Change{time.Now(), SubjectEnd, "coordinator", false, "end of observation"})
 	r.res.Timeline = tl
 	r.res.Violations, r.res.Gap = tl.Check()
 
 	tStop, okT := firstAfter(r.t.Src, t0, "STOP")
 	tRun, okR := firstAfter(r.t.Dst, t0, "RESUME")
 	if okT && okR {
-		r.res.TargetDowntime = tRun.Sub(tStop)
+		r.res.TargetDowntime = Measured(tRun.Sub(tStop))
 	}
 	mStop, okM := firstAfter(r.m.Src, t0, "STOP")
 	mRun, okMR := firstAfter(r.m.Dst, t0, "RESUME")
 	if okM && okMR {
-		r.res.DomMDowntime = mRun.Sub(mStop)
+		r.res.DomMDowntime = Measured(mRun.Sub(mStop))
 	}
 	if okT && okM {
-		r.res.P1Margin = mStop.Sub(tStop)
+		r.res.P1Margin = Measured(mStop.Sub(tStop))
 	}
 	if okR && okMR {
 		end := tRun
 		if mRun.After(end) {
 			end = mRun
 		}
-		r.res.Total = end.Sub(t0)
+		r.res.Total = Measured(end.Sub(t0))
 	}
-	r.res.SyncWait = r.res.Waits[1] + r.res.Waits[3]
+	r.res.SyncWait = r.res.Waits[1].Add(r.res.Waits[3])
 }
 
 func firstAfter(vm VM, t0 time.Time, name string) (time.Time, bool) {

@@ -58,7 +58,7 @@ func (r *run) sync(ctx context.Context) error {
 		return err
 	}
 	learned := time.Now()
-	r.res.P1Detect = learned.Sub(stopEv.Time)
+	r.res.P1Detect = Measured(learned.Sub(stopEv.Time))
 	// Domain M stays held while the supervisor quiesces: the supervisor needs it running
 	// for that, and a prepare that fails must find it still at the source.
 	if err := r.m.Src.SetParameters(ctx, Params{MaxBandwidth: crawl}); err != nil {
@@ -75,7 +75,7 @@ func (r *run) sync(ctx context.Context) error {
 	if err := r.p2(ctx); err != nil {
 		return err
 	}
-	r.res.Waits[1] = time.Since(stopEv.Time)
+	r.res.Waits[1] = Measured(time.Since(stopEv.Time))
 	if err := r.t.Src.ContinueSwitchover(ctx); err != nil {
 		return &Error{Phase: "P2", Err: err, Outcome: r.rollbackAfterDomM(ctx)}
 	}
@@ -85,9 +85,7 @@ func (r *run) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d := tArrived.Sub(mArrived); d > 0 {
-		r.res.Waits[2] = d
-	}
+	r.res.Waits[2] = Measured(max(tArrived.Sub(mArrived), 0))
 
 	// P4: the target stays paused until Domain M runs and the supervisor monitors. (A
 	// cont sent to a destination still loading only arms autostart: hence p3 waits for
@@ -107,7 +105,7 @@ func (r *run) sync(ctx context.Context) error {
 	if err := r.t.Dst.Cont(ctx); err != nil {
 		return &Error{Phase: "P4", Err: fmt.Errorf("resuming the target at the destination: %w", err), Outcome: "target paused at destination, domain M monitoring there"}
 	}
-	r.res.Waits[3] = time.Since(tArrived)
+	r.res.Waits[3] = Measured(time.Since(tArrived))
 	return nil
 }
 
@@ -164,8 +162,9 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 			}
 			// A hold that began after the target's STOP (the event was in flight) held
 			// nothing back.
+			r.res.Waits[0] = Measured(0)
 			if d := stop.Time.Sub(holdStart); !holdStart.IsZero() && d > 0 {
-				r.res.Waits[0] = d
+				r.res.Waits[0] = Measured(d)
 			}
 			return stop, nil
 		}

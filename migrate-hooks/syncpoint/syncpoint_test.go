@@ -147,8 +147,8 @@ func TestCoMigrationSync(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.P1Margin <= 0 {
-				t.Errorf("domain M stopped %v before the target (P1)", -r.P1Margin)
+			if d, ok := r.P1Margin.Get(); !ok || d <= 0 {
+				t.Errorf("P1 margin %v: domain M must stop after the target", r.P1Margin)
 			}
 			if !running(t, f.t.Dst) || !running(t, f.m.Dst) {
 				t.Errorf("target and domain M must run at the destination")
@@ -192,7 +192,7 @@ func TestCoMigrationThereAndBack(t *testing.T) {
 		if err != nil {
 			t.Fatalf("migration %d: %v", i+1, err)
 		}
-		if r.Waits[1] < 20*time.Millisecond {
+		if d, _ := r.Waits[1].Get(); d < 20*time.Millisecond {
 			t.Errorf("migration %d: the target waited %v at P2; domain M (4x larger) cannot have finished that soon", i+1, r.Waits[1])
 		}
 		if found, err := f.sup.Find(needle); !found {
