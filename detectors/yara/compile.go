@@ -9,9 +9,29 @@
 // Every *.yar and *.yara file under the folder (subfolders included, hidden files and
 // folders skipped) is compiled into its own namespace: the file's path relative to the
 // folder without its extension ("malware/emotet" for malware/emotet.yar). Files are
-// compiled in lexical order. The external variables filename, filepath, extension and
-// filetype are defined for every rule set (empty strings in memory scans), so rules written
-// for Loki or THOR compile unchanged.
+// compiled in lexical order.
+//
+// A file that another file of the folder includes (include "sub/common.yar"), directly
+// or through another include, is not compiled on its own: its rules belong to the
+// including file's namespace only, as with YARA's index files. Which files are included
+// is read from their include directives before compiling (Rules.Included lists them).
+//
+// The external variables Loki and THOR define, filename, filepath, extension, filetype,
+// md5 and owner, are defined for every rule set (empty strings in memory scans), so rules
+// written for them compile unchanged.
+//
+// A file that does not compile does not stop the others: Compile leaves it out, loads
+// the rest and returns the loaded Rules together with a *CompileError that names each
+// broken file and line. An IDS should keep detecting with the rules that work while the
+// broken file is fixed; callers alert on each error (the supervisor does) or refuse
+// (domainm rules check exits 2).
+//
+// # Memory scans
+//
+// ScanMemory presents a window of guest memory to libyara as YARA presents a process's
+// memory (yara -p): as a memory block at its guest-physical address, not as a file. See
+// ScanMemory for what filesize, offsets and uint*(N) mean then, and WindowRules for the
+// rules flagged at load time because their meaning depends on the window.
 package yara
 
 import (
@@ -19,8 +39,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -30,12 +48,16 @@ import (
 	goyara "github.com/hillu/go-yara/v4"
 )
 
-// Externals are the external variables every rule set defines, with their defaults.
+// Externals are the external variables every rule set defines, with their defaults:
+// those Loki defines (filename, filepath, extension, filetype, md5, owner; THOR's file
+// scans use the same names), all strings.
 var Externals = map[string]any{
 	"filename":  "",
 	"filepath":  "",
 	"extension": "",
 	"filetype":  "",
+	"md5":       "",
+	"owner":     "",
 }
 
 // RuleError is one compile error or warning, located by file and line.
@@ -52,15 +74,22 @@ func (e RuleError) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Text)
 }
 
-// CompileError lists every error found in a rules folder.
+// CompileError lists every error found in a rules folder. When Left is not empty, the
+// rest of the folder was loaded and Compile returned it beside this error: Left names
+// the files left out.
 type CompileError struct {
 	Dir    string
 	Errors []RuleError
+	Left   []string // files left out (relative to Dir); empty when nothing was loaded
 }
 
 func (e *CompileError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "rules in %s do not compile (%d error", e.Dir, len(e.Errors))
+	if len(e.Left) > 0 {
+		fmt.Fprintf(&b, "%d rule file(s) in %s do not compile and were left out, the rest is loaded (%d error", len(e.Left), e.Dir, len(e.Errors))
+	} else {
+		fmt.Fprintf(&b, "rules in %s do not compile (%d error", e.Dir, len(e.Errors))
+	}
 	if len(e.Errors) != 1 {
 		b.WriteString("s")
 	}
@@ -79,18 +108,35 @@ var ErrNoRules = errors.New("no *.yar or *.yara files")
 // Rules is a compiled, immutable rule set. It is safe for concurrent use; each goroutine
 // scans with its own Scanner.
 type Rules struct {
-	rules *goyara.Rules
-	id    string
-	files []string
-	count int
-	warns []RuleError
+	rules    *goyara.Rules
+	id       string
+	files    []string
+	included map[string][]string
+	count    int
+	warns    []RuleError
+	window   []WindowRule
 }
 
 // ID identifies the rule set's content: the same files with the same bytes give the same ID.
 func (r *Rules) ID() string { return r.id }
 
-// Files lists the compiled files, relative to the folder.
+// Files lists the files compiled on their own (each is a namespace), relative to the
+// folder; files included by another and files left out because they do not compile are
+// not among them.
 func (r *Rules) Files() []string { return r.files }
+
+// Included maps each file that another file of the folder includes (and that is
+// therefore not compiled on its own) to the files that include it directly.
+func (r *Rules) Included() map[string][]string { return r.included }
+
+// WindowRules lists the loaded rules whose condition depends on the scan window in a
+// memory scan (filesize, entrypoint, uint*(N) at a fixed offset, "at N", "in (N..M)",
+// counts, offsets compared with numbers, file-format modules such as pe and elf), with
+// file and line. They compile and run; in memory they follow YARA's process-memory
+// semantics (see Scanner.ScanMemory), which differ from the file semantics their authors
+// may have meant. Found by reading the source, so a rule in an included file is listed
+// under the included file.
+func (r *Rules) WindowRules() []WindowRule { return r.window }
 
 // Count is the number of rules.
 func (r *Rules) Count() int { return r.count }
@@ -144,32 +190,71 @@ func Namespace(rel string) string {
 	return filepath.ToSlash(strings.TrimSuffix(rel, filepath.Ext(rel)))
 }
 
-// Compile compiles every rule file under dir. On failure it returns a *CompileError that
-// names every failing file and line; a folder with no rule files gives an empty rule set
-// and an error wrapping ErrNoRules.
+// Compile compiles the rule files under dir (see the package doc for namespaces and
+// includes). Files that do not compile are left out and the rest is loaded: the result
+// is then a usable *Rules together with a *CompileError whose Left names the files left
+// out. When nothing can be loaded (or reading the folder failed) Rules is nil. A folder
+// with no rule files gives an empty rule set and an error wrapping ErrNoRules.
 func Compile(dir string) (*Rules, error) {
 	files, err := ListFiles(dir)
 	if err != nil {
 		return nil, err
 	}
-	c, err := newCompiler()
-	if err != nil {
-		return nil, err
-	}
-	defer c.Destroy()
+	srcs := make(map[string][]byte, len(files))
 	h := sha256.New()
 	for _, f := range files {
-		if err := addFile(c, dir, f, h); err != nil {
-			return nil, &CompileError{Dir: dir, Errors: everyError(dir, files, collect(dir, c, err, f))}
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return nil, fmt.Errorf("reading rule file: %w", err)
+		}
+		srcs[f] = b
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	id := hex.EncodeToString(h.Sum(nil))[:16]
+	top, included := roots(dir, files, srcs)
+	r, errs := compileFiles(dir, top, srcs)
+	var left []string
+	if errs != nil {
+		// libyara's compiler is unusable after its first error, and rule authors want
+		// every error, not just the first: compile each file alone to find the broken
+		// ones, then the rest together. Only a folder that failed pays for it.
+		var broken []RuleError
+		var good []string
+		for _, f := range top {
+			if e := checkFile(dir, f); len(e) > 0 {
+				broken = append(broken, e...)
+				left = append(left, f)
+			} else {
+				good = append(good, f)
+			}
+		}
+		if len(broken) == 0 {
+			return nil, &CompileError{Dir: dir, Errors: errs}
+		}
+		if r, errs = compileFiles(dir, good, srcs); errs != nil {
+			return nil, &CompileError{Dir: dir, Errors: append(broken, errs...)}
+		}
+		errs = broken
+		top = good
+	}
+	r.id = id
+	r.files = top
+	r.included = included
+	loaded := map[string]bool{}
+	for _, f := range top {
+		loaded[f] = true
+		for _, inc := range reachable(dir, f, srcs) {
+			loaded[inc] = true
 		}
 	}
-	yr, err := c.GetRules()
-	if err != nil {
-		return nil, fmt.Errorf("linking rules from %s: %w", dir, err)
+	for _, f := range files {
+		if loaded[f] {
+			r.window = append(r.window, windowRules(f, lex(srcs[f]))...)
+		}
 	}
-	r := &Rules{rules: yr, id: hex.EncodeToString(h.Sum(nil))[:16], files: files, count: len(yr.GetRules())}
-	for _, w := range c.Warnings {
-		r.warns = append(r.warns, RuleError{File: relTo(dir, w.Filename), Line: w.Line, Text: w.Text})
+	if len(left) > 0 {
+		return r, &CompileError{Dir: dir, Errors: errs, Left: left}
 	}
 	if len(files) == 0 {
 		return r, fmt.Errorf("%s: %w", dir, ErrNoRules)
@@ -177,19 +262,52 @@ func Compile(dir string) (*Rules, error) {
 	return r, nil
 }
 
-// everyError compiles each file alone to report every broken file: libyara's compiler
-// is unusable after its first error, and rule authors want all of them, not just the
-// first. Only a folder that failed pays for it. first is what the whole-folder compile
-// reported, kept if no file fails on its own.
-func everyError(dir string, files []string, first []RuleError) []RuleError {
-	var errs []RuleError
+// reachable lists the folder's files that f includes, directly or not.
+func reachable(dir, f string, srcs map[string][]byte) []string {
+	var out []string
+	seen := map[string]bool{f: true}
+	var walk func(string)
+	walk = func(f string) {
+		for _, inc := range includes(lex(srcs[f])) {
+			p := inc
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, filepath.Dir(f), p)
+			}
+			rel, err := filepath.Rel(dir, p)
+			if _, ok := srcs[rel]; err != nil || !ok || seen[rel] {
+				continue
+			}
+			seen[rel] = true
+			out = append(out, rel)
+			walk(rel)
+		}
+	}
+	walk(f)
+	return out
+}
+
+// compileFiles compiles files (relative to dir) into one rule set, each into its
+// namespace. It returns the compiler's errors when it fails.
+func compileFiles(dir string, files []string, srcs map[string][]byte) (*Rules, []RuleError) {
+	c, err := newCompiler()
+	if err != nil {
+		return nil, []RuleError{{File: dir, Text: err.Error()}}
+	}
+	defer c.Destroy()
 	for _, f := range files {
-		errs = append(errs, checkFile(dir, f)...)
+		if err := addFile(c, dir, f); err != nil {
+			return nil, collect(dir, c, err, f)
+		}
 	}
-	if len(errs) == 0 {
-		return first
+	yr, err := c.GetRules()
+	if err != nil {
+		return nil, []RuleError{{File: dir, Text: "linking rules: " + err.Error()}}
 	}
-	return errs
+	r := &Rules{rules: yr, count: len(yr.GetRules())}
+	for _, w := range c.Warnings {
+		r.warns = append(r.warns, RuleError{File: relTo(dir, w.Filename), Line: w.Line, Text: w.Text})
+	}
+	return r, nil
 }
 
 func newCompiler() (*goyara.Compiler, error) {
@@ -206,24 +324,14 @@ func newCompiler() (*goyara.Compiler, error) {
 	return c, nil
 }
 
-// addFile adds one rule file to c, and its name and bytes to h when h is not nil.
-func addFile(c *goyara.Compiler, dir, rel string, h hash.Hash) error {
+// addFile adds one rule file to c. libyara reads it by name so that its includes are
+// found relative to it and its errors name it.
+func addFile(c *goyara.Compiler, dir, rel string) error {
 	f, err := os.Open(filepath.Join(dir, rel))
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if h != nil {
-		b, err := io.ReadAll(f)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", rel, len(b))
-		h.Write(b)
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-	}
 	return c.AddFile(f, Namespace(rel))
 }
 
@@ -233,7 +341,7 @@ func checkFile(dir, rel string) []RuleError {
 		return []RuleError{{File: rel, Text: err.Error()}}
 	}
 	defer c.Destroy()
-	if err := addFile(c, dir, rel, nil); err != nil {
+	if err := addFile(c, dir, rel); err != nil {
 		return collect(dir, c, err, rel)
 	}
 	return nil
