@@ -48,7 +48,10 @@
 //
 // A running guest's ext4 always needs recovery: metadata reaches the journal at each
 // commit and its home location later. Committed transactions are therefore replayed in
-// memory (revokes and escaped blocks honoured, as e2fsck does), never written back.
-// Journal checksums are not verified and fast-commit blocks are not replayed; a journal
-// that cannot be parsed is ignored and the volume read as it is on disk.
+// memory, never written back, following the kernel's jbd2 recovery pass by pass: journal
+// superblock checks, descriptor, revoke, commit and data-block checksums (v1, v2, v3),
+// revokes and escaped blocks. A journal the kernel would refuse to mount is read as
+// e2fsck replays it (the transactions before the damage, the data blocks whose checksums
+// hold) and JournalError reports it (ErrJournal); so do fast-commit blocks still to
+// replay (detected, not replayed) and an external journal (not replayed).
 package diskscan

@@ -57,6 +57,8 @@ type ext4FS struct {
 	mapWork atomic.Int64
 	// journalBlocks is how many blocks are read from the journal instead of their home.
 	journalBlocks int
+	// journalErr is why the journal is not applied as the kernel would (JournalError).
+	journalErr error
 	// retryWait is the time spent waiting before retries (nanoseconds), capped.
 	retryWait atomic.Int64
 }
@@ -128,18 +130,9 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 	// Block numbers beyond the volume cannot be read; treat them like out-of-range ones.
 	fs.blocks = min(fs.blocks, uint64(size/fs.bs))
 	fs.cache = newChunkCache(r, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)
-	compat := le.Uint32(sb[0x5C:])
-	if jino := le.Uint32(sb[0xE0:]); compat&compatHasJournal != 0 && fs.incompat&incompatRecover != 0 &&
-		jino != 0 && le.Uint32(sb[0xE4:]) == 0 {
-		// A journal that cannot be replayed is ignored: the volume is then read as it is
-		// on disk, which is what the guest had before its last commits.
-		if m, err := fs.replayJournal(fs.newOp(false), jino); err == nil && len(m) > 0 {
-			ov := &overlay{dev: r, bs: fs.bs, m: m}
-			fs.dev = ov
-			fs.cache = newChunkCache(ov, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)
-			fs.journalBlocks = len(m)
-		}
-	}
+	// A journal the kernel would refuse is still read as e2fsck replays it; JournalError
+	// reports it.
+	fs.journalErr = fs.openJournal(sb)
 	return fs, nil
 }
 

@@ -2,6 +2,7 @@ package diskscan
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -10,10 +11,12 @@ import (
 // Journal replay in memory. A running guest's filesystem is always "needs recovery":
 // metadata reaches the journal at each commit (every few seconds) and its home location
 // only later. To see what the guest sees, committed transactions are laid over the
-// volume when it is read, as e2fsck would replay them, without writing anything.
+// volume when it is read, as the kernel's jbd2 recovery (fs/jbd2/recovery.c) would
+// replay them at mount, without writing anything. ext4_recovery.go has the passes.
 
 const (
 	compatHasJournal = 0x4
+	compatFastCommit = 0x400
 	incompatRecover  = 0x4
 
 	jbdMagic      = 0xC03B3998
@@ -23,16 +26,44 @@ const (
 	jbdSuperV2    = 4
 	jbdRevoke     = 5
 
-	jbdIncompatRevoke     = 0x1
-	jbdIncompat64Bit      = 0x2
-	jbdIncompatCsumV2     = 0x8
-	jbdIncompatCsumV3     = 0x10
-	jbdIncompatFastCommit = 0x20
+	jbdCompatChecksum = 0x1
+
+	jbdIncompatRevoke      = 0x1
+	jbdIncompat64Bit       = 0x2
+	jbdIncompatAsyncCommit = 0x4
+	jbdIncompatCsumV2      = 0x8
+	jbdIncompatCsumV3      = 0x10
+	jbdIncompatFastCommit  = 0x20
+	jbdKnownIncompat       = 0x3F
+
+	jbdCRC32C           = 4 // s_checksum_type for csum v2/v3
+	jbdMinJournalBlocks = 1024
+	jbdDefaultFCBlocks  = 256
 
 	jbdFlagEscape   = 1
 	jbdFlagSameUUID = 2
 	jbdFlagLastTag  = 8
 )
+
+// ErrJournal matches the error JournalError returns: the filesystem's journal is not
+// applied as the guest's kernel would apply it at mount. Either the kernel would refuse
+// it (a corrupt journal superblock or log: bad checksums, impossible geometry, an
+// invalid revoke block; the mount fails and e2fsck must run) or it holds something this
+// package does not replay (fast commits, an external journal). The volume is then read
+// as e2fsck leaves it after its own replay (the transactions before the damage, the data
+// blocks whose checksums hold), or as it is on disk.
+var ErrJournal = errors.New("journal not replayed as the kernel would")
+
+// JournalError says why fs is not read with its journal applied as the guest's kernel
+// would apply it (an error matching ErrJournal), or returns nil. A guest can corrupt its
+// own journal on purpose, so callers should surface it: what they read may not be what
+// the guest's kernel reads.
+func JournalError(fs FS) error {
+	if e, ok := fs.(*ext4FS); ok {
+		return e.journalErr
+	}
+	return nil
+}
 
 // journalBlock is where the newest committed copy of a filesystem block sits.
 type journalBlock struct {
@@ -40,6 +71,205 @@ type journalBlock struct {
 	escaped bool   // the copy's first 4 bytes were zeroed because they equalled jbdMagic
 	descOff int64  // volume byte offset of the descriptor block that announced it
 	seq     uint32 // its transaction
+}
+
+// openJournal replays the internal journal of a filesystem that needs recovery and lays
+// the result over the volume. sb is the ext4 superblock. The returned error (matching
+// ErrJournal) does not stop the filesystem from being read: it is what JournalError
+// reports.
+func (fs *ext4FS) openJournal(sb []byte) error {
+	le := binary.LittleEndian
+	compat, jino, jdev := le.Uint32(sb[0x5C:]), le.Uint32(sb[0xE0:]), le.Uint32(sb[0xE4:])
+	if compat&compatHasJournal == 0 || fs.incompat&incompatRecover == 0 {
+		return nil
+	}
+	switch {
+	case jino != 0 && jdev != 0:
+		return fmt.Errorf("ext4 superblock names both journal inode %d and journal device %#x: %w", jino, jdev, ErrJournal)
+	case jino == 0:
+		return fmt.Errorf("external journal (device %#x) not replayed: %w", jdev, ErrJournal)
+	}
+	// A checksum mismatch may be a read torn by the guest writing its journal: try once
+	// more with fresh reads before reporting it.
+	m, err := fs.recoverJournal(jino, compat, false)
+	if err != nil {
+		m, err = fs.recoverJournal(jino, compat, true)
+	}
+	if len(m) > 0 {
+		ov := &overlay{dev: fs.dev, bs: fs.bs, m: m}
+		fs.dev = ov
+		fs.cache = newChunkCache(ov, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)
+		fs.journalBlocks = len(m)
+	}
+	if err != nil {
+		return fmt.Errorf("journal (inode %d): %w", jino, err)
+	}
+	return nil
+}
+
+// journal is an internal jbd2 journal: its superblock, checked as the kernel's
+// journal_check_superblock does, and the map of its blocks.
+type journal struct {
+	fs    *ext4FS
+	fresh bool
+	exts  []extent
+	o     *op // the current pass's reads
+
+	maxlen, first, last uint64 // log blocks [first, last); the fast-commit area follows
+	seq, start          uint32
+	compat, incompat    uint32
+	seed                uint32 // crc32c(~0, journal UUID)
+}
+
+// loadJournal reads and checks the journal superblock of inode jino.
+func (fs *ext4FS) loadJournal(jino uint32, fresh bool) (*journal, error) {
+	o := fs.newOp(fresh)
+	in, err := o.readInode(jino)
+	if err != nil {
+		return nil, fmt.Errorf("journal inode: %v: %w", err, ErrJournal)
+	}
+	exts, err := o.mapBlocks(in)
+	if err != nil {
+		return nil, fmt.Errorf("journal inode: %v: %w", err, ErrJournal)
+	}
+	j := &journal{fs: fs, fresh: fresh, exts: exts, o: o, maxlen: uint64(in.size / fs.bs)}
+	sb, err := j.block(0)
+	if err != nil {
+		return nil, fmt.Errorf("journal superblock: %w", err)
+	}
+	if err := j.parseSuper(sb); err != nil {
+		return nil, fmt.Errorf("journal superblock: %w", err)
+	}
+	return j, nil
+}
+
+// parseSuper checks the journal superblock as jbd2 does before it recovers anything.
+func (j *journal) parseSuper(sb []byte) error {
+	be := binary.BigEndian
+	if be.Uint32(sb) != jbdMagic || int64(be.Uint32(sb[0xC:])) != j.fs.bs {
+		return fmt.Errorf("bad magic %#x or block size %d: %w", be.Uint32(sb), be.Uint32(sb[0xC:]), ErrJournal)
+	}
+	if v := be.Uint32(sb[4:]); v != jbdSuperV1 && v != jbdSuperV2 {
+		return fmt.Errorf("unknown format %d: %w", v, ErrJournal)
+	}
+	total := j.maxlen
+	j.maxlen, j.first = uint64(be.Uint32(sb[0x10:])), uint64(be.Uint32(sb[0x14:]))
+	j.seq, j.start = be.Uint32(sb[0x18:]), be.Uint32(sb[0x1C:])
+	if j.maxlen > total {
+		return fmt.Errorf("%d blocks in a journal file of %d: %w", j.maxlen, total, ErrJournal)
+	}
+	if j.first == 0 || j.first >= total {
+		return fmt.Errorf("first log block %d of %d: %w", j.first, total, ErrJournal)
+	}
+	j.last = j.maxlen
+	if be.Uint32(sb[4:]) == jbdSuperV1 {
+		return nil
+	}
+	j.compat, j.incompat = be.Uint32(sb[0x24:]), be.Uint32(sb[0x28:])
+	if ro := be.Uint32(sb[0x2C:]); ro != 0 || j.incompat&^jbdKnownIncompat != 0 {
+		return fmt.Errorf("unknown features (incompat %#x, ro_compat %#x): %w", j.incompat, ro, ErrJournal)
+	}
+	if err := j.fastCommitArea(sb); err != nil {
+		return err
+	}
+	return j.checkCsumSuper(sb)
+}
+
+// fastCommitArea sets the end of the log when the last blocks are for fast commits.
+func (j *journal) fastCommitArea(sb []byte) error {
+	fc := uint64(0)
+	if j.incompat&jbdIncompatFastCommit != 0 {
+		if fc = uint64(binary.BigEndian.Uint32(sb[0x54:])); fc == 0 {
+			fc = jbdDefaultFCBlocks
+		}
+	}
+	if j.maxlen < jbdMinJournalBlocks || j.maxlen-jbdMinJournalBlocks < fc {
+		return fmt.Errorf("%d blocks with %d for fast commits: too short: %w", j.maxlen, fc, ErrJournal)
+	}
+	j.last = j.maxlen - fc
+	if j.first >= j.last {
+		return fmt.Errorf("first log block %d beyond the log's end %d: %w", j.first, j.last, ErrJournal)
+	}
+	return nil
+}
+
+// checkCsumSuper checks the checksum features and, with csum v2/v3, the superblock's own
+// checksum, and sets the seed of the log's checksums.
+func (j *journal) checkCsumSuper(sb []byte) error {
+	v2, v3 := j.incompat&jbdIncompatCsumV2 != 0, j.incompat&jbdIncompatCsumV3 != 0
+	switch {
+	case v2 && v3:
+		return fmt.Errorf("checksum v2 and v3 both set: %w", ErrJournal)
+	case (v2 || v3) && j.compat&jbdCompatChecksum != 0:
+		return fmt.Errorf("checksum v1 and v2/v3 both set: %w", ErrJournal)
+	case !v2 && !v3:
+		return nil
+	}
+	if sb[0x50] != jbdCRC32C {
+		return fmt.Errorf("checksum type %d: %w", sb[0x50], ErrJournal)
+	}
+	c := make([]byte, 1024)
+	copy(c, sb)
+	clear(c[0xFC:0x100])
+	if got, want := crc32c(^uint32(0), c), binary.BigEndian.Uint32(sb[0xFC:]); got != want {
+		return fmt.Errorf("superblock checksum %#x, computed %#x: %w", want, got, ErrJournal)
+	}
+	j.seed = crc32c(^uint32(0), sb[0x30:0x40])
+	return nil
+}
+
+func (j *journal) csumV23() bool {
+	return j.incompat&(jbdIncompatCsumV2|jbdIncompatCsumV3) != 0
+}
+
+// tagBytes is the size of a descriptor tag (journal_tag_bytes), without the UUID.
+func (j *journal) tagBytes() int {
+	switch {
+	case j.incompat&jbdIncompatCsumV3 != 0:
+		return 16
+	case j.incompat&jbdIncompatCsumV2 != 0 && j.incompat&jbdIncompat64Bit != 0:
+		return 14
+	case j.incompat&jbdIncompatCsumV2 != 0:
+		return 10
+	case j.incompat&jbdIncompat64Bit != 0:
+		return 12
+	}
+	return 8
+}
+
+// offset maps journal block l to a volume byte offset (jread: a block beyond s_maxlen
+// means a corrupt journal).
+func (j *journal) offset(l uint64) (int64, error) {
+	if l >= j.maxlen {
+		return 0, fmt.Errorf("journal block %d beyond its %d blocks: %w", l, j.maxlen, ErrJournal)
+	}
+	exts := j.exts
+	i := sort.Search(len(exts), func(i int) bool { return exts[i].lblk+exts[i].n > l })
+	if i == len(exts) || exts[i].lblk > l || exts[i].uninit {
+		return 0, fmt.Errorf("journal block %d not mapped: %w", l, ErrJournal)
+	}
+	return int64(exts[i].pblk+l-exts[i].lblk) * j.fs.bs, nil
+}
+
+// block reads journal block l (jread: beyond s_maxlen is corruption).
+func (j *journal) block(l uint64) ([]byte, error) {
+	off, err := j.offset(l)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, j.fs.bs)
+	if err := j.o.read(b, off); err != nil {
+		return nil, fmt.Errorf("journal block %d: %v: %w", l, err, ErrJournal)
+	}
+	return b, nil
+}
+
+// wrap is the kernel's wrap(): a log position past the end of the log restarts at first.
+func (j *journal) wrap(p uint64) uint64 {
+	if p >= j.last {
+		p -= j.last - j.first
+	}
+	return p
 }
 
 // overlay reads a volume with replayed journal blocks laid over it.
@@ -89,183 +319,4 @@ func (v *overlay) stillLogged(jb journalBlock) bool {
 	}
 	be := binary.BigEndian
 	return be.Uint32(h) == jbdMagic && be.Uint32(h[4:]) == jbdDescriptor && be.Uint32(h[8:]) == jb.seq
-}
-
-// journalTag is one block write of a transaction.
-type journalTag struct {
-	fsBlock uint64
-	jpos    uint64 // journal logical block of the data
-	escaped bool
-	desc    uint64 // journal logical block of its descriptor
-	seq     uint32
-}
-
-// replayJournal scans the internal journal from s_start and returns the filesystem
-// blocks whose newest committed copies are in it. A clean journal gives an empty map.
-func (fs *ext4FS) replayJournal(o *op, jino uint32) (map[uint64]journalBlock, error) {
-	in, err := o.readInode(jino)
-	if err != nil {
-		return nil, fmt.Errorf("journal inode: %w", err)
-	}
-	exts, err := o.mapBlocks(in)
-	if err != nil {
-		return nil, fmt.Errorf("journal inode: %w", err)
-	}
-	jmap := func(l uint64) (int64, error) { // journal logical block → volume offset
-		i := sort.Search(len(exts), func(i int) bool { return exts[i].lblk+exts[i].n > l })
-		if i == len(exts) || exts[i].lblk > l || exts[i].uninit {
-			return 0, fmt.Errorf("journal block %d not mapped: %w", l, ErrCorrupt)
-		}
-		return int64(exts[i].pblk+l-exts[i].lblk) * fs.bs, nil
-	}
-	read := func(l uint64) ([]byte, error) {
-		off, err := jmap(l)
-		if err != nil {
-			return nil, err
-		}
-		b := make([]byte, fs.bs)
-		if err := o.read(b, off); err != nil {
-			return nil, fmt.Errorf("journal block %d: %w", l, err)
-		}
-		return b, nil
-	}
-	be := binary.BigEndian
-	sb, err := read(0)
-	if err != nil {
-		return nil, err
-	}
-	if be.Uint32(sb) != jbdMagic || (be.Uint32(sb[4:]) != jbdSuperV1 && be.Uint32(sb[4:]) != jbdSuperV2) {
-		return nil, fmt.Errorf("journal superblock: bad magic or type: %w", ErrCorrupt)
-	}
-	if int64(be.Uint32(sb[0xC:])) != fs.bs {
-		return nil, fmt.Errorf("journal block size %d: %w", be.Uint32(sb[0xC:]), ErrUnsupportedFS)
-	}
-	maxlen, first := uint64(be.Uint32(sb[0x10:])), uint64(be.Uint32(sb[0x14:]))
-	seq, start := be.Uint32(sb[0x18:]), uint64(be.Uint32(sb[0x1C:]))
-	var incompat uint32
-	if be.Uint32(sb[4:]) == jbdSuperV2 {
-		incompat = be.Uint32(sb[0x28:])
-	}
-	last := maxlen
-	if incompat&jbdIncompatFastCommit != 0 {
-		fc := uint64(be.Uint32(sb[0x54:]))
-		if fc == 0 {
-			fc = 256
-		}
-		last = maxlen - min(fc, maxlen)
-	}
-	if start == 0 {
-		return nil, nil // clean
-	}
-	if first == 0 || first >= last || start < first || start >= last || last > uint64(in.size/fs.bs) {
-		return nil, fmt.Errorf("journal geometry first %d start %d last %d: %w", first, start, last, ErrCorrupt)
-	}
-	tagBytes := 12
-	switch {
-	case incompat&jbdIncompatCsumV3 != 0:
-		tagBytes = 16
-	case incompat&jbdIncompatCsumV2 != 0:
-		tagBytes += 2
-	}
-	if incompat&jbdIncompatCsumV3 == 0 && incompat&jbdIncompat64Bit == 0 {
-		tagBytes -= 4
-	}
-	descEnd := int(fs.bs)
-	if incompat&(jbdIncompatCsumV2|jbdIncompatCsumV3) != 0 {
-		descEnd -= 4 // descriptor block tail
-	}
-	next := func(p uint64) uint64 {
-		if p+1 >= last {
-			return first
-		}
-		return p + 1
-	}
-
-	var committed []journalTag
-	var pending []journalTag
-	revoked := map[uint64]uint32{} // block → newest committed revoking transaction
-	pendingRevoke := map[uint64]bool{}
-	pos := start
-	for steps := uint64(0); steps < last; steps++ {
-		b, err := read(pos)
-		if err != nil {
-			return nil, err
-		}
-		if be.Uint32(b) != jbdMagic || be.Uint32(b[8:]) != seq {
-			break // end of the log
-		}
-		switch be.Uint32(b[4:]) {
-		case jbdDescriptor:
-			p := pos
-			for t := 12; t+tagBytes <= descEnd; {
-				var blk uint64
-				var flags uint32
-				if tagBytes == 16 { // tag3: blocknr, flags (32 bits), blocknr_high, checksum
-					blk, flags = uint64(be.Uint32(b[t:])), be.Uint32(b[t+4:])
-					if incompat&jbdIncompat64Bit != 0 {
-						blk |= uint64(be.Uint32(b[t+8:])) << 32
-					}
-				} else { // blocknr, checksum (16), flags (16), [blocknr_high]
-					blk, flags = uint64(be.Uint32(b[t:])), uint32(be.Uint16(b[t+6:]))
-					if tagBytes >= 12 {
-						blk |= uint64(be.Uint32(b[t+8:])) << 32
-					}
-				}
-				p = next(p)
-				pending = append(pending, journalTag{fsBlock: blk, jpos: p, escaped: flags&jbdFlagEscape != 0, desc: pos, seq: seq})
-				t += tagBytes
-				if flags&jbdFlagSameUUID == 0 {
-					t += 16
-				}
-				if flags&jbdFlagLastTag != 0 {
-					break
-				}
-				steps++
-			}
-			pos = next(p)
-		case jbdCommit:
-			committed = append(committed, pending...)
-			for blk := range pendingRevoke {
-				revoked[blk] = seq
-			}
-			pending, pendingRevoke = nil, map[uint64]bool{}
-			seq++
-			pos = next(pos)
-		case jbdRevoke:
-			n := int(be.Uint32(b[12:]))
-			w := 4
-			if incompat&jbdIncompat64Bit != 0 {
-				w = 8
-			}
-			for r := 16; r+w <= min(n, int(fs.bs)); r += w {
-				if w == 8 {
-					pendingRevoke[be.Uint64(b[r:])] = true
-				} else {
-					pendingRevoke[uint64(be.Uint32(b[r:]))] = true
-				}
-			}
-			pos = next(pos)
-		default:
-			steps = last // unknown block type: end of the log
-		}
-	}
-	out := map[uint64]journalBlock{}
-	for _, t := range committed {
-		if r, ok := revoked[t.fsBlock]; ok && r >= t.seq {
-			continue
-		}
-		if t.fsBlock == 0 || t.fsBlock >= fs.blocks {
-			continue // nothing the volume holds
-		}
-		off, err := jmap(t.jpos)
-		if err != nil {
-			return nil, err
-		}
-		descOff, err := jmap(t.desc)
-		if err != nil {
-			return nil, err
-		}
-		out[t.fsBlock] = journalBlock{off: off, escaped: t.escaped, descOff: descOff, seq: t.seq}
-	}
-	return out, nil
 }
