@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/domainm/domainm/detectors"
 )
@@ -117,14 +118,45 @@ type PassOptions struct {
 	Progress func(done, total uint64)
 }
 
-// BlockError is a failure to read or scan one block; the pass goes on without it.
+// BlockError is a failure to read or scan one block; the pass goes on without it, so
+// the block's own bytes [GPA, GPA+Size) went unscanned in this pass (a blind spot).
 type BlockError struct {
-	GPA uint64
-	Err error
+	GPA  uint64
+	Size uint64    // the block's own bytes
+	Op   string    // "read", "scan" or "scanner" (creating one)
+	At   time.Time // when it failed
+	Err  error
 }
 
-func (e BlockError) Error() string { return fmt.Sprintf("block at %#x: %v", e.GPA, e.Err) }
+// Why a block went unscanned (BlockError.Reason).
+const (
+	ReasonTimeout    = "timeout"    // the rule engine's time limit per block
+	ReasonUnreadable = "unreadable" // the memory could not be read (a truncated RAM file, ...)
+	ReasonScanError  = "scan-error" // the rule engine failed otherwise
+)
+
+func (e BlockError) Error() string {
+	return fmt.Sprintf("block %#x-%#x: %s at %s: %v", e.GPA, e.GPA+e.Size, e.Reason(), e.At.UTC().Format(time.RFC3339Nano), e.Err)
+}
 func (e BlockError) Unwrap() error { return e.Err }
+
+// Reason says why the block went unscanned: ReasonTimeout when the error has a
+// Timeout() method reporting true, ReasonUnreadable when reading failed, else
+// ReasonScanError.
+func (e BlockError) Reason() string {
+	var t interface{ Timeout() bool }
+	switch {
+	case errors.As(e.Err, &t) && t.Timeout():
+		return ReasonTimeout
+	case e.Op == "read":
+		return ReasonUnreadable
+	}
+	return ReasonScanError
+}
+
+func blockError(b block, op string, err error) *BlockError {
+	return &BlockError{GPA: b.gpa, Size: uint64(b.size), Op: op, At: time.Now(), Err: err}
+}
 
 // PassResult is what a pass found and did.
 type PassResult struct {
@@ -175,7 +207,7 @@ type blockResult struct {
 	state   blockState
 	scanned bool
 	bytes   int // handed to the rule engine
-	err     error
+	err     *BlockError
 }
 
 // Pass scans src once. Cancelling ctx stops it after the blocks in flight; the result then
@@ -231,7 +263,7 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 		bytesDone += uint64(r.b.size)
 		switch {
 		case r.err != nil:
-			res.Errors = append(res.Errors, BlockError{GPA: r.b.gpa, Err: r.err})
+			res.Errors = append(res.Errors, *r.err)
 		case r.state.zero:
 			res.BlocksZero++
 		case !r.scanned:
@@ -283,7 +315,7 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out
 			var err error
 			if sc, err = rs.NewScanner(); err != nil {
 				sc = nil
-				out <- blockResult{b: b, err: fmt.Errorf("creating scanner: %w", err)}
+				out <- blockResult{b: b, err: blockError(b, "scanner", fmt.Errorf("creating scanner: %w", err))}
 				continue
 			}
 			scID = rs.ID()
@@ -297,8 +329,17 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out
 		}
 		win := buf[:b.winSize]
 		if _, err := src.ReadAt(win, int64(b.gpa)); err != nil {
-			out <- blockResult{b: b, err: fmt.Errorf("reading: %w", err)}
-			continue
+			// The overlap may be what is unreadable (the next block lies past the end of
+			// a truncated RAM file): scan the block's own bytes, so that only what really
+			// cannot be read is reported unscanned.
+			if b.winSize > b.size {
+				win = buf[:b.size]
+				_, err = src.ReadAt(win, int64(b.gpa))
+			}
+			if err != nil {
+				out <- blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}
+				continue
+			}
 		}
 		out <- d.scanBlock(sc, scID, b, win)
 	}
@@ -325,7 +366,7 @@ func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte)
 	if err != nil {
 		// Keep what was found, but do not cache: the block is scanned again next pass.
 		d.forget(b.gpa)
-		return blockResult{b: b, state: st, scanned: true, bytes: hi - lo, err: fmt.Errorf("scanning: %w", err)}
+		return blockResult{b: b, state: st, scanned: true, bytes: hi - lo, err: blockError(b, "scan", fmt.Errorf("scanning: %w", err))}
 	}
 	d.store(b.gpa, st)
 	return blockResult{b: b, state: st, scanned: true, bytes: hi - lo}

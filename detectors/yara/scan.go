@@ -46,6 +46,9 @@ func (s *Scanner) Scan(buf []byte) ([]detectors.Match, error) {
 	var mr goyara.MatchRules
 	s.s.SetCallback(&mr)
 	if err := s.s.ScanMem(buf); err != nil {
+		if err == goyara.Error(errScanTimeout) {
+			err = timeoutError{err}
+		}
 		if r := s.s.GetLastErrorRule(); r != nil {
 			return convert(mr), fmt.Errorf("rule %s:%s: %w", r.Namespace(), r.Identifier(), err)
 		}
@@ -53,6 +56,18 @@ func (s *Scanner) Scan(buf []byte) ([]detectors.Match, error) {
 	}
 	return convert(mr), nil
 }
+
+// errScanTimeout is libyara's ERROR_SCAN_TIMEOUT (yara/error.h).
+const errScanTimeout = 26
+
+// timeoutError is a scan stopped by the scanner's time limit; it reports Timeout() true
+// (as net.Error does), which is how the memory scan driver tells a timed-out block from
+// an unreadable one.
+type timeoutError struct{ err error }
+
+func (e timeoutError) Error() string { return e.err.Error() }
+func (e timeoutError) Unwrap() error { return e.err }
+func (e timeoutError) Timeout() bool { return true }
 
 // Close frees the scanner's libyara state.
 func (s *Scanner) Close() { s.s.Destroy() }
