@@ -26,6 +26,12 @@ type Match struct {
 	Tags      []string          `json:"tags,omitempty"`
 	Meta      map[string]string `json:"meta,omitempty"`
 	Strings   []StringMatch     `json:"strings,omitempty"`
+	// Cut counts the string matches found but not kept in Strings: engines keep a
+	// bounded number per rule, and say how many they left out.
+	Cut int `json:"strings_cut,omitempty"`
+	// Window is true when the rule's condition depends on the scan window in a memory
+	// scan (filesize, fixed offsets, counts, file-format modules; see detectors/yara).
+	Window bool `json:"window_dependent,omitempty"`
 }
 
 // StringMatch is one occurrence of a rule string.
@@ -73,7 +79,13 @@ type Finding struct {
 	Meta      map[string]string `json:"meta,omitempty"`
 	// Matches carry guest-physical addresses for memory findings, file offsets for files.
 	Matches []StringMatch `json:"matches,omitempty"`
-	Path    string        `json:"path,omitempty"` // file findings
+	// MatchesCut counts the matches found but not kept in Matches (bounded per rule);
+	// 0 when every match is there.
+	MatchesCut int `json:"matches_cut,omitempty"`
+	// WindowDependent marks a memory finding of a rule whose condition depends on the
+	// scan window (see detectors/yara Rules.WindowRules).
+	WindowDependent bool   `json:"window_dependent,omitempty"`
+	Path            string `json:"path,omitempty"` // file findings
 	Time    time.Time     `json:"time"`
 	Target  Target        `json:"target"`
 }
