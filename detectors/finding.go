@@ -84,8 +84,8 @@ type Finding struct {
 	MatchesCut int `json:"matches_cut,omitempty"`
 	// WindowDependent marks a memory finding of a rule whose condition depends on the
 	// scan window (see detectors/yara Rules.WindowRules).
-	WindowDependent bool   `json:"window_dependent,omitempty"`
-	Path            string `json:"path,omitempty"` // file findings
-	Time    time.Time     `json:"time"`
-	Target  Target        `json:"target"`
+	WindowDependent bool      `json:"window_dependent,omitempty"`
+	Path            string    `json:"path,omitempty"` // file findings
+	Time            time.Time `json:"time"`
+	Target          Target    `json:"target"`
 }
