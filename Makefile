@@ -81,12 +81,12 @@ fuzz: deps
 # string, and find it from outside with domainm scan-memory and the shipped rules; then
 # baseline a small ext4 image, plant a setuid backdoor with debugfs, and domainm check it.
 demo: build
-	$(GO) run ./appliance/demo -domainm $(BIN)/domainm -rules rules/yara
+	$(GO) run ./appliance/cmd/domainm-demo -domainm $(BIN)/domainm -rules rules/yara
 
 # bench-memscan: domainm scan-memory against `yara -s` on a 1 GiB synthetic guest image
 # with 128 rules, in the same run; prints throughputs, ratios and checks equal findings.
 bench-memscan: build
-	$(GO) run ./memscan/bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824}
+	$(GO) run ./memscan/cmd/memscan-bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824}
 
 # bench-diskscan: domainm baseline/check through an ext4 image of a debootstrap'd Debian
 # root (>= 1 GiB, >= 30,000 files; cached in /var/cache/domainm-bench) against aide

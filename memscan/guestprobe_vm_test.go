@@ -37,7 +37,7 @@ func probeFromGuest(t *testing.T, view guestView, gpa uint64, marker string) str
 
 	dir := t.TempDir()
 	probe := filepath.Join(dir, "memprobe")
-	if err := vmtest.GoBuildStatic(probe, "./internal/memprobe"); err != nil {
+	if err := vmtest.GoBuildStatic(probe, "./cmd/memprobe"); err != nil {
 		t.Fatal(err)
 	}
 	files := map[string][]byte{}

@@ -108,7 +108,7 @@ build_qcow2
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-diskscan.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 if [ "${COLD:-0}" = 1 ]; then
-	(cd "$(dirname "$0")/evict" && go build -o "$WORK/evict" .)
+	(cd "$(dirname "$0")/cmd/evict" && go build -o "$WORK/evict" .)
 fi
 
 read -r FILES BYTES < <(tree_stats "$ROOTFS")
