@@ -51,9 +51,16 @@ vet: deps
 
 # test: everything CI runs. VM tests use KVM where a guest can run under it and TCG
 # otherwise; they never skip silently.
+# The public corpora (e2fsprogs' test images, public YARA rule sets) are read from
+# ../shared/corpora (or $DOMAINM_CORPORA); they are never copied into the repository.
+DOMAINM_CORPORA ?= $(abspath $(CURDIR)/../shared/corpora)
+export DOMAINM_CORPORA
+
 test: build vet
 	$(GO) test $(GOFLAGS_TEST) -timeout 45m ./...
 	$(MAKE) fuzz FUZZTIME=5s
+	@if [ ! -d "$(DOMAINM_CORPORA)" ]; then \
+	  echo "WARNING: $(DOMAINM_CORPORA) not found: the corpus tests (e2fsprogs images, public YARA rule sets) were SKIPPED"; fi
 
 test-short: build
 	$(GO) test $(GOFLAGS_TEST) -short ./...
