@@ -44,6 +44,7 @@ type Dispatcher struct {
 
 	reqs    chan *emitReq
 	stop    chan struct{}
+	cancel  context.CancelFunc // stops the runners; before their sinks are closed
 	closing sync.Once
 	wg      sync.WaitGroup
 	writerW sync.WaitGroup
@@ -89,6 +90,16 @@ func New(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registere
 	for name, n := range orphans {
 		log.Warn("discarded the spool of a sink no longer configured", "sink", name, "alerts", n)
 	}
+	for _, s := range cfg.Sinks {
+		n, err := sp.dropAcked(s.Name)
+		if err != nil {
+			sp.close()
+			return nil, err
+		}
+		if n > 0 {
+			log.Info("not sending again what the receiver acknowledged before the last stop", "sink", s.Name, "alerts", n)
+		}
+	}
 	m, err := newMetrics(reg, sp, cfg.Sinks)
 	if err != nil {
 		sp.close()
@@ -111,7 +122,7 @@ func New(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registere
 	d.writerW.Add(1)
 	go d.writer()
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-d.stop; cancel() }()
+	d.cancel = cancel
 	for _, r := range d.runners {
 		d.wg.Add(1)
 		go func() { defer d.wg.Done(); r.run(ctx) }()
@@ -405,6 +416,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.closed = true
 		d.mu.Unlock()
 		close(d.stop)
+		d.cancel()
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); d.writerW.Wait(); close(done) }()
 		select {

@@ -43,10 +43,13 @@ type runner struct {
 }
 
 // How much a stream may have written but not yet confirmed: it bounds the
-// duplicates a lost connection causes.
+// duplicates a lost connection causes. How often it checks for acknowledgements,
+// and records in the spool how far they reached: that bounds the duplicates after
+// a crash.
 const (
 	streamWindow   = 16 << 20
 	ackPoll        = 10 * time.Millisecond
+	ackPersist     = 25 * time.Millisecond
 	readBatchBytes = 1 << 20
 )
 
@@ -215,7 +218,13 @@ func (r *runner) decode(recs []record) ([]record, []*Event) {
 
 // delivered removes recs up to seq from the spool and counts them.
 func (r *runner) delivered(recs []record, upTo uint64) error {
-	if err := r.d.sp.remove(r.cfg.Name, upTo); err != nil {
+	return r.settled(recs, upTo, 0)
+}
+
+// settled is delivered that also records, for a stream, up to which sequence
+// number the receiver acknowledged what is not confirmed yet (0: nothing).
+func (r *runner) settled(recs []record, upTo, acked uint64) error {
+	if _, err := r.d.sp.settle(r.cfg.Name, upTo, acked); err != nil {
 		return err
 	}
 	for _, rec := range recs {

@@ -20,6 +20,9 @@ import (
 //	"q:<sink>": seq (8 bytes, big endian) → severity (1 byte) + event JSON
 //	"i:<sink>": 7-severity (1 byte) + seq  → empty; its first key is the least
 //	            severe, oldest event: the one to drop when the sink's spool is full.
+//	"acked":    sink → seq (8 bytes): a stream sink's receiver acknowledged the
+//	            events up to seq at the TCP level, but they are not confirmed yet
+//	            (see ackWindow). A new process counts them delivered (dropAcked).
 //
 // Sequence numbers come from the bucket's own counter, so delivery order is
 // acceptance order and survives restarts.
@@ -45,6 +48,8 @@ type record struct {
 	sev  Severity
 	data []byte
 }
+
+var ackedBucket = []byte("acked")
 
 func qName(sink string) []byte { return []byte("q:" + sink) }
 func iName(sink string) []byte { return []byte("i:" + sink) }
@@ -110,6 +115,15 @@ func openSpoolFile(path string, max map[string]int64) (s *spool, orphans map[str
 		}
 		for _, n := range stale {
 			if err := tx.DeleteBucket(n); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+				return err
+			}
+		}
+		marks, err := tx.CreateBucketIfNotExists(ackedBucket)
+		if err != nil {
+			return err
+		}
+		for name := range orphans {
+			if err := marks.Delete([]byte(name)); err != nil {
 				return err
 			}
 		}
@@ -253,6 +267,14 @@ func (s *spool) read(sink string, after uint64, n int, maxBytes int) ([]record, 
 // remove deletes sink's events with sequence numbers up to and including upTo:
 // they were delivered.
 func (s *spool) remove(sink string, upTo uint64) error {
+	_, err := s.settle(sink, upTo, 0)
+	return err
+}
+
+// settle deletes sink's events up to and including upTo (delivered) and records
+// that the receiver acknowledged those up to acked (0: none beyond upTo), in one
+// commit. It returns how many events it deleted.
+func (s *spool) settle(sink string, upTo, acked uint64) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var n int
@@ -281,15 +303,44 @@ func (s *spool) remove(sink string, upTo uint64) error {
 				return err
 			}
 		}
-		return nil
+		marks := tx.Bucket(ackedBucket)
+		if acked <= upTo {
+			return marks.Delete([]byte(sink))
+		}
+		return marks.Put([]byte(sink), seqKey(acked))
 	})
 	if err != nil {
-		return fmt.Errorf("removing delivered alerts from spool of sink %s: %w", sink, err)
+		return 0, fmt.Errorf("removing delivered alerts from spool of sink %s: %w", sink, err)
 	}
 	st := s.sinks[sink]
 	st.n -= n
 	st.bytes -= bytes
-	return nil
+	return n, nil
+}
+
+// acked returns the sequence number up to which sink's receiver acknowledged
+// events that were not confirmed before the process ended (0 if none).
+func (s *spool) acked(sink string) uint64 {
+	var seq uint64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(ackedBucket).Get([]byte(sink)); len(v) == 8 {
+			seq = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return seq
+}
+
+// dropAcked counts as delivered, and removes, what sink's receiver acknowledged
+// before the previous process ended without confirming it (killed, or stopped
+// while waiting for confirm): the receiver has it unless it lost it itself, and
+// sending it again would duplicate it. It returns how many events it removed.
+func (s *spool) dropAcked(sink string) (int, error) {
+	seq := s.acked(sink)
+	if seq == 0 {
+		return 0, nil
+	}
+	return s.settle(sink, seq, 0)
 }
 
 // stats returns how many events and bytes sink's spool holds.

@@ -33,13 +33,6 @@ var (
 // (a network partition) or hung.
 func userTimeout(cfg SinkConfig) time.Duration { return max(6*cfg.Timeout, 30*time.Second) }
 
-// batchMark is one written batch awaiting confirmation.
-type batchMark struct {
-	recs    []record // seq and severity only
-	end     int64    // stream offset just past the batch
-	ackedAt time.Time
-}
-
 func (r *runner) streamOnce(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	conn, err := r.stream.dial(dctx)
@@ -71,108 +64,82 @@ func (r *runner) streamOnce(ctx context.Context) error {
 }
 
 func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error) error {
+	w := newAckWindow(r.cfg.Confirm, r.cfg.Timeout, streamWindow, time.Now())
 	var (
-		written  int64
-		next     uint64 // last sequence number written
-		inflight []batchMark
-		buf      []byte
-		poll     = time.NewTicker(ackPoll)
-		acked    int64
-		progress = time.Now() // last time acked moved, or a write ended
-		reported bool         // stall reported since
+		buf     []byte
+		poll    = time.NewTicker(ackPoll)
+		saved   uint64 // acknowledged mark in the spool
+		savedAt time.Time
 	)
 	defer poll.Stop()
+	// A lost connection may have lost what it acknowledged: forget the mark before
+	// sending it again. When ctx ends (Close) the mark stays, as after a crash.
+	defer func() {
+		if saved != 0 && ctx.Err() == nil {
+			if _, err := r.d.sp.settle(r.cfg.Name, 0, 0); err != nil {
+				r.log.Error("clearing the acknowledged mark", "err", err)
+			}
+		}
+	}()
 	for {
-		// Write while the window allows.
-		for len(inflight) == 0 || written-inflight[0].end < streamWindow {
-			all, err := r.d.sp.read(r.cfg.Name, next, r.cfg.Batch, readBatchBytes)
+		for w.room() {
+			all, err := r.d.sp.read(r.cfg.Name, w.next, r.cfg.Batch, readBatchBytes)
 			if err != nil {
 				return err
 			}
 			if len(all) == 0 {
 				break
 			}
-			recs, evs := r.decode(all)
-			buf = buf[:0]
-			for i, e := range evs {
-				buf = r.stream.frame(buf, e, recs[i].data)
+			if buf, err = r.writeBatch(conn, all, buf[:0]); err != nil {
+				return err
 			}
-			// No write deadline: a timed-out TLS write leaves the connection unusable,
-			// and reconnecting to a receiver that merely stopped reading would have it
-			// read the old connection's data after the new one's. A write that blocks
-			// marks the sink stalled; the kernel gives up on the connection after the
-			// TCP user timeout, and Close unblocks it.
-			stalled := time.AfterFunc(r.cfg.Timeout, func() {
-				r.failed(fmt.Errorf("%w: write blocked for %v", errStalled, r.cfg.Timeout))
-			})
-			_, err = conn.Write(buf)
-			stalled.Stop()
-			if err != nil {
-				return fmt.Errorf("writing to %s: %w", r.cfg.Address, err)
-			}
-			progress = time.Now()
-			written += int64(len(buf))
-			next = all[len(all)-1].seq
-			marks := make([]record, len(all))
-			for i, rec := range all {
-				marks[i] = record{seq: rec.seq, sev: rec.sev}
-			}
-			inflight = append(inflight, batchMark{recs: marks, end: written})
+			w.wrote(all, len(buf), time.Now())
 			select {
 			case err := <-dead:
 				return err
 			default:
 			}
 		}
-		// Confirm what was acknowledged and survived `confirm`.
-		if len(inflight) > 0 {
+		if w.pending() {
 			unacked, err := outq(conn)
 			if err != nil {
 				return fmt.Errorf("checking acknowledged bytes: %w", err)
 			}
 			now := time.Now()
-			if a := written - int64(unacked); a > acked {
-				acked, progress, reported = a, now, false
-			} else if !reported && acked < written && now.Sub(progress) > r.cfg.Timeout {
+			if w.update(unacked, now) {
 				// Everything fit in the socket buffers, but the receiver does not take it.
 				r.failed(fmt.Errorf("%w: nothing acknowledged for %v", errStalled, r.cfg.Timeout))
-				reported = true
 			}
-			k := 0
-			for i := range inflight {
-				if inflight[i].ackedAt.IsZero() && inflight[i].end <= acked {
-					inflight[i].ackedAt = now
-				}
-				if k == i && !inflight[i].ackedAt.IsZero() && now.Sub(inflight[i].ackedAt) >= r.cfg.Confirm {
-					k = i + 1
-				}
-			}
-			if k > 0 {
+			done := w.confirmed(now)
+			mark := w.ackedSeq()
+			if len(done) > 0 || mark != saved && now.Sub(savedAt) >= ackPersist {
 				select {
 				case err := <-dead:
 					return err
 				default:
 				}
-				var done []record
-				for _, m := range inflight[:k] {
-					done = append(done, m.recs...)
+				var upTo uint64
+				if len(done) > 0 {
+					upTo = done[len(done)-1].seq
 				}
-				if err := r.delivered(done, done[len(done)-1].seq); err != nil {
+				if err := r.settled(done, upTo, mark); err != nil {
 					return err
 				}
-				inflight = inflight[k:]
-				continue
+				saved, savedAt = mark, now
+				if len(done) > 0 {
+					continue
+				}
 			}
 		}
 		var tick <-chan time.Time
-		if len(inflight) > 0 {
+		if w.pending() {
 			tick = poll.C
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-dead:
-			if len(inflight) == 0 {
+			if !w.pending() {
 				if n, _ := r.d.sp.stats(r.cfg.Name); n == 0 {
 					return errIdleClosed
 				}
@@ -182,6 +149,29 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 		case <-tick:
 		}
 	}
+}
+
+// writeBatch frames all after buf and writes them, returning what it wrote.
+// Records that do not decode are skipped (and reported by decode).
+func (r *runner) writeBatch(conn net.Conn, all []record, buf []byte) ([]byte, error) {
+	recs, evs := r.decode(all)
+	for i, e := range evs {
+		buf = r.stream.frame(buf, e, recs[i].data)
+	}
+	// No write deadline: a timed-out TLS write leaves the connection unusable, and
+	// reconnecting to a receiver that merely stopped reading would have it read the
+	// old connection's data after the new one's. A write that blocks marks the sink
+	// stalled; the kernel gives up on the connection after the TCP user timeout, and
+	// Close unblocks it.
+	stalled := time.AfterFunc(r.cfg.Timeout, func() {
+		r.failed(fmt.Errorf("%w: write blocked for %v", errStalled, r.cfg.Timeout))
+	})
+	_, err := conn.Write(buf)
+	stalled.Stop()
+	if err != nil {
+		return buf, fmt.Errorf("writing to %s: %w", r.cfg.Address, err)
+	}
+	return buf, nil
 }
 
 func dialer(cfg SinkConfig) (func(ctx context.Context) (net.Conn, error), error) {
