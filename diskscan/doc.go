@@ -1,5 +1,5 @@
 // Package diskscan reads a guest disk image without mounting it: image formats (raw,
-// qcow2 v2/v3 with backing files and deflate-compressed clusters), partition tables (MBR
+// qcow2 v2/v3 with backing files, deflate-compressed clusters and subclusters), partition tables (MBR
 // with extended partitions, GPT) and filesystems (ext2/3/4), layered through io.ReaderAt
 // so that image → partition → filesystem compose with io.SectionReader.
 //
@@ -40,9 +40,12 @@
 //
 // # Not supported
 //
-// LVM, LUKS, XFS, btrfs; qcow2 with zstd compression, encryption, external data files or
-// extended L2 entries (refused with ErrUnsupportedImage naming the offset); ext4 with the
-// compression, journal_dev or dirdata features (ErrUnsupportedFS).
+// LVM, LUKS, XFS, btrfs; qcow2 with zstd compression, encryption or external data files
+// (refused with ErrUnsupportedImage naming the offset); ext4 with the compression,
+// journal_dev or dirdata features (ErrUnsupportedFS). qcow2 images with extended L2
+// entries (subclusters) are read. A qcow2 header that QEMU 7.2 refuses to open (feature
+// bits, compression type, header length, table offsets and sizes, header extensions) is
+// refused too.
 //
 // # Journal
 //

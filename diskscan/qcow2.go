@@ -10,28 +10,28 @@ import (
 	"sync"
 )
 
-// qcow2 header fields and L1/L2 entry bits.
+// qcow2 L1/L2 entry bits and limits.
 const (
-	qcowMagic           = 0x514649fb // "QFI\xfb"
-	qcowOffsetMask      = 0x00fffffffffffe00
-	qcowCompressed      = 1 << 62
-	qcowZero            = 1
-	qcowIncompatDirty   = 1 << 0
-	qcowIncompatCorrupt = 1 << 1
-	qcowIncompatCompr   = 1 << 3
-	qcowL2CacheBytes    = 16 << 20
-	qcowMaxL1Bytes      = 32 << 20
-	qcowMaxBacking      = 16
+	qcowMagic        = 0x514649fb // "QFI\xfb"
+	qcowOffsetMask   = 0x00fffffffffffe00
+	qcowCompressed   = 1 << 62
+	qcowZero         = 1
+	qcowL2CacheBytes = 16 << 20
+	qcowMaxBacking   = 16
+	qcowSubclusters  = 32 // per cluster with extended L2 entries
 )
 
-// qcow2 is a read-only view of a qcow2 image's guest disk. Unallocated clusters read
-// from the backing image, or as zeros without one. It is safe for concurrent use.
+// qcow2 is a read-only view of a qcow2 image's guest disk. Unallocated clusters (or
+// subclusters, with extended L2 entries) read from the backing image, or as zeros without
+// one. It is safe for concurrent use.
 type qcow2 struct {
 	f           io.ReaderAt // the image file
 	fileSize    int64
 	size        int64 // virtual disk size
 	clusterBits uint
 	l2Bits      uint // log2 of entries per L2 table
+	extL2       bool // 128-bit L2 entries: descriptor and subcluster bitmap
+	scBits      uint // log2 of the subcluster size (the cluster size without extL2)
 	l1          []uint64
 	l1Off       int64
 	backing     io.ReaderAt // nil: zeros
@@ -58,125 +58,13 @@ type l2Table struct {
 	entries []uint64
 }
 
-// qcow2Header is what openQcow2 needs from the header.
-type qcow2Header struct {
-	size          int64
-	clusterBits   uint
-	l1Size        int64
-	l1Off         int64
-	backingName   string
-	backingFormat string // from the header extension, "" when absent
-	zstd          bool
-}
-
-// parseQcow2Header validates the header. fileSize bounds every table offset.
-func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
-	h := make([]byte, 112)
-	n, err := r.ReadAt(h, 0)
-	if n < 72 {
-		return nil, fmt.Errorf("reading qcow2 header: %w", err)
-	}
-	be := binary.BigEndian
-	if be.Uint32(h) != qcowMagic {
-		return nil, fmt.Errorf("no qcow2 magic: %w", ErrCorrupt)
-	}
-	version := be.Uint32(h[4:])
-	if version != 2 && version != 3 {
-		return nil, fmt.Errorf("qcow2 version %d: %w", version, ErrUnsupportedImage)
-	}
-	hd := &qcow2Header{clusterBits: uint(be.Uint32(h[20:]))}
-	if hd.clusterBits < 9 || hd.clusterBits > 21 {
-		return nil, fmt.Errorf("qcow2 cluster bits %d: %w", hd.clusterBits, ErrCorrupt)
-	}
-	if m := be.Uint32(h[32:]); m != 0 {
-		return nil, fmt.Errorf("qcow2 image is encrypted (method %d): %w", m, ErrUnsupportedImage)
-	}
-	if version == 3 {
-		if n < 104 {
-			return nil, fmt.Errorf("qcow2 v3 header truncated: %w", ErrCorrupt)
-		}
-		// Dirty and corrupt flags concern refcounts and writers; reading is still well
-		// defined. Compression type matters only for compressed clusters (zstd is refused).
-		incompat := be.Uint64(h[72:])
-		if rest := incompat &^ (qcowIncompatDirty | qcowIncompatCorrupt | qcowIncompatCompr); rest != 0 {
-			return nil, fmt.Errorf("qcow2 incompatible features %#x (external data file or extended L2 entries): %w", rest, ErrUnsupportedImage)
-		}
-		hlen := be.Uint32(h[100:])
-		hd.zstd = incompat&qcowIncompatCompr != 0 && hlen > 104 && n > 104 && h[104] != 0
-	}
-	vs := be.Uint64(h[24:])
-	if vs > 1<<62 {
-		return nil, fmt.Errorf("qcow2 virtual size %d: %w", vs, ErrCorrupt)
-	}
-	hd.size = int64(vs)
-	hd.l1Size = int64(be.Uint32(h[36:]))
-	hd.l1Off = int64(be.Uint64(h[40:]) & (1<<62 - 1))
-	l2Bits := hd.clusterBits - 3
-	need := (hd.size + 1<<(hd.clusterBits+l2Bits) - 1) >> (hd.clusterBits + l2Bits)
-	if hd.l1Size < need || hd.l1Size*8 > qcowMaxL1Bytes || hd.l1Off+hd.l1Size*8 > fileSize || hd.l1Off%8 != 0 {
-		return nil, fmt.Errorf("qcow2 L1 table of %d entries at %#x (need %d, file %d bytes): %w", hd.l1Size, hd.l1Off, need, fileSize, ErrCorrupt)
-	}
-	if bo, bs := int64(be.Uint64(h[8:])), int64(be.Uint32(h[16:])); bo != 0 {
-		if bs == 0 || bs > 1023 || bo < 0 || bo+bs > fileSize {
-			return nil, fmt.Errorf("qcow2 backing file name %d bytes at %#x: %w", bs, bo, ErrCorrupt)
-		}
-		name := make([]byte, bs)
-		if _, err := r.ReadAt(name, bo); err != nil {
-			return nil, fmt.Errorf("reading qcow2 backing file name: %w", err)
-		}
-		hd.backingName = string(name)
-	}
-	hlen := int64(72)
-	if version == 3 {
-		hlen = int64(be.Uint32(h[100:]))
-	}
-	if err := hd.extensions(r, hlen, fileSize); err != nil {
-		return nil, err
-	}
-	return hd, nil
-}
-
-const qcowExtBackingFormat = 0xE2792ACA
-
-// extensions reads the header extensions that follow the header (type, length, data
-// padded to 8 bytes; type 0 ends them) and keeps the backing file format.
-func (hd *qcow2Header) extensions(r io.ReaderAt, off, fileSize int64) error {
-	end := min(int64(1)<<hd.clusterBits, fileSize)
-	if off < 72 || off > end {
-		return fmt.Errorf("qcow2 header length %d: %w", off, ErrCorrupt)
-	}
-	be := binary.BigEndian
-	h := make([]byte, 8)
-	for i := 0; i < 64 && off+8 <= end; i++ {
-		if _, err := r.ReadAt(h, off); err != nil {
-			return fmt.Errorf("reading qcow2 header extension at %#x: %w", off, err)
-		}
-		typ, n := be.Uint32(h), int64(be.Uint32(h[4:]))
-		if typ == 0 {
-			return nil
-		}
-		if n > end-off-8 {
-			return fmt.Errorf("qcow2 header extension %#x at %#x: length %d: %w", typ, off, n, ErrCorrupt)
-		}
-		if typ == qcowExtBackingFormat {
-			if n > 16 {
-				return fmt.Errorf("qcow2 backing format name of %d bytes: %w", n, ErrCorrupt)
-			}
-			name := make([]byte, n)
-			if _, err := r.ReadAt(name, off+8); err != nil {
-				return fmt.Errorf("reading qcow2 backing format: %w", err)
-			}
-			hd.backingFormat = string(name)
-		}
-		off += 8 + (n+7)&^7
-	}
-	return nil
-}
-
 func newQcow2(f io.ReaderAt, fileSize int64, hd *qcow2Header, backing io.ReaderAt, backingSize int64) (*qcow2, error) {
-	q := &qcow2{f: f, fileSize: fileSize, size: hd.size, clusterBits: hd.clusterBits, l2Bits: hd.clusterBits - 3,
-		l1Off: hd.l1Off, backing: backing, backingSize: backingSize, zstd: hd.zstd,
+	q := &qcow2{f: f, fileSize: fileSize, size: hd.size, clusterBits: hd.clusterBits, l2Bits: hd.l2Bits(),
+		extL2: hd.extL2, scBits: hd.clusterBits, l1Off: hd.l1Off, backing: backing, backingSize: backingSize, zstd: hd.zstd,
 		l2lru: list.New(), l2: make(map[int64]*list.Element), clusters: list.New()}
+	if q.extL2 {
+		q.scBits -= 5 // 32 subclusters
+	}
 	q.l2Max = max(4, qcowL2CacheBytes>>hd.clusterBits)
 	raw := make([]byte, hd.l1Size*8)
 	if _, err := f.ReadAt(raw, hd.l1Off); err != nil {
@@ -209,39 +97,205 @@ func (q *qcow2) l1Entry(i int64) (uint64, error) {
 	return e, nil
 }
 
-// l2Entry returns the L2 entry of the cluster holding guest offset off.
-func (q *qcow2) l2Entry(off int64) (uint64, error) {
+// l2Entry returns the L2 descriptor of the cluster holding guest offset off and, with
+// extended L2 entries, its subcluster bitmap. fresh re-reads them from the file, since a
+// running guest may have allocated the cluster since the table was cached.
+func (q *qcow2) l2Entry(off int64, fresh bool) (e, bitmap uint64, err error) {
 	cl := off >> q.clusterBits
 	i1 := cl >> q.l2Bits
 	i2 := cl & (1<<q.l2Bits - 1)
 	if i1 >= int64(len(q.l1)) {
-		return 0, fmt.Errorf("guest offset %#x beyond qcow2 L1 table: %w", off, ErrCorrupt)
+		return 0, 0, fmt.Errorf("guest offset %#x beyond qcow2 L1 table: %w", off, ErrCorrupt)
 	}
 	e1, err := q.l1Entry(i1)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	l2Off := int64(e1 & qcowOffsetMask)
 	if l2Off == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if l2Off%q.clusterSize() != 0 || l2Off > q.fileSize-q.clusterSize() {
-		return 0, fmt.Errorf("qcow2 L1 entry %d: L2 table at %#x outside image: %w", i1, l2Off, ErrCorrupt)
+		return 0, 0, fmt.Errorf("qcow2 L1 entry %d: L2 table at %#x outside image: %w", i1, l2Off, ErrCorrupt)
+	}
+	width := int64(1) // 64-bit words per L2 entry
+	if q.extL2 {
+		width = 2
+	}
+	if fresh {
+		b := make([]byte, 8*width)
+		if _, err := q.f.ReadAt(b, l2Off+8*width*i2); err != nil {
+			return 0, 0, fmt.Errorf("reading qcow2 L2 entry at %#x: %w", l2Off+8*width*i2, err)
+		}
+		e = binary.BigEndian.Uint64(b)
+		if q.extL2 {
+			bitmap = binary.BigEndian.Uint64(b[8:])
+		}
+		return e, bitmap, nil
 	}
 	t, err := q.l2Table(l2Off)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	e2 := t[i2]
-	if e2&qcowOffsetMask == 0 && e2&(qcowZero|qcowCompressed) == 0 {
-		// Unallocated in the cached copy: the guest may have written since; re-read it.
-		b := make([]byte, 8)
-		if _, err := q.f.ReadAt(b, l2Off+8*i2); err != nil {
-			return 0, fmt.Errorf("reading qcow2 L2 entry at %#x: %w", l2Off+8*i2, err)
+	if q.extL2 {
+		return t[2*i2], t[2*i2+1], nil
+	}
+	return t[i2], 0, nil
+}
+
+// What a subcluster (a cluster without extended L2 entries) reads from.
+type qcowKind int
+
+const (
+	qcowData     qcowKind = iota // the image file, at host
+	qcowZeros                    // zeros
+	qcowBacking                  // the backing image, or zeros without one
+	qcowDeflated                 // a compressed cluster
+)
+
+// qcowSpan is a run of guest bytes that read from the same kind of place.
+type qcowSpan struct {
+	kind  qcowKind
+	entry uint64 // L2 descriptor (compressed clusters)
+	host  int64  // image file offset of the span's first byte (qcowData)
+	n     int64  // bytes, up to the end of the run of like subclusters in the cluster
+}
+
+// kind classifies subcluster sc of a cluster (QEMU's qcow2_get_subcluster_type): the
+// zero flag of a descriptor counts only without subclusters; with them, a subcluster is
+// zero by its zero bit, allocated by its allocation bit, else unallocated. A bitmap that
+// marks a subcluster both, or allocates one in a cluster without a host offset, is
+// invalid.
+func (q *qcow2) kind(e, bitmap uint64, sc uint) (qcowKind, error) {
+	switch {
+	case e&qcowCompressed != 0:
+		return qcowDeflated, nil
+	case !q.extL2 && e&qcowZero != 0:
+		return qcowZeros, nil
+	case !q.extL2 && e&qcowOffsetMask == 0:
+		return qcowBacking, nil
+	case !q.extL2:
+		return qcowData, nil
+	}
+	alloc, zero := uint32(bitmap), uint32(bitmap>>32)
+	switch {
+	case e&qcowOffsetMask != 0 && alloc&zero != 0, e&qcowOffsetMask == 0 && alloc != 0:
+		return 0, fmt.Errorf("qcow2 L2 entry %#x: invalid subcluster bitmap %#x: %w", e, bitmap, ErrCorrupt)
+	case zero&(1<<sc) != 0:
+		return qcowZeros, nil
+	case alloc&(1<<sc) != 0:
+		return qcowData, nil
+	}
+	return qcowBacking, nil
+}
+
+// span describes the guest bytes from pos to the end of pos's run of subclusters of one
+// kind in its cluster.
+func (q *qcow2) span(pos int64) (qcowSpan, error) {
+	e, bitmap, err := q.l2Entry(pos, false)
+	if err != nil {
+		return qcowSpan{}, err
+	}
+	in := pos & (q.clusterSize() - 1)
+	sc := uint(in >> q.scBits)
+	k, err := q.kind(e, bitmap, sc)
+	if err == nil && k == qcowBacking {
+		// Unallocated in the cached table: the guest may have written since; re-read it.
+		if e, bitmap, err = q.l2Entry(pos, true); err == nil {
+			k, err = q.kind(e, bitmap, sc)
 		}
-		e2 = binary.BigEndian.Uint64(b)
 	}
-	return e2, nil
+	if err != nil {
+		return qcowSpan{}, err
+	}
+	if host := int64(e & qcowOffsetMask); k != qcowDeflated && host%q.clusterSize() != 0 {
+		return qcowSpan{}, fmt.Errorf("qcow2 cluster for guest offset %#x at unaligned host offset %#x: %w", pos, host, ErrCorrupt)
+	}
+	end := int64(sc+1) << q.scBits
+	for end < q.clusterSize() && k != qcowDeflated {
+		if k2, _ := q.kind(e, bitmap, uint(end>>q.scBits)); k2 != k {
+			break
+		}
+		end += 1 << q.scBits
+	}
+	if k == qcowDeflated {
+		end = q.clusterSize()
+	}
+	return qcowSpan{kind: k, entry: e, host: int64(e&qcowOffsetMask) + in, n: end - in}, nil
+}
+
+// ReadAt reads the virtual disk. Runs of adjacent allocated clusters are read with one
+// ReadAt on the image file.
+func (q *qcow2) ReadAt(p []byte, off int64) (n int, err error) {
+	defer recoverCorrupt(&err, "qcow2")
+	if off < 0 {
+		return 0, fmt.Errorf("qcow2: negative offset %d", off)
+	}
+	if off >= q.size {
+		return 0, io.EOF
+	}
+	want := int(min(int64(len(p)), q.size-off))
+	done := 0
+	for done < want {
+		pos := off + int64(done)
+		s, err := q.span(pos)
+		if err != nil {
+			return done, err
+		}
+		var n int
+		if s.kind == qcowData {
+			n, err = q.readData(p[done:want], pos, s)
+		} else {
+			n = int(min(int64(want-done), s.n))
+			err = q.readSpan(p[done:done+n], pos, s)
+		}
+		if err != nil {
+			return done, err
+		}
+		done += n
+	}
+	if want < len(p) {
+		return want, io.EOF
+	}
+	return want, nil
+}
+
+// readSpan fills p (at most one span) from a span that is not image data.
+func (q *qcow2) readSpan(p []byte, pos int64, s qcowSpan) error {
+	switch s.kind {
+	case qcowDeflated:
+		in := pos & (q.clusterSize() - 1)
+		c, err := q.inflate(s.entry, pos-in)
+		if err != nil {
+			return err
+		}
+		copy(p, c[in:])
+	case qcowZeros:
+		clear(p)
+	case qcowBacking:
+		return q.readBacking(p, pos)
+	}
+	return nil
+}
+
+// readData reads image data for span s at guest offset pos into p, extended over the
+// following data spans that are contiguous in the file; it returns the bytes read.
+func (q *qcow2) readData(p []byte, pos int64, s qcowSpan) (int, error) {
+	n := min(int64(len(p)), s.n)
+	for n < int64(len(p)) {
+		s2, err := q.span(pos + n)
+		if err != nil || s2.kind != qcowData || s2.host != s.host+n {
+			break
+		}
+		n += min(int64(len(p))-n, s2.n)
+	}
+	if s.host+n > q.fileSize {
+		return 0, fmt.Errorf("qcow2 data for guest offset %#x at host %#x+%d beyond the image file: %w", pos, s.host, n, ErrCorrupt)
+	}
+	if _, err := q.f.ReadAt(p[:n], s.host); err != nil {
+		return 0, fmt.Errorf("reading qcow2 data at host %#x: %w", s.host, err)
+	}
+	return int(n), nil
 }
 
 func (q *qcow2) l2Table(off int64) ([]uint64, error) {
@@ -272,69 +326,6 @@ func (q *qcow2) l2Table(off int64) ([]uint64, error) {
 		}
 	}
 	return t, nil
-}
-
-// ReadAt reads the virtual disk. Runs of adjacent allocated clusters are read with one
-// ReadAt on the image file.
-func (q *qcow2) ReadAt(p []byte, off int64) (n int, err error) {
-	defer recoverCorrupt(&err, "qcow2")
-	if off < 0 {
-		return 0, fmt.Errorf("qcow2: negative offset %d", off)
-	}
-	if off >= q.size {
-		return 0, io.EOF
-	}
-	want := int(min(int64(len(p)), q.size-off))
-	done := 0
-	for done < want {
-		pos := off + int64(done)
-		in := pos & (q.clusterSize() - 1)
-		n := int(min(int64(want-done), q.clusterSize()-in))
-		e, err := q.l2Entry(pos)
-		if err != nil {
-			return done, err
-		}
-		switch {
-		case e&qcowCompressed != 0:
-			c, err := q.inflate(e, pos-in)
-			if err != nil {
-				return done, err
-			}
-			copy(p[done:done+n], c[in:])
-		case e&qcowZero != 0:
-			clear(p[done : done+n])
-		case e&qcowOffsetMask == 0:
-			if err := q.readBacking(p[done:done+n], pos); err != nil {
-				return done, err
-			}
-		default:
-			host := int64(e&qcowOffsetMask) + in
-			if host%q.clusterSize() != in || host+int64(n) > q.fileSize {
-				return done, fmt.Errorf("qcow2 cluster for guest offset %#x at host %#x outside image: %w", pos, host-in, ErrCorrupt)
-			}
-			// Extend the read over following clusters that are contiguous in the file.
-			for done+n < want {
-				next := pos + int64(n)
-				e2, err := q.l2Entry(next)
-				if err != nil || e2&(qcowCompressed|qcowZero) != 0 || int64(e2&qcowOffsetMask) != host+int64(n) {
-					break
-				}
-				add := int(min(int64(want-done-n), q.clusterSize()))
-				if host+int64(n+add) > q.fileSize {
-					break
-				}
-				n += add
-			}
-			if _, err := q.f.ReadAt(p[done:done+n], host); err != nil {
-				return done, fmt.Errorf("reading qcow2 data at host %#x: %w", host, err)
-			}
-		}
-		done += n
-	}
-	if want < len(p) {
-		return want, io.EOF
-	}
-	return want, nil
 }
 
 func (q *qcow2) readBacking(p []byte, off int64) error {
