@@ -1,7 +1,7 @@
 // Package diskscan reads a guest disk image without mounting it: image formats (raw,
-// qcow2 v2/v3 with backing files, deflate-compressed clusters and subclusters), partition tables (MBR
-// with extended partitions, GPT) and filesystems (ext2/3/4), layered through io.ReaderAt
-// so that image → partition → filesystem compose with io.SectionReader.
+// qcow2 v2/v3 with backing files, deflate-compressed clusters and subclusters), partition
+// tables (MBR with extended partitions, GPT) and filesystems (ext2/3/4), layered through
+// io.ReaderAt so that image → partition → filesystem compose with io.SectionReader.
 //
 // Typical use: OpenVolumeFormat(path, "raw" or "qcow2", -1) picks the root filesystem
 // (OpenVolume probes the format, which is unsafe for raw images: see OpenImage), FS.Walk
