@@ -9,6 +9,10 @@ import (
 // matches megabytes of guest memory cannot blow up an alert.
 const MaxMatchData = 64
 
+// DefaultMaxMatchesPerRule is how many string matches a rule engine keeps per rule and
+// scanned buffer unless told otherwise; the rest are counted in Match.Cut.
+const DefaultMaxMatchesPerRule = 256
+
 // Target identifies the watched VM.
 type Target struct {
 	Name   string `json:"name,omitempty"`

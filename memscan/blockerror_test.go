@@ -18,7 +18,7 @@ type slowRules struct{ r *yara.Rules }
 
 func (rs slowRules) ID() string { return rs.r.ID() }
 func (rs slowRules) NewScanner() (memscan.BlockScanner, error) {
-	return rs.r.NewScanner(time.Second)
+	return rs.r.NewMemoryScanner(time.Second, 0)
 }
 
 // TestBlockErrorsSayWhatWhereWhen: a block that hits the YARA time limit and blocks
@@ -46,7 +46,7 @@ func TestBlockErrorsSayWhatWhereWhen(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdir := t.TempDir()
-	os.WriteFile(filepath.Join(rdir, "slow.yar"), []byte(`rule slow { condition: for any i in (0..filesize-1) :
+	os.WriteFile(filepath.Join(rdir, "slow.yar"), []byte(`rule slow { condition: for any i in (0..65535) :
 		(for any j in (0..4000) : (uint8(i+j) == 0xff and uint8(i) == 0x00 and uint8(j) == 0x01)) }`), 0o644)
 	r, err := yara.Compile(rdir)
 	if err != nil {

@@ -18,25 +18,39 @@ import (
 // cancellation; the overlap is how far a block's scan window reaches into the next block
 // so that a string crossing the boundary is still seen whole.
 //
-// Rule authors: in a memory scan YARA sees one window (block + overlap) at a time, so
-//   - filesize is the window length (DefaultBlockSize+DefaultOverlap, less at the end of a
-//     RAM range), not the guest's RAM size;
-//   - counts (#a > 20) and offsets (@a[1], "$a at 0x10") are per window, offsets relative to
-//     the window; a condition over many occurrences spread across RAM will not hold;
+// Rule authors: in a memory scan YARA sees one window (block + overlap) at a time, as
+// memory at its guest-physical address, the way yara -p sees a process's memory (see
+// detectors/yara MemoryScanner.Scan), so
+//   - filesize is undefined (conditions on it are false), whatever the window's size;
+//   - offsets are guest-physical addresses: @a[1], "$a at N" and uint16(N) refer to
+//     address N, not to the start of whichever window is scanned;
+//   - counts (#a > 20) and "N of them" count within one window; a condition over many
+//     occurrences spread across RAM will not hold;
 //   - a string match up to Overlap bytes long is found wherever it lies, exactly once: a
 //     match is kept only by the window in whose block it starts;
 //   - windows that are entirely zero are not scanned, and all-zero 4 KiB pages at the start
 //     and end of a window are cut off before scanning: a string that begins or ends with
 //     zero bytes lying in a zero page may be missed, and rules matching zeros never fire.
+//
+// DefaultBlockSize is the one default for every scan, the daemon's (memory.block_size)
+// and scan-memory's (--block-size), so both match the same rules.
 const (
 	DefaultBlockSize = 256 << 10
 	DefaultOverlap   = 4 << 10
 )
 
-// BlockScanner runs a rule set over one buffer; offsets in the matches are relative to
-// the buffer. One BlockScanner is used by one goroutine at a time.
+// DefaultBlockTimeout bounds the rule engine's time on one block by default
+// (memory.yara_timeout, scan-memory --timeout): a pathological rule, or attacker-shaped
+// memory, cannot stall a pass.
+const DefaultBlockTimeout = 30 * time.Second
+
+// BlockScanner runs a rule set over one window of guest memory: buf holds the bytes
+// from guest-physical address base. The scanner sees memory, not a file (detectors/yara
+// presents it to libyara as yara -p presents a process's memory: filesize undefined,
+// positions are addresses). Offsets in the returned matches are relative to buf. One
+// BlockScanner is used by one goroutine at a time.
 type BlockScanner interface {
-	Scan(buf []byte) ([]detectors.Match, error)
+	Scan(buf []byte, base uint64) ([]detectors.Match, error)
 	Close()
 }
 
@@ -361,7 +375,7 @@ func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte)
 	// Leading and trailing zero pages carry nothing to match: hand YARA only the span
 	// between the first and last non-zero page.
 	lo, hi := d.trimZeroPages(win)
-	ms, err := sc.Scan(win[lo:hi])
+	ms, err := sc.Scan(win[lo:hi], b.gpa+uint64(lo))
 	st := blockState{hash: h, rules: rulesID, matches: ownMatches(ms, b, lo)}
 	if err != nil {
 		// Keep what was found, but do not cache: the block is scanned again next pass.
@@ -429,7 +443,8 @@ func ownMatches(ms []detectors.Match, b block, lo int) []detectors.Match {
 	return out
 }
 
-// MaxAddressesPerRule bounds the addresses kept per rule in one pass.
+// MaxAddressesPerRule bounds the addresses kept per rule in one pass; the others are
+// counted in the match's Cut, as are those the rule engine did not keep per window.
 const MaxAddressesPerRule = 1024
 
 func mergeMatch(byRule map[[2]string]*detectors.Match, m detectors.Match) {
@@ -437,12 +452,15 @@ func mergeMatch(byRule map[[2]string]*detectors.Match, m detectors.Match) {
 	cur, ok := byRule[k]
 	if !ok {
 		c := m
-		c.Strings = append([]detectors.StringMatch(nil), m.Strings...)
+		c.Strings = append([]detectors.StringMatch(nil), m.Strings[:min(len(m.Strings), MaxAddressesPerRule)]...)
+		c.Cut += len(m.Strings) - len(c.Strings)
 		byRule[k] = &c
 		return
 	}
-	for _, s := range m.Strings {
+	cur.Cut += m.Cut
+	for i, s := range m.Strings {
 		if len(cur.Strings) >= MaxAddressesPerRule {
+			cur.Cut += len(m.Strings) - i
 			break
 		}
 		cur.Strings = append(cur.Strings, s)

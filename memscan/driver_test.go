@@ -16,7 +16,7 @@ type ruleSet struct{ r *yara.Rules }
 
 func (rs ruleSet) ID() string { return rs.r.ID() }
 func (rs ruleSet) NewScanner() (memscan.BlockScanner, error) {
-	return rs.r.NewScanner(10 * time.Second)
+	return rs.r.NewMemoryScanner(10*time.Second, 0)
 }
 
 func compile(t testing.TB, rules string) memscan.RuleSet {

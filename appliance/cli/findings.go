@@ -35,5 +35,11 @@ func printFindings(w io.Writer, fs []detectors.Finding) {
 			}
 			fmt.Fprintf(w, "  %#0*x  %-12s %s\n", width, m.Offset, m.Name, data)
 		}
+		if f.MatchesCut > 0 {
+			fmt.Fprintf(w, "  ... and %d more matches, not listed (cut)\n", f.MatchesCut)
+		}
+		if f.WindowDependent {
+			fmt.Fprintf(w, "  (the rule's condition depends on the memory scan window: see domainm rules check)\n")
+		}
 	}
 }

@@ -34,8 +34,11 @@ Layouts (--layout, file: sources only): flat (file offset = address), q35 or pc 
 split around the PCI hole for a guest of the file's size), split:LOWMEM (RAM above LOWMEM
 appears at 4 GiB), or an explicit list GPA+SIZE@OFFSET,...
 
-Memory is scanned in windows of --block-size plus a 4 KiB overlap: in a memory scan,
-YARA's filesize is the window size and counts (#a) and offsets are per window.`)
+Memory is scanned in windows of --block-size plus a 4 KiB overlap (the daemon's default
+memory.block_size is the same). YARA sees each window as memory at its guest-physical
+address, as yara -p sees a process: filesize is undefined, offsets and uint16(N) are
+addresses, counts (#a) are per window. Rules whose meaning depends on that are marked
+window_dependent in --json (domainm rules check lists them).`)
 	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
 	var layout memscan.Layout
 	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (flat, q35, pc, split:SIZE, list)")
@@ -43,6 +46,7 @@ YARA's filesize is the window size and counts (#a) and offsets are per window.`)
 	workers := fs.Int("workers", 0, "parallel scanners (default: number of CPUs)")
 	blockSize := fs.Int("block-size", memscan.DefaultBlockSize, "block size in bytes")
 	timeout := fs.Duration("timeout", engine.DefaultBlockTimeout, "YARA time limit per block")
+	maxMatches := fs.Int("max-matches", yara.DefaultMaxMatchesPerRule, "string matches kept per rule and window (the rest are counted as cut)")
 	asJSON := fs.Bool("json", false, "print one JSON object per finding (and a summary object on stderr)")
 	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
@@ -53,12 +57,21 @@ YARA's filesize is the window size and counts (#a) and offsets are per window.`)
 		return ExitError, errors.New("--source and --rules are required (see --help)")
 	}
 
-	rules, err := yara.Compile(*rulesDir)
-	if err != nil && !errors.Is(err, yara.ErrNoRules) {
-		return ExitError, err
+	if *maxMatches < 1 {
+		return ExitError, errors.New("--max-matches must be at least 1")
 	}
-	if err != nil {
+	rules, err := yara.Compile(*rulesDir)
+	var ce *yara.CompileError
+	switch {
+	case errors.As(err, &ce) && rules != nil:
+		// The broken files are left out and the rest scans; the exit code still says 2.
+		for _, e := range ce.Errors {
+			fmt.Fprintf(env.Stderr, "domainm scan-memory: %s: error: %s (file left out)\n", joinPath(*rulesDir, e.File, e.Line), e.Text)
+		}
+	case errors.Is(err, yara.ErrNoRules):
 		fmt.Fprintf(env.Stderr, "domainm scan-memory: warning: %v: nothing can match\n", err)
+	case err != nil:
+		return ExitError, err
 	}
 	src, err := memscan.Open(*source, memscan.OpenOptions{Layout: layout})
 	if err != nil {
@@ -67,7 +80,7 @@ YARA's filesize is the window size and counts (#a) and offsets are per window.`)
 	defer src.Close()
 
 	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: *blockSize, Workers: *workers})
-	rs := engine.MemoryRules{Rules: rules, Timeout: *timeout}
+	rs := engine.MemoryRules{Rules: rules, Timeout: *timeout, MaxMatches: *maxMatches}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	total := memscan.TotalSize(src.Ranges())
 	if !*quiet && env.isTerminal(env.Stderr) {
@@ -100,6 +113,14 @@ YARA's filesize is the window size and counts (#a) and offsets are per window.`)
 		Blocks: res.Blocks, BlocksZero: res.BlocksZero, BlocksScanned: res.BlocksScanned,
 		Rules: rules.Count(), Findings: len(findings), Errors: len(res.Errors),
 		Seconds: elapsed.Seconds(), MBps: float64(res.BytesTotal) / 1e6 / elapsed.Seconds(),
+		BlockSize: d.Config().BlockSize, Overlap: d.Config().Overlap, MaxMatches: *maxMatches,
+		WindowRules: len(rules.WindowRules()),
+	}
+	if ce != nil {
+		sum.RuleErrors = len(ce.Errors)
+	}
+	for _, f := range findings {
+		sum.MatchesCut += f.MatchesCut
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
@@ -114,12 +135,19 @@ YARA's filesize is the window size and counts (#a) and offsets are per window.`)
 		fmt.Fprintf(env.Stderr, "%s: %s in %d blocks (%d zero, skipped; %d scanned) in %.2fs, %.0f MB/s; %d rules, %d findings\n",
 			*source, humanBytes(res.BytesTotal), res.Blocks, res.BlocksZero, res.BlocksScanned,
 			elapsed.Seconds(), sum.MBps, rules.Count(), len(findings))
+		if sum.MatchesCut > 0 {
+			fmt.Fprintf(env.Stderr, "%s: %d matches found but not listed (at most %d per rule and window, %d per rule and pass; --max-matches)\n",
+				*source, sum.MatchesCut, *maxMatches, memscan.MaxAddressesPerRule)
+		}
 	}
 	for _, e := range res.Errors {
 		fmt.Fprintf(env.Stderr, "domainm scan-memory: %v\n", e)
 	}
 	if len(res.Errors) > 0 {
 		return ExitError, fmt.Errorf("%d block(s) could not be scanned", len(res.Errors))
+	}
+	if ce != nil {
+		return ExitError, fmt.Errorf("%d rule file(s) do not compile and were left out", len(ce.Left))
 	}
 	if len(findings) > 0 {
 		return ExitFindings, nil
@@ -139,6 +167,12 @@ type summary struct {
 	Errors        int     `json:"errors"`
 	Seconds       float64 `json:"seconds"`
 	MBps          float64 `json:"mb_per_s"`
+	BlockSize     int     `json:"block_size"`
+	Overlap       int     `json:"overlap"`
+	MaxMatches    int     `json:"max_matches_per_rule"`
+	MatchesCut    int     `json:"matches_cut"`  // matches found but not listed, all findings
+	WindowRules   int     `json:"window_rules"` // rules whose meaning depends on the window
+	RuleErrors    int     `json:"rule_errors,omitempty"`
 }
 
 func humanBytes(n uint64) string {

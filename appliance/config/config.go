@@ -15,6 +15,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/domainm/domainm/appliance/alert"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/memscan"
 )
 
 // DefaultPath is where domainm run looks for its configuration.
@@ -64,6 +66,13 @@ type Memory struct {
 	// StallTimeout: a pass that reads no memory for this long counts as stuck, and the
 	// systemd watchdog is no longer fed.
 	StallTimeout time.Duration `toml:"stall_timeout"`
+	// YaraTimeout bounds libyara's time on one block: a pathological rule (or
+	// attacker-shaped memory) cannot stall a pass; a block that hits it is reported as
+	// unscanned, naming the rule libyara was running.
+	YaraTimeout time.Duration `toml:"yara_timeout"`
+	// MaxMatchesPerRule bounds the string matches (addresses) kept per rule and block;
+	// the rest are counted and reported as cut in findings and alerts.
+	MaxMatchesPerRule int `toml:"max_matches_per_rule"`
 }
 
 // Disk configures disk checks.
@@ -104,8 +113,10 @@ type Control struct {
 const (
 	DefaultMemoryInterval = 5 * time.Minute
 	DefaultDiskInterval   = time.Hour
-	DefaultBlockSize      = 4 << 20
-	DefaultOverlap        = 4 << 10
+	DefaultBlockSize      = memscan.DefaultBlockSize // the same window as scan-memory's
+	DefaultOverlap        = memscan.DefaultOverlap
+	DefaultYaraTimeout    = memscan.DefaultBlockTimeout
+	DefaultMaxMatches     = detectors.DefaultMaxMatchesPerRule
 	DefaultStallTimeout   = 2 * time.Minute
 	DefaultDebounce       = time.Second
 	DefaultRulesDir       = "/etc/domainm/rules"
@@ -118,7 +129,7 @@ const (
 func Default() Config {
 	return Config{
 		Target:  Target{Layout: "flat", DiskFormat: "raw", Partition: "auto"},
-		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout},
+		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout, YaraTimeout: DefaultYaraTimeout, MaxMatchesPerRule: DefaultMaxMatches},
 		Disk:    Disk{Interval: DefaultDiskInterval},
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
 		State:   State{Dir: DefaultStateDir},

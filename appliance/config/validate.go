@@ -61,6 +61,10 @@ func (c *Config) validate(pos positions) []*Error {
 	m := &c.Memory
 	atLeast(bad, "memory.interval", m.Interval, time.Second)
 	atLeast(bad, "memory.stall_timeout", m.StallTimeout, time.Second)
+	atLeast(bad, "memory.yara_timeout", m.YaraTimeout, 100*time.Millisecond)
+	if m.MaxMatchesPerRule < 1 || m.MaxMatchesPerRule > 1_000_000 {
+		bad("memory.max_matches_per_rule", "expected a number of matches from 1 to 1000000, got %d", m.MaxMatchesPerRule)
+	}
 	if m.Workers < 1 || m.Workers > 256 {
 		bad("memory.workers", "expected a number of scan workers from 1 to 256, got %d", m.Workers)
 	}

@@ -12,13 +12,17 @@ import (
 )
 
 // DefaultBlockTimeout bounds libyara's time on one memory block: a pathological rule
-// (or attacker-shaped memory) cannot stall a pass.
-const DefaultBlockTimeout = 30 * time.Second
+// (or attacker-shaped memory) cannot stall a pass. It is the daemon's default
+// memory.yara_timeout too.
+const DefaultBlockTimeout = memscan.DefaultBlockTimeout
 
 // MemoryRules adapts a compiled YARA rule set to memscan.RuleSet.
 type MemoryRules struct {
 	Rules   *yara.Rules
 	Timeout time.Duration // per block; 0 means DefaultBlockTimeout
+	// MaxMatches bounds the string matches kept per rule and window; 0 means
+	// yara.DefaultMaxMatchesPerRule. The rest are counted (Finding.MatchesCut).
+	MaxMatches int
 }
 
 var _ memscan.RuleSet = MemoryRules{}
@@ -32,7 +36,7 @@ func (m MemoryRules) NewScanner() (memscan.BlockScanner, error) {
 	if t == 0 {
 		t = DefaultBlockTimeout
 	}
-	return m.Rules.NewScanner(t)
+	return m.Rules.NewMemoryScanner(t, m.MaxMatches)
 }
 
 // MemoryFindings turns a pass's matches (offsets are guest-physical addresses) into findings.
@@ -48,6 +52,9 @@ func MemoryFindings(ms []detectors.Match, target detectors.Target, at time.Time)
 			Matches:   m.Strings,
 			Time:      at,
 			Target:    target,
+
+			MatchesCut:      m.Cut,
+			WindowDependent: m.Window,
 		})
 	}
 	return out

@@ -115,6 +115,7 @@ type Rules struct {
 	count    int
 	warns    []RuleError
 	window   []WindowRule
+	windowNS map[[2]string]bool // the WindowRules by namespace and identifier, as matches name them
 }
 
 // ID identifies the rule set's content: the same files with the same bytes give the same ID.
@@ -241,16 +242,27 @@ func Compile(dir string) (*Rules, error) {
 	r.id = id
 	r.files = top
 	r.included = included
-	loaded := map[string]bool{}
+	// A rule lands in the namespace of each root file that compiles it: its own file,
+	// or the files that include it.
+	namespaces := map[string][]string{}
 	for _, f := range top {
-		loaded[f] = true
+		ns := Namespace(f)
+		namespaces[f] = append(namespaces[f], ns)
 		for _, inc := range reachable(dir, f, srcs) {
-			loaded[inc] = true
+			namespaces[inc] = append(namespaces[inc], ns)
 		}
 	}
+	r.windowNS = map[[2]string]bool{}
 	for _, f := range files {
-		if loaded[f] {
-			r.window = append(r.window, windowRules(f, lex(srcs[f]))...)
+		if len(namespaces[f]) == 0 {
+			continue
+		}
+		ws := windowRules(f, lex(srcs[f]))
+		r.window = append(r.window, ws...)
+		for _, w := range ws {
+			for _, ns := range namespaces[f] {
+				r.windowNS[[2]string{ns, w.Rule}] = true
+			}
 		}
 	}
 	if len(left) > 0 {

@@ -9,16 +9,13 @@ import (
 	"github.com/domainm/domainm/detectors"
 )
 
-// MaxMatchesPerRule bounds the string matches kept per rule and buffer; a rule that
-// matches every page cannot exhaust memory.
-const MaxMatchesPerRule = 256
-
 // Scanner scans buffers with one rule set. A Scanner is not safe for concurrent use and
 // must not be copied: give each worker its own.
 type Scanner struct {
-	rules   *Rules
-	s       *goyara.Scanner
-	timeout time.Duration
+	rules      *Rules
+	s          *goyara.Scanner
+	timeout    time.Duration
+	maxMatches int
 }
 
 // NewScanner returns a scanner for r. timeout bounds each Scan call (0: none).
@@ -28,7 +25,16 @@ func (r *Rules) NewScanner(timeout time.Duration) (*Scanner, error) {
 		return nil, fmt.Errorf("creating yara scanner: %w", err)
 	}
 	s.SetTimeout(timeout)
-	return &Scanner{rules: r, s: s, timeout: timeout}, nil
+	return &Scanner{rules: r, s: s, timeout: timeout, maxMatches: DefaultMaxMatchesPerRule}, nil
+}
+
+// SetMaxMatches bounds the string matches kept per rule and scan (0 or less:
+// DefaultMaxMatchesPerRule); the others are counted in detectors.Match.Cut.
+func (s *Scanner) SetMaxMatches(n int) {
+	if n <= 0 {
+		n = DefaultMaxMatchesPerRule
+	}
+	s.maxMatches = n
 }
 
 // SetVars sets the file external variables for the next scans (Loki/THOR names).
@@ -46,15 +52,9 @@ func (s *Scanner) Scan(buf []byte) ([]detectors.Match, error) {
 	var mr goyara.MatchRules
 	s.s.SetCallback(&mr)
 	if err := s.s.ScanMem(buf); err != nil {
-		if err == goyara.Error(errScanTimeout) {
-			err = timeoutError{err}
-		}
-		if r := s.s.GetLastErrorRule(); r != nil {
-			return convert(mr), fmt.Errorf("rule %s:%s: %w", r.Namespace(), r.Identifier(), err)
-		}
-		return convert(mr), err
+		return convert(mr, 0, s.maxMatches), s.scanError(err)
 	}
-	return convert(mr), nil
+	return convert(mr, 0, s.maxMatches), nil
 }
 
 // errScanTimeout is libyara's ERROR_SCAN_TIMEOUT (yara/error.h).
@@ -72,7 +72,9 @@ func (e timeoutError) Timeout() bool { return true }
 // Close frees the scanner's libyara state.
 func (s *Scanner) Close() { s.s.Destroy() }
 
-func convert(mr goyara.MatchRules) []detectors.Match {
+// convert turns go-yara's matches into detectors.Match values with offsets relative to
+// base, keeping at most max string matches per rule and counting the rest in Cut.
+func convert(mr goyara.MatchRules, base uint64, max int) []detectors.Match {
 	if len(mr) == 0 {
 		return nil
 	}
@@ -86,10 +88,11 @@ func convert(mr goyara.MatchRules) []detectors.Match {
 			}
 		}
 		for i, s := range m.Strings {
-			if i == MaxMatchesPerRule {
+			if i == max {
+				dm.Cut = len(m.Strings) - max
 				break
 			}
-			sm := detectors.StringMatch{Name: s.Name, Offset: s.Base + s.Offset, Length: len(s.Data)}
+			sm := detectors.StringMatch{Name: s.Name, Offset: s.Base + s.Offset - base, Length: len(s.Data)}
 			sm.SetData(s.Data)
 			dm.Strings = append(dm.Strings, sm)
 		}

@@ -1,0 +1,119 @@
+package yara
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+
+	goyara "github.com/hillu/go-yara/v4"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+// DefaultMaxMatchesPerRule is how many string matches a scan keeps per rule by default;
+// the rest are counted in detectors.Match.Cut. A rule that matches every page cannot
+// exhaust memory, and the loss is reported, not silent.
+const DefaultMaxMatchesPerRule = detectors.DefaultMaxMatchesPerRule
+
+// MemoryScanner scans windows of guest memory with one rule set, the way YARA scans a
+// process's memory. Like Scanner it is not safe for concurrent use and must not be
+// copied: give each worker its own.
+type MemoryScanner struct {
+	s      *Scanner
+	window map[[2]string]bool // Rules.windowNS
+	it     windowIterator
+}
+
+// NewMemoryScanner returns a scanner for memory windows. timeout bounds each scan (0:
+// none); maxMatches bounds the string matches kept per rule and window (0:
+// DefaultMaxMatchesPerRule).
+func (r *Rules) NewMemoryScanner(timeout time.Duration, maxMatches int) (*MemoryScanner, error) {
+	s, err := r.NewScanner(timeout)
+	if err != nil {
+		return nil, err
+	}
+	s.SetMaxMatches(maxMatches)
+	// Process-memory mode: the pe module reads headers as mapped images and entrypoint
+	// is an address, as with yara -p.
+	s.s.SetFlags(goyara.ScanFlagsProcessMemory)
+	return &MemoryScanner{s: s, window: r.windowNS}, nil
+}
+
+// Scan runs the rules over buf, which holds guest memory from guest-physical address
+// base. libyara sees buf as one memory block at address base through its block
+// iterator, as it sees a process's memory in yara -p, not as a file. So, by libyara
+// 4.2.3's rules for block scans:
+//   - filesize is undefined: a condition on it is false, so "filesize < 1MB" never holds
+//     merely because a window is small;
+//   - positions are guest-physical addresses: @a[1], "$a at N", "$a in (N..M)" and
+//     uint16(N) refer to address N, which lies in at most one window; "uint16(0) ==
+//     0x5A4D" reads address 0 (undefined, hence false, in every other window), not the
+//     first bytes of whichever window is being scanned;
+//   - entrypoint and the file-format modules (pe, elf, ...) parse a header found at the
+//     start of the window, as yara -p parses one at the start of a process region;
+//   - counts (#a) and "N of them" count within the window.
+//
+// Offsets in the returned matches are relative to buf. Matches of rules listed by
+// WindowRules carry Window true.
+func (m *MemoryScanner) Scan(buf []byte, base uint64) ([]detectors.Match, error) {
+	if len(buf) == 0 {
+		return nil, nil
+	}
+	m.it = windowIterator{buf: buf, base: base}
+	m.it.block = goyara.MemoryBlock{Base: base, Size: uint64(len(buf)), FetchData: m.it.fetch}
+	var mr goyara.MatchRules
+	m.s.s.SetCallback(&mr)
+	err := m.s.s.ScanMemBlocks(&m.it)
+	out := convert(mr, base, m.s.maxMatches)
+	for i := range out {
+		out[i].Window = m.window[[2]string{out[i].Namespace, out[i].Rule}]
+	}
+	m.it = windowIterator{} // do not keep the caller's buffer
+	if err != nil {
+		return out, m.s.scanError(err)
+	}
+	return out, nil
+}
+
+// Close frees the scanner's libyara state.
+func (m *MemoryScanner) Close() { m.s.Close() }
+
+// windowIterator is a one-block goyara.MemoryBlockIterator without a file size (so
+// filesize is undefined, as for process memory).
+type windowIterator struct {
+	buf   []byte
+	base  uint64
+	block goyara.MemoryBlock
+	// filled is the address of the libyara-side buffer that already holds buf: go-yara
+	// copies a block into malloc'd memory on every fetch, and libyara fetches the block
+	// again for every uint*() read and every module that looks at it. The buffer belongs
+	// to one ScanMemBlocks call, and Scan resets the iterator before each.
+	filled uintptr
+}
+
+func (w *windowIterator) First() *goyara.MemoryBlock { return &w.block }
+func (w *windowIterator) Next() *goyara.MemoryBlock  { return nil }
+
+func (w *windowIterator) fetch(dst []byte) {
+	if len(dst) == 0 {
+		return
+	}
+	p := uintptr(unsafe.Pointer(&dst[0]))
+	if p == w.filled {
+		return
+	}
+	copy(dst, w.buf)
+	w.filled = p
+}
+
+// scanError marks libyara's timeout (Timeout() true) and names the rule libyara was
+// running when a scan failed.
+func (s *Scanner) scanError(err error) error {
+	if err == goyara.Error(errScanTimeout) {
+		err = timeoutError{err}
+	}
+	if r := s.s.GetLastErrorRule(); r != nil {
+		return fmt.Errorf("rule %s:%s: %w", r.Namespace(), r.Identifier(), err)
+	}
+	return err
+}
