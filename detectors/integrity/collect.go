@@ -106,22 +106,44 @@ func Collect(ctx context.Context, fsys FS, p *Policy, opt Options, emit func(*Re
 		emitted <- err
 	}()
 
+	// A directory's record is held until the next call of the walk: when the walk then
+	// reports an error for the same path (its blocks could not be listed, or its inode
+	// was reached before), the error joins the record instead of making a second one for
+	// the path, which a later check would pair with the wrong half.
+	var held *slot
+	release := func() {
+		if held != nil {
+			close(held.done)
+			held = nil
+		}
+	}
 	walkErr := fsys.Walk(ctx, "/", func(path string, e *diskscan.Entry, err error) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
+		if held != nil && e == nil && path == held.rec.Path {
+			c.dirError(held.rec, err)
+			release()
+			return nil
+		}
+		release()
 		s, skip := c.visit(path, e, err)
 		if s != nil {
-			if s.hash {
+			hold := e != nil && e.Type == diskscan.Dir && !s.hash
+			if s.hash || hold {
 				s.done = make(chan struct{})
 			}
 			queue <- s
 			if s.hash {
 				jobs <- s
 			}
+			if hold {
+				held = s
+			}
 		}
 		return skip
 	})
+	release()
 	close(jobs)
 	wg.Wait()
 	close(queue)
@@ -227,6 +249,16 @@ func reusable(old, r *Record) bool {
 		}
 	}
 	return true
+}
+
+// dirError records on a directory's record the error met after its entry was read.
+func (c *collector) dirError(r *Record, err error) {
+	c.stats.Errors++
+	c.opt.Log.Debug("unreadable directory", "path", r.Path, "err", err)
+	if err == nil {
+		err = errors.New("no entry")
+	}
+	r.Err = err.Error()
 }
 
 func (c *collector) hashWorker(jobs <-chan *slot) {
