@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +31,12 @@ type memLoop struct {
 	fp      *memscan.Fingerprint         // taken at prepare
 	failing bool                         // the last pass failed (alerted once)
 	rescan  bool                         // rules changed during the running pass
+	// passRules is the rule set the current pass (all its parts) started with; mixed is
+	// set when a part ran with another, so the pass cannot decide that a finding ended.
+	passRules string
+	mixed     bool
+	late      bool      // the running pass was alerted overdue
+	passStart time.Time // when the running pass (its current part) started
 
 	cmds  chan memCmd
 	probe chan chan bool
@@ -88,6 +96,7 @@ func (m *memLoop) run(ctx context.Context) {
 		next       = m.s.clk.Now() // first pass at once
 		timer      <-chan time.Time
 		overdue    <-chan time.Time // fires when quiesced for longer than control.quiesce_timeout
+		late       <-chan time.Time // fires when the running pass is overdue
 	)
 	startPass := func() {
 		pctx, cancel := context.WithCancel(context.Background())
@@ -96,6 +105,13 @@ func (m *memLoop) run(ctx context.Context) {
 		started := m.s.clk.Now()
 		m.setRunning(true, started)
 		src, startAt := m.src, m.cursor
+		if id := m.s.rules.id(); startAt == 0 {
+			m.passRules, m.mixed = id, false
+		} else if id != m.passRules {
+			m.mixed = true
+		}
+		late = m.s.clk.After(overdueFactor * m.s.cfg.Memory.Interval)
+		m.late, m.passStart = false, started
 		opts := memscan.PassOptions{Rules: m.s.rules.current, StartAt: startAt,
 			Progress: func(_, _ uint64) { m.beat() }}
 		go func(out chan<- passOutcome) {
@@ -116,9 +132,10 @@ func (m *memLoop) run(ctx context.Context) {
 			o = &r
 		}
 		passCancel()
-		done, passCancel = nil, nil
+		done, passCancel, late = nil, nil, nil
 		m.setRunning(false, time.Time{})
 		m.handle(*o)
+		m.lateEnded(*o)
 		next = o.started.Add(m.s.cfg.Memory.Interval)
 		if m.rescan {
 			// Blocks scanned before the swap have not seen the new rules yet: go
@@ -132,6 +149,7 @@ func (m *memLoop) run(ctx context.Context) {
 			m.src.Close()
 		}
 	}()
+	m.apply(m.s.rules.cur.Load()) // the findings restored from before a restart meet the rules loaded now
 	for {
 		timer = nil
 		if done == nil && m.src != nil {
@@ -150,6 +168,7 @@ func (m *memLoop) run(ctx context.Context) {
 			finishPass(&o)
 			m.s.status("monitoring %s; next memory pass at %s", m.s.cfg.Target.Name, next.Format(time.RFC3339))
 		case <-m.s.rules.reloaded:
+			m.apply(m.s.rules.cur.Load())
 			if done == nil {
 				next = m.s.clk.Now()
 			} else {
@@ -182,6 +201,9 @@ func (m *memLoop) run(ctx context.Context) {
 			m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevHigh, "supervisor", "quiesced-too-long",
 				fmt.Sprintf("monitoring of %s paused for migration %v ago and not resumed: the target is not watched",
 					m.s.currentTarget().Name, m.s.cfg.Control.QuiesceTimeout)))
+		case <-late:
+			late = nil
+			m.passOverdue()
 		case p := <-m.probe:
 			p <- m.healthy()
 		}
@@ -216,36 +238,26 @@ func (m *memLoop) handle(o passOutcome) {
 		m.s.log.Warn("memory block not scanned", "err", e)
 	}
 	fs := engine.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
-	var added, gone []detectors.Finding
+	rules := m.s.rules.cur.Load()
+	if rules.rules.ID() != m.passRules {
+		m.mixed = true // swapped during the pass: a follow-up pass runs at once
+	}
+	var c changes
 	if res.Complete {
 		mergeFindings(m.partial, fs)
 		all := make([]detectors.Finding, 0, len(m.partial))
-		for _, f := range m.partial {
-			all = append(all, f)
+		for _, k := range slices.Sorted(maps.Keys(m.partial)) {
+			all = append(all, m.partial[k])
 		}
-		added, gone = m.track.update(all, true)
+		c = m.track.update(all, !m.mixed, rules)
 		m.partial = map[string]detectors.Finding{}
 		m.cursor = 0
 	} else {
 		mergeFindings(m.partial, fs)
-		added, _ = m.track.update(fs, false)
+		c = m.track.update(fs, false, rules)
 		m.cursor = res.Cursor
 	}
-	m.s.m.findings.Set(float64(m.track.len()))
-	m.s.m.findingsNew.Add(float64(len(added)))
-	evs := make([]alert.Event, 0, len(added)+len(gone))
-	for _, f := range added {
-		evs = append(evs, alert.FromFinding(f, alert.StateNew))
-	}
-	now := m.s.clk.Now().UTC()
-	for _, f := range gone {
-		f.Time = now // when it was seen gone; the rest is as first reported
-		evs = append(evs, alert.FromFinding(f, alert.StateGone))
-	}
-	m.s.emitAll(evs)
-	if len(added) > 0 || len(gone) > 0 {
-		m.s.saveMemory(m.track)
-	}
+	m.report(c)
 	m.mu.Lock()
 	m.stats = res
 	m.findings = m.track.len()
@@ -254,11 +266,13 @@ func (m *memLoop) handle(o passOutcome) {
 		m.lastPass = m.s.clk.Now()
 		m.s.m.lastPass.Set(float64(m.lastPass.UnixNano()) / 1e9)
 		m.s.m.passSeconds.Set(m.lastPass.Sub(o.started).Seconds())
+		m.s.m.passDuration.Observe(m.lastPass.Sub(o.started).Seconds())
 	}
 	m.mu.Unlock()
 	m.s.log.Info("memory pass", "complete", res.Complete, "cursor", fmt.Sprintf("%#x", res.Cursor),
 		"blocks", res.Blocks, "scanned", res.BlocksScanned, "unchanged", res.BlocksUnchanged, "zero", res.BlocksZero,
-		"errors", len(res.Errors), "findings", m.track.len(), "new", len(added), "gone", len(gone),
+		"errors", len(res.Errors), "findings", m.track.len(), "new", len(c.added), "updated", len(c.updated),
+		"gone", len(c.gone), "retired", len(c.retired),
 		"took", m.s.clk.Now().Sub(o.started))
 }
 

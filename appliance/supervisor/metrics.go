@@ -22,6 +22,13 @@ type metrics struct {
 	passSeconds  prometheus.Gauge       // duration of the last complete pass
 	lastPass     prometheus.Gauge       // unix time of the last complete pass
 	lastCheck    prometheus.Gauge       // unix time of the last successful disk check
+
+	findingsUpdated prometheus.Counter     // known findings that matched new content
+	findingsEnded   *prometheus.CounterVec // by how: gone, retired
+	rules           prometheus.Gauge       // rules in the running set
+	rulesEmpty      prometheus.Gauge       // 1 while the rules folder holds no rules
+	passDuration    prometheus.Histogram   // complete passes
+	passesOverdue   prometheus.Counter     // passes that ran past overdueFactor intervals
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,6 +57,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "When the last complete memory pass ended (alert on time() minus this)."}),
 		lastCheck: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_disk_last_check_timestamp_seconds",
 			Help: "When the last successful disk check ended."}),
+		findingsUpdated: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_findings_updated_total",
+			Help: "Memory findings already reported that matched new content (memory-match-updated)."}),
+		findingsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_findings_ended_total",
+			Help: "Memory findings that ended: gone (no longer matched), retired (rule removed or changed)."}, []string{"how"}),
+		rules: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_rules_loaded",
+			Help: "Rules in the running set."}),
+		rulesEmpty: prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_rules_folder_empty",
+			Help: "1 while the rules folder holds no rules (the last good set keeps running), 0 otherwise."}),
+		passDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "domainm_memory_pass_duration_seconds",
+			Help:    "Duration of complete memory passes (a pass resumed after a migration counts from the resume).",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14)}), // 0.25 s .. 34 min
+		passesOverdue: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_memory_passes_overdue_total",
+			Help: "Memory passes still running after 3 memory intervals (memory-pass-overdue alerts)."}),
 	}
 	// Zero series up front, so dashboards and alerts see them before the first event.
 	for _, l := range []string{"complete", "interrupted", "failed"} {
@@ -64,10 +84,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, l := range []string{"ok", "failed"} {
 		m.diskChecks.WithLabelValues(l)
 	}
+	for _, l := range []string{"gone", "retired"} {
+		m.findingsEnded.WithLabelValues(l)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up, m.passSeconds, m.lastPass, m.lastCheck} {
+	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up, m.passSeconds, m.lastPass, m.lastCheck,
+		m.findingsUpdated, m.findingsEnded, m.rules, m.rulesEmpty, m.passDuration, m.passesOverdue} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/domainm/domainm/detectors"
 )
@@ -19,9 +21,25 @@ const (
 	diskStateFile   = "disk-reported.json"
 )
 
+// memoryStateVersion is the format of memoryStateFile. Version 1 (no "version" key)
+// kept only the findings as first reported; version 2 adds per finding the content
+// keys it has reported and its rule file's hash. A version 1 file is read with each
+// finding's content taken from the matches it first reported (what its alert named).
+const memoryStateVersion = 2
+
 type memoryState struct {
-	Target   detectors.Target    `json:"target"`
-	Findings []detectors.Finding `json:"findings"`
+	Version  int              `json:"version,omitempty"`
+	Target   detectors.Target `json:"target"`
+	Findings []savedFinding   `json:"findings"`
+}
+
+// savedFinding is a tracked finding on disk: the finding as first reported, and since
+// version 2 its content keys and rule hash.
+type savedFinding struct {
+	detectors.Finding
+	Content  []string `json:"content,omitempty"`
+	RuleHash string   `json:"rule_hash,omitempty"`
+	Changed  bool     `json:"rule_changed,omitempty"`
 }
 
 type diskState struct {
@@ -89,17 +107,27 @@ func (s *Supervisor) restoreMemory(t *tracker) {
 	case ok && !sameTarget(st.Target, s.currentTarget()):
 		s.log.Warn("ignoring saved memory findings of another target", "saved", st.Target.Name)
 	case ok:
-		for _, f := range st.Findings {
-			t.known[findingKey(f)] = f
+		for _, sf := range st.Findings {
+			tr := newTracked(sf.Finding, sf.RuleHash) // version 1: content from the first report
+			if sf.Content != nil {
+				tr.content = make(map[string]bool, len(sf.Content))
+				for _, k := range sf.Content[:min(len(sf.Content), maxContent)] {
+					tr.content[k] = true
+				}
+			}
+			tr.changed = sf.Changed
+			t.known[findingKey(sf.Finding)] = tr
 		}
-		s.log.Info("restored memory findings", "count", len(st.Findings))
+		s.log.Info("restored memory findings", "count", len(st.Findings), "version", max(st.Version, 1))
 	}
 }
 
 func (s *Supervisor) saveMemory(t *tracker) {
-	st := memoryState{Target: s.currentTarget()}
-	for _, f := range t.known {
-		st.Findings = append(st.Findings, f)
+	st := memoryState{Version: memoryStateVersion, Target: s.currentTarget(), Findings: []savedFinding{}}
+	for _, k := range sortedKeys(t.known) {
+		tr := t.known[k]
+		st.Findings = append(st.Findings, savedFinding{Finding: tr.first, Content: slices.Sorted(maps.Keys(tr.content)),
+			RuleHash: tr.ruleHash, Changed: tr.changed})
 	}
 	if err := saveJSON(s.statePath(memoryStateFile), st); err != nil {
 		s.log.Error("saving memory findings", "err", err)

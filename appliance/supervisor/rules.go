@@ -2,11 +2,14 @@ package supervisor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,12 +43,79 @@ type ruleHolder struct {
 	mu      sync.Mutex
 	reloads int
 	failed  int
+	// emptyDir is set while the folder holds no rules; the last good set keeps running
+	// (at start there is none: nothing is matched).
+	emptyDir bool
 }
 
 type loadedRules struct {
-	rules *yara.Rules
-	set   engine.MemoryRules
-	at    time.Time
+	rules  *yara.Rules
+	set    engine.MemoryRules
+	at     time.Time
+	names  map[yara.RuleName]bool
+	hashes map[string]string // namespace → SHA-256 of its file as compiled (read again after)
+}
+
+var _ ruleView = (*loadedRules)(nil)
+
+func (l *loadedRules) loaded(n yara.RuleName) bool { return l.names[n] }
+func (l *loadedRules) empty() bool                 { return len(l.names) == 0 }
+func (l *loadedRules) fileHash(ns string) string   { return l.hashes[ns] }
+
+// fileHashes hashes each namespace's rule text (its file and the files it includes,
+// directly or not), so that a finding can tell that its rule changed. Files are read
+// again after compiling and may differ from what was compiled; that only decides
+// whether a finding that ends is "retired" or "gone".
+func fileHashes(dir string, r *yara.Rules) map[string]string {
+	parts := map[string][]string{}
+	for _, f := range r.Files() {
+		parts[f] = []string{f}
+	}
+	inc := r.Included()
+	for f := range inc {
+		for _, root := range includers(f, inc) {
+			parts[root] = append(parts[root], f)
+		}
+	}
+	out := make(map[string]string, len(parts))
+	for root, fs := range parts {
+		sort.Strings(fs[1:])
+		h := sha256.New()
+		for _, f := range fs {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
+				continue
+			}
+			fmt.Fprintf(h, "%d:%s;%d:", len(f), f, len(b))
+			h.Write(b)
+		}
+		out[yara.Namespace(root)] = hex.EncodeToString(h.Sum(nil)[:16])
+	}
+	return out
+}
+
+// includers returns the files compiled on their own that include f, directly or not
+// (inc maps an included file to the files that include it).
+func includers(f string, inc map[string][]string) []string {
+	var roots []string
+	seen := map[string]bool{f: true}
+	todo := []string{f}
+	for len(todo) > 0 {
+		cur := todo[0]
+		todo = todo[1:]
+		for _, by := range inc[cur] {
+			if seen[by] {
+				continue
+			}
+			seen[by] = true
+			if _, included := inc[by]; included {
+				todo = append(todo, by)
+			} else {
+				roots = append(roots, by)
+			}
+		}
+	}
+	return roots
 }
 
 func newRuleHolder(s *Supervisor) *ruleHolder {
@@ -58,14 +128,42 @@ func (h *ruleHolder) current() memscan.RuleSet { return h.cur.Load().set }
 func (h *ruleHolder) count() int { return h.cur.Load().rules.Count() }
 func (h *ruleHolder) id() string { return h.cur.Load().rules.ID() }
 
+// problem says what is wrong with the rules, "" when nothing is: an empty rules folder
+// is not a healthy state, even while the last good set keeps running.
+func (h *ruleHolder) problem() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.emptyDir {
+		return ""
+	}
+	if h.cur.Load().rules.Count() == 0 {
+		return fmt.Sprintf("rules folder %s holds no rules: memory is scanned with none", h.dir)
+	}
+	return fmt.Sprintf("rules folder %s holds no rules: running the last good set (%d rules)", h.dir, h.cur.Load().rules.Count())
+}
+
+// setEmpty records whether the folder is empty and returns what it was.
+func (h *ruleHolder) setEmpty(e bool) (was bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	was, h.emptyDir = h.emptyDir, e
+	if e {
+		h.s.m.rulesEmpty.Set(1)
+	} else {
+		h.s.m.rulesEmpty.Set(0)
+	}
+	return was
+}
+
 // loadInitial compiles the folder at startup. A folder that does not compile stops the
 // start (there is no older set to fall back on); an empty one starts with an alert.
 func (h *ruleHolder) loadInitial() error {
 	h.resolve()
 	r, err := yara.Compile(h.real)
 	switch {
-	case errors.Is(err, yara.ErrNoRules):
-		h.swap(r)
+	case errors.Is(err, yara.ErrNoRules) || err == nil && r.Count() == 0:
+		h.swap(r) // there is no older set to keep
+		h.setEmpty(true)
 		h.alertEmpty()
 		return nil
 	case err != nil:
@@ -88,13 +186,25 @@ func (h *ruleHolder) resolve() {
 }
 
 func (h *ruleHolder) swap(r *yara.Rules) {
-	h.cur.Store(&loadedRules{rules: r, set: engine.MemoryRules{Rules: r}, at: h.s.clk.Now()})
+	l := &loadedRules{rules: r, set: engine.MemoryRules{Rules: r}, at: h.s.clk.Now(),
+		names: map[yara.RuleName]bool{}, hashes: fileHashes(h.real, r)}
+	for _, n := range r.Names() {
+		l.names[n] = true
+	}
+	h.cur.Store(l)
+	h.s.m.rules.Set(float64(r.Count()))
 }
 
+// alertEmpty says that the folder holds no rules. An empty folder is far more often a
+// deploy or mount gone wrong than a wish to detect nothing, so after a start the last
+// good set keeps running and the findings it made stay open.
 func (h *ruleHolder) alertEmpty() {
-	h.s.log.Warn("rules folder holds no rule files", "dir", h.dir)
-	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevHigh, "rules", "empty-ruleset",
-		fmt.Sprintf("rules folder %s holds no *.yar or *.yara files: memory is scanned with no rules", h.dir)))
+	h.s.log.Warn("rules folder holds no rules", "dir", h.dir, "running", h.count())
+	msg := fmt.Sprintf("rules folder %s holds no rules: memory is scanned with no rules", h.dir)
+	if n := h.count(); n > 0 {
+		msg = fmt.Sprintf("rules folder %s holds no rules; the last good set (%d rules, %s) keeps running until rules are back", h.dir, n, h.id())
+	}
+	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevHigh, "rules", "empty-ruleset", msg))
 }
 
 // reload compiles the folder and swaps the result in when it compiled and differs from
@@ -119,15 +229,12 @@ func (h *ruleHolder) reload() {
 			h.s.emit(alert.RuleError(h.s.clk.Now(), h.s.currentTarget(), filepath.Join(h.real, e.File), e.Line, e.Text))
 		}
 		return
-	case errors.Is(err, yara.ErrNoRules):
-		if h.cur.Load().rules.Count() == 0 && len(h.cur.Load().rules.Files()) == 0 {
-			return // still empty
+	case errors.Is(err, yara.ErrNoRules) || err == nil && r.Count() == 0:
+		if h.setEmpty(true) {
+			return // still empty (alerted)
 		}
-		h.swap(r)
-		h.count1()
 		h.s.m.reloads.WithLabelValues("empty").Inc()
 		h.alertEmpty()
-		h.signal()
 		return
 	case err != nil:
 		h.mu.Lock()
@@ -138,6 +245,11 @@ func (h *ruleHolder) reload() {
 		h.s.emit(alert.Health(h.s.clk.Now(), alert.SevHigh, "rules", "unreadable",
 			fmt.Sprintf("rules not reloaded, the running set stays: %v", err)))
 		return
+	}
+	if h.setEmpty(false) {
+		h.s.log.Info("rules folder holds rules again", "dir", h.dir, "rules", r.Count())
+		h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "restored",
+			fmt.Sprintf("rules folder %s holds rules again: %d rules in %d files", h.dir, r.Count(), len(r.Files()))))
 	}
 	if r.ID() == h.id() {
 		h.s.log.Debug("rules unchanged", "id", r.ID())

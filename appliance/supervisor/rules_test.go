@@ -60,29 +60,37 @@ func TestRulesHotReload(t *testing.T) {
 		t.Errorf("namespace %q, want sub/third", r.Ruleset)
 	}
 
-	// git checkout replaces a file (unlink, create): evil's rule now matches nothing.
+	// git checkout replaces a file (unlink, create): evil's rule now matches nothing, but
+	// the implant is still in memory: the finding is retired, not gone.
 	os.Remove(filepath.Join(h.rules, "a.yar"))
 	h.writeRule("a.yar", strings.ReplaceAll(ruleEvil, evilText, "NOT-IN-MEMORY-AT-ALL"))
-	h.waitFor("evil gone", func() bool { return len(h.alerts.with("memory-match-gone", "evil")) == 1 })
-	if n := len(h.alerts.with("memory-match-gone", "second")); n != 0 {
-		t.Errorf("second reported gone %d times although its rule stayed", n)
+	h.waitFor("evil retired", func() bool { return len(h.alerts.with("memory-match-retired", "evil")) == 1 })
+	if r := h.alerts.with("memory-match-retired", "evil")[0].Event.Reason; r != "rule changed" {
+		t.Errorf("evil retired with reason %q, want rule changed", r)
+	}
+	if n := len(h.alerts.with("memory-match-gone", "")); n != 0 {
+		t.Errorf("%d findings reported gone after a rule change, though all is still in memory:\n%s", n, h.alerts.dump())
 	}
 
-	// Deleting every rule is allowed, but alerted; every finding is then gone.
+	// Deleting every rule is alerted; the last good set keeps running and no finding ends
+	// (TestEmptyFolderKeepsRules covers this in depth).
 	os.RemoveAll(filepath.Join(h.rules, "sub"))
 	os.Remove(filepath.Join(h.rules, "a.yar"))
 	os.Remove(filepath.Join(h.rules, "b.yar"))
 	h.waitFor("empty rule set alert", func() bool { return len(h.alerts.with("rules-empty-ruleset", "")) == 1 })
-	h.waitFor("all gone", func() bool {
-		return len(h.alerts.with("memory-match-gone", "second")) == 1 && len(h.alerts.with("memory-match-gone", "third")) == 1
-	})
-	if _, n := status(); n != 0 {
-		t.Errorf("%d rules after deleting all", n)
+	if _, n := status(); n != 3 {
+		t.Errorf("%d rules after deleting all, want the last good 3", n)
 	}
 
-	// And rules come back.
+	// Rules come back, but only a.yar: the other two rules are retired.
 	h.writeRule("a.yar", ruleEvil)
 	h.waitFor("evil found again", func() bool { return len(h.alerts.with("memory-match", "evil")) == 2 })
+	h.waitFor("second and third retired", func() bool {
+		return len(h.alerts.with("memory-match-retired", "second")) == 1 && len(h.alerts.with("memory-match-retired", "third")) == 1
+	})
+	if n := len(h.alerts.with("memory-match-gone", "")); n != 0 {
+		t.Errorf("%d findings reported gone, none went away:\n%s", n, h.alerts.dump())
+	}
 
 	// The folder itself removed: alerted, the running set stays. Recreated (as a deploy
 	// tool replacing it would): watched again, including files added later.
@@ -121,7 +129,10 @@ func TestRulesSymlinkSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor("second found after the swap", func() bool { return len(h.alerts.with("memory-match", "second")) == 1 })
-	h.waitFor("evil gone after the swap", func() bool { return len(h.alerts.with("memory-match-gone", "evil")) == 1 })
+	h.waitFor("evil retired after the swap", func() bool { return len(h.alerts.with("memory-match-retired", "evil")) == 1 })
+	if n := len(h.alerts.with("memory-match-gone", "evil")); n != 0 {
+		t.Errorf("evil reported gone although only its rule went away")
+	}
 	// The new release is watched.
 	os.WriteFile(filepath.Join(v2, "c.yar"), []byte(ruleThird), 0o644)
 	h.waitFor("third found in the new release", func() bool { return len(h.alerts.with("memory-match", "third")) == 1 })
