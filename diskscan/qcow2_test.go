@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -284,6 +285,38 @@ func TestQcow2HeaderAsStrictAsQEMU(t *testing.T) {
 			}
 			if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupportedImage) {
 				t.Errorf("error %v matches neither ErrCorrupt nor ErrUnsupportedImage", err)
+			}
+		})
+	}
+}
+
+// TestUnreadableRootRefused: a volume whose root directory cannot be read (inode cleared,
+// directory block zeroed), raw or through qcow2, does not open: there is nothing to scan,
+// and callers must see an error rather than an empty filesystem.
+func TestUnreadableRootRefused(t *testing.T) {
+	dir := images(t)
+	good := filepath.Join(dir, "ext4.raw")
+	for _, c := range []struct{ name, debugfs string }{
+		{"root inode cleared", "clri <2>"},
+		{"root directory block zeroed", "zap_block -f <2> 0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			img := filepath.Join(tmp, "broken.raw")
+			copyFile(t, good, img)
+			run(t, "debugfs", "-w", "-R", c.debugfs, img)
+			qc := filepath.Join(tmp, "broken.qcow2")
+			run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", img, qc)
+			for _, f := range []struct{ path, format string }{{img, "raw"}, {qc, "qcow2"}} {
+				fs, c, err := OpenVolumeFormat(f.path, f.format, -1)
+				if err == nil {
+					c.Close()
+					t.Errorf("%s: opened (%T), want an error", f.format, fs)
+					continue
+				}
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "root directory") {
+					t.Errorf("%s: %v, want ErrCorrupt naming the root directory", f.format, err)
+				}
 			}
 		})
 	}

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // OpenFS detects the filesystem on r (ext2/3/4 by superblock); other filesystems give
-// ErrUnsupportedFS.
+// ErrUnsupportedFS. A filesystem whose root directory cannot be read at all is an error
+// (matching ErrCorrupt): there would be nothing to scan.
 //
 // The FS caches metadata (bounded). It does not notice later changes of the image beyond
 // the retries of inconsistent reads: open the volume again for each scan pass.
@@ -17,7 +19,48 @@ func OpenFS(r io.ReaderAt, size int64) (_ FS, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := fs.checkRoot(); err != nil {
+		return nil, err
+	}
 	return fs, nil
+}
+
+// checkRoot reads the root directory: its inode must be a directory and its listing must
+// give at least one entry (a partly damaged listing is left to the walk to report). It
+// reads past the metadata cache, so that opening a volume does not fill the cache before
+// the caller's first operation, and retries as fs.retry does, a little longer: a guest
+// writing its inode table must not make the whole volume fail.
+func (fs *ext4FS) checkRoot() error {
+	var err error
+	for i := range rootAttempts {
+		if i > 0 && fs.retryWait.Load() < maxRetryWait {
+			d := min(retryBackoff<<(2*(i-1)), 16*retryBackoff) // 1, 4, 16, 16, ... ms
+			fs.retryWait.Add(int64(d))
+			time.Sleep(d)
+		}
+		if err = guarded(fs.readRoot, fs.newOp(true)); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("ext4 root directory (inode %d) unreadable: %w", rootIno, err)
+}
+
+// rootAttempts is how often checkRoot reads the root before it gives up: more than
+// maxAttempts, since failing here loses the whole volume, not one path.
+const rootAttempts = 8
+
+func (fs *ext4FS) readRoot(o *op) error {
+	in, err := o.readInode(rootIno)
+	if err != nil {
+		return err
+	}
+	if in.fileType() != Dir {
+		return fmt.Errorf("inode is a %v, not a directory: %w", in.fileType(), ErrCorrupt)
+	}
+	if ents, err := o.listDir(in, &fs.dirs); err != nil && len(ents) == 0 {
+		return err
+	}
+	return nil
 }
 
 // OpenVolume opens the image at path and the filesystem on partition partIndex (the
