@@ -12,6 +12,9 @@ import (
 
 // Client is a control-channel connection. Calls are serialised.
 type Client struct {
+	// Epoch, when not 0, is sent with prepare and resume (see "Stale requests").
+	Epoch uint64
+
 	mu   sync.Mutex
 	c    net.Conn
 	r    *bufio.Reader
@@ -38,6 +41,9 @@ func (c *Client) Do(ctx context.Context, cmd string, args any) (Response, error)
 	defer c.mu.Unlock()
 	c.next++
 	req := Request{ID: json.RawMessage(fmt.Sprint(c.next)), Cmd: cmd}
+	if cmd == CmdPrepare || cmd == CmdResume {
+		req.Epoch = c.Epoch
+	}
 	if args != nil {
 		b, err := json.Marshal(args)
 		if err != nil {

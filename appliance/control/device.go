@@ -30,7 +30,7 @@ func ServeDevice(ctx context.Context, path string, h Handler, log *slog.Logger) 
 		stop := context.AfterFunc(ctx, func() { f.Close() })
 		enc := json.NewEncoder(f)
 		for ctx.Err() == nil {
-			if err := s.serveLines(f, enc); err != nil {
+			if err := s.serveLines(f, enc, nil); err != nil {
 				if ctx.Err() == nil {
 					log.Warn("control device", "path", path, "err", err)
 				}

@@ -12,6 +12,30 @@
 // {"id":N,"ok":false,"error":"...","code":"guest_changed"|"bad_request"|...}. The id is
 // echoed as it was sent.
 //
+// # Stale requests
+//
+// A coordinator gives up on a request after a timeout and acts on its own (rolls the
+// pair back), so a request carried out after that would contradict it: a resume to the
+// destination obeyed after the coordinator restarted the target at the source leaves the
+// target unwatched. prepare and resume may therefore carry
+//
+//	"timeout_ms": N   how long the coordinator still waits for the answer, as a duration:
+//	                  the supervisor's clock is a guest's clock on another host, so an
+//	                  absolute time could not be compared; the supervisor counts it from
+//	                  its own monotonic receive time
+//	"epoch": E        the coordinator's epoch: it learns the highest accepted one from
+//	                  status ("epoch") and uses one more on each new connection, so a
+//	                  request from an abandoned connection is older than every later one
+//
+// and the supervisor refuses, doing nothing, a request whose deadline passed or whose
+// connection the coordinator has closed (code "expired") and one whose epoch is below an
+// epoch it accepted already (code "stale"). It checks when it takes the request up and
+// again just before it commits the change. A request that sat unread in the socket of a
+// frozen supervisor gets its full timeout at wake-up (the receive time is then); what
+// stops it is the closed connection (a coordinator closes a connection whose call timed
+// out) and the epoch. On a transport without connections (a virtio-serial port) only
+// the timeout and the epoch apply.
+//
 // Only the socket's owner may connect: the socket is created mode 0600 and every
 // connection's peer credentials (SO_PEERCRED) must be root's or the server's own uid.
 package control
@@ -48,6 +72,8 @@ const (
 	CodeWrongState     = "wrong_state"     // e.g. resume while monitoring
 	CodeSource         = "source_error"    // resume: the memory source could not be opened
 	CodeForbidden      = "forbidden"       // peer is neither root nor the server's user
+	CodeExpired        = "expired"         // prepare/resume: deadline passed or requester gone; nothing done
+	CodeStale          = "stale"           // prepare/resume: epoch below one accepted already; nothing done
 	CodeInternal       = "internal"
 )
 
@@ -56,6 +82,10 @@ type Request struct {
 	ID   json.RawMessage `json:"id,omitempty"`
 	Cmd  string          `json:"cmd"`
 	Args json.RawMessage `json:"args,omitempty"`
+	// Epoch and TimeoutMs fence prepare and resume against staleness (see the package
+	// doc); zero: none.
+	Epoch     uint64 `json:"epoch,omitempty"`
+	TimeoutMs int64  `json:"timeout_ms,omitempty"`
 }
 
 // ResumeArgs are resume's arguments: the memory source at the destination and the
@@ -92,6 +122,7 @@ type Response struct {
 	LastPass   string      `json:"last_pass,omitempty"` // RFC 3339 end time of the last complete pass
 	Findings   int         `json:"findings,omitempty"`
 	DiskChecks int         `json:"disk_checks,omitempty"`
+	Epoch      uint64      `json:"epoch,omitempty"`  // highest epoch accepted on prepare/resume
 }
 
 // Error is a failure a Handler reports with a protocol code.

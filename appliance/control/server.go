@@ -135,19 +135,20 @@ func (s *Server) serve(c *net.UnixConn) {
 		return
 	}
 	s.log.Debug("control connection", "uid", uid, "pid", pid)
-	s.serveLines(c, enc)
+	s.serveLines(c, enc, peerClosed(c))
 }
 
 // serveLines answers request lines from r until it ends or fails; the error is the
-// reader's (nil at EOF).
-func (s *Server) serveLines(r io.Reader, enc *json.Encoder) error {
+// reader's (nil at EOF). gone reports whether the peer has closed the connection (nil:
+// the transport cannot tell).
+func (s *Server) serveLines(r io.Reader, enc *json.Encoder, gone func() bool) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), MaxLine)
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
 		}
-		resp := s.handle(sc.Bytes())
+		resp := s.handle(sc.Bytes(), time.Now(), gone)
 		if err := enc.Encode(resp); err != nil {
 			return err
 		}
@@ -160,7 +161,8 @@ func (s *Server) serveLines(r io.Reader, enc *json.Encoder) error {
 	return err
 }
 
-func (s *Server) handle(line []byte) Response {
+// handle answers one request line, received at the monotonic time received.
+func (s *Server) handle(line []byte, received time.Time, gone func() bool) Response {
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		return fail(nil, Errorf(CodeBadRequest, "request is not a JSON object: %v", err))
@@ -168,6 +170,12 @@ func (s *Server) handle(line []byte) Response {
 	if len(req.ID) == 0 {
 		req.ID = json.RawMessage("null")
 	}
+	if req.TimeoutMs < 0 {
+		return fail(req.ID, Errorf(CodeBadRequest, "timeout_ms %d is negative", req.TimeoutMs))
+	}
+	ctx, cancel := withRequest(s.ctx, &request{cmd: req.Cmd, epoch: req.Epoch, received: received,
+		timeout: time.Duration(req.TimeoutMs) * time.Millisecond, gone: gone})
+	defer cancel()
 	start := time.Now()
 	var (
 		resp Response
@@ -177,7 +185,7 @@ func (s *Server) handle(line []byte) Response {
 	case CmdStatus:
 		resp = s.h.Status(s.ctx)
 	case CmdPrepare:
-		resp, err = s.h.Prepare(s.ctx)
+		resp, err = s.h.Prepare(ctx)
 	case CmdResume:
 		var a ResumeArgs
 		if len(req.Args) == 0 {
@@ -187,14 +195,19 @@ func (s *Server) handle(line []byte) Response {
 		} else if a.Source == "" {
 			err = Errorf(CodeBadRequest, "resume args: source is missing")
 		} else {
-			resp, err = s.h.Resume(s.ctx, a)
+			resp, err = s.h.Resume(ctx, a)
 		}
 	case "":
 		err = Errorf(CodeBadRequest, "cmd is missing")
 	default:
 		err = Errorf(CodeUnknownCommand, "unknown cmd %q (want status, prepare or resume)", req.Cmd)
 	}
-	s.log.Info("control request", "cmd", req.Cmd, "ok", err == nil, "err", err, "took", time.Since(start))
+	if c := codeOf(err); err != nil && (c == CodeExpired || c == CodeStale) {
+		s.log.Warn("control request refused as stale", "cmd", req.Cmd, "code", c, "epoch", req.Epoch,
+			"timeout_ms", req.TimeoutMs, "err", err)
+	} else {
+		s.log.Info("control request", "cmd", req.Cmd, "ok", err == nil, "err", err, "took", time.Since(start))
+	}
 	if err != nil {
 		r := fail(req.ID, err)
 		r.State = resp.State

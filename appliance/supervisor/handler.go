@@ -22,7 +22,7 @@ func (s *Supervisor) Status(context.Context) control.Response {
 	}
 	if m := s.mem; m != nil {
 		m.mu.Lock()
-		r.Passes, r.Findings = m.passes, m.findings
+		r.Passes, r.Findings, r.Epoch = m.passes, m.findings, m.epoch
 		if !m.lastPass.IsZero() {
 			r.LastPass = m.lastPass.UTC().Format(time.RFC3339Nano)
 		}

@@ -48,12 +48,14 @@ type memLoop struct {
 	findings int
 	lastPass time.Time
 	stats    memscan.PassResult
+	epoch    uint64 // highest control epoch accepted (see admit)
 }
 
 type memCmd struct {
 	prepare bool
 	resume  control.ResumeArgs
 	reply   chan memReply
+	fence   *fence // settles whether it is carried out or abandoned (stale.go)
 }
 
 type memReply struct {
@@ -175,19 +177,21 @@ func (m *memLoop) run(ctx context.Context) {
 				m.rescan = true // the running pass uses the new set from its next block on
 			}
 		case c := <-m.cmds:
-			if c.prepare {
+			if err := m.admit(c); err != nil {
+				c.reply <- memReply{resp: control.Response{State: m.s.currentState()}, err: err}
+			} else if c.prepare {
 				t0 := time.Now()
 				finishPass(nil)
 				t1 := time.Now()
 				wasQuiesced := m.src == nil
-				r := m.prepare()
+				r := m.prepare(c.fence.commit)
 				m.s.log.Info("prepare done", "stop_pass_took", t1.Sub(t0), "total", time.Since(t0), "ok", r.err == nil)
 				if r.err == nil && !wasQuiesced {
 					overdue = m.s.clk.After(m.s.cfg.Control.QuiesceTimeout)
 				}
 				c.reply <- r
 			} else {
-				r := m.resume(c.resume)
+				r := m.resume(c.resume, c.fence.commit)
 				if r.err == nil {
 					next = m.s.clk.Now() // continue from the cursor at once
 					overdue = nil
@@ -276,8 +280,9 @@ func (m *memLoop) handle(o passOutcome) {
 		"took", m.s.clk.Now().Sub(o.started))
 }
 
-// prepare runs after the pass in flight stopped: fingerprint, release the source.
-func (m *memLoop) prepare() memReply {
+// prepare runs after the pass in flight stopped: fingerprint, release the source. It
+// releases nothing when commit fails (the coordinator gave up on it).
+func (m *memLoop) prepare(commit func() error) memReply {
 	cur := m.cursor
 	if m.src == nil {
 		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
@@ -290,6 +295,10 @@ func (m *memLoop) prepare() memReply {
 		m.s.setState(control.StateMonitoring, "prepare failed", &cur)
 		return memReply{resp: control.Response{State: control.StateMonitoring},
 			err: fmt.Errorf("taking page fingerprints: %w", err)}
+	}
+	if err := commit(); err != nil {
+		m.s.setState(control.StateMonitoring, "prepare refused: "+err.Error(), &cur)
+		return memReply{resp: control.Response{State: control.StateMonitoring}, err: err}
 	}
 	m.fp = &fp
 	tc := time.Now()
@@ -307,7 +316,8 @@ func (m *memLoop) prepare() memReply {
 }
 
 // resume opens the new source and checks it shows the guest fingerprinted at prepare.
-func (m *memLoop) resume(a control.ResumeArgs) memReply {
+// It switches to it only if commit succeeds (the coordinator still waits for it).
+func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	cur := m.cursor
 	quiesced := control.Response{State: control.StateQuiesced, Cursor: &cur}
 	if m.src != nil {
@@ -341,6 +351,11 @@ func (m *memLoop) resume(a control.ResumeArgs) memReply {
 			}
 			return memReply{resp: quiesced, err: control.Errorf(code, "%s: %v", a.Source, err)}
 		}
+	}
+	if err := commit(); err != nil {
+		src.Close()
+		m.s.setState(control.StateQuiesced, "resume refused: "+err.Error(), &cur)
+		return memReply{resp: quiesced, err: err}
 	}
 	m.s.mu.Lock()
 	if a.Target.Name != "" {
@@ -385,19 +400,26 @@ func (m *memLoop) healthy() bool {
 	return !m.running || m.s.clk.Now().Sub(m.progress) < m.s.cfg.Memory.StallTimeout
 }
 
-// do sends a command to the loop and waits for its reply.
+// do sends a command to the loop and waits for its reply. When ctx ends first (the
+// request's deadline, or its requester left) the command is abandoned, unless the loop
+// has committed it already: then its answer follows at once and is returned.
 func (m *memLoop) do(ctx context.Context, c memCmd) (control.Response, error) {
 	c.reply = make(chan memReply, 1)
+	c.fence = &fence{ctx: ctx}
 	select {
 	case m.cmds <- c:
 	case <-ctx.Done():
-		return control.Response{}, ctx.Err()
+		return control.Response{State: m.s.currentState()}, control.Live(ctx)
 	}
 	select {
 	case r := <-c.reply:
 		return r.resp, r.err
 	case <-ctx.Done():
-		return control.Response{}, ctx.Err()
+		if c.fence.abandon() {
+			return control.Response{State: m.s.currentState()}, control.Live(ctx)
+		}
+		r := <-c.reply
+		return r.resp, r.err
 	}
 }
 

@@ -28,6 +28,11 @@ const (
 // supervisor did not find the guest it saw at prepare.
 var ErrGuestChanged = errors.New("supervisor: guest changed between prepare and resume")
 
+// ErrStale is matched by a RemoteError with code "expired" or "stale": the supervisor
+// did nothing, because the request's deadline had passed, its connection was closed or
+// a later request (a higher epoch) had been accepted.
+var ErrStale = errors.New("supervisor: request refused as stale")
+
 // RemoteError is a refusal from the supervisor.
 type RemoteError struct {
 	Cmd  string
@@ -41,7 +46,13 @@ func (e *RemoteError) Error() string {
 
 // Is reports whether the refusal matches a sentinel of this package.
 func (e *RemoteError) Is(target error) bool {
-	return target == ErrGuestChanged && e.Code == "guest_changed"
+	switch target {
+	case ErrGuestChanged:
+		return e.Code == "guest_changed"
+	case ErrStale:
+		return e.Code == "expired" || e.Code == "stale"
+	}
+	return false
 }
 
 // Target identifies the watched VM at its new place.
@@ -65,46 +76,127 @@ type Response struct {
 	State string `json:"state"`
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	Epoch uint64 `json:"epoch"` // status: the highest epoch the supervisor accepted
 	// Raw is the whole response, for fields this package does not know.
 	Raw json.RawMessage `json:"-"`
 }
 
 // Client is a connection to a supervisor. Calls are serialised.
+//
+// A call that fails on the way (its context ended, the socket broke, the answer was
+// garbled) closes the connection: the supervisor then sees the request abandoned, and
+// no late answer can be taken for the answer to a later request. The next call
+// connects again, learns the supervisor's epoch from status and sends its prepare and
+// resume with a higher one, so the supervisor refuses anything still pending from the
+// abandoned connection once it has taken a later request (package doc of the
+// supervisor's control protocol, "Stale requests").
 type Client struct {
-	mu   sync.Mutex
-	conn net.Conn
-	r    *bufio.Reader
-	id   uint64
+	path string
+
+	mu    sync.Mutex
+	conn  net.Conn // nil: connect before the next call
+	r     *bufio.Reader
+	id    uint64
+	epoch uint64 // sent with prepare and resume on this connection
 }
 
-// Dial connects to the supervisor's unix socket.
+// Dial connects to the supervisor's unix socket and learns its epoch.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to supervisor at %s: %w", path, err)
+	c := &Client{path: path}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.connect(ctx); err != nil {
+		return nil, err
 	}
-	return &Client{conn: c, r: bufio.NewReaderSize(c, 64<<10)}, nil
+	return c, nil
 }
 
 // Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close()
+	c.conn = nil
+	return err
+}
+
+// Epoch is the epoch the client sends with prepare and resume now.
+func (c *Client) Epoch() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
+// connect opens a connection and sets the epoch above both the supervisor's and the
+// one used before.
+func (c *Client) connect(ctx context.Context) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.path)
+	if err != nil {
+		return fmt.Errorf("connecting to supervisor at %s: %w", c.path, err)
+	}
+	c.conn, c.r = conn, bufio.NewReaderSize(conn, 64<<10)
+	resp, err := c.exchange(ctx, "status", nil)
+	if err != nil {
+		conn.Close()
+		c.conn = nil
+		return err
+	}
+	c.epoch = max(c.epoch, resp.Epoch) + 1
+	return nil
+}
 
 // maxLine bounds a response line; the supervisor's answers are small.
 const maxLine = 1 << 20
+
+// handshakeMargin is kept off the timeout sent to the supervisor (at most a tenth of
+// it), so that its deadline falls before the moment the coordinator gives up even
+// after the request's time in transit.
+const handshakeMargin = 100 * time.Millisecond
 
 // Call sends cmd with args (nil for none) and waits for its response, at most until ctx
 // ends. A refusal is returned as *RemoteError together with the response.
 func (c *Client) Call(ctx context.Context, cmd string, args any) (Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.conn == nil {
+		if err := c.connect(ctx); err != nil {
+			return Response{}, err
+		}
+	}
+	resp, err := c.exchange(ctx, cmd, args)
+	if err != nil && resp.ID == 0 {
+		c.conn.Close() // abandoned: see Client
+		c.conn = nil
+	}
+	return resp, err
+}
+
+// exchange sends one request on the open connection and reads its answer.
+func (c *Client) exchange(ctx context.Context, cmd string, args any) (Response, error) {
 	c.id++
 	id := c.id
 	req := struct {
-		ID   uint64 `json:"id"`
-		Cmd  string `json:"cmd"`
-		Args any    `json:"args,omitempty"`
-	}{id, cmd, args}
+		ID        uint64 `json:"id"`
+		Cmd       string `json:"cmd"`
+		Args      any    `json:"args,omitempty"`
+		Epoch     uint64 `json:"epoch,omitempty"`
+		TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	}{ID: id, Cmd: cmd, Args: args}
+	if cmd == "prepare" || cmd == "resume" {
+		req.Epoch = c.epoch
+		if dl, ok := ctx.Deadline(); ok {
+			left := time.Until(dl)
+			left -= min(left/10, handshakeMargin)
+			if left < time.Millisecond {
+				return Response{}, fmt.Errorf("sending %s to supervisor: %w", cmd, context.DeadlineExceeded)
+			}
+			req.TimeoutMs = left.Milliseconds()
+		}
+	}
 	b, err := json.Marshal(req)
 	if err != nil {
 		return Response{}, fmt.Errorf("encoding %s: %w", cmd, err)
@@ -116,24 +208,24 @@ func (c *Client) Call(ctx context.Context, cmd string, args any) (Response, erro
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {
 		return Response{}, fmt.Errorf("sending %s to supervisor: %w", cmd, ctxErr(ctx, err))
 	}
-	for {
-		line, err := readLine(c.r)
-		if err != nil {
-			return Response{}, fmt.Errorf("waiting for supervisor's answer to %s: %w", cmd, ctxErr(ctx, err))
-		}
-		var resp Response
-		if err := json.Unmarshal(line, &resp); err != nil {
-			return Response{}, fmt.Errorf("supervisor's answer to %s: %w", cmd, err)
-		}
-		if resp.ID != id {
-			continue // a late answer to a call that timed out
-		}
-		resp.Raw = append(json.RawMessage(nil), line...)
-		if !resp.OK {
-			return resp, &RemoteError{Cmd: cmd, Code: resp.Code, Msg: resp.Error}
-		}
-		return resp, nil
+	line, err := readLine(c.r)
+	if err != nil {
+		return Response{}, fmt.Errorf("waiting for supervisor's answer to %s: %w", cmd, ctxErr(ctx, err))
 	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return Response{}, fmt.Errorf("supervisor's answer to %s: %w", cmd, err)
+	}
+	if resp.ID != id {
+		// Each connection carries one request at a time and is dropped after a failed
+		// call, so this is no late answer but a broken peer.
+		return Response{}, fmt.Errorf("supervisor answered %s with id %d, want %d", cmd, resp.ID, id)
+	}
+	resp.Raw = append(json.RawMessage(nil), line...)
+	if !resp.OK {
+		return resp, &RemoteError{Cmd: cmd, Code: resp.Code, Msg: resp.Error}
+	}
+	return resp, nil
 }
 
 func readLine(r *bufio.Reader) ([]byte, error) {

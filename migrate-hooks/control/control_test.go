@@ -7,12 +7,41 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
 
-// serve answers each request with what answer returns (nil: no answer).
-func serve(t *testing.T, answer func(id json.RawMessage, cmd string) []string) string {
+// request is what the scripted supervisor saw.
+type request struct {
+	Conn      int
+	ID        uint64 `json:"id"`
+	Cmd       string `json:"cmd"`
+	Epoch     uint64 `json:"epoch"`
+	TimeoutMs int64  `json:"timeout_ms"`
+}
+
+// script is a scripted supervisor: each request is answered with what answer returns
+// (nil: no answer); it records requests and which connections the client closed.
+type script struct {
+	mu     sync.Mutex
+	reqs   []request
+	closed map[int]bool
+}
+
+func (s *script) requests() []request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]request(nil), s.reqs...)
+}
+
+func (s *script) isClosed(conn int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed[conn]
+}
+
+func serve(t *testing.T, answer func(r request) []string) (string, *script) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "c.sock")
 	ln, err := net.Listen("unix", path)
@@ -20,41 +49,54 @@ func serve(t *testing.T, answer func(id json.RawMessage, cmd string) []string) s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	s := &script{closed: map[int]bool{}}
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		sc := bufio.NewScanner(c)
-		for sc.Scan() {
-			var req struct {
-				ID  json.RawMessage `json:"id"`
-				Cmd string          `json:"cmd"`
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
 			}
-			json.Unmarshal(sc.Bytes(), &req)
-			for _, line := range answer(req.ID, req.Cmd) {
-				c.Write([]byte(line + "\n"))
-			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					var r request
+					json.Unmarshal(sc.Bytes(), &r)
+					r.Conn = n
+					s.mu.Lock()
+					s.reqs = append(s.reqs, r)
+					s.mu.Unlock()
+					for _, line := range answer(r) {
+						c.Write([]byte(line + "\n"))
+					}
+				}
+				s.mu.Lock()
+				s.closed[n] = true
+				s.mu.Unlock()
+			}()
 		}
 	}()
-	return path
+	return path, s
 }
 
-func TestCallMatchesIDsAndTypesRefusals(t *testing.T) {
-	slow := true
-	path := serve(t, func(id json.RawMessage, cmd string) []string {
-		switch cmd {
-		case "prepare":
-			if slow { // the first prepare is answered only after the next request
-				slow = false
-				return nil
-			}
-			return []string{`{"id":1,"ok":true,"state":"quiesced"}`, `{"id":` + string(id) + `,"ok":true,"state":"quiesced"}`}
-		case "resume":
-			return []string{`{"id":` + string(id) + `,"ok":false,"error":"sampled pages differ","code":"guest_changed"}`}
+// After a call times out the client drops the connection (the supervisor sees the
+// request abandoned, and its late answer cannot be read as the next one's), connects
+// again with a higher epoch, and sends prepare and resume with their epoch and what is
+// left of their timeout (issue 8, item 8).
+func TestCallAfterTimeoutReconnects(t *testing.T) {
+	id := func(r request) string { b, _ := json.Marshal(r.ID); return string(b) }
+	path, s := serve(t, func(r request) []string {
+		switch {
+		case r.Cmd == "status":
+			return []string{`{"id":` + id(r) + `,"ok":true,"state":"monitoring","epoch":7}`}
+		case r.Cmd == "prepare" && r.Conn == 1:
+			return nil // answered never: the supervisor is frozen
+		case r.Cmd == "prepare":
+			return []string{`{"id":` + id(r) + `,"ok":true,"state":"quiesced"}`}
+		case r.Cmd == "resume" && r.Epoch < 9:
+			return []string{`{"id":` + id(r) + `,"ok":false,"error":"epoch 9 was accepted since","code":"stale"}`}
 		}
-		return []string{`{"id":` + string(id) + `,"ok":true,"state":"monitoring"}`}
+		return []string{`{"id":` + id(r) + `,"ok":false,"error":"sampled pages differ","code":"guest_changed"}`}
 	})
 	ctx := context.Background()
 	c, err := Dial(ctx, path)
@@ -62,22 +104,59 @@ func TestCallMatchesIDsAndTypesRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if c.Epoch() != 8 {
+		t.Errorf("epoch after dial %d, want 8 (one above the supervisor's 7)", c.Epoch())
+	}
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if _, err := c.Prepare(tctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("unanswered prepare: %v, want deadline exceeded", err)
 	}
-	// The late answer to call 1 arrives first and must be skipped.
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.isClosed(1) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !s.isClosed(1) {
+		t.Error("the connection of the call that timed out is still open")
+	}
+	ctx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
 	r, err := c.Prepare(ctx)
-	if err != nil || r.ID != 2 || r.State != StateQuiesced {
+	if err != nil || r.State != StateQuiesced {
 		t.Fatalf("second prepare: %+v, %v", r, err)
 	}
 	_, err = c.Resume(ctx, ResumeArgs{Source: "file:/x", Layout: "flat"})
 	var re *RemoteError
-	if !errors.As(err, &re) || !errors.Is(err, ErrGuestChanged) || re.Code != "guest_changed" {
+	if !errors.As(err, &re) || !errors.Is(err, ErrGuestChanged) || errors.Is(err, ErrStale) {
 		t.Fatalf("refused resume: %#v, want a RemoteError matching ErrGuestChanged", err)
 	}
-	if st, err := c.Status(ctx); err != nil || st != StateMonitoring {
-		t.Fatalf("status %q, %v", st, err)
+	reqs := s.requests()
+	want := []struct {
+		conn  int
+		cmd   string
+		epoch uint64
+	}{{1, "status", 0}, {1, "prepare", 8}, {2, "status", 0}, {2, "prepare", 9}, {2, "resume", 9}}
+	if len(reqs) != len(want) {
+		t.Fatalf("requests %+v, want %d", reqs, len(want))
+	}
+	for i, w := range want {
+		if g := reqs[i]; g.Conn != w.conn || g.Cmd != w.cmd || g.Epoch != w.epoch {
+			t.Errorf("request %d: %+v, want connection %d %s epoch %d", i, g, w.conn, w.cmd, w.epoch)
+		}
+	}
+	if tm := reqs[1].TimeoutMs; tm <= 0 || tm >= 300 {
+		t.Errorf("prepare with a 300 ms context sent timeout_ms %d, want 0 < t < 300", tm)
+	}
+	if tm := reqs[3].TimeoutMs; tm < 4000 || tm > 4900 {
+		t.Errorf("prepare with a 5 s context sent timeout_ms %d, want 5 s less a margin", tm)
+	}
+}
+
+func TestStaleRefusalIsTyped(t *testing.T) {
+	for _, code := range []string{"stale", "expired"} {
+		err := error(&RemoteError{Cmd: "resume", Code: code, Msg: "x"})
+		if !errors.Is(err, ErrStale) || errors.Is(err, ErrGuestChanged) {
+			t.Errorf("code %s: Is(ErrStale) false", code)
+		}
 	}
 }

@@ -1,0 +1,81 @@
+package supervisor
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/appliance/control"
+)
+
+// A prepare or resume whose epoch is below one the supervisor accepted already comes
+// from a connection the coordinator abandoned: it is refused as stale and changes
+// nothing, and status reports the epoch (issue 8, item 8).
+func TestStaleEpochRefused(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := control.Dial(ctx, h.cfg.Control.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	do := func(cmd string, epoch uint64, args any) control.Response {
+		t.Helper()
+		c.Epoch = epoch
+		r, err := c.Do(ctx, cmd, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	dst := filepath.Join(h.dir, "ram-dst")
+	b, _ := os.ReadFile(h.ram)
+	os.WriteFile(dst, b, 0o600)
+
+	if r := do("prepare", 5, nil); !r.OK || r.State != control.StateQuiesced {
+		t.Fatalf("prepare epoch 5 = %+v", r)
+	}
+	if r := do("status", 0, nil); r.Epoch != 5 {
+		t.Errorf("status epoch %d, want 5", r.Epoch)
+	}
+	if r := do("resume", 4, control.ResumeArgs{Source: "file:" + dst}); r.OK || r.Code != control.CodeStale || r.State != control.StateQuiesced {
+		t.Errorf("resume with epoch 4 after 5 = %+v, want refused stale, still quiesced", r)
+	}
+	if r := do("status", 0, nil); r.State != control.StateQuiesced || r.Source == "file:"+dst {
+		t.Errorf("after the stale resume: %+v", r)
+	}
+	if r := do("resume", 6, control.ResumeArgs{Source: "file:" + dst}); !r.OK || r.State != control.StateMonitoring {
+		t.Fatalf("resume epoch 6 = %+v", r)
+	}
+	if r := do("prepare", 5, nil); r.OK || r.Code != control.CodeStale || r.State != control.StateMonitoring {
+		t.Errorf("prepare with epoch 5 after 6 = %+v, want refused stale, still monitoring", r)
+	}
+	h.stop()
+	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, rec := range recs {
+		states = append(states, rec.State)
+	}
+	want := "starting monitoring quiescing quiesced resuming monitoring stopping stopped"
+	if got := fmtStates(states); got != want {
+		t.Errorf("states %s, want %s (refused requests change nothing)", got, want)
+	}
+}
+
+func fmtStates(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += " "
+		}
+		out += x
+	}
+	return out
+}
