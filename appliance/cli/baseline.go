@@ -56,6 +56,7 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 		return ExitError, err
 	}
 	defer closer.Close()
+	warnJournal(env.Stderr, d.image, fsys)
 
 	start := time.Now()
 	w, err := integrity.CreateDB(*db, integrity.NewHeader(p, img, start))

@@ -107,6 +107,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 		return ExitError, err
 	}
 	defer closer.Close()
+	warnJournal(env.Stderr, d.image, fsys)
 
 	start := time.Now()
 	var w *integrity.DBWriter

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,5 +44,37 @@ func TestDiskUnreadableRoot(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDiskJournalWarning: an image whose journal the guest's kernel would refuse (here
+// e2fsprogs' j_corrupt_commit_csum: a commit block checksum mismatch) is still scanned,
+// and every disk command says on stderr that the journal was not applied as the kernel
+// would apply it.
+func TestDiskJournalWarning(t *testing.T) {
+	src, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "corpora", "e2fsprogs-tests", "j_corrupt_commit_csum.img.gz"))
+	diskMust(t, err)
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		t.Skipf("e2fsprogs corpus image not found at %s (../shared/corpora from the repository root): %v", src, err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	diskMust(t, err)
+	b, err := io.ReadAll(zr)
+	diskMust(t, err)
+	img := filepath.Join(t.TempDir(), "j.img")
+	diskMust(t, os.WriteFile(img, b, 0o600))
+	rules := t.TempDir()
+	diskMust(t, os.WriteFile(filepath.Join(rules, "none.yar"), []byte("rule never { condition: false }\n"), 0o600))
+	db := filepath.Join(t.TempDir(), "base.db")
+	for _, args := range [][]string{
+		{"baseline", "--image", img, "--format", "raw", "--db", db},
+		{"check", "--image", img, "--db", db},
+		{"scan-disk", "--image", img, "--format", "raw", "--rules", rules},
+	} {
+		code, out, errOut := diskCLI(t, args...)
+		if code != ExitClean || !strings.Contains(errOut, "journal") || !strings.Contains(errOut, "transaction 3") {
+			t.Errorf("%s: exit %d, want %d and a journal warning on stderr\n%s%s", args[0], code, ExitClean, out, errOut)
+		}
 	}
 }

@@ -71,6 +71,7 @@ func (d *daemonDisk) Check(ctx context.Context, rules *yara.Rules) (supervisor.D
 		return rep, err
 	}
 	defer closer.Close()
+	d.warnJournal(fsys)
 	cmp := integrity.NewComparer(old)
 	var changes []integrity.Change
 	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: 1, Log: d.log, Baseline: cmp.Baseline},
@@ -112,6 +113,14 @@ func (d *daemonDisk) Check(ctx context.Context, rules *yara.Rules) (supervisor.D
 	return rep, nil
 }
 
+// warnJournal logs a journal that is not applied as the guest's kernel would apply it
+// (diskscan.JournalError).
+func (d *daemonDisk) warnJournal(fsys diskscan.FS) {
+	if err := diskscan.JournalError(fsys); err != nil {
+		d.log.Warn("disk journal not replayed as the guest's kernel would", "image", d.image, "err", err)
+	}
+}
+
 func (d *daemonDisk) initBaseline(ctx context.Context) (supervisor.DiskReport, error) {
 	var rep supervisor.DiskReport
 	p, err := loadIntegrityPolicy(d.policy)
@@ -123,6 +132,7 @@ func (d *daemonDisk) initBaseline(ctx context.Context) (supervisor.DiskReport, e
 		return rep, err
 	}
 	defer closer.Close()
+	d.warnJournal(fsys)
 	if err := os.MkdirAll(filepath.Dir(d.db), 0o700); err != nil {
 		return rep, fmt.Errorf("baseline folder: %w", err)
 	}

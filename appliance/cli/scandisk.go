@@ -73,6 +73,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 		return ExitError, err
 	}
 	defer closer.Close()
+	warnJournal(env.Stderr, d.image, fsys)
 	target := detectors.Target{Name: *name, Source: d.image}
 	if target.Name == "" {
 		target.Name = d.image
