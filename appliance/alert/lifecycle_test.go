@@ -59,3 +59,15 @@ func TestRetired(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleWarning: a compiler warning names file and line, at medium severity.
+func TestRuleWarning(t *testing.T) {
+	e := RuleWarning(goldenTime, goldenTarget, "/etc/domainm/rules/slow.yar", 3, `string "$a" may slow down scanning`)
+	if e.Event.Action != "rule-warning" || e.DomainM.RuleFile != "/etc/domainm/rules/slow.yar" || e.DomainM.RuleLine != 3 ||
+		e.Severity() != SevMedium || e.DomainM.Target == nil || e.DomainM.Target.Name != "web1" {
+		t.Errorf("rule warning: %+v", e)
+	}
+	if e.Message != `rule warning: /etc/domainm/rules/slow.yar:3: string "$a" may slow down scanning` {
+		t.Errorf("message %q", e.Message)
+	}
+}

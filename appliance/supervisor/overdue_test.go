@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"crypto/rand"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +68,45 @@ func TestSlowRulePassOverdue(t *testing.T) {
 		t.Errorf("domainm_memory_pass_seconds = %v after fast passes", last)
 	}
 	t.Logf("overdue: %s; ended: %s", e.Message, h.alerts.with("memory-pass-overdue-ended", "")[0].Message)
+}
+
+// TestYaraTimeoutConfig: memory.yara_timeout bounds each block's scan in the daemon: a
+// rule slower than it leaves its blocks unscanned (counted as block errors) instead of
+// stalling the pass. libyara counts the limit in whole seconds.
+func TestYaraTimeoutConfig(t *testing.T) {
+	// 8 Mi iterations per window: yara -w takes 3.2 s on a 4 KiB file here, and stops
+	// after 1.0 s with -a 1 ("scanning timed out").
+	const slower = "rule slower { condition: for any i in (0..8388607) : (uint8(i) == 0x100) }\n"
+	h := newHarness(t, harnessOpts{})
+	h.writeRule("slow.yar", slower)
+	h.stop()
+	h.cfg.Memory.YaraTimeout = time.Second
+	h.restart()
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	if n := testutil.ToFloat64(h.sup.m.blocks.WithLabelValues("error")); n < 1 {
+		t.Errorf("a rule slower than memory.yara_timeout 1s: %v blocks unscanned, want >= 1", n)
+	}
+}
+
+// TestSlowRuleWarnedAtReload: libyara's warnings about a newly loaded rule ("may slow
+// down scanning", as domainm rules check prints them) are alerted with file and line, at
+// start and at reload, once per warning while it stays.
+func TestSlowRuleWarnedAtReload(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.writeRule("slowstr.yar", "rule ok { condition: false }\nrule slowstr { strings: $a = { 01 ?? } condition: $a }\n")
+	h.reloadDone("warning alerted", func() bool { return len(h.alerts.with("rule-warning", "")) == 1 })
+	w := h.alerts.with("rule-warning", "")[0]
+	if want := filepath.Join(h.rules, "slowstr.yar"); w.DomainM.RuleFile != want || w.DomainM.RuleLine != 2 ||
+		!strings.Contains(w.Message, "may slow down scanning") {
+		t.Errorf("warning at %s:%d %q, want %s:2 naming the slow string", w.DomainM.RuleFile, w.DomainM.RuleLine, w.Message, want)
+	}
+	h.writeRule("b.yar", ruleSec)
+	h.reloadDone("second reload", func() bool { return h.ruleCount() == 4 })
+	if n := len(h.alerts.with("rule-warning", "")); n != 1 {
+		t.Errorf("%d warnings after an unrelated reload, want the first only", n)
+	}
+	h.restart()
+	if n := len(h.alerts.with("rule-warning", "")); n != 1 {
+		t.Errorf("start with a slow rule: %d warnings, want 1", n)
+	}
 }

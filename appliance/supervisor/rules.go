@@ -46,6 +46,9 @@ type ruleHolder struct {
 	// emptyDir is set while the folder holds no rules; the last good set keeps running
 	// (at start there is none: nothing is matched).
 	emptyDir bool
+	// warned holds the compiler warnings of the running set (file, line, text), so a
+	// reload alerts only warnings that are new.
+	warned map[string]bool
 }
 
 type loadedRules struct {
@@ -170,11 +173,34 @@ func (h *ruleHolder) loadInitial() error {
 		return fmt.Errorf("compiling rules: %w", err)
 	}
 	h.swap(r)
-	for _, w := range r.Warnings() {
-		h.s.log.Warn("rule warning", "file", w.File, "line", w.Line, "warning", w.Text)
-	}
-	h.s.log.Info("rules loaded", "dir", h.dir, "rules", r.Count(), "files", len(r.Files()), "id", r.ID())
+	h.alertWarnings(r)
+	h.s.log.Info("rules loaded", "dir", h.dir, "rules", r.Count(), "files", len(r.Files()), "id", r.ID(),
+		"window_dependent", len(r.WindowRules()))
 	return nil
+}
+
+// alertWarnings alerts the compiler's warnings about a set just loaded (libyara's "may
+// slow down scanning" among them: a slow rule makes passes overdue), each with file and
+// line, as domainm rules check prints them; a warning the running set had already is
+// not alerted again.
+func (h *ruleHolder) alertWarnings(r *yara.Rules) {
+	cur := map[string]bool{}
+	n := 0
+	for _, w := range r.Warnings() {
+		k := fmt.Sprintf("%s\x00%d\x00%s", w.File, w.Line, w.Text)
+		cur[k] = true
+		if h.warned[k] {
+			continue
+		}
+		h.s.log.Warn("rule warning", "file", w.File, "line", w.Line, "warning", w.Text)
+		if n++; n <= maxRuleErrorAlerts {
+			h.s.emit(alert.RuleWarning(h.s.clk.Now(), h.s.currentTarget(), filepath.Join(h.real, w.File), w.Line, w.Text))
+		}
+	}
+	if n > maxRuleErrorAlerts {
+		h.s.log.Warn("more rule warnings not alerted", "count", n-maxRuleErrorAlerts)
+	}
+	h.warned = cur
 }
 
 // resolve follows symlinks in dir; when that fails (dir is gone) real stays dir.
@@ -186,7 +212,8 @@ func (h *ruleHolder) resolve() {
 }
 
 func (h *ruleHolder) swap(r *yara.Rules) {
-	l := &loadedRules{rules: r, set: engine.MemoryRules{Rules: r}, at: h.s.clk.Now(),
+	l := &loadedRules{rules: r, at: h.s.clk.Now(),
+		set:   engine.MemoryRules{Rules: r, Timeout: h.s.cfg.Memory.YaraTimeout, MaxMatches: h.s.cfg.Memory.MaxMatchesPerRule},
 		names: map[yara.RuleName]bool{}, hashes: fileHashes(h.real, r)}
 	for _, n := range r.Names() {
 		l.names[n] = true
@@ -259,7 +286,9 @@ func (h *ruleHolder) reload() {
 	h.swap(r)
 	h.count1()
 	h.s.m.reloads.WithLabelValues("ok").Inc()
-	h.s.log.Info("rules reloaded", "rules", r.Count(), "files", len(r.Files()), "id", r.ID(), "was", old.ID(), "took", time.Since(start))
+	h.s.log.Info("rules reloaded", "rules", r.Count(), "files", len(r.Files()), "id", r.ID(), "was", old.ID(), "took", time.Since(start),
+		"window_dependent", len(r.WindowRules()))
+	h.alertWarnings(r)
 	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "reloaded",
 		fmt.Sprintf("rules reloaded from %s: %d rules in %d files (was %d rules)", h.dir, r.Count(), len(r.Files()), old.Count())))
 	h.signal()
