@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,6 +81,44 @@ func alertsOf(path string) map[string]bool {
 	return out
 }
 
+// domainm is a running `domainm run` and its files.
+type domainm struct {
+	pid                         int
+	sock, alerts, state, logf string
+}
+
+// startDomainm starts the real supervisor watching ram, with its files under dir; the
+// test's cleanup kills it (and shows its log when the test failed).
+func startDomainm(t *testing.T, bin, dir, ram string) *domainm {
+	t.Helper()
+	rules := filepath.Join(dir, "rules")
+	os.MkdirAll(rules, 0o755)
+	os.WriteFile(filepath.Join(rules, "planted.yar"), []byte(rulesYAR), 0o644)
+	d := &domainm{sock: filepath.Join(dir, "control.sock"), alerts: filepath.Join(dir, "alerts.jsonl"),
+		state: filepath.Join(dir, "state"), logf: filepath.Join(dir, "domainm.log")}
+	cfg := filepath.Join(dir, "domainm.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(supervisorConfig, ram, rules, d.state, d.sock, d.alerts)), 0o644)
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	logf, _ := os.Create(d.logf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.pid = cmd.Process.Pid
+	t.Cleanup(func() {
+		syscall.Kill(d.pid, syscall.SIGCONT) // in case a test froze it
+		syscall.Kill(d.pid, syscall.SIGKILL)
+		cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(d.logf)
+			t.Logf("domainm run log:\n%s", b)
+		}
+	})
+	return d
+}
+
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -115,32 +154,11 @@ func TestCoMigrationWithDomainmRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rules := filepath.Join(dir, "rules")
-	os.MkdirAll(rules, 0o755)
-	os.WriteFile(filepath.Join(rules, "planted.yar"), []byte(rulesYAR), 0o644)
-	sock := filepath.Join(dir, "control.sock")
-	alerts := filepath.Join(dir, "alerts.jsonl")
-	cfg := filepath.Join(dir, "domainm.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(supervisorConfig, f.pair.Target.RAMFile, rules, filepath.Join(dir, "state"), sock, alerts)), 0o644)
-	cmd := exec.Command(bin, "run", "--config", cfg)
-	logf, _ := os.Create(filepath.Join(dir, "domainm.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("domainm run log:\n%s", b)
-		}
-	})
-
+	d := startDomainm(t, bin, dir, f.pair.Target.RAMFile)
+	alerts := d.alerts
 	var c *control.Client
 	waitUntil(t, 30*time.Second, "the control socket", func() bool {
-		c, err = control.Dial(ctx, sock)
+		c, err = control.Dial(ctx, d.sock)
 		return err == nil
 	})
 	defer c.Close()
@@ -172,4 +190,142 @@ func TestCoMigrationWithDomainmRun(t *testing.T) {
 	}
 	resp, _ = c.Call(ctx, "status", nil)
 	t.Logf("supervisor after migration: %s", resp.Raw)
+}
+
+// stateRecord is a line of the supervisor's state log (events.jsonl in its state
+// folder), which the coordinator's tooling reads.
+type stateRecord struct {
+	Time, State, Reason, Source, Host string
+}
+
+func stateLog(t *testing.T, path string) []stateRecord {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []stateRecord
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r stateRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%s: %q: %v", path, line, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// freezer is the handshake with the supervisor frozen (SIGSTOP) right after it answered
+// prepare, and woken (SIGCONT) while the coordinator's rollback waits for it to resume
+// at the source.
+type freezer struct {
+	*control.Handshake
+	pid    int
+	frozen time.Time
+}
+
+func (f *freezer) Prepare(ctx context.Context) error {
+	err := f.Handshake.Prepare(ctx)
+	if err == nil {
+		syscall.Kill(f.pid, syscall.SIGSTOP)
+		f.frozen = time.Now()
+	}
+	return err
+}
+
+func (f *freezer) ResumeAtSource(ctx context.Context) error {
+	if !f.frozen.IsZero() {
+		time.AfterFunc(300*time.Millisecond, func() { syscall.Kill(f.pid, syscall.SIGCONT) })
+	}
+	return f.Handshake.ResumeAtSource(ctx)
+}
+
+// TestStaleResumeAfterFreeze (issue 8, item 8): the supervisor freezes after prepare,
+// the coordinator's resume at the destination times out, and it rolls the pair back to
+// the source, waking the supervisor while it asks for a resume at the source. The
+// abandoned resume for the destination, still unread in the old connection, must be
+// refused: afterwards the supervisor watches the source's RAM file (status and state
+// log), the target runs at the source, and no alert or state names the destination.
+func TestStaleResumeAfterFreeze(t *testing.T) {
+	bin := buildDomainm(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	f := &fixture{}
+	prefix := "domainm-sp-stale-"
+	f.src = newHostT(t, "src", prefix)
+	f.dst = newHostT(t, "dst", prefix)
+	var err error
+	f.pair, err = lab.StartSource(ctx, f.src, lab.NewSpec(64, 64, accel(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant(t, f.pair.Target.RAMFile, 40<<20, needle)
+	if f.t, f.m, err = f.pair.Destination(ctx, f.dst); err != nil {
+		t.Fatal(err)
+	}
+	d := startDomainm(t, bin, t.TempDir(), f.pair.Target.RAMFile)
+	var c *control.Client
+	waitUntil(t, 30*time.Second, "the control socket", func() bool {
+		c, err = control.Dial(ctx, d.sock)
+		return err == nil
+	})
+	defer c.Close()
+	waitUntil(t, 60*time.Second, "the planted string matched at the source", func() bool {
+		return alertsOf(d.alerts)["planted_before_migration memory-match"]
+	})
+
+	fz := &freezer{Handshake: lab.Handshake(c, f.src, f.dst, "target"), pid: d.pid}
+	r, err := syncpoint.Run(ctx, f.t, f.m, fz, syncpoint.Config{Mode: syncpoint.Sync, Handshake: 2 * time.Second})
+	logResult(t, r)
+	checkInvariant(t, r)
+	t.Logf("co-migration: %v", err)
+	if fz.frozen.IsZero() {
+		t.Fatal("the supervisor was never frozen: prepare failed")
+	}
+	var se *syncpoint.Error
+	if !errors.As(err, &se) || se.Phase != "P4" || !r.RolledBack {
+		t.Errorf("got %v, want a failure at P4 rolled back to the source", err)
+	}
+	// Time for anything still pending in the supervisor to be carried out, wrongly.
+	time.Sleep(3 * time.Second)
+
+	srcRAM, dstRAM := f.src.RAMFile("target"), f.dst.RAMFile("target")
+	if !running(t, f.t.Src) || running(t, f.t.Dst) {
+		t.Errorf("the target must run at the source only")
+	}
+	c2, err := control.Dial(ctx, d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	resp, err := c2.Call(ctx, "status", nil)
+	if err != nil || resp.State != control.StateMonitoring || !strings.Contains(string(resp.Raw), `"source":"file:`+srcRAM+`"`) {
+		t.Errorf("supervisor status %s, %v; want monitoring file:%s", resp.Raw, err, srcRAM)
+	}
+	recs := stateLog(t, filepath.Join(d.state, "events.jsonl"))
+	for _, rec := range recs {
+		if strings.Contains(rec.Source, dstRAM) || rec.Host == f.dst.Name {
+			t.Errorf("state log names the destination: %+v", rec)
+		}
+	}
+	if last := recs[len(recs)-1]; last.State != control.StateMonitoring || last.Source != "file:"+srcRAM {
+		t.Errorf("last state record %+v, want monitoring file:%s", last, srcRAM)
+	}
+	if b, _ := os.ReadFile(d.alerts); strings.Contains(string(b), dstRAM) || strings.Contains(string(b), "resumed on "+f.dst.Name) {
+		t.Errorf("an alert names the destination:\n%s", b)
+	}
+	refused := false
+	b, _ := os.ReadFile(d.logf)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "refused as stale") {
+			t.Logf("supervisor: %s", line)
+			refused = true
+		}
+	}
+	if !refused {
+		t.Errorf("the supervisor's log does not show the abandoned resume refused")
+	}
+	if found, _ := fz.Monitoring(ctx); !found {
+		t.Errorf("the handshake's own status check says not monitoring")
+	}
 }
