@@ -83,7 +83,7 @@ func alertsOf(path string) map[string]bool {
 
 // domainm is a running `domainm run` and its files.
 type domainm struct {
-	pid                         int
+	pid                       int
 	sock, alerts, state, logf string
 }
 
