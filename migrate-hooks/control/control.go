@@ -2,9 +2,10 @@
 // channel: JSON lines over a unix socket (a virtio-serial port or xenstore carry the same
 // messages elsewhere).
 //
-// Requests are {"id":N,"cmd":"status"|"prepare"|"resume","args":{...}}; responses are
+// Requests are {"id":N,"cmd":"status"|"prepare"|"resume","args":{...}}; prepare and
+// resume also carry "epoch" and "timeout_ms" (see Client). Responses are
 // {"id":N,"ok":true,"state":"monitoring"|"quiesced",...} or
-// {"id":N,"ok":false,"error":"...","code":"guest_changed"|...}.
+// {"id":N,"ok":false,"error":"...","code":"guest_changed"|"expired"|"stale"|...}.
 package control
 
 import (

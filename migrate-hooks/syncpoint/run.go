@@ -189,7 +189,12 @@ func (r *run) prepare(ctx context.Context) error {
 	r.supChange = append(r.supChange, Change{time.Now(), SubjectSupervisor, "supervisor", false, "prepare sent"})
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Handshake)
 	defer cancel()
-	return r.sup.Prepare(ctx)
+	err := r.sup.Prepare(ctx)
+	if err != nil {
+		// A refusal says why (e.g. "expired", "stale": the supervisor did nothing).
+		r.cfg.Log.Warn("supervisor prepare failed", "err", err)
+	}
+	return err
 }
 
 func (r *run) resume(ctx context.Context, atSource bool) error {
@@ -205,6 +210,8 @@ func (r *run) resume(ctx context.Context, atSource bool) error {
 	}
 	if err == nil {
 		r.supChange = append(r.supChange, Change{time.Now(), SubjectSupervisor, "supervisor", true, what})
+	} else {
+		r.cfg.Log.Warn("supervisor resume failed", "at_source", atSource, "err", err)
 	}
 	return err
 }
