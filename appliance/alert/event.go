@@ -531,6 +531,9 @@ func RuleError(now time.Time, t detectors.Target, file string, line int, msg str
 	e.DomainM.RuleFile = bound(file)
 	e.DomainM.RuleLine = line
 	e.DomainM.Target = targetOf(t)
+	if t.Name != "" || t.UUID != "" {
+		e.Host = &Host{Name: bound(t.Name), ID: bound(t.UUID), Type: "vm"}
+	}
 	e.Message = bound(fmt.Sprintf("rules not loaded: %s:%d: %s", file, line, msg))
 	e.DomainM.FindingID = hashID("rules", file, strconv.Itoa(line), msg)
 	e.SetSeverity(SevHigh)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,9 +28,12 @@ func init() {
 func runStatus(ctx context.Context, env Env, args []string) (int, error) {
 	fs := newFlags(env, "status", "status [--config FILE | --socket PATH]",
 		`Asks the running supervisor for its state over its control socket and prints the
-answer as JSON: state (starting, monitoring, quiesced, ...), target, memory source, rule
-set, passes, findings, disk checks. Exit code 0 when it answered, 2 when it could not be
-reached.`)
+answer as JSON: state (starting, waiting, monitoring, quiesced, ...), target, memory
+source, rule set, passes, findings, disk checks, and health: healthy, the problems that
+keep it from watching the whole target with rules (rules-empty, memory-blind-spots, ...)
+and the memory the last pass could not scan. Exit code 0 when it is monitoring with no
+problem, 1 when it answered but is not healthy (the same verdict as /healthz), 2 when it
+could not be reached.`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
 	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
 	if err := parse(env, fs, args); err != nil {
@@ -63,7 +65,13 @@ reached.`)
 	r.ID = nil
 	enc := json.NewEncoder(env.Stdout)
 	enc.SetIndent("", "  ")
-	return ExitClean, enc.Encode(r)
+	if err := enc.Encode(r); err != nil {
+		return ExitError, err
+	}
+	if r.Health != nil && !r.Health.Healthy {
+		return ExitFindings, nil
+	}
+	return ExitClean, nil
 }
 
 // Bounds of a clean stop: the scan loops, then the alert sinks. The unit's
@@ -140,15 +148,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		Disk:            disk,
 		ShutdownTimeout: stopScans,
 		Metrics:         reg,
+		AlertsHealthy:   func() error { return alerts.Healthy(5 * time.Minute) },
 	})
 	if err != nil {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
-		health := func() error {
-			return errors.Join(sup.Healthy(), alerts.Healthy(5*time.Minute))
-		}
-		srv, err := metrics.Serve(cfg.Metrics.Listen, reg, health, log.With("component", "metrics"))
+		// /healthz says what status, the metrics and the state log say: the
+		// supervisor's health model (undelivered alerts are one of its problems).
+		srv, err := metrics.Serve(cfg.Metrics.Listen, reg, sup.Healthy, log.With("component", "metrics"))
 		if err != nil {
 			return err
 		}

@@ -122,6 +122,7 @@ type Response struct {
 	LastPass   string      `json:"last_pass,omitempty"` // RFC 3339 end time of the last complete pass
 	Findings   int         `json:"findings,omitempty"`
 	DiskChecks int         `json:"disk_checks,omitempty"`
+	Health     *Health     `json:"health,omitempty"` // status: the health model
 	Epoch      uint64      `json:"epoch,omitempty"`  // highest epoch accepted on prepare/resume
 }
 

@@ -9,8 +9,9 @@ import (
 )
 
 // StateLogFile is the supervisor's state log in its state folder: one JSON line per
-// state change, written when it happens. The migration coordinator's invariant check
-// (the target never runs while Domain M is not monitoring) reads it.
+// state change or change of health problems, written when it happens. The migration
+// coordinator's invariant check (the target never runs while Domain M is not
+// monitoring) reads it.
 const StateLogFile = "events.jsonl"
 
 // StateRecord is one line of the state log.
@@ -22,6 +23,10 @@ type StateRecord struct {
 	Cursor *uint64 `json:"cursor,omitempty"` // scan cursor (prepare, resume)
 	Host   string  `json:"host,omitempty"`
 	PID    int     `json:"pid"`
+	// Healthy and Problems are the health model at that moment (see Health): a line is
+	// written when the state changes and when the set of problems does.
+	Healthy  bool     `json:"healthy"`
+	Problems []string `json:"problems,omitempty"` // problem codes, sorted
 
 	At time.Time `json:"-"` // Time, parsed by ReadStateLog
 }

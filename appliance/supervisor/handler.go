@@ -9,13 +9,19 @@ import (
 
 var _ control.Handler = (*Supervisor)(nil)
 
-// Status reports the supervisor's state (control channel).
+// Status reports the supervisor's state and health (control channel); state and
+// health come from one look at the health model.
 func (s *Supervisor) Status(context.Context) control.Response {
 	t := s.currentTarget()
+	h := s.health()
 	r := control.Response{
-		State:  s.currentState(),
+		State:  h.state,
 		Target: &control.TargetInfo{Name: t.Name, UUID: t.UUID, Host: t.Host, DomID: t.DomID},
 		Source: t.Source,
+		Health: &control.Health{Healthy: h.healthy(), Reason: h.reason, Problems: h.problems, Unscanned: h.unscanned},
+	}
+	if !h.since.IsZero() {
+		r.Health.Since = h.since.UTC().Format(time.RFC3339Nano)
 	}
 	if s.rules != nil && s.rules.cur.Load() != nil {
 		r.Rules, r.RuleCount = s.rules.id(), s.rules.count()

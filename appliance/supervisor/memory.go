@@ -24,6 +24,8 @@ type memLoop struct {
 	src    memscan.Source // nil while quiesced
 	file   sourceFile     // where src came from
 	gone   bool           // src's file was removed (alerted)
+	wait   sourceWait     // while the source does not exist (source.go)
+	spots  blindSpots     // blocks the running pass could not scan (blindspots.go)
 	track  *tracker
 
 	cursor  uint64                       // where the next pass starts (non-zero after an interrupted pass)
@@ -48,7 +50,8 @@ type memLoop struct {
 	findings int
 	lastPass time.Time
 	stats    memscan.PassResult
-	epoch    uint64 // highest control epoch accepted (see admit)
+	health   passHealth // the last pass's verdict for the health model
+	epoch    uint64     // highest control epoch accepted (see admit)
 }
 
 type memCmd struct {
@@ -147,14 +150,12 @@ func (m *memLoop) run(ctx context.Context) {
 	}
 	defer func() {
 		finishPass(nil)
-		if m.src != nil {
-			m.src.Close()
-		}
+		m.closeSource()
 	}()
 	m.apply(m.s.rules.cur.Load()) // the findings restored from before a restart meet the rules loaded now
 	for {
 		timer = nil
-		if done == nil && m.src != nil {
+		if done == nil && (m.src != nil || m.wait.waiting) {
 			timer = m.s.clk.After(max(0, next.Sub(m.s.clk.Now())))
 		}
 		select {
@@ -162,10 +163,12 @@ func (m *memLoop) run(ctx context.Context) {
 			return
 		case <-timer:
 			if !m.checkSource() {
-				next = m.s.clk.Now().Add(m.s.cfg.Memory.Interval)
+				next = m.s.clk.Now().Add(m.retryIn())
 				continue
 			}
 			startPass()
+		case <-m.wait.wake: // the awaited source's folder changed (nil while not waiting)
+			next = m.s.clk.Now()
 		case o := <-done: // nil (blocks forever) while no pass runs
 			finishPass(&o)
 			m.s.status("monitoring %s; next memory pass at %s", m.s.cfg.Target.Name, next.Format(time.RFC3339))
@@ -227,6 +230,7 @@ func (m *memLoop) handle(o passOutcome) {
 				fmt.Sprintf("memory pass over %s failed: %v", m.s.currentTarget().Source, o.err)))
 		}
 		m.failing = true
+		m.passFailed(o.err, o.res)
 		return
 	}
 	if m.failing {
@@ -234,13 +238,7 @@ func (m *memLoop) handle(o passOutcome) {
 		m.failing = false
 	}
 	res := o.res
-	for i, e := range res.Errors {
-		if i == 5 {
-			m.s.log.Warn("more block errors", "count", len(res.Errors)-5)
-			break
-		}
-		m.s.log.Warn("memory block not scanned", "err", e)
-	}
+	spotted := m.noteBlindSpots(res)
 	fs := engine.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
 	rules := m.s.rules.cur.Load()
 	if rules.rules.ID() != m.passRules {
@@ -253,7 +251,7 @@ func (m *memLoop) handle(o passOutcome) {
 		for _, k := range slices.Sorted(maps.Keys(m.partial)) {
 			all = append(all, m.partial[k])
 		}
-		c = m.track.update(all, !m.mixed, rules)
+		c = m.track.update(all, !m.mixed && !spotted, rules)
 		m.partial = map[string]detectors.Finding{}
 		m.cursor = 0
 	} else {
@@ -284,6 +282,10 @@ func (m *memLoop) handle(o passOutcome) {
 // releases nothing when commit fails (the coordinator gave up on it).
 func (m *memLoop) prepare(commit func() error) memReply {
 	cur := m.cursor
+	if m.wait.waiting {
+		return memReply{resp: control.Response{State: control.StateWaiting},
+			err: control.Errorf(control.CodeWrongState, "not monitoring: waiting for the memory source %s", m.file.spec)}
+	}
 	if m.src == nil {
 		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
 	}
@@ -320,6 +322,10 @@ func (m *memLoop) prepare(commit func() error) memReply {
 func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	cur := m.cursor
 	quiesced := control.Response{State: control.StateQuiesced, Cursor: &cur}
+	if m.wait.waiting {
+		return memReply{resp: control.Response{State: control.StateWaiting},
+			err: control.Errorf(control.CodeWrongState, "resume while waiting for the memory source %s: not quiesced", m.file.spec)}
+	}
 	if m.src != nil {
 		return memReply{resp: control.Response{State: control.StateMonitoring},
 			err: control.Errorf(control.CodeWrongState, "resume while monitoring: prepare first")}

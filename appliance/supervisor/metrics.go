@@ -1,8 +1,6 @@
 package supervisor
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/domainm/domainm/memscan"
@@ -34,7 +32,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_memory_passes_total",
-			Help: "Memory passes, by result (complete, interrupted by prepare or stop, failed)."}, []string{"result"}),
+			Help: "Memory passes, by result: complete, partial (reached the end with blocks unscanned: blind spots), interrupted by prepare or stop, failed."}, []string{"result"}),
 		bytesScanned: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_memory_bytes_scanned_total",
 			Help: "Bytes of guest memory handed to YARA (windows incl. overlap)."}),
 		bytesTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_memory_bytes_total",
@@ -72,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Memory passes still running after 3 memory intervals (memory-pass-overdue alerts)."}),
 	}
 	// Zero series up front, so dashboards and alerts see them before the first event.
-	for _, l := range []string{"complete", "interrupted", "failed"} {
+	for _, l := range []string{"complete", "partial", "interrupted", "failed"} {
 		m.passes.WithLabelValues(l)
 	}
 	for _, l := range []string{"scanned", "zero", "unchanged", "error"} {
@@ -104,6 +102,8 @@ func (m *metrics) pass(res memscan.PassResult, err error) {
 	case err != nil:
 		m.passes.WithLabelValues("failed").Inc()
 		return
+	case res.Complete && len(res.Errors) > 0:
+		m.passes.WithLabelValues("partial").Inc()
 	case res.Complete:
 		m.passes.WithLabelValues("complete").Inc()
 	default:
@@ -115,18 +115,4 @@ func (m *metrics) pass(res memscan.PassResult, err error) {
 	m.blocks.WithLabelValues("zero").Add(float64(res.BlocksZero))
 	m.blocks.WithLabelValues("unchanged").Add(float64(res.BlocksUnchanged))
 	m.blocks.WithLabelValues("error").Add(float64(len(res.Errors)))
-}
-
-// Healthy returns an error when a scan loop is stuck (what stops the watchdog pings).
-func (s *Supervisor) Healthy() error {
-	if s.mem == nil {
-		return errors.New("not started")
-	}
-	if !s.mem.healthy() {
-		return errors.New("memory pass made no progress within memory.stall_timeout")
-	}
-	if s.disk != nil && !s.disk.healthy() {
-		return errors.New("disk check overdue")
-	}
-	return nil
 }

@@ -16,9 +16,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +74,9 @@ type Deps struct {
 	ShutdownTimeout time.Duration
 	// Metrics registers the supervisor's series; nil for none.
 	Metrics prometheus.Registerer
+	// AlertsHealthy reports undelivered alerts (the dispatcher's Healthy); nil: none.
+	// It becomes the health problem alerts-undelivered.
+	AlertsHealthy func() error
 }
 
 // Supervisor is one running daemon. Create with New, then Run.
@@ -87,12 +92,21 @@ type Supervisor struct {
 	states  *stateLog
 	control *control.Server
 	m       *metrics
+	hm      *healthMetrics
 
 	async sync.WaitGroup // emitAsync in flight
 
-	mu     sync.Mutex
-	state  string
-	target detectors.Target
+	mu           sync.Mutex
+	state        string
+	reason       string    // why the state is what it is
+	stateSince   time.Time // when it was entered
+	target       detectors.Target
+	alertsErr    error                // the alert sinks' health, as last looked at
+	problemSince map[string]time.Time // problems as last published, with when they appeared
+	pubKey       string               // state and problem codes as last published
+	pubCodes     []string
+
+	pubMu sync.Mutex // serialises publish
 }
 
 // New checks deps and returns a supervisor for cfg.
@@ -119,8 +133,13 @@ func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registering supervisor metrics: %w", err)
 	}
-	s := &Supervisor{cfg: cfg, deps: deps, log: deps.Log, clk: deps.Clock, state: control.StateStarting, m: m,
-		target: detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
+	hm, err := newHealthMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("registering supervisor health metrics: %w", err)
+	}
+	s := &Supervisor{cfg: cfg, deps: deps, log: deps.Log, clk: deps.Clock, state: control.StateStarting, m: m, hm: hm,
+		stateSince: deps.Clock.Now(),
+		target:     detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
 	return s, nil
 }
 
@@ -139,8 +158,14 @@ func OpenSource(spec, layout string) (memscan.Source, error) {
 
 // Run starts everything, reports READY=1 and runs until ctx is cancelled, then stops
 // within the shutdown timeout. An error before readiness means the daemon could not
-// start (bad rules, memory source missing, ...); it is alerted too, since the target
-// is then not watched.
+// start (bad rules, a memory source that cannot be opened, ...); it is alerted too,
+// since the target is then not watched.
+//
+// A file memory source that does not exist yet (the target has not started) is not an
+// error: the supervisor starts in state waiting, reports READY=1 (it is up: alerts,
+// status, health and the control socket work, and systemd must not restart it in a
+// loop), says in STATUS that it waits for the target, and starts monitoring when the
+// file appears.
 func (s *Supervisor) Run(ctx context.Context) error {
 	err := s.run(ctx)
 	if err != nil {
@@ -169,23 +194,27 @@ func (s *Supervisor) run(ctx context.Context) error {
 	}
 	s.status("opening memory source %s", s.cfg.Target.Memory)
 	src, sf, err := s.openTracked(s.cfg.Target.Memory, s.cfg.Target.Layout)
-	if err != nil {
+	waiting := err != nil && sf.path != "" && errors.Is(err, fs.ErrNotExist)
+	if err != nil && !waiting {
 		return fmt.Errorf("opening memory source: %w", err)
 	}
 	s.mem = newMemLoop(s, src, sf)
+	if waiting {
+		s.mem.startWaiting()
+	}
 	if s.deps.Disk != nil {
 		s.disk = newDiskLoop(s, s.deps.Disk)
 	}
 	watcher, err := s.rules.watch()
 	if err != nil {
-		src.Close()
+		s.mem.closeSource()
 		return err
 	}
 	if s.cfg.Control.Socket != "" {
 		s.control, err = control.Listen(s.cfg.Control.Socket, s, s.log.With("component", "control"))
 		if err != nil {
 			watcher.Close()
-			src.Close()
+			s.mem.closeSource()
 			return err
 		}
 	}
@@ -196,7 +225,6 @@ func (s *Supervisor) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(runCtx) }()
 	}
-	start(s.mem.run)
 	if s.disk != nil {
 		start(s.disk.run)
 	}
@@ -209,10 +237,24 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if s.deps.Watchdog > 0 {
 		start(s.watchdog)
 	}
-	s.setState(control.StateMonitoring, "started", nil)
-	s.deps.Notify(fmt.Sprintf("READY=1\nSTATUS=monitoring %s (%d rules)", s.cfg.Target.Name, s.rules.count()))
+	if waiting {
+		s.setState(control.StateWaiting, fmt.Sprintf("memory source %s does not exist yet", s.cfg.Target.Memory), nil)
+		s.emit(alert.Health(s.clk.Now(), alert.SevMedium, "memory-source", "waiting",
+			fmt.Sprintf("memory source %s of %s does not exist yet (the target has not started?): not monitoring until it appears",
+				s.cfg.Target.Memory, s.cfg.Target.Name)))
+	} else {
+		s.setState(control.StateMonitoring, "started", nil)
+	}
+	// READY=1 also while waiting for the target: see Run.
+	s.deps.Notify("READY=1")
+	start(s.mem.run)
+	start(s.watchHealth)
+	verb := "monitoring"
+	if waiting {
+		verb = "waiting for"
+	}
 	s.emit(alert.Health(s.clk.Now(), alert.SevInfo, "supervisor", "started",
-		fmt.Sprintf("Domain M monitoring %s: memory %s every %v, %d rules", s.cfg.Target.Name, s.cfg.Target.Memory, s.cfg.Memory.Interval, s.rules.count())))
+		fmt.Sprintf("Domain M started, %s %s: memory %s every %v, %d rules", verb, s.cfg.Target.Name, s.cfg.Target.Memory, s.cfg.Memory.Interval, s.rules.count())))
 
 	<-ctx.Done()
 	s.deps.Notify("STOPPING=1\nSTATUS=stopping")
@@ -237,22 +279,16 @@ func (s *Supervisor) run(ctx context.Context) error {
 	return nil
 }
 
-// setState records a state change in memory, the log and the state log.
+// setState records a state change and publishes the health model with it (state log,
+// metrics, STATUS).
 func (s *Supervisor) setState(state, reason string, cursor *uint64) {
 	s.mu.Lock()
-	s.state = state
-	t := s.target
+	if state != s.state {
+		s.stateSince = s.clk.Now()
+	}
+	s.state, s.reason = state, reason
 	s.mu.Unlock()
-	if state == control.StateMonitoring {
-		s.m.up.Set(1)
-	} else {
-		s.m.up.Set(0)
-	}
-	rec := control.StateRecord{State: state, Reason: reason, Source: t.Source, Cursor: cursor, Host: t.Host}
-	if err := s.states.write(time.Now(), rec); err != nil {
-		s.log.Error("writing state log", "err", err)
-	}
-	s.log.Info("state", "state", state, "reason", reason)
+	s.publish(true, reason, cursor)
 }
 
 func (s *Supervisor) currentState() string {
@@ -267,17 +303,40 @@ func (s *Supervisor) currentTarget() detectors.Target {
 	return s.target
 }
 
-// status sends a STATUS= line to systemd and logs it.
+// status sends a STATUS= line to systemd and logs it; while the supervisor is not
+// healthy the line says so.
 func (s *Supervisor) status(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	s.mu.Lock()
+	var codes []string
+	for _, c := range s.pubCodes {
+		if c != control.ProblemNotMonitored { // the message says what it does
+			codes = append(codes, c)
+		}
+	}
+	s.mu.Unlock()
+	if len(codes) > 0 {
+		msg += " [unhealthy: " + strings.Join(codes, ", ") + "]"
+	}
 	s.log.Debug("status", "msg", msg)
 	s.deps.Notify("STATUS=" + msg)
+}
+
+// named gives an event that does not name its target (health events) the target's
+// identity as it is now, so that every alert says which VM it is about.
+func (s *Supervisor) named(e *alert.Event) {
+	if e.DomainM.Target == nil {
+		e.SetTarget(s.currentTarget())
+	}
 }
 
 // emitAll emits a batch: one spool commit when the emitter supports it.
 func (s *Supervisor) emitAll(evs []alert.Event) {
 	if len(evs) == 0 {
 		return
+	}
+	for i := range evs {
+		s.named(&evs[i])
 	}
 	b, ok := s.deps.Alerts.(interface{ EmitAll([]alert.Event) error })
 	if !ok {
@@ -294,6 +353,7 @@ func (s *Supervisor) emitAll(evs []alert.Event) {
 // emitAsync emits without waiting for the spool's commit (used on the migration path,
 // where every millisecond is downtime). Run waits for these before returning.
 func (s *Supervisor) emitAsync(e alert.Event) {
+	s.named(&e)
 	s.async.Add(1)
 	go func() { defer s.async.Done(); s.emit(e) }()
 }
@@ -301,6 +361,7 @@ func (s *Supervisor) emitAsync(e alert.Event) {
 // emit hands an alert to the dispatcher; a failure is logged (the dispatcher alerts
 // on its own troubles).
 func (s *Supervisor) emit(e alert.Event) {
+	s.named(&e)
 	if err := s.deps.Alerts.Emit(e); err != nil {
 		s.log.Error("alert not accepted", "err", err, "action", e.Event.Action, "message", e.Message)
 	}
