@@ -42,15 +42,18 @@ type runner struct {
 	conn    net.Conn
 }
 
-// How much a stream may have written but not yet confirmed: it bounds the
-// duplicates a lost connection causes. How often it checks for acknowledgements,
-// and records in the spool how far they reached: that bounds the duplicates after
-// a crash.
+// How much a stream may have written but not yet confirmed (it bounds the
+// duplicates a lost connection causes), and not yet acknowledged by the receiver's
+// TCP stack, in writes of at most streamBatchBytes of events; how often it checks
+// for acknowledgements, and records in the spool how far they reached. The last
+// three bound the duplicates after a crash.
 const (
-	streamWindow   = 16 << 20
-	ackPoll        = 10 * time.Millisecond
-	ackPersist     = 25 * time.Millisecond
-	readBatchBytes = 1 << 20
+	streamWindow     = 16 << 20
+	streamUnacked    = 256 << 10
+	streamBatchBytes = 128 << 10
+	ackPoll          = 10 * time.Millisecond
+	ackPersist       = 25 * time.Millisecond
+	readBatchBytes   = 1 << 20
 )
 
 var errIdleClosed = errors.New("receiver closed the idle connection")

@@ -64,7 +64,7 @@ func (r *runner) streamOnce(ctx context.Context) error {
 }
 
 func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error) error {
-	w := newAckWindow(r.cfg.Confirm, r.cfg.Timeout, streamWindow, time.Now())
+	w := newAckWindow(r.cfg.Confirm, r.cfg.Timeout, streamWindow, streamUnacked, time.Now())
 	var (
 		buf     []byte
 		poll    = time.NewTicker(ackPoll)
@@ -81,55 +81,71 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 			}
 		}
 	}()
-	for {
-		for w.room() {
-			all, err := r.d.sp.read(r.cfg.Name, w.next, r.cfg.Batch, readBatchBytes)
-			if err != nil {
-				return err
-			}
-			if len(all) == 0 {
-				break
-			}
-			if buf, err = r.writeBatch(conn, all, buf[:0]); err != nil {
-				return err
-			}
-			w.wrote(all, len(buf), time.Now())
-			select {
-			case err := <-dead:
-				return err
-			default:
-			}
+	// acks reads how much of the stream the receiver acknowledged.
+	acks := func() error {
+		if !w.pending() {
+			return nil
 		}
-		if w.pending() {
-			unacked, err := outq(conn)
+		unacked, err := outq(conn)
+		if err != nil {
+			return fmt.Errorf("checking acknowledged bytes: %w", err)
+		}
+		if w.update(unacked, time.Now()) {
+			// Everything fit in the socket buffers, but the receiver does not take it.
+			r.failed(fmt.Errorf("%w: nothing acknowledged for %v", errStalled, r.cfg.Timeout))
+		}
+		return nil
+	}
+	for {
+		if err := acks(); err != nil {
+			return err
+		}
+		// Write a batch if the window allows; confirm and record between batches,
+		// so that a long backlog does not hold them back.
+		wrote := false
+		if w.room() {
+			all, err := r.d.sp.read(r.cfg.Name, w.next, r.cfg.Batch, streamBatchBytes)
 			if err != nil {
-				return fmt.Errorf("checking acknowledged bytes: %w", err)
+				return err
 			}
-			now := time.Now()
-			if w.update(unacked, now) {
-				// Everything fit in the socket buffers, but the receiver does not take it.
-				r.failed(fmt.Errorf("%w: nothing acknowledged for %v", errStalled, r.cfg.Timeout))
-			}
-			done := w.confirmed(now)
-			mark := w.ackedSeq()
-			if len(done) > 0 || mark != saved && now.Sub(savedAt) >= ackPersist {
+			if len(all) > 0 {
+				if buf, err = r.writeBatch(conn, all, buf[:0]); err != nil {
+					return err
+				}
+				w.wrote(all, len(buf), time.Now())
+				wrote = true
 				select {
 				case err := <-dead:
 					return err
 				default:
 				}
-				var upTo uint64
-				if len(done) > 0 {
-					upTo = done[len(done)-1].seq
-				}
-				if err := r.settled(done, upTo, mark); err != nil {
-					return err
-				}
-				saved, savedAt = mark, now
-				if len(done) > 0 {
-					continue
-				}
 			}
+		}
+		// Confirm what was acknowledged and survived `confirm`; record how far the
+		// receiver acknowledged the rest.
+		now := time.Now()
+		done := w.confirmed(now)
+		mark := w.ackedSeq()
+		if len(done) > 0 || mark != saved && now.Sub(savedAt) >= ackPersist {
+			select {
+			case err := <-dead:
+				return err
+			default:
+			}
+			var upTo uint64
+			if len(done) > 0 {
+				upTo = done[len(done)-1].seq
+			}
+			if err := r.settled(done, upTo, mark); err != nil {
+				return err
+			}
+			saved, savedAt = mark, now
+			if len(done) > 0 {
+				continue
+			}
+		}
+		if wrote {
+			continue
 		}
 		var tick <-chan time.Time
 		if w.pending() {

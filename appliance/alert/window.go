@@ -16,6 +16,7 @@ type ackWindow struct {
 	confirm time.Duration // acknowledged, then up this long: confirmed
 	timeout time.Duration // nothing acknowledged this long: stalled
 	limit   int64         // bytes written beyond the oldest unconfirmed batch
+	unacked int64         // bytes written and not acknowledged
 
 	written  int64       // stream offset: bytes written so far
 	acked    int64       // stream offset the receiver acknowledged
@@ -32,13 +33,15 @@ type batchMark struct {
 	ackedAt time.Time
 }
 
-func newAckWindow(confirm, timeout time.Duration, limit int64, now time.Time) *ackWindow {
-	return &ackWindow{confirm: confirm, timeout: timeout, limit: limit, progress: now}
+func newAckWindow(confirm, timeout time.Duration, limit, unacked int64, now time.Time) *ackWindow {
+	return &ackWindow{confirm: confirm, timeout: timeout, limit: limit, unacked: unacked, progress: now}
 }
 
-// room reports whether another batch may be written.
+// room reports whether another batch may be written: less than limit bytes beyond
+// the oldest unconfirmed batch and less than unacked bytes not acknowledged. The
+// second bounds what a new process sends again after a crash (see ackedSeq).
 func (w *ackWindow) room() bool {
-	return len(w.inflight) == 0 || w.written-w.inflight[0].end < w.limit
+	return len(w.inflight) == 0 || w.written-w.inflight[0].end < w.limit && w.written-w.acked < w.unacked
 }
 
 // pending reports whether written batches await confirmation.

@@ -30,7 +30,7 @@ func winAt(ms int) time.Time { return winBase.Add(time.Duration(ms) * time.Milli
 // were acknowledged and confirm has passed since; batches leave in order, and
 // ackedSeq names the last acknowledged, unconfirmed one.
 func TestAckWindowConfirmsInOrder(t *testing.T) {
-	w := newAckWindow(time.Second, 10*time.Second, 1<<20, winAt(0))
+	w := newAckWindow(time.Second, 10*time.Second, 1<<20, 1<<30, winAt(0))
 	w.wrote(seqRecs(1, 10), 1000, winAt(0))  // bytes 0..1000
 	w.wrote(seqRecs(11, 20), 1000, winAt(5)) // 1000..2000
 	w.wrote(seqRecs(21, 30), 1000, winAt(6)) // 2000..3000
@@ -70,7 +70,7 @@ func TestAckWindowConfirmsInOrder(t *testing.T) {
 // TestAckWindowAcknowledgedOnlyInOrder: an acknowledgement of the stream's end
 // acknowledges every batch before it, and an acknowledgement never goes back.
 func TestAckWindowAcknowledgedOnlyInOrder(t *testing.T) {
-	w := newAckWindow(0, time.Second, 1<<20, winAt(0))
+	w := newAckWindow(0, time.Second, 1<<20, 1<<30, winAt(0))
 	w.wrote(seqRecs(1, 1), 100, winAt(0))
 	w.update(100, winAt(1)) // nothing
 	w.wrote(seqRecs(2, 2), 100, winAt(2))
@@ -91,7 +91,7 @@ func TestAckWindowAcknowledgedOnlyInOrder(t *testing.T) {
 // TestAckWindowRoom: the window holds at most limit bytes beyond the oldest
 // unconfirmed batch.
 func TestAckWindowRoom(t *testing.T) {
-	w := newAckWindow(time.Second, time.Second, 1000, winAt(0))
+	w := newAckWindow(time.Second, time.Second, 1000, 1<<30, winAt(0))
 	if !w.room() {
 		t.Fatal("an empty window has no room")
 	}
@@ -111,10 +111,31 @@ func TestAckWindowRoom(t *testing.T) {
 	}
 }
 
+// TestAckWindowUnackedRoom: no more than unacked bytes wait for the receiver's TCP
+// acknowledgement, however long confirm is; acknowledgements make room again.
+func TestAckWindowUnackedRoom(t *testing.T) {
+	w := newAckWindow(time.Hour, time.Second, 1<<30, 1000, winAt(0))
+	w.wrote(seqRecs(1, 5), 600, winAt(0))
+	if !w.room() {
+		t.Fatal("no room with 600 bytes unacknowledged, limit 1000")
+	}
+	w.wrote(seqRecs(6, 10), 600, winAt(0))
+	if w.room() {
+		t.Fatal("room with 1200 bytes unacknowledged, limit 1000")
+	}
+	w.update(300, winAt(1)) // 900 acknowledged, none confirmed
+	if !w.room() {
+		t.Fatal("no room with 300 bytes unacknowledged")
+	}
+	if s := w.ackedSeq(); s != 5 {
+		t.Fatalf("ackedSeq = %d, want 5", s)
+	}
+}
+
 // TestAckWindowStall: a receiver that acknowledges nothing for timeout is reported
 // once; progress re-arms the report. Data all acknowledged is no stall.
 func TestAckWindowStall(t *testing.T) {
-	w := newAckWindow(time.Hour, 2*time.Second, 1<<20, winAt(0))
+	w := newAckWindow(time.Hour, 2*time.Second, 1<<20, 1<<30, winAt(0))
 	w.wrote(seqRecs(1, 10), 1000, winAt(0))
 	if w.update(1000, winAt(2000)) {
 		t.Fatal("stall reported after exactly timeout")
@@ -145,7 +166,7 @@ func TestAckWindowStall(t *testing.T) {
 // TestAckWindowEmptyBatch: a batch that framed to nothing (all undecodable) is
 // acknowledged at once and confirmed in its turn.
 func TestAckWindowEmptyBatch(t *testing.T) {
-	w := newAckWindow(0, time.Second, 1<<20, winAt(0))
+	w := newAckWindow(0, time.Second, 1<<20, 1<<30, winAt(0))
 	w.wrote(seqRecs(1, 3), 0, winAt(0))
 	w.update(0, winAt(0))
 	if got := w.confirmed(winAt(0)); seqsOf(got) != "[1..3]" {
