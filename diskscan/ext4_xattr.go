@@ -6,9 +6,16 @@ import (
 )
 
 const (
-	xattrMagic      = 0xEA020000
-	maxXattrs       = 1024
+	xattrMagic = 0xEA020000
+	maxXattrs  = 1024
+	// maxEAInodeValue is the kernel's XATTR_SIZE_MAX: no value, in an EA inode or not,
+	// can be larger.
 	maxEAInodeValue = 64 << 10
+	// maxXattrBytes bounds the values of one inode together. In-inode and xattr-block
+	// values are bounded by those structures; EA-inode values are not (up to maxXattrs
+	// entries may name one 64 KiB inode), so an inode whose values exceed this is
+	// reported as corrupt rather than costing up to 64 MiB.
+	maxXattrBytes = 1 << 20
 )
 
 var xattrPrefix = map[uint8]string{
@@ -17,14 +24,17 @@ var xattrPrefix = map[uint8]string{
 }
 
 // xattrs returns an inode's extended attributes: those stored in the inode after
-// i_extra_isize and those in its xattr block (i_file_acl).
+// i_extra_isize and those in its xattr block (i_file_acl). Values kept in EA inodes are
+// read, but an EA inode's own xattrs never are (see eaInodeValue), so this does not
+// recurse.
 func (o *op) xattrs(in *inode) (map[string][]byte, error) {
 	var out map[string][]byte
 	le := binary.LittleEndian
+	p := &xattrParse{o: o, owner: in.ino}
 	if start := 128 + in.extra; in.extra > 0 && start+4 <= int64(len(in.raw)) && le.Uint32(in.raw[start:]) == xattrMagic {
 		region := in.raw[start+4:]
 		var err error
-		if out, err = o.parseXattrs(region, 0, region, out); err != nil {
+		if out, err = p.parse(region, 0, region, out); err != nil {
 			return nil, fmt.Errorf("inode %d in-inode xattrs: %w", in.ino, err)
 		}
 	}
@@ -39,15 +49,22 @@ func (o *op) xattrs(in *inode) (map[string][]byte, error) {
 		if err := o.verifyXattrBlock(b, in.fileACL); err != nil {
 			return nil, fmt.Errorf("inode %d: %w", in.ino, err)
 		}
-		if out, err = o.parseXattrs(b, 32, b, out); err != nil {
+		if out, err = p.parse(b, 32, b, out); err != nil {
 			return nil, fmt.Errorf("inode %d xattr block %d: %w", in.ino, in.fileACL, err)
 		}
 	}
 	return out, nil
 }
 
-// parseXattrs parses xattr entries in b from pos; value offsets are relative to vals.
-func (o *op) parseXattrs(b []byte, pos int, vals []byte, out map[string][]byte) (map[string][]byte, error) {
+// xattrParse parses the xattrs of one inode, counting their value bytes.
+type xattrParse struct {
+	o     *op
+	owner uint32 // the inode whose xattrs these are
+	bytes int64  // value bytes so far
+}
+
+// parse parses xattr entries in b from pos; value offsets are relative to vals.
+func (p *xattrParse) parse(b []byte, pos int, vals []byte, out map[string][]byte) (map[string][]byte, error) {
 	le := binary.LittleEndian
 	for n := 0; pos+4 <= len(b) && le.Uint32(b[pos:]) != 0; n++ {
 		if n >= maxXattrs || pos+16 > len(b) {
@@ -62,9 +79,15 @@ func (o *op) parseXattrs(b []byte, pos int, vals []byte, out map[string][]byte) 
 			return nil, fmt.Errorf("xattr name at %d: %w", pos, ErrCorrupt)
 		}
 		name := xattrPrefix[idx] + string(b[pos+16:pos+16+nameLen])
+		if vsize > maxEAInodeValue {
+			return nil, fmt.Errorf("xattr %q at %d: value of %d bytes over XATTR_SIZE_MAX: %w", name, pos, vsize, ErrCorrupt)
+		}
+		if p.bytes += vsize; p.bytes > maxXattrBytes {
+			return nil, fmt.Errorf("xattr %q at %d: values of inode %d exceed %d bytes: %w", name, pos, p.owner, maxXattrBytes, ErrCorrupt)
+		}
 		var val []byte
 		if vino != 0 {
-			v, err := o.eaInodeValue(vino, vsize)
+			v, err := p.o.eaInodeValue(p.owner, vino, vsize)
 			if err != nil {
 				return nil, fmt.Errorf("xattr %q: %w", name, err)
 			}
@@ -84,8 +107,16 @@ func (o *op) parseXattrs(b []byte, pos int, vals []byte, out map[string][]byte) 
 	return out, nil
 }
 
-// eaInodeValue reads a large xattr value kept in its own inode (ea_inode feature).
-func (o *op) eaInodeValue(ino uint32, size int64) ([]byte, error) {
+// eaInodeValue reads a large xattr value kept in its own inode (ea_inode feature). As in
+// the kernel (ext4_xattr_inode_iget), the value inode must be another inode than its
+// owner, flagged EA_INODE, a regular file of the value's size; its contents are read
+// through its block map only: an EA inode with inline data (whose contents would be its
+// own xattrs) is corrupt, so reading a value never reads another inode's xattrs, and
+// f_ea_inode_self_ref cannot recurse.
+func (o *op) eaInodeValue(owner, ino uint32, size int64) ([]byte, error) {
+	if ino == owner {
+		return nil, fmt.Errorf("value inode %d is the inode itself: %w", ino, ErrCorrupt)
+	}
 	if size > maxEAInodeValue {
 		return nil, fmt.Errorf("value inode %d: %d bytes over limit: %w", ino, size, ErrCorrupt)
 	}
@@ -95,6 +126,9 @@ func (o *op) eaInodeValue(ino uint32, size int64) ([]byte, error) {
 	}
 	if in.flags&flagEAInode == 0 || in.fileType() != Regular || in.size != size {
 		return nil, fmt.Errorf("value inode %d: not an EA inode of %d bytes: %w", ino, size, ErrCorrupt)
+	}
+	if in.flags&flagInlineData != 0 {
+		return nil, fmt.Errorf("value inode %d: EA inode with inline data: %w", ino, ErrCorrupt)
 	}
 	return o.readSmall(in, maxEAInodeValue)
 }
