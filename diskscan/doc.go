@@ -53,8 +53,10 @@
 // commit and its home location later. Committed transactions are therefore replayed in
 // memory, never written back, following the kernel's jbd2 recovery pass by pass: journal
 // superblock checks, descriptor, revoke, commit and data-block checksums (v1, v2, v3),
-// revokes and escaped blocks. A journal the kernel would refuse to mount is read as
+// revokes and escaped blocks; then ext4 fast commits (inode updates, block ranges and
+// directory entries, scanned and checksummed as the kernel does, applied to the inodes,
+// block maps and listings read). A journal the kernel would refuse to mount is read as
 // e2fsck replays it (the transactions before the damage, the data blocks whose checksums
-// hold) and JournalError reports it (ErrJournal); so do fast-commit blocks still to
-// replay (detected, not replayed) and an external journal (not replayed).
+// hold) and JournalError reports it (ErrJournal); so does an external journal (not
+// replayed).
 package diskscan

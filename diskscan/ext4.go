@@ -59,6 +59,8 @@ type ext4FS struct {
 	journalBlocks int
 	// journalErr is why the journal is not applied as the kernel would (JournalError).
 	journalErr error
+	// fc is the effect of replayed fast commits (nil: none).
+	fc *fcReplay
 	// retryWait is the time spent waiting before retries (nanoseconds), capped.
 	retryWait atomic.Int64
 }

@@ -32,6 +32,7 @@ func (o *op) readDir(in *inode) ([]dirent, error) {
 	} else {
 		out, err = o.readBlockDir(in)
 	}
+	out = o.fs.fc.patchDir(in.ino, out) // replayed fast commits
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	for i := 1; i < len(out); i++ {
 		if out[i].name == out[i-1].name && out[i].err == nil {

@@ -66,6 +66,7 @@ func (o *op) readInode(ino uint32) (*inode, error) {
 	if err := o.read(raw, off); err != nil {
 		return nil, fmt.Errorf("reading inode %d at %#x: %w", ino, off, err)
 	}
+	fs.fc.patchInode(fs, ino, raw) // replayed fast commits
 	le := binary.LittleEndian
 	in := &inode{
 		ino:     ino,

@@ -12,7 +12,8 @@ import (
 // metadata reaches the journal at each commit (every few seconds) and its home location
 // only later. To see what the guest sees, committed transactions are laid over the
 // volume when it is read, as the kernel's jbd2 recovery (fs/jbd2/recovery.c) would
-// replay them at mount, without writing anything. ext4_recovery.go has the passes.
+// replay them at mount, without writing anything. ext4_recovery.go has the passes,
+// ext4_fastcommit.go the fast commits replayed after them.
 
 const (
 	compatHasJournal = 0x4
@@ -47,11 +48,11 @@ const (
 
 // ErrJournal matches the error JournalError returns: the filesystem's journal is not
 // applied as the guest's kernel would apply it at mount. Either the kernel would refuse
-// it (a corrupt journal superblock or log: bad checksums, impossible geometry, an
-// invalid revoke block; the mount fails and e2fsck must run) or it holds something this
-// package does not replay (fast commits, an external journal). The volume is then read
-// as e2fsck leaves it after its own replay (the transactions before the damage, the data
-// blocks whose checksums hold), or as it is on disk.
+// it (a corrupt journal superblock, log or fast-commit area: bad checksums, impossible
+// geometry, an invalid revoke block; the mount fails and e2fsck must run) or it is an
+// external journal, which this package does not read. The volume is then read as e2fsck
+// leaves it after its own replay (the transactions before the damage, the data blocks
+// whose checksums hold), or as it is on disk.
 var ErrJournal = errors.New("journal not replayed as the kernel would")
 
 // JournalError says why fs is not read with its journal applied as the guest's kernel
@@ -91,9 +92,12 @@ func (fs *ext4FS) openJournal(sb []byte) error {
 	}
 	// A checksum mismatch may be a read torn by the guest writing its journal: try once
 	// more with fresh reads before reporting it.
-	m, err := fs.recoverJournal(jino, compat, false)
+	m, fc, err := fs.recoverJournal(jino, compat, false)
 	if err != nil {
-		m, err = fs.recoverJournal(jino, compat, true)
+		m, fc, err = fs.recoverJournal(jino, compat, true)
+	}
+	if len(fc) > 0 {
+		fs.fc = newFCReplay(fc)
 	}
 	if len(m) > 0 {
 		ov := &overlay{dev: fs.dev, bs: fs.bs, m: m}

@@ -46,7 +46,7 @@ func (o *op) mapBlocks(in *inode) ([]extent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping inode %d: %w", in.ino, err)
 	}
-	return m.out, nil
+	return o.fs.fc.patchExtents(o.fs, in.ino, m.out, m.nblk) // replayed fast commits
 }
 
 func (m *mapper) add(lblk, pblk, n uint64, uninit bool) error {

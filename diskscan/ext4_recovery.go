@@ -32,39 +32,39 @@ type recovery struct {
 	revoked      map[uint64]uint32
 	replayed     map[uint64]journalBlock
 	blockErr     error // the first data block skipped for its checksum (or an unreadable one)
+	fastCommits  bool  // the filesystem and its journal have fast commits
+	fcTags       []fcTag
 }
 
-// recoverJournal replays the journal of inode jino and returns the replayed blocks. A
-// non-nil error (matching ErrJournal) means that the kernel would refuse this journal;
-// the blocks returned with it are those that the kernel and e2fsck would still have
-// written (none when the scan itself failed).
-func (fs *ext4FS) recoverJournal(jino, compat uint32, fresh bool) (map[uint64]journalBlock, error) {
+// recoverJournal replays the journal of inode jino and returns the replayed blocks and
+// the fast-commit tags to replay after them. A non-nil error (matching ErrJournal) means
+// that the kernel would refuse this journal; what is returned with it is what the kernel
+// and e2fsck would still have written (nothing when the scan itself failed).
+func (fs *ext4FS) recoverJournal(jino, compat uint32, fresh bool) (map[uint64]journalBlock, []fcTag, error) {
 	j, err := fs.loadJournal(jino, fresh)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if j.start == 0 {
-		return nil, nil // clean
+		return nil, nil, nil // clean
 	}
 	if uint64(j.start) < j.first || uint64(j.start) >= j.last {
-		return nil, fmt.Errorf("log start %d outside [%d, %d): %w", j.start, j.first, j.last, ErrJournal)
+		return nil, nil, fmt.Errorf("log start %d outside [%d, %d): %w", j.start, j.first, j.last, ErrJournal)
 	}
-	r := &recovery{j: j, revoked: map[uint64]uint32{}, replayed: map[uint64]journalBlock{}}
+	r := &recovery{j: j, revoked: map[uint64]uint32{}, replayed: map[uint64]journalBlock{},
+		fastCommits: compat&compatFastCommit != 0 && j.incompat&jbdIncompatFastCommit != 0}
 	for _, kind := range []passKind{passScan, passRevoke, passReplay} {
 		if err := r.pass(kind); err != nil {
-			return r.replayed, err
+			return r.replayed, nil, err
 		}
 	}
 	switch {
 	case r.blockErr != nil:
-		return r.replayed, r.blockErr
+		return r.replayed, r.fcTags, r.blockErr
 	case r.failedCommit != nil:
-		return r.replayed, fmt.Errorf("transaction %d: commit block checksum mismatch, log replayed up to it: %w", *r.failedCommit, ErrJournal)
+		return r.replayed, r.fcTags, fmt.Errorf("transaction %d: commit block checksum mismatch, log replayed up to it: %w", *r.failedCommit, ErrJournal)
 	}
-	if compat&compatFastCommit != 0 && j.incompat&jbdIncompatFastCommit != 0 {
-		return r.replayed, r.j.fastCommits(r.end)
-	}
-	return r.replayed, nil
+	return r.replayed, r.fcTags, nil
 }
 
 // pass is one walk through the log (do_one_pass).
@@ -101,6 +101,13 @@ func (r *recovery) pass(kind passKind) error {
 	if kind == passScan {
 		if !r.endSet {
 			r.end, r.endSet = p.id, true
+		}
+		if r.fastCommits { // fc_do_one_pass(PASS_SCAN): its failure fails the recovery
+			tags, err := j.scanFastCommits(r.end, int(j.fs.inodeSize))
+			if err != nil {
+				return err
+			}
+			r.fcTags = tags
 		}
 	} else if p.id != r.end {
 		return fmt.Errorf("recovery pass %d ended at transaction %d, expected %d: %w", kind, p.id, r.end, ErrJournal)

@@ -73,8 +73,8 @@ func openDiskFormat(image, format string, partition int) (diskscan.FS, io.Closer
 }
 
 // warnJournal prints, when the filesystem's journal is not applied as the guest's kernel
-// would apply it (diskscan.JournalError: the kernel would refuse it, or it holds fast
-// commits), one warning line: what was read may not be what the guest's kernel reads.
+// would apply it (diskscan.JournalError: the kernel would refuse it, or it is external),
+// one warning line: what was read may not be what the guest's kernel reads.
 func warnJournal(w io.Writer, image string, fsys diskscan.FS) {
 	if err := diskscan.JournalError(fsys); err != nil {
 		fmt.Fprintf(w, "warning: %s: %s\n", diskSafe(image), diskSafe(err.Error()))
