@@ -10,9 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/domainm/domainm/detectors"
 )
 
 // Errors Emit returns.
@@ -50,6 +53,10 @@ type Dispatcher struct {
 	writerW sync.WaitGroup
 	// writerDone is closed when the writer has committed its last events.
 	writerDone chan struct{}
+
+	// target names the watched VM on events that do not (the dispatcher's own health
+	// alerts); set by SetTarget.
+	target atomic.Pointer[func() detectors.Target]
 
 	mu       sync.Mutex
 	closed   bool
@@ -198,7 +205,16 @@ func (d *Dispatcher) encode(ev *Event) (entry, error) {
 	return e, nil
 }
 
-func (d *Dispatcher) fill(ev *Event) { fillEvent(ev, d.hostname) }
+func (d *Dispatcher) fill(ev *Event) {
+	if f := d.target.Load(); f != nil && ev.DomainM.Target == nil {
+		ev.SetTarget((*f)())
+	}
+	fillEvent(ev, d.hostname)
+}
+
+// SetTarget gives the dispatcher the watched VM's identity (asked for at each use: it
+// changes on migration), so that its own health alerts name the target too.
+func (d *Dispatcher) SetTarget(f func() detectors.Target) { d.target.Store(&f) }
 
 // fillEvent completes what the constructors leave to the dispatcher.
 func fillEvent(ev *Event, hostname string) {

@@ -153,6 +153,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
+	alerts.SetTarget(sup.Target) // the dispatcher's own health alerts name the target too
 	if cfg.Metrics.Listen != "" {
 		// /healthz says what status, the metrics and the state log say: the
 		// supervisor's health model (undelivered alerts are one of its problems).

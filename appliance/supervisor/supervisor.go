@@ -297,6 +297,9 @@ func (s *Supervisor) currentState() string {
 	return s.state
 }
 
+// Target is the watched VM's identity as it is now (it changes on resume).
+func (s *Supervisor) Target() detectors.Target { return s.currentTarget() }
+
 func (s *Supervisor) currentTarget() detectors.Target {
 	s.mu.Lock()
 	defer s.mu.Unlock()
