@@ -84,8 +84,8 @@ func TestEmptyFolderKeepsRules(t *testing.T) {
 	if n := h.ruleCount(); n != 3 {
 		t.Errorf("%d rules running with an empty folder, want the last good 3", n)
 	}
-	if p := h.sup.rules.problem(); !strings.Contains(p, "holds no rules") {
-		t.Errorf("rules problem %q: an empty folder must be unhealthy", p)
+	if err := h.sup.Healthy(); err == nil || !strings.Contains(err.Error(), "holds no rules") {
+		t.Errorf("Healthy() = %v with an empty rules folder, want it unhealthy", err)
 	}
 	if v := testutil.ToFloat64(h.sup.m.rulesEmpty); v != 1 {
 		t.Errorf("domainm_rules_folder_empty = %v, want 1", v)
@@ -108,8 +108,8 @@ func TestEmptyFolderKeepsRules(t *testing.T) {
 	if n := len(h.alerts.with("memory-match", "")); n != 3 {
 		t.Errorf("putting the files back: %d memory-match alerts in all, want the first 3:\n%s", n, h.alerts.dump())
 	}
-	if p := h.sup.rules.problem(); p != "" {
-		t.Errorf("rules problem %q after the files came back", p)
+	if err := h.sup.Healthy(); err != nil && strings.Contains(err.Error(), "rules") {
+		t.Errorf("Healthy() = %v after the files came back", err)
 	}
 
 	// A start with an empty folder: nothing to run, nothing ends, nothing re-alerted
