@@ -45,7 +45,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	rulesDir := fs.String("rules", "", "rules `DIR` (*.yar, *.yara, subfolders)")
 	workers := fs.Int("workers", 0, "parallel scanners (default: number of CPUs)")
 	blockSize := fs.Int("block-size", memscan.DefaultBlockSize, "block size in bytes")
-	timeout := fs.Duration("timeout", engine.DefaultBlockTimeout, "YARA time limit per block")
+	timeout := fs.Duration("timeout", engine.DefaultBlockTimeout, "YARA time limit per block (whole seconds)")
 	maxMatches := fs.Int("max-matches", yara.DefaultMaxMatchesPerRule, "string matches kept per rule and window (the rest are counted as cut)")
 	asJSON := fs.Bool("json", false, "print one JSON object per finding (and a summary object on stderr)")
 	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
@@ -59,6 +59,10 @@ window_dependent in --json (domainm rules check lists them).`)
 
 	if *maxMatches < 1 {
 		return ExitError, errors.New("--max-matches must be at least 1")
+	}
+	if *timeout < time.Second || *timeout%time.Second != 0 {
+		// libyara 4.2.3 counts its time limit in whole seconds; less than one is none.
+		return ExitError, fmt.Errorf("--timeout must be whole seconds, at least 1s, got %v", *timeout)
 	}
 	rules, err := yara.Compile(*rulesDir)
 	var ce *yara.CompileError

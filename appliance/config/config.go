@@ -66,9 +66,9 @@ type Memory struct {
 	// StallTimeout: a pass that reads no memory for this long counts as stuck, and the
 	// systemd watchdog is no longer fed.
 	StallTimeout time.Duration `toml:"stall_timeout"`
-	// YaraTimeout bounds libyara's time on one block: a pathological rule (or
-	// attacker-shaped memory) cannot stall a pass; a block that hits it is reported as
-	// unscanned, naming the rule libyara was running.
+	// YaraTimeout bounds libyara's time on one block (whole seconds: libyara's unit): a
+	// pathological rule (or attacker-shaped memory) cannot stall a pass; a block that
+	// hits it is reported as unscanned.
 	YaraTimeout time.Duration `toml:"yara_timeout"`
 	// MaxMatchesPerRule bounds the string matches (addresses) kept per rule and block;
 	// the rest are counted and reported as cut in findings and alerts.

@@ -61,7 +61,10 @@ func (c *Config) validate(pos positions) []*Error {
 	m := &c.Memory
 	atLeast(bad, "memory.interval", m.Interval, time.Second)
 	atLeast(bad, "memory.stall_timeout", m.StallTimeout, time.Second)
-	atLeast(bad, "memory.yara_timeout", m.YaraTimeout, 100*time.Millisecond)
+	if m.YaraTimeout < time.Second || m.YaraTimeout%time.Second != 0 {
+		// libyara 4.2.3 takes its time limit in whole seconds; less than one is none.
+		bad("memory.yara_timeout", "expected whole seconds, at least 1, such as \"30s\", got %v", m.YaraTimeout)
+	}
 	if m.MaxMatchesPerRule < 1 || m.MaxMatchesPerRule > 1_000_000 {
 		bad("memory.max_matches_per_rule", "expected a number of matches from 1 to 1000000, got %d", m.MaxMatchesPerRule)
 	}

@@ -108,6 +108,7 @@ var ErrNoRules = errors.New("no *.yar or *.yara files")
 // Rules is a compiled, immutable rule set. It is safe for concurrent use; each goroutine
 // scans with its own Scanner.
 type Rules struct {
+	dir      string // the folder as given to Compile
 	rules    *goyara.Rules
 	id       string
 	files    []string
@@ -214,7 +215,7 @@ func Compile(dir string) (*Rules, error) {
 	}
 	id := hex.EncodeToString(h.Sum(nil))[:16]
 	top, included := roots(dir, files, srcs)
-	r, errs := compileFiles(dir, top, srcs)
+	r, errs := compileFiles(dir, top)
 	var left []string
 	if errs != nil {
 		// libyara's compiler is unusable after its first error, and rule authors want
@@ -233,13 +234,14 @@ func Compile(dir string) (*Rules, error) {
 		if len(broken) == 0 {
 			return nil, &CompileError{Dir: dir, Errors: errs}
 		}
-		if r, errs = compileFiles(dir, good, srcs); errs != nil {
+		if r, errs = compileFiles(dir, good); errs != nil {
 			return nil, &CompileError{Dir: dir, Errors: append(broken, errs...)}
 		}
 		errs = broken
 		top = good
 	}
 	r.id = id
+	r.dir = dir
 	r.files = top
 	r.included = included
 	// A rule lands in the namespace of each root file that compiles it: its own file,
@@ -300,7 +302,7 @@ func reachable(dir, f string, srcs map[string][]byte) []string {
 
 // compileFiles compiles files (relative to dir) into one rule set, each into its
 // namespace. It returns the compiler's errors when it fails.
-func compileFiles(dir string, files []string, srcs map[string][]byte) (*Rules, []RuleError) {
+func compileFiles(dir string, files []string) (*Rules, []RuleError) {
 	c, err := newCompiler()
 	if err != nil {
 		return nil, []RuleError{{File: dir, Text: err.Error()}}

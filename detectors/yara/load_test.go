@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // publicSets are the public rule sets kept beside the repository (never copied into it):
@@ -180,5 +181,51 @@ func TestIncludeLoopReported(t *testing.T) {
 	}
 	if len(ce.Errors) == 0 || !strings.Contains(ce.Errors[0].Text, "circular") {
 		t.Errorf("errors = %v", ce.Errors)
+	}
+}
+
+// TestSlowRuleNamedAndProfiled (issue 8 item 10): a scan that hits the time limit says
+// so (Timeout true), Profile over that window ranks rule files by cost and names the
+// file that timed out, and the compiler's slow-string warnings are listed.
+func TestSlowRuleNamedAndProfiled(t *testing.T) {
+	dir := writeRules(t, map[string]string{
+		"fast.yar":       "rule fast { strings: $a = \"FAST-MARK\" condition: $a }\n",
+		"slow.yar":       "rule slow { condition: for any i in (0x10000..0x1ffff) : (for any j in (0..4000) : (uint8(i+j) == 0x42)) }\n",
+		"slowstring.yar": "rule loose { strings: $a = { 00 ?? } condition: $a }\n",
+	})
+	r, err := Compile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := r.SlowWarnings(); len(w) != 1 || w[0].File != "slowstring.yar" || w[0].Line != 1 {
+		t.Errorf("slow warnings = %v", w)
+	}
+	sample := make([]byte, 64<<10)
+	for i := range sample {
+		sample[i] = 0x41
+	}
+	s, err := r.NewMemoryScanner(time.Second, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Scan(sample, 0x10000)
+	var to interface{ Timeout() bool }
+	if !errors.As(err, &to) || !to.Timeout() {
+		t.Fatalf("scan error = %v, want a timeout", err)
+	}
+	// libyara 4.2.3 names no rule for a timeout in a condition: Profile over the window
+	// that timed out finds the file.
+	costs, err := r.Profile(sample, 0x10000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(costs) != 3 || costs[0].File != "slow.yar" || costs[0].Err == nil || costs[0].Time < 900*time.Millisecond {
+		t.Fatalf("costs = %+v, want slow.yar first, timed out", costs)
+	}
+	for _, c := range costs[1:] {
+		if c.Err != nil || c.Time > costs[0].Time/3 {
+			t.Errorf("cost %+v", c)
+		}
 	}
 }

@@ -1,7 +1,10 @@
 package yara
 
 import (
+	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -113,7 +116,90 @@ func (s *Scanner) scanError(err error) error {
 		err = timeoutError{err}
 	}
 	if r := s.s.GetLastErrorRule(); r != nil {
-		return fmt.Errorf("rule %s:%s: %w", r.Namespace(), r.Identifier(), err)
+		return &ScanError{Namespace: r.Namespace(), Rule: r.Identifier(), Err: err}
 	}
 	return err
+}
+
+// ScanError is a scan that failed while libyara was matching a rule's strings (too many
+// matches, or the time limit): it names the rule. libyara 4.2.3 names no rule for a
+// time limit hit while evaluating conditions; the scan error then only reports
+// Timeout(), and Profile over the window that timed out names the file that costs.
+type ScanError struct {
+	Namespace, Rule string
+	Err             error
+}
+
+func (e *ScanError) Error() string {
+	return fmt.Sprintf("rule %s:%s: %v", e.Namespace, e.Rule, e.Err)
+}
+func (e *ScanError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the scan hit its time limit.
+func (e *ScanError) Timeout() bool {
+	var t timeoutError
+	return errors.As(e.Err, &t)
+}
+
+// FileCost is what one rule file costs: the time its rules took over a sample window,
+// compiled and scanned on their own.
+type FileCost struct {
+	File  string        `json:"file"`  // relative to the rules folder
+	Rules int           `json:"rules"` // rules compiled from it (its includes too)
+	Time  time.Duration `json:"time"`  // scan time over the sample, best of 3
+	// Err is set when the file's rules hit the time limit over the sample (Timeout()
+	// true) or failed otherwise; Time is then the time until it stopped.
+	Err error `json:"-"`
+}
+
+// Profile measures the cost of each loaded rule file: its rules compiled on their own
+// and scanned over sample as a memory window at address base, best of 3 (libyara 4.2.3
+// as Debian builds it has no per-rule profiling). timeout bounds each scan. Costs are
+// sorted, most expensive first. It compiles every file again, so it takes about as long
+// as Compile plus three scans of sample per file: run it off the scan path.
+func (r *Rules) Profile(sample []byte, base uint64, timeout time.Duration) ([]FileCost, error) {
+	if r.dir == "" {
+		return nil, errors.New("profiling rules: no rules folder")
+	}
+	var out []FileCost
+	for _, f := range r.files {
+		one, errs := compileFiles(r.dir, []string{f})
+		if errs != nil {
+			return nil, fmt.Errorf("profiling %s: %v", f, errs[0])
+		}
+		fc := FileCost{File: f, Rules: one.count}
+		s, err := one.NewMemoryScanner(timeout, 1)
+		if err != nil {
+			return nil, err
+		}
+		for i := range 3 {
+			start := time.Now()
+			_, err := s.Scan(sample, base)
+			d := time.Since(start)
+			if i == 0 || d < fc.Time {
+				fc.Time = d
+			}
+			if err != nil {
+				fc.Err, fc.Time = err, d
+				break
+			}
+		}
+		s.Close()
+		one.rules.Destroy()
+		out = append(out, fc)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time > out[j].Time })
+	return out, nil
+}
+
+// SlowWarnings are the compiler's warnings about strings that slow scanning down
+// ("string "$a" may slow down scanning"), the ones rules check prints, by file and line.
+func (r *Rules) SlowWarnings() []RuleError {
+	var out []RuleError
+	for _, w := range r.warns {
+		if strings.Contains(w.Text, "slow down scanning") {
+			out = append(out, w)
+		}
+	}
+	return out
 }

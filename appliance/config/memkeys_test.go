@@ -1,0 +1,36 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/memscan"
+)
+
+// TestMemoryScanKeys: the YARA time limit per block and the match cap are config keys
+// (issue 8 item 10, issue 9 item 11), and the default window is scan-memory's (issue 8
+// item 11).
+func TestMemoryScanKeys(t *testing.T) {
+	base := "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\n"
+	c, err := Parse("c.toml", []byte(base+"yara_timeout = \"10s\"\nmax_matches_per_rule = 5000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Memory.YaraTimeout != 10*time.Second || c.Memory.MaxMatchesPerRule != 5000 {
+		t.Errorf("memory = %+v", c.Memory)
+	}
+	d := Default().Memory
+	if d.BlockSize != memscan.DefaultBlockSize || d.Overlap != memscan.DefaultOverlap || d.YaraTimeout != memscan.DefaultBlockTimeout || d.MaxMatchesPerRule != 256 {
+		t.Errorf("defaults = %+v", d)
+	}
+	_, err = Parse("c.toml", []byte(base+"yara_timeout = \"500ms\"\nmax_matches_per_rule = 0\n"))
+	for _, want := range []string{
+		"c.toml:5: memory.yara_timeout: expected whole seconds, at least 1",
+		"c.toml:6: memory.max_matches_per_rule: expected a number of matches from 1 to 1000000, got 0",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
