@@ -187,7 +187,7 @@ func (m *memLoop) run(ctx context.Context) {
 				finishPass(nil)
 				t1 := time.Now()
 				wasQuiesced := m.src == nil
-				r := m.prepare(c.fence.commit)
+				r := m.prepare(c.fence)
 				m.s.log.Info("prepare done", "stop_pass_took", t1.Sub(t0), "total", time.Since(t0), "ok", r.err == nil)
 				if r.err == nil && !wasQuiesced {
 					overdue = m.s.clk.After(m.s.cfg.Control.QuiesceTimeout)
@@ -279,8 +279,9 @@ func (m *memLoop) handle(o passOutcome) {
 }
 
 // prepare runs after the pass in flight stopped: fingerprint, release the source. It
-// releases nothing when commit fails (the coordinator gave up on it).
-func (m *memLoop) prepare(commit func() error) memReply {
+// changes nothing when the coordinator gave up on it (f) by then, and releases nothing
+// when it gives up before the switch.
+func (m *memLoop) prepare(f *fence) memReply {
 	cur := m.cursor
 	if m.wait.waiting {
 		return memReply{resp: control.Response{State: control.StateWaiting},
@@ -288,6 +289,9 @@ func (m *memLoop) prepare(commit func() error) memReply {
 	}
 	if m.src == nil {
 		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
+	}
+	if err := f.live(); err != nil { // the blocks in flight took longer than it waits
+		return memReply{resp: control.Response{State: control.StateMonitoring}, err: err}
 	}
 	m.s.setState(control.StateQuiescing, "prepare", &cur)
 	tf := time.Now()
@@ -298,7 +302,7 @@ func (m *memLoop) prepare(commit func() error) memReply {
 		return memReply{resp: control.Response{State: control.StateMonitoring},
 			err: fmt.Errorf("taking page fingerprints: %w", err)}
 	}
-	if err := commit(); err != nil {
+	if err := f.commit(); err != nil {
 		m.s.setState(control.StateMonitoring, "prepare refused: "+err.Error(), &cur)
 		return memReply{resp: control.Response{State: control.StateMonitoring}, err: err}
 	}

@@ -61,3 +61,14 @@ func (m *memLoop) admit(c memCmd) error {
 	m.epoch = e
 	return nil
 }
+
+// live reports, without claiming the command, whether its requester still waits.
+func (f *fence) live() error {
+	if f == nil {
+		return nil
+	}
+	if f.state.Load() == 2 {
+		return control.Errorf(control.CodeExpired, "abandoned: its deadline passed")
+	}
+	return control.Live(f.ctx)
+}

@@ -1,13 +1,18 @@
 package supervisor
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/memscan"
 )
 
 // A prepare or resume whose epoch is below one the supervisor accepted already comes
@@ -78,4 +83,61 @@ func fmtStates(s []string) string {
 		out += x
 	}
 	return out
+}
+
+// A prepare that waits for the blocks in flight longer than the coordinator waits
+// (timeout_ms) is answered "expired" when its time is up, and when the blocks finish
+// the supervisor does not quiesce after all: it keeps monitoring (issue 8, item 8).
+func TestPrepareExpiresWhileBlocksFinish(t *testing.T) {
+	var g *gateSource
+	open := func(spec, layout string) (memscan.Source, error) {
+		s, err := OpenSource(spec, layout)
+		if err != nil {
+			return nil, err
+		}
+		g = &gateSource{Source: s, gate: make(chan struct{}), from: 64 << 10}
+		close(g.gate)
+		return g, nil
+	}
+	h := newHarness(t, harnessOpts{open: open, blockSize: 64 << 10})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	g.shut()
+	h.clk.Advance(h.cfg.Memory.Interval)
+	h.waitFor("pass 2 to start", func() bool { return g.ranges.Load() == 2 })
+
+	conn, err := net.Dial("unix", h.cfg.Control.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	io.WriteString(conn, `{"id":1,"cmd":"prepare","epoch":1,"timeout_ms":300}`+"\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no answer to prepare while its blocks wait: %v", err)
+	}
+	var r control.Response
+	json.Unmarshal([]byte(line), &r)
+	if r.OK || r.Code != control.CodeExpired {
+		t.Errorf("prepare = %s, want refused %s", line, control.CodeExpired)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("answered after %v, want about its 300 ms", d)
+	}
+	g.open() // the blocks in flight finish; the abandoned prepare must not quiesce now
+	h.tick() // the interrupted pass continues from its cursor and completes
+	if st := h.sup.Status(context.Background()).State; st != control.StateMonitoring {
+		t.Errorf("state %s after the abandoned prepare, want monitoring", st)
+	}
+	h.stop()
+	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		if rec.State == control.StateQuiescing || rec.State == control.StateQuiesced {
+			t.Errorf("state log: %s (%s) after a prepare the coordinator gave up on", rec.State, rec.Reason)
+		}
+	}
 }
