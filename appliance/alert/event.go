@@ -128,20 +128,26 @@ type ErrorInfo struct {
 
 // Details is the custom "domainm" field set.
 type Details struct {
-	FindingID string     `json:"finding_id"`        // stable across occurrences of the same finding
-	Detector  string     `json:"detector"`          // yara-memory, yara-file, integrity, rules, appliance
-	State     string     `json:"state,omitempty"`   // new, gone (findings); changed, added, removed (integrity)
-	Target    *Target    `json:"target,omitempty"`  // the watched VM in Domain M's terms
-	Matches   []Match    `json:"matches,omitempty"` // at most MaxMatches
-	MatchesN  int        `json:"matches_total,omitempty"`
-	Changes   []Change   `json:"changes,omitempty"` // integrity: attribute before/after
-	RuleFile  string     `json:"rule_file,omitempty"`
-	RuleLine  int        `json:"rule_line,omitempty"`
-	Component string     `json:"component,omitempty"` // health: which part of the appliance
-	Sink      string     `json:"sink,omitempty"`      // health: which alert sink
-	Dropped   int        `json:"dropped,omitempty"`   // health: alerts dropped
-	Seq       uint64     `json:"seq,omitempty"`       // free for callers (tests number events)
-	Meta      MetaFields `json:"meta,omitempty"`      // rule metadata not mapped elsewhere
+	FindingID string  `json:"finding_id"`        // stable across occurrences of the same finding
+	Detector  string  `json:"detector"`          // yara-memory, yara-file, integrity, rules, appliance
+	State     string  `json:"state,omitempty"`   // new, gone (findings); changed, added, removed (integrity)
+	Target    *Target `json:"target,omitempty"`  // the watched VM in Domain M's terms
+	Matches   []Match `json:"matches,omitempty"` // at most MaxMatches
+	MatchesN  int     `json:"matches_total,omitempty"`
+	// MatchesCut counts matches the scanner found but did not keep (bounded per rule and
+	// block, memory.max_matches_per_rule); they are included in MatchesN.
+	MatchesCut int `json:"matches_cut,omitempty"`
+	// WindowDependent: the rule's condition depends on the memory scan window
+	// (domainm rules check lists such rules).
+	WindowDependent bool       `json:"window_dependent,omitempty"`
+	Changes         []Change   `json:"changes,omitempty"` // integrity: attribute before/after
+	RuleFile        string     `json:"rule_file,omitempty"`
+	RuleLine        int        `json:"rule_line,omitempty"`
+	Component       string     `json:"component,omitempty"` // health: which part of the appliance
+	Sink            string     `json:"sink,omitempty"`      // health: which alert sink
+	Dropped         int        `json:"dropped,omitempty"`   // health: alerts dropped
+	Seq             uint64     `json:"seq,omitempty"`       // free for callers (tests number events)
+	Meta            MetaFields `json:"meta,omitempty"`      // rule metadata not mapped elsewhere
 }
 
 // MetaFields is rule metadata, bounded.
@@ -287,6 +293,8 @@ func FromFinding(f detectors.Finding, state string) Event {
 		sev = SevLow
 	}
 	e.DomainM.Matches, e.DomainM.MatchesN = matches(f.Matches, f.Path == "")
+	e.DomainM.MatchesCut, e.DomainM.WindowDependent = f.MatchesCut, f.WindowDependent
+	e.DomainM.MatchesN += f.MatchesCut
 	e.DomainM.FindingID = FindingID(f.Detector, f.Namespace, f.Rule, f.Target, location)
 	e.SetSeverity(sev)
 	e.Event.ID = occurrenceID(&e)
