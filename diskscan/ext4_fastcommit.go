@@ -27,7 +27,10 @@ const (
 	fcTagTail     = 8
 	fcTagHead     = 9
 
-	fcMaxTags = 1 << 20 // bounds the replay state of a hostile fast-commit area
+	// A hostile fast-commit area is bounded: tags kept, and bytes of their values (the
+	// default area is 256 blocks).
+	fcMaxTags  = 1 << 20
+	fcMaxBytes = 32 << 20
 )
 
 // fcTag is one tag of a fast commit: its type and value.
@@ -43,6 +46,7 @@ type fcScan struct {
 	tags    []fcTag
 	valid   int    // tags up to the last valid TAIL (fc_replay_num_tags)
 	crc     uint32 // running crc32c since the last TAIL
+	bytes   int    // value bytes kept
 	started bool
 }
 
@@ -78,7 +82,7 @@ func (s *fcScan) block(b []byte, blk uint64, inodeSize int) (more bool, err erro
 	}
 	for cur := 0; cur < len(b)-4; {
 		tag, n := le.Uint16(b[cur:]), int(le.Uint16(b[cur+2:]))
-		if cur+4+n > len(b) || !fcValueLenValid(tag, n, inodeSize) || len(s.tags) >= fcMaxTags {
+		if cur+4+n > len(b) || !fcValueLenValid(tag, n, inodeSize) || len(s.tags) >= fcMaxTags || s.bytes+n > fcMaxBytes {
 			return false, s.stop(fmt.Errorf("fast-commit block %d: tag %d of %d bytes at %d invalid", blk, tag, n, cur))
 		}
 		rec := b[cur : cur+4+n]
@@ -106,7 +110,12 @@ func (s *fcScan) block(b []byte, blk uint64, inodeSize int) (more bool, err erro
 			return false, s.stop(fmt.Errorf("fast-commit block %d: unknown tag %d at %d", blk, tag, cur))
 		}
 		s.crc = crc32c(s.crc, rec)
-		s.tags = append(s.tags, fcTag{tag, append([]byte(nil), rec[4:]...)})
+		var val []byte
+		if tag != fcTagPad {
+			val = append([]byte(nil), rec[4:]...)
+			s.bytes += n
+		}
+		s.tags = append(s.tags, fcTag{tag, val})
 		cur += 4 + n
 	}
 	return true, nil
@@ -227,47 +236,100 @@ func (r *fcReplay) patchInode(fs *ext4FS, ino uint32, raw []byte) {
 
 // patchExtents applies the ADD_RANGE and DEL_RANGE tags of inode ino to its block map
 // (sorted by logical block, limited to nblk blocks), as ext4_fc_replay_add_range and
-// ext4_fc_replay_del_range map and unmap them.
+// ext4_fc_replay_del_range map and unmap them: where ranges overlap, the last one wins.
+// The cost is O((ranges + extents) log) whatever the overlaps, so that a hostile
+// fast-commit area cannot make a block map expensive.
 func (r *fcReplay) patchExtents(fs *ext4FS, ino uint32, exts []extent, nblk uint64) ([]extent, error) {
 	if r == nil || len(r.ranges[ino]) == 0 {
 		return exts, nil
 	}
-	out := slices.Clone(exts)
-	for _, rg := range r.ranges[ino] {
-		out = cutExtents(out, rg.lblk, rg.lblk+rg.n)
-		if !rg.del {
-			if rg.pblk == 0 || rg.pblk >= fs.blocks || rg.n > fs.blocks-rg.pblk {
-				return nil, fmt.Errorf("inode %d: fast-commit range %d+%d outside filesystem: %w", ino, rg.pblk, rg.n, ErrCorrupt)
-			}
-			out = append(out, extent{lblk: rg.lblk, pblk: rg.pblk, n: rg.n, uninit: rg.uninit})
+	ops := r.ranges[ino]
+	for _, rg := range ops {
+		if !rg.del && (rg.pblk == 0 || rg.pblk >= fs.blocks || rg.n > fs.blocks-rg.pblk) {
+			return nil, fmt.Errorf("inode %d: fast-commit range %d+%d outside filesystem: %w", ino, rg.pblk, rg.n, ErrCorrupt)
 		}
 	}
+	pts, last := lastRangeCovering(ops)
+	var covered, added []extent
+	for i, k := range last {
+		if k < 0 {
+			continue
+		}
+		lo, hi := pts[i], pts[i+1]
+		if n := len(covered); n > 0 && covered[n-1].lblk+covered[n-1].n == lo {
+			covered[n-1].n += hi - lo
+		} else {
+			covered = append(covered, extent{lblk: lo, n: hi - lo})
+		}
+		if rg := ops[k]; !rg.del {
+			added = append(added, extent{lblk: lo, pblk: rg.pblk + (lo - rg.lblk), n: hi - lo, uninit: rg.uninit})
+		}
+	}
+	out := append(subtractExtents(exts, covered), added...)
 	sort.Slice(out, func(i, j int) bool { return out[i].lblk < out[j].lblk })
 	clipped := out[:0]
 	for _, e := range out {
-		if e.lblk >= nblk {
-			continue
+		if e.lblk < nblk {
+			e.n = min(e.n, nblk-e.lblk)
+			clipped = append(clipped, e)
 		}
-		e.n = min(e.n, nblk-e.lblk)
-		clipped = append(clipped, e)
 	}
 	return clipped, nil
 }
 
-// cutExtents removes logical blocks [lo, hi) from exts.
-func cutExtents(exts []extent, lo, hi uint64) []extent {
+// lastRangeCovering cuts the logical blocks the ranges touch into segments between their
+// sorted end points pts, and returns for segment i (pts[i] to pts[i+1]) the index of the
+// last range covering it, or -1. Ranges are painted newest first, each segment once
+// (union-find over the next unpainted segment).
+func lastRangeCovering(ops []fcRange) (pts []uint64, last []int) {
+	for _, rg := range ops {
+		pts = append(pts, rg.lblk, rg.lblk+rg.n)
+	}
+	slices.Sort(pts)
+	pts = slices.Compact(pts)
+	last = make([]int, len(pts)-1)
+	next := make([]int, len(pts))
+	for i := range last {
+		last[i] = -1
+	}
+	for i := range next {
+		next[i] = i
+	}
+	find := func(i int) int {
+		for next[i] != i {
+			next[i] = next[next[i]]
+			i = next[i]
+		}
+		return i
+	}
+	for k := len(ops) - 1; k >= 0; k-- {
+		a, _ := slices.BinarySearch(pts, ops[k].lblk)
+		b, _ := slices.BinarySearch(pts, ops[k].lblk+ops[k].n)
+		for i := find(a); i < b; i = find(i) {
+			last[i], next[i] = k, i+1
+		}
+	}
+	return pts, last
+}
+
+// subtractExtents removes the sorted, disjoint logical ranges cut from the sorted
+// extents exts.
+func subtractExtents(exts, cut []extent) []extent {
 	var out []extent
+	j := 0
 	for _, e := range exts {
-		end := e.lblk + e.n
-		if end <= lo || e.lblk >= hi {
-			out = append(out, e)
-			continue
+		lo, end := e.lblk, e.lblk+e.n
+		for j < len(cut) && cut[j].lblk+cut[j].n <= lo {
+			j++
 		}
-		if e.lblk < lo {
-			out = append(out, extent{lblk: e.lblk, pblk: e.pblk, n: lo - e.lblk, uninit: e.uninit})
+		for k := j; lo < end && k < len(cut) && cut[k].lblk < end; k++ {
+			if cut[k].lblk > lo {
+				out = append(out, extent{lblk: lo, pblk: e.pblk + (lo - e.lblk), n: cut[k].lblk - lo, uninit: e.uninit})
+			}
+			lo = max(lo, cut[k].lblk+cut[k].n)
 		}
-		if end > hi {
-			out = append(out, extent{lblk: hi, pblk: e.pblk + (hi - e.lblk), n: end - hi, uninit: e.uninit})
+		if lo < end {
+			out = append(out, extent{lblk: lo, pblk: e.pblk + (lo - e.lblk), n: end - lo, uninit: e.uninit})
 		}
 	}
 	return out
@@ -280,14 +342,29 @@ func (r *fcReplay) patchDir(ino uint32, ents []dirent) []dirent {
 	if r == nil || len(r.dirs[ino]) == 0 {
 		return ents
 	}
+	at := make(map[string]int, len(ents)) // name → index in ents of the live entry
+	for i, e := range ents {
+		if _, dup := at[e.name]; !dup {
+			at[e.name] = i
+		}
+	}
+	gone := map[int]bool{}
 	for _, d := range r.dirs[ino] {
-		i := slices.IndexFunc(ents, func(e dirent) bool { return e.name == d.name })
+		i, ok := at[d.name]
 		switch {
-		case d.unlink && i >= 0 && ents[i].ino == d.ino:
-			ents = slices.Delete(ents, i, i+1)
-		case !d.unlink && i < 0:
+		case d.unlink && ok && ents[i].ino == d.ino:
+			gone[i] = true
+			delete(at, d.name)
+		case !d.unlink && !ok:
+			at[d.name] = len(ents)
 			ents = append(ents, dirent{name: d.name, ino: d.ino})
 		}
 	}
-	return ents
+	out := ents[:0]
+	for i, e := range ents {
+		if !gone[i] {
+			out = append(out, e)
+		}
+	}
+	return out
 }

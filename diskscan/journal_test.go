@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -331,6 +332,64 @@ func compareRdump(t *testing.T, fs FS, dump string) {
 	for p := range got {
 		if !seen[p] {
 			t.Errorf("%s: in our replay, not in e2fsck's", p)
+		}
+	}
+}
+
+// TestFastCommitRanges checks the block-map patching of fast-commit ranges against a
+// block-by-block model (the last range covering a block wins; a deleted block is
+// unmapped), on random extents and overlapping ranges.
+func TestFastCommitRanges(t *testing.T) {
+	rnd := rand.New(rand.NewSource(1))
+	fs := &ext4FS{blocks: 1 << 20}
+	for iter := 0; iter < 500; iter++ {
+		const nblk = 300
+		model := map[uint64]extent{} // logical block → its mapping (n unused)
+		var exts []extent
+		for l := uint64(0); l < nblk; {
+			l += uint64(rnd.Intn(20))
+			n := uint64(1 + rnd.Intn(15))
+			e := extent{lblk: l, pblk: 1000 + uint64(rnd.Intn(100000)), n: n, uninit: rnd.Intn(4) == 0}
+			exts = append(exts, e)
+			for b := uint64(0); b < n; b++ {
+				model[l+b] = extent{pblk: e.pblk + b, uninit: e.uninit}
+			}
+			l += n
+		}
+		r := &fcReplay{ranges: map[uint32][]fcRange{}}
+		for k := rnd.Intn(12); k > 0; k-- {
+			rg := fcRange{lblk: uint64(rnd.Intn(nblk + 20)), n: uint64(rnd.Intn(40)), del: rnd.Intn(3) == 0}
+			if !rg.del {
+				rg.pblk, rg.uninit = 500000+uint64(rnd.Intn(100000)), rnd.Intn(3) == 0
+			}
+			r.ranges[7] = append(r.ranges[7], rg)
+			for b := uint64(0); b < rg.n; b++ {
+				if rg.del {
+					delete(model, rg.lblk+b)
+				} else {
+					model[rg.lblk+b] = extent{pblk: rg.pblk + b, uninit: rg.uninit}
+				}
+			}
+		}
+		got, err := r.patchExtents(fs, 7, exts, nblk)
+		must(t, err)
+		seen := map[uint64]bool{}
+		for i, e := range got {
+			if i > 0 && got[i-1].lblk+got[i-1].n > e.lblk {
+				t.Fatalf("iteration %d: extents overlap or are unsorted: %+v", iter, got)
+			}
+			for b := uint64(0); b < e.n; b++ {
+				w, ok := model[e.lblk+b]
+				if !ok || w.pblk != e.pblk+b || w.uninit != e.uninit {
+					t.Fatalf("iteration %d: block %d → %d (uninit %v), model %+v (mapped %v)", iter, e.lblk+b, e.pblk+b, e.uninit, w, ok)
+				}
+				seen[e.lblk+b] = true
+			}
+		}
+		for l := range model {
+			if l < nblk && !seen[l] {
+				t.Fatalf("iteration %d: block %d mapped in the model, not in the result", iter, l)
+			}
 		}
 	}
 }
