@@ -19,6 +19,10 @@ func TestShippedYARARulesCompile(t *testing.T) {
 	for _, w := range r.Warnings() {
 		t.Errorf("warning: %v", w)
 	}
+	// Shipped rules are written for memory: none depends on the scan window.
+	for _, w := range r.WindowRules() {
+		t.Errorf("%v", w)
+	}
 }
 
 // TestShippedRulesMatch runs each rule over a sample it must match and one it must not.
@@ -43,6 +47,11 @@ func TestShippedRulesMatch(t *testing.T) {
 		{"mimikatz_strings", "mimikatz # sekurlsa::logonpasswords"},
 		{"domainm_demo_marker", "DOMAINM-DEMO-IMPLANT-0123abcd"},
 	}
+	mem, err := r.NewMemoryScanner(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
 	for _, c := range cases {
 		ms, err := s.Scan([]byte("padding " + c.sample + " padding"))
 		if err != nil {
@@ -50,6 +59,14 @@ func TestShippedRulesMatch(t *testing.T) {
 		}
 		if len(ms) != 1 || ms[0].Rule != c.rule {
 			t.Errorf("%s: matched %v", c.rule, ms)
+		}
+		// The same bytes as a memory window, as the memory scan driver presents them.
+		ms, err = mem.Scan([]byte("padding "+c.sample+" padding"), 0x12340000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != 1 || ms[0].Rule != c.rule || ms[0].Strings[0].Offset >= uint64(len(c.sample)+16) {
+			t.Errorf("%s in memory: matched %v", c.rule, ms)
 		}
 	}
 	// Ordinary text matches nothing.
