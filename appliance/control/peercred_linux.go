@@ -29,7 +29,8 @@ func peerCred(c *net.UnixConn) (uid uint32, pid int32, err error) {
 // peerClosed returns a function that reports whether the peer of c has closed the
 // connection: a peek that does not wait finds end-of-file. (Data the peer sent before it
 // closed is found first: a peer that pipelined requests and left counts as present
-// until they are read.) It must not run while another goroutine reads c.
+// until they are read.) It never blocks: it runs beside the connection's reader, so it
+// goes through Control (no read lock) and MSG_DONTWAIT.
 func peerClosed(c *net.UnixConn) func() bool {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -37,11 +38,10 @@ func peerClosed(c *net.UnixConn) func() bool {
 	}
 	return func() bool {
 		closed := false
-		raw.Read(func(fd uintptr) bool {
+		raw.Control(func(fd uintptr) {
 			var b [1]byte
 			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 			closed = n == 0 && err == nil
-			return true // never wait
 		})
 		return closed
 	}

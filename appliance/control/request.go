@@ -39,19 +39,22 @@ func Epoch(ctx context.Context) uint64 {
 // answer, else an *Error with CodeExpired that says why: its deadline passed, or it
 // closed its connection. A Handler checks it before it changes anything, and again
 // just before it commits, and refuses when it fails (see "Stale requests").
+//
+// Once the server has answered the request (or given up on it), ctx is done and Live
+// fails: a Handler that goes on with it afterwards must not commit.
 func Live(ctx context.Context) error {
 	rq, _ := ctx.Value(requestKey{}).(*request)
-	if rq != nil && rq.gone != nil && rq.gone() {
-		return Errorf(CodeExpired, "%s abandoned: the coordinator closed the connection it came on (%v after it was received)",
-			rq.cmd, time.Since(rq.received).Round(time.Millisecond))
-	}
 	switch err := ctx.Err(); {
 	case err == nil:
-		return nil
 	case errors.Is(err, context.DeadlineExceeded) && rq != nil:
 		return Errorf(CodeExpired, "%s expired: received %v ago with a timeout of %v",
 			rq.cmd, time.Since(rq.received).Round(time.Millisecond), rq.timeout)
 	default:
 		return Errorf(CodeExpired, "request abandoned: %v", err)
 	}
+	if rq != nil && rq.gone != nil && rq.gone() {
+		return Errorf(CodeExpired, "%s abandoned: the coordinator closed the connection it came on (%v after it was received)",
+			rq.cmd, time.Since(rq.received).Round(time.Millisecond))
+	}
+	return nil
 }

@@ -87,3 +87,72 @@ func TestNegativeTimeoutRefused(t *testing.T) {
 		t.Errorf("got %s, want %s", got[0], want)
 	}
 }
+
+// peerClosed runs beside the connection's reader (a command the coordinator abandoned
+// can be committed after the server went back to reading): it must not wait for the
+// reader. It used to take the read lock and hang the supervisor's memory loop.
+func TestPeerClosedBesideReader(t *testing.T) {
+	path := t.TempDir() + "/p.sock"
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	go io.Copy(io.Discard, server) // the reader, blocked in Read
+	time.Sleep(50 * time.Millisecond)
+	gone := peerClosed(server)
+	ask := func() bool {
+		t.Helper()
+		r := make(chan bool, 1)
+		go func() { r <- gone() }()
+		select {
+		case v := <-r:
+			return v
+		case <-time.After(5 * time.Second):
+			t.Fatal("peerClosed blocked beside the connection's reader")
+			return false
+		}
+	}
+	if ask() {
+		t.Error("peer reported gone while connected")
+	}
+	client.Close()
+	time.Sleep(50 * time.Millisecond)
+	// The reader has consumed the end of file by now; a peek still finds it.
+	if !ask() {
+		t.Error("peer not reported gone after it closed")
+	}
+}
+
+// Once the server has answered, a request is over: Live fails without asking the
+// connection.
+func TestLiveAfterAnswer(t *testing.T) {
+	h := &keepCtx{ctxs: make(chan context.Context, 1)}
+	s := listen(t, h)
+	rawExchange(t, s.Path(), `{"id":1,"cmd":"prepare","timeout_ms":60000}`)
+	ctx := <-h.ctxs
+	var e *Error
+	if err := Live(ctx); !errors.As(err, &e) || e.Code != CodeExpired {
+		t.Errorf("Live after the answer = %v, want %s", err, CodeExpired)
+	}
+}
+
+// keepCtx answers prepare at once and hands its context out.
+type keepCtx struct {
+	fakeHandler
+	ctxs chan context.Context
+}
+
+func (h *keepCtx) Prepare(ctx context.Context) (Response, error) {
+	h.ctxs <- ctx
+	return Response{State: StateQuiesced}, nil
+}
