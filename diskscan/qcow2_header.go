@@ -32,6 +32,9 @@ const (
 	qcowMaxBitmaps       = 65535
 	qcowMaxBitmapDir     = 1024 * qcowMaxBitmaps
 	qcowAutoclearBitmaps = 1
+	qcowAutoclearRaw     = 2 // data-file-raw
+	qcowMaxSnapExtra     = 1024
+	qcowMaxSnapTable     = 1024 * qcowMaxSnapshots
 
 	qcowExtEnd           = 0
 	qcowExtBackingFormat = 0xE2792ACA
@@ -102,10 +105,41 @@ func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
 	if err := hd.extensions(r, hlen, extEnd); err != nil {
 		return nil, err
 	}
+	if hd.autoclear&qcowAutoclearRaw != 0 {
+		return nil, fmt.Errorf("qcow2 data-file-raw bit without an external data file: %w", ErrCorrupt)
+	}
 	if err := hd.readBackingName(r, int64(bo), bs, fileSize); err != nil {
 		return nil, err
 	}
+	if err := hd.checkSnapshots(r, be.Uint64(h[64:]), be.Uint32(h[60:])); err != nil {
+		return nil, err
+	}
 	return hd, nil
+}
+
+// checkSnapshots walks the internal snapshot table as QEMU's qcow2_read_snapshots does
+// when it opens an image: each entry's extra data at most 1 KiB, the table at most
+// 64 MiB. (Bytes past the end of the file read as zeros there, as they do in QEMU.)
+func (hd *qcow2Header) checkSnapshots(r io.ReaderAt, off uint64, n uint32) error {
+	be := binary.BigEndian
+	h := make([]byte, qcowSnapshotHeader)
+	pos := off
+	for i := range n {
+		pos = (pos + 7) &^ 7
+		clear(h)
+		if _, err := r.ReadAt(h, int64(pos)); err != nil && err != io.EOF {
+			return fmt.Errorf("reading qcow2 snapshot %d at %#x: %w", i, pos, err)
+		}
+		extra, idLen, nameLen := uint64(be.Uint32(h[36:])), uint64(be.Uint16(h[12:])), uint64(be.Uint16(h[14:]))
+		if extra > qcowMaxSnapExtra {
+			return fmt.Errorf("qcow2 snapshot %d at %#x: %d bytes of extra data: %w", i, pos, extra, ErrCorrupt)
+		}
+		pos += qcowSnapshotHeader + extra + idLen + nameLen
+		if pos-off > qcowMaxSnapTable {
+			return fmt.Errorf("qcow2 snapshot table larger than %d bytes: %w", qcowMaxSnapTable, ErrCorrupt)
+		}
+	}
+	return nil
 }
 
 // features checks the version 3 feature bits, refcount order and compression type.

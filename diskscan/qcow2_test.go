@@ -225,6 +225,12 @@ func TestQcow2HeaderAsStrictAsQEMU(t *testing.T) {
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=8k", small, "8M")
 	withExt := filepath.Join(dir, "ext.qcow2") // a backing file and its format extension
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", withExt)
+	snap := filepath.Join(dir, "snap.qcow2") // an internal snapshot
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", snap, "8M")
+	run(t, "qemu-img", "snapshot", "-c", "s1", snap)
+	snapExtra := func(v uint32) func([]byte) { // the first snapshot's extra data size
+		return func(b []byte) { binary.BigEndian.PutUint32(b[binary.BigEndian.Uint64(b[64:])+36:], v) }
+	}
 
 	u32 := func(off int, v uint32) func([]byte) {
 		return func(b []byte) { binary.BigEndian.PutUint32(b[off:], v) }
@@ -260,6 +266,9 @@ func TestQcow2HeaderAsStrictAsQEMU(t *testing.T) {
 		{"unaligned L1 table", base, []func([]byte){u64(40, 0x30008)}, false},
 		{"extended L2 with 8k clusters", small, []func([]byte){or64(72, 1<<4)}, false},
 		{"backing format name of 16 bytes", withExt, []func([]byte){u32(112+4, 16)}, false},
+		{"data-file-raw without a data file", base, []func([]byte){or64(88, 2)}, false},
+		{"a snapshot", snap, nil, true},
+		{"snapshot with 2000 bytes of extra data", snap, []func([]byte){snapExtra(2000)}, false},
 		{"header extension beyond the first cluster", withExt, []func([]byte){u32(112+4, 1<<16)}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
