@@ -225,3 +225,23 @@ func TestRulesCheckLoadsRestAndFlagsWindowRules(t *testing.T) {
 		t.Logf("output:\n%s", out)
 	}
 }
+
+// TestRulesCheckProfileNamesSlowFile (issue 8 item 10): rules check --profile times each
+// file over a sample window and prints the slow one first, with its time.
+func TestRulesCheckProfileNamesSlowFile(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "fast.yar"), []byte("rule fast { strings: $a = \"FAST-MARK\" condition: $a }\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "slow.yar"), []byte("rule slow { condition: for any i in (0x100000000..0x100001fff) : (for any j in (0..200) : (uint8(i+j) == 0x42 and uint8(i) == 0x43)) }\n"), 0o644)
+	code, out, errb := diskCLI(t, "rules", "check", dir, "--profile")
+	lines := strings.Split(out, "\n")
+	var first string
+	for _, l := range lines {
+		if strings.Contains(l, ": cost: ") {
+			first = l
+			break
+		}
+	}
+	if code != ExitClean || !strings.HasPrefix(first, dir+"/slow.yar: cost: ") || !strings.Contains(out, dir+"/fast.yar: cost: ") {
+		t.Errorf("exit %d, want slow.yar's cost first:\n%s\n%s", code, out, errb)
+	}
+}
