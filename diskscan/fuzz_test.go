@@ -95,6 +95,7 @@ func FuzzPartitions(f *testing.F) {
 func FuzzQcow2(f *testing.F) {
 	f.Add(seed(f, "ext4.qcow2.gz"))
 	f.Add(seed(f, "ext4c.qcow2.gz"))
+	f.Add(seed(f, "ext4x.qcow2.gz"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		data = expandImage(data, 256<<10)[:256<<10]
 		r := bytes.NewReader(data)

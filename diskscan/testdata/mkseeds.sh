@@ -8,6 +8,8 @@
 #                  block and a revoke, written by debugfs jo/jw/jc): needs_recovery
 #   ext4.qcow2.gz  ext4.img as qcow2 with 512-byte clusters (small L1/L2 tables)
 #   ext4c.qcow2.gz the same, compressed (deflate clusters)
+#   ext4x.qcow2.gz ext4.img as qcow2 with extended L2 entries (16 KiB clusters, 512-byte
+#                  subclusters) over a raw backing name, a zeroed and a rewritten subcluster
 #   mbr.img.gz     1 MiB disk: primary 1, extended 2 with logical 5 and 6
 #   gpt.img.gz     1 MiB disk: GPT with two named partitions
 # The fuzz targets feed them packed (non-zero parts of each KiB only, see packImage):
@@ -49,6 +51,9 @@ qemu-img convert -f raw -O qcow2 -o cluster_size=512 $tmp/ext4.img $tmp/ext4.qco
 gzip -9n < $tmp/ext4.qcow2 > ext4.qcow2.gz
 qemu-img convert -c -f raw -O qcow2 -o cluster_size=512 $tmp/ext4.img $tmp/ext4c.qcow2
 gzip -9n < $tmp/ext4c.qcow2 > ext4c.qcow2.gz
+qemu-img convert -f raw -O qcow2 -o extended_l2=on,cluster_size=16k $tmp/ext4.img $tmp/ext4x.qcow2
+qemu-io -f qcow2 -c 'write -z 8704 512' -c 'write -P 0x41 20480 1k' $tmp/ext4x.qcow2 >/dev/null
+gzip -9n < $tmp/ext4x.qcow2 > ext4x.qcow2.gz
 truncate -s 1M $tmp/mbr.img $tmp/gpt.img
 printf 'label: dos\nstart=64, size=256, type=83\nstart=400, type=5\nstart=450, size=100, type=83\nstart=600, size=100, type=82\n' |
 	sfdisk -q --no-reread --no-tell-kernel $tmp/mbr.img
