@@ -13,6 +13,7 @@ import (
 
 	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/memscan"
+	coord "github.com/domainm/domainm/migrate-hooks/control"
 )
 
 // A prepare or resume whose epoch is below one the supervisor accepted already comes
@@ -139,5 +140,41 @@ func TestPrepareExpiresWhileBlocksFinish(t *testing.T) {
 		if rec.State == control.StateQuiescing || rec.State == control.StateQuiesced {
 			t.Errorf("state log: %s (%s) after a prepare the coordinator gave up on", rec.State, rec.Reason)
 		}
+	}
+}
+
+// A resume to the destination that the supervisor carried out but whose answer the
+// coordinator never got (it timed out on the way back) must not leave the supervisor
+// at the destination when the coordinator rolls back: the handshake's resume at the
+// source is refused as wrong_state, so it prepares again and resumes at the source
+// (issue 8, item 8).
+func TestResumeAtSourceAfterLostAnswer(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := coord.Dial(ctx, h.cfg.Control.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst := filepath.Join(h.dir, "ram-dst")
+	b, _ := os.ReadFile(h.ram)
+	os.WriteFile(dst, b, 0o600)
+	hs := &coord.Handshake{Client: c,
+		Source: coord.ResumeArgs{Source: "file:" + h.ram, Layout: "flat", Target: coord.Target{Name: "t1", Host: "src"}},
+		Dest:   coord.ResumeArgs{Source: "file:" + dst, Layout: "flat", Target: coord.Target{Name: "t1", Host: "dst"}}}
+	if err := hs.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := hs.Resume(ctx); err != nil { // carried out; say its answer was lost
+		t.Fatal(err)
+	}
+	if err := hs.ResumeAtSource(ctx); err != nil {
+		t.Fatalf("resume at the source after a lost answer: %v", err)
+	}
+	st := h.sup.Status(ctx)
+	if st.State != control.StateMonitoring || st.Source != "file:"+h.ram || st.Target.Host != "src" {
+		t.Errorf("status %+v, want monitoring file:%s on src", st, h.ram)
 	}
 }

@@ -1,6 +1,10 @@
 package control
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 // Handshake drives one supervisor through a co-migration: it has the coordinator's
 // Supervisor methods (package syncpoint), with the memory sources bound.
@@ -22,9 +26,22 @@ func (h *Handshake) Resume(ctx context.Context) error {
 	return err
 }
 
-// ResumeAtSource asks the supervisor to monitor the target at the source again.
+// ResumeAtSource asks the supervisor to monitor the target at the source again. A
+// supervisor that answers "monitoring already" (wrong_state) carried out a resume whose
+// answer the coordinator never got (it timed out on the way back): it may watch the
+// destination. It is then prepared again and resumed at the source; the page
+// fingerprints taken now, of the destination's copy that never ran, must match the
+// source's paused copy, or the resume is refused.
 func (h *Handshake) ResumeAtSource(ctx context.Context) error {
 	_, err := h.Client.Resume(ctx, h.Source)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != "wrong_state" {
+		return err
+	}
+	if _, perr := h.Client.Prepare(ctx); perr != nil {
+		return fmt.Errorf("%w; preparing again to move it to the source: %w", err, perr)
+	}
+	_, err = h.Client.Resume(ctx, h.Source)
 	return err
 }
 
