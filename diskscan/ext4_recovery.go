@@ -372,15 +372,25 @@ func (j *journal) verifyTail(b []byte) bool {
 }
 
 // verifyCommit checks a commit block's checksum (csum v2/v3 only), computed over the
-// whole block with h_chksum[0] zeroed.
+// whole block with h_chksum[0] zeroed; or, as recent kernels accept an incompletely
+// written commit block (jbd2_commit_block_csum_verify_partial), over its header alone
+// followed by zeros.
 func (j *journal) verifyCommit(b []byte) bool {
 	if !j.csumV23() {
 		return true
 	}
+	want := binary.BigEndian.Uint32(b[16:])
 	c := append([]byte(nil), b...)
 	clear(c[16:20])
-	return crc32c(j.seed, c) == binary.BigEndian.Uint32(b[16:])
+	if crc32c(j.seed, c) == want {
+		return true
+	}
+	clear(c[commitHeaderSize:])
+	return crc32c(j.seed, c) == want
 }
+
+// commitHeaderSize is sizeof(struct commit_header): up to h_commit_nsec.
+const commitHeaderSize = 60
 
 // tidGT and tidGEQ compare transaction IDs modulo 2^32, as jbd2 does.
 func tidGT(x, y uint32) bool  { return int32(x-y) > 0 }

@@ -393,3 +393,50 @@ func TestFastCommitRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalTornCommitBlock: a commit block whose end was not written (garbage after its
+// header, checksum over header and zeros holding) is accepted, as recent kernels accept
+// it (jbd2_commit_block_csum_verify_partial); one whose header is damaged is not.
+func TestJournalTornCommitBlock(t *testing.T) {
+	img := corpusImage(t, t.TempDir(), "j_recover_csum3_64bit.img.bz2")
+	clean := readAll(t, img)
+	fs0 := mustFS(t, bytes.NewReader(clean), int64(len(clean))).(*ext4FS)
+	want, _ := walkAll(t, fs0)
+	j, err := fs0.loadJournal(8, false)
+	must(t, err)
+	var commit int64 = -1 // volume offset of the last commit block of the log
+	for l := uint64(j.start); l < min(j.last, uint64(j.start)+64); l++ {
+		b, err := j.block(l)
+		must(t, err)
+		if binary.BigEndian.Uint32(b) == jbdMagic && binary.BigEndian.Uint32(b[4:]) == jbdCommit {
+			commit, err = j.offset(l)
+			must(t, err)
+		}
+	}
+	if commit < 0 {
+		t.Fatal("no commit block in the log")
+	}
+	for _, c := range []struct {
+		name   string
+		at     int64
+		refuse bool
+	}{{"tail torn", 600, false}, {"header damaged", 0x30, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			b := append([]byte(nil), clean...)
+			b[commit+c.at] ^= 0xA5
+			fs := mustFS(t, bytes.NewReader(b), int64(len(b)))
+			if jerr := JournalError(fs); (jerr != nil) != c.refuse {
+				t.Fatalf("JournalError: %v, want an error: %v", jerr, c.refuse)
+			}
+			if c.refuse {
+				return
+			}
+			got, _ := walkAll(t, fs)
+			for p, w := range want {
+				if g := got[p]; g == nil || g.Size != w.Size || g.Mode != w.Mode || (w.Type == Regular && hashFile(t, fs, p) != hashFile(t, fs0, p)) {
+					t.Errorf("%s: differs from the replay of the intact journal", p)
+				}
+			}
+		})
+	}
+}
