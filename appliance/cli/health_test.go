@@ -404,3 +404,35 @@ func (s *testSetup) rawAlerts(t *testing.T) []string {
 	}
 	return out
 }
+
+// TestRunBlindSpotTimeout: blocks that hit memory.yara_timeout are blind spots like
+// unreadable ones: alerted with reason timeout, in status, /healthz, metrics and the
+// state log alike.
+func TestRunBlindSpotTimeout(t *testing.T) {
+	s, _, pt := healthSetup(t)
+	cfg, _ := os.ReadFile(s.cfg)
+	os.WriteFile(s.cfg, bytes.Replace(cfg, []byte("workers = 1\n"), []byte("workers = 1\nyara_timeout = \"1s\"\n"), 1), 0o644)
+	// Slow on any window (4096 x 10^6 iterations; filesize is undefined in a memory scan).
+	s.rule(t, "slow.yar", `rule slow { condition: for any i in (0..4095) : (for any j in (0..1000000) : (i + j == -1)) }`)
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	waitUntil(t, "blind-spots alert", 60*time.Second, func() bool { return len(s.alertsWith(t, "memory-scan-blind-spots", "")) == 1 })
+	r := pt.agree("timeouts", control.StateMonitoring, false, control.ProblemBlindSpots)
+	// The blocks whose windows hold the markers at 5 MiB and 9 MiB time out: each and
+	// the block before it (its window reaches 4 KiB into the next block).
+	if u := r.Health.Unscanned; u == nil || u.Reasons["timeout"] != 4 || u.Bytes != 4<<20 || u.RangesTotal != 2 ||
+		u.Ranges[0].Start != "0x400000" || u.Ranges[0].End != "0x600000" || u.Ranges[0].Reason != "timeout" ||
+		u.Ranges[1].Start != "0x800000" || u.Ranges[1].End != "0xa00000" {
+		t.Errorf("status unscanned = %+v", u)
+	}
+	if m := pt.metrics(); m[`domainm_memory_unscanned_blocks{reason="timeout"}`] != "4" {
+		t.Errorf("domainm_memory_unscanned_blocks{reason=timeout} = %q", m[`domainm_memory_unscanned_blocks{reason="timeout"}`])
+	}
+	os.Remove(filepath.Join(s.rules, "slow.yar"))
+	waitUntil(t, "complete alert", 60*time.Second, func() bool { return len(s.alertsWith(t, "memory-scan-complete", "")) == 1 })
+	pt.agree("slow rule removed", control.StateMonitoring, true)
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}
