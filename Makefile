@@ -75,7 +75,8 @@ FUZZ_TARGETS := \
 	./appliance/alert:FuzzSyslogFrame \
 	./appliance/config:FuzzParse \
 	./detectors/integrity:FuzzParsePolicy \
-	./detectors/integrity:FuzzReadDB
+	./detectors/integrity:FuzzReadDB \
+	./detectors/yara:FuzzRuleSource
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
