@@ -444,6 +444,7 @@ func fromIntegrity(e *Event, f detectors.Finding, state string) {
 	cur, changes := integrityValues(m)
 	fillFile(e.File, cur)
 	e.DomainM.Changes = changes
+	e.DomainM.Meta = integrityExtra(m, cur)
 	e.Rule = &Rule{Name: firstNonEmpty(bound(f.Rule), "integrity-"+e.DomainM.State), Ruleset: bound(firstNonEmpty(m["selection"], f.Namespace))}
 	sev := PathSeverity(f.Path)
 	if newSetuid(change, cur, changes) {
@@ -500,6 +501,25 @@ func newSetuid(change string, cur map[string]string, changes []Change) bool {
 		}
 	}
 	return false
+}
+
+// integrityExtra keeps what ECS file.* has no field for: the link count, file
+// capabilities and xattrs of the entry (an added or removed entry carries them as
+// current values), and its read error.
+func integrityExtra(m, cur map[string]string) MetaFields {
+	out := MetaFields{}
+	for _, a := range []string{"nlink", "caps", "xattrs"} {
+		if v := cur[a]; v != "" {
+			out[a] = bound(v)
+		}
+	}
+	if v := m["error"]; v != "" {
+		out["error"] = bound(v)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func fillFile(f *File, m map[string]string) {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/diskscan"
 )
 
 // Detector is the Finding.Detector and Change.Detector of integrity results.
@@ -134,14 +135,51 @@ func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
 func (a Attr) isHash() bool { return HashAttrs.Has(a) }
 
 // Finding turns the change into an alert-pipeline finding: Rule is "integrity-<kind>",
-// Meta holds the selection, type and each attribute as "before -> after".
+// Meta holds the selection, type and each changed attribute as "before -> after". An
+// added entry carries its attributes, a removed one its last known attributes, as plain
+// values (see recordMeta): they have no attribute changes, yet a new setuid file must
+// say what it is.
 func (c Change) Finding(t detectors.Target, now time.Time) detectors.Finding {
 	meta := map[string]string{"selection": c.Rule, "type": c.Type, "change": string(c.Kind)}
+	switch {
+	case c.Kind == Added && c.After != nil:
+		recordMeta(meta, c.After)
+	case c.Kind == Removed && c.Before != nil:
+		recordMeta(meta, c.Before)
+	}
 	for _, a := range c.Attrs {
 		meta[a.Attr] = a.Before + " -> " + a.After
 	}
 	return detectors.Finding{
 		Detector: Detector, Rule: "integrity-" + string(c.Kind), Path: c.Path,
 		Meta: meta, Time: now, Target: t,
+	}
+}
+
+// metaAttrs are the attributes every record has (Record keeps metadata whatever the
+// selection compares).
+var metaAttrs = []Attr{AttrType, AttrMode, AttrUID, AttrGID, AttrSize, AttrMtime, AttrCtime, AttrInode, AttrNlink}
+
+// recordMeta adds an entry's attributes to meta as plain values, named as in the
+// policy: its metadata, a symlink's target, capabilities and xattrs when it has any, the
+// hashes that were computed, and "error" when it could not be fully read (an entry
+// whose metadata could not be read at all carries only the error).
+func recordMeta(meta map[string]string, r *Record) {
+	if r.Err != "" {
+		meta[errAttr] = r.Err
+	}
+	if r.unread() {
+		return
+	}
+	for _, a := range metaAttrs {
+		meta[a.Name()] = r.value(a)
+	}
+	if r.Type == diskscan.Symlink.String() {
+		meta[AttrLink.Name()] = r.Link
+	}
+	for _, a := range []Attr{AttrCaps, AttrXattrs, AttrSHA256, AttrSHA512} {
+		if v := r.value(a); v != "" {
+			meta[a.Name()] = v
+		}
 	}
 }
