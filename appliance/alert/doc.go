@@ -60,9 +60,13 @@
 //
 //   - TCP and TLS streams: written, acknowledged by the receiver's TCP stack
 //     (SIOCOUTQ), and the connection then stayed up for `confirm` (default 1s). A
-//     lost connection re-sends everything not confirmed, in order.
+//     lost connection re-sends everything not confirmed, in order. At most 256 KiB
+//     wait for the acknowledgement, and the spool records, at most 25ms behind, how
+//     far it reached: a new process (after kill -9, or a stop) counts that as
+//     delivered, so a crash re-sends only the last few hundred KiB at most.
 //   - UDP: the datagram was sent (no acknowledgement exists; loss is possible).
-//   - HTTP: the _bulk response said so per item (409 counts: already indexed).
+//   - HTTP: the _bulk response said so per item (409 counts: already indexed, so a
+//     re-sent event never makes a second document: the event id is the _id).
 //   - journal: the datagram was sent; file: written and fsynced.
 //
 // A stream whose receiver stops reading is kept (a new connection could be read
@@ -73,8 +77,9 @@
 // So delivery is at least once, in order per sink, across sink outages and kill -9
 // of the supervisor: after a failure some events arrive twice (each re-send is a
 // contiguous run, in order). An event is lost only if the receiver acknowledged it,
-// kept the connection up for `confirm`, and then lost it itself, or if it was dropped
-// from a full spool.
+// kept the connection up for `confirm`, and then lost it itself; if the supervisor
+// died after the receiver acknowledged it and the receiver lost it within `confirm`;
+// or if it was dropped from a full spool.
 //
 // Each sink's spool is bounded by spool_max_bytes (JSON bytes plus a per-event
 // overhead; the file can be somewhat larger and does not shrink, bbolt reuses its
