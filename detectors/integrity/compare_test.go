@@ -161,3 +161,32 @@ func TestFormatCaps(t *testing.T) {
 		}
 	}
 }
+
+// TestFindingCarriesRecord: an added entry's finding carries its attributes, a removed
+// one its last known attributes; an entry that could not be read carries its error.
+func TestFindingCarriesRecord(t *testing.T) {
+	suid := fileRec("/home/alice/x")
+	suid.Mode, suid.Err = 0o4755, ""
+	link := fileRec("/usr/bin/editor")
+	link.Type, link.Link, link.Hashes = "symlink", "/tmp/evil", Hashes{}
+	unread := &Record{Path: "/etc/x", Rule: "etc", Err: "inode 12 is free"}
+	for _, tc := range []struct {
+		name string
+		c    Change
+		want map[string]string
+	}{
+		{"added setuid file", Change{Kind: Added, Path: suid.Path, Type: "file", After: suid},
+			map[string]string{"mode": "4755 (rwsr-xr-x)", "uid": "0", "size": "100", "sha256": "aa", "nlink": "1", "inode": "12"}},
+		{"removed symlink", Change{Kind: Removed, Path: link.Path, Type: "symlink", Before: link},
+			map[string]string{"link": "/tmp/evil", "type": "symlink", "mode": "0755 (rwxr-xr-x)"}},
+		{"added unreadable", Change{Kind: Added, Path: unread.Path, After: unread},
+			map[string]string{"error": "inode 12 is free", "mode": ""}},
+	} {
+		m := tc.c.Finding(detectors.Target{}, t0).Meta
+		for k, v := range tc.want {
+			if m[k] != v {
+				t.Errorf("%s: meta %s = %q, want %q", tc.name, k, m[k], v)
+			}
+		}
+	}
+}
