@@ -92,9 +92,9 @@ func (fs *ext4FS) openJournal(sb []byte) error {
 	}
 	// A checksum mismatch may be a read torn by the guest writing its journal: try once
 	// more with fresh reads before reporting it.
-	m, fc, err := fs.recoverJournal(jino, compat, false)
+	m, fc, err := fs.recoverJournal(jino, sb, false)
 	if err != nil {
-		m, fc, err = fs.recoverJournal(jino, compat, true)
+		m, fc, err = fs.recoverJournal(jino, sb, true)
 	}
 	if len(fc) > 0 {
 		fs.fc = newFCReplay(fc)
@@ -123,20 +123,32 @@ type journal struct {
 	seq, start          uint32
 	compat, incompat    uint32
 	seed                uint32 // crc32c(~0, journal UUID)
+	inodeErr            error  // the journal inode was unusable: its superblock copy is used
 }
 
 // loadJournal reads and checks the journal superblock of inode jino.
-func (fs *ext4FS) loadJournal(jino uint32, fresh bool) (*journal, error) {
+// fsSB is the ext4 superblock, for the copy of the journal inode's block map it keeps;
+// nil when there is none to fall back on.
+func (fs *ext4FS) loadJournal(jino uint32, fsSB []byte, fresh bool) (*journal, error) {
 	o := fs.newOp(fresh)
-	in, err := o.readInode(jino)
-	if err != nil {
-		return nil, fmt.Errorf("journal inode: %v: %w", err, ErrJournal)
+	in, err := o.journalInode(jino)
+	var exts []extent
+	if err == nil {
+		exts, err = o.mapBlocks(in)
 	}
-	exts, err := o.mapBlocks(in)
+	var inodeErr error
 	if err != nil {
-		return nil, fmt.Errorf("journal inode: %v: %w", err, ErrJournal)
+		// e2fsck then uses the superblock's copy of the journal's block map; the kernel
+		// refuses the journal.
+		inodeErr = fmt.Errorf("journal inode %d unusable (%v), replayed through the superblock's copy of its block map as e2fsck does: %w", jino, err, ErrJournal)
+		if in, err = backupJournalInode(jino, fsSB); err == nil {
+			exts, err = o.mapBlocks(in)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("journal inode %d: %v: %w", jino, err, ErrJournal)
+		}
 	}
-	j := &journal{fs: fs, fresh: fresh, exts: exts, o: o, maxlen: uint64(in.size / fs.bs)}
+	j := &journal{fs: fs, fresh: fresh, exts: exts, o: o, maxlen: uint64(in.size / fs.bs), inodeErr: inodeErr}
 	sb, err := j.block(0)
 	if err != nil {
 		return nil, fmt.Errorf("journal superblock: %w", err)
@@ -145,6 +157,40 @@ func (fs *ext4FS) loadJournal(jino uint32, fresh bool) (*journal, error) {
 		return nil, fmt.Errorf("journal superblock: %w", err)
 	}
 	return j, nil
+}
+
+// journalInode reads the journal inode and checks it as e2fsck does before trusting it:
+// a regular file, linked, of at least 1024 blocks.
+func (o *op) journalInode(jino uint32) (*inode, error) {
+	in, err := o.readInode(jino)
+	switch {
+	case err != nil:
+		return nil, err
+	case in.fileType() != Regular || in.links == 0:
+		return nil, fmt.Errorf("inode %d is not a linked regular file: %w", jino, ErrCorrupt)
+	case in.size/o.fs.bs < jbdMinJournalBlocks:
+		return nil, fmt.Errorf("inode %d of %d bytes: too small for a journal: %w", jino, in.size, ErrCorrupt)
+	}
+	return in, nil
+}
+
+// backupJournalInode makes a journal inode from the ext4 superblock's copy of its block
+// map (s_jnl_blocks: i_block, then the size's high and low words), as e2fsck does; the
+// extents flag is set when the copy holds an extent tree root.
+func backupJournalInode(jino uint32, sb []byte) (*inode, error) {
+	const jnlBackupBlocks = 1
+	if sb == nil || sb[0xFD] != jnlBackupBlocks {
+		return nil, fmt.Errorf("no copy of the journal's block map in the superblock: %w", ErrCorrupt)
+	}
+	le := binary.LittleEndian
+	raw := make([]byte, 128)
+	copy(raw[0x28:0x64], sb[0x10C:0x148])
+	size := uint64(le.Uint32(sb[0x148:]))<<32 | uint64(le.Uint32(sb[0x14C:]))
+	in := &inode{ino: jino, raw: raw, mode: 0x8000 | 0o600, links: 1, size: int64(size & (1<<62 - 1)), iblock: raw[0x28:0x64]}
+	if le.Uint16(raw[0x28:]) == extentMagic {
+		in.flags = flagExtents
+	}
+	return in, nil
 }
 
 // parseSuper checks the journal superblock as jbd2 does before it recovers anything.

@@ -40,14 +40,15 @@ type recovery struct {
 // the fast-commit tags to replay after them. A non-nil error (matching ErrJournal) means
 // that the kernel would refuse this journal; what is returned with it is what the kernel
 // and e2fsck would still have written (nothing when the scan itself failed).
-func (fs *ext4FS) recoverJournal(jino, compat uint32, fresh bool) (map[uint64]journalBlock, []fcTag, error) {
-	j, err := fs.loadJournal(jino, fresh)
+func (fs *ext4FS) recoverJournal(jino uint32, sb []byte, fresh bool) (map[uint64]journalBlock, []fcTag, error) {
+	j, err := fs.loadJournal(jino, sb, fresh)
 	if err != nil {
 		return nil, nil, err
 	}
 	if j.start == 0 {
-		return nil, nil, nil // clean
+		return nil, nil, j.inodeErr // clean
 	}
+	compat := binary.LittleEndian.Uint32(sb[0x5C:])
 	if uint64(j.start) < j.first || uint64(j.start) >= j.last {
 		return nil, nil, fmt.Errorf("log start %d outside [%d, %d): %w", j.start, j.first, j.last, ErrJournal)
 	}
@@ -64,7 +65,7 @@ func (fs *ext4FS) recoverJournal(jino, compat uint32, fresh bool) (map[uint64]jo
 	case r.failedCommit != nil:
 		return r.replayed, r.fcTags, fmt.Errorf("transaction %d: commit block checksum mismatch, log replayed up to it: %w", *r.failedCommit, ErrJournal)
 	}
-	return r.replayed, r.fcTags, nil
+	return r.replayed, r.fcTags, j.inodeErr
 }
 
 // pass is one walk through the log (do_one_pass).
