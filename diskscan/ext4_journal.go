@@ -48,11 +48,12 @@ const (
 
 // ErrJournal matches the error JournalError returns: the filesystem's journal is not
 // applied as the guest's kernel would apply it at mount. Either the kernel would refuse
-// it (a corrupt journal superblock, log or fast-commit area: bad checksums, impossible
-// geometry, an invalid revoke block; the mount fails and e2fsck must run) or it is an
-// external journal, which this package does not read. The volume is then read as e2fsck
-// leaves it after its own replay (the transactions before the damage, the data blocks
-// whose checksums hold), or as it is on disk.
+// it (a corrupt journal inode, superblock, log or fast-commit area: bad checksums,
+// impossible geometry, an invalid revoke block; the mount fails and e2fsck must run) or
+// it is an external journal, which this package does not read. The volume is then read
+// as e2fsck leaves it after its own replay (the transactions before the damage, the data
+// blocks whose checksums hold; through the superblock's copy of the journal inode's
+// block map when the inode is unusable), or as it is on disk.
 var ErrJournal = errors.New("journal not replayed as the kernel would")
 
 // JournalError says why fs is not read with its journal applied as the guest's kernel
