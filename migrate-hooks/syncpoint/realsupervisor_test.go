@@ -216,12 +216,13 @@ func stateLog(t *testing.T, path string) []stateRecord {
 }
 
 // freezer is the handshake with the supervisor frozen (SIGSTOP) right after it answered
-// prepare, and woken (SIGCONT) while the coordinator's rollback waits for it to resume
-// at the source.
+// prepare; with wakeDuringRollback it is woken (SIGCONT) while the coordinator's
+// rollback waits for it to resume at the source, else the test wakes it later.
 type freezer struct {
 	*control.Handshake
-	pid    int
-	frozen time.Time
+	pid                int
+	wakeDuringRollback bool
+	frozen             time.Time
 }
 
 func (f *freezer) Prepare(ctx context.Context) error {
@@ -234,20 +235,31 @@ func (f *freezer) Prepare(ctx context.Context) error {
 }
 
 func (f *freezer) ResumeAtSource(ctx context.Context) error {
-	if !f.frozen.IsZero() {
+	if !f.frozen.IsZero() && f.wakeDuringRollback {
 		time.AfterFunc(300*time.Millisecond, func() { syscall.Kill(f.pid, syscall.SIGCONT) })
 	}
 	return f.Handshake.ResumeAtSource(ctx)
 }
 
-// TestStaleResumeAfterFreeze (issue 8, item 8): the supervisor freezes after prepare,
-// the coordinator's resume at the destination times out, and it rolls the pair back to
-// the source, waking the supervisor while it asks for a resume at the source. The
-// abandoned resume for the destination, still unread in the old connection, must be
-// refused: afterwards the supervisor watches the source's RAM file (status and state
-// log), the target runs at the source, and no alert or state names the destination.
+// TestStaleResumeAfterFreeze (issue 8, item 8): the supervisor freezes after prepare and
+// the coordinator's resume at the destination times out. Woken during the rollback, the
+// supervisor must refuse the abandoned resume for the destination (still unread in the
+// old connection) and carry out the resume at the source: it watches the source's RAM
+// file (status and state log), the target runs at the source, and no alert or state
+// names the destination. Woken only after the coordinator gave up (the target left
+// paused, exit 2: the case reported), it must refuse both abandoned resumes and stay
+// quiesced, not watch the destination.
 func TestStaleResumeAfterFreeze(t *testing.T) {
 	bin := buildDomainm(t)
+	for _, tc := range []struct {
+		name string
+		wake bool
+	}{{"woken-during-rollback", true}, {"woken-after-exit-2", false}} {
+		t.Run(tc.name, func(t *testing.T) { staleResumeAfterFreeze(t, bin, tc.wake) })
+	}
+}
+
+func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	f := &fixture{}
@@ -274,7 +286,7 @@ func TestStaleResumeAfterFreeze(t *testing.T) {
 		return alertsOf(d.alerts)["planted_before_migration memory-match"]
 	})
 
-	fz := &freezer{Handshake: lab.Handshake(c, f.src, f.dst, "target"), pid: d.pid}
+	fz := &freezer{Handshake: lab.Handshake(c, f.src, f.dst, "target"), pid: d.pid, wakeDuringRollback: wakeDuringRollback}
 	r, err := syncpoint.Run(ctx, f.t, f.m, fz, syncpoint.Config{Mode: syncpoint.Sync, Handshake: 2 * time.Second})
 	logResult(t, r)
 	checkInvariant(t, r)
@@ -283,15 +295,29 @@ func TestStaleResumeAfterFreeze(t *testing.T) {
 		t.Fatal("the supervisor was never frozen: prepare failed")
 	}
 	var se *syncpoint.Error
-	if !errors.As(err, &se) || se.Phase != "P4" || !r.RolledBack {
-		t.Errorf("got %v, want a failure at P4 rolled back to the source", err)
+	if !errors.As(err, &se) || se.Phase != "P4" {
+		t.Fatalf("got %v, want a failure at P4", err)
+	}
+	wantState, wantRefused := control.StateMonitoring, 1 // the abandoned resume for the destination
+	if wakeDuringRollback {
+		if !r.RolledBack {
+			t.Errorf("outcome %q, want rolled back to the source", se.Outcome)
+		}
+	} else {
+		if r.RolledBack || !strings.Contains(se.Outcome, "target paused") {
+			t.Errorf("outcome %q, want the target left paused", se.Outcome)
+		}
+		syscall.Kill(d.pid, syscall.SIGCONT)
+		// The rollback's reconnect timed out on status, so only the resume for the
+		// destination is pending when the supervisor wakes.
+		wantState = "quiesced"
 	}
 	// Time for anything still pending in the supervisor to be carried out, wrongly.
 	time.Sleep(3 * time.Second)
 
 	srcRAM, dstRAM := f.src.RAMFile("target"), f.dst.RAMFile("target")
-	if !running(t, f.t.Src) || running(t, f.t.Dst) {
-		t.Errorf("the target must run at the source only")
+	if running(t, f.t.Src) != wakeDuringRollback || running(t, f.t.Dst) {
+		t.Errorf("the target must run at the source only, and only if rolled back")
 	}
 	c2, err := control.Dial(ctx, d.sock)
 	if err != nil {
@@ -299,8 +325,8 @@ func TestStaleResumeAfterFreeze(t *testing.T) {
 	}
 	defer c2.Close()
 	resp, err := c2.Call(ctx, "status", nil)
-	if err != nil || resp.State != control.StateMonitoring || !strings.Contains(string(resp.Raw), `"source":"file:`+srcRAM+`"`) {
-		t.Errorf("supervisor status %s, %v; want monitoring file:%s", resp.Raw, err, srcRAM)
+	if err != nil || resp.State != wantState || !strings.Contains(string(resp.Raw), `"source":"file:`+srcRAM+`"`) {
+		t.Errorf("supervisor status %s, %v; want %s file:%s", resp.Raw, err, wantState, srcRAM)
 	}
 	recs := stateLog(t, filepath.Join(d.state, "events.jsonl"))
 	for _, rec := range recs {
@@ -308,24 +334,21 @@ func TestStaleResumeAfterFreeze(t *testing.T) {
 			t.Errorf("state log names the destination: %+v", rec)
 		}
 	}
-	if last := recs[len(recs)-1]; last.State != control.StateMonitoring || last.Source != "file:"+srcRAM {
-		t.Errorf("last state record %+v, want monitoring file:%s", last, srcRAM)
+	if last := recs[len(recs)-1]; last.State != wantState || last.Source != "file:"+srcRAM {
+		t.Errorf("last state record %+v, want %s file:%s", last, wantState, srcRAM)
 	}
 	if b, _ := os.ReadFile(d.alerts); strings.Contains(string(b), dstRAM) || strings.Contains(string(b), "resumed on "+f.dst.Name) {
 		t.Errorf("an alert names the destination:\n%s", b)
 	}
-	refused := false
+	refused := 0
 	b, _ := os.ReadFile(d.logf)
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.Contains(line, "refused as stale") {
 			t.Logf("supervisor: %s", line)
-			refused = true
+			refused++
 		}
 	}
-	if !refused {
-		t.Errorf("the supervisor's log does not show the abandoned resume refused")
-	}
-	if found, _ := fz.Monitoring(ctx); !found {
-		t.Errorf("the handshake's own status check says not monitoring")
+	if refused != wantRefused {
+		t.Errorf("the supervisor's log shows %d requests refused as stale, want %d", refused, wantRefused)
 	}
 }
