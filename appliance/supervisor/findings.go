@@ -28,7 +28,7 @@ import (
 // and no longer matches (the content may still be there).
 
 // maxContent bounds the content keys a finding remembers; beyond it, new content of
-// that finding is no longer alerted singly (the update that fills it says so).
+// that finding is no longer alerted (memory-finding-content-full says so, once).
 const maxContent = 256
 
 // tracked is one finding the supervisor has reported.
@@ -235,8 +235,13 @@ func (m *memLoop) report(c changes) {
 	for _, u := range c.updated {
 		evs = append(evs, alert.Updated(u.first, now, u.fresh))
 		if u.full {
+			// A rule matching ever new content (or a guest spraying it) would otherwise
+			// alert every pass; say once that this finding stops telling.
 			m.s.log.Warn("memory finding holds the most content it remembers; its further new content is not alerted",
 				"rule", u.first.Namespace+":"+u.first.Rule, "content", maxContent)
+			evs = append(evs, alert.Health(now, alert.SevMedium, "memory", "finding-content-full",
+				fmt.Sprintf("memory finding of YARA rule %s:%s on %s has matched %d distinct strings: further new content of this rule is not alerted until the finding ends",
+					u.first.Namespace, u.first.Rule, m.s.currentTarget().Name, maxContent)))
 		}
 	}
 	for _, f := range c.gone {

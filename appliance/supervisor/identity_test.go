@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,5 +186,38 @@ func TestStateFileV1Migrated(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if err := json.Unmarshal(b, &st); err != nil || st.Version != memoryStateVersion || len(st.Findings) != 1 || len(st.Findings[0].Content) != 2 {
 		t.Errorf("state file not rewritten in version %d with 2 content keys (%v): %s", memoryStateVersion, err, b)
+	}
+}
+
+// TestContentFull: a finding remembers at most maxContent distinct strings; the pass that
+// fills it alerts once that further new content goes unalerted, and later new content
+// alerts nothing (a guest spraying matching strings cannot make it alert every pass).
+func TestContentFull(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	plant := func(from, to int, at int64) {
+		for i := from; i < to; i++ {
+			h.poke(at+int64(i-from)*16, fmt.Sprintf("SPRAY-%04d", i))
+		}
+	}
+	plant(0, 10, 1<<20)
+	h.writeRule("spray.yar", "rule spray { strings: $a = /SPRAY-[0-9]{4}/ condition: $a }\n")
+	h.reloadDone("spray found", func() bool { return len(h.alerts.with("memory-match", "spray")) == 1 })
+	// 290 more, in two windows (each keeps at most 256 matches per rule).
+	plant(10, 150, 1<<20+10*16)
+	plant(150, 300, 2<<20)
+	h.tick()
+	up := h.alerts.with("memory-match-updated", "spray")
+	if len(up) != 1 || up[0].DomainM.MatchesN != maxContent-10 {
+		t.Fatalf("%d updated alerts, want 1 naming %d new strings:\n%s", len(up), maxContent-10, h.alerts.dump())
+	}
+	if n := len(h.alerts.with("memory-finding-content-full", "")); n != 1 {
+		t.Errorf("%d content-full alerts, want 1", n)
+	}
+	plant(300, 350, 6<<20)
+	h.tick()
+	h.tick()
+	h.quiet("spray", 2, "new content past the limit")
+	if n := len(h.alerts.with("memory-finding-content-full", "")); n != 1 {
+		t.Errorf("%d content-full alerts after more content, want still 1", n)
 	}
 }
