@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +162,64 @@ func TestStreamResetForgetsAcked(t *testing.T) {
 	defer stopNow(d)
 	if st := d.Status()[0]; st.Spooled != 100 {
 		t.Fatalf("%d alerts spooled after the reset and a restart, want all 100", st.Spooled)
+	}
+}
+
+// TestSpoolAckedMark: the acknowledged mark survives a reopen, dropAcked removes
+// what it covers and clears it, confirming past it clears it, and a sink no longer
+// configured loses its mark with its queue.
+func TestSpoolAckedMark(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	sinks := map[string]int64{"a": 1 << 20, "b": 1 << 20}
+	sp, _, err := openSpool(path, sinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := sp.add([]entry{{sev: SevLow, data: payload(i, 10), sinks: []string{"a", "b"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := sp.settle("a", 3, 7); err != nil || n != 3 {
+		t.Fatalf("settle(a, 3, 7) removed %d (%v), want 3", n, err)
+	}
+	if _, err := sp.settle("b", 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	sp.close()
+
+	sp, _, err = openSpool(path, sinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := sp.acked("a"); m != 7 {
+		t.Fatalf("mark of a after reopen = %d, want 7", m)
+	}
+	if n, err := sp.dropAcked("a"); err != nil || n != 4 {
+		t.Fatalf("dropAcked(a) removed %d (%v), want 4 (events 4..7)", n, err)
+	}
+	if n, _ := sp.stats("a"); n != 3 || sp.acked("a") != 0 {
+		t.Fatalf("sink a holds %d with mark %d, want 3 and no mark", n, sp.acked("a"))
+	}
+	if recs, _ := sp.read("a", 0, 1, 1<<20); len(recs) != 1 || recs[0].seq != 8 {
+		t.Fatalf("sink a's first event after dropAcked: %v, want seq 8", recs)
+	}
+	if _, err := sp.settle("a", 9, 9); err != nil || sp.acked("a") != 0 {
+		t.Fatalf("a mark not beyond what was removed must clear it (%v): mark %d", err, sp.acked("a"))
+	}
+	sp.close()
+
+	sp, _, err = openSpool(path, map[string]int64{"a": 1 << 20}) // b removed
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.close()
+	sp, _, err = openSpool(path, sinks) // and back, empty
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	if m := sp.acked("b"); m != 0 {
+		t.Fatalf("sink b removed and configured again: mark %d, want none", m)
 	}
 }
