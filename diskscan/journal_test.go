@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestJournalReplay writes transactions into the journal with debugfs (jo/jw/jc): a new
@@ -446,5 +447,60 @@ func TestJournalTornCommitBlock(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestJournalDamage flips random bytes in the journal of images that need recovery (its
+// superblock, log and fast-commit blocks) and checks that opening and walking never
+// panics (bugsPanic is set in tests), stays fast, and that any error from JournalError
+// matches ErrJournal.
+func TestJournalDamage(t *testing.T) {
+	images := map[string][]byte{}
+	b, err := readGz("testdata/journal.img.gz")
+	must(t, err)
+	images["journal.img"] = b
+	if _, err := os.Stat(filepath.Join("..", "..", "shared", "corpora", "e2fsprogs-tests")); err == nil {
+		images["j_recover_fast_commit"] = readAll(t, corpusImage(t, t.TempDir(), "j_recover_fast_commit.img.gz"))
+	}
+	for name, clean := range images {
+		fs0 := mustFS(t, bytes.NewReader(clean), int64(len(clean))).(*ext4FS)
+		j, err := fs0.loadJournal(8, nil, false)
+		must(t, err)
+		var blocks []int64 // volume offsets of the journal blocks in use
+		for _, l := range []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, j.last + 1, j.last + 2} {
+			if off, err := j.offset(l); err == nil {
+				blocks = append(blocks, off)
+			}
+		}
+		rnd := rand.New(rand.NewSource(9))
+		errs := 0
+		for iter := 0; iter < 300; iter++ {
+			img := append([]byte(nil), clean...)
+			for n := 1 + rnd.Intn(6); n > 0; n-- {
+				off := blocks[rnd.Intn(len(blocks))] + int64(rnd.Intn(int(fs0.bs)))
+				img[off] ^= byte(1 + rnd.Intn(255))
+			}
+			start := time.Now()
+			fs, err := OpenFS(bytes.NewReader(img), int64(len(img)))
+			if err == nil {
+				if jerr := JournalError(fs); jerr != nil {
+					errs++
+					if !errors.Is(jerr, ErrJournal) {
+						t.Errorf("%s iteration %d: %v does not match ErrJournal", name, iter, jerr)
+					}
+				}
+				noRetryWait(fs)
+				walkBounded(t, fs)
+			} else if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupportedFS) {
+				t.Errorf("%s iteration %d: open: %v", name, iter, err)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("%s iteration %d: %v", name, iter, d)
+			}
+		}
+		t.Logf("%s: 300 damaged journals, %d reported by JournalError", name, errs)
+		if errs == 0 {
+			t.Errorf("%s: no damage reported at all", name)
+		}
 	}
 }
