@@ -82,6 +82,7 @@ func TestMain(m *testing.M) {
 // childResult is what the child reports of one image.
 type childResult struct {
 	OpenError    string   `json:"open_error,omitempty"`
+	Journal      string   `json:"journal,omitempty"` // diskscan.JournalError: not replayed as the kernel would
 	CollectError string   `json:"collect_error,omitempty"`
 	Records      int      `json:"records"`
 	Unreadable   int      `json:"unreadable"`
@@ -132,6 +133,9 @@ func runCorpusChild(img, db string) (res childResult) {
 			return err, nil
 		}
 		defer closer.Close()
+		if err := diskscan.JournalError(fsys); err != nil {
+			res.Journal = err.Error()
+		}
 		opt := Options{Workers: 1}
 		if cmp != nil {
 			opt.Baseline = cmp.Baseline
@@ -405,6 +409,9 @@ func (ci *corpusImage) runChild() bool {
 		t.Fatalf("child result: %v", err)
 	}
 	r := &ci.res
+	if r.Journal != "" {
+		t.Logf("journal: %s", r.Journal)
+	}
 	if r.CollectError != "" {
 		t.Errorf("baseline failed: %s", r.CollectError)
 	}
