@@ -175,7 +175,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	return err
 }
 
-func (s *Supervisor) run(ctx context.Context) error {
+func (s *Supervisor) run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(s.cfg.State.Dir, 0o700); err != nil {
 		return fmt.Errorf("state folder: %w", err)
 	}
@@ -185,6 +185,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 	}
 	s.states = sl
 	defer sl.close()
+	defer func() {
+		if err != nil { // the state log must not end at "starting"
+			s.setState(control.StateStopped, "start failed: "+err.Error(), nil)
+		}
+	}()
 	s.setState(control.StateStarting, "process started", nil)
 
 	s.status("compiling rules in %s", s.cfg.Rules.Dir)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,5 +95,28 @@ func TestCoalesceBounded(t *testing.T) {
 	}
 	if coalesce(nil) != nil {
 		t.Error("no errors: want nil")
+	}
+}
+
+// TestStartFailureInStateLog: a start that fails leaves the state log at stopped, with
+// the reason, not at starting (which would read as a supervisor still coming up).
+func TestStartFailureInStateLog(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.stop()
+	h.writeRule("broken.yar", "rule broken { condition: $x }\n")
+	sup, err := New(h.cfg, h.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Run(context.Background()); err == nil {
+		t.Fatal("started with broken rules")
+	}
+	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("state log: %v", err)
+	}
+	last := recs[len(recs)-1]
+	if last.State != control.StateStopped || !strings.Contains(last.Reason, "start failed") || !strings.Contains(last.Reason, "broken.yar") || last.Healthy {
+		t.Errorf("last state log line after a failed start: %+v", last)
 	}
 }
