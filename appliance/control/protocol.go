@@ -8,7 +8,7 @@
 //	{"id":2,"cmd":"prepare"}
 //	{"id":3,"cmd":"resume","args":{"source":"file:/dev/shm/x","layout":"flat","target":{"name":"web-1","uuid":"...","host":"dst"}}}
 //
-// answered by {"id":N,"ok":true,"state":"monitoring"|"quiesced"|"starting",...} or
+// answered by {"id":N,"ok":true,"state":"monitoring"|"quiesced"|"starting"|"waiting",...} or
 // {"id":N,"ok":false,"error":"...","code":"guest_changed"|"bad_request"|...}. The id is
 // echoed as it was sent.
 //

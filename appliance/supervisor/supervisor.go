@@ -10,6 +10,16 @@
 // resume, shutdown and watchdog probes, but a loop never starts a pass while one runs,
 // so passes never overlap. The rule set is swapped through an atomic pointer that the
 // scan driver reads before every block. Status reads a mutex-guarded snapshot.
+//
+// # Health
+//
+// One model (health.go) says what the supervisor does (its state: starting, waiting
+// for a memory source that does not exist, monitoring, quiesced, ...) and what keeps it
+// from watching the whole target with rules (its problems: no rules, blind spots left by
+// the last pass, a failed or stalled pass, disk checks failing or overdue, undelivered
+// alerts). Status and /healthz take it when asked; the state log, the metrics and
+// systemd's STATUS are written from it whenever the state or the set of problems
+// changes, so all of them agree. Every alert the supervisor emits names its target.
 package supervisor
 
 import (
