@@ -79,6 +79,7 @@ func cleanImage(t *testing.T, size int) string {
 			fi++
 		}
 	}
+	plantControl(img)
 	p := filepath.Join(t.TempDir(), "clean.raw")
 	if err := os.WriteFile(p, img, 0o644); err != nil {
 		t.Fatal(err)
@@ -136,6 +137,7 @@ func cleanGuestRAM(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	plantControl(b)
 	p := filepath.Join(t.TempDir(), "clean-guest.raw")
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
@@ -143,6 +145,17 @@ func cleanGuestRAM(t *testing.T) string {
 	vm.Close()
 	return p
 }
+
+// control is the one thing planted in the clean images, a positive control: a string
+// signature-base's gen_invoke_mimikatz.yar (rule Invoke_Mimikatz, plain strings, no
+// window dependence) detects, so a harness that finds nothing at all fails.
+const (
+	control     = "Write-BytesToMemory -Bytes $Shellcode1 -MemoryAddress $GetCommandLineWAddrTemp"
+	controlRule = "gen_invoke_mimikatz:Invoke_Mimikatz"
+	controlAt   = 0x123456
+)
+
+func plantControl(img []byte) { copy(img[controlAt:], " "+control+" ") }
 
 func checkCleanMemory(t *testing.T, yaraCLI, img, set string) {
 	src, err := memscan.Open("file:"+img, memscan.OpenOptions{})
@@ -198,6 +211,9 @@ func checkCleanMemory(t *testing.T, yaraCLI, img, set string) {
 				set, filepath.Base(img), res.BytesTotal>>20, len(ours), took.Round(time.Millisecond), len(theirs), len(only), only)
 			if len(only) > 0 {
 				t.Errorf("%d rules match in memory but not in yara's file scan of the same bytes: %v", len(only), only)
+			}
+			if set == "signature-base" && os.Getenv("DOMAINM_CLEAN_MEMORY") == "" && (!ours[controlRule] || !theirs[controlRule]) {
+				t.Errorf("positive control %s: found by domainm %v, by yara %v", controlRule, ours[controlRule], theirs[controlRule])
 			}
 		}
 	}
