@@ -214,9 +214,11 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// TestWorkLimit: once an FS has spent its metadata work limit (what a hostile image
-// with every inode claiming the same huge tree would cause), reads fail with ErrCorrupt
-// instead of going on for hours; a newly opened FS works again.
+// TestWorkLimit: once an FS's shared pool of metadata work is spent (what a hostile
+// image with every inode claiming the same huge tree would cause), an operation that
+// needs more than its own allowance fails with ErrCorrupt instead of going on for
+// hours, while operations within their allowance (other paths) still work; a newly
+// opened FS has its pool again.
 func TestWorkLimit(t *testing.T) {
 	dir := images(t)
 	b := readAll(t, filepath.Join(dir, "ext4.raw"))
@@ -225,10 +227,18 @@ func TestWorkLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs.mapWork.Store(fs.mapWorkLimit())
+	fs.opWorkFree = 100 // /fragmented has 1,500 extents
 	if _, err := fs.Open("/fragmented"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "work limit") {
 		t.Fatalf("Open after the work limit: %v", err)
 	}
-	fs2 := mustFS(t, bytes.NewReader(b), int64(len(b)))
+	if _, err := fs.Open("/bin/big"); err != nil {
+		t.Errorf("Open /bin/big (within its allowance) after the pool is spent: %v", err)
+	}
+	if _, err := fs.Lstat("/a/b/c/d/e/f/g/deep"); err != nil {
+		t.Errorf("Lstat /a/b/c/d/e/f/g/deep after the pool is spent: %v", err)
+	}
+	fs2 := mustFS(t, bytes.NewReader(b), int64(len(b))).(*ext4FS)
+	fs2.opWorkFree = 100
 	if _, err := fs2.Open("/fragmented"); err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,21 @@
 // The image belongs to the guest and is attacker-controlled; it may also change while it
 // is read. Every length, offset and count read from it is bounds-checked before use,
 // allocations are capped, extent trees must shrink in depth at each level, a directory
-// inode met twice in a walk is reported instead of entered, and the work one inode can
-// cause is bounded by the size of the volume. With metadata_csum, inode, extent-block and
-// directory-block checksums are verified, so a read torn by a concurrent guest write is
-// detected. Metadata that fails a check is re-read without the cache a bounded number of
-// times and then reported as an error for that path only (errors match ErrCorrupt); the
-// walk goes on. Symlinks are followed only inside the guest filesystem (in the middle of
+// inode met twice in a walk is reported instead of entered, and recursion is bounded (an
+// xattr value kept in an EA inode never pulls another inode's xattrs). Memory per inode
+// is bounded: xattr values at 64 KiB each (XATTR_SIZE_MAX) and 1 MiB per inode. Work is
+// budgeted per operation (one path lookup, one directory listing, one file's block
+// map): each has its own allowance (4096 metadata blocks or extents) and draws beyond it
+// on a pool shared by the FS (8 × its blocks + 1 Mi), so a hostile directory or file
+// can exhaust the pool but not the allowance of operations on other paths. A directory
+// is read block by block as the kernel falls back to when its htree index is damaged:
+// index blocks hold no names, a leaf block that fails its checksum is skipped and
+// reported as an error of that directory, the names in its other blocks are listed
+// (listings are cached with their error, so opening those names re-reads nothing).
+// With metadata_csum, inode, extent-block and directory-block checksums are verified,
+// so a read torn by a concurrent guest write is detected. Metadata that fails a check
+// is re-read without the cache a bounded number of times and then reported as an error
+// for that path only (errors match ErrCorrupt); the walk goes on. Symlinks are followed only inside the guest filesystem (in the middle of
 // a path, at most 40), never on the host. Parsers never panic on any input (see the fuzz
 // targets and the random-damage tests).
 //

@@ -50,11 +50,13 @@ type ext4FS struct {
 	csumSeed       uint32
 
 	dirs dirCache
-	// mapWork counts extent-tree, indirect and directory blocks read and extents
-	// produced, over the FS's lifetime. A healthy filesystem needs at most about one unit
-	// per block per pass; a hostile one (every inode claiming the same huge tree or
-	// directory blocks) stops at mapWorkLimit.
+	// mapWork is the shared pool of metadata work (extent-tree, indirect and directory
+	// blocks read, extents produced) that operations draw on beyond their own allowance
+	// (opWorkFree), over the FS's lifetime; see op.spend.
 	mapWork atomic.Int64
+	// opWorkFree is each operation's own allowance of work units (opWorkAllowance;
+	// tests lower it).
+	opWorkFree int64
 	// journalBlocks is how many blocks are read from the journal instead of their home.
 	journalBlocks int
 	// journalErr is why the journal is not applied as the kernel would (JournalError).
@@ -65,8 +67,14 @@ type ext4FS struct {
 	retryWait atomic.Int64
 }
 
-// mapWorkLimit allows several passes over a healthy filesystem.
+// mapWorkLimit is the shared pool: it allows several passes over a healthy filesystem
+// even if every operation needed more than its allowance.
 func (fs *ext4FS) mapWorkLimit() int64 { return 8*int64(fs.blocks) + 1<<20 }
+
+// opWorkAllowance is the work one operation may do without drawing on the shared pool:
+// a directory of 4096 blocks (16 MiB with 4 KiB blocks, some 100,000 names) or a file of
+// 4096 extents. It bounds what one hostile inode costs once the pool is dry.
+const opWorkAllowance = 4096
 
 var _ FS = (*ext4FS)(nil)
 
@@ -83,7 +91,7 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 	if le.Uint16(sb[0x38:]) != ext4Magic {
 		return nil, fmt.Errorf("no ext2/3/4 superblock magic: %w", ErrUnsupportedFS)
 	}
-	fs := &ext4FS{dev: r, devSize: size}
+	fs := &ext4FS{dev: r, devSize: size, opWorkFree: opWorkAllowance}
 	logBS := le.Uint32(sb[0x18:])
 	if logBS > 6 {
 		return nil, fmt.Errorf("ext4 superblock: block size 1024<<%d: %w", logBS, ErrCorrupt)
@@ -138,13 +146,15 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 	return fs, nil
 }
 
-// op carries the state of one metadata operation: whether to bypass the cache (a retry
-// after inconsistent metadata) and a work budget that bounds what a hostile image can
-// make one operation read.
+// op carries the state of one metadata operation (one path lookup, one directory
+// listing, one attempt of either): whether to bypass the cache (a retry after
+// inconsistent metadata) and the work budgets that bound what a hostile image can make
+// one operation read.
 type op struct {
 	fs     *ext4FS
 	fresh  bool
-	budget int
+	budget int   // metadata reads left
+	work   int64 // units of mapping and directory work done (see spend)
 }
 
 const opBudget = 1 << 18 // metadata reads per operation

@@ -19,8 +19,8 @@ type dirent struct {
 const maxDirEntries = 1 << 20
 
 // readDir lists a directory's entries without "." and "..", sorted by name. htree
-// directories are read as linear ones: their index blocks look like empty entries.
-// On a corrupt block it returns the entries read so far and the error.
+// directories are read as linear ones (see readBlockDir). With corrupt blocks it
+// returns the entries of the others and an error.
 func (o *op) readDir(in *inode) ([]dirent, error) {
 	if in.fileType() != Dir {
 		return nil, fmt.Errorf("inode %d is not a directory: %w", in.ino, ErrCorrupt)
@@ -61,6 +61,14 @@ func (o *op) readInlineDir(in *inode) ([]dirent, error) {
 	return out, nil
 }
 
+// readBlockDir reads every block of a block-mapped directory, as the kernel's readdir
+// does when a directory is not indexed or its htree index is damaged (dx_probe fails and
+// ext4_readdir falls back to a linear scan). Index blocks hold no names (their entries
+// span the block as "." and ".." or as one empty entry), so they are skipped and damage
+// to them, a bad checksum included, hides nothing. A leaf block that fails its checksum
+// or does not parse is skipped too, as the kernel skips it; the names in the other
+// blocks are returned with an error naming the first bad block, so the damage costs
+// this directory's bad blocks, not the directory or the filesystem.
 func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 	exts, err := o.mapBlocks(in)
 	if err != nil {
@@ -70,32 +78,45 @@ func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 	bs := o.fs.bs
 	seed := o.fs.inodeSeed(in.ino, in.raw)
 	indexed := in.flags&flagIndex != 0
+	var firstErr error
+	bad := 0
+scan:
 	for _, e := range exts {
 		if e.uninit {
 			continue
 		}
 		for i := uint64(0); i < e.n; i++ {
-			if err := o.fs.spend(); err != nil {
-				return out, err
+			if err := o.spend(); err != nil {
+				return out, fmt.Errorf("directory inode %d: %w", in.ino, err)
 			}
+			lblk, at := e.lblk+i, int64(e.pblk+i)*bs
 			b, err := o.block(e.pblk + i)
-			var dx bool
 			if err == nil && indexed {
-				dx, err = o.dxBlock(b, e.lblk+i, seed)
-			}
-			if err == nil && dx {
-				continue // htree index: no names
+				if dx, _ := o.dxBlock(b, lblk, seed); dx {
+					continue // htree index: no names
+				}
 			}
 			if err == nil {
 				err = o.verifyDirBlock(b, seed)
 			}
-			if err != nil {
-				return out, fmt.Errorf("directory inode %d block %d: %w", in.ino, e.lblk+i, err)
+			if err == nil {
+				var perr error
+				if out, perr = o.parseDirBlock(b, out); perr != nil {
+					err = perr
+				}
 			}
-			if out, err = o.parseDirBlock(b, out); err != nil {
-				return out, fmt.Errorf("directory inode %d block %d at %#x: %w", in.ino, e.lblk+i, int64(e.pblk+i)*bs, err)
+			if err != nil {
+				if bad++; firstErr == nil {
+					firstErr = fmt.Errorf("block %d at %#x: %w", lblk, at, err)
+				}
+				if len(out) >= maxDirEntries {
+					break scan
+				}
 			}
 		}
+	}
+	if firstErr != nil {
+		return out, fmt.Errorf("directory inode %d: %d unreadable block(s), first %w", in.ino, bad, firstErr)
 	}
 	return out, nil
 }

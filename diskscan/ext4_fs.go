@@ -45,6 +45,8 @@ const (
 
 // dirCache keeps recent directory listings (sorted) so that path lookups after a walk
 // do not re-read and re-sort whole directories. Bounded by the total number of names.
+// A listing that came with an error (damaged blocks) is kept with its error: a lookup
+// of a name in its good blocks then costs no re-read of the whole directory.
 type dirCache struct {
 	mu    sync.Mutex
 	lru   *list.List // of *dirListing
@@ -55,65 +57,65 @@ type dirCache struct {
 type dirListing struct {
 	ino  uint32
 	ents []dirent
+	err  error
 }
 
 const dirCacheEntries = 1 << 18
 
-func (c *dirCache) get(ino uint32) ([]dirent, bool) {
+func (c *dirCache) get(ino uint32) (*dirListing, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[ino]; ok {
 		c.lru.MoveToFront(el)
-		return el.Value.(*dirListing).ents, true
+		return el.Value.(*dirListing), true
 	}
 	return nil, false
 }
 
-func (c *dirCache) put(ino uint32, ents []dirent) {
+func (c *dirCache) put(l *dirListing) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.items == nil {
 		c.items, c.lru = make(map[uint32]*list.Element), list.New()
 	}
-	if el, ok := c.items[ino]; ok {
+	if el, ok := c.items[l.ino]; ok {
 		c.total -= len(el.Value.(*dirListing).ents)
 		c.lru.Remove(el)
-		delete(c.items, ino)
+		delete(c.items, l.ino)
 	}
-	if len(ents) > dirCacheEntries {
+	if len(l.ents) > dirCacheEntries {
 		return
 	}
-	c.items[ino] = c.lru.PushFront(&dirListing{ino: ino, ents: ents})
-	c.total += len(ents)
+	c.items[l.ino] = c.lru.PushFront(l)
+	c.total += len(l.ents)
 	for c.total > dirCacheEntries {
 		el := c.lru.Back()
-		l := el.Value.(*dirListing)
+		old := el.Value.(*dirListing)
 		c.lru.Remove(el)
-		delete(c.items, l.ino)
-		c.total -= len(l.ents)
+		delete(c.items, old.ino)
+		c.total -= len(old.ents)
 	}
 }
 
 // listDir returns the sorted listing of directory inode in, through the cache unless o
-// is a fresh (retry) operation. Listings with errors are not cached.
+// is a fresh (retry) operation; with damaged blocks, the names of the others and the
+// error (see readBlockDir).
 func (o *op) listDir(in *inode, cache *dirCache) ([]dirent, error) {
 	if !o.fresh {
-		if ents, ok := cache.get(in.ino); ok {
-			return ents, nil
+		if l, ok := cache.get(in.ino); ok {
+			return l.ents, l.err
 		}
 	}
 	ents, err := o.readDir(in)
-	if err == nil {
-		cache.put(in.ino, ents)
-	}
+	cache.put(&dirListing{ino: in.ino, ents: ents, err: err})
 	return ents, err
 }
 
 // listing returns the directory listing of inode ino, from the cache when possible.
 func (fs *ext4FS) listing(o *op, ino uint32, name string) ([]dirent, error) {
 	if !o.fresh {
-		if ents, ok := fs.dirs.get(ino); ok {
-			return ents, nil
+		if l, ok := fs.dirs.get(ino); ok {
+			return l.ents, l.err
 		}
 	}
 	dir, err := o.readInode(ino)
@@ -148,12 +150,12 @@ func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
 			continue
 		}
 		last = nil
-		ents, err := fs.listing(o, stack[len(stack)-1], c)
-		if err != nil {
-			return nil, err
-		}
+		ents, lerr := fs.listing(o, stack[len(stack)-1], c)
 		i := sort.Search(len(ents), func(i int) bool { return ents[i].name >= c })
 		if i == len(ents) || ents[i].name != c {
+			if lerr != nil { // the name may be in a damaged block
+				return nil, lerr
+			}
 			return nil, fmt.Errorf("%s: %w", c, iofs.ErrNotExist)
 		}
 		if ents[i].err != nil {

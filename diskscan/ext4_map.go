@@ -221,13 +221,21 @@ func (m *mapper) node() error {
 	return nil
 }
 
-func (m *mapper) work() error { return m.o.fs.spend() }
+func (m *mapper) work() error { return m.o.spend() }
 
-// spend counts one unit of block-mapping or directory-block work against the FS's
-// lifetime limit.
-func (fs *ext4FS) spend() error {
-	if fs.mapWork.Add(1) > fs.mapWorkLimit() {
-		return fmt.Errorf("metadata work limit of this filesystem (%d blocks) exhausted; open the volume again: %w", fs.mapWorkLimit(), ErrCorrupt)
+// spend counts one unit of block-mapping or directory-block work. Each operation may
+// do opWorkFree units on its own; beyond that it draws on the FS's shared pool
+// (mapWorkLimit over the FS's lifetime). A hostile directory or file can therefore dry
+// up the pool, but not the allowance of the operations on other paths: corrupting /tmp
+// does not make /usr/bin unreadable. What a hostile image costs in all stays bounded
+// by the operations asked for times the allowance, plus the pool.
+func (o *op) spend() error {
+	if o.work++; o.work <= o.fs.opWorkFree {
+		return nil
+	}
+	if o.fs.mapWork.Add(1) > o.fs.mapWorkLimit() {
+		return fmt.Errorf("metadata work limit exhausted: this operation needed more than %d blocks or extents and the filesystem's shared allowance (%d) is spent; open the volume again: %w",
+			o.fs.opWorkFree, o.fs.mapWorkLimit(), ErrCorrupt)
 	}
 	return nil
 }
