@@ -2,8 +2,10 @@
 // for tests and benchmarks that run before (or without) the real `domainm run`.
 //
 // It "monitors" a target by reading its RAM file: prepare fingerprints sampled pages and
-// unmaps, resume opens the new source, checks the fingerprints and maps it. Commands can
-// be made to hang, to inject a supervisor that does not answer.
+// unmaps, resume opens the new source, checks the fingerprints and maps it. Like the real
+// supervisor it reports its epoch in status and refuses a prepare or resume whose epoch
+// is below one it accepted ("stale") or whose timeout_ms has run out ("expired").
+// Commands can be made to hang, to inject a supervisor that does not answer.
 package controltest
 
 import (
@@ -35,6 +37,7 @@ type Supervisor struct {
 	prints  [][32]byte
 	changes []Change
 	hang    map[string]bool
+	epoch   uint64 // highest accepted on prepare/resume
 	conns   []net.Conn
 	wg      sync.WaitGroup
 }
@@ -124,12 +127,15 @@ func (s *Supervisor) serve(c net.Conn) {
 	defer c.Close()
 	sc := bufio.NewScanner(c)
 	for sc.Scan() {
+		received := time.Now()
 		var req struct {
 			ID   json.RawMessage `json:"id"`
 			Cmd  string          `json:"cmd"`
 			Args struct {
 				Source string `json:"source"`
 			} `json:"args"`
+			Epoch     uint64 `json:"epoch"`
+			TimeoutMs int64  `json:"timeout_ms"`
 		}
 		resp := map[string]any{}
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
@@ -141,12 +147,32 @@ func (s *Supervisor) serve(c net.Conn) {
 			if hang {
 				continue
 			}
-			resp = s.handle(req.Cmd, req.Args.Source)
+			if req.Cmd == "prepare" || req.Cmd == "resume" {
+				resp = s.admit(req.Cmd, req.Epoch, received, time.Duration(req.TimeoutMs)*time.Millisecond)
+			}
+			if resp["ok"] == nil {
+				resp = s.handle(req.Cmd, req.Args.Source)
+			}
 			resp["id"] = req.ID
 		}
 		b, _ := json.Marshal(resp)
 		c.Write(append(b, '\n'))
 	}
+}
+
+// admit refuses a stale or expired prepare or resume (nil: go ahead).
+func (s *Supervisor) admit(cmd string, epoch uint64, received time.Time, timeout time.Duration) map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if timeout > 0 && time.Since(received) > timeout {
+		return map[string]any{"ok": false, "code": "expired", "error": cmd + " expired", "state": s.state}
+	}
+	if epoch < s.epoch {
+		return map[string]any{"ok": false, "code": "stale", "state": s.state,
+			"error": fmt.Sprintf("%s with epoch %d: epoch %d was accepted since", cmd, epoch, s.epoch)}
+	}
+	s.epoch = epoch
+	return map[string]any{}
 }
 
 func (s *Supervisor) handle(cmd, source string) map[string]any {
@@ -194,7 +220,9 @@ func (s *Supervisor) handle(cmd, source string) map[string]any {
 		return fail("unknown_command", cmd)
 	}
 	st, _ = s.State()
-	return map[string]any{"ok": true, "state": st}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return map[string]any{"ok": true, "state": st, "epoch": s.epoch}
 }
 
 // fingerprints hashes 64 pages spread over the file.
