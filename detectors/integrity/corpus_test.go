@@ -270,7 +270,7 @@ func TestE2fsprogsCorpus(t *testing.T) {
 	}
 	start := time.Now()
 	var mu sync.Mutex
-	var failed, compared []string
+	var failed, compared, opened []string
 	var childSecs float64
 	type timing struct {
 		name string
@@ -288,6 +288,9 @@ func TestE2fsprogsCorpus(t *testing.T) {
 				defer mu.Unlock()
 				childSecs += ci.secs
 				times = append(times, timing{name, ci.secs})
+				if ci.res.Records > 0 {
+					opened = append(opened, name)
+				}
 				if ci.compared {
 					compared = append(compared, name)
 				}
@@ -303,8 +306,8 @@ func TestE2fsprogsCorpus(t *testing.T) {
 	for _, x := range times[:min(5, len(times))] {
 		slow = append(slow, fmt.Sprintf("%s %.1fs", x.name, x.secs))
 	}
-	t.Logf("%d images in %.0fs (children %.0fs; slowest %s): %d e2fsck-clean and compared with debugfs, %d failed: %s",
-		len(names), time.Since(start).Seconds(), childSecs, strings.Join(slow, ", "), len(compared), len(failed), strings.Join(failed, " "))
+	t.Logf("%d images in %.0fs (children %.0fs; slowest %s): %d readable, %d e2fsck-clean and compared with debugfs, %d failed: %s",
+		len(times), time.Since(start).Seconds(), childSecs, strings.Join(slow, ", "), len(opened), len(compared), len(failed), strings.Join(failed, " "))
 }
 
 func corpusImages(dir string) ([]string, error) {
@@ -339,6 +342,7 @@ type corpusImage struct {
 	clean, compared   bool
 	img, work, stderr string
 	secs              float64 // the child's wall time
+	movedJournal      string  // a journal file e2fsck moved to the hidden inode
 	want              map[string]*refEntry
 }
 
@@ -436,8 +440,14 @@ func (ci *corpusImage) isClean() bool {
 		ci.t.Fatal(err)
 	}
 	if needsRecovery(ref) {
-		if _, code := tool(toolDeadline, "e2fsck", "-E", "journal_only", "-y", ref); code != 0 {
+		out, code := tool(toolDeadline, "e2fsck", "-E", "journal_only", "-y", ref)
+		if code != 0 {
 			return false
+		}
+		// e2fsck also moves a journal kept in a visible file (old ext3, f_journal) to the
+		// hidden inode; the kernel leaves it where it is.
+		if m := movedJournal.FindStringSubmatch(out); m != nil {
+			ci.movedJournal = m[1]
 		}
 	}
 	if _, code := tool(toolDeadline, "e2fsck", "-fn", ref); code != 0 {
@@ -496,6 +506,8 @@ type refEntry struct {
 	link       string
 	hasContent bool
 }
+
+var movedJournal = regexp.MustCompile(`Moving journal from (/\S+) to hidden inode`)
 
 var lsLine = regexp.MustCompile(`^/(\d+)/([0-7]+)/(\d+)/(\d+)/(.*)/(\d*)/$`)
 
@@ -623,6 +635,9 @@ func (ci *corpusImage) compareDebugfs() []string {
 	for _, r := range recs {
 		seen[r.Path] = true
 		w, ok := ci.want[r.Path]
+		if !ok && r.Path == ci.movedJournal {
+			continue
+		}
 		if !ok {
 			diffs = append(diffs, fmt.Sprintf("%q: in domainm, not in debugfs", r.Path))
 			continue
