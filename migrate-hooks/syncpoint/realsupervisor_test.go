@@ -319,6 +319,9 @@ func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
 	if running(t, f.t.Src) != wakeDuringRollback || running(t, f.t.Dst) {
 		t.Errorf("the target must run at the source only, and only if rolled back")
 	}
+	if !running(t, f.m.Src) || running(t, f.m.Dst) {
+		t.Errorf("domain M must run at the source only")
+	}
 	c2, err := control.Dial(ctx, d.sock)
 	if err != nil {
 		t.Fatal(err)
