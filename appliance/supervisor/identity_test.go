@@ -202,6 +202,7 @@ func TestContentFull(t *testing.T) {
 	plant(0, 10, 1<<20)
 	h.writeRule("spray.yar", "rule spray { strings: $a = /SPRAY-[0-9]{4}/ condition: $a }\n")
 	h.reloadDone("spray found", func() bool { return len(h.alerts.with("memory-match", "spray")) == 1 })
+	h.waitFor("the reload's pass counted", func() bool { return h.passes() >= 2 }) // before tick reads the count
 	// 290 more, in two windows (each keeps at most 256 matches per rule).
 	plant(10, 150, 1<<20+10*16)
 	plant(150, 300, 2<<20)

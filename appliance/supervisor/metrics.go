@@ -27,6 +27,7 @@ type metrics struct {
 	rulesEmpty      prometheus.Gauge       // 1 while the rules folder holds no rules
 	passDuration    prometheus.Histogram   // complete passes
 	passesOverdue   prometheus.Counter     // passes that ran past overdueFactor intervals
+	ruleFileSeconds *prometheus.GaugeVec   // by file: scan time of its rules over one probe window
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -68,6 +69,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14)}), // 0.25 s .. 34 min
 		passesOverdue: prometheus.NewCounter(prometheus.CounterOpts{Name: "domainm_memory_passes_overdue_total",
 			Help: "Memory passes still running after 3 memory intervals (memory-pass-overdue alerts)."}),
+		ruleFileSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "domainm_rule_file_window_seconds",
+			Help: "Scan time of each rule file's rules over one window of pseudo-random bytes, measured at load (libyara has no per-rule profiling)."}, []string{"file"}),
 	}
 	// Zero series up front, so dashboards and alerts see them before the first event.
 	for _, l := range []string{"complete", "partial", "interrupted", "failed"} {
@@ -89,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up, m.passSeconds, m.lastPass, m.lastCheck,
-		m.findingsUpdated, m.findingsEnded, m.rules, m.rulesEmpty, m.passDuration, m.passesOverdue} {
+		m.findingsUpdated, m.findingsEnded, m.rules, m.rulesEmpty, m.passDuration, m.passesOverdue, m.ruleFileSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

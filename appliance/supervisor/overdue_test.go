@@ -121,3 +121,34 @@ func TestSlowRuleWarnedAtReload(t *testing.T) {
 		t.Errorf("start with a slow rule: %d warnings, want 1", n)
 	}
 }
+
+// TestSlowRuleEstimatedAtReload: each rule file loaded is timed over a probe window
+// (domainm_rule_file_window_seconds); a reload whose next pass would outlast
+// memory.interval is alerted as rules-slow, naming the expensive file, before any pass
+// is overdue. A fast reload is not.
+func TestSlowRuleEstimatedAtReload(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.stop()
+	h.cfg.Memory.Interval = 300 * time.Millisecond // on the fake clock: only the estimate reads it
+	h.restart()
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	h.writeRule("b.yar", ruleSec)
+	h.reloadDone("fast reload profiled", func() bool {
+		return h.ruleCount() == 2 && testutil.CollectAndCount(h.sup.m.ruleFileSeconds) == 2
+	})
+	if n := len(h.alerts.with("rules-slow", "")); n != 0 {
+		t.Errorf("a fast reload alerted rules-slow:\n%s", h.alerts.dump())
+	}
+	h.writeRule("slow.yar", slowRule) // about 1.7 s per 1 MiB window of random bytes here
+	h.reloadDone("rules-slow", func() bool { return len(h.alerts.with("rules-slow", "")) == 1 })
+	e := h.alerts.with("rules-slow", "")[0]
+	if !strings.Contains(e.Message, "most expensive: slow.yar (") || !strings.Contains(e.Message, "memory.interval 300ms") {
+		t.Errorf("rules-slow alert %q should name slow.yar and the interval", e.Message)
+	}
+	slow := testutil.ToFloat64(h.sup.m.ruleFileSeconds.WithLabelValues("slow.yar"))
+	fast := testutil.ToFloat64(h.sup.m.ruleFileSeconds.WithLabelValues("a.yar"))
+	if slow < 0.1 || fast > slow/10 {
+		t.Errorf("domainm_rule_file_window_seconds: slow.yar %v s, a.yar %v s", slow, fast)
+	}
+	t.Logf("%s", e.Message)
+}

@@ -292,6 +292,7 @@ func (h *ruleHolder) reload() {
 	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "reloaded",
 		fmt.Sprintf("rules reloaded from %s: %d rules in %d files (was %d rules)", h.dir, r.Count(), len(r.Files()), old.Count())))
 	h.signal()
+	h.profile(r)
 }
 
 func (h *ruleHolder) count1() {
@@ -364,6 +365,7 @@ func (h *ruleHolder) relevant(ev fsnotify.Event) bool {
 // scan path; the swap is one atomic store.
 func (h *ruleHolder) run(ctx context.Context, w *fsnotify.Watcher) {
 	defer w.Close()
+	h.profile(h.cur.Load().rules) // the set loaded at start (no pass yet: costs only)
 	var debounce <-chan time.Time
 	for {
 		select {
