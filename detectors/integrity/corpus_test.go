@@ -50,7 +50,10 @@ const (
 	childMemCap  = 1 << 30
 	childCPU     = 40 // seconds
 	childWall    = 5 * time.Minute
-	toolDeadline = 30 * time.Second // e2fsck -n loops forever on a few images
+	toolDeadline = time.Minute      // wall clock, for debugfs
+	fsckDeadline = 20 * time.Second // e2fsck -n loops forever on a few images (clean ones take < 1 s)
+	toolCPU      = 10               // seconds of CPU, for both
+	toolOutput   = 64 << 20         // bytes of a tool's output kept
 	exitCPU      = 4                // the child's exit code when its CPU time is up
 )
 
@@ -440,7 +443,7 @@ func (ci *corpusImage) isClean() bool {
 		ci.t.Fatal(err)
 	}
 	if needsRecovery(ref) {
-		out, code := tool(toolDeadline, "e2fsck", "-E", "journal_only", "-y", ref)
+		out, code := tool(fsckDeadline, "e2fsck", "-E", "journal_only", "-y", ref)
 		if code != 0 {
 			return false
 		}
@@ -450,7 +453,11 @@ func (ci *corpusImage) isClean() bool {
 			ci.movedJournal = m[1]
 		}
 	}
-	if _, code := tool(toolDeadline, "e2fsck", "-fn", ref); code != 0 {
+	out, code := tool(fsckDeadline, "e2fsck", "-fn", ref)
+	if code < 0 {
+		ci.t.Logf("e2fsck -fn did not finish (%d s of CPU, %v): not compared with debugfs\n%s", toolCPU, fsckDeadline, tail(out, 3))
+	}
+	if code != 0 {
 		return false
 	}
 	want, err := ci.debugfsTree(ref)
@@ -476,23 +483,43 @@ func needsRecovery(img string) bool {
 	return binary.LittleEndian.Uint32(b[:])&0x4 != 0
 }
 
-// tool runs a command with a deadline; code is its exit code, -1 when it was killed.
+// tool runs a command with a wall-clock deadline and, through prlimit where it is
+// installed, a CPU-time limit; code is its exit code, -1 when it was killed.
 func tool(d time.Duration, name string, args ...string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	if _, err := exec.LookPath("prlimit"); err == nil {
+		args = append([]string{fmt.Sprintf("--cpu=%d", toolCPU), name}, args...)
+		name = "prlimit"
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
+	var buf capped
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	out := buf.b.Bytes()
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
 		return string(out), -1
+	case errors.As(err, &ee) && ee.ExitCode() < 0:
+		return string(out), -1 // killed by a signal: SIGXCPU
 	case errors.As(err, &ee):
 		return string(out), ee.ExitCode()
 	case err != nil:
 		return err.Error(), -1
 	}
 	return string(out), 0
+}
+
+// capped keeps the first toolOutput bytes written to it.
+type capped struct{ b bytes.Buffer }
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := toolOutput - c.b.Len(); room > 0 {
+		c.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // refEntry is what debugfs says of one path.
@@ -580,7 +607,7 @@ func (ci *corpusImage) debugfsTree(ref string) (map[string]*refEntry, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dump)
-	if out, code := tool(2*toolDeadline, "debugfs", "-R", "rdump / "+dump, ref); code != 0 {
+	if out, code := tool(toolDeadline, "debugfs", "-R", "rdump / "+dump, ref); code != 0 {
 		return nil, fmt.Errorf("debugfs rdump: exit %d: %s", code, tail(out, 5))
 	}
 	for p, e := range tree {
