@@ -80,6 +80,10 @@ func (o *op) readBlockDir(in *inode) ([]dirent, error) {
 	indexed := in.flags&flagIndex != 0
 	var firstErr error
 	bad := 0
+	// A physical block read once is not read again for another logical block: a sound
+	// directory never maps one block twice, and a hostile one that does would make one
+	// listing cost far more memory than the directory's size on disk.
+	seen := make(map[uint64]struct{})
 scan:
 	for _, e := range exts {
 		if e.uninit {
@@ -90,7 +94,14 @@ scan:
 				return out, fmt.Errorf("directory inode %d: %w", in.ino, err)
 			}
 			lblk, at := e.lblk+i, int64(e.pblk+i)*bs
-			b, err := o.block(e.pblk + i)
+			var b []byte
+			var err error
+			if _, dup := seen[e.pblk+i]; dup {
+				err = fmt.Errorf("block %d mapped again: %w", e.pblk+i, ErrCorrupt)
+			} else {
+				seen[e.pblk+i] = struct{}{}
+				b, err = o.block(e.pblk + i)
+			}
 			if err == nil && indexed {
 				if dx, _ := o.dxBlock(b, lblk, seed); dx {
 					continue // htree index: no names

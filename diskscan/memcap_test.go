@@ -257,10 +257,11 @@ func drain(r io.ReadCloser) int {
 
 // craftedHostileImages builds images the corpus lacks: an inode with 200 xattrs whose
 // values all live in one 64 KiB EA inode (12.5 MiB of values for one Lstat), raw and as
-// qcow2, and the corpus's self-referencing EA inode as qcow2.
+// qcow2, a directory that maps one block 1,360 times, and the corpus's
+// self-referencing EA inode as qcow2.
 func craftedHostileImages(t *testing.T, dir string) []string {
 	fan := eaFanOutImage(t, dir)
-	out := []string{fan}
+	out := []string{fan, dirRepeatImage(t, dir)}
 	for _, src := range []string{fan, filepath.Join(e2fsCorpus, "f_ea_inode_self_ref.img.gz")} {
 		raw, cleanup := decompressed(t, src)
 		q := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".gz")+".qcow2")
@@ -387,4 +388,108 @@ func lastMatching(s, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// dirRepeatImage makes a 4 KiB-block ext4 (no metadata_csum) where directory /d, one
+// block of 15 names of 250 bytes, is rewritten to map 1,360 logical blocks (an extent
+// tree of depth 1, four leaves of 340 one-block extents) all to that one block: a small
+// image whose listing, read naively, holds 20,400 names.
+func dirRepeatImage(t *testing.T, dir string) string {
+	src := filepath.Join(dir, "repeat-src")
+	must(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+	for i := 0; i < 15; i++ {
+		must(t, os.WriteFile(filepath.Join(src, "d", fmt.Sprintf("%02d-%s", i, strings.Repeat("r", 247))), nil, 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(src, "zz"), []byte("unrelated"), 0o644))
+	img := filepath.Join(dir, "dir-repeat.raw")
+	run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-O", "^metadata_csum,^has_journal", "-d", src, img, "16M")
+	var free []uint64
+	for _, f := range strings.Fields(strings.TrimPrefix(strings.TrimSpace(debugfsOut(t, "ffb 4 2000", img)), "Free blocks found:")) {
+		n, err := strconv.ParseUint(f, 10, 64)
+		must(t, err)
+		free = append(free, n)
+	}
+	if len(free) != 4 {
+		t.Fatalf("debugfs ffb: %v", free)
+	}
+	b := readAll(t, img)
+	fs := mustFS(t, bytes.NewReader(b), int64(len(b))).(*ext4FS)
+	o := fs.newOp(false)
+	d, err := fs.lookup(o, "/d", false)
+	must(t, err)
+	exts, err := o.mapBlocks(d)
+	must(t, err)
+	if len(exts) != 1 || exts[0].n != 1 {
+		t.Fatalf("/d: extents %+v, want one block", exts)
+	}
+	le := binary.LittleEndian
+	hdr := func(p []byte, entries, maxEntries, depth int) {
+		le.PutUint16(p, extentMagic)
+		le.PutUint16(p[2:], uint16(entries))
+		le.PutUint16(p[4:], uint16(maxEntries))
+		le.PutUint16(p[6:], uint16(depth))
+	}
+	const per = 340
+	for k, leaf := range free {
+		blk := b[int64(leaf)*fs.bs : int64(leaf+1)*fs.bs]
+		clear(blk)
+		hdr(blk, per, per, 0)
+		for i := 0; i < per; i++ {
+			e := blk[12+12*i:]
+			le.PutUint32(e, uint32(k*per+i)) // ee_block
+			le.PutUint16(e[4:], 1)           // ee_len
+			le.PutUint32(e[8:], uint32(exts[0].pblk))
+		}
+	}
+	off := inodeOffset(t, fs, d.ino)
+	root := b[off+0x28 : off+0x64]
+	clear(root)
+	hdr(root, 4, 4, 1)
+	for k, leaf := range free {
+		e := root[12+12*k:]
+		le.PutUint32(e, uint32(k*per)) // ei_block
+		le.PutUint32(e[4:], uint32(leaf))
+	}
+	size := uint64(4*per) * uint64(fs.bs)
+	le.PutUint32(b[off+0x4:], uint32(size))
+	le.PutUint32(b[off+0x6C:], uint32(size>>32))
+	must(t, os.WriteFile(img, b, 0o644))
+	return img
+}
+
+// TestDirectoryBlockMappedTwice: a directory mapping one block 1,360 times is listed
+// with that block's 15 names once and an error for the directory, not 20,400 names
+// (memory proportional to the directory's size on disk, not to what it claims).
+func TestDirectoryBlockMappedTwice(t *testing.T) {
+	img := dirRepeatImage(t, t.TempDir())
+	fs, c, err := OpenVolumeFormat(img, "raw", -1)
+	must(t, err)
+	defer c.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ents, errs := baselineLike(t, fs)
+	runtime.ReadMemStats(&after)
+	n := 0
+	for p := range ents {
+		if strings.HasPrefix(p, "/d/") {
+			n++
+		}
+	}
+	for p := range errs {
+		if strings.HasPrefix(p, "/d/") {
+			n++
+		}
+	}
+	if n != 15 {
+		t.Errorf("%d names (and errors) under /d, want its 15 names", n)
+	}
+	if err := errs["/d"]; !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "mapped again") {
+		t.Errorf("/d: %v, want ErrCorrupt for the block mapped again", err)
+	}
+	if ents["/zz"] == nil {
+		t.Errorf("/zz: %v", errs["/zz"])
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Errorf("walk allocated %d MiB", d>>20)
+	}
 }
