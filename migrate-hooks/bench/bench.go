@@ -118,10 +118,10 @@ func Execute(ctx context.Context, o Options, progress io.Writer) ([]Run, error) 
 						s.close()
 						s = nil
 					}
-					fmt.Fprintf(progress, "%-8s rep %d target %4d MiB domm %4d MiB %-6s total %6sms P1 %5s P2 %5s P3 %4s P4 %4s downtime %5sms (sync wait %5s) gap %dms %s\n",
+					fmt.Fprintf(progress, "%-8s rep %d target %4d MiB domm %4d MiB %-6s total %6sms P1 %5s P2 %5s P3 %4s P4 %4s downtime %5sms (sync wait %5s) gap %sms %s\n",
 						net, rep+1, p[0], p[1], m, r.Result.Total.Ms(),
 						r.Result.Waits[0].Ms(), r.Result.Waits[1].Ms(), r.Result.Waits[2].Ms(), r.Result.Waits[3].Ms(),
-						r.Result.TargetDowntime.Ms(), r.Result.SyncWait.Ms(), r.Result.Gap.Milliseconds(), r.Err)
+						r.Result.TargetDowntime.Ms(), r.Result.SyncWait.Ms(), r.Result.Gap.Ms(), r.Err)
 					r.Result.Timeline = nil // kept out of the summary file: it is long
 					runs = append(runs, r)
 				}

@@ -109,7 +109,7 @@ func aggregate(runs []Run) map[key]*cell {
 		c.total.add(r.Result.Total)
 		c.downtime.add(r.Result.TargetDowntime)
 		c.wait.add(r.Result.SyncWait)
-		c.gap.add(syncpoint.Measured(r.Result.Gap))
+		c.gap.add(r.Result.Gap)
 		for i := range c.p {
 			c.p[i].add(r.Result.Waits[i])
 		}

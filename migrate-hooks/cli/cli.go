@@ -122,8 +122,10 @@ func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
 // exitCode maps a co-migration's error to the exit code.
 func exitCode(r *syncpoint.Result, err error) int {
 	if err == nil {
-		if r != nil && (r.Gap > 0 || len(r.Violations) > 0) {
-			return ExitUnwatched
+		if r != nil {
+			if gap, _ := r.Gap.Get(); gap > 0 || len(r.Violations) > 0 {
+				return ExitUnwatched
+			}
 		}
 		return ExitOK
 	}
@@ -183,7 +185,7 @@ func report(w io.Writer, r *syncpoint.Result, err error, asJSON bool) {
 	fmt.Fprintf(w, "mode %s: total %v; waits P1 %v P2 %v P3 %v P4 %v\n", r.Mode, ms(r.Total),
 		ms(r.Waits[0]), ms(r.Waits[1]), ms(r.Waits[2]), ms(r.Waits[3]))
 	fmt.Fprintf(w, "target downtime %v (sync wait %v); domain M downtime %v; P1 margin %v; monitoring gap %v\n",
-		ms(r.TargetDowntime), ms(r.SyncWait), ms(r.DomMDowntime), ms(r.P1Margin), ms(syncpoint.Measured(r.Gap)))
+		ms(r.TargetDowntime), ms(r.SyncWait), ms(r.DomMDowntime), ms(r.P1Margin), ms(r.Gap))
 }
 
 // ms writes a figure in milliseconds, or "n/a" where the migration did not measure it.

@@ -32,12 +32,12 @@ type Result struct {
 	P1Detect Figure `json:"p1_detect_ns"`
 	// Gap is the time the target ran unwatched according to Timeline, counted up to the
 	// end of observation for a violation still open then (must be 0, with no
-	// violations).
-	Gap        time.Duration `json:"gap_ns"`
-	Violations []Violation   `json:"violations,omitempty"`
-	Held       bool          `json:"held"`
-	RolledBack bool          `json:"rolled_back"`
-	Timeline   Timeline      `json:"timeline"`
+	// violations); absent when nothing was observed.
+	Gap        Figure      `json:"gap_ns"`
+	Violations []Violation `json:"violations,omitempty"`
+	Held       bool        `json:"held"`
+	RolledBack bool        `json:"rolled_back"`
+	Timeline   Timeline    `json:"timeline"`
 }
 
 // Error is a failed co-migration: what failed, and where the pair was left.
@@ -96,7 +96,7 @@ func Run(ctx context.Context, t, m Side, sup Supervisor, cfg Config) (*Result, e
 		if errors.As(err, &e) {
 			r.res.RolledBack = e.Outcome == outcomeRolledBack
 		}
-		if r.res.Gap > 0 || len(r.res.Violations) > 0 {
+		if gap, _ := r.res.Gap.Get(); gap > 0 || len(r.res.Violations) > 0 {
 			err = fmt.Errorf("%w (%w for %v)", err, ErrUnwatched, r.res.Gap)
 		}
 	} else if len(r.res.Violations) > 0 && cfg.Mode != NoSync {
@@ -149,7 +149,9 @@ func (r *run) finish(t0 time.Time, init map[VM]bool) {
 	}
 	tl = append(tl, Change{time.Now(), SubjectEnd, "coordinator", false, "end of observation"})
 	r.res.Timeline = tl
-	r.res.Violations, r.res.Gap = tl.Check()
+	var gap time.Duration
+	r.res.Violations, gap = tl.Check()
+	r.res.Gap = Measured(gap)
 
 	tStop, okT := firstAfter(r.t.Src, t0, "STOP")
 	tRun, okR := firstAfter(r.t.Dst, t0, "RESUME")

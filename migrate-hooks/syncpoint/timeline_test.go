@@ -1,6 +1,8 @@
 package syncpoint
 
 import (
+	"context"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -86,5 +88,22 @@ func TestTimelineCheckOpenAtEnd(t *testing.T) {
 		tl[4])
 	if vs, gap := closed.Check(); len(vs) != 1 || vs[0].Open || gap != 100*time.Millisecond {
 		t.Errorf("closed: %+v, gap %v; want one closed violation of 100ms", vs, gap)
+	}
+}
+
+// A co-migration that fails before anything was observed reports no figure at all, not
+// a gap of 0 (issue 8, item 9).
+func TestNothingObservedIsAbsent(t *testing.T) {
+	r, err := Run(context.Background(), Side{}, Side{}, nil, Config{Mode: Sync})
+	if err == nil {
+		t.Fatal("Run without a supervisor succeeded")
+	}
+	b, _ := json.Marshal(r)
+	var m map[string]json.RawMessage
+	json.Unmarshal(b, &m)
+	for _, f := range []string{"gap_ns", "total_ns", "target_downtime_ns", "p1_margin_ns"} {
+		if string(m[f]) != "null" {
+			t.Errorf("%s = %s, want null: nothing was observed", f, m[f])
+		}
 	}
 }

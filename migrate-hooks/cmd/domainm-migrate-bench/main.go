@@ -134,7 +134,7 @@ func report(ctx context.Context, o bench.Options, asJSON bool, stdout, stderr io
 		return exitFailed
 	}
 	for _, r := range runs {
-		if r.Result.Gap > 0 && r.Mode != syncpoint.NoSync.String() {
+		if gap, _ := r.Result.Gap.Get(); gap > 0 && r.Mode != syncpoint.NoSync.String() {
 			fmt.Fprintf(stderr, "domainm-migrate-bench: %s %s run left the target unwatched for %v\n", r.Net, r.Mode, r.Result.Gap)
 			return exitUnwatched
 		}
