@@ -14,9 +14,12 @@
 //	event.id              unique per occurrence: hash of finding id, state, time
 //	event.kind            alert (matches, integrity) or event (rule errors, health)
 //	event.category        [intrusion_detection malware] (+file), [file intrusion_detection], [configuration], [host]
-//	event.type            [indicator start] new, [indicator end] gone, [creation]/[change]/[deletion], [error], [info]
-//	event.action          memory-match, memory-match-gone, file-match, file-added, file-changed,
-//	                      file-removed, rule-error, <component>-<condition> for health
+//	event.type            [indicator start] new, [indicator change] updated, [indicator end] gone or retired,
+//	                      [creation]/[change]/[deletion], [error], [info]
+//	event.action          memory-match, memory-match-updated, memory-match-gone, memory-match-retired,
+//	                      file-match, file-added, file-changed, file-removed, rule-error, rule-warning,
+//	                      <component>-<condition> for health
+//	event.reason          retired: "rule removed" or "rule changed"; health: the condition
 //	event.severity        99 critical, 73 high, 47 medium, 21 low, 0 info
 //	log.level             critical, high, medium, low, info
 //	log.syslog.severity   code 2..6 and name (critical, error, warning, notice, informational)
@@ -29,7 +32,8 @@
 //	domainm.finding_id    stable: hash of detector, namespace, rule, target UUID (or name) and
 //	                      place (lowest guest-physical address of the matches, or the file path)
 //	domainm.detector      yara-memory, yara-file, integrity, rules, appliance
-//	domainm.state         new, gone; added, changed, removed for integrity
+//	domainm.state         new, updated (new content; Updated), gone, retired (Retired); added,
+//	                      changed, removed for integrity
 //	domainm.target        name, uuid, domid, hypervisor_host, source
 //	domainm.matches       up to 16: name, address (memory, "0x..."), offset (files), length, data_hex, data_text
 //	domainm.matches_total all matches, also those not listed
@@ -42,7 +46,7 @@
 // (4, warning), low (5, notice), info (6). A rule match takes its rule's meta
 // "severity" (a name, or 1-5 with 5 most severe), else meta "score" (0-100:
 // >=90 critical, >=70 high, >=40 medium, >=20 low), else medium; a finding that went
-// away is low. An integrity change takes the class of its path (PathSeverity): high
+// away or was retired is low. An integrity change takes the class of its path (PathSeverity): high
 // for boot, binaries, libraries, accounts, authentication and persistence paths
 // (/boot, /bin, /usr/bin, /lib, /etc/passwd, /etc/shadow, /etc/sudoers, /etc/ssh,
 // /etc/pam.d, /etc/systemd, cron, /root/.ssh, ld.so.preload, ...), medium for the
