@@ -275,6 +275,8 @@ func TestE2fsprogsCorpus(t *testing.T) {
 	var mu sync.Mutex
 	var failed, compared, opened []string
 	var childSecs float64
+	var peakRSS int64
+	peakName := ""
 	type timing struct {
 		name string
 		secs float64
@@ -291,6 +293,9 @@ func TestE2fsprogsCorpus(t *testing.T) {
 				defer mu.Unlock()
 				childSecs += ci.secs
 				times = append(times, timing{name, ci.secs})
+				if ci.rssKiB > peakRSS {
+					peakRSS, peakName = ci.rssKiB, name
+				}
 				if ci.res.Records > 0 {
 					opened = append(opened, name)
 				}
@@ -309,8 +314,9 @@ func TestE2fsprogsCorpus(t *testing.T) {
 	for _, x := range times[:min(5, len(times))] {
 		slow = append(slow, fmt.Sprintf("%s %.1fs", x.name, x.secs))
 	}
-	t.Logf("%d images in %.0fs (children %.0fs; slowest %s): %d readable, %d e2fsck-clean and compared with debugfs, %d failed: %s",
-		len(times), time.Since(start).Seconds(), childSecs, strings.Join(slow, ", "), len(opened), len(compared), len(failed), strings.Join(failed, " "))
+	t.Logf("%d images in %.0fs (children %.0fs; slowest %s; peak memory %d MiB, %s): %d readable, %d e2fsck-clean and compared with debugfs, %d failed: %s",
+		len(times), time.Since(start).Seconds(), childSecs, strings.Join(slow, ", "), peakRSS>>10, peakName,
+		len(opened), len(compared), len(failed), strings.Join(failed, " "))
 }
 
 func corpusImages(dir string) ([]string, error) {
@@ -345,6 +351,7 @@ type corpusImage struct {
 	clean, compared   bool
 	img, work, stderr string
 	secs              float64 // the child's wall time
+	rssKiB            int64   // the child's peak resident memory
 	movedJournal      string  // a journal file e2fsck moved to the hidden inode
 	want              map[string]*refEntry
 }
@@ -392,6 +399,9 @@ func (ci *corpusImage) runChild() bool {
 	start := time.Now()
 	err := cmd.Run()
 	ci.stderr = stderr.String()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		ci.rssKiB = ru.Maxrss
+	}
 	switch {
 	case ctx.Err() != nil:
 		t.Errorf("out of time: killed after %v", time.Since(start).Round(time.Second))
