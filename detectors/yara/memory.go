@@ -62,20 +62,33 @@ func (m *MemoryScanner) Scan(buf []byte, base uint64) ([]detectors.Match, error)
 	if len(buf) == 0 {
 		return nil, nil
 	}
+	var out []detectors.Match
+	var err error
+	if cs := cScanner(m.s.s); cs != nil {
+		out, err = m.scanC(cs, buf, base)
+	} else {
+		out, err = m.scanGo(buf, base)
+	}
+	for i := range out {
+		out[i].Window = m.window[[2]string{out[i].Namespace, out[i].Rule}]
+	}
+	if err != nil {
+		return out, m.s.scanError(err)
+	}
+	return out, nil
+}
+
+// scanGo scans through go-yara's ScanMemBlocks with a Go iterator: every block look-up
+// of libyara is a cgo callback, and go-yara copies the window into malloc'd memory. It
+// is the fallback when the go-yara scanner's C handle cannot be reached (cScanner).
+func (m *MemoryScanner) scanGo(buf []byte, base uint64) ([]detectors.Match, error) {
 	m.it = windowIterator{buf: buf, base: base}
 	m.it.block = goyara.MemoryBlock{Base: base, Size: uint64(len(buf)), FetchData: m.it.fetch}
 	var mr goyara.MatchRules
 	m.s.s.SetCallback(&mr)
 	err := m.s.s.ScanMemBlocks(&m.it)
-	out := convert(mr, base, m.s.maxMatches)
-	for i := range out {
-		out[i].Window = m.window[[2]string{out[i].Namespace, out[i].Rule}]
-	}
 	m.it = windowIterator{} // do not keep the caller's buffer
-	if err != nil {
-		return out, m.s.scanError(err)
-	}
-	return out, nil
+	return convert(mr, base, m.s.maxMatches), err
 }
 
 // Close frees the scanner's libyara state.

@@ -1,0 +1,122 @@
+package yara
+
+/*
+#include <stdlib.h>
+#include "memwindow.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"reflect"
+	"runtime"
+	"runtime/cgo"
+	"strconv"
+	"unsafe"
+
+	goyara "github.com/hillu/go-yara/v4"
+
+	"github.com/domainm/domainm/detectors"
+)
+
+// The C window path (memwindow.c) scans a window with the same libyara call and the
+// same semantics as go-yara's ScanMemBlocks with windowIterator (one block at the
+// window's address, no file size, process-memory flags), but its iterator is C: libyara
+// looks the block up (first, next, fetch_data) for every uint*() read, entrypoint and
+// module, about 5,000 times per window with signature-base, and through go-yara each
+// look-up is a cgo callback into Go and each scan copies the window into malloc'd
+// memory. Only a matching rule calls into Go (dmRuleMatching).
+
+// goyaraScannerOK says whether go-yara's Scanner starts with its *C.YR_SCANNER, as
+// go-yara v4.2.4 (pinned in go.mod) declares it; if a later version moves it, the
+// memory scan falls back to ScanMemBlocks.
+var goyaraScannerOK = func() bool {
+	t := reflect.TypeOf(goyara.Scanner{})
+	f := t.Field(0)
+	return f.Name == "cptr" && f.Offset == 0 && f.Type.Kind() == reflect.Pointer
+}()
+
+// cScanner returns the libyara scanner behind s, or nil.
+func cScanner(s *goyara.Scanner) *C.YR_SCANNER {
+	if !goyaraScannerOK || s == nil {
+		return nil
+	}
+	return *(**C.YR_SCANNER)(unsafe.Pointer(s))
+}
+
+// windowScan collects one window's matches; dmRuleMatching reaches it through a handle.
+type windowScan struct {
+	base uint64
+	max  int
+	out  []detectors.Match
+}
+
+// scanC scans buf as one memory block at base through memwindow.c. buf is passed as a
+// cgo argument and used by libyara only during the call.
+func (m *MemoryScanner) scanC(cs *C.YR_SCANNER, buf []byte, base uint64) ([]detectors.Match, error) {
+	ws := &windowScan{base: base, max: m.s.maxMatches}
+	h := cgo.NewHandle(ws)
+	defer h.Delete()
+	flags := C.int(goyara.ScanFlagsProcessMemory) | C.SCAN_FLAGS_REPORT_RULES_MATCHING
+	rc := C.dm_scan_window(cs, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), C.uint64_t(base), flags, C.uintptr_t(h))
+	runtime.KeepAlive(m.s.s)
+	runtime.KeepAlive(buf)
+	if rc != C.ERROR_SUCCESS {
+		return ws.out, goyara.Error(rc)
+	}
+	return ws.out, nil
+}
+
+// dmRuleMatching is libyara's CALLBACK_MSG_RULE_MATCHING for the C window path: it turns
+// the rule and its string matches into a detectors.Match as convert does for go-yara's
+// MatchRule (same names, metas, tags, order and cut).
+//
+//export dmRuleMatching
+func dmRuleMatching(ctx *C.YR_SCAN_CONTEXT, rule *C.YR_RULE, handle C.uintptr_t) C.int {
+	ws, ok := cgo.Handle(handle).Value().(*windowScan)
+	if !ok {
+		return C.CALLBACK_ERROR
+	}
+	dm := detectors.Match{Rule: C.GoString(C.dm_rule_identifier(rule)), Namespace: C.GoString(C.dm_rule_ns(rule))}
+	for t := C.dm_rule_tags(rule); t != nil && *t != 0; {
+		s := C.GoString(t)
+		dm.Tags = append(dm.Tags, s)
+		t = (*C.char)(unsafe.Add(unsafe.Pointer(t), len(s)+1))
+	}
+	for mt := C.dm_rule_metas(rule); mt != nil; mt = C.dm_meta_next(mt) {
+		if dm.Meta == nil {
+			dm.Meta = map[string]string{}
+		}
+		var v string
+		switch mt._type {
+		case C.META_TYPE_STRING:
+			v = C.GoString(C.dm_meta_string(mt))
+		case C.META_TYPE_INTEGER:
+			v = strconv.FormatInt(int64(mt.integer), 10)
+		case C.META_TYPE_BOOLEAN:
+			v = strconv.FormatBool(mt.integer != 0)
+		default:
+			v = fmt.Sprint(nil)
+		}
+		dm.Meta[C.GoString(C.dm_meta_identifier(mt))] = v
+	}
+	n := 0
+	for s := C.dm_rule_strings(rule); s != nil; s = C.dm_string_next(s) {
+		var name string
+		for mm := C.dm_first_match(ctx, s); mm != nil; mm = C.dm_next_match(mm) {
+			if n >= ws.max {
+				dm.Cut++
+				continue
+			}
+			if name == "" {
+				name = C.GoString(C.dm_string_identifier(s))
+			}
+			sm := detectors.StringMatch{Name: name, Offset: uint64(mm.base) + uint64(mm.offset) - ws.base, Length: int(mm.data_length)}
+			sm.SetData(C.GoBytes(unsafe.Pointer(mm.data), C.int(mm.data_length)))
+			dm.Strings = append(dm.Strings, sm)
+			n++
+		}
+	}
+	ws.out = append(ws.out, dm)
+	return C.CALLBACK_CONTINUE
+}
