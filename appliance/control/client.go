@@ -8,9 +8,12 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/domainm/domainm/appliance/control/proto"
 )
 
-// Client is a control-channel connection. Calls are serialised.
+// Client is a plain control-channel connection (see "Two clients" in the package doc).
+// Calls are serialised.
 type Client struct {
 	// Epoch, when not 0, is sent with prepare and resume (see "Stale requests").
 	Epoch uint64
@@ -41,7 +44,7 @@ func (c *Client) Do(ctx context.Context, cmd string, args any) (Response, error)
 	defer c.mu.Unlock()
 	c.next++
 	req := Request{ID: json.RawMessage(fmt.Sprint(c.next)), Cmd: cmd}
-	if cmd == CmdPrepare || cmd == CmdResume {
+	if proto.Fenced(cmd) {
 		req.Epoch = c.Epoch
 	}
 	if args != nil {

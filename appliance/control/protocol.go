@@ -1,130 +1,35 @@
-// Package control serves the supervisor's control channel: JSON lines over a unix
-// socket, used by the migration coordinator for the handshake of DESIGN.md (status,
-// prepare → quiesced, resume → monitoring).
+// Package control serves the supervisor's control channel, used by the migration
+// coordinator for the handshake of DESIGN.md (status, prepare → quiesced, resume →
+// monitoring): a Server on a unix socket, ServeDevice on a virtio-serial port, and a
+// plain Client.
 //
-// One request per line, one response line per request, in order:
-//
-//	{"id":1,"cmd":"status"}
-//	{"id":2,"cmd":"prepare"}
-//	{"id":3,"cmd":"resume","args":{"source":"file:/dev/shm/x","layout":"flat","target":{"name":"web-1","uuid":"...","host":"dst"}}}
-//
-// answered by {"id":N,"ok":true,"state":"monitoring"|"quiesced"|"starting"|"waiting",...} or
-// {"id":N,"ok":false,"error":"...","code":"guest_changed"|"bad_request"|...}. The id is
-// echoed as it was sent.
-//
-// # Stale requests
-//
-// A coordinator gives up on a request after a timeout and acts on its own (rolls the
-// pair back), so a request carried out after that would contradict it: a resume to the
-// destination obeyed after the coordinator restarted the target at the source leaves the
-// target unwatched. prepare and resume may therefore carry
-//
-//	"timeout_ms": N   how long the coordinator still waits for the answer, as a duration:
-//	                  the supervisor's clock is a guest's clock on another host, so an
-//	                  absolute time could not be compared; the supervisor counts it from
-//	                  its own monotonic receive time
-//	"epoch": E        the coordinator's epoch: it learns the highest accepted one from
-//	                  status ("epoch") and uses one more on each new connection, so a
-//	                  request from an abandoned connection is older than every later one
-//
-// and the supervisor refuses, doing nothing, a request whose deadline passed or whose
-// connection the coordinator has closed (code "expired") and one whose epoch is below an
-// epoch it accepted already (code "stale"). It checks when it takes the request up and
-// again just before it commits the change. A request that sat unread in the socket of a
-// frozen supervisor gets its full timeout at wake-up (the receive time is then); what
-// stops it is the closed connection (a coordinator closes a connection whose call timed
-// out) and the epoch. On a transport without connections (a virtio-serial port) only
-// the timeout and the epoch apply.
+// The messages, their wire format and the rules against stale requests (timeout_ms,
+// epoch, codes "expired" and "stale") are defined in package proto, which the
+// coordinator imports too; this package re-exports them under their own names
+// (aliases, see names.go) so the supervisor reads control.Response. What the server
+// adds: Live and Epoch let a Handler apply those rules (it checks when it takes the
+// request up and again just before it commits the change), and Error carries a
+// protocol code out of a Handler.
 //
 // Only the socket's owner may connect: the socket is created mode 0600 and every
 // connection's peer credentials (SO_PEERCRED) must be root's or the server's own uid.
+//
+// # Two clients
+//
+// Client here and the coordinator's (migrate-hooks/control) speak the same messages
+// but differ on purpose. This one sends exactly what it is given (any command, the
+// epoch in Client.Epoch or none, no timeout_ms), returns a refusal as a response, not
+// an error, and keeps its connection after a failure: `domainm status` and the
+// protocol's tests use it, and the tests must be able to send stale and malformed
+// requests. The coordinator's learns the supervisor's epoch and sends a higher one on
+// each connection, derives timeout_ms from its context, drops the connection after a
+// failed call and connects again, and maps refusals to errors it branches on.
 package control
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 )
-
-// States the supervisor reports.
-const (
-	StateStarting   = "starting"
-	StateMonitoring = "monitoring"
-	StateQuiescing  = "quiescing"
-	StateQuiesced   = "quiesced"
-	StateResuming   = "resuming"
-	StateStopping   = "stopping"
-	StateStopped    = "stopped"
-)
-
-// Commands.
-const (
-	CmdStatus  = "status"
-	CmdPrepare = "prepare"
-	CmdResume  = "resume"
-)
-
-// Error codes in responses.
-const (
-	CodeBadRequest     = "bad_request"     // not JSON, missing or invalid fields
-	CodeUnknownCommand = "unknown_command" // cmd not known
-	CodeGuestChanged   = "guest_changed"   // resume: the memory is not the guest seen at prepare
-	CodeWrongState     = "wrong_state"     // e.g. resume while monitoring
-	CodeSource         = "source_error"    // resume: the memory source could not be opened
-	CodeForbidden      = "forbidden"       // peer is neither root nor the server's user
-	CodeExpired        = "expired"         // prepare/resume: deadline passed or requester gone; nothing done
-	CodeStale          = "stale"           // prepare/resume: epoch below one accepted already; nothing done
-	CodeInternal       = "internal"
-)
-
-// Request is one line from the client.
-type Request struct {
-	ID   json.RawMessage `json:"id,omitempty"`
-	Cmd  string          `json:"cmd"`
-	Args json.RawMessage `json:"args,omitempty"`
-	// Epoch and TimeoutMs fence prepare and resume against staleness (see the package
-	// doc); zero: none.
-	Epoch     uint64 `json:"epoch,omitempty"`
-	TimeoutMs int64  `json:"timeout_ms,omitempty"`
-}
-
-// ResumeArgs are resume's arguments: the memory source at the destination and the
-// target's identity there.
-type ResumeArgs struct {
-	Source string     `json:"source"`
-	Layout string     `json:"layout,omitempty"`
-	Target TargetInfo `json:"target"`
-}
-
-// TargetInfo is the target's identity as the coordinator knows it.
-type TargetInfo struct {
-	Name  string `json:"name,omitempty"`
-	UUID  string `json:"uuid,omitempty"`
-	Host  string `json:"host,omitempty"`
-	DomID int    `json:"domid,omitempty"`
-}
-
-// Response is one line to the client. Fields after Code are set by status (and, where
-// they apply, by prepare and resume).
-type Response struct {
-	ID    json.RawMessage `json:"id"`
-	OK    bool            `json:"ok"`
-	State string          `json:"state,omitempty"`
-	Error string          `json:"error,omitempty"`
-	Code  string          `json:"code,omitempty"`
-
-	Target     *TargetInfo `json:"target,omitempty"`
-	Source     string      `json:"source,omitempty"`
-	Cursor     *uint64     `json:"cursor,omitempty"` // next pass starts here (after prepare/resume)
-	Rules      string      `json:"rules,omitempty"`  // running rule set id
-	RuleCount  int         `json:"rule_count,omitempty"`
-	Passes     int         `json:"passes,omitempty"`
-	LastPass   string      `json:"last_pass,omitempty"` // RFC 3339 end time of the last complete pass
-	Findings   int         `json:"findings,omitempty"`
-	DiskChecks int         `json:"disk_checks,omitempty"`
-	Health     *Health     `json:"health,omitempty"` // status: the health model
-	Epoch      uint64      `json:"epoch,omitempty"`  // highest epoch accepted on prepare/resume
-}
 
 // Error is a failure a Handler reports with a protocol code.
 type Error struct {

@@ -2,9 +2,14 @@
 // channel: JSON lines over a unix socket (a virtio-serial port or xenstore carry the same
 // messages elsewhere).
 //
-// Requests are {"id":N,"cmd":"status"|"prepare"|"resume","args":{...}}; prepare and
-// resume also carry "epoch" and "timeout_ms" (see Client). Responses are
-// {"id":N,"ok":true,"state":"monitoring"|"quiesced",...} or
+// The messages are defined once, in the supervisor's leaf package appliance/control/proto
+// (standard library only, the one appliance package domainm-migrate may link); this
+// package adds what a coordinator needs on top: a Client that fences prepare and resume
+// with an epoch and timeout_ms (see Client), errors to branch on (ErrGuestChanged,
+// ErrStale), and the Handshake the sync points drive. The supervisor's own plain client
+// (appliance/control.Client) sends what it is told and is for status and tests; this one
+// is for migrations. Requests are {"id":N,"cmd":"status"|"prepare"|"resume","args":{...}};
+// responses {"id":N,"ok":true,"state":"monitoring"|"quiesced",...} or
 // {"id":N,"ok":false,"error":"...","code":"guest_changed"|"expired"|"stale"|...}.
 package control
 
@@ -15,14 +20,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/domainm/domainm/appliance/control/proto"
 )
 
-// Supervisor states.
+// Supervisor states (proto's).
 const (
-	StateMonitoring = "monitoring"
-	StateQuiesced   = "quiesced"
+	StateMonitoring = proto.StateMonitoring
+	StateQuiesced   = proto.StateQuiesced
 )
 
 // ErrGuestChanged is matched by a RemoteError with code "guest_changed": at resume the
@@ -49,36 +57,23 @@ func (e *RemoteError) Error() string {
 func (e *RemoteError) Is(target error) bool {
 	switch target {
 	case ErrGuestChanged:
-		return e.Code == "guest_changed"
+		return e.Code == proto.CodeGuestChanged
 	case ErrStale:
-		return e.Code == "expired" || e.Code == "stale"
+		return e.Code == proto.CodeExpired || e.Code == proto.CodeStale
 	}
 	return false
 }
 
 // Target identifies the watched VM at its new place.
-type Target struct {
-	Name string `json:"name"`
-	UUID string `json:"uuid,omitempty"`
-	Host string `json:"host,omitempty"`
-}
+type Target = proto.TargetInfo
 
 // ResumeArgs tell the supervisor where the target's memory is now.
-type ResumeArgs struct {
-	Source string `json:"source"` // memscan source spec, e.g. "file:/dev/shm/x"
-	Layout string `json:"layout"` // "flat": file offset = guest-physical address
-	Target Target `json:"target"`
-}
+type ResumeArgs = proto.ResumeArgs
 
 // Response is a supervisor's answer.
 type Response struct {
-	ID    uint64 `json:"id"`
-	OK    bool   `json:"ok"`
-	State string `json:"state"`
-	Error string `json:"error"`
-	Code  string `json:"code"`
-	Epoch uint64 `json:"epoch"` // status: the highest epoch the supervisor accepted
-	// Raw is the whole response, for fields this package does not know.
+	proto.Response
+	// Raw is the whole response as received.
 	Raw json.RawMessage `json:"-"`
 }
 
@@ -140,7 +135,7 @@ func (c *Client) connect(ctx context.Context) error {
 		return fmt.Errorf("connecting to supervisor at %s: %w", c.path, err)
 	}
 	c.conn, c.r = conn, bufio.NewReaderSize(conn, 64<<10)
-	resp, err := c.exchange(ctx, "status", nil)
+	resp, err := c.exchange(ctx, proto.CmdStatus, nil)
 	if err != nil {
 		conn.Close()
 		c.conn = nil
@@ -169,7 +164,7 @@ func (c *Client) Call(ctx context.Context, cmd string, args any) (Response, erro
 		}
 	}
 	resp, err := c.exchange(ctx, cmd, args)
-	if err != nil && resp.ID == 0 {
+	if err != nil && resp.ID == nil {
 		c.conn.Close() // abandoned: see Client
 		c.conn = nil
 	}
@@ -179,15 +174,16 @@ func (c *Client) Call(ctx context.Context, cmd string, args any) (Response, erro
 // exchange sends one request on the open connection and reads its answer.
 func (c *Client) exchange(ctx context.Context, cmd string, args any) (Response, error) {
 	c.id++
-	id := c.id
-	req := struct {
-		ID        uint64 `json:"id"`
-		Cmd       string `json:"cmd"`
-		Args      any    `json:"args,omitempty"`
-		Epoch     uint64 `json:"epoch,omitempty"`
-		TimeoutMs int64  `json:"timeout_ms,omitempty"`
-	}{ID: id, Cmd: cmd, Args: args}
-	if cmd == "prepare" || cmd == "resume" {
+	id := strconv.FormatUint(c.id, 10)
+	req := proto.Request{ID: json.RawMessage(id), Cmd: cmd}
+	if args != nil {
+		b, err := json.Marshal(args)
+		if err != nil {
+			return Response{}, fmt.Errorf("encoding %s: %w", cmd, err)
+		}
+		req.Args = b
+	}
+	if proto.Fenced(cmd) {
 		req.Epoch = c.epoch
 		if dl, ok := ctx.Deadline(); ok {
 			left := time.Until(dl)
@@ -217,10 +213,10 @@ func (c *Client) exchange(ctx context.Context, cmd string, args any) (Response, 
 	if err := json.Unmarshal(line, &resp); err != nil {
 		return Response{}, fmt.Errorf("supervisor's answer to %s: %w", cmd, err)
 	}
-	if resp.ID != id {
+	if string(resp.ID) != id {
 		// Each connection carries one request at a time and is dropped after a failed
 		// call, so this is no late answer but a broken peer.
-		return Response{}, fmt.Errorf("supervisor answered %s with id %d, want %d", cmd, resp.ID, id)
+		return Response{}, fmt.Errorf("supervisor answered %s with id %s, want %s", cmd, resp.ID, id)
 	}
 	resp.Raw = append(json.RawMessage(nil), line...)
 	if !resp.OK {
@@ -256,20 +252,20 @@ func ctxErr(ctx context.Context, err error) error {
 
 // Status returns the supervisor's state.
 func (c *Client) Status(ctx context.Context) (string, error) {
-	r, err := c.Call(ctx, "status", nil)
+	r, err := c.Call(ctx, proto.CmdStatus, nil)
 	return r.State, err
 }
 
 // Prepare asks the supervisor to finish its block, record its cursor and unmap; it
 // answers "quiesced".
 func (c *Client) Prepare(ctx context.Context) (Response, error) {
-	return c.expect(ctx, "prepare", nil, StateQuiesced)
+	return c.expect(ctx, proto.CmdPrepare, nil, StateQuiesced)
 }
 
 // Resume asks the supervisor to remap the target at its new place and check it is the
 // same guest; it answers "monitoring".
 func (c *Client) Resume(ctx context.Context, a ResumeArgs) (Response, error) {
-	return c.expect(ctx, "resume", a, StateMonitoring)
+	return c.expect(ctx, proto.CmdResume, a, StateMonitoring)
 }
 
 func (c *Client) expect(ctx context.Context, cmd string, args any, state string) (Response, error) {

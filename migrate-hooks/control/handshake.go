@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/domainm/domainm/appliance/control/proto"
 )
 
 // Handshake drives one supervisor through a co-migration: it has the coordinator's
@@ -35,7 +37,7 @@ func (h *Handshake) Resume(ctx context.Context) error {
 func (h *Handshake) ResumeAtSource(ctx context.Context) error {
 	_, err := h.Client.Resume(ctx, h.Source)
 	var re *RemoteError
-	if !errors.As(err, &re) || re.Code != "wrong_state" {
+	if !errors.As(err, &re) || re.Code != proto.CodeWrongState {
 		return err
 	}
 	if _, perr := h.Client.Prepare(ctx); perr != nil {

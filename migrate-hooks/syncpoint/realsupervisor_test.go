@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/migrate-hooks/control"
 	"github.com/domainm/domainm/migrate-hooks/lab"
 	"github.com/domainm/domainm/migrate-hooks/syncpoint"
@@ -192,29 +193,6 @@ func TestCoMigrationWithDomainmRun(t *testing.T) {
 	t.Logf("supervisor after migration: %s", resp.Raw)
 }
 
-// stateRecord is a line of the supervisor's state log (events.jsonl in its state
-// folder), which the coordinator's tooling reads.
-type stateRecord struct {
-	Time, State, Reason, Source, Host string
-}
-
-func stateLog(t *testing.T, path string) []stateRecord {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []stateRecord
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var r stateRecord
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("%s: %q: %v", path, line, err)
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
 // freezer is the handshake with the supervisor frozen (SIGSTOP) right after it answered
 // prepare; with wakeDuringRollback it is woken (SIGCONT) while the coordinator's
 // rollback waits for it to resume at the source, else the test wakes it later.
@@ -331,7 +309,10 @@ func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
 	if err != nil || resp.State != wantState || !strings.Contains(string(resp.Raw), `"source":"file:`+srcRAM+`"`) {
 		t.Errorf("supervisor status %s, %v; want %s file:%s", resp.Raw, err, wantState, srcRAM)
 	}
-	recs := stateLog(t, filepath.Join(d.state, "events.jsonl"))
+	recs, err := proto.ReadStateLog(filepath.Join(d.state, proto.StateLogFile))
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("state log: %d records, %v", len(recs), err)
+	}
 	for _, rec := range recs {
 		if strings.Contains(rec.Source, dstRAM) || rec.Host == f.dst.Name {
 			t.Errorf("state log names the destination: %+v", rec)

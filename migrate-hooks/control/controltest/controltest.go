@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/domainm/domainm/appliance/control/proto"
 )
 
 // Change is a state change of the supervisor, timestamped when it happened.
@@ -49,7 +51,7 @@ func Listen(path, source string) (*Supervisor, error) {
 		return nil, err
 	}
 	s := &Supervisor{ln: ln, hang: map[string]bool{}}
-	s.setState("monitoring", source)
+	s.setState(proto.StateMonitoring, source)
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -79,7 +81,7 @@ func (s *Supervisor) State() (string, string) {
 // Find reports whether needle is in the memory the supervisor watches now.
 func (s *Supervisor) Find(needle []byte) (bool, error) {
 	st, src := s.State()
-	if st != "monitoring" {
+	if st != proto.StateMonitoring {
 		return false, fmt.Errorf("supervisor is %s", st)
 	}
 	b, err := os.ReadFile(src)
@@ -128,18 +130,17 @@ func (s *Supervisor) serve(c net.Conn) {
 	sc := bufio.NewScanner(c)
 	for sc.Scan() {
 		received := time.Now()
-		var req struct {
-			ID   json.RawMessage `json:"id"`
-			Cmd  string          `json:"cmd"`
-			Args struct {
-				Source string `json:"source"`
-			} `json:"args"`
-			Epoch     uint64 `json:"epoch"`
-			TimeoutMs int64  `json:"timeout_ms"`
+		var (
+			req  proto.Request
+			args proto.ResumeArgs
+		)
+		err := json.Unmarshal(sc.Bytes(), &req)
+		if err == nil && len(req.Args) > 0 {
+			err = json.Unmarshal(req.Args, &args)
 		}
 		resp := map[string]any{}
-		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			resp["ok"], resp["error"], resp["code"] = false, err.Error(), "bad_request"
+		if err != nil {
+			resp["ok"], resp["error"], resp["code"] = false, err.Error(), proto.CodeBadRequest
 		} else {
 			s.mu.Lock()
 			hang := s.hang[req.Cmd]
@@ -147,11 +148,11 @@ func (s *Supervisor) serve(c net.Conn) {
 			if hang {
 				continue
 			}
-			if req.Cmd == "prepare" || req.Cmd == "resume" {
+			if proto.Fenced(req.Cmd) {
 				resp = s.admit(req.Cmd, req.Epoch, received, time.Duration(req.TimeoutMs)*time.Millisecond)
 			}
 			if resp["ok"] == nil {
-				resp = s.handle(req.Cmd, req.Args.Source)
+				resp = s.handle(req.Cmd, args.Source)
 			}
 			resp["id"] = req.ID
 		}
@@ -165,10 +166,10 @@ func (s *Supervisor) admit(cmd string, epoch uint64, received time.Time, timeout
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if timeout > 0 && time.Since(received) > timeout {
-		return map[string]any{"ok": false, "code": "expired", "error": cmd + " expired", "state": s.state}
+		return map[string]any{"ok": false, "code": proto.CodeExpired, "error": cmd + " expired", "state": s.state}
 	}
 	if epoch < s.epoch {
-		return map[string]any{"ok": false, "code": "stale", "state": s.state,
+		return map[string]any{"ok": false, "code": proto.CodeStale, "state": s.state,
 			"error": fmt.Sprintf("%s with epoch %d: epoch %d was accepted since", cmd, epoch, s.epoch)}
 	}
 	s.epoch = epoch
@@ -181,30 +182,30 @@ func (s *Supervisor) handle(cmd, source string) map[string]any {
 		return map[string]any{"ok": false, "error": msg, "code": code}
 	}
 	switch cmd {
-	case "status":
-	case "prepare":
-		if st != "monitoring" {
-			return fail("wrong_state", "prepare while "+st)
+	case proto.CmdStatus:
+	case proto.CmdPrepare:
+		if st != proto.StateMonitoring {
+			return fail(proto.CodeWrongState, "prepare while "+st)
 		}
 		p, err := fingerprints(cur)
 		if err != nil {
-			return fail("internal", err.Error())
+			return fail(proto.CodeInternal, err.Error())
 		}
 		s.mu.Lock()
 		s.prints = p
 		s.mu.Unlock()
-		s.setState("quiesced", "")
-	case "resume":
-		if st != "quiesced" {
-			return fail("wrong_state", "resume while "+st)
+		s.setState(proto.StateQuiesced, "")
+	case proto.CmdResume:
+		if st != proto.StateQuiesced {
+			return fail(proto.CodeWrongState, "resume while "+st)
 		}
 		path, ok := strings.CutPrefix(source, "file:")
 		if !ok {
-			return fail("bad_request", "source must be file:PATH")
+			return fail(proto.CodeBadRequest, "source must be file:PATH")
 		}
 		p, err := fingerprints(path)
 		if err != nil {
-			return fail("source_error", err.Error())
+			return fail(proto.CodeSource, err.Error())
 		}
 		s.mu.Lock()
 		same := len(p) == len(s.prints)
@@ -213,11 +214,11 @@ func (s *Supervisor) handle(cmd, source string) map[string]any {
 		}
 		s.mu.Unlock()
 		if !same {
-			return fail("guest_changed", "sampled pages differ from those seen at prepare")
+			return fail(proto.CodeGuestChanged, "sampled pages differ from those seen at prepare")
 		}
-		s.setState("monitoring", path)
+		s.setState(proto.StateMonitoring, path)
 	default:
-		return fail("unknown_command", cmd)
+		return fail(proto.CodeUnknownCommand, cmd)
 	}
 	st, _ = s.State()
 	s.mu.Lock()

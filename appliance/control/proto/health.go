@@ -1,4 +1,4 @@
-package control
+package proto
 
 // StateWaiting: the supervisor runs but the target's memory source does not exist (the
 // target has not started yet, or its RAM file was removed); it watches for the source
