@@ -139,7 +139,8 @@ func runCorpusChild(img, db string) (res childResult) {
 		if err := diskscan.JournalError(fsys); err != nil {
 			res.Journal = err.Error()
 		}
-		opt := Options{Workers: 1}
+		// Two hashing workers, as on the appliance: files are read concurrently.
+		opt := Options{Workers: 2}
 		if cmp != nil {
 			opt.Baseline = cmp.Baseline
 		}
