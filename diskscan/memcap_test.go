@@ -50,6 +50,10 @@ const (
 	// leaves about 512 MiB for the heap and stacks; issue 9's f_ea_inode_self_ref
 	// reached 2.4 GiB before dying.
 	memcapAS = 1792 << 20
+	// memcapData is the child's RLIMIT_DATA, which counts private writable mappings
+	// (the heap and stacks, not the runtime's PROT_NONE reservations), so it bounds what
+	// the readers really use.
+	memcapData = 384 << 20
 	// memcapHeap is the child's soft limit (debug.SetMemoryLimit): the GC works hard to
 	// stay under it, so a leak shows as a hard-limit crash rather than as slow growth.
 	memcapHeap = 192 << 20
@@ -60,8 +64,8 @@ const (
 // TestReadersUnderMemoryCap runs every reader entry point (OpenImageFormat raw and qcow2,
 // Partitions, OpenFS, OpenVolumeFormat, Walk, Lstat, link targets with resolution
 // through them, xattrs, Open and read) on every e2fsprogs test image and on crafted
-// hostile images, in a child process of the test binary with a hard address-space limit
-// (ulimit -v) and a soft heap limit. A Go "fatal error: out of memory", which no recover
+// hostile images, in a child process of the test binary with hard limits on address
+// space and data (ulimit -v, -d) and a soft heap limit. A Go "fatal error: out of memory", which no recover
 // can catch, then fails this test instead of killing the test run; so do a panic, an
 // image that takes too long and a peak heap over memcapPeak.
 func TestReadersUnderMemoryCap(t *testing.T) {
@@ -82,8 +86,9 @@ func TestReadersUnderMemoryCap(t *testing.T) {
 	defer cancel()
 	// sh sets the limit and execs the test binary, so the child is the process that
 	// CommandContext kills on timeout.
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `ulimit -v "$1" && shift && exec "$@"`, "sh",
-		strconv.Itoa(memcapAS>>10), os.Args[0], "-test.run=^TestReadersUnderMemoryCap$", "-test.v", "-test.count=1")
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `ulimit -v "$1" && ulimit -d "$2" && shift 2 && exec "$@"`, "sh",
+		strconv.Itoa(memcapAS>>10), strconv.Itoa(memcapData>>10),
+		os.Args[0], "-test.run=^TestReadersUnderMemoryCap$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), memcapChildEnv+"="+list, "TMPDIR="+work)
 	cmd.Dir, _ = os.Getwd()
 	start := time.Now()
@@ -99,14 +104,14 @@ func TestReadersUnderMemoryCap(t *testing.T) {
 		t.Errorf("child did not finish within the time limit; last images:\n%s", lastLines(text, 5))
 	}
 	if err != nil || !strings.Contains(text, "\nPASS") {
-		t.Fatalf("child under ulimit -v %d MiB: %v\n%s", memcapAS>>20, err, lastLines(withoutProgress(text), 60))
+		t.Fatalf("child under ulimit -v %d MiB -d %d MiB: %v\n%s", memcapAS>>20, memcapData>>20, err, lastLines(withoutProgress(text), 60))
 	}
 	n := strings.Count(text, "IMAGE ")
 	if n != len(images) {
 		t.Errorf("child reported %d images, want %d", n, len(images))
 	}
-	t.Logf("%d images in %v under ulimit -v %d MiB; %s", n, time.Since(start).Round(time.Millisecond),
-		memcapAS>>20, lastMatching(text, "PEAK "))
+	t.Logf("%d images in %v under ulimit -v %d MiB -d %d MiB; %s", n, time.Since(start).Round(time.Millisecond),
+		memcapAS>>20, memcapData>>20, lastMatching(text, "PEAK "))
 }
 
 // memcapChild is the body run in the child process.
