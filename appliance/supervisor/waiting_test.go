@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -103,20 +104,22 @@ func TestCoalesceBounded(t *testing.T) {
 func TestStartFailureInStateLog(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.stop()
-	h.writeRule("broken.yar", "rule broken { condition: $x }\n")
+	if err := os.RemoveAll(h.rules); err != nil { // no rules folder: the start fails
+		t.Fatal(err)
+	}
 	sup, err := New(h.cfg, h.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sup.Run(context.Background()); err == nil {
-		t.Fatal("started with broken rules")
+		t.Fatal("started without a rules folder")
 	}
 	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
 	if err != nil || len(recs) == 0 {
 		t.Fatalf("state log: %v", err)
 	}
 	last := recs[len(recs)-1]
-	if last.State != control.StateStopped || !strings.Contains(last.Reason, "start failed") || !strings.Contains(last.Reason, "broken.yar") || last.Healthy {
+	if last.State != control.StateStopped || !strings.Contains(last.Reason, "start failed") || !strings.Contains(last.Reason, h.rules) || last.Healthy {
 		t.Errorf("last state log line after a failed start: %+v", last)
 	}
 }
