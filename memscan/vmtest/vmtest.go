@@ -2,9 +2,17 @@
 // memory-backend-file (so memscan can map it), a QMP socket for control, the serial
 // console in a file, and optionally a Linux kernel with a busybox initramfs.
 //
-// Every QMP call goes through the coordinator's client (migrate-hooks/qmp), bounded by
-// a context, so a hung QEMU cannot hang a test. Close kills the QEMU process group by pid and removes the
-// files the VM created; Start registers Close with t.Cleanup.
+// It is the memory tests' layer over package image/qemu, which starts QEMU (own process
+// group, killed with its parent), waits for its monitor, probes the accelerator and
+// holds the QMP client (image/qemu/qmp) that the migration hosts (migrate-hooks/host)
+// and the image lab use as well. What is here is what memory tests need on top: guest
+// RAM in a shared file, reads of guest-physical memory as QEMU sees it (ReadPhys),
+// writes into the RAM file (WriteRAM), ELF core dumps, a busybox initramfs
+// (BuildInitramfs) and the host's kernel (Kernel).
+//
+// Every QMP call is bounded by a context, so a hung QEMU cannot hang a test. Close kills
+// the QEMU process group and removes the files the VM created; Start registers Close
+// with t.Cleanup.
 //
 // Accelerator: on this project's lab machines /dev/kvm is nested KVM on which
 // firmware-only guests run but a Linux kernel hangs early in boot, so with Accel ""
@@ -26,7 +34,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/qmp"
+	"github.com/domainm/domainm/image/qemu"
+	"github.com/domainm/domainm/image/qemu/qmp"
 )
 
 // Config describes a VM.
@@ -63,9 +72,7 @@ type VM struct {
 	cfg     Config
 	dir     string // private directory for socket, serial and log
 	ramDir  string // directory we created for RAMFile, or ""
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
+	proc    *qemu.Process
 	logFile string
 	log     *slog.Logger
 
@@ -108,8 +115,8 @@ func Launch(ctx context.Context, cfg Config) (*VM, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if _, err := exec.LookPath(qemuBinary); err != nil {
-		return nil, fmt.Errorf("%s not found (install qemu-system-x86): %w", qemuBinary, err)
+	if _, err := exec.LookPath(qemu.Binary); err != nil {
+		return nil, fmt.Errorf("%s not found (install qemu-system-x86): %w", qemu.Binary, err)
 	}
 	accel := cfg.Accel
 	if accel == "" {
@@ -117,7 +124,7 @@ func Launch(ctx context.Context, cfg Config) (*VM, error) {
 	}
 	if accel == "" {
 		accel = "tcg"
-		if cfg.Kernel == "" && kvmUsable() {
+		if cfg.Kernel == "" && qemu.KVMUsable() {
 			vm, err := launch(ctx, cfg, "kvm")
 			if err == nil {
 				if err = vm.checkKVM(ctx); err == nil {
@@ -131,17 +138,6 @@ func Launch(ctx context.Context, cfg Config) (*VM, error) {
 	return launch(ctx, cfg, accel)
 }
 
-const qemuBinary = "qemu-system-x86_64"
-
-func kvmUsable() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
-
 func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 	dir, err := os.MkdirTemp("", "vmtest-")
 	if err != nil {
@@ -153,7 +149,6 @@ func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 		QMPSocket:  filepath.Join(dir, "qmp.sock"),
 		logFile:    filepath.Join(dir, "qemu.log"),
 		RAMFile:    cfg.RAMFile,
-		exited:     make(chan struct{}),
 		log:        cfg.Logger.With("component", "vmtest"),
 	}
 	defer func() {
@@ -176,17 +171,10 @@ func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 		return vm, err
 	}
 	defer logf.Close()
-	vm.cmd = exec.Command(qemuBinary, vm.args()...)
-	vm.cmd.Stdout, vm.cmd.Stderr = logf, logf
-	vm.cmd.SysProcAttr = sysProcAttr()
-	if err := vm.cmd.Start(); err != nil {
-		return vm, fmt.Errorf("starting %v: %w", vm.cmd.Args, err)
+	if vm.proc, err = qemu.Start(append([]string{qemu.Binary}, vm.args()...), logf, logf); err != nil {
+		return vm, err
 	}
-	vm.log.Info("started QEMU", "pid", vm.cmd.Process.Pid, "accel", accel, "machine", cfg.Machine, "memory", cfg.Memory)
-	go func() {
-		vm.waitErr = vm.cmd.Wait()
-		close(vm.exited)
-	}()
+	vm.log.Info("started QEMU", "pid", vm.proc.Pid, "accel", accel, "machine", cfg.Machine, "memory", cfg.Memory)
 	if err := vm.connect(ctx); err != nil {
 		return vm, err
 	}
@@ -194,75 +182,44 @@ func launch(ctx context.Context, cfg Config, accel string) (vm *VM, err error) {
 }
 
 func (vm *VM) args() []string {
-	a := []string{
-		"-machine", vm.cfg.Machine + ",memory-backend=ram" + vm.cfg.MachineOpts,
-		"-accel", vm.Accel,
-		"-m", fmt.Sprintf("%dM", vm.cfg.Memory>>20) + vm.cfg.MemoryOpts,
-		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%d,mem-path=%s,share=on", vm.cfg.Memory, vm.RAMFile),
-		"-smp", "1",
-		"-display", "none", "-nodefaults", "-no-user-config", "-no-reboot",
-		"-serial", "file:" + vm.SerialFile,
-		"-qmp", "unix:" + vm.QMPSocket + ",server=on,wait=off",
+	c := qemu.Config{
+		Machine: vm.cfg.Machine, MachineOpts: vm.cfg.MachineOpts, Accel: vm.Accel,
+		MemMiB: int(vm.cfg.Memory >> 20), MemoryOpts: vm.cfg.MemoryOpts,
+		RAMFile: vm.RAMFile, RAMShared: true, QMP: vm.QMPSocket, Serial: vm.SerialFile,
+		NoReboot: true, Paused: vm.cfg.Paused, Extra: vm.cfg.Extra,
 	}
 	if vm.cfg.Kernel != "" {
-		a = append(a, "-kernel", vm.cfg.Kernel, "-append", strings.TrimSpace("console=ttyS0 "+vm.cfg.Append))
-		if vm.cfg.Initrd != "" {
-			a = append(a, "-initrd", vm.cfg.Initrd)
-		}
+		c.Kernel, c.Initrd, c.Append = vm.cfg.Kernel, vm.cfg.Initrd, "console=ttyS0 "+vm.cfg.Append
 	}
-	if vm.cfg.Paused {
-		a = append(a, "-S")
-	}
-	return append(a, vm.cfg.Extra...)
+	return c.Args()
 }
 
 // connect waits for the QMP socket and performs the capabilities handshake.
 func (vm *VM) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, vm.cfg.Timeout)
 	defer cancel()
-	for {
-		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
-		mon, err := qmp.Dial(dctx, vm.QMPSocket)
-		dcancel()
-		if err == nil {
-			vm.mu.Lock()
-			vm.mon = mon
-			vm.mu.Unlock()
-			return nil
-		}
-		select {
-		case <-vm.exited:
-			return fmt.Errorf("QEMU exited during startup (%v): %s", vm.waitErr, vm.Log())
-		case <-ctx.Done():
-			return fmt.Errorf("connecting to QMP %s: %w (last error: %v); QEMU log: %s", vm.QMPSocket, ctx.Err(), err, vm.Log())
-		case <-time.After(50 * time.Millisecond):
-		}
+	mon, err := vm.proc.DialQMP(ctx, vm.QMPSocket)
+	if errors.Is(err, qemu.ErrExited) {
+		return fmt.Errorf("QEMU exited during startup (%v): %s", vm.proc.Err(), vm.Log())
 	}
+	if err != nil {
+		return fmt.Errorf("connecting to QMP: %w; QEMU log: %s", err, vm.Log())
+	}
+	vm.mu.Lock()
+	vm.mon = mon
+	vm.mu.Unlock()
+	return nil
 }
 
 // checkKVM verifies KVM is in use and the guest keeps running for a moment.
 func (vm *VM) checkKVM(ctx context.Context) error {
-	var st struct{ Enabled, Present bool }
-	if err := vm.Execute(ctx, "query-kvm", nil, &st); err != nil {
-		return err
-	}
-	if !st.Enabled || !st.Present {
-		return fmt.Errorf("query-kvm: enabled=%v present=%v", st.Enabled, st.Present)
-	}
-	select {
-	case <-vm.exited:
-		return fmt.Errorf("QEMU exited under KVM: %s", vm.Log())
-	case <-time.After(300 * time.Millisecond):
-	}
-	if vm.cfg.Paused {
-		return nil
-	}
-	s, err := vm.Status(ctx)
-	if err != nil {
-		return err
-	}
-	if s != "running" {
-		return fmt.Errorf("guest status under KVM is %q, not running", s)
+	ctx, cancel := context.WithTimeout(ctx, vm.cfg.Timeout)
+	defer cancel()
+	vm.mu.Lock()
+	mon := vm.mon
+	vm.mu.Unlock()
+	if err := qemu.CheckKVM(ctx, mon, vm.proc.Exited(), vm.cfg.Paused); err != nil {
+		return fmt.Errorf("%w; QEMU log: %s", err, vm.Log())
 	}
 	return nil
 }
@@ -281,10 +238,10 @@ func (vm *VM) Serial() string {
 
 // PID returns the QEMU process id.
 func (vm *VM) PID() int {
-	if vm.cmd == nil || vm.cmd.Process == nil {
+	if vm.proc == nil {
 		return 0
 	}
-	return vm.cmd.Process.Pid
+	return vm.proc.Pid
 }
 
 // WaitSerial waits until the serial output contains s.
@@ -294,8 +251,8 @@ func (vm *VM) WaitSerial(ctx context.Context, s string) error {
 			return nil
 		}
 		select {
-		case <-vm.exited:
-			return fmt.Errorf("QEMU exited before %q on serial (%v); serial: %s; log: %s", s, vm.waitErr, tail(vm.Serial(), 2000), vm.Log())
+		case <-vm.proc.Exited():
+			return fmt.Errorf("QEMU exited before %q on serial (%v); serial: %s; log: %s", s, vm.proc.Err(), tail(vm.Serial(), 2000), vm.Log())
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %q on serial: %w; serial: %s", s, ctx.Err(), tail(vm.Serial(), 2000))
 		case <-time.After(100 * time.Millisecond):
@@ -320,17 +277,8 @@ func (vm *VM) Close() error {
 	}
 	vm.mu.Unlock()
 	var err error
-	if vm.cmd != nil && vm.cmd.Process != nil {
-		select {
-		case <-vm.exited:
-		default:
-			_ = killGroup(vm.cmd.Process)
-			select {
-			case <-vm.exited:
-			case <-time.After(10 * time.Second):
-				err = fmt.Errorf("QEMU pid %d did not exit after SIGKILL", vm.cmd.Process.Pid)
-			}
-		}
+	if vm.proc != nil {
+		err = vm.proc.Kill()
 	}
 	if vm.ramDir != "" {
 		os.RemoveAll(vm.ramDir)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/image/qemu"
 	"github.com/domainm/domainm/migrate-hooks/control/controltest"
 	"github.com/domainm/domainm/migrate-hooks/host"
 	"github.com/domainm/domainm/migrate-hooks/lab"
@@ -20,7 +21,7 @@ func migrateArgs(t *testing.T, sup func(*controltest.Supervisor)) ([]string, *la
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	accel, err := host.FirmwareAccel(ctx, t.TempDir())
+	accel, err := qemu.FirmwareAccel(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

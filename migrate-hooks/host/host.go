@@ -3,7 +3,12 @@
 //
 // A Local host keeps its VMs' RAM files in a shared-memory directory, optionally runs its
 // QEMU processes inside a network namespace (so that two hosts can be joined by a shaped
-// veth link), and kills every process it started, by pid, on Close.
+// veth link), and kills every process it started, by process group, on Close.
+//
+// This package is the migration host model only: device model (Machine), RAM file names,
+// incoming URIs, the adaptor to the coordinator's hypervisor operations. Starting QEMU,
+// waiting for its monitor, killing it and probing the accelerator are package
+// image/qemu's, shared with the memory tests' VMs (memscan/vmtest) and the image lab.
 //
 // Device model. Source and destination start a VM from the same Machine, so the device
 // model matches. A target keeps its RAM in a shared file (memory-backend-file, share=on);
@@ -27,19 +32,17 @@ package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/qmp"
+	"github.com/domainm/domainm/image/qemu"
+	"github.com/domainm/domainm/image/qemu/qmp"
 )
 
 // Machine is a VM's device model and boot configuration.
@@ -91,8 +94,8 @@ type VM struct {
 	Serial  string // serial console log
 	Argv    []string
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc   *qemu.Process // nil for a VM this program did not start (Attach)
+	exited <-chan struct{}
 	once   sync.Once
 }
 
@@ -143,40 +146,28 @@ func (h *Local) IncomingURI() (string, error) {
 // Args returns QEMU's command line for m; incoming is "" for a source VM, or the URI a
 // destination VM listens on (it is then started paused with -S).
 func (h *Local) Args(m Machine, incoming string) []string {
-	mem := fmt.Sprintf("%dM", m.MemMiB)
-	a := []string{
-		"-name", m.Name, "-no-user-config", "-nodefaults", "-display", "none",
-		"-machine", "q35,memory-backend=ram", "-accel", m.Accel, "-m", mem, "-smp", "1",
-		"-qmp", "unix:" + h.qmpPath(m.Name) + ",server=on,wait=off",
-		"-serial", "file:" + h.serialPath(m.Name),
-	}
-	switch m.RAM {
-	case "shared", "private":
-		share := map[string]string{"shared": "on", "private": "off"}[m.RAM]
-		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=ram,size=%s,mem-path=%s,share=%s", mem, h.RAMFile(m.Name), share))
-	default:
-		a = append(a, "-object", "memory-backend-ram,id=ram,size="+mem)
+	c := qemu.Config{Name: m.Name, Accel: m.Accel, MemMiB: m.MemMiB,
+		QMP: h.qmpPath(m.Name), Serial: h.serialPath(m.Name), Incoming: incoming}
+	if m.RAM == "shared" || m.RAM == "private" {
+		c.RAMFile, c.RAMShared = h.RAMFile(m.Name), m.RAM == "shared"
 	}
 	if m.Watch != "" {
-		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=watch,size=%dM,mem-path=%s,share=on", m.WatchMiB, h.RAMFile(m.Watch)))
+		c.Extra = append(c.Extra, "-object", fmt.Sprintf("memory-backend-file,id=watch,size=%dM,mem-path=%s,share=on", m.WatchMiB, h.RAMFile(m.Watch)))
 		switch m.WatchDevice {
 		case "nvdimm":
 			// A DIMM's guest-physical address is fixed by QEMU at startup, identical at
 			// both ends, which x-ignore-shared requires (see the package comment).
-			a[indexOf(a, "-machine")+1] += ",nvdimm=on"
-			a[indexOf(a, "-m")+1] = fmt.Sprintf("%s,slots=1,maxmem=%dM", mem, m.MemMiB+m.WatchMiB)
-			a = append(a, "-device", "nvdimm,memdev=watch,id=watch")
+			c.MachineOpts = ",nvdimm=on"
+			c.MemoryOpts = fmt.Sprintf(",slots=1,maxmem=%dM", m.MemMiB+m.WatchMiB)
+			c.Extra = append(c.Extra, "-device", "nvdimm,memdev=watch,id=watch")
 		default:
-			a = append(a, "-device", "ivshmem-plain,memdev=watch,id=watch,master=on")
+			c.Extra = append(c.Extra, "-device", "ivshmem-plain,memdev=watch,id=watch,master=on")
 		}
 	}
 	if m.Kernel != "" {
-		a = append(a, "-kernel", m.Kernel, "-initrd", m.Initrd, "-append", m.Append)
+		c.Kernel, c.Initrd, c.Append = m.Kernel, m.Initrd, m.Append
 	}
-	if incoming != "" {
-		a = append(a, "-incoming", incoming, "-S")
-	}
-	return a
+	return c.Args()
 }
 
 func (h *Local) qmpPath(name string) string { return filepath.Join(h.Dir, h.Name+"-"+name+".qmp") }
@@ -189,11 +180,11 @@ func (h *Local) Start(ctx context.Context, m Machine, incoming string) (*VM, err
 	if m.Accel == "" {
 		return nil, fmt.Errorf("starting %s on %s: no accelerator chosen", m.Name, h.Name)
 	}
-	qemu := h.QEMU
-	if qemu == "" {
-		qemu = "qemu-system-x86_64"
+	bin := h.QEMU
+	if bin == "" {
+		bin = qemu.Binary
 	}
-	argv := append([]string{qemu}, h.Args(m, incoming)...)
+	argv := append([]string{bin}, h.Args(m, incoming)...)
 	if h.NetNS != "" {
 		// ip netns exec execs QEMU itself, so the pid is QEMU's.
 		argv = append([]string{"ip", "netns", "exec", h.NetNS}, argv...)
@@ -204,32 +195,31 @@ func (h *Local) Start(ctx context.Context, m Machine, incoming string) (*VM, err
 			return nil, fmt.Errorf("starting %s on %s: %w", m.Name, h.Name, err)
 		}
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
 	stderr, err := os.Create(filepath.Join(h.Dir, h.Name+"-"+m.Name+".stderr"))
 	if err != nil {
 		return nil, err
 	}
 	defer stderr.Close()
-	cmd.Stderr = stderr
-	// Own process group: a signal to the coordinator's terminal does not reach QEMU
-	// before the coordinator has decided what to do with the pair.
-	// Pdeathsig: a coordinator (or test binary) that dies takes its QEMUs with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// qemu.Start: own process group (a signal to the coordinator's terminal does not
+	// reach QEMU before the coordinator has decided what to do with the pair), and a
+	// coordinator (or test binary) that dies takes its QEMUs with it.
+	p, err := qemu.Start(argv, nil, stderr)
+	if err != nil {
 		return nil, fmt.Errorf("starting %s on %s: %w", m.Name, h.Name, err)
 	}
-	vm := &VM{Name: m.Name, Host: h.Name, Pid: cmd.Process.Pid, Serial: h.serialPath(m.Name),
-		Argv: argv, cmd: cmd, exited: make(chan struct{})}
+	vm := &VM{Name: m.Name, Host: h.Name, Pid: p.Pid, Serial: h.serialPath(m.Name),
+		Argv: argv, proc: p, exited: p.Exited()}
 	if m.RAM != "" {
 		vm.RAMFile = h.RAMFile(m.Name)
 	}
-	go func() { cmd.Wait(); close(vm.exited) }()
 	h.mu.Lock()
 	h.vms = append(h.vms, vm)
 	h.mu.Unlock()
 	h.logger().Info("qemu started", "host", h.Name, "vm", m.Name, "pid", vm.Pid, "incoming", incoming)
 
-	mon, err := h.dialQMP(ctx, vm)
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	mon, err := p.DialQMP(dctx, h.qmpPath(m.Name))
 	if err != nil {
 		vm.Kill()
 		b, _ := os.ReadFile(stderr.Name())
@@ -239,36 +229,14 @@ func (h *Local) Start(ctx context.Context, m Machine, incoming string) (*VM, err
 	return vm, nil
 }
 
-func (h *Local) dialQMP(ctx context.Context, vm *VM) (*qmp.Monitor, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	for {
-		// The socket file appears at bind, before QEMU listens: retry a refused dial.
-		if _, err := os.Stat(h.qmpPath(vm.Name)); err == nil {
-			mon, err := qmp.Dial(ctx, h.qmpPath(vm.Name))
-			if !errors.Is(err, syscall.ECONNREFUSED) {
-				return mon, err
-			}
-		}
-		select {
-		case <-vm.exited:
-			return nil, errors.New("qemu exited before its monitor came up")
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for qmp socket: %w", ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // Exited is closed when the QEMU process has exited.
 func (vm *VM) Exited() <-chan struct{} { return vm.exited }
 
-// Kill kills QEMU by pid (SIGKILL) and waits for it; it is idempotent.
+// Kill kills QEMU's process group (SIGKILL) and waits for it; it is idempotent.
 func (vm *VM) Kill() {
 	vm.once.Do(func() {
-		if vm.Pid > 0 {
-			syscall.Kill(vm.Pid, syscall.SIGKILL)
-			<-vm.exited
+		if vm.proc != nil {
+			vm.proc.Kill()
 		}
 		if vm.Mon != nil {
 			vm.Mon.Close()
@@ -310,16 +278,7 @@ func Attach(ctx context.Context, qmpPath, host, name string) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{Name: name, Host: host, Mon: mon, exited: make(chan struct{})}
-	close(vm.exited)
-	return vm, nil
-}
-
-func indexOf(a []string, s string) int {
-	for i, v := range a {
-		if v == s {
-			return i
-		}
-	}
-	panic("qemu argument " + s + " missing")
+	exited := make(chan struct{})
+	close(exited)
+	return &VM{Name: name, Host: host, Mon: mon, exited: exited}, nil
 }

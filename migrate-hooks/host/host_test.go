@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/qmp"
+	"github.com/domainm/domainm/image/qemu"
+	"github.com/domainm/domainm/image/qemu/qmp"
 )
 
 func newHost(t *testing.T, name string) *Local {
@@ -33,7 +34,7 @@ func TestDeviceModelMigrates(t *testing.T) {
 func TestIvshmemCannotCoMigrate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	accel, err := FirmwareAccel(ctx, t.TempDir())
+	accel, err := qemu.FirmwareAccel(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func TestIvshmemCannotCoMigrate(t *testing.T) {
 func testDeviceModelMigrates(t *testing.T, dev string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	accel, err := FirmwareAccel(ctx, t.TempDir())
+	accel, err := qemu.FirmwareAccel(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/qmp"
+	"github.com/domainm/domainm/image/qemu/qmp"
 	"github.com/domainm/domainm/migrate-hooks/syncpoint"
 )
 

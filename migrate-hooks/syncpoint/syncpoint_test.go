@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/image/qemu"
 	"github.com/domainm/domainm/migrate-hooks/control"
 	"github.com/domainm/domainm/migrate-hooks/control/controltest"
 	"github.com/domainm/domainm/migrate-hooks/host"
@@ -29,7 +30,7 @@ func accel(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := host.FirmwareAccel(ctx, t.TempDir())
+	a, err := qemu.FirmwareAccel(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

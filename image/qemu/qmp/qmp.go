@@ -1,4 +1,5 @@
-// Package qmp is a small client for QEMU's machine protocol (QMP) over a unix socket.
+// Package qmp is a small client for QEMU's machine protocol (QMP) over a unix socket,
+// used by every package that starts or drives QEMU (see package qemu above it).
 //
 // Every call takes a context: a QEMU that hangs never hangs its caller. Errors returned
 // by QEMU keep their class and description (*Error), so callers can tell a refused

@@ -8,25 +8,33 @@ import (
 	"testing"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/host"
-	"github.com/domainm/domainm/migrate-hooks/qmp"
+	"github.com/domainm/domainm/image/qemu"
+	"github.com/domainm/domainm/image/qemu/qmp"
 )
 
-func startVM(t *testing.T) *host.VM {
+type testVM struct{ Mon *qmp.Monitor }
+
+// startVM starts a 16 MiB firmware-only VM (KVM where it works here, else TCG).
+func startVM(t *testing.T) testVM {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	accel, err := host.FirmwareAccel(ctx, t.TempDir())
+	accel, err := qemu.FirmwareAccel(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &host.Local{Name: "h", Dir: t.TempDir(), Prefix: "domainm-qmptest-"}
-	t.Cleanup(h.Close)
-	vm, err := h.Start(ctx, host.Machine{Name: "vm", MemMiB: 16, Accel: accel}, "")
+	c := qemu.Config{Accel: accel, MemMiB: 16, QMP: filepath.Join(t.TempDir(), "qmp.sock")}
+	p, err := qemu.Start(append([]string{qemu.Binary}, c.Args()...), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return vm
+	t.Cleanup(func() { p.Kill() })
+	mon, err := p.DialQMP(ctx, c.QMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Close() })
+	return testVM{mon}
 }
 
 func TestErrorsKeepClass(t *testing.T) {

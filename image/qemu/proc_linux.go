@@ -1,14 +1,13 @@
 //go:build linux
 
-package vmtest
+package qemu
 
 import (
 	"os"
 	"syscall"
 )
 
-// sysProcAttr puts QEMU in its own process group, so that killGroup reaches anything
-// it spawned, and kills it if the test process dies first.
+// sysProcAttr puts QEMU in its own process group and kills it if its parent dies first.
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
