@@ -49,6 +49,32 @@ type ruleHolder struct {
 	// warned holds the compiler warnings of the running set (file, line, text), so a
 	// reload alerts only warnings that are new.
 	warned map[string]bool
+	// broken holds the rule files (relative to the folder, as compiled on their own)
+	// that do not compile, with their errors: each is alerted once and is a rules
+	// problem until it is fixed or removed.
+	broken map[string]brokenFile
+
+	// lastGood holds the text of every rule file of the running set (files compiled on
+	// their own and the files they include) as compiled, so that a file that breaks
+	// keeps running in its last good version. Only the watcher goroutine (and
+	// loadInitial before it) touch it.
+	lastGood map[string][]byte
+}
+
+// brokenFile is a rule file that does not compile.
+type brokenFile struct {
+	errs []yara.RuleError
+	kept bool // its last good version runs in its place
+}
+
+// key identifies the errors, so that a file is alerted again only when they change.
+func (b brokenFile) key() string {
+	var k strings.Builder
+	for _, e := range b.errs {
+		k.WriteString(e.Error())
+		k.WriteByte(0)
+	}
+	return k.String()
 }
 
 type loadedRules struct {
@@ -132,17 +158,53 @@ func (h *ruleHolder) count() int { return h.cur.Load().rules.Count() }
 func (h *ruleHolder) id() string { return h.cur.Load().rules.ID() }
 
 // problem says what is wrong with the rules, "" when nothing is: an empty rules folder
-// is not a healthy state, even while the last good set keeps running.
+// is not a healthy state, even while the last good set keeps running, and neither is a
+// rule file that does not compile (left out, or running in its last good version).
 func (h *ruleHolder) problem() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.emptyDir {
+	n := h.cur.Load().rules.Count()
+	if h.emptyDir {
+		if n == 0 {
+			return fmt.Sprintf("rules folder %s holds no rules: memory is scanned with none", h.dir)
+		}
+		return fmt.Sprintf("rules folder %s holds no rules: running the last good set (%d rules)", h.dir, n)
+	}
+	if len(h.broken) == 0 {
 		return ""
 	}
-	if h.cur.Load().rules.Count() == 0 {
-		return fmt.Sprintf("rules folder %s holds no rules: memory is scanned with none", h.dir)
+	files := make([]string, 0, len(h.broken))
+	for f := range h.broken {
+		files = append(files, f)
 	}
-	return fmt.Sprintf("rules folder %s holds no rules: running the last good set (%d rules)", h.dir, h.cur.Load().rules.Count())
+	sort.Strings(files)
+	var parts []string
+	for i, f := range files {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(files)-i))
+			break
+		}
+		b := h.broken[f]
+		what := "left out"
+		if b.kept {
+			what = "its last good version keeps running"
+		}
+		first := yara.RuleError{File: f, Text: "does not compile"}
+		if len(b.errs) > 0 {
+			first = b.errs[0]
+		}
+		first.File = filepath.Join(h.dir, first.File)
+		more := ""
+		if len(b.errs) > 1 {
+			more = fmt.Sprintf(" (+%d more errors)", len(b.errs)-1)
+		}
+		parts = append(parts, fmt.Sprintf("%s%s: %s", first.Error(), more, what))
+	}
+	msg := fmt.Sprintf("%d rule file(s) do not compile: %s", len(files), strings.Join(parts, "; "))
+	if n == 0 {
+		msg = "no rules loaded: " + msg
+	}
+	return msg
 }
 
 // setEmpty records whether the folder is empty and returns what it was.
@@ -158,25 +220,270 @@ func (h *ruleHolder) setEmpty(e bool) (was bool) {
 	return was
 }
 
-// loadInitial compiles the folder at startup. A folder that does not compile stops the
-// start (there is no older set to fall back on); an empty one starts with an alert.
+// loadInitial compiles the folder at startup. A rule file that does not compile is left
+// out and alerted, and the rest loads (there is no older version of it to fall back
+// on); an empty folder starts with an alert. Only a folder that cannot be read, or a
+// set that cannot be built at all, stops the start.
 func (h *ruleHolder) loadInitial() error {
 	h.resolve()
-	r, err := yara.Compile(h.real)
+	c, err := h.compile()
 	switch {
-	case errors.Is(err, yara.ErrNoRules) || err == nil && r.Count() == 0:
-		h.swap(r) // there is no older set to keep
-		h.setEmpty(true)
-		h.alertEmpty()
-		return nil
-	case err != nil:
+	case c.rules == nil:
 		return fmt.Errorf("compiling rules: %w", err)
+	case errors.Is(err, yara.ErrNoRules) || c.rules.Count() == 0:
+		h.swap(c) // there is no older set to keep
+		h.setBroken(c.broken)
+		h.setEmpty(len(c.broken) == 0)
+		if len(c.broken) == 0 {
+			h.alertEmpty()
+		}
+		return nil
 	}
-	h.swap(r)
-	h.alertWarnings(r)
+	h.swap(c)
+	h.setBroken(c.broken)
+	h.alertWarnings(c.rules)
+	r := c.rules
 	h.s.log.Info("rules loaded", "dir", h.dir, "rules", r.Count(), "files", len(r.Files()), "id", r.ID(),
-		"window_dependent", len(r.WindowRules()))
+		"window_dependent", len(r.WindowRules()), "broken_files", len(c.broken))
 	return nil
+}
+
+// compiled is the outcome of compiling the rules folder.
+type compiled struct {
+	rules    *yara.Rules // nil when nothing usable came out
+	hashes   map[string]string
+	sources  map[string][]byte // the text of every file in rules, as compiled
+	broken   map[string]brokenFile
+	compErrs []yara.RuleError // errors that name no file left out (rules is nil then)
+}
+
+// compile compiles the folder. Files that do not compile are left out and the rest is
+// loaded (yara.Compile); a file left out that was in the running set is compiled in its
+// last good version instead, so that breaking one file (a typo, or an attacker) does not
+// disable its rules. For that, the folder is copied to a temporary folder where the
+// broken files (and the broken files they include) get their last good text back.
+func (h *ruleHolder) compile() (compiled, error) {
+	dir := h.real
+	r, err := yara.Compile(dir)
+	var ce *yara.CompileError
+	if r == nil {
+		if errors.As(err, &ce) {
+			return compiled{compErrs: ce.Errors}, err
+		}
+		return compiled{}, err
+	}
+	broken := map[string]brokenFile{}
+	if errors.As(err, &ce) {
+		broken = brokenFiles(ce, r.Included())
+		restore := map[string][]byte{}
+		for _, e := range ce.Errors {
+			if b, ok := h.lastGood[e.File]; ok {
+				restore[e.File] = b
+			}
+		}
+		for f := range broken {
+			if b, ok := h.lastGood[f]; ok {
+				restore[f] = b
+			}
+		}
+		if len(restore) > 0 {
+			if r2, tmp, err2 := compileRestored(dir, restore); r2 != nil {
+				defer os.RemoveAll(tmp)
+				left := map[string]bool{}
+				var ce2 *yara.CompileError
+				if errors.As(err2, &ce2) {
+					for _, f := range ce2.Left {
+						left[f] = true
+					}
+				}
+				for f, b := range broken {
+					b.kept = !left[f] && restore[f] != nil
+					broken[f] = b
+				}
+				r, dir = r2, tmp
+			} else {
+				h.s.log.Error("rule files' last good versions do not compile; the broken files are left out", "err", err2)
+			}
+		}
+		err = nil
+	}
+	return compiled{rules: r, hashes: fileHashes(dir, r), sources: sources(dir, r), broken: broken}, err
+}
+
+// brokenFiles groups a compile error's errors by the file left out that they belong
+// to: its own errors and those of the files it includes.
+func brokenFiles(ce *yara.CompileError, inc map[string][]string) map[string]brokenFile {
+	out := map[string]brokenFile{}
+	left := map[string]bool{}
+	for _, f := range ce.Left {
+		left[f] = true
+		out[f] = brokenFile{}
+	}
+	for _, e := range ce.Errors {
+		owners := []string{e.File}
+		if !left[e.File] {
+			owners = nil
+			for _, root := range includers(e.File, inc) {
+				if left[root] {
+					owners = append(owners, root)
+				}
+			}
+			if len(owners) == 0 {
+				owners = ce.Left[:1]
+			}
+		}
+		for _, f := range owners {
+			b := out[f]
+			b.errs = append(b.errs, e)
+			out[f] = b
+		}
+	}
+	return out
+}
+
+// compileRestored copies the rules folder (hidden entries skipped, as the compiler
+// skips them) to a temporary folder, puts back the given files' text and compiles it.
+// The caller removes tmp.
+func compileRestored(dir string, restore map[string][]byte) (r *yara.Rules, tmp string, err error) {
+	tmp, err = os.MkdirTemp("", "domainm-rules-")
+	if err != nil {
+		return nil, "", err
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p != dir && errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		to := filepath.Join(tmp, rel)
+		switch {
+		case d.IsDir():
+			return os.Mkdir(to, 0o700)
+		case d.Type()&fs.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, to)
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			return os.WriteFile(to, b, 0o600)
+		}
+		return nil
+	})
+	for f, b := range restore {
+		if err != nil {
+			break
+		}
+		p := filepath.Join(tmp, f)
+		if err = os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
+			err = os.WriteFile(p, b, 0o600)
+		}
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, "", err
+	}
+	r, err = yara.Compile(tmp)
+	if r == nil {
+		os.RemoveAll(tmp)
+		return nil, "", err
+	}
+	return r, tmp, err
+}
+
+// sources reads the text of every file of r (compiled on their own or included) from
+// dir, where it was compiled. The files are read again after compiling: a file changed
+// in between is what the next reload compiles.
+func sources(dir string, r *yara.Rules) map[string][]byte {
+	out := map[string][]byte{}
+	files := append([]string(nil), r.Files()...)
+	for f := range r.Included() {
+		files = append(files, f)
+	}
+	for _, f := range files {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+			out[f] = b
+		}
+	}
+	return out
+}
+
+// setBroken records the files that do not compile now, alerts each that is newly broken
+// (or broken differently) once, with file and line, and says when a file broken before
+// compiles again or is gone.
+func (h *ruleHolder) setBroken(now map[string]brokenFile) {
+	h.mu.Lock()
+	was := h.broken
+	h.broken = now
+	h.mu.Unlock()
+	t := h.s.currentTarget()
+	files := make([]string, 0, len(now))
+	for f := range now {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	n := 0
+	for _, f := range files {
+		b := now[f]
+		if old, ok := was[f]; ok && old.key() == b.key() && old.kept == b.kept {
+			continue
+		}
+		what := "this file is left out, the rest of the folder is loaded"
+		if b.kept {
+			what = "the file's last good version keeps running in its place"
+		}
+		h.s.log.Error("rule file does not compile", "file", f, "kept_last_good", b.kept, "errors", len(b.errs))
+		for _, e := range b.errs {
+			if n++; n > maxRuleErrorAlerts {
+				break
+			}
+			ev := alert.RuleError(h.s.clk.Now(), t, filepath.Join(h.real, e.File), e.Line, e.Text)
+			if b.kept {
+				ev.Message = fmt.Sprintf("rule file does not compile: %s:%d: %s (%s)", filepath.Join(h.real, e.File), e.Line, e.Text, what)
+			} else {
+				ev.Message = fmt.Sprintf("rules not loaded: %s:%d: %s (%s)", filepath.Join(h.real, e.File), e.Line, e.Text, what)
+			}
+			ev.SetTarget(t) // the event id follows the message
+			h.s.emit(ev)
+		}
+	}
+	if n > maxRuleErrorAlerts {
+		h.s.log.Warn("more rule errors not alerted", "count", n-maxRuleErrorAlerts)
+	}
+	gone := make([]string, 0, len(was))
+	for f := range was {
+		if _, ok := now[f]; !ok {
+			gone = append(gone, f)
+		}
+	}
+	sort.Strings(gone)
+	for _, f := range gone {
+		p := filepath.Join(h.real, f)
+		msg := fmt.Sprintf("rule file %s compiles again and is loaded", p)
+		if _, err := os.Stat(p); err != nil {
+			msg = fmt.Sprintf("rule file %s that did not compile is no longer in the rules folder", p)
+		}
+		h.s.log.Info("rule file no longer broken", "file", f)
+		h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "error-cleared", msg))
+	}
 }
 
 // alertWarnings alerts the compiler's warnings about a set just loaded (libyara's "may
@@ -211,14 +518,16 @@ func (h *ruleHolder) resolve() {
 	}
 }
 
-func (h *ruleHolder) swap(r *yara.Rules) {
+func (h *ruleHolder) swap(c compiled) {
+	r := c.rules
 	l := &loadedRules{rules: r, at: h.s.clk.Now(),
 		set:   engine.MemoryRules{Rules: r, Timeout: h.s.cfg.Memory.YaraTimeout, MaxMatches: h.s.cfg.Memory.MaxMatchesPerRule},
-		names: map[yara.RuleName]bool{}, hashes: fileHashes(h.real, r)}
+		names: map[yara.RuleName]bool{}, hashes: c.hashes}
 	for _, n := range r.Names() {
 		l.names[n] = true
 	}
 	h.cur.Store(l)
+	h.lastGood = c.sources
 	h.s.m.rules.Set(float64(r.Count()))
 }
 
@@ -234,36 +543,30 @@ func (h *ruleHolder) alertEmpty() {
 	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevHigh, "rules", "empty-ruleset", msg))
 }
 
-// reload compiles the folder and swaps the result in when it compiled and differs from
-// the running set. A set that fails to compile is not loaded; each error is alerted
-// with its file and line.
+// reload compiles the folder and swaps the result in when it differs from the running
+// set. A rule file that does not compile is left out and the rest loads; one that was in
+// the running set runs on in its last good version. Each broken file is alerted once,
+// with file and line, and stays a rules problem until it is fixed or removed. Only a set
+// that cannot be built at all keeps the whole running set.
 func (h *ruleHolder) reload() {
 	start := time.Now()
 	h.resolve()
-	r, err := yara.Compile(h.real)
-	var ce *yara.CompileError
+	c, err := h.compile()
 	switch {
-	case errors.As(err, &ce):
+	case c.rules == nil && c.compErrs != nil:
 		h.mu.Lock()
 		h.failed++
 		h.mu.Unlock()
 		h.s.m.reloads.WithLabelValues("failed").Inc()
 		h.s.log.Error("rules not reloaded: they do not compile; the running set stays", "err", err)
-		for i, e := range ce.Errors {
+		for i, e := range c.compErrs {
 			if i == maxRuleErrorAlerts {
 				break
 			}
 			h.s.emit(alert.RuleError(h.s.clk.Now(), h.s.currentTarget(), filepath.Join(h.real, e.File), e.Line, e.Text))
 		}
 		return
-	case errors.Is(err, yara.ErrNoRules) || err == nil && r.Count() == 0:
-		if h.setEmpty(true) {
-			return // still empty (alerted)
-		}
-		h.s.m.reloads.WithLabelValues("empty").Inc()
-		h.alertEmpty()
-		return
-	case err != nil:
+	case c.rules == nil && !errors.Is(err, yara.ErrNoRules):
 		h.mu.Lock()
 		h.failed++
 		h.mu.Unlock()
@@ -272,7 +575,18 @@ func (h *ruleHolder) reload() {
 		h.s.emit(alert.Health(h.s.clk.Now(), alert.SevHigh, "rules", "unreadable",
 			fmt.Sprintf("rules not reloaded, the running set stays: %v", err)))
 		return
+	case errors.Is(err, yara.ErrNoRules) || c.rules.Count() == 0:
+		// Nothing loads (no rule file, or none that compiles and none with a last
+		// good version): the last good set keeps running.
+		h.setBroken(c.broken)
+		if h.setEmpty(true) {
+			return // still empty (alerted)
+		}
+		h.s.m.reloads.WithLabelValues("empty").Inc()
+		h.alertEmpty()
+		return
 	}
+	r := c.rules
 	if h.setEmpty(false) {
 		h.s.log.Info("rules folder holds rules again", "dir", h.dir, "rules", r.Count())
 		h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "restored",
@@ -280,17 +594,22 @@ func (h *ruleHolder) reload() {
 	}
 	if r.ID() == h.id() {
 		h.s.log.Debug("rules unchanged", "id", r.ID())
+		h.setBroken(c.broken)
 		return
 	}
 	old := h.cur.Load().rules
-	h.swap(r)
+	h.swap(c)
 	h.count1()
 	h.s.m.reloads.WithLabelValues("ok").Inc()
 	h.s.log.Info("rules reloaded", "rules", r.Count(), "files", len(r.Files()), "id", r.ID(), "was", old.ID(), "took", time.Since(start),
-		"window_dependent", len(r.WindowRules()))
+		"window_dependent", len(r.WindowRules()), "broken_files", len(c.broken))
+	h.setBroken(c.broken)
 	h.alertWarnings(r)
-	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "reloaded",
-		fmt.Sprintf("rules reloaded from %s: %d rules in %d files (was %d rules)", h.dir, r.Count(), len(r.Files()), old.Count())))
+	msg := fmt.Sprintf("rules reloaded from %s: %d rules in %d files (was %d rules)", h.dir, r.Count(), len(r.Files()), old.Count())
+	if n := len(c.broken); n > 0 {
+		msg += fmt.Sprintf("; %d file(s) do not compile (alerted as rule-error)", n)
+	}
+	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevInfo, "rules", "reloaded", msg))
 	h.signal()
 	h.profile(r)
 }

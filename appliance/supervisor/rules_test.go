@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/memscan"
 )
 
@@ -31,12 +32,13 @@ func TestRulesHotReload(t *testing.T) {
 	if n := len(h.alerts.with("rules-reloaded", "")); n != 1 {
 		t.Errorf("%d reload alerts, want 1", n)
 	}
-	goodID, count := status()
+	_, count := status()
 	if count != 2 {
 		t.Errorf("rule count %d, want 2", count)
 	}
 
-	// A broken file: not loaded, an alert names file and line, the old set keeps working.
+	// A new broken file: left out, an alert names file and line, the rules running
+	// stay (the rest of the folder loads) and no finding ends.
 	h.writeRule("c.yar", "rule ok { condition: true }\n\nrule broken { strings: $a = \"x\" condition: $b }\n")
 	h.waitFor("rule error alert", func() bool { return len(h.alerts.with("rule-error", "")) > 0 })
 	e := h.alerts.with("rule-error", "")[0]
@@ -46,10 +48,20 @@ func TestRulesHotReload(t *testing.T) {
 	if !strings.Contains(e.Message, "c.yar:3") {
 		t.Errorf("rule error message %q lacks file:line", e.Message)
 	}
-	if id, _ := status(); id != goodID {
-		t.Errorf("rule set changed to %s after a failed compile", id)
+	if _, n := status(); n != 2 {
+		t.Errorf("%d rules after a broken file was added, want the good 2 (c.yar left out)", n)
+	}
+	if p := problemText(h); !strings.Contains(p, "c.yar:3") {
+		t.Errorf("health does not name the broken file:\n%s", p)
 	}
 	os.Remove(filepath.Join(h.rules, "c.yar"))
+	h.waitFor("broken file removed", func() bool { return len(h.alerts.with("rules-error-cleared", "")) == 1 })
+	if p := problemText(h); strings.Contains(p, "c.yar") {
+		t.Errorf("health still names the removed file:\n%s", p)
+	}
+	if n := len(h.alerts.with("memory-match-gone", "")) + len(h.alerts.with("memory-match-retired", "")); n != 0 {
+		t.Errorf("%d findings ended because of a broken file:\n%s", n, h.alerts.dump())
+	}
 
 	// A new subfolder, then a rule inside it: the subfolder gets its own watch.
 	os.Mkdir(filepath.Join(h.rules, "sub"), 0o755)
@@ -181,5 +193,110 @@ func TestReloadSwapsBetweenBlocks(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := g.ranges.Load(); n != 3 {
 		t.Errorf("%d passes, want 3", n)
+	}
+}
+
+// problemText returns the health problems' messages, one a line.
+func problemText(h *harness) string {
+	st := h.sup.Status(context.Background())
+	if st.Health == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range st.Health.Problems {
+		b.WriteString(p.Code + ": " + p.Message + "\n")
+	}
+	return b.String()
+}
+
+// TestStartWithBrokenRuleFile: a rules file that does not compile at start is left out,
+// the rest of the folder loads and detects in the target's RAM, and the broken file is
+// alerted with FILE:LINE and shows in the health until it is fixed.
+func TestStartWithBrokenRuleFile(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules")
+	os.MkdirAll(rules, 0o755)
+	os.WriteFile(filepath.Join(rules, "a.yar"), []byte(ruleEvil), 0o644)
+	os.WriteFile(filepath.Join(rules, "bad.yar"), []byte("rule ok { condition: false }\n\nrule bad { strings: $a = \"x\" condition: $b }\n"), 0o644)
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour, rulesDir: rules})
+	h.waitFor("evil found with a broken file beside it", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	errs := h.alerts.with("rule-error", "")
+	if len(errs) != 1 {
+		t.Fatalf("%d rule-error alerts, want 1:\n%s", len(errs), h.alerts.dump())
+	}
+	e := errs[0]
+	if want := filepath.Join(rules, "bad.yar"); e.DomainM.RuleFile != want || e.DomainM.RuleLine != 3 {
+		t.Errorf("rule error at %s:%d, want %s:3", e.DomainM.RuleFile, e.DomainM.RuleLine, want)
+	}
+	if !strings.Contains(e.Message, "bad.yar:3") || e.Severity() != alert.SevHigh {
+		t.Errorf("rule error %q (severity %v): want bad.yar:3, high", e.Message, e.Severity())
+	}
+	if n := h.sup.Status(context.Background()).RuleCount; n != 1 {
+		t.Errorf("%d rules loaded, want evil's 1", n)
+	}
+	if p := problemText(h); !strings.Contains(p, "bad.yar:3") {
+		t.Errorf("health does not name the broken file:\n%s", p)
+	}
+
+	// Fixed: loaded, the problem clears and an event says so.
+	os.WriteFile(filepath.Join(rules, "bad.yar"), []byte(ruleSec), 0o644)
+	h.waitFor("second found once bad.yar is fixed", func() bool { return len(h.alerts.with("memory-match", "second")) == 1 })
+	h.waitFor("fixed alert", func() bool { return len(h.alerts.with("rules-error-cleared", "")) == 1 })
+	if p := problemText(h); strings.Contains(p, "bad.yar") {
+		t.Errorf("health still names the fixed file:\n%s", p)
+	}
+	if n := len(h.alerts.with("rule-error", "")); n != 1 {
+		t.Errorf("%d rule-error alerts, want the broken file alerted once", n)
+	}
+}
+
+// TestBrokenRuleFileKeepsLastGood: a rules file that was good and is broken at runtime
+// keeps running in its last good version (its rule still detects new content, its
+// finding does not end), while the other changes of the same reload load; fixing it
+// clears the problem.
+func TestBrokenRuleFileKeepsLastGood(t *testing.T) {
+	const more = "SECOND-MORE-CONTENT-4242"
+	good := "rule second { strings: $a = \"" + second + "\" $b = \"" + more + "\" condition: any of them }\n"
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour})
+	h.writeRule("b.yar", good)
+	h.waitFor("second found", func() bool { return len(h.alerts.with("memory-match", "second")) == 1 })
+	goodID := h.sup.Status(context.Background()).Rules
+
+	// Broken (a typo, or an attacker), and a new good file in the same change.
+	h.writeRule("b.yar", good+"\nrule typo { condition: $nope }\n")
+	h.writeRule("c.yar", ruleThird)
+	h.waitFor("rule error", func() bool { return len(h.alerts.with("rule-error", "")) == 1 })
+	e := h.alerts.with("rule-error", "")[0]
+	if !strings.Contains(e.Message, "b.yar:3") || !strings.Contains(e.Message, "last good version") {
+		t.Errorf("rule error %q: want b.yar:3 and that the last good version keeps running", e.Message)
+	}
+	h.waitFor("third loaded beside the broken file", func() bool { return len(h.alerts.with("memory-match", "third")) == 1 })
+	if st := h.sup.Status(context.Background()); st.RuleCount != 3 || st.Rules == goodID {
+		t.Errorf("%d rules (%s), want evil, second (last good) and third", st.RuleCount, st.Rules)
+	}
+	if p := problemText(h); !strings.Contains(p, "b.yar:3") || !strings.Contains(p, "last good") {
+		t.Errorf("health does not name the broken file and its last good version:\n%s", p)
+	}
+	// second's rule still runs: new content of it is alerted, nothing ends.
+	h.poke(6<<20+77, more)
+	h.sup.ReloadRules() // a reload that changes nothing does not start a pass; touch a file
+	h.writeRule("d.yar", "rule dd { strings: $a = \"DD-NOT-THERE-000\" condition: $a }\n")
+	h.waitFor("second's new content", func() bool { return len(h.alerts.with("memory-match-updated", "second")) == 1 })
+	for _, a := range []string{"memory-match-gone", "memory-match-retired"} {
+		if n := len(h.alerts.with(a, "")); n != 0 {
+			t.Errorf("%d %s alerts while the last good version runs:\n%s", n, a, h.alerts.dump())
+		}
+	}
+	if n := len(h.alerts.with("rule-error", "")); n != 1 {
+		t.Errorf("%d rule-error alerts for one broken file across reloads, want 1", n)
+	}
+
+	// Fixed: the problem clears, an event says so.
+	h.writeRule("b.yar", good)
+	h.waitFor("fixed alert", func() bool { return len(h.alerts.with("rules-error-cleared", "")) == 1 })
+	if p := problemText(h); strings.Contains(p, "b.yar") {
+		t.Errorf("health still names the fixed file:\n%s", p)
+	}
+	if n := len(h.alerts.with("memory-match-retired", "")) + len(h.alerts.with("memory-match-gone", "")); n != 0 {
+		t.Errorf("%d findings ended:\n%s", n, h.alerts.dump())
 	}
 }
