@@ -62,7 +62,7 @@ func CheckKVM(ctx context.Context, mon *qmp.Monitor, exited <-chan struct{}, pau
 
 // FirmwareAccel reports which accelerator a firmware-only guest can use here: "kvm" when
 // /dev/kvm opens and a 16 MiB probe VM keeps running under it, "tcg" otherwise. The
-// probe's socket and log go to dir. The error is for a probe that could not be carried
+// probe's QMP socket goes in dir. The error is for a probe that could not be carried
 // out (ctx ended, the monitor failed), not for KVM that does not work.
 func FirmwareAccel(ctx context.Context, dir string) (string, error) {
 	if !KVMUsable() {
@@ -72,20 +72,16 @@ func FirmwareAccel(ctx context.Context, dir string) (string, error) {
 	os.Remove(sock)
 	defer os.Remove(sock)
 	c := Config{Name: "kvm-probe", Accel: "kvm", MemMiB: 16, QMP: sock}
-	p, err := Start(append([]string{Binary}, c.Args()...), nil, nil)
-	if err != nil {
-		return "tcg", nil
-	}
-	defer p.Kill()
 	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	mon, err := p.DialQMP(dctx, sock)
+	p, mon, err := Launch(dctx, c, nil, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
 		return "tcg", nil
 	}
+	defer p.Kill()
 	defer mon.Close()
 	var kvm struct{ Enabled bool }
 	if err := mon.Execute(ctx, "query-kvm", nil, &kvm); err != nil {

@@ -113,3 +113,19 @@ func (p *Process) DialQMP(ctx context.Context, path string) (*qmp.Monitor, error
 		}
 	}
 }
+
+// Launch starts Binary with c's arguments (stdout and stderr as for Start) and connects
+// to its monitor at c.QMP; on failure the process is killed. The caller kills the
+// process and closes the monitor.
+func Launch(ctx context.Context, c Config, stdout, stderr io.Writer) (*Process, *qmp.Monitor, error) {
+	p, err := Start(append([]string{Binary}, c.Args()...), stdout, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	mon, err := p.DialQMP(ctx, c.QMP)
+	if err != nil {
+		p.Kill()
+		return nil, nil, err
+	}
+	return p, mon, nil
+}

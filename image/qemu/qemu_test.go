@@ -65,15 +65,11 @@ func TestProcess(t *testing.T) {
 	}
 	t.Logf("accelerator for firmware-only guests: %s", accel)
 	c := Config{Accel: accel, MemMiB: 16, QMP: filepath.Join(t.TempDir(), "qmp.sock"), Paused: true}
-	p, err := Start(append([]string{Binary}, c.Args()...), nil, nil)
+	p, mon, err := Launch(ctx, c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Kill() })
-	mon, err := p.DialQMP(ctx, c.QMP)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer mon.Close()
 	if st, err := mon.QueryStatus(ctx); err != nil || st.Status != "prelaunch" {
 		t.Fatalf("status %+v, %v; want prelaunch (-S)", st, err)

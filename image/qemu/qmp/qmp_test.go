@@ -24,15 +24,11 @@ func startVM(t *testing.T) testVM {
 		t.Fatal(err)
 	}
 	c := qemu.Config{Accel: accel, MemMiB: 16, QMP: filepath.Join(t.TempDir(), "qmp.sock")}
-	p, err := qemu.Start(append([]string{qemu.Binary}, c.Args()...), nil, nil)
+	p, mon, err := qemu.Launch(ctx, c, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Kill() })
-	mon, err := p.DialQMP(ctx, c.QMP)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { mon.Close() })
 	return testVM{mon}
 }
