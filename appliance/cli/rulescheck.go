@@ -23,8 +23,11 @@ func runRulesCheck(ctx context.Context, env Env, args []string) (int, error) {
 namespace, named by its path without extension; a file included by another is compiled
 only as part of its includer) with the same libyara and external variables the appliance
 uses, and prints:
-  FILE:LINE: error: ...    a file that does not compile (the appliance leaves it out and
-                           loads the rest, alerting on each error)
+  FILE:LINE: error: ...    a file that does not compile. domainm run (at start and at
+                           reload) leaves it out and loads the rest of the folder; a file
+                           that was loaded before keeps running in its last good version.
+                           Each broken file is alerted once (rule-error, FILE:LINE) and
+                           is a rules problem in domainm status until fixed or removed
   FILE:LINE: warning: ...  libyara's warnings, such as a string that slows scanning down
   FILE:LINE: window: ...   a rule whose meaning in a memory scan depends on the scan
                            window: filesize (undefined in memory), a fixed offset or
