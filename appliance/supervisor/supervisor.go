@@ -20,6 +20,17 @@
 // alerts). Status and /healthz take it when asked; the state log, the metrics and
 // systemd's STATUS are written from it whenever the state or the set of problems
 // changes, so all of them agree. Every alert the supervisor emits names its target.
+//
+// # Rules
+//
+// A rule file that does not compile, at start or at reload, is left out and the rest of
+// the folder loads, as domainm rules check and scan-memory decide; a file that was in
+// the running set keeps running in its last good version instead, so that breaking one
+// file does not switch its rules off nor end their findings. Each broken file is alerted
+// once (rule-error, with file and line) and is a rules problem in the health until it is
+// fixed or removed (rules-error-cleared). An emptied folder keeps the last good set
+// running. Only a folder that cannot be read, or a set that cannot be built at all,
+// keeps the whole running set at reload and stops a start (rules.go).
 package supervisor
 
 import (
@@ -168,7 +179,7 @@ func OpenSource(spec, layout string) (memscan.Source, error) {
 
 // Run starts everything, reports READY=1 and runs until ctx is cancelled, then stops
 // within the shutdown timeout. An error before readiness means the daemon could not
-// start (bad rules, a memory source that cannot be opened, ...); it is alerted too,
+// start (a rules folder that cannot be read, a memory source that cannot be opened, ...); it is alerted too,
 // since the target is then not watched.
 //
 // A file memory source that does not exist yet (the target has not started) is not an
