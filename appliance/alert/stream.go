@@ -68,17 +68,28 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 	var (
 		buf     []byte
 		poll    = time.NewTicker(ackPoll)
-		saved   uint64 // acknowledged mark in the spool
+		done    []record // confirmed, not yet removed from the spool
+		saved   uint64   // acknowledged mark in the spool
 		savedAt time.Time
 	)
 	defer poll.Stop()
-	// A lost connection may have lost what it acknowledged: forget the mark before
-	// sending it again. When ctx ends (Close) the mark stays, as after a crash.
+	// On the way out, remove what was confirmed. A lost connection may have lost
+	// what it acknowledged: forget the mark before sending it again. When ctx ends
+	// (Close) the mark stays, as after a crash.
 	defer func() {
-		if saved != 0 && ctx.Err() == nil {
-			if _, err := r.d.sp.settle(r.cfg.Name, 0, 0); err != nil {
-				r.log.Error("clearing the acknowledged mark", "err", err)
-			}
+		lost := ctx.Err() == nil
+		if len(done) == 0 && (!lost || saved == 0) {
+			return
+		}
+		var upTo, mark uint64
+		if len(done) > 0 {
+			upTo = done[len(done)-1].seq
+		}
+		if !lost {
+			mark = saved
+		}
+		if err := r.settled(done, upTo, mark); err != nil {
+			r.log.Error("recording delivered alerts", "err", err)
 		}
 	}()
 	// acks reads how much of the stream the receiver acknowledged.
@@ -121,17 +132,19 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 				}
 			}
 		}
-		// Confirm what was acknowledged and survived `confirm`; record how far the
-		// receiver acknowledged the rest.
+		// Confirm what was acknowledged and survived `confirm` on a connection still
+		// up, and record how far the receiver acknowledged the rest: one commit per
+		// ackPersist at most.
+		select {
+		case err := <-dead:
+			return err
+		default:
+		}
 		now := time.Now()
-		done := w.confirmed(now)
+		freed := w.confirmed(now)
+		done = append(done, freed...)
 		mark := w.ackedSeq()
-		if len(done) > 0 || mark != saved && now.Sub(savedAt) >= ackPersist {
-			select {
-			case err := <-dead:
-				return err
-			default:
-			}
+		if (len(done) > 0 || mark != saved) && now.Sub(savedAt) >= ackPersist {
 			var upTo uint64
 			if len(done) > 0 {
 				upTo = done[len(done)-1].seq
@@ -139,16 +152,13 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 			if err := r.settled(done, upTo, mark); err != nil {
 				return err
 			}
-			saved, savedAt = mark, now
-			if len(done) > 0 {
-				continue
-			}
+			saved, savedAt, done = mark, now, done[:0]
 		}
-		if wrote {
+		if wrote || len(freed) > 0 {
 			continue
 		}
 		var tick <-chan time.Time
-		if w.pending() {
+		if w.pending() || len(done) > 0 {
 			tick = poll.C
 		}
 		select {
@@ -156,7 +166,7 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 			return ctx.Err()
 		case err := <-dead:
 			if !w.pending() {
-				if n, _ := r.d.sp.stats(r.cfg.Name); n == 0 {
+				if n, _ := r.d.sp.stats(r.cfg.Name); n == len(done) {
 					return errIdleClosed
 				}
 			}
