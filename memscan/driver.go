@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
+	"math/rand/v2"
 	"runtime"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/domainm/domainm/detectors"
 )
@@ -78,8 +80,8 @@ type DriverConfig struct {
 // are bounded per rule.
 type Driver struct {
 	cfg  DriverConfig
-	seed maphash.Seed
-	zero []byte
+	seed uint64 // secret xxh3 seed: the guest cannot aim a change at an unchanged hash
+	zero []byte // zeroChunk zero bytes to compare with
 
 	mu    sync.Mutex
 	cache map[uint64]blockState // by block GPA
@@ -105,8 +107,8 @@ func NewDriver(cfg DriverConfig) *Driver {
 	}
 	return &Driver{
 		cfg:   cfg,
-		seed:  maphash.MakeSeed(),
-		zero:  make([]byte, cfg.BlockSize+cfg.Overlap),
+		seed:  rand.Uint64(),
+		zero:  make([]byte, zeroChunk),
 		cache: make(map[uint64]blockState),
 	}
 }
@@ -313,6 +315,7 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out
 		sc   BlockScanner
 		scID string
 		buf  []byte
+		hs   *xxh3.Hasher
 	)
 	defer func() {
 		if sc != nil {
@@ -334,42 +337,106 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan block, out
 			}
 			scID = rs.ID()
 		}
-		// Copy the window rather than scanning a zero-copy view: if the guest's RAM file
-		// shrinks under a mapping, libyara would take a SIGBUS that kills the supervisor,
-		// while ReadAt turns the fault into an error for this block. The copy costs about
-		// 5% of a pass.
-		if cap(buf) < b.winSize {
+		if buf == nil {
 			buf = make([]byte, d.cfg.BlockSize+d.cfg.Overlap)
+			hs = xxh3.NewSeed(d.seed)
 		}
-		win := buf[:b.winSize]
-		if _, err := src.ReadAt(win, int64(b.gpa)); err != nil {
-			// The overlap may be what is unreadable (the next block lies past the end of
-			// a truncated RAM file): scan the block's own bytes, so that only what really
-			// cannot be read is reported unscanned.
-			if b.winSize > b.size {
-				win = buf[:b.size]
-				_, err = src.ReadAt(win, int64(b.gpa))
-			}
-			if err != nil {
-				out <- blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}
-				continue
-			}
-		}
-		out <- d.scanBlock(sc, scID, b, win)
+		out <- d.block(src, sc, scID, b, buf, hs)
 	}
 }
 
-func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte) blockResult {
-	if bytes.Equal(win, d.zero[:len(win)]) {
+// zeroChunk is how many bytes are copied, zero-tested and hashed at a time, so that each
+// piece is tested and hashed while it is still in the cache.
+const zeroChunk = 64 << 10
+
+// viewer is an optional Source capability (MappedFile has it): View calls fn with the
+// bytes at [gpa, gpa+n) in place and turns a memory fault while fn runs into an error.
+type viewer interface {
+	View(gpa int64, n int, fn func([]byte)) error
+}
+
+// block handles one block. A zero or unchanged block is recognised in place when the
+// source allows it (no copy: the unchanged pass reads each byte once); a block to scan
+// is copied into buf, hashed and zero-tested piece by piece as it is copied, and the
+// copy is what libyara scans and what the cached hash describes.
+func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf []byte, hs *xxh3.Hasher) blockResult {
+	d.mu.Lock()
+	prev, cached := d.cache[b.gpa]
+	d.mu.Unlock()
+	cached = cached && !prev.zero && prev.rules == rulesID
+	if v, ok := src.(viewer); ok {
+		var zero, same bool
+		err := v.View(int64(b.gpa), b.winSize, func(win []byte) {
+			if zero = d.allZero(win); !zero && cached {
+				same = xxh3.HashSeed(win, d.seed) == prev.hash
+			}
+		})
+		switch {
+		case err != nil: // read (and report) it below
+		case zero:
+			d.forget(b.gpa)
+			return blockResult{b: b, state: blockState{zero: true}}
+		case same:
+			return blockResult{b: b, state: prev}
+		}
+	}
+	win, h, zero, err := d.read(src, b, buf, hs)
+	if err != nil {
+		return blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}
+	}
+	return d.scanBlock(sc, rulesID, b, win, h, zero, prev, cached)
+}
+
+// read copies b's window into buf, hashing and zero-testing each piece as it is copied.
+// If the window cannot be read, it falls back to the block's own bytes: the overlap may
+// be what is unreadable (the next block lies past the end of a truncated RAM file), and
+// only what really cannot be read is reported unscanned.
+//
+// Copying, rather than handing libyara a view of the mapping, is what keeps a shrinking
+// RAM file from killing the supervisor: libyara would take a SIGBUS, while ReadAt turns
+// the fault into an error for this block.
+func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher) (win []byte, h uint64, zero bool, err error) {
+	sizes := []int{b.winSize}
+	if b.winSize > b.size {
+		sizes = append(sizes, b.size)
+	}
+	for i, n := range sizes {
+		win, zero = buf[:n], true
+		hs.Reset()
+		for off := 0; off < n && err == nil; off += zeroChunk {
+			c := win[off:min(off+zeroChunk, n)]
+			if _, err = src.ReadAt(c, int64(b.gpa)+int64(off)); err == nil {
+				zero = zero && d.allZero(c)
+				hs.Write(c)
+			}
+		}
+		if err == nil || i == len(sizes)-1 {
+			break
+		}
+		err = nil
+	}
+	return win, hs.Sum64(), zero, err
+}
+
+// allZero reports whether b holds only zero bytes.
+func (d *Driver) allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), zeroChunk)
+		if !bytes.Equal(b[:n], d.zero[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte, h uint64, zero bool, prev blockState, cached bool) blockResult {
+	if zero {
 		// Zero blocks keep no cache entry: checking for zeros costs no more than hashing.
 		d.forget(b.gpa)
 		return blockResult{b: b, state: blockState{zero: true}}
 	}
-	h := maphash.Bytes(d.seed, win)
-	d.mu.Lock()
-	prev, ok := d.cache[b.gpa]
-	d.mu.Unlock()
-	if ok && !prev.zero && prev.hash == h && prev.rules == rulesID {
+	if cached && prev.hash == h {
 		return blockResult{b: b, state: prev}
 	}
 	// Leading and trailing zero pages carry nothing to match: hand YARA only the span

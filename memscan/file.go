@@ -140,6 +140,31 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 	return n, nil
 }
 
+// View calls fn with the n mapped bytes at gpa, in place, for the scan driver's zero
+// and change checks, which need no copy. The bytes must lie in one extent. A memory
+// fault while fn runs (the file shrank under the mapping) is returned as an error, so
+// fn must be Go code and must not keep the slice; bytes handed to libyara are copied
+// with ReadAt instead.
+func (f *MappedFile) View(gpa int64, n int, fn func([]byte)) error {
+	if gpa < 0 || n < 0 {
+		return fmt.Errorf("viewing %#x+%d: %w", gpa, n, ErrOutOfRange)
+	}
+	e, ok := f.find(uint64(gpa))
+	if !ok || uint64(gpa)+uint64(n) > e.GPA+e.Size {
+		return fmt.Errorf("viewing %#x+%d: %w", gpa, n, ErrOutOfRange)
+	}
+	start := e.Offset + (uint64(gpa) - e.GPA)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.data == nil {
+		return ErrClosed
+	}
+	if err := mmap.Do(func() { fn(f.data[start : start+uint64(n)]) }); err != nil {
+		return fmt.Errorf("viewing %#x from %s: %w", gpa, f.path, err)
+	}
+	return nil
+}
+
 // Close unmaps the file.
 func (f *MappedFile) Close() error {
 	f.mu.Lock()

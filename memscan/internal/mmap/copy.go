@@ -35,3 +35,25 @@ func Copy(dst, src []byte) (n int, err error) {
 	}()
 	return copy(dst, src), nil
 }
+
+// Do runs fn, turning a memory fault while it runs (fn reading a mapping whose file
+// shrank) into a *FaultError instead of crashing the process. fn must be Go code: a
+// fault inside C code cannot be caught this way.
+func Do(fn func()) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			re, ok := r.(runtime.Error)
+			if !ok {
+				panic(r)
+			}
+			fe := &FaultError{}
+			if a, ok := re.(interface{ Addr() uintptr }); ok {
+				fe.Addr = a.Addr()
+			}
+			err = fe
+		}
+	}()
+	fn()
+	return nil
+}
