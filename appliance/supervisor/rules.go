@@ -61,6 +61,35 @@ type ruleHolder struct {
 	lastGood map[string][]byte
 }
 
+// lastGoodFile keeps, in the state folder, the text of the running set's rule files, so
+// that a file broken while the daemon was down runs in its last good version after a
+// restart too.
+const lastGoodFile = "rules-last-good.json"
+
+type lastGoodState struct {
+	Dir   string            `json:"dir"` // the rules folder as configured
+	Files map[string][]byte `json:"files"`
+}
+
+// loadLastGood reads the last good texts saved for this rules folder.
+func (h *ruleHolder) loadLastGood() {
+	var st lastGoodState
+	ok, err := loadJSON(filepath.Join(h.s.cfg.State.Dir, lastGoodFile), &st)
+	switch {
+	case err != nil:
+		h.s.log.Warn("last good rule texts not read; a broken rule file is left out", "err", err)
+	case ok && st.Dir == h.dir:
+		h.lastGood = st.Files
+	}
+}
+
+// saveLastGood saves the running set's texts (watcher goroutine and start only).
+func (h *ruleHolder) saveLastGood() {
+	if err := saveJSON(filepath.Join(h.s.cfg.State.Dir, lastGoodFile), lastGoodState{Dir: h.dir, Files: h.lastGood}); err != nil {
+		h.s.log.Warn("last good rule texts not saved", "err", err)
+	}
+}
+
 // brokenFile is a rule file that does not compile.
 type brokenFile struct {
 	errs []yara.RuleError
@@ -226,6 +255,7 @@ func (h *ruleHolder) setEmpty(e bool) (was bool) {
 // set that cannot be built at all, stops the start.
 func (h *ruleHolder) loadInitial() error {
 	h.resolve()
+	h.loadLastGood()
 	c, err := h.compile()
 	switch {
 	case c.rules == nil:
@@ -527,7 +557,10 @@ func (h *ruleHolder) swap(c compiled) {
 		l.names[n] = true
 	}
 	h.cur.Store(l)
-	h.lastGood = c.sources
+	if r.Count() > 0 { // an emptied folder at start keeps the texts saved before
+		h.lastGood = c.sources
+		h.saveLastGood()
+	}
 	h.s.m.rules.Set(float64(r.Count()))
 }
 

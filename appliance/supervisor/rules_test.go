@@ -300,3 +300,65 @@ func TestBrokenRuleFileKeepsLastGood(t *testing.T) {
 		t.Errorf("%d findings ended:\n%s", n, h.alerts.dump())
 	}
 }
+
+// TestBrokenRuleFileLastGoodAfterRestart: a rule file broken while the daemon was down
+// runs in its last good version after the restart (kept in the state folder): its
+// finding, restored from the state folder, is neither retired nor gone.
+func TestBrokenRuleFileLastGoodAfterRestart(t *testing.T) {
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour})
+	h.writeRule("b.yar", ruleSec)
+	h.waitFor("second found", func() bool { return len(h.alerts.with("memory-match", "second")) == 1 })
+	h.stop()
+	h.writeRule("b.yar", ruleSec+"\nrule typo { condition: $nope }\n")
+	h.alerts = &recorder{}
+	h.deps.Alerts = h.alerts
+	h.start()
+	h.waitFor("rule error", func() bool { return len(h.alerts.with("rule-error", "")) == 1 })
+	if e := h.alerts.with("rule-error", "")[0]; !strings.Contains(e.Message, "b.yar:3") || !strings.Contains(e.Message, "last good version") {
+		t.Errorf("rule error %q: want b.yar:3 and that the last good version keeps running", e.Message)
+	}
+	if n := h.sup.Status(context.Background()).RuleCount; n != 2 {
+		t.Errorf("%d rules after the restart, want evil and second (last good)", n)
+	}
+	h.waitFor("a pass after the restart", func() bool { return h.passes() >= 1 })
+	for _, a := range []string{"memory-match-gone", "memory-match-retired", "memory-match"} {
+		if n := len(h.alerts.with(a, "")); n != 0 {
+			t.Errorf("%d %s alerts after a restart with a broken file that was good:\n%s", n, a, h.alerts.dump())
+		}
+	}
+}
+
+// TestBrokenIncludedFileKeepsLastGood: a file included by another breaks; the includer
+// keeps running in its last good version with the include's last good text, and the
+// error names the included file and line.
+func TestBrokenIncludedFileKeepsLastGood(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "rules")
+	os.MkdirAll(filepath.Join(rules, "inc"), 0o755)
+	os.WriteFile(filepath.Join(rules, "index.yar"), []byte("include \"inc/common.yar\"\n"), 0o644)
+	os.WriteFile(filepath.Join(rules, "inc", "common.yar"), []byte(ruleEvil), 0o644)
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour, rulesDir: rules})
+	h.waitFor("evil found through the include", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+
+	os.WriteFile(filepath.Join(rules, "inc", "common.yar"), []byte(ruleEvil+"rule typo { condition: $nope }\n"), 0o644)
+	h.writeRule("c.yar", ruleThird)
+	h.waitFor("third loaded", func() bool { return len(h.alerts.with("memory-match", "third")) == 1 })
+	errs := h.alerts.with("rule-error", "")
+	if len(errs) != 1 || errs[0].DomainM.RuleFile != filepath.Join(rules, "inc", "common.yar") || errs[0].DomainM.RuleLine != 2 ||
+		!strings.Contains(errs[0].Message, "last good version") {
+		t.Fatalf("rule errors, want one at inc/common.yar:2 saying the last good version runs:\n%s", h.alerts.dump())
+	}
+	if n := h.sup.Status(context.Background()).RuleCount; n != 2 {
+		t.Errorf("%d rules, want evil (last good) and third", n)
+	}
+	if p := problemText(h); !strings.Contains(p, "common.yar:2") {
+		t.Errorf("health does not name the broken include:\n%s", p)
+	}
+	if n := len(h.alerts.with("memory-match-retired", "")) + len(h.alerts.with("memory-match-gone", "")); n != 0 {
+		t.Errorf("%d findings ended:\n%s", n, h.alerts.dump())
+	}
+	os.WriteFile(filepath.Join(rules, "inc", "common.yar"), []byte(ruleEvil), 0o644)
+	h.waitFor("fixed", func() bool { return len(h.alerts.with("rules-error-cleared", "")) == 1 })
+	if p := problemText(h); p != "" {
+		t.Errorf("health problems after the fix:\n%s", p)
+	}
+}
