@@ -86,13 +86,20 @@ func (p *xattrParse) parse(b []byte, pos int, vals []byte, out map[string][]byte
 			return nil, fmt.Errorf("xattr %q at %d: values of inode %d exceed %d bytes: %w", name, pos, p.owner, maxXattrBytes, ErrCorrupt)
 		}
 		var val []byte
-		if vino != 0 {
+		switch {
+		case vino != 0 && vsize == 0:
+			// A zero-length value holds no bytes: its EA inode is not read. The kernel
+			// reports the length 0 and would refuse to read the value (the inode's size is
+			// not 0), e2fsck finds such an image clean (f_ea_zero_size); an empty value
+			// says what can be said without costing the whole entry.
+			val = []byte{}
+		case vino != 0:
 			v, err := p.o.eaInodeValue(p.owner, vino, vsize)
 			if err != nil {
 				return nil, fmt.Errorf("xattr %q: %w", name, err)
 			}
 			val = v
-		} else {
+		default:
 			if int64(voff)+vsize > int64(len(vals)) {
 				return nil, fmt.Errorf("xattr %q value %d+%d out of bounds: %w", name, voff, vsize, ErrCorrupt)
 			}
