@@ -8,6 +8,13 @@ SHELL        := /bin/bash
 GO           ?= go
 BIN          := bin
 GOFLAGS_TEST ?= -count=1
+# The version stamped into both binaries (--version, domainm_build_info, the first log
+# line): git describe of this tree; without git, the binaries fall back to Go's VCS stamp.
+MODULE       := github.com/domainm/domainm
+VERSION      ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+COMMIT       ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS      := -X $(MODULE)/appliance/cli.version=$(VERSION) -X $(MODULE)/appliance/cli.commit=$(COMMIT) \
+                -X $(MODULE)/migrate-hooks/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio debootstrap e2fsprogs fdisk gnutls-bin iproute2 \
                 libyara-dev linux-image-amd64 pkg-config qemu-system-x86 qemu-utils \
@@ -41,7 +48,7 @@ $(DEPS_STAMP): Makefile go.mod go.sum
 	@mkdir -p $(BIN) && touch $@
 
 build: deps
-	$(GO) build -o $(BIN)/ ./appliance/cmd/... ./migrate-hooks/cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./appliance/cmd/... ./migrate-hooks/cmd/...
 
 STATICCHECK_VERSION := v0.8.2
 vet: deps

@@ -61,6 +61,12 @@ func Main(ctx context.Context, env Env, args []string) int {
 		}
 		return ExitClean
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		if err := printVersion(env.Stdout, Version(), false); err != nil {
+			return ExitError
+		}
+		return ExitClean
+	}
 	name := args[0]
 	// Two-word commands such as "rules check".
 	if len(args) > 1 {
@@ -92,6 +98,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `domainm — Domain M, hypervisor-level intrusion detection
 
 Usage: domainm COMMAND [options]   (domainm COMMAND --help for its options)
+       domainm --version
 
 Commands:
 `)
@@ -109,8 +116,9 @@ const scanExits = "Exit codes: 0 nothing found, 1 findings or changes, 2 error."
 
 // exitHelp gives the exit-code line of commands that do not scan.
 var exitHelp = map[string]string{
-	"run":    "Exit codes: 0 stopped cleanly (or configuration valid), 2 bad configuration or failure (systemd restarts it).",
-	"status": "Exit codes: 0 the supervisor answered, 2 it could not be asked or reported an error.",
+	"run":     "Exit codes: 0 stopped cleanly (or configuration valid), 2 bad configuration or failure (systemd restarts it).",
+	"status":  "Exit codes: 0 the supervisor answered, 2 it could not be asked or reported an error.",
+	"version": "Exit codes: 0 printed, 2 bad usage.",
 }
 
 // newFlags makes a FlagSet whose --help prints the command's description and options.

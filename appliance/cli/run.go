@@ -109,6 +109,8 @@ file is good, 2 with one line per problem (file:line: key: what was expected).`)
 		return ExitClean, nil
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+	v := Version()
+	log.Info("domainm starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "libyara", v.Libyara, "config", cfg.Path)
 	return ExitClean, runDaemon(ctx, cfg, log)
 }
 
@@ -120,6 +122,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		}
 	}
 	reg := metrics.NewRegistry()
+	v := Version()
+	metrics.RegisterBuildInfo(reg, v.Version, v.Commit, v.GoVersion, v.Libyara)
 
 	notify("STATUS=starting alert sinks")
 	alerts, err := alert.New(cfg.Alerts, cfg.State.Dir, log, reg)

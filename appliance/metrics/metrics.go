@@ -111,3 +111,15 @@ func (s *Server) Close(ctx context.Context) error {
 type slogErrorLog struct{ log *slog.Logger }
 
 func (l slogErrorLog) Println(v ...any) { l.log.Error("serving metrics", "err", fmt.Sprint(v...)) }
+
+// RegisterBuildInfo registers domainm_build_info, a gauge that is always 1 and whose
+// labels say what is running (the Prometheus convention for build information):
+// domainm_build_info{version,commit,goversion,libyara} 1.
+func RegisterBuildInfo(reg prometheus.Registerer, version, commit, goVersion, libyara string) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "domainm_build_info",
+		Help: "Build information of the running domainm: version, commit, Go and libyara versions. Always 1.",
+	}, []string{"version", "commit", "goversion", "libyara"})
+	g.WithLabelValues(version, commit, goVersion, libyara).Set(1)
+	reg.MustRegister(g)
+}

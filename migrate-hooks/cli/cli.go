@@ -67,6 +67,10 @@ func Main(ctx context.Context, env Env, argv0 string, args []string) int {
 		}
 		return ExitOK
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		printVersion(env.Stdout, Version(), false)
+		return ExitOK
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(env.Stderr, "domainm-migrate: unknown command %q (see domainm-migrate --help)\n", args[0])
@@ -77,7 +81,7 @@ func Main(ctx context.Context, env Env, argv0 string, args []string) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "domainm-migrate co-migrates a target VM and its Domain M so that the target never runs unwatched.")
-	fmt.Fprintln(w, "\nUsage: domainm-migrate COMMAND [flags]   (COMMAND --help for its flags)\n\nCommands:")
+	fmt.Fprintln(w, "\nUsage: domainm-migrate COMMAND [flags]   (COMMAND --help for its flags)\n       domainm-migrate --version\n\nCommands:")
 	var names []string
 	for n := range commands {
 		names = append(names, n)
