@@ -51,7 +51,7 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
-	fsys, closer, img, err := openDiskFormat(d.image, d.format, d.partition)
+	fsys, closer, img, err := integrity.OpenImage(d.image, d.format, d.partition)
 	if err != nil {
 		return ExitError, err
 	}
@@ -59,26 +59,18 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 	warnJournal(env.Stderr, d.image, fsys)
 
 	start := time.Now()
-	w, err := integrity.CreateDB(*db, integrity.NewHeader(p, img, start))
-	if err != nil {
-		return ExitError, err
-	}
-	defer w.Abort()
 	var cnt integrity.Counters
 	stop := diskProgress(env, d.quiet, "baseline", 0, &cnt.Hashed, &cnt.Bytes)
 	var unreadable []diskPathError
-	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: d.workers, Counters: &cnt, Log: slog.Default()},
-		func(r *integrity.Record) error {
+	st, err := integrity.RecordBaseline(ctx, fsys, p, integrity.NewHeader(p, img, start), *db,
+		integrity.Options{Workers: d.workers, Counters: &cnt, Log: slog.Default()},
+		func(r *integrity.Record) {
 			if r.Err != "" {
 				unreadable = append(unreadable, diskPathError{Path: r.Path, Error: r.Err})
 			}
-			return w.Add(r)
 		})
 	stop()
 	if err != nil {
-		return ExitError, err
-	}
-	if err := w.Commit(st); err != nil {
 		return ExitError, err
 	}
 	elapsed := time.Since(start)

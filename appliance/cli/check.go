@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/filescan"
 	"github.com/domainm/domainm/detectors/integrity"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/diskscan"
@@ -33,7 +33,8 @@ the value of each changed attribute before and after. Contents are re-hashed unl
 selection of the policy sets trust_metadata and the inode metadata is unchanged.
 
 With --rules, new and changed regular files are also scanned with YARA (external
-variables filename, filepath (the folder), extension and filetype as in Loki/THOR).
+variables filename, filepath (the folder), extension, filetype, md5 and owner as in
+Loki/THOR).
 With --update, the new state becomes the baseline (written atomically) after the report.
 
 With --json, every change and YARA finding is one JSON object per line on stdout (changes
@@ -67,7 +68,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	db := fs.String("db", "", "baseline DB made by domainm baseline")
 	update := fs.Bool("update", false, "after reporting, make the current state the baseline")
 	rulesDir := fs.String("rules", "", "YARA rules `DIR`: scan new and changed files")
-	maxSize := fs.Int64("max-file-size", diskMaxFileSize, "YARA: skip files larger than this many bytes")
+	maxSize := fs.Int64("max-file-size", filescan.DefaultMaxSize, "YARA: skip files larger than this many bytes")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
@@ -80,14 +81,11 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	if *maxSize < 0 {
 		return ExitError, errors.New("--max-file-size must not be negative")
 	}
-	hdr, old, _, err := integrity.ReadDB(*db)
+	base, err := integrity.OpenBaseline(*db)
 	if err != nil {
 		return ExitError, err
 	}
-	p, err := integrity.ParsePolicy(hdr.PolicyFile, []byte(hdr.Policy))
-	if err != nil {
-		return ExitError, fmt.Errorf("policy stored in %s: %w", *db, err)
-	}
+	hdr := base.Header
 	var rules *yara.Rules
 	if *rulesDir != "" {
 		if rules, err = compileDiskRules(env, "check", *rulesDir); err != nil {
@@ -102,7 +100,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	if !flagSet(fs, "format") {
 		format = hdr.Image.Format // as at baseline time: never probe again
 	}
-	fsys, closer, img, err := openDiskFormat(d.image, format, part)
+	fsys, closer, img, err := integrity.OpenImage(d.image, format, part)
 	if err != nil {
 		return ExitError, err
 	}
@@ -110,34 +108,21 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	warnJournal(env.Stderr, d.image, fsys)
 
 	start := time.Now()
+	opt := integrity.CheckOptions{Workers: d.workers, Log: slog.Default(), Counters: &integrity.Counters{}}
 	var w *integrity.DBWriter
 	if *update {
-		if w, err = integrity.CreateDB(*db, integrity.NewHeader(p, img, start)); err != nil {
+		if w, err = integrity.CreateDB(*db, integrity.NewHeader(base.Policy, img, start)); err != nil {
 			return ExitError, err
 		}
 		defer w.Abort()
+		opt.Record = w.Add
 	}
-	cmp := integrity.NewComparer(old)
-	var changes []integrity.Change
-	var cnt integrity.Counters
-	stop := diskProgress(env, d.quiet, "check", expectedHashBytes(old), &cnt.Hashed, &cnt.Bytes)
-	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{
-		Workers: d.workers, Counters: &cnt, Log: slog.Default(), Baseline: cmp.Baseline,
-	}, func(r *integrity.Record) error {
-		if ch := cmp.Add(r); ch != nil {
-			changes = append(changes, *ch)
-		}
-		if w != nil {
-			return w.Add(r)
-		}
-		return nil
-	})
+	stop := diskProgress(env, d.quiet, "check", expectedHashBytes(base.Records), &opt.Counters.Hashed, &opt.Counters.Bytes)
+	changes, st, err := integrity.Check(ctx, fsys, base, opt)
 	stop()
 	if err != nil {
 		return ExitError, err
 	}
-	changes = append(changes, cmp.Removed()...)
-	sortChanges(changes)
 
 	sum := diskCheckSummary{Image: d.image, DB: *db, BaselineTime: hdr.Created, PolicySHA256: hdr.PolicySHA256,
 		Entries: st.Records, HashedFiles: st.Hashed, HashedBytes: st.Bytes, Reused: st.Reused, Unreadable: st.Errors}
@@ -151,17 +136,20 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 			sum.Changed++
 		}
 	}
-	var findings []detectors.Finding
-	var ys *guestFileScanner
+	var ys filescan.Result
 	if rules != nil {
-		ys = &guestFileScanner{fsys: fsys, rules: rules, maxSize: *maxSize, workers: d.workers,
-			target: detectors.Target{Name: d.image, Source: d.image}}
-		if err := scanChanged(ctx, env, d.quiet, ys, changes); err != nil {
+		sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: *maxSize, Workers: d.workers,
+			Target: detectors.Target{Name: d.image, Source: d.image}}
+		stop := diskProgress(env, d.quiet, "yara", 0, &sc.Files, &sc.Bytes)
+		err := sc.ScanChanged(ctx, changes)
+		stop()
+		if err != nil {
 			return ExitError, err
 		}
-		findings = ys.findings
-		sum.Findings, sum.YaraScanned, sum.YaraSkipped = len(findings), ys.files.Load(), ys.skipped
+		ys = sc.Result()
+		sum.Findings, sum.YaraScanned, sum.YaraSkipped = len(ys.Findings), sc.Files.Load(), ys.Skipped
 	}
+	findings := ys.Findings
 	sum.Seconds = time.Since(start).Seconds()
 	// Report first, then update: the report of what changed is never lost to a failed write.
 	if d.json {
@@ -183,10 +171,8 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	if d.json {
 		json.NewEncoder(env.Stderr).Encode(sum)
 	}
-	if ys != nil {
-		for _, e := range ys.errors {
-			fmt.Fprintf(env.Stderr, "domainm check: yara: %s: %s\n", diskSafe(e.Path), diskSafe(e.Error))
-		}
+	for _, e := range ys.Errors {
+		fmt.Fprintf(env.Stderr, "domainm check: yara: %s: %s\n", diskSafe(e.Path), diskSafe(e.Error))
 	}
 	if len(changes) > 0 || len(findings) > 0 {
 		return ExitFindings, nil
@@ -210,31 +196,6 @@ func expectedHashBytes(recs []*integrity.Record) int64 {
 		}
 	}
 	return n
-}
-
-// sortChanges orders changes as AIDE users read them: added, removed, changed, each by path.
-func sortChanges(cs []integrity.Change) {
-	rank := map[integrity.ChangeKind]int{integrity.Added: 0, integrity.Removed: 1, integrity.Changed: 2}
-	sort.SliceStable(cs, func(i, j int) bool {
-		if rank[cs[i].Kind] != rank[cs[j].Kind] {
-			return rank[cs[i].Kind] < rank[cs[j].Kind]
-		}
-		return cs[i].Path < cs[j].Path
-	})
-}
-
-// scanChanged runs YARA over the regular files that are new or changed.
-func scanChanged(ctx context.Context, env Env, quiet bool, ys *guestFileScanner, changes []integrity.Change) error {
-	items := make(chan guestFile, len(changes))
-	for _, c := range changes {
-		if c.After != nil && c.After.Type == diskscan.Regular.String() {
-			items <- guestFile{path: c.Path, size: c.After.Size}
-		}
-	}
-	close(items)
-	stop := diskProgress(env, quiet, "yara", 0, &ys.files, &ys.bytes)
-	defer stop()
-	return ys.run(ctx, items)
 }
 
 // compileDiskRules compiles a rules folder; an empty folder is a warning.

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/domainm/domainm/detectors/integrity"
+	"github.com/domainm/domainm/detectors/filescan"
 	"github.com/domainm/domainm/diskscan"
 )
 
@@ -53,24 +52,8 @@ func (d *diskFlags) check() error {
 	return nil
 }
 
-// openDiskFormat opens the filesystem in an image of the given format ("raw", "qcow2",
-// or "" to probe) and describes the image for the baseline, with the format found.
-func openDiskFormat(image, format string, partition int) (diskscan.FS, io.Closer, integrity.ImageInfo, error) {
-	info := integrity.ImageInfo{Path: image, Partition: partition, Format: format}
-	st, err := os.Stat(image)
-	if err != nil {
-		return nil, nil, info, fmt.Errorf("opening image: %w", err)
-	}
-	info.Size, info.ModTime = st.Size(), st.ModTime().UTC()
-	fsys, closer, err := diskscan.OpenVolumeFormat(image, format, partition)
-	if err != nil {
-		return nil, nil, info, fmt.Errorf("opening filesystem: %w", err)
-	}
-	if f, ok := closer.(interface{ Format() string }); ok {
-		info.Format = f.Format()
-	}
-	return fsys, closer, info, nil
-}
+// diskPathError is a path that could not be read, in JSON reports.
+type diskPathError = filescan.PathError
 
 // warnJournal prints, when the filesystem's journal is not applied as the guest's kernel
 // would apply it (diskscan.JournalError: the kernel would refuse it, or it is external),

@@ -14,6 +14,7 @@ import (
 	"github.com/domainm/domainm/appliance/config"
 	"github.com/domainm/domainm/appliance/supervisor"
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/filescan"
 	"github.com/domainm/domainm/detectors/integrity"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/diskscan"
@@ -51,41 +52,28 @@ func newDiskChecker(cfg *config.Config, log *slog.Logger) (supervisor.DiskChecke
 		db: cfg.Target.Baseline, log: log.With("component", "disk")}, nil
 }
 
-// Check compares the image with the baseline; with no baseline yet it records one and
-// returns a single finding saying so.
+// Check compares the image with the baseline (integrity.Check, as `domainm check`)
+// and YARA-scans new and changed files with the running rules (filescan); with no
+// baseline yet it records one and returns a single finding saying so.
 func (d *daemonDisk) Check(ctx context.Context, rules *yara.Rules) (supervisor.DiskReport, error) {
 	if _, err := os.Stat(d.db); errors.Is(err, fs.ErrNotExist) {
 		return d.initBaseline(ctx)
 	}
 	var rep supervisor.DiskReport
-	hdr, old, _, err := integrity.ReadDB(d.db)
+	base, err := integrity.OpenBaseline(d.db)
 	if err != nil {
 		return rep, err
 	}
-	p, err := integrity.ParsePolicy(hdr.PolicyFile, []byte(hdr.Policy))
-	if err != nil {
-		return rep, fmt.Errorf("policy stored in %s: %w", d.db, err)
-	}
-	fsys, closer, _, err := openDiskFormat(d.image, d.format, d.partition)
+	fsys, closer, _, err := integrity.OpenImage(d.image, d.format, d.partition)
 	if err != nil {
 		return rep, err
 	}
 	defer closer.Close()
 	d.warnJournal(fsys)
-	cmp := integrity.NewComparer(old)
-	var changes []integrity.Change
-	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: 1, Log: d.log, Baseline: cmp.Baseline},
-		func(r *integrity.Record) error {
-			if ch := cmp.Add(r); ch != nil {
-				changes = append(changes, *ch)
-			}
-			return nil
-		})
+	changes, st, err := integrity.Check(ctx, fsys, base, integrity.CheckOptions{Workers: 1, Log: d.log})
 	if err != nil {
 		return rep, err
 	}
-	changes = append(changes, cmp.Removed()...)
-	sortChanges(changes)
 	now := time.Now().UTC()
 	for _, c := range changes {
 		rep.Findings = append(rep.Findings, c.Finding(detectors.Target{}, now))
@@ -93,21 +81,15 @@ func (d *daemonDisk) Check(ctx context.Context, rules *yara.Rules) (supervisor.D
 	rep.Entries = st.Records
 	if rules != nil && rules.Count() > 0 {
 		// New and changed files get a YARA scan with the running rules.
-		ys := &guestFileScanner{fsys: fsys, rules: rules, maxSize: diskMaxFileSize, workers: 1}
-		items := make(chan guestFile, len(changes))
-		for _, c := range changes {
-			if c.After != nil && c.After.Type == diskscan.Regular.String() {
-				items <- guestFile{path: c.Path, size: c.After.Size}
-			}
-		}
-		close(items)
-		if err := ys.run(ctx, items); err != nil {
+		sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: filescan.DefaultMaxSize, Workers: 1}
+		if err := sc.ScanChanged(ctx, changes); err != nil {
 			return rep, fmt.Errorf("yara over changed files: %w", err)
 		}
-		for _, e := range ys.errors {
+		res := sc.Result()
+		for _, e := range res.Errors {
 			d.log.Warn("changed file not scanned", "path", e.Path, "err", e.Error)
 		}
-		rep.Findings = append(rep.Findings, ys.findings...)
+		rep.Findings = append(rep.Findings, res.Findings...)
 	}
 	d.log.Debug("disk checked", "entries", st.Records, "hashed", st.Hashed, "reused", st.Reused, "changes", len(changes))
 	return rep, nil
@@ -127,7 +109,7 @@ func (d *daemonDisk) initBaseline(ctx context.Context) (supervisor.DiskReport, e
 	if err != nil {
 		return rep, err
 	}
-	fsys, closer, img, err := openDiskFormat(d.image, d.format, d.partition)
+	fsys, closer, img, err := integrity.OpenImage(d.image, d.format, d.partition)
 	if err != nil {
 		return rep, err
 	}
@@ -137,16 +119,8 @@ func (d *daemonDisk) initBaseline(ctx context.Context) (supervisor.DiskReport, e
 		return rep, fmt.Errorf("baseline folder: %w", err)
 	}
 	start := time.Now()
-	w, err := integrity.CreateDB(d.db, integrity.NewHeader(p, img, start))
+	st, err := integrity.RecordBaseline(ctx, fsys, p, integrity.NewHeader(p, img, start), d.db, integrity.Options{Workers: 1, Log: d.log}, nil)
 	if err != nil {
-		return rep, err
-	}
-	defer w.Abort()
-	st, err := integrity.Collect(ctx, fsys, p, integrity.Options{Workers: 1, Log: d.log}, w.Add)
-	if err != nil {
-		return rep, err
-	}
-	if err := w.Commit(st); err != nil {
 		return rep, err
 	}
 	d.log.Info("baseline recorded", "db", d.db, "entries", st.Records, "took", time.Since(start))

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/filescan"
+	"github.com/domainm/domainm/detectors/integrity"
 )
 
 func init() {
@@ -22,8 +24,10 @@ const diskScanHelp = `
 Scan every regular file in the target's disk image (raw or qcow2, bare or partitioned;
 read in user space, never mounted) with the YARA rules in DIR. Rules can use the external
 variables that rule authors know from Loki and THOR: filename ("sshd"), filepath (the
-folder, "/usr/sbin"), extension (lower case with its dot, ".so"; "" when none) and
-filetype (ELF, EXE, ZIP, GZIP, PDF, SCRIPT or UNKNOWN, from the first bytes).
+folder, "/usr/sbin"), extension (lower case with its dot, ".so"; "" when none),
+filetype (ELF, EXE, ZIP, GZIP, PDF, SCRIPT or UNKNOWN, from the first bytes), md5 (of
+the content) and owner (the owner's user name as the image's /etc/passwd says, else the
+uid in decimal).
 
 Files larger than --max-file-size are skipped and listed: each worker holds one whole
 file in memory, so memory is at most --workers x --max-file-size.
@@ -31,18 +35,18 @@ file in memory, so memory is at most --workers x --max-file-size.
 With --json, every finding is one JSON object per line on stdout; the summary goes to stderr.`
 
 type diskScanSummary struct {
-	Image       string           `json:"image"`
-	Entries     int64            `json:"entries"`
-	Scanned     int64            `json:"files_scanned"`
-	Bytes       int64            `json:"bytes_scanned"`
-	Skipped     []string         `json:"skipped_too_large,omitempty"`
-	Errors      []diskPathError  `json:"errors,omitempty"`
-	Rules       int              `json:"rules"`
-	Findings    int              `json:"findings"`
-	Seconds     float64          `json:"seconds"`
-	MBps        float64          `json:"mb_per_s"`
-	MaxFileSize int64            `json:"max_file_size"`
-	Target      detectors.Target `json:"target"`
+	Image       string               `json:"image"`
+	Entries     int64                `json:"entries"`
+	Scanned     int64                `json:"files_scanned"`
+	Bytes       int64                `json:"bytes_scanned"`
+	Skipped     []string             `json:"skipped_too_large,omitempty"`
+	Errors      []filescan.PathError `json:"errors,omitempty"`
+	Rules       int                  `json:"rules"`
+	Findings    int                  `json:"findings"`
+	Seconds     float64              `json:"seconds"`
+	MBps        float64              `json:"mb_per_s"`
+	MaxFileSize int64                `json:"max_file_size"`
+	Target      detectors.Target     `json:"target"`
 }
 
 func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
@@ -50,7 +54,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	var d diskFlags
 	d.register(fs)
 	rulesDir := fs.String("rules", "", "YARA rules `DIR` (*.yar, *.yara, subfolders)")
-	maxSize := fs.Int64("max-file-size", diskMaxFileSize, "skip files larger than this many bytes")
+	maxSize := fs.Int64("max-file-size", filescan.DefaultMaxSize, "skip files larger than this many bytes")
 	name := fs.String("name", "", "target name to put in findings (default: the image path)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
@@ -68,7 +72,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
-	fsys, closer, _, err := openDiskFormat(d.image, d.format, d.partition)
+	fsys, closer, _, err := integrity.OpenImage(d.image, d.format, d.partition)
 	if err != nil {
 		return ExitError, err
 	}
@@ -78,39 +82,40 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	if target.Name == "" {
 		target.Name = d.image
 	}
-	ys := &guestFileScanner{fsys: fsys, rules: rules, maxSize: *maxSize, workers: d.workers, target: target}
+	sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: *maxSize, Workers: d.workers, Target: target}
 	start := time.Now()
-	stop := diskProgress(env, d.quiet, "scan-disk", 0, &ys.files, &ys.bytes)
-	walked, err := ys.scanAllFiles(ctx, fsys)
+	stop := diskProgress(env, d.quiet, "scan-disk", 0, &sc.Files, &sc.Bytes)
+	walked, err := sc.ScanAll(ctx, fsys)
 	stop()
 	if err != nil {
 		return ExitError, err
 	}
 	elapsed := time.Since(start)
-	sum := diskScanSummary{Image: d.image, Entries: walked, Scanned: ys.files.Load(), Bytes: ys.bytes.Load(),
-		Skipped: ys.skipped, Errors: ys.errors, Rules: rules.Count(), Findings: len(ys.findings),
-		Seconds: elapsed.Seconds(), MBps: diskMBps(ys.bytes.Load(), elapsed), MaxFileSize: *maxSize, Target: target}
+	ys := sc.Result()
+	sum := diskScanSummary{Image: d.image, Entries: walked, Scanned: sc.Files.Load(), Bytes: sc.Bytes.Load(),
+		Skipped: ys.Skipped, Errors: ys.Errors, Rules: rules.Count(), Findings: len(ys.Findings),
+		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: *maxSize, Target: target}
 	if d.json {
 		enc := json.NewEncoder(env.Stdout)
-		for _, f := range ys.findings {
+		for _, f := range ys.Findings {
 			if err := enc.Encode(f); err != nil {
 				return ExitError, err
 			}
 		}
 		json.NewEncoder(env.Stderr).Encode(sum)
 	} else {
-		printFindings(env.Stdout, ys.findings)
+		printFindings(env.Stdout, ys.Findings)
 		fmt.Fprintf(env.Stderr, "%s: %d entries, %d files scanned (%.1f MB) in %.2fs, %.1f MB/s; %d skipped (larger than %d bytes), %d unreadable; %d rules, %d findings\n",
 			d.image, walked, sum.Scanned, float64(sum.Bytes)/1e6, elapsed.Seconds(), sum.MBps,
-			len(ys.skipped), *maxSize, len(ys.errors), rules.Count(), len(ys.findings))
-		for _, p := range ys.skipped {
+			len(ys.Skipped), *maxSize, len(ys.Errors), rules.Count(), len(ys.Findings))
+		for _, p := range ys.Skipped {
 			fmt.Fprintf(env.Stderr, "skipped (too large): %s\n", diskSafe(p))
 		}
-		for _, e := range ys.errors {
+		for _, e := range ys.Errors {
 			fmt.Fprintf(env.Stderr, "unreadable: %s: %s\n", diskSafe(e.Path), diskSafe(e.Error))
 		}
 	}
-	if len(ys.findings) > 0 {
+	if len(ys.Findings) > 0 {
 		return ExitFindings, nil
 	}
 	return ExitClean, nil
