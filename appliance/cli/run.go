@@ -92,23 +92,39 @@ With --check-config it only reads and validates the configuration and exits: 0 w
 file is good, 2 with one line per problem (file:line: key: what was expected).`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE`")
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logLevel := fs.String("log-level", "", "log `LEVEL`: "+config.LogLevels+"; default: the config's log.level (info)")
+	logFormat := fs.String("log-format", "", "log `FORMAT`: text or json; default: the config's log.format (text)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return ExitError, fmt.Errorf("--log-level: %w", err)
+	// The flags are checked before the file is read, so a typo in them is not hidden
+	// behind the file's problems.
+	if *logLevel != "" {
+		if _, err := config.ParseLogLevel(*logLevel); err != nil {
+			return ExitError, fmt.Errorf("--log-level: %w", err)
+		}
+	}
+	if *logFormat != "" {
+		if _, err := config.ParseLogFormat(*logFormat); err != nil {
+			return ExitError, fmt.Errorf("--log-format: %w", err)
+		}
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return ExitError, err
 	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	level, _ := config.ParseLogLevel(cfg.Log.Level) // validated by Load
 	if *check {
 		fmt.Fprintf(env.Stdout, "%s: configuration is valid\n", cfg.Path)
 		return ExitClean, nil
 	}
-	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+	log := config.NewLogger(env.Stderr, level, cfg.Log.Format)
 	v := Version()
 	log.Info("domainm starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "libyara", v.Libyara, "config", cfg.Path)
 	return ExitClean, runDaemon(ctx, cfg, log)

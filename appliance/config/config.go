@@ -31,6 +31,7 @@ type Config struct {
 	State   State   `toml:"state"`
 	Metrics Metrics `toml:"metrics"`
 	Control Control `toml:"control"`
+	Log     Log     `toml:"log"`
 	// Alerts is the [alerts] table with its [[alerts.sink]] tables, defined and
 	// validated by the alert package.
 	Alerts alert.Config `toml:"alerts"`
@@ -109,6 +110,13 @@ type Control struct {
 	QuiesceTimeout time.Duration `toml:"quiesce_timeout"`
 }
 
+// Log configures domainm's own log (stderr, so the journal under systemd). The
+// --log-level and --log-format flags of domainm run override it.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn (or warning), error; any case
+	Format string `toml:"format"` // text (logfmt-like key=value) or json (one object a line)
+}
+
 // Defaults.
 const (
 	DefaultMemoryInterval = 5 * time.Minute
@@ -134,6 +142,7 @@ func Default() Config {
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
 		State:   State{Dir: DefaultStateDir},
 		Control: Control{Socket: DefaultControlSocket, QuiesceTimeout: DefaultQuiesceTimeout},
+		Log:     Log{Level: "info", Format: "text"},
 	}
 }
 

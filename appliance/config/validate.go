@@ -89,6 +89,12 @@ func (c *Config) validate(pos positions) []*Error {
 	absolute(bad, "state.dir", c.State.Dir, false)
 	absolute(bad, "control.socket", c.Control.Socket, true)
 	absolute(bad, "control.device", c.Control.Device, true)
+	if _, err := ParseLogLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if _, err := ParseLogFormat(c.Log.Format); err != nil {
+		bad("log.format", "%v", err)
+	}
 	if l := c.Metrics.Listen; l != "" {
 		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
 			bad("metrics.listen", `expected HOST:PORT such as "127.0.0.1:9477", or "" for off, got %q`, l)
