@@ -59,6 +59,10 @@ type ruleHolder struct {
 	// keeps running in its last good version. Only the watcher goroutine (and
 	// loadInitial before it) touch it.
 	lastGood map[string][]byte
+	// tmp is the temporary copy of the folder the running set was compiled from when
+	// it holds last good versions ("" when compiled from the folder itself). It lives as
+	// long as the set: profiling compiles the set's files again.
+	tmp string
 }
 
 // lastGoodFile keeps, in the state folder, the text of the running set's rule files, so
@@ -285,6 +289,14 @@ type compiled struct {
 	sources  map[string][]byte // the text of every file in rules, as compiled
 	broken   map[string]brokenFile
 	compErrs []yara.RuleError // errors that name no file left out (rules is nil then)
+	tmp      string           // the temporary folder rules was compiled from, if any
+}
+
+// discard removes the temporary folder of a compiled set that is not swapped in.
+func (c compiled) discard() {
+	if c.tmp != "" {
+		os.RemoveAll(c.tmp)
+	}
 }
 
 // compile compiles the folder. Files that do not compile are left out and the rest is
@@ -318,7 +330,6 @@ func (h *ruleHolder) compile() (compiled, error) {
 		}
 		if len(restore) > 0 {
 			if r2, tmp, err2 := compileRestored(dir, restore); r2 != nil {
-				defer os.RemoveAll(tmp)
 				left := map[string]bool{}
 				var ce2 *yara.CompileError
 				if errors.As(err2, &ce2) {
@@ -337,7 +348,11 @@ func (h *ruleHolder) compile() (compiled, error) {
 		}
 		err = nil
 	}
-	return compiled{rules: r, hashes: fileHashes(dir, r), sources: sources(dir, r), broken: broken}, err
+	c := compiled{rules: r, hashes: fileHashes(dir, r), sources: sources(dir, r), broken: broken}
+	if dir != h.real {
+		c.tmp = dir
+	}
+	return c, err
 }
 
 // brokenFiles groups a compile error's errors by the file left out that they belong
@@ -557,6 +572,10 @@ func (h *ruleHolder) swap(c compiled) {
 		l.names[n] = true
 	}
 	h.cur.Store(l)
+	if h.tmp != "" && h.tmp != c.tmp {
+		os.RemoveAll(h.tmp)
+	}
+	h.tmp = c.tmp
 	if r.Count() > 0 { // an emptied folder at start keeps the texts saved before
 		h.lastGood = c.sources
 		h.saveLastGood()
@@ -611,6 +630,7 @@ func (h *ruleHolder) reload() {
 	case errors.Is(err, yara.ErrNoRules) || c.rules.Count() == 0:
 		// Nothing loads (no rule file, or none that compiles and none with a last
 		// good version): the last good set keeps running.
+		c.discard()
 		h.setBroken(c.broken)
 		if h.setEmpty(true) {
 			return // still empty (alerted)
@@ -627,6 +647,7 @@ func (h *ruleHolder) reload() {
 	}
 	if r.ID() == h.id() {
 		h.s.log.Debug("rules unchanged", "id", r.ID())
+		c.discard()
 		h.setBroken(c.broken)
 		return
 	}
@@ -717,6 +738,11 @@ func (h *ruleHolder) relevant(ev fsnotify.Event) bool {
 // scan path; the swap is one atomic store.
 func (h *ruleHolder) run(ctx context.Context, w *fsnotify.Watcher) {
 	defer w.Close()
+	defer func() {
+		if h.tmp != "" {
+			os.RemoveAll(h.tmp)
+		}
+	}()
 	h.profile(h.cur.Load().rules) // the set loaded at start (no pass yet: costs only)
 	var debounce <-chan time.Time
 	for {

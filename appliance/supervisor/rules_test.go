@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/memscan"
 )
@@ -227,8 +229,11 @@ func TestStartWithBrokenRuleFile(t *testing.T) {
 	if want := filepath.Join(rules, "bad.yar"); e.DomainM.RuleFile != want || e.DomainM.RuleLine != 3 {
 		t.Errorf("rule error at %s:%d, want %s:3", e.DomainM.RuleFile, e.DomainM.RuleLine, want)
 	}
-	if !strings.Contains(e.Message, "bad.yar:3") || e.Severity() != alert.SevHigh {
-		t.Errorf("rule error %q (severity %v): want bad.yar:3, high", e.Message, e.Severity())
+	if !strings.Contains(e.Message, "bad.yar:3") || !strings.Contains(e.Message, "left out") || e.Severity() != alert.SevHigh {
+		t.Errorf("rule error %q (severity %v): want bad.yar:3, left out, high", e.Message, e.Severity())
+	}
+	if tg := e.DomainM.Target; tg == nil || tg.Name != "t1" {
+		t.Errorf("rule error at start does not name the target: %+v", tg)
 	}
 	if n := h.sup.Status(context.Background()).RuleCount; n != 1 {
 		t.Errorf("%d rules loaded, want evil's 1", n)
@@ -276,6 +281,12 @@ func TestBrokenRuleFileKeepsLastGood(t *testing.T) {
 	if p := problemText(h); !strings.Contains(p, "b.yar:3") || !strings.Contains(p, "last good") {
 		t.Errorf("health does not name the broken file and its last good version:\n%s", p)
 	}
+	// The set with the last good version is profiled like any other (its files are
+	// read again for it).
+	h.waitFor("the set profiled, the kept file among them", func() bool {
+		return testutil.CollectAndCount(h.sup.m.ruleFileSeconds) == 3 &&
+			testutil.ToFloat64(h.sup.m.ruleFileSeconds.WithLabelValues("b.yar")) > 0
+	})
 	// second's rule still runs: new content of it is alerted, nothing ends.
 	h.poke(6<<20+77, more)
 	h.sup.ReloadRules() // a reload that changes nothing does not start a pass; touch a file
