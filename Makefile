@@ -16,9 +16,9 @@ COMMIT       ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS      := -X $(MODULE)/appliance/cli.version=$(VERSION) -X $(MODULE)/appliance/cli.commit=$(COMMIT) \
                 -X $(MODULE)/migrate-hooks/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
-APT_PACKAGES := aide busybox-static cpio debootstrap e2fsprogs fdisk gnutls-bin iproute2 \
-                libyara-dev linux-image-amd64 pkg-config qemu-system-x86 qemu-utils \
-                rsyslog rsyslog-gnutls systemd yara
+APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk gnutls-bin \
+                iproute2 libyara-dev linux-image-amd64 pkg-config qemu-system-x86 qemu-utils \
+                rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
 .PHONY: all deps build test test-short fuzz demo bench-memscan vet clean help
@@ -123,6 +123,20 @@ bench-alerts: deps
 .PHONY: bench-migrate
 bench-migrate: build
 	$(BIN)/domainm-migrate-bench --fixed 512 --sizes 512,256,128 --reps 1 --out $(BIN)/bench-migrate
+
+# image: the appliance image (image/build.sh): bin/image/{disk.raw,vmlinuz,initrd.img,
+# cmdline,SHA256SUMS}. The debootstrap tarball is cached in bin/image-cache; a build whose
+# inputs (bin/domainm, image/, rules/, package list) are unchanged is skipped.
+# image-repro: two builds from the same tarball into bin/image-repro/{a,b}, SHA256SUMS compared.
+.PHONY: image image-repro
+image: build
+	image/build.sh $(BIN)/image
+
+image-repro: build
+	rm -rf $(BIN)/image-repro
+	image/build.sh $(BIN)/image-repro/a
+	image/build.sh $(BIN)/image-repro/b
+	diff $(BIN)/image-repro/a/SHA256SUMS $(BIN)/image-repro/b/SHA256SUMS && echo "image-repro: identical"
 
 clean:
 	rm -rf $(BIN)

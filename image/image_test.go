@@ -1,0 +1,255 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The image tests build the image with `make image` (skipped by build.sh when its inputs
+// are unchanged) and boot it under QEMU; they need root (debootstrap, chroot) and fail,
+// never skip, without it.
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// built returns the output folder of `make image`, building it once per test binary.
+func built(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the image build needs root (debootstrap, chroot); run make test as root")
+	}
+	buildOnce.Do(func() {
+		repo := repoRoot(t)
+		start := time.Now()
+		out, err := exec.Command("make", "-C", repo, "--no-print-directory", "image").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("make image: %v\n%s", err, out)
+			return
+		}
+		t.Logf("make image: %s\n%s", time.Since(start).Round(time.Second), lastLines(out, 3))
+		buildDir = filepath.Join(repo, "bin", "image")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// vm is a booted image: its QEMU process and its serial console file.
+type vm struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	serial string
+	start  time.Time
+	exited chan struct{}
+}
+
+func boot(t *testing.T, b Boot) *vm {
+	t.Helper()
+	b.Serial = filepath.Join(t.TempDir(), "serial.log")
+	args, err := b.Args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting qemu: %v", err)
+	}
+	v := &vm{t: t, cmd: cmd, serial: b.Serial, start: time.Now(), exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(v.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-v.exited:
+		default:
+			cmd.Process.Kill() // by pid: the QEMU this test started
+			<-v.exited
+		}
+		if t.Failed() {
+			t.Logf("qemu stderr:\n%s\nserial console (last 60 lines):\n%s", stderr.String(), lastLines(v.console(), 60))
+		}
+	})
+	return v
+}
+
+func (v *vm) console() []byte {
+	b, _ := os.ReadFile(v.serial)
+	return b
+}
+
+// wait polls the console until re matches (returning the match) or the timeout passes
+// or QEMU exits.
+func (v *vm) wait(re *regexp.Regexp, timeout time.Duration) ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		if m := re.FindSubmatch(v.console()); m != nil {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no %q on the console after %s", re, timeout)
+		case <-v.exited:
+			if m := re.FindSubmatch(v.console()); m != nil {
+				return m, nil
+			}
+			return nil, fmt.Errorf("qemu exited (%v) before %q appeared on the console", v.cmd.ProcessState, re)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// bootTimeout bounds a boot to READY under TCG on a loaded 2-core machine.
+const bootTimeout = 8 * time.Minute
+
+// TestBootReady boots the image with a configuration passed through fw_cfg (naming a
+// target) and waits until systemd reports domainm.service started (Type=notify: after
+// READY=1) and the supervisor's own status, printed on the console, names that target.
+func TestBootReady(t *testing.T) {
+	dir := built(t)
+	cfg, err := os.ReadFile("domainm.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name, uuid = "fwcfg-target-7f3a", "0e4a1c2b-3d5f-4a6b-8c7d-9e0f1a2b3c4d"
+	cfg = regexp.MustCompile(`(?m)^name = ".*"$`).ReplaceAll(cfg, []byte(`name = "`+name+`"`))
+	cfg = regexp.MustCompile(`(?m)^uuid = ".*"$`).ReplaceAll(cfg, []byte(`uuid = "`+uuid+`"`))
+	if !bytes.Contains(cfg, []byte(name)) || !bytes.Contains(cfg, []byte(uuid)) {
+		t.Fatal("could not set target name and uuid in domainm.toml")
+	}
+	cfgFile := filepath.Join(t.TempDir(), "domainm.toml")
+	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := boot(t, Boot{Dir: dir, Snapshot: true, Files: map[string]string{"config": cfgFile}})
+
+	if _, err := v.wait(regexp.MustCompile(`domainm-init: root verified and mounted read-only`), bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("root verified: %s", time.Since(v.start).Round(time.Second))
+	if _, err := v.wait(regexp.MustCompile(`domainm-init: fw_cfg opt/domainm/config -> /etc/domainm/domainm.toml`), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.wait(regexp.MustCompile(`Started domainm\.service`), bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot to READY (systemd: Started domainm.service): %s", time.Since(v.start).Round(time.Second))
+	m, err := v.wait(regexp.MustCompile(`domainm-status: rc=(\d) (.*)`), 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := string(m[2])
+	t.Logf("domainm status (rc %s): %.400s", m[1], status)
+	for _, want := range []string{name, uuid, `"state"`} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %s: %s", want, status)
+		}
+	}
+	if bytes.Contains(v.console(), []byte("FAILED")) {
+		t.Errorf("a unit failed during boot:\n%s", grepLines(v.console(), "FAILED"))
+	}
+	if !bytes.Contains(v.console(), []byte("state partition /dev/vda3 is blank: making ext4 DOMAINM-STATE")) {
+		t.Error("the blank state partition was not made on first boot")
+	}
+}
+
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestTamperedRootFails flips one byte in the middle of the root filesystem (a copy of
+// the disk) and checks the boot stops at the initramfs with a verity error on the console
+// and never reaches systemd.
+func TestTamperedRootFails(t *testing.T) {
+	dir := built(t)
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	if out, err := exec.Command("cp", "--sparse=always", filepath.Join(dir, "disk.raw"), disk).CombinedOutput(); err != nil {
+		t.Fatalf("copying the disk: %v\n%s", err, out)
+	}
+	start, size := partition(t, disk, "DOMAINM-ROOT")
+	off := start + size/2
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flipped bit 0 of byte %d (root partition %d+%d)", off, start, size)
+
+	v := boot(t, Boot{Dir: dir, Disk: disk})
+	if _, err := v.wait(regexp.MustCompile(`domainm-init: FATAL: verity: root filesystem \S+ does not match root hash`), bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.exited:
+	case <-time.After(time.Minute):
+		t.Error("the VM did not power off after the verity failure")
+	}
+	if c := v.console(); bytes.Contains(c, []byte("systemd")) && bytes.Contains(c, []byte("Started ")) {
+		t.Error("systemd started units on a tampered root")
+	}
+	t.Logf("verity failure shown:\n%s", grepLines(v.console(), "erif"))
+}
+
+// partition returns the byte offset and size of the GPT partition called name.
+func partition(t *testing.T, disk, name string) (int64, int64) {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "--dump", disk).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --dump: %v", err)
+	}
+	re := regexp.MustCompile(`start=\s*(\d+), size=\s*(\d+),.*name="` + regexp.QuoteMeta(name) + `"`)
+	m := re.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no partition %s in:\n%s", name, out)
+	}
+	var start, size int64
+	fmt.Sscan(string(m[1]), &start)
+	fmt.Sscan(string(m[2]), &size)
+	return start * 512, size * 512
+}
