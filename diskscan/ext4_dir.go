@@ -104,17 +104,14 @@ scan:
 			}
 			if err == nil && indexed {
 				if dx, _ := o.dxBlock(b, lblk, seed); dx {
-					continue // htree index: no names
+					continue // htree index: no names, whatever its checksum says
 				}
 			}
 			if err == nil {
 				err = o.verifyDirBlock(b, seed)
 			}
 			if err == nil {
-				var perr error
-				if out, perr = o.parseDirBlock(b, out); perr != nil {
-					err = perr
-				}
+				out, err = o.parseDirBlock(b, out) // the entries before a bad one are kept
 			}
 			if err != nil {
 				if bad++; firstErr == nil {
