@@ -74,13 +74,15 @@ func printable(b []byte) bool {
 }
 
 // Finding is what a detector reports: a rule that matched memory or a file, or a
-// file-integrity change. Detector says which engine produced it.
+// file-integrity change. Detector says which engine produced it. Like
+// archive/tar.Header, it carries what its consumers need as typed fields: alerts map
+// them to their schema without reading anything back out of strings.
 type Finding struct {
 	Detector  string            `json:"detector"` // "yara-memory", "yara-file", "integrity"
 	Rule      string            `json:"rule,omitempty"`
-	Namespace string            `json:"namespace,omitempty"`
+	Namespace string            `json:"namespace,omitempty"` // YARA namespace; integrity: the policy selection
 	Tags      []string          `json:"tags,omitempty"`
-	Meta      map[string]string `json:"meta,omitempty"`
+	Meta      map[string]string `json:"meta,omitempty"` // rule metadata
 	// Matches carry guest-physical addresses for memory findings, file offsets for files.
 	Matches []StringMatch `json:"matches,omitempty"`
 	// MatchesCut counts the matches found but not kept in Matches (bounded per rule);
@@ -88,8 +90,58 @@ type Finding struct {
 	MatchesCut int `json:"matches_cut,omitempty"`
 	// WindowDependent marks a memory finding of a rule whose condition depends on the
 	// scan window (see detectors/yara Rules.WindowRules).
-	WindowDependent bool      `json:"window_dependent,omitempty"`
-	Path            string    `json:"path,omitempty"` // file findings
-	Time            time.Time `json:"time"`
-	Target          Target    `json:"target"`
+	WindowDependent bool   `json:"window_dependent,omitempty"`
+	Path            string `json:"path,omitempty"` // file findings
+
+	// Change says what happened to the file of an integrity finding: "added",
+	// "removed" or "changed".
+	Change string `json:"change,omitempty"`
+	// File describes the file: an added entry's attributes, a removed entry's last
+	// known ones, and for a changed entry its type and the new value of each changed
+	// attribute.
+	File *FileInfo `json:"file,omitempty"`
+	// Before holds, for a changed entry, the previous value of each changed attribute.
+	Before *FileInfo `json:"file_before,omitempty"`
+	// Changes lists a changed entry's attributes with their values before and after,
+	// as reports print them (e.g. a mode as "4755 (rwsr-xr-x)"), in report order.
+	Changes []AttrChange `json:"changes,omitempty"`
+	// Process is the guest process the finding belongs to, when a detector knows it.
+	Process *Process `json:"process,omitempty"`
+
+	Time   time.Time `json:"time"`
+	Target Target    `json:"target"`
+}
+
+// FileInfo describes a guest file with the fields a detector knows. A nil pointer,
+// an empty string or a zero time is a field the detector did not report.
+type FileInfo struct {
+	Type   string    `json:"type,omitempty"` // file, dir, symlink, chardev, blockdev, fifo, socket
+	Mode   *uint32   `json:"mode,omitempty"` // permission bits with setuid, setgid, sticky (07777)
+	UID    *uint32   `json:"uid,omitempty"`
+	GID    *uint32   `json:"gid,omitempty"`
+	Size   *int64    `json:"size,omitempty"`
+	Mtime  time.Time `json:"mtime,omitzero"`
+	Ctime  time.Time `json:"ctime,omitzero"`
+	Inode  *uint64   `json:"inode,omitempty"`
+	Nlink  *uint32   `json:"nlink,omitempty"`
+	Link   string    `json:"link,omitempty"`   // a symlink's target
+	Caps   string    `json:"caps,omitempty"`   // file capabilities, as getcap prints them
+	Xattrs string    `json:"xattrs,omitempty"` // extended attributes, "name=hex" space-separated
+	SHA256 string    `json:"sha256,omitempty"` // content hashes, hex
+	SHA512 string    `json:"sha512,omitempty"`
+	Error  string    `json:"error,omitempty"` // why the entry could not be (fully) read
+}
+
+// AttrChange is one attribute that changed, with its value before and after.
+type AttrChange struct {
+	Attr   string `json:"attr"`
+	Before string `json:"before"`
+	After  string `json:"after"`
+}
+
+// Process identifies a guest process. Nothing fills it yet: guest semantics (which
+// process a memory match belongs to) will.
+type Process struct {
+	PID  int    `json:"pid,omitempty"`
+	Name string `json:"name,omitempty"`
 }

@@ -7,38 +7,11 @@
 // One Event type, in Elastic Common Schema (ECS 8) field names, covers memory matches,
 // file matches, file-integrity changes, rule errors and appliance health. Build them
 // with FromFinding, RuleError and Health; the Dispatcher fills observer.* and any
-// missing @timestamp or event.id. Main fields:
-//
-//	@timestamp            when the detector saw it (RFC 3339, UTC)
-//	message               one line for humans
-//	event.id              unique per occurrence: hash of finding id, state, time
-//	event.kind            alert (matches, integrity) or event (rule errors, health)
-//	event.category        [intrusion_detection malware] (+file), [file intrusion_detection], [configuration], [host]
-//	event.type            [indicator start] new, [indicator change] updated, [indicator end] gone or retired,
-//	                      [creation]/[change]/[deletion], [error], [info]
-//	event.action          memory-match, memory-match-updated, memory-match-gone, memory-match-retired,
-//	                      file-match, file-added, file-changed, file-removed, rule-error, rule-warning,
-//	                      <component>-<condition> for health
-//	event.reason          retired: "rule removed" or "rule changed"; health: the condition
-//	event.severity        99 critical, 73 high, 47 medium, 21 low, 0 info
-//	log.level             critical, high, medium, low, info
-//	log.syslog.severity   code 2..6 and name (critical, error, warning, notice, informational)
-//	rule.name, rule.ruleset (YARA namespace), rule.description/author/reference/id/version from meta
-//	host.name, host.id    the watched VM (target name and UUID), host.type "vm"
-//	observer.hostname     the Domain M appliance; observer.product "Domain M", observer.type "ids"
-//	file.path, file.name, file.extension, file.hash.sha256, file.size/mode/uid/gid/mtime (integrity)
-//	threat.framework, threat.technique.id   from meta "mitre_attack"
-//	error.message         rule errors
-//	domainm.finding_id    stable: hash of detector, namespace, rule, target UUID (or name) and
-//	                      place (lowest guest-physical address of the matches, or the file path)
-//	domainm.detector      yara-memory, yara-file, integrity, rules, appliance
-//	domainm.state         new, updated (new content; Updated), gone, retired (Retired); added,
-//	                      changed, removed for integrity
-//	domainm.target        name, uuid, domid, hypervisor_host, source
-//	domainm.matches       up to 16: name, address (memory, "0x..."), offset (files), length, data_hex, data_text
-//	domainm.matches_total all matches, also those not listed
-//	domainm.changes       integrity: attribute, before, after
-//	domainm.rule_file/rule_line, domainm.component, domainm.sink, domainm.dropped
+// missing @timestamp or event.id. The JSON struct tags of Event and its parts are the
+// schema; the field table in README.md documents every field, and TestSchemaDocumented
+// checks the table against the tags. FromFinding maps a finding's typed fields
+// (detectors.Finding: rule, matches, file description, attribute changes, process)
+// straight to their fields, with no string parsed back.
 //
 // # Severity
 //

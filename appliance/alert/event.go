@@ -25,6 +25,7 @@ type Event struct {
 	Host      *Host      `json:"host,omitempty"`
 	Observer  Observer   `json:"observer"`
 	File      *File      `json:"file,omitempty"`
+	Process   *Process   `json:"process,omitempty"`
 	Threat    *Threat    `json:"threat,omitempty"`
 	Error     *ErrorInfo `json:"error,omitempty"`
 	DomainM   Details    `json:"domainm"`
@@ -101,6 +102,13 @@ type File struct {
 	Ctime      time.Time `json:"ctime,omitzero"`
 	TargetPath string    `json:"target_path,omitempty"`
 	Hash       *Hash     `json:"hash,omitempty"`
+}
+
+// Process is ECS process.*: the guest process a finding belongs to, when the detector
+// knows it.
+type Process struct {
+	PID  int    `json:"pid,omitempty"`
+	Name string `json:"name,omitempty"`
 }
 
 // Hash is ECS file.hash.*.
@@ -241,16 +249,14 @@ func newEvent(now time.Time, detector string) Event {
 }
 
 // FromFinding turns a detector's finding into an alert. state is StateNew or
-// StateGone for rule matches; for integrity findings Meta["change"] (added, removed,
+// StateGone for rule matches; for integrity findings Finding.Change (added, removed,
 // changed) says what happened and wins. Severity follows the rule's metadata
 // ("severity", else "score"), or for integrity changes the path class (PathSeverity),
 // unless the policy put a "severity" in Meta; a finding that went away is low.
 //
-// Integrity findings (detectors/integrity's Change.Finding) carry Meta "change"
-// (added, removed, changed), "selection" (the policy selection: rule.ruleset), and
-// per attribute (type, mode, uid, gid, size, mtime, ctime, inode, nlink, link, caps,
-// xattrs, sha256, sha512) either "before -> after" for a change or the current
-// value; "old.<attr>"/"new.<attr>" pairs are read too.
+// Integrity findings (detectors/integrity's Change.Finding) are mapped from their
+// typed fields: Namespace (the policy selection) to rule.ruleset, File to file.*
+// (and nlink, caps, xattrs, error to domainm.meta), Changes to domainm.changes.
 func FromFinding(f detectors.Finding, state string) Event {
 	e := newEvent(f.Time, f.Detector)
 	if e.Timestamp.IsZero() {
@@ -262,6 +268,9 @@ func FromFinding(f detectors.Finding, state string) Event {
 		e.Host = &Host{Name: t.Name, ID: t.UUID, Type: "vm"}
 	}
 	e.Tags = boundList(f.Tags, maxTagsCount)
+	if p := f.Process; p != nil {
+		e.Process = &Process{PID: p.PID, Name: bound(p.Name)}
+	}
 	if f.Detector == "integrity" {
 		fromIntegrity(&e, f, state)
 		return e
@@ -405,54 +414,24 @@ func fileAt(path string) *File {
 	return f
 }
 
-// integrityAttrs are the attribute names of detectors/integrity, in report order.
-var integrityAttrs = []string{"type", "mode", "uid", "gid", "size", "mtime", "ctime", "inode", "nlink", "link", "caps", "xattrs", "sha256", "sha512"}
-
-// integrityValues splits a finding's Meta into current values and changes. An
-// attribute is either "before -> after" (as detectors/integrity writes changes), a
-// plain current value, or an "old.<attr>"/"new.<attr>" pair.
-func integrityValues(m map[string]string) (cur map[string]string, changes []Change) {
-	cur = map[string]string{}
-	for _, a := range integrityAttrs {
-		v, ok := m[a]
-		before, hasB := m["old."+a]
-		after, hasA := m["new."+a]
-		switch {
-		case ok && strings.Contains(v, " -> "):
-			before, after, _ = strings.Cut(v, " -> ")
-			hasB, hasA = true, true
-		case ok:
-			cur[a] = v
-		}
-		if hasB || hasA {
-			changes = append(changes, Change{Attribute: a, Before: bound(before), After: bound(after)})
-			if _, set := cur[a]; !set && after != "" {
-				cur[a] = after
-			}
-		}
-	}
-	return cur, changes
-}
-
 func fromIntegrity(e *Event, f detectors.Finding, state string) {
-	m := f.Meta
-	change := firstNonEmpty(m["change"], state, "changed")
+	change := firstNonEmpty(f.Change, state, "changed")
 	e.DomainM.State = bound(change)
 	e.Event.Kind = "alert"
 	e.Event.Category = []string{"file", "intrusion_detection"}
 	e.File = fileAt(f.Path)
-	cur, changes := integrityValues(m)
-	fillFile(e.File, cur)
+	fillFile(e.File, f.File)
+	changes, errChange := integrityChanges(f.Changes)
 	e.DomainM.Changes = changes
-	e.DomainM.Meta = integrityExtra(m, cur)
-	e.Rule = &Rule{Name: firstNonEmpty(bound(f.Rule), "integrity-"+e.DomainM.State), Ruleset: bound(firstNonEmpty(m["selection"], f.Namespace))}
+	e.DomainM.Meta = integrityExtra(f.File, errChange)
+	e.Rule = &Rule{Name: firstNonEmpty(bound(f.Rule), "integrity-"+e.DomainM.State), Ruleset: bound(f.Namespace)}
 	sev := PathSeverity(f.Path)
-	if newSetuid(change, cur, changes) {
+	if newSetuid(change, f) {
 		// A new setuid/setgid program is a classic privilege-escalation backdoor wherever
 		// it lies, so it is never less than high.
 		sev = min(sev, SevHigh)
 	}
-	if v, ok := m["severity"]; ok {
+	if v, ok := f.Meta["severity"]; ok {
 		if s, err := ParseSeverity(v); err == nil {
 			sev = s
 		}
@@ -479,42 +458,57 @@ func fromIntegrity(e *Event, f detectors.Finding, state string) {
 	e.Event.ID = occurrenceID(e)
 }
 
-// newSetuid reports a regular file that was added with, or changed to, a setuid or setgid
-// mode (cur["mode"] is octal first, as "4755 (rwsr-xr-x)").
-func newSetuid(change string, cur map[string]string, changes []Change) bool {
-	if change == "removed" || cur["type"] != "file" {
-		return false
+// integrityChanges maps attribute changes to domainm.changes; a change of the entry's
+// read error (the pseudo attribute "error") is returned apart, as "before -> after".
+func integrityChanges(cs []detectors.AttrChange) (out []Change, errChange string) {
+	for _, c := range cs {
+		if c.Attr == "error" {
+			errChange = c.Before + " -> " + c.After
+			continue
+		}
+		out = append(out, Change{Attribute: bound(c.Attr), Before: bound(c.Before), After: bound(c.After)})
 	}
-	octal, _, _ := strings.Cut(cur["mode"], " ")
-	mode, err := strconv.ParseUint(octal, 8, 32)
-	if err != nil || mode&0o6000 == 0 {
+	return out, errChange
+}
+
+// newSetuid reports a regular file that was added with, or changed to, a setuid or setgid
+// mode.
+func newSetuid(change string, f detectors.Finding) bool {
+	const setid = 0o6000
+	if change == "removed" || f.File == nil || f.File.Type != "file" || f.File.Mode == nil || *f.File.Mode&setid == 0 {
 		return false
 	}
 	if change == "added" {
 		return true
 	}
-	for _, c := range changes {
-		if c.Attribute == "mode" {
-			before, _, _ := strings.Cut(c.Before, " ")
-			old, err := strconv.ParseUint(before, 8, 32)
-			return err != nil || old&0o6000 == 0
+	for _, c := range f.Changes {
+		if c.Attr == "mode" {
+			return f.Before == nil || f.Before.Mode == nil || *f.Before.Mode&setid == 0
 		}
 	}
 	return false
 }
 
 // integrityExtra keeps what ECS file.* has no field for: the link count, file
-// capabilities and xattrs of the entry (an added or removed entry carries them as
-// current values), and its read error.
-func integrityExtra(m, cur map[string]string) MetaFields {
+// capabilities and xattrs of the entry, and its read error (or how it changed).
+func integrityExtra(fi *detectors.FileInfo, errChange string) MetaFields {
 	out := MetaFields{}
-	for _, a := range []string{"nlink", "caps", "xattrs"} {
-		if v := cur[a]; v != "" {
-			out[a] = bound(v)
+	if fi != nil {
+		if fi.Nlink != nil {
+			out["nlink"] = strconv.FormatUint(uint64(*fi.Nlink), 10)
+		}
+		if fi.Caps != "" {
+			out["caps"] = bound(fi.Caps)
+		}
+		if fi.Xattrs != "" {
+			out["xattrs"] = bound(fi.Xattrs)
+		}
+		if fi.Error != "" {
+			out["error"] = bound(fi.Error)
 		}
 	}
-	if v := m["error"]; v != "" {
-		out["error"] = bound(v)
+	if errChange != "" {
+		out["error"] = bound(errChange)
 	}
 	if len(out) == 0 {
 		return nil
@@ -522,26 +516,32 @@ func integrityExtra(m, cur map[string]string) MetaFields {
 	return out
 }
 
-func fillFile(f *File, m map[string]string) {
-	f.Type = bound(m["type"])
-	if mode, _, _ := strings.Cut(m["mode"], " "); mode != "" {
-		f.Mode = bound(mode) // "4755 (rwsr-xr-x)" → "4755"
+// fillFile maps a finding's file description to ECS file.*.
+func fillFile(f *File, fi *detectors.FileInfo) {
+	if fi == nil {
+		return
 	}
-	f.UID = bound(m["uid"])
-	f.GID = bound(m["gid"])
-	f.Inode = bound(m["inode"])
-	f.TargetPath = bound(m["link"])
-	if v, err := strconv.ParseInt(m["size"], 10, 64); err == nil {
+	f.Type = bound(fi.Type)
+	if fi.Mode != nil {
+		f.Mode = fmt.Sprintf("%04o", *fi.Mode&0o7777)
+	}
+	if fi.UID != nil {
+		f.UID = strconv.FormatUint(uint64(*fi.UID), 10)
+	}
+	if fi.GID != nil {
+		f.GID = strconv.FormatUint(uint64(*fi.GID), 10)
+	}
+	if fi.Inode != nil {
+		f.Inode = strconv.FormatUint(*fi.Inode, 10)
+	}
+	f.TargetPath = bound(fi.Link)
+	if fi.Size != nil {
+		v := *fi.Size
 		f.Size = &v
 	}
-	if t, err := time.Parse(time.RFC3339Nano, m["mtime"]); err == nil {
-		f.Mtime = t
-	}
-	if t, err := time.Parse(time.RFC3339Nano, m["ctime"]); err == nil {
-		f.Ctime = t
-	}
-	if m["sha256"] != "" || m["sha512"] != "" {
-		f.Hash = &Hash{SHA256: bound(m["sha256"]), SHA512: bound(m["sha512"])}
+	f.Mtime, f.Ctime = fi.Mtime, fi.Ctime
+	if fi.SHA256 != "" || fi.SHA512 != "" {
+		f.Hash = &Hash{SHA256: bound(fi.SHA256), SHA512: bound(fi.SHA512)}
 	}
 }
 

@@ -33,14 +33,23 @@ func goldenEvents() map[string]Event {
 	fm.SetData([]byte("X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR"))
 	file.Matches = []detectors.StringMatch{fm}
 
-	// As detectors/integrity's Change.Finding writes it.
-	integ := detectors.Finding{Detector: "integrity", Rule: "integrity-changed", Time: goldenTime, Target: goldenTarget, Path: "/usr/bin/sshd",
-		Meta: map[string]string{"change": "changed", "selection": "binaries", "type": "file",
-			"sha256": "7d865e959b2466918c9863afca942d0fb89d7c9ac0c99bafc3749504ded97730 -> b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
-			"size":   "901234 -> 912345", "mode": "0755 (rwxr-xr-x) -> 4755 (rwsr-xr-x)"}}
-	added := detectors.Finding{Detector: "integrity", Rule: "integrity-added", Time: goldenTime, Target: goldenTarget, Path: "/etc/cron.d/x",
-		Meta: map[string]string{"change": "added", "selection": "etc", "type": "file", "size": "120", "uid": "0",
-			"old.sha256": "", "new.sha256": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}}
+	// As detectors/integrity's Change.Finding makes them.
+	integ := detectors.Finding{Detector: "integrity", Rule: "integrity-changed", Namespace: "binaries", Change: "changed",
+		Time: goldenTime, Target: goldenTarget, Path: "/usr/bin/sshd",
+		File: &detectors.FileInfo{Type: "file", Mode: ptr[uint32](0o4755), Size: ptr[int64](912345),
+			SHA256: "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c"},
+		Before: &detectors.FileInfo{Mode: ptr[uint32](0o755), Size: ptr[int64](901234),
+			SHA256: "7d865e959b2466918c9863afca942d0fb89d7c9ac0c99bafc3749504ded97730"},
+		Changes: []detectors.AttrChange{
+			{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "4755 (rwsr-xr-x)"},
+			{Attr: "size", Before: "901234", After: "912345"},
+			{Attr: "sha256", Before: "7d865e959b2466918c9863afca942d0fb89d7c9ac0c99bafc3749504ded97730",
+				After: "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c"}}}
+	added := detectors.Finding{Detector: "integrity", Rule: "integrity-added", Namespace: "etc", Change: "added",
+		Time: goldenTime, Target: goldenTarget, Path: "/etc/cron.d/x",
+		File: &detectors.FileInfo{Type: "file", Size: ptr[int64](120), UID: ptr[uint32](0),
+			SHA256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"},
+		Changes: []detectors.AttrChange{{Attr: "sha256", After: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}}}
 
 	out := map[string]Event{
 		"memory-match":      FromFinding(mem, StateNew),
@@ -58,6 +67,8 @@ func goldenEvents() map[string]Event {
 	}
 	return out
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // TestEventGolden pins the JSON schema (the README documents it from these files).
 func TestEventGolden(t *testing.T) {

@@ -14,21 +14,28 @@ import (
 func TestNewSetuidIsHigh(t *testing.T) {
 	at := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
 	tgt := detectors.Target{Name: "web-1"}
+	rec := func(typ string, mode uint32, sha string) *integrity.Record {
+		return &integrity.Record{Type: typ, Mode: mode, Inode: 12, Nlink: 1, Hashes: integrity.Hashes{SHA256: sha}}
+	}
 	cases := []struct {
 		name string
 		c    integrity.Change
 		want Severity
 	}{
 		{"new setuid file in /tmp", integrity.Change{Kind: integrity.Added, Path: "/tmp/.x", Type: "file",
-			Attrs: []integrity.AttrChange{{Attr: "mode", After: "4755 (rwsr-xr-x)"}}}, SevHigh},
+			After: rec("file", 0o4755, "aa")}, SevHigh},
 		{"file made setgid", integrity.Change{Kind: integrity.Changed, Path: "/home/u/bin/tool", Type: "file",
-			Attrs: []integrity.AttrChange{{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "2755 (rwxr-sr-x)"}}}, SevHigh},
+			Attrs:  []integrity.AttrChange{{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "2755 (rwxr-sr-x)"}},
+			Before: rec("file", 0o755, "aa"), After: rec("file", 0o2755, "aa")}, SevHigh},
 		{"new plain file in /tmp", integrity.Change{Kind: integrity.Added, Path: "/tmp/.y", Type: "file",
-			Attrs: []integrity.AttrChange{{Attr: "mode", After: "0644 (rw-r--r--)"}}}, SevLow},
+			After: rec("file", 0o644, "aa")}, SevLow},
 		{"new setgid directory", integrity.Change{Kind: integrity.Added, Path: "/tmp/shared", Type: "dir",
-			Attrs: []integrity.AttrChange{{Attr: "mode", After: "2775 (rwxrwsr-x)"}}}, SevLow},
+			After: rec("dir", 0o2775, "")}, SevLow},
 		{"setuid file, content changed only", integrity.Change{Kind: integrity.Changed, Path: "/opt/x/helper", Type: "file",
-			Attrs: []integrity.AttrChange{{Attr: "sha256", Before: "aa", After: "bb"}}}, PathSeverity("/opt/x/helper")},
+			Attrs:  []integrity.AttrChange{{Attr: "sha256", Before: "aa", After: "bb"}},
+			Before: rec("file", 0o4755, "aa"), After: rec("file", 0o4755, "bb")}, PathSeverity("/opt/x/helper")},
+		{"setuid file removed", integrity.Change{Kind: integrity.Removed, Path: "/tmp/.z", Type: "file",
+			Before: rec("file", 0o4755, "aa")}, SevLow},
 	}
 	for _, c := range cases {
 		e := FromFinding(c.c.Finding(tgt, at), "")

@@ -2,9 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -147,17 +146,18 @@ func (d *diskLoop) healthy() bool {
 }
 
 // changeKey identifies one change with its values, so that a file changed again
-// differently is alerted again.
+// differently is alerted again: the finding's rule, path, metadata and typed change
+// (kind, file description, attribute changes), in a canonical JSON form.
 func changeKey(f detectors.Finding) string {
-	keys := make([]string, 0, len(f.Meta))
-	for k := range f.Meta {
-		keys = append(keys, k)
+	b, err := json.Marshal(struct {
+		Meta    map[string]string      `json:"m,omitempty"` // encoding/json sorts map keys
+		Change  string                 `json:"c,omitempty"`
+		File    *detectors.FileInfo    `json:"f,omitempty"`
+		Before  *detectors.FileInfo    `json:"b,omitempty"`
+		Changes []detectors.AttrChange `json:"a,omitempty"`
+	}{f.Meta, f.Change, f.File, f.Before, f.Changes})
+	if err != nil { // cannot happen: only strings, numbers and times
+		b = []byte(err.Error())
 	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(f.Rule + "\x00" + f.Path)
-	for _, k := range keys {
-		b.WriteString("\x00" + k + "=" + f.Meta[k])
-	}
-	return b.String()
+	return f.Rule + "\x00" + f.Path + "\x00" + string(b)
 }

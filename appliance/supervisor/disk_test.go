@@ -40,8 +40,9 @@ func (d *scriptedDisk) set(fs ...detectors.Finding) {
 }
 
 func change(path, sha string) detectors.Finding {
-	return detectors.Finding{Detector: "integrity", Rule: "integrity-changed", Path: path,
-		Meta: map[string]string{"change": "changed", "sha256": "old -> " + sha}}
+	return detectors.Finding{Detector: "integrity", Rule: "integrity-changed", Path: path, Change: "changed",
+		File: &detectors.FileInfo{SHA256: sha}, Before: &detectors.FileInfo{SHA256: "old"},
+		Changes: []detectors.AttrChange{{Attr: "sha256", Before: "old", After: sha}}}
 }
 
 // TestDiskSchedule: checks run every disk interval, one at a time; a change is alerted

@@ -21,12 +21,9 @@ const (
 	Changed ChangeKind = "changed"
 )
 
-// AttrChange is one attribute's value before and after.
-type AttrChange struct {
-	Attr   string `json:"attr"`
-	Before string `json:"before"`
-	After  string `json:"after"`
-}
+// AttrChange is one attribute's value before and after, as reports print them; the
+// finding an alert is made of carries the same values.
+type AttrChange = detectors.AttrChange
 
 // Change is one entry added, removed or changed since the baseline. Before is nil for
 // added entries, After for removed ones.
@@ -135,51 +132,99 @@ func diffAttr(a Attr, before, after *Record) (AttrChange, bool) {
 func (a Attr) isHash() bool { return HashAttrs.Has(a) }
 
 // Finding turns the change into an alert-pipeline finding: Rule is "integrity-<kind>",
-// Meta holds the selection, type and each changed attribute as "before -> after". An
-// added entry carries its attributes, a removed one its last known attributes, as plain
-// values (see recordMeta): they have no attribute changes, yet a new setuid file must
-// say what it is.
+// Namespace the policy selection, Change the kind, Changes the attribute changes (the
+// pseudo attribute "error" included). File holds an added entry's attributes, a removed
+// one's last known attributes (they have no attribute changes, yet a new setuid file
+// must say what it is), and a changed one's type and new values of the changed
+// attributes, whose old values are in Before.
 func (c Change) Finding(t detectors.Target, now time.Time) detectors.Finding {
-	meta := map[string]string{"selection": c.Rule, "type": c.Type, "change": string(c.Kind)}
+	f := detectors.Finding{
+		Detector: Detector, Rule: "integrity-" + string(c.Kind), Namespace: c.Rule, Path: c.Path,
+		Change: string(c.Kind), Changes: append([]AttrChange(nil), c.Attrs...), Time: now, Target: t,
+	}
 	switch {
 	case c.Kind == Added && c.After != nil:
-		recordMeta(meta, c.After)
+		f.File = c.After.info()
 	case c.Kind == Removed && c.Before != nil:
-		recordMeta(meta, c.Before)
+		f.File = c.Before.info()
+	case c.Kind == Changed:
+		var set AttrSet
+		for _, a := range c.Attrs {
+			if x, ok := attrByName(a.Attr); ok {
+				set = set.With(x)
+			}
+		}
+		f.File, f.Before = c.After.infoOf(set), c.Before.infoOf(set)
 	}
-	for _, a := range c.Attrs {
-		meta[a.Attr] = a.Before + " -> " + a.After
+	if f.File == nil {
+		f.File = &detectors.FileInfo{}
 	}
-	return detectors.Finding{
-		Detector: Detector, Rule: "integrity-" + string(c.Kind), Path: c.Path,
-		Meta: meta, Time: now, Target: t,
-	}
+	f.File.Type = c.Type
+	return f
 }
 
 // metaAttrs are the attributes every record has (Record keeps metadata whatever the
 // selection compares).
-var metaAttrs = []Attr{AttrType, AttrMode, AttrUID, AttrGID, AttrSize, AttrMtime, AttrCtime, AttrInode, AttrNlink}
+var metaAttrs = AttrSet(AttrType | AttrMode | AttrUID | AttrGID | AttrSize | AttrMtime | AttrCtime | AttrInode | AttrNlink)
 
-// recordMeta adds an entry's attributes to meta as plain values, named as in the
-// policy: its metadata, a symlink's target, capabilities and xattrs when it has any, the
-// hashes that were computed, and "error" when it could not be fully read (an entry
-// whose metadata could not be read at all carries only the error).
-func recordMeta(meta map[string]string, r *Record) {
-	if r.Err != "" {
-		meta[errAttr] = r.Err
-	}
+// info describes the whole entry: its metadata, a symlink's target, capabilities and
+// xattrs when it has any, the hashes that were computed, and its read error (an entry
+// whose metadata could not be read at all has only the error).
+func (r *Record) info() *detectors.FileInfo {
 	if r.unread() {
-		return
+		return &detectors.FileInfo{Error: r.Err}
 	}
-	for _, a := range metaAttrs {
-		meta[a.Name()] = r.value(a)
-	}
+	set := metaAttrs | AttrSet(AttrCaps|AttrXattrs|AttrSHA256|AttrSHA512)
 	if r.Type == diskscan.Symlink.String() {
-		meta[AttrLink.Name()] = r.Link
+		set = set.With(AttrLink)
 	}
-	for _, a := range []Attr{AttrCaps, AttrXattrs, AttrSHA256, AttrSHA512} {
-		if v := r.value(a); v != "" {
-			meta[a.Name()] = v
+	fi := r.infoOf(set)
+	fi.Error = r.Err
+	return fi
+}
+
+// infoOf describes the attributes in set (nil for a nil record).
+func (r *Record) infoOf(set AttrSet) *detectors.FileInfo {
+	if r == nil {
+		return nil
+	}
+	fi := &detectors.FileInfo{}
+	for _, a := range set.Attrs() {
+		switch a {
+		case AttrType:
+			fi.Type = r.Type
+		case AttrMode:
+			fi.Mode = ptr(r.Mode)
+		case AttrUID:
+			fi.UID = ptr(r.UID)
+		case AttrGID:
+			fi.GID = ptr(r.GID)
+		case AttrSize:
+			fi.Size = ptr(r.Size)
+		case AttrMtime:
+			fi.Mtime = r.Mtime.UTC()
+		case AttrCtime:
+			fi.Ctime = r.Ctime.UTC()
+		case AttrInode:
+			fi.Inode = ptr(r.Inode)
+		case AttrNlink:
+			fi.Nlink = ptr(r.Nlink)
+		case AttrLink:
+			fi.Link = r.Link
+		case AttrCaps, AttrXattrs:
+			v := r.value(a)
+			if a == AttrCaps {
+				fi.Caps = v
+			} else {
+				fi.Xattrs = v
+			}
+		case AttrSHA256:
+			fi.SHA256 = r.Hashes.SHA256
+		case AttrSHA512:
+			fi.SHA512 = r.Hashes.SHA512
 		}
 	}
+	return fi
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -2,6 +2,7 @@ package integrity
 
 import (
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -35,17 +36,17 @@ func TestDiff(t *testing.T) {
 		want   []AttrChange
 	}{
 		{"same", func(r *Record) {}, nil},
-		{"content only", func(r *Record) { r.Hashes.SHA256 = "bb" }, []AttrChange{{"sha256", "aa", "bb"}}},
-		{"setuid", func(r *Record) { r.Mode = 0o4755 }, []AttrChange{{"mode", "0755 (rwxr-xr-x)", "4755 (rwsr-xr-x)"}}},
-		{"owner", func(r *Record) { r.UID, r.GID = 1000, 1000 }, []AttrChange{{"uid", "0", "1000"}, {"gid", "0", "1000"}}},
-		{"nlink", func(r *Record) { r.Nlink = 2 }, []AttrChange{{"nlink", "1", "2"}}},
+		{"content only", func(r *Record) { r.Hashes.SHA256 = "bb" }, []AttrChange{{Attr: "sha256", Before: "aa", After: "bb"}}},
+		{"setuid", func(r *Record) { r.Mode = 0o4755 }, []AttrChange{{Attr: "mode", Before: "0755 (rwxr-xr-x)", After: "4755 (rwsr-xr-x)"}}},
+		{"owner", func(r *Record) { r.UID, r.GID = 1000, 1000 }, []AttrChange{{Attr: "uid", Before: "0", After: "1000"}, {Attr: "gid", Before: "0", After: "1000"}}},
+		{"nlink", func(r *Record) { r.Nlink = 2 }, []AttrChange{{Attr: "nlink", Before: "1", After: "2"}}},
 		{"mtime", func(r *Record) { r.Mtime = t0.Add(time.Second) },
-			[]AttrChange{{"mtime", "2026-01-02T03:04:05.000000006Z", "2026-01-02T03:04:06.000000006Z"}}},
+			[]AttrChange{{Attr: "mtime", Before: "2026-01-02T03:04:05.000000006Z", After: "2026-01-02T03:04:06.000000006Z"}}},
 		{"caps", func(r *Record) {
 			r.Xattrs = map[string][]byte{capXattr: {0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}
 			r.Xattrs[capXattr][0] = 1 // effective
-		}, []AttrChange{{"caps", "", "cap_net_raw=ep"}, {"xattrs", "", "security.capability=0100000200200000000000000000000000000000"}}},
-		{"error", func(r *Record) { r.Err = "bad inode" }, []AttrChange{{"error", "", "bad inode"}}},
+		}, []AttrChange{{Attr: "caps", Before: "", After: "cap_net_raw=ep"}, {Attr: "xattrs", Before: "", After: "security.capability=0100000200200000000000000000000000000000"}}},
+		{"error", func(r *Record) { r.Err = "bad inode" }, []AttrChange{{Attr: "error", Before: "", After: "bad inode"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := fileRec("/bin/x"), fileRec("/bin/x")
@@ -60,7 +61,7 @@ func TestDiff(t *testing.T) {
 func TestDiffUnreadable(t *testing.T) {
 	a := fileRec("/bin/x")
 	b := &Record{Path: "/bin/x", Rule: "bin", Attrs: a.Attrs, Type: a.Type, Err: "inode 12 is free"}
-	want := []AttrChange{{"error", "", "inode 12 is free"}}
+	want := []AttrChange{{Attr: "error", Before: "", After: "inode 12 is free"}}
 	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("Diff = %+v, want %+v", got, want)
 	}
@@ -73,13 +74,13 @@ func TestDiffTypeAndSymlink(t *testing.T) {
 	a, b := fileRec("/bin/x"), fileRec("/bin/x")
 	a.Type, a.Link, a.Hashes = "symlink", "/usr/bin/a", Hashes{}
 	b.Type, b.Link, b.Hashes = "symlink", "/tmp/evil", Hashes{}
-	want := []AttrChange{{"link", "/usr/bin/a", "/tmp/evil"}}
+	want := []AttrChange{{Attr: "link", Before: "/usr/bin/a", After: "/tmp/evil"}}
 	if got := Diff(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("symlink Diff = %+v, want %+v", got, want)
 	}
 	c := fileRec("/bin/x")
 	got := Diff(a, c)
-	if len(got) == 0 || got[0] != (AttrChange{"type", "symlink", "file"}) {
+	if len(got) == 0 || got[0] != (AttrChange{Attr: "type", Before: "symlink", After: "file"}) {
 		t.Errorf("type change Diff = %+v", got)
 	}
 }
@@ -117,7 +118,7 @@ func TestDiffGrowing(t *testing.T) {
 	c := base()
 	c.Size, c.Hashes = 10, Hashes{SHA256: "ee"}
 	got := Diff(a, c)
-	if len(got) != 2 || got[0] != (AttrChange{"size", "100", "10 (shrank)"}) || got[1].Attr != "sha256" {
+	if len(got) != 2 || got[0] != (AttrChange{Attr: "size", Before: "100", After: "10 (shrank)"}) || got[1].Attr != "sha256" {
 		t.Errorf("truncated log Diff = %+v", got)
 	}
 }
@@ -170,6 +171,26 @@ func TestFindingCarriesRecord(t *testing.T) {
 	link := fileRec("/usr/bin/editor")
 	link.Type, link.Link, link.Hashes = "symlink", "/tmp/evil", Hashes{}
 	unread := &Record{Path: "/etc/x", Rule: "etc", Err: "inode 12 is free"}
+	u32 := func(p *uint32) string {
+		if p == nil {
+			return ""
+		}
+		return strconv.FormatUint(uint64(*p), 10)
+	}
+	meta := func(f *detectors.FileInfo) map[string]string {
+		m := map[string]string{"type": f.Type, "link": f.Link, "sha256": f.SHA256, "error": f.Error,
+			"uid": u32(f.UID), "nlink": u32(f.Nlink)}
+		if f.Mode != nil {
+			m["mode"] = FormatMode(f.Type, *f.Mode)
+		}
+		if f.Size != nil {
+			m["size"] = strconv.FormatInt(*f.Size, 10)
+		}
+		if f.Inode != nil {
+			m["inode"] = strconv.FormatUint(*f.Inode, 10)
+		}
+		return m
+	}
 	for _, tc := range []struct {
 		name string
 		c    Change
@@ -182,11 +203,34 @@ func TestFindingCarriesRecord(t *testing.T) {
 		{"added unreadable", Change{Kind: Added, Path: unread.Path, After: unread},
 			map[string]string{"error": "inode 12 is free", "mode": ""}},
 	} {
-		m := tc.c.Finding(detectors.Target{}, t0).Meta
+		f := tc.c.Finding(detectors.Target{}, t0)
+		if f.Change != string(tc.c.Kind) || f.File == nil {
+			t.Fatalf("%s: change %q, file %v", tc.name, f.Change, f.File)
+		}
+		m := meta(f.File)
 		for k, v := range tc.want {
 			if m[k] != v {
-				t.Errorf("%s: meta %s = %q, want %q", tc.name, k, m[k], v)
+				t.Errorf("%s: file %s = %q, want %q", tc.name, k, m[k], v)
 			}
 		}
+	}
+}
+
+// TestChangedFindingTyped: a changed entry's finding carries each changed attribute's
+// new value in File and old value in Before, typed, and the changes as reported.
+func TestChangedFindingTyped(t *testing.T) {
+	before, after := fileRec("/usr/bin/x"), fileRec("/usr/bin/x")
+	after.Mode, after.Hashes.SHA256 = 0o4755, "bb"
+	c := NewComparer([]*Record{before}).Add(after)
+	if c == nil {
+		t.Fatal("no change")
+	}
+	f := c.Finding(detectors.Target{}, t0)
+	if f.File.Mode == nil || *f.File.Mode != 0o4755 || f.Before.Mode == nil || *f.Before.Mode != before.Mode ||
+		f.File.SHA256 != "bb" || f.Before.SHA256 != "aa" || f.File.UID != nil || f.File.Type != "file" {
+		t.Errorf("file %+v before %+v", f.File, f.Before)
+	}
+	if len(f.Changes) != 2 || f.Changes[0] != (AttrChange{Attr: "mode", Before: FormatMode("file", before.Mode), After: "4755 (rwsr-xr-x)"}) {
+		t.Errorf("changes %+v", f.Changes)
 	}
 }
