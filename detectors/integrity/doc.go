@@ -1,8 +1,11 @@
 // Package integrity is Domain M's file-integrity detector, in AIDE's spirit: a Policy
 // selects guest paths and the attributes to watch, Collect walks a filesystem read from
 // the target's disk image and turns the selected entries into Records (hashing file
-// contents with several workers), a baseline DB stores the Records atomically, and
-// Compare reports what was added, removed or changed since, attribute by attribute.
+// contents with several workers), a baseline DB stores the Records atomically
+// (RecordBaseline), and a Comparer reports what was added, removed or changed since,
+// attribute by attribute. Check is the whole check (open the baseline, walk, compare,
+// sort): `domainm check` and the daemon's disk checker both call it, and
+// Change.Finding turns each change into a typed detectors.Finding for alerts.
 //
 // # Trust
 //
