@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -38,6 +41,7 @@ type Config struct {
 
 	// Path is the file the configuration was read from.
 	Path string `toml:"-"`
+	pos  positions
 }
 
 // Target identifies the watched VM and where its memory and disk are.
@@ -159,14 +163,52 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates data, read from path (used in messages and to resolve
 // nothing else: relative paths in the file are taken as they are).
 func Parse(path string, data []byte) (*Config, error) {
+	c, errs := ParseAll(path, data)
+	if errs != nil {
+		return nil, errs
+	}
+	return c, nil
+}
+
+// ParseAll is Parse for domainm run --check-config: it returns every problem in the
+// file, and beside them the configuration as far as it could be read (a key with a
+// bad value keeps its default), so that what the file points at (rules folder, memory
+// source, certificates) can be checked too. The configuration is nil only when the
+// file is not TOML at all. Problems are in line order.
+func ParseAll(path string, data []byte) (*Config, *Errors) {
 	pos := indexKeys(data)
-	c := Default()
-	md, err := toml.Decode(string(data), &c)
-	if err != nil {
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		// Not TOML: the parser cannot go past its first syntax error.
 		return nil, &Errors{List: []*Error{decodeError(path, pos, err)}}
 	}
-	c.Path = path
 	var errs []*Error
+	failed := map[string]bool{} // keys already reported: no second message about them
+	// The TOML library stops at the first value it cannot decode into its field. Each
+	// such value is reported and its line left out of the next try, until the rest
+	// decodes: every bad value is reported, not just the first.
+	c := Default()
+	md, err := toml.Decode(string(data), &c)
+	for tries, work := 0, data; err != nil; tries++ {
+		e := decodeError(path, pos, err)
+		e.Key = pos.keyAt(e.Line, e.Key)
+		if strings.Contains(e.Msg, "invalid duration") && isBareNumber(lookup(raw, e.Key)) {
+			e.Msg = needsUnit(lookup(raw, e.Key))
+		}
+		errs = append(errs, e)
+		failed[e.Key] = true
+		if e.Line <= 0 || tries >= 100 {
+			return nil, &Errors{List: errs}
+		}
+		work = blankLine(work, e.Line)
+		c = Default()
+		md, err = toml.Decode(string(work), &c)
+		if err != nil && e.Line == lineOf(err, path, pos) {
+			return nil, &Errors{List: errs} // no progress
+		}
+	}
+	c.Path = path
+	c.pos = pos
 	for _, k := range md.Undecoded() {
 		// Keys in arrays of tables come without their index: report each occurrence.
 		for _, key := range pos.occurrences(k.String()) {
@@ -174,13 +216,27 @@ func Parse(path string, data []byte) (*Config, error) {
 				Msg: "unknown key (expected one of: " + knownKeys(k) + ")"})
 		}
 	}
-	errs = append(errs, c.validate(pos)...)
-	errs = append(errs, c.validateAlerts(pos)...)
+	for _, e := range unitlessDurations(path, pos, raw, reflect.TypeOf(c), "") {
+		if !failed[e.Key] {
+			errs = append(errs, e)
+			failed[e.Key] = true
+		}
+	}
+	for _, e := range append(c.validate(pos), c.validateAlerts(pos)...) {
+		if !failed[e.Key] {
+			errs = append(errs, e)
+		}
+	}
 	if len(errs) > 0 {
-		return nil, &Errors{List: errs}
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		return &c, &Errors{List: errs}
 	}
 	return &c, nil
 }
+
+// Line is the line of key ("alerts.sink[0].ca_file") in the file the configuration
+// was read from, or of its closest parent table; 0 if unknown.
+func (c *Config) Line(key string) int { return c.pos.line(key) }
 
 // Errors is every problem found in one file.
 type Errors struct{ List []*Error }
