@@ -3,6 +3,7 @@ package yara
 import (
 	"errors"
 	"fmt"
+	"runtime/cgo"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +26,8 @@ type MemoryScanner struct {
 	s      *Scanner
 	window map[[2]string]bool // Rules.windowNS
 	it     windowIterator
+	ws     *windowScan // the C window path's match collector, reached through h
+	h      cgo.Handle
 }
 
 // NewMemoryScanner returns a scanner for memory windows. timeout bounds each scan (0:
@@ -92,7 +95,13 @@ func (m *MemoryScanner) scanGo(buf []byte, base uint64) ([]detectors.Match, erro
 }
 
 // Close frees the scanner's libyara state.
-func (m *MemoryScanner) Close() { m.s.Close() }
+func (m *MemoryScanner) Close() {
+	if m.ws != nil {
+		m.h.Delete()
+		m.ws = nil
+	}
+	m.s.Close()
+}
 
 // windowIterator is a one-block goyara.MemoryBlockIterator without a file size (so
 // filesize is undefined, as for process memory).

@@ -54,17 +54,22 @@ type windowScan struct {
 // scanC scans buf as one memory block at base through memwindow.c. buf is passed as a
 // cgo argument and used by libyara only during the call.
 func (m *MemoryScanner) scanC(cs *C.YR_SCANNER, buf []byte, base uint64) ([]detectors.Match, error) {
-	ws := &windowScan{base: base, max: m.s.maxMatches}
-	h := cgo.NewHandle(ws)
-	defer h.Delete()
+	if m.ws == nil {
+		// One collector and handle per scanner, reused for every window (Close frees them).
+		m.ws = &windowScan{}
+		m.h = cgo.NewHandle(m.ws)
+	}
+	*m.ws = windowScan{base: base, max: m.s.maxMatches}
 	flags := C.int(goyara.ScanFlagsProcessMemory) | C.SCAN_FLAGS_REPORT_RULES_MATCHING
-	rc := C.dm_scan_window(cs, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), C.uint64_t(base), flags, C.uintptr_t(h))
+	rc := C.dm_scan_window(cs, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), C.uint64_t(base), flags, C.uintptr_t(m.h))
 	runtime.KeepAlive(m.s.s)
 	runtime.KeepAlive(buf)
+	out := m.ws.out
+	m.ws.out = nil
 	if rc != C.ERROR_SUCCESS {
-		return ws.out, goyara.Error(rc)
+		return out, goyara.Error(rc)
 	}
-	return ws.out, nil
+	return out, nil
 }
 
 // dmRuleMatching is libyara's CALLBACK_MSG_RULE_MATCHING for the C window path: it turns

@@ -3,7 +3,9 @@ package yara
 import (
 	"bytes"
 	"reflect"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestWindowPathsAgree checks that the C window path finds what go-yara's ScanMemBlocks
@@ -67,4 +69,60 @@ rule hidden_str { strings: $a = "MARK-TWO" wide private $b = "MARK-ONE" conditio
 			}
 		}
 	}
+}
+
+// BenchmarkScanMemoryGoIterator is the memory scan through go-yara's ScanMemBlocks with a
+// Go iterator (the path before memwindow.c), to compare with BenchmarkScanMemory (the C
+// iterator) and BenchmarkScanFile (plain ScanMem, file semantics).
+func BenchmarkScanMemoryGoIterator(b *testing.B) {
+	r, buf := benchRules(b), benchWindow()
+	s, _ := r.NewMemoryScanner(0, 0)
+	defer s.Close()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if _, err := s.scanGo(buf, 0x40000); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWindowPathsCPU scans one window in turn with plain ScanMem (file semantics),
+// go-yara's ScanMemBlocks with a Go iterator and the C iterator, and reports each path's
+// process CPU time per window (getrusage), which a loaded machine disturbs less than
+// wall time. DOMAINM_BENCH_RULES selects the rules (e.g. signature-base).
+func BenchmarkWindowPathsCPU(b *testing.B) {
+	r, buf := benchRules(b), benchWindow()
+	fs, _ := r.NewScanner(0)
+	defer fs.Close()
+	ms, _ := r.NewMemoryScanner(0, 0)
+	defer ms.Close()
+	paths := []struct {
+		name string
+		scan func() error
+	}{
+		{"scanmem", func() error { _, err := fs.Scan(buf); return err }},
+		{"goiter", func() error { _, err := ms.scanGo(buf, 0x40000); return err }},
+		{"citer", func() error { _, err := ms.Scan(buf, 0x40000); return err }},
+	}
+	cpu := make([]time.Duration, len(paths))
+	n := 0
+	for b.Loop() {
+		for i, p := range paths {
+			c0 := processCPU()
+			if err := p.scan(); err != nil {
+				b.Fatal(err)
+			}
+			cpu[i] += processCPU() - c0
+		}
+		n++
+	}
+	for i, p := range paths {
+		b.ReportMetric(float64(cpu[i].Microseconds())/float64(n), p.name+"-cpu-us/window")
+	}
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
