@@ -197,14 +197,15 @@ func (h *ruleHolder) problem() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := h.cur.Load().rules.Count()
+	head := ""
 	if h.emptyDir {
+		head = fmt.Sprintf("rules folder %s %s: running the last good set (%d rules)", h.dir, h.noRules(), n)
 		if n == 0 {
-			return fmt.Sprintf("rules folder %s holds no rules: memory is scanned with none", h.dir)
+			head = fmt.Sprintf("rules folder %s %s: memory is scanned with none", h.dir, h.noRules())
 		}
-		return fmt.Sprintf("rules folder %s holds no rules: running the last good set (%d rules)", h.dir, n)
 	}
 	if len(h.broken) == 0 {
-		return ""
+		return head
 	}
 	files := make([]string, 0, len(h.broken))
 	for f := range h.broken {
@@ -234,10 +235,22 @@ func (h *ruleHolder) problem() string {
 		parts = append(parts, fmt.Sprintf("%s%s: %s", first.Error(), more, what))
 	}
 	msg := fmt.Sprintf("%d rule file(s) do not compile: %s", len(files), strings.Join(parts, "; "))
-	if n == 0 {
-		msg = "no rules loaded: " + msg
+	switch {
+	case head != "":
+		return head + "; " + msg
+	case n == 0:
+		return "no rules loaded: " + msg
 	}
 	return msg
+}
+
+// noRules says how the folder holds no rules (h.mu held): none at all, or none that
+// compile.
+func (h *ruleHolder) noRules() string {
+	if len(h.broken) > 0 {
+		return "holds no rules that compile"
+	}
+	return "holds no rules"
 }
 
 // setEmpty records whether the folder is empty and returns what it was.
@@ -587,10 +600,13 @@ func (h *ruleHolder) swap(c compiled) {
 // deploy or mount gone wrong than a wish to detect nothing, so after a start the last
 // good set keeps running and the findings it made stay open.
 func (h *ruleHolder) alertEmpty() {
-	h.s.log.Warn("rules folder holds no rules", "dir", h.dir, "running", h.count())
-	msg := fmt.Sprintf("rules folder %s holds no rules: memory is scanned with no rules", h.dir)
+	h.mu.Lock()
+	none := h.noRules()
+	h.mu.Unlock()
+	h.s.log.Warn("rules folder "+none, "dir", h.dir, "running", h.count())
+	msg := fmt.Sprintf("rules folder %s %s: memory is scanned with no rules", h.dir, none)
 	if n := h.count(); n > 0 {
-		msg = fmt.Sprintf("rules folder %s holds no rules; the last good set (%d rules, %s) keeps running until rules are back", h.dir, n, h.id())
+		msg = fmt.Sprintf("rules folder %s %s; the last good set (%d rules, %s) keeps running until rules are back", h.dir, none, n, h.id())
 	}
 	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevHigh, "rules", "empty-ruleset", msg))
 }

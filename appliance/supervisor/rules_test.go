@@ -373,3 +373,28 @@ func TestBrokenIncludedFileKeepsLastGood(t *testing.T) {
 		t.Errorf("health problems after the fix:\n%s", p)
 	}
 }
+
+// TestOnlyBrokenFilesLeft: the folder's only good file is replaced by a new file that
+// does not compile: nothing would load, so the last good set keeps running (as for an
+// emptied folder), and both the broken file and the folder are named in the health.
+func TestOnlyBrokenFilesLeft(t *testing.T) {
+	h := newHarness(t, harnessOpts{realClock: true, interval: time.Hour})
+	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	os.Remove(filepath.Join(h.rules, "a.yar"))
+	h.writeRule("new.yar", "rule n { condition: $x }\n")
+	h.waitFor("empty and error", func() bool {
+		return len(h.alerts.with("rules-empty-ruleset", "")) == 1 && len(h.alerts.with("rule-error", "")) == 1
+	})
+	if m := h.alerts.with("rules-empty-ruleset", "")[0].Message; !strings.Contains(m, "no rules that compile") {
+		t.Errorf("empty-ruleset alert %q: want that no rules compile", m)
+	}
+	if n := h.sup.Status(context.Background()).RuleCount; n != 1 {
+		t.Errorf("%d rules, want the last good set's 1", n)
+	}
+	if p := problemText(h); !strings.Contains(p, "new.yar:1") || !strings.Contains(p, "last good set") {
+		t.Errorf("health should name the broken file and the last good set:\n%s", p)
+	}
+	if n := len(h.alerts.with("memory-match-retired", "")) + len(h.alerts.with("memory-match-gone", "")); n != 0 {
+		t.Errorf("%d findings ended:\n%s", n, h.alerts.dump())
+	}
+}

@@ -82,7 +82,7 @@ func TestEveryEventNamesTarget(t *testing.T) {
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	h.waitFor("baseline", func() bool { return len(h.alerts.with("disk-baseline-created", "")) == 1 })
 
-	// Rules: an error, a reload, an empty set.
+	// Rules: an error (cleared when the file goes), a reload, an empty set.
 	h.writeRule("bad.yar", "rule bad { condition: $x }\n")
 	h.waitFor("rule error", func() bool { h.clk.Advance(h.cfg.Rules.Debounce); return len(h.alerts.with("rule-error", "")) > 0 })
 	os.Remove(filepath.Join(h.rules, "bad.yar"))
@@ -191,7 +191,7 @@ func TestEveryEventNamesTarget(t *testing.T) {
 			t.Errorf("%s does not name its target: domainm.target %+v, host %+v (%s)", e.Event.Action, tg, e.Host, e.Message)
 		}
 	}
-	want := []string{"supervisor-started", "memory-match", "memory-match-gone", "rule-error", "rules-reloaded",
+	want := []string{"supervisor-started", "memory-match", "memory-match-gone", "rule-error", "rules-error-cleared", "rules-reloaded",
 		"rules-empty-ruleset", "supervisor-quiesced", "supervisor-quiesced-too-long", "memory-source-guest-changed",
 		"supervisor-resumed", "memory-source-pass-failed", "memory-source-recovered", "memory-scan-blind-spots",
 		"memory-scan-complete", "disk-baseline-created", "file-changed", "disk-check-failed", "disk-recovered",
