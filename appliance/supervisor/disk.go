@@ -2,13 +2,17 @@ package supervisor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
 )
 
 // diskLoop runs disk checks on their schedule, one at a time.
@@ -146,18 +150,63 @@ func (d *diskLoop) healthy() bool {
 }
 
 // changeKey identifies one change with its values, so that a file changed again
-// differently is alerted again: the finding's rule, path, metadata and typed change
-// (kind, file description, attribute changes), in a canonical JSON form.
+// differently is alerted again: rule, path, then name=value pairs sorted by name (the
+// rule's meta; for integrity findings the selection, kind, type, an added or removed
+// entry's attributes and each changed attribute as "before -> after"). The keys are
+// saved in the state folder (disk-reported.json), so this form stays the one earlier
+// releases saved, and a restart after an upgrade re-alerts nothing.
 func changeKey(f detectors.Finding) string {
-	b, err := json.Marshal(struct {
-		Meta    map[string]string      `json:"m,omitempty"` // encoding/json sorts map keys
-		Change  string                 `json:"c,omitempty"`
-		File    *detectors.FileInfo    `json:"f,omitempty"`
-		Before  *detectors.FileInfo    `json:"b,omitempty"`
-		Changes []detectors.AttrChange `json:"a,omitempty"`
-	}{f.Meta, f.Change, f.File, f.Before, f.Changes})
-	if err != nil { // cannot happen: only strings, numbers and times
-		b = []byte(err.Error())
+	kv := make(map[string]string, len(f.Meta)+16)
+	maps.Copy(kv, f.Meta)
+	if f.Detector == integrity.Detector {
+		kv["selection"], kv["change"], kv["type"] = f.Namespace, f.Change, ""
+		if fi := f.File; fi != nil {
+			kv["type"] = fi.Type
+			if f.Change != string(integrity.Changed) {
+				fileValues(kv, fi)
+			}
+		}
+		for _, c := range f.Changes {
+			kv[c.Attr] = c.Before + " -> " + c.After
+		}
 	}
-	return f.Rule + "\x00" + f.Path + "\x00" + string(b)
+	var b strings.Builder
+	b.WriteString(f.Rule + "\x00" + f.Path)
+	for _, k := range slices.Sorted(maps.Keys(kv)) {
+		b.WriteString("\x00" + k + "=" + kv[k])
+	}
+	return b.String()
+}
+
+// fileValues adds an added or removed entry's attributes to kv, as reports print them.
+func fileValues(kv map[string]string, fi *detectors.FileInfo) {
+	if fi.Error != "" {
+		kv["error"] = fi.Error
+	}
+	if fi.Mode == nil {
+		return // its metadata could not be read
+	}
+	u := func(p *uint32) string { return strconv.FormatUint(uint64(deref(p)), 10) }
+	kv["mode"] = integrity.FormatMode(fi.Type, *fi.Mode)
+	kv["uid"], kv["gid"], kv["nlink"] = u(fi.UID), u(fi.GID), u(fi.Nlink)
+	kv["size"] = strconv.FormatInt(deref(fi.Size), 10)
+	kv["inode"] = strconv.FormatUint(deref(fi.Inode), 10)
+	kv["mtime"] = fi.Mtime.UTC().Format(time.RFC3339Nano)
+	kv["ctime"] = fi.Ctime.UTC().Format(time.RFC3339Nano)
+	if fi.Type == "symlink" {
+		kv["link"] = fi.Link
+	}
+	for k, v := range map[string]string{"caps": fi.Caps, "xattrs": fi.Xattrs, "sha256": fi.SHA256, "sha512": fi.SHA512} {
+		if v != "" {
+			kv[k] = v
+		}
+	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
