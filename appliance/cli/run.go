@@ -88,10 +88,19 @@ schedules, YARA rules reloaded when the rules folder changes, alerts to every co
 sink, the control socket for migration, and systemd notification (Type=notify, watchdog).
 SIGTERM or SIGINT stops it cleanly.
 
-With --check-config it only reads and validates the configuration and exits: 0 when the
-file is good, 2 with one line per problem (file:line: key: what was expected).`)
+With --check-config it checks the configuration and what it points at, starts nothing
+and exits. It reports every problem at once, one line each, as FILE:LINE: KEY: what was
+expected (KEY as alerts.sink[0].min_severity), warnings as FILE:LINE: KEY: warning: ...:
+  the file: unknown keys, wrong types, invalid values, durations without a unit
+  rules.dir: the folder exists and its rules compile (a file that does not compile is a
+    warning: domainm run leaves it out, alerts it and reports it in status)
+  target.policy: the integrity policy parses
+  alerts.sink[N].ca_file, cert_file, key_file: readable, PEM certificates that parse and
+    are valid now (expiring within 30 days: a warning), the key goes with the certificate
+  target.memory, target.disk: exist (missing: a warning; the target may boot later)
+Exit code 0 when there is no error (warnings allowed), 2 otherwise.`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE`")
-	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	check := fs.Bool("check-config", false, "check the configuration, the rules, policy, certificates and memory source, and exit")
 	logLevel := fs.String("log-level", "", "log `LEVEL`: "+config.LogLevels+"; default: the config's log.level (info)")
 	logFormat := fs.String("log-format", "", "log `FORMAT`: text or json; default: the config's log.format (text)")
 	if err := parse(env, fs, args); err != nil {
@@ -109,6 +118,9 @@ file is good, 2 with one line per problem (file:line: key: what was expected).`)
 			return ExitError, fmt.Errorf("--log-format: %w", err)
 		}
 	}
+	if *check {
+		return checkConfig(env.Stdout, *cfgPath, time.Now())
+	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return ExitError, err
@@ -120,10 +132,6 @@ file is good, 2 with one line per problem (file:line: key: what was expected).`)
 		cfg.Log.Format = *logFormat
 	}
 	level, _ := config.ParseLogLevel(cfg.Log.Level) // validated by Load
-	if *check {
-		fmt.Fprintf(env.Stdout, "%s: configuration is valid\n", cfg.Path)
-		return ExitClean, nil
-	}
 	log := config.NewLogger(env.Stderr, level, cfg.Log.Format)
 	v := Version()
 	log.Info("domainm starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "libyara", v.Libyara, "config", cfg.Path)
