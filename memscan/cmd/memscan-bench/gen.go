@@ -45,9 +45,9 @@ func makeRules(rng *rand.Rand, n int) (string, []string) {
 	return b.String(), planted
 }
 
-// makeImage writes a guest-memory-like image of size bytes and plants each string 3 times,
-// one of them across a 1 MiB block boundary. It returns a description of the mix.
-func makeImage(path string, size int64, rng *rand.Rand, planted []string) (string, error) {
+// makeImage writes a guest-memory-like image of size bytes (dense: without zero pages)
+// and plants each string 3 times, one of them across a 1 MiB block boundary. It returns a description of the mix.
+func makeImage(path string, size int64, rng *rand.Rand, planted []string, dense bool) (string, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() == size {
 		return "reused from an earlier run", nil
 	}
@@ -71,6 +71,9 @@ func makeImage(path string, size int64, rng *rand.Rand, planted []string) (strin
 		runPages := int64(1 + rng.IntN(512))
 		n := min(runPages*page, size-off)
 		kind := pick(rng)
+		for dense && kind == "zero" {
+			kind = pick(rng)
+		}
 		counts[kind] += n
 		chunk := buf[:n]
 		switch kind {

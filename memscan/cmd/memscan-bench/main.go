@@ -1,16 +1,30 @@
-// Command bench compares `domainm scan-memory` with the yara CLI on a realistic guest
-// memory image, in the same run, and prints a table (make bench-memscan).
+// Command bench compares `domainm scan-memory` with the yara CLI on guest memory images,
+// in the same run, and prints a table of CPU and wall ratios (make bench-memscan).
 //
-// The image (default 1 GiB) is built page by page in runs that imitate a booted guest:
-// zero pages (free memory), random pages (compressed or encrypted data, page cache of
-// binaries with high entropy), text pages (documentation and configuration files from
-// this machine) and ELF pages (executables and libraries from this machine). The rule set
-// (default 128 rules) mixes text, wide, nocase, hex-with-jumps and regular-expression
-// strings; a known number of rules are planted so that both tools must report them.
+// Rows, each yara and domainm alternating, best and median of -reps runs:
+//   - the bench image (default 1 GiB) with 128 synthetic rules;
+//   - a dense image (no zero pages) with 5 literal rules, 1 and 2 workers: here the work
+//     around libyara (copy, change hash, zero test, set-up per window) is most visible;
+//   - the dense image with a public rule set (-public, elastic's 3,021 rules by default,
+//     read in place, never copied);
+//   - the driver in-process: first pass and second pass over unchanged memory.
+//
+// CPU is the child's user+sys time (getrusage), which is less disturbed by a loaded
+// machine than wall time. "CPU per byte" subtracts each tool's CPU on a one-page image
+// of the same rules (start-up and rule compilation), so it compares the scan itself.
+// -scale also runs a 4x larger bench image and reports how time and peak memory grow.
+//
+// The bench image is built page by page in runs that imitate a booted guest: zero pages
+// (free memory), random pages (compressed or encrypted data), text pages (documentation
+// and configuration files from this machine) and ELF pages (executables and libraries
+// from this machine). The rule set mixes text, wide, nocase, hex-with-jumps and
+// regular-expression strings; a known number of rules are planted so that both tools
+// must report them.
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -21,9 +35,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/domainm/domainm/appliance/engine"
@@ -31,118 +47,410 @@ import (
 	"github.com/domainm/domainm/memscan"
 )
 
+type config struct {
+	size, denseSize, publicSize int64
+	nrules                      int
+	dir, domainm, public, prof  string
+	keep, scale                 bool
+	reps                        int
+}
+
 func main() {
-	size := flag.Int64("size", 1<<30, "image size in bytes")
-	nrules := flag.Int("rules", 128, "number of rules")
-	dir := flag.String("dir", "/dev/shm/domainm-bench", "work folder (image and rules)")
-	domainm := flag.String("domainm", "bin/domainm", "domainm binary")
-	keep := flag.Bool("keep", false, "keep the image for the next run")
-	flag.IntVar(&reps, "reps", 3, "runs of each CLI (best is reported)")
+	var c config
+	flag.Int64Var(&c.size, "size", 1<<30, "bench image size in bytes")
+	flag.Int64Var(&c.denseSize, "dense-size", 256<<20, "dense image size in bytes (0: no dense rows)")
+	flag.Int64Var(&c.publicSize, "public-size", 64<<20, "bytes of the dense image scanned with the public rule set")
+	flag.IntVar(&c.nrules, "rules", 128, "number of rules")
+	flag.StringVar(&c.dir, "dir", "/dev/shm/domainm-bench", "work folder (images and rules)")
+	flag.StringVar(&c.domainm, "domainm", "bin/domainm", "domainm binary")
+	flag.StringVar(&c.public, "public", "../shared/corpora/yara-rules/elastic-protections-artifacts/yara/rules", "public rule set folder (skipped when missing)")
+	flag.StringVar(&c.prof, "cpuprofile", "", "folder to write CPU profiles of the in-process driver passes to")
+	flag.BoolVar(&c.keep, "keep", false, "keep the images for the next run")
+	flag.BoolVar(&c.scale, "scale", false, "also run a 4x larger bench image (time and peak memory growth)")
+	flag.IntVar(&c.reps, "reps", 3, "runs of each CLI (alternating)")
 	flag.Parse()
-	if err := run(*size, *nrules, *dir, *domainm, *keep); err != nil {
+	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-var reps int
-
-func run(size int64, nrules int, dir, domainm string, keep bool) error {
-	if err := os.MkdirAll(filepath.Join(dir, "rules"), 0o755); err != nil {
+func run(c config) error {
+	if err := os.MkdirAll(filepath.Join(c.dir, "rules"), 0o755); err != nil {
 		return err
 	}
-	img := filepath.Join(dir, fmt.Sprintf("mem-%d.raw", size))
-	if !keep {
-		defer os.Remove(img)
+	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average at start: %s", load)
 	}
 	rng := rand.New(rand.NewPCG(42, 7))
-	rules, planted := makeRules(rng, nrules)
-	rulesFile := filepath.Join(dir, "rules", "bench.yar")
+	rules, planted := makeRules(rng, c.nrules)
+	rulesFile := filepath.Join(c.dir, "rules", "bench.yar")
 	if err := os.WriteFile(rulesFile, []byte(rules), 0o644); err != nil {
 		return err
 	}
-	mix, err := makeImage(img, size, rng, planted)
+	img := filepath.Join(c.dir, fmt.Sprintf("mem-%d.raw", c.size))
+	if !c.keep {
+		defer os.Remove(img)
+	}
+	mix, err := makeImage(img, c.size, rng, planted, false)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("image %s: %s, %s\n", img, human(size), mix)
-	fmt.Printf("rules: %d (%d planted in the image), %d CPUs\n\n", nrules, len(planted), runtime.NumCPU())
+	fmt.Printf("bench image %s: %s, %s\n", img, human(c.size), mix)
+	fmt.Printf("rules: %d (%d planted in the image), %d CPUs\n\n", c.nrules, len(planted), runtime.NumCPU())
+	tiny := filepath.Join(c.dir, "one-page.raw")
+	if err := os.WriteFile(tiny, bytes.Repeat([]byte("page"), 1024), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(tiny)
 
+	t := &table{}
+	benchRow, err := t.compare(c, fmt.Sprintf("bench image %s, %d rules, 2 workers", human(c.size), c.nrules),
+		[]string{"yara", "-s", "-w", rulesFile}, filepath.Dir(rulesFile), img, tiny, 0)
+	if err != nil {
+		return err
+	}
+	if diff := compare(benchRow.yaraHits, benchRow.dmHits); diff != "" {
+		return fmt.Errorf("domainm and yara disagree on the bench image: %s", diff)
+	}
+
+	var dense string
+	if c.denseSize > 0 {
+		dense = filepath.Join(c.dir, fmt.Sprintf("dense-%d.raw", c.denseSize))
+		if !c.keep {
+			defer os.Remove(dense)
+		}
+		if _, err := makeImage(dense, c.denseSize, rand.New(rand.NewPCG(43, 8)), planted, true); err != nil {
+			return err
+		}
+		cheap := filepath.Join(c.dir, "cheap")
+		if err := writeCheapRules(cheap, planted); err != nil {
+			return err
+		}
+		for _, w := range []int{1, 2} {
+			r, err := t.compare(c, fmt.Sprintf("dense %s, 5 literal rules, %d worker(s)", human(c.denseSize), w),
+				[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, dense, tiny, w)
+			if err != nil {
+				return err
+			}
+			if diff := compare(r.yaraHits, r.dmHits); diff != "" {
+				return fmt.Errorf("domainm and yara disagree on the dense image: %s", diff)
+			}
+		}
+		if files, _ := filepath.Glob(filepath.Join(c.public, "*.yar")); len(files) > 0 {
+			part := filepath.Join(c.dir, fmt.Sprintf("dense-%d.raw", c.publicSize))
+			if err := head(dense, part, c.publicSize); err != nil {
+				return err
+			}
+			defer os.Remove(part)
+			r, err := t.compare(c, fmt.Sprintf("dense %s, public rules (%d files: %s), 1 worker", human(c.publicSize), len(files), filepath.Base(filepath.Dir(filepath.Dir(c.public)))),
+				append([]string{"yara", "-s", "-w"}, files...), c.public, part, tiny, 1)
+			if err != nil {
+				return err
+			}
+			if diff := compare(r.yaraHits, r.dmHits); diff != "" {
+				fmt.Printf("note: public rule set findings differ: %s\n", diff)
+			}
+		} else {
+			fmt.Printf("public rule set row skipped: no *.yar in %s\n", c.public)
+		}
+	}
+	t.print()
+
+	fmt.Println()
+	d1, err := driverPasses(c, "bench", img, filepath.Dir(rulesFile))
+	if err != nil {
+		return err
+	}
+	if dense != "" {
+		if _, err := driverPasses(c, "dense-cheap", dense, filepath.Join(c.dir, "cheap")); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("findings identical on the bench image: %d rules, %d addresses\n", len(benchRow.yaraHits), countAddrs(benchRow.yaraHits))
+	fmt.Printf("unchanged pass: %.1f GB/s (goal >= 15), %.2f CPU-ms per GiB; a 4 GiB target every 5m (memory.interval): %.2f CPU-s per pass, %.3f%% of one core\n",
+		d1.gbs2, 1000*d1.cpu2.Seconds()/(float64(c.size)/(1<<30)), d1.cpu2.Seconds()*4*(1<<30)/float64(c.size), 100*d1.cpu2.Seconds()*4*(1<<30)/float64(c.size)/300)
+
+	if c.scale {
+		if err := scale(c, img, rulesFile, planted, benchRow); err != nil {
+			return err
+		}
+	}
+	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Printf("load average at end: %s", load)
+	}
+	return nil
+}
+
+// run is one finished child process.
+type runStat struct {
+	cpu, wall time.Duration
+	maxRSS    int64 // KiB, getrusage (file pages mapped count too)
+	peakAnon  int64 // KiB, RssAnon sampled from /proc every 5 ms
+	out       []byte
+}
+
+// runCmd runs args, sampling its anonymous memory; exit status 1 (findings) is success.
+func runCmd(args []string) (runStat, error) {
+	cmd := exec.Command(args[0], args[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return runStat{}, err
+	}
+	done := make(chan struct{})
+	var peak int64
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if v := rssAnon(cmd.Process.Pid); v > peak {
+				peak = v
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	wall := time.Since(t0)
+	close(done)
+	if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == 1) {
+		return runStat{}, fmt.Errorf("%s: %w", args[0], err)
+	}
+	ps := cmd.ProcessState
+	ru, _ := ps.SysUsage().(*syscall.Rusage)
+	st := runStat{cpu: ps.UserTime() + ps.SystemTime(), wall: wall, peakAnon: peak, out: out.Bytes()}
+	if ru != nil {
+		st.maxRSS = ru.Maxrss
+	}
+	return st, nil
+}
+
+func rssAnon(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "RssAnon:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+type row struct {
+	name             string
+	bytes            int64
+	yara, dm         []runStat // on the image
+	yaraBase, dmBase []runStat // on one page (start-up and compilation)
+	cpuRatios        []float64 // domainm/yara CPU, pair by pair
+	yaraHits, dmHits hits
+}
+
+type table struct{ rows []*row }
+
+// compare runs yara and domainm alternating c.reps times on img and once each on tiny.
+func (t *table) compare(c config, name string, yaraArgs []string, rulesDir, img, tiny string, workers int) (*row, error) {
+	fi, err := os.Stat(img)
+	if err != nil {
+		return nil, err
+	}
 	// Fault the image into memory once so neither tool pays for it.
 	if _, err := exec.Command("cat", img).Output(); err != nil {
-		return err
+		return nil, err
 	}
-	// yara CLI and domainm CLI, alternating, best of reps each: one full scan as a user
-	// runs it (compile, map, scan).
-	var tYara, tCLI time.Duration
-	var yaraOut, cliOut []byte
-	for range reps {
-		t0 := time.Now()
-		out, err := exec.Command("yara", "-s", "-w", rulesFile, img).Output()
+	dmArgs := func(target string) []string {
+		a := []string{c.domainm, "scan-memory", "--source", "file:" + target, "--rules", rulesDir, "--json", "--quiet"}
+		if workers > 0 {
+			a = append(a, "--workers", strconv.Itoa(workers))
+		}
+		return a
+	}
+	r := &row{name: name, bytes: fi.Size()}
+	for i := range c.reps {
+		y, err := runCmd(append(append([]string(nil), yaraArgs...), img))
 		if err != nil {
-			return fmt.Errorf("yara: %w", err)
+			return nil, err
 		}
-		tYara, yaraOut = best(tYara, time.Since(t0)), out
-		t0 = time.Now()
-		out, err = exec.Command(domainm, "scan-memory", "--source", "file:"+img, "--rules", filepath.Dir(rulesFile), "--json", "--quiet").Output()
-		if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == 1) {
-			return fmt.Errorf("domainm: %w", err)
+		d, err := runCmd(dmArgs(img))
+		if err != nil {
+			return nil, err
 		}
-		tCLI, cliOut = best(tCLI, time.Since(t0)), out
+		r.yara, r.dm = append(r.yara, y), append(r.dm, d)
+		r.cpuRatios = append(r.cpuRatios, d.cpu.Seconds()/y.cpu.Seconds())
+		if i == 0 {
+			r.yaraHits = parseYara(string(y.out))
+			if r.dmHits, err = parseDomainm(d.out); err != nil {
+				return nil, err
+			}
+		}
+		if i < 2 {
+			yb, err := runCmd(append(append([]string(nil), yaraArgs...), tiny))
+			if err != nil {
+				return nil, err
+			}
+			db, err := runCmd(dmArgs(tiny))
+			if err != nil {
+				return nil, err
+			}
+			r.yaraBase, r.dmBase = append(r.yaraBase, yb), append(r.dmBase, db)
+		}
 	}
-	yaraHits := parseYara(string(yaraOut))
-	cliHits, err := parseDomainm(cliOut)
-	if err != nil {
-		return err
-	}
+	t.rows = append(t.rows, r)
+	return r, nil
+}
 
-	// The driver in-process: first and second pass over unchanged memory.
-	r, err := yara.Compile(filepath.Dir(rulesFile))
+func (t *table) print() {
+	fmt.Printf("%-62s %7s %7s %7s %7s %7s %8s %8s\n", "row (CPU and wall: median of runs)", "yaraCPU", "dmCPU", "CPU", "CPU/B", "yaraW", "dmWall", "wall")
+	fmt.Printf("%-62s %7s %7s %7s %7s %7s %8s %8s\n", "", "s", "s", "dm/yara", "dm/yara", "s", "s", "yara/dm")
+	for _, r := range t.rows {
+		yc, dc := median(r.yara, cpuOf), median(r.dm, cpuOf)
+		yb, db := median(r.yaraBase, cpuOf), median(r.dmBase, cpuOf)
+		yw, dw := median(r.yara, wallOf), median(r.dm, wallOf)
+		perByte := (dc - db) / (yc - yb)
+		fmt.Printf("%-62s %7.3f %7.3f %7.3f %7.3f %7.3f %8.3f %7.2fx\n", r.name, yc, dc, medianF(r.cpuRatios), perByte, yw, dw, yw/dw)
+	}
+	fmt.Println("CPU dm/yara: median of the per-pair ratios; CPU/B: (CPU on the image - CPU on one page) per tool, domainm over yara;")
+	fmt.Println("the bench image is 54% zero pages, which domainm skips and yara scans.")
+}
+
+func cpuOf(s runStat) float64  { return s.cpu.Seconds() }
+func wallOf(s runStat) float64 { return s.wall.Seconds() }
+
+func median(rs []runStat, f func(runStat) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	return medianF(v)
+}
+
+func medianF(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = append([]float64(nil), v...)
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+type passes struct {
+	wall1, wall2, cpu1, cpu2 time.Duration
+	gbs2                     float64
+	p1, p2                   memscan.PassResult
+}
+
+// driverPasses runs the driver in-process (2 workers, as the daemon on this machine):
+// a first pass and a second over unchanged memory, with process CPU and optional profiles.
+func driverPasses(c config, name, img, rulesDir string) (passes, error) {
+	var ps passes
+	r, err := yara.Compile(rulesDir)
 	if err != nil {
-		return err
+		return ps, err
 	}
 	src, err := memscan.Open("file:"+img, memscan.OpenOptions{})
 	if err != nil {
-		return err
+		return ps, err
 	}
 	defer src.Close()
+	size := memscan.TotalSize(src.Ranges())
 	d := memscan.NewDriver(memscan.DriverConfig{})
 	rs := engine.MemoryRules{Rules: r}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
-	t0 := time.Now()
-	p1, err := d.Pass(context.Background(), src, opts)
+	pass := func(label string) (memscan.PassResult, time.Duration, time.Duration, error) {
+		if c.prof != "" {
+			f, err := os.Create(filepath.Join(c.prof, fmt.Sprintf("%s-%s.pprof", label, name)))
+			if err != nil {
+				return memscan.PassResult{}, 0, 0, err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return memscan.PassResult{}, 0, 0, err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		c0, t0 := processCPU(), time.Now()
+		p, err := d.Pass(context.Background(), src, opts)
+		return p, time.Since(t0), processCPU() - c0, err
+	}
+	if ps.p1, ps.wall1, ps.cpu1, err = pass("pass1"); err != nil {
+		return ps, err
+	}
+	if ps.p2, ps.wall2, ps.cpu2, err = pass("pass2"); err != nil {
+		return ps, err
+	}
+	ps.gbs2 = float64(size) / 1e9 / ps.wall2.Seconds()
+	fmt.Printf("driver %-12s %s, %d workers: pass 1 %.3f s wall %.3f CPU-s (%d blocks, %d zero, %d scanned, %d rules matched); pass 2 (unchanged) %.3f s wall %.3f CPU-s = %.1f GB/s (%d unchanged, %d scanned)\n",
+		name, human(int64(size)), d.Config().Workers, ps.wall1.Seconds(), ps.cpu1.Seconds(), ps.p1.Blocks, ps.p1.BlocksZero, ps.p1.BlocksScanned, len(ps.p1.Matches),
+		ps.wall2.Seconds(), ps.cpu2.Seconds(), ps.gbs2, ps.p2.BlocksUnchanged, ps.p2.BlocksScanned)
+	return ps, nil
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// scale runs the CLI pair once on a 4x larger bench image and prints growth.
+func scale(c config, img, rulesFile string, planted []string, small *row) error {
+	big := filepath.Join(c.dir, fmt.Sprintf("mem-%d.raw", 4*c.size))
+	if !c.keep {
+		defer os.Remove(big)
+	}
+	if _, err := makeImage(big, 4*c.size, rand.New(rand.NewPCG(42, 7)), planted, false); err != nil {
+		return err
+	}
+	exec.Command("cat", big).Run()
+	dm, err := runCmd([]string{c.domainm, "scan-memory", "--source", "file:" + big, "--rules", filepath.Dir(rulesFile), "--json", "--quiet"})
 	if err != nil {
 		return err
 	}
-	tP1 := time.Since(t0)
-	t0 = time.Now()
-	p2, err := d.Pass(context.Background(), src, opts)
+	y, err := runCmd([]string{"yara", "-s", "-w", rulesFile, big})
 	if err != nil {
 		return err
 	}
-	tP2 := time.Since(t0)
+	sd, sy := small.dm[len(small.dm)-1], small.yara[len(small.yara)-1]
+	fmt.Printf("\nscale %s -> %s (one run each at 4x; the smaller from the table's last pair):\n", human(c.size), human(4*c.size))
+	fmt.Printf("%-10s %9s %9s %9s %12s %12s\n", "tool", "CPU s", "wall s", "x CPU", "peak anon", "max RSS")
+	fmt.Printf("%-10s %9.2f %9.2f %9s %9d KiB %9d KiB\n", "domainm", sd.cpu.Seconds(), sd.wall.Seconds(), "1.00", sd.peakAnon, sd.maxRSS)
+	fmt.Printf("%-10s %9.2f %9.2f %9.2f %9d KiB %9d KiB\n", "domainm 4x", dm.cpu.Seconds(), dm.wall.Seconds(), dm.cpu.Seconds()/sd.cpu.Seconds(), dm.peakAnon, dm.maxRSS)
+	fmt.Printf("%-10s %9.2f %9.2f %9s %9d KiB %9d KiB\n", "yara", sy.cpu.Seconds(), sy.wall.Seconds(), "1.00", sy.peakAnon, sy.maxRSS)
+	fmt.Printf("%-10s %9.2f %9.2f %9.2f %9d KiB %9d KiB\n", "yara 4x", y.cpu.Seconds(), y.wall.Seconds(), y.cpu.Seconds()/sy.cpu.Seconds(), y.peakAnon, y.maxRSS)
+	fmt.Println("(max RSS counts the image's mapped pages; peak anon is the process's own memory)")
+	_, err = driverPasses(c, "bench-4x", big, filepath.Dir(rulesFile))
+	return err
+}
 
-	gbs := func(d time.Duration) float64 { return float64(size) / 1e9 / d.Seconds() }
-	fmt.Printf("%-40s %9s %9s %8s %s\n", "run", "seconds", "GB/s", "vs yara", "rules matched")
-	row := func(name string, d time.Duration, hits int) {
-		fmt.Printf("%-40s %9.3f %9.3f %7.1fx %d\n", name, d.Seconds(), gbs(d), tYara.Seconds()/d.Seconds(), hits)
+// head copies the first n bytes of src to dst.
+func head(src, dst string, n int64) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
 	}
-	fmt.Printf("(CLI rows: best of %d runs each, alternating)\n", reps)
-	row("yara -s (CLI, 1 thread)", tYara, len(yaraHits))
-	row("domainm scan-memory (CLI, full pass)", tCLI, len(cliHits))
-	row(fmt.Sprintf("driver pass 1 (%d workers)", d.Config().Workers), tP1, len(p1.Matches))
-	row("driver pass 2 (memory unchanged)", tP2, len(p2.Matches))
-	fmt.Printf("\npass 1: %d blocks, %d zero (skipped), %d scanned; pass 2: %d unchanged, %d scanned\n",
-		p1.Blocks, p1.BlocksZero, p1.BlocksScanned, p2.BlocksUnchanged, p2.BlocksScanned)
+	return os.WriteFile(dst, b[:min(n, int64(len(b)))], 0o644)
+}
 
-	// Same answers: every (rule, address) yara reports, domainm reports, and vice versa.
-	if diff := compare(yaraHits, cliHits); diff != "" {
-		return fmt.Errorf("domainm and yara disagree: %s", diff)
+// writeCheapRules writes 5 literal rules, two of them planted in the images.
+func writeCheapRules(dir string, planted []string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	fmt.Printf("findings identical: %d rules, %d addresses\n", len(yaraHits), countAddrs(yaraHits))
-	fmt.Printf("goal full pass >= 2x yara: %v (%.1fx); second pass >= 10x: %v (%.1fx)\n",
-		tYara >= 2*tCLI, tYara.Seconds()/tCLI.Seconds(), tYara >= 10*tP2, tYara.Seconds()/tP2.Seconds())
-	return nil
+	lits := []string{planted[0], planted[1], "Invoke-Mimikatz-cheap", "powershell -enc JABzAD0A", "xmrig-miner-config-v6"}
+	var b strings.Builder
+	for i, l := range lits {
+		fmt.Fprintf(&b, "rule cheap_%d { strings: $a = %q condition: $a }\n", i, l)
+	}
+	return os.WriteFile(filepath.Join(dir, "cheap.yar"), []byte(b.String()), 0o644)
 }
 
 // hits maps rule name to the sorted set of match addresses.
@@ -225,13 +533,6 @@ func countAddrs(h hits) int {
 		n += len(dedup(v))
 	}
 	return n
-}
-
-func best(cur, d time.Duration) time.Duration {
-	if cur == 0 || d < cur {
-		return d
-	}
-	return cur
 }
 
 func human(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
