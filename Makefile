@@ -99,9 +99,12 @@ demo: build
 	$(GO) run ./appliance/cmd/domainm-demo -domainm $(BIN)/domainm -rules rules/yara
 
 # bench-memscan: domainm scan-memory against `yara -s` on a 1 GiB synthetic guest image
-# with 128 rules, in the same run; prints throughputs, ratios and checks equal findings.
+# with 128 rules, a dense image with 5 literal rules and a public rule set, in the same
+# run; prints CPU and wall ratios and checks equal findings. BENCH_MEM_SCALE=1 adds a 4x
+# image (time and peak memory growth); BENCH_MEM_PROFILE=DIR writes CPU profiles.
 bench-memscan: build
-	$(GO) run ./memscan/cmd/memscan-bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824}
+	$(GO) run ./memscan/cmd/memscan-bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824} \
+		$${BENCH_MEM_SCALE:+-scale} $${BENCH_MEM_PROFILE:+-cpuprofile $$BENCH_MEM_PROFILE}
 
 # bench-diskscan: domainm baseline/check through an ext4 image of a debootstrap'd Debian
 # root (>= 1 GiB, >= 30,000 files; cached in /var/cache/domainm-bench) against aide

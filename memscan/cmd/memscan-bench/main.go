@@ -42,7 +42,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/domainm/domainm/appliance/engine"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 )
@@ -168,9 +167,10 @@ func run(c config) error {
 		}
 	}
 	fmt.Printf("findings identical on the bench image: %d rules, %d addresses\n", len(benchRow.yaraHits), countAddrs(benchRow.yaraHits))
-	fmt.Printf("unchanged pass: %.1f GB/s (goal >= 15), %.2f CPU-ms per GiB; a 4 GiB target every 5m (memory.interval): %.2f CPU-s per pass, %.3f%% of one core\n",
-		d1.gbs2, 1000*d1.cpu2.Seconds()/(float64(c.size)/(1<<30)), d1.cpu2.Seconds()*4*(1<<30)/float64(c.size), 100*d1.cpu2.Seconds()*4*(1<<30)/float64(c.size)/300)
-
+	gbCPU := float64(c.size) / 1e9 / d1.cpu2.Seconds()
+	fmt.Printf("unchanged pass, bench image: %.1f GB/s wall; %.1f GB per CPU-second, so %.1f GB/s on 2 cores when they are free (goal >= 15)\n", d1.gbs2, gbCPU, 2*gbCPU)
+	fmt.Printf("a 4 GiB target every 5m (memory.interval): %.2f CPU-s per unchanged pass, %.3f%% of one core\n",
+		d1.cpu2.Seconds()*4*(1<<30)/float64(c.size), 100*d1.cpu2.Seconds()*4*(1<<30)/float64(c.size)/300)
 	if c.scale {
 		if err := scale(c, img, rulesFile, planted, benchRow); err != nil {
 			return err
@@ -364,7 +364,7 @@ func driverPasses(c config, name, img, rulesDir string) (passes, error) {
 	defer src.Close()
 	size := memscan.TotalSize(src.Ranges())
 	d := memscan.NewDriver(memscan.DriverConfig{})
-	rs := engine.MemoryRules{Rules: r}
+	rs := yara.MemoryRules{Rules: r}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	pass := func(label string) (memscan.PassResult, time.Duration, time.Duration, error) {
 		if c.prof != "" {
