@@ -9,7 +9,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/domainm/domainm/appliance/engine"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
@@ -45,7 +44,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	rulesDir := fs.String("rules", "", "rules `DIR` (*.yar, *.yara, subfolders)")
 	workers := fs.Int("workers", 0, "parallel scanners (default: number of CPUs)")
 	blockSize := fs.Int("block-size", memscan.DefaultBlockSize, "block size in bytes")
-	timeout := fs.Duration("timeout", engine.DefaultBlockTimeout, "YARA time limit per block (whole seconds)")
+	timeout := fs.Duration("timeout", yara.DefaultBlockTimeout, "YARA time limit per block (whole seconds)")
 	maxMatches := fs.Int("max-matches", yara.DefaultMaxMatchesPerRule, "string matches kept per rule and window (the rest are counted as cut)")
 	asJSON := fs.Bool("json", false, "print one JSON object per finding (and a summary object on stderr)")
 	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
@@ -84,7 +83,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	defer src.Close()
 
 	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: *blockSize, Workers: *workers})
-	rs := engine.MemoryRules{Rules: rules, Timeout: *timeout, MaxMatches: *maxMatches}
+	rs := yara.MemoryRules{Rules: rules, Timeout: *timeout, MaxMatches: *maxMatches}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	total := memscan.TotalSize(src.Ranges())
 	if !*quiet && env.isTerminal(env.Stderr) {
@@ -111,7 +110,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	if target.Name == "" {
 		target.Name = *source
 	}
-	findings := engine.MemoryFindings(res.Matches, target, time.Now().UTC())
+	findings := yara.MemoryFindings(res.Matches, target, time.Now().UTC())
 	sum := summary{
 		Source: *source, Bytes: res.BytesTotal, BytesScanned: res.BytesScanned,
 		Blocks: res.Blocks, BlocksZero: res.BlocksZero, BlocksScanned: res.BlocksScanned,

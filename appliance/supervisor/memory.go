@@ -11,8 +11,8 @@ import (
 
 	"github.com/domainm/domainm/appliance/alert"
 	"github.com/domainm/domainm/appliance/control"
-	"github.com/domainm/domainm/appliance/engine"
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 )
 
@@ -239,7 +239,7 @@ func (m *memLoop) handle(o passOutcome) {
 	}
 	res := o.res
 	spotted := m.noteBlindSpots(res)
-	fs := engine.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
+	fs := yara.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
 	rules := m.s.rules.cur.Load()
 	if rules.rules.ID() != m.passRules {
 		m.mixed = true // swapped during the pass: a follow-up pass runs at once

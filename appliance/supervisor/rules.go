@@ -18,7 +18,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/domainm/domainm/appliance/alert"
-	"github.com/domainm/domainm/appliance/engine"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 )
@@ -112,7 +111,7 @@ func (b brokenFile) key() string {
 
 type loadedRules struct {
 	rules  *yara.Rules
-	set    engine.MemoryRules
+	set    yara.MemoryRules
 	at     time.Time
 	names  map[yara.RuleName]bool
 	hashes map[string]string // namespace → SHA-256 of its file as compiled (read again after)
@@ -579,7 +578,7 @@ func (h *ruleHolder) resolve() {
 func (h *ruleHolder) swap(c compiled) {
 	r := c.rules
 	l := &loadedRules{rules: r, at: h.s.clk.Now(),
-		set:   engine.MemoryRules{Rules: r, Timeout: h.s.cfg.Memory.YaraTimeout, MaxMatches: h.s.cfg.Memory.MaxMatchesPerRule},
+		set:   yara.MemoryRules{Rules: r, Timeout: h.s.cfg.Memory.YaraTimeout, MaxMatches: h.s.cfg.Memory.MaxMatchesPerRule},
 		names: map[yara.RuleName]bool{}, hashes: c.hashes}
 	for _, n := range r.Names() {
 		l.names[n] = true

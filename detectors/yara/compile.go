@@ -4,6 +4,12 @@
 // This is the only package that imports go-yara (cgo); everything else talks to it
 // through detectors.Match and small interfaces declared by the callers.
 //
+// MemoryRules implements memscan.RuleSet, the block scanner interface the memory scan
+// driver declares, and MemoryFindings turns a pass's matches into findings; so this
+// package imports memscan. That follows the layering appliance → detectors →
+// memscan, diskscan: detectors may import memscan and diskscan, never appliance, and
+// memscan and diskscan import no detector engine (detectors/layers_test.go checks it).
+//
 // # Rules folders
 //
 // Every *.yar and *.yara file under the folder (subfolders included, hidden files and

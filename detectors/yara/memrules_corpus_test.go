@@ -1,4 +1,4 @@
-package engine_test
+package yara_test
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/domainm/domainm/appliance/engine"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 	"github.com/domainm/domainm/memscan/vmtest"
@@ -172,7 +171,7 @@ func checkCleanMemory(t *testing.T, yaraCLI, img, set string) {
 			}
 			start := time.Now()
 			res, err := memscan.NewDriver(memscan.DriverConfig{}).Pass(context.Background(), src, memscan.PassOptions{
-				Rules: func() memscan.RuleSet { return engine.MemoryRules{Rules: r} },
+				Rules: func() memscan.RuleSet { return yara.MemoryRules{Rules: r} },
 			})
 			if err != nil || len(res.Errors) > 0 {
 				t.Fatalf("pass: %v %v", err, res.Errors)

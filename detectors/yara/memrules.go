@@ -1,13 +1,9 @@
-// Package engine wires the YARA engine (detectors/yara) into the memory scan driver
-// (memscan) and turns raw matches into detectors.Finding values. It exists so that
-// memscan and detectors stay independent of each other.
-package engine
+package yara
 
 import (
 	"time"
 
 	"github.com/domainm/domainm/detectors"
-	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 )
 
@@ -18,10 +14,10 @@ const DefaultBlockTimeout = memscan.DefaultBlockTimeout
 
 // MemoryRules adapts a compiled YARA rule set to memscan.RuleSet.
 type MemoryRules struct {
-	Rules   *yara.Rules
+	Rules   *Rules
 	Timeout time.Duration // per block; 0 means DefaultBlockTimeout
 	// MaxMatches bounds the string matches kept per rule and window; 0 means
-	// yara.DefaultMaxMatchesPerRule. The rest are counted (Finding.MatchesCut).
+	// DefaultMaxMatchesPerRule. The rest are counted (Finding.MatchesCut).
 	MaxMatches int
 }
 
@@ -39,7 +35,7 @@ func (m MemoryRules) NewScanner() (memscan.BlockScanner, error) {
 	return m.Rules.NewMemoryScanner(t, m.MaxMatches)
 }
 
-// MemoryFindings turns a pass's matches (offsets are guest-physical addresses) into findings.
+// MemoryFindings turns a memory scan pass's matches (offsets are guest-physical addresses) into findings.
 func MemoryFindings(ms []detectors.Match, target detectors.Target, at time.Time) []detectors.Finding {
 	out := make([]detectors.Finding, 0, len(ms))
 	for _, m := range ms {
