@@ -79,8 +79,12 @@ type DriverConfig struct {
 // image's 2145 non-zero blocks, 0.08% of non-zero RAM at the default block size); matches
 // are bounded per rule.
 type Driver struct {
-	cfg  DriverConfig
-	seed uint64 // secret xxh3 seed: the guest cannot aim a change at an unchanged hash
+	cfg DriverConfig
+	// seed is the change hash's secret xxh3 seed, so that the guest cannot compute the
+	// hash of its own blocks. xxh3 is not a cryptographic or keyed hash: a change crafted
+	// to collide whatever the seed would go unscanned until the rule set changes (the
+	// same class of risk as hash/maphash before it, at 5-10x its speed here).
+	seed uint64
 	zero []byte // zeroChunk zero bytes to compare with
 
 	mu    sync.Mutex

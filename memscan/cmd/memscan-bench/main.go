@@ -364,7 +364,7 @@ func driverPasses(c config, name, img, rulesDir string) (passes, error) {
 	defer src.Close()
 	size := memscan.TotalSize(src.Ranges())
 	d := memscan.NewDriver(memscan.DriverConfig{})
-	rs := yara.MemoryRules{Rules: r}
+	rs := ruleSet{r}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	pass := func(label string) (memscan.PassResult, time.Duration, time.Duration, error) {
 		if c.prof != "" {
@@ -393,6 +393,15 @@ func driverPasses(c config, name, img, rulesDir string) (passes, error) {
 		name, human(int64(size)), d.Config().Workers, ps.wall1.Seconds(), ps.cpu1.Seconds(), ps.p1.Blocks, ps.p1.BlocksZero, ps.p1.BlocksScanned, len(ps.p1.Matches),
 		ps.wall2.Seconds(), ps.cpu2.Seconds(), ps.gbs2, ps.p2.BlocksUnchanged, ps.p2.BlocksScanned)
 	return ps, nil
+}
+
+// ruleSet adapts compiled rules to memscan.RuleSet as the daemon does (default block
+// timeout and match cap).
+type ruleSet struct{ r *yara.Rules }
+
+func (s ruleSet) ID() string { return s.r.ID() }
+func (s ruleSet) NewScanner() (memscan.BlockScanner, error) {
+	return s.r.NewMemoryScanner(memscan.DefaultBlockTimeout, 0)
 }
 
 func processCPU() time.Duration {
