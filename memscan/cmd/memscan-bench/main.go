@@ -189,7 +189,7 @@ type runStat struct {
 	// memory, without the image's mapped pages (getrusage's maxrss counts those, and on
 	// Linux a child inherits the parent's maxrss at fork, so it is not used).
 	peakAnon int64
-	out       []byte
+	out      []byte
 }
 
 // runCmd runs args, sampling its anonymous memory; exit status 1 (findings) is success.
