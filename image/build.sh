@@ -120,7 +120,7 @@ log "initramfs ($kver)"
 # times: SOURCE_DATE_EPOCH, exported, sets the filesystem time and every inode's) and its
 # dm-verity hash tree. Salt and UUID derive from the root image itself.
 log "squashfs"
-mksquashfs "$root" "$work/root.squashfs" -noappend -quiet -no-progress -comp zstd -processors 1 >/dev/null
+mksquashfs "$root" "$work/root.squashfs" -noappend -quiet -no-progress -comp zstd -Xcompression-level 3 >/dev/null
 salt=$(sha256sum "$work/root.squashfs" | cut -d' ' -f1)
 vuuid=$(echo "$salt" | sed -E 's/^(.{8})(.{4}).(.{3}).(.{3})(.{12}).*/\1-\2-4\3-8\4-\5/')
 log "verity"

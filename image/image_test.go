@@ -160,7 +160,7 @@ func TestBootReady(t *testing.T) {
 	if _, err := v.wait(regexp.MustCompile(`domainm-init: fw_cfg opt/domainm/config -> /etc/domainm/domainm.toml`), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.wait(regexp.MustCompile(`Started domainm\.service`), bootTimeout); err != nil {
+	if _, err := v.wait(regexp.MustCompile(`Started (?:\x1b\[[0-9;]*m)?domainm\.service`), bootTimeout); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("boot to READY (systemd: Started domainm.service): %s", time.Since(v.start).Round(time.Second))

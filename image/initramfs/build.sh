@@ -14,20 +14,22 @@ trap 'rm -rf "$d"' EXIT
 
 mkdir -p "$d"/{bin,lib,lib64,etc,dev,proc,sys,sysroot,tmp}
 install -m 0755 "$here/init" "$d/init"
-cp "$root/bin/busybox" "$d/bin/busybox"
-for applet in $(chroot "$root" /bin/busybox --list); do
-	[ -e "$d/bin/$applet" ] || ln -s busybox "$d/bin/$applet"
-done
-
 # veritysetup, mke2fs and their shared libraries (resolved by the root's own loader).
 for exe in /sbin/veritysetup /sbin/mke2fs; do
-	cp -L "$root$exe" "$d/bin/$(basename "$exe")"
+	name=$(basename "$exe")
+	[ "$name" = mke2fs ] && name=mke2fs.e2fsprogs
+	cp -L "$root$exe" "$d/bin/$name"
 	chroot "$root" ldd "$exe" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | while read -r lib; do
 		cp -L "$root$lib" "$d/lib/$(basename "$lib")"
 	done
 done
 cp -L "$root/lib64/ld-linux-x86-64.so.2" "$d/lib64/ld-linux-x86-64.so.2"
 cp "$root/etc/mke2fs.conf" "$d/etc/mke2fs.conf"
+# busybox for everything else.
+cp "$root/bin/busybox" "$d/bin/busybox"
+for applet in $(chroot "$root" /bin/busybox --list); do
+	[ -e "$d/bin/$applet" ] || ln -s busybox "$d/bin/$applet"
+done
 
 # Modules in load order: modprobe --show-depends lists dependencies first.
 : >"$d/etc/modules.order"
