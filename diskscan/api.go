@@ -12,8 +12,46 @@ import (
 var ErrUnsupportedFS = errors.New("unsupported or unknown filesystem")
 
 // ErrCorrupt marks metadata that fails a consistency check (bad magic, out-of-range
-// block, loop in a tree, ...). Errors that match it name the structure and offset.
+// block, loop in a tree, ...). Every error that matches it holds a *CorruptError naming
+// the structure and its offset (errors.As).
 var ErrCorrupt = errors.New("corrupt or inconsistent metadata")
+
+// CorruptError reports metadata that fails a consistency check. It matches ErrCorrupt.
+//
+// Offset is a byte offset in the disk image, for a hex editor: the bad field when it is
+// known, else the start of the structure that holds it. For qcow2 structures (Structure
+// begins with "qcow2") it is an offset in the qcow2 file; for partition tables and
+// filesystems it is an offset in the disk as the guest sees it, which is the file offset
+// of a raw image (a filesystem in a partition adds the partition's start); for a
+// filesystem in a qcow2 image, convert it to raw (qemu-img convert) to look there. When
+// a filesystem was opened with OpenFS on a reader that is not an io.SectionReader of the
+// disk, offsets are relative to that reader. A parser bug caught on a hostile image (see
+// recoverCorrupt) has Offset -1: the place is not known.
+type CorruptError struct {
+	Structure string // what is corrupt: "ext4 inode 12", "ext4 extent block 4711", "qcow2 L2 table", "GPT header"
+	Offset    int64  // byte offset in the image (see above)
+	Reason    string // what is wrong with it
+	Err       error  // underlying error, or nil
+}
+
+func (e *CorruptError) Error() string {
+	s := fmt.Sprintf("%s at %#x: %s", e.Structure, e.Offset, e.Reason)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s + ": " + ErrCorrupt.Error()
+}
+
+// Is reports whether target is ErrCorrupt.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// Unwrap returns the underlying error.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// corruptf makes a *CorruptError.
+func corruptf(structure string, off int64, format string, args ...any) error {
+	return &CorruptError{Structure: structure, Offset: off, Reason: fmt.Sprintf(format, args...)}
+}
 
 // recoverCorrupt turns a panic in a parser into an error matching ErrCorrupt. Every
 // length and offset is checked, but a bug met on one hostile image must cost that path
@@ -23,7 +61,7 @@ func recoverCorrupt(err *error, what string) {
 		if bugsPanic {
 			panic(r)
 		}
-		*err = fmt.Errorf("%s: internal error on this image (%v); please report it: %w", what, r, ErrCorrupt)
+		*err = &CorruptError{Structure: what, Offset: -1, Reason: fmt.Sprintf("internal error on this image (%v); please report it", r)}
 	}
 }
 

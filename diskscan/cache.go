@@ -71,7 +71,7 @@ func (c *chunkCache) get(off int64) ([]byte, error) {
 // read copies len(p) bytes at off into p through the cache.
 func (c *chunkCache) read(p []byte, off int64) error {
 	if off < 0 || int64(len(p)) > c.size || off > c.size-int64(len(p)) {
-		return fmt.Errorf("reading %#x+%#x: outside volume (%#x bytes): %w", off, len(p), c.size, ErrCorrupt)
+		return corruptf("volume", off, "reading %#x bytes: outside volume (%#x bytes)", len(p), c.size)
 	}
 	for len(p) > 0 {
 		d, err := c.get(off)

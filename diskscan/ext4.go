@@ -32,6 +32,7 @@ const (
 // concurrent use: all state after opening is immutable except the locked cache.
 type ext4FS struct {
 	dev     io.ReaderAt
+	base    int64 // where the volume starts in the disk image (CorruptError.Offset)
 	devSize int64
 	cache   *chunkCache
 
@@ -65,6 +66,8 @@ type ext4FS struct {
 	fc *fcReplay
 	// retryWait is the time spent waiting before retries (nanoseconds), capped.
 	retryWait atomic.Int64
+	// retries is how inconsistent reads are retried (the package's retries at opening).
+	retries retryPolicy
 }
 
 // mapWorkLimit is the shared pool: it allows several passes over a healthy filesystem
@@ -91,10 +94,10 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 	if le.Uint16(sb[0x38:]) != ext4Magic {
 		return nil, fmt.Errorf("no ext2/3/4 superblock magic: %w", ErrUnsupportedFS)
 	}
-	fs := &ext4FS{dev: r, devSize: size, opWorkFree: opWorkAllowance}
+	fs := &ext4FS{dev: r, devSize: size, base: sectionBase(r), opWorkFree: opWorkAllowance, retries: retries}
 	logBS := le.Uint32(sb[0x18:])
 	if logBS > 6 {
-		return nil, fmt.Errorf("ext4 superblock: block size 1024<<%d: %w", logBS, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff+0x18, "block size 1024<<%d", logBS)
 	}
 	fs.bs = 1024 << logBS
 	fs.incompat = le.Uint32(sb[0x60:])
@@ -107,7 +110,7 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 		fs.blocks |= uint64(le.Uint32(sb[0x150:])) << 32
 		fs.descSize = int64(le.Uint16(sb[0xFE:]))
 		if fs.descSize < 32 || fs.descSize > fs.bs || fs.descSize&(fs.descSize-1) != 0 {
-			return nil, fmt.Errorf("ext4 superblock: group descriptor size %d: %w", fs.descSize, ErrCorrupt)
+			return nil, fs.corrupt("ext4 superblock", superblockOff+0xFE, "group descriptor size %d", fs.descSize)
 		}
 	} else {
 		fs.descSize = 32
@@ -123,18 +126,18 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 	}
 	switch {
 	case fs.inodeSize < 128 || fs.inodeSize > fs.bs || fs.inodeSize&(fs.inodeSize-1) != 0:
-		return nil, fmt.Errorf("ext4 superblock: inode size %d: %w", fs.inodeSize, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff+0x58, "inode size %d", fs.inodeSize)
 	case fs.blocksPerGroup == 0 || fs.blocksPerGroup > 1<<31:
-		return nil, fmt.Errorf("ext4 superblock: %d blocks per group: %w", fs.blocksPerGroup, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff+0x20, "%d blocks per group", fs.blocksPerGroup)
 	case fs.inodesPerGroup == 0 || uint64(fs.inodesPerGroup) > uint64(fs.bs)*8:
-		return nil, fmt.Errorf("ext4 superblock: %d inodes per group: %w", fs.inodesPerGroup, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff+0x28, "%d inodes per group", fs.inodesPerGroup)
 	case fs.firstDataBlock >= fs.blocks:
-		return nil, fmt.Errorf("ext4 superblock: first data block %d of %d: %w", fs.firstDataBlock, fs.blocks, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff+0x14, "first data block %d of %d", fs.firstDataBlock, fs.blocks)
 	}
 	fs.groups = (fs.blocks - fs.firstDataBlock + fs.blocksPerGroup - 1) / fs.blocksPerGroup
 	if fs.inodesCount > fs.groups*fs.inodesPerGroup || fs.inodesCount < rootIno {
-		return nil, fmt.Errorf("ext4 superblock: %d inodes in %d groups of %d: %w",
-			fs.inodesCount, fs.groups, fs.inodesPerGroup, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff, "%d inodes in %d groups of %d",
+			fs.inodesCount, fs.groups, fs.inodesPerGroup)
 	}
 	fs.csumSeed = csumSeedFrom(sb, fs.incompat)
 	// Block numbers beyond the volume cannot be read; treat them like out-of-range ones.
@@ -170,14 +173,14 @@ func (fs *ext4FS) newOp(fresh bool) *op {
 func (o *op) read(p []byte, off int64) error {
 	o.budget--
 	if o.budget < 0 {
-		return fmt.Errorf("metadata read budget exhausted at %#x: %w", off, ErrCorrupt)
+		return o.fs.corrupt("ext4 metadata", off, "read budget exhausted")
 	}
 	c := o.fs.cache
+	if off < 0 || int64(len(p)) > c.size || off > c.size-int64(len(p)) {
+		return o.fs.corrupt("ext4 metadata", off, "reading %#x bytes: outside volume (%#x bytes)", len(p), c.size)
+	}
 	if !o.fresh {
 		return c.read(p, off)
-	}
-	if off < 0 || int64(len(p)) > c.size || off > c.size-int64(len(p)) {
-		return fmt.Errorf("reading %#x+%#x: outside volume (%#x bytes): %w", off, len(p), c.size, ErrCorrupt)
 	}
 	if _, err := c.r.ReadAt(p, off); err != nil {
 		return fmt.Errorf("reading %#x+%#x: %w", off, len(p), err)
@@ -186,13 +189,14 @@ func (o *op) read(p []byte, off int64) error {
 	return nil
 }
 
-// block returns a copy of filesystem block n.
-func (o *op) block(n uint64) ([]byte, error) {
+// block returns a copy of filesystem block n; ref is the volume offset of the structure
+// that names it (for errors).
+func (o *op) block(n uint64, ref int64) ([]byte, error) {
 	if n >= o.fs.blocks || (n < o.fs.firstDataBlock && n != 0) {
-		return nil, fmt.Errorf("block %d outside filesystem (%d blocks): %w", n, o.fs.blocks, ErrCorrupt)
+		return nil, o.fs.corrupt("ext4 block pointer", ref, "block %d outside filesystem (%d blocks)", n, o.fs.blocks)
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("block 0 referenced as data: %w", ErrCorrupt)
+		return nil, o.fs.corrupt("ext4 block pointer", ref, "block 0 referenced as data")
 	}
 	b := make([]byte, o.fs.bs)
 	return b, o.read(b, int64(n)*o.fs.bs)
@@ -237,7 +241,7 @@ func (o *op) inodeTable(g uint64) (uint64, error) {
 		}
 	}
 	if blk >= fs.blocks {
-		return 0, fmt.Errorf("group descriptor of group %d at block %d outside filesystem: %w", g, blk, ErrCorrupt)
+		return 0, fs.corrupt("ext4 superblock", superblockOff, "group descriptor of group %d at block %d outside filesystem", g, blk)
 	}
 	d := make([]byte, fs.descSize)
 	off := int64(blk)*fs.bs + int64(g%perBlock)*fs.descSize
@@ -250,7 +254,41 @@ func (o *op) inodeTable(g uint64) (uint64, error) {
 	}
 	tableBlocks := (fs.inodesPerGroup*uint64(fs.inodeSize) + uint64(fs.bs) - 1) / uint64(fs.bs)
 	if t == 0 || t >= fs.blocks || tableBlocks > fs.blocks-t {
-		return 0, fmt.Errorf("group %d: inode table at block %d outside filesystem (descriptor at %#x): %w", g, t, off, ErrCorrupt)
+		return 0, fs.corrupt(fmt.Sprintf("ext4 group descriptor %d", g), off+0x8, "inode table at block %d outside filesystem", t)
 	}
 	return t, nil
+}
+
+// corrupt makes a *CorruptError at volume offset off.
+func (fs *ext4FS) corrupt(structure string, off int64, format string, args ...any) error {
+	return corruptf(structure, fs.base+off, format, args...)
+}
+
+// sectionBase is where r starts in the reader it is a section of (io.SectionReader,
+// nested), so that errors name offsets in the disk image rather than in a partition.
+func sectionBase(r io.ReaderAt) int64 {
+	var base int64
+	for {
+		s, ok := r.(*io.SectionReader)
+		if !ok {
+			return base
+		}
+		var off int64
+		r, off, _ = s.Outer()
+		base += off
+	}
+}
+
+// inodeAt is the volume offset of inode ino, for errors about it found after it was
+// read; the superblock's when the inode table cannot be found.
+func (fs *ext4FS) inodeAt(ino uint32) int64 {
+	if ino < 1 || uint64(ino) > fs.inodesCount {
+		return superblockOff
+	}
+	g := uint64(ino-1) / fs.inodesPerGroup
+	t, err := fs.newOp(false).inodeTable(g)
+	if err != nil {
+		return superblockOff
+	}
+	return int64(t)*fs.bs + int64(uint64(ino-1)%fs.inodesPerGroup)*fs.inodeSize
 }

@@ -37,7 +37,7 @@ func (fs *ext4FS) inodeSeed(ino uint32, raw []byte) uint32 {
 
 // verifyInode checks an inode's checksum (low 16 bits at 0x7C, high 16 at 0x82 when the
 // extra fields hold it), computed with both fields zeroed.
-func (fs *ext4FS) verifyInode(ino uint32, raw []byte, extra int64) error {
+func (fs *ext4FS) verifyInode(ino uint32, raw []byte, extra, off int64) error {
 	if !fs.csums() {
 		return nil
 	}
@@ -55,23 +55,23 @@ func (fs *ext4FS) verifyInode(ino uint32, raw []byte, extra int64) error {
 		got &= 0xFFFF
 	}
 	if got != want {
-		return fmt.Errorf("inode %d: checksum %#x, computed %#x: %w", ino, want, got, ErrCorrupt)
+		return fs.corrupt(inodeName(ino), off+0x7C, "checksum %#x, computed %#x", want, got)
 	}
 	return nil
 }
 
 // verifyExtentBlock checks the tail checksum that follows eh_max entries of an extent
 // tree block.
-func (o *op) verifyExtentBlock(b []byte, seed uint32) error {
+func (o *op) verifyExtentBlock(b []byte, seed uint32, at int64) error {
 	if !o.fs.csums() {
 		return nil
 	}
 	tail := 12 + 12*int(binary.LittleEndian.Uint16(b[4:]))
 	if tail+4 > len(b) {
-		return fmt.Errorf("extent block: eh_max leaves no room for the checksum: %w", ErrCorrupt)
+		return o.fs.corrupt("ext4 extent block", at+4, "eh_max leaves no room for the checksum")
 	}
 	if got, want := crc32c(seed, b[:tail]), binary.LittleEndian.Uint32(b[tail:]); got != want {
-		return fmt.Errorf("extent block: checksum %#x, computed %#x: %w", want, got, ErrCorrupt)
+		return o.fs.corrupt("ext4 extent block", at+int64(tail), "checksum %#x, computed %#x", want, got)
 	}
 	return nil
 }
@@ -79,7 +79,7 @@ func (o *op) verifyExtentBlock(b []byte, seed uint32) error {
 // verifyDirBlock checks a linear directory block's tail entry (inode 0, rec_len 12,
 // name_len 0, type 0xDE, then the checksum). Blocks without that tail (htree index
 // blocks, whose checksum sits elsewhere) are not checked.
-func (o *op) verifyDirBlock(b []byte, seed uint32) error {
+func (o *op) verifyDirBlock(b []byte, seed uint32, at int64) error {
 	if !o.fs.csums() || len(b) < 12 {
 		return nil
 	}
@@ -89,7 +89,7 @@ func (o *op) verifyDirBlock(b []byte, seed uint32) error {
 		return nil
 	}
 	if got, want := crc32c(seed, b[:len(b)-12]), le.Uint32(t[8:]); got != want {
-		return fmt.Errorf("directory block: checksum %#x, computed %#x: %w", want, got, ErrCorrupt)
+		return o.fs.corrupt("ext4 directory block", at+int64(len(b))-4, "checksum %#x, computed %#x", want, got)
 	}
 	return nil
 }
@@ -108,7 +108,7 @@ func (o *op) verifyXattrBlock(b []byte, blk uint64) error {
 	c = crc32c(c, []byte{0, 0, 0, 0})
 	c = crc32c(c, b[0x14:])
 	if want := binary.LittleEndian.Uint32(b[0x10:]); c != want {
-		return fmt.Errorf("xattr block %d: checksum %#x, computed %#x: %w", blk, want, c, ErrCorrupt)
+		return o.fs.corrupt(fmt.Sprintf("ext4 xattr block %d", blk), int64(blk)*o.fs.bs+0x10, "checksum %#x, computed %#x", want, c)
 	}
 	return nil
 }

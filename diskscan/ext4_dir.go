@@ -23,7 +23,7 @@ const maxDirEntries = 1 << 20
 // returns the entries of the others and an error.
 func (o *op) readDir(in *inode) ([]dirent, error) {
 	if in.fileType() != Dir {
-		return nil, fmt.Errorf("inode %d is not a directory: %w", in.ino, ErrCorrupt)
+		return nil, o.fs.corrupt(inodeName(in.ino), in.off, "not a directory")
 	}
 	var out []dirent
 	var err error
@@ -36,7 +36,7 @@ func (o *op) readDir(in *inode) ([]dirent, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	for i := 1; i < len(out); i++ {
 		if out[i].name == out[i-1].name && out[i].err == nil {
-			out[i].err = fmt.Errorf("directory inode %d: duplicate name %q: %w", in.ino, out[i].name, ErrCorrupt)
+			out[i].err = o.fs.corrupt("ext4 directory "+inodeName(in.ino), in.off, "duplicate name %q", out[i].name)
 		}
 	}
 	return out, err
@@ -48,12 +48,12 @@ func (o *op) readInlineDir(in *inode) ([]dirent, error) {
 		return nil, err
 	}
 	// i_block: 4-byte parent inode, then entries; system.data continues them.
-	out, err := o.parseDirBlock(in.iblock[4:], nil)
+	out, err := o.parseDirBlock(in.iblock[4:], in.off+0x28+4, nil)
 	if err != nil {
 		return out, fmt.Errorf("inline directory inode %d: %w", in.ino, err)
 	}
 	if d := x["system.data"]; len(d) > 0 {
-		out, err = o.parseDirBlock(d, out)
+		out, err = o.parseDirBlock(d, in.off, out) // in the inode's xattrs
 		if err != nil {
 			return out, fmt.Errorf("inline directory inode %d (system.data): %w", in.ino, err)
 		}
@@ -90,28 +90,28 @@ scan:
 			continue
 		}
 		for i := uint64(0); i < e.n; i++ {
-			if err := o.spend(); err != nil {
+			if err := o.spend("ext4 directory "+inodeName(in.ino), in.off); err != nil {
 				return out, fmt.Errorf("directory inode %d: %w", in.ino, err)
 			}
 			lblk, at := e.lblk+i, int64(e.pblk+i)*bs
 			var b []byte
 			var err error
 			if _, dup := seen[e.pblk+i]; dup {
-				err = fmt.Errorf("block %d mapped again: %w", e.pblk+i, ErrCorrupt)
+				err = o.fs.corrupt("ext4 directory "+inodeName(in.ino), in.off, "block %d mapped again", e.pblk+i)
 			} else {
 				seen[e.pblk+i] = struct{}{}
-				b, err = o.block(e.pblk + i)
+				b, err = o.block(e.pblk+i, in.off)
 			}
 			if err == nil && indexed {
-				if dx, _ := o.dxBlock(b, lblk, seed); dx {
+				if dx, _ := o.dxBlock(b, lblk, at, seed); dx {
 					continue // htree index: no names, whatever its checksum says
 				}
 			}
 			if err == nil {
-				err = o.verifyDirBlock(b, seed)
+				err = o.verifyDirBlock(b, seed, at)
 			}
 			if err == nil {
-				out, err = o.parseDirBlock(b, out) // the entries before a bad one are kept
+				out, err = o.parseDirBlock(b, at, out) // the entries before a bad one are kept
 			}
 			if err != nil {
 				if bad++; firstErr == nil {
@@ -130,7 +130,8 @@ scan:
 }
 
 // parseDirBlock appends the live entries of one block of linear directory entries.
-func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
+// at is the volume offset of b.
+func (o *op) parseDirBlock(b []byte, at int64, out []dirent) ([]dirent, error) {
 	le := binary.LittleEndian
 	fileType := o.fs.incompat&incompatFiletype != 0
 	for pos := 0; pos+8 <= len(b); {
@@ -148,7 +149,7 @@ func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
 			nameLen |= int(b[pos+7]) << 8
 		}
 		if rec < 8 || rec%4 != 0 || rec > len(b)-pos || 8+nameLen > rec {
-			return out, fmt.Errorf("directory entry at +%d: rec_len %d, name_len %d: %w", pos, rec, nameLen, ErrCorrupt)
+			return out, o.fs.corrupt("ext4 directory entry", at+int64(pos), "rec_len %d, name_len %d", rec, nameLen)
 		}
 		name := b[pos+8 : pos+8+nameLen]
 		pos += rec
@@ -156,7 +157,7 @@ func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
 			continue
 		}
 		if len(out) >= maxDirEntries {
-			return out, fmt.Errorf("more than %d directory entries: %w", maxDirEntries, ErrCorrupt)
+			return out, o.fs.corrupt("ext4 directory entry", at+int64(pos-rec), "more than %d directory entries", maxDirEntries)
 		}
 		d := dirent{name: string(name), ino: ino}
 		if fileType {
@@ -164,7 +165,7 @@ func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
 		}
 		if bytes.IndexByte(name, '/') >= 0 || bytes.IndexByte(name, 0) >= 0 {
 			d.name = fmt.Sprintf("%q", name)
-			d.err = fmt.Errorf("directory entry name %q contains '/' or NUL: %w", name, ErrCorrupt)
+			d.err = o.fs.corrupt("ext4 directory entry", at+int64(pos-rec), "name %q contains '/' or NUL", name)
 		}
 		out = append(out, d)
 	}
@@ -177,7 +178,7 @@ func (o *op) parseDirBlock(b []byte, out []dirent) ([]dirent, error) {
 // with metadata_csum their checksum (dx_tail after `limit` entries) is verified first, so
 // a torn index block is retried rather than half-parsed. Blocks that do not have this
 // shape are read as ordinary directory blocks.
-func (o *op) dxBlock(b []byte, lblk uint64, seed uint32) (bool, error) {
+func (o *op) dxBlock(b []byte, lblk uint64, at int64, seed uint32) (bool, error) {
 	le := binary.LittleEndian
 	bs := len(b)
 	var countOff int
@@ -195,20 +196,20 @@ func (o *op) dxBlock(b []byte, lblk uint64, seed uint32) (bool, error) {
 	}
 	limit, count := int(le.Uint16(b[countOff:])), int(le.Uint16(b[countOff+2:]))
 	if count > limit || countOff+limit*8 > bs {
-		return true, fmt.Errorf("htree block %d: count %d, limit %d: %w", lblk, count, limit, ErrCorrupt)
+		return true, o.fs.corrupt(fmt.Sprintf("ext4 htree block %d", lblk), at+int64(countOff), "count %d, limit %d", count, limit)
 	}
 	if !o.fs.csums() {
 		return true, nil
 	}
 	t := countOff + limit*8
 	if t+8 > bs {
-		return true, fmt.Errorf("htree block %d: no room for the checksum: %w", lblk, ErrCorrupt)
+		return true, o.fs.corrupt(fmt.Sprintf("ext4 htree block %d", lblk), at+int64(countOff), "no room for the checksum")
 	}
 	c := crc32c(seed, b[:countOff+count*8])
 	c = crc32c(c, b[t:t+4])           // dt_reserved
 	c = crc32c(c, []byte{0, 0, 0, 0}) // dt_checksum, zeroed
 	if want := le.Uint32(b[t+4:]); c != want {
-		return true, fmt.Errorf("htree block %d: checksum %#x, computed %#x: %w", lblk, want, c, ErrCorrupt)
+		return true, o.fs.corrupt(fmt.Sprintf("ext4 htree block %d", lblk), at+int64(t)+4, "checksum %#x, computed %#x", want, c)
 	}
 	return true, nil
 }

@@ -246,7 +246,7 @@ func (r *fcReplay) patchExtents(fs *ext4FS, ino uint32, exts []extent, nblk uint
 	ops := r.ranges[ino]
 	for _, rg := range ops {
 		if !rg.del && (rg.pblk == 0 || rg.pblk >= fs.blocks || rg.n > fs.blocks-rg.pblk) {
-			return nil, fmt.Errorf("inode %d: fast-commit range %d+%d outside filesystem: %w", ino, rg.pblk, rg.n, ErrCorrupt)
+			return nil, fs.corrupt("ext4 fast-commit range of "+inodeName(ino), fs.inodeAt(ino), "%d+%d outside filesystem", rg.pblk, rg.n)
 		}
 	}
 	pts, last := lastRangeCovering(ops)

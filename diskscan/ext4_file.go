@@ -28,7 +28,7 @@ func (o *op) openInode(in *inode) (*file, error) {
 		if err != nil {
 			return nil, err
 		}
-		if f.inline, err = inlineData(in, x); err != nil {
+		if f.inline, err = o.fs.inlineData(in, x); err != nil {
 			return nil, err
 		}
 		return f, nil

@@ -19,15 +19,34 @@ import (
 // with fresh reads before its error is reported.
 const maxAttempts = 3
 
+// retryPolicy is how an FS retries reads of inconsistent metadata. The daemon uses
+// defaultRetries: an image may be rewritten while it is read.
+type retryPolicy struct {
+	attempts     int           // tries of an operation before its error is reported
+	rootAttempts int           // tries of the root directory when a volume is opened
+	backoff      time.Duration // first wait before a retry; then 4 times longer each, at most 16 times
+	maxWait      int64         // total waiting per FS, nanoseconds
+}
+
+var defaultRetries = retryPolicy{attempts: maxAttempts, rootAttempts: rootAttempts, backoff: retryBackoff, maxWait: maxRetryWait}
+
+// noRetries tries once and never waits: for inputs that cannot change while they are
+// read (the fuzz targets and tests on static images).
+var noRetries = retryPolicy{attempts: 1, rootAttempts: 1}
+
+// retries is the policy of the filesystems opened from now on (each FS keeps the one it
+// was opened with). Only the package's fuzz targets and tests change it.
+var retries = defaultRetries
+
 // retry runs f, and on error runs it again with a fresh view of the metadata, because
 // the image may be changing under us (the guest writes while we read). The retries wait
 // a little for the writer to finish; the total waiting per FS is capped, so that an
 // image full of corrupt inodes cannot slow a scan down by much.
 func (fs *ext4FS) retry(f func(o *op) error) error {
 	var err error
-	for i := 0; i < maxAttempts; i++ {
-		if i > 0 && fs.retryWait.Load() < maxRetryWait {
-			d := retryBackoff << (2 * (i - 1)) // 1 ms, then 4 ms
+	for i := 0; i < max(1, fs.retries.attempts); i++ {
+		if i > 0 && fs.retryWait.Load() < fs.retries.maxWait {
+			d := fs.retries.backoff << (2 * (i - 1)) // 1 ms, then 4 ms
 			fs.retryWait.Add(int64(d))
 			time.Sleep(d)
 		}
@@ -173,7 +192,7 @@ func (fs *ext4FS) lookup(o *op, p string, followLast bool) (*inode, error) {
 		}
 		if child.fileType() == Symlink && (len(comps) > 0 || followLast) {
 			if hops++; hops > 40 {
-				return nil, fmt.Errorf("%s: too many levels of symbolic links: %w", p, ErrCorrupt)
+				return nil, o.fs.corrupt("ext4 symlink "+inodeName(child.ino), child.off, "%s: too many levels of symbolic links", p)
 			}
 			x, err := o.xattrs(child)
 			if err != nil {
@@ -277,7 +296,7 @@ func (w *walker) walk(p string, e *Entry, depth int) error {
 		return err
 	}
 	if w.seen[e.Inode] || depth >= maxWalkDepth {
-		err := fmt.Errorf("directory inode %d reached again or nested too deep: %w", e.Inode, ErrCorrupt)
+		err := w.fs.corrupt("ext4 directory "+inodeName(uint32(e.Inode)), w.fs.inodeAt(uint32(e.Inode)), "reached again or nested too deep")
 		return skipDirOK(w.fn(p, nil, err))
 	}
 	w.seen[e.Inode] = true

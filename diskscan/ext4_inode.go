@@ -17,6 +17,7 @@ const (
 // inode is a parsed on-disk inode.
 type inode struct {
 	ino     uint32
+	off     int64  // volume offset of the on-disk inode (for errors)
 	raw     []byte // the whole on-disk inode (inodeSize bytes)
 	mode    uint16
 	uid     uint32
@@ -53,7 +54,7 @@ func (in *inode) fileType() FileType {
 func (o *op) readInode(ino uint32) (*inode, error) {
 	fs := o.fs
 	if ino < 1 || uint64(ino) > fs.inodesCount {
-		return nil, fmt.Errorf("inode %d out of range (1..%d): %w", ino, fs.inodesCount, ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff, "inode %d out of range (1..%d)", ino, fs.inodesCount)
 	}
 	g := uint64(ino-1) / fs.inodesPerGroup
 	idx := uint64(ino-1) % fs.inodesPerGroup
@@ -70,6 +71,7 @@ func (o *op) readInode(ino uint32) (*inode, error) {
 	le := binary.LittleEndian
 	in := &inode{
 		ino:     ino,
+		off:     off,
 		raw:     raw,
 		mode:    le.Uint16(raw[0x0:]),
 		uid:     uint32(le.Uint16(raw[0x2:])) | uint32(le.Uint16(raw[0x78:]))<<16,
@@ -81,23 +83,23 @@ func (o *op) readInode(ino uint32) (*inode, error) {
 	}
 	size := uint64(le.Uint32(raw[0x4:])) | uint64(le.Uint32(raw[0x6C:]))<<32
 	if size > 1<<62 {
-		return nil, fmt.Errorf("inode %d at %#x: size %d: %w", ino, off, size, ErrCorrupt)
+		return nil, fs.corrupt(inodeName(ino), off+0x4, "size %d", size)
 	}
 	in.size = int64(size)
 	if fs.inodeSize > 128 {
 		in.extra = int64(le.Uint16(raw[0x80:]))
 		if in.extra%4 != 0 || 128+in.extra > fs.inodeSize {
-			return nil, fmt.Errorf("inode %d at %#x: extra size %d: %w", ino, off, in.extra, ErrCorrupt)
+			return nil, fs.corrupt(inodeName(ino), off+0x80, "extra size %d", in.extra)
 		}
 	}
-	if err := fs.verifyInode(ino, raw, in.extra); err != nil {
-		return nil, fmt.Errorf("inode at %#x: %w", off, err)
+	if err := fs.verifyInode(ino, raw, in.extra, off); err != nil {
+		return nil, err
 	}
 	if in.mode == 0 && in.links == 0 {
-		return nil, fmt.Errorf("inode %d at %#x is free: %w", ino, off, ErrCorrupt)
+		return nil, fs.corrupt(inodeName(ino), off, "free")
 	}
 	if in.fileType() == Unknown {
-		return nil, fmt.Errorf("inode %d at %#x: mode %#o: %w", ino, off, in.mode, ErrCorrupt)
+		return nil, fs.corrupt(inodeName(ino), off, "mode %#o", in.mode)
 	}
 	return in, nil
 }
@@ -156,10 +158,10 @@ const maxSymlink = 4096
 
 func (o *op) symlinkTarget(in *inode, x map[string][]byte) (string, error) {
 	if in.size > maxSymlink || in.size == 0 {
-		return "", fmt.Errorf("symlink inode %d: target length %d: %w", in.ino, in.size, ErrCorrupt)
+		return "", o.fs.corrupt("ext4 symlink "+inodeName(in.ino), in.off+0x4, "target length %d", in.size)
 	}
 	if in.flags&flagInlineData != 0 {
-		b, err := inlineData(in, x)
+		b, err := o.fs.inlineData(in, x)
 		return string(b), err
 	}
 	if in.size < int64(len(in.iblock)) && in.flags&flagExtents == 0 {
@@ -170,10 +172,10 @@ func (o *op) symlinkTarget(in *inode, x map[string][]byte) (string, error) {
 }
 
 // inlineData returns the contents of an inline-data inode: i_block, then system.data.
-func inlineData(in *inode, x map[string][]byte) ([]byte, error) {
+func (fs *ext4FS) inlineData(in *inode, x map[string][]byte) ([]byte, error) {
 	b := append(append([]byte(nil), in.iblock...), x["system.data"]...)
 	if in.size > int64(len(b)) {
-		return nil, fmt.Errorf("inline inode %d: size %d exceeds inline data %d: %w", in.ino, in.size, len(b), ErrCorrupt)
+		return nil, fs.corrupt("ext4 inline "+inodeName(in.ino), in.off+0x4, "size %d exceeds inline data %d", in.size, len(b))
 	}
 	return b[:in.size], nil
 }
@@ -182,14 +184,14 @@ func inlineData(in *inode, x map[string][]byte) ([]byte, error) {
 // inodes) through the metadata cache.
 func (o *op) readSmall(in *inode, limit int64) ([]byte, error) {
 	if in.size > limit {
-		return nil, fmt.Errorf("inode %d: size %d over %d: %w", in.ino, in.size, limit, ErrCorrupt)
+		return nil, o.fs.corrupt(inodeName(in.ino), in.off+0x4, "size %d over %d", in.size, limit)
 	}
 	if in.flags&flagInlineData != 0 {
 		x, err := o.xattrs(in)
 		if err != nil {
 			return nil, err
 		}
-		return inlineData(in, x)
+		return o.fs.inlineData(in, x)
 	}
 	exts, err := o.mapBlocks(in)
 	if err != nil {
@@ -213,3 +215,6 @@ func (o *op) readSmall(in *inode, limit int64) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// inodeName is the Structure of a CorruptError about inode ino.
+func inodeName(ino uint32) string { return fmt.Sprintf("ext4 inode %d", ino) }

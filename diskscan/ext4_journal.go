@@ -142,7 +142,7 @@ func (fs *ext4FS) loadJournal(jino uint32, fsSB []byte, fresh bool) (*journal, e
 		// e2fsck then uses the superblock's copy of the journal's block map; the kernel
 		// refuses the journal.
 		inodeErr = fmt.Errorf("journal inode %d unusable (%v), replayed through the superblock's copy of its block map as e2fsck does: %w", jino, err, ErrJournal)
-		if in, err = backupJournalInode(jino, fsSB); err == nil {
+		if in, err = o.fs.backupJournalInode(jino, fsSB); err == nil {
 			exts, err = o.mapBlocks(in)
 		}
 		if err != nil {
@@ -168,9 +168,9 @@ func (o *op) journalInode(jino uint32) (*inode, error) {
 	case err != nil:
 		return nil, err
 	case in.fileType() != Regular || in.links == 0:
-		return nil, fmt.Errorf("inode %d is not a linked regular file: %w", jino, ErrCorrupt)
+		return nil, o.fs.corrupt("ext4 journal "+inodeName(jino), in.off, "not a linked regular file")
 	case in.size/o.fs.bs < jbdMinJournalBlocks:
-		return nil, fmt.Errorf("inode %d of %d bytes: too small for a journal: %w", jino, in.size, ErrCorrupt)
+		return nil, o.fs.corrupt("ext4 journal "+inodeName(jino), in.off+0x4, "%d bytes: too small for a journal", in.size)
 	}
 	return in, nil
 }
@@ -178,16 +178,16 @@ func (o *op) journalInode(jino uint32) (*inode, error) {
 // backupJournalInode makes a journal inode from the ext4 superblock's copy of its block
 // map (s_jnl_blocks: i_block, then the size's high and low words), as e2fsck does; the
 // extents flag is set when the copy holds an extent tree root.
-func backupJournalInode(jino uint32, sb []byte) (*inode, error) {
+func (fs *ext4FS) backupJournalInode(jino uint32, sb []byte) (*inode, error) {
 	const jnlBackupBlocks = 1
 	if sb == nil || sb[0xFD] != jnlBackupBlocks {
-		return nil, fmt.Errorf("no copy of the journal's block map in the superblock: %w", ErrCorrupt)
+		return nil, fs.corrupt("ext4 superblock", superblockOff+0xFD, "no copy of the journal's block map")
 	}
 	le := binary.LittleEndian
 	raw := make([]byte, 128)
 	copy(raw[0x28:0x64], sb[0x10C:0x148])
 	size := uint64(le.Uint32(sb[0x148:]))<<32 | uint64(le.Uint32(sb[0x14C:]))
-	in := &inode{ino: jino, raw: raw, mode: 0x8000 | 0o600, links: 1, size: int64(size & (1<<62 - 1)), iblock: raw[0x28:0x64]}
+	in := &inode{ino: jino, off: superblockOff + 0x10C - 0x28, raw: raw, mode: 0x8000 | 0o600, links: 1, size: int64(size & (1<<62 - 1)), iblock: raw[0x28:0x64]}
 	if le.Uint16(raw[0x28:]) == extentMagic {
 		in.flags = flagExtents
 	}

@@ -27,19 +27,20 @@ type mapper struct {
 	seed  uint32 // per-inode checksum seed (metadata_csum)
 	out   []extent
 	nodes int
+	at    int64 // volume offset of the entry being mapped (for errors)
 }
 
 // mapBlocks returns the sorted, non-overlapping extents of a file's first
 // ceil(size/bs) logical blocks (extent tree or ext2/3 block map).
 func (o *op) mapBlocks(in *inode) ([]extent, error) {
 	if in.flags&flagInlineData != 0 {
-		return nil, fmt.Errorf("inode %d has inline data, no blocks: %w", in.ino, ErrCorrupt)
+		return nil, o.fs.corrupt(inodeName(in.ino), in.off+0x20, "inline data, no blocks")
 	}
 	m := &mapper{o: o, ino: in.ino, nblk: (uint64(in.size) + uint64(o.fs.bs) - 1) / uint64(o.fs.bs),
-		seed: o.fs.inodeSeed(in.ino, in.raw)}
+		seed: o.fs.inodeSeed(in.ino, in.raw), at: in.off + 0x28}
 	var err error
 	if in.flags&flagExtents != 0 {
-		err = m.extentNode(in.iblock, -1, 0, 1<<32)
+		err = m.extentNode(in.iblock, in.off+0x28, -1, 0, 1<<32)
 	} else {
 		err = m.blockMap(in.iblock)
 	}
@@ -56,12 +57,12 @@ func (m *mapper) add(lblk, pblk, n uint64, uninit bool) error {
 	n = min(n, m.nblk-lblk)
 	fs := m.o.fs
 	if pblk < fs.firstDataBlock || pblk == 0 || pblk >= fs.blocks || n > fs.blocks-pblk {
-		return fmt.Errorf("blocks %d+%d outside filesystem (%d blocks): %w", pblk, n, fs.blocks, ErrCorrupt)
+		return m.corrupt("blocks %d+%d outside filesystem (%d blocks)", pblk, n, fs.blocks)
 	}
 	if k := len(m.out); k > 0 {
 		last := &m.out[k-1]
 		if lblk < last.lblk+last.n {
-			return fmt.Errorf("extent at logical block %d overlaps or is out of order: %w", lblk, ErrCorrupt)
+			return m.corrupt("extent at logical block %d overlaps or is out of order", lblk)
 		}
 		if last.lblk+last.n == lblk && last.pblk+last.n == pblk && last.uninit == uninit {
 			last.n += n
@@ -72,7 +73,7 @@ func (m *mapper) add(lblk, pblk, n uint64, uninit bool) error {
 		return err
 	}
 	if len(m.out) >= m.maxExtents() {
-		return fmt.Errorf("more than %d extents: %w", m.maxExtents(), ErrCorrupt)
+		return m.corrupt("more than %d extents", m.maxExtents())
 	}
 	m.out = append(m.out, extent{lblk: lblk, pblk: pblk, n: n, uninit: uninit})
 	return nil
@@ -81,24 +82,26 @@ func (m *mapper) add(lblk, pblk, n uint64, uninit bool) error {
 // extentNode walks one node of an extent tree. depth is the depth its parent expects
 // (-1 for the root in the inode); [lo, hi) is the logical range the parent assigned to
 // it. Depth must fall by one per level, so the walk cannot loop.
-func (m *mapper) extentNode(b []byte, depth int, lo, hi uint64) error {
+func (m *mapper) extentNode(b []byte, at int64, depth int, lo, hi uint64) error {
 	le := binary.LittleEndian
+	m.at = at
 	if len(b) < 12 || le.Uint16(b) != extentMagic {
-		return fmt.Errorf("extent node: bad magic: %w", ErrCorrupt)
+		return m.corrupt("extent node: bad magic")
 	}
 	entries := int(le.Uint16(b[2:]))
 	d := int(le.Uint16(b[6:]))
 	if d > maxExtentDepth || (depth >= 0 && d != depth) {
-		return fmt.Errorf("extent node: depth %d, expected %d: %w", d, depth, ErrCorrupt)
+		return m.corrupt("extent node: depth %d, expected %d", d, depth)
 	}
 	if 12+12*entries > len(b) {
-		return fmt.Errorf("extent node: %d entries do not fit %d bytes: %w", entries, len(b), ErrCorrupt)
+		return m.corrupt("extent node: %d entries do not fit %d bytes", entries, len(b))
 	}
 	for i := 0; i < entries; i++ {
 		e := b[12+12*i:]
+		m.at = at + 12 + 12*int64(i)
 		start := uint64(le.Uint32(e))
 		if start < lo || start >= hi {
-			return fmt.Errorf("extent node: entry %d starts at %d outside [%d,%d): %w", i, start, lo, hi, ErrCorrupt)
+			return m.corrupt("extent node: entry %d starts at %d outside [%d,%d)", i, start, lo, hi)
 		}
 		if start >= m.nblk {
 			return nil // sorted: everything after lies beyond i_size too
@@ -111,7 +114,7 @@ func (m *mapper) extentNode(b []byte, depth int, lo, hi uint64) error {
 			}
 			pblk := uint64(le.Uint32(e[8:])) | uint64(le.Uint16(e[6:]))<<32
 			if start+n > hi {
-				return fmt.Errorf("extent %d+%d beyond parent range %d: %w", start, n, hi, ErrCorrupt)
+				return m.corrupt("extent %d+%d beyond parent range %d", start, n, hi)
 			}
 			if err := m.add(start, pblk, n, uninit); err != nil {
 				return err
@@ -122,21 +125,22 @@ func (m *mapper) extentNode(b []byte, depth int, lo, hi uint64) error {
 		if i+1 < entries {
 			next = uint64(le.Uint32(b[12+12*(i+1):]))
 			if next <= start {
-				return fmt.Errorf("extent index out of order at %d: %w", start, ErrCorrupt)
+				return m.corrupt("extent index out of order at %d", start)
 			}
 		}
 		child := uint64(le.Uint32(e[4:])) | uint64(le.Uint16(e[8:]))<<32
 		if err := m.node(); err != nil {
 			return err
 		}
-		cb, err := m.o.block(child)
+		ref := m.at + 4
+		cb, err := m.o.block(child, ref)
 		if err != nil {
 			return fmt.Errorf("extent index block: %w", err)
 		}
-		if err := m.o.verifyExtentBlock(cb, m.seed); err != nil {
+		if err := m.o.verifyExtentBlock(cb, m.seed, int64(child)*m.o.fs.bs); err != nil {
 			return fmt.Errorf("extent block %d: %w", child, err)
 		}
-		if err := m.extentNode(cb, d-1, start, next); err != nil {
+		if err := m.extentNode(cb, int64(child)*m.o.fs.bs, d-1, start, next); err != nil {
 			return err
 		}
 	}
@@ -148,7 +152,9 @@ func (m *mapper) extentNode(b []byte, depth int, lo, hi uint64) error {
 func (m *mapper) blockMap(iblock []byte) error {
 	le := binary.LittleEndian
 	per := uint64(m.o.fs.bs / 4)
+	at := m.at
 	for i := uint64(0); i < 12; i++ {
+		m.at = at + 4*int64(i)
 		if p := uint64(le.Uint32(iblock[4*i:])); p != 0 {
 			if err := m.add(i, p, 1, false); err != nil {
 				return err
@@ -160,6 +166,7 @@ func (m *mapper) blockMap(iblock []byte) error {
 		if base >= m.nblk {
 			return nil
 		}
+		m.at = at + 4*int64(11+level)
 		if p := uint64(le.Uint32(iblock[4*(11+level):])); p != 0 {
 			if err := m.indirect(p, level, base); err != nil {
 				return err
@@ -176,7 +183,7 @@ func (m *mapper) indirect(blk uint64, level int, base uint64) error {
 	if err := m.node(); err != nil {
 		return err
 	}
-	b, err := m.o.block(blk)
+	b, err := m.o.block(blk, m.at)
 	if err != nil {
 		return fmt.Errorf("indirect block: %w", err)
 	}
@@ -190,6 +197,7 @@ func (m *mapper) indirect(blk uint64, level int, base uint64) error {
 		if lb >= m.nblk {
 			return nil
 		}
+		m.at = int64(blk)*m.o.fs.bs + 4*int64(i)
 		p := uint64(binary.LittleEndian.Uint32(b[4*i:]))
 		if p == 0 {
 			continue
@@ -216,26 +224,32 @@ func (m *mapper) node() error {
 	}
 	m.nodes++
 	if lim := int(min(maxMapNodes, m.o.fs.blocks+1)); m.nodes > lim {
-		return fmt.Errorf("more than %d extent-tree or indirect blocks: %w", lim, ErrCorrupt)
+		return m.corrupt("more than %d extent-tree or indirect blocks", lim)
 	}
 	return nil
 }
 
-func (m *mapper) work() error { return m.o.spend() }
+func (m *mapper) work() error { return m.o.spend("ext4 block map of "+inodeName(m.ino), m.at) }
+
+// corrupt reports a bad block map at the entry being mapped.
+func (m *mapper) corrupt(format string, args ...any) error {
+	return m.o.fs.corrupt("ext4 block map of "+inodeName(m.ino), m.at, format, args...)
+}
 
 // spend counts one unit of block-mapping or directory-block work. Each operation may
 // do opWorkFree units on its own; beyond that it draws on the FS's shared pool
 // (mapWorkLimit over the FS's lifetime). A hostile directory or file can therefore dry
 // up the pool, but not the allowance of the operations on other paths: corrupting /tmp
 // does not make /usr/bin unreadable. What a hostile image costs in all stays bounded
-// by the operations asked for times the allowance, plus the pool.
-func (o *op) spend() error {
+// by the operations asked for times the allowance, plus the pool. structure and at name
+// what was being read when the work ran out (for the error).
+func (o *op) spend(structure string, at int64) error {
 	if o.work++; o.work <= o.fs.opWorkFree {
 		return nil
 	}
 	if o.fs.mapWork.Add(1) > o.fs.mapWorkLimit() {
-		return fmt.Errorf("metadata work limit exhausted: this operation needed more than %d blocks or extents and the filesystem's shared allowance (%d) is spent; open the volume again: %w",
-			o.fs.opWorkFree, o.fs.mapWorkLimit(), ErrCorrupt)
+		return o.fs.corrupt(structure, at, "metadata work limit exhausted: this operation needed more than %d blocks or extents and the filesystem's shared allowance (%d) is spent; open the volume again",
+			o.fs.opWorkFree, o.fs.mapWorkLimit())
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ var xattrPrefix = map[uint8]string{
 func (o *op) xattrs(in *inode) (map[string][]byte, error) {
 	var out map[string][]byte
 	le := binary.LittleEndian
-	p := &xattrParse{o: o, owner: in.ino}
+	p := &xattrParse{o: o, owner: in.ino, at: in.off + 128 + in.extra + 4}
 	if start := 128 + in.extra; in.extra > 0 && start+4 <= int64(len(in.raw)) && le.Uint32(in.raw[start:]) == xattrMagic {
 		region := in.raw[start+4:]
 		var err error
@@ -39,16 +39,17 @@ func (o *op) xattrs(in *inode) (map[string][]byte, error) {
 		}
 	}
 	if in.fileACL != 0 {
-		b, err := o.block(in.fileACL)
+		b, err := o.block(in.fileACL, in.off+0x68)
 		if err != nil {
 			return nil, fmt.Errorf("inode %d xattr block: %w", in.ino, err)
 		}
 		if le.Uint32(b) != xattrMagic || le.Uint32(b[8:]) != 1 {
-			return nil, fmt.Errorf("inode %d xattr block %d: bad header: %w", in.ino, in.fileACL, ErrCorrupt)
+			return nil, o.fs.corrupt(fmt.Sprintf("ext4 xattr block %d of %s", in.fileACL, inodeName(in.ino)), int64(in.fileACL)*o.fs.bs, "bad header")
 		}
 		if err := o.verifyXattrBlock(b, in.fileACL); err != nil {
 			return nil, fmt.Errorf("inode %d: %w", in.ino, err)
 		}
+		p.at = int64(in.fileACL) * o.fs.bs
 		if out, err = p.parse(b, 32, b, out); err != nil {
 			return nil, fmt.Errorf("inode %d xattr block %d: %w", in.ino, in.fileACL, err)
 		}
@@ -61,6 +62,12 @@ type xattrParse struct {
 	o     *op
 	owner uint32 // the inode whose xattrs these are
 	bytes int64  // value bytes so far
+	at    int64  // volume offset of the region parsed (for errors)
+}
+
+// corrupt reports a bad xattr entry at pos in the region parsed.
+func (p *xattrParse) corrupt(pos int, format string, args ...any) error {
+	return p.o.fs.corrupt("ext4 xattr entry of "+inodeName(p.owner), p.at+int64(pos), format, args...)
 }
 
 // parse parses xattr entries in b from pos; value offsets are relative to vals.
@@ -68,7 +75,7 @@ func (p *xattrParse) parse(b []byte, pos int, vals []byte, out map[string][]byte
 	le := binary.LittleEndian
 	for n := 0; pos+4 <= len(b) && le.Uint32(b[pos:]) != 0; n++ {
 		if n >= maxXattrs || pos+16 > len(b) {
-			return nil, fmt.Errorf("xattr entry %d at %d: %w", n, pos, ErrCorrupt)
+			return nil, p.corrupt(pos, "entry %d", n)
 		}
 		nameLen := int(b[pos])
 		idx := b[pos+1]
@@ -76,14 +83,14 @@ func (p *xattrParse) parse(b []byte, pos int, vals []byte, out map[string][]byte
 		vino := le.Uint32(b[pos+4:])
 		vsize := int64(le.Uint32(b[pos+8:]))
 		if pos+16+nameLen > len(b) {
-			return nil, fmt.Errorf("xattr name at %d: %w", pos, ErrCorrupt)
+			return nil, p.corrupt(pos, "name of %d bytes", nameLen)
 		}
 		name := xattrPrefix[idx] + string(b[pos+16:pos+16+nameLen])
 		if vsize > maxEAInodeValue {
-			return nil, fmt.Errorf("xattr %q at %d: value of %d bytes over XATTR_SIZE_MAX: %w", name, pos, vsize, ErrCorrupt)
+			return nil, p.corrupt(pos, "xattr %q: value of %d bytes over XATTR_SIZE_MAX", name, vsize)
 		}
 		if p.bytes += vsize; p.bytes > maxXattrBytes {
-			return nil, fmt.Errorf("xattr %q at %d: values of inode %d exceed %d bytes: %w", name, pos, p.owner, maxXattrBytes, ErrCorrupt)
+			return nil, p.corrupt(pos, "xattr %q: values of inode %d exceed %d bytes", name, p.owner, maxXattrBytes)
 		}
 		var val []byte
 		switch {
@@ -94,14 +101,14 @@ func (p *xattrParse) parse(b []byte, pos int, vals []byte, out map[string][]byte
 			// says what can be said without costing the whole entry.
 			val = []byte{}
 		case vino != 0:
-			v, err := p.o.eaInodeValue(p.owner, vino, vsize)
+			v, err := p.o.eaInodeValue(p.owner, vino, vsize, p.at+int64(pos))
 			if err != nil {
 				return nil, fmt.Errorf("xattr %q: %w", name, err)
 			}
 			val = v
 		default:
 			if int64(voff)+vsize > int64(len(vals)) {
-				return nil, fmt.Errorf("xattr %q value %d+%d out of bounds: %w", name, voff, vsize, ErrCorrupt)
+				return nil, p.corrupt(pos, "xattr %q value %d+%d out of bounds", name, voff, vsize)
 			}
 			val = append([]byte(nil), vals[voff:int64(voff)+vsize]...)
 		}
@@ -120,22 +127,24 @@ func (p *xattrParse) parse(b []byte, pos int, vals []byte, out map[string][]byte
 // through its block map only: an EA inode with inline data (whose contents would be its
 // own xattrs) is corrupt, so reading a value never reads another inode's xattrs, and
 // f_ea_inode_self_ref cannot recurse.
-func (o *op) eaInodeValue(owner, ino uint32, size int64) ([]byte, error) {
+// at is the volume offset of the xattr entry naming it.
+func (o *op) eaInodeValue(owner, ino uint32, size, at int64) ([]byte, error) {
+	entry := "ext4 xattr entry of " + inodeName(owner)
 	if ino == owner {
-		return nil, fmt.Errorf("value inode %d is the inode itself: %w", ino, ErrCorrupt)
+		return nil, o.fs.corrupt(entry, at, "value inode %d is the inode itself", ino)
 	}
 	if size > maxEAInodeValue {
-		return nil, fmt.Errorf("value inode %d: %d bytes over limit: %w", ino, size, ErrCorrupt)
+		return nil, o.fs.corrupt(entry, at, "value inode %d: %d bytes over limit", ino, size)
 	}
 	in, err := o.readInode(ino)
 	if err != nil {
 		return nil, err
 	}
 	if in.flags&flagEAInode == 0 || in.fileType() != Regular || in.size != size {
-		return nil, fmt.Errorf("value inode %d: not an EA inode of %d bytes: %w", ino, size, ErrCorrupt)
+		return nil, o.fs.corrupt(inodeName(ino), in.off, "not an EA inode of %d bytes (value of inode %d)", size, owner)
 	}
 	if in.flags&flagInlineData != 0 {
-		return nil, fmt.Errorf("value inode %d: EA inode with inline data: %w", ino, ErrCorrupt)
+		return nil, o.fs.corrupt(inodeName(ino), in.off+0x20, "EA inode with inline data (value of inode %d)", owner)
 	}
 	return o.readSmall(in, maxEAInodeValue)
 }

@@ -96,6 +96,7 @@ func FuzzQcow2(f *testing.F) {
 	f.Add(seed(f, "ext4.qcow2.gz"))
 	f.Add(seed(f, "ext4c.qcow2.gz"))
 	f.Add(seed(f, "ext4x.qcow2.gz"))
+	withRetries(f, noRetries)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		data = expandImage(data, 256<<10)[:256<<10]
 		r := bytes.NewReader(data)
@@ -126,6 +127,7 @@ func FuzzExt4(f *testing.F) {
 	for _, s := range []string{"ext4.img.gz", "ext2.img.gz", "inline.img.gz", "journal.img.gz"} {
 		f.Add(seed(f, s))
 	}
+	withRetries(f, noRetries)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		data = expandImage(data, 128<<10)
 		fs, err := OpenFS(bytes.NewReader(data), int64(len(data)))
@@ -202,6 +204,15 @@ func TestPackImageRoundTrip(t *testing.T) {
 	if !strings.HasPrefix(string(b), "hacked") {
 		t.Errorf("journal seed: /etc/passwd = %q, want the journaled block", b)
 	}
+}
+
+// withRetries makes the filesystems opened until the end of tb use policy p (noRetries:
+// a fuzz input does not change while it is read, and the retries of an unreadable root
+// directory waited up to ~85 ms per input).
+func withRetries(tb testing.TB, p retryPolicy) {
+	old := retries
+	retries = p
+	tb.Cleanup(func() { retries = old })
 }
 
 // noRetryWait turns off the waits before retries (the input does not change while it

@@ -27,7 +27,7 @@ func gptPartitions(r io.ReaderAt, size int64) ([]Partition, error) {
 
 func gptAt(r io.ReaderAt, size, ss, lba int64) ([]Partition, error) {
 	if lba < 1 || (lba+1)*ss > size {
-		return nil, fmt.Errorf("GPT header LBA %d beyond disk: %w", lba, ErrCorrupt)
+		return nil, corruptf("GPT protective MBR", 0, "GPT header LBA %d (%d-byte sectors) beyond disk", lba, ss)
 	}
 	h := make([]byte, 92)
 	if _, err := r.ReadAt(h, lba*ss); err != nil {
@@ -35,30 +35,30 @@ func gptAt(r io.ReaderAt, size, ss, lba int64) ([]Partition, error) {
 	}
 	le := binary.LittleEndian
 	if string(h[:8]) != "EFI PART" {
-		return nil, fmt.Errorf("GPT header at %#x: no signature: %w", lba*ss, ErrCorrupt)
+		return nil, corruptf("GPT header", lba*ss, "no signature")
 	}
 	hsize := le.Uint32(h[12:])
 	if hsize != 92 { // larger headers exist in theory; none are made in practice
-		return nil, fmt.Errorf("GPT header at %#x: size %d: %w", lba*ss, hsize, ErrCorrupt)
+		return nil, corruptf("GPT header", lba*ss+12, "size %d", hsize)
 	}
 	crc := le.Uint32(h[16:])
 	clear(h[16:20])
 	if crc32.ChecksumIEEE(h) != crc {
-		return nil, fmt.Errorf("GPT header at %#x: CRC mismatch: %w", lba*ss, ErrCorrupt)
+		return nil, corruptf("GPT header", lba*ss+16, "CRC mismatch")
 	}
 	entLBA, n, esz := int64(le.Uint64(h[72:])), int64(le.Uint32(h[80:])), int64(le.Uint32(h[84:]))
 	if esz < 128 || esz%8 != 0 || n == 0 || n*esz > gptEntriesMax {
-		return nil, fmt.Errorf("GPT header at %#x: %d entries of %d bytes: %w", lba*ss, n, esz, ErrCorrupt)
+		return nil, corruptf("GPT header", lba*ss+80, "%d entries of %d bytes", n, esz)
 	}
 	if entLBA < 1 || entLBA > size/ss || entLBA*ss+n*esz > size {
-		return nil, fmt.Errorf("GPT entries at LBA %d beyond disk: %w", entLBA, ErrCorrupt)
+		return nil, corruptf("GPT header", lba*ss+72, "entries at LBA %d beyond disk", entLBA)
 	}
 	tab := make([]byte, n*esz)
 	if _, err := r.ReadAt(tab, entLBA*ss); err != nil {
 		return nil, fmt.Errorf("reading GPT entries at %#x: %w", entLBA*ss, err)
 	}
 	if crc32.ChecksumIEEE(tab) != le.Uint32(h[88:]) {
-		return nil, fmt.Errorf("GPT entries at %#x: CRC mismatch: %w", entLBA*ss, ErrCorrupt)
+		return nil, corruptf("GPT partition entries", entLBA*ss, "CRC mismatch (header at %#x)", lba*ss)
 	}
 	out := []Partition{}
 	for i := int64(0); i < n; i++ {

@@ -376,3 +376,28 @@ func TestMakeTreeKeepsSetuid(t *testing.T) {
 		}
 	}
 }
+
+// e2fsCorpusPath is the folder of e2fsprogs' test images (tests/*/image*), kept outside
+// the repository: $DOMAINM_CORPORA/e2fsprogs-tests (the Makefile exports DOMAINM_CORPORA),
+// else ../shared/corpora/e2fsprogs-tests relative to the repository root.
+func e2fsCorpusPath() string {
+	dir := os.Getenv("DOMAINM_CORPORA")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "shared", "corpora")
+	}
+	abs, err := filepath.Abs(filepath.Join(dir, "e2fsprogs-tests"))
+	if err != nil {
+		return filepath.Join(dir, "e2fsprogs-tests")
+	}
+	return abs
+}
+
+// e2fsCorpus returns e2fsCorpusPath, or skips the test naming the path when it is missing.
+func e2fsCorpus(t testing.TB) string {
+	t.Helper()
+	dir := e2fsCorpusPath()
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("e2fsprogs corpus not found at %s (set DOMAINM_CORPORA; default ../shared/corpora from the repository root): %v", dir, err)
+	}
+	return dir
+}

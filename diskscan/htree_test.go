@@ -63,13 +63,13 @@ func dirBlocks(t *testing.T, img, p string) []dirBlock {
 	var out []dirBlock
 	for _, e := range exts {
 		for i := uint64(0); i < e.n; i++ {
-			blk, err := o.block(e.pblk + i)
+			blk, err := o.block(e.pblk+i, in.off)
 			must(t, err)
 			d := dirBlock{lblk: e.lblk + i, off: int64(e.pblk+i) * fs.bs}
-			d.index, err = o.dxBlock(blk, d.lblk, seed)
+			d.index, err = o.dxBlock(blk, d.lblk, d.off, seed)
 			must(t, err)
 			if !d.index {
-				ents, err := o.parseDirBlock(blk, nil)
+				ents, err := o.parseDirBlock(blk, d.off, nil)
 				must(t, err)
 				for _, de := range ents {
 					d.names = append(d.names, de.name)
@@ -247,7 +247,7 @@ func TestCorruptHtreeIndexFallsBackToLinear(t *testing.T) {
 // and keeps /lost+found; a walk and read of every file stays fast.
 func TestPreenHtreeCsumCorpus(t *testing.T) {
 	corpusImages(t) // skips, naming the path, without the corpus
-	raw, cleanup := decompressed(t, filepath.Join(e2fsCorpus, "f_preen_htree_csum.img.gz"))
+	raw, cleanup := decompressed(t, filepath.Join(e2fsCorpus(t), "f_preen_htree_csum.img.gz"))
 	defer cleanup()
 	fs, c, err := OpenVolumeFormat(raw, "raw", -1)
 	must(t, err)

@@ -149,22 +149,10 @@ func TestJournalSpaceReused(t *testing.T) {
 	}
 }
 
-// corpusDir is where the e2fsprogs test images are (../shared/corpora from the repository
-// root); tests that need it skip, naming the path, when it is missing.
-func corpusDir(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "corpora", "e2fsprogs-tests"))
-	must(t, err)
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("e2fsprogs corpus not found at %s (../shared/corpora/e2fsprogs-tests from the repository root): %v", dir, err)
-	}
-	return dir
-}
-
 // corpusImage decompresses an e2fsprogs test image (NAME.img.gz or .bz2) into dir.
 func corpusImage(t *testing.T, dir, name string) string {
 	t.Helper()
-	src := filepath.Join(corpusDir(t), name)
+	src := filepath.Join(e2fsCorpus(t), name)
 	img := filepath.Join(dir, strings.TrimSuffix(strings.TrimSuffix(name, ".gz"), ".bz2"))
 	var b []byte
 	var err error
@@ -459,7 +447,7 @@ func TestJournalDamage(t *testing.T) {
 	b, err := readGz("testdata/journal.img.gz")
 	must(t, err)
 	images["journal.img"] = b
-	if _, err := os.Stat(filepath.Join("..", "..", "shared", "corpora", "e2fsprogs-tests")); err == nil {
+	if _, err := os.Stat(e2fsCorpusPath()); err == nil {
 		images["j_recover_fast_commit"] = readAll(t, corpusImage(t, t.TempDir(), "j_recover_fast_commit.img.gz"))
 	}
 	for name, clean := range images {

@@ -77,9 +77,9 @@ func TestHtreeIndexBlocksRecognised(t *testing.T) {
 		dx := 0
 		for _, e := range exts {
 			for i := uint64(0); i < e.n; i++ {
-				blk, err := o.block(e.pblk + i)
+				blk, err := o.block(e.pblk+i, in.off)
 				must(t, err)
-				ok, err := o.dxBlock(blk, e.lblk+i, seed)
+				ok, err := o.dxBlock(blk, e.lblk+i, int64(e.pblk+i)*fs.bs, seed)
 				if err != nil {
 					t.Errorf("%s: block %d: %v", name, e.lblk+i, err)
 				}

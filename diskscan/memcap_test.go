@@ -23,21 +23,17 @@ import (
 	"time"
 )
 
-// e2fsCorpus is e2fsprogs' tests/*/image* set, kept outside the repository
-// (../shared/corpora relative to the repository root).
-var e2fsCorpus = filepath.Join("..", "..", "shared", "corpora", "e2fsprogs-tests")
-
 // corpusImages lists the corpus's compressed images, or skips the test naming the path.
 func corpusImages(t *testing.T) []string {
 	t.Helper()
-	abs, _ := filepath.Abs(e2fsCorpus)
+	dir := e2fsCorpus(t)
 	var out []string
 	for _, pat := range []string{"*.img.gz", "*.img.bz2"} {
-		m, _ := filepath.Glob(filepath.Join(e2fsCorpus, pat))
+		m, _ := filepath.Glob(filepath.Join(dir, pat))
 		out = append(out, m...)
 	}
 	if len(out) == 0 {
-		t.Skipf("e2fsprogs test images not found in %s (../shared/corpora/e2fsprogs-tests relative to the repository root)", abs)
+		t.Skipf("no e2fsprogs test images (*.img.gz, *.img.bz2) in %s", dir)
 	}
 	sort.Strings(out)
 	return out
@@ -290,7 +286,7 @@ func drain(r io.ReadCloser) int {
 func craftedHostileImages(t *testing.T, dir string) []string {
 	fan := eaFanOutImage(t, dir)
 	out := []string{fan, dirRepeatImage(t, dir)}
-	for _, src := range []string{fan, filepath.Join(e2fsCorpus, "f_ea_inode_self_ref.img.gz")} {
+	for _, src := range []string{fan, filepath.Join(e2fsCorpus(t), "f_ea_inode_self_ref.img.gz")} {
 		raw, cleanup := decompressed(t, src)
 		q := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".gz")+".qcow2")
 		run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, q)

@@ -29,7 +29,7 @@ const (
 func Partitions(r io.ReaderAt, size int64) (_ []Partition, err error) {
 	defer recoverCorrupt(&err, "partition table")
 	if size <= 0 {
-		return nil, fmt.Errorf("empty disk: %w", ErrCorrupt)
+		return nil, corruptf("disk", 0, "empty (%d bytes)", size)
 	}
 	if size < sector {
 		return []Partition{{Index: 1, Scheme: "none", Start: 0, Size: size}}, nil

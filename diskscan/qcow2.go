@@ -105,7 +105,7 @@ func (q *qcow2) l2Entry(off int64, fresh bool) (e, bitmap uint64, err error) {
 	i1 := cl >> q.l2Bits
 	i2 := cl & (1<<q.l2Bits - 1)
 	if i1 >= int64(len(q.l1)) {
-		return 0, 0, fmt.Errorf("guest offset %#x beyond qcow2 L1 table: %w", off, ErrCorrupt)
+		return 0, 0, corruptf("qcow2 header", 36, "guest offset %#x beyond the L1 table", off)
 	}
 	e1, err := q.l1Entry(i1)
 	if err != nil {
@@ -116,7 +116,7 @@ func (q *qcow2) l2Entry(off int64, fresh bool) (e, bitmap uint64, err error) {
 		return 0, 0, nil
 	}
 	if l2Off%q.clusterSize() != 0 || l2Off > q.fileSize-q.clusterSize() {
-		return 0, 0, fmt.Errorf("qcow2 L1 entry %d: L2 table at %#x outside image: %w", i1, l2Off, ErrCorrupt)
+		return 0, 0, corruptf(fmt.Sprintf("qcow2 L1 entry %d", i1), q.l1Off+8*i1, "L2 table at %#x outside image", l2Off)
 	}
 	width := int64(1) // 64-bit words per L2 entry
 	if q.extL2 {
@@ -166,7 +166,8 @@ type qcowSpan struct {
 // zero by its zero bit, allocated by its allocation bit, else unallocated. A bitmap that
 // marks a subcluster both, or allocates one in a cluster without a host offset, is
 // invalid.
-func (q *qcow2) kind(e, bitmap uint64, sc uint) (qcowKind, error) {
+// pos is the guest offset, for errors.
+func (q *qcow2) kind(e, bitmap uint64, sc uint, pos int64) (qcowKind, error) {
 	switch {
 	case e&qcowCompressed != 0:
 		return qcowDeflated, nil
@@ -180,7 +181,7 @@ func (q *qcow2) kind(e, bitmap uint64, sc uint) (qcowKind, error) {
 	alloc, zero := uint32(bitmap), uint32(bitmap>>32)
 	switch {
 	case e&qcowOffsetMask != 0 && alloc&zero != 0, e&qcowOffsetMask == 0 && alloc != 0:
-		return 0, fmt.Errorf("qcow2 L2 entry %#x: invalid subcluster bitmap %#x: %w", e, bitmap, ErrCorrupt)
+		return 0, corruptf("qcow2 L2 entry", q.l2EntryAt(pos), "descriptor %#x: invalid subcluster bitmap %#x", e, bitmap)
 	case zero&(1<<sc) != 0:
 		return qcowZeros, nil
 	case alloc&(1<<sc) != 0:
@@ -198,22 +199,22 @@ func (q *qcow2) span(pos int64) (qcowSpan, error) {
 	}
 	in := pos & (q.clusterSize() - 1)
 	sc := uint(in >> q.scBits)
-	k, err := q.kind(e, bitmap, sc)
+	k, err := q.kind(e, bitmap, sc, pos)
 	if err == nil && k == qcowBacking {
 		// Unallocated in the cached table: the guest may have written since; re-read it.
 		if e, bitmap, err = q.l2Entry(pos, true); err == nil {
-			k, err = q.kind(e, bitmap, sc)
+			k, err = q.kind(e, bitmap, sc, pos)
 		}
 	}
 	if err != nil {
 		return qcowSpan{}, err
 	}
 	if host := int64(e & qcowOffsetMask); k != qcowDeflated && host%q.clusterSize() != 0 {
-		return qcowSpan{}, fmt.Errorf("qcow2 cluster for guest offset %#x at unaligned host offset %#x: %w", pos, host, ErrCorrupt)
+		return qcowSpan{}, corruptf("qcow2 L2 entry", q.l2EntryAt(pos), "cluster for guest offset %#x at unaligned host offset %#x", pos, host)
 	}
 	end := int64(sc+1) << q.scBits
 	for end < q.clusterSize() && k != qcowDeflated {
-		if k2, _ := q.kind(e, bitmap, uint(end>>q.scBits)); k2 != k {
+		if k2, _ := q.kind(e, bitmap, uint(end>>q.scBits), pos); k2 != k {
 			break
 		}
 		end += 1 << q.scBits
@@ -290,7 +291,7 @@ func (q *qcow2) readData(p []byte, pos int64, s qcowSpan) (int, error) {
 		n += min(int64(len(p))-n, s2.n)
 	}
 	if s.host+n > q.fileSize {
-		return 0, fmt.Errorf("qcow2 data for guest offset %#x at host %#x+%d beyond the image file: %w", pos, s.host, n, ErrCorrupt)
+		return 0, corruptf("qcow2 L2 entry", q.l2EntryAt(pos), "data for guest offset %#x at host %#x+%d beyond the image file", pos, s.host, n)
 	}
 	if _, err := q.f.ReadAt(p[:n], s.host); err != nil {
 		return 0, fmt.Errorf("reading qcow2 data at host %#x: %w", s.host, err)
@@ -362,7 +363,7 @@ func (q *qcow2) inflate(e uint64, guest int64) ([]byte, error) {
 	sectors := int64((e>>x)&(1<<(q.clusterBits-8)-1)) + 1
 	n := min(sectors*512-host&511, q.fileSize-host)
 	if host <= 0 || n <= 0 {
-		return nil, fmt.Errorf("qcow2 compressed cluster at guest offset %#x: data at host %#x outside image: %w", guest, host, ErrCorrupt)
+		return nil, corruptf("qcow2 L2 entry", q.l2EntryAt(guest), "compressed cluster at guest offset %#x: data at host %#x outside image", guest, host)
 	}
 	comp := make([]byte, n)
 	if _, err := q.f.ReadAt(comp, host); err != nil && err != io.EOF {
@@ -370,7 +371,8 @@ func (q *qcow2) inflate(e uint64, guest int64) ([]byte, error) {
 	}
 	out := make([]byte, q.clusterSize())
 	if _, err := io.ReadFull(flate.NewReader(bytes.NewReader(comp)), out); err != nil {
-		return nil, fmt.Errorf("inflating qcow2 cluster at guest offset %#x (host %#x): %v: %w", guest, host, err, ErrCorrupt)
+		return nil, &CorruptError{Structure: "qcow2 compressed cluster", Offset: host,
+			Reason: fmt.Sprintf("inflating the cluster at guest offset %#x", guest), Err: err}
 	}
 	q.mu.Lock()
 	q.clusters.PushFront(&inflated{entry: e, data: out})
@@ -379,4 +381,25 @@ func (q *qcow2) inflate(e uint64, guest int64) ([]byte, error) {
 	}
 	q.mu.Unlock()
 	return out, nil
+}
+
+// l2EntryAt is the file offset of the L2 entry of guest offset pos, for errors about it;
+// the L1 entry's when it names no valid L2 table, the L1 size field's beyond the table.
+func (q *qcow2) l2EntryAt(pos int64) int64 {
+	cl := pos >> q.clusterBits
+	i1, i2 := cl>>q.l2Bits, cl&(1<<q.l2Bits-1)
+	if pos < 0 || i1 >= int64(len(q.l1)) {
+		return 36
+	}
+	q.mu.Lock()
+	l2Off := int64(q.l1[i1] & qcowOffsetMask)
+	q.mu.Unlock()
+	if l2Off == 0 || l2Off%q.clusterSize() != 0 || l2Off > q.fileSize-q.clusterSize() {
+		return q.l1Off + 8*i1
+	}
+	width := int64(8)
+	if q.extL2 {
+		width = 16
+	}
+	return l2Off + width*i2
 }

@@ -67,30 +67,30 @@ func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
 	}
 	be := binary.BigEndian
 	if be.Uint32(h) != qcowMagic {
-		return nil, fmt.Errorf("no qcow2 magic: %w", ErrCorrupt)
+		return nil, corruptf("qcow2 header", 0, "no qcow2 magic")
 	}
 	hd := &qcow2Header{version: be.Uint32(h[4:]), clusterBits: uint(be.Uint32(h[20:]))}
 	if hd.version != 2 && hd.version != 3 {
 		return nil, fmt.Errorf("qcow2 version %d: %w", hd.version, ErrUnsupportedImage)
 	}
 	if hd.clusterBits < qcowMinClusterBits || hd.clusterBits > qcowMaxClusterBits {
-		return nil, fmt.Errorf("qcow2 cluster bits %d: %w", hd.clusterBits, ErrCorrupt)
+		return nil, corruptf("qcow2 header", 20, "cluster bits %d", hd.clusterBits)
 	}
 	hlen := int64(72)
 	if hd.version == 3 {
 		if n < 104 {
-			return nil, fmt.Errorf("qcow2 v3 header truncated (%d bytes): %w", n, ErrCorrupt)
+			return nil, corruptf("qcow2 header", 4, "v3 header truncated (%d bytes)", n)
 		}
 		if hlen = int64(be.Uint32(h[100:])); hlen < 104 {
-			return nil, fmt.Errorf("qcow2 header length %d, at least 104: %w", hlen, ErrCorrupt)
+			return nil, corruptf("qcow2 header", 100, "header length %d, at least 104", hlen)
 		}
 	}
 	if hlen > hd.clusterSize() {
-		return nil, fmt.Errorf("qcow2 header length %d exceeds the cluster size: %w", hlen, ErrCorrupt)
+		return nil, corruptf("qcow2 header", 100, "header length %d exceeds the cluster size", hlen)
 	}
 	bo, bs := be.Uint64(h[8:]), int64(be.Uint32(h[16:]))
 	if bo > uint64(hd.clusterSize()) {
-		return nil, fmt.Errorf("qcow2 backing file name offset %#x beyond the first cluster: %w", bo, ErrCorrupt)
+		return nil, corruptf("qcow2 header", 8, "backing file name offset %#x beyond the first cluster", bo)
 	}
 	extEnd := hd.clusterSize()
 	if bo != 0 {
@@ -106,7 +106,7 @@ func parseQcow2Header(r io.ReaderAt, fileSize int64) (*qcow2Header, error) {
 		return nil, err
 	}
 	if hd.autoclear&qcowAutoclearRaw != 0 {
-		return nil, fmt.Errorf("qcow2 data-file-raw bit without an external data file: %w", ErrCorrupt)
+		return nil, corruptf("qcow2 header", 88, "data-file-raw bit without an external data file")
 	}
 	if err := hd.readBackingName(r, int64(bo), bs, fileSize); err != nil {
 		return nil, err
@@ -132,11 +132,11 @@ func (hd *qcow2Header) checkSnapshots(r io.ReaderAt, off uint64, n uint32) error
 		}
 		extra, idLen, nameLen := uint64(be.Uint32(h[36:])), uint64(be.Uint16(h[12:])), uint64(be.Uint16(h[14:]))
 		if extra > qcowMaxSnapExtra {
-			return fmt.Errorf("qcow2 snapshot %d at %#x: %d bytes of extra data: %w", i, pos, extra, ErrCorrupt)
+			return corruptf(fmt.Sprintf("qcow2 snapshot %d", i), int64(pos)+36, "%d bytes of extra data", extra)
 		}
 		pos += qcowSnapshotHeader + extra + idLen + nameLen
 		if pos-off > qcowMaxSnapTable {
-			return fmt.Errorf("qcow2 snapshot table larger than %d bytes: %w", qcowMaxSnapTable, ErrCorrupt)
+			return corruptf("qcow2 snapshot table", int64(off), "larger than %d bytes", qcowMaxSnapTable)
 		}
 	}
 	return nil
@@ -152,7 +152,7 @@ func (hd *qcow2Header) features(h []byte, n int, hlen int64) error {
 	compr := byte(qcowComprZlib)
 	if hlen > 104 {
 		if n <= 104 {
-			return fmt.Errorf("qcow2 header of %d bytes truncated at %d: %w", hlen, n, ErrCorrupt)
+			return corruptf("qcow2 header", 100, "header of %d bytes truncated at %d", hlen, n)
 		}
 		compr = h[104]
 	}
@@ -160,9 +160,9 @@ func (hd *qcow2Header) features(h []byte, n int, hlen int64) error {
 	case compr != qcowComprZlib && compr != qcowComprZstd:
 		return fmt.Errorf("qcow2 compression type %d: %w", compr, ErrUnsupportedImage)
 	case compr == qcowComprZlib && hd.incompat&qcowIncompatCompr != 0:
-		return fmt.Errorf("qcow2 compression type incompatible bit set with zlib compression (header length %d): %w", hlen, ErrCorrupt)
+		return corruptf("qcow2 header", 72, "compression type incompatible bit set with zlib compression (header length %d)", hlen)
 	case compr != qcowComprZlib && hd.incompat&qcowIncompatCompr == 0:
-		return fmt.Errorf("qcow2 compression type %d without its incompatible bit: %w", compr, ErrCorrupt)
+		return corruptf("qcow2 header", 104, "compression type %d without its incompatible bit", compr)
 	}
 	hd.zstd = compr == qcowComprZstd
 	if rest := hd.incompat &^ qcowIncompatKnown; rest != 0 {
@@ -172,22 +172,23 @@ func (hd *qcow2Header) features(h []byte, n int, hlen int64) error {
 		return fmt.Errorf("qcow2 image with an external data file: %w", ErrUnsupportedImage)
 	}
 	if hd.extL2 = hd.incompat&qcowIncompatExtL2 != 0; hd.extL2 && hd.clusterBits-5 < qcowMinClusterBits {
-		return fmt.Errorf("qcow2 subclusters of %d bytes: %w", hd.clusterSize()/32, ErrCorrupt)
+		return corruptf("qcow2 header", 20, "subclusters of %d bytes", hd.clusterSize()/32)
 	}
 	if ro := be.Uint32(h[96:]); ro > 6 {
-		return fmt.Errorf("qcow2 refcount order %d: %w", ro, ErrCorrupt)
+		return corruptf("qcow2 header", 96, "refcount order %d", ro)
 	}
 	return nil
 }
 
 // validateTable is QEMU's qcow2_validate_table: not too many entries, a cluster-aligned
-// offset, and no overflow of a signed 64-bit end.
-func (hd *qcow2Header) validateTable(name string, off, entries, entryLen, maxBytes uint64) error {
+// offset, and no overflow of a signed 64-bit end. offField and countField are where the
+// header holds the table's offset and size (for errors).
+func (hd *qcow2Header) validateTable(name string, off, entries, entryLen, maxBytes uint64, offField, countField int64) error {
 	if entries > maxBytes/entryLen {
-		return fmt.Errorf("qcow2 %s of %d entries too large: %w", name, entries, ErrCorrupt)
+		return corruptf("qcow2 header", countField, "%s of %d entries too large", name, entries)
 	}
 	if math.MaxInt64-entries*entryLen < off || off%uint64(hd.clusterSize()) != 0 {
-		return fmt.Errorf("qcow2 %s offset %#x invalid: %w", name, off, ErrCorrupt)
+		return corruptf("qcow2 header", offField, "%s offset %#x invalid", name, off)
 	}
 	return nil
 }
@@ -200,30 +201,30 @@ func (hd *qcow2Header) tables(h []byte, fileSize int64) error {
 	}
 	rtc := uint64(be.Uint32(h[56:]))
 	if rtc == 0 {
-		return fmt.Errorf("qcow2 image without a refcount table: %w", ErrCorrupt)
+		return corruptf("qcow2 header", 56, "no refcount table")
 	}
-	if err := hd.validateTable("refcount table", be.Uint64(h[48:]), rtc, uint64(hd.clusterSize()), qcowMaxRefTable); err != nil {
+	if err := hd.validateTable("refcount table", be.Uint64(h[48:]), rtc, uint64(hd.clusterSize()), qcowMaxRefTable, 48, 56); err != nil {
 		return err
 	}
-	if err := hd.validateTable("snapshot table", be.Uint64(h[64:]), uint64(be.Uint32(h[60:])), qcowSnapshotHeader, qcowSnapshotHeader*qcowMaxSnapshots); err != nil {
+	if err := hd.validateTable("snapshot table", be.Uint64(h[64:]), uint64(be.Uint32(h[60:])), qcowSnapshotHeader, qcowSnapshotHeader*qcowMaxSnapshots, 64, 60); err != nil {
 		return err
 	}
 	l1Off, l1Size := be.Uint64(h[40:]), uint64(be.Uint32(h[36:]))
-	if err := hd.validateTable("L1 table", l1Off, l1Size, 8, qcowMaxL1Bytes); err != nil {
+	if err := hd.validateTable("L1 table", l1Off, l1Size, 8, qcowMaxL1Bytes, 40, 36); err != nil {
 		return err
 	}
 	vs := be.Uint64(h[24:])
 	if vs > 1<<62 {
-		return fmt.Errorf("qcow2 virtual size %d: %w", vs, ErrCorrupt)
+		return corruptf("qcow2 header", 24, "virtual size %d", vs)
 	}
 	hd.size, hd.l1Size, hd.l1Off = int64(vs), int64(l1Size), int64(l1Off)
 	perL1 := hd.clusterBits + hd.l2Bits()
 	need := (hd.size + 1<<perL1 - 1) >> perL1
 	if need > math.MaxInt32 {
-		return fmt.Errorf("qcow2 image of %d bytes too big: %w", vs, ErrCorrupt)
+		return corruptf("qcow2 header", 24, "image of %d bytes too big", vs)
 	}
 	if hd.l1Size < need || hd.l1Off+hd.l1Size*8 > fileSize {
-		return fmt.Errorf("qcow2 L1 table of %d entries at %#x (need %d, file %d bytes): %w", hd.l1Size, hd.l1Off, need, fileSize, ErrCorrupt)
+		return corruptf("qcow2 header", 36, "L1 table of %d entries at %#x (need %d, file %d bytes)", hd.l1Size, hd.l1Off, need, fileSize)
 	}
 	return nil
 }
@@ -243,7 +244,7 @@ func (hd *qcow2Header) readBackingName(r io.ReaderAt, bo, bs, fileSize int64) er
 		return nil
 	}
 	if bs > min(1023, hd.clusterSize()-bo) || bo+bs > fileSize {
-		return fmt.Errorf("qcow2 backing file name %d bytes at %#x: %w", bs, bo, ErrCorrupt)
+		return corruptf("qcow2 header", 16, "backing file name %d bytes at %#x", bs, bo)
 	}
 	name := make([]byte, bs)
 	if _, err := r.ReadAt(name, bo); err != nil {
@@ -265,7 +266,7 @@ func (hd *qcow2Header) extensions(r io.ReaderAt, off, end int64) error {
 		typ, n := be.Uint32(h), int64(be.Uint32(h[4:]))
 		off += 8
 		if off > end || n > end-off {
-			return fmt.Errorf("qcow2 header extension %#x at %#x: length %d beyond %#x: %w", typ, off-8, n, end, ErrCorrupt)
+			return corruptf(fmt.Sprintf("qcow2 header extension %#x", typ), off-4, "length %d beyond %#x", n, end)
 		}
 		data := make([]byte, n)
 		if _, err := r.ReadAt(data, off); err != nil {
@@ -276,11 +277,11 @@ func (hd *qcow2Header) extensions(r io.ReaderAt, off, end int64) error {
 			return nil
 		case qcowExtBackingFormat:
 			if n >= 16 {
-				return fmt.Errorf("qcow2 backing format name of %d bytes: %w", n, ErrCorrupt)
+				return corruptf("qcow2 backing format extension", off-4, "name of %d bytes", n)
 			}
 			hd.backingFormat = string(data)
 		case qcowExtBitmaps:
-			if err := hd.checkBitmaps(data); err != nil {
+			if err := hd.checkBitmaps(data, off); err != nil {
 				return err
 			}
 		}
@@ -290,10 +291,12 @@ func (hd *qcow2Header) extensions(r io.ReaderAt, off, end int64) error {
 }
 
 // checkBitmaps checks the persistent dirty bitmaps extension as QEMU does when it opens
-// an image (the bitmaps themselves do not change what the guest reads).
-func (hd *qcow2Header) checkBitmaps(b []byte) error {
+// an image (the bitmaps themselves do not change what the guest reads). at is the file
+// offset of b.
+func (hd *qcow2Header) checkBitmaps(b []byte, at int64) error {
+	const what = "qcow2 bitmaps extension"
 	if len(b) != 24 {
-		return fmt.Errorf("qcow2 bitmaps extension of %d bytes: %w", len(b), ErrCorrupt)
+		return corruptf(what, at-4, "%d bytes", len(b))
 	}
 	if hd.autoclear&qcowAutoclearBitmaps == 0 {
 		return nil // QEMU considers them inconsistent and ignores them
@@ -302,13 +305,13 @@ func (hd *qcow2Header) checkBitmaps(b []byte) error {
 	nb, dirSize, dirOff := be.Uint32(b), be.Uint64(b[8:]), be.Uint64(b[16:])
 	switch {
 	case be.Uint32(b[4:]) != 0:
-		return fmt.Errorf("qcow2 bitmaps extension: reserved field not zero: %w", ErrCorrupt)
+		return corruptf(what, at+4, "reserved field not zero")
 	case nb == 0 || nb > qcowMaxBitmaps:
-		return fmt.Errorf("qcow2 bitmaps extension: %d bitmaps: %w", nb, ErrCorrupt)
+		return corruptf(what, at, "%d bitmaps", nb)
 	case dirOff%uint64(hd.clusterSize()) != 0:
-		return fmt.Errorf("qcow2 bitmaps extension: directory offset %#x: %w", dirOff, ErrCorrupt)
+		return corruptf(what, at+16, "directory offset %#x", dirOff)
 	case dirSize > qcowMaxBitmapDir:
-		return fmt.Errorf("qcow2 bitmaps extension: directory of %d bytes: %w", dirSize, ErrCorrupt)
+		return corruptf(what, at+8, "directory of %d bytes", dirSize)
 	}
 	return nil
 }

@@ -32,9 +32,9 @@ func OpenFS(r io.ReaderAt, size int64) (_ FS, err error) {
 // writing its inode table must not make the whole volume fail.
 func (fs *ext4FS) checkRoot() error {
 	var err error
-	for i := range rootAttempts {
-		if i > 0 && fs.retryWait.Load() < maxRetryWait {
-			d := min(retryBackoff<<(2*(i-1)), 16*retryBackoff) // 1, 4, 16, 16, ... ms
+	for i := range max(1, fs.retries.rootAttempts) {
+		if i > 0 && fs.retryWait.Load() < fs.retries.maxWait {
+			d := min(fs.retries.backoff<<(2*(i-1)), 16*fs.retries.backoff) // 1, 4, 16, 16, ... ms
 			fs.retryWait.Add(int64(d))
 			time.Sleep(d)
 		}
@@ -55,7 +55,7 @@ func (fs *ext4FS) readRoot(o *op) error {
 		return err
 	}
 	if in.fileType() != Dir {
-		return fmt.Errorf("inode is a %v, not a directory: %w", in.fileType(), ErrCorrupt)
+		return fs.corrupt(inodeName(rootIno), in.off, "a %v, not a directory", in.fileType())
 	}
 	if ents, err := o.listDir(in, &fs.dirs); err != nil && len(ents) == 0 {
 		return err

@@ -11,7 +11,7 @@ import (
 // attribute of its block (user.bi, 100 bytes in the block) is read as usual.
 func TestEAInodeZeroSizeValue(t *testing.T) {
 	corpusImages(t) // skips, naming the path, without the corpus
-	raw, cleanup := decompressed(t, filepath.Join(e2fsCorpus, "f_ea_zero_size.img.gz"))
+	raw, cleanup := decompressed(t, filepath.Join(e2fsCorpus(t), "f_ea_zero_size.img.gz"))
 	defer cleanup()
 	fs, c, err := OpenVolumeFormat(raw, "raw", -1)
 	must(t, err)
