@@ -29,7 +29,9 @@
 // With metadata_csum, inode, extent-block and directory-block checksums are verified,
 // so a read torn by a concurrent guest write is detected. Metadata that fails a check
 // is re-read without the cache a bounded number of times and then reported as an error
-// for that path only (errors match ErrCorrupt); the walk goes on. Symlinks are followed only inside the guest filesystem (in the middle of
+// for that path only (errors match ErrCorrupt and hold a *CorruptError naming the
+// structure and its byte offset in the image; see CorruptError for which image); the
+// walk goes on. Symlinks are followed only inside the guest filesystem (in the middle of
 // a path, at most 40), never on the host. Parsers never panic on any input (see the fuzz
 // targets and the random-damage tests).
 //
