@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -515,6 +516,15 @@ func TestRunEndToEnd(t *testing.T) {
 	if k := len(s.alertsWith(t, "memory-match-gone", "second")); k != 0 {
 		t.Errorf("second reported gone after a failed reload")
 	}
+	// The broken file is a health problem of its own (rules-broken), not an empty set.
+	waitUntil(t, "rules-broken in the health", alertWait, func() bool {
+		recs, err := control.ReadStateLog(filepath.Join(s.state, control.StateLogFile))
+		if err != nil || len(recs) == 0 {
+			return false
+		}
+		last := recs[len(recs)-1]
+		return slices.Contains(last.Problems, control.ProblemRulesBroken) && !slices.Contains(last.Problems, control.ProblemRulesEmpty)
+	})
 
 	// The migration handshake.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -567,7 +577,9 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Errorf("exit code %d", code)
 	}
 	states := readStates(t, filepath.Join(s.state, "events.jsonl"))
-	want := "starting monitoring quiescing quiesced resuming quiesced resuming monitoring stopping stopped"
+	// The second "monitoring" is the health change the broken rule file made (the state
+	// log records every change of state or problems).
+	want := "starting monitoring monitoring quiescing quiesced resuming quiesced resuming monitoring stopping stopped"
 	if got := strings.Join(states, " "); got != want {
 		t.Errorf("state log:\n got %s\nwant %s", got, want)
 	}

@@ -42,6 +42,7 @@ const (
 	CodeInternal       = proto.CodeInternal
 
 	ProblemRulesEmpty   = proto.ProblemRulesEmpty
+	ProblemRulesBroken  = proto.ProblemRulesBroken
 	ProblemPassFailed   = proto.ProblemPassFailed
 	ProblemBlindSpots   = proto.ProblemBlindSpots
 	ProblemStalled      = proto.ProblemStalled

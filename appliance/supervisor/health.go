@@ -77,17 +77,14 @@ func (s *Supervisor) health() healthReport {
 		add(control.ProblemNotMonitored, strings.TrimSuffix(r.state+": "+r.reason, ": "))
 	}
 	if s.rules != nil && s.rules.cur.Load() != nil {
-		// The rule holder may say more (an emptied folder while the last good set
-		// keeps running); otherwise a set without rules is the problem.
-		msg := ""
-		if rp, ok := any(s.rules).(interface{ problem() string }); ok {
-			msg = rp.problem()
+		// An emptied folder (the last good set keeps running) or a set without rules is
+		// one problem; rule files that do not compile are another.
+		empty, broken := s.rules.problems()
+		if empty != "" {
+			add(control.ProblemRulesEmpty, empty)
 		}
-		if msg == "" && s.rules.count() == 0 {
-			msg = fmt.Sprintf("no rules loaded from %s: memory is scanned with no rules", s.cfg.Rules.Dir)
-		}
-		if msg != "" {
-			add(control.ProblemRulesEmpty, msg)
+		if broken != "" {
+			add(control.ProblemRulesBroken, broken)
 		}
 	}
 	if m := s.mem; m != nil {

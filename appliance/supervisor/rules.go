@@ -189,10 +189,11 @@ func (h *ruleHolder) current() memscan.RuleSet { return h.cur.Load().set }
 func (h *ruleHolder) count() int { return h.cur.Load().rules.Count() }
 func (h *ruleHolder) id() string { return h.cur.Load().rules.ID() }
 
-// problem says what is wrong with the rules, "" when nothing is: an empty rules folder
-// is not a healthy state, even while the last good set keeps running, and neither is a
-// rule file that does not compile (left out, or running in its last good version).
-func (h *ruleHolder) problem() string {
+// problems says what is wrong with the rules ("" when nothing is): empty is set when the
+// rules folder holds no rule files (not healthy even while the last good set keeps
+// running) or the running set has no rules; broken names the files that do not compile
+// and what became of each (left out, or running in its last good version).
+func (h *ruleHolder) problems() (empty, broken string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := h.cur.Load().rules.Count()
@@ -203,8 +204,11 @@ func (h *ruleHolder) problem() string {
 			head = fmt.Sprintf("rules folder %s %s: memory is scanned with none", h.dir, h.noRules())
 		}
 	}
+	if head == "" && n == 0 {
+		head = fmt.Sprintf("no rules loaded from %s: memory is scanned with no rules", h.dir)
+	}
 	if len(h.broken) == 0 {
-		return head
+		return head, ""
 	}
 	files := make([]string, 0, len(h.broken))
 	for f := range h.broken {
@@ -233,14 +237,7 @@ func (h *ruleHolder) problem() string {
 		}
 		parts = append(parts, fmt.Sprintf("%s%s: %s", first.Error(), more, what))
 	}
-	msg := fmt.Sprintf("%d rule file(s) do not compile: %s", len(files), strings.Join(parts, "; "))
-	switch {
-	case head != "":
-		return head + "; " + msg
-	case n == 0:
-		return "no rules loaded: " + msg
-	}
-	return msg
+	return head, fmt.Sprintf("%d rule file(s) do not compile: %s", len(files), strings.Join(parts, "; "))
 }
 
 // noRules says how the folder holds no rules (h.mu held): none at all, or none that

@@ -21,7 +21,8 @@ type Health struct {
 
 // Problem codes.
 const (
-	ProblemRulesEmpty   = "rules-empty"         // the running rule set has no rules
+	ProblemRulesEmpty   = "rules-empty"         // the running rule set has no rules, or the rules folder is empty
+	ProblemRulesBroken  = "rules-broken"        // rule files do not compile (left out, or their last good version runs)
 	ProblemPassFailed   = "memory-pass-failed"  // the last memory pass read or scanned nothing
 	ProblemBlindSpots   = "memory-blind-spots"  // the last memory pass left blocks unscanned
 	ProblemStalled      = "memory-pass-stalled" // a memory pass made no progress for memory.stall_timeout
@@ -32,7 +33,7 @@ const (
 )
 
 // ProblemCodes lists every problem code, for metrics that show each as 0 or 1.
-var ProblemCodes = []string{ProblemNotMonitored, ProblemRulesEmpty, ProblemPassFailed, ProblemBlindSpots,
+var ProblemCodes = []string{ProblemNotMonitored, ProblemRulesEmpty, ProblemRulesBroken, ProblemPassFailed, ProblemBlindSpots,
 	ProblemStalled, ProblemDiskFailed, ProblemDiskOverdue, ProblemAlertsStuck}
 
 // Problem is one reason the supervisor is not healthy.
