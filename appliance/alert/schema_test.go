@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/detectors"
 )
 
 // schemaPaths lists the JSON field paths of t from its struct tags (the schema's one
@@ -107,5 +109,20 @@ func TestSchemaDocumented(t *testing.T) {
 	sort.Strings(missing)
 	for _, p := range missing {
 		t.Errorf("README.md's event schema table does not document %s", p)
+	}
+}
+
+// TestProcessMapped: a finding's process (typed, filled by guest semantics) becomes
+// ECS process.*, and a finding without one has none.
+func TestProcessMapped(t *testing.T) {
+	f := detectors.Finding{Detector: "yara-memory", Rule: "R", Time: goldenTime, Target: goldenTarget,
+		Process: &detectors.Process{PID: 4242, Name: "sshd"}}
+	e := FromFinding(f, StateNew)
+	if e.Process == nil || e.Process.PID != 4242 || e.Process.Name != "sshd" {
+		t.Errorf("process = %+v, want pid 4242 name sshd", e.Process)
+	}
+	f.Process = nil
+	if e := FromFinding(f, StateNew); e.Process != nil {
+		t.Errorf("process = %+v without one in the finding", e.Process)
 	}
 }
