@@ -14,15 +14,19 @@ type Symbol struct {
 }
 
 // Kallsyms is the kernel's symbol table, decoded from its compressed tables in guest
-// memory (the layout scripts/kallsyms.c emits with CONFIG_KALLSYMS_BASE_RELATIVE:
+// memory as scripts/kallsyms.c emits them with CONFIG_KALLSYMS_BASE_RELATIVE:
 // kallsyms_offsets, kallsyms_relative_base, kallsyms_num_syms, kallsyms_names,
-// kallsyms_markers, kallsyms_token_table, kallsyms_token_index, each 8-byte aligned).
+// kallsyms_markers, (from 6.2, and Debian's 6.1) kallsyms_seqs_of_names,
+// kallsyms_token_table and kallsyms_token_index, each 8-byte aligned. They are found
+// by structure, not by symbol: the token index (256 increasing u16) and the token
+// table before it, then num_syms and names checked against the markers.
 type Kallsyms struct {
 	Symbols      []Symbol // in table order (by address)
 	RelativeBase uint64
 	// Physical addresses of the tables, as found.
 	TokenIndexPA, TokenTablePA, MarkersPA, NamesPA, NumSymsPA, OffsetsPA uint64
 	byName                                                               map[string]int
+	sorted                                                               []int // indices of kernel-address symbols by address (SymbolAt)
 }
 
 // Lookup returns the first symbol called name.
