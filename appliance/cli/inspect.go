@@ -1,0 +1,251 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/domainm/domainm/memscan"
+	"github.com/domainm/domainm/memscan/linux"
+)
+
+func init() {
+	register(command{name: "inspect", summary: "describe a Linux target from its memory: kernel, KASLR, processes, modules", run: runInspect})
+	exitHelp["inspect"] = "Exit codes: 0 described and no check failed, 1 a kernel integrity check failed, 2 bad usage, unreadable source or no Linux kernel found in it."
+}
+
+// InspectResult is what `domainm inspect --json` prints.
+type InspectResult struct {
+	Source    string           `json:"source"`
+	Kernel    InspectKernel    `json:"kernel"`
+	Processes []InspectProcess `json:"processes"`
+	Modules   []InspectModule  `json:"modules"`
+	// Syscalls is the system-call table check: every entry, and those pointing outside
+	// kernel text.
+	Syscalls InspectSyscalls `json:"syscall_table"`
+	// Timings in seconds: deriving the layout (kallsyms, banner, page tables) from cold,
+	// loading the kernel's BTF, and walking the task and module lists.
+	LayoutSeconds float64 `json:"layout_seconds"`
+	BTFSeconds    float64 `json:"btf_seconds"`
+	ListSeconds   float64 `json:"list_seconds"`
+}
+
+// InspectKernel is the kernel's layout.
+type InspectKernel struct {
+	Banner     string `json:"banner"`
+	Release    string `json:"release"`
+	TextVA     string `json:"text_virtual"`
+	TextPA     string `json:"text_physical"`
+	VirtShift  string `json:"kaslr_virtual_shift"`
+	PhysShift  string `json:"kaslr_physical_shift"`
+	PGD        string `json:"page_table_root"`
+	Levels     int    `json:"paging_levels"`
+	PageOffset string `json:"page_offset_base,omitempty"`
+	Symbols    int    `json:"symbols"`
+	BTFBytes   int    `json:"btf_bytes"`
+}
+
+// InspectProcess is one task of the kernel's task list.
+type InspectProcess struct {
+	PID          int     `json:"pid"`
+	PPID         int     `json:"ppid"`
+	TGID         int     `json:"tgid"`
+	UID          uint32  `json:"uid"`
+	Comm         string  `json:"comm"`
+	KernelThread bool    `json:"kernel_thread"`
+	StartSeconds float64 `json:"start_seconds"` // since boot
+	PGD          string  `json:"page_table_root,omitempty"`
+	Task         string  `json:"task_struct"`
+}
+
+// InspectSyscalls is the result of the system-call table check.
+type InspectSyscalls struct {
+	Entries    int              `json:"entries"`
+	Suspicious []InspectSyscall `json:"outside_kernel_text"`
+}
+
+// InspectSyscall is a system-call table entry that points outside kernel text.
+type InspectSyscall struct {
+	NR     int    `json:"nr"`
+	Target string `json:"target"`
+	Module string `json:"module,omitempty"` // the module whose memory holds the target
+}
+
+// InspectModule is one entry of the kernel's module list.
+type InspectModule struct {
+	Name string `json:"name"`
+	Base string `json:"base"`
+	Size uint64 `json:"size"`
+}
+
+func hexAddr(v uint64) string { return fmt.Sprintf("%#x", v) }
+
+func runInspect(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "inspect", "inspect --source SPEC [--layout LAYOUT] [--json]",
+		`Describes a Linux target from its guest-physical memory alone, with no agent in the
+guest and no symbol file: the kernel's banner and release, the KASLR virtual and physical
+shifts, the kernel page-table root and paging depth, then the processes (pid, ppid, tgid,
+uid, start time since boot, comm, page-table root) from the kernel's task list and the
+loaded modules (name, base, size) from its module list, and checks the system-call
+table: every entry (all of them, not a fixed count) must point into kernel text; an entry
+that does not is reported with the module that owns its target, if any, and the exit
+code is 1.
+
+Symbols come from the kernel's own kallsyms tables, found in memory by their structure;
+struct layouts from the kernel's own BTF (CONFIG_DEBUG_INFO_BTF, as in Debian, Ubuntu,
+Fedora and RHEL kernels), so no per-version offsets are involved. x86-64 guests only
+(4- and 5-level paging).
+
+The target may run while it is inspected; a list that changes under the walk can end in
+an error (run again, or pause the target). Everything read is treated as hostile: walks
+are bounded and never follow a pointer outside guest RAM.
+
+Memory sources (--source) and layouts (--layout) are those of scan-memory:
+  file:PATH   QEMU memory-backend-file RAM file or a raw dump
+  elf:PATH    ELF core from QEMU dump-guest-memory (paging=false)
+  xen:DOMID   a Xen domain`)
+	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
+	var layout memscan.Layout
+	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (flat, q35, pc, split:SIZE, list)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := parse(env, fs, args); err != nil {
+		return ExitError, err
+	}
+	if *source == "" {
+		return ExitError, errors.New("--source is required (see --help)")
+	}
+	src, err := memscan.Open(*source, memscan.OpenOptions{Layout: layout})
+	if err != nil {
+		return ExitError, err
+	}
+	defer src.Close()
+	res, err := inspect(*source, src)
+	if err != nil {
+		return ExitError, err
+	}
+	code := ExitClean
+	if len(res.Syscalls.Suspicious) > 0 {
+		code = ExitFindings
+	}
+	if *asJSON {
+		return code, json.NewEncoder(env.Stdout).Encode(res)
+	}
+	return code, printInspect(env.Stdout, res)
+}
+
+func inspect(spec string, src memscan.Source) (*InspectResult, error) {
+	k, err := linux.Find(src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec, err)
+	}
+	t0 := time.Now()
+	ty, err := k.LoadBTF()
+	if err != nil {
+		return nil, fmt.Errorf("%s: kernel %s: %w", spec, k.Release, err)
+	}
+	tBTF := time.Since(t0)
+	in, err := linux.NewInspector(k, ty)
+	if err != nil {
+		return nil, fmt.Errorf("%s: kernel %s: %w", spec, k.Release, err)
+	}
+	t1 := time.Now()
+	procs, err := in.Processes()
+	if err != nil {
+		return nil, fmt.Errorf("%s: processes: %w", spec, err)
+	}
+	mods, err := in.Modules()
+	if err != nil {
+		return nil, fmt.Errorf("%s: modules: %w", spec, err)
+	}
+	sc, err := in.SyscallTable(mods)
+	if err != nil {
+		return nil, fmt.Errorf("%s: system-call table: %w", spec, err)
+	}
+	res := &InspectResult{
+		Source: spec,
+		Kernel: InspectKernel{
+			Banner: k.Banner, Release: k.Release, TextVA: hexAddr(k.TextVA), TextPA: hexAddr(k.TextPA),
+			VirtShift: fmt.Sprintf("%#x", k.VirtShift), PhysShift: fmt.Sprintf("%#x", k.PhysShift),
+			PGD: hexAddr(k.PGD), Levels: k.Levels, Symbols: len(k.Syms.Symbols), BTFBytes: ty.Size,
+		},
+		Processes:     []InspectProcess{},
+		Modules:       []InspectModule{},
+		LayoutSeconds: k.Took.Seconds(),
+		BTFSeconds:    tBTF.Seconds(),
+		ListSeconds:   time.Since(t1).Seconds(),
+	}
+	if k.PageOffset != 0 {
+		res.Kernel.PageOffset = hexAddr(k.PageOffset)
+	}
+	for _, p := range procs {
+		ip := InspectProcess{PID: p.PID, PPID: p.PPID, TGID: p.TGID, UID: p.UID, Comm: p.Comm,
+			KernelThread: p.Kernel, StartSeconds: p.Start.Seconds(), Task: hexAddr(p.TaskVA)}
+		if p.PGD != 0 {
+			ip.PGD = hexAddr(p.PGD)
+		}
+		res.Processes = append(res.Processes, ip)
+	}
+	res.Syscalls = InspectSyscalls{Entries: len(sc), Suspicious: []InspectSyscall{}}
+	for _, e := range sc {
+		if e.Suspicious() {
+			res.Syscalls.Suspicious = append(res.Syscalls.Suspicious, InspectSyscall{NR: e.NR, Target: hexAddr(e.Target), Module: e.Module})
+		}
+	}
+	for _, m := range mods {
+		res.Modules = append(res.Modules, InspectModule{Name: m.Name, Base: hexAddr(m.Base), Size: m.Size})
+	}
+	return res, nil
+}
+
+func printInspect(w io.Writer, r *InspectResult) error {
+	k := r.Kernel
+	fmt.Fprintf(w, "source:   %s\nkernel:   %s\nrelease:  %s\n", r.Source, k.Banner, k.Release)
+	fmt.Fprintf(w, "KASLR:    virtual shift %s, physical shift %s (_text %s at physical %s)\n", k.VirtShift, k.PhysShift, k.TextVA, k.TextPA)
+	fmt.Fprintf(w, "paging:   %d-level, kernel page-table root at physical %s", k.Levels, k.PGD)
+	if k.PageOffset != "" {
+		fmt.Fprintf(w, ", direct map at %s", k.PageOffset)
+	}
+	fmt.Fprintf(w, "\nsymbols:  %d (kallsyms in guest memory); BTF %d KiB\n", k.Symbols, k.BTFBytes>>10)
+	fmt.Fprintf(w, "timing:   layout %.3fs, BTF %.3fs, processes and modules %.3fs\n\n", r.LayoutSeconds, r.BTFSeconds, r.ListSeconds)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "PID\tPPID\tTGID\tUID\tSTART\tPGD\tCOMM\n")
+	for _, p := range r.Processes {
+		comm := p.Comm
+		if p.KernelThread {
+			comm = "[" + comm + "]"
+		}
+		pgd := p.PGD
+		if pgd == "" {
+			pgd = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.2f\t%s\t%s\n", p.PID, p.PPID, p.TGID, p.UID, p.StartSeconds, pgd, comm)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\n%d processes, %d modules\n\n", len(r.Processes), len(r.Modules))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "MODULE\tBASE\tSIZE\n")
+	for _, m := range r.Modules {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", m.Name, m.Base, m.Size)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	sc := r.Syscalls
+	if len(sc.Suspicious) == 0 {
+		_, err := fmt.Fprintf(w, "\nsystem-call table: %d entries, all in kernel text\n", sc.Entries)
+		return err
+	}
+	fmt.Fprintf(w, "\nsystem-call table: %d entries, %d outside kernel text:\n", sc.Entries, len(sc.Suspicious))
+	for _, e := range sc.Suspicious {
+		owner := "no module"
+		if e.Module != "" {
+			owner = "module " + e.Module
+		}
+		fmt.Fprintf(w, "  %d -> %s (%s)\n", e.NR, e.Target, owner)
+	}
+	return nil
+}
