@@ -16,9 +16,9 @@ COMMIT       ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS      := -X $(MODULE)/appliance/cli.version=$(VERSION) -X $(MODULE)/appliance/cli.commit=$(COMMIT) \
                 -X $(MODULE)/migrate-hooks/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
-APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk gnutls-bin \
-                iproute2 libyara-dev linux-image-amd64 pkg-config qemu-system-x86 qemu-utils \
-                rsyslog rsyslog-gnutls squashfs-tools systemd yara
+APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
+                iproute2 libyara-dev linux-image-amd64 logrotate man-db pkg-config qemu-system-x86 \
+                qemu-utils rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
 .PHONY: all deps build test test-short fuzz demo bench-memscan vet clean help
@@ -29,6 +29,8 @@ help:
 	@echo "make demo           set up everything and scan a live demo VM's memory"
 	@echo "make test           install what is needed and run every test (what CI runs)"
 	@echo "make build          build bin/domainm, bin/domainm-migrate and bin/domainm-migrate-bench"
+	@echo "make deb            build bin/deb/domainm_*.deb and bin/deb/domainm-migrate_*.deb"
+	@echo "make install        install both binaries, unit, config, rules, man pages (DESTDIR=...)"
 	@echo "make fuzz           run each fuzz target for FUZZTIME (default 10s)"
 	@echo "make bench-memscan  domainm scan-memory vs the yara CLI on a >= 1 GiB image"
 	@echo "make bench-diskscan domainm baseline/check vs aide --init/--check on a Debian root"
@@ -140,6 +142,19 @@ image-repro: build
 	image/build.sh $(BIN)/image-repro/a
 	image/build.sh $(BIN)/image-repro/b
 	diff $(BIN)/image-repro/a/SHA256SUMS $(BIN)/image-repro/b/SHA256SUMS && echo "image-repro: identical"
+
+# deb: the appliance side (domainm: binary, unit, config and rules as conffiles, policy,
+# man page, bash completion, logrotate snippet) and the host side (domainm-migrate, built
+# without cgo) as Debian packages in bin/deb, with nfpm (image/deb/build.sh says which and
+# why). install: the same files under $(DESTDIR) (default /), as the packages lay them out.
+.PHONY: deb install
+deb: build
+	DOMAINM_BIN=$(BIN)/domainm VERSION=$(VERSION) COMMIT=$(COMMIT) image/deb/build.sh $(BIN)/deb
+
+DESTDIR ?=
+install: build
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/domainm-migrate ./migrate-hooks/cmd/domainm-migrate
+	image/deb/install.sh "$(DESTDIR)/" $(BIN)
 
 clean:
 	rm -rf $(BIN)
