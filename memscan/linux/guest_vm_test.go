@@ -90,7 +90,21 @@ type procStat struct {
 	startTicks     uint64
 }
 
+// TestMain stops the shared guest (and removes its RAM file and initramfs) after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if guestVal != nil {
+		guestVal.src.Close()
+		guestVal.vm.Close()
+	}
+	if guestDir != "" {
+		os.RemoveAll(guestDir)
+	}
+	os.Exit(code)
+}
+
 var (
+	guestDir  string // the initramfs's folder
 	guestOnce sync.Once
 	guestVal  *guest
 	guestErr  error
@@ -121,6 +135,7 @@ func doBoot() (*guest, error) {
 	if err != nil {
 		return nil, err
 	}
+	guestDir = dir
 	files := map[string][]byte{}
 	var names []string
 	for _, m := range guestModules {
@@ -162,13 +177,16 @@ func doBoot() (*guest, error) {
 		}
 	}
 	if strings.Contains(g.serial, "INSMOD-FAILED") {
+		vm.Close()
 		return nil, fmt.Errorf("guest could not load its modules: %s", g.serial)
 	}
 	if err := g.parse(); err != nil {
+		vm.Close()
 		return nil, err
 	}
 	g.src, err = memscan.Open("file:"+vm.RAMFile, memscan.OpenOptions{})
 	if err != nil {
+		vm.Close()
 		return nil, err
 	}
 	return g, nil

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/memscan"
 	"github.com/domainm/domainm/memscan/vmtest"
 )
 
@@ -135,4 +136,31 @@ func TestKallsyms(t *testing.T) {
 		t.Errorf("%d of %d symbols differ", bad, len(want))
 	}
 	t.Logf("%d symbols equal to the guest's /proc/kallsyms", len(want)-bad)
+}
+
+// TestLayoutELFCore: the same layout from an ELF core of the same stopped guest
+// (dump-guest-memory, the offline path), through the elf: source.
+func TestLayoutELFCore(t *testing.T) {
+	g := bootGuest(t)
+	k := g.kernel(t)
+	core := filepath.Join(t.TempDir(), "core")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := g.vm.DumpGuestMemory(ctx, core); err != nil {
+		t.Fatal(err)
+	}
+	src, err := memscan.Open("elf:"+core, memscan.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	k2, err := Find(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2.TextVA != k.TextVA || k2.TextPA != k.TextPA || k2.PGD != k.PGD || k2.Release != k.Release || len(k2.Syms.Symbols) != len(k.Syms.Symbols) {
+		t.Errorf("ELF core: _text %#x at %#x, root %#x, %s, %d symbols; RAM file: _text %#x at %#x, root %#x, %s, %d symbols",
+			k2.TextVA, k2.TextPA, k2.PGD, k2.Release, len(k2.Syms.Symbols), k.TextVA, k.TextPA, k.PGD, k.Release, len(k.Syms.Symbols))
+	}
+	t.Logf("layout from the ELF core in %v", k2.Took)
 }
