@@ -411,32 +411,37 @@ func TestRunReadiness(t *testing.T) {
 	}
 }
 
-// TestRunNotReadyOnBadRules: rules that do not compile stop the start with exit code 2
-// and a message naming file and line; READY=1 is never sent.
-func TestRunNotReadyOnBadRules(t *testing.T) {
+// TestRunStartsWithBadRules: a rule file that does not compile does not stop the start
+// (the IDS keeps detecting with the rest of the folder): READY=1 is sent, the good rules
+// detect, the broken file is alerted once naming file and line, and the health says
+// rules-broken until it is fixed.
+func TestRunStartsWithBadRules(t *testing.T) {
 	s := newSetup(t, "", "")
 	s.rule(t, "bad.yar", "rule ok { condition: true }\n\nrule bad { strings: $a = \"x\" condition: $nope }")
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 0)
-	select {
-	case <-p.done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("domainm kept running with rules that do not compile")
-	}
-	if code := p.cmd.ProcessState.ExitCode(); code != ExitError {
-		t.Errorf("exit code %d, want %d", code, ExitError)
-	}
-	if !strings.Contains(p.stderr.String(), "bad.yar:3") {
-		t.Errorf("stderr does not name bad.yar:3:\n%s", p.stderr.String())
-	}
-	if n.index("READY=1") >= 0 {
-		t.Error("READY=1 sent although the rules did not compile")
-	}
-	// The failure is an alert too (spooled and delivered, here to the file sink).
-	waitUntil(t, "start-failed alert", 10*time.Second, func() bool {
-		a := s.alertsWith(t, "supervisor-start-failed", "")
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	waitUntil(t, "the good rule still detects", 30*time.Second, func() bool { return len(s.alertsWith(t, "memory-match", "evil")) == 1 })
+	waitUntil(t, "rule-error alert", 10*time.Second, func() bool {
+		a := s.alertsWith(t, "rule-error", "")
 		return len(a) == 1 && strings.Contains(a[0].Message, "bad.yar:3")
 	})
+	if k := len(s.alertsWith(t, "supervisor-start-failed", "")); k != 0 {
+		t.Errorf("%d supervisor-start-failed alerts for a broken rule file", k)
+	}
+	waitUntil(t, "rules-broken in the health", 10*time.Second, func() bool {
+		recs, err := control.ReadStateLog(filepath.Join(s.state, control.StateLogFile))
+		return err == nil && len(recs) > 0 && slices.Contains(recs[len(recs)-1].Problems, control.ProblemRulesBroken)
+	})
+	// Fixed: the problem clears.
+	s.rule(t, "bad.yar", "rule ok { condition: false }")
+	waitUntil(t, "rules-broken cleared", 30*time.Second, func() bool {
+		recs, err := control.ReadStateLog(filepath.Join(s.state, control.StateLogFile))
+		return err == nil && len(recs) > 0 && !slices.Contains(recs[len(recs)-1].Problems, control.ProblemRulesBroken)
+	})
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
 }
 
 // TestRunCheckConfig: --check-config exits 0 on a good file and 2 with file:line:key on
