@@ -208,7 +208,8 @@ func TestPackImageRoundTrip(t *testing.T) {
 
 // withRetries makes the filesystems opened until the end of tb use policy p (noRetries:
 // a fuzz input does not change while it is read, and the retries of an unreadable root
-// directory waited up to ~85 ms per input).
+// directory waited up to ~85 ms per input: go test -fuzz FuzzExt4 -fuzztime 2000x
+// -parallel 1 took 58 s with them, 7 s without, on the shared 2-core machine).
 func withRetries(tb testing.TB, p retryPolicy) {
 	old := retries
 	retries = p
