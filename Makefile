@@ -29,6 +29,8 @@ help:
 	@echo "make demo           set up everything and scan a live demo VM's memory"
 	@echo "make test           install what is needed and run every test (what CI runs)"
 	@echo "make build          build bin/domainm, bin/domainm-migrate and bin/domainm-migrate-bench"
+	@echo "make image          build the appliance image into bin/image (root, needs debootstrap)"
+	@echo "make image-repro    build the image twice and compare the SHA256SUMS"
 	@echo "make deb            build bin/deb/domainm_*.deb and bin/deb/domainm-migrate_*.deb"
 	@echo "make install        install both binaries, unit, config, rules, man pages (DESTDIR=...)"
 	@echo "make fuzz           run each fuzz target for FUZZTIME (default 10s)"
