@@ -59,7 +59,8 @@ inputs_hash() {
 	{
 		echo "$suite $packages $initrd_modules $state_mib"
 		sha256sum "$domainm"
-		(cd "$repo" && find image rules -type f ! -name '*.go' ! -path 'image/testdata/*' | sort | xargs sha256sum)
+		(cd "$repo" && find image/build.sh image/rootfs.sh image/rootfs image/initramfs image/systemd/domainm.service \
+			image/domainm.toml rules/yara rules/policy/default.toml -type f | sort | xargs sha256sum)
 	} | sha256sum | cut -d' ' -f1
 }
 
