@@ -68,7 +68,17 @@ type DriverConfig struct {
 	BlockSize int // bytes per block (DefaultBlockSize)
 	Overlap   int // bytes each window reaches into the next block (DefaultOverlap)
 	Workers   int // parallel scanners (runtime.NumCPU())
+	// ReusePasses bounds how many passes in a row a block's cached result may stand for
+	// its unchanged content (DefaultReusePasses). The change hash is fast, not
+	// cryptographic: should a guest ever craft a change that keeps a block's hash, the
+	// block is still scanned again within ReusePasses passes. Blocks are staggered, so
+	// each pass rescans about 1/ReusePasses of the unchanged blocks. 1 disables reuse.
+	ReusePasses int
 }
+
+// DefaultReusePasses: at the shipped 5 min interval, every block is scanned again at
+// least once an hour, for about 1/12 of a full pass's CPU per pass.
+const DefaultReusePasses = 12
 
 // Driver scans sources block by block and remembers, per block, a content hash and the
 // matches found, so that repeated passes only rescan what changed. A Driver belongs to one
@@ -96,6 +106,9 @@ type blockState struct {
 	rules   string
 	zero    bool
 	matches []detectors.Match // offsets are guest-physical
+	// reused counts the passes this result stood for unchanged content; at
+	// ReusePasses the block is scanned again whatever its hash.
+	reused int
 }
 
 // NewDriver returns a driver with cfg's sizes.
@@ -108,6 +121,9 @@ func NewDriver(cfg DriverConfig) *Driver {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.ReusePasses <= 0 {
+		cfg.ReusePasses = DefaultReusePasses
 	}
 	return &Driver{
 		cfg:   cfg,
@@ -367,7 +383,7 @@ func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf
 	d.mu.Lock()
 	prev, cached := d.cache[b.gpa]
 	d.mu.Unlock()
-	cached = cached && !prev.zero && prev.rules == rulesID
+	cached = cached && !prev.zero && prev.rules == rulesID && prev.reused < d.cfg.ReusePasses
 	if v, ok := src.(viewer); ok {
 		var zero, same bool
 		err := v.View(int64(b.gpa), b.winSize, func(win []byte) {
@@ -381,7 +397,7 @@ func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf
 			d.forget(b.gpa)
 			return blockResult{b: b, state: blockState{zero: true}}
 		case same:
-			return blockResult{b: b, state: prev}
+			return d.reuse(b, prev)
 		}
 	}
 	win, h, zero, err := d.read(src, b, buf, hs)
@@ -441,13 +457,16 @@ func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte,
 		return blockResult{b: b, state: blockState{zero: true}}
 	}
 	if cached && prev.hash == h {
-		return blockResult{b: b, state: prev}
+		return d.reuse(b, prev)
 	}
 	// Leading and trailing zero pages carry nothing to match: hand YARA only the span
 	// between the first and last non-zero page.
 	lo, hi := d.trimZeroPages(win)
 	ms, err := sc.Scan(win[lo:hi], b.gpa+uint64(lo))
-	st := blockState{hash: h, rules: rulesID, matches: ownMatches(ms, b, lo)}
+	// A fresh result starts part-way through its reuse allowance, by block, so that
+	// the rescans of unchanged memory spread evenly over the passes.
+	st := blockState{hash: h, rules: rulesID, matches: ownMatches(ms, b, lo),
+		reused: int(b.gpa/uint64(d.cfg.BlockSize)) % d.cfg.ReusePasses}
 	if err != nil {
 		// Keep what was found, but do not cache: the block is scanned again next pass.
 		d.forget(b.gpa)
@@ -455,6 +474,13 @@ func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte,
 	}
 	d.store(b.gpa, st)
 	return blockResult{b: b, state: st, scanned: true, bytes: hi - lo}
+}
+
+// reuse returns prev for a block whose content is unchanged, counting the reuse.
+func (d *Driver) reuse(b block, prev blockState) blockResult {
+	prev.reused++
+	d.store(b.gpa, prev)
+	return blockResult{b: b, state: prev}
 }
 
 // trimZeroPages returns the bounds of win without its leading and trailing all-zero pages.

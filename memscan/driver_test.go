@@ -133,7 +133,9 @@ func TestSecondPassRescansOnlyChangedBlocks(t *testing.T) {
 		mem.data[0][i] = byte(i*7 + 1) // no zero blocks in the low range
 	}
 	mem.plant(0x20000, "DOMAINM-MARK-1111")
-	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: bs, Workers: 2})
+	// Change detection alone: no forced rescans of unchanged blocks in these few passes
+	// (TestUnchangedBlocksRescannedWithinBound covers those).
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: bs, Workers: 2, ReusePasses: 1000})
 	rs := compile(t, testRules)
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	first, err := d.Pass(context.Background(), mem, opts)
@@ -168,6 +170,48 @@ func TestSecondPassRescansOnlyChangedBlocks(t *testing.T) {
 	fourth, _ := d.Pass(context.Background(), mem, opts)
 	if fourth.BlocksUnchanged != 0 || fourth.BlocksScanned != first.BlocksScanned {
 		t.Fatalf("new rules: scanned %d unchanged %d", fourth.BlocksScanned, fourth.BlocksUnchanged)
+	}
+}
+
+// TestUnchangedBlocksRescannedWithinBound: the change hash is fast, not cryptographic. A
+// block whose cached hash still matches (as after a crafted collision) is scanned again
+// within ReusePasses passes, and the rescans are spread over the passes.
+func TestUnchangedBlocksRescannedWithinBound(t *testing.T) {
+	const bs, reuse = 64 << 10, 4
+	mem := newMem()
+	for i := range mem.data[0] {
+		mem.data[0][i] = byte(i*7 + 1)
+	}
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: bs, Workers: 2, ReusePasses: reuse})
+	rs := compile(t, testRules)
+	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
+	first, err := d.Pass(context.Background(), mem, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Plant the marker behind the cache's back: the driver's cached hash for the block
+	// still describes the old bytes, as if the new content collided with it.
+	memscan.ForgeCachedHash(d, mem, func() { mem.plant(0x20000, "DOMAINM-MARK-1111") })
+	total := 0
+	found := -1
+	for pass := 1; pass <= reuse+1; pass++ {
+		res, err := d.Pass(context.Background(), mem, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += res.BlocksScanned
+		if res.BlocksScanned > first.BlocksScanned/2 {
+			t.Errorf("pass %d rescanned %d of %d blocks at once: not spread", pass, res.BlocksScanned, first.BlocksScanned)
+		}
+		if found < 0 && len(addrs(res, "marker")) == 1 {
+			found = pass
+		}
+	}
+	if found < 0 {
+		t.Fatalf("marker planted under an unchanged hash not found within %d passes", reuse+1)
+	}
+	if total < first.BlocksScanned {
+		t.Errorf("%d blocks rescanned over %d passes, want every one of the %d at least once", total, reuse+1, first.BlocksScanned)
 	}
 }
 

@@ -78,6 +78,10 @@ type Memory struct {
 	// MaxMatchesPerRule bounds the string matches (addresses) kept per rule and block;
 	// the rest are counted and reported as cut in findings and alerts.
 	MaxMatchesPerRule int `toml:"max_matches_per_rule"`
+	// RescanAfterPasses bounds how many passes an unchanged block's earlier result is
+	// reused before the block is scanned again anyway (the change hash is fast, not
+	// cryptographic); the rescans are spread over the passes.
+	RescanAfterPasses int `toml:"rescan_after_passes"`
 }
 
 // Disk configures disk checks.
@@ -141,7 +145,7 @@ const (
 func Default() Config {
 	return Config{
 		Target:  Target{Layout: "flat", DiskFormat: "raw", Partition: "auto"},
-		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout, YaraTimeout: DefaultYaraTimeout, MaxMatchesPerRule: DefaultMaxMatches},
+		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout, YaraTimeout: DefaultYaraTimeout, MaxMatchesPerRule: DefaultMaxMatches, RescanAfterPasses: memscan.DefaultReusePasses},
 		Disk:    Disk{Interval: DefaultDiskInterval},
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
 		State:   State{Dir: DefaultStateDir},

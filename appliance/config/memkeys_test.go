@@ -34,3 +34,20 @@ func TestMemoryScanKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRescanAfterPassesKey: how long an unchanged block's result may be reused is a key,
+// defaulting to the driver's bound, and 0 (reuse for ever) is refused.
+func TestRescanAfterPassesKey(t *testing.T) {
+	base := "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\n"
+	if d := Default().Memory.RescanAfterPasses; d != memscan.DefaultReusePasses {
+		t.Errorf("default rescan_after_passes %d, want %d", d, memscan.DefaultReusePasses)
+	}
+	c, err := Parse("c.toml", []byte(base+"rescan_after_passes = 3\n"))
+	if err != nil || c.Memory.RescanAfterPasses != 3 {
+		t.Fatalf("rescan_after_passes = 3: %+v, %v", c.Memory, err)
+	}
+	_, err = Parse("c.toml", []byte(base+"rescan_after_passes = 0\n"))
+	if want := "c.toml:5: memory.rescan_after_passes: expected a number of passes from 1"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v lacks %q", err, want)
+	}
+}

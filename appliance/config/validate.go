@@ -68,6 +68,9 @@ func (c *Config) validate(pos positions) []*Error {
 	if m.MaxMatchesPerRule < 1 || m.MaxMatchesPerRule > 1_000_000 {
 		bad("memory.max_matches_per_rule", "expected a number of matches from 1 to 1000000, got %d", m.MaxMatchesPerRule)
 	}
+	if m.RescanAfterPasses < 1 || m.RescanAfterPasses > 10_000 {
+		bad("memory.rescan_after_passes", "expected a number of passes from 1 (no reuse) to 10000, got %d", m.RescanAfterPasses)
+	}
 	if m.Workers < 1 || m.Workers > 256 {
 		bad("memory.workers", "expected a number of scan workers from 1 to 256, got %d", m.Workers)
 	}

@@ -78,9 +78,10 @@ func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
 		src:  src,
 		file: sf,
 		driver: memscan.NewDriver(memscan.DriverConfig{
-			BlockSize: int(s.cfg.Memory.BlockSize),
-			Overlap:   int(s.cfg.Memory.Overlap),
-			Workers:   s.cfg.Memory.Workers,
+			BlockSize:   int(s.cfg.Memory.BlockSize),
+			Overlap:     int(s.cfg.Memory.Overlap),
+			Workers:     s.cfg.Memory.Workers,
+			ReusePasses: s.cfg.Memory.RescanAfterPasses,
 		}),
 		track:   newTracker(),
 		partial: map[string]detectors.Finding{},

@@ -1,0 +1,29 @@
+package memscan
+
+import "github.com/zeebo/xxh3"
+
+// ForgeCachedHash runs change on src's memory and then rewrites the driver's cached hash
+// of every block to describe the new bytes, keeping the old matches: the state a hash
+// collision crafted by the guest would leave behind.
+func ForgeCachedHash(d *Driver, src Source, change func()) {
+	change()
+	ranges, err := normalize(src.Ranges())
+	if err != nil {
+		panic(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.eachBlock(ranges, 0, func(b block) bool {
+		st, ok := d.cache[b.gpa]
+		if !ok || st.zero {
+			return true
+		}
+		buf := make([]byte, b.winSize)
+		if _, err := src.ReadAt(buf, int64(b.gpa)); err != nil {
+			panic(err)
+		}
+		st.hash = xxh3.HashSeed(buf, d.seed)
+		d.cache[b.gpa] = st
+		return true
+	})
+}
