@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -51,15 +52,17 @@ type InspectKernel struct {
 
 // InspectProcess is one task of the kernel's task list.
 type InspectProcess struct {
-	PID          int     `json:"pid"`
-	PPID         int     `json:"ppid"`
-	TGID         int     `json:"tgid"`
-	UID          uint32  `json:"uid"`
-	Comm         string  `json:"comm"`
-	KernelThread bool    `json:"kernel_thread"`
-	StartSeconds float64 `json:"start_seconds"` // since boot
-	PGD          string  `json:"page_table_root,omitempty"`
-	Task         string  `json:"task_struct"`
+	PID          int      `json:"pid"`
+	PPID         int      `json:"ppid"`
+	TGID         int      `json:"tgid"`
+	UID          uint32   `json:"uid"`
+	Comm         string   `json:"comm"`
+	KernelThread bool     `json:"kernel_thread"`
+	StartSeconds float64  `json:"start_seconds"` // since boot
+	PGD          string   `json:"page_table_root,omitempty"`
+	Task         string   `json:"task_struct"`
+	Cmdline      []string `json:"cmdline,omitempty"`
+	CmdlineError string   `json:"cmdline_error,omitempty"`
 }
 
 // InspectSyscalls is the result of the system-call table check.
@@ -89,7 +92,8 @@ func runInspect(ctx context.Context, env Env, args []string) (int, error) {
 		`Describes a Linux target from its guest-physical memory alone, with no agent in the
 guest and no symbol file: the kernel's banner and release, the KASLR virtual and physical
 shifts, the kernel page-table root and paging depth, then the processes (pid, ppid, tgid,
-uid, start time since boot, comm, page-table root) from the kernel's task list and the
+uid, start time since boot, comm, page-table root, command line read from the process's
+own pages) from the kernel's task list and the
 loaded modules (name, base, size) from its module list, and checks the system-call
 table: every entry (all of them, not a fixed count) must point into kernel text; an entry
 that does not is reported with the module that owns its target, if any, and the exit
@@ -183,7 +187,8 @@ func inspect(spec string, src memscan.Source) (*InspectResult, error) {
 	}
 	for _, p := range procs {
 		ip := InspectProcess{PID: p.PID, PPID: p.PPID, TGID: p.TGID, UID: p.UID, Comm: p.Comm,
-			KernelThread: p.Kernel, StartSeconds: p.Start.Seconds(), Task: hexAddr(p.TaskVA)}
+			KernelThread: p.Kernel, StartSeconds: p.Start.Seconds(), Task: hexAddr(p.TaskVA),
+			Cmdline: p.Cmdline, CmdlineError: p.CmdlineErr}
 		if p.PGD != 0 {
 			ip.PGD = hexAddr(p.PGD)
 		}
@@ -212,7 +217,7 @@ func printInspect(w io.Writer, r *InspectResult) error {
 	fmt.Fprintf(w, "\nsymbols:  %d (kallsyms in guest memory); BTF %d KiB\n", k.Symbols, k.BTFBytes>>10)
 	fmt.Fprintf(w, "timing:   layout %.3fs, BTF %.3fs, processes and modules %.3fs\n\n", r.LayoutSeconds, r.BTFSeconds, r.ListSeconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "PID\tPPID\tTGID\tUID\tSTART\tPGD\tCOMM\n")
+	fmt.Fprintf(tw, "PID\tPPID\tTGID\tUID\tSTART\tPGD\tCOMM\tCMDLINE\n")
 	for _, p := range r.Processes {
 		comm := p.Comm
 		if p.KernelThread {
@@ -222,7 +227,11 @@ func printInspect(w io.Writer, r *InspectResult) error {
 		if pgd == "" {
 			pgd = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.2f\t%s\t%s\n", p.PID, p.PPID, p.TGID, p.UID, p.StartSeconds, pgd, comm)
+		cmd := strings.Join(p.Cmdline, " ")
+		if p.CmdlineError != "" {
+			cmd = "(" + p.CmdlineError + ")"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.2f\t%s\t%s\t%s\n", p.PID, p.PPID, p.TGID, p.UID, p.StartSeconds, pgd, comm, cmd)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d processes, %d modules\n\n", len(r.Processes), len(r.Modules))

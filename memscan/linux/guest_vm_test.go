@@ -51,6 +51,7 @@ echo PROCS-BEGIN
 for d in /proc/[0-9]*; do
   read s < $d/stat && echo "STAT $s"
   while read k a b; do [ "$k" = Uid: ] && echo "UID ${d#/proc/} $a"; done < $d/status
+  c=""; read -r c < $d/cmdline; echo "CMD ${d#/proc/} $c"
 done
 echo PROCS-END
 read x
@@ -88,6 +89,7 @@ type procStat struct {
 	pid, ppid, uid int
 	comm           string
 	startTicks     uint64
+	cmdline        string // /proc/PID/cmdline as the shell's read returns it
 }
 
 // TestMain stops the shared guest (and removes its RAM file and initramfs) after the tests.
@@ -271,6 +273,7 @@ func (g *guest) parse() error {
 	}
 	g.procs = map[int]procStat{}
 	uids := map[int]int{}
+	cmds := map[int]string{}
 	for _, l := range lines {
 		switch {
 		case strings.HasPrefix(l, "STAT "):
@@ -287,6 +290,10 @@ func (g *guest) parse() error {
 			ppid, _ := strconv.Atoi(rest[1])
 			st, _ := strconv.ParseUint(rest[19], 10, 64)
 			g.procs[pid] = procStat{pid: pid, ppid: ppid, comm: s[open+1 : closing], startTicks: st}
+		case strings.HasPrefix(l, "CMD "):
+			pid, c, _ := strings.Cut(l[4:], " ")
+			n, _ := strconv.Atoi(pid)
+			cmds[n] = c
 		case strings.HasPrefix(l, "UID "):
 			var pid, uid int
 			fmt.Sscanf(l, "UID %d %d", &pid, &uid)
@@ -296,6 +303,7 @@ func (g *guest) parse() error {
 	for pid, u := range uids {
 		if p, ok := g.procs[pid]; ok {
 			p.uid = u
+			p.cmdline = cmds[pid]
 			g.procs[pid] = p
 		}
 	}

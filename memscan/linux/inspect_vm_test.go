@@ -86,6 +86,12 @@ func TestProcessesAndModules(t *testing.T) {
 			t.Errorf("pid %d: %s ppid %d uid %d tgid %d start %v; guest: %s ppid %d uid %d start %d ticks",
 				pid, p.Comm, p.PPID, p.UID, p.TGID, p.Start, w.comm, w.ppid, w.uid, w.startTicks)
 		}
+		// The shell's read drops the NULs between arguments (or stops at the first).
+		if c := strings.Join(p.Cmdline, ""); c != w.cmdline && (len(p.Cmdline) == 0 || p.Cmdline[0] != w.cmdline) || p.CmdlineErr != "" {
+			t.Errorf("pid %d %s: command line %q (%s); guest's /proc/%d/cmdline reads %q", pid, p.Comm, p.Cmdline, p.CmdlineErr, pid, w.cmdline)
+		} else if !p.Kernel {
+			t.Logf("pid %d: %q", pid, p.Cmdline)
+		}
 		if (p.PGD == 0) != p.Kernel {
 			t.Errorf("pid %d %s: kernel thread %v but page-table root %#x", pid, p.Comm, p.Kernel, p.PGD)
 		}

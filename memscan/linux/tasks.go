@@ -16,7 +16,7 @@ const (
 type offsets struct {
 	taskTasks, taskPid, taskTgid, taskComm, taskMM, taskParent, taskCred, taskStart, taskFlags uint64
 	commLen                                                                                    uint64
-	credUID, mmPGD                                                                             uint64
+	credUID, mmPGD, mmArgStart, mmArgEnd                                                       uint64
 	modList, modName, modNameLen, modState                                                     uint64
 	// Module memory: Linux up to 6.3 has init_layout/core_layout (base, size) and maybe
 	// data_layout; 6.4+ has mem[MOD_MEM_NUM_TYPES] of struct module_memory.
@@ -53,6 +53,8 @@ func (t *Types) offsets() (*offsets, error) {
 	o.taskFlags = get("task_struct", "flags")
 	o.credUID = get("cred", "uid")
 	o.mmPGD = get("mm_struct", "pgd")
+	o.mmArgStart = get("mm_struct", "arg_start")
+	o.mmArgEnd = get("mm_struct", "arg_end")
 	o.modList = get("module", "list")
 	o.modName = get("module", "name")
 	if f, err := t.Field("module", "name"); err == nil {
@@ -99,7 +101,15 @@ type Process struct {
 	Start           time.Duration // since boot (task_struct.start_time, monotonic)
 	TaskVA          uint64        // the task_struct
 	PGD             uint64        // physical address of its page-table root; 0 for kernel threads
+	// Cmdline is the argument vector from the process's own pages (mm->arg_start ..
+	// arg_end through its page tables), at most maxCmdline bytes; CmdlineErr says why
+	// it could not be read (e.g. a page not present), without failing the listing.
+	Cmdline    []string
+	CmdlineErr string
 }
+
+// maxCmdline bounds the command line read, as /proc/PID/cmdline reads a page at a time.
+const maxCmdline = 4096
 
 // Inspector reads processes and modules of a guest whose layout and types are known.
 type Inspector struct {
@@ -257,8 +267,37 @@ func (in *Inspector) process(task uint64) (Process, error) {
 			return fail(fmt.Sprintf("mm %#x pgd %#x", mm, pgd), err)
 		}
 		p.PGD = m.PA
+		p.Cmdline, err = in.cmdline(p.PGD, mm)
+		if err != nil {
+			p.CmdlineErr = err.Error()
+		}
 	}
 	return p, nil
+}
+
+// cmdline reads the argument area of the process whose page tables are at pgd.
+func (in *Inspector) cmdline(pgd, mm uint64) ([]string, error) {
+	start, err := in.u64(mm + in.o.mmArgStart)
+	if err != nil {
+		return nil, fmt.Errorf("mm %#x arg_start: %w", mm, err)
+	}
+	end, err := in.u64(mm + in.o.mmArgEnd)
+	if err != nil {
+		return nil, fmt.Errorf("mm %#x arg_end: %w", mm, err)
+	}
+	if end <= start {
+		return nil, nil
+	}
+	b := make([]byte, min(end-start, maxCmdline))
+	if err := in.K.UserSpace(pgd).Read(start, b); err != nil {
+		return nil, fmt.Errorf("arguments at %#x: %w", start, err)
+	}
+	b = bytes.TrimRight(b, "\x00")
+	var args []string
+	for _, a := range bytes.Split(b, []byte{0}) {
+		args = append(args, string(a))
+	}
+	return args, nil
 }
 
 // Module is a loaded kernel module from the modules list.
