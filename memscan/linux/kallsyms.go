@@ -63,12 +63,6 @@ const (
 
 var errNoKallsyms = errors.New("no kallsyms tables found in guest memory")
 
-// chunk is a window of physical memory read for scanning.
-type chunk struct {
-	pa  uint64
-	buf []byte
-}
-
 // tokenIndexAt checks whether b (8-aligned in memory) starts a kallsyms_token_index:
 // 256 little-endian u16 offsets, the first 0, strictly increasing by 2..maxToken.
 func tokenIndexAt(b []byte) ([256]uint16, bool) {
