@@ -134,15 +134,16 @@ bench-migrate: build
 # image: the appliance image (image/build.sh): bin/image/{disk.raw,vmlinuz,initrd.img,
 # cmdline,SHA256SUMS}. The debootstrap tarball is cached in bin/image-cache; a build whose
 # inputs (bin/domainm, image/, rules/, package list) are unchanged is skipped.
-# image-repro: two builds from the same tarball into bin/image-repro/{a,b}, SHA256SUMS compared.
+# image-repro: two builds into bin/image-repro/{a,b}, the second with its own debootstrap
+# second stage (IMAGE_FRESH_ROOT=1, minutes), same SOURCE_DATE_EPOCH; SHA256SUMS compared.
 .PHONY: image image-repro
 image: build
 	image/build.sh $(BIN)/image
 
 image-repro: build
 	rm -rf $(BIN)/image-repro
-	image/build.sh $(BIN)/image-repro/a
-	image/build.sh $(BIN)/image-repro/b
+	export SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct); \
+	image/build.sh $(BIN)/image-repro/a && IMAGE_FRESH_ROOT=1 image/build.sh $(BIN)/image-repro/b
 	diff $(BIN)/image-repro/a/SHA256SUMS $(BIN)/image-repro/b/SHA256SUMS && echo "image-repro: identical"
 
 # deb: the appliance side (domainm: binary, unit, config and rules as conffiles, policy,
