@@ -118,9 +118,12 @@ log "initramfs ($kver)"
 "$here/initramfs/build.sh" "$root" "$kver" "$work/initrd.img" $initrd_modules
 
 # 4. Root filesystem (squashfs: read-only by design, compressed, reproducible with fixed
-# times: SOURCE_DATE_EPOCH, exported, sets the filesystem time and every inode's) and its
+# times: SOURCE_DATE_EPOCH for the filesystem time and every inode's) and its
 # dm-verity hash tree. Salt and UUID derive from the root image itself.
 log "squashfs"
+# mksquashfs 4.5 takes SOURCE_DATE_EPOCH for the filesystem time only: every file's
+# time is set here (files installed at build time would otherwise carry the build's clock).
+find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mksquashfs "$root" "$work/root.squashfs" -noappend -quiet -no-progress -comp zstd -Xcompression-level 3 >/dev/null
 salt=$(sha256sum "$work/root.squashfs" | cut -d' ' -f1)
 vuuid=$(echo "$salt" | sed -E 's/^(.{8})(.{4}).(.{3}).(.{3})(.{12}).*/\1-\2-4\3-8\4-\5/')
