@@ -51,7 +51,9 @@ mirror() {
 			    if (k=="types") t=v; if (k=="uris") u=v; if (k=="suites") s=v; if (k=="components") c=v; if (k=="enabled" && v=="no") t="" }
 			  if ((" " t " ") ~ / deb / && (" " s " ") ~ (" " suite " ") && (" " c " ") ~ / main /) { split(u, us, " "); print us[1]; exit } }' "$f"
 	done
-	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+	# One-line sources: either file may be missing (a deb822-only machine), which must
+	# not end the script under pipefail.
+	{ cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true; } |
 		awk -v suite="$suite" '$1=="deb" { i=2; if ($2 ~ /^\[/) while ($i !~ /\]$/) i++; if ($2 ~ /^\[/) i++; if ($(i+1)==suite) { print $i; exit } }'
 }
 
