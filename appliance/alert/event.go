@@ -549,12 +549,23 @@ func fillFile(f *File, fi *detectors.FileInfo) {
 // loaded): file and line name the first error. Severity high: detection runs on an
 // older rule set than the operator meant.
 func RuleError(now time.Time, t detectors.Target, file string, line int, msg string) Event {
+	e := ruleEvent(now, t, file, line, msg, "error", "rule_compile")
+	e.Event.Action = "rule-error"
+	e.Message = bound(fmt.Sprintf("rules not loaded: %s:%d: %s", file, line, msg))
+	e.DomainM.FindingID = hashID("rules", file, strconv.Itoa(line), msg)
+	e.SetSeverity(SevHigh)
+	e.Event.ID = occurrenceID(&e)
+	return e
+}
+
+// ruleEvent is what rule-error and rule-warning share: the rule file and line, the
+// message as error text, and the target (domainm.target and host.*).
+func ruleEvent(now time.Time, t detectors.Target, file string, line int, msg, typ, errType string) Event {
 	e := newEvent(now, "rules")
 	e.Event.Kind = "event"
 	e.Event.Category = []string{"configuration"}
-	e.Event.Type = []string{"error"}
-	e.Event.Action = "rule-error"
-	e.Error = &ErrorInfo{Message: bound(msg), Type: "rule_compile"}
+	e.Event.Type = []string{typ}
+	e.Error = &ErrorInfo{Message: bound(msg), Type: errType}
 	e.File = fileAt(file)
 	e.DomainM.RuleFile = bound(file)
 	e.DomainM.RuleLine = line
@@ -562,10 +573,6 @@ func RuleError(now time.Time, t detectors.Target, file string, line int, msg str
 	if t.Name != "" || t.UUID != "" {
 		e.Host = &Host{Name: bound(t.Name), ID: bound(t.UUID), Type: "vm"}
 	}
-	e.Message = bound(fmt.Sprintf("rules not loaded: %s:%d: %s", file, line, msg))
-	e.DomainM.FindingID = hashID("rules", file, strconv.Itoa(line), msg)
-	e.SetSeverity(SevHigh)
-	e.Event.ID = occurrenceID(&e)
 	return e
 }
 

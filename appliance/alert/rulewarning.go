@@ -13,16 +13,8 @@ import (
 // medium: the rules run, but a slow rule can make memory passes overdue. Action
 // "rule-warning".
 func RuleWarning(now time.Time, t detectors.Target, file string, line int, msg string) Event {
-	e := newEvent(now, "rules")
-	e.Event.Kind = "event"
-	e.Event.Category = []string{"configuration"}
-	e.Event.Type = []string{"info"}
+	e := ruleEvent(now, t, file, line, msg, "info", "rule_warning")
 	e.Event.Action = "rule-warning"
-	e.Error = &ErrorInfo{Message: bound(msg), Type: "rule_warning"}
-	e.File = fileAt(file)
-	e.DomainM.RuleFile = bound(file)
-	e.DomainM.RuleLine = line
-	e.DomainM.Target = targetOf(t)
 	e.Message = bound(fmt.Sprintf("rule warning: %s:%d: %s", file, line, msg))
 	e.DomainM.FindingID = hashID("rules-warning", file, strconv.Itoa(line), msg)
 	e.SetSeverity(SevMedium)

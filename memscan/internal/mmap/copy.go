@@ -19,21 +19,10 @@ func (e *FaultError) Error() string {
 // Copy copies src into dst like the built-in copy, but turns a memory fault into a
 // *FaultError instead of crashing the process.
 func Copy(dst, src []byte) (n int, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			re, ok := r.(runtime.Error)
-			if !ok {
-				panic(r)
-			}
-			fe := &FaultError{}
-			if a, ok := re.(interface{ Addr() uintptr }); ok {
-				fe.Addr = a.Addr()
-			}
-			n, err = 0, fe
-		}
-	}()
-	return copy(dst, src), nil
+	if err = Do(func() { n = copy(dst, src) }); err != nil {
+		n = 0
+	}
+	return n, err
 }
 
 // Do runs fn, turning a memory fault while it runs (fn reading a mapping whose file
