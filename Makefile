@@ -13,8 +13,8 @@ GOFLAGS_TEST ?= -count=1
 MODULE       := github.com/domainm/domainm
 VERSION      ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 COMMIT       ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-LDFLAGS      := -X $(MODULE)/appliance/cli.version=$(VERSION) -X $(MODULE)/appliance/cli.commit=$(COMMIT) \
-                -X $(MODULE)/migrate-hooks/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/cli.commit=$(COMMIT)
+LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODULE)/appliance/internal/cli.commit=$(COMMIT) \
+                -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
                 iproute2 libyara-dev linux-image-amd64 logrotate man-db pkg-config qemu-system-x86 \
@@ -87,8 +87,8 @@ FUZZ_TARGETS := \
 	./diskscan:FuzzPartitions \
 	./diskscan:FuzzQcow2 \
 	./diskscan:FuzzExt4 \
-	./appliance/alert:FuzzSyslogFrame \
-	./appliance/config:FuzzParse \
+	./appliance/internal/alert:FuzzSyslogFrame \
+	./appliance/internal/config:FuzzParse \
 	./detectors/integrity:FuzzParsePolicy \
 	./detectors/integrity:FuzzReadDB \
 	./detectors/yara:FuzzRuleSource
@@ -119,13 +119,13 @@ bench-memscan: build
 # --init/--check on the same files, same attributes, sha256 only, in the same run.
 .PHONY: bench-diskscan
 bench-diskscan: build
-	DOMAINM=$(BIN)/domainm detectors/integrity/bench/bench-diskscan.sh
+	DOMAINM=$(BIN)/domainm detectors/integrity/internal/bench/bench-diskscan.sh
 
 # bench-alerts: 100,000 alerts spooled with a real rsyslogd down, then delivered over
 # TCP once it is up; prints the spool rate, the spool's disk use and the delivery rate.
 .PHONY: bench-alerts
 bench-alerts: deps
-	DOMAINM_ALERT_BURST=$${BENCH_ALERTS:-100000} $(GO) test -count=1 -run '^TestRsyslogBurst$$' -v -timeout 30m ./appliance/alert/
+	DOMAINM_ALERT_BURST=$${BENCH_ALERTS:-100000} $(GO) test -count=1 -run '^TestRsyslogBurst$$' -v -timeout 30m ./appliance/internal/alert/
 
 # bench-migrate: the published co-migration experiment (migrate-hooks/README.md), reduced
 # to fit 15 minutes on 2 cores: sizes halved (512/256/128 MiB, TCG Linux guests), one run

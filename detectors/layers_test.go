@@ -93,18 +93,18 @@ func TestUpwardRules(t *testing.T) {
 		pkg, name, imp string
 		bad            bool
 	}{
-		{"memscan", "memscan", module + "appliance/alert", true},
+		{"memscan", "memscan", module + "appliance/internal/alert", true},
 		{"memscan/vmtest", "vmtest", module + "migrate-hooks/qmp", true},
 		{"diskscan", "diskscan", module + "detectors/integrity", true},
 		{"memscan", "memscan", module + "detectors", false},
 		{"memscan/cmd/memscan-bench", "main", module + "detectors/yara", false},
 		{"memscan/cmd/memscan-bench", "main", module + "appliance/engine", true},
 		{"detectors/yara", "yara", module + "memscan", false},
-		{"detectors/filescan", "filescan", module + "appliance/config", true},
-		{"appliance/cli", "cli", module + "appliance/cmd/domainm", true},
+		{"detectors/filescan", "filescan", module + "appliance/internal/config", true},
+		{"appliance/internal/cli", "cli", module + "appliance/cmd/domainm", true},
 		{"detectors", "detectors", "encoding/hex", false},
 		{"detectors", "detectors", module + "diskscan", true},
-		{"appliance/supervisor", "supervisor", module + "detectors/yara", false},
+		{"appliance/internal/supervisor", "supervisor", module + "detectors/yara", false},
 	} {
 		if got := upward(c.pkg, c.name, c.imp) != ""; got != c.bad {
 			t.Errorf("upward(%s → %s) = %v, want %v", c.pkg, c.imp, got, c.bad)

@@ -120,7 +120,7 @@ echo "VIEW $src"`,
 }
 
 // TestFileSourceNvdimmInGuest: the target's RAM file as an nvdimm, the view that
-// co-migrates on QEMU (ivshmem cannot with x-ignore-shared, see migrate-hooks/host);
+// co-migrates on QEMU (ivshmem cannot with x-ignore-shared, see migrate-hooks/internal/host);
 // Linux exposes it as the block device /dev/pmem0 once the nvdimm modules are loaded.
 func TestFileSourceNvdimmInGuest(t *testing.T) {
 	if testing.Short() {

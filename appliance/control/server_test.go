@@ -19,7 +19,7 @@ import (
 )
 
 // fakeHandler records calls; the supervisor's real handler is tested end to end in
-// appliance/cli.
+// appliance/internal/cli.
 type fakeHandler struct {
 	resumed ResumeArgs
 	err     error

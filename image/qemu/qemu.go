@@ -5,7 +5,7 @@
 // in package qmp below, the QMP client.
 //
 // It is used by the memory tests' VMs (memscan/vmtest: initramfs, guest probes, reads of
-// guest memory on top), by the migration coordinator's hosts (migrate-hooks/host: a
+// guest memory on top), by the migration coordinator's hosts (migrate-hooks/internal/host: a
 // source or destination with its device model and RAM files on top) and by the image lab.
 // It lives here, low in the tree, because all three start QEMU and none of them may
 // import another: memscan must not import migrate-hooks, and domainm-migrate, which

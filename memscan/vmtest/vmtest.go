@@ -4,7 +4,7 @@
 //
 // It is the memory tests' layer over package image/qemu, which starts QEMU (own process
 // group, killed with its parent), waits for its monitor, probes the accelerator and
-// holds the QMP client (image/qemu/qmp) that the migration hosts (migrate-hooks/host)
+// holds the QMP client (image/qemu/qmp) that the migration hosts (migrate-hooks/internal/host)
 // and the image lab use as well. What is here is what memory tests need on top: guest
 // RAM in a shared file, reads of guest-physical memory as QEMU sees it (ReadPhys),
 // writes into the RAM file (WriteRAM), ELF core dumps, a busybox initramfs

@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/domainm/domainm/appliance/cli"
+	"github.com/domainm/domainm/appliance/internal/cli"
 )
 
 func main() {

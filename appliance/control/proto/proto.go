@@ -5,7 +5,7 @@
 //
 // It imports only the standard library and holds no code that talks to anything, so
 // the coordinator shipped to hypervisor hosts can import it without linking any of the
-// appliance: migrate-hooks/cli's deps test bans appliance/ from domainm-migrate except
+// appliance: migrate-hooks/internal/cli's deps test bans appliance/ from domainm-migrate except
 // this one package, and checks that it stays a leaf. It lives under appliance/control
 // because the supervisor serves the protocol and says what it means; the coordinator is
 // one of its clients (DESIGN.md: migrate-hooks talks to the appliance only through this

@@ -23,9 +23,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/domainm/domainm/migrate-hooks/bench"
-	"github.com/domainm/domainm/migrate-hooks/cli"
-	"github.com/domainm/domainm/migrate-hooks/syncpoint"
+	"github.com/domainm/domainm/migrate-hooks/internal/bench"
+	"github.com/domainm/domainm/migrate-hooks/internal/cli"
+	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
 )
 
 const (

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/domainm/domainm/migrate-hooks/cli"
+	"github.com/domainm/domainm/migrate-hooks/internal/cli"
 )
 
 func main() {

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/domainm/domainm/detectors/yara"
+)
+
+// version and commit are set at link time by the Makefile:
+//
+//	-X github.com/domainm/domainm/appliance/internal/cli.version=$(git describe --always --dirty)
+//	-X github.com/domainm/domainm/appliance/internal/cli.commit=$(git rev-parse HEAD)
+//
+// A plain `go build` leaves them empty; Version then falls back to the VCS stamp Go
+// puts in the binary (vcs.revision, vcs.modified), or "devel" and "unknown".
+var (
+	version string
+	commit  string
+)
+
+// VersionInfo is what `domainm version` prints, the domainm_build_info metric's labels
+// and the first log line of `domainm run`.
+type VersionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"go_version"`
+	Libyara   string `json:"libyara_version"`
+}
+
+// Version returns this binary's version information.
+func Version() VersionInfo {
+	v := VersionInfo{Version: version, Commit: commit, GoVersion: runtime.Version(), Libyara: yara.LibyaraVersion}
+	fillFromBuildInfo(&v.Version, &v.Commit)
+	return v
+}
+
+// fillFromBuildInfo fills an empty version and commit from the binary's build info.
+func fillFromBuildInfo(ver, com *string) {
+	if *ver != "" && *com != "" {
+		return
+	}
+	var rev string
+	var dirty bool
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if *ver == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			*ver = bi.Main.Version
+		}
+	}
+	if *com == "" {
+		*com = rev
+		if *com == "" {
+			*com = "unknown"
+		}
+	}
+	if *ver == "" {
+		switch {
+		case len(rev) >= 7 && dirty:
+			*ver = rev[:7] + "-dirty"
+		case len(rev) >= 7:
+			*ver = rev[:7]
+		default:
+			*ver = "devel"
+		}
+	}
+}
+
+func init() {
+	register(command{name: "version", summary: "print the version, commit, Go and libyara versions", run: runVersion})
+}
+
+func runVersion(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "version", "version [--json]",
+		`Prints domainm's version (git describe of the source it was built from), the commit,
+the Go version it was built with and the libyara version it was compiled against.
+domainm --version prints the same.`)
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := parse(env, fs, args); err != nil {
+		return ExitError, err
+	}
+	return ExitClean, printVersion(env.Stdout, Version(), *asJSON)
+}
+
+func printVersion(w io.Writer, v VersionInfo, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(v)
+	}
+	_, err := fmt.Fprintf(w, "domainm %s\ncommit:  %s\ngo:      %s\nlibyara: %s\n", v.Version, v.Commit, v.GoVersion, v.Libyara)
+	return err
+}

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/detectors/yara"
+)
+
+// TestVersionLdflags builds domainm as the Makefile does (-X version and commit) and
+// checks --version, version and version --json.
+func TestVersionLdflags(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "domainm")
+	ld := "-X github.com/domainm/domainm/appliance/internal/cli.version=v9.8.7-3-gdeadbee-dirty -X github.com/domainm/domainm/appliance/internal/cli.commit=deadbeefcafe"
+	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", bin, "github.com/domainm/domainm/appliance/cmd/domainm").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("domainm v9.8.7-3-gdeadbee-dirty\ncommit:  deadbeefcafe\ngo:      %s\nlibyara: %s\n", runtime.Version(), yara.LibyaraVersion)
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil || string(out) != want {
+			t.Errorf("domainm %s: %v\n%s\nwant\n%s", args[0], err, out, want)
+		}
+	}
+	out, err := exec.Command(bin, "version", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v VersionInfo
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if v != (VersionInfo{"v9.8.7-3-gdeadbee-dirty", "deadbeefcafe", runtime.Version(), yara.LibyaraVersion}) {
+		t.Errorf("version --json = %+v", v)
+	}
+	if !strings.HasPrefix(yara.LibyaraVersion, "4.") {
+		t.Errorf("libyara %q: the appliance is built against libyara 4", yara.LibyaraVersion)
+	}
+}
+
+// TestVersionFallback: without ldflags the version comes from the build info, never empty.
+func TestVersionFallback(t *testing.T) {
+	var ver, com string
+	fillFromBuildInfo(&ver, &com)
+	if ver == "" || com == "" {
+		t.Fatalf("version %q commit %q", ver, com)
+	}
+	ver, com = "v1", "c1"
+	fillFromBuildInfo(&ver, &com)
+	if ver != "v1" || com != "c1" {
+		t.Errorf("set values replaced: %q %q", ver, com)
+	}
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), Env{Stdout: &out, Stderr: &errb}, []string{"version", "--bogus"}); code != ExitError {
+		t.Errorf("version --bogus: exit %d", code)
+	}
+	out.Reset()
+	if code := Main(context.Background(), Env{Stdout: &out, Stderr: &errb}, []string{"--help"}); code != ExitClean || !strings.Contains(out.String(), "domainm --version") || !strings.Contains(out.String(), "  version ") {
+		t.Errorf("--help does not list version:\n%s", out.String())
+	}
+}
+
+// TestRunFirstLogLineAndBuildInfo: the daemon's first log line names its version and
+// its configuration file, and /metrics has domainm_build_info.
+func TestRunFirstLogLineAndBuildInfo(t *testing.T) {
+	port := freePort(t)
+	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.count("READY=1") > 0 })
+	// The binary's own answer: a `go build` may stamp VCS information a test binary lacks.
+	out, err := exec.Command(domainmBinary(t), "version", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v VersionInfo
+	if err := json.Unmarshal(out, &v); err != nil || v.Version == "" || v.Commit == "" {
+		t.Fatalf("version --json: %v %s", err, out)
+	}
+	first, _, _ := strings.Cut(p.stderr.String(), "\n")
+	for _, w := range []string{`msg="domainm starting"`, "version=" + v.Version, "commit=" + v.Commit, "libyara=" + v.Libyara, "config=" + s.cfg} {
+		if !strings.Contains(first, w) {
+			t.Errorf("first log line %q lacks %q", first, w)
+		}
+	}
+	body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	want := fmt.Sprintf(`domainm_build_info{commit=%q,goversion=%q,libyara=%q,version=%q} 1`, v.Commit, v.GoVersion, v.Libyara, v.Version)
+	if !strings.Contains(body, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+	if _, code := p.stop(t); code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+}

@@ -1,0 +1,249 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/domainm/domainm/appliance/control"
+
+	"github.com/domainm/domainm/appliance/internal/alert"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/memscan"
+)
+
+// sourceFile remembers which file a file: or elf: source was opened from, so that the
+// memory loop notices the target's RAM file being removed (the VM stopped) or replaced
+// (the VM restarted with a new file at the same path). An open mapping of a removed
+// file stays readable: without this check the supervisor would go on scanning a dead
+// guest's memory and never see the new one.
+type sourceFile struct {
+	spec, layout string
+	path         string
+	info         os.FileInfo // nil for sources that are not files (xen:)
+}
+
+func newSourceFile(spec, layout string) sourceFile {
+	sf := sourceFile{spec: spec, layout: layout}
+	if kind, path, ok := strings.Cut(spec, ":"); ok && (kind == "file" || kind == "elf") {
+		sf.path = path
+	}
+	return sf
+}
+
+// openTracked opens spec and records the file it came from. The file is looked at
+// before and after the open, and the open is retried once if it changed in between.
+func (s *Supervisor) openTracked(spec, layout string) (memscan.Source, sourceFile, error) {
+	sf := newSourceFile(spec, layout)
+	for try := 0; ; try++ {
+		before, _ := sf.stat()
+		src, err := s.deps.OpenSource(spec, layout)
+		if err != nil {
+			return nil, sf, err
+		}
+		after, _ := sf.stat()
+		if sf.path == "" || before != nil && after != nil && os.SameFile(before, after) || try == 1 {
+			sf.info = after
+			return src, sf, nil
+		}
+		src.Close()
+	}
+}
+
+func (sf sourceFile) stat() (os.FileInfo, error) {
+	if sf.path == "" {
+		return nil, nil
+	}
+	return os.Stat(sf.path)
+}
+
+// sourceState is what checkSource found.
+type sourceState int
+
+const (
+	sourceSame     sourceState = iota
+	sourceGone                 // the file is no longer there
+	sourceReplaced             // another file is there now
+)
+
+func (sf sourceFile) check() sourceState {
+	if sf.info == nil {
+		return sourceSame
+	}
+	fi, err := sf.stat()
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return sourceGone
+	case err != nil:
+		return sourceSame // cannot tell; the pass will report read errors if any
+	case !os.SameFile(fi, sf.info):
+		return sourceReplaced
+	}
+	return sourceSame
+}
+
+// sourcePoll is how often a missing memory source is looked for, besides the
+// notifications on its folder (which sysfs and some devices do not send).
+const sourcePoll = time.Second
+
+// sourceWait is the memory loop's state while its source does not exist (the target
+// has not started, or its RAM file was removed): it watches the file's folder and
+// polls, and the loop opens the source when it appears. Owned by the loop's goroutine.
+type sourceWait struct {
+	waiting bool
+	wake    chan struct{}     // the folder changed: look again now
+	w       *fsnotify.Watcher // nil when the folder cannot be watched
+	lastErr string            // the last open failure logged (logged again only when it changes)
+}
+
+// startWaiting enters the waiting state: the source is closed and its folder watched.
+func (m *memLoop) startWaiting() {
+	if m.src != nil {
+		m.src.Close()
+		m.src = nil
+	}
+	m.driver.Forget()
+	m.cursor, m.partial = 0, map[string]detectors.Finding{}
+	m.spots.reset()
+	m.failing = false
+	m.setPassHealth("", nil)
+	w := &m.wait
+	w.waiting, w.lastErr = true, ""
+	if w.wake == nil {
+		w.wake = make(chan struct{}, 1)
+	}
+	if w.w != nil || m.file.path == "" {
+		return
+	}
+	fw, err := fsnotify.NewWatcher()
+	if err == nil {
+		err = fw.Add(filepath.Dir(m.file.path))
+	}
+	if err != nil {
+		m.s.log.Warn("cannot watch the memory source's folder; polling for it", "path", m.file.path, "every", sourcePoll, "err", err)
+		if fw != nil {
+			fw.Close()
+		}
+		return
+	}
+	w.w = fw
+	go func(events <-chan fsnotify.Event, wake chan<- struct{}, path string) {
+		for ev := range events {
+			if ev.Name == path {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}(fw.Events, w.wake, m.file.path)
+	go func(errs <-chan error) {
+		for range errs { // overflow: the poll still finds the file
+		}
+	}(fw.Errors)
+}
+
+// stopWatching ends the folder watch.
+func (w *sourceWait) stopWatching() {
+	if w.w != nil {
+		w.w.Close()
+		w.w = nil
+	}
+}
+
+// closeSource releases the source and the folder watch (a start that failed later).
+func (m *memLoop) closeSource() {
+	m.wait.stopWatching()
+	if m.src != nil {
+		m.src.Close()
+		m.src = nil
+	}
+}
+
+// retryIn is how long the loop waits before it looks at its source again after
+// checkSource said no.
+func (m *memLoop) retryIn() time.Duration {
+	if m.wait.waiting {
+		return min(sourcePoll, m.s.cfg.Memory.Interval)
+	}
+	return m.s.cfg.Memory.Interval
+}
+
+// tryOpen opens the awaited source; it reports whether the loop monitors it now. A
+// source that opens but has no memory yet (a RAM file created but not yet sized) is
+// not taken.
+func (m *memLoop) tryOpen() bool {
+	src, sf, err := m.s.openTracked(m.file.spec, m.file.layout)
+	if err == nil && totalSize(src.Ranges()) == 0 {
+		src.Close()
+		err = errors.New("it holds no memory yet")
+	}
+	if err != nil {
+		if msg := err.Error(); msg != m.wait.lastErr {
+			m.wait.lastErr = msg
+			if !errors.Is(err, fs.ErrNotExist) {
+				m.s.log.Warn("memory source present but cannot be opened yet", "source", m.file.spec, "err", err)
+			}
+		}
+		return false
+	}
+	m.wait.stopWatching()
+	m.wait.waiting = false
+	m.src, m.file = src, sf
+	cond, sev, what := "appeared", alert.SevInfo, "appeared"
+	if m.gone {
+		cond, what = "back", "is back"
+	}
+	m.gone = false
+	m.s.setState(control.StateMonitoring, "memory source "+what, nil)
+	m.s.emit(alert.Health(m.s.clk.Now(), sev, "memory-source", cond,
+		fmt.Sprintf("memory source %s %s: monitoring %s", m.file.spec, what, m.s.currentTarget().Name)))
+	return true
+}
+
+func totalSize(rs []memscan.Range) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += r.Size
+	}
+	return n
+}
+
+// checkSource runs before each pass. It reports whether a pass may run now: it opens an
+// awaited source that appeared, reopens a replaced one, and on a removed one alerts,
+// releases the mapping (a removed RAM file's memory is freed only when unmapped) and
+// waits for the source to come back.
+func (m *memLoop) checkSource() bool {
+	if m.wait.waiting {
+		return m.tryOpen()
+	}
+	switch m.file.check() {
+	case sourceGone:
+		m.gone = true
+		m.startWaiting()
+		m.s.setState(control.StateWaiting, fmt.Sprintf("memory source %s was removed", m.file.spec), nil)
+		m.s.emit(alert.Health(m.s.clk.Now(), alert.SevHigh, "memory-source", "gone",
+			fmt.Sprintf("memory source %s was removed (the target VM stopped?): not monitoring until it is back", m.file.spec)))
+		return false
+	case sourceReplaced:
+		src, sf, err := m.s.openTracked(m.file.spec, m.file.layout)
+		if err != nil {
+			m.s.log.Warn("memory source replaced but cannot be opened yet", "source", m.file.spec, "err", err)
+			return false
+		}
+		m.src.Close()
+		m.src, m.file = src, sf
+		m.driver.Forget()
+		m.cursor, m.partial = 0, map[string]detectors.Finding{}
+		m.spots.reset()
+		m.s.emit(alert.Health(m.s.clk.Now(), alert.SevMedium, "memory-source", "replaced",
+			fmt.Sprintf("memory source %s was replaced (the target VM restarted?): monitoring the new one", m.file.spec)))
+	}
+	return true
+}

@@ -1,0 +1,201 @@
+// Package cli implements domainm-migrate's commands: migrate (the plain CLI over four
+// QMP sockets and the supervisor's control socket) and libvirt-hook (libvirt's qemu
+// hook). The published experiment is its own binary, domainm-migrate-bench, so that the
+// coordinator shipped to hypervisor hosts links no lab.
+//
+// Exit codes, for scripts and libvirt:
+//
+//	0  done: the pair migrated (or, for the hook, the migration may go ahead)
+//	1  failed, rolled back: target and Domain M run at the source, monitored
+//	2  failed, the target is left paused (the error says where and why)
+//	3  the target ran unwatched (invariant violated; the error says how long)
+//	64 usage error
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
+)
+
+// Exit codes.
+const (
+	ExitOK         = 0
+	ExitRolledBack = 1
+	ExitPaused     = 2
+	ExitUnwatched  = 3
+	ExitUsage      = 64
+)
+
+// Env is what a command may touch of the outside world.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Alert receives the one error of a failed co-migration (a hook for paging); the
+	// default logs it.
+	Alert func(error)
+}
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, env Env, args []string) int
+}
+
+var commands = map[string]command{}
+
+func register(c command) { commands[c.name] = c }
+
+// Main runs the command in args; argv0 is the program's name: invoked as "qemu" (a
+// symlink in libvirt's hooks folder) it is the libvirt hook.
+func Main(ctx context.Context, env Env, argv0 string, args []string) int {
+	if filepath.Base(argv0) == "qemu" {
+		return commands["libvirt-hook"].run(ctx, env, args)
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(env.Stdout)
+		if len(args) == 0 {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		printVersion(env.Stdout, Version(), false)
+		return ExitOK
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(env.Stderr, "domainm-migrate: unknown command %q (see domainm-migrate --help)\n", args[0])
+		return ExitUsage
+	}
+	return c.run(ctx, env, args[1:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "domainm-migrate co-migrates a target VM and its Domain M so that the target never runs unwatched.")
+	fmt.Fprintln(w, "\nUsage: domainm-migrate COMMAND [flags]   (COMMAND --help for its flags)\n       domainm-migrate --version\n\nCommands:")
+	var names []string
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-13s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nExit codes: 0 done, 1 failed and rolled back (pair monitored at the source),")
+	fmt.Fprintln(w, "2 failed with the target left paused, 3 target ran unwatched, 64 usage.")
+	fmt.Fprintln(w, "As a libvirt hook: ln -s $(command -v domainm-migrate) /etc/libvirt/hooks/qemu")
+}
+
+// newFlags returns a flag set whose --help prints to stdout and returns ExitOK.
+func newFlags(env Env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stdout, "Usage: domainm-migrate %s\n\n", synopsis)
+		fs.SetOutput(env.Stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(env.Stderr)
+	}
+	return fs
+}
+
+// parse parses args; ok false means return code.
+func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK, false
+		}
+		return ExitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return ExitUsage, false
+	}
+	return 0, true
+}
+
+// exitCode maps a co-migration's error to the exit code.
+func exitCode(r *syncpoint.Result, err error) int {
+	if err == nil {
+		if r != nil {
+			if gap, _ := r.Gap.Get(); gap > 0 || len(r.Violations) > 0 {
+				return ExitUnwatched
+			}
+		}
+		return ExitOK
+	}
+	if errors.Is(err, syncpoint.ErrUnwatched) {
+		return ExitUnwatched
+	}
+	var se *syncpoint.Error
+	if errors.As(err, &se) && r != nil && r.RolledBack {
+		return ExitRolledBack
+	}
+	return ExitPaused
+}
+
+// ParseMode parses a mode's name (sync, paced, nosync).
+func ParseMode(s string) (syncpoint.Mode, error) {
+	for _, m := range []syncpoint.Mode{syncpoint.Sync, syncpoint.Paced, syncpoint.NoSync} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown mode %q (sync, paced, nosync)", s)
+}
+
+func logger(env Env, verbose bool) *slog.Logger {
+	lvl := slog.LevelWarn
+	if verbose {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl})).With("component", "domainm-migrate")
+}
+
+func alert(env Env, log *slog.Logger) func(error) {
+	if env.Alert != nil {
+		return env.Alert
+	}
+	return func(err error) { log.Error("ALERT co-migration failed", "err", err) }
+}
+
+// report prints a result: a summary, or with asJSON the whole result and timeline.
+func report(w io.Writer, r *syncpoint.Result, err error, asJSON bool) {
+	if asJSON {
+		out := struct {
+			*syncpoint.Result
+			Error string `json:"error,omitempty"`
+		}{Result: r}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		e.Encode(out)
+		return
+	}
+	if r == nil {
+		return
+	}
+	fmt.Fprintf(w, "mode %s: total %v; waits P1 %v P2 %v P3 %v P4 %v\n", r.Mode, ms(r.Total),
+		ms(r.Waits[0]), ms(r.Waits[1]), ms(r.Waits[2]), ms(r.Waits[3]))
+	fmt.Fprintf(w, "target downtime %v (sync wait %v); domain M downtime %v; P1 margin %v; monitoring gap %v\n",
+		ms(r.TargetDowntime), ms(r.SyncWait), ms(r.DomMDowntime), ms(r.P1Margin), ms(r.Gap))
+}
+
+// ms writes a figure in milliseconds, or "n/a" where the migration did not measure it.
+func ms(f syncpoint.Figure) string {
+	if !f.OK() {
+		return f.Ms()
+	}
+	return f.Ms() + "ms"
+}

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+)
+
+// version and commit are set at link time by the Makefile:
+//
+//	-X github.com/domainm/domainm/migrate-hooks/internal/cli.version=$(git describe --always --dirty)
+//	-X github.com/domainm/domainm/migrate-hooks/internal/cli.commit=$(git rev-parse HEAD)
+//
+// A plain `go build` leaves them empty; Version then falls back to the VCS stamp Go
+// puts in the binary (vcs.revision, vcs.modified), or "devel" and "unknown". The
+// coordinator is built without cgo and links no YARA, so it reports no libyara version.
+var (
+	version string
+	commit  string
+)
+
+// VersionInfo is what `domainm-migrate version` prints.
+type VersionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"go_version"`
+}
+
+// Version returns this binary's version information.
+func Version() VersionInfo {
+	v := VersionInfo{Version: version, Commit: commit, GoVersion: runtime.Version()}
+	var rev string
+	var dirty bool
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if v.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v.Version = bi.Main.Version
+		}
+	}
+	if v.Commit == "" {
+		v.Commit = rev
+		if v.Commit == "" {
+			v.Commit = "unknown"
+		}
+	}
+	if v.Version == "" {
+		switch {
+		case len(rev) >= 7 && dirty:
+			v.Version = rev[:7] + "-dirty"
+		case len(rev) >= 7:
+			v.Version = rev[:7]
+		default:
+			v.Version = "devel"
+		}
+	}
+	return v
+}
+
+func init() {
+	register(command{name: "version", summary: "print the version, commit and Go version", run: runVersion})
+}
+
+func runVersion(ctx context.Context, env Env, args []string) int {
+	fs := newFlags(env, "version", "version [--json]\n\nPrints the version (git describe of the source it was built from), the commit and the Go\nversion. domainm-migrate --version prints the same. Exit codes: 0 printed, 64 usage.")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	printVersion(env.Stdout, Version(), *asJSON)
+	return ExitOK
+}
+
+func printVersion(w io.Writer, v VersionInfo, asJSON bool) {
+	if asJSON {
+		json.NewEncoder(w).Encode(v)
+		return
+	}
+	fmt.Fprintf(w, "domainm-migrate %s\ncommit:  %s\ngo:      %s\n", v.Version, v.Commit, v.GoVersion)
+}

@@ -1,0 +1,241 @@
+package syncpoint_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/migrate-hooks/internal/host"
+	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
+)
+
+// runFailing runs a co-migration expected to fail and checks what every failure must
+// give: one error, one alert, and the invariant.
+func runFailing(t *testing.T, f *fixture, cfg syncpoint.Config) (*syncpoint.Result, *syncpoint.Error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var alerts []error
+	cfg.Alert = func(err error) { alerts = append(alerts, err) }
+	r, err := syncpoint.Run(ctx, f.t, f.m, f.hs, cfg)
+	logResult(t, r)
+	checkInvariant(t, r)
+	t.Logf("error: %v", err)
+	var se *syncpoint.Error
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *syncpoint.Error", err)
+	}
+	if len(alerts) != 1 || alerts[0] != err {
+		t.Errorf("alerts %v, want exactly the returned error", alerts)
+	}
+	return r, se
+}
+
+func wantRolledBack(t *testing.T, f *fixture, r *syncpoint.Result, se *syncpoint.Error) {
+	t.Helper()
+	if !r.RolledBack || !strings.Contains(se.Outcome, "rolled back") {
+		t.Errorf("outcome %q, want rolled back", se.Outcome)
+	}
+	if !running(t, f.t.Src) || !running(t, f.m.Src) {
+		t.Errorf("after rollback target and domain M must run at the source")
+	}
+	if st, src := f.sup.State(); st != "monitoring" || src != f.src.RAMFile("target") {
+		t.Errorf("supervisor %s %q, want monitoring the source's RAM file", st, src)
+	}
+	if found, err := f.sup.Find(needle); !found {
+		t.Errorf("supervisor does not see the planted string at the source: %v", err)
+	}
+}
+
+// whenStatus calls fn once vm's outgoing migration reaches status (or once less than
+// half of its RAM remains, for status "half").
+func whenStatus(t *testing.T, vm syncpoint.VM, status string, fn func()) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for ctx.Err() == nil {
+			p, err := vm.Progress(ctx)
+			if err != nil {
+				return
+			}
+			if p.Status == status || (status == "half" && p.Status == "active" && p.Total > 0 && p.Remaining < p.Total/2) {
+				fn()
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+}
+
+func TestDestinationDiesDuringPrecopy(t *testing.T) {
+	f := newFixture(t, 256, 64)
+	whenStatus(t, f.t.Src, "half", func() { f.t.Dst.(*host.VM).Kill() })
+	r, se := runFailing(t, f, syncpoint.Config{MaxBandwidth: 128 << 20})
+	if se.Phase != "P1" {
+		t.Errorf("failed at %s, want P1", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// proxy forwards one TCP stream and can cut it.
+type proxy struct {
+	ln      net.Listener
+	mu      sync.Mutex
+	conns   []net.Conn
+	stalled bool // drop what the source sends from now on
+}
+
+// forward copies the source's stream to the destination until stall.
+func (p *proxy) forward(dst, src net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			dst.Close()
+			return
+		}
+		p.mu.Lock()
+		stalled := p.stalled
+		p.mu.Unlock()
+		if !stalled {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (p *proxy) stall() {
+	p.mu.Lock()
+	p.stalled = true
+	p.mu.Unlock()
+}
+
+func newProxy(t *testing.T, to string) (*proxy, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", strings.TrimPrefix(to, "tcp:"))
+			if err != nil {
+				c.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, d)
+			p.mu.Unlock()
+			go p.forward(d, c)
+			go io.Copy(c, d)
+		}
+	}()
+	return p, "tcp:" + ln.Addr().String()
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// Domain M's stream breaks while the target is held stopped at pre-switchover (P2):
+// Domain M restarts at the source, the supervisor resumes there, then the target.
+func TestStreamBreaksWhileTargetHeld(t *testing.T) {
+	f := newFixture(t, 64, 256)
+	px, uri := newProxy(t, f.m.URI)
+	f.m.URI = uri
+	whenStatus(t, f.t.Src, "pre-switchover", px.cut)
+	r, se := runFailing(t, f, syncpoint.Config{MaxBandwidth: 64 << 20})
+	if se.Phase != "P2" {
+		t.Errorf("failed at %s, want P2", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// The supervisor never answers resume at the destination: nobody can monitor the
+// target, so it stays paused (at both ends) and the error says so.
+func TestSupervisorDoesNotAnswerResume(t *testing.T) {
+	f := newFixture(t, 64, 64)
+	f.sup.Hang("resume")
+	r, se := runFailing(t, f, syncpoint.Config{Handshake: time.Second})
+	if se.Phase != "P4" || !errors.Is(se, context.DeadlineExceeded) {
+		t.Errorf("failed at %s with %v, want P4 and a deadline", se.Phase, se.Err)
+	}
+	if !strings.Contains(se.Outcome, "target paused") {
+		t.Errorf("outcome %q, want the target left paused", se.Outcome)
+	}
+	if r.RolledBack || running(t, f.t.Src) || running(t, f.t.Dst) {
+		t.Errorf("the target must not run anywhere")
+	}
+	wantAbsent(t, r, "total_ns", "target_downtime_ns", "sync_wait_ns")
+}
+
+// wantAbsent checks that figures a failed migration could not measure are null in the
+// result's JSON, not 0 (issue 8, item 9).
+func wantAbsent(t *testing.T, r *syncpoint.Result, fields ...string) {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fields {
+		if v, ok := m[f]; !ok || string(v) != "null" {
+			t.Errorf("%s = %s, want null (not measured)", f, v)
+		}
+	}
+	var waits []json.RawMessage
+	json.Unmarshal(m["waits_ns"], &waits)
+	if len(waits) != 4 || string(waits[3]) != "null" {
+		t.Errorf("waits_ns = %s, want P4 null (the target never ran at the destination)", m["waits_ns"])
+	}
+}
+
+// The target's final copy never arrives (its stream is black-holed once the target is
+// held at pre-switchover): the source completes, the destination fails when the stream
+// ends short (or waits until P3's deadline). The pair goes back to the source, whose
+// copies are paused and intact: Domain M first, then the supervisor, then the target.
+func TestTargetFinalCopyLost(t *testing.T) {
+	// Domain M 4x the target, capped: the target is held for a second or more, time
+	// enough for whenStatus to see it even on a loaded machine.
+	f := newFixture(t, 64, 256)
+	px, uri := newProxy(t, f.t.URI)
+	f.t.URI = uri
+	whenStatus(t, f.t.Src, "pre-switchover", px.stall)
+	r, se := runFailing(t, f, syncpoint.Config{P3: 3 * time.Second, MaxBandwidth: 128 << 20})
+	if se.Phase != "P3" {
+		t.Errorf("failed at %s, want P3", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// The supervisor never answers prepare, but says it is still monitoring: Domain M's
+// migration is cancelled and the target, held at pre-switchover, is released at the
+// source.
+func TestSupervisorDoesNotAnswerPrepare(t *testing.T) {
+	f := newFixture(t, 64, 64)
+	f.sup.Hang("prepare")
+	r, se := runFailing(t, f, syncpoint.Config{Handshake: time.Second})
+	if se.Phase != "P1" || !errors.Is(se, context.DeadlineExceeded) {
+		t.Errorf("failed at %s with %v, want P1 and a deadline", se.Phase, se.Err)
+	}
+	wantRolledBack(t, f, r, se)
+}
