@@ -72,7 +72,11 @@ func (d *diskLoop) run(ctx context.Context) {
 			done = nil
 			d.set(false, time.Time{})
 			d.handle(o)
-			next = o.started.Add(d.s.cfg.Disk.Interval)
+			next = o.started.Add(d.s.diskInterval())
+		case <-d.s.live.diskWake: // disk.interval reloaded
+			if done == nil {
+				next = replan(next, d.s.clk.Now(), d.s.diskInterval())
+			}
 		case p := <-d.probe:
 			p <- d.healthy()
 		}
@@ -146,7 +150,7 @@ func (d *diskLoop) set(r bool, t time.Time) {
 func (d *diskLoop) healthy() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return !d.running || d.s.clk.Now().Sub(d.started) < d.s.cfg.Disk.Interval+d.s.cfg.Memory.StallTimeout
+	return !d.running || d.s.clk.Now().Sub(d.started) < d.s.diskInterval()+d.s.stallTimeout()
 }
 
 // changeKey identifies one change with its values, so that a file changed again

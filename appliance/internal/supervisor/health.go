@@ -90,7 +90,7 @@ func (s *Supervisor) health() healthReport {
 	if m := s.mem; m != nil {
 		m.mu.Lock()
 		failErr, u := m.health.failErr, m.health.unscanned
-		stalled := m.running && now.Sub(m.progress) >= s.cfg.Memory.StallTimeout
+		stalled := m.running && now.Sub(m.progress) >= s.stallTimeout()
 		m.mu.Unlock()
 		r.unscanned = u
 		switch {
@@ -101,13 +101,13 @@ func (s *Supervisor) health() healthReport {
 				sizeText(u.Bytes), u.Blocks, reasonsText(u.Reasons)))
 		}
 		if stalled {
-			add(control.ProblemStalled, fmt.Sprintf("the memory pass made no progress for %v (memory.stall_timeout)", s.cfg.Memory.StallTimeout))
+			add(control.ProblemStalled, fmt.Sprintf("the memory pass made no progress for %v (memory.stall_timeout)", s.stallTimeout()))
 		}
 	}
 	if d := s.disk; d != nil {
 		d.mu.Lock()
 		failing := d.failing
-		overdue := d.running && now.Sub(d.started) >= s.cfg.Disk.Interval+s.cfg.Memory.StallTimeout
+		overdue := d.running && now.Sub(d.started) >= s.diskInterval()+s.stallTimeout()
 		d.mu.Unlock()
 		if failing {
 			add(control.ProblemDiskFailed, fmt.Sprintf("the last check of %s failed (see the disk-check-failed alert)", s.cfg.Target.Disk))

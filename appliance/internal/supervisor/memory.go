@@ -116,7 +116,7 @@ func (m *memLoop) run(ctx context.Context) {
 		} else if id != m.passRules {
 			m.mixed = true
 		}
-		late = m.s.clk.After(overdueFactor * m.s.cfg.Memory.Interval)
+		late = m.s.clk.After(overdueFactor * m.s.memInterval())
 		m.late, m.passStart = false, started
 		opts := memscan.PassOptions{Rules: m.s.rules.current, StartAt: startAt,
 			Progress: func(_, _ uint64) { m.beat() }}
@@ -142,7 +142,7 @@ func (m *memLoop) run(ctx context.Context) {
 		m.setRunning(false, time.Time{})
 		m.handle(*o)
 		m.lateEnded(*o)
-		next = o.started.Add(m.s.cfg.Memory.Interval)
+		next = o.started.Add(m.s.memInterval())
 		if m.rescan {
 			// Blocks scanned before the swap have not seen the new rules yet: go
 			// again at once (blocks already scanned with them are skipped).
@@ -170,6 +170,8 @@ func (m *memLoop) run(ctx context.Context) {
 			startPass()
 		case <-m.wait.wake: // the awaited source's folder changed (nil while not waiting)
 			next = m.s.clk.Now()
+		case <-m.s.live.memWake: // memory.interval reloaded
+			next = replan(next, m.s.clk.Now(), m.s.memInterval())
 		case o := <-done: // nil (blocks forever) while no pass runs
 			finishPass(&o)
 			m.s.status("monitoring %s; next memory pass at %s", m.s.cfg.Target.Name, next.Format(time.RFC3339))
@@ -191,7 +193,7 @@ func (m *memLoop) run(ctx context.Context) {
 				r := m.prepare(c.fence)
 				m.s.log.Info("prepare done", "stop_pass_took", t1.Sub(t0), "total", time.Since(t0), "ok", r.err == nil)
 				if r.err == nil && !wasQuiesced {
-					overdue = m.s.clk.After(m.s.cfg.Control.QuiesceTimeout)
+					overdue = m.s.clk.After(m.s.quiesceTimeout())
 				}
 				c.reply <- r
 			} else {
@@ -208,7 +210,7 @@ func (m *memLoop) run(ctx context.Context) {
 			// unwatched: say so loudly.
 			m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevHigh, "supervisor", "quiesced-too-long",
 				fmt.Sprintf("monitoring of %s paused for migration %v ago and not resumed: the target is not watched",
-					m.s.currentTarget().Name, m.s.cfg.Control.QuiesceTimeout)))
+					m.s.currentTarget().Name, m.s.quiesceTimeout())))
 		case <-late:
 			late = nil
 			m.passOverdue()
@@ -408,7 +410,7 @@ func (m *memLoop) beat() {
 func (m *memLoop) healthy() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !m.running || m.s.clk.Now().Sub(m.progress) < m.s.cfg.Memory.StallTimeout
+	return !m.running || m.s.clk.Now().Sub(m.progress) < m.s.stallTimeout()
 }
 
 // do sends a command to the loop and waits for its reply. When ctx ends first (the

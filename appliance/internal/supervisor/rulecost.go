@@ -55,7 +55,7 @@ func (h *ruleHolder) profile(r *yara.Rules) {
 	est := perWindow * time.Duration(windows) / time.Duration(workers)
 	h.s.log.Info("rule files profiled", "files", len(costs), "per_window", perWindow, "windows", windows,
 		"estimated_pass", est, "took", time.Since(start))
-	if windows == 0 || est <= h.s.cfg.Memory.Interval {
+	if windows == 0 || est <= h.s.memInterval() {
 		return
 	}
 	var top []string
@@ -69,7 +69,7 @@ func (h *ruleHolder) profile(r *yara.Rules) {
 	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevMedium, "rules", "slow",
 		fmt.Sprintf("rules loaded from %s cost %v per %d-byte window: the next memory pass over %d windows with %d workers will take about %v, more than memory.interval %v; most expensive: %s",
 			h.dir, perWindow.Round(time.Millisecond), len(probe), windows, workers, est.Round(time.Second),
-			h.s.cfg.Memory.Interval, strings.Join(top, ", "))))
+			h.s.memInterval(), strings.Join(top, ", "))))
 }
 
 // windows is the number of non-zero windows the last pass saw (0 before the first).

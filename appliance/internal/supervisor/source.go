@@ -170,9 +170,9 @@ func (m *memLoop) closeSource() {
 // checkSource said no.
 func (m *memLoop) retryIn() time.Duration {
 	if m.wait.waiting {
-		return min(sourcePoll, m.s.cfg.Memory.Interval)
+		return min(sourcePoll, m.s.memInterval())
 	}
-	return m.s.cfg.Memory.Interval
+	return m.s.memInterval()
 }
 
 // tryOpen opens the awaited source; it reports whether the loop monitors it now. A

@@ -47,9 +47,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/internal/config"
-	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
@@ -116,6 +116,7 @@ type Supervisor struct {
 	hm      *healthMetrics
 
 	async sync.WaitGroup // emitAsync in flight
+	live  liveConfig     // keys a configuration reload changes (live.go)
 
 	mu           sync.Mutex
 	state        string
@@ -159,8 +160,8 @@ func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
 		return nil, fmt.Errorf("registering supervisor health metrics: %w", err)
 	}
 	s := &Supervisor{cfg: cfg, deps: deps, log: deps.Log, clk: deps.Clock, state: control.StateStarting, m: m, hm: hm,
-		stateSince: deps.Clock.Now(),
-		target:     detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
+		stateSince: deps.Clock.Now(), live: newLiveConfig(),
+		target: detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
 	return s, nil
 }
 
@@ -280,7 +281,7 @@ func (s *Supervisor) run(ctx context.Context) (err error) {
 		verb = "waiting for"
 	}
 	s.emit(alert.Health(s.clk.Now(), alert.SevInfo, "supervisor", "started",
-		fmt.Sprintf("Domain M started, %s %s: memory %s every %v, %d rules", verb, s.cfg.Target.Name, s.cfg.Target.Memory, s.cfg.Memory.Interval, s.rules.count())))
+		fmt.Sprintf("Domain M started, %s %s: memory %s every %v, %d rules", verb, s.cfg.Target.Name, s.cfg.Target.Memory, s.memInterval(), s.rules.count())))
 
 	<-ctx.Done()
 	s.deps.Notify("STOPPING=1\nSTATUS=stopping")

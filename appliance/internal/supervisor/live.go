@@ -1,0 +1,71 @@
+package supervisor
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/domainm/domainm/appliance/internal/config"
+)
+
+// LiveKeys are the configuration keys ApplyConfig changes in a running supervisor
+// (systemctl reload); a change to any other key of the supervisor's needs a restart.
+var LiveKeys = []string{"memory.interval", "memory.stall_timeout", "disk.interval", "control.quiesce_timeout"}
+
+// liveConfig holds the values of LiveKeys, read by the loops at each use; zero means
+// "as in s.cfg" (never reloaded).
+type liveConfig struct {
+	memInterval, stallTimeout, diskInterval, quiesceTimeout atomic.Int64
+	// memWake and diskWake tell the loops to plan their next run again.
+	memWake, diskWake chan struct{}
+}
+
+func newLiveConfig() liveConfig {
+	return liveConfig{memWake: make(chan struct{}, 1), diskWake: make(chan struct{}, 1)}
+}
+
+func liveOr(v *atomic.Int64, d time.Duration) time.Duration {
+	if x := v.Load(); x != 0 {
+		return time.Duration(x)
+	}
+	return d
+}
+
+func (s *Supervisor) memInterval() time.Duration {
+	return liveOr(&s.live.memInterval, s.cfg.Memory.Interval)
+}
+
+func (s *Supervisor) stallTimeout() time.Duration {
+	return liveOr(&s.live.stallTimeout, s.cfg.Memory.StallTimeout)
+}
+
+func (s *Supervisor) diskInterval() time.Duration {
+	return liveOr(&s.live.diskInterval, s.cfg.Disk.Interval)
+}
+
+func (s *Supervisor) quiesceTimeout() time.Duration {
+	return liveOr(&s.live.quiesceTimeout, s.cfg.Control.QuiesceTimeout)
+}
+
+// ApplyConfig takes the values of LiveKeys from c, a configuration that was loaded and
+// validated. A shorter interval takes effect at once (the next pass or check is moved
+// forward), a longer one from the next pass or check on.
+func (s *Supervisor) ApplyConfig(c *config.Config) {
+	s.live.memInterval.Store(int64(c.Memory.Interval))
+	s.live.stallTimeout.Store(int64(c.Memory.StallTimeout))
+	s.live.diskInterval.Store(int64(c.Disk.Interval))
+	s.live.quiesceTimeout.Store(int64(c.Control.QuiesceTimeout))
+	for _, ch := range []chan struct{}{s.live.memWake, s.live.diskWake} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// replan moves next forward when the interval became shorter than what is left of it.
+func replan(next, now time.Time, interval time.Duration) time.Time {
+	if now.Add(interval).Before(next) {
+		return now.Add(interval)
+	}
+	return next
+}
