@@ -17,7 +17,7 @@ LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODU
                 -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
-                iproute2 libyara-dev linux-image-amd64 logrotate man-db pkg-config qemu-system-x86 \
+                iproute2 libyara-dev linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
                 qemu-utils rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
@@ -91,7 +91,8 @@ FUZZ_TARGETS := \
 	./appliance/internal/config:FuzzParse \
 	./detectors/integrity:FuzzParsePolicy \
 	./detectors/integrity:FuzzReadDB \
-	./detectors/yara:FuzzRuleSource
+	./detectors/yara:FuzzRuleSource \
+	./image/ganesha:FuzzParseReply
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
