@@ -11,8 +11,9 @@ type OpenOptions struct {
 	// Layout maps a file: source's offsets to guest-physical addresses (--layout).
 	// It must be flat (the zero value) for other backends.
 	Layout Layout
-	// XenMemory is the Xen domain's memory size in bytes; zero reads it from xenstore.
-	XenMemory uint64
+	// XenMaxGPFN is the Xen domain's highest guest frame (XENMEM_maximum_gpfn, which
+	// Domain M learns from the dom0 tool): frames 0..XenMaxGPFN are asked for.
+	XenMaxGPFN uint64
 }
 
 // Open opens the memory source named by spec:
@@ -20,25 +21,29 @@ type OpenOptions struct {
 //	file:PATH   QEMU memory-backend-file RAM file, ivshmem resource2 BAR, or raw dump
 //	elf:PATH    ELF core from QEMU dump-guest-memory (physical addresses, paging=false)
 //	xen:DOMID   a Xen domain's memory through /dev/xen/privcmd
+//	nvdimm:handle=N  inside a QEMU Domain M, the target's RAM file as an nvdimm, found by
+//	            its NFIT handle (QEMU slot + 1), read with O_DIRECT (see OpenNVDIMM)
 func Open(spec string, opts OpenOptions) (Source, error) {
 	kind, arg, ok := strings.Cut(spec, ":")
 	if !ok || arg == "" {
-		return nil, fmt.Errorf("memory source %q: want file:PATH, elf:PATH or xen:DOMID", spec)
+		return nil, fmt.Errorf("memory source %q: want file:PATH, elf:PATH, xen:DOMID or nvdimm:handle=N", spec)
 	}
-	if kind != "file" && opts.Layout.kind != "" && opts.Layout.kind != "flat" {
-		return nil, fmt.Errorf("memory source %q: layout %s applies only to file: sources", spec, opts.Layout)
+	if kind != "file" && kind != "nvdimm" && opts.Layout.kind != "" && opts.Layout.kind != "flat" {
+		return nil, fmt.Errorf("memory source %q: layout %s applies only to file: and nvdimm: sources", spec, opts.Layout)
 	}
 	switch kind {
 	case "file":
 		return OpenFile(arg, opts.Layout)
 	case "elf":
 		return OpenELF(arg)
+	case "nvdimm":
+		return OpenNVDIMM(arg, opts.Layout)
 	case "xen":
 		id, err := strconv.ParseUint(arg, 10, 16)
 		if err != nil {
 			return nil, fmt.Errorf("memory source %q: bad domain id: %w", spec, err)
 		}
-		return OpenXen(uint16(id), opts.XenMemory)
+		return OpenXen(uint16(id), opts.XenMaxGPFN)
 	}
-	return nil, fmt.Errorf("memory source %q: unknown kind %q (want file, elf or xen)", spec, kind)
+	return nil, fmt.Errorf("memory source %q: unknown kind %q (want file, elf, xen or nvdimm)", spec, kind)
 }

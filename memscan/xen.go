@@ -2,80 +2,61 @@ package memscan
 
 import (
 	"fmt"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/domainm/domainm/memscan/internal/privcmd"
 )
 
 // Xen is a Source over a Xen domain's memory, foreign-mapped read-only through
-// /dev/xen/privcmd (IOCTL_PRIVCMD_MMAPBATCH_V2). The caller's domain needs privilege
-// over the target (dom0, or XEN_DOMCTL_set_target). Frames the hypervisor refuses to
-// map (holes such as the PCI hole of an HVM guest) are left out of Ranges.
+// /dev/xen/privcmd (IOCTL_PRIVCMD_MMAPBATCH_V2, pure-Go ioctls). The caller's domain
+// needs privilege over the target: dom0, or a domU given it with XEN_DOMCTL_set_target
+// plus the xenstore node /local/domain/SELF/target (without it a domU's privcmd refuses
+// every call).
+//
+// Its ranges are the target's populated guest-physical frames as Xen's p2m reports
+// them: every frame up to the domain's highest guest frame (XENMEM_maximum_gpfn, which
+// the dom0 tool hands Domain M) is asked for once at open, and the frames Xen maps are
+// the ranges. That set is the *map state*: Unmap releases every frame (prepare); Remap
+// maps exactly the same frames of another domain id (resume at the destination) and
+// fails if Xen refuses any of them.
 type Xen struct {
-	domid  uint16
+	span   uint64 // frames 0..span-1 were asked for at open
 	ranges []Range
 
-	mu sync.RWMutex
-	m  *privcmd.Mapping
+	mu    sync.RWMutex
+	domid uint16
+	m     *privcmd.Mapping // nil while unmapped
 }
 
 var _ Source = (*Xen)(nil)
 
 const xenPage = 4096
 
-// OpenXen maps domain domid's guest-physical memory holding memBytes of RAM. With
-// memBytes zero it reads the domain's static maximum from xenstore
-// (/local/domain/DOMID/memory/static-max, in KiB) with xenstore-read.
-//
-// An HVM guest's RAM is split around the MMIO hole below 4 GiB like QEMU's, and the
-// hole's start depends on the toolstack (mmio_hole), so for more than 2 GiB of RAM
-// the frames of up to a 2 GiB hole are tried as well; frames Xen refuses are simply
-// not in Ranges.
-func OpenXen(domid uint16, memBytes uint64) (*Xen, error) {
+// OpenXen maps the populated frames of domain domid up to frame maxGPFN.
+func OpenXen(domid uint16, maxGPFN uint64) (*Xen, error) {
 	if err := privcmd.Available(); err != nil {
 		return nil, fmt.Errorf("xen:%d: %w", domid, err)
 	}
-	if memBytes == 0 {
-		var err error
-		if memBytes, err = xenStaticMax(domid); err != nil {
-			return nil, fmt.Errorf("xen:%d: domain memory size: %w", domid, err)
-		}
+	if maxGPFN == 0 || maxGPFN >= 1<<35 {
+		return nil, fmt.Errorf("xen:%d: highest guest frame %#x: want 1..2^35 (the dom0 tool reports it)", domid, maxGPFN)
 	}
-	frames := xenFrames(memBytes)
-	m, err := privcmd.MapForeign(domid, frames)
+	span := maxGPFN + 1
+	probe, err := privcmd.MapForeign(domid, span)
 	if err != nil {
-		return nil, fmt.Errorf("xen:%d: %w", domid, err)
+		return nil, fmt.Errorf("xen:%d: asking Xen for frames 0..%#x: %w", domid, maxGPFN, err)
 	}
-	return &Xen{domid: domid, ranges: xenRanges(m.Errs()), m: m}, nil
-}
-
-// xenFrames is how many frames from GFN 0 to try for memBytes of RAM.
-func xenFrames(memBytes uint64) uint64 {
-	span := memBytes
-	if span > 2<<30 {
-		span += 2 << 30
+	ranges := xenRanges(probe.Errs())
+	if err := probe.Close(); err != nil {
+		return nil, fmt.Errorf("xen:%d: unmapping the probe: %w", domid, err)
 	}
-	return (span + xenPage - 1) / xenPage
-}
-
-// xenStaticMax asks xenstore for the domain's maximum memory.
-func xenStaticMax(domid uint16) (uint64, error) {
-	key := fmt.Sprintf("/local/domain/%d/memory/static-max", domid)
-	cmd := exec.Command("xenstore-read", key)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return 0, fmt.Errorf("%v: %w: %s", cmd.Args, err, strings.TrimSpace(stderr.String()))
+	if len(ranges) == 0 {
+		return nil, fmt.Errorf("xen:%d: Xen maps none of frames 0..%#x (no privilege over the domain, or it is gone)", domid, maxGPFN)
 	}
-	kib, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
-	if err != nil || kib == 0 || kib > 1<<42 {
-		return 0, fmt.Errorf("%s = %q: not a memory size in KiB", key, strings.TrimSpace(string(out)))
+	x := &Xen{span: span, ranges: ranges}
+	if err := x.Remap(domid); err != nil {
+		return nil, err
 	}
-	return kib << 10, nil
+	return x, nil
 }
 
 // xenRanges turns per-frame mapping results (0 = mapped) into ranges of mapped frames.
@@ -96,6 +77,72 @@ func xenRanges(errs []int32) []Range {
 	return rs
 }
 
+// xenRuns turns ranges into runs of frames.
+func xenRuns(rs []Range) []privcmd.Run {
+	runs := make([]privcmd.Run, len(rs))
+	for i, r := range rs {
+		runs[i] = privcmd.Run{First: r.GPA / xenPage, Count: r.Size / xenPage}
+	}
+	return runs
+}
+
+// DomID returns the domain whose frames are (or were last) mapped.
+func (x *Xen) DomID() uint16 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.domid
+}
+
+// Mapped reports whether the frames are mapped now.
+func (x *Xen) Mapped() bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.m != nil
+}
+
+// Unmap releases every mapped frame and keeps the map state (which frames), so that
+// Remap can map the same frames again. Reads fail with ErrClosed until then.
+func (x *Xen) Unmap() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m == nil {
+		return nil
+	}
+	err := x.m.Close()
+	x.m = nil
+	if err != nil {
+		return fmt.Errorf("xen:%d: unmapping: %w", x.domid, err)
+	}
+	return nil
+}
+
+// Remap maps the frames of the map state of domain domid (the target's new id after a
+// migration), replacing any current mapping. Every frame must map: a frame Xen refuses
+// means the domain is not laid out as the one mapped before.
+func (x *Xen) Remap(domid uint16) error {
+	m, err := privcmd.MapRuns(domid, x.span, xenRuns(x.ranges))
+	if err != nil {
+		return fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(x.ranges), err)
+	}
+	errs := m.Errs()
+	for _, r := range x.ranges {
+		for f := r.GPA / xenPage; f < r.End()/xenPage; f++ {
+			if errs[f] != 0 {
+				m.Close()
+				return fmt.Errorf("xen:%d: frame %#x refused (errno %d) though it was mapped before: %w",
+					domid, f, -errs[f], &GuestChangedError{Reason: "memory map differs"})
+			}
+		}
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m != nil {
+		x.m.Close()
+	}
+	x.m, x.domid = m, domid
+	return nil
+}
+
 // Ranges returns the mapped guest-physical ranges.
 func (x *Xen) Ranges() []Range { return append([]Range(nil), x.ranges...) }
 
@@ -103,18 +150,18 @@ func (x *Xen) locate(gpa uint64, n int) (Range, error) {
 	for _, r := range x.ranges {
 		if gpa >= r.GPA && gpa < r.End() {
 			if uint64(n) > r.End()-gpa {
-				return r, fmt.Errorf("xen:%d: %#x+%d: range ends at %#x: %w", x.domid, gpa, n, r.End(), ErrOutOfRange)
+				return r, fmt.Errorf("xen: %#x+%d: range ends at %#x: %w", gpa, n, r.End(), ErrOutOfRange)
 			}
 			return r, nil
 		}
 	}
-	return Range{}, fmt.Errorf("xen:%d: %#x: %w", x.domid, gpa, ErrOutOfRange)
+	return Range{}, fmt.Errorf("xen: %#x: %w", gpa, ErrOutOfRange)
 }
 
 // ReadAt copies guest memory at gpa into p.
 func (x *Xen) ReadAt(p []byte, gpa int64) (int, error) {
 	if gpa < 0 {
-		return 0, fmt.Errorf("xen:%d: negative address %#x: %w", x.domid, gpa, ErrOutOfRange)
+		return 0, fmt.Errorf("xen: negative address %#x: %w", gpa, ErrOutOfRange)
 	}
 	r, rerr := x.locate(uint64(gpa), len(p))
 	if r.Size == 0 {
@@ -133,14 +180,5 @@ func (x *Xen) ReadAt(p []byte, gpa int64) (int, error) {
 	return c, rerr
 }
 
-// Close unmaps the domain's memory.
-func (x *Xen) Close() error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.m == nil {
-		return nil
-	}
-	err := x.m.Close()
-	x.m = nil
-	return err
-}
+// Close unmaps the domain's memory and forgets the map state's use.
+func (x *Xen) Close() error { return x.Unmap() }

@@ -9,7 +9,7 @@ import (
 )
 
 func TestXenNotAvailable(t *testing.T) {
-	_, err := Open("xen:1", OpenOptions{XenMemory: 64 << 20})
+	_, err := Open("xen:1", OpenOptions{XenMaxGPFN: 64 << 8})
 	if !errors.Is(err, privcmd.ErrNoXen) {
 		t.Fatalf("Open(xen:1) = %v, want the no-privcmd error", err)
 	}
@@ -27,12 +27,11 @@ func TestXenRanges(t *testing.T) {
 	}
 }
 
-func TestXenFrames(t *testing.T) {
-	for _, tc := range []struct{ mem, frames uint64 }{
-		{64 << 20, 16384}, {2 << 30, 524288}, {4 << 30, (6 << 30) / xenPage}, {4097, 2},
-	} {
-		if got := xenFrames(tc.mem); got != tc.frames {
-			t.Errorf("xenFrames(%#x) = %d, want %d", tc.mem, got, tc.frames)
-		}
+func TestXenRuns(t *testing.T) {
+	rs := []Range{{0, 2 * xenPage}, {4 * xenPage, xenPage}, {0xfeff0 * xenPage, 3 * xenPage}}
+	runs := xenRuns(rs)
+	want := []privcmd.Run{{First: 0, Count: 2}, {First: 4, Count: 1}, {First: 0xfeff0, Count: 3}}
+	if !reflect.DeepEqual(runs, want) {
+		t.Fatalf("xenRuns = %v, want %v", runs, want)
 	}
 }

@@ -18,3 +18,9 @@ const PageSize = 4096
 // batchFrames is how many frames one MMAPBATCH_V2 call maps; it bounds the time a
 // single ioctl runs and matches libxenforeignmemory's chunking in spirit.
 const batchFrames = 1024
+
+// Run is a run of consecutive guest frame numbers.
+type Run struct {
+	First uint64 // first frame
+	Count uint64 // number of frames
+}

@@ -41,18 +41,37 @@ func Available() error {
 	return nil
 }
 
-// Mapping is a read-only foreign mapping of frames 0..n-1 of a domain.
+// Mapping is a read-only foreign mapping of a set of a domain's frames, each at its
+// guest-physical offset in one address range of Span frames; frames outside the set
+// are not mapped and read as a fault.
 type Mapping struct {
-	f    *os.File
-	data []byte
-	errs []int32
+	f     *os.File
+	data  []byte
+	domid uint16
+	runs  []Run
+	errs  []int32
 }
 
 // MapForeign maps frames 0..frames-1 of domain domid. Frames Xen refuses (holes,
 // unpopulated or paged-out frames) have a non-zero entry in Errs and read as a fault.
 func MapForeign(domid uint16, frames uint64) (*Mapping, error) {
-	if frames == 0 || frames > (1<<47)/PageSize {
-		return nil, fmt.Errorf("privcmd: bad frame count %d", frames)
+	return MapRuns(domid, frames, []Run{{0, frames}})
+}
+
+// MapRuns maps the frames of runs, all below span, of domain domid.
+//
+// Linux's privcmd wants the first MMAPBATCH on a mapping to cover all of it (and, in an
+// auto-translated domain such as a PVH Domain M, backs all of it with unpopulated
+// pages at once), so the span is reserved as one inaccessible range and each chunk of
+// at most batchFrames frames of a run is a privcmd mapping of its own, fixed in place.
+func MapRuns(domid uint16, span uint64, runs []Run) (*Mapping, error) {
+	if span == 0 || span > (1<<47)/PageSize {
+		return nil, fmt.Errorf("privcmd: bad frame span %d", span)
+	}
+	for _, r := range runs {
+		if r.Count == 0 || r.First >= span || r.Count > span-r.First {
+			return nil, fmt.Errorf("privcmd: frames %d+%d outside the span of %d frames", r.First, r.Count, span)
+		}
 	}
 	f, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -61,50 +80,64 @@ func MapForeign(domid uint16, frames uint64) (*Mapping, error) {
 		}
 		return nil, err
 	}
-	size := int(frames * PageSize)
-	data, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	data, err := unix.Mmap(-1, 0, int(span*PageSize), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
 		f.Close()
-		return nil, &os.PathError{Op: "mmap", Path: DevicePath, Err: err}
+		return nil, fmt.Errorf("privcmd: reserving %d frames of address space: %w", span, err)
 	}
-	m := &Mapping{f: f, data: data, errs: make([]int32, frames)}
-	if err := m.mapAll(domid); err != nil {
-		m.Close()
-		return nil, err
+	m := &Mapping{f: f, data: data, domid: domid, runs: append([]Run(nil), runs...), errs: make([]int32, span)}
+	for i := range m.errs {
+		m.errs[i] = -int32(unix.ENOENT) // not asked for
+	}
+	for _, r := range runs {
+		for first := r.First; first < r.First+r.Count; first += batchFrames {
+			if err := m.mapChunk(first, min(batchFrames, r.First+r.Count-first)); err != nil {
+				m.Close()
+				return nil, err
+			}
+		}
 	}
 	return m, nil
 }
 
-func (m *Mapping) mapAll(domid uint16) error {
-	n := uint64(len(m.errs))
-	gfns := make([]uint64, batchFrames)
-	base := uint64(uintptr(unsafe.Pointer(&m.data[0])))
-	for first := uint64(0); first < n; first += batchFrames {
-		cnt := min(batchFrames, n-first)
-		for i := range cnt {
-			gfns[i] = first + i
-		}
-		b := mmapBatchV2{
-			Num:  uint32(cnt),
-			Dom:  domid,
-			Addr: base + first*PageSize,
-			Arr:  uintptr(unsafe.Pointer(&gfns[0])),
-			Err:  uintptr(unsafe.Pointer(&m.errs[first])),
-		}
-		_, _, errno := unix.Syscall(unix.SYS_IOCTL, m.f.Fd(), ioctlMmapBatchV2, uintptr(unsafe.Pointer(&b)))
-		runtime.KeepAlive(gfns)
-		// ENOENT: some frames are paged out; their errs entries say which.
-		if errno != 0 && errno != unix.ENOENT {
-			return fmt.Errorf("privcmd: ioctl IOCTL_PRIVCMD_MMAPBATCH_V2 (domain %d, frames %d+%d): %w", domid, first, cnt, errno)
-		}
+// mapChunk maps frames first..first+cnt-1 as one privcmd mapping over the reserved span.
+func (m *Mapping) mapChunk(first, cnt uint64) error {
+	addr := uintptr(unsafe.Pointer(&m.data[first*PageSize]))
+	_, _, errno := unix.Syscall6(unix.SYS_MMAP, addr, uintptr(cnt*PageSize), unix.PROT_READ,
+		unix.MAP_SHARED|unix.MAP_FIXED, m.f.Fd(), 0)
+	if errno != 0 {
+		return &os.PathError{Op: fmt.Sprintf("mmap frames %d+%d", first, cnt), Path: DevicePath, Err: errno}
+	}
+	gfns := make([]uint64, cnt)
+	for i := range cnt {
+		gfns[i] = first + i
+		m.errs[first+i] = 0
+	}
+	b := mmapBatchV2{
+		Num:  uint32(cnt),
+		Dom:  m.domid,
+		Addr: uint64(addr),
+		Arr:  uintptr(unsafe.Pointer(&gfns[0])),
+		Err:  uintptr(unsafe.Pointer(&m.errs[first])),
+	}
+	_, _, errno = unix.Syscall(unix.SYS_IOCTL, m.f.Fd(), ioctlMmapBatchV2, uintptr(unsafe.Pointer(&b)))
+	runtime.KeepAlive(gfns)
+	// ENOENT: some frames are paged out; their errs entries say which. Frames that are
+	// not populated leave the call successful, with their own errs entries.
+	if errno != 0 && errno != unix.ENOENT {
+		return fmt.Errorf("privcmd: ioctl IOCTL_PRIVCMD_MMAPBATCH_V2 (domain %d, frames %d+%d): %w", m.domid, first, cnt, errno)
 	}
 	return nil
 }
 
+// Runs returns the runs of frames asked for (mapped or refused: see Errs).
+func (m *Mapping) Runs() []Run { return append([]Run(nil), m.runs...) }
+
 // Bytes returns the mapped frames; index = guest-physical address.
 func (m *Mapping) Bytes() []byte { return m.data }
 
-// Errs returns the per-frame mapping results (0 = mapped, else -errno).
+// Errs returns the per-frame mapping results (0 = mapped, else -errno), one per frame
+// of the span; frames outside the runs read -ENOENT.
 func (m *Mapping) Errs() []int32 { return m.errs }
 
 // Copy copies from guest-physical address gpa into dst, reporting a fault on an

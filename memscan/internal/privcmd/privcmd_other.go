@@ -18,6 +18,12 @@ type Mapping struct{}
 // MapForeign is not supported on this platform.
 func MapForeign(domid uint16, frames uint64) (*Mapping, error) { return nil, Available() }
 
+// MapRuns is not supported on this platform.
+func MapRuns(domid uint16, span uint64, runs []Run) (*Mapping, error) { return nil, Available() }
+
+// Runs returns nil.
+func (m *Mapping) Runs() []Run { return nil }
+
 // Bytes returns nil.
 func (m *Mapping) Bytes() []byte { return nil }
 
