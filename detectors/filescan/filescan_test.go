@@ -5,13 +5,13 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/diskscan"
+	"github.com/domainm/domainm/diskscan/ext4test"
 )
 
 // image builds a raw ext4 image (mkfs.ext4 -d) of files, each owned by its uid.
@@ -20,24 +20,14 @@ func image(t *testing.T, files map[string]string, uids map[string]int) string {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to give the files their owners before mkfs.ext4 -d copies them")
 	}
-	dir := t.TempDir()
-	tree := filepath.Join(dir, "tree")
-	for p, body := range files {
-		f := filepath.Join(tree, p)
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(f, uids[p], uids[p]); err != nil {
+	tree := ext4test.WriteTree(t, files)
+	for p := range files {
+		if err := os.Chown(filepath.Join(tree, p), uids[p], uids[p]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	img := filepath.Join(dir, "fs.img")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-d", tree, "-E", "root_owner=0:0", img, "8M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	ext4test.Mkfs(t, img, tree, 8, "-b", "4096")
 	return img
 }
 
