@@ -36,6 +36,7 @@ problem, 1 when it answered but is not healthy (the same verdict as /healthz), 2
 could not be reached.`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
 	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
+	_ = fs.Bool("json", false, "print the supervisor's reply as JSON (the control protocol's status response)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
@@ -132,14 +133,22 @@ Exit code 0 when there is no error (warnings allowed), 2 otherwise.`)
 		cfg.Log.Format = *logFormat
 	}
 	level, _ := config.ParseLogLevel(cfg.Log.Level) // validated by Load
-	log := config.NewLogger(env.Stderr, level, cfg.Log.Format)
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	log := config.NewLogger(env.Stderr, lv, cfg.Log.Format)
 	v := Version()
 	log.Info("domainm starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "libyara", v.Libyara, "config", cfg.Path)
-	return ExitClean, runDaemon(ctx, cfg, log)
+	return ExitClean, runDaemon(ctx, cfg, log, daemonOpts{level: lv, flagLevel: *logLevel != ""})
+}
+
+// daemonOpts are what runDaemon needs beside the configuration for reloads.
+type daemonOpts struct {
+	level     *slog.LevelVar // the log level, changed by a reload
+	flagLevel bool           // --log-level given: a reload leaves the level alone
 }
 
 // runDaemon wires the alert dispatcher, the metrics listener and the supervisor.
-func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts daemonOpts) error {
 	notify := func(msg string) {
 		if _, err := daemon.SdNotify(false, msg); err != nil {
 			log.Warn("sd_notify failed", "err", err)
@@ -195,13 +204,24 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			srv.Close(cctx)
 		}()
 	}
-	// SIGHUP (systemctl reload) recompiles the rules at once, without waiting for a
+	// SIGHUP (systemctl reload) re-reads the configuration (reload.go), reopens the
+	// file sinks (logrotate) and recompiles the rules at once, without waiting for a
 	// file change: for rules on filesystems where inotify sees nothing (NFS, FUSE).
+	if opts.level == nil {
+		opts.level = new(slog.LevelVar)
+	}
+	rl, err := newReloader(cfg, log, opts.level, reg)
+	if err != nil {
+		return err
+	}
+	rl.sup, rl.alerts, rl.flagLevel = sup, alerts, opts.flagLevel
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
+			log.Info("reload requested (SIGHUP)")
+			rl.reload()
 			sup.ReloadRules()
 		}
 	}()

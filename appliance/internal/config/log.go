@@ -36,8 +36,8 @@ func ParseLogFormat(s string) (string, error) {
 }
 
 // NewLogger returns domainm's own logger writing to w at level in format (text or
-// json; anything else is text).
-func NewLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
+// json; anything else is text). A *slog.LevelVar as level lets a reload change it.
+func NewLogger(w io.Writer, level slog.Leveler, format string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if strings.EqualFold(format, "json") {
 		return slog.New(slog.NewJSONHandler(w, opts))
