@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/image/qemu"
 )
 
 // The image tests build the image with `make image` (skipped by build.sh when its inputs
@@ -64,39 +66,37 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// vm is a booted image: its QEMU process and its serial console file.
+// vm is a booted image: its QEMU process (in its own process group, killed by group
+// at cleanup) and its serial console file.
 type vm struct {
 	t      *testing.T
-	cmd    *exec.Cmd
+	p      *qemu.Process
 	serial string
 	start  time.Time
-	exited chan struct{}
+	exited <-chan struct{}
 }
 
 func boot(t *testing.T, b Boot) *vm {
 	t.Helper()
-	b.Serial = filepath.Join(t.TempDir(), "serial.log")
+	if b.Serial == "" {
+		b.Serial = filepath.Join(t.TempDir(), "serial.log")
+	}
 	args, err := b.Args()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting qemu: %v", err)
+	p, err := qemu.Start(args, nil, &stderr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	v := &vm{t: t, cmd: cmd, serial: b.Serial, start: time.Now(), exited: make(chan struct{})}
-	go func() { cmd.Wait(); close(v.exited) }()
+	v := &vm{t: t, p: p, serial: b.Serial, start: time.Now(), exited: p.Exited()}
 	t.Cleanup(func() {
-		select {
-		case <-v.exited:
-		default:
-			cmd.Process.Kill() // by pid: the QEMU this test started
-			<-v.exited
+		if err := p.Kill(); err != nil {
+			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("qemu stderr:\n%s\nserial console (last 60 lines):\n%s", stderr.String(), lastLines(v.console(), 60))
+			t.Logf("qemu %v\nstderr:\n%s\nserial console (last 60 lines):\n%s", args, stderr.String(), lastLines(v.console(), 60))
 		}
 	})
 	return v
@@ -123,7 +123,7 @@ func (v *vm) wait(re *regexp.Regexp, timeout time.Duration) ([][]byte, error) {
 			if m := re.FindSubmatch(v.console()); m != nil {
 				return m, nil
 			}
-			return nil, fmt.Errorf("qemu exited (%v) before %q appeared on the console", v.cmd.ProcessState, re)
+			return nil, fmt.Errorf("qemu exited (%v) before %q appeared on the console", v.p.Err(), re)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -1,7 +1,8 @@
 // Package image is the appliance image as data: its recipe (build.sh, rootfs.sh,
 // rootfs/, initramfs/), its units (systemd/) and default config (domainm.toml), and the
-// QEMU command line that boots a build directly (Boot.Args). The tests build the image,
-// boot it under QEMU and watch its serial console.
+// QEMU configuration that boots a build directly (Boot.Config, on top of the project's
+// one QEMU command-line builder, package image/qemu). The tests build the image, boot
+// it under QEMU and watch its serial console, its control port and its alerts.
 package image
 
 import (
@@ -10,7 +11,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/domainm/domainm/image/qemu"
 )
+
+// ControlPort is the name of the virtio-serial port the supervisor answers the
+// migration coordinator on: /dev/virtio-ports/org.domainm.control inside the VM.
+const ControlPort = "org.domainm.control"
 
 // Boot describes one direct boot of a built image (the output folder of build.sh).
 type Boot struct {
@@ -18,22 +25,38 @@ type Boot struct {
 	Disk     string // disk image; default Dir/disk.raw
 	Snapshot bool   // writes go to a temporary overlay, the disk file stays as built
 	Serial   string // file that receives the serial console
+	QMP      string // unix socket of the QMP monitor; "" for none
 	// Files become fw_cfg entries opt/domainm/NAME (host file paths); the initramfs
 	// copies "config" to /etc/domainm/domainm.toml and any other NAME to /etc/domainm/NAME.
 	Files  map[string]string
 	MemMiB int    // guest RAM; default 512
 	Accel  string // "tcg" (default) or "kvm"
 	Append string // extra kernel command line
-	Extra  []string
+
+	// TargetRAM is the target's RAM file (its memory-backend-file, share=on), shown to
+	// Domain M as an nvdimm in slot TargetSlot: the guest kernel reports it under
+	// /sys/bus/nd/devices/nmemN/nfit/handle as TargetSlot+1, which is the stable
+	// identifier the supervisor's "nvdimm:handle=" source looks for. The mapping is
+	// read-only for Domain M (readonly=on, unarmed=on). "" attaches no nvdimm.
+	TargetRAM  string
+	TargetSlot int
+	// Control is the host end (a unix socket QEMU listens on) of the virtio-serial port
+	// ControlPort; "" for none.
+	Control string
+	// Net gives the VM one virtio NIC on QEMU user networking (the guest reaches the
+	// host's 127.0.0.1 as 10.0.2.2; nothing reaches the guest); false: no NIC.
+	Net bool
+
+	Extra []string
 }
 
-// Args returns the QEMU command line (program first). A Linux guest runs under TCG by
-// default: on this project's lab machines a Debian kernel hangs early under the nested
-// KVM (DESIGN.md, "Test lab"); set Accel to "kvm" where it boots.
-func (b Boot) Args() ([]string, error) {
+// Config returns the VM's QEMU configuration (program qemu.Binary). A Linux guest runs
+// under TCG by default: on this project's lab machines a Debian kernel hangs early
+// under the nested KVM (DESIGN.md, "Test lab"); set Accel to "kvm" where it boots.
+func (b Boot) Config() (qemu.Config, error) {
 	cmdline, err := os.ReadFile(filepath.Join(b.Dir, "cmdline"))
 	if err != nil {
-		return nil, fmt.Errorf("reading the image's kernel command line: %w", err)
+		return qemu.Config{}, fmt.Errorf("reading the image's kernel command line: %w", err)
 	}
 	disk, mem, accel := b.Disk, b.MemMiB, b.Accel
 	if disk == "" {
@@ -45,17 +68,42 @@ func (b Boot) Args() ([]string, error) {
 	if accel == "" {
 		accel = "tcg"
 	}
+	c := qemu.Config{
+		Name: "domainm", Accel: accel, MemMiB: mem, QMP: b.QMP, Serial: b.Serial, NoReboot: true,
+		Kernel: filepath.Join(b.Dir, "vmlinuz"), Initrd: filepath.Join(b.Dir, "initrd.img"),
+		Append: strings.TrimSpace(strings.TrimSpace(string(cmdline)) + " " + b.Append),
+	}
 	drive := "if=none,id=disk,format=raw,file=" + disk
 	if b.Snapshot {
 		drive += ",snapshot=on"
 	}
-	args := []string{"qemu-system-x86_64",
-		"-machine", "q35,accel=" + accel, "-m", fmt.Sprint(mem), "-smp", "1",
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
-		"-serial", "file:" + b.Serial,
-		"-kernel", filepath.Join(b.Dir, "vmlinuz"), "-initrd", filepath.Join(b.Dir, "initrd.img"),
-		"-append", strings.TrimSpace(strings.TrimSpace(string(cmdline)) + " " + b.Append),
-		"-drive", drive, "-device", "virtio-blk-pci,drive=disk",
+	a := []string{"-drive", drive, "-device", "virtio-blk-pci,drive=disk"}
+	if b.TargetRAM != "" {
+		fi, err := os.Stat(b.TargetRAM)
+		if err != nil {
+			return qemu.Config{}, fmt.Errorf("target RAM file: %w", err)
+		}
+		size := fi.Size()
+		if size <= 0 || size%(2<<20) != 0 {
+			return qemu.Config{}, fmt.Errorf("target RAM file %s: size %d is not a positive multiple of 2 MiB", b.TargetRAM, size)
+		}
+		// Room above RAM for the nvdimm: maxmem covers both, rounded up to 1 GiB.
+		maxMiB := (int64(mem) + size>>20 + 1023) / 1024 * 1024
+		c.MachineOpts = ",nvdimm=on"
+		c.MemoryOpts = fmt.Sprintf(",slots=%d,maxmem=%dM", b.TargetSlot+1, maxMiB)
+		a = append(a,
+			"-object", fmt.Sprintf("memory-backend-file,id=target-ram,mem-path=%s,size=%d,share=on,readonly=on", b.TargetRAM, size),
+			"-device", fmt.Sprintf("nvdimm,id=target-nvdimm,memdev=target-ram,slot=%d,unarmed=on", b.TargetSlot))
+	}
+	if b.Control != "" {
+		a = append(a, "-device", "virtio-serial-pci,id=vser",
+			"-chardev", "socket,id=control,path="+b.Control+",server=on,wait=off",
+			"-device", "virtserialport,bus=vser.0,chardev=control,name="+ControlPort)
+	}
+	if b.Net {
+		a = append(a, "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0")
+	} else {
+		a = append(a, "-nic", "none")
 	}
 	names := make([]string, 0, len(b.Files))
 	for n := range b.Files {
@@ -63,7 +111,17 @@ func (b Boot) Args() ([]string, error) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		args = append(args, "-fw_cfg", "name=opt/domainm/"+n+",file="+b.Files[n])
+		a = append(a, "-fw_cfg", "name=opt/domainm/"+n+",file="+b.Files[n])
 	}
-	return append(args, b.Extra...), nil
+	c.Extra = append(a, b.Extra...)
+	return c, nil
+}
+
+// Args returns the QEMU command line, program first.
+func (b Boot) Args() ([]string, error) {
+	c, err := b.Config()
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{qemu.Binary}, c.Args()...), nil
 }
