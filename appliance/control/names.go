@@ -41,15 +41,16 @@ const (
 	CodeStale          = proto.CodeStale
 	CodeInternal       = proto.CodeInternal
 
-	ProblemRulesEmpty   = proto.ProblemRulesEmpty
-	ProblemRulesBroken  = proto.ProblemRulesBroken
-	ProblemPassFailed   = proto.ProblemPassFailed
-	ProblemBlindSpots   = proto.ProblemBlindSpots
-	ProblemStalled      = proto.ProblemStalled
-	ProblemDiskFailed   = proto.ProblemDiskFailed
-	ProblemDiskOverdue  = proto.ProblemDiskOverdue
-	ProblemAlertsStuck  = proto.ProblemAlertsStuck
-	ProblemNotMonitored = proto.ProblemNotMonitored
+	ProblemRulesEmpty      = proto.ProblemRulesEmpty
+	ProblemRulesBroken     = proto.ProblemRulesBroken
+	ProblemPassFailed      = proto.ProblemPassFailed
+	ProblemBlindSpots      = proto.ProblemBlindSpots
+	ProblemStalled         = proto.ProblemStalled
+	ProblemDiskFailed      = proto.ProblemDiskFailed
+	ProblemDiskOverdue     = proto.ProblemDiskOverdue
+	ProblemDiskUnreachable = proto.ProblemDiskUnreachable
+	ProblemAlertsStuck     = proto.ProblemAlertsStuck
+	ProblemNotMonitored    = proto.ProblemNotMonitored
 
 	MaxUnscannedRanges = proto.MaxUnscannedRanges
 	StateLogFile       = proto.StateLogFile

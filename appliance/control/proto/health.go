@@ -21,20 +21,23 @@ type Health struct {
 
 // Problem codes.
 const (
-	ProblemRulesEmpty   = "rules-empty"         // the running rule set has no rules, or the rules folder is empty
-	ProblemRulesBroken  = "rules-broken"        // rule files do not compile (left out, or their last good version runs)
-	ProblemPassFailed   = "memory-pass-failed"  // the last memory pass read or scanned nothing
-	ProblemBlindSpots   = "memory-blind-spots"  // the last memory pass left blocks unscanned
-	ProblemStalled      = "memory-pass-stalled" // a memory pass made no progress for memory.stall_timeout
-	ProblemDiskFailed   = "disk-check-failed"   // the last disk check failed
-	ProblemDiskOverdue  = "disk-check-overdue"  // a disk check runs past its interval plus the stall timeout
-	ProblemAlertsStuck  = "alerts-undelivered"  // a sink holds alerts it could not deliver for minutes
-	ProblemNotMonitored = "not-monitoring"      // the state is not monitoring (used by /healthz and metrics)
+	ProblemRulesEmpty  = "rules-empty"         // the running rule set has no rules, or the rules folder is empty
+	ProblemRulesBroken = "rules-broken"        // rule files do not compile (left out, or their last good version runs)
+	ProblemPassFailed  = "memory-pass-failed"  // the last memory pass read or scanned nothing
+	ProblemBlindSpots  = "memory-blind-spots"  // the last memory pass left blocks unscanned
+	ProblemStalled     = "memory-pass-stalled" // a memory pass made no progress for memory.stall_timeout
+	ProblemDiskFailed  = "disk-check-failed"   // the last disk check failed
+	ProblemDiskOverdue = "disk-check-overdue"  // a disk check runs past its interval plus the stall timeout
+	// ProblemDiskUnreachable: the storage holding the target's disk image (an NFS
+	// export) is gone; checks resume by themselves when it is back.
+	ProblemDiskUnreachable = "disk-unreachable"
+	ProblemAlertsStuck     = "alerts-undelivered" // a sink holds alerts it could not deliver for minutes
+	ProblemNotMonitored    = "not-monitoring"     // the state is not monitoring (used by /healthz and metrics)
 )
 
 // ProblemCodes lists every problem code, for metrics that show each as 0 or 1.
 var ProblemCodes = []string{ProblemNotMonitored, ProblemRulesEmpty, ProblemRulesBroken, ProblemPassFailed, ProblemBlindSpots,
-	ProblemStalled, ProblemDiskFailed, ProblemDiskOverdue, ProblemAlertsStuck}
+	ProblemStalled, ProblemDiskFailed, ProblemDiskOverdue, ProblemDiskUnreachable, ProblemAlertsStuck}
 
 // Problem is one reason the supervisor is not healthy.
 type Problem struct {

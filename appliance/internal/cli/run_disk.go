@@ -48,8 +48,9 @@ func newDiskChecker(cfg *config.Config, log *slog.Logger) (supervisor.DiskChecke
 	if _, err := loadIntegrityPolicy(cfg.Target.Policy); err != nil {
 		return nil, err
 	}
-	return &daemonDisk{image: cfg.Target.Disk, format: cfg.Target.DiskFormat, partition: part, policy: cfg.Target.Policy,
-		db: cfg.Target.Baseline, log: log.With("component", "disk")}, nil
+	d := &daemonDisk{image: cfg.Target.Disk, format: cfg.Target.DiskFormat, partition: part, policy: cfg.Target.Policy,
+		db: cfg.Target.Baseline, log: log.With("component", "disk")}
+	return storageProbe{DiskChecker: d, image: d.image, db: d.db}, nil
 }
 
 // Check compares the image with the baseline (integrity.Check, as `domainm check`)

@@ -29,6 +29,8 @@ type diskLoop struct {
 	checks  int
 	last    time.Time
 	failing bool
+	// unreachable is the StorageError of the last check, "" while the image can be read.
+	unreachable string
 }
 
 type checkOutcome struct {
@@ -88,6 +90,9 @@ func (d *diskLoop) handle(o checkOutcome) {
 	if o.err != nil {
 		d.s.m.diskChecks.WithLabelValues("failed").Inc()
 		d.s.log.Error("disk check failed", "err", o.err)
+		if d.storageFailed(now, o.err) {
+			return
+		}
 		if !d.failing {
 			d.s.emit(alert.Health(now, alert.SevHigh, "disk", "check-failed",
 				fmt.Sprintf("disk check of %s failed: %v", d.s.cfg.Target.Disk, o.err)))
@@ -116,6 +121,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 		f.Target = t
 		evs = append(evs, alert.FromFinding(f, ""))
 	}
+	d.storageBack(now)
 	d.s.emitAll(evs)
 	forgot := 0
 	for k := range d.reported {

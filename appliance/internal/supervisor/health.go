@@ -112,6 +112,9 @@ func (s *Supervisor) health() healthReport {
 		if failing {
 			add(control.ProblemDiskFailed, fmt.Sprintf("the last check of %s failed (see the disk-check-failed alert)", s.cfg.Target.Disk))
 		}
+		if code, msg := d.storageProblem(); code != "" {
+			add(code, msg)
+		}
 		if overdue {
 			add(control.ProblemDiskOverdue, fmt.Sprintf("a check of %s has run for longer than disk.interval plus memory.stall_timeout", s.cfg.Target.Disk))
 		}
