@@ -17,7 +17,7 @@ LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODU
                 -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
-                iproute2 libyara-dev linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
+                iproute2 libxen-dev libyara-dev linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
                 qemu-utils rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-diskscan domainm baseline/check vs aide --init/--check on a Debian root"
 	@echo "make bench-alerts   100,000 alerts spooled, then delivered to a real rsyslogd"
 	@echo "make bench-migrate  co-migration experiment, reduced (sizes halved, 1 run per cell)"
+	@echo "make xen-lab        two nested Xen hosts under QEMU: foreign mapping, co-migration A->B"
 
 # deps: apt packages (only those missing), then Go modules.
 deps: $(DEPS_STAMP)
@@ -135,6 +136,14 @@ bench-alerts: deps
 .PHONY: bench-migrate
 bench-migrate: build
 	$(BIN)/domainm-migrate-bench --fixed 512 --sizes 512,256,128 --reps 1 --out $(BIN)/bench-migrate
+
+# xen-lab: Domain M on two real Xen 4.17 hosts nested in QEMU (TCG): the dom0 image is
+# built from Debian's archive into bin/xen-lab (cached), both hosts boot, dom0 A maps the
+# target from Domain M, co-migrates both to B and checks the marker found at A and B
+# (migrate-hooks/internal/xenlab, image/xen). Long: not part of `make test`.
+.PHONY: xen-lab
+xen-lab: deps
+	$(GO) test -count=1 -tags xenlab -run '^TestXenLab$$' -v -timeout 90m ./migrate-hooks/internal/xenlab/
 
 # image: the appliance image (image/build.sh): bin/image/{disk.raw,vmlinuz,initrd.img,
 # cmdline,SHA256SUMS}. The debootstrap tarball is cached in bin/image-cache; a build whose

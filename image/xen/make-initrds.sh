@@ -1,0 +1,26 @@
+#!/bin/bash
+# make-initrds.sh DIR: the lab's two domU initrds into DIR (target-initrd.gz,
+# domainm-initrd.gz): busybox from the dom0 root ($ROOT), the init scripts of
+# image/xen/initrd; Domain M's also gets the agent ($AGENT) and the root's
+# xen-privcmd.ko (its kernel is the same Debian kernel).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+dir=${1:?usage: make-initrds.sh DIR}
+: "${ROOT:?ROOT: the dom0 root tree}" "${AGENT:?AGENT: the agent binary}"
+mk() { # mk NAME INIT [extra files as SRC:DST]
+	local name=$1 init=$2 g; shift 2
+	g=$(mktemp -d); trap 'rm -rf "$g"' RETURN
+	mkdir -p "$g"/{bin,sbin,proc,sys,dev,run,tmp,etc,lib/modules,usr/bin,usr/sbin}
+	cp "$ROOT/bin/busybox" "$g/bin/busybox"
+	for a in $(chroot "$ROOT" /bin/busybox --list); do [ "$a" = busybox ] || ln -sf /bin/busybox "$g/bin/$a"; done
+	cp "$init" "$g/init"; chmod 755 "$g/init"
+	local f
+	for f in "$@"; do cp "${f%%:*}" "$g/${f##*:}"; done
+	(cd "$g" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$dir/$name"
+}
+privcmd=$(find "$ROOT/lib/modules" -name 'xen-privcmd.ko*' | head -1)
+[ -n "$privcmd" ] || { echo "make-initrds.sh: no xen-privcmd.ko under $ROOT/lib/modules" >&2; exit 1; }
+case $privcmd in *.xz) xz -dc "$privcmd" >"$dir/.privcmd.ko";; *.zst) zstd -dc "$privcmd" >"$dir/.privcmd.ko";; *) cp "$privcmd" "$dir/.privcmd.ko";; esac
+mk target-initrd.gz "$here/initrd/target-init"
+mk domainm-initrd.gz "$here/initrd/domainm-init" "$AGENT:agent" "$dir/.privcmd.ko:lib/modules/xen-privcmd.ko"
+rm -f "$dir/.privcmd.ko"

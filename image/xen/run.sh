@@ -1,0 +1,133 @@
+#!/bin/bash
+# run.sh: what each nested Xen host's dom0 runs at boot (xenlab.service, from the lab
+# disk mounted on /lab). The role comes from the kernel command line (xenlab_role=A|B).
+#
+# B: brings up its link, advances its domain ids (so that the migrated domains get new
+#    ids), records xenstore events and waits.
+# A: starts the target and Domain M, grants Domain M privilege (domainm-xen grant),
+#    plants a marker in the target and waits for Domain M to find it, checks it against
+#    dom0's own view of the frame, co-migrates both to B in the order that keeps P1-P4,
+#    plants again at B, and powers both hosts off.
+#
+# Every event goes to /lab/out/events.log as "EPOCH_SECONDS HOST EVENT key=value ...";
+# migrate-hooks/internal/xenlab reads both hosts' logs back after power-off.
+set -u
+out=/lab/out; mkdir -p $out
+exec > >(tee -a $out/console.log) 2>&1
+PATH=/lab:$PATH
+role=$(sed -n 's/.*xenlab_role=\([AB]\).*/\1/p' /proc/cmdline)
+case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; *) echo "no xenlab_role"; exit 0;; esac
+ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
+fail() { ev FAIL "$*"; sync; [ $role = A ] && { ssh -o ConnectTimeout=5 root@$peer poweroff; poweroff; }; exit 1; }
+nic=$(ls /sys/class/net | grep -v -E '^(lo|vif|xenbr)' | head -1)
+ip link set "$nic" up; ip addr add $me/24 dev "$nic"
+ev BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) "$(xl info | grep -E '^(xen_version|virt_caps)' | tr -s ' ' | tr '\n' ' ')"
+
+# xenstore watches, timestamped here: domains released, suspend requests, Domain M's state.
+watch_xs() {
+	xenstore-watch "$1" | while read -r p; do echo "$(date +%s.%N) $role XS $p $(xenstore-read "$p" 2>/dev/null)"; done >>$out/xs.log &
+}
+watch_xs @releaseDomain; watch_xs @introduceDomain; watch_xs /local/domain
+
+# Wait until domain $1's xenstore node $2 reads $3 (or, with $3 = "*", exists); $4 seconds.
+wait_xs() {
+	local i
+	for ((i = 0; i < $4 * 2; i++)); do
+		v=$(xenstore-read "/local/domain/$1/$2" 2>/dev/null) && { [ "$3" = "*" ] || [ "$v" = "$3" ]; } && return 0
+		sleep 0.5
+	done
+	return 1
+}
+# plant DOM SEED: write "plant SEED" to the domain's console.
+plant() {
+	local tty; tty=$(xenstore-read /local/domain/$1/console/tty) || return 1
+	echo "plant $2" >"$tty"
+}
+# found DOMAINM SEED: the gpa at which Domain M reported SEED (from its subtree).
+found() {
+	local k
+	for k in $(xenstore-list /local/domain/$1/domainm/found 2>/dev/null); do
+		set -- $1 $2 $(xenstore-read /local/domain/$1/domainm/found/$k)
+		[ "${4:-}" = "$2" ] && { echo "$3"; return 0; }
+		set -- $1 $2
+	done
+	return 1
+}
+wait_found() {
+	local i g
+	for ((i = 0; i < $3 * 2; i++)); do g=$(found $1 $2) && { echo "$g"; return 0; }; sleep 0.5; done
+	return 1
+}
+# check_frame DOM GPA SEED: dom0's own view of the frame holds the marker at GPA.
+check_frame() {
+	local gfn=$(($2 >> 12)) off=$(($2 & 4095)) want="DOMAINM-XENLAB-PLANT:$3"
+	[ $off -le $((4096 - ${#want})) ] || { ev FRAME-CHECK skipped "marker crosses the frame at $2"; return 0; }
+	local r; r=$(domainm-xen frame $1 $gfn $off ${#want}) || return 1
+	echo "$r" >>$out/frames.log
+	echo "$r" | grep -qF "bytes \"$want\""
+}
+seed() { head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+if [ $role = B ]; then
+	# advance B's domain ids: the migrated domains must arrive with new ids
+	xl create -p /lab/target.cfg name=idbump >/dev/null 2>&1 && xl destroy idbump
+	touch /run/xenlab-ready; ev READY
+	exec sleep infinity
+fi
+
+# ---- host A ----
+for i in $(seq 1 240); do ssh -o ConnectTimeout=3 root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 5; done
+ssh root@$peer true || fail "host B unreachable"
+# clock offset of B against A (B's watch log is in B's clock)
+t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)
+ev CLOCK b=$tb a1=$t1 a2=$t2
+
+# The target is created paused and runs only once Domain M monitors it.
+xl create -p /lab/target.cfg || fail "xl create target"
+T=$(xl domid target); ev TARGET-CREATED domid=$T
+xl create -p /lab/domainm.cfg || fail "xl create domainm"
+M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
+domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
+ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
+xl unpause domainm; ev DOMAINM-UNPAUSED
+wait_xs $M domainm/state monitoring 600 || fail "Domain M not monitoring"
+ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
+xl list -l target >$out/xl-list-target.json
+ev TARGET-UNPAUSE where=A; xl unpause target
+for i in $(seq 1200); do grep -q "TARGET UP" /var/log/xen/console/guest-target.log 2>/dev/null && break; sleep 0.5; done
+ev TARGET-UP where=A
+s1=$(seed); ev PLANT where=A seed=$s1; plant $T $s1 || fail "plant at A"
+g=$(wait_found $M $s1 300) || fail "Domain M did not find seed $s1"
+ev FOUND where=A gpa=$g seed=$s1 domid=$T
+check_frame $T $g $s1 && ev FRAME-OK where=A gpa=$g || fail "dom0's view of $g lacks the marker"
+
+# ---- co-migration A -> B, in the order that keeps P1-P4 (README: Xen) ----
+ev MIGRATE-TARGET-START
+xl migrate -p target $peer >$out/migrate-target.log 2>&1 || fail "xl migrate target"
+ev MIGRATE-TARGET-DONE
+ev TARGET-ARRIVED where=B domid=$(ssh root@$peer xl domid target)
+domainm-xen request $M '{"id":1,"cmd":"prepare"}' >>$out/handshake.log 2>&1 || fail "prepare"
+ev QUIESCED where=A
+ev MIGRATE-DOMAINM-START
+xl migrate -p domainm $peer >$out/migrate-domainm.log 2>&1 || fail "xl migrate domainm"
+ev MIGRATE-DOMAINM-DONE
+T2=$(ssh root@$peer xl domid target); M2=$(ssh root@$peer xl domid domainm)
+ev ARRIVED target=$T2 domainm=$M2
+ssh root@$peer /lab/domainm-xen grant $M2 $T2 >>$out/grant.log 2>&1 || fail "grant at B"
+ev GRANTED-B domainm=$M2 target=$T2
+ssh root@$peer xl unpause domainm; ev DOMAINM-UNPAUSED-B
+ssh root@$peer /lab/domainm-xen request $M2 "'{\"id\":2,\"cmd\":\"resume\",\"args\":{\"source\":\"xen:$T2\",\"target\":{\"name\":\"target\",\"domid\":$T2}}}'" >>$out/handshake.log 2>&1 || fail "resume"
+ev MONITORING where=B domid=$M2
+ev TARGET-UNPAUSE where=B; ssh root@$peer xl unpause target
+ssh root@$peer xl list >>$out/console.log
+
+s2=$(seed); sleep 5; ev PLANT where=B seed=$s2
+ssh root@$peer "echo plant $s2 > \$(xenstore-read /local/domain/$T2/console/tty)" || fail "plant at B"
+g2=$(ssh root@$peer "for i in \$(seq 600); do for k in \$(xenstore-list /local/domain/$M2/domainm/found); do set -- \$(xenstore-read /local/domain/$M2/domainm/found/\$k); [ \"\$2\" = $s2 ] && { echo \$1; exit 0; }; done; sleep 0.5; done; exit 1") || fail "Domain M did not find seed $s2 at B"
+ev FOUND where=B gpa=$g2 seed=$s2 domid=$T2
+r=$(ssh root@$peer /lab/domainm-xen frame $T2 $(($g2 >> 12)) $(($g2 & 4095)) 37) ; echo "$r" >>$out/frames.log
+echo "$r" | grep -qF "bytes \"DOMAINM-XENLAB-PLANT:$s2\"" && ev FRAME-OK where=B gpa=$g2 || fail "B dom0's view of $g2 lacks the marker"
+cp /var/log/xen/console/guest-*.log $out/ 2>/dev/null
+ssh root@$peer 'cp /var/log/xen/console/guest-*.log /lab/out/ 2>/dev/null; cp /var/log/xen/console/guest-target.log /lab/out/guest-target-B.log; sync'
+ev DONE
+sync; ssh root@$peer poweroff; sleep 2; poweroff

@@ -1,0 +1,35 @@
+// Command domainm-xen is the dom0 tool of a Xen deployment of Domain M (built with
+// -tags xen against libxenctrl; see migrate-hooks/internal/xenctl):
+//
+//	domainm-xen grant DOMAINM TARGET     give Domain M privilege over the target:
+//	                                      xc_domain_set_target, the xenstore node
+//	                                      /local/domain/DOMAINM/target (read by the domU's
+//	                                      privcmd driver), and Domain M's own subtree
+//	                                      /local/domain/DOMAINM/domainm with the target's
+//	                                      domain id and highest guest frame
+//	domainm-xen request DOMAINM JSON      one handshake request over xenstore (written to
+//	                                      DOMAINM's domainm/request); prints the response
+//	domainm-xen frame DOM GFN [OFF LEN]   dom0's own view of a guest frame: its SHA-256,
+//	                                      and LEN bytes at OFF
+//	domainm-xen maxgpfn DOM               the domain's highest guest frame
+//
+// Run it again at the destination of a migration, for the new domain ids, before resume.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/domainm/domainm/migrate-hooks/internal/xenctl"
+)
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := xenctl.Run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "domainm-xen:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,18 @@
+// Package xenctl is the dom0 side's access to the Xen hypervisor through libxenctrl
+// and libxenforeignmemory (cgo): giving Domain M privilege over its target
+// (xc_domain_set_target), the target's highest guest frame (xc_domain_maximum_gpfn)
+// and dom0's own view of a guest frame (a foreign map), the reference the lab checks
+// Domain M's finding against.
+//
+// The cgo code builds only with the build tag xen (and libxen-dev installed), in the
+// separate dom0 tool domainm-xen, so that domainm-migrate's QEMU path stays free of
+// cgo; without the tag every call returns ErrNotBuilt.
+package xenctl
+
+import "errors"
+
+// ErrNotBuilt means this binary was built without the xen tag (no libxenctrl).
+var ErrNotBuilt = errors.New("xenctl: built without Xen support (go build -tags xen, needs libxen-dev)")
+
+// FrameSize is the size of a guest frame.
+const FrameSize = 4096

@@ -1,0 +1,270 @@
+// Command agent is the lab's Domain M inside a PVH domU: a static, cgo-free stand-in
+// for the supervisor (which links libyara) that exercises the Xen memory path for
+// real. It reads the target's domain id and highest guest frame from its xenstore
+// subtree (written by domainm-xen grant), maps the target with memscan's xen: source,
+// searches every pass for the lab's planted marker and reports each hit (guest-physical
+// address and value) in its subtree and on its console; it serves the supervisor's
+// handshake (proto messages) over xenstore: prepare unmaps and records a fingerprint,
+// resume remaps the same frames of the new target domain id and checks the
+// fingerprint.
+//
+// All xenstore paths are relative to the domain's home, so that after a migration they
+// name the new domain's subtree (the kernel re-registers watches on resume).
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/domainm/domainm/appliance/control/proto"
+	"github.com/domainm/domainm/appliance/control/xenstore"
+	"github.com/domainm/domainm/memscan"
+)
+
+// marker is what the lab's target plants (built there from two halves, so that the
+// whole string exists only in the target's memory).
+const marker = "DOMAINM-XENLAB-PLANT:"
+
+type agent struct {
+	xs  *xenstore.Client
+	log *slog.Logger
+
+	mu    sync.Mutex
+	state string
+	src   *memscan.Xen
+	fp    memscan.Fingerprint
+	seen  map[string]bool
+	pass  int
+}
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
+	if err := run(log); err != nil {
+		log.Error("agent failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger) error {
+	xs, err := xenstore.Open()
+	if err != nil {
+		return err
+	}
+	a := &agent{xs: xs, log: log, state: proto.StateStarting, seen: map[string]bool{}}
+	if err := xs.Watch("domainm", "dm"); err != nil {
+		return err
+	}
+	target, maxGPFN := a.waitGrant()
+	if err := loadPrivcmd(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	src, err := memscan.OpenXen(uint16(target), maxGPFN)
+	if err != nil {
+		return err
+	}
+	a.src = src
+	var rs []string
+	for _, r := range src.Ranges() {
+		rs = append(rs, fmt.Sprintf("%#x-%#x", r.GPA, r.End()))
+	}
+	log.Info("mapped", "target", target, "max_gpfn", fmt.Sprintf("%#x", maxGPFN), "ranges", strings.Join(rs, " "),
+		"bytes", memscan.TotalSize(src.Ranges()), "took", time.Since(t0).Round(time.Millisecond))
+	a.put("domainm/ranges", strings.Join(rs, " "))
+	a.setState(proto.StateMonitoring)
+	go a.scanLoop()
+	for ev := range xs.Events() {
+		if strings.HasSuffix(ev.Path, "domainm/request") {
+			a.serve()
+		}
+	}
+	return errors.New("xenstore connection closed")
+}
+
+// waitGrant waits until dom0 wrote the target's id and highest frame.
+func (a *agent) waitGrant() (uint64, uint64) {
+	for {
+		t, err1 := a.xs.Read("domainm/target")
+		g, err2 := a.xs.Read("domainm/max-gpfn")
+		if err1 == nil && err2 == nil {
+			tv, e1 := strconv.ParseUint(t, 10, 16)
+			gv, e2 := strconv.ParseUint(g, 0, 64)
+			if e1 == nil && e2 == nil {
+				return tv, gv
+			}
+		}
+		<-a.xs.Events()
+	}
+}
+
+// loadPrivcmd (re)loads xen-privcmd: in a domU it reads the xenstore node "target"
+// once, when it is loaded, and refuses every other domain; after a migration the target
+// has a new id, so the driver is loaded again once dom0 has rewritten the node.
+func loadPrivcmd() error {
+	exec.Command("rmmod", "xen_privcmd").Run()
+	out, err := exec.Command("insmod", "/lib/modules/xen-privcmd.ko").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("insmod xen-privcmd.ko: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (a *agent) put(path, v string) {
+	if err := a.xs.Write(path, v); err != nil {
+		a.log.Error("xenstore write", "path", path, "err", err)
+	}
+}
+
+func (a *agent) setState(s string) {
+	a.mu.Lock()
+	a.state = s
+	a.mu.Unlock()
+	a.put("domainm/state", s)
+	a.log.Info("state", "state", s)
+}
+
+// scanLoop searches the mapped memory for the marker, one pass a second.
+func (a *agent) scanLoop() {
+	buf := make([]byte, 1<<20)
+	for {
+		a.mu.Lock()
+		if a.state == proto.StateMonitoring && a.src.Mapped() {
+			a.scanPass(buf)
+		}
+		a.mu.Unlock()
+		time.Sleep(time.Second)
+	}
+}
+
+// scanPass runs with a.mu held, so that prepare waits for the pass to end.
+func (a *agent) scanPass(buf []byte) {
+	a.pass++
+	ov := len(marker) + 16
+	for _, r := range a.src.Ranges() {
+		for off := r.GPA; off < r.End(); off += uint64(len(buf) - ov) {
+			n := min(uint64(len(buf)), r.End()-off)
+			c, err := a.src.ReadAt(buf[:n], int64(off))
+			if err != nil && c == 0 {
+				a.log.Error("read", "gpa", fmt.Sprintf("%#x", off), "err", err)
+				break
+			}
+			for i := 0; ; {
+				j := bytes.Index(buf[i:c], []byte(marker))
+				if j < 0 {
+					break
+				}
+				at := i + j
+				end := min(at+len(marker)+16, c)
+				val := string(buf[at+len(marker) : end])
+				key := fmt.Sprintf("%#x=%s", off+uint64(at), val)
+				if !a.seen[key] && isHex(val, 16) {
+					a.seen[key] = true
+					a.log.Info("FOUND", "gpa", fmt.Sprintf("%#x", off+uint64(at)), "value", val, "domid", a.src.DomID(), "pass", a.pass)
+					a.put(fmt.Sprintf("domainm/found/%d", len(a.seen)), fmt.Sprintf("%#x %s %d", off+uint64(at), val, a.src.DomID()))
+				}
+				i = at + 1
+			}
+			if n == r.End()-off {
+				break
+			}
+		}
+	}
+	a.put("domainm/pass", strconv.Itoa(a.pass))
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// serve answers the request in domainm/request, once.
+func (a *agent) serve() {
+	v, err := a.xs.Read("domainm/request")
+	if err != nil {
+		return
+	}
+	var req proto.Request
+	resp := proto.Response{OK: true}
+	if err := json.Unmarshal([]byte(v), &req); err != nil {
+		resp = proto.Response{Error: err.Error(), Code: proto.CodeBadRequest}
+	} else {
+		resp = a.handle(req)
+	}
+	resp.ID = req.ID
+	if old, _ := a.xs.Read("domainm/response"); old != "" {
+		var o proto.Response
+		if json.Unmarshal([]byte(old), &o) == nil && string(o.ID) == string(req.ID) && len(req.ID) > 0 {
+			return // answered already (the watch fired again)
+		}
+	}
+	b, _ := json.Marshal(resp)
+	a.put("domainm/response", string(b))
+}
+
+func (a *agent) handle(req proto.Request) proto.Response {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fail := func(code string, err error) proto.Response {
+		a.log.Error(req.Cmd, "err", err)
+		return proto.Response{Error: err.Error(), Code: code, State: a.state}
+	}
+	switch req.Cmd {
+	case proto.CmdStatus:
+	case proto.CmdPrepare:
+		if a.state != proto.StateMonitoring {
+			return fail(proto.CodeWrongState, fmt.Errorf("prepare while %s", a.state))
+		}
+		// The target is stopped (P1), so this fingerprint holds until it runs again.
+		fp, err := memscan.TakeFingerprint(a.src)
+		if err != nil {
+			return fail(proto.CodeInternal, err)
+		}
+		if err := a.src.Unmap(); err != nil {
+			return fail(proto.CodeInternal, err)
+		}
+		a.fp = fp
+		a.state = proto.StateQuiesced
+		a.log.Info("quiesced: unmapped", "domid", a.src.DomID(), "ranges", len(fp.Ranges))
+	case proto.CmdResume:
+		var args proto.ResumeArgs
+		if err := json.Unmarshal(req.Args, &args); err != nil || args.Target.DomID <= 0 || args.Target.DomID > 0x7fef {
+			return fail(proto.CodeBadRequest, fmt.Errorf("resume: want args.target.domid: %v", err))
+		}
+		if a.state != proto.StateQuiesced {
+			return fail(proto.CodeWrongState, fmt.Errorf("resume while %s", a.state))
+		}
+		t0 := time.Now()
+		if err := loadPrivcmd(); err != nil {
+			return fail(proto.CodeSource, err)
+		}
+		if err := a.src.Remap(uint16(args.Target.DomID)); err != nil {
+			return fail(proto.CodeSource, err)
+		}
+		if err := a.fp.Verify(a.src); err != nil {
+			a.src.Unmap()
+			return fail(proto.CodeGuestChanged, err)
+		}
+		a.state = proto.StateMonitoring
+		a.log.Info("monitoring: remapped", "domid", args.Target.DomID, "took", time.Since(t0).Round(time.Millisecond))
+	default:
+		return fail(proto.CodeUnknownCommand, fmt.Errorf("unknown command %q", req.Cmd))
+	}
+	a.put("domainm/state", a.state)
+	return proto.Response{OK: true, State: a.state, Target: &proto.TargetInfo{DomID: int(a.src.DomID())}}
+}

@@ -1,0 +1,209 @@
+// Package xenlab runs Domain M on two real Xen 4.17 hosts nested in QEMU (software
+// emulation, emulated SVM+NPT) on this machine: it builds the dom0 image from Debian's
+// archive (image/xen/build-dom0.sh, cached in bin/xen-lab), the lab's binaries (the
+// Domain M agent, cgo-free; the dom0 tool domainm-xen, cgo on libxenctrl) and guest
+// initrds, boots hosts A and B linked by a QEMU socket netdev on 127.0.0.1, lets dom0 A
+// run image/xen/run.sh (foreign mapping, the marker found and checked against dom0's
+// view, co-migration A→B, the marker planted at B found from B) and reads both hosts'
+// event logs back from their lab disks after power-off.
+//
+// `make xen-lab` runs it (go test -tags xenlab); it is not part of `go test ./...`.
+package xenlab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Lab is one run's folders and settings.
+type Lab struct {
+	Repo    string // repository root
+	Build   string // dom0 build (bin/xen-lab)
+	Run     string // this run's files (bin/xen-lab/run)
+	Timeout time.Duration
+	Log     io.Writer // progress lines
+	t0      time.Time
+}
+
+// New returns a lab for the repository at repo.
+func New(repo string, log io.Writer) *Lab {
+	b := filepath.Join(repo, "bin", "xen-lab")
+	return &Lab{Repo: repo, Build: b, Run: filepath.Join(b, "run"), Timeout: 50 * time.Minute, Log: log, t0: time.Now()}
+}
+
+func (l *Lab) step(format string, a ...any) {
+	fmt.Fprintf(l.Log, "xen-lab +%6.1fs %s\n", time.Since(l.t0).Seconds(), fmt.Sprintf(format, a...))
+}
+
+func (l *Lab) sh(ctx context.Context, dir string, env []string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(out, 3000))
+	}
+	return nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// Prepare builds (or reuses) the dom0 image and makes this run's binaries, initrds
+// and lab disks.
+func (l *Lab) Prepare(ctx context.Context) error {
+	l.step("dom0 image: image/xen/build-dom0.sh %s (cached when unchanged)", l.Build)
+	if err := l.sh(ctx, l.Repo, nil, filepath.Join(l.Repo, "image/xen/build-dom0.sh"), l.Build); err != nil {
+		return err
+	}
+	os.RemoveAll(l.Run)
+	disk := filepath.Join(l.Run, "disk")
+	if err := os.MkdirAll(filepath.Join(disk, "out"), 0o755); err != nil {
+		return err
+	}
+	l.step("binaries: agent (CGO_ENABLED=0), domainm-xen (-tags xen, libxenctrl)")
+	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=0"}, "go", "build", "-o", filepath.Join(l.Run, "agent"), "./migrate-hooks/internal/xenlab/agent"); err != nil {
+		return err
+	}
+	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=1"}, "go", "build", "-tags", "xen", "-o", filepath.Join(disk, "domainm-xen"), "./migrate-hooks/cmd/domainm-xen"); err != nil {
+		return err
+	}
+	l.step("guest initrds and lab disks")
+	x := filepath.Join(l.Repo, "image", "xen")
+	for _, f := range []string{"run.sh", "target.cfg", "domainm.cfg"} {
+		if err := copyFile(filepath.Join(x, f), filepath.Join(disk, f), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := copyFile(filepath.Join(l.Build, "vmlinuz"), filepath.Join(disk, "vmlinuz"), 0o644); err != nil {
+		return err
+	}
+	if err := l.sh(ctx, l.Repo, []string{"ROOT=" + filepath.Join(l.Build, "rootfs"), "AGENT=" + filepath.Join(l.Run, "agent")},
+		filepath.Join(x, "make-initrds.sh"), disk); err != nil {
+		return err
+	}
+	for _, h := range []string{"A", "B"} {
+		img := filepath.Join(l.Run, "lab-"+h+".img")
+		if err := l.sh(ctx, l.Run, nil, "truncate", "-s", "512M", img); err != nil {
+			return err
+		}
+		if err := l.sh(ctx, l.Run, nil, "mkfs.ext4", "-q", "-F", "-L", "xenlab", "-d", disk, img); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, mode)
+}
+
+// host is one nested Xen host: a QEMU process (its own process group).
+type host struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// qemuArgs are host h's QEMU arguments; port links the two hosts' NICs on 127.0.0.1.
+func (l *Lab) qemuArgs(h string, port int) []string {
+	net := fmt.Sprintf("socket,id=n1,listen=127.0.0.1:%d", port)
+	mac := "52:54:00:12:34:0a"
+	if h == "B" {
+		net = fmt.Sprintf("socket,id=n1,connect=127.0.0.1:%d", port)
+		mac = "52:54:00:12:34:0b"
+	}
+	return []string{
+		"-accel", "tcg,thread=multi", "-cpu", "qemu64,+svm,+npt", "-m", "3G", "-smp", "2",
+		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-serial", "file:" + filepath.Join(l.Run, "serial-"+h+".log"),
+		"-kernel", filepath.Join(l.Build, "xen.elf"),
+		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 loglvl=all guest_loglvl=all noreboot",
+		"-initrd", filepath.Join(l.Build, "vmlinuz") + " root=/dev/vda rw console=hvc0 earlyprintk=xen xenlab_role=" + h + "," + filepath.Join(l.Build, "initrd.img"),
+		"-drive", "file=" + filepath.Join(l.Build, "dom0.img") + ",if=virtio,format=raw,snapshot=on",
+		"-drive", "file=" + filepath.Join(l.Run, "lab-"+h+".img") + ",if=virtio,format=raw,cache=unsafe",
+		"-netdev", net, "-device", "virtio-net-pci,netdev=n1,mac=" + mac,
+	}
+}
+
+func (l *Lab) start(h string, port int) (*host, error) {
+	cmd := exec.Command("qemu-system-x86_64", l.qemuArgs(h, port)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	f, err := os.Create(filepath.Join(l.Run, "qemu-"+h+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting host %s: %w", h, err)
+	}
+	hs := &host{name: h, cmd: cmd, done: make(chan error, 1)}
+	go func() { hs.done <- cmd.Wait(); f.Close() }()
+	return hs, nil
+}
+
+func (hs *host) kill() { syscall.Kill(-hs.cmd.Process.Pid, syscall.SIGKILL) }
+
+// Boot runs both hosts until they power off (dom0 A powers both off when run.sh ends)
+// and reads their lab disks' out/ folders into Run/out-A and Run/out-B.
+func (l *Lab) Boot(ctx context.Context, port int) error {
+	l.step("boot hosts A and B (QEMU TCG, -cpu qemu64,+svm,+npt, 3 GiB, 2 vCPUs each; link 127.0.0.1:%d)", port)
+	a, err := l.start("A", port)
+	if err != nil {
+		return err
+	}
+	defer a.kill()
+	time.Sleep(2 * time.Second) // A listens before B connects
+	b, err := l.start("B", port)
+	if err != nil {
+		return err
+	}
+	defer b.kill()
+	timeout := time.After(l.Timeout)
+	var errs []string
+	for left := 2; left > 0; left-- {
+		select {
+		case err := <-a.done:
+			l.step("host A powered off (%v)", err)
+			a.done = nil
+		case err := <-b.done:
+			l.step("host B powered off (%v)", err)
+			b.done = nil
+		case <-timeout:
+			errs = append(errs, fmt.Sprintf("hosts still running after %v", l.Timeout))
+			left = 0
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	a.kill()
+	b.kill()
+	for _, h := range []string{"A", "B"} {
+		dst := filepath.Join(l.Run, "out-"+h)
+		os.RemoveAll(dst)
+		os.MkdirAll(dst, 0o755)
+		if err := l.sh(ctx, l.Run, nil, "debugfs", "-R", "rdump /out "+dst, filepath.Join(l.Run, "lab-"+h+".img")); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}

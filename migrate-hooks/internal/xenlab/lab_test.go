@@ -1,0 +1,139 @@
+//go:build xenlab
+
+package xenlab
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestXenLab builds the nested Xen lab from nothing (or its cache) and runs it: see the
+// package doc. Run by `make xen-lab`.
+func TestXenLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the Xen lab needs root (debootstrap, chroot, mkfs.ext4 -d)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "debootstrap", "mkfs.ext4", "debugfs", "cpio", "gzip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: make deps installs it", tool)
+		}
+	}
+	if _, err := os.Stat("/usr/include/xenctrl.h"); err != nil {
+		t.Fatal("libxen-dev not installed (the dom0 tool is built with cgo against libxenctrl): make deps installs it")
+	}
+	repo, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Minute)
+	defer cancel()
+	l := New(repo, os.Stderr)
+	if err := l.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Boot(ctx, freePort(t)); err != nil {
+		t.Error(err)
+	}
+	a, err := l.Events("A")
+	if err != nil {
+		t.Fatalf("host A's events: %v (serial log: %s)", err, filepath.Join(l.Run, "serial-A.log"))
+	}
+	b, _ := l.Events("B")
+	l.step("timeline (host A's clock; B's own events in B's clock)")
+	t0 := a[0].Time
+	for _, e := range append(a, b...) {
+		_, rest, _ := strings.Cut(e.Line, " ")
+		l.step("  %8.1fs %s", e.Time.Sub(t0).Seconds(), rest)
+	}
+	if e, ok := Find(a, "FAIL"); ok {
+		t.Fatalf("host A: %s", e.Line)
+	}
+	for _, where := range []string{"A", "B"} {
+		f, ok := Find(a, "FOUND", "where="+where)
+		if !ok {
+			t.Errorf("Domain M did not find the marker planted at %s", where)
+			continue
+		}
+		if _, ok := Find(a, "FRAME-OK", "where="+where, "gpa="+f.Args["gpa"]); !ok {
+			t.Errorf("the marker Domain M found at %s (gpa %s) is not in dom0's view of that frame", where, f.Args["gpa"])
+		}
+		t.Logf("found at %s: gpa %s seed %s in domain %s; dom0's foreign map of the frame agrees", where, f.Args["gpa"], f.Args["seed"], f.Args["domid"])
+	}
+	created, _ := Find(a, "TARGET-CREATED")
+	arrived, ok := Find(a, "ARRIVED")
+	if !ok || arrived.Args["target"] == created.Args["domid"] {
+		t.Errorf("the target's domain id at B (%q) should differ from A's (%q): the remap must be to the new id", arrived.Args["target"], created.Args["domid"])
+	}
+	fig, err := Compute(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.step("figures: %v", fig)
+	if len(fig.Violations) > 0 {
+		t.Errorf("invariant violated: %v", fig.Timeline.Err())
+	}
+	checkRanges(t, l, a)
+}
+
+// checkRanges compares Domain M's ranges (what Xen's p2m maps) with the e820 map the
+// toolstack gave the target (its kernel's boot log) and xl's memory size.
+func checkRanges(t *testing.T, l *Lab, a []Event) {
+	mon, _ := Find(a, "MONITORING", "where=A")
+	ranges, err := ParseRanges(mon.Args["ranges"])
+	if err != nil || len(ranges) == 0 {
+		t.Fatalf("Domain M's ranges %q: %v", mon.Args["ranges"], err)
+	}
+	f, err := os.Open(filepath.Join(l.Run, "out-A", "guest-target.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	usable, other, err := ParseE820(f)
+	if err != nil || len(usable) == 0 {
+		t.Fatalf("no e820 map in the target's console log: %v", err)
+	}
+	var xl []struct {
+		Config struct {
+			BInfo struct {
+				MaxMemkb    uint64 `json:"max_memkb"`
+				TargetMemkb uint64 `json:"target_memkb"`
+			} `json:"b_info"`
+		} `json:"config"`
+	}
+	b, err := os.ReadFile(filepath.Join(l.Run, "out-A", "xl-list-target.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &xl)
+	}
+	if err != nil || len(xl) != 1 {
+		t.Fatalf("xl list -l target: %v", err)
+	}
+	mem := xl[0].Config.BInfo.MaxMemkb << 10
+	t.Logf("Domain M's ranges (Xen's p2m): %v (%d bytes); e820 usable %v (%d bytes), other %v; xl max_memkb %d",
+		ranges, Size(ranges), usable, Size(usable), other, xl[0].Config.BInfo.MaxMemkb)
+	if c := Covered(usable, ranges); c != Size(usable) {
+		t.Errorf("Domain M maps %d of the %d usable bytes of the target's e820 map", c, Size(usable))
+	}
+	if Size(usable) > mem || Size(usable) < mem*9/10 {
+		t.Errorf("e820 usable %d bytes vs xl's max_memkb %d KiB", Size(usable), mem>>10)
+	}
+	if extra := Size(ranges) - Covered(ranges, usable); extra > 0 {
+		t.Logf("%d bytes mapped outside e820 RAM (in e820 reserved: %d): the toolstack's special pages and ACPI tables",
+			extra, Covered(ranges, other))
+	}
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
