@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
 )
 
 // TestCheck: RecordBaseline writes a baseline of a real ext4 image, debugfs adds,
@@ -12,7 +14,7 @@ import (
 // check and the daemon call it) reports the three kinds in AIDE's order (added, removed,
 // changed, each by path); Record sees the new walk, and an unchanged image reports nothing.
 func TestCheck(t *testing.T) {
-	img := mkfsTree(t, map[string]string{"etc/a": "a", "etc/b": "b", "etc/c": "c", "etc/d": "d"}, 8)
+	img := ext4test.Image(t, map[string]string{"etc/a": "a", "etc/b": "b", "etc/c": "c", "etc/d": "d"}, 8)
 	p, err := ParsePolicy("all.toml", []byte(allPolicy))
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +54,7 @@ func TestCheck(t *testing.T) {
 	if cs, seen := check(); len(cs) != 0 || int64(seen) != st.Records {
 		t.Fatalf("unchanged image: %d changes (%+v), %d records seen, want 0 and %d", len(cs), cs, seen, st.Records)
 	}
-	debugfsW(t, img, "rm /etc/b", "rm /etc/d", "write /dev/null /etc/zz", "write /dev/null /etc/aa", "sif /etc/c mode 0104755", "sif /etc/a uid 7")
+	ext4test.Debugfs(t, img, "rm /etc/b", "rm /etc/d", "write /dev/null /etc/zz", "write /dev/null /etc/aa", "sif /etc/c mode 0104755", "sif /etc/a uid 7")
 	cs, _ := check()
 	var got []string
 	for _, c := range cs {

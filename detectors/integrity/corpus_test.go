@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/diskscan"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // The e2fsprogs corpus: every test image of e2fsprogs (tests/NAME/image.gz, most of them
@@ -257,11 +258,7 @@ func TestE2fsprogsCorpus(t *testing.T) {
 	if err != nil {
 		t.Skipf("e2fsprogs corpus not found at %s (see ../shared/corpora/README.md): %v", dir, err)
 	}
-	for _, tool := range []string{"e2fsck", "debugfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not installed (make deps installs it): %v", tool, err)
-		}
-	}
+	testenv.MustHave(t, "e2fsck", "debugfs")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

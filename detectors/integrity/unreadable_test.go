@@ -5,6 +5,8 @@ import (
 	"math/rand"
 	"os"
 	"testing"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
 )
 
 // TestCheckUnchangedUnreadable: an image checked right after its baseline reports no
@@ -26,13 +28,13 @@ func TestCheckUnchangedUnreadable(t *testing.T) {
 		{"corrupt directory block", nil, func(t *testing.T, img string) {
 			junk := make([]byte, 4096)
 			rand.New(rand.NewSource(1)).Read(junk)
-			patchImage(t, img, firstBlock(t, img, "/etc/cron.d")*4096, junk)
+			ext4test.Overwrite(t, img, "/etc/cron.d", junk)
 		}, "/etc/cron.d"},
 		{"directory reached twice", nil, func(t *testing.T, img string) {
-			debugfsW(t, img, "ln /etc/cron.d /usr/cron2")
+			ext4test.Debugfs(t, img, "ln /etc/cron.d /usr/cron2")
 		}, "/usr/cron2"},
 		{"two entries with one name", []string{"-O", "^metadata_csum"}, func(t *testing.T, img string) {
-			blk := firstBlock(t, img, "/d") * 4096
+			blk := ext4test.FirstBlock(t, img, "/d") * 4096
 			b := make([]byte, 4096)
 			f, err := os.Open(img)
 			if err != nil {
@@ -46,13 +48,13 @@ func TestCheckUnchangedUnreadable(t *testing.T) {
 			if i < 0 {
 				t.Fatal("entry xy not in /d's first block")
 			}
-			patchImage(t, img, blk+int64(i), []byte("xx"))
+			ext4test.Patch(t, img, blk+int64(i), []byte("xx"))
 		}, ""},
 	}
 	p := mustPolicy(t, allPolicy)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			img := mkfsTree(t, files, 8, tc.opts...)
+			img := ext4test.Image(t, files, 8, tc.opts...)
 			tc.damage(t, img)
 			recs, _ := collectImage(t, img, p, nil)
 			if tc.errPath != "" {
