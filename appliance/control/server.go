@@ -200,7 +200,11 @@ func (s *Server) handle(line []byte, received time.Time, gone func() bool) Respo
 	case "":
 		err = Errorf(CodeBadRequest, "cmd is missing")
 	default:
-		err = Errorf(CodeUnknownCommand, "unknown cmd %q (want status, prepare or resume)", req.Cmd)
+		if op, ok := s.h.(Operator); ok {
+			resp, err = op.Operate(ctx, req.Cmd, req.Args)
+		} else {
+			err = Errorf(CodeUnknownCommand, "unknown cmd %q (want status, prepare or resume)", req.Cmd)
+		}
 	}
 	if c := codeOf(err); err != nil && (c == CodeExpired || c == CodeStale) {
 		s.log.Warn("control request refused as stale", "cmd", req.Cmd, "code", c, "epoch", req.Epoch,

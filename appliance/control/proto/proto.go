@@ -134,4 +134,8 @@ type Response struct {
 	DiskChecks int         `json:"disk_checks,omitempty"`
 	Health     *Health     `json:"health,omitempty"` // status: the health model
 	Epoch      uint64      `json:"epoch,omitempty"`  // highest epoch accepted on prepare/resume
+
+	// Operator commands (operator.go).
+	Detail    *StatusDetail `json:"detail,omitempty"`     // status: what domainm status shows
+	AlertTest []SinkTest    `json:"alert_test,omitempty"` // alert-test: each sink's result
 }

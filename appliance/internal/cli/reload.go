@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/internal/config"
 	"github.com/domainm/domainm/appliance/internal/supervisor"
@@ -150,4 +151,21 @@ func (r *reloader) state() reloadState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return reloadState{Path: r.cur.Path, Last: r.last, Error: r.lastErr, NeedRestart: slices.Clone(r.pending)}
+}
+
+// statusExtra is what status shows that only the daemon's wiring knows: version,
+// start, the configuration and its reloads.
+func (r *reloader) statusExtra(version string, started time.Time) func(*proto.StatusDetail) {
+	return func(d *proto.StatusDetail) {
+		d.Version, d.StartedAt = version, started.UTC().Format(time.RFC3339Nano)
+		d.UptimeSeconds = time.Since(started).Seconds()
+		st := r.state()
+		d.Config = proto.ConfigStatus{Path: st.Path, ReloadError: st.Error, NeedsRestart: st.NeedRestart}
+		if d.Config.NeedsRestart == nil {
+			d.Config.NeedsRestart = []string{}
+		}
+		if !st.Last.IsZero() {
+			d.Config.LastReload = st.Last.UTC().Format(time.RFC3339Nano)
+		}
+	}
 }

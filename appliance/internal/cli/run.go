@@ -215,6 +215,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		return err
 	}
 	rl.sup, rl.alerts, rl.flagLevel = sup, alerts, opts.flagLevel
+	sup.SetStatusExtra(rl.statusExtra(v.Version, time.Now()))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

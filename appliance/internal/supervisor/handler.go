@@ -39,6 +39,7 @@ func (s *Supervisor) Status(context.Context) control.Response {
 		r.DiskChecks = d.checks
 		d.mu.Unlock()
 	}
+	r.Detail = s.statusDetail()
 	return r
 }
 

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/appliance/internal/config"
 )
 
@@ -17,6 +18,8 @@ type liveConfig struct {
 	memInterval, stallTimeout, diskInterval, quiesceTimeout atomic.Int64
 	// memWake and diskWake tell the loops to plan their next run again.
 	memWake, diskWake chan struct{}
+	// statusExtra adds what the daemon's wiring knows to status (SetStatusExtra).
+	statusExtra atomic.Pointer[func(*proto.StatusDetail)]
 }
 
 func newLiveConfig() liveConfig {

@@ -49,6 +49,7 @@ type memLoop struct {
 	passes   int
 	findings int
 	lastPass time.Time
+	lastTook time.Duration // the last complete pass's duration
 	stats    memscan.PassResult
 	health   passHealth // the last pass's verdict for the health model
 	epoch    uint64     // highest control epoch accepted (see admit)
@@ -270,6 +271,7 @@ func (m *memLoop) handle(o passOutcome) {
 		m.passes++
 		m.lastPass = m.s.clk.Now()
 		m.s.m.lastPass.Set(float64(m.lastPass.UnixNano()) / 1e9)
+		m.lastTook = m.lastPass.Sub(o.started)
 		m.s.m.passSeconds.Set(m.lastPass.Sub(o.started).Seconds())
 		m.s.m.passDuration.Observe(m.lastPass.Sub(o.started).Seconds())
 	}

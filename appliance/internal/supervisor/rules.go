@@ -42,6 +42,9 @@ type ruleHolder struct {
 	mu      sync.Mutex
 	reloads int
 	failed  int
+	// lastReload and lastResult are the last reload attempt and its outcome (status).
+	lastReload time.Time
+	lastResult string
 	// emptyDir is set while the folder holds no rules; the last good set keeps running
 	// (at start there is none: nothing is matched).
 	emptyDir bool
@@ -614,6 +617,7 @@ func (h *ruleHolder) alertEmpty() {
 // that cannot be built at all keeps the whole running set.
 func (h *ruleHolder) reload() {
 	start := time.Now()
+	defer h.noteReload(h.s.clk.Now(), h.tally())
 	h.resolve()
 	c, err := h.compile()
 	switch {
