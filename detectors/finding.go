@@ -46,6 +46,33 @@ type StringMatch struct {
 	Data   []byte `json:"-"`                   // at most MaxMatchData bytes
 	Hex    string `json:"data_hex"`            // Data, hex-encoded (safe for any byte)
 	Text   string `json:"data_text,omitempty"` // Data when it is printable ASCII
+
+	// Who holds a memory match, when the guest's layout is known (memscan/linux): the
+	// processes that map its first byte's page, by pid, each with the byte's virtual
+	// address in it (at most MaxMatchProcesses; ProcessCount is the total), and the
+	// kernel's own mapping when the page is the kernel image or a module's, or, when no
+	// process maps it, the direct map. All empty when attribution did not run.
+	Processes    []ProcessMapping `json:"processes,omitempty"`
+	ProcessCount int              `json:"process_count,omitempty"`
+	Kernel       *KernelMapping   `json:"kernel,omitempty"`
+}
+
+// MaxMatchProcesses bounds the processes listed per memory match (a string in a shared
+// library's page is mapped by every process that loads it).
+const MaxMatchProcesses = 32
+
+// ProcessMapping is a guest process that maps a memory match.
+type ProcessMapping struct {
+	PID     int    `json:"pid"`
+	Name    string `json:"name"`    // its comm
+	Address uint64 `json:"address"` // virtual address of the match's first byte in the process
+}
+
+// KernelMapping is where the guest kernel maps a memory match.
+type KernelMapping struct {
+	Kind    string `json:"kind"`              // "image", "module" or "direct-map"
+	Module  string `json:"module,omitempty"`  // the module, for "module"
+	Address uint64 `json:"address,omitempty"` // kernel virtual address of the match's first byte
 }
 
 // SetData stores a bounded copy of b and its safe renderings.
@@ -139,9 +166,12 @@ type AttrChange struct {
 	After  string `json:"after"`
 }
 
-// Process identifies a guest process. Nothing fills it yet: guest semantics (which
-// process a memory match belongs to) will.
+// Process identifies a guest process. For a memory finding it is the first process
+// that maps the first attributed match (lowest address, then lowest pid); every process
+// of every match is in Matches[i].Processes.
 type Process struct {
 	PID  int    `json:"pid,omitempty"`
 	Name string `json:"name,omitempty"`
+	// Address is the virtual address of that match in the process.
+	Address uint64 `json:"address,omitempty"`
 }

@@ -51,7 +51,20 @@ func MemoryFindings(ms []detectors.Match, target detectors.Target, at time.Time)
 
 			MatchesCut:      m.Cut,
 			WindowDependent: m.Window,
+			Process:         firstProcess(m.Strings),
 		})
 	}
 	return out
+}
+
+// firstProcess is the finding's process: the first process mapping the first match
+// that any process maps (matches are in address order, processes in pid order).
+func firstProcess(ms []detectors.StringMatch) *detectors.Process {
+	for _, s := range ms {
+		if len(s.Processes) > 0 {
+			p := s.Processes[0]
+			return &detectors.Process{PID: p.PID, Name: p.Name, Address: p.Address}
+		}
+	}
+	return nil
 }

@@ -16,17 +16,11 @@ func attribMarker(pid int) string { return fmt.Sprintf("DOMAINM-ATTRIB-MARKER-%d
 // whose page the guest's own /proc/PID/pagemap puts at the same physical frame.
 func TestAttribution(t *testing.T) {
 	g := bootGuest(t)
-	in := g.inspector(t)
-	procs, err := in.Processes()
+	snap, err := (&Guest{In: g.inspector(t)}).Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
-	rm, err := in.BuildReverseMap(procs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("reverse map of %d processes: %d tables, %d pages in %v", len(procs), rm.Tables, rm.Leaves, time.Since(t0))
+	t.Logf("snapshot: %d user processes, %d module regions in %v", len(snap.Tasks), len(snap.Modules), snap.Took)
 	marker := []byte(attribMarker(g.attribPID))
 	var hits []uint64
 	for _, r := range g.src.Ranges() {
@@ -46,16 +40,22 @@ func TestAttribution(t *testing.T) {
 	if len(hits) == 0 {
 		t.Fatalf("marker %q not in guest memory", marker)
 	}
+	t0 := time.Now()
+	attr, st, err := snap.Attribute(hits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("attributed %d addresses through %d processes' page tables (%d tables) in %v", len(hits), st.Processes, st.Tables, time.Since(t0))
 	attributed := 0
 	for _, pa := range hits {
-		a := rm.Attribute(pa)
-		t.Logf("marker at %#x: %+v", pa, a)
+		a := attr[pa]
+		t.Logf("marker at %#x: %+v kernel %+v", pa, a.Processes, a.Kernel)
 		for _, m := range a.Processes {
 			if m.PID != g.attribPID {
 				continue
 			}
-			if a.Kernel {
-				t.Errorf("marker at %#x in pid %d attributed to the kernel image too", pa, m.PID)
+			if a.Kernel != nil {
+				t.Errorf("marker at %#x in pid %d attributed to the kernel too: %+v", pa, m.PID, a.Kernel)
 			}
 			e, ok := g.pagemap[m.VA&^0xfff]
 			if !ok {

@@ -5,113 +5,131 @@ import (
 	"sort"
 )
 
-// Limits of a reverse-map build: a hostile guest cannot make it unbounded.
-const (
-	maxRmapTables = 1 << 20 // page tables visited over all processes
-	maxRmapLeaves = 1 << 26 // user pages recorded
-)
-
-// UserMapping is one process's mapping of a physical page.
+// UserMapping is one process's mapping of a guest-physical address.
 type UserMapping struct {
 	PID  int
 	Comm string
-	VA   uint64 // virtual address of the page in the process
+	VA   uint64 // virtual address in the process (of the byte attributed)
 }
 
-// ReverseMap attributes physical pages to the processes that map them, built from the
-// processes' page tables (user half only: the kernel half is shared by all).
-type ReverseMap struct {
-	pages map[uint64][]UserMapping // physical 4 KiB frame -> mappings
-	// The kernel image's text, rodata, data and bss as physical ranges; its init
-	// sections and the gaps between are freed after boot and reused.
-	kernel         [][2]uint64
-	Tables, Leaves int // page tables walked and leaf entries recorded
+// Where the kernel holds an address that no process maps, or maps besides them
+// (KernelMapping.Kind).
+const (
+	KernelImage     = "image"      // the kernel image's text, rodata, data or bss
+	KernelModule    = "module"     // a loaded module's memory (KernelMapping.Module)
+	KernelDirectMap = "direct-map" // only the kernel's map of all RAM (page_offset_base): slab, page cache, free pages...
+)
+
+// KernelMapping says where the kernel maps an address.
+type KernelMapping struct {
+	Kind   string
+	Module string // for KernelModule
+	VA     uint64 // kernel virtual address of the byte; 0 if unknown
 }
 
-// BuildReverseMap walks the user half of every process's page tables. Large pages are
-// recorded per 4 KiB frame. Tables outside RAM are skipped, not followed.
-func (in *Inspector) BuildReverseMap(procs []Process) (*ReverseMap, error) {
-	rm := &ReverseMap{pages: map[uint64][]UserMapping{}}
-	for _, r := range [][2]string{{"_text", "_etext"}, {"__start_rodata", "__end_rodata"}, {"_sdata", "_edata"}, {"__bss_start", "__bss_stop"}} {
-		s, err1 := in.K.Syms.Addr(r[0])
-		e, err2 := in.K.Syms.Addr(r[1])
-		if err1 != nil || err2 != nil || s < in.K.TextVA || e < s || e-in.K.TextVA > kernelImageSpan {
-			continue
-		}
-		rm.kernel = append(rm.kernel, [2]uint64{in.K.TextPA + (s - in.K.TextVA), in.K.TextPA + (e - in.K.TextVA)})
-	}
-	for _, p := range procs {
-		if p.PGD == 0 {
-			continue
-		}
-		top := 256 // user half of a PML4 (or PML5)
-		if err := rm.walk(in.K.p, p, p.PGD, in.K.Levels, 0, top); err != nil {
-			return nil, fmt.Errorf("pid %d (%s) page tables at %#x: %w", p.PID, p.Comm, p.PGD, err)
-		}
-	}
-	return rm, nil
-}
-
-func (rm *ReverseMap) walk(ph *phys, p Process, table uint64, level int, base uint64, entries int) error {
-	if rm.Tables++; rm.Tables > maxRmapTables {
-		return fmt.Errorf("more than %d page tables", maxRmapTables)
-	}
-	var buf [4096]byte
-	if err := ph.read(table, buf[:]); err != nil {
-		return nil // a table outside RAM is not followed
-	}
-	shift := uint(12 + 9*(level-1))
-	for i := 0; i < entries; i++ {
-		e := le.Uint64(buf[8*i:])
-		if e&ptePresent == 0 {
-			continue
-		}
-		va := base | uint64(i)<<shift
-		frame := e & pteAddrMask
-		leaf := level == 1 || (e&ptePS != 0 && (level == 2 || level == 3))
-		if !leaf {
-			if e&ptePS != 0 {
-				continue
-			}
-			if err := rm.walk(ph, p, frame, level-1, va, 512); err != nil {
-				return err
-			}
-			continue
-		}
-		size := uint64(1) << shift
-		frame &^= size - 1
-		for off := uint64(0); off < size; off += 4096 {
-			if !ph.inRAM(frame+off, 4096) {
-				break
-			}
-			if rm.Leaves++; rm.Leaves > maxRmapLeaves {
-				return fmt.Errorf("more than %d mapped pages", maxRmapLeaves)
-			}
-			rm.pages[frame+off] = append(rm.pages[frame+off], UserMapping{PID: p.PID, Comm: p.Comm, VA: va + off})
-		}
-	}
-	return nil
-}
-
-// Attribution says who holds a physical address.
+// Attribution says who holds a guest-physical address: the processes that map its
+// page (sorted by pid), and the kernel's own mapping when it is the kernel image or a
+// module, or, when no process maps it, the direct map.
 type Attribution struct {
-	Processes []UserMapping // VA includes the offset in the page
-	Kernel    bool          // inside the kernel image's text, rodata, data or bss
+	Processes []UserMapping
+	Kernel    *KernelMapping
 }
 
-// Attribute returns the processes mapping pa (sorted by pid) and whether pa is in the
-// kernel image (text, rodata, data, bss; not its freed init memory).
-func (rm *ReverseMap) Attribute(pa uint64) Attribution {
-	var a Attribution
-	for _, m := range rm.pages[pa&^0xfff] {
-		m.VA |= pa & 0xfff
-		a.Processes = append(a.Processes, m)
+// AttributeStats is what an Attribute call read.
+type AttributeStats struct {
+	Processes int // page tables (processes) walked
+	Tables    int // page tables read
+	Skipped   int // table pointers outside RAM, not followed
+}
+
+// frameFilter is a cheap first test of whether a frame is one of the wanted ones, so
+// that the page walks, which see every present leaf entry, do a map lookup only rarely.
+type frameFilter [1024]uint64 // 64 Ki bits, indexed by the frame number's low bits
+
+func (f *frameFilter) add(frame uint64) { n := frame >> 12 & 0xffff; f[n>>6] |= 1 << (n & 63) }
+func (f *frameFilter) has(frame uint64) bool {
+	n := frame >> 12 & 0xffff
+	return f[n>>6]&(1<<(n&63)) != 0
+}
+
+// Attribute attributes guest-physical addresses: it walks the user half of every
+// process's page tables once, looking for the frames that hold pas, then places what
+// no process maps in a module, the kernel image or the direct map. Large pages count
+// for every 4 KiB frame they cover. A process whose tables cannot be read is skipped
+// (counted in stats), not an error: the walk goes on for the others.
+func (s *Snapshot) Attribute(pas []uint64) (map[uint64]Attribution, AttributeStats, error) {
+	out := make(map[uint64]Attribution, len(pas))
+	var st AttributeStats
+	if len(pas) == 0 {
+		return out, st, nil
 	}
-	sort.Slice(a.Processes, func(i, j int) bool { return a.Processes[i].PID < a.Processes[j].PID })
-	for _, k := range rm.kernel {
-		if pa >= k[0] && pa < k[1] {
-			a.Kernel = true
+	want := map[uint64][]uint64{} // frame -> addresses in it
+	var filter frameFilter
+	var frames []uint64
+	for _, pa := range pas {
+		f := pa &^ 0xfff
+		if _, ok := want[f]; !ok {
+			frames = append(frames, f)
+			filter.add(f)
+		}
+		want[f] = append(want[f], pa)
+	}
+	sort.Slice(frames, func(i, j int) bool { return frames[i] < frames[j] })
+	k := s.g.In.K
+	w := newPTWalker(k.p, k.Levels, maxSnapshotTables)
+	hit := func(t Task, va, frame uint64) {
+		for _, pa := range want[frame] {
+			a := out[pa]
+			a.Processes = append(a.Processes, UserMapping{PID: t.PID, Comm: t.Comm, VA: va | pa&0xfff})
+			out[pa] = a
 		}
 	}
-	return a
+	for _, t := range s.Tasks {
+		st.Processes++
+		err := w.walk(t.PGD, 0, userTop(k.Levels), func(va, pa, size uint64) {
+			if size == 4096 {
+				if filter.has(pa) && want[pa] != nil {
+					hit(t, va, pa)
+				}
+				return
+			}
+			// A large page: the wanted frames inside it.
+			for i := sort.Search(len(frames), func(i int) bool { return frames[i] >= pa }); i < len(frames) && frames[i] < pa+size; i++ {
+				hit(t, va+frames[i]-pa, frames[i])
+			}
+		})
+		if err != nil {
+			return nil, st, fmt.Errorf("pid %d (%s) page tables at %#x: %w", t.PID, t.Comm, t.PGD, err)
+		}
+	}
+	st.Tables, st.Skipped = w.Tables, w.Skipped
+	for _, pa := range pas {
+		a := out[pa]
+		sort.SliceStable(a.Processes, func(i, j int) bool { return a.Processes[i].PID < a.Processes[j].PID })
+		a.Kernel = s.kernelPlace(pa, len(a.Processes) == 0)
+		out[pa] = a
+	}
+	return out, st, nil
+}
+
+// kernelPlace says where the kernel maps pa: a module or the kernel image, or (when
+// direct is set: no process maps it) the direct map.
+func (s *Snapshot) kernelPlace(pa uint64, direct bool) *KernelMapping {
+	k := s.g.In.K
+	if p, ok := s.modPages[pa&^0xfff]; ok {
+		return &KernelMapping{Kind: KernelModule, Module: p.module, VA: p.va | pa&0xfff}
+	}
+	for _, r := range s.image {
+		if pa >= r[0] && pa < r[1] {
+			return &KernelMapping{Kind: KernelImage, VA: k.TextVA + (pa - k.TextPA)}
+		}
+	}
+	if !direct {
+		return nil
+	}
+	km := &KernelMapping{Kind: KernelDirectMap}
+	if k.PageOffset != 0 {
+		km.VA = k.PageOffset + pa
+	}
+	return km
 }

@@ -179,7 +179,30 @@ type Match struct {
 	Length   int    `json:"length"`
 	DataHex  string `json:"data_hex,omitempty"`
 	DataText string `json:"data_text,omitempty"`
+	// Memory, when the guest's layout is known: the guest processes that map the match
+	// (pid, comm, virtual address; at most maxMatchProcesses, ProcessCount in all) and
+	// where the kernel maps it (image, module, or the direct map when no process does).
+	Processes    []MatchProcess `json:"processes,omitempty"`
+	ProcessCount int            `json:"process_count,omitempty"`
+	Kernel       *MatchKernel   `json:"kernel,omitempty"`
 }
+
+// MatchProcess is a guest process that maps a memory match.
+type MatchProcess struct {
+	PID     int    `json:"pid"`
+	Name    string `json:"name"`
+	Address string `json:"address"` // "0x..." virtual, in the process
+}
+
+// MatchKernel is where the guest kernel maps a memory match.
+type MatchKernel struct {
+	Kind    string `json:"kind"` // image, module, direct-map
+	Module  string `json:"module,omitempty"`
+	Address string `json:"address,omitempty"` // "0x..." kernel virtual
+}
+
+// maxMatchProcesses bounds the processes an event lists per match.
+const maxMatchProcesses = 8
 
 // Change is one integrity attribute that changed.
 type Change struct {
@@ -291,7 +314,7 @@ func FromFinding(f detectors.Finding, state string) Event {
 	} else {
 		e.Event.Action = "memory-match"
 		location = memoryLocation(f.Matches)
-		e.Message = fmt.Sprintf("YARA rule %s matched guest memory at %s", qualified(f), location)
+		e.Message = fmt.Sprintf("YARA rule %s matched guest memory at %s%s", qualified(f), location, heldBy(f.Matches))
 	}
 	e.Message += onTarget(t)
 	e.Event.Type = []string{"indicator", "start"}
@@ -348,6 +371,7 @@ func matches(ms []detectors.StringMatch, memory bool) ([]Match, int) {
 		x := Match{Name: bound(m.Name), Length: m.Length, DataHex: bound(m.Hex), DataText: bound(m.Text)}
 		if memory {
 			x.Address = fmt.Sprintf("%#x", m.Offset)
+			x.Processes, x.ProcessCount, x.Kernel = holders(m)
 		} else {
 			off := int64(m.Offset)
 			x.Offset = &off

@@ -38,7 +38,7 @@ func Updated(first detectors.Finding, now time.Time, fresh []detectors.StringMat
 	e.DomainM.Matches, e.DomainM.MatchesN = matches(fresh, memory)
 	where := "file " + first.Path
 	if memory {
-		where = "guest memory at " + memoryLocation(fresh)
+		where = "guest memory at " + memoryLocation(fresh) + heldBy(fresh)
 	}
 	e.Message = bound(fmt.Sprintf("YARA rule %s matched new content in %s%s: %s",
 		qualified(first), where, onTarget(*e.DomainM.Target), preview(fresh)))

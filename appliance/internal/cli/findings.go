@@ -33,6 +33,9 @@ func printFindings(w io.Writer, fs []detectors.Finding) {
 			if m.Text != "" {
 				data = fmt.Sprintf("%q", m.Text)
 			}
+			if h := holderText(m); h != "" {
+				data += "  " + h
+			}
 			fmt.Fprintf(w, "  %#0*x  %-12s %s\n", width, m.Offset, m.Name, data)
 		}
 		if f.MatchesCut > 0 {

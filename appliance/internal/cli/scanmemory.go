@@ -21,7 +21,13 @@ func init() {
 func runScanMemory(ctx context.Context, env Env, args []string) (int, error) {
 	fs := newFlags(env, "scan-memory", "scan-memory --source SPEC --rules DIR [options]",
 		`Scans a target's guest-physical memory once with the YARA rules in DIR and prints every
-rule that matched, with the guest-physical address of each match.
+rule that matched, with the guest-physical address of each match and, when the source
+holds a Linux guest (x86-64, a kernel with BTF), who holds it: the processes that map its
+page (pid, comm, virtual address; a page shared by several processes lists them all, by
+pid) or the kernel (a module, named; the kernel image; or the direct map, for kernel
+memory no process maps). The guest's layout is derived from its memory alone (see
+domainm inspect); when it cannot be, the summary says why and matches carry
+guest-physical addresses only.
 
 Memory sources (--source):
   file:PATH   QEMU memory-backend-file RAM file (/dev/shm/..., hugetlbfs), the resource2
@@ -49,6 +55,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	asJSON := fs.Bool("json", false, "print one JSON object per finding (and a summary object on stderr)")
 	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	attrib := fs.Bool("attribute", true, "name the guest processes (pid, comm, virtual address) or the part of the kernel holding each match, when the source holds a Linux guest")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
@@ -110,6 +117,10 @@ window_dependent in --json (domainm rules check lists them).`)
 	if target.Name == "" {
 		target.Name = *source
 	}
+	attr := attribution{Error: "--attribute=false"}
+	if *attrib {
+		attr = attribute(src, res.Matches)
+	}
 	findings := yara.MemoryFindings(res.Matches, target, time.Now().UTC())
 	sum := summary{
 		Source: *source, Bytes: res.BytesTotal, BytesScanned: res.BytesScanned,
@@ -117,7 +128,7 @@ window_dependent in --json (domainm rules check lists them).`)
 		Rules: rules.Count(), Findings: len(findings), Errors: len(res.Errors),
 		Seconds: elapsed.Seconds(), MBps: float64(res.BytesTotal) / 1e6 / elapsed.Seconds(),
 		BlockSize: d.Config().BlockSize, Overlap: d.Config().Overlap, MaxMatches: *maxMatches,
-		WindowRules: len(rules.WindowRules()),
+		WindowRules: len(rules.WindowRules()), Attribution: attr,
 	}
 	if ce != nil {
 		sum.RuleErrors = len(ce.Errors)
@@ -138,6 +149,7 @@ window_dependent in --json (domainm rules check lists them).`)
 		fmt.Fprintf(env.Stderr, "%s: %s in %d blocks (%d zero, skipped; %d scanned) in %.2fs, %.0f MB/s; %d rules, %d findings\n",
 			*source, humanBytes(res.BytesTotal), res.Blocks, res.BlocksZero, res.BlocksScanned,
 			elapsed.Seconds(), sum.MBps, rules.Count(), len(findings))
+		fmt.Fprintf(env.Stderr, "%s: %s\n", *source, attr.say())
 		if sum.MatchesCut > 0 {
 			fmt.Fprintf(env.Stderr, "%s: %d matches found but not listed (at most %d per rule and window, %d per rule and pass; --max-matches)\n",
 				*source, sum.MatchesCut, *maxMatches, memscan.MaxAddressesPerRule)
@@ -176,6 +188,8 @@ type summary struct {
 	MatchesCut    int     `json:"matches_cut"`  // matches found but not listed, all findings
 	WindowRules   int     `json:"window_rules"` // rules whose meaning depends on the window
 	RuleErrors    int     `json:"rule_errors,omitempty"`
+	// Attribution says whether matches name the guest processes holding them.
+	Attribution attribution `json:"attribution"`
 }
 
 func humanBytes(n uint64) string {

@@ -39,6 +39,10 @@ type memLoop struct {
 	mixed     bool
 	late      bool      // the running pass was alerted overdue
 	passStart time.Time // when the running pass (its current part) started
+	// guest attributes matches to the guest's processes (guest.go); guestAlerted: an
+	// unknown layout was alerted for the current source.
+	guest        guestView
+	guestAlerted bool
 
 	cmds  chan memCmd
 	probe chan chan bool
@@ -71,6 +75,7 @@ type passOutcome struct {
 	res     memscan.PassResult
 	err     error
 	started time.Time
+	guest   guestNote
 }
 
 func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
@@ -123,7 +128,11 @@ func (m *memLoop) run(ctx context.Context) {
 			Progress: func(_, _ uint64) { m.beat() }}
 		go func(out chan<- passOutcome) {
 			res, err := m.driver.Pass(pctx, src, opts)
-			out <- passOutcome{res: res, err: err, started: started}
+			o := passOutcome{res: res, err: err, started: started}
+			if err == nil && pctx.Err() == nil {
+				o.guest = m.guest.annotate(src, &o.res)
+			}
+			out <- o
 		}(done)
 		m.s.status("memory pass from %#x", startAt)
 	}
@@ -242,6 +251,7 @@ func (m *memLoop) handle(o passOutcome) {
 		m.failing = false
 	}
 	res := o.res
+	m.guestNoted(o.guest)
 	spotted := m.noteBlindSpots(res)
 	fs := yara.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
 	rules := m.s.rules.cur.Load()
@@ -388,6 +398,10 @@ func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	m.s.target.Source = a.Source
 	m.s.mu.Unlock()
 	m.src, m.file, m.fp, m.gone = src, sf, nil, false
+	// The guest behind the new source is derived again at its first pass: it may be
+	// another kernel, or the same one relocated.
+	m.guest.reset()
+	m.guestAlerted = false
 	m.setRunning(false, time.Time{})
 	m.s.setState(control.StateMonitoring, "resume", &cur)
 	nt := m.s.currentTarget()

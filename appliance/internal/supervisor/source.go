@@ -109,6 +109,8 @@ func (m *memLoop) startWaiting() {
 		m.src = nil
 	}
 	m.driver.Forget()
+	m.guest.reset()
+	m.guestAlerted = false
 	m.cursor, m.partial = 0, map[string]detectors.Finding{}
 	m.spots.reset()
 	m.failing = false
@@ -240,6 +242,8 @@ func (m *memLoop) checkSource() bool {
 		m.src.Close()
 		m.src, m.file = src, sf
 		m.driver.Forget()
+		m.guest.reset() // the restarted guest has a new layout (KASLR)
+		m.guestAlerted = false
 		m.cursor, m.partial = 0, map[string]detectors.Finding{}
 		m.spots.reset()
 		m.s.emit(alert.Health(m.s.clk.Now(), alert.SevMedium, "memory-source", "replaced",

@@ -1,0 +1,102 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/domainm/domainm/appliance/internal/alert"
+	"github.com/domainm/domainm/memscan"
+	"github.com/domainm/domainm/memscan/linux"
+)
+
+// guestRetryPasses is how many passes go by before deriving an unknown guest layout
+// again (the guest may still be booting, or not be Linux at all: Find reads all RAM).
+const guestRetryPasses = 10
+
+// guestView names who holds each memory match (memscan/linux): the guest's layout is
+// derived once per memory source (at its first pass, and again after a resume, which
+// may bring another guest), its processes and modules are listed again every pass.
+//
+// It is used by the pass goroutine only; passes never overlap, and reset runs in the
+// loop goroutine while no pass does (the pass's outcome channel orders the two).
+type guestView struct {
+	g     *linux.Guest
+	err   error // why the layout is unknown
+	since int   // passes since the last attempt while unknown
+}
+
+// guestNote is what a pass's attribution did, for the loop to log and alert.
+type guestNote struct {
+	derived   bool // the layout was derived in this pass
+	failed    bool // deriving it failed in this pass
+	release   string
+	layout    time.Duration // deriving the layout
+	took      time.Duration // listing processes and modules, and attributing
+	processes int
+	err       error // the layout's, or the listing's
+}
+
+// reset forgets the layout (a new source: resume, or the target restarted).
+func (v *guestView) reset() { *v = guestView{} }
+
+// annotate attributes res's matches (in place) and says what it did. A layout that
+// cannot be derived is tried again every guestRetryPasses passes.
+func (v *guestView) annotate(src memscan.Source, res *memscan.PassResult) guestNote {
+	var n guestNote
+	if v.g == nil {
+		if v.err != nil {
+			if v.since++; v.since < guestRetryPasses {
+				n.err = v.err
+				return n
+			}
+		}
+		v.since = 0
+		g, err := linux.OpenGuest(src)
+		if err != nil {
+			v.err = err
+			n.failed, n.err = true, err
+			return n
+		}
+		v.g, v.err = g, nil
+		n.derived, n.layout = true, g.Took
+	}
+	n.release = v.g.In.K.Release
+	t0 := time.Now()
+	snap, err := v.g.Snapshot()
+	if err == nil {
+		var st linux.AttributeStats
+		st, err = snap.Annotate(res.Matches)
+		n.processes = st.Processes
+	}
+	n.took = time.Since(t0)
+	if err != nil {
+		n.err = fmt.Errorf("listing the guest's processes: %w", err)
+	}
+	return n
+}
+
+// guestNoted logs what a pass's attribution did and alerts once when the layout of a
+// source turns out unknown (memory loop only).
+func (m *memLoop) guestNoted(n guestNote) {
+	switch {
+	case n.derived:
+		m.s.log.Info("guest layout derived: memory matches name the processes holding them",
+			"kernel", n.release, "took", n.layout)
+	case n.failed:
+		m.s.log.Warn("guest layout unknown: memory matches carry guest-physical addresses only", "err", n.err,
+			"retry_in_passes", guestRetryPasses)
+		if !m.guestAlerted {
+			m.guestAlerted = true
+			m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevLow, "memory", "guest-layout-unknown",
+				fmt.Sprintf("memory matches on %s are not attributed to guest processes: no Linux layout found in its memory (%v)",
+					m.s.currentTarget().Name, n.err)))
+		}
+		return
+	}
+	if n.release != "" {
+		m.s.log.Debug("memory matches attributed", "processes", n.processes, "took", n.took, "err", n.err)
+		if n.err != nil {
+			m.s.log.Warn("memory matches not attributed this pass", "err", n.err)
+		}
+	}
+}
