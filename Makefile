@@ -17,7 +17,7 @@ LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODU
                 -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
-                iproute2 libxen-dev libyara-dev linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
+                gcc iproute2 libc6-dev libxen-dev libyara-dev linux-headers-amd64 linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
                 qemu-utils rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
@@ -93,7 +93,12 @@ FUZZ_TARGETS := \
 	./detectors/integrity:FuzzParsePolicy \
 	./detectors/integrity:FuzzReadDB \
 	./detectors/yara:FuzzRuleSource \
-	./image/ganesha:FuzzParseReply
+	./image/ganesha:FuzzParseReply \
+	./memscan/linux:FuzzPageRange \
+	./memscan/linux:FuzzScanModules \
+	./memscan/linux:FuzzWalkXArray \
+	./memscan/linux:FuzzParseIDT \
+	./memscan/linux:FuzzParseSystemMap
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
