@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,21 +14,12 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/appliance/control/proto"
+	"github.com/domainm/domainm/appliance/domainmtest"
+	"github.com/domainm/domainm/image/testenv"
 	"github.com/domainm/domainm/migrate-hooks/control"
 	"github.com/domainm/domainm/migrate-hooks/internal/lab"
 	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
 )
-
-// buildDomainm builds the real supervisor (`domainm run`, appliance/cmd/domainm).
-func buildDomainm(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "domainm")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/domainm/domainm/appliance/cmd/domainm").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building domainm: %v\n%s", err, out)
-	}
-	return bin
-}
 
 const supervisorConfig = `[target]
 name = "target"
@@ -84,51 +74,23 @@ func alertsOf(path string) map[string]bool {
 
 // domainm is a running `domainm run` and its files.
 type domainm struct {
-	pid                       int
-	sock, alerts, state, logf string
+	*domainmtest.Daemon
+	sock, alerts, state string
 }
 
 // startDomainm starts the real supervisor watching ram, with its files under dir; the
 // test's cleanup kills it (and shows its log when the test failed).
-func startDomainm(t *testing.T, bin, dir, ram string) *domainm {
+func startDomainm(t *testing.T, dir, ram string) *domainm {
 	t.Helper()
 	rules := filepath.Join(dir, "rules")
 	os.MkdirAll(rules, 0o755)
 	os.WriteFile(filepath.Join(rules, "planted.yar"), []byte(rulesYAR), 0o644)
 	d := &domainm{sock: filepath.Join(dir, "control.sock"), alerts: filepath.Join(dir, "alerts.jsonl"),
-		state: filepath.Join(dir, "state"), logf: filepath.Join(dir, "domainm.log")}
+		state: filepath.Join(dir, "state")}
 	cfg := filepath.Join(dir, "domainm.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(supervisorConfig, ram, rules, d.state, d.sock, d.alerts)), 0o644)
-	cmd := exec.Command(bin, "run", "--config", cfg)
-	logf, _ := os.Create(d.logf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.pid = cmd.Process.Pid
-	t.Cleanup(func() {
-		syscall.Kill(d.pid, syscall.SIGCONT) // in case a test froze it
-		syscall.Kill(d.pid, syscall.SIGKILL)
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(d.logf)
-			t.Logf("domainm run log:\n%s", b)
-		}
-	})
+	d.Daemon = domainmtest.Start(t, cfg, domainmtest.Options{})
 	return d
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestCoMigrationWithDomainmRun co-migrates a pair watched by the real supervisor
@@ -136,7 +98,7 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 // supervisor is resumed on the destination's RAM file, keeps the finding (no
 // memory-match-gone) and matches a string planted at the destination afterwards.
 func TestCoMigrationWithDomainmRun(t *testing.T) {
-	bin := buildDomainm(t)
+	domainmtest.Binary(t) // before the VMs start
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	f := &fixture{}
@@ -155,15 +117,15 @@ func TestCoMigrationWithDomainmRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := startDomainm(t, bin, dir, f.pair.Target.RAMFile)
+	d := startDomainm(t, dir, f.pair.Target.RAMFile)
 	alerts := d.alerts
-	var c *control.Client
-	waitUntil(t, 30*time.Second, "the control socket", func() bool {
-		c, err = control.Dial(ctx, d.sock)
-		return err == nil
-	})
+	d.WaitSocket(t, d.sock, 30*time.Second)
+	c, err := control.Dial(ctx, d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
-	waitUntil(t, 60*time.Second, "the planted string matched at the source", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "the planted string matched at the source", func() bool {
 		return alertsOf(alerts)["planted_before_migration memory-match"]
 	})
 	st, err := c.Status(ctx)
@@ -183,7 +145,7 @@ func TestCoMigrationWithDomainmRun(t *testing.T) {
 		t.Fatalf("after resume: %s, %v; want monitoring %s", resp.Raw, err, f.dst.RAMFile("target"))
 	}
 	plant(t, f.dst.RAMFile("target"), 50<<20, []byte("DOMAINM-PLANTED-AFTER-RESUME-51c2"))
-	waitUntil(t, 60*time.Second, "the string planted at the destination matched", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "the string planted at the destination matched", func() bool {
 		return alertsOf(alerts)["planted_at_destination memory-match"]
 	})
 	if got := alertsOf(alerts); got["planted_before_migration memory-match-gone"] {
@@ -228,16 +190,16 @@ func (f *freezer) ResumeAtSource(ctx context.Context) error {
 // paused, exit 2: the case reported), it must refuse both abandoned resumes and stay
 // quiesced, not watch the destination.
 func TestStaleResumeAfterFreeze(t *testing.T) {
-	bin := buildDomainm(t)
+	domainmtest.Binary(t) // before the VMs start
 	for _, tc := range []struct {
 		name string
 		wake bool
 	}{{"woken-during-rollback", true}, {"woken-after-exit-2", false}} {
-		t.Run(tc.name, func(t *testing.T) { staleResumeAfterFreeze(t, bin, tc.wake) })
+		t.Run(tc.name, func(t *testing.T) { staleResumeAfterFreeze(t, tc.wake) })
 	}
 }
 
-func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
+func staleResumeAfterFreeze(t *testing.T, wakeDuringRollback bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	f := &fixture{}
@@ -253,18 +215,18 @@ func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
 	if f.t, f.m, err = f.pair.Destination(ctx, f.dst); err != nil {
 		t.Fatal(err)
 	}
-	d := startDomainm(t, bin, t.TempDir(), f.pair.Target.RAMFile)
-	var c *control.Client
-	waitUntil(t, 30*time.Second, "the control socket", func() bool {
-		c, err = control.Dial(ctx, d.sock)
-		return err == nil
-	})
+	d := startDomainm(t, t.TempDir(), f.pair.Target.RAMFile)
+	d.WaitSocket(t, d.sock, 30*time.Second)
+	c, err := control.Dial(ctx, d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
-	waitUntil(t, 60*time.Second, "the planted string matched at the source", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "the planted string matched at the source", func() bool {
 		return alertsOf(d.alerts)["planted_before_migration memory-match"]
 	})
 
-	fz := &freezer{Handshake: lab.Handshake(c, f.src, f.dst, "target"), pid: d.pid, wakeDuringRollback: wakeDuringRollback}
+	fz := &freezer{Handshake: lab.Handshake(c, f.src, f.dst, "target"), pid: d.Pid(), wakeDuringRollback: wakeDuringRollback}
 	r, err := syncpoint.Run(ctx, f.t, f.m, fz, syncpoint.Config{Mode: syncpoint.Sync, Handshake: 2 * time.Second})
 	logResult(t, r)
 	checkInvariant(t, r)
@@ -285,7 +247,7 @@ func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
 		if r.RolledBack || !strings.Contains(se.Outcome, "target paused") {
 			t.Errorf("outcome %q, want the target left paused", se.Outcome)
 		}
-		syscall.Kill(d.pid, syscall.SIGCONT)
+		syscall.Kill(d.Pid(), syscall.SIGCONT)
 		// The rollback's reconnect timed out on status, so only the resume for the
 		// destination is pending when the supervisor wakes.
 		wantState = "quiesced"
@@ -325,8 +287,7 @@ func staleResumeAfterFreeze(t *testing.T, bin string, wakeDuringRollback bool) {
 		t.Errorf("an alert names the destination:\n%s", b)
 	}
 	refused := 0
-	b, _ := os.ReadFile(d.logf)
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(d.Output(), "\n") {
 		if strings.Contains(line, "refused as stale") {
 			t.Logf("supervisor: %s", line)
 			refused++
