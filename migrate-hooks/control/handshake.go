@@ -12,8 +12,12 @@ import (
 // Supervisor methods (package syncpoint), with the memory sources bound.
 type Handshake struct {
 	Client *Client
-	Dest   ResumeArgs // where the target is after migration
-	Source ResumeArgs // where it was (for rollback)
+	// DestClient reaches the supervisor after it moved, when that is another socket (a
+	// virtio-serial port's host end belongs to each QEMU); nil: Client. Only Resume uses
+	// it; the rollback's ResumeAtSource goes to Client.
+	DestClient *Client
+	Dest       ResumeArgs // where the target is after migration
+	Source     ResumeArgs // where it was (for rollback)
 }
 
 // Prepare asks the supervisor to quiesce.
@@ -24,7 +28,11 @@ func (h *Handshake) Prepare(ctx context.Context) error {
 
 // Resume asks the supervisor to monitor the target at the destination.
 func (h *Handshake) Resume(ctx context.Context) error {
-	_, err := h.Client.Resume(ctx, h.Dest)
+	c := h.Client
+	if h.DestClient != nil {
+		c = h.DestClient
+	}
+	_, err := c.Resume(ctx, h.Dest)
 	return err
 }
 

@@ -24,6 +24,7 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 	mDst := fs.String("domm-dst", "", "QMP socket of Domain M's destination QEMU")
 	mURI := fs.String("domm-uri", "", "migration URI Domain M's destination listens on")
 	sock := fs.String("control", "", "the supervisor's control socket")
+	sockDst := fs.String("control-dst", "", "the supervisor's control socket once Domain M runs at the destination, if another one (the host end of a virtio-serial port belongs to each QEMU); connected only then")
 	srcRAM := fs.String("src-ram", "", "the target's memory at the source, as the supervisor opens it (a path means file:PATH; e.g. file:/dev/pmem0 inside Domain M)")
 	dstRAM := fs.String("dst-ram", "", "the target's memory at the destination, likewise")
 	name := fs.String("name", "target", "the target's name")
@@ -88,9 +89,14 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 			return ExitRolledBack
 		}
 		target := control.Target{Name: *name, UUID: *uuid}
-		sup = &control.Handshake{Client: c,
+		hs := &control.Handshake{Client: c,
 			Source: control.ResumeArgs{Source: sourceSpec(*srcRAM), Layout: "flat", Target: withHost(target, *srcHost)},
 			Dest:   control.ResumeArgs{Source: sourceSpec(*dstRAM), Layout: "flat", Target: withHost(target, *dstHost)}}
+		if *sockDst != "" {
+			hs.DestClient = control.NewClient(*sockDst)
+			defer hs.DestClient.Close()
+		}
+		sup = hs
 	}
 	t := syncpoint.Side{Src: vms[0], Dst: vms[1], URI: *tURI, MemBytes: int64(*tMiB) << 20}
 	md := syncpoint.Side{Src: vms[2], Dst: vms[3], URI: *mURI, MemBytes: int64(*mMiB) << 20}
