@@ -8,51 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // openPTY returns a pseudo-terminal's master and the path of its slave, in raw mode
-// (no echo, no line editing) like a virtio-serial port. The slave stays open in the
-// test so that its mode survives the server opening and closing it.
-func openPTY(t *testing.T) (*os.File, string) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	rc, err := m.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n uint32
-	var ierr error
-	rc.Control(func(fd uintptr) {
-		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr == nil {
-			n, ierr = unix.IoctlGetUint32(int(fd), unix.TIOCGPTN)
-		}
-	})
-	if ierr != nil {
-		t.Fatal(ierr)
-	}
-	path := fmt.Sprintf("/dev/pts/%d", n)
-	slave, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { slave.Close() })
-	if _, err := term.MakeRaw(int(slave.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	return m, path
-}
+// like a virtio-serial port.
+var openPTY = testenv.OpenPTY
 
 // TestServeDevice speaks the protocol over a character device (a pty standing in for
 // the guest end of a virtio-serial port).
