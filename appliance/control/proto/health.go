@@ -33,11 +33,15 @@ const (
 	ProblemDiskUnreachable = "disk-unreachable"
 	ProblemAlertsStuck     = "alerts-undelivered" // a sink holds alerts it could not deliver for minutes
 	ProblemNotMonitored    = "not-monitoring"     // the state is not monitoring (used by /healthz and metrics)
+	// ProblemSourceMissing: the memory source is not there (state waiting): a RAM file
+	// not yet created or removed, or no nvdimm with the configured handle; the message
+	// names what was expected.
+	ProblemSourceMissing = "memory-source-missing"
 )
 
 // ProblemCodes lists every problem code, for metrics that show each as 0 or 1.
 var ProblemCodes = []string{ProblemNotMonitored, ProblemRulesEmpty, ProblemRulesBroken, ProblemPassFailed, ProblemBlindSpots,
-	ProblemStalled, ProblemDiskFailed, ProblemDiskOverdue, ProblemDiskUnreachable, ProblemAlertsStuck}
+	ProblemStalled, ProblemDiskFailed, ProblemDiskOverdue, ProblemDiskUnreachable, ProblemAlertsStuck, ProblemSourceMissing}
 
 // Problem is one reason the supervisor is not healthy.
 type Problem struct {

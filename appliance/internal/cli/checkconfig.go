@@ -16,6 +16,7 @@ import (
 	"github.com/domainm/domainm/appliance/internal/config"
 	"github.com/domainm/domainm/detectors/integrity"
 	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/memscan"
 )
 
 // A problem found by domainm run --check-config: in the configuration file (File,
@@ -158,6 +159,12 @@ func checkTargets(cfg *config.Config, now time.Time) []problem {
 	case "file", "elf":
 		if _, err := os.Stat(arg); err != nil {
 			at("target.memory", true, "%v: domainm run waits for it (state waiting); the target may not have started yet", err)
+		}
+	case "nvdimm":
+		if h, err := memscan.ParseNVDIMM(arg); err == nil {
+			if _, err := memscan.FindNVDIMM(h); err != nil {
+				at("target.memory", true, "%v: domainm run waits for it (state waiting, memory-source-missing); was this VM started with the target's RAM file as that nvdimm?", err)
+			}
 		}
 	case "xen":
 		if _, err := os.Stat("/dev/xen/privcmd"); err != nil {

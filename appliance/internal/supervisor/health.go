@@ -76,6 +76,9 @@ func (s *Supervisor) health() healthReport {
 	if r.state != control.StateMonitoring {
 		add(control.ProblemNotMonitored, strings.TrimSuffix(r.state+": "+r.reason, ": "))
 	}
+	if code, msg := sourceProblem(r); code != "" {
+		add(code, msg)
+	}
 	if s.rules != nil && s.rules.cur.Load() != nil {
 		// An emptied folder (the last good set keeps running) or a set without rules is
 		// one problem; rule files that do not compile are another.

@@ -37,7 +37,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -221,7 +220,7 @@ func (s *Supervisor) run(ctx context.Context) (err error) {
 	}
 	s.status("opening memory source %s", s.cfg.Target.Memory)
 	src, sf, err := s.openTracked(s.cfg.Target.Memory, s.cfg.Target.Layout)
-	waiting := err != nil && sf.path != "" && errors.Is(err, fs.ErrNotExist)
+	waiting, openErr := err != nil && awaitable(sf, err), err
 	if err != nil && !waiting {
 		return fmt.Errorf("opening memory source: %w", err)
 	}
@@ -265,10 +264,10 @@ func (s *Supervisor) run(ctx context.Context) (err error) {
 		start(s.watchdog)
 	}
 	if waiting {
-		s.setState(control.StateWaiting, fmt.Sprintf("memory source %s does not exist yet", s.cfg.Target.Memory), nil)
+		missing := missingText(s.cfg.Target.Memory, openErr)
+		s.setState(control.StateWaiting, missing, nil)
 		s.emit(alert.Health(s.clk.Now(), alert.SevMedium, "memory-source", "waiting",
-			fmt.Sprintf("memory source %s of %s does not exist yet (the target has not started?): not monitoring until it appears",
-				s.cfg.Target.Memory, s.cfg.Target.Name)))
+			fmt.Sprintf("%s (of %s; the target has not started?): not monitoring until it appears", missing, s.cfg.Target.Name)))
 	} else {
 		s.setState(control.StateMonitoring, "started", nil)
 	}
