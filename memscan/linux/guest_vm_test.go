@@ -157,7 +157,8 @@ func doBoot() (*guest, error) {
 	defer cancel()
 	vm, err := vmtest.Launch(ctx, vmtest.Config{
 		Memory: 256 << 20, Kernel: kernel, Initrd: initrd, Accel: "tcg",
-		Append: "quiet panic=-1 no_timer_check", // no_timer_check: under load the TCG guest fails the IO-APIC timer check and panics Extra: []string{"-smp", "2"}, Timeout: 2 * time.Minute,
+		// no_timer_check: under load the TCG guest fails the IO-APIC timer check and panics.
+		Append: "quiet panic=-1 no_timer_check", Extra: []string{"-smp", "2"}, Timeout: 2 * time.Minute,
 	})
 	if err != nil {
 		return nil, err

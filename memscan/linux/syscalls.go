@@ -9,6 +9,7 @@ const maxSyscalls = 4096
 
 // SyscallEntry is one entry of sys_call_table.
 type SyscallEntry struct {
+	Table  string // sys_call_table, ia32_sys_call_table or x32_sys_call_table
 	NR     int
 	Target uint64
 	Symbol string // kernel symbol at Target ("name+0xoff"), if any
@@ -50,11 +51,22 @@ func (k *Kallsyms) nextSymbolAfter(va uint64) (uint64, bool) {
 	return k.Symbols[k.sorted[j]].Addr, true
 }
 
+// SyscallTables are the x86-64 kernel's system-call tables: native, 32-bit emulation
+// (CONFIG_IA32_EMULATION) and x32 (CONFIG_X86_X32_ABI). Kernels with the BHI
+// mitigation (6.9, and the stable 6.1 and 6.6 updates of 2024) dispatch through a
+// switch and keep only sys_call_table, for tracing; the others are checked when present.
+var SyscallTables = []string{"sys_call_table", "ia32_sys_call_table", "x32_sys_call_table"}
+
 // SyscallTable reads every entry of sys_call_table (its length is the distance to the
 // next kernel symbol, less trailing zero padding) and says where each points: kernel text, a module, or neither.
 func (in *Inspector) SyscallTable(mods []Module) ([]SyscallEntry, error) {
+	return in.syscallTable("sys_call_table", mods)
+}
+
+// syscallTable reads every entry of the system-call table called name.
+func (in *Inspector) syscallTable(name string, mods []Module) ([]SyscallEntry, error) {
 	k := in.K.Syms
-	table, err := k.Addr("sys_call_table")
+	table, err := k.Addr(name)
 	if err != nil {
 		return nil, err
 	}
@@ -68,12 +80,12 @@ func (in *Inspector) SyscallTable(mods []Module) ([]SyscallEntry, error) {
 	}
 	next, ok := k.nextSymbolAfter(table)
 	if !ok || next-table < 8 || (next-table)/8 > maxSyscalls {
-		return nil, fmt.Errorf("sys_call_table at %#x: cannot size it from the next symbol (%#x)", table, next)
+		return nil, fmt.Errorf("%s at %#x: cannot size it from the next symbol (%#x)", name, table, next)
 	}
 	n := int((next - table) / 8)
 	raw := make([]byte, 8*n)
 	if err := in.K.Read(table, raw); err != nil {
-		return nil, fmt.Errorf("reading sys_call_table at %#x: %w", table, err)
+		return nil, fmt.Errorf("reading %s at %#x: %w", name, table, err)
 	}
 	// The next symbol may be aligned past the table: trailing zero words are padding
 	// (a zero entry would be a NULL handler, which the kernel never has).
@@ -83,12 +95,12 @@ func (in *Inspector) SyscallTable(mods []Module) ([]SyscallEntry, error) {
 	out := make([]SyscallEntry, n)
 	for i := range out {
 		t := le.Uint64(raw[8*i:])
-		e := SyscallEntry{NR: i, Target: t, InText: t >= stext && t < etext}
+		e := SyscallEntry{Table: name, NR: i, Target: t, InText: t >= stext && t < etext}
 		if e.InText {
 			e.Symbol, _ = k.SymbolAt(t)
 		}
 		for _, m := range mods {
-			if t >= m.Base && t-m.Base < m.Size {
+			if m.Owns(t) || len(m.Ranges) == 0 && t >= m.Base && t-m.Base < m.Size {
 				e.Module = m.Name
 			}
 		}

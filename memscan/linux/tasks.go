@@ -307,47 +307,75 @@ type Module struct {
 	Size     uint64 // all its memory (as /proc/modules shows)
 	State    int    // 0 live, 1 coming, 2 going, 3 unformed
 	ModuleVA uint64 // the struct module
+	// Ranges are its memory areas [start, end): text and data (core), init (until
+	// freed after loading), and on 6.4+ each module_memory.
+	Ranges [][2]uint64
 }
 
 // Modules walks the modules list in its order (newest first, as /proc/modules).
 func (in *Inspector) Modules() ([]Module, error) {
-	o := in.o
 	var out []Module
 	err := in.walkList("module", in.modsV, maxModules, func(node uint64) error {
-		mod := node - o.modList
-		m := Module{ModuleVA: mod}
-		fail := func(what string, err error) error {
-			return fmt.Errorf("module at %#x: %s: %w", mod, what, err)
-		}
-		var err error
-		if m.Name, err = in.cstring(mod+o.modName, o.modNameLen); err != nil {
-			return fail("name", err)
-		}
-		st, err := in.u32(mod + o.modState)
+		m, err := in.module(node - in.o.modList)
 		if err != nil {
-			return fail("state", err)
-		}
-		m.State = int(st)
-		if m.Base, err = in.u64(mod + o.modBase + o.layoutBase); err != nil {
-			return fail("base", err)
-		}
-		var parts []uint64
-		if o.modMemN > 0 {
-			for i := range o.modMemN {
-				parts = append(parts, o.modMem+i*o.modMemSize)
-			}
-		} else {
-			parts = o.modLayouts
-		}
-		for _, l := range parts {
-			sz, err := in.u32(mod + l + o.layoutSz)
-			if err != nil {
-				return fail("size", err)
-			}
-			m.Size += uint64(sz)
+			return err
 		}
 		out = append(out, m)
 		return nil
 	})
 	return out, err
+}
+
+// module reads the struct module at mod.
+func (in *Inspector) module(mod uint64) (Module, error) {
+	o := in.o
+	m := Module{ModuleVA: mod}
+	fail := func(what string, err error) (Module, error) {
+		return Module{}, fmt.Errorf("module at %#x: %s: %w", mod, what, err)
+	}
+	var err error
+	if m.Name, err = in.cstring(mod+o.modName, o.modNameLen); err != nil {
+		return fail("name", err)
+	}
+	st, err := in.u32(mod + o.modState)
+	if err != nil {
+		return fail("state", err)
+	}
+	m.State = int(st)
+	if m.Base, err = in.u64(mod + o.modBase + o.layoutBase); err != nil {
+		return fail("base", err)
+	}
+	var parts []uint64
+	if o.modMemN > 0 {
+		for i := range o.modMemN {
+			parts = append(parts, o.modMem+i*o.modMemSize)
+		}
+	} else {
+		parts = o.modLayouts
+	}
+	for _, l := range parts {
+		sz, err := in.u32(mod + l + o.layoutSz)
+		if err != nil {
+			return fail("size", err)
+		}
+		base, err := in.u64(mod + l + o.layoutBase)
+		if err != nil {
+			return fail("base", err)
+		}
+		m.Size += uint64(sz)
+		if sz > 0 && base != 0 {
+			m.Ranges = append(m.Ranges, [2]uint64{base, base + uint64(sz)})
+		}
+	}
+	return m, nil
+}
+
+// Owns says whether va lies in the module's memory (one of its layouts).
+func (m Module) Owns(va uint64) bool {
+	for _, r := range m.Ranges {
+		if va >= r[0] && va < r[1] {
+			return true
+		}
+	}
+	return false
 }

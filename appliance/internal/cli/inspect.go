@@ -28,11 +28,17 @@ type InspectResult struct {
 	// Syscalls is the system-call table check: every entry, and those pointing outside
 	// kernel text.
 	Syscalls InspectSyscalls `json:"syscall_table"`
+	// Checks are the kernel-integrity checks: system-call tables, IDT, modules hidden
+	// from the module list, tasks hidden from the task list.
+	Checks []linux.CheckResult `json:"checks"`
+	// Symbols is the optional cross-check of a System.map (--symbols, --disk).
+	Symbols *linux.SymbolCheck `json:"symbol_cross_check,omitempty"`
 	// Timings in seconds: deriving the layout (kallsyms, banner, page tables) from cold,
 	// loading the kernel's BTF, and walking the task and module lists.
 	LayoutSeconds float64 `json:"layout_seconds"`
 	BTFSeconds    float64 `json:"btf_seconds"`
 	ListSeconds   float64 `json:"list_seconds"`
+	ChecksSeconds float64 `json:"checks_seconds"`
 }
 
 // InspectKernel is the kernel's layout.
@@ -88,16 +94,29 @@ type InspectModule struct {
 func hexAddr(v uint64) string { return fmt.Sprintf("%#x", v) }
 
 func runInspect(ctx context.Context, env Env, args []string) (int, error) {
-	fs := newFlags(env, "inspect", "inspect --source SPEC [--layout LAYOUT] [--json]",
+	fs := newFlags(env, "inspect", "inspect --source SPEC [--layout LAYOUT] [--symbols FILE | --disk IMG] [--json]",
 		`Describes a Linux target from its guest-physical memory alone, with no agent in the
 guest and no symbol file: the kernel's banner and release, the KASLR virtual and physical
 shifts, the kernel page-table root and paging depth, then the processes (pid, ppid, tgid,
 uid, start time since boot, comm, page-table root, command line read from the process's
 own pages) from the kernel's task list and the
-loaded modules (name, base, size) from its module list, and checks the system-call
-table: every entry (all of them, not a fixed count) must point into kernel text; an entry
-that does not is reported with the module that owns its target, if any, and the exit
-code is 1.
+loaded modules (name, base, size) from its module list, and runs the kernel-integrity
+checks; any finding makes the exit code 1:
+  syscall-table  every entry of every system-call table the kernel has (sys_call_table,
+                 ia32_sys_call_table, x32_sys_call_table; all entries, not a fixed
+                 count) must point into kernel text
+  idt            every present IDT gate must point into kernel text
+  hidden-module  a live struct module found in the module area by its structure
+                 (validated through BTF) must be on the module list
+  hidden-task    a task owning a pid in the pid hash (init_pid_ns's IDR) or running on
+                 a CPU must be on the task list (through its thread-group leader)
+A hook's target is named: the module that owns it (hidden or not) and its symbol there.
+
+--symbols FILE (a System.map) or --disk IMG (the target's disk image, read without
+mounting it: /boot/System.map-RELEASE) cross-checks the guest's kallsyms against a
+symbol file and says which symbols it lacks. It is optional: memory alone suffices
+(Debian's /boot/System.map is an 83-byte placeholder; the real one is in the -dbg
+package).
 
 Symbols come from the kernel's own kallsyms tables, found in memory by their structure;
 struct layouts from the kernel's own BTF (CONFIG_DEBUG_INFO_BTF, as in Debian, Ubuntu,
@@ -116,6 +135,8 @@ Memory sources (--source) and layouts (--layout) are those of scan-memory:
 	var layout memscan.Layout
 	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (flat, q35, pc, split:SIZE, list)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	symbols := fs.String("symbols", "", "cross-check the guest's kallsyms with this System.map `FILE`")
+	disk := fs.String("disk", "", "cross-check with /boot/System.map-RELEASE read from this disk `IMG` (raw or qcow2)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
@@ -127,12 +148,24 @@ Memory sources (--source) and layouts (--layout) are those of scan-memory:
 		return ExitError, err
 	}
 	defer src.Close()
-	res, err := inspect(*source, src)
+	if *symbols != "" && *disk != "" {
+		return ExitError, errors.New("--symbols and --disk: give one")
+	}
+	res, k, err := inspect(*source, src)
+	if err != nil {
+		return ExitError, err
+	}
+	switch {
+	case *symbols != "":
+		res.Symbols, err = symbolsFile(k, *symbols)
+	case *disk != "":
+		res.Symbols, err = symbolsDisk(k, *disk)
+	}
 	if err != nil {
 		return ExitError, err
 	}
 	code := ExitClean
-	if len(res.Syscalls.Suspicious) > 0 {
+	if len(res.Syscalls.Suspicious) > 0 || checkFindings(res.Checks) > 0 {
 		code = ExitFindings
 	}
 	if *asJSON {
@@ -141,33 +174,33 @@ Memory sources (--source) and layouts (--layout) are those of scan-memory:
 	return code, printInspect(env.Stdout, res)
 }
 
-func inspect(spec string, src memscan.Source) (*InspectResult, error) {
+func inspect(spec string, src memscan.Source) (*InspectResult, *linux.Kernel, error) {
 	k, err := linux.Find(src)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", spec, err)
+		return nil, nil, fmt.Errorf("%s: %w", spec, err)
 	}
 	t0 := time.Now()
 	ty, err := k.LoadBTF()
 	if err != nil {
-		return nil, fmt.Errorf("%s: kernel %s: %w", spec, k.Release, err)
+		return nil, nil, fmt.Errorf("%s: kernel %s: %w", spec, k.Release, err)
 	}
 	tBTF := time.Since(t0)
 	in, err := linux.NewInspector(k, ty)
 	if err != nil {
-		return nil, fmt.Errorf("%s: kernel %s: %w", spec, k.Release, err)
+		return nil, nil, fmt.Errorf("%s: kernel %s: %w", spec, k.Release, err)
 	}
 	t1 := time.Now()
 	procs, err := in.Processes()
 	if err != nil {
-		return nil, fmt.Errorf("%s: processes: %w", spec, err)
+		return nil, nil, fmt.Errorf("%s: processes: %w", spec, err)
 	}
 	mods, err := in.Modules()
 	if err != nil {
-		return nil, fmt.Errorf("%s: modules: %w", spec, err)
+		return nil, nil, fmt.Errorf("%s: modules: %w", spec, err)
 	}
 	sc, err := in.SyscallTable(mods)
 	if err != nil {
-		return nil, fmt.Errorf("%s: system-call table: %w", spec, err)
+		return nil, nil, fmt.Errorf("%s: system-call table: %w", spec, err)
 	}
 	res := &InspectResult{
 		Source: spec,
@@ -203,7 +236,10 @@ func inspect(spec string, src memscan.Source) (*InspectResult, error) {
 	for _, m := range mods {
 		res.Modules = append(res.Modules, InspectModule{Name: m.Name, Base: hexAddr(m.Base), Size: m.Size})
 	}
-	return res, nil
+	t2 := time.Now()
+	res.Checks = in.Integrity(procs, mods)
+	res.ChecksSeconds = time.Since(t2).Seconds()
+	return res, k, nil
 }
 
 func printInspect(w io.Writer, r *InspectResult) error {
@@ -215,7 +251,7 @@ func printInspect(w io.Writer, r *InspectResult) error {
 		fmt.Fprintf(w, ", direct map at %s", k.PageOffset)
 	}
 	fmt.Fprintf(w, "\nsymbols:  %d (kallsyms in guest memory); BTF %d KiB\n", k.Symbols, k.BTFBytes>>10)
-	fmt.Fprintf(w, "timing:   layout %.3fs, BTF %.3fs, processes and modules %.3fs\n\n", r.LayoutSeconds, r.BTFSeconds, r.ListSeconds)
+	fmt.Fprintf(w, "timing:   layout %.3fs, BTF %.3fs, processes and modules %.3fs, integrity checks %.3fs\n\n", r.LayoutSeconds, r.BTFSeconds, r.ListSeconds, r.ChecksSeconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "PID\tPPID\tTGID\tUID\tSTART\tPGD\tCOMM\tCMDLINE\n")
 	for _, p := range r.Processes {
@@ -243,18 +279,6 @@ func printInspect(w io.Writer, r *InspectResult) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	sc := r.Syscalls
-	if len(sc.Suspicious) == 0 {
-		_, err := fmt.Fprintf(w, "\nsystem-call table: %d entries, all in kernel text\n", sc.Entries)
-		return err
-	}
-	fmt.Fprintf(w, "\nsystem-call table: %d entries, %d outside kernel text:\n", sc.Entries, len(sc.Suspicious))
-	for _, e := range sc.Suspicious {
-		owner := "no module"
-		if e.Module != "" {
-			owner = "module " + e.Module
-		}
-		fmt.Fprintf(w, "  %d -> %s (%s)\n", e.NR, e.Target, owner)
-	}
+	printChecks(w, r.Checks, r.Symbols)
 	return nil
 }

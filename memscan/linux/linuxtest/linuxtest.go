@@ -1,0 +1,147 @@
+// Package linuxtest boots Linux test guests for the kernel-integrity tests: the host's
+// Debian kernel under TCG (KASLR on, 2 vCPUs) with a busybox initramfs that loads
+// dmkit, the project's own test rootkit (dmkit/dmkit.c), built here against the
+// kernel's Debian linux-headers package.
+//
+// The guest starts clean, with a process to hide, and loads dmkit only when the test
+// says so (Infect), over a second serial port: one boot shows a guest before and
+// after the rootkit.
+package linuxtest
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/domainm/domainm/memscan/vmtest"
+)
+
+//go:embed dmkit/dmkit.c dmkit/Kbuild
+var dmkitSrc embed.FS
+
+// BuildRootkit builds dmkit.ko for the kernel release (e.g. 6.1.0-57-amd64) in dir
+// with the kernel's build tree from Debian's linux-headers-RELEASE, and returns its path.
+func BuildRootkit(ctx context.Context, release, dir string) (string, error) {
+	kdir := filepath.Join("/lib/modules", release, "build")
+	if _, err := os.Stat(filepath.Join(kdir, "Makefile")); err != nil {
+		return "", fmt.Errorf("no kernel build tree for %s at %s (install linux-headers-%s, or linux-headers-amd64 with linux-image-amd64): %w", release, kdir, release, err)
+	}
+	for _, f := range []string{"dmkit.c", "Kbuild"} {
+		b, err := dmkitSrc.ReadFile("dmkit/" + f)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	cmd := exec.CommandContext(ctx, "make", "-C", kdir, "M="+dir, "modules")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	return filepath.Join(dir, "dmkit.ko"), nil
+}
+
+// Guest is a running rootkit test guest.
+type Guest struct {
+	VM        *vmtest.VM
+	Release   string
+	HiddenPID int // the process dmkit hides (a sleep)
+	ctl       string
+}
+
+// The guest's init: a process to hide, then dmkit when the test writes a line to
+// ttyS1, then nothing (the console is not read again).
+const script = `
+sleep 100000 &
+HP=$!
+echo "HIDE-PID $HP"
+echo CLEAN-READY
+read x < /dev/ttyS1
+if ! insmod /dmkit.ko hide_pid=$HP hook_idt=1; then echo ROOTKIT-FAILED
+elif grep -q '^dmkit ' /proc/modules; then echo ROOTKIT-LISTED
+else echo ROOTKIT-LOADED; fi
+while true; do read x < /dev/ttyS1; done
+`
+
+// Boot builds dmkit and boots the guest (256 MiB, TCG, 2 vCPUs, KASLR on) until it
+// is ready to be infected. The caller closes g.VM.
+func Boot(ctx context.Context, dir string) (*Guest, error) {
+	kernel, err := vmtest.Kernel()
+	if err != nil {
+		return nil, err
+	}
+	rel := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
+	ko, err := BuildRootkit(ctx, rel, dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(ko)
+	if err != nil {
+		return nil, err
+	}
+	initrd := filepath.Join(dir, "initrd.cpio")
+	if err := vmtest.BuildInitramfs(initrd, script, map[string][]byte{"dmkit.ko": b}); err != nil {
+		return nil, err
+	}
+	g := &Guest{Release: rel, ctl: filepath.Join(dir, "ctl.sock")}
+	g.VM, err = vmtest.Launch(ctx, vmtest.Config{
+		Memory: 256 << 20, Kernel: kernel, Initrd: initrd, Accel: "tcg",
+		// no_timer_check: under load the TCG guest fails the IO-APIC timer check and panics.
+		Append:  "quiet panic=-1 no_timer_check",
+		Timeout: 2 * time.Minute,
+		Extra: []string{"-smp", "2",
+			"-chardev", "socket,id=ctl,path=" + g.ctl + ",server=on,wait=off",
+			"-device", "isa-serial,chardev=ctl"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := g.VM.WaitSerial(ctx, "CLEAN-READY"); err != nil {
+		g.VM.Close()
+		return nil, fmt.Errorf("rootkit guest: %w\n%s", err, g.VM.Serial())
+	}
+	m := regexp.MustCompile(`HIDE-PID (\d+)`).FindStringSubmatch(g.VM.Serial())
+	if m == nil {
+		g.VM.Close()
+		return nil, fmt.Errorf("rootkit guest printed no pid to hide:\n%s", g.VM.Serial())
+	}
+	g.HiddenPID, _ = strconv.Atoi(m[1])
+	return g, nil
+}
+
+// Infect tells the guest to load dmkit and waits until it has (the guest keeps running).
+func (g *Guest) Infect(ctx context.Context) error {
+	c, err := net.Dial("unix", g.ctl)
+	if err != nil {
+		return fmt.Errorf("guest control port: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("go\n")); err != nil {
+		return fmt.Errorf("guest control port: %w", err)
+	}
+	for {
+		s := g.VM.Serial()
+		switch {
+		case strings.Contains(s, "ROOTKIT-FAILED"):
+			return fmt.Errorf("insmod dmkit failed:\n%s", s)
+		case strings.Contains(s, "ROOTKIT-LISTED"):
+			return fmt.Errorf("dmkit is still on /proc/modules after loading:\n%s", s)
+		case strings.Contains(s, "ROOTKIT-LOADED"):
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for dmkit to load: %w\n%s", ctx.Err(), s)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package linux
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/domainm/domainm/memscan"
+	"github.com/domainm/domainm/memscan/linux/linuxtest"
+)
+
+// integrity derives the layout of the stopped guest in src and runs the checks.
+func integrity(t *testing.T, src memscan.Source) ([]Process, []CheckResult) {
+	t.Helper()
+	k, err := Find(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ty, err := k.LoadBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := NewInspector(k, ty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	procs, err := in.Processes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods, err := in.Modules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("layout %v; %d processes and %d modules in %v", k.Took, len(procs), len(mods), time.Since(t0))
+	res := in.Integrity(procs, mods)
+	for _, r := range res {
+		t.Logf("check %s: %d checked in %v (%s); %d findings; error %q", r.Check, r.Checked, r.Took, r.Coverage, len(r.Findings), r.Err)
+		if r.Err != "" {
+			t.Errorf("check %s: %s", r.Check, r.Err)
+		}
+		for _, f := range r.Findings {
+			t.Logf("  %s: %s %v", f.Key, f.Summary, f.Evidence)
+		}
+	}
+	return procs, res
+}
+
+// TestRootkit: on the clean guest no check reports anything; after dmkit loads, each of
+// its techniques is reported: its hook in sys_call_table and in the IDT (both naming
+// dmkit, hidden, and its function), dmkit itself off the module list, the sleep it
+// hid from the task list (in the pid hash).
+func TestRootkit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a TCG guest (-short)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	g, err := linuxtest.Boot(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.VM.Close()
+	t.Logf("rootkit guest booted in %v (dmkit built)", time.Since(t0))
+	src, err := memscan.Open("file:"+g.VM.RAMFile, memscan.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+
+	if err := g.VM.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	procs, res := integrity(t, src)
+	for _, r := range res {
+		if len(r.Findings) > 0 {
+			t.Errorf("clean guest: check %s reports %d findings", r.Check, len(r.Findings))
+		}
+	}
+	found := false
+	for _, p := range procs {
+		found = found || p.PID == g.HiddenPID
+	}
+	if !found {
+		t.Fatalf("clean guest: pid %d to be hidden not on the task list", g.HiddenPID)
+	}
+
+	if err := g.VM.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Infect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.VM.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	procs, res = integrity(t, src)
+	for _, p := range procs {
+		if p.PID == g.HiddenPID {
+			t.Errorf("pid %d still on the task list after dmkit hid it", p.PID)
+		}
+	}
+	by := map[string][]Finding{}
+	for _, r := range res {
+		by[r.Check] = r.Findings
+	}
+	want := func(check string, ok func(f Finding) bool) {
+		t.Helper()
+		for _, f := range by[check] {
+			if ok(f) {
+				return
+			}
+		}
+		t.Errorf("check %s: no expected finding among %+v", check, by[check])
+	}
+	hook := func(f Finding) bool {
+		return f.Evidence["module"] == "dmkit" && f.Evidence["module_hidden"] == "true"
+	}
+	want(CheckSyscalls, func(f Finding) bool {
+		return hook(f) && f.Evidence["table"] == "sys_call_table" && f.Evidence["nr"] == "62" && f.Evidence["symbol"] == "dmkit_kill"
+	})
+	want(CheckIDT, func(f Finding) bool {
+		return hook(f) && f.Evidence["vector"] == "15" && strings.HasPrefix(f.Evidence["symbol"], "dmkit_idt_handler")
+	})
+	want(CheckHiddenModule, func(f Finding) bool { return f.Evidence["module"] == "dmkit" })
+	want(CheckHiddenTask, func(f Finding) bool {
+		return f.Evidence["pid"] == itoa(g.HiddenPID) && f.Evidence["comm"] == "sleep" && strings.Contains(f.Evidence["seen"], "pid hash")
+	})
+	for c, fs := range by {
+		if len(fs) != 1 {
+			t.Errorf("check %s: %d findings, want 1", c, len(fs))
+		}
+	}
+	if os.Getenv("DOMAINM_ROOTKIT_FIXTURE") != "" {
+		b, _ := os.ReadFile(g.VM.RAMFile)
+		os.WriteFile(os.Getenv("DOMAINM_ROOTKIT_FIXTURE"), b, 0o644)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestIntegrityClean: on the shared clean guest (with modules loaded) no check reports
+// anything, and the system-call table has exactly as many entries as the kernel's own
+// headers number system calls (the highest __NR_ in linux-headers' unistd_64.h, plus one).
+func TestIntegrityClean(t *testing.T) {
+	g := bootGuest(t)
+	_, res := integrity(t, g.src)
+	for _, r := range res {
+		if len(r.Findings) > 0 || r.Checked == 0 {
+			t.Errorf("clean guest: check %s: %d findings, %d checked", r.Check, len(r.Findings), r.Checked)
+		}
+		if r.Check != CheckSyscalls {
+			continue
+		}
+		n := highestSyscall(t, g.k.Release) + 1
+		if want := fmt.Sprintf("sys_call_table: %d entries", n); !strings.Contains(r.Coverage, want) {
+			t.Errorf("system-call tables: %s; the kernel's headers say %q", r.Coverage, want)
+		}
+	}
+}
+
+// highestSyscall reads the highest system-call number from the kernel's
+// linux-headers package (arch/x86/include/generated/uapi/asm/unistd_64.h).
+func highestSyscall(t *testing.T, release string) int {
+	t.Helper()
+	p := filepath.Join("/lib/modules", release, "build/arch/x86/include/generated/uapi/asm/unistd_64.h")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (install linux-headers-%s)", err, release)
+	}
+	hi := -1
+	for _, m := range regexp.MustCompile(`#define __NR_\w+ (\d+)`).FindAllStringSubmatch(string(b), -1) {
+		n, _ := strconv.Atoi(m[1])
+		hi = max(hi, n)
+	}
+	if hi < 0 {
+		t.Fatalf("%s: no __NR_ definitions", p)
+	}
+	return hi
+}
