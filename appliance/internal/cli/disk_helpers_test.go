@@ -8,97 +8,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // Test images for the disk commands: a small Linux-like tree put into ext4 with
-// mkfs.ext4 -d, changed with debugfs -w (never mounted), then wrapped into a layout
+// mkfs.ext4 -d, changed with debugfs -w (never mounted; diskscan/ext4test), then wrapped into a layout
 // (bare, MBR with the filesystem in a logical partition, GPT) and a format (raw, qcow2).
-
-// diskRun runs an external tool; a missing tool fails the test (make deps installs it).
-func diskRun(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s not installed (make deps installs it): %v", name, err)
-	}
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// debugfs runs debugfs -w commands on a filesystem image.
-func diskDebugfs(t testing.TB, img string, cmds ...string) {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), "cmds")
-	if err := os.WriteFile(f, []byte(strings.Join(cmds, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := diskRun(t, "debugfs", "-w", "-f", f, img)
-	for _, l := range strings.Split(out, "\n") {
-		// debugfs reports command errors on its output but exits 0.
-		if strings.Contains(l, ": ") && !strings.HasPrefix(l, "debugfs") && !strings.HasPrefix(l, "Allocated inode") {
-			t.Fatalf("debugfs %v: %s", cmds, out)
-		}
-	}
-}
-
-// fsck checks and repairs an image after debugfs edits; 1 means "fixed", fine.
-func diskFsck(t testing.TB, img string) {
-	t.Helper()
-	out, err := exec.Command("e2fsck", "-fy", img).CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() > 1) {
-		t.Fatalf("e2fsck -fy %s: %v\n%s", img, err, out)
-	}
-}
-
-var diskReInode = regexp.MustCompile(`Inode:\s+(\d+)`)
-
-// inodeOf asks debugfs for a path's inode number.
-func diskInodeOf(t testing.TB, img, p string) uint64 {
-	t.Helper()
-	out := diskRun(t, "debugfs", "-R", "stat "+p, img)
-	m := diskReInode.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("debugfs stat %s: %s", p, out)
-	}
-	n, _ := strconv.ParseUint(m[1], 10, 64)
-	return n
-}
-
-// diskOverwrite changes the first bytes of a file's first data block directly in
-// the image, as an attacker with raw disk access would: size, mtime and ctime stay.
-func diskOverwrite(t testing.TB, img, p string, data []byte) {
-	t.Helper()
-	out := diskRun(t, "debugfs", "-R", "blocks "+p, img)
-	fields := strings.Fields(strings.TrimSpace(diskLastLine(out)))
-	if len(fields) == 0 {
-		t.Fatalf("no blocks for %s: %q", p, out)
-	}
-	blk, err := strconv.ParseInt(fields[0], 10, 64)
-	if err != nil {
-		t.Fatalf("blocks %s: %q", p, out)
-	}
-	f, err := os.OpenFile(img, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(data, blk*4096); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func diskLastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
-}
 
 // diskTree is the test filesystem's content, as the test wrote it.
 type diskTree struct {
@@ -114,20 +34,9 @@ func makeDiskTree(t testing.TB) *diskTree {
 	rnd := rand.New(rand.NewSource(3))
 	rb := func(n int) []byte { b := make([]byte, n); rnd.Read(b); return b }
 	old := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
-	w := func(p string, data []byte, mode os.FileMode) {
-		full := filepath.Join(g.dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, data, mode); err != nil {
-			t.Fatal(err)
-		}
-		// syscall.Chmod takes the raw bits: os.Chmod(0o4755) would drop the setuid bit
-		// (os.FileMode spells it os.ModeSetuid).
-		if err := syscall.Chmod(full, uint32(mode)); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(full, old, old); err != nil {
+	w := func(p string, data []byte, mode uint32) {
+		ext4test.WriteFile(t, g.dir, p, data, mode)
+		if err := os.Chtimes(filepath.Join(g.dir, p), old, old); err != nil {
 			t.Fatal(err)
 		}
 		g.files[p] = data
@@ -156,12 +65,6 @@ func diskMust(t testing.TB, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// diskMkfs builds a 4 KiB-block ext4 image of the tree.
-func diskMkfs(t testing.TB, img, dir string, sizeMiB int) {
-	t.Helper()
-	diskRun(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-d", dir, "-E", "root_owner=0:0", img, fmt.Sprintf("%dM", sizeMiB))
 }
 
 // diskLayout wraps a filesystem image into a disk: "bare", "mbr" (in logical
@@ -209,7 +112,7 @@ func diskLayout(t testing.TB, fsImg, layout, format string) (string, int) {
 	}
 	if format == "qcow2" {
 		q := filepath.Join(dir, "disk.qcow2")
-		diskRun(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", disk, q)
+		testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", disk, q)
 		diskMust(t, os.Remove(disk))
 		return q, part
 	}

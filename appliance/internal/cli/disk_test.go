@@ -18,6 +18,8 @@ import (
 
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/integrity"
+	"github.com/domainm/domainm/diskscan/ext4test"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // diskFixture is an original filesystem image and a copy changed with debugfs.
@@ -42,19 +44,19 @@ func makeDiskFixture(t *testing.T) *diskFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &diskFixture{tree: makeDiskTree(t), orig: filepath.Join(dir, "orig.ext4"), changed: filepath.Join(dir, "changed.ext4")}
-	diskMkfs(t, f.orig, f.tree.dir, 16)
+	ext4test.Mkfs(t, f.orig, f.tree.dir, 16, "-b", "4096")
 	b, err := os.ReadFile(f.orig)
 	diskMust(t, err)
 	diskMust(t, os.WriteFile(f.changed, b, 0o600))
 
 	// Content changed behind the filesystem's back: size, mtime and ctime stay.
-	diskOverwrite(t, f.changed, "/usr/bin/tool", []byte(diskEvilMarker))
+	ext4test.Overwrite(t, f.changed, "/usr/bin/tool", []byte(diskEvilMarker))
 	f.toolAfter = append([]byte(diskEvilMarker), f.tree.files["usr/bin/tool"][len(diskEvilMarker):]...)
 
 	rootsh := filepath.Join(dir, "rootsh")
 	diskMust(t, os.WriteFile(rootsh, []byte("#!/bin/sh\n# "+diskEvilMarker+"\nexec /bin/sh -p\n"), 0o755))
 	ts := pinned.Format("20060102150405")
-	diskDebugfs(t, f.changed,
+	ext4test.Debugfs(t, f.changed,
 		// A symlink pointed elsewhere.
 		"rm /usr/bin/editor", "symlink /usr/bin/editor /tmp/evil",
 		"sif /usr/bin/editor mtime "+ts, "sif /usr/bin/editor mtime_extra 0",
@@ -72,25 +74,25 @@ func makeDiskFixture(t *testing.T) *diskFixture {
 	plain := filepath.Join(dir, "plain")
 	diskMust(t, os.WriteFile(plain, []byte("plain\n"), 0o644))
 	// (debugfs -f splits on newlines: this one goes through -R.)
-	if out := diskRun(t, "debugfs", "-w", "-R", "write "+plain+" "+weirdName, f.changed); !strings.Contains(out, "Allocated inode") {
+	if out := testenv.Run(t, "debugfs", "-w", "-R", "write "+plain+" "+weirdName, f.changed); !strings.Contains(out, "Allocated inode") {
 		t.Fatalf("debugfs write %q: %s", weirdName, out)
 	}
 	// File capabilities added to a binary (a backdoor that needs no setuid bit).
 	capFile := filepath.Join(dir, "cap")
 	diskMust(t, os.WriteFile(capFile, diskCapNetRaw, 0o600))
-	diskDebugfs(t, f.changed, "ea_set -f "+capFile+" /usr/bin/elf security.capability")
+	ext4test.Debugfs(t, f.changed, "ea_set -f "+capFile+" /usr/bin/elf security.capability")
 	// Content replaced through the filesystem (debugfs write) with the same size, and the
 	// mtime set back: only ctime, which user space cannot set, and the hash give it away.
 	sudo := filepath.Join(dir, "sudo")
 	f.sudoAfter = bytes.Repeat([]byte("S"), len(f.tree.files["usr/bin/sudo"]))
 	diskMust(t, os.WriteFile(sudo, f.sudoAfter, 0o755))
-	diskDebugfs(t, f.changed, "rm /usr/bin/sudo", "write "+sudo+" /usr/bin/sudo",
+	ext4test.Debugfs(t, f.changed, "rm /usr/bin/sudo", "write "+sudo+" /usr/bin/sudo",
 		"sif /usr/bin/sudo mode 0104755", "sif /usr/bin/sudo uid 0", "sif /usr/bin/sudo gid 0",
 		"sif /usr/bin/sudo mtime 20240506070809", "sif /usr/bin/sudo mtime_extra 0",
 		"sif /usr/bin/sudo ctime "+ts, "sif /usr/bin/sudo ctime_extra 0")
-	diskFsck(t, f.changed)
-	f.sudoInode = diskInodeOf(t, f.changed, "/usr/bin/sudo")
-	f.editorInode = diskInodeOf(t, f.changed, "/usr/bin/editor")
+	ext4test.Fsck(t, f.changed)
+	f.sudoInode = ext4test.Inode(t, f.changed, "/usr/bin/sudo")
+	f.editorInode = ext4test.Inode(t, f.changed, "/usr/bin/editor")
 	return f
 }
 
@@ -476,7 +478,7 @@ func TestDiskUnreadableEntry(t *testing.T) {
 	b, err := os.ReadFile(fx.changed)
 	diskMust(t, err)
 	diskMust(t, os.WriteFile(broken, b, 0o600))
-	diskDebugfs(t, broken, "clri /etc/sudoers")
+	ext4test.Debugfs(t, broken, "clri /etc/sudoers")
 	code, out, errOut := diskCLI(t, "check", "--image", broken, "--db", db, "--json")
 	if code != ExitFindings {
 		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
@@ -499,7 +501,7 @@ func TestDiskGrowingLog(t *testing.T) {
 	if code, out, errOut := diskCLI(t, "baseline", "--image", fx.orig, "--db", db); code != ExitClean {
 		t.Fatalf("baseline: %d\n%s%s", code, out, errOut)
 	}
-	inodeBefore := diskInodeOf(t, fx.orig, "/var/log/syslog")
+	inodeBefore := ext4test.Inode(t, fx.orig, "/var/log/syslog")
 	for _, tc := range []struct {
 		name, content string
 		wantSHA       bool
@@ -516,9 +518,9 @@ func TestDiskGrowingLog(t *testing.T) {
 			diskMust(t, os.WriteFile(img, b, 0o600))
 			src := filepath.Join(dir, "syslog")
 			diskMust(t, os.WriteFile(src, []byte(tc.content), 0o600))
-			diskDebugfs(t, img, "rm /var/log/syslog", "write "+src+" /var/log/syslog",
+			ext4test.Debugfs(t, img, "rm /var/log/syslog", "write "+src+" /var/log/syslog",
 				"sif /var/log/syslog mode 0100640", "sif /var/log/syslog uid 0", "sif /var/log/syslog gid 0")
-			diskFsck(t, img)
+			ext4test.Fsck(t, img)
 			code, out, errOut := diskCLI(t, "check", "--image", img, "--db", db, "--json")
 			changes, _ := parseCheckJSON(t, out)
 			var got []string
@@ -529,7 +531,7 @@ func TestDiskGrowingLog(t *testing.T) {
 			if tc.name == "truncated" {
 				want = append(want, "size")
 			}
-			if inodeAfter := diskInodeOf(t, img, "/var/log/syslog"); inodeAfter != inodeBefore {
+			if inodeAfter := ext4test.Inode(t, img, "/var/log/syslog"); inodeAfter != inodeBefore {
 				want = append(want, "inode")
 			}
 			if tc.wantSHA {

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // TestDiskUnreadableRoot: a disk whose root directory cannot be read (its inode cleared,
@@ -16,7 +19,7 @@ import (
 func TestDiskUnreadableRoot(t *testing.T) {
 	tree := makeDiskTree(t)
 	good := filepath.Join(t.TempDir(), "good.ext4")
-	diskMkfs(t, good, tree.dir, 16)
+	ext4test.Mkfs(t, good, tree.dir, 16, "-b", "4096")
 	rules := t.TempDir()
 	diskMust(t, os.WriteFile(filepath.Join(rules, "none.yar"), []byte("rule never { condition: false }\n"), 0o600))
 	db := filepath.Join(t.TempDir(), "base.db")
@@ -32,7 +35,7 @@ func TestDiskUnreadableRoot(t *testing.T) {
 			b, err := os.ReadFile(good)
 			diskMust(t, err)
 			diskMust(t, os.WriteFile(img, b, 0o600))
-			diskRun(t, "debugfs", "-w", "-R", c.debugfs, img)
+			testenv.Run(t, "debugfs", "-w", "-R", c.debugfs, img)
 			for _, args := range [][]string{
 				{"scan-disk", "--image", img, "--format", "raw", "--rules", rules},
 				{"baseline", "--image", img, "--format", "raw", "--db", filepath.Join(t.TempDir(), "new.db")},

@@ -64,7 +64,7 @@ func TestReloadConfig(t *testing.T) {
 		return metricValue(httpGet(t, base), `domainm_memory_passes_total{result="complete"}`)
 	}
 	waitUntil(t, "two complete passes", 30*time.Second, func() bool { return passes() >= 2 })
-	hup := func() { t.Helper(); p.cmd.Process.Signal(syscall.SIGHUP) }
+	hup := func() { t.Helper(); p.Signal(syscall.SIGHUP) }
 
 	// memory.interval 1s -> 1h (live) and target.name (restart only).
 	s.editConfig(t, `interval = "1s"`, `interval = "1h"`)
@@ -195,7 +195,7 @@ func TestReloadLogrotate(t *testing.T) {
 	conf := string(snippet)
 	for old, new := range map[string]string{
 		"/var/lib/domainm/alerts.jsonl":    s.alerts,
-		"systemctl reload domainm.service": fmt.Sprintf("kill -HUP %d", p.cmd.Process.Pid),
+		"systemctl reload domainm.service": fmt.Sprintf("kill -HUP %d", p.Pid()),
 	} {
 		if !strings.Contains(conf, old) {
 			t.Fatalf("the shipped logrotate snippet has no %q:\n%s", old, conf)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
 )
 
 // TestRunDiskSetuidAlert: with the daemon watching a disk image, a root-owned setuid
@@ -20,7 +22,7 @@ import (
 func TestRunDiskSetuidAlert(t *testing.T) {
 	tree := makeDiskTree(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
-	diskMkfs(t, img, tree.dir, 16)
+	ext4test.Mkfs(t, img, tree.dir, 16, "-b", "4096")
 	s := newSetup(t, fmt.Sprintf("disk = %q\n", img), "\n[disk]\ninterval = \"1s\"\n")
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 0)
@@ -35,7 +37,7 @@ func TestRunDiskSetuidAlert(t *testing.T) {
 	next := img + ".next"
 	diskMust(t, os.WriteFile(next, b, 0o600))
 	const planted = "/home/alice/.cache-helper"
-	diskDebugfs(t, next, "mkdir /home/alice", "write "+src+" "+planted,
+	ext4test.Debugfs(t, next, "mkdir /home/alice", "write "+src+" "+planted,
 		"sif "+planted+" mode 0104755", "sif "+planted+" uid 0", "sif "+planted+" gid 0")
 	diskMust(t, os.Rename(next, img))
 
