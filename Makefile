@@ -94,7 +94,7 @@ FUZZ_TARGETS := \
 	./detectors/integrity:FuzzReadDB \
 	./detectors/yara:FuzzRuleSource \
 	./image/ganesha:FuzzParseReply \
-	./memscan/linux:FuzzPageRange \
+	./memscan/linux:FuzzPTWalk \
 	./memscan/linux:FuzzScanModules \
 	./memscan/linux:FuzzWalkXArray \
 	./memscan/linux:FuzzParseIDT \
