@@ -117,7 +117,7 @@ const scanExits = "Exit codes: 0 nothing found, 1 findings or changes, 2 error."
 // exitHelp gives the exit-code line of commands that do not scan.
 var exitHelp = map[string]string{
 	"run":     "Exit codes: 0 stopped cleanly (or configuration valid), 2 bad configuration or failure (systemd restarts it).",
-	"status":  "Exit codes: 0 the supervisor answered, 2 it could not be asked or reported an error.",
+	"status":  "Exit codes: 0 healthy (monitoring, no problem), 1 answered but not healthy (the /healthz verdict), 2 it could not be asked or reported an error.",
 	"version": "Exit codes: 0 printed, 2 bad usage.",
 }
 

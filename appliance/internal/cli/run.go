@@ -26,32 +26,35 @@ func init() {
 
 // runStatus asks a running `domainm run` for its status over the control socket.
 func runStatus(ctx context.Context, env Env, args []string) (int, error) {
-	fs := newFlags(env, "status", "status [--config FILE | --socket PATH]",
-		`Asks the running supervisor for its state over its control socket and prints the
-answer as JSON: state (starting, waiting, monitoring, quiesced, ...), target, memory
-source, rule set, passes, findings, disk checks, and health: healthy, the problems that
-keep it from watching the whole target with rules (rules-empty, memory-blind-spots, ...)
-and the memory the last pass could not scan. Exit code 0 when it is monitoring with no
-problem, 1 when it answered but is not healthy (the same verdict as /healthz), 2 when it
-could not be reached.`)
+	fs := newFlags(env, "status", "status [--config FILE | --socket PATH] [--json]",
+		`Asks the running supervisor for its state over its control socket and prints a
+summary: state and health (the problems that keep it from watching the whole target
+with rules: rules-empty, memory-blind-spots, ...), target, memory source and the last
+pass (when, how long, blocks scanned, unchanged, zero and unscanned), rules (count,
+folder, last reload and its result, files that do not compile), disk checks (last
+check, baseline age), each alert sink (up, spooled alerts, age of the oldest, last
+error), the configuration's last reload and the keys that need a restart, version and
+uptime. Nothing is left out for being zero: "never" and 0 are printed.
+
+With --json it prints the control protocol's status response as it is (the fields
+above under "detail"), for scripts.
+
+Example:
+  domainm status
+  domainm status --json | jq .detail.sinks`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
 	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
-	_ = fs.Bool("json", false, "print the supervisor's reply as JSON (the control protocol's status response)")
+	asJSON := fs.Bool("json", false, "print the supervisor's reply as JSON (the control protocol's status response)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
-	if *sock == "" {
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			return ExitError, err
-		}
-		if *sock = cfg.Control.Socket; *sock == "" {
-			return ExitError, fmt.Errorf("%s: control.socket is off", cfg.Path)
-		}
+	path, err := controlSocket(*cfgPath, *sock)
+	if err != nil {
+		return ExitError, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := control.Dial(ctx, *sock)
+	c, err := control.Dial(ctx, path)
 	if err != nil {
 		return ExitError, err
 	}
@@ -64,9 +67,13 @@ could not be reached.`)
 		return ExitError, fmt.Errorf("supervisor: %s (%s)", r.Error, r.Code)
 	}
 	r.ID = nil
-	enc := json.NewEncoder(env.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return ExitError, err
+		}
+	} else if err := printStatus(env.Stdout, r, time.Now()); err != nil {
 		return ExitError, err
 	}
 	if r.Health != nil && !r.Health.Healthy {
