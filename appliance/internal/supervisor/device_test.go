@@ -5,47 +5,18 @@ package supervisor
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
-	"os"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
-
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // TestHandshakeOverDevice runs prepare and resume over control.device, a pty standing
 // in for the guest end of a virtio-serial port.
 func TestHandshakeOverDevice(t *testing.T) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	rc, _ := m.SyscallConn()
-	var n uint32
-	var ierr error
-	rc.Control(func(fd uintptr) {
-		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr == nil {
-			n, ierr = unix.IoctlGetUint32(int(fd), unix.TIOCGPTN)
-		}
-	})
-	if ierr != nil {
-		t.Fatal(ierr)
-	}
-	dev := fmt.Sprintf("/dev/pts/%d", n)
-	slave, err := os.OpenFile(dev, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slave.Close()
-	if _, err := term.MakeRaw(int(slave.Fd())); err != nil {
-		t.Fatal(err)
-	}
+	m, dev := testenv.OpenPTY(t)
 
 	h := newHarness(t, harnessOpts{device: dev})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })

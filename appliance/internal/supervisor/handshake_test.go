@@ -16,14 +16,8 @@ import (
 // TestPrepareResume runs the migration handshake over the real control socket.
 func TestPrepareResume(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := control.Dial(ctx, h.cfg.Control.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx := h.handshakeContext()
+	c := h.dialControl(ctx)
 	do := func(cmd string, args any) control.Response {
 		t.Helper()
 		r, err := c.Do(ctx, cmd, args)
@@ -61,9 +55,7 @@ func TestPrepareResume(t *testing.T) {
 	h.waitFor("quiesced-too-long alert", func() bool { return len(h.alerts.with("supervisor-quiesced-too-long", "")) == 1 })
 
 	// The "destination" memory: a copy of the RAM file. A copy that differs is refused.
-	dst := filepath.Join(h.dir, "ram-dst")
-	b, _ := os.ReadFile(h.ram)
-	os.WriteFile(dst, b, 0o600)
+	dst, b := h.ramCopy("ram-dst")
 	other := filepath.Join(h.dir, "ram-other")
 	for i := 0; i < len(b); i += 4096 {
 		b[i] ^= 0xff
@@ -102,10 +94,7 @@ func TestPrepareResume(t *testing.T) {
 
 	// The state log has every transition, with timestamps, in order.
 	h.stop()
-	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := h.stateLog()
 	var states []string
 	var last time.Time
 	for _, rec := range recs {
@@ -187,14 +176,8 @@ func TestPrepareMidPass(t *testing.T) {
 // client (migrate-hooks/control), so a protocol drift on either side fails here.
 func TestCoordinatorClient(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := coord.Dial(ctx, h.cfg.Control.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx := h.handshakeContext()
+	c := h.dialCoordinator(ctx)
 	if st, err := c.Status(ctx); err != nil || st != coord.StateMonitoring {
 		t.Fatalf("status = %q, %v", st, err)
 	}

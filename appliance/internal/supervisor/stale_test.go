@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,14 +19,8 @@ import (
 // nothing, and status reports the epoch (issue 8, item 8).
 func TestStaleEpochRefused(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := control.Dial(ctx, h.cfg.Control.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx := h.handshakeContext()
+	c := h.dialControl(ctx)
 	do := func(cmd string, epoch uint64, args any) control.Response {
 		t.Helper()
 		c.Epoch = epoch
@@ -38,9 +30,7 @@ func TestStaleEpochRefused(t *testing.T) {
 		}
 		return r
 	}
-	dst := filepath.Join(h.dir, "ram-dst")
-	b, _ := os.ReadFile(h.ram)
-	os.WriteFile(dst, b, 0o600)
+	dst, _ := h.ramCopy("ram-dst")
 
 	if r := do("prepare", 5, nil); !r.OK || r.State != control.StateQuiesced {
 		t.Fatalf("prepare epoch 5 = %+v", r)
@@ -61,10 +51,7 @@ func TestStaleEpochRefused(t *testing.T) {
 		t.Errorf("prepare with epoch 5 after 6 = %+v, want refused stale, still monitoring", r)
 	}
 	h.stop()
-	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := h.stateLog()
 	var states []string
 	for _, rec := range recs {
 		states = append(states, rec.State)
@@ -132,10 +119,7 @@ func TestPrepareExpiresWhileBlocksFinish(t *testing.T) {
 		t.Errorf("state %s after the abandoned prepare, want monitoring", st)
 	}
 	h.stop()
-	recs, err := control.ReadStateLog(filepath.Join(h.cfg.State.Dir, control.StateLogFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := h.stateLog()
 	for _, rec := range recs {
 		if rec.State == control.StateQuiescing || rec.State == control.StateQuiesced {
 			t.Errorf("state log: %s (%s) after a prepare the coordinator gave up on", rec.State, rec.Reason)
@@ -150,17 +134,9 @@ func TestPrepareExpiresWhileBlocksFinish(t *testing.T) {
 // (issue 8, item 8).
 func TestResumeAtSourceAfterLostAnswer(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := coord.Dial(ctx, h.cfg.Control.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	dst := filepath.Join(h.dir, "ram-dst")
-	b, _ := os.ReadFile(h.ram)
-	os.WriteFile(dst, b, 0o600)
+	ctx := h.handshakeContext()
+	c := h.dialCoordinator(ctx)
+	dst, _ := h.ramCopy("ram-dst")
 	hs := &coord.Handshake{Client: c,
 		Source: coord.ResumeArgs{Source: "file:" + h.ram, Layout: "flat", Target: coord.Target{Name: "t1", Host: "src"}},
 		Dest:   coord.ResumeArgs{Source: "file:" + dst, Layout: "flat", Target: coord.Target{Name: "t1", Host: "dst"}}}
