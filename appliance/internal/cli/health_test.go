@@ -243,8 +243,8 @@ func TestRunStartsBeforeTarget(t *testing.T) {
 	p := startDaemon(t, s.cfg, n.path, 0)
 	waitUntil(t, "READY=1", 60*time.Second, func() bool {
 		select {
-		case <-p.done:
-			t.Fatalf("domainm exited while waiting for the target: %v", p.err)
+		case <-p.Done():
+			t.Fatalf("domainm exited while waiting for the target: %v", p.Err())
 		default:
 		}
 		return n.index("READY=1") >= 0
@@ -255,8 +255,8 @@ func TestRunStartsBeforeTarget(t *testing.T) {
 	}
 	waitUntil(t, "waiting alert", 10*time.Second, func() bool { return len(s.alertsWith(t, "memory-source-waiting", "")) == 1 })
 	select {
-	case <-p.done:
-		t.Fatalf("domainm exited while waiting for the target: %v", p.err)
+	case <-p.Done():
+		t.Fatalf("domainm exited while waiting for the target: %v", p.Err())
 	case <-time.After(2 * time.Second):
 	}
 

@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/domainmtest"
+	"github.com/domainm/domainm/diskscan/ext4test"
+	"github.com/domainm/domainm/image/testenv"
 	"github.com/domainm/domainm/memscan/vmtest"
 )
 
@@ -30,48 +33,8 @@ import (
 // stopBound is how long domainm may take to stop after SIGTERM.
 const stopBound = 15 * time.Second
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-// domainmBinary builds the daemon once per test binary, into a folder named after this
-// process; folders left by earlier test processes that are gone are removed (there is no
-// package-level cleanup hook to remove our own at exit).
-func domainmBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		removeStaleBinaries()
-		dir, err := os.MkdirTemp("", fmt.Sprintf("domainm-bin-%d-", os.Getpid()))
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "domainm")
-		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/domainm/domainm/appliance/cmd/domainm").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
-
-func removeStaleBinaries() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "domainm-bin-*"))
-	for _, d := range dirs {
-		var pid int
-		if _, err := fmt.Sscanf(filepath.Base(d), "domainm-bin-%d-", &pid); err != nil || pid <= 0 {
-			continue
-		}
-		if syscall.Kill(pid, 0) == syscall.ESRCH {
-			os.RemoveAll(d)
-		}
-	}
-}
+// domainmBinary is the daemon, built once per test process.
+var domainmBinary = domainmtest.Binary
 
 // notifyListener stands in for systemd's notification socket.
 type notifyListener struct {
@@ -144,83 +107,38 @@ func (n *notifyListener) index(prefix string) int {
 	return -1
 }
 
-// daemonProc is a running `domainm run`.
+// daemonProc is a running `domainm run` (domainmtest.Daemon) under the names these
+// tests use.
 type daemonProc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{}
-	err    error
+	*domainmtest.Daemon
+	stderr daemonOutput // what domainm wrote so far, stderr and stdout
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type daemonOutput struct{ d *domainmtest.Daemon }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+func (o daemonOutput) String() string { return o.d.Output() }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a child process's output while the test reads it.
+type syncBuffer = testenv.Buffer
 
-// startDaemon starts domainm run with cfg under a shell that sets WATCHDOG_PID to its
-// own pid before exec'ing domainm, as systemd would set it.
+// startDaemon starts domainm run with cfg at log level debug, NOTIFY_SOCKET notify and,
+// when watchdog is set, WATCHDOG_USEC (WATCHDOG_PID is its pid, as systemd sets it).
 func startDaemon(t *testing.T, cfg, notify string, watchdog time.Duration) *daemonProc {
 	t.Helper()
-	bin := domainmBinary(t)
-	cmd := exec.Command("/bin/sh", "-c", `WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$0" run --config "$1" --log-level debug`, bin, cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	if watchdog > 0 {
-		cmd.Env = append(cmd.Env, fmt.Sprintf("WATCHDOG_USEC=%d", watchdog.Microseconds()))
-	}
-	p := &daemonProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("domainm stderr:\n%s", p.stderr.String())
-		}
-	})
-	return p
+	d := domainmtest.Start(t, cfg, domainmtest.Options{Notify: notify, Watchdog: watchdog, Args: []string{"--log-level", "debug"}})
+	return &daemonProc{Daemon: d, stderr: daemonOutput{d}}
 }
 
 // stop sends SIGTERM and returns how long the process took to exit, and its exit code.
 func (p *daemonProc) stop(t *testing.T) (time.Duration, int) {
 	t.Helper()
-	start := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(stopBound):
-		t.Fatalf("domainm did not stop within %v of SIGTERM", stopBound)
-	}
-	return time.Since(start), p.cmd.ProcessState.ExitCode()
+	return p.Stop(t, stopBound)
 }
 
+// waitUntil is testenv.WaitFor with the argument order of these tests.
 func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, timeout, what, cond)
 }
 
 // testSetup is a target (a flat RAM file), a rules folder and a config using them.
@@ -605,7 +523,7 @@ func TestRunReloadOnSIGHUP(t *testing.T) {
 	if k := len(s.alertsWith(t, "memory-match", "second")); k != 0 {
 		t.Fatal("rules reloaded before SIGHUP despite the 1h debounce")
 	}
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.Signal(syscall.SIGHUP)
 	waitUntil(t, "second alert after SIGHUP", 30*time.Second, func() bool { return len(s.alertsWith(t, "memory-match", "second")) == 1 })
 	if _, code := p.stop(t); code != 0 {
 		t.Errorf("exit code %d", code)
@@ -641,7 +559,7 @@ func readStates(t *testing.T, path string) []string {
 func TestRunDiskChecks(t *testing.T) {
 	tree := makeDiskTree(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
-	diskMkfs(t, img, tree.dir, 16)
+	ext4test.Mkfs(t, img, tree.dir, 16, "-b", "4096")
 	s := newSetup(t, fmt.Sprintf("disk = %q\n", img), "\n[disk]\ninterval = \"1s\"\n")
 	n := listenNotify(t, s.dir)
 	p := startDaemon(t, s.cfg, n.path, 0)
@@ -651,7 +569,7 @@ func TestRunDiskChecks(t *testing.T) {
 		t.Fatalf("baseline not in the state folder: %v", err)
 	}
 	s.rule(t, "disk.yar", `rule implant_file { strings: $a = "IMPLANTED-IN-DAEMON" condition: $a }`)
-	diskOverwrite(t, img, "/usr/bin/daemon", []byte("\x7fELF-IMPLANTED-IN-DAEMON"))
+	ext4test.Overwrite(t, img, "/usr/bin/daemon", []byte("\x7fELF-IMPLANTED-IN-DAEMON"))
 	changed := func() []fileAlert {
 		var out []fileAlert
 		for _, a := range s.alertsWith(t, "file-changed", "") {
@@ -694,15 +612,8 @@ func TestRunDiskChecks(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a TCP port on 127.0.0.1 that was free a moment ago.
+var freePort = testenv.FreePort
 
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
