@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,19 +28,19 @@ func (h *harness) handshakeContext() context.Context {
 // ends.
 func (h *harness) dialControl(ctx context.Context) *control.Client {
 	h.t.Helper()
-	c, err := control.Dial(ctx, h.cfg.Control.Socket)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { c.Close() })
-	return c
+	return dialUntilEnd(h, ctx, control.Dial)
 }
 
 // dialCoordinator connects the migration coordinator's own client
 // (migrate-hooks/control) to the control socket, until the test ends.
 func (h *harness) dialCoordinator(ctx context.Context) *coord.Client {
 	h.t.Helper()
-	c, err := coord.Dial(ctx, h.cfg.Control.Socket)
+	return dialUntilEnd(h, ctx, coord.Dial)
+}
+
+func dialUntilEnd[C io.Closer](h *harness, ctx context.Context, dial func(context.Context, string) (C, error)) C {
+	h.t.Helper()
+	c, err := dial(ctx, h.cfg.Control.Socket)
 	if err != nil {
 		h.t.Fatal(err)
 	}
