@@ -40,6 +40,7 @@ const emitTimeout = 10 * time.Second
 type Dispatcher struct {
 	log      *slog.Logger
 	hostname string
+	clk      Clock
 	started  time.Time
 	sp       *spool
 	m        *metrics
@@ -72,6 +73,11 @@ type emitReq struct {
 // New opens the spool in stateDir and starts one delivery loop per sink. reg may be
 // nil (no metrics). cfg is validated (and its defaults filled) here too.
 func New(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registerer) (*Dispatcher, error) {
+	return NewWithClock(cfg, stateDir, log, reg, systemClock{})
+}
+
+// NewWithClock is New with the dispatcher's schedules on clk (see Clock).
+func NewWithClock(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registerer, clk Clock) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("alert config: %w", err)
 	}
@@ -113,7 +119,7 @@ func New(cfg Config, stateDir string, log *slog.Logger, reg prometheus.Registere
 		return nil, fmt.Errorf("registering alert metrics: %w", err)
 	}
 	d := &Dispatcher{
-		log: log, hostname: host, sp: sp, m: m, started: time.Now(),
+		log: log, hostname: host, clk: clk, sp: sp, m: m, started: clk.Now(),
 		reqs: make(chan *emitReq, 1024), stop: make(chan struct{}), writerDone: make(chan struct{}),
 		lastFull: map[string]time.Time{}, dropsN: map[string]int{},
 	}
@@ -325,7 +331,7 @@ func (d *Dispatcher) spoolFull(sink string, bySev map[Severity]int) {
 	d.log.Error("alert spool full: dropping the least severe alerts", attrs...)
 	d.mu.Lock()
 	d.dropsN[sink] += n
-	now := time.Now()
+	now := d.clk.Now()
 	if now.Sub(d.lastFull[sink]) < time.Minute || d.closed {
 		d.mu.Unlock()
 		return
@@ -380,7 +386,7 @@ func (d *Dispatcher) Healthy(grace time.Duration) error {
 		if since.Before(d.started) {
 			since = d.started // failing since the start at most
 		}
-		if s.Spooled > 0 && !s.Up && time.Since(since) > grace {
+		if s.Spooled > 0 && !s.Up && d.clk.Now().Sub(since) > grace {
 			errs = append(errs, fmt.Errorf("alert sink %s: %d alerts waiting: %s", s.Name, s.Spooled, s.LastError))
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/image/testenv"
 )
 
 func rsyslogSinks(r *rsyslog) Config {
@@ -100,16 +102,8 @@ func checkReceived(t *testing.T, name string, cfg SinkConfig, lines []string, pi
 	return dups
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or fails the test after timeout.
+var waitFor = testenv.WaitFor
 
 // child is a running helper process.
 type child struct {

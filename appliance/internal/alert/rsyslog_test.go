@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // testPKI is a CA, a server certificate for 127.0.0.1/localhost and a client
@@ -81,14 +83,8 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 	}
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort is a TCP port on 127.0.0.1 that was free a moment ago.
+var freePort = testenv.FreePort
 
 func freeUDPPort(t testing.TB) int {
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")

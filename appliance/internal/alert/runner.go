@@ -119,7 +119,7 @@ func (r *runner) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-r.d.clk.After(wait):
 		}
 	}
 }
@@ -155,7 +155,7 @@ func (r *runner) failed(err error) {
 func (r *runner) ok() {
 	r.mu.Lock()
 	wasUp := r.up
-	r.up, r.lastErr, r.lastOK = true, "", time.Now()
+	r.up, r.lastErr, r.lastOK = true, "", r.d.clk.Now()
 	r.mu.Unlock()
 	if !wasUp {
 		r.d.m.up.WithLabelValues(r.cfg.Name).Set(1)

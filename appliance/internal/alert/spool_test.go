@@ -135,21 +135,14 @@ func TestSpoolFullAlerts(t *testing.T) {
 	if v := counterValue(t, reg, "domainm_alerts_dropped_total", "reason", "spool_full"); v < 100 {
 		t.Fatalf("domainm_alerts_dropped_total{reason=spool_full} = %v, want >= 100", v)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, 10*time.Second, "an alert-spool-full health alert in the spool", func() bool {
 		recs, _ := d.sp.read("down", 0, 1000, 1<<30)
 		found := false
 		for _, r := range recs {
 			found = found || (r.sev == SevHigh && strings.Contains(string(r.data), `"action":"alert-spool-full"`))
 		}
-		if found {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no alert-spool-full health alert in the spool")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return found
+	})
 	if v := gaugeValue(t, reg, "domainm_alert_spool_bytes"); v <= 0 || v > 64<<10 {
 		t.Fatalf("domainm_alert_spool_bytes = %v", v)
 	}

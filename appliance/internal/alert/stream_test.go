@@ -20,8 +20,11 @@ type lineReceiver struct {
 	seqs  [][]int // per accepted connection
 }
 
-func newLineReceiver(t *testing.T) *lineReceiver {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func newLineReceiver(t *testing.T) *lineReceiver { return newLineReceiverAt(t, "127.0.0.1:0") }
+
+// newLineReceiverAt is a lineReceiver listening on addr.
+func newLineReceiverAt(t *testing.T, addr string) *lineReceiver {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

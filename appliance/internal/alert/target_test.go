@@ -31,8 +31,7 @@ func TestDispatcherNamesTarget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, 10*time.Second, "an alert-spool-full health alert in the spool", func() bool {
 		recs, _ := d.sp.read("down", 0, 1000, 1<<30)
 		for _, r := range recs {
 			var e Event
@@ -42,11 +41,8 @@ func TestDispatcherNamesTarget(t *testing.T) {
 			if tg := e.DomainM.Target; tg == nil || tg.Name != "web2" || tg.UUID != "uuid-2" || e.Host == nil || e.Host.ID != "uuid-2" {
 				t.Fatalf("alert-spool-full does not name the target: %s", r.data)
 			}
-			return
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no alert-spool-full health alert in the spool")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
 }
