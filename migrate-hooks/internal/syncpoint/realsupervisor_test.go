@@ -93,6 +93,24 @@ func startDomainm(t *testing.T, dir, ram string) *domainm {
 	return d
 }
 
+// watchSource starts the real supervisor on the source target's RAM file, connects the
+// coordinator's client (closed when the test ends) and waits for the planted needle's
+// alert.
+func watchSource(ctx context.Context, t *testing.T, f *fixture) (*domainm, *control.Client) {
+	t.Helper()
+	d := startDomainm(t, t.TempDir(), f.pair.Target.RAMFile)
+	d.WaitSocket(t, d.sock, 30*time.Second)
+	c, err := control.Dial(ctx, d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	testenv.WaitFor(t, 60*time.Second, "the planted string matched at the source", func() bool {
+		return alertsOf(d.alerts)["planted_before_migration memory-match"]
+	})
+	return d, c
+}
+
 // TestCoMigrationWithDomainmRun co-migrates a pair watched by the real supervisor
 // process: the string planted at the source before migration is matched there, the
 // supervisor is resumed on the destination's RAM file, keeps the finding (no
@@ -101,33 +119,9 @@ func TestCoMigrationWithDomainmRun(t *testing.T) {
 	domainmtest.Binary(t) // before the VMs start
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	f := &fixture{}
-	prefix := "domainm-sp-real-"
-	dir := t.TempDir()
-	f.src = newHostT(t, "src", prefix)
-	f.dst = newHostT(t, "dst", prefix)
-	var err error
-	f.pair, err = lab.StartSource(ctx, f.src, lab.NewSpec(128, 64, accel(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plant(t, f.pair.Target.RAMFile, 100<<20, needle)
-	f.t, f.m, err = f.pair.Destination(ctx, f.dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	d := startDomainm(t, dir, f.pair.Target.RAMFile)
+	f := newPair(ctx, t, "domainm-sp-real-", 128, 64, 100<<20)
+	d, c := watchSource(ctx, t, f)
 	alerts := d.alerts
-	d.WaitSocket(t, d.sock, 30*time.Second)
-	c, err := control.Dial(ctx, d.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	testenv.WaitFor(t, 60*time.Second, "the planted string matched at the source", func() bool {
-		return alertsOf(alerts)["planted_before_migration memory-match"]
-	})
 	st, err := c.Status(ctx)
 	if err != nil || st != control.StateMonitoring {
 		t.Fatalf("supervisor status %q, %v", st, err)
@@ -202,29 +196,8 @@ func TestStaleResumeAfterFreeze(t *testing.T) {
 func staleResumeAfterFreeze(t *testing.T, wakeDuringRollback bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	f := &fixture{}
-	prefix := "domainm-sp-stale-"
-	f.src = newHostT(t, "src", prefix)
-	f.dst = newHostT(t, "dst", prefix)
-	var err error
-	f.pair, err = lab.StartSource(ctx, f.src, lab.NewSpec(64, 64, accel(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plant(t, f.pair.Target.RAMFile, 40<<20, needle)
-	if f.t, f.m, err = f.pair.Destination(ctx, f.dst); err != nil {
-		t.Fatal(err)
-	}
-	d := startDomainm(t, t.TempDir(), f.pair.Target.RAMFile)
-	d.WaitSocket(t, d.sock, 30*time.Second)
-	c, err := control.Dial(ctx, d.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	testenv.WaitFor(t, 60*time.Second, "the planted string matched at the source", func() bool {
-		return alertsOf(d.alerts)["planted_before_migration memory-match"]
-	})
+	f := newPair(ctx, t, "domainm-sp-stale-", 64, 64, 40<<20)
+	d, c := watchSource(ctx, t, f)
 
 	fz := &freezer{Handshake: lab.Handshake(c, f.src, f.dst, "target"), pid: d.Pid(), wakeDuringRollback: wakeDuringRollback}
 	r, err := syncpoint.Run(ctx, f.t, f.m, fz, syncpoint.Config{Mode: syncpoint.Sync, Handshake: 2 * time.Second})

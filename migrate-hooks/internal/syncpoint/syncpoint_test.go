@@ -41,22 +41,9 @@ func newFixture(t *testing.T, targetMiB, dommMiB int) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a := accel(t)
-	f := &fixture{}
-	prefix := "domainm-sp-" + filepath.Base(t.Name()) + "-"
-	f.src = newHostT(t, "src", prefix)
-	f.dst = newHostT(t, "dst", prefix)
-	var err error
-	f.pair, err = lab.StartSource(ctx, f.src, lab.NewSpec(targetMiB, dommMiB, a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plant(t, f.pair.Target.RAMFile, int64(targetMiB-3)<<20, needle)
-	f.t, f.m, err = f.pair.Destination(ctx, f.dst)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newPair(ctx, t, "domainm-sp-"+filepath.Base(t.Name())+"-", targetMiB, dommMiB, int64(targetMiB-3)<<20)
 	sock := filepath.Join(t.TempDir(), "control.sock")
+	var err error
 	f.sup, err = controltest.Listen(sock, f.pair.Target.RAMFile)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +55,28 @@ func newFixture(t *testing.T, targetMiB, dommMiB int) *fixture {
 	}
 	t.Cleanup(func() { c.Close() })
 	f.hs = lab.Handshake(c, f.src, f.dst, "target")
+	return f
+}
+
+// newPair starts the pair at the source (names prefixed with prefix) with the needle
+// planted in the target's RAM at plantAt, and their destination copies: a fixture
+// without a supervisor.
+func newPair(ctx context.Context, t *testing.T, prefix string, targetMiB, dommMiB int, plantAt int64) *fixture {
+	t.Helper()
+	a := accel(t)
+	f := &fixture{}
+	f.src = newHostT(t, "src", prefix)
+	f.dst = newHostT(t, "dst", prefix)
+	var err error
+	f.pair, err = lab.StartSource(ctx, f.src, lab.NewSpec(targetMiB, dommMiB, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant(t, f.pair.Target.RAMFile, plantAt, needle)
+	f.t, f.m, err = f.pair.Destination(ctx, f.dst)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
