@@ -146,14 +146,7 @@ func FirstBlock(t testing.TB, img, p string) int64 {
 // would.
 func Patch(t testing.TB, img string, off int64, data []byte) {
 	t.Helper()
-	f, err := os.OpenFile(img, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(data, off); err != nil {
-		t.Fatal(err)
-	}
+	testenv.WriteAt(t, img, off, data)
 }
 
 // Overwrite writes data over the first bytes of path p's first data block, directly in

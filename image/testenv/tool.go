@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -26,4 +27,18 @@ func Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// WriteAt writes data at byte off of the existing file path (a disk image, a guest's RAM
+// file), as an attacker with raw access would, failing the test on error.
+func WriteAt(t testing.TB, path string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatalf("%s: writing %d bytes at %#x: %v", path, len(data), off, err)
+	}
 }
