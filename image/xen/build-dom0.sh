@@ -45,10 +45,17 @@ mirror=$(source_of $suite | head -1)
 security=$(source_of $suite-security | head -1)
 [ -n "$mirror" ] || { echo "build-dom0.sh: no Debian $suite source in the apt configuration" >&2; exit 1; }
 
-rm -rf "$out"; mkdir -p "$out"
 root=$out/rootfs
 cleanup() { for m in dev sys proc; do mountpoint -q "$root/$m" && umount "$root/$m"; done; return 0; }
 trap cleanup EXIT
+# The installed root is reused while the install steps below are unchanged (the
+# configuration steps after them are redone on it).
+install_hash=$(sed -n '/^# -- install --$/,/^# -- end install --$/p' "$here/build-dom0.sh" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$root/.xenlab-installed" 2>/dev/null)" = "$install_hash" ]; then
+	log "installed root reused ($root)"
+else
+# -- install --
+rm -rf "$out"; mkdir -p "$out"
 
 log "debootstrap $suite"
 debootstrap --variant=minbase --include=systemd-sysv,udev,kmod,iproute2,procps,openssh-client \
@@ -68,6 +75,9 @@ chroot "$root" sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-ge
 chroot "$root" apt-get clean
 cleanup
 rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/apt/sources.list"
+# -- end install --
+echo "$install_hash" >"$root/.xenlab-installed"
+fi
 
 log "configure dom0"
 "$here/dom0/configure.sh" "$root"

@@ -71,6 +71,7 @@ type Client struct {
 	replies   chan reply
 	events    chan Event
 	reqID     uint32
+	dead      chan struct{} // closed when the reader stopped
 	closeOnce sync.Once
 }
 
@@ -90,7 +91,7 @@ func Open() (*Client, error) {
 
 // New runs the protocol over rw.
 func New(rw io.ReadWriteCloser) *Client {
-	c := &Client{rw: rw, replies: make(chan reply, 1), events: make(chan Event, 64)}
+	c := &Client{rw: rw, replies: make(chan reply, 1), events: make(chan Event, 64), dead: make(chan struct{})}
 	go c.readLoop()
 	return c
 }
@@ -102,10 +103,12 @@ func (c *Client) Close() error {
 	return err
 }
 
-// Events returns the fired watches of all Watch calls.
+// Events returns the fired watches of all Watch calls. Events that find the channel
+// full (64 unread) are dropped, so read nodes again rather than count events.
 func (c *Client) Events() <-chan Event { return c.events }
 
 func (c *Client) readLoop() {
+	defer close(c.dead)
 	defer close(c.events)
 	defer close(c.replies)
 	hdr := make([]byte, headerSize)
@@ -128,7 +131,12 @@ func (c *Client) readLoop() {
 		if op == opWatchEvent {
 			parts := bytes.SplitN(p, []byte{0}, 3)
 			if len(parts) >= 2 {
-				c.events <- Event{Path: string(parts[0]), Token: string(parts[1])}
+				// Never block replies behind unread events: a watcher that falls 64
+				// events behind loses the newest (it re-reads the nodes anyway).
+				select {
+				case c.events <- Event{Path: string(parts[0]), Token: string(parts[1])}:
+				default:
+				}
 			}
 			continue
 		}
@@ -143,6 +151,11 @@ func (c *Client) call(op uint32, name, path string, payload []byte) ([]byte, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	select {
+	case <-c.dead:
+		return nil, fmt.Errorf("xenstore %s %s: connection closed", name, path)
+	default:
+	}
 	c.reqID++
 	msg := make([]byte, headerSize+len(payload))
 	binary.LittleEndian.PutUint32(msg[0:], op)

@@ -8,7 +8,6 @@ chroot "$R" passwd -d root >/dev/null
 echo xenhost >"$R/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 xenhost\n' >"$R/etc/hosts"
 echo 'LABEL=dom0root / ext4 defaults,errors=remount-ro 0 1' >"$R/etc/fstab"
-printf 'auto lo\niface lo inet loopback\n' >"$R/etc/network/interfaces"
 # root@peer over ssh (xl migrate): one key pair, made here, trusted by both hosts.
 mkdir -p "$R/root/.ssh"; chmod 700 "$R/root/.ssh"
 rm -f "$R/root/.ssh/id_ed25519"*
