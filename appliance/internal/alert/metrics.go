@@ -64,6 +64,7 @@ func newMetrics(reg prometheus.Registerer, sp *spool, sinks []SinkConfig) (*metr
 			}, func() float64 { return float64(s.SpoolMaxBytes) }),
 		)
 		m.up.WithLabelValues(name).Set(0)
+		m.zeroSeries(name)
 	}
 	m.unregister = func() {}
 	if reg == nil {
@@ -83,4 +84,22 @@ func newMetrics(reg prometheus.Registerer, sp *spool, sinks []SinkConfig) (*metr
 		}
 	}
 	return m, nil
+}
+
+// failureReasons are the reason labels of domainm_alert_delivery_failures_total (reason).
+var failureReasons = []string{"connect", "tls", "timeout", "write", "connection_lost", "stalled", "send"}
+
+// zeroSeries makes every series of sink exist from the start, at 0, so that a
+// dashboard or an alert rule (rate(...) > 0) sees them before the first event.
+func (m *metrics) zeroSeries(sink string) {
+	for _, r := range failureReasons {
+		m.failures.WithLabelValues(sink, r)
+	}
+	for sev := range sevNames {
+		m.emitted.WithLabelValues(sink, sev.String())
+		m.delivered.WithLabelValues(sink, sev.String())
+		for _, r := range []string{"spool_full", "rejected", "undecodable"} {
+			m.dropped.WithLabelValues(sink, sev.String(), r)
+		}
+	}
 }

@@ -118,6 +118,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 			continue
 		}
 		d.reported[k] = true
+		d.s.m.diskChange(f)
 		f.Target = t
 		evs = append(evs, alert.FromFinding(f, ""))
 	}

@@ -28,6 +28,9 @@ type metrics struct {
 	passDuration    prometheus.Histogram   // complete passes
 	passesOverdue   prometheus.Counter     // passes that ran past overdueFactor intervals
 	ruleFileSeconds *prometheus.GaugeVec   // by file: scan time of its rules over one probe window
+	reloadOK        prometheus.Gauge       // 1 unless the last rules reload failed
+	reloadOKAt      prometheus.Gauge       // when rules last loaded without failing
+	diskChanges     *prometheus.CounterVec // by change: added, changed, removed, file-match (alerted)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -72,6 +75,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ruleFileSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "domainm_rule_file_window_seconds",
 			Help: "Scan time of each rule file's rules over one window of pseudo-random bytes, measured at load (libyara has no per-rule profiling)."}, []string{"file"}),
 	}
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_rules_last_reload_successful",
+		Help: "1 if the last rules load or reload did not fail (files left out for not compiling still count as a success: see domainm_health_problem{problem=\"rules-broken\"}), 0 if it failed and the running set stayed."})
+	m.reloadOKAt = prometheus.NewGauge(prometheus.GaugeOpts{Name: "domainm_rules_last_reload_success_timestamp_seconds",
+		Help: "When the rules last loaded or reloaded without failing."})
+	m.diskChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "domainm_disk_changes_total",
+		Help: "Disk changes alerted, by change: added, changed, removed (file integrity), file-match (YARA in a new or changed file)."}, []string{"change"})
+	m.reloadOK.Set(1) // the start loads the rules or fails
+	m.reloadOKAt.SetToCurrentTime()
+	for _, l := range []string{"added", "changed", "removed", "file-match"} {
+		m.diskChanges.WithLabelValues(l)
+	}
 	// Zero series up front, so dashboards and alerts see them before the first event.
 	for _, l := range []string{"complete", "partial", "interrupted", "failed"} {
 		m.passes.WithLabelValues(l)
@@ -92,7 +106,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.passes, m.bytesScanned, m.bytesTotal, m.blocks, m.findings, m.findingsNew, m.reloads, m.diskChecks, m.up, m.passSeconds, m.lastPass, m.lastCheck,
-		m.findingsUpdated, m.findingsEnded, m.rules, m.rulesEmpty, m.passDuration, m.passesOverdue, m.ruleFileSeconds} {
+		m.findingsUpdated, m.findingsEnded, m.rules, m.rulesEmpty, m.passDuration, m.passesOverdue, m.ruleFileSeconds,
+		m.reloadOK, m.reloadOKAt, m.diskChanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -12,6 +12,8 @@ import (
 	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/appliance/internal/alert"
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
 )
 
 var _ control.Operator = (*Supervisor)(nil)
@@ -174,6 +176,12 @@ func (h *ruleHolder) noteReload(t time.Time, before [2]int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.lastReload = t
+	if h.failed > before[1] {
+		h.s.m.reloadOK.Set(0)
+	} else {
+		h.s.m.reloadOK.Set(1)
+		h.s.m.reloadOKAt.Set(float64(t.UnixNano()) / 1e9)
+	}
 	switch {
 	case h.failed > before[1]:
 		h.lastResult = "failed"
@@ -193,4 +201,14 @@ func rfc3339(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// diskChange counts a disk change that is alerted.
+func (m *metrics) diskChange(f detectors.Finding) {
+	switch {
+	case f.Detector == integrity.Detector && f.Change != "":
+		m.diskChanges.WithLabelValues(f.Change).Inc()
+	case f.Detector == "yara-file":
+		m.diskChanges.WithLabelValues("file-match").Inc()
+	}
 }
