@@ -101,24 +101,13 @@ g=$(wait_found $M $s1 300) || fail "Domain M did not find seed $s1"
 ev FOUND where=A gpa=$g seed=$s1 domid=$T
 check_frame $T $g $s1 && ev FRAME-OK where=A gpa=$g || fail "dom0's view of $g lacks the marker"
 
-# ---- co-migration A -> B, in the order that keeps P1-P4 (README: Xen) ----
-ev MIGRATE-TARGET-START
-xl migrate -p target $peer >$out/migrate-target.log 2>&1 || fail "xl migrate target"
-ev MIGRATE-TARGET-DONE
-ev TARGET-ARRIVED where=B domid=$(ssh root@$peer xl domid target)
-domainm-xen request $M '{"id":1,"cmd":"prepare"}' >>$out/handshake.log 2>&1 || fail "prepare"
-ev QUIESCED where=A
-ev MIGRATE-DOMAINM-START
-xl migrate -p domainm $peer >$out/migrate-domainm.log 2>&1 || fail "xl migrate domainm"
-ev MIGRATE-DOMAINM-DONE
+# ---- co-migration A -> B: domainm-migrate migrate --xen (P1-P4 by order; README) ----
+ev MIGRATE-START
+domainm-migrate migrate --xen --dest $peer --tool /lab/domainm-xen --json -v >$out/migrate.json 2>$out/migrate.log
+rc=$?; ev MIGRATE-DONE rc=$rc
+[ $rc = 0 ] || fail "domainm-migrate migrate --xen: rc=$rc: $(tail -3 $out/migrate.log)"
 T2=$(ssh root@$peer xl domid target); M2=$(ssh root@$peer xl domid domainm)
 ev ARRIVED target=$T2 domainm=$M2
-ssh root@$peer /lab/domainm-xen grant $M2 $T2 >>$out/grant.log 2>&1 || fail "grant at B"
-ev GRANTED-B domainm=$M2 target=$T2
-ssh root@$peer xl unpause domainm; ev DOMAINM-UNPAUSED-B
-ssh root@$peer /lab/domainm-xen request $M2 "'{\"id\":2,\"cmd\":\"resume\",\"args\":{\"source\":\"xen:$T2\",\"target\":{\"name\":\"target\",\"domid\":$T2}}}'" >>$out/handshake.log 2>&1 || fail "resume"
-ev MONITORING where=B domid=$M2
-ev TARGET-UNPAUSE where=B; ssh root@$peer xl unpause target
 ssh root@$peer xl list >>$out/console.log
 
 s2=$(seed); sleep 5; ev PLANT where=B seed=$s2

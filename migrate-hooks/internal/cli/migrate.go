@@ -16,6 +16,9 @@ func init() {
 }
 
 func runMigrate(ctx context.Context, env Env, args []string) int {
+	if len(args) > 0 && (args[0] == "--xen" || args[0] == "-xen") {
+		return runMigrateXen(ctx, env, args[1:])
+	}
 	fs := newFlags(env, "migrate", "migrate --target-src QMP --target-dst QMP --target-uri URI --domm-src QMP --domm-dst QMP --domm-uri URI --control SOCK --src-ram FILE --dst-ram FILE [flags]")
 	tSrc := fs.String("target-src", "", "QMP socket of the target at the source")
 	tDst := fs.String("target-dst", "", "QMP socket of the target's destination QEMU (started with -incoming URI -S)")

@@ -72,11 +72,14 @@ func (l *Lab) Prepare(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(disk, "out"), 0o755); err != nil {
 		return err
 	}
-	l.step("binaries: agent (CGO_ENABLED=0), domainm-xen (-tags xen, libxenctrl)")
+	l.step("binaries: agent and domainm-migrate (CGO_ENABLED=0), domainm-xen (-tags xen, libxenctrl)")
 	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=0"}, "go", "build", "-o", filepath.Join(l.Run, "agent"), "./migrate-hooks/internal/xenlab/agent"); err != nil {
 		return err
 	}
 	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=1"}, "go", "build", "-tags", "xen", "-o", filepath.Join(disk, "domainm-xen"), "./migrate-hooks/cmd/domainm-xen"); err != nil {
+		return err
+	}
+	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=0"}, "go", "build", "-o", filepath.Join(disk, "domainm-migrate"), "./migrate-hooks/cmd/domainm-migrate"); err != nil {
 		return err
 	}
 	l.step("guest initrds and lab disks")

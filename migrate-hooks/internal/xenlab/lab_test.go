@@ -66,18 +66,20 @@ func TestXenLab(t *testing.T) {
 		}
 		t.Logf("found at %s: gpa %s seed %s in domain %s; dom0's foreign map of the frame agrees", where, f.Args["gpa"], f.Args["seed"], f.Args["domid"])
 	}
-	created, _ := Find(a, "TARGET-CREATED")
-	arrived, ok := Find(a, "ARRIVED")
-	if !ok || arrived.Args["target"] == created.Args["domid"] {
-		t.Errorf("the target's domain id at B (%q) should differ from A's (%q): the remap must be to the new id", arrived.Args["target"], created.Args["domid"])
-	}
-	fig, err := Compute(a)
+	r, err := l.Migration()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.step("figures: %v", fig)
-	if len(fig.Violations) > 0 {
-		t.Errorf("invariant violated: %v", fig.Timeline.Err())
+	l.step("co-migration (domainm-migrate migrate --xen): total %v; target migration %v, Domain M migration %v; waits P1 %v P2 %v P3 %v P4 %v; target downtime %v; monitoring gap %v; ids %v",
+		r.Total, r.TargetMigration, r.DomMMigration, r.Waits[0], r.Waits[1], r.Waits[2], r.Waits[3], r.TargetDowntime, r.Gap, r.IDs)
+	for _, c := range r.Timeline {
+		l.step("  %8.1fs %-10s %-11s up=%-5v %s", c.Time.Sub(r.Start).Seconds(), c.Subject, c.Where, c.Up, c.What)
+	}
+	if len(r.Violations) > 0 || !r.Gap.OK() {
+		t.Errorf("invariant: %v (gap %v)", r.Timeline.Err(), r.Gap)
+	}
+	if r.IDs["dst_target"] == r.IDs["src_target"] || r.IDs["dst_domm"] == r.IDs["src_domm"] {
+		t.Errorf("domain ids at B %v should differ from A's: the remap must be to the new ids", r.IDs)
 	}
 	checkRanges(t, l, a)
 }

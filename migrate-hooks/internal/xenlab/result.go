@@ -2,6 +2,7 @@ package xenlab
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
+	"github.com/domainm/domainm/migrate-hooks/internal/xenmig"
 )
 
 // Event is one line of a host's events.log: "EPOCH HOST NAME key=value ...".
@@ -76,92 +77,18 @@ next:
 	return Event{}, false
 }
 
-// Figures are one co-migration's waits and costs, from host A's clock (every event at
-// B is observed from A over ssh: a B event is stamped after it happened, a B start
-// before, so the figures err on the long side).
-type Figures struct {
-	TargetMigration time.Duration // xl migrate -p target, start to end
-	DomMMigration   time.Duration // xl migrate -p domainm, start to end
-	P1, P2, P3, P4  time.Duration
-	Downtime        time.Duration // target stopped at A (migration end) to unpaused at B
-	Gap             time.Duration // time the target ran unwatched (Timeline.Check)
-	Violations      []syncpoint.Violation
-	Timeline        syncpoint.Timeline
-}
-
-// Compute derives the figures and the invariant's timeline from host A's events.
-//
-// The scheme (image/xen/run.sh): the target migrates first, arriving paused at B, while
-// Domain M keeps monitoring it at A (P1: Domain M cannot stop first, since its
-// migration starts only after the target's ended); prepare; Domain M migrates (P2: the
-// stopped target waits for it); at B dom0 grants the new ids, Domain M resumes and
-// remaps (P3 holds: the target is there already); the target is unpaused only after
-// "monitoring" (P4).
-func Compute(evs []Event) (Figures, error) {
-	get := func(name string, want ...string) (time.Time, error) {
-		e, ok := Find(evs, name, want...)
-		if !ok {
-			return time.Time{}, fmt.Errorf("no %s %v event in host A's log", name, want)
-		}
-		return e.Time, nil
+// Migration reads the co-migration's result (domainm-migrate migrate --xen --json on
+// host A).
+func (l *Lab) Migration() (*xenmig.Result, error) {
+	b, err := os.ReadFile(l.Run + "/out-A/migrate.json")
+	if err != nil {
+		return nil, err
 	}
-	var f Figures
-	var err error
-	ts := map[string]time.Time{}
-	for _, k := range []struct {
-		key, name string
-		want      []string
-	}{
-		{"monA", "MONITORING", []string{"where=A"}},
-		{"runA", "TARGET-UNPAUSE", []string{"where=A"}},
-		{"tStart", "MIGRATE-TARGET-START", nil},
-		{"tDone", "MIGRATE-TARGET-DONE", nil},
-		{"quiesced", "QUIESCED", nil},
-		{"mStart", "MIGRATE-DOMAINM-START", nil},
-		{"mDone", "MIGRATE-DOMAINM-DONE", nil},
-		{"monB", "MONITORING", []string{"where=B"}},
-		{"runB", "TARGET-UNPAUSE", []string{"where=B"}},
-		{"done", "DONE", nil},
-	} {
-		if ts[k.key], err = get(k.name, k.want...); err != nil {
-			return f, err
-		}
+	var r xenmig.Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("out-A/migrate.json: %w", err)
 	}
-	f.TargetMigration = ts["tDone"].Sub(ts["tStart"])
-	f.DomMMigration = ts["mDone"].Sub(ts["mStart"])
-	// P1: Domain M held (monitoring, not migrating) until the target stopped.
-	f.P1 = ts["tDone"].Sub(ts["tStart"])
-	// P2: the stopped target waits for prepare and Domain M's migration.
-	f.P2 = ts["mDone"].Sub(ts["tDone"])
-	// P3: Domain M arrives after the target: no wait.
-	f.P3 = 0
-	// P4: the target stays paused from Domain M's arrival to "monitoring".
-	f.P4 = ts["monB"].Sub(ts["mDone"])
-	f.Downtime = ts["runB"].Sub(ts["tDone"])
-	// The invariant's timeline. The target may run from the moment an unpause is sent
-	// and until its migration ended (it stops at some point before); Domain M monitors
-	// from a "monitoring" answer until prepare was sent.
-	f.Timeline = syncpoint.Timeline{
-		{Time: ts["monA"], Subject: syncpoint.SubjectDomM, Where: "A/domainm", Up: true, What: "running"},
-		{Time: ts["monA"], Subject: syncpoint.SubjectSupervisor, Where: "A", Up: true, What: "monitoring"},
-		{Time: ts["runA"], Subject: syncpoint.SubjectTarget, Where: "A/target", Up: true, What: "unpause sent"},
-		{Time: ts["tDone"], Subject: syncpoint.SubjectTarget, Where: "A/target", Up: false, What: "xl migrate ended"},
-		{Time: ts["quiesced"].Add(-time.Nanosecond), Subject: syncpoint.SubjectSupervisor, Where: "A", Up: false, What: "prepare sent"},
-		{Time: ts["mStart"], Subject: syncpoint.SubjectDomM, Where: "A/domainm", Up: false, What: "xl migrate started"},
-		{Time: ts["mDone"], Subject: syncpoint.SubjectDomM, Where: "B/domainm", Up: true, What: "arrived"},
-		{Time: ts["monB"], Subject: syncpoint.SubjectSupervisor, Where: "B", Up: true, What: "monitoring"},
-		{Time: ts["runB"], Subject: syncpoint.SubjectTarget, Where: "B/target", Up: true, What: "unpause sent"},
-		{Time: ts["done"], Subject: syncpoint.SubjectEnd, What: "end"},
-	}
-	f.Violations, f.Gap = f.Timeline.Check()
-	return f, nil
-}
-
-// String prints the figures as the lab's timeline footer.
-func (f Figures) String() string {
-	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) }
-	return fmt.Sprintf("target migration %s, Domain M migration %s; P1 %s, P2 %s, P3 %s, P4 %s; target downtime %s; monitoring gap %s (%d violations)",
-		ms(f.TargetMigration), ms(f.DomMMigration), ms(f.P1), ms(f.P2), ms(f.P3), ms(f.P4), ms(f.Downtime), ms(f.Gap), len(f.Violations))
+	return &r, nil
 }
 
 // Range is a guest-physical range [Start, End).

@@ -1,0 +1,241 @@
+// Package xenmig co-migrates a Xen target and its Domain M from this host (dom0) to
+// another with xl, keeping P1–P4 by order, since xl/libxl has no pre-copy policy hook:
+//
+//   - the target migrates first (xl migrate -p: it arrives paused), while Domain M keeps
+//     monitoring it here; Domain M's migration starts only after the target's ended, so
+//     Domain M cannot stop first (P1);
+//   - prepare (the supervisor unmaps, over xenstore); Domain M migrates while the stopped
+//     target waits (P2);
+//   - at the destination the target is there already (P3); dom0 there grants Domain M
+//     privilege for the new domain ids (domainm-xen grant), Domain M runs, and resume
+//     (remap the same frames of the new target id) is answered "monitoring";
+//   - only then is the target unpaused (P4).
+//
+// The cost: Domain M's whole migration falls into the target's downtime. Every step's
+// time is taken here, on one clock, and the invariant is checked on the resulting
+// syncpoint.Timeline, as for QEMU. Commands run through Exec: xl and domainm-xen here,
+// and the same over ssh at the destination.
+package xenmig
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/domainm/domainm/appliance/control/proto"
+	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
+)
+
+// Exec runs a command on a host ("" for this one) and returns its standard output.
+type Exec interface {
+	Run(ctx context.Context, host string, name string, args ...string) (string, error)
+}
+
+// SSH runs commands here directly and elsewhere through ssh root@HOST.
+type SSH struct{}
+
+// Run implements Exec.
+func (SSH) Run(ctx context.Context, host, name string, args ...string) (string, error) {
+	argv := append([]string{name}, args...)
+	if host != "" {
+		q := make([]string, len(argv))
+		for i, a := range argv {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		argv = []string{"ssh", "-o", "BatchMode=yes", "root@" + host, strings.Join(q, " ")}
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%s%s: %w: %s", where(host), strings.Join(append([]string{name}, args...), " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+func where(host string) string {
+	if host == "" {
+		return ""
+	}
+	return host + ": "
+}
+
+// Config names the pair and the destination.
+type Config struct {
+	Target, DomM string // xl domain names
+	Dest         string // destination host (xl migrate's and ssh's host)
+	Tool         string // the dom0 tool, default "domainm-xen" (on PATH at both hosts)
+	Log          *slog.Logger
+}
+
+// Result is one co-migration's figures (all on this host's clock) and timeline.
+type Result struct {
+	Start time.Time `json:"start"`
+	// Total: the target's migration start until it runs at the destination.
+	Total syncpoint.Figure `json:"total_ns"`
+	// P1: Domain M kept monitoring (not migrating) until the target's migration ended.
+	// P2: the stopped target waited for prepare and Domain M's migration. P3: 0 (the
+	// target is there first). P4: the paused target waited from Domain M's arrival
+	// until "monitoring".
+	Waits           [4]syncpoint.Figure `json:"waits_ns"`
+	TargetMigration syncpoint.Figure    `json:"target_migration_ns"`
+	DomMMigration   syncpoint.Figure    `json:"domm_migration_ns"`
+	// TargetDowntime: the end of the target's migration (it stopped before) until it
+	// was unpaused at the destination: a lower bound by xl's suspend-to-end time.
+	TargetDowntime syncpoint.Figure      `json:"target_downtime_ns"`
+	Gap            syncpoint.Figure      `json:"gap_ns"`
+	Violations     []syncpoint.Violation `json:"violations,omitempty"`
+	IDs            map[string]int        `json:"domain_ids"`
+	Timeline       syncpoint.Timeline    `json:"timeline"`
+}
+
+type run struct {
+	cfg Config
+	x   Exec
+	res *Result
+}
+
+// Migrate co-migrates the pair (see the package doc). On error the result holds what
+// was measured so far, and the error says where the pair was left.
+func Migrate(ctx context.Context, x Exec, cfg Config) (*Result, error) {
+	if cfg.Tool == "" {
+		cfg.Tool = "domainm-xen"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	r := &run{cfg: cfg, x: x, res: &Result{Start: time.Now(), IDs: map[string]int{}}}
+	err := r.migrate(ctx)
+	r.finish()
+	return r.res, err
+}
+
+func (r *run) domid(ctx context.Context, host, name string) (int, error) {
+	out, err := r.x.Run(ctx, host, "xl", "domid", name)
+	if err != nil {
+		return 0, err
+	}
+	id, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%sxl domid %s = %q: not a domU id", where(host), name, strings.TrimSpace(out))
+	}
+	return id, nil
+}
+
+// request sends one handshake request over xenstore through the dom0 tool.
+func (r *run) request(ctx context.Context, host string, dm int, req proto.Request) (proto.Response, error) {
+	b, _ := json.Marshal(req)
+	out, err := r.x.Run(ctx, host, r.cfg.Tool, "request", strconv.Itoa(dm), string(b))
+	var resp proto.Response
+	line, _, _ := strings.Cut(out, "\n")
+	if jerr := json.Unmarshal([]byte(line), &resp); jerr != nil && err == nil {
+		err = fmt.Errorf("%s: response %q: %w", req.Cmd, line, jerr)
+	}
+	return resp, err
+}
+
+// id is a request id unique across runs: the supervisor ignores a request whose id it
+// answered already (a watch can fire twice).
+func id(cmd string) json.RawMessage {
+	return json.RawMessage(strconv.Quote(fmt.Sprintf("%s-%d", cmd, time.Now().UnixNano())))
+}
+
+func (r *run) mark(subject, where string, up bool, what string) time.Time {
+	now := time.Now()
+	r.res.Timeline = append(r.res.Timeline, syncpoint.Change{Time: now, Subject: subject, Where: where, Up: up, What: what})
+	r.cfg.Log.Info(what, "subject", subject, "where", where, "up", up)
+	return now
+}
+
+func (r *run) migrate(ctx context.Context) error {
+	c := r.cfg
+	t, err := r.domid(ctx, "", c.Target)
+	if err != nil {
+		return err
+	}
+	m, err := r.domid(ctx, "", c.DomM)
+	if err != nil {
+		return err
+	}
+	r.res.IDs["src_target"], r.res.IDs["src_domm"] = t, m
+	st, err := r.request(ctx, "", m, proto.Request{ID: id("status"), Cmd: proto.CmdStatus})
+	if err != nil || st.State != proto.StateMonitoring {
+		return fmt.Errorf("supervisor is %q (%v), not monitoring: nothing started", st.State, err)
+	}
+	// What ran at the start, at one instant: all three up at the source.
+	t0 := time.Now()
+	r.res.Start = t0
+	r.res.Timeline = append(r.res.Timeline,
+		syncpoint.Change{Time: t0, Subject: syncpoint.SubjectDomM, Where: "src/domm", Up: true, What: "running at start"},
+		syncpoint.Change{Time: t0, Subject: syncpoint.SubjectSupervisor, Where: "src", Up: true, What: "monitoring at start"},
+		syncpoint.Change{Time: t0, Subject: syncpoint.SubjectTarget, Where: "src/target", Up: true, What: "running at start"})
+
+	if _, err := r.x.Run(ctx, "", "xl", "migrate", "-p", c.Target, c.Dest); err != nil {
+		return fmt.Errorf("P1: target's migration: %w (xl resumes it at the source on failure; Domain M still monitors it)", err)
+	}
+	tEnd := r.mark(syncpoint.SubjectTarget, "src/target", false, "xl migrate target ended")
+	r.res.TargetMigration = syncpoint.Measured(tEnd.Sub(t0))
+	r.res.Waits[0] = r.res.TargetMigration
+
+	epoch := uint64(time.Now().Unix())
+	if _, err := r.request(ctx, "", m, proto.Request{ID: id("prepare"), Cmd: proto.CmdPrepare, Epoch: epoch}); err != nil {
+		return fmt.Errorf("P2: prepare: %w (the target is paused at %s)", err, c.Dest)
+	}
+	r.mark(syncpoint.SubjectSupervisor, "src", false, "quiesced")
+	mStart := r.mark(syncpoint.SubjectDomM, "src/domm", false, "xl migrate domainm started")
+	if _, err := r.x.Run(ctx, "", "xl", "migrate", "-p", c.DomM, c.Dest); err != nil {
+		return fmt.Errorf("P2: Domain M's migration: %w (the target is paused at %s)", err, c.Dest)
+	}
+	mEnd := time.Now()
+	r.res.DomMMigration = syncpoint.Measured(mEnd.Sub(mStart))
+	r.res.Waits[1] = syncpoint.Measured(mEnd.Sub(tEnd))
+	r.res.Waits[2] = syncpoint.Measured(0)
+
+	t2, err := r.domid(ctx, c.Dest, c.Target)
+	if err != nil {
+		return fmt.Errorf("P3: %w", err)
+	}
+	m2, err := r.domid(ctx, c.Dest, c.DomM)
+	if err != nil {
+		return fmt.Errorf("P3: %w", err)
+	}
+	r.res.IDs["dst_target"], r.res.IDs["dst_domm"] = t2, m2
+	if _, err := r.x.Run(ctx, c.Dest, c.Tool, "grant", strconv.Itoa(m2), strconv.Itoa(t2)); err != nil {
+		return fmt.Errorf("P4: grant at %s: %w (both paused there)", c.Dest, err)
+	}
+	if _, err := r.x.Run(ctx, c.Dest, "xl", "unpause", c.DomM); err != nil {
+		return fmt.Errorf("P4: %w (both paused at %s)", err, c.Dest)
+	}
+	r.mark(syncpoint.SubjectDomM, "dst/domm", true, "unpaused")
+	args, _ := json.Marshal(proto.ResumeArgs{Source: fmt.Sprintf("xen:%d", t2),
+		Target: proto.TargetInfo{Name: c.Target, Host: c.Dest, DomID: t2}})
+	resp, err := r.request(ctx, c.Dest, m2, proto.Request{ID: id("resume"), Cmd: proto.CmdResume, Args: args, Epoch: epoch})
+	if err != nil || resp.State != proto.StateMonitoring {
+		return fmt.Errorf("P4: resume: %v (state %q; the target stays paused at %s)", err, resp.State, c.Dest)
+	}
+	mon := r.mark(syncpoint.SubjectSupervisor, "dst", true, "monitoring")
+	r.res.Waits[3] = syncpoint.Measured(mon.Sub(mEnd))
+	// The target may run from the moment the unpause is sent.
+	run := r.mark(syncpoint.SubjectTarget, "dst/target", true, "unpause sent")
+	if _, err := r.x.Run(ctx, c.Dest, "xl", "unpause", c.Target); err != nil {
+		return fmt.Errorf("P4: unpausing the target: %w (it is paused at %s, watched)", err, c.Dest)
+	}
+	r.res.TargetDowntime = syncpoint.Measured(run.Sub(tEnd))
+	r.res.Total = syncpoint.Measured(run.Sub(t0))
+	return nil
+}
+
+func (r *run) finish() {
+	if len(r.res.Timeline) == 0 {
+		return
+	}
+	r.res.Timeline = append(r.res.Timeline, syncpoint.Change{Time: time.Now(), Subject: syncpoint.SubjectEnd, What: "end"})
+	vs, gap := r.res.Timeline.Check()
+	r.res.Violations, r.res.Gap = vs, syncpoint.Measured(gap)
+}

@@ -1,0 +1,132 @@
+package xenmig
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/domainm/domainm/appliance/control/proto"
+)
+
+// fakeXen plays both dom0s: domain ids, xl migrate moving a domain, and a supervisor
+// answering requests by state. It records every command in order.
+type fakeXen struct {
+	ids       map[string]int // "host/name" -> domid
+	state     string         // the supervisor's
+	log       []string
+	failCmd   string // a command (prefix) that fails
+	nextID    int
+	unwatched bool // the target ran while Domain M was not monitoring
+}
+
+func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (string, error) {
+	cmd := strings.TrimSpace(host + " " + name + " " + strings.Join(args, " "))
+	f.log = append(f.log, cmd)
+	if f.failCmd != "" && strings.HasPrefix(strings.TrimSpace(name+" "+strings.Join(args, " ")), f.failCmd) {
+		return "", errors.New("injected failure")
+	}
+	switch {
+	case name == "xl" && args[0] == "domid":
+		id, ok := f.ids[host+"/"+args[1]]
+		if !ok {
+			return "", fmt.Errorf("no domain %s", args[1])
+		}
+		return fmt.Sprintf("%d\n", id), nil
+	case name == "xl" && args[0] == "migrate":
+		delete(f.ids, "/"+args[2])
+		f.nextID++
+		f.ids[args[3]+"/"+args[2]] = f.nextID
+	case name == "xl" && args[0] == "unpause" && args[1] == "target":
+		if f.state != proto.StateMonitoring {
+			f.unwatched = true
+		}
+	case name == "domainm-xen" && args[0] == "request":
+		var req proto.Request
+		if err := json.Unmarshal([]byte(args[2]), &req); err != nil {
+			return "", err
+		}
+		switch req.Cmd {
+		case proto.CmdPrepare:
+			f.state = proto.StateQuiesced
+		case proto.CmdResume:
+			f.state = proto.StateMonitoring
+		}
+		b, _ := json.Marshal(proto.Response{ID: req.ID, OK: true, State: f.state})
+		return string(b) + "\nrequest answered\n", nil
+	}
+	return "", nil
+}
+
+func newFake() *fakeXen {
+	return &fakeXen{ids: map[string]int{"/target": 1, "/domainm": 2}, state: proto.StateMonitoring, nextID: 5}
+}
+
+func TestMigrateOrder(t *testing.T) {
+	f := newFake()
+	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := func(prefix string) int {
+		i := slices.IndexFunc(f.log, func(s string) bool { return strings.HasPrefix(s, prefix) })
+		if i < 0 {
+			t.Fatalf("%q never ran: %q", prefix, f.log)
+		}
+		return i
+	}
+	order := []string{"xl migrate -p target b", `domainm-xen request 2 {"id":"prepare`, "xl migrate -p domainm b",
+		"b domainm-xen grant 7 6", "b xl unpause domainm", `b domainm-xen request 7 {"id":"resume`, "b xl unpause target"}
+	for i := 1; i < len(order); i++ {
+		if idx(order[i-1]) >= idx(order[i]) {
+			t.Errorf("%q ran after %q: %q", order[i-1], order[i], f.log)
+		}
+	}
+	if f.unwatched {
+		t.Error("the target was unpaused before resume was answered")
+	}
+	if len(r.Violations) > 0 || !r.Gap.OK() {
+		t.Errorf("violations %v, gap %v", r.Violations, r.Gap)
+	}
+	if r.IDs["dst_target"] != 6 || r.IDs["dst_domm"] != 7 {
+		t.Errorf("ids %v", r.IDs)
+	}
+	for i, w := range r.Waits {
+		if !w.OK() {
+			t.Errorf("P%d not measured", i+1)
+		}
+	}
+}
+
+// TestResumeFails: the target must stay paused at the destination when resume fails.
+func TestResumeFails(t *testing.T) {
+	f := newFake()
+	f.failCmd = "domainm-xen request 7"
+	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"})
+	if err == nil || !strings.Contains(err.Error(), "stays paused") {
+		t.Fatalf("err = %v", err)
+	}
+	if slices.Contains(f.log, "b xl unpause target") {
+		t.Fatalf("the target was unpaused after a failed resume: %q", f.log)
+	}
+	if len(r.Violations) > 0 {
+		t.Errorf("violations %v", r.Violations)
+	}
+}
+
+// TestNotMonitoring: nothing starts when the supervisor does not monitor.
+func TestNotMonitoring(t *testing.T) {
+	f := newFake()
+	f.state = proto.StateStarting
+	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"}); err == nil {
+		t.Fatal("migrated with a supervisor that does not monitor")
+	}
+	for _, c := range f.log {
+		if strings.Contains(c, "migrate") {
+			t.Fatalf("%q ran", c)
+		}
+	}
+}
