@@ -41,14 +41,11 @@ func OpenXen(domid uint16, maxGPFN uint64) (*Xen, error) {
 		return nil, fmt.Errorf("xen:%d: highest guest frame %#x: want 1..2^35 (the dom0 tool reports it)", domid, maxGPFN)
 	}
 	span := maxGPFN + 1
-	probe, err := privcmd.MapForeign(domid, span)
+	errs, err := privcmd.Probe(domid, span)
 	if err != nil {
 		return nil, fmt.Errorf("xen:%d: asking Xen for frames 0..%#x: %w", domid, maxGPFN, err)
 	}
-	ranges := xenRanges(probe.Errs())
-	if err := probe.Close(); err != nil {
-		return nil, fmt.Errorf("xen:%d: unmapping the probe: %w", domid, err)
-	}
+	ranges := xenRanges(errs)
 	if len(ranges) == 0 {
 		return nil, fmt.Errorf("xen:%d: Xen maps none of frames 0..%#x (no privilege over the domain, or it is gone)", domid, maxGPFN)
 	}

@@ -164,3 +164,49 @@ func (m *Mapping) Close() error {
 	}
 	return err
 }
+
+// Probe asks Xen for frames 0..span-1 of domain domid, one chunk of batchFrames at a
+// time, each unmapped again before the next (so that at most one chunk's unpopulated
+// backing pages exist at once), and returns the per-frame results (0 = Xen maps it).
+func Probe(domid uint16, span uint64) ([]int32, error) {
+	if span == 0 || span > (1<<47)/PageSize {
+		return nil, fmt.Errorf("privcmd: bad frame span %d", span)
+	}
+	f, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, ErrNoXen
+		}
+		return nil, err
+	}
+	defer f.Close()
+	errs := make([]int32, span)
+	gfns := make([]uint64, batchFrames)
+	for first := uint64(0); first < span; first += batchFrames {
+		cnt := min(batchFrames, span-first)
+		data, err := unix.Mmap(int(f.Fd()), 0, int(cnt*PageSize), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return nil, &os.PathError{Op: fmt.Sprintf("mmap frames %d+%d", first, cnt), Path: DevicePath, Err: err}
+		}
+		for i := range cnt {
+			gfns[i] = first + i
+		}
+		b := mmapBatchV2{
+			Num:  uint32(cnt),
+			Dom:  domid,
+			Addr: uint64(uintptr(unsafe.Pointer(&data[0]))),
+			Arr:  uintptr(unsafe.Pointer(&gfns[0])),
+			Err:  uintptr(unsafe.Pointer(&errs[first])),
+		}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ioctlMmapBatchV2, uintptr(unsafe.Pointer(&b)))
+		runtime.KeepAlive(gfns)
+		uerr := unix.Munmap(data)
+		if errno != 0 && errno != unix.ENOENT {
+			return nil, fmt.Errorf("privcmd: probing frames %d+%d of domain %d: %w", first, cnt, domid, errno)
+		}
+		if uerr != nil {
+			return nil, fmt.Errorf("privcmd: unmapping probed frames %d+%d: %w", first, cnt, uerr)
+		}
+	}
+	return errs, nil
+}

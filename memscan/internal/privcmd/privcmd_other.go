@@ -21,6 +21,9 @@ func MapForeign(domid uint16, frames uint64) (*Mapping, error) { return nil, Ava
 // MapRuns is not supported on this platform.
 func MapRuns(domid uint16, span uint64, runs []Run) (*Mapping, error) { return nil, Available() }
 
+// Probe is not supported on this platform.
+func Probe(domid uint16, span uint64) ([]int32, error) { return nil, Available() }
+
 // Runs returns nil.
 func (m *Mapping) Runs() []Run { return nil }
 
