@@ -233,7 +233,7 @@ func (a *agent) handle(req proto.Request) proto.Response {
 			return fail(proto.CodeWrongState, fmt.Errorf("prepare while %s", a.state))
 		}
 		// The target is stopped (P1), so this fingerprint holds until it runs again.
-		fp, err := memscan.TakeFingerprint(a.src)
+		fp, err := memscan.TakeFingerprint(ramOnly{a.src})
 		if err != nil {
 			return fail(proto.CodeInternal, err)
 		}
@@ -258,7 +258,7 @@ func (a *agent) handle(req proto.Request) proto.Response {
 		if err := a.src.Remap(uint16(args.Target.DomID)); err != nil {
 			return fail(proto.CodeSource, err)
 		}
-		if err := a.fp.Verify(a.src); err != nil {
+		if err := a.fp.Verify(ramOnly{a.src}); err != nil {
 			a.src.Unmap()
 			return fail(proto.CodeGuestChanged, err)
 		}
@@ -269,4 +269,20 @@ func (a *agent) handle(req proto.Request) proto.Response {
 	}
 	a.put("domainm/state", a.state)
 	return proto.Response{OK: true, State: a.state, Target: &proto.TargetInfo{DomID: int(a.src.DomID())}}
+}
+
+// ramOnly shows a source's ranges of at least 1 MiB: the guest's RAM. The few pages the
+// toolstack owns (console and xenstore rings, ioreq pages near 4 GiB) are cleared or
+// rewritten by libxenguest when the domain is restored, so they identify no guest and
+// stay out of the fingerprint.
+type ramOnly struct{ *memscan.Xen }
+
+func (r ramOnly) Ranges() []memscan.Range {
+	var out []memscan.Range
+	for _, rg := range r.Xen.Ranges() {
+		if rg.Size >= 1<<20 {
+			out = append(out, rg)
+		}
+	}
+	return out
 }
