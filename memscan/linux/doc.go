@@ -6,6 +6,35 @@
 // those, its processes and modules. It is to guest memory what diskscan is to disks: a
 // deterministic description, with no agent in the guest and no per-version offsets.
 //
+// # Kernel-integrity checks
+//
+// Inspector.Integrity runs four checks, each a CheckResult with what it covered and
+// its Findings (a stable Key that pairs "new" with "gone", a summary and evidence):
+//
+//   - syscall-table: every entry of sys_call_table, ia32_sys_call_table and
+//     x32_sys_call_table that the kernel has (sized by the next symbol, so all of
+//     them: 451 in Debian's 6.1, whose BHI-mitigated dispatch kept only the first)
+//     must point into kernel text [_stext, _etext).
+//   - idt: every present gate of idt_table likewise; reserved exception vectors that
+//     still point at their early_idt_handler_array stubs (which boot leaves) are not
+//     findings.
+//   - hidden-module: the module area's mapped pages (page tables walked whole) are
+//     scanned for struct module by structure, with offsets from BTF: a module name,
+//     a state, list pointers that are kernel addresses or list_del poison, and a
+//     reference to itself (mkobj.mod, or an address inside its own core layout). A live
+//     candidate not on the module list is hidden.
+//   - hidden-task: the tasks owning a pid in init_pid_ns's IDR (an XArray walk) and the
+//     task each CPU's run queue runs (rq->curr, not its idle task) must have their
+//     thread-group leader on the task list.
+//
+// A hook's target is named by the module that holds it, hidden ones included, and by
+// that module's own symbol table (mod->kallsyms). Findings about lists are confirmed
+// by a second walk, so a task or module that came or went between two reads of a
+// running guest is not reported. dmkit (linuxtest/dmkit) is the rootkit the tests load.
+//
+// CompareSymbols cross-checks an optional System.map with the guest's kallsyms and says,
+// for each symbol the package reads (UsedSymbols), what each source has.
+//
 // # Security
 //
 // Guest memory is attacker-controlled. Every pointer read from it is hostile: page walks

@@ -39,6 +39,10 @@ type memLoop struct {
 	mixed     bool
 	late      bool      // the running pass was alerted overdue
 	passStart time.Time // when the running pass (its current part) started
+	// kview runs the kernel-integrity checks after each pass, ktrack holds their
+	// findings (kernel.go).
+	kview  kernelView
+	ktrack *kernelTracker
 	// guest attributes matches to the guest's processes (guest.go); guestAlerted: an
 	// unknown layout was alerted for the current source.
 	guest        guestView
@@ -75,6 +79,7 @@ type passOutcome struct {
 	res     memscan.PassResult
 	err     error
 	started time.Time
+	kernel  kernelNote
 	guest   guestNote
 }
 
@@ -95,6 +100,7 @@ func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
 		probe:   make(chan chan bool),
 	}
 	s.restoreMemory(m.track)
+	m.ktrack = s.restoreKernel()
 	return m
 }
 
@@ -131,6 +137,7 @@ func (m *memLoop) run(ctx context.Context) {
 			o := passOutcome{res: res, err: err, started: started}
 			if err == nil && pctx.Err() == nil {
 				o.guest = m.guest.annotate(src, &o.res)
+				o.kernel = m.kview.check(m.guest.g)
 			}
 			out <- o
 		}(done)
@@ -252,6 +259,7 @@ func (m *memLoop) handle(o passOutcome) {
 	}
 	res := o.res
 	m.guestNoted(o.guest)
+	m.kernelNoted(o.kernel)
 	spotted := m.noteBlindSpots(res)
 	fs := yara.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
 	rules := m.s.rules.cur.Load()
