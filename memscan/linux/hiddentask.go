@@ -5,6 +5,9 @@ import (
 	"slices"
 )
 
+// PF_EXITING (include/linux/sched.h): the task is in do_exit.
+const pfExiting = 0x00000004
+
 // maxCPUs bounds the per-CPU run queues read (NR_CPUS is at most 8192 on x86-64).
 const maxCPUs = 8192
 
@@ -175,6 +178,16 @@ func (in *Inspector) runningTasks(l taskLayout, note func(leader uint64, where s
 			return fmt.Errorf("CPU %d run queue at %#x: idle: %w", cpu, rq, err)
 		}
 		if cur == idle || cur == 0 {
+			continue
+		}
+		// A task that reaped itself (a thread, or a process whose parent ignores
+		// SIGCHLD) leaves the task list in do_exit and runs on until it schedules for
+		// the last time: an exiting task is not hidden.
+		flags, err := in.u32(cur + in.o.taskFlags)
+		if err != nil {
+			return fmt.Errorf("CPU %d runs task_struct at %#x: flags: %w", cpu, cur, err)
+		}
+		if flags&pfExiting != 0 {
 			continue
 		}
 		leader, err := in.u64(cur + l.leader)
