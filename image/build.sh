@@ -66,6 +66,12 @@ inputs_hash() {
 	} | sha256sum | cut -d' ' -f1
 }
 
+# One build of OUT at a time: tests that share the image (the image tests, the lab)
+# may call make image at once; the later one waits and then finds it up to date.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
+
 key=$(inputs_hash)
 if [ -f "$out/INPUTS" ] && [ "$(cat "$out/INPUTS")" = "$key" ] && (cd "$out" && sha256sum --quiet -c SHA256SUMS); then
 	log "up to date ($out, inputs $key)"

@@ -133,8 +133,10 @@ func (v *vm) wait(re *regexp.Regexp, timeout time.Duration) ([][]byte, error) {
 const bootTimeout = 8 * time.Minute
 
 // TestBootReady boots the image with a configuration passed through fw_cfg (naming a
-// target) and waits until systemd reports domainm.service started (Type=notify: after
-// READY=1) and the supervisor's own status, printed on the console, names that target.
+// target whose memory is the nvdimm with handle 0x1, which this VM does not have) and
+// waits until systemd reports domainm.service started (Type=notify: after READY=1) and
+// the supervisor's own status, printed on the console, names that target, is waiting,
+// and names the missing nvdimm (problem memory-source-missing).
 func TestBootReady(t *testing.T) {
 	dir := built(t)
 	cfg, err := os.ReadFile("domainm.toml")
@@ -144,8 +146,11 @@ func TestBootReady(t *testing.T) {
 	const name, uuid = "fwcfg-target-7f3a", "0e4a1c2b-3d5f-4a6b-8c7d-9e0f1a2b3c4d"
 	cfg = regexp.MustCompile(`(?m)^name = ".*"$`).ReplaceAll(cfg, []byte(`name = "`+name+`"`))
 	cfg = regexp.MustCompile(`(?m)^uuid = ".*"$`).ReplaceAll(cfg, []byte(`uuid = "`+uuid+`"`))
-	if !bytes.Contains(cfg, []byte(name)) || !bytes.Contains(cfg, []byte(uuid)) {
-		t.Fatal("could not set target name and uuid in domainm.toml")
+	// An nvdimm the VM is started without: the supervisor must say which one it waits for.
+	const memory = `memory = "nvdimm:handle=0x1"`
+	cfg = regexp.MustCompile(`(?m)^memory = ".*"$`).ReplaceAll(cfg, []byte(memory))
+	if !bytes.Contains(cfg, []byte(name)) || !bytes.Contains(cfg, []byte(uuid)) || !bytes.Contains(cfg, []byte(memory)) {
+		t.Fatal("could not set target name, uuid and memory in domainm.toml")
 	}
 	cfgFile := filepath.Join(t.TempDir(), "domainm.toml")
 	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
@@ -171,9 +176,11 @@ func TestBootReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status := string(m[2])
+	// domainm status indents its JSON: compare without the blanks after colons.
+	status := regexp.MustCompile(`":\s+`).ReplaceAllString(string(m[2]), `":`)
 	t.Logf("domainm status (rc %s): %.400s", m[1], status)
-	for _, want := range []string{name, uuid, `"state"`} {
+	for _, want := range []string{name, uuid, `"state":"waiting"`, `"code":"memory-source-missing"`,
+		"no nvdimm with NFIT handle 0x1 (QEMU -device nvdimm,slot=0)", "present: none"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status lacks %s: %s", want, status)
 		}

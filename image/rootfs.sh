@@ -23,6 +23,12 @@ for u in "$repo"/image/rootfs/etc/systemd/system/*.service; do
 		ln -sfn "/etc/systemd/system/$(basename "$u")" "$root/etc/systemd/system/multi-user.target.wants/$(basename "$u")"
 done
 
+# Network for the alert sinks (image/rootfs/etc/systemd/network): systemd-networkd,
+# without its wait-online service (see the .network file).
+ln -sfn /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+mkdir -p "$root/etc/systemd/system/sockets.target.wants"
+ln -sfn /lib/systemd/system/systemd-networkd.socket "$root/etc/systemd/system/sockets.target.wants/systemd-networkd.socket"
+
 # Operator access is the serial console only (no SSH, nothing listening): root logs in
 # there without a password; the console is reachable only from the host.
 chroot "$root" passwd -d root >/dev/null
