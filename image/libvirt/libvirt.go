@@ -1,0 +1,55 @@
+// Package libvirt holds the domain XML of a Domain M pair under libvirt (issue 17): a
+// target whose RAM is a shared file, and Domain M with a read-only virtio disk over that
+// file (its view of the target), a virtio-serial control port and a network interface. The files are templates; Render
+// fills them. migrate-hooks/internal/virt's test defines and starts both in real libvirtd
+// daemons and co-migrates them.
+package libvirt
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"text/template"
+)
+
+//go:embed target.xml domm.xml
+var files embed.FS
+
+var tmpl = template.Must(template.ParseFS(files, "*.xml"))
+
+// Guest is what both domains share.
+type Guest struct {
+	Type   string // "qemu" (TCG) or "kvm"
+	Name   string
+	MemMiB int
+	// Kernel, Initrd and Cmdline boot the guest directly; Serial is its console's file.
+	Kernel, Initrd, Cmdline, Serial string
+}
+
+// Target is the watched VM; DomM names its Domain M.
+type Target struct {
+	Guest
+	DomM string
+}
+
+// DomM is Domain M watching Target through the RAM file ViewPath, as libvirt names it:
+// memory_backing_dir/ID-NAME/pc.ram.
+type DomM struct {
+	Guest
+	Target   string
+	ViewPath string
+}
+
+// TargetXML renders target.xml.
+func TargetXML(t Target) (string, error) { return render("target.xml", t) }
+
+// DomMXML renders domm.xml.
+func DomMXML(d DomM) (string, error) { return render("domm.xml", d) }
+
+func render(name string, data any) (string, error) {
+	var b bytes.Buffer
+	if err := tmpl.ExecuteTemplate(&b, name, data); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return b.String(), nil
+}
