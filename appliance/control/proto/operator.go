@@ -84,6 +84,11 @@ type RulesStatus struct {
 	Reloads          int      `json:"reloads"`            // sets swapped in since the start
 	FailedReloads    int      `json:"failed_reloads"`
 	BrokenFiles      []string `json:"broken_files"` // FILE:LINE: error of each file that does not compile
+	// Rule control (rules.disable, rules.exception in the configuration).
+	Disabled         []string `json:"disabled"`
+	Exceptions       []string `json:"exceptions"`
+	SuppressedMemory int      `json:"suppressed_memory"` // findings left out by the last memory pass
+	SuppressedDisk   int      `json:"suppressed_disk"`   // findings left out by the last disk check
 }
 
 // DiskStatus is the disk checks ("" image: none configured).

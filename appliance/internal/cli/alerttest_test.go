@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -78,7 +79,7 @@ func (r *plainRsyslog) text() string {
 func runDomainm(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(domainmBinary(t), args...)
-	var out, errb syncBuffer
+	var out, errb bytes.Buffer // Run waits for the copies: no locking needed
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {

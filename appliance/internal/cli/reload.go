@@ -33,8 +33,10 @@ type reloader struct {
 		Reopen() []string
 		Emit(alert.Event) error
 	}
-	// flagLevel is set when --log-level overrides the file's log.level.
+	// flagLevel is set when --log-level overrides the file's log.level; fileLevel is
+	// then the file's own, which a reload compares with.
 	flagLevel bool
+	fileLevel string
 
 	mu      sync.Mutex
 	cur     *config.Config // as running: restart-only keys keep their started values
@@ -94,11 +96,18 @@ func (r *reloader) reload() {
 	live := append(slices.Clone(supervisor.LiveKeys), cliLiveKeys...)
 	var applied, restart []string
 	next := *r.cur
-	for _, c := range config.Diff(r.cur, nc) {
+	was := *r.cur
+	if r.flagLevel {
+		was.Log.Level = r.fileLevel
+		r.fileLevel = nc.Log.Level
+	}
+	for _, c := range config.Diff(&was, nc) {
 		switch {
 		case c.Key == "log.level" && r.flagLevel:
 			restart = append(restart, c.Key+" (--log-level given)")
-		case slices.Contains(live, c.Key):
+		case slices.ContainsFunc(live, func(k string) bool {
+			return c.Key == k || strings.HasPrefix(c.Key, k+"[") || strings.HasPrefix(c.Key, k+".")
+		}):
 			applied = append(applied, c.String())
 		default:
 			restart = append(restart, c.String())
@@ -106,6 +115,7 @@ func (r *reloader) reload() {
 	}
 	next.Memory.Interval, next.Memory.StallTimeout = nc.Memory.Interval, nc.Memory.StallTimeout
 	next.Disk.Interval, next.Control.QuiesceTimeout = nc.Disk.Interval, nc.Control.QuiesceTimeout
+	next.Rules.Disable, next.Rules.Exceptions = nc.Rules.Disable, nc.Rules.Exceptions
 	if !r.flagLevel {
 		next.Log.Level = nc.Log.Level
 		lv, _ := config.ParseLogLevel(nc.Log.Level)

@@ -133,6 +133,7 @@ Exit code 0 when there is no error (warnings allowed), 2 otherwise.`)
 	if err != nil {
 		return ExitError, err
 	}
+	fileLevel := cfg.Log.Level
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
 	}
@@ -145,13 +146,14 @@ Exit code 0 when there is no error (warnings allowed), 2 otherwise.`)
 	log := config.NewLogger(env.Stderr, lv, cfg.Log.Format)
 	v := Version()
 	log.Info("domainm starting", "version", v.Version, "commit", v.Commit, "go", v.GoVersion, "libyara", v.Libyara, "config", cfg.Path)
-	return ExitClean, runDaemon(ctx, cfg, log, daemonOpts{level: lv, flagLevel: *logLevel != ""})
+	return ExitClean, runDaemon(ctx, cfg, log, daemonOpts{level: lv, flagLevel: *logLevel != "", fileLevel: fileLevel})
 }
 
 // daemonOpts are what runDaemon needs beside the configuration for reloads.
 type daemonOpts struct {
 	level     *slog.LevelVar // the log level, changed by a reload
 	flagLevel bool           // --log-level given: a reload leaves the level alone
+	fileLevel string         // the file's log.level at the start (what a reload compares with)
 }
 
 // runDaemon wires the alert dispatcher, the metrics listener and the supervisor.
@@ -221,7 +223,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	if err != nil {
 		return err
 	}
-	rl.sup, rl.alerts, rl.flagLevel = sup, alerts, opts.flagLevel
+	rl.sup, rl.alerts, rl.flagLevel, rl.fileLevel = sup, alerts, opts.flagLevel, opts.fileLevel
 	sup.SetStatusExtra(rl.statusExtra(v.Version, time.Now()))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

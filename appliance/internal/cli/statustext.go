@@ -62,6 +62,9 @@ func printStatus(w io.Writer, r control.Response, now time.Time) error {
 	for _, b := range ru.BrokenFiles {
 		p("  broken file:", "%s", b)
 	}
+	p("  disabled:", "%s", listOrNone(ru.Disabled))
+	p("  exceptions:", "%s", listOrNone(ru.Exceptions))
+	p("  suppressed:", "%d findings in the last memory pass, %d in the last disk check", ru.SuppressedMemory, ru.SuppressedDisk)
 	dk := d.Disk
 	if dk.Image == "" {
 		p("disk:", "none configured (target.disk)")
@@ -152,4 +155,11 @@ func sizeUnits(n uint64) string {
 	s := fmt.Sprintf("%.1f", v)
 	s = strings.TrimSuffix(s, ".0")
 	return s + " " + []string{"KiB", "MiB", "GiB", "TiB", "PiB"}[exp]
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, "; ")
 }

@@ -93,6 +93,10 @@ type Disk struct {
 type Rules struct {
 	Dir      string        `toml:"dir"`
 	Debounce time.Duration `toml:"debounce"` // quiet time after a change before recompiling
+	// Disable and Exceptions control rules without editing rule files (rulecontrol.go);
+	// both change live on reload.
+	Disable    []string        `toml:"disable"`
+	Exceptions []RuleException `toml:"exception"`
 }
 
 // State configures where domainm keeps its state (event log, baseline, spools).
@@ -226,7 +230,7 @@ func ParseAll(path string, data []byte) (*Config, *Errors) {
 			failed[e.Key] = true
 		}
 	}
-	for _, e := range append(c.validate(pos), c.validateAlerts(pos)...) {
+	for _, e := range append(append(c.validate(pos), c.validateAlerts(pos)...), c.validateRuleControl(pos)...) {
 		if !failed[e.Key] {
 			errs = append(errs, e)
 		}

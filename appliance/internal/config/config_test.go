@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -141,7 +142,7 @@ func TestShippedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if c.Memory != d.Memory || c.Disk != d.Disk || c.Rules != d.Rules || c.State != d.State || c.Control != d.Control {
+	if c.Memory != d.Memory || c.Disk != d.Disk || !reflect.DeepEqual(c.Rules, d.Rules) || c.State != d.State || c.Control != d.Control {
 		t.Errorf("shipped config's values differ from the documented defaults:\n%+v\n%+v", c, d)
 	}
 	if c.Metrics.Listen != "" {

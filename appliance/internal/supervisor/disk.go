@@ -111,7 +111,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 	t.Source = d.s.cfg.Target.Disk
 	seen := map[string]bool{}
 	var evs []alert.Event
-	for _, f := range o.rep.Findings {
+	for _, f := range d.s.suppress(o.rep.Findings, true) {
 		k := changeKey(f)
 		seen[k] = true
 		if d.reported[k] {

@@ -10,7 +10,8 @@ import (
 
 // LiveKeys are the configuration keys ApplyConfig changes in a running supervisor
 // (systemctl reload); a change to any other key of the supervisor's needs a restart.
-var LiveKeys = []string{"memory.interval", "memory.stall_timeout", "disk.interval", "control.quiesce_timeout"}
+var LiveKeys = []string{"memory.interval", "memory.stall_timeout", "disk.interval", "control.quiesce_timeout",
+	"rules.disable", "rules.exception"}
 
 // liveConfig holds the values of LiveKeys, read by the loops at each use; zero means
 // "as in s.cfg" (never reloaded).
@@ -20,6 +21,8 @@ type liveConfig struct {
 	memWake, diskWake chan struct{}
 	// statusExtra adds what the daemon's wiring knows to status (SetStatusExtra).
 	statusExtra atomic.Pointer[func(*proto.StatusDetail)]
+	// rules is the rule control in force (rulecontrol.go); nil until first used.
+	rules atomic.Pointer[ruleControl]
 }
 
 func newLiveConfig() liveConfig {
@@ -57,6 +60,7 @@ func (s *Supervisor) ApplyConfig(c *config.Config) {
 	s.live.stallTimeout.Store(int64(c.Memory.StallTimeout))
 	s.live.diskInterval.Store(int64(c.Disk.Interval))
 	s.live.quiesceTimeout.Store(int64(c.Control.QuiesceTimeout))
+	s.live.rules.Store(newRuleControl(c.Rules))
 	for _, ch := range []chan struct{}{s.live.memWake, s.live.diskWake} {
 		select {
 		case ch <- struct{}{}:

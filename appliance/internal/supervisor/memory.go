@@ -261,7 +261,7 @@ func (m *memLoop) handle(o passOutcome) {
 	m.guestNoted(o.guest)
 	m.kernelNoted(o.kernel)
 	spotted := m.noteBlindSpots(res)
-	fs := yara.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC())
+	fs := m.s.suppress(yara.MemoryFindings(res.Matches, m.s.currentTarget(), m.s.clk.Now().UTC()), false)
 	rules := m.s.rules.cur.Load()
 	if rules.rules.ID() != m.passRules {
 		m.mixed = true // swapped during the pass: a follow-up pass runs at once

@@ -127,7 +127,13 @@ func (s *Supervisor) statusDetail() *proto.StatusDetail {
 }
 
 func (s *Supervisor) rulesStatus() proto.RulesStatus {
-	r := proto.RulesStatus{Dir: s.cfg.Rules.Dir, BrokenFiles: []string{}}
+	r := proto.RulesStatus{Dir: s.cfg.Rules.Dir, BrokenFiles: []string{}, Disabled: []string{}, Exceptions: []string{}}
+	rc := s.ruleCtl()
+	r.Disabled = append(r.Disabled, rc.disable...)
+	for _, e := range rc.exceptions {
+		r.Exceptions = append(r.Exceptions, e.String())
+	}
+	r.SuppressedMemory, r.SuppressedDisk = int(rc.memSuppressed.Load()), int(rc.diskSuppressed.Load())
 	h := s.rules
 	if h == nil {
 		return r
