@@ -17,7 +17,7 @@ LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODU
                 -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
-                gcc iproute2 libc6-dev libxen-dev libyara-dev linux-headers-amd64 linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
+                gcc iproute2 libc6-dev libvirt-daemon-driver-qemu libvirt-daemon-system libxen-dev libyara-dev linux-headers-amd64 linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
                 qemu-utils rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
@@ -98,7 +98,8 @@ FUZZ_TARGETS := \
 	./memscan/linux:FuzzScanModules \
 	./memscan/linux:FuzzWalkXArray \
 	./memscan/linux:FuzzParseIDT \
-	./memscan/linux:FuzzParseSystemMap
+	./memscan/linux:FuzzParseSystemMap \
+	./migrate-hooks/internal/virt:FuzzDecodeMonitorEvent
 
 fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -90,6 +90,9 @@ func Run(ctx context.Context, t, m Side, sup Supervisor, cfg Config) (*Result, e
 	} else {
 		err = r.sync(ctx)
 	}
+	if err == nil {
+		r.commit(ctx)
+	}
 	r.finish(t0, init)
 	if err != nil {
 		var e *Error
@@ -183,6 +186,21 @@ func firstAfter(vm VM, t0 time.Time, name string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// commit tells each source that keeps its VM until then (Committer) that the migration
+// is final. The pair already runs at the destination: a failure only leaves a paused
+// source behind, which is logged.
+func (r *run) commit(ctx context.Context) {
+	for _, vm := range []VM{r.t.Src, r.m.Src} {
+		if c, ok := vm.(Committer); ok {
+			cc, cancel := short(ctx)
+			if err := c.Commit(cc); err != nil {
+				r.cfg.Log.Warn("source not released after migration", "where", vm.Where(), "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // supervisor records the supervisor's state conservatively: not monitoring from the

@@ -69,6 +69,14 @@ type VM interface {
 	Events() []Event
 }
 
+// Committer is a source that its hypervisor keeps, paused, after its migration completed
+// until told the migration is final (libvirt's Confirm phase). The coordinator commits
+// both sources once the pair runs at the destination; until then a rollback can resume
+// them.
+type Committer interface {
+	Commit(ctx context.Context) error
+}
+
 // Supervisor is Domain M's supervisor as the coordinator drives it: Prepare returns once
 // it is quiesced; Resume once it monitors the target at the destination (the caller binds
 // the destination's memory source); ResumeAtSource once it monitors the target at the
