@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,11 +12,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // healthView is what one party says about the supervisor's health.
@@ -158,40 +157,14 @@ func (p parties) agree(what, state string, healthy bool, want ...string) control
 }
 
 // syslogSink is a UDP syslog receiver on loopback.
-type syslogSink struct {
-	conn *net.UDPConn
-	mu   sync.Mutex
-	msgs []string
-}
+type syslogSink struct{ *testenv.Datagrams }
 
 func listenSyslog(t *testing.T) *syslogSink {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &syslogSink{conn: c}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.msgs = append(s.msgs, string(buf[:n]))
-			s.mu.Unlock()
-		}
-	}()
-	return s
+	return &syslogSink{testenv.ListenDatagrams(t, "udp", "127.0.0.1:0")}
 }
 
-func (s *syslogSink) all() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.msgs...)
-}
+func (s *syslogSink) all() []string { return s.All() }
 
 // healthSetup is newSetup with a 64 MiB RAM file, a UDP syslog sink on loopback and
 // the metrics listener.
@@ -208,7 +181,7 @@ address = "%s"
 
 [metrics]
 listen = "127.0.0.1:%d"
-`, syslog.conn.LocalAddr(), port))
+`, syslog.Addr(), port))
 	if err := os.Truncate(s.ram, healthRAM); err != nil {
 		t.Fatal(err)
 	}

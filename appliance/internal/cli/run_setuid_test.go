@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,13 +19,7 @@ import (
 // through the file sink as a high file-added event carrying the file's mode, owner,
 // size, inode and hash (issue 8 item 3: it was medium with only path, name and type).
 func TestRunDiskSetuidAlert(t *testing.T) {
-	tree := makeDiskTree(t)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	ext4test.Mkfs(t, img, tree.dir, 16, "-b", "4096")
-	s := newSetup(t, fmt.Sprintf("disk = %q\n", img), "\n[disk]\ninterval = \"1s\"\n")
-	n := listenNotify(t, s.dir)
-	p := startDaemon(t, s.cfg, n.path, 0)
-	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	s, p, img := startDiskDaemon(t)
 	waitUntil(t, "baseline alert", 60*time.Second, func() bool { return len(s.alertsWith(t, "disk-baseline-created", "")) == 1 })
 
 	backdoor := []byte("#!/bin/sh\nexec /bin/sh -p\n")

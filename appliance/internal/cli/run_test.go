@@ -7,14 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,50 +37,24 @@ var domainmBinary = domainmtest.Binary
 // notifyListener stands in for systemd's notification socket.
 type notifyListener struct {
 	path string
-	conn *net.UnixConn
-	mu   sync.Mutex
-	msgs []notifyMsg
-}
-
-type notifyMsg struct {
-	at   time.Time
-	text string
+	*testenv.Datagrams
 }
 
 func listenNotify(t *testing.T, dir string) *notifyListener {
 	t.Helper()
-	n := &notifyListener{path: filepath.Join(dir, "notify.sock")}
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.conn = c
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			for _, line := range strings.Split(string(buf[:k]), "\n") {
-				if line != "" {
-					n.msgs = append(n.msgs, notifyMsg{time.Now(), line})
-				}
-			}
-			n.mu.Unlock()
-		}
-	}()
-	return n
+	path := filepath.Join(dir, "notify.sock")
+	return &notifyListener{path: path, Datagrams: testenv.ListenDatagrams(t, "unixgram", path)}
 }
 
+// all is every message received so far, one a line of a datagram.
 func (n *notifyListener) all() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	var out []string
-	for _, m := range n.msgs {
-		out = append(out, m.text)
+	for _, d := range n.All() {
+		for _, line := range strings.Split(d, "\n") {
+			if line != "" {
+				out = append(out, line)
+			}
+		}
 	}
 	return out
 }
@@ -203,16 +175,38 @@ path = "%s"
 	return s
 }
 
-func (s *testSetup) poke(t *testing.T, off int64, text string) {
+// dial connects to the daemon's control socket for 30 s at most; the connection is
+// closed when the test ends.
+func (s *testSetup) dial(t *testing.T) (context.Context, *control.Client) {
 	t.Helper()
-	f, err := os.OpenFile(s.ram, os.O_WRONLY, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	c, err := control.Dial(ctx, s.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.WriteAt([]byte(text), off); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
+}
+
+// startDiskDaemon starts domainm on an ext4 image of the test tree (makeDiskTree), with
+// a disk check every second, and waits for READY=1; it returns the setup, the daemon
+// and the image.
+func startDiskDaemon(t *testing.T) (*testSetup, *daemonProc, string) {
+	t.Helper()
+	tree := makeDiskTree(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	ext4test.Mkfs(t, img, tree.dir, 16, "-b", "4096")
+	s := newSetup(t, fmt.Sprintf("disk = %q\n", img), "\n[disk]\ninterval = \"1s\"\n")
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	return s, p, img
+}
+
+func (s *testSetup) poke(t *testing.T, off int64, text string) {
+	t.Helper()
+	testenv.WriteAt(t, s.ram, off, []byte(text))
 }
 
 func (s *testSetup) rule(t *testing.T, name, text string) {
@@ -450,13 +444,7 @@ func TestRunEndToEnd(t *testing.T) {
 	})
 
 	// The migration handshake.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := control.Dial(ctx, s.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := s.dial(t)
 	if fi, err := os.Stat(s.sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket: %v, mode %v", err, fi.Mode().Perm())
 	}
@@ -557,13 +545,7 @@ func readStates(t *testing.T, path string) []string {
 // (alerted), a file changed inside the image afterwards is alerted once however many
 // checks see it, and memory monitoring runs alongside.
 func TestRunDiskChecks(t *testing.T) {
-	tree := makeDiskTree(t)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	ext4test.Mkfs(t, img, tree.dir, 16, "-b", "4096")
-	s := newSetup(t, fmt.Sprintf("disk = %q\n", img), "\n[disk]\ninterval = \"1s\"\n")
-	n := listenNotify(t, s.dir)
-	p := startDaemon(t, s.cfg, n.path, 0)
-	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	s, p, img := startDiskDaemon(t)
 	waitUntil(t, "baseline alert", 30*time.Second, func() bool { return len(s.alertsWith(t, "disk-baseline-created", "")) == 1 })
 	if _, err := os.Stat(filepath.Join(s.state, "baseline.db")); err != nil {
 		t.Fatalf("baseline not in the state folder: %v", err)
@@ -585,13 +567,7 @@ func TestRunDiskChecks(t *testing.T) {
 		m := s.alertsWith(t, "file-match", "implant_file")
 		return len(m) == 1 && m[0].File != nil && m[0].File.Path == "/usr/bin/daemon"
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := control.Dial(ctx, s.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := s.dial(t)
 	r, _ := c.Do(ctx, "status", nil)
 	checks := r.DiskChecks
 	waitUntil(t, "three more disk checks", 30*time.Second, func() bool {
