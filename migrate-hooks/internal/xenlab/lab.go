@@ -8,6 +8,7 @@
 // event logs back from their lab disks after power-off.
 //
 // `make xen-lab` runs it (go test -tags xenlab); it is not part of `go test ./...`.
+// XENLAB_ANALYZE=1 reads the last run's logs (bin/xen-lab/run) again without booting.
 package xenlab
 
 import (
