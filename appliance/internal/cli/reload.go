@@ -116,6 +116,7 @@ func (r *reloader) reload() {
 	next.Memory.Interval, next.Memory.StallTimeout = nc.Memory.Interval, nc.Memory.StallTimeout
 	next.Disk.Interval, next.Control.QuiesceTimeout = nc.Disk.Interval, nc.Control.QuiesceTimeout
 	next.Rules.Disable, next.Rules.Exceptions = nc.Rules.Disable, nc.Rules.Exceptions
+	next.Disk.AggregateAbove = nc.Disk.AggregateAbove
 	if !r.flagLevel {
 		next.Log.Level = nc.Log.Level
 		lv, _ := config.ParseLogLevel(nc.Log.Level)

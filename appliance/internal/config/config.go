@@ -87,6 +87,9 @@ type Memory struct {
 // Disk configures disk checks.
 type Disk struct {
 	Interval time.Duration `toml:"interval"`
+	// AggregateAbove: more alerts than this of one kind under one folder from one
+	// check become one summary alert plus the details at info (alert.Aggregate); 0 off.
+	AggregateAbove int `toml:"aggregate_above"`
 }
 
 // Rules configures the YARA rules folder.
@@ -150,7 +153,7 @@ func Default() Config {
 	return Config{
 		Target:  Target{Layout: "flat", DiskFormat: "raw", Partition: "auto"},
 		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout, YaraTimeout: DefaultYaraTimeout, MaxMatchesPerRule: DefaultMaxMatches, RescanAfterPasses: memscan.DefaultReusePasses},
-		Disk:    Disk{Interval: DefaultDiskInterval},
+		Disk:    Disk{Interval: DefaultDiskInterval, AggregateAbove: alert.DefaultAggregateAbove},
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
 		State:   State{Dir: DefaultStateDir},
 		Control: Control{Socket: DefaultControlSocket, QuiesceTimeout: DefaultQuiesceTimeout},

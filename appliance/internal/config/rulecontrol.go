@@ -53,6 +53,9 @@ func (c *Config) validateRuleControl(pos positions) []*Error {
 			bad(key, "expected a rule name or glob, got %q", d)
 		}
 	}
+	if n := c.Disk.AggregateAbove; n < 0 {
+		bad("disk.aggregate_above", "expected a number of alerts (0: every change alerted on its own), got %d", n)
+	}
 	for i, e := range c.Rules.Exceptions {
 		key := fmt.Sprintf("rules.exception[%d]", i)
 		switch {

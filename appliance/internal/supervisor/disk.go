@@ -123,7 +123,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 		evs = append(evs, alert.FromFinding(f, ""))
 	}
 	d.storageBack(now)
-	d.s.emitAll(evs)
+	d.s.emitAll(alert.Aggregate(evs, d.s.aggregateAbove()))
 	forgot := 0
 	for k := range d.reported {
 		if !seen[k] {

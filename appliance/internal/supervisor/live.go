@@ -11,12 +11,13 @@ import (
 // LiveKeys are the configuration keys ApplyConfig changes in a running supervisor
 // (systemctl reload); a change to any other key of the supervisor's needs a restart.
 var LiveKeys = []string{"memory.interval", "memory.stall_timeout", "disk.interval", "control.quiesce_timeout",
-	"rules.disable", "rules.exception"}
+	"rules.disable", "rules.exception", "disk.aggregate_above"}
 
 // liveConfig holds the values of LiveKeys, read by the loops at each use; zero means
 // "as in s.cfg" (never reloaded).
 type liveConfig struct {
 	memInterval, stallTimeout, diskInterval, quiesceTimeout atomic.Int64
+	aggregateAbove                                          atomic.Int64 // -1 + value, so that 0 (off) is not "unset"
 	// memWake and diskWake tell the loops to plan their next run again.
 	memWake, diskWake chan struct{}
 	// statusExtra adds what the daemon's wiring knows to status (SetStatusExtra).
@@ -48,6 +49,13 @@ func (s *Supervisor) diskInterval() time.Duration {
 	return liveOr(&s.live.diskInterval, s.cfg.Disk.Interval)
 }
 
+func (s *Supervisor) aggregateAbove() int {
+	if v := s.live.aggregateAbove.Load(); v != 0 {
+		return int(v - 1)
+	}
+	return s.cfg.Disk.AggregateAbove
+}
+
 func (s *Supervisor) quiesceTimeout() time.Duration {
 	return liveOr(&s.live.quiesceTimeout, s.cfg.Control.QuiesceTimeout)
 }
@@ -61,6 +69,7 @@ func (s *Supervisor) ApplyConfig(c *config.Config) {
 	s.live.diskInterval.Store(int64(c.Disk.Interval))
 	s.live.quiesceTimeout.Store(int64(c.Control.QuiesceTimeout))
 	s.live.rules.Store(newRuleControl(c.Rules))
+	s.live.aggregateAbove.Store(int64(c.Disk.AggregateAbove) + 1)
 	for _, ch := range []chan struct{}{s.live.memWake, s.live.diskWake} {
 		select {
 		case ch <- struct{}{}:
