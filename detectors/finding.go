@@ -55,6 +55,11 @@ type StringMatch struct {
 	Processes    []ProcessMapping `json:"processes,omitempty"`
 	ProcessCount int              `json:"process_count,omitempty"`
 	Kernel       *KernelMapping   `json:"kernel,omitempty"`
+	// Virtual marks a memory match found in a virtual address space only: it crosses a
+	// page boundary whose two pages are not adjacent in guest-physical memory (a seam,
+	// see memscan.Seam), so no physical window holds it whole. Offset is the physical
+	// address of its first byte, Processes (or Kernel) its virtual addresses.
+	Virtual bool `json:"virtual,omitempty"`
 }
 
 // MaxMatchProcesses bounds the processes listed per memory match (a string in a shared
@@ -70,7 +75,7 @@ type ProcessMapping struct {
 
 // KernelMapping is where the guest kernel maps a memory match.
 type KernelMapping struct {
-	Kind    string `json:"kind"`              // "image", "module" or "direct-map"
+	Kind    string `json:"kind"`              // "image", "module", "vmalloc" or "direct-map"
 	Module  string `json:"module,omitempty"`  // the module, for "module"
 	Address uint64 `json:"address,omitempty"` // kernel virtual address of the match's first byte
 }

@@ -9,12 +9,7 @@ import (
 // mapping of it (detectors.StringMatch.Processes, ProcessCount, Kernel). Matches that
 // already name processes (found in a process's virtual address space) keep them.
 func (s *Snapshot) Annotate(ms []detectors.Match) (AttributeStats, error) {
-	var pas []uint64
-	for _, m := range ms {
-		for _, sm := range m.Strings {
-			pas = append(pas, sm.Offset)
-		}
-	}
+	pas := matchAddrs(ms)
 	if len(pas) == 0 {
 		return AttributeStats{}, nil
 	}
@@ -22,6 +17,21 @@ func (s *Snapshot) Annotate(ms []detectors.Match) (AttributeStats, error) {
 	if err != nil {
 		return st, err
 	}
+	annotate(ms, attr)
+	return st, nil
+}
+
+func matchAddrs(ms []detectors.Match) []uint64 {
+	var pas []uint64
+	for _, m := range ms {
+		for _, sm := range m.Strings {
+			pas = append(pas, sm.Offset)
+		}
+	}
+	return pas
+}
+
+func annotate(ms []detectors.Match, attr map[uint64]Attribution) {
 	for i := range ms {
 		for j := range ms[i].Strings {
 			sm := &ms[i].Strings[j]
@@ -37,5 +47,4 @@ func (s *Snapshot) Annotate(ms []detectors.Match) (AttributeStats, error) {
 			}
 		}
 	}
-	return st, nil
 }

@@ -83,7 +83,7 @@ type kernelPage struct {
 func (g *Guest) Snapshot() (*Snapshot, error) {
 	t0 := time.Now()
 	in := g.In
-	r := &tlbReader{as: in.K.as, tlb: map[uint64]uint64{}}
+	r := &tlbReader{as: in.K.as, tlb: map[uint64]uint64{}, direct: in.K.PageOffset}
 	s := &Snapshot{g: g, modPages: map[uint64]kernelPage{}}
 	var err error
 	if s.Tasks, err = in.userTasks(r); err != nil {
@@ -130,12 +130,22 @@ func firstErr(errs ...error) error {
 type tlbReader struct {
 	as  *AddressSpace
 	tlb map[uint64]uint64 // virtual page -> physical page
+	// direct is page_offset_base (0: unknown): an address in the direct map of all RAM
+	// (where task_structs and mm_structs live) translates by subtraction.
+	direct uint64
 }
+
+// directMapSpan is the size of the direct map's virtual range (64 TiB with 4-level
+// paging; 5-level's is larger, and is then translated by walking).
+const directMapSpan = 1 << 46
 
 func (r *tlbReader) read(va uint64, b []byte) error {
 	for done := 0; done < len(b); {
 		v := va + uint64(done)
 		page, ok := r.tlb[v>>12]
+		if !ok && r.direct != 0 && v >= r.direct && v-r.direct < directMapSpan {
+			page, ok = (v-r.direct)&^0xfff, true
+		}
 		if !ok {
 			m, err := r.as.Translate(v &^ 0xfff)
 			if err != nil {
@@ -153,6 +163,15 @@ func (r *tlbReader) read(va uint64, b []byte) error {
 		done += n
 	}
 	return nil
+}
+
+// translate translates va as read does.
+func (r *tlbReader) translate(va uint64) (uint64, error) {
+	if r.direct != 0 && va >= r.direct && va-r.direct < directMapSpan {
+		return va - r.direct, nil
+	}
+	m, err := r.as.Translate(va)
+	return m.PA, err
 }
 
 func (r *tlbReader) u64(va uint64) (uint64, error) {
@@ -225,11 +244,11 @@ func (in *Inspector) userTask(r *tlbReader, task uint64, comm []byte) (Task, err
 	if err != nil {
 		return t, fmt.Errorf("mm %#x pgd: %w", mm, err)
 	}
-	m, err := in.K.Translate(pgd)
+	pa, err := r.translate(pgd)
 	if err != nil {
 		return t, fmt.Errorf("mm %#x pgd %#x: %w", mm, pgd, err)
 	}
-	return Task{PID: int(int32(pid)), Comm: string(c), PGD: m.PA}, nil
+	return Task{PID: int(int32(pid)), Comm: string(c), PGD: pa}, nil
 }
 
 // moduleSpans walks the module list and returns each module's memory regions:

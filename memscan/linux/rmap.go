@@ -52,64 +52,85 @@ func (f *frameFilter) has(frame uint64) bool {
 	return f[n>>6]&(1<<(n&63)) != 0
 }
 
+// frameSet is the frames a walk looks for, and what it found: the processes mapping
+// each wanted address.
+type frameSet struct {
+	want   map[uint64][]uint64 // frame -> wanted addresses in it
+	filter frameFilter
+	frames []uint64 // sorted
+	out    map[uint64]Attribution
+}
+
+func newFrameSet(pas []uint64) *frameSet {
+	f := &frameSet{want: map[uint64][]uint64{}, out: make(map[uint64]Attribution, len(pas))}
+	for _, pa := range pas {
+		fr := pa &^ 0xfff
+		if _, ok := f.want[fr]; !ok {
+			f.frames = append(f.frames, fr)
+			f.filter.add(fr)
+		}
+		f.want[fr] = append(f.want[fr], pa)
+	}
+	sort.Slice(f.frames, func(i, j int) bool { return f.frames[i] < f.frames[j] })
+	return f
+}
+
+// leaf records t's mapping of the wanted frames in one leaf entry.
+func (f *frameSet) leaf(t Task, va, pa, size uint64) {
+	if size == 4096 {
+		if f.filter.has(pa) && f.want[pa] != nil {
+			f.hit(t, va, pa)
+		}
+		return
+	}
+	// A large page: the wanted frames inside it.
+	for i := sort.Search(len(f.frames), func(i int) bool { return f.frames[i] >= pa }); i < len(f.frames) && f.frames[i] < pa+size; i++ {
+		f.hit(t, va+f.frames[i]-pa, f.frames[i])
+	}
+}
+
+func (f *frameSet) hit(t Task, va, frame uint64) {
+	for _, pa := range f.want[frame] {
+		a := f.out[pa]
+		a.Processes = append(a.Processes, UserMapping{PID: t.PID, Comm: t.Comm, VA: va | pa&0xfff})
+		f.out[pa] = a
+	}
+}
+
+// finish sorts each address's processes by pid and places it in the kernel.
+func (f *frameSet) finish(s *Snapshot) map[uint64]Attribution {
+	for _, addrs := range f.want {
+		for _, pa := range addrs {
+			a := f.out[pa]
+			sort.SliceStable(a.Processes, func(i, j int) bool { return a.Processes[i].PID < a.Processes[j].PID })
+			a.Kernel = s.kernelPlace(pa, len(a.Processes) == 0)
+			f.out[pa] = a
+		}
+	}
+	return f.out
+}
+
 // Attribute attributes guest-physical addresses: it walks the user half of every
 // process's page tables once, looking for the frames that hold pas, then places what
 // no process maps in a module, the kernel image or the direct map. Large pages count
-// for every 4 KiB frame they cover. A process whose tables cannot be read is skipped
-// (counted in stats), not an error: the walk goes on for the others.
+// for every 4 KiB frame they cover. Tables outside RAM are skipped (counted in stats),
+// not followed.
 func (s *Snapshot) Attribute(pas []uint64) (map[uint64]Attribution, AttributeStats, error) {
-	out := make(map[uint64]Attribution, len(pas))
 	var st AttributeStats
 	if len(pas) == 0 {
-		return out, st, nil
+		return map[uint64]Attribution{}, st, nil
 	}
-	want := map[uint64][]uint64{} // frame -> addresses in it
-	var filter frameFilter
-	var frames []uint64
-	for _, pa := range pas {
-		f := pa &^ 0xfff
-		if _, ok := want[f]; !ok {
-			frames = append(frames, f)
-			filter.add(f)
-		}
-		want[f] = append(want[f], pa)
-	}
-	sort.Slice(frames, func(i, j int) bool { return frames[i] < frames[j] })
+	fs := newFrameSet(pas)
 	k := s.g.In.K
 	w := newPTWalker(k.p, k.Levels, maxSnapshotTables)
-	hit := func(t Task, va, frame uint64) {
-		for _, pa := range want[frame] {
-			a := out[pa]
-			a.Processes = append(a.Processes, UserMapping{PID: t.PID, Comm: t.Comm, VA: va | pa&0xfff})
-			out[pa] = a
-		}
-	}
 	for _, t := range s.Tasks {
 		st.Processes++
-		err := w.walk(t.PGD, 0, userTop(k.Levels), func(va, pa, size uint64) {
-			if size == 4096 {
-				if filter.has(pa) && want[pa] != nil {
-					hit(t, va, pa)
-				}
-				return
-			}
-			// A large page: the wanted frames inside it.
-			for i := sort.Search(len(frames), func(i int) bool { return frames[i] >= pa }); i < len(frames) && frames[i] < pa+size; i++ {
-				hit(t, va+frames[i]-pa, frames[i])
-			}
-		})
-		if err != nil {
+		if err := w.walk(t.PGD, 0, userTop(k.Levels), func(va, pa, size uint64) { fs.leaf(t, va, pa, size) }); err != nil {
 			return nil, st, fmt.Errorf("pid %d (%s) page tables at %#x: %w", t.PID, t.Comm, t.PGD, err)
 		}
 	}
 	st.Tables, st.Skipped = w.Tables, w.Skipped
-	for _, pa := range pas {
-		a := out[pa]
-		sort.SliceStable(a.Processes, func(i, j int) bool { return a.Processes[i].PID < a.Processes[j].PID })
-		a.Kernel = s.kernelPlace(pa, len(a.Processes) == 0)
-		out[pa] = a
-	}
-	return out, st, nil
+	return fs.finish(s), st, nil
 }
 
 // kernelPlace says where the kernel maps pa: a module or the kernel image, or (when

@@ -185,6 +185,9 @@ type Match struct {
 	Processes    []MatchProcess `json:"processes,omitempty"`
 	ProcessCount int            `json:"process_count,omitempty"`
 	Kernel       *MatchKernel   `json:"kernel,omitempty"`
+	// Virtual: found in a virtual address space only, across a page boundary whose two
+	// pages are not adjacent in guest-physical memory; Address is its first byte's.
+	Virtual bool `json:"virtual,omitempty"`
 }
 
 // MatchProcess is a guest process that maps a memory match.
@@ -196,7 +199,7 @@ type MatchProcess struct {
 
 // MatchKernel is where the guest kernel maps a memory match.
 type MatchKernel struct {
-	Kind    string `json:"kind"` // image, module, direct-map
+	Kind    string `json:"kind"` // image, module, vmalloc, direct-map
 	Module  string `json:"module,omitempty"`
 	Address string `json:"address,omitempty"` // "0x..." kernel virtual
 }
@@ -372,6 +375,7 @@ func matches(ms []detectors.StringMatch, memory bool) ([]Match, int) {
 		if memory {
 			x.Address = fmt.Sprintf("%#x", m.Offset)
 			x.Processes, x.ProcessCount, x.Kernel = holders(m)
+			x.Virtual = m.Virtual
 		} else {
 			off := int64(m.Offset)
 			x.Offset = &off

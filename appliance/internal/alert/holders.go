@@ -65,6 +65,9 @@ func heldBy(ms []detectors.StringMatch) string {
 		}
 		parts = append(parts, s)
 	}
+	if low.Virtual {
+		parts = append(parts, "across a page boundary of its virtual memory")
+	}
 	if len(parts) == 0 {
 		return ""
 	}

@@ -29,6 +29,15 @@ memory no process maps). The guest's layout is derived from its memory alone (se
 domainm inspect); when it cannot be, the summary says why and matches carry
 guest-physical addresses only.
 
+With that layout, the guest's virtual address spaces are scanned too (--virtual): pages
+adjacent in a process (or in the kernel's module and vmalloc areas) are rarely adjacent
+in physical memory, so a string across such a boundary (a seam) is split in two places
+of RAM. Each physical page is scanned once, in the physical pass; then only a window
+around each distinct seam (2 KiB on each side) is scanned, and only matches that cross
+it are kept, marked virtual, with the physical address of the first byte and the
+virtual address in each process that has the seam. A string of up to 2 KiB across a
+page boundary is found.
+
 Memory sources (--source):
   file:PATH   QEMU memory-backend-file RAM file (/dev/shm/..., hugetlbfs), the resource2
               file of an ivshmem-plain device seen from inside a VM, or a flat raw dump
@@ -56,6 +65,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	attrib := fs.Bool("attribute", true, "name the guest processes (pid, comm, virtual address) or the part of the kernel holding each match, when the source holds a Linux guest")
+	virtual := fs.Bool("virtual", true, "also scan the guest's virtual address spaces across page boundaries whose pages are not physically adjacent (needs --attribute)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
@@ -119,7 +129,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	}
 	attr := attribution{Error: "--attribute=false"}
 	if *attrib {
-		attr = attribute(src, res.Matches)
+		res.Matches, attr = guestScan(ctx, src, res.Matches, rs, *virtual, *workers)
 	}
 	findings := yara.MemoryFindings(res.Matches, target, time.Now().UTC())
 	sum := summary{

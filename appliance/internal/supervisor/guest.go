@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -23,6 +24,9 @@ type guestView struct {
 	g     *linux.Guest
 	err   error // why the layout is unknown
 	since int   // passes since the last attempt while unknown
+	// seams scans the guest's virtual address spaces across seams (page boundaries not
+	// physically adjacent), remembering unchanged windows from pass to pass.
+	seams *memscan.SeamScanner
 }
 
 // guestNote is what a pass's attribution did, for the loop to log and alert.
@@ -31,17 +35,27 @@ type guestNote struct {
 	failed    bool // deriving it failed in this pass
 	release   string
 	layout    time.Duration // deriving the layout
-	took      time.Duration // listing processes and modules, and attributing
+	took      time.Duration // listing processes and modules
 	processes int
 	err       error // the layout's, or the listing's
+	virtual   linux.VirtualStats
+	vtook     time.Duration // attributing and the virtual scan
+	verr      error         // the virtual scan's
 }
 
-// reset forgets the layout (a new source: resume, or the target restarted).
-func (v *guestView) reset() { *v = guestView{} }
+// reset forgets the layout and the seams' windows (a new source: resume, or the target
+// restarted).
+func (v *guestView) reset() {
+	if v.seams != nil {
+		v.seams.Forget()
+	}
+	v.g, v.err, v.since = nil, nil, 0
+}
 
-// annotate attributes res's matches (in place) and says what it did. A layout that
+// annotate attributes res's matches (in place), then scans the guest's seams with rules
+// and adds what crosses them to res.Matches, and says what it did. A layout that
 // cannot be derived is tried again every guestRetryPasses passes.
-func (v *guestView) annotate(src memscan.Source, res *memscan.PassResult) guestNote {
+func (v *guestView) annotate(ctx context.Context, src memscan.Source, res *memscan.PassResult, rules memscan.RuleSet, cfg memscan.DriverConfig) guestNote {
 	var n guestNote
 	if v.g == nil {
 		if v.err != nil {
@@ -63,14 +77,21 @@ func (v *guestView) annotate(src memscan.Source, res *memscan.PassResult) guestN
 	n.release = v.g.In.K.Release
 	t0 := time.Now()
 	snap, err := v.g.Snapshot()
-	if err == nil {
-		var st linux.AttributeStats
-		st, err = snap.Annotate(res.Matches)
-		n.processes = st.Processes
-	}
 	n.took = time.Since(t0)
 	if err != nil {
 		n.err = fmt.Errorf("listing the guest's processes: %w", err)
+		return n
+	}
+	n.processes = len(snap.Tasks)
+	if v.seams == nil {
+		v.seams = memscan.NewSeamScanner(0, cfg.Workers, cfg.ReusePasses)
+	}
+	// One walk of the page tables finds the seams and attributes the physical matches.
+	t1 := time.Now()
+	res.Matches, n.virtual, n.verr = snap.ScanVirtual(ctx, src, v.seams, rules, res.Matches)
+	n.vtook = time.Since(t1)
+	if n.verr == nil && len(n.virtual.Errors) > 0 {
+		n.verr = fmt.Errorf("%d seams not scanned; first: %w", len(n.virtual.Errors), n.virtual.Errors[0])
 	}
 	return n
 }
@@ -97,6 +118,12 @@ func (m *memLoop) guestNoted(n guestNote) {
 		m.s.log.Debug("memory matches attributed", "processes", n.processes, "took", n.took, "err", n.err)
 		if n.err != nil {
 			m.s.log.Warn("memory matches not attributed this pass", "err", n.err)
+		}
+		v := n.virtual
+		m.s.log.Debug("virtual scan", "seams", v.Seams, "scanned", v.Scanned, "unchanged", v.Unchanged, "zero", v.Zero,
+			"bytes", v.Bytes, "page_tables", v.Tables, "matches", v.Matches, "took", n.vtook)
+		if n.verr != nil {
+			m.s.log.Warn("virtual scan incomplete: strings across page boundaries may be missed this pass", "err", n.verr)
 		}
 	}
 }

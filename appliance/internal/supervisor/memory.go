@@ -136,7 +136,7 @@ func (m *memLoop) run(ctx context.Context) {
 			res, err := m.driver.Pass(pctx, src, opts)
 			o := passOutcome{res: res, err: err, started: started}
 			if err == nil && pctx.Err() == nil {
-				o.guest = m.guest.annotate(src, &o.res)
+				o.guest = m.guest.annotate(pctx, src, &o.res, opts.Rules(), m.driver.Config())
 				o.kernel = m.kview.check(m.guest.g)
 			}
 			out <- o
