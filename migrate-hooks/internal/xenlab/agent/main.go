@@ -4,7 +4,8 @@
 // subtree (written by domainm-xen grant), maps the target with memscan's xen: source,
 // searches every pass for the lab's planted marker and reports each hit (guest-physical
 // address and value) in its subtree and on its console; it serves the supervisor's
-// handshake (proto messages) over xenstore: prepare unmaps and records a fingerprint,
+// handshake over xenstore with the supervisor's own server code
+// (control.ServeXenstore): prepare unmaps and records a fingerprint,
 // resume remaps the same frames of the new target domain id and checks the
 // fingerprint.
 //
@@ -14,8 +15,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/appliance/control/xenstore"
 	"github.com/domainm/domainm/memscan"
@@ -82,12 +83,7 @@ func run(log *slog.Logger) error {
 	a.put("domainm/ranges", strings.Join(rs, " "))
 	a.setState(proto.StateMonitoring)
 	go a.scanLoop()
-	for ev := range xs.Events() {
-		if strings.HasSuffix(ev.Path, "domainm/request") {
-			a.serve()
-		}
-	}
-	return errors.New("xenstore connection closed")
+	return control.ServeXenstore(context.Background(), xs, a, log)
 }
 
 // waitGrant waits until dom0 wrote the target's id and highest frame.
@@ -195,80 +191,67 @@ func isHex(s string, n int) bool {
 	return true
 }
 
-// serve answers the request in domainm/request, once.
-func (a *agent) serve() {
-	v, err := a.xs.Read("domainm/request")
-	if err != nil {
-		return
-	}
-	var req proto.Request
-	resp := proto.Response{OK: true}
-	if err := json.Unmarshal([]byte(v), &req); err != nil {
-		resp = proto.Response{Error: err.Error(), Code: proto.CodeBadRequest}
-	} else {
-		resp = a.handle(req)
-	}
-	resp.ID = req.ID
-	if old, _ := a.xs.Read("domainm/response"); old != "" {
-		var o proto.Response
-		if json.Unmarshal([]byte(old), &o) == nil && string(o.ID) == string(req.ID) && len(req.ID) > 0 {
-			return // answered already (the watch fired again)
-		}
-	}
-	b, _ := json.Marshal(resp)
-	a.put("domainm/response", string(b))
-}
-
-func (a *agent) handle(req proto.Request) proto.Response {
+// Status implements control.Handler.
+func (a *agent) Status(context.Context) control.Response {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	fail := func(code string, err error) proto.Response {
-		a.log.Error(req.Cmd, "err", err)
-		return proto.Response{Error: err.Error(), Code: code, State: a.state}
+	return control.Response{State: a.state, Target: &proto.TargetInfo{DomID: int(a.src.DomID())}}
+}
+
+// Prepare implements control.Handler: it waits for the scan pass to end (a.mu), takes
+// the fingerprint (the target is stopped: P1) and unmaps every frame.
+func (a *agent) Prepare(ctx context.Context) (control.Response, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.state != proto.StateMonitoring {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeWrongState, "prepare while %s", a.state)
 	}
-	switch req.Cmd {
-	case proto.CmdStatus:
-	case proto.CmdPrepare:
-		if a.state != proto.StateMonitoring {
-			return fail(proto.CodeWrongState, fmt.Errorf("prepare while %s", a.state))
-		}
-		// The target is stopped (P1), so this fingerprint holds until it runs again.
-		fp, err := memscan.TakeFingerprint(ramOnly{a.src})
-		if err != nil {
-			return fail(proto.CodeInternal, err)
-		}
-		if err := a.src.Unmap(); err != nil {
-			return fail(proto.CodeInternal, err)
-		}
-		a.fp = fp
-		a.state = proto.StateQuiesced
-		a.log.Info("quiesced: unmapped", "domid", a.src.DomID(), "ranges", len(fp.Ranges))
-	case proto.CmdResume:
-		var args proto.ResumeArgs
-		if err := json.Unmarshal(req.Args, &args); err != nil || args.Target.DomID <= 0 || args.Target.DomID > 0x7fef {
-			return fail(proto.CodeBadRequest, fmt.Errorf("resume: want args.target.domid: %v", err))
-		}
-		if a.state != proto.StateQuiesced {
-			return fail(proto.CodeWrongState, fmt.Errorf("resume while %s", a.state))
-		}
-		t0 := time.Now()
-		if err := loadPrivcmd(); err != nil {
-			return fail(proto.CodeSource, err)
-		}
-		if err := a.src.Remap(uint16(args.Target.DomID)); err != nil {
-			return fail(proto.CodeSource, err)
-		}
-		if err := a.fp.Verify(ramOnly{a.src}); err != nil {
-			a.src.Unmap()
-			return fail(proto.CodeGuestChanged, err)
-		}
-		a.state = proto.StateMonitoring
-		a.log.Info("monitoring: remapped", "domid", args.Target.DomID, "took", time.Since(t0).Round(time.Millisecond))
-	default:
-		return fail(proto.CodeUnknownCommand, fmt.Errorf("unknown command %q", req.Cmd))
+	if err := control.Live(ctx); err != nil {
+		return control.Response{State: a.state}, err
 	}
+	fp, err := memscan.TakeFingerprint(ramOnly{a.src})
+	if err != nil {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeInternal, "fingerprint: %v", err)
+	}
+	if err := a.src.Unmap(); err != nil {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeInternal, "%v", err)
+	}
+	a.fp = fp
+	a.state = proto.StateQuiesced
 	a.put("domainm/state", a.state)
-	return proto.Response{OK: true, State: a.state, Target: &proto.TargetInfo{DomID: int(a.src.DomID())}}
+	a.log.Info("quiesced: unmapped", "domid", a.src.DomID(), "ranges", len(fp.Ranges))
+	return control.Response{State: a.state}, nil
+}
+
+// Resume implements control.Handler: reload xen-privcmd (dom0 rewrote the target node
+// for the new id), map the same frames of the new domain id, check the fingerprint.
+func (a *agent) Resume(ctx context.Context, args control.ResumeArgs) (control.Response, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if args.Target.DomID <= 0 || args.Target.DomID > 0x7fef {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeBadRequest, "resume: target.domid %d is not a domU id", args.Target.DomID)
+	}
+	if a.state != proto.StateQuiesced {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeWrongState, "resume while %s", a.state)
+	}
+	if err := control.Live(ctx); err != nil {
+		return control.Response{State: a.state}, err
+	}
+	t0 := time.Now()
+	if err := loadPrivcmd(); err != nil {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "%v", err)
+	}
+	if err := a.src.Remap(uint16(args.Target.DomID)); err != nil {
+		return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "%v", err)
+	}
+	if err := a.fp.Verify(ramOnly{a.src}); err != nil {
+		a.src.Unmap()
+		return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged, "%v", err)
+	}
+	a.state = proto.StateMonitoring
+	a.put("domainm/state", a.state)
+	a.log.Info("monitoring: remapped", "domid", args.Target.DomID, "took", time.Since(t0).Round(time.Millisecond))
+	return control.Response{State: a.state, Source: args.Source}, nil
 }
 
 // ramOnly shows a source's ranges of at least 1 MiB: the guest's RAM. The few pages the
