@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func integrity(t *testing.T, src memscan.Source) ([]Process, []CheckResult) {
 // TestRootkit: on the clean guest no check reports anything; after dmkit loads, each of
 // its techniques is reported: its hook in sys_call_table and in the IDT (both naming
 // dmkit, hidden, and its function), dmkit itself off the module list, the sleep it
-// hid from the task list (in the pid hash).
+// hid from the task list (in the pid hash); once dmkit undoes itself, nothing again.
 func TestRootkit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a TCG guest (-short)")
@@ -139,9 +140,25 @@ func TestRootkit(t *testing.T) {
 			t.Errorf("check %s: %d findings, want 1", c, len(fs))
 		}
 	}
-	if os.Getenv("DOMAINM_ROOTKIT_FIXTURE") != "" {
-		b, _ := os.ReadFile(g.VM.RAMFile)
-		os.WriteFile(os.Getenv("DOMAINM_ROOTKIT_FIXTURE"), b, 0o644)
+
+	// dmkit undoes itself: every check is clean again, and the task is back.
+	if err := g.VM.Cont(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Undo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.VM.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	procs, res = integrity(t, src)
+	for _, r := range res {
+		if len(r.Findings) > 0 {
+			t.Errorf("after dmkit undid itself: check %s reports %d findings", r.Check, len(r.Findings))
+		}
+	}
+	if !slices.ContainsFunc(procs, func(p Process) bool { return p.PID == g.HiddenPID }) {
+		t.Errorf("pid %d not back on the task list", g.HiddenPID)
 	}
 }
 

@@ -59,7 +59,7 @@ type Guest struct {
 }
 
 // The guest's init: a process to hide, then dmkit when the test writes a line to
-// ttyS1, then nothing (the console is not read again).
+// ttyS1, then dmkit undoes itself when the test writes "undo".
 const script = `
 sleep 100000 &
 HP=$!
@@ -69,7 +69,13 @@ read x < /dev/ttyS1
 if ! insmod /dmkit.ko hide_pid=$HP hook_idt=1; then echo ROOTKIT-FAILED
 elif grep -q '^dmkit ' /proc/modules; then echo ROOTKIT-LISTED
 else echo ROOTKIT-LOADED; fi
-while true; do read x < /dev/ttyS1; done
+while true; do
+  read x < /dev/ttyS1
+  if [ "$x" = undo ]; then
+    if echo 0 > /sys/module/dmkit/parameters/active && grep -q '^dmkit ' /proc/modules; then echo ROOTKIT-UNDONE
+    else echo ROOTKIT-UNDO-FAILED; fi
+  fi
+done
 `
 
 // Boot builds dmkit and boots the guest (256 MiB, TCG, 2 vCPUs, KASLR on) until it
@@ -120,27 +126,39 @@ func Boot(ctx context.Context, dir string) (*Guest, error) {
 
 // Infect tells the guest to load dmkit and waits until it has (the guest keeps running).
 func (g *Guest) Infect(ctx context.Context) error {
+	return g.tell(ctx, "go", "ROOTKIT-LOADED", "ROOTKIT-FAILED", "ROOTKIT-LISTED")
+}
+
+// Undo tells dmkit to undo all it did (through its sysfs parameter) and waits until it
+// has: the hooks restored, the task and dmkit itself back on their lists.
+func (g *Guest) Undo(ctx context.Context) error {
+	return g.tell(ctx, "undo", "ROOTKIT-UNDONE", "ROOTKIT-UNDO-FAILED")
+}
+
+// tell writes line to the guest's ttyS1 and waits for the console to say ok, or one of
+// the failures.
+func (g *Guest) tell(ctx context.Context, line, ok string, failures ...string) error {
 	c, err := net.Dial("unix", g.ctl)
 	if err != nil {
 		return fmt.Errorf("guest control port: %w", err)
 	}
 	defer c.Close()
-	if _, err := c.Write([]byte("go\n")); err != nil {
+	if _, err := c.Write([]byte(line + "\n")); err != nil {
 		return fmt.Errorf("guest control port: %w", err)
 	}
 	for {
 		s := g.VM.Serial()
-		switch {
-		case strings.Contains(s, "ROOTKIT-FAILED"):
-			return fmt.Errorf("insmod dmkit failed:\n%s", s)
-		case strings.Contains(s, "ROOTKIT-LISTED"):
-			return fmt.Errorf("dmkit is still on /proc/modules after loading:\n%s", s)
-		case strings.Contains(s, "ROOTKIT-LOADED"):
+		for _, f := range failures {
+			if strings.Contains(s, f) {
+				return fmt.Errorf("guest said %s after %q:\n%s", f, line, s)
+			}
+		}
+		if strings.Contains(s, ok) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for dmkit to load: %w\n%s", ctx.Err(), s)
+			return fmt.Errorf("waiting for %s after %q: %w\n%s", ok, line, ctx.Err(), s)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
