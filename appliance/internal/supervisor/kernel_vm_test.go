@@ -17,7 +17,8 @@ import (
 // nothing; once the test rootkit (dmkit) loads, each technique is alerted once as new
 // (kernel-integrity: its system-call hook and IDT hook naming dmkit, dmkit hidden,
 // the hidden task with process.pid); after a prepare and resume (the layout derived
-// again) later passes alert nothing more: the findings are recognised.
+// again) later passes alert nothing more: the findings are recognised; when dmkit undoes
+// itself each is alerted gone, once.
 func TestKernelIntegrityInLiveGuest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
@@ -100,5 +101,21 @@ func TestKernelIntegrityInLiveGuest(t *testing.T) {
 	if n := len(kernelAlerts()); n != len(checks) || len(h.alerts.with("kernel-integrity-gone", "")) > 0 ||
 		len(h.alerts.with("kernel-kernel-changed", "")) > 0 {
 		t.Errorf("after resume: %d kernel-integrity alerts (want %d), alerts:\n%s", n, len(checks), h.alerts.dump())
+	}
+
+	// dmkit undoes itself: each finding is alerted gone, under the id it was new with.
+	if err := g.Undo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait("every finding gone", 3*time.Minute, func() bool { return len(h.alerts.with("kernel-integrity-gone", "")) >= len(checks) })
+	for _, e := range h.alerts.with("kernel-integrity-gone", "") {
+		if n, ok := by[e.Rule.Name]; !ok || n.DomainM.FindingID != e.DomainM.FindingID || e.DomainM.State != alert.StateGone {
+			t.Errorf("gone %s (finding %s), new was %s", e.Rule.Name, e.DomainM.FindingID, n.DomainM.FindingID)
+		}
+	}
+	p = h.passes()
+	wait("two more passes", 2*time.Minute, func() bool { return h.passes() >= p+2 })
+	if n := len(h.alerts.with("kernel-integrity-gone", "")); n != len(checks) || len(kernelAlerts()) != len(checks) {
+		t.Errorf("after undo: %d gone alerts (want %d):\n%s", n, len(checks), h.alerts.dump())
 	}
 }
