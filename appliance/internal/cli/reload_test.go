@@ -54,12 +54,7 @@ func (s *testSetup) editConfig(t *testing.T, old, new string) {
 // keeps the running configuration, each error with file:line and key, in the log, an
 // alert and the metrics.
 func TestReloadConfig(t *testing.T) {
-	port := freePort(t)
-	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
-	n := listenNotify(t, s.dir)
-	p := startDaemon(t, s.cfg, n.path, 0)
-	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
-	base := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	s, p, base := startMetricsDaemon(t)
 	passes := func() float64 {
 		return metricValue(httpGet(t, base), `domainm_memory_passes_total{result="complete"}`)
 	}

@@ -1,16 +1,15 @@
 package cli
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/appliance/domainmtest"
 	"github.com/domainm/domainm/diskscan/ext4test"
 )
 
@@ -62,18 +61,7 @@ func TestRunDiskSetuidAlert(t *testing.T) {
 // file.path, decoded as a generic JSON object, or nil.
 func rawAlert(t *testing.T, alerts, action, path string) map[string]any {
 	t.Helper()
-	f, err := os.Open(alerts)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) != nil {
-			continue // a line being written
-		}
+	for _, m := range domainmtest.ReadAlerts[map[string]any](alerts) {
 		if jsonField(m, "event.action") == action && jsonField(m, "file.path") == path {
 			return m
 		}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -189,6 +188,18 @@ func (s *testSetup) dial(t *testing.T) (context.Context, *control.Client) {
 	return ctx, c
 }
 
+// startMetricsDaemon starts domainm on a new setup with its metrics on a free loopback
+// port and waits for READY=1; it returns the setup, the daemon and the metrics URL.
+func startMetricsDaemon(t *testing.T) (*testSetup, *daemonProc, string) {
+	t.Helper()
+	port := freePort(t)
+	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
+	n := listenNotify(t, s.dir)
+	p := startDaemon(t, s.cfg, n.path, 0)
+	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
+	return s, p, fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+}
+
 // startDiskDaemon starts domainm on an ext4 image of the test tree (makeDiskTree), with
 // a disk check every second, and waits for READY=1; it returns the setup, the daemon
 // and the image.
@@ -239,23 +250,7 @@ type fileAlert struct {
 
 // readAlerts parses the file sink's output.
 func (s *testSetup) readAlerts(t *testing.T) []fileAlert {
-	t.Helper()
-	f, err := os.Open(s.alerts)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []fileAlert
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var a fileAlert
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
-			continue // a line being written
-		}
-		out = append(out, a)
-	}
-	return out
+	return domainmtest.ReadAlerts[fileAlert](s.alerts)
 }
 
 func (s *testSetup) alertsWith(t *testing.T, action, rule string) []fileAlert {
@@ -688,12 +683,7 @@ func TestRunNoLeaks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak")
 	}
-	port := freePort(t)
-	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
-	n := listenNotify(t, s.dir)
-	p := startDaemon(t, s.cfg, n.path, 0)
-	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.index("READY=1") >= 0 })
-	base := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	s, p, base := startMetricsDaemon(t)
 	metric := func(name string) float64 {
 		for _, l := range strings.Split(httpGet(t, base), "\n") {
 			if v, ok := strings.CutPrefix(l, name+" "); ok {

@@ -6,23 +6,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/domainm/domainm/appliance/domainmtest"
 	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 // TestVersionLdflags builds domainm as the Makefile does (-X version and commit) and
 // checks --version, version and version --json.
 func TestVersionLdflags(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "domainm")
 	ld := "-X github.com/domainm/domainm/appliance/internal/cli.version=v9.8.7-3-gdeadbee-dirty -X github.com/domainm/domainm/appliance/internal/cli.commit=deadbeefcafe"
-	if out, err := exec.Command("go", "build", "-ldflags", ld, "-o", bin, "github.com/domainm/domainm/appliance/cmd/domainm").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.GoBuild(t, domainmtest.Package, "-ldflags", ld)
 	want := fmt.Sprintf("domainm v9.8.7-3-gdeadbee-dirty\ncommit:  deadbeefcafe\ngo:      %s\nlibyara: %s\n", runtime.Version(), yara.LibyaraVersion)
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		out, err := exec.Command(bin, args...).Output()
@@ -71,11 +68,7 @@ func TestVersionFallback(t *testing.T) {
 // TestRunFirstLogLineAndBuildInfo: the daemon's first log line names its version and
 // its configuration file, and /metrics has domainm_build_info.
 func TestRunFirstLogLineAndBuildInfo(t *testing.T) {
-	port := freePort(t)
-	s := newSetup(t, "", fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:%d\"\n", port))
-	n := listenNotify(t, s.dir)
-	p := startDaemon(t, s.cfg, n.path, 0)
-	waitUntil(t, "READY=1", 60*time.Second, func() bool { return n.count("READY=1") > 0 })
+	s, p, metrics := startMetricsDaemon(t)
 	// The binary's own answer: a `go build` may stamp VCS information a test binary lacks.
 	out, err := exec.Command(domainmBinary(t), "version", "--json").Output()
 	if err != nil {
@@ -91,7 +84,7 @@ func TestRunFirstLogLineAndBuildInfo(t *testing.T) {
 			t.Errorf("first log line %q lacks %q", first, w)
 		}
 	}
-	body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	body := httpGet(t, metrics)
 	want := fmt.Sprintf(`domainm_build_info{commit=%q,goversion=%q,libyara=%q,version=%q} 1`, v.Commit, v.GoVersion, v.Libyara, v.Version)
 	if !strings.Contains(body, want) {
 		t.Errorf("/metrics lacks %s", want)
