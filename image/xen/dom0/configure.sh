@@ -20,7 +20,7 @@ mkdir -p "$R/var/log/xen/console"
 # Units that only cost boot time under emulation, or fight the lab for hvc0.
 for u in serial-getty@hvc0.service xendomains.service networking.service ifupdown-pre.service \
 	apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-	systemd-timesyncd.service; do
+	systemd-timesyncd.service getty@.service getty-static.service; do
 	ln -sf /dev/null "$R/etc/systemd/system/$u"
 done
 cat >"$R/etc/systemd/system/xenlab.service" <<'E2'

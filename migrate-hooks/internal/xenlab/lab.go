@@ -134,7 +134,9 @@ func (l *Lab) qemuArgs(h string, port int) []string {
 	}
 	return []string{
 		"-accel", "tcg,thread=multi", "-cpu", "qemu64,+svm,+npt", "-m", "3G", "-smp", "2",
-		"-display", "none", "-monitor", "none", "-no-reboot",
+		// -nodefaults: no VGA, floppy, CD-ROM or parallel port for dom0's udev to probe
+		// (minutes each under TCG on a loaded machine).
+		"-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
 		"-serial", "file:" + filepath.Join(l.Run, "serial-"+h+".log"),
 		"-kernel", filepath.Join(l.Build, "xen.elf"),
 		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 loglvl=all guest_loglvl=all noreboot",
