@@ -149,7 +149,7 @@ bench-migrate: build
 # (migrate-hooks/internal/xenlab, image/xen). Long: not part of `make test`.
 .PHONY: xen-lab
 xen-lab: deps
-	$(GO) test -count=1 -tags xenlab -run '^TestXenLab$$' -v -timeout 90m ./migrate-hooks/internal/xenlab/
+	$(GO) test -count=1 -tags xenlab -run '^TestXenLab$$' -v -timeout 110m ./migrate-hooks/internal/xenlab/
 
 # image: the appliance image (image/build.sh): bin/image/{disk.raw,vmlinuz,initrd.img,
 # cmdline,SHA256SUMS}. The debootstrap tarball is cached in bin/image-cache; a build whose

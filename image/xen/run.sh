@@ -96,14 +96,14 @@ M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
 domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
 ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
 xl unpause domainm; ev DOMAINM-UNPAUSED
-wait_xs $M domainm/state monitoring 600 || fail "Domain M not monitoring"
+wait_xs $M domainm/state monitoring 2400 || fail "Domain M not monitoring"
 ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
 xl list -l target >$out/xl-list-target.json
 ev TARGET-UNPAUSE where=A; xl unpause target
-for i in $(seq 1200); do grep -q "TARGET UP" /var/log/xen/console/guest-target.log 2>/dev/null && break; sleep 0.5; done
+for i in $(seq 4800); do grep -q "TARGET UP" /var/log/xen/console/guest-target.log 2>/dev/null && break; sleep 0.5; done
 ev TARGET-UP where=A
 s1=$(seed); ev PLANT where=A seed=$s1; plant $T $s1 || fail "plant at A"
-g=$(wait_found $M $s1 300) || fail "Domain M did not find seed $s1"
+g=$(wait_found $M $s1 900) || fail "Domain M did not find seed $s1"
 ev FOUND where=A gpa=$g seed=$s1 domid=$T
 check_frame $T $g $s1 && ev FRAME-OK where=A gpa=$g || fail "dom0's view of $g lacks the marker"
 
@@ -118,7 +118,7 @@ ssh root@$peer xl list >>$out/console.log
 
 s2=$(seed); sleep 5; ev PLANT where=B seed=$s2
 ssh root@$peer "echo plant $s2 > \$(xenstore-read /local/domain/$T2/console/tty)" || fail "plant at B"
-g2=$(ssh root@$peer "for i in \$(seq 600); do for k in \$(xenstore-list /local/domain/$M2/domainm/found); do set -- \$(xenstore-read /local/domain/$M2/domainm/found/\$k); [ \"\$2\" = $s2 ] && { echo \$1; exit 0; }; done; sleep 0.5; done; exit 1") || fail "Domain M did not find seed $s2 at B"
+g2=$(ssh root@$peer "for i in \$(seq 1800); do for k in \$(xenstore-list /local/domain/$M2/domainm/found); do set -- \$(xenstore-read /local/domain/$M2/domainm/found/\$k); [ \"\$2\" = $s2 ] && { echo \$1; exit 0; }; done; sleep 0.5; done; exit 1") || fail "Domain M did not find seed $s2 at B"
 ev FOUND where=B gpa=$g2 seed=$s2 domid=$T2
 r=$(ssh root@$peer /lab/domainm-xen frame $T2 $(($g2 >> 12)) $(($g2 & 4095)) 37) ; echo "$r" >>$out/frames.log
 echo "$r" | grep -qF "bytes \"DOMAINM-XENLAB-PLANT:$s2\"" && ev FRAME-OK where=B gpa=$g2 || fail "B dom0's view of $g2 lacks the marker"

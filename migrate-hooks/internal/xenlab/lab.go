@@ -36,7 +36,7 @@ type Lab struct {
 // New returns a lab for the repository at repo.
 func New(repo string, log io.Writer) *Lab {
 	b := filepath.Join(repo, "bin", "xen-lab")
-	return &Lab{Repo: repo, Build: b, Run: filepath.Join(b, "run"), Timeout: 50 * time.Minute, Log: log, t0: time.Now()}
+	return &Lab{Repo: repo, Build: b, Run: filepath.Join(b, "run"), Timeout: 75 * time.Minute, Log: log, t0: time.Now()}
 }
 
 func (l *Lab) step(format string, a ...any) {
