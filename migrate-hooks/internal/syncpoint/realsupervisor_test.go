@@ -1,9 +1,7 @@
 package syncpoint_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -53,19 +51,11 @@ rule planted_at_destination { strings: $a = "DOMAINM-PLANTED-AFTER-RESUME-51c2" 
 // alertsOf returns the (rule, action) pairs in the alert file.
 func alertsOf(path string) map[string]bool {
 	out := map[string]bool{}
-	f, err := os.Open(path)
-	if err != nil {
-		return out
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var e struct {
-			Rule  *struct{ Name string }  `json:"rule"`
-			Event struct{ Action string } `json:"event"`
-		}
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Rule != nil {
+	for _, e := range domainmtest.ReadAlerts[struct {
+		Rule  *struct{ Name string }  `json:"rule"`
+		Event struct{ Action string } `json:"event"`
+	}](path) {
+		if e.Rule != nil {
 			out[e.Rule.Name+" "+e.Event.Action] = true
 		}
 	}
