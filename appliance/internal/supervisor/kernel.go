@@ -110,7 +110,7 @@ func (m *memLoop) kernelNoted(n kernelNote) {
 	now := m.s.clk.Now()
 	if n.changed != "" {
 		m.s.log.Warn("the kernel differs from the one checked before", "now", n.changed)
-		m.s.emitAsync(alert.Health(now, alert.SevMedium, "kernel", "kernel-changed",
+		m.s.emitAsync(alert.Health(now, alert.SevMedium, "kernel", "changed",
 			fmt.Sprintf("the kernel of %s differs from the one checked before (resume or reboot): %s", m.s.currentTarget().Name, n.changed)))
 	}
 	if !n.ran {

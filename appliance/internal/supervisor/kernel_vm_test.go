@@ -99,7 +99,7 @@ func TestKernelIntegrityInLiveGuest(t *testing.T) {
 	p = h.passes()
 	wait("three passes after resume", 3*time.Minute, func() bool { return h.passes() >= p+3 })
 	if n := len(kernelAlerts()); n != len(checks) || len(h.alerts.with("kernel-integrity-gone", "")) > 0 ||
-		len(h.alerts.with("kernel-kernel-changed", "")) > 0 {
+		len(h.alerts.with("kernel-changed", "")) > 0 {
 		t.Errorf("after resume: %d kernel-integrity alerts (want %d), alerts:\n%s", n, len(checks), h.alerts.dump())
 	}
 
