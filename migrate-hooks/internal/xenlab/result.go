@@ -158,3 +158,21 @@ func Size(rs []Range) uint64 {
 	}
 	return n
 }
+
+// SuspendRequested returns when libxl asked domain domid to suspend (the xenstore watch
+// log xs.log of host h: "EPOCH HOST XS /local/domain/DOMID/control/shutdown suspend").
+func (l *Lab) SuspendRequested(h string, domid int) (time.Time, bool) {
+	f, err := os.Open(l.Run + "/out-" + h + "/xs.log")
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer f.Close()
+	evs, _ := ParseEvents(f)
+	node := fmt.Sprintf("/local/domain/%d/control/shutdown", domid)
+	for _, e := range evs {
+		if f := strings.Fields(e.Line); e.Name == "XS" && len(f) >= 5 && f[3] == node && f[4] == "suspend" {
+			return e.Time, true
+		}
+	}
+	return time.Time{}, false
+}
