@@ -32,6 +32,21 @@ type kernelView struct {
 	textVA  uint64
 }
 
+// seen records the layout a check uses and, when it is newly derived (after a resume,
+// or a source replaced), says how its kernel differs from the one before ("" if not:
+// the same release at the same KASLR-shifted _text).
+func (v *kernelView) seen(in *linux.Inspector) string {
+	if in == v.in {
+		return ""
+	}
+	var changed string
+	if v.in != nil && (in.K.Release != v.release || in.K.TextVA != v.textVA) {
+		changed = fmt.Sprintf("kernel %s with _text at %#x, was %s at %#x", in.K.Release, in.K.TextVA, v.release, v.textVA)
+	}
+	v.in, v.release, v.textVA = in, in.K.Release, in.K.TextVA
+	return changed
+}
+
 // kernelNote is what one pass's checks did, for the loop.
 type kernelNote struct {
 	ran     bool
@@ -52,12 +67,7 @@ func (v *kernelView) check(g *linux.Guest) kernelNote {
 		return n
 	}
 	in := g.In
-	if in != v.in {
-		if v.in != nil && (in.K.Release != v.release || in.K.TextVA != v.textVA) {
-			n.changed = fmt.Sprintf("kernel %s with _text at %#x, was %s at %#x", in.K.Release, in.K.TextVA, v.release, v.textVA)
-		}
-		v.in, v.release, v.textVA = in, in.K.Release, in.K.TextVA
-	}
+	n.changed = v.seen(in)
 	n.release = in.K.Release
 	t0 := time.Now()
 	procs, err := in.Processes()

@@ -34,3 +34,29 @@ func TestKernelTracker(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelViewSeen: a layout derived again (resume) is compared with the one before:
+// the same kernel at the same place is no change; another release or another KASLR
+// placement is.
+func TestKernelViewSeen(t *testing.T) {
+	in := func(rel string, text uint64) *linux.Inspector {
+		return &linux.Inspector{K: &linux.Kernel{Release: rel, TextVA: text}}
+	}
+	var v kernelView
+	first := in("6.1.0-57-amd64", 0xffffffffb0600000)
+	for _, c := range []struct {
+		name    string
+		in      *linux.Inspector
+		changed bool
+	}{
+		{"first", first, false},
+		{"same layout", first, false},
+		{"derived again, same kernel", in("6.1.0-57-amd64", 0xffffffffb0600000), false},
+		{"rebooted: KASLR elsewhere", in("6.1.0-57-amd64", 0xffffffff9a200000), true},
+		{"another release", in("6.1.0-58-amd64", 0xffffffff9a200000), true},
+	} {
+		if got := v.seen(c.in); (got != "") != c.changed {
+			t.Errorf("%s: %q", c.name, got)
+		}
+	}
+}
