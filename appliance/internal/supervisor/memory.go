@@ -137,7 +137,9 @@ func (m *memLoop) run(ctx context.Context) {
 			o := passOutcome{res: res, err: err, started: started}
 			if err == nil && pctx.Err() == nil {
 				o.guest = m.guest.annotate(pctx, src, &o.res, opts.Rules(), m.driver.Config())
-				o.kernel = m.kview.check(m.guest.g)
+				if pctx.Err() == nil { // a prepare during attribution need not wait for the checks
+					o.kernel = m.kview.check(m.guest.g)
+				}
 			}
 			out <- o
 		}(done)

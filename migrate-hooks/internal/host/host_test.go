@@ -12,7 +12,6 @@ import (
 
 	"github.com/domainm/domainm/image/qemu"
 	"github.com/domainm/domainm/image/qemu/qmp"
-	"github.com/domainm/domainm/image/testenv"
 )
 
 func newHost(t *testing.T, name string) *Local {
@@ -103,7 +102,7 @@ func testDeviceModelMigrates(t *testing.T, dev string) {
 	// Let the firmware enumerate PCI and map BARs, as any booted guest has.
 	time.Sleep(1500 * time.Millisecond)
 	needle := []byte("DOMAINM-HOST-TEST-NEEDLE")
-	testenv.WriteAt(t, st.RAMFile, 40<<20, needle)
+	writeAt(t, st.RAMFile, 40<<20, needle)
 
 	uT, _ := dst.IncomingURI()
 	dt, err := dst.Start(ctx, target, uT)
@@ -156,6 +155,18 @@ func testDeviceModelMigrates(t *testing.T, dev string) {
 		if err != nil || s.Running {
 			t.Errorf("%s at destination: status %+v, %v; want paused until cont", vm.Name, s, err)
 		}
+	}
+}
+
+func writeAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }
 
