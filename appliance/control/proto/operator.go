@@ -110,6 +110,7 @@ type SinkStatus struct {
 	Spooled          int     `json:"spooled"`
 	SpoolBytes       int64   `json:"spool_bytes"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"` // of the oldest spooled alert; 0 when none
+	HeldBack         int     `json:"held_back"` // alerts its rate_limit held back since the start (delivered later)
 	LastError        string  `json:"last_error"`
 	LastDelivered    string  `json:"last_delivered"`
 }

@@ -72,6 +72,12 @@ type SinkConfig struct {
 	// Confirm is how long a stream connection must stay healthy after the receiver's
 	// TCP stack acknowledged a batch before the batch leaves the spool. Default 1s.
 	Confirm time.Duration `toml:"confirm"`
+
+	// RateLimit bounds the alerts a second this sink delivers (0: no limit), with
+	// bursts of RateBurst (default: one second's worth). What is over it is held back
+	// in the spool, counted and reported, and delivered in order later: never dropped.
+	RateLimit float64 `toml:"rate_limit"`
+	RateBurst int     `toml:"rate_burst"`
 }
 
 // ByteSize is a size in bytes; the config accepts an integer or a string with a
@@ -236,6 +242,12 @@ func (s *SinkConfig) validate() []*ConfigError {
 	}
 	if s.Timeout <= 0 || s.Confirm < 0 {
 		bad("timeout", "want timeout > 0 and confirm >= 0")
+	}
+	if s.RateLimit < 0 || s.RateLimit > 1e6 {
+		bad("rate_limit", "%v: want alerts a second from 0 (no limit) to 1000000", s.RateLimit)
+	}
+	if s.RateBurst < 0 {
+		bad("rate_burst", "%d: want 0 (one second's worth) or more", s.RateBurst)
 	}
 	return errs
 }

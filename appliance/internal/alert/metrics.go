@@ -14,6 +14,7 @@ type metrics struct {
 	failures  *prometheus.CounterVec // failed delivery attempts (connects, writes, requests)
 	dropped   *prometheus.CounterVec // spool_full, rejected (the receiver refused it for good), undecodable
 	up        *prometheus.GaugeVec   // 1 while the sink's last delivery attempt worked
+	heldBack  *prometheus.CounterVec // alerts the sink's rate_limit held back (delivered later)
 
 	unregister func()
 }
@@ -36,7 +37,10 @@ func newMetrics(reg prometheus.Registerer, sp *spool, sinks []SinkConfig) (*metr
 			Name: "domainm_alert_sink_up", Help: "1 if the sink's last delivery attempt succeeded.",
 		}, []string{"sink"}),
 	}
-	cs := []prometheus.Collector{m.emitted, m.delivered, m.failures, m.dropped, m.up,
+	m.heldBack = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "domainm_alerts_held_back_total", Help: "Alerts the sink's rate_limit held back in its spool, each counted once (they are delivered later, in order; none is dropped).",
+	}, []string{"sink"})
+	cs := []prometheus.Collector{m.emitted, m.delivered, m.failures, m.dropped, m.up, m.heldBack,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "domainm_alert_spool_file_bytes", Help: "Size of the alert spool file on disk.",
 		}, func() float64 { return float64(sp.fileSize()) }),
@@ -92,6 +96,7 @@ var failureReasons = []string{"connect", "tls", "timeout", "write", "connection_
 // zeroSeries makes every series of sink exist from the start, at 0, so that a
 // dashboard or an alert rule (rate(...) > 0) sees them before the first event.
 func (m *metrics) zeroSeries(sink string) {
+	m.heldBack.WithLabelValues(sink)
 	for _, r := range failureReasons {
 		m.failures.WithLabelValues(sink, r)
 	}

@@ -121,3 +121,25 @@ func (s *spool) first(sink string) uint64 {
 
 // Oldest is the @timestamp of the oldest alert waiting in sink's spool (zero if none).
 func (d *Dispatcher) Oldest(sink string) time.Time { return d.sp.oldest(sink) }
+
+// last returns the sequence number of the newest event in sink's queue (0: empty).
+func (s *spool) last(sink string) uint64 {
+	var seq uint64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(qName(sink)).Cursor().Last(); len(k) == 8 {
+			seq = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return seq
+}
+
+// HeldBack is how many alerts sink's rate_limit held back since the start.
+func (d *Dispatcher) HeldBack(sink string) int {
+	for _, r := range d.runners {
+		if r.cfg.Name == sink {
+			return r.heldBack()
+		}
+	}
+	return 0
+}

@@ -40,6 +40,8 @@ type runner struct {
 	lastErr string
 	lastOK  time.Time
 	conn    net.Conn
+
+	limit *rateLimit // rate_limit; nil for none (ratelimit.go)
 }
 
 // How much a stream may have written but not yet confirmed (it bounds the
@@ -79,6 +81,7 @@ func newRunner(cfg SinkConfig, d *Dispatcher) (*runner, error) {
 	default:
 		err = fmt.Errorf("unknown sink type %q", cfg.Type)
 	}
+	r.limit = newRateLimit(cfg.RateLimit, cfg.RateBurst)
 	if cfg.InsecureSkipVerify {
 		r.log.Warn("TLS server verification is OFF for this sink: anyone on the path can read and fake alerts")
 	}
@@ -102,6 +105,8 @@ func (r *runner) run(ctx context.Context) {
 		var err error
 		if r.stream != nil {
 			err = r.streamOnce(ctx)
+		} else if !r.waitLimit(ctx, 0) {
+			return
 		} else {
 			err = r.batchOnce(ctx)
 		}
@@ -238,10 +243,11 @@ func (r *runner) settled(recs []record, upTo, acked uint64) error {
 }
 
 func (r *runner) batchOnce(ctx context.Context) error {
-	all, err := r.d.sp.read(r.cfg.Name, 0, r.cfg.Batch, readBatchBytes)
+	all, err := r.d.sp.read(r.cfg.Name, 0, r.allowed(0), readBatchBytes)
 	if err != nil || len(all) == 0 {
 		return err
 	}
+	r.limit.take(len(all))
 	recs, evs := r.decode(all)
 	done, rejected, err := 0, []int(nil), error(nil)
 	if len(recs) > 0 {

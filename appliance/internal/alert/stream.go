@@ -114,11 +114,19 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 		// Write a batch if the window allows; confirm and record between batches,
 		// so that a long backlog does not hold them back.
 		wrote := false
+		var limited <-chan time.Time // the rate limit lets the next alert go then
+		n := 0
 		if w.room() {
-			all, err := r.d.sp.read(r.cfg.Name, w.next, r.cfg.Batch, streamBatchBytes)
+			if n = r.allowed(w.next); n == 0 {
+				limited = time.After(r.limit.wait())
+			}
+		}
+		if n > 0 {
+			all, err := r.d.sp.read(r.cfg.Name, w.next, n, streamBatchBytes)
 			if err != nil {
 				return err
 			}
+			r.limit.take(len(all))
 			if len(all) > 0 {
 				if buf, err = r.writeBatch(conn, all, buf[:0]); err != nil {
 					return err
@@ -172,6 +180,7 @@ func (r *runner) streamOn(ctx context.Context, conn net.Conn, dead <-chan error)
 			}
 			return err
 		case <-r.wake:
+		case <-limited:
 		case <-tick:
 		}
 	}

@@ -85,8 +85,8 @@ func printStatus(w io.Writer, r control.Response, now time.Time) error {
 		if !s.Up {
 			up = "DOWN (or nothing sent yet)"
 		}
-		p("sink "+s.Name+":", "%s, %s; spooled %d (%s), oldest %s; last delivered %s; last error: %s",
-			s.Type, up, s.Spooled, sizeUnits(uint64(max(0, s.SpoolBytes))), secs(s.OldestAgeSeconds), when(s.LastDelivered, now), dash(s.LastError))
+		p("sink "+s.Name+":", "%s, %s; spooled %d (%s), oldest %s; held back by rate_limit %d; last delivered %s; last error: %s",
+			s.Type, up, s.Spooled, sizeUnits(uint64(max(0, s.SpoolBytes))), secs(s.OldestAgeSeconds), s.HeldBack, when(s.LastDelivered, now), dash(s.LastError))
 	}
 	c := d.Config
 	reload := "never since the start"

@@ -22,6 +22,7 @@ var _ control.Operator = (*Supervisor)(nil)
 type sinkStatuser interface {
 	Status() []alert.SinkStatus
 	Oldest(sink string) time.Time
+	HeldBack(sink string) int
 }
 
 // testSender sends a test alert through every sink (alert-test).
@@ -114,6 +115,7 @@ func (s *Supervisor) statusDetail() *proto.StatusDetail {
 		for _, x := range ss.Status() {
 			st := proto.SinkStatus{Name: x.Name, Type: x.Type, Up: x.Up, Spooled: x.Spooled, SpoolBytes: x.Bytes,
 				LastError: x.LastError, LastDelivered: rfc3339(x.LastOK)}
+			st.HeldBack = ss.HeldBack(x.Name)
 			if t := ss.Oldest(x.Name); !t.IsZero() {
 				st.OldestAgeSeconds = now.Sub(t).Seconds()
 			}
