@@ -39,7 +39,10 @@ func Kernel() (string, error) {
 }
 
 // BuildInitramfs writes the guest's initramfs (newc cpio, uncompressed) into dir.
-func BuildInitramfs(dir string) (string, error) {
+func BuildInitramfs(dir string) (string, error) { return BuildInitramfsWith(dir, initScript) }
+
+// BuildInitramfsWith writes an initramfs with busybox and the given init script.
+func BuildInitramfsWith(dir, script string) (string, error) {
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		return "", fmt.Errorf("reading busybox (install busybox-static): %w", err)
@@ -47,7 +50,7 @@ func BuildInitramfs(dir string) (string, error) {
 	var w cpioWriter
 	w.dir("bin")
 	w.file("bin/busybox", 0o755, bb)
-	w.file("init", 0o755, []byte(initScript))
+	w.file("init", 0o755, []byte(script))
 	w.trailer()
 	path := filepath.Join(dir, "guest-initramfs.cpio")
 	return path, os.WriteFile(path, w.buf.Bytes(), 0o644)

@@ -19,16 +19,21 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 	if len(args) > 0 && (args[0] == "--xen" || args[0] == "-xen") {
 		return runMigrateXen(ctx, env, args[1:])
 	}
-	fs := newFlags(env, "migrate", "migrate --target-src QMP --target-dst QMP --target-uri URI --domm-src QMP --domm-dst QMP --domm-uri URI --control SOCK --src-ram FILE --dst-ram FILE [flags]")
+	fs := newFlags(env, "migrate", "migrate --target-src QMP --target-dst QMP --target-uri URI --domm-src QMP --domm-dst QMP --domm-uri URI --control SOCK --src-ram FILE --dst-ram FILE [flags]\n"+
+		"       domainm-migrate migrate --libvirt SRC_URI --dest DST_URI --target NAME --domm NAME --control SOCK [flags]")
+	lvSrc := fs.String("libvirt", "", "libvirt URI of the source host (qemu:///system, qemu+unix:///system?socket=PATH, qemu+tcp://HOST:PORT/system): co-migrate libvirt-managed domains")
+	lvDst := fs.String("dest", "", "with --libvirt: libvirt URI of the destination host")
+	lvTarget := fs.String("target", "", "with --libvirt: the target's domain name")
+	lvDomM := fs.String("domm", "", "with --libvirt: Domain M's domain name")
 	tSrc := fs.String("target-src", "", "QMP socket of the target at the source")
 	tDst := fs.String("target-dst", "", "QMP socket of the target's destination QEMU (started with -incoming URI -S)")
-	tURI := fs.String("target-uri", "", "migration URI the target's destination listens on (tcp:HOST:PORT)")
+	tURI := fs.String("target-uri", "", "migration URI the target's destination listens on (tcp:HOST:PORT; with --libvirt tcp://ADDR:PORT, optional)")
 	mSrc := fs.String("domm-src", "", "QMP socket of Domain M at the source")
 	mDst := fs.String("domm-dst", "", "QMP socket of Domain M's destination QEMU")
 	mURI := fs.String("domm-uri", "", "migration URI Domain M's destination listens on")
 	sock := fs.String("control", "", "the supervisor's control socket")
 	sockDst := fs.String("control-dst", "", "the supervisor's control socket once Domain M runs at the destination, if another one (the host end of a virtio-serial port belongs to each QEMU); connected only then")
-	srcRAM := fs.String("src-ram", "", "the target's memory at the source, as the supervisor opens it (a path means file:PATH; e.g. file:/dev/pmem0 inside Domain M)")
+	srcRAM := fs.String("src-ram", "", "the target's memory (with --libvirt default "+viewDevice+") at the source, as the supervisor opens it (a path means file:PATH; e.g. file:/dev/pmem0 inside Domain M)")
 	dstRAM := fs.String("dst-ram", "", "the target's memory at the destination, likewise")
 	name := fs.String("name", "target", "the target's name")
 	uuid := fs.String("uuid", "", "the target's UUID")
@@ -46,6 +51,12 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 	dommName := fs.String("domm-name", "domm", "Domain M's name (for the lease)")
 	if code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if *lvSrc != "" {
+		o := libvirtOpts{src: *lvSrc, dst: *lvDst, target: *lvTarget, domm: *lvDomM, sock: *sock, sockDst: *sockDst, srcRAM: *srcRAM, dstRAM: *dstRAM,
+			tURI: *tURI, mURI: *mURI, uuid: *uuid, srcHost: *srcHost, dstHost: *dstHost, mode: *mode, link: *link,
+			handshake: *handshake, timeout: *timeout, asJSON: *asJSON, verbose: *verbose, leaseDir: *leaseDir}
+		return runLibvirt(ctx, env, o)
 	}
 	for flagName, v := range map[string]string{"target-src": *tSrc, "target-dst": *tDst, "target-uri": *tURI,
 		"domm-src": *mSrc, "domm-dst": *mDst, "domm-uri": *mURI, "src-ram": *srcRAM, "dst-ram": *dstRAM} {

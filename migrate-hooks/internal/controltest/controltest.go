@@ -64,6 +64,13 @@ func (s *Supervisor) Hang(cmd string) {
 	s.mu.Unlock()
 }
 
+// Unhang makes the supervisor answer cmd again (requests it ignored stay unanswered).
+func (s *Supervisor) Unhang(cmd string) {
+	s.mu.Lock()
+	delete(s.hang, cmd)
+	s.mu.Unlock()
+}
+
 // Changes returns the state changes so far.
 func (s *Supervisor) Changes() []Change {
 	s.mu.Lock()

@@ -28,6 +28,35 @@ func (r *run) abort(ctx context.Context) string {
 	return outcomeRolledBack
 }
 
+// rollbackDomMFirst: Domain M stopped (and may have migrated) before the target, which
+// the coordinator then stopped. Domain M is restarted at the source (its destination copy
+// stopped), the supervisor, never prepared, must still monitor there; then the target's
+// migration is cancelled and the target restarted.
+func (r *run) rollbackDomMFirst(ctx context.Context) string {
+	c, cancel := short(ctx)
+	defer cancel()
+	r.m.Dst.Stop(c)
+	r.m.Src.CancelMigration(c)
+	if up, _ := r.m.Src.Running(c); !up {
+		if err := r.m.Src.Cont(c); err != nil {
+			return fmt.Sprintf("target paused at source, domain M paused: %v", err)
+		}
+	}
+	if err := waitRunning(c, r.m.Src); err != nil {
+		return fmt.Sprintf("target paused at source: %v", err)
+	}
+	if err := r.monitoringAgain(ctx); err != nil {
+		return fmt.Sprintf("target paused at source: supervisor not monitoring (%v)", err)
+	}
+	r.t.Src.CancelMigration(c)
+	if up, _ := r.t.Src.Running(c); !up {
+		if err := r.t.Src.Cont(c); err != nil {
+			return fmt.Sprintf("target paused at source: %v", err)
+		}
+	}
+	return outcomeRolledBack
+}
+
 // failPrepare: the target is held stopped at pre-switchover, the supervisor did not
 // quiesce. Domain M's migration is cancelled; if the supervisor answers resume at the
 // source the target is released there, else it stays held.

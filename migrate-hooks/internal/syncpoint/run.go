@@ -255,6 +255,11 @@ func isMigrationStatus(statuses ...string) func(Event) bool {
 	}
 }
 
+// stopped reports an outgoing migration whose VM has stopped for its final copy.
+func stopped(status string) bool {
+	return status == "pre-switchover" || status == "device" || status == "completed"
+}
+
 func terminal(status string) bool {
 	return status == "failed" || status == "cancelled" || status == "cancelling"
 }

@@ -178,6 +178,15 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 		if terminal(pm.Status) {
 			return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("domain M migration %s: %s", pm.Status, pm.Error), Outcome: r.abort(ctx)}
 		}
+		if stopped(pm.Status) {
+			// Domain M converged before the target stopped (the hold came too late): stop
+			// the target at once; the unwatched interval shows in the timeline.
+			c, cancel := short(ctx)
+			r.t.Src.Stop(c)
+			cancel()
+			r.cfg.Log.Error("P1 violated: domain M stopped before the target; target stopped", "domm_status", pm.Status)
+			return Event{}, &Error{Phase: "P1", Err: errors.New("domain M stopped before the target"), Outcome: r.rollbackDomMFirst(ctx)}
+		}
 		if pm.Status != "active" || pm.Total == 0 {
 			continue
 		}

@@ -55,6 +55,9 @@ func (e *end) SetParameters(ctx context.Context, p syncpoint.Params) error {
 	}
 	if p.DowntimeLimit != 0 {
 		ms := uint64(max(p.DowntimeLimit.Milliseconds(), 1))
+		e.m.mu.Lock()
+		e.m.downtimeMs = ms
+		e.m.mu.Unlock()
 		if err := e.h.lv.DomainMigrateSetMaxDowntime(d, ms, 0); err != nil {
 			return fmt.Errorf("%s: max downtime %d ms: %w", e.Where(), ms, err)
 		}
@@ -63,7 +66,12 @@ func (e *end) SetParameters(ctx context.Context, p syncpoint.Params) error {
 }
 
 // Migrate starts the migration; uri is what the destination listens on.
-func (e *end) Migrate(ctx context.Context, uri string) error { return e.m.start(ctx, uri) }
+func (e *end) Migrate(ctx context.Context, uri string) error {
+	if err := e.m.start(ctx, uri); err != nil {
+		return err
+	}
+	return e.m.jobStarted(ctx)
+}
 
 // Progress: the status is QEMU's last MIGRATION event at the source (failed/cancelled
 // when Perform3 failed); sizes from virDomainGetJobStats while the job runs.
@@ -131,10 +139,26 @@ func (e *end) CancelMigration(ctx context.Context) error {
 	m.mu.Unlock()
 	switch ph {
 	case performing:
-		if err := m.Src.lv.DomainAbortJob(dom); err != nil {
-			m.Src.log.Warn("abort job", "where", e.Where(), "err", err)
+		// Perform3 runs in the background: its job may not have started yet when the
+		// abort arrives ("no job is active"); retry until it has, or has ended.
+		for {
+			err := m.Src.lv.DomainAbortJob(dom)
+			if err == nil || m.wait(ctx) == nil || ctx.Err() != nil {
+				break
+			}
+			m.Src.log.Debug("abort job", "where", e.Where(), "err", err)
+			sleepCtx(ctx, 10*time.Millisecond)
 		}
-		return m.wait(ctx)
+		if err := m.wait(ctx); err != nil {
+			return err
+		}
+		// Perform3 may have succeeded before the abort reached it.
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.phase == performed {
+			return m.cancelPerformed()
+		}
+		return nil
 	case performed:
 		m.mu.Lock()
 		defer m.mu.Unlock()

@@ -16,7 +16,7 @@ import (
 func TestMonitorEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := virttest.Start(ctx, "src", t.TempDir(), "11111111-1111-4111-8111-111111111111", 49900)
+	d, err := virttest.Start(ctx, "src", t.TempDir(), "11111111-1111-4111-8111-111111111111", 49900, "")
 	if err != nil {
 		t.Fatal(err)
 	}

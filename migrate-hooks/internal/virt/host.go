@@ -41,10 +41,16 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
 	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
 )
+
+// Poll is the interval at which the coordinator should watch a libvirt source during P1
+// (syncpoint.Config.Poll): each poll is an RPC to libvirtd, then QEMU, slower than QMP's,
+// and the hold's margin must cover what Domain M sends between polls.
+const Poll = 20 * time.Millisecond
 
 // Host is one libvirtd, with the QEMU monitor events of all its domains recorded from
 // the moment it is dialled.
@@ -152,3 +158,16 @@ func (l *eventLog) snapshot() ([]syncpoint.Event, <-chan struct{}) {
 }
 
 var errNotPrepared = errors.New("no incoming migration prepared")
+
+// MemBytes is a domain's maximum memory.
+func (h *Host) MemBytes(name string) (int64, error) {
+	d, err := h.domain(name)
+	if err != nil {
+		return 0, err
+	}
+	_, maxKiB, _, _, _, err := h.lv.DomainGetInfo(d)
+	if err != nil {
+		return 0, fmt.Errorf("%s: domain %s: %w", h.Name, name, err)
+	}
+	return int64(maxKiB) << 10, nil
+}

@@ -32,6 +32,7 @@ type Migration struct {
 	mu           sync.Mutex
 	ignoreShared bool
 	speedMiB     uint64 // last max speed set, passed to Perform3 too
+	downtimeMs   uint64 // last max downtime set, set again once the job runs
 	phase        phase
 	srcDom       golibvirt.Domain
 	dstDom       golibvirt.Domain
@@ -135,6 +136,36 @@ func (m *Migration) start(ctx context.Context, listen string) error {
 	}
 	m.phase = performing
 	go m.perform(pp, cookie)
+	return nil
+}
+
+// jobStarted waits until Perform3's job runs at the source (it is sent in the
+// background) and sets the max downtime again: the coordinator's P1 hold counts on it
+// from the first byte.
+func (m *Migration) jobStarted(ctx context.Context) error {
+	m.mu.Lock()
+	done, dom, downtime := m.performed, m.srcDom, m.downtimeMs
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		typ, _, err := m.Src.lv.DomainGetJobStats(dom, 0)
+		if err == nil && typ != int32(golibvirt.DomainJobNone) {
+			break
+		}
+		select {
+		case <-done:
+			return nil // over already; Progress tells how
+		case <-ctx.Done():
+			return fmt.Errorf("%s: the migration job did not start: %w", m.where(m.Src), ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if downtime > 0 {
+		if err := m.Src.lv.DomainMigrateSetMaxDowntime(dom, downtime, 0); err != nil {
+			return fmt.Errorf("%s: max downtime %d ms: %w", m.where(m.Src), downtime, err)
+		}
+	}
 	return nil
 }
 

@@ -18,7 +18,7 @@ import (
 
 // Sizes of the lab's guests (MiB): a Debian kernel does not boot in much less.
 const (
-	TargetMiB = 192
+	TargetMiB = 192 // its init fills 64 MiB, Domain M's two thirds of its RAM
 	DomMMiB   = 128
 )
 
@@ -33,12 +33,30 @@ type Lab struct {
 	serialT, serialM string
 }
 
-// readyMarker is what the guest's init prints once it runs (bench's guest).
+// readyMarker is what the guest's init prints once it runs.
 const readyMarker = "DOMAINM-GUEST-READY"
 
+// initScript is bench's guest plus fill=MiB from the kernel command line: that much of
+// tmpfs filled with random data. Under libvirt the host cannot pre-fill a guest's RAM, and
+// an all-zero Domain M migrates almost at once whatever its speed limit (QEMU sends a
+// zero page as a few bytes), so it could converge before the coordinator holds it.
+const initScript = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+mount -t tmpfs -o size=75% tmpfs /tmp
+for a in $(cat /proc/cmdline); do case $a in fill=*) F=${a#fill=};; esac; done
+[ -n "$F" ] && dd if=/dev/urandom of=/tmp/fill bs=1M count=$F 2>/dev/null
+head -c 4194304 /dev/urandom > /tmp/src
+echo ` + readyMarker + `
+while true; do cp /tmp/src /tmp/dst; rm /tmp/dst; usleep 250000; done
+`
+
 // StartLab starts both daemons and the pair at the source; everything is stopped at the
-// end of the test. A missing libvirtd, kernel or busybox fails the test.
-func StartLab(t testing.TB) *Lab {
+// end of the test. A missing libvirtd, kernel or busybox fails the test. dstHook, if not
+// empty, is the destination's qemu hook script.
+func StartLab(t testing.TB, dstHook string) *Lab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -46,7 +64,11 @@ func StartLab(t testing.TB) *Lab {
 	l := &Lab{Dir: dir, Target: "target", DomM: "domm"}
 	var err error
 	for i, name := range []string{"src", "dst"} {
-		d, err := Start(ctx, name, filepath.Join(dir, name), randomUUID(), 49600+100*i)
+		hook := ""
+		if name == "dst" {
+			hook = dstHook
+		}
+		d, err := Start(ctx, name, filepath.Join(dir, name), randomUUID(), 49600+100*i, hook)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +88,7 @@ func StartLab(t testing.TB) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	initrd, err := bench.BuildInitramfs(dir)
+	initrd, err := bench.BuildInitramfsWith(dir, initScript)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,13 +96,14 @@ func StartLab(t testing.TB) *Lab {
 	l.serialT, l.serialM = filepath.Join(dir, "target.serial"), filepath.Join(dir, "domm.serial")
 	lv := l.Src.Connect(t)
 	txml, err := libvirt.TargetXML(libvirt.Target{DomM: l.DomM, Guest: libvirt.Guest{Type: "qemu", Name: l.Target,
-		MemMiB: TargetMiB, Kernel: kernel, Initrd: initrd, Cmdline: cmdline, Serial: l.serialT}})
+		MemMiB: TargetMiB, Kernel: kernel, Initrd: initrd, Cmdline: cmdline + " fill=64", Serial: l.serialT}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	td := defineAndStart(t, lv, txml)
 	mxml, err := libvirt.DomMXML(libvirt.DomM{Target: l.Target, ViewPath: RAMPath(td.ID, l.Target),
-		Guest: libvirt.Guest{Type: "qemu", Name: l.DomM, MemMiB: DomMMiB, Kernel: kernel, Initrd: initrd, Cmdline: cmdline, Serial: l.serialM}})
+		Guest: libvirt.Guest{Type: "qemu", Name: l.DomM, MemMiB: DomMMiB, Kernel: kernel, Initrd: initrd,
+			Cmdline: fmt.Sprintf("%s fill=%d", cmdline, DomMMiB*2/3), Serial: l.serialM}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,9 @@ var private = [][2]string{
 }
 
 // Start writes the configuration and starts libvirtd; it returns once the socket answers.
-func Start(ctx context.Context, name, dir, uuid string, portMin int) (*Daemon, error) {
+// hook, if not empty, is installed as /etc/libvirt/hooks/qemu (libvirt looks for hooks
+// when it starts).
+func Start(ctx context.Context, name, dir, uuid string, portMin int, hook string) (*Daemon, error) {
 	if _, err := exec.LookPath("libvirtd"); err != nil {
 		if _, err2 := os.Stat("/usr/sbin/libvirtd"); err2 != nil {
 			return nil, fmt.Errorf("libvirtd not found (install libvirt-daemon-system and libvirt-daemon-driver-qemu): %w", err)
@@ -62,6 +64,14 @@ func Start(ctx context.Context, name, dir, uuid string, portMin int) (*Daemon, e
 	}
 	for f, s := range files {
 		if err := os.WriteFile(filepath.Join(dir, "etc", f), []byte(s), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if hook != "" {
+		if err := os.MkdirAll(filepath.Join(dir, "etc", "hooks"), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "etc", "hooks", "qemu"), []byte(hook), 0o755); err != nil {
 			return nil, err
 		}
 	}
