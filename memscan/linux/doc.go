@@ -17,7 +17,9 @@
 //     must point into kernel text [_stext, _etext).
 //   - idt: every present gate of idt_table likewise; reserved exception vectors that
 //     still point at their early_idt_handler_array stubs (which boot leaves) are not
-//     findings.
+//     findings. The read-only alias the CPUs load (cpu_entry_area, 0xfffffe0000000000)
+//     must map idt_table's page; if it maps another, that is a finding and its gates
+//     are checked too. (IDTR itself is CPU state, not memory: not seen.)
 //   - hidden-module: the module area's mapped pages (page tables walked whole) are
 //     scanned for struct module by structure, with offsets from BTF: a module name,
 //     a state, list pointers that are kernel addresses or list_del poison, and a
@@ -34,6 +36,21 @@
 //
 // CompareSymbols cross-checks an optional System.map with the guest's kallsyms and says,
 // for each symbol the package reads (UsedSymbols), what each source has.
+//
+// # Attribution and seams
+//
+// A Guest is a layout derived once (OpenGuest: Find, LoadBTF, NewInspector); its
+// Snapshot re-reads, pass after pass, what changes: the user processes (pid, comm,
+// page-table root; task_structs read through the direct map) and the modules' memory.
+// Snapshot.Attribute says who holds guest-physical addresses (the processes mapping
+// their pages, with virtual addresses; else a module, the kernel image or the direct
+// map), walking each process's user page tables whole tables at a time and looking only
+// for the wanted frames. Snapshot.Seams finds, in the same kind of walk over every
+// process, every module and the vmalloc area, the page boundaries whose two pages are
+// not adjacent in physical memory (memscan.Seam); ScanVirtual attributes a pass's
+// matches and scans those seams in one walk, and AddVirtual merges what crosses them.
+// A walk whose page tables lie in blocks the memory pass found unchanged is not done
+// again (Snapshot.Since, spaces.go): unchanged passes read almost no page tables.
 //
 // # Security
 //

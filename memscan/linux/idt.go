@@ -38,6 +38,38 @@ func parseIDT(raw []byte) []Gate {
 	return out
 }
 
+// cpuEntryAreaIDT is where x86-64 kernels (4.15 on) map idt_table read-only for the
+// CPUs to load (CPU_ENTRY_AREA_RO_IDT, the start of the cpu_entry_area; idt_map_in_cea).
+const cpuEntryAreaIDT = 0xfffffe0000000000
+
+// IDTAlias returns the physical pages of idt_table and of the read-only alias the CPUs
+// load (cpuEntryAreaIDT), which must be the same; ok is false when the alias is not
+// mapped (a kernel without it).
+func (in *Inspector) IDTAlias() (table, alias uint64, ok bool, err error) {
+	va, err := in.K.Syms.Addr("idt_table")
+	if err != nil {
+		return 0, 0, false, err
+	}
+	m, err := in.K.Translate(va)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("idt_table at %#x: %w", va, err)
+	}
+	a, err := in.K.Translate(cpuEntryAreaIDT)
+	if err != nil {
+		return m.PA, 0, false, nil
+	}
+	return m.PA, a.PA, true, nil
+}
+
+// aliasIDT reads the gates through the alias the CPUs load.
+func (in *Inspector) aliasIDT() ([]Gate, error) {
+	raw := make([]byte, idtEntries*idtGateSize)
+	if err := in.K.Read(cpuEntryAreaIDT, raw); err != nil {
+		return nil, fmt.Errorf("reading the IDT alias at %#x: %w", uint64(cpuEntryAreaIDT), err)
+	}
+	return parseIDT(raw), nil
+}
+
 // IDT reads the kernel's interrupt descriptor table (idt_table, which every CPU's
 // IDTR points at through its read-only alias) and returns its 256 gates.
 func (in *Inspector) IDT() ([]Gate, error) {

@@ -116,30 +116,56 @@ func (in *Inspector) Integrity(procs []Process, mods []Module) []CheckResult {
 			return err
 		}
 		early := 0
-		for _, g := range gates {
-			if !g.Present {
-				continue
+		check := func(name string, gates []Gate) {
+			for _, g := range gates {
+				if !g.Present {
+					continue
+				}
+				r.Checked++
+				if g.Target >= text[0] && g.Target < text[1] {
+					continue
+				}
+				if in.earlyStub(g) {
+					early++
+					continue
+				}
+				ev := in.targetEvidence(g.Target, owners, hiddenVA)
+				ev["vector"], ev["table"] = strconv.Itoa(g.Vector), name
+				r.Findings = append(r.Findings, Finding{
+					Check:    CheckIDT,
+					Key:      fmt.Sprintf("%s[%d] -> %#x", strings.Replace(name, "idt_table", "idt", 1), g.Vector, g.Target),
+					Summary:  fmt.Sprintf("%s vector %d points outside kernel text, to %s", strings.Replace(name, "idt_table", "IDT", 1), g.Vector, where(ev)),
+					Evidence: ev,
+				})
 			}
-			r.Checked++
-			if g.Target >= text[0] && g.Target < text[1] {
-				continue
-			}
-			if in.earlyStub(g) {
-				early++
-				continue
-			}
-			ev := in.targetEvidence(g.Target, owners, hiddenVA)
-			ev["vector"] = strconv.Itoa(g.Vector)
+		}
+		check("idt_table", gates)
+		r.Coverage = fmt.Sprintf("idt_table: %d present gates of %d", r.Checked, len(gates))
+		// The CPUs load idt_table through a read-only alias: it must map idt_table's page.
+		tablePA, aliasPA, mapped, err := in.IDTAlias()
+		switch {
+		case err != nil:
+			return err
+		case !mapped:
+			r.Coverage += fmt.Sprintf("; no read-only alias at %#x", uint64(cpuEntryAreaIDT))
+		case aliasPA&^0xfff == tablePA&^0xfff:
+			r.Coverage += fmt.Sprintf("; the CPUs' read-only alias at %#x maps it", uint64(cpuEntryAreaIDT))
+		default:
 			r.Findings = append(r.Findings, Finding{
 				Check:    CheckIDT,
-				Key:      fmt.Sprintf("idt[%d] -> %#x", g.Vector, g.Target),
-				Summary:  fmt.Sprintf("IDT vector %d points outside kernel text, to %s", g.Vector, where(ev)),
-				Evidence: ev,
+				Key:      fmt.Sprintf("IDT alias -> %#x", aliasPA),
+				Summary:  fmt.Sprintf("the IDT the CPUs load (read-only alias at %#x) is physical %#x, not idt_table's %#x", uint64(cpuEntryAreaIDT), aliasPA, tablePA),
+				Evidence: map[string]string{"alias": hex(cpuEntryAreaIDT), "alias_physical": hex(aliasPA), "idt_table_physical": hex(tablePA)},
 			})
+			live, err := in.aliasIDT()
+			if err != nil {
+				return err
+			}
+			check("IDT alias", live)
+			r.Coverage += fmt.Sprintf("; the CPUs' alias at %#x maps another page, whose gates were checked too", uint64(cpuEntryAreaIDT))
 		}
-		r.Coverage = fmt.Sprintf("idt_table: %d present gates of %d", r.Checked, len(gates))
 		if early > 0 {
-			r.Coverage += fmt.Sprintf(" (%d reserved exception vectors still at their early_idt_handler_array stubs, as the kernel leaves them)", early)
+			r.Coverage += fmt.Sprintf("; %d reserved exception vectors still at their early_idt_handler_array stubs, as the kernel leaves them", early)
 		}
 		return nil
 	})

@@ -18,6 +18,12 @@ import (
 
 // integrity derives the layout of the stopped guest in src and runs the checks.
 func integrity(t *testing.T, src memscan.Source) ([]Process, []CheckResult) {
+	_, procs, _, res := integrityIn(t, src)
+	return procs, res
+}
+
+// integrityIn is integrity that also returns the inspector and the modules.
+func integrityIn(t *testing.T, src memscan.Source) (*Inspector, []Process, []Module, []CheckResult) {
 	t.Helper()
 	k, err := Find(src)
 	if err != nil {
@@ -51,7 +57,25 @@ func integrity(t *testing.T, src memscan.Source) ([]Process, []CheckResult) {
 			t.Logf("  %s: %s %v", f.Key, f.Summary, f.Evidence)
 		}
 	}
-	return procs, res
+	return in, procs, mods, res
+}
+
+// pteAddress returns the guest-physical address of the level-1 entry that maps va.
+func pteAddress(t *testing.T, k *Kernel, va uint64) uint64 {
+	t.Helper()
+	table := k.PGD &^ 0xfff
+	for level := k.Levels; level >= 1; level-- {
+		ea := table + (va>>(12+9*(level-1))&0x1ff)*8
+		e, err := k.p.u64(ea)
+		if err != nil || e&ptePresent == 0 || level > 1 && e&ptePS != 0 {
+			t.Fatalf("%#x: level-%d entry %#x at %#x, %v", va, level, e, ea, err)
+		}
+		if level == 1 {
+			return ea
+		}
+		table = e & pteAddrMask
+	}
+	return 0
 }
 
 // TestRootkit: on the clean guest no check reports anything; after dmkit loads, each of
@@ -103,7 +127,7 @@ func TestRootkit(t *testing.T) {
 	if err := g.VM.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	procs, res = integrity(t, src)
+	in, procs, mods, res := integrityIn(t, src)
 	for _, p := range procs {
 		if p.PID == g.HiddenPID {
 			t.Errorf("pid %d still on the task list after dmkit hid it", p.PID)
@@ -139,6 +163,41 @@ func TestRootkit(t *testing.T) {
 		if len(fs) != 1 {
 			t.Errorf("check %s: %d findings, want 1", c, len(fs))
 		}
+	}
+
+	// The CPUs load the IDT through a read-only alias of idt_table: pointed (in the
+	// stopped guest's page tables) at another page, the IDT check says so.
+	pte := pteAddress(t, in.K, cpuEntryAreaIDT)
+	old, err := in.K.p.u64(pte)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tablePA, _, _, err := in.IDTAlias()
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(v uint64) {
+		t.Helper()
+		b := make([]byte, 8)
+		le.PutUint64(b, v)
+		if err := g.VM.WriteRAM(int64(pte), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(old&^pteAddrMask | (tablePA+0x1000)&pteAddrMask)
+	var alias []Finding
+	for _, r := range in.Integrity(procs, mods) {
+		for _, f := range r.Findings {
+			if strings.HasPrefix(f.Key, "IDT alias -> ") {
+				alias = append(alias, f)
+			}
+		}
+	}
+	put(old)
+	if len(alias) != 1 || alias[0].Evidence["alias_physical"] != hex(tablePA+0x1000) {
+		t.Errorf("IDT alias remapped to %#x: findings %+v", tablePA+0x1000, alias)
+	} else {
+		t.Log(alias[0].Summary)
 	}
 
 	// dmkit undoes itself: every check is clean again, and the task is back.
