@@ -20,8 +20,8 @@
  * sys_call_table for tracing only, so the hook changes no behaviour: only what an
  * integrity check sees, which is what the test needs. Debian's 6.1 loads it unsigned
  * (CONFIG_MODULE_SIG_FORCE is off; lockdown only under EFI Secure Boot, and the test
- * guest boots BIOS), tainting the kernel. The module cannot be unloaded (it is off the
- * module list); the test guest is thrown away.
+ * guest boots BIOS), tainting the kernel. It has no exit function, so it is never
+ * unloaded; the test guest is thrown away.
  */
 #include <linux/module.h>
 #include <linux/kprobes.h>
