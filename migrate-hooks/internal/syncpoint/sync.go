@@ -178,7 +178,7 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 		if terminal(pm.Status) {
 			return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("domain M migration %s: %s", pm.Status, pm.Error), Outcome: r.abort(ctx)}
 		}
-		if stopped(pm.Status) {
+		if stopped(pm.Status) && !r.targetStopped(ctx1) {
 			// Domain M converged before the target stopped (the hold came too late): stop
 			// the target at once; the unwatched interval shows in the timeline.
 			c, cancel := short(ctx)
@@ -211,6 +211,16 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 			lastTune, tunes = time.Now(), tunes+1
 		}
 	}
+}
+
+// targetStopped reports whether the target has stopped for its final copy already (its
+// event may still be on its way when Domain M's status is polled).
+func (r *run) targetStopped(ctx context.Context) bool {
+	if _, ok := r.lastEvent(r.t.Src, isMigrationStatus("pre-switchover")); ok {
+		return true
+	}
+	pt, err := r.t.Src.Progress(ctx)
+	return err == nil && stopped(pt.Status)
 }
 
 // retune measures the link from the RAM both streams covered since the last tune.

@@ -238,6 +238,9 @@ func (f *fixture) wantRolledBack(t *testing.T, r *syncpoint.Result, err error, p
 // through the driver; the failure cases leave it rolled back at the source, so they run
 // first on the same pair, and the successful migration last.
 func TestCoMigrateLibvirt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots two libvirt-managed VMs under TCG (3-4 minutes)")
+	}
 	f := newFixture(t)
 
 	// The target's destination QEMU dies during pre-copy: its Perform3 fails, Domain M's
