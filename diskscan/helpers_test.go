@@ -15,20 +15,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
+	"github.com/domainm/domainm/image/testenv"
 )
 
-// run runs a command and fails the test with its output on error.
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s not installed (make deps installs it): %v", name, err)
-	}
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
+// run runs a tool and fails the test with its output on error.
+var run = testenv.Run
 
 const bigSparseSize = 5<<30 + 12345 // > 4 GiB, mostly a hole
 
@@ -36,20 +29,7 @@ const bigSparseSize = 5<<30 + 12345 // > 4 GiB, mostly a hole
 // the entries that need an xattr set by debugfs afterwards.
 func makeTree(t testing.TB, dir string) {
 	t.Helper()
-	w := func(p string, data []byte, mode os.FileMode) {
-		full := filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, data, mode); err != nil {
-			t.Fatal(err)
-		}
-		// syscall.Chmod, not os.Chmod: os.Chmod takes setuid/setgid only as os.ModeSetuid
-		// and os.ModeSetgid and silently drops raw 0o4000/0o2000 bits.
-		if err := syscall.Chmod(full, uint32(mode)); err != nil { // umask-free
-			t.Fatal(err)
-		}
-	}
+	w := func(p string, data []byte, mode uint32) { ext4test.WriteFile(t, dir, p, data, mode) }
 	rnd := rand.New(rand.NewSource(1))
 	randBytes := func(n int) []byte { b := make([]byte, n); rnd.Read(b); return b }
 	w("empty", nil, 0o644)
@@ -117,9 +97,7 @@ var capValue = []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 // and adds xattrs with debugfs.
 func mkfs(t testing.TB, img, dir string, sizeMiB int, opts ...string) {
 	t.Helper()
-	args := append([]string{"-q", "-F", "-d", dir, "-E", "root_owner=0:0", "-U", "clear"}, opts...)
-	args = append(args, img, fmt.Sprintf("%dM", sizeMiB))
-	run(t, "mke2fs", args...)
+	ext4test.Mkfs(t, img, dir, sizeMiB, append([]string{"-U", "clear"}, opts...)...)
 	capFile := filepath.Join(t.TempDir(), "cap")
 	must(t, os.WriteFile(capFile, capValue, 0o600))
 	run(t, "debugfs", "-w", "-R", "ea_set -f "+capFile+" /bin/big security.capability", img)
@@ -128,11 +106,7 @@ func mkfs(t testing.TB, img, dir string, sizeMiB int, opts ...string) {
 	bigFile := filepath.Join(t.TempDir(), "bigxattr")
 	must(t, os.WriteFile(bigFile, bigXattr, 0o600))
 	run(t, "debugfs", "-w", "-R", "ea_set -f "+bigFile+" /etc/passwd user.big", img)
-	// -D builds htree indexes for large directories; exit status 1 means "fixed".
-	out, err := exec.Command("e2fsck", "-fyD", img).CombinedOutput()
-	if code := exitCode(err); code > 1 {
-		t.Fatalf("e2fsck -fyD: %v\n%s", err, out)
-	}
+	ext4test.Fsck(t, img, "-D") // -D builds htree indexes for large directories
 }
 
 func exitCode(err error) int {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/diskscan/ext4test"
 )
 
 // htreeImage builds a 64 MiB ext4 with 1 KiB blocks (metadata_csum) holding /a with
@@ -32,10 +34,7 @@ func htreeImage(t *testing.T, dir string) (string, []string) {
 	must(t, os.WriteFile(filepath.Join(src, "zz"), []byte("unrelated"), 0o644))
 	img := filepath.Join(dir, "htree.raw")
 	run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-O", "metadata_csum", "-d", src, img, "64M")
-	out, err := execCommand("e2fsck", "-fyD", img).CombinedOutput()
-	if code := exitCode(err); code > 1 {
-		t.Fatalf("e2fsck -fyD: %v\n%s", err, out)
-	}
+	ext4test.Fsck(t, img, "-D")
 	if out := run(t, "debugfs", "-R", "htree /a", img); !strings.Contains(out, "Indirect levels: 1") {
 		t.Fatalf("/a is not a two-level htree:\n%.400s", out)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/appliance/control"
-	"github.com/domainm/domainm/memscan"
 	coord "github.com/domainm/domainm/migrate-hooks/control"
 )
 
@@ -123,15 +122,7 @@ func TestPrepareResume(t *testing.T) {
 // seen before the cursor is not reported gone).
 func TestPrepareMidPass(t *testing.T) {
 	var g *gateSource
-	open := func(spec, layout string) (memscan.Source, error) {
-		s, err := OpenSource(spec, layout)
-		if err != nil {
-			return nil, err
-		}
-		g = &gateSource{Source: s, gate: make(chan struct{}), from: 64 << 10}
-		close(g.gate)
-		return g, nil
-	}
+	open := gatedOpen(&g, 64<<10, nil)
 	h := newHarness(t, harnessOpts{open: open, blockSize: 64 << 10})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	h.poke(0x100, evilText)        // a copy in block 0, scanned before the cursor ...

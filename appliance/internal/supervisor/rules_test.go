@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/domainm/domainm/appliance/internal/alert"
-	"github.com/domainm/domainm/memscan"
 )
 
 // TestRulesHotReload drives the watcher with real file operations, as editors, git and
@@ -157,15 +156,7 @@ func TestRulesSymlinkSwap(t *testing.T) {
 // blocks scanned before the swap.
 func TestReloadSwapsBetweenBlocks(t *testing.T) {
 	var g *gateSource
-	open := func(spec, layout string) (memscan.Source, error) {
-		s, err := OpenSource(spec, layout)
-		if err != nil {
-			return nil, err
-		}
-		g = &gateSource{Source: s, gate: make(chan struct{}), from: 4 << 20, holdAt: 3, hold: make(chan struct{})}
-		close(g.gate)
-		return g, nil
-	}
+	open := gatedOpen(&g, 4<<20, func(g *gateSource) { g.holdAt, g.hold = 3, make(chan struct{}) })
 	h := newHarness(t, harnessOpts{open: open})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	const early = "EARLY-MARKER-3456"

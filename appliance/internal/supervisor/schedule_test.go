@@ -24,6 +24,25 @@ type gateSource struct {
 	gate chan struct{} // closed: open
 }
 
+// gatedOpen opens sources as OpenSource does, each wrapped in a gateSource (gate open;
+// when shut, reads at or above from wait for it) stored in *g, since a resume opens a
+// new one; more, if set, finishes the gateSource first.
+func gatedOpen(g **gateSource, from int64, more func(*gateSource)) func(spec, layout string) (memscan.Source, error) {
+	return func(spec, layout string) (memscan.Source, error) {
+		s, err := OpenSource(spec, layout)
+		if err != nil {
+			return nil, err
+		}
+		gs := &gateSource{Source: s, gate: make(chan struct{}), from: from}
+		if more != nil {
+			more(gs)
+		}
+		*g = gs
+		close(gs.gate)
+		return gs, nil
+	}
+}
+
 func (g *gateSource) Ranges() []memscan.Range {
 	if n := g.ranges.Add(1); n == g.holdAt {
 		<-g.hold
@@ -65,15 +84,7 @@ func (g *gateSource) open() {
 // for the stall timeout and come back when it moves again.
 func TestNoOverlapAndWatchdog(t *testing.T) {
 	var g *gateSource
-	open := func(spec, layout string) (memscan.Source, error) {
-		s, err := OpenSource(spec, layout)
-		if err != nil {
-			return nil, err
-		}
-		g = &gateSource{Source: s, gate: make(chan struct{})}
-		close(g.gate)
-		return g, nil
-	}
+	open := gatedOpen(&g, 0, nil)
 	h := newHarness(t, harnessOpts{open: open, watchdog: 100 * time.Millisecond})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	h.waitFor("watchdog pings", func() bool { return h.notifiedCount("WATCHDOG=1") >= 2 })
@@ -114,15 +125,7 @@ func TestNoOverlapAndWatchdog(t *testing.T) {
 // not every pass, and its recovery is alerted too.
 func TestSourceFailureAlertedOnce(t *testing.T) {
 	var g *gateSource
-	open := func(spec, layout string) (memscan.Source, error) {
-		s, err := OpenSource(spec, layout)
-		if err != nil {
-			return nil, err
-		}
-		g = &gateSource{Source: s, gate: make(chan struct{})}
-		close(g.gate)
-		return g, nil
-	}
+	open := gatedOpen(&g, 0, nil)
 	h := newHarness(t, harnessOpts{open: open})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	g.broken.Store(true)

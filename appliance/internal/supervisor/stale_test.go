@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/appliance/control"
-	"github.com/domainm/domainm/memscan"
 	coord "github.com/domainm/domainm/migrate-hooks/control"
 )
 
@@ -78,15 +77,7 @@ func fmtStates(s []string) string {
 // the supervisor does not quiesce after all: it keeps monitoring (issue 8, item 8).
 func TestPrepareExpiresWhileBlocksFinish(t *testing.T) {
 	var g *gateSource
-	open := func(spec, layout string) (memscan.Source, error) {
-		s, err := OpenSource(spec, layout)
-		if err != nil {
-			return nil, err
-		}
-		g = &gateSource{Source: s, gate: make(chan struct{}), from: 64 << 10}
-		close(g.gate)
-		return g, nil
-	}
+	open := gatedOpen(&g, 64<<10, nil)
 	h := newHarness(t, harnessOpts{open: open, blockSize: 64 << 10})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	g.shut()

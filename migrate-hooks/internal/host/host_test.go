@@ -12,6 +12,7 @@ import (
 
 	"github.com/domainm/domainm/image/qemu"
 	"github.com/domainm/domainm/image/qemu/qmp"
+	"github.com/domainm/domainm/image/testenv"
 )
 
 func newHost(t *testing.T, name string) *Local {
@@ -102,7 +103,7 @@ func testDeviceModelMigrates(t *testing.T, dev string) {
 	// Let the firmware enumerate PCI and map BARs, as any booted guest has.
 	time.Sleep(1500 * time.Millisecond)
 	needle := []byte("DOMAINM-HOST-TEST-NEEDLE")
-	writeAt(t, st.RAMFile, 40<<20, needle)
+	testenv.WriteAt(t, st.RAMFile, 40<<20, needle)
 
 	uT, _ := dst.IncomingURI()
 	dt, err := dst.Start(ctx, target, uT)
@@ -155,18 +156,6 @@ func testDeviceModelMigrates(t *testing.T, dev string) {
 		if err != nil || s.Running {
 			t.Errorf("%s at destination: status %+v, %v; want paused until cont", vm.Name, s, err)
 		}
-	}
-}
-
-func writeAt(t *testing.T, path string, off int64, b []byte) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/image/qemu"
+	"github.com/domainm/domainm/image/testenv"
 	"github.com/domainm/domainm/migrate-hooks/control"
 	"github.com/domainm/domainm/migrate-hooks/internal/controltest"
 	"github.com/domainm/domainm/migrate-hooks/internal/host"
@@ -96,17 +97,8 @@ func newHostT(t *testing.T, name, prefix string) *host.Local {
 	return h
 }
 
-func plant(t *testing.T, path string, off int64, b []byte) {
-	t.Helper()
-	fh, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	if _, err := fh.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
+// plant writes b into a guest's RAM file at off.
+var plant = testenv.WriteAt
 
 func running(t *testing.T, vm syncpoint.VM) bool {
 	t.Helper()
