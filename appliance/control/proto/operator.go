@@ -8,8 +8,22 @@ package proto
 // answered with "alert_test": one SinkTest per configured sink. status answers with
 // "detail" (StatusDetail) beside the fields above.
 const (
-	CmdAlertTest = "alert-test"
+	CmdAlertTest      = "alert-test"
+	CmdBaselineAccept = "baseline-accept"
 )
+
+// BaselineAcceptArgs are baseline-accept's arguments: paths in the target's
+// filesystem whose current state becomes the baseline, and who asks (audit).
+type BaselineAcceptArgs struct {
+	Paths []string `json:"paths"`
+	By    string   `json:"by,omitempty"`
+}
+
+// BaselineAcceptResult is baseline-accept's answer.
+type BaselineAcceptResult struct {
+	Accepted  []string `json:"accepted"`  // taken into the baseline
+	Unchanged []string `json:"unchanged"` // did not differ from the baseline: nothing to accept
+}
 
 // AlertTestArgs are alert-test's arguments.
 type AlertTestArgs struct {
@@ -110,7 +124,7 @@ type SinkStatus struct {
 	Spooled          int     `json:"spooled"`
 	SpoolBytes       int64   `json:"spool_bytes"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"` // of the oldest spooled alert; 0 when none
-	HeldBack         int     `json:"held_back"` // alerts its rate_limit held back since the start (delivered later)
+	HeldBack         int     `json:"held_back"`          // alerts its rate_limit held back since the start (delivered later)
 	LastError        string  `json:"last_error"`
 	LastDelivered    string  `json:"last_delivered"`
 }

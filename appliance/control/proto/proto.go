@@ -136,6 +136,7 @@ type Response struct {
 	Epoch      uint64      `json:"epoch,omitempty"`  // highest epoch accepted on prepare/resume
 
 	// Operator commands (operator.go).
-	Detail    *StatusDetail `json:"detail,omitempty"`     // status: what domainm status shows
-	AlertTest []SinkTest    `json:"alert_test,omitempty"` // alert-test: each sink's result
+	Detail    *StatusDetail         `json:"detail,omitempty"`     // status: what domainm status shows
+	AlertTest []SinkTest            `json:"alert_test,omitempty"` // alert-test: each sink's result
+	Accept    *BaselineAcceptResult `json:"accept,omitempty"`     // baseline-accept
 }

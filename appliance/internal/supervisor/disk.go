@@ -75,8 +75,13 @@ func (d *diskLoop) run(ctx context.Context) {
 			d.set(false, time.Time{})
 			d.handle(o)
 			next = o.started.Add(d.s.diskInterval())
-		case <-d.s.live.diskWake: // disk.interval reloaded
-			if done == nil {
+			if d.s.live.diskNow.Swap(false) { // asked for during this check
+				next = d.s.clk.Now()
+			}
+		case <-d.s.live.diskWake: // disk.interval reloaded, or a baseline change accepted
+			if done == nil && d.s.live.diskNow.Swap(false) {
+				next = d.s.clk.Now()
+			} else if done == nil {
 				next = replan(next, d.s.clk.Now(), d.s.diskInterval())
 			}
 		case p := <-d.probe:
@@ -125,12 +130,15 @@ func (d *diskLoop) handle(o checkOutcome) {
 	d.storageBack(now)
 	d.s.emitAll(alert.Aggregate(evs, d.s.aggregateAbove()))
 	forgot := 0
+	var ended []string
 	for k := range d.reported {
 		if !seen[k] {
 			delete(d.reported, k) // reverted or taken into the baseline: alert again if it recurs
 			forgot++
+			ended = append(ended, k)
 		}
 	}
+	d.s.emitAll(d.s.endedChanges(ended, o.rep.Findings, now))
 	if len(evs) > 0 || forgot > 0 {
 		d.s.saveDisk(d.reported)
 	}

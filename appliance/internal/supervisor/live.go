@@ -24,6 +24,10 @@ type liveConfig struct {
 	statusExtra atomic.Pointer[func(*proto.StatusDetail)]
 	// rules is the rule control in force (rulecontrol.go); nil until first used.
 	rules atomic.Pointer[ruleControl]
+	// accepts are the baseline changes operators accepted (accept.go); diskNow asks
+	// the disk loop, with diskWake, for a check at once.
+	accepts accepts
+	diskNow atomic.Bool
 }
 
 func newLiveConfig() liveConfig {

@@ -35,9 +35,11 @@ func (s *Supervisor) Operate(ctx context.Context, cmd string, args json.RawMessa
 	switch cmd {
 	case proto.CmdAlertTest:
 		return s.alertTest(ctx, args)
+	case proto.CmdBaselineAccept:
+		return s.acceptBaseline(ctx, args)
 	}
 	return control.Response{}, control.Errorf(control.CodeUnknownCommand,
-		"unknown cmd %q (want status, prepare, resume or %s)", cmd, proto.CmdAlertTest)
+		"unknown cmd %q (want status, prepare, resume, %s or %s)", cmd, proto.CmdAlertTest, proto.CmdBaselineAccept)
 }
 
 // alertTest sends one test event through every sink and waits for each to deliver it.
