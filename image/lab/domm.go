@@ -83,7 +83,7 @@ echo STARTED
 n=0
 while true; do
   sleep 2
-  echo "GUEST-STATUS $(/bin/domainm status --socket SOCKET 2>&1 | tr -d '\n')"
+  echo "GUEST-STATUS $(/bin/domainm status --json --socket SOCKET 2>&1 | tr -d '\n')"
   t=$(cat ALERTS 2>/dev/null | wc -l)
   if [ "$t" -gt "$n" ]; then
     tail -n +$((n+1)) ALERTS | head -n $((t-n)) | sed 's/^/GUEST-ALERT /'
