@@ -105,7 +105,7 @@ func (m *Migration) start(ctx context.Context, listen string) error {
 	}
 	if m.ignoreShared {
 		if err := noSharedRAM(xml); err != nil {
-			m.Src.lv.DomainMigrateConfirm3Params(src, params, cookie, uint32(flags), 1)
+			m.Src.lv.DomainMigrateConfirm3Params(src, params, nil, uint32(flags), 1)
 			return fmt.Errorf("%s: %w", m.where(m.Src), err)
 		}
 	}
