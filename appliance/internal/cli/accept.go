@@ -138,8 +138,8 @@ Example:
 	var paths []string
 	rest := args
 	for len(rest) > 0 { // paths may come before, between or after the options
-		if err := fs.Parse(rest); err != nil {
-			return ExitError, fmt.Errorf("%w (see --help)", err)
+		if err := parseFlags(fs, rest); err != nil {
+			return ExitUsage, err
 		}
 		if fs.NArg() == 0 {
 			break
@@ -148,7 +148,7 @@ Example:
 		rest = fs.Args()[1:]
 	}
 	if len(paths) == 0 {
-		return ExitError, fmt.Errorf("no PATH given (see --help)")
+		return ExitUsage, &usageError{"no PATH given"}
 	}
 	for _, p := range paths {
 		if !path.IsAbs(p) {

@@ -16,7 +16,7 @@ import (
 
 func init() {
 	register(command{name: "alert test", summary: "send a test alert through every configured sink and report each", run: runAlertTest})
-	exitHelp["alert test"] = "Exit codes: 0 every sink delivered the test alert, 1 at least one did not (failed, timed out or filtered by its min_severity), 2 the supervisor could not be asked (not running, bad usage)."
+	exitHelp["alert test"] = "Exit codes: 0 every sink delivered the test alert, 1 at least one did not (failed, timed out or filtered by its min_severity), 2 the supervisor could not be asked (not running, refused)."
 }
 
 // runAlertTest asks the running supervisor to send one test event through every sink,

@@ -23,8 +23,17 @@ import (
 const (
 	ExitClean    = 0 // nothing found
 	ExitFindings = 1 // findings, changes
-	ExitError    = 2 // bad usage, bad input, failure
+	ExitError    = 2 // bad input, failure
+	// ExitUsage is a command line that cannot be parsed (unknown command or flag, a
+	// malformed flag value, a stray argument): sysexits' EX_USAGE, the same in
+	// domainm-migrate.
+	ExitUsage = 64
 )
+
+// usageError is a command line that cannot be parsed: one line on stderr, ExitUsage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
 
 // Env is what a command may touch of the outside world, so tests run commands in-process.
 type Env struct {
@@ -57,7 +66,7 @@ func Main(ctx context.Context, env Env, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(env.Stdout)
 		if len(args) == 0 {
-			return ExitError
+			return ExitUsage
 		}
 		return ExitClean
 	}
@@ -77,7 +86,7 @@ func Main(ctx context.Context, env Env, args []string) int {
 	c, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(env.Stderr, "domainm: unknown command %q (see domainm --help)\n", name)
-		return ExitError
+		return ExitUsage
 	}
 	return runCommand(ctx, env, c, args[1:])
 }
@@ -86,6 +95,11 @@ func runCommand(ctx context.Context, env Env, c command, args []string) int {
 	code, err := c.run(ctx, env, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitClean
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(env.Stderr, "domainm %s: %v (see domainm %s --help)\n", c.name, err, c.name)
+		return ExitUsage
 	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "domainm %s: %v\n", c.name, err)
@@ -107,9 +121,13 @@ Commands:
 		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprint(w, `
-Exit codes: 0 nothing found, 1 findings or changes, 2 error.
+Exit codes: 0 nothing found, 1 findings or changes, 2 error, 64 usage (a command
+line that cannot be parsed); each command's --help gives its own.
 `)
 }
+
+// usageExit ends every command's exit codes.
+const usageExit = "Exit code 64: the command line cannot be parsed (unknown flag, malformed value, stray argument)."
 
 // scanExits is the exit-code line of commands that scan or compare.
 const scanExits = "Exit codes: 0 nothing found, 1 findings or changes, 2 error."
@@ -128,12 +146,12 @@ func newFlags(env Env, name, usageLine, description string) *flag.FlagSet {
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "Usage: domainm %s\n\n%s\n\nOptions:\n", usageLine, strings.TrimSpace(description))
-		fs.PrintDefaults()
+		printOptions(out, fs)
 		exits, ok := exitHelp[name]
 		if !ok {
 			exits = scanExits
 		}
-		fmt.Fprintf(out, "\n%s\n", exits)
+		fmt.Fprintf(out, "\n%s\n%s\n", exits, usageExit)
 	}
 	return fs
 }
@@ -147,11 +165,11 @@ func parse(env Env, fs *flag.FlagSet, args []string) error {
 			return flag.ErrHelp
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w (see --help)", err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
 }

@@ -149,7 +149,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 			t.Errorf("%s --help: exit %d, output %q", name, code, out)
 		}
 	}
-	if _, _, code := domainm(t, "no-such-command"); code != 2 {
+	if _, _, code := domainm(t, "no-such-command"); code != ExitUsage {
 		t.Errorf("unknown command exit %d", code)
 	}
 }

@@ -56,7 +56,7 @@ func TestVersionFallback(t *testing.T) {
 		t.Errorf("set values replaced: %q %q", ver, com)
 	}
 	var out, errb bytes.Buffer
-	if code := Main(context.Background(), Env{Stdout: &out, Stderr: &errb}, []string{"version", "--bogus"}); code != ExitError {
+	if code := Main(context.Background(), Env{Stdout: &out, Stderr: &errb}, []string{"version", "--bogus"}); code != ExitUsage {
 		t.Errorf("version --bogus: exit %d", code)
 	}
 	out.Reset()
