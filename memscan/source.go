@@ -3,7 +3,9 @@
 //
 // A Source gives read-only access to guest-physical RAM as a list of ranges. Backends
 // are chosen by a spec string (see Open): a QEMU shared RAM file or ivshmem BAR
-// ("file:"), an ELF core from dump-guest-memory ("elf:"), or a Xen domain ("xen:").
+// ("file:"), an ELF core from dump-guest-memory ("elf:"), a Xen domain ("xen:"), or,
+// inside a QEMU Domain M, the target's RAM file attached as an nvdimm and found by its
+// NFIT handle ("nvdimm:", nvdimm.go).
 //
 // # Security
 //
