@@ -11,6 +11,9 @@ func (r *run) nosync(ctx context.Context) error {
 	if err := r.setup(ctx, r.cfg.MaxBandwidth, r.cfg.MaxBandwidth, false); err != nil {
 		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
 	}
+	if err := r.prepareBoth(ctx); err != nil {
+		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
+	}
 	if err := r.t.Src.Migrate(ctx, r.t.URI); err != nil {
 		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
 	}

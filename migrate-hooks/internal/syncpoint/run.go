@@ -188,6 +188,19 @@ func firstAfter(vm VM, t0 time.Time, name string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// prepareBoth prepares the target, then Domain M, where the driver has such a step
+// (Preparer); the target first, since Domain M's destination may need the target's.
+func (r *run) prepareBoth(ctx context.Context) error {
+	for _, s := range []Side{r.t, r.m} {
+		if p, ok := s.Src.(Preparer); ok {
+			if err := p.Prepare(ctx, s.URI); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // commit tells each source that keeps its VM until then (Committer) that the migration
 // is final. The pair already runs at the destination: a failure only leaves a paused
 // source behind, which is logged.

@@ -45,6 +45,9 @@ func (r *run) sync(ctx context.Context) error {
 		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
 	}
 	log.Info("migrating", "mode", r.cfg.Mode, "target_rate", rateT, "domm_rate", hp.rate, "hold_margin", hp.margin)
+	if err := r.prepareBoth(ctx); err != nil {
+		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
+	}
 	if err := r.t.Src.Migrate(ctx, r.t.URI); err != nil {
 		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
 	}

@@ -69,6 +69,15 @@ type VM interface {
 	Events() []Event
 }
 
+// Preparer is a source whose migration has a slow first step (libvirt's Begin3 and
+// Prepare3 start the destination QEMU): the coordinator prepares both VMs before it starts
+// either stream, so that both start together (else the target could finish its whole
+// migration while Domain M's destination is still starting, and wait for all of Domain M's
+// migration at P2).
+type Preparer interface {
+	Prepare(ctx context.Context, uri string) error
+}
+
 // Committer is a source that its hypervisor keeps, paused, after its migration completed
 // until told the migration is final (libvirt's Confirm phase). The coordinator commits
 // both sources once the pair runs at the destination; until then a rollback can resume

@@ -19,6 +19,7 @@ type end struct {
 var (
 	_ syncpoint.VM        = (*end)(nil)
 	_ syncpoint.Committer = (*end)(nil)
+	_ syncpoint.Preparer  = (*end)(nil)
 )
 
 func (e *end) Where() string { return e.m.where(e.h) }
@@ -66,8 +67,21 @@ func (e *end) SetParameters(ctx context.Context, p syncpoint.Params) error {
 }
 
 // Migrate starts the migration; uri is what the destination listens on.
+// Prepare runs Begin3 and Prepare3 (syncpoint.Preparer): starting the destination QEMU
+// takes long, so the coordinator prepares both VMs before either stream starts.
+func (e *end) Prepare(ctx context.Context, uri string) error { return e.m.prepare(ctx, uri) }
+
+// Migrate starts Perform3 (preparing first if that was not done).
 func (e *end) Migrate(ctx context.Context, uri string) error {
-	if err := e.m.start(ctx, uri); err != nil {
+	e.m.mu.Lock()
+	ph := e.m.phase
+	e.m.mu.Unlock()
+	if ph == idle {
+		if err := e.m.prepare(ctx, uri); err != nil {
+			return err
+		}
+	}
+	if err := e.m.launch(); err != nil {
 		return err
 	}
 	return e.m.jobStarted(ctx)
@@ -88,7 +102,7 @@ func (e *end) Progress(ctx context.Context) (syncpoint.Progress, error) {
 		}
 	}
 	switch ph {
-	case idle:
+	case idle, prepared:
 		return p, nil
 	case failed:
 		if p.Status != "cancelled" {
@@ -138,6 +152,10 @@ func (e *end) CancelMigration(ctx context.Context) error {
 	ph, dom := m.phase, m.srcDom
 	m.mu.Unlock()
 	switch ph {
+	case prepared:
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.unprepare()
 	case performing:
 		// Perform3 runs in the background: its job may not have started yet when the
 		// abort arrives ("no job is active"); retry until it has, or has ended.

@@ -29,20 +29,22 @@ type Migration struct {
 	// destination_xml), e.g. ViewPath for Domain M.
 	DestXML func(xml string) (string, error)
 
-	mu           sync.Mutex
-	ignoreShared bool
-	speedMiB     uint64 // last max speed set, passed to Perform3 too
-	downtimeMs   uint64 // last max downtime set, set again once the job runs
-	phase        phase
-	srcDom       golibvirt.Domain
-	dstDom       golibvirt.Domain
-	params       []golibvirt.TypedParam // Finish3's and Confirm3's
-	cookie       []byte                 // Finish3's cookie, for Confirm3
-	performed    chan struct{}          // closed once Perform3 and Finish3 are over
-	performErr   error
-	finishErr    error
-	from         int // source events before Migrate
-	streamTotal  int64
+	mu            sync.Mutex
+	ignoreShared  bool
+	speedMiB      uint64 // last max speed set, passed to Perform3 too
+	downtimeMs    uint64 // last max downtime set, set again once the job runs
+	performParams []golibvirt.TypedParam
+	performCookie []byte
+	phase         phase
+	srcDom        golibvirt.Domain
+	dstDom        golibvirt.Domain
+	params        []golibvirt.TypedParam // Finish3's and Confirm3's
+	cookie        []byte                 // Finish3's cookie, for Confirm3
+	performed     chan struct{}          // closed once Perform3 and Finish3 are over
+	performErr    error
+	finishErr     error
+	from          int // source events before Migrate
+	streamTotal   int64
 }
 
 // StreamBytes is the RAM the source's stream covered (memory_total of the last job
@@ -57,6 +59,7 @@ type phase int
 
 const (
 	idle       phase = iota
+	prepared         // Begin3 and Prepare3 done: the destination waits
 	performing       // Perform3 in flight
 	performed        // Perform3 and Finish3 returned: source paused until Confirm3
 	failed           // Perform3 failed; the destination was told (Finish3 cancelled)
@@ -72,10 +75,9 @@ func (m *Migration) Destination() syncpoint.VM { return &end{m: m, h: m.Dst, dst
 
 func (m *Migration) where(h *Host) string { return h.Name + "/" + m.Name }
 
-// start runs Begin3 and Prepare3, makes x-ignore-shared hold at both ends if asked,
-// and starts Perform3 in the background. listen is the tcp://ADDR:PORT the destination
-// listens on ("" lets it choose).
-func (m *Migration) start(ctx context.Context, listen string) error {
+// prepare runs Begin3 and Prepare3 (the destination QEMU starts, paused, listening).
+// listen is the tcp://ADDR:PORT the destination listens on ("" lets it choose).
+func (m *Migration) prepare(ctx context.Context, listen string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.phase != idle {
@@ -134,8 +136,37 @@ func (m *Migration) start(ctx context.Context, listen string) error {
 	if m.Via != "" {
 		pp[len(pp)-1] = strParam(golibvirt.MigrateParamURI, m.Via)
 	}
+	m.phase = prepared
+	m.performParams, m.performCookie = pp, cookie
+	return nil
+}
+
+// launch starts Perform3 in the background.
+func (m *Migration) launch() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.phase != prepared {
+		return fmt.Errorf("%s: migration not prepared (phase %d)", m.where(m.Src), m.phase)
+	}
 	m.phase = performing
-	go m.perform(pp, cookie)
+	go m.perform(m.performParams, m.performCookie)
+	return nil
+}
+
+// unprepare ends a prepared migration that never started: Finish3 cancelled destroys
+// the destination, Confirm3 cancelled ends the source's job. Caller holds mu.
+func (m *Migration) unprepare() error {
+	_, _, ferr := m.Dst.lv.DomainMigrateFinish3Params(m.params, nil, uint32(flags), 1)
+	cerr := m.Src.lv.DomainMigrateConfirm3Params(m.srcDom, m.params, nil, uint32(flags), 1)
+	m.phase = failed
+	m.performErr = errors.New("cancelled before the stream started")
+	close(m.performed)
+	if cerr != nil {
+		return fmt.Errorf("%s: Confirm3 (cancelled): %w", m.where(m.Src), cerr)
+	}
+	if ferr != nil {
+		m.Src.log.Debug("Finish3 cancelled", "where", m.where(m.Dst), "err", ferr)
+	}
 	return nil
 }
 
