@@ -115,7 +115,7 @@ func (l *Loop) plantAfter(ctx context.Context) error {
 	}
 	r := console(l.dstVMs[1]).Last()
 	if r.Target == nil || r.Target.Host != "dst" || r.State != proto.StateMonitoring {
-		return fmt.Errorf("Domain M at the destination: %s, target %+v", statusText(r), r.Target)
+		return fmt.Errorf("domain M at the destination: %s, target %+v", statusText(r), r.Target)
 	}
 	return nil
 }
