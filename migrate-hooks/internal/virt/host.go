@@ -8,9 +8,11 @@
 // a source there. But after Perform3 returns, the source QEMU stays alive and paused until
 // Confirm3, and Finish3 with VIR_MIGRATE_PAUSED leaves the destination paused. So:
 //
-//   - Migrate: Begin3 at the source, Prepare3 at the destination, then Perform3 in the
-//     background; when Perform3 returns, Finish3 (paused) at once. QEMU's own MIGRATION,
-//     STOP and RESUME events (with QEMU's timestamps) are the VM's events.
+//   - Prepare (syncpoint.Preparer, for both VMs before either stream): Begin3 at the
+//     source, Prepare3 at the destination, whose QEMU starts paused and listening.
+//   - Migrate: Perform3 in the background; when it returns, Finish3 (paused) at once.
+//     QEMU's own MIGRATION, STOP and RESUME events (with QEMU's timestamps) are the VM's
+//     events.
 //   - P2 is strict: the target, stopped by its own convergence, cannot run anywhere until
 //     the coordinator resumes its destination (Cont) or rolls it back (Cont at the source
 //     = Confirm3 cancelled, which resumes it there; its destination is destroyed).
