@@ -211,6 +211,10 @@ type PassResult struct {
 	BytesTotal      uint64
 	BytesScanned    uint64
 	Errors          []BlockError
+	// Unchanged holds the blocks whose content this pass found the same as the last
+	// pass did (reused, or scanned again only because of ReusePasses): what was
+	// derived from them then still holds (blockset.go).
+	Unchanged *BlockSet
 }
 
 type block struct {
@@ -242,7 +246,8 @@ type blockResult struct {
 	b       block
 	state   blockState
 	scanned bool
-	bytes   int // handed to the rule engine
+	same    bool // the content is the same as at the last pass (same hash)
+	bytes   int  // handed to the rule engine
 	err     *BlockError
 }
 
@@ -257,7 +262,7 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 	if err != nil {
 		return PassResult{}, fmt.Errorf("memory source: %w", err)
 	}
-	res := PassResult{}
+	res := PassResult{Unchanged: newBlockSet(ranges, d.cfg.BlockSize)}
 	d.eachBlock(ranges, opts.StartAt, func(b block) bool {
 		res.Blocks++
 		res.BytesTotal += uint64(b.size)
@@ -297,6 +302,9 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 	var bytesDone uint64
 	for r := range results {
 		bytesDone += uint64(r.b.size)
+		if r.same {
+			res.Unchanged.add(r.b.gpa)
+		}
 		switch {
 		case r.err != nil:
 			res.Errors = append(res.Errors, *r.err)
@@ -381,9 +389,9 @@ type viewer interface {
 // copy is what libyara scans and what the cached hash describes.
 func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf []byte, hs *xxh3.Hasher) blockResult {
 	d.mu.Lock()
-	prev, cached := d.cache[b.gpa]
+	prev, had := d.cache[b.gpa]
 	d.mu.Unlock()
-	cached = cached && !prev.zero && prev.rules == rulesID && prev.reused < d.cfg.ReusePasses
+	cached := had && !prev.zero && prev.rules == rulesID && prev.reused < d.cfg.ReusePasses
 	if v, ok := src.(viewer); ok {
 		var zero, same bool
 		err := v.View(int64(b.gpa), b.winSize, func(win []byte) {
@@ -404,7 +412,9 @@ func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf
 	if err != nil {
 		return blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}
 	}
-	return d.scanBlock(sc, rulesID, b, win, h, zero, prev, cached)
+	r := d.scanBlock(sc, rulesID, b, win, h, zero, prev, cached)
+	r.same = had && !zero && prev.hash == h
+	return r
 }
 
 // read copies b's window into buf, hashing and zero-testing each piece as it is copied.
@@ -480,7 +490,7 @@ func (d *Driver) scanBlock(sc BlockScanner, rulesID string, b block, win []byte,
 func (d *Driver) reuse(b block, prev blockState) blockResult {
 	prev.reused++
 	d.store(b.gpa, prev)
-	return blockResult{b: b, state: prev}
+	return blockResult{b: b, state: prev, same: true}
 }
 
 // trimZeroPages returns the bounds of win without its leading and trailing all-zero pages.

@@ -45,6 +45,9 @@ type SeamScanner struct {
 
 	mu    sync.Mutex
 	cache map[Seam]seamState
+	// The unchanged blocks of the last two passes (Scan's unchanged): a seam whose two
+	// frames lie in unchanged blocks, checked in the pass before, is not even read.
+	prev, cur *BlockSet
 }
 
 // DefaultSeamHalf is how far a seam's window reaches into each page: a string of up to
@@ -57,8 +60,10 @@ const DefaultSeamHalf = 2048
 type seamState struct {
 	hash    uint64
 	rules   string
+	zero    bool              // a side is all zero
 	matches []detectors.Match // Strings[i].Offset: offset in the window
 	reused  int
+	checked *BlockSet // the pass (its unchanged set) that last read the window
 }
 
 // NewSeamScanner returns a scanner; zero values take the defaults.
@@ -100,13 +105,18 @@ type SeamResult struct {
 	Errors    []error
 }
 
-// Scan scans the windows of seams with rules. Seams whose frames cannot be read are
-// reported in Errors and skipped. Cancelling ctx stops it after the windows in flight;
-// it then returns ctx's error.
-func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules RuleSet) (SeamResult, error) {
+// Scan scans the windows of seams with rules. unchanged is the memory pass's
+// PassResult.Unchanged (nil: unknown): a seam whose frames it holds is taken from the
+// cache without reading it, if the pass before read it. Seams whose frames cannot be
+// read are reported in Errors and skipped. Cancelling ctx stops it after the windows
+// in flight; it then returns ctx's error.
+func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules RuleSet, unchanged *BlockSet) (SeamResult, error) {
 	res := SeamResult{Seams: len(seams)}
 	if rules == nil {
 		return res, errors.New("memscan: no rule set")
+	}
+	if unchanged != s.cur {
+		s.prev, s.cur = s.cur, unchanged
 	}
 	jobs := make(chan Seam)
 	type out struct {
@@ -183,6 +193,18 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 // scan and keep what crosses.
 func (s *SeamScanner) one(src Source, sc BlockScanner, rulesID string, sm Seam, buf []byte) (st seamState, zero, scanned bool, err error) {
 	h := s.Half
+	s.mu.Lock()
+	prev, ok := s.cache[sm]
+	s.mu.Unlock()
+	if ok && s.cur != nil && prev.checked != nil && (prev.checked == s.prev || prev.checked == s.cur) && s.cur.Has(sm.Left) && s.cur.Has(sm.Right) &&
+		(prev.zero || prev.rules == rulesID && prev.reused < s.ReusePasses) {
+		prev.checked = s.cur
+		if !prev.zero {
+			prev.reused++
+		}
+		s.store(sm, prev)
+		return prev, prev.zero, false, nil
+	}
 	if _, err := src.ReadAt(buf[:h], int64(sm.Left+PageSize-uint64(h))); err != nil {
 		return st, false, false, fmt.Errorf("seam %#x|%#x: left side: %w", sm.Left, sm.Right, err)
 	}
@@ -190,23 +212,19 @@ func (s *SeamScanner) one(src Source, sc BlockScanner, rulesID string, sm Seam, 
 		return st, false, false, fmt.Errorf("seam %#x|%#x: right side: %w", sm.Left, sm.Right, err)
 	}
 	if seamZero(buf[:h]) || seamZero(buf[h:]) {
-		s.mu.Lock()
-		delete(s.cache, sm)
-		s.mu.Unlock()
+		s.store(sm, seamState{zero: true, checked: s.cur})
 		return st, true, false, nil
 	}
 	hash := xxh3.HashSeed(buf, s.seed)
-	s.mu.Lock()
-	prev, ok := s.cache[sm]
-	s.mu.Unlock()
-	if ok && prev.hash == hash && prev.rules == rulesID && prev.reused < s.ReusePasses {
+	if ok && !prev.zero && prev.hash == hash && prev.rules == rulesID && prev.reused < s.ReusePasses {
 		prev.reused++
+		prev.checked = s.cur
 		s.store(sm, prev)
 		return prev, false, false, nil
 	}
 	ms, err := sc.Scan(buf, sm.Left+PageSize-uint64(h))
 	st = seamState{hash: hash, rules: rulesID, matches: crossing(ms, h),
-		reused: int((sm.Left^sm.Right)>>12) % s.ReusePasses}
+		reused: int((sm.Left^sm.Right)>>12) % s.ReusePasses, checked: s.cur}
 	if err != nil {
 		return st, false, true, fmt.Errorf("seam %#x|%#x: scanning: %w", sm.Left, sm.Right, err)
 	}

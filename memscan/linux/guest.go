@@ -17,6 +17,9 @@ type Guest struct {
 	In *Inspector
 	// Took is how long deriving the layout and loading the types took.
 	Took time.Duration
+	// spaces remembers each address space's last walk (spaces.go). A Guest and its
+	// snapshots are used by one goroutine at a time.
+	spaces spaceCache
 }
 
 // OpenGuest derives the layout and types of the Linux guest in src.
@@ -114,6 +117,18 @@ func (g *Guest) Snapshot() (*Snapshot, error) {
 	s.Took = time.Since(t0)
 	return s, nil
 }
+
+// Since tells the snapshot which blocks the memory pass it follows found unchanged
+// (memscan.PassResult.Unchanged): address spaces whose page tables lie in them are not
+// walked again. Call it once per pass, before Attribute, Seams or ScanVirtual.
+func (s *Snapshot) Since(unchanged *memscan.BlockSet) *Snapshot {
+	s.g.spaces.rotate(unchanged)
+	return s
+}
+
+// CacheStats says how many address-space walks were reused and how many done, since
+// the Guest was made.
+func (g *Guest) CacheStats() (reused, walked int) { return g.spaces.hits, g.spaces.miss }
 
 func firstErr(errs ...error) error {
 	for _, e := range errs {

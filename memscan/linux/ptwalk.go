@@ -19,6 +19,8 @@ type ptWalker struct {
 	Tables  int // tables read since the walker was made
 	Skipped int // table pointers outside RAM, not followed
 	Limit   int
+	// Visited, when set, collects the physical address of every table read.
+	Visited *[]uint64
 }
 
 func newPTWalker(p *phys, levels, limit int) *ptWalker {
@@ -50,6 +52,9 @@ func (w *ptWalker) table(table uint64, level int, base, lo, hi uint64, fn leafFu
 		return fmt.Errorf("more than %d page tables", w.Limit)
 	}
 	w.Tables++
+	if w.Visited != nil {
+		*w.Visited = append(*w.Visited, table)
+	}
 	buf := &w.buf[level-1]
 	if err := w.p.read(table, buf[:]); err != nil {
 		w.Skipped++

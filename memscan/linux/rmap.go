@@ -125,8 +125,12 @@ func (s *Snapshot) Attribute(pas []uint64) (map[uint64]Attribution, AttributeSta
 	w := newPTWalker(k.p, k.Levels, maxSnapshotTables)
 	for _, t := range s.Tasks {
 		st.Processes++
-		if err := w.walk(t.PGD, 0, userTop(k.Levels), func(va, pa, size uint64) { fs.leaf(t, va, pa, size) }); err != nil {
+		runs, err := s.g.spaces.get(w, t.PGD, 0, userTop(k.Levels))
+		if err != nil {
 			return nil, st, fmt.Errorf("pid %d (%s) page tables at %#x: %w", t.PID, t.Comm, t.PGD, err)
+		}
+		for _, r := range runs {
+			fs.leaf(t, r.va, r.pa, r.size)
 		}
 	}
 	st.Tables, st.Skipped = w.Tables, w.Skipped

@@ -24,8 +24,9 @@ const (
 )
 
 // SeamHolder is an address space in which a seam lies: a process (PID, Comm) or the
-// kernel (Kernel is KernelModule, with Module, or KernelVmalloc). VA is the seam's
-// virtual address there: the first byte of the right-hand page.
+// kernel (Kernel is KernelModule, with Module, or KernelVmalloc, with the Module that
+// allocated the area when known). VA is the seam's virtual address there: the first
+// byte of the right-hand page.
 type SeamHolder struct {
 	PID    int
 	Comm   string
@@ -91,25 +92,36 @@ func (s *Snapshot) seams(fs *frameSet) (*Seams, error) {
 	out := &Seams{Holders: map[memscan.Seam][]SeamHolder{}, Count: map[memscan.Seam]int{}}
 	w := newPTWalker(k.p, k.Levels, maxSnapshotTables)
 	tr := &seamTracker{s: out, p: k.p}
-	for _, t := range s.Tasks {
-		tr.start(SeamHolder{PID: t.PID, Comm: t.Comm})
-		leaf := tr.leaf
-		if len(fs.frames) > 0 {
-			leaf = func(va, pa, size uint64) { tr.leaf(va, pa, size); fs.leaf(t, va, pa, size) }
+	space := func(h SeamHolder, root, lo, hi uint64, also func(va, pa, size uint64)) error {
+		runs, err := s.g.spaces.get(w, root, lo, hi)
+		if err != nil {
+			return err
 		}
-		if err := firstErr(w.walk(t.PGD, 0, userTop(k.Levels), leaf), tr.err); err != nil {
+		tr.start(h)
+		for _, r := range runs {
+			tr.leaf(r.va, r.pa, r.size)
+			if also != nil {
+				also(r.va, r.pa, r.size)
+			}
+		}
+		return tr.err
+	}
+	for _, t := range s.Tasks {
+		var also func(va, pa, size uint64)
+		if len(fs.frames) > 0 {
+			also = func(va, pa, size uint64) { fs.leaf(t, va, pa, size) }
+		}
+		if err := space(SeamHolder{PID: t.PID, Comm: t.Comm}, t.PGD, 0, userTop(k.Levels), also); err != nil {
 			return nil, fmt.Errorf("pid %d (%s) page tables at %#x: %w", t.PID, t.Comm, t.PGD, err)
 		}
 	}
 	for _, m := range s.Modules {
-		tr.start(SeamHolder{Kernel: KernelModule, Module: m.Module})
-		if err := firstErr(w.walk(k.PGD, m.VA, m.VA+m.Size, tr.leaf), tr.err); err != nil {
+		if err := space(SeamHolder{Kernel: KernelModule, Module: m.Module}, k.PGD, m.VA, m.VA+m.Size, nil); err != nil {
 			return nil, fmt.Errorf("module %s page tables: %w", m.Module, err)
 		}
 	}
 	lo, size := s.vmallocArea()
-	tr.start(SeamHolder{Kernel: KernelVmalloc})
-	if err := firstErr(w.walk(k.PGD, lo, lo+size, tr.leaf), tr.err); err != nil {
+	if err := space(SeamHolder{Kernel: KernelVmalloc}, k.PGD, lo, lo+size, nil); err != nil {
 		return nil, fmt.Errorf("vmalloc area %#x+%#x page tables: %w", lo, size, err)
 	}
 	out.Tables = w.Tables
@@ -216,8 +228,9 @@ func samePlace(ss []detectors.StringMatch, v detectors.StringMatch) int {
 
 // ScanVirtual attributes ms (as Annotate does, in the same page-table walk that finds
 // the snapshot's seams), scans the seams' windows with rules through sc (which
-// remembers unchanged windows from pass to pass) and merges what crosses them into ms
-// (AddVirtual).
+// remembers unchanged windows from pass to pass, and does not read those whose frames
+// lie in blocks the pass found unchanged: see Since) and merges what crosses them into
+// ms (AddVirtual).
 func (s *Snapshot) ScanVirtual(ctx context.Context, src memscan.Source, sc *memscan.SeamScanner, rules memscan.RuleSet, ms []detectors.Match) ([]detectors.Match, VirtualStats, error) {
 	fs := newFrameSet(matchAddrs(ms))
 	seams, err := s.seams(fs)
@@ -225,10 +238,33 @@ func (s *Snapshot) ScanVirtual(ctx context.Context, src memscan.Source, sc *mems
 		return ms, VirtualStats{}, err
 	}
 	annotate(ms, fs.finish(s))
-	res, err := sc.Scan(ctx, src, seams.List, rules)
+	res, err := sc.Scan(ctx, src, seams.List, rules, s.g.spaces.cur)
 	if err != nil {
 		return ms, VirtualStats{SeamResult: res, Tables: seams.Tables}, err
 	}
+	s.nameVmallocOwners(seams, res)
 	ms, st := AddVirtual(ms, seams, res)
 	return ms, st, nil
+}
+
+// nameVmallocOwners names the module that allocated each vmalloc-area seam that has a
+// match (vmallocOwners); a failed look-up leaves them unnamed.
+func (s *Snapshot) nameVmallocOwners(seams *Seams, res memscan.SeamResult) {
+	var vas []uint64
+	for _, sm := range res.Matches {
+		for _, h := range seams.Holders[sm.Seam] {
+			if h.Kernel == KernelVmalloc {
+				vas = append(vas, h.VA)
+			}
+		}
+	}
+	owners, _ := s.vmallocOwners(vas)
+	for _, sm := range res.Matches {
+		hs := seams.Holders[sm.Seam]
+		for i := range hs {
+			if hs[i].Kernel == KernelVmalloc && owners[hs[i].VA] != "" {
+				hs[i].Module = owners[hs[i].VA]
+			}
+		}
+	}
 }

@@ -57,6 +57,11 @@ func heldBy(ms []detectors.StringMatch) string {
 			s += " module " + bound(k.Module)
 		case "image":
 			s += " image"
+		case "vmalloc":
+			s += " vmalloc area"
+			if k.Module != "" {
+				s += " of module " + bound(k.Module)
+			}
 		default:
 			s += " " + strings.ReplaceAll(bound(k.Kind), "-", " ")
 		}

@@ -13,31 +13,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/domainm/domainm/memscan/linux/linuxtest"
 	"github.com/domainm/domainm/memscan/vmtest"
 )
 
 // heapGuest is a booted Linux guest (the host's Debian kernel under TCG, KASLR on, 2
 // vCPUs, a few hundred processes) holding heapmark's markers, and its own view of them.
 type heapGuest struct {
-	vm       *vmtest.VM
-	pid      int    // heapmark's pid
-	tag      string // the markers' tag
-	a, b     uint64 // virtual addresses of marker A (inside a page) and B (across a boundary)
-	aLen     int
-	bLen     int
-	pagemap  map[uint64]uint64 // heapmark's heap, from the guest's /proc/PID/pagemap: page VA -> entry
-	banner   uint64            // linux_banner's virtual address, from the guest's /proc/kallsyms
-	modules  map[string][2]uint64
-	ps       string // the guest's own ps
-	bootTook time.Duration
+	vm   *vmtest.VM
+	pid  int    // heapmark's pid
+	tag  string // the markers' tag
+	a, b uint64 // virtual addresses of marker A (inside a page) and B (across a boundary)
+	aLen int
+	bLen int
+	// vmark's marker across a page boundary of its module memory: virtual address,
+	// length and the two frames (from the module itself: vmalloc_to_pfn).
+	k            uint64
+	kLen         int
+	kPFN0, kPFN1 uint64
+	kIn          string            // "module" (its own memory) or "vmalloc" (pages it mapped there)
+	pagemap      map[uint64]uint64 // heapmark's heap, from the guest's /proc/PID/pagemap: page VA -> entry
+	banner       uint64            // linux_banner's virtual address, from the guest's /proc/kallsyms
+	modules      map[string][2]uint64
+	ps           string // the guest's own ps
+	bootTook     time.Duration
 }
 
 // heapGuestProcs is how many idle processes the guest starts besides its own.
 const heapGuestProcs = 300
 
 // heapScript loads nbd (for a module's string), starts heapGuestProcs sleeps and
-// heapmark, then prints heapmark's report, linux_banner's address, /proc/modules, ps and
-// heapmark's heap pagemap between markers, and idles.
+// heapmark (which leaves free memory fragmented), loads vmark (a marker across a page
+// boundary of a module's memory), then prints heapmark's report, linux_banner's
+// address, /proc/modules, ps and heapmark's heap pagemap between markers, and idles.
 const heapScript = `insmod /mods/nbd.ko || echo INSMOD-FAILED
 mount -t tmpfs tmpfs /tmp
 i=0; while [ $i -lt $NPROC ]; do sleep 100000 & i=$((i+1)); done
@@ -45,6 +53,8 @@ i=0; while [ $i -lt $NPROC ]; do sleep 100000 & i=$((i+1)); done
 HP=$!
 while ! grep -q HEAPMARK /tmp/heapmark.out; do sleep 1; done
 cat /tmp/heapmark.out
+insmod /mods/vmark.ko tag=$TAG || echo INSMOD-FAILED
+dmesg | grep VMARK
 echo "BANNER $(grep ' linux_banner$' /proc/kallsyms)"
 echo MODULES-BEGIN; cat /proc/modules; echo MODULES-END
 echo PS-BEGIN; ps; echo PS-END
@@ -82,8 +92,24 @@ func bootHeapGuest(t *testing.T, tag string) *heapGuest {
 	if out, err := exec.Command("gcc", "-static", "-O1", "-o", hm, "testdata/heapmark.c").CombinedOutput(); err != nil {
 		t.Fatalf("gcc -static testdata/heapmark.c (install libc6-dev): %v\n%s", err, out)
 	}
+	// vmark, the test module, built against the kernel's linux-headers with the
+	// kernel-integrity tests' helper.
+	src := map[string][]byte{}
+	for _, f := range []string{"vmark.c", "Kbuild"} {
+		b, err := os.ReadFile(filepath.Join("testdata/vmark", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src[f] = b
+	}
+	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer bcancel()
+	ko, err := linuxtest.BuildModule(bctx, rel, t.TempDir(), "vmark", src)
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{}
-	for guest, host := range map[string]string{"heapmark": hm, "mods/nbd.ko": filepath.Join("/lib/modules", rel, "kernel/drivers/block/nbd.ko")} {
+	for guest, host := range map[string]string{"heapmark": hm, "mods/vmark.ko": ko, "mods/nbd.ko": filepath.Join("/lib/modules", rel, "kernel/drivers/block/nbd.ko")} {
 		b, err := os.ReadFile(host)
 		if err != nil {
 			t.Fatal(err)
@@ -129,6 +155,18 @@ func (g *heapGuest) parse(serial string) error {
 	g.aLen, _ = strconv.Atoi(m[3])
 	g.b, _ = strconv.ParseUint(m[4], 16, 64)
 	g.bLen, _ = strconv.Atoi(m[5])
+	if strings.Contains(serial, "VMARK-ADJACENT") {
+		return fmt.Errorf("vmark found no page boundary of its memory whose pages are apart")
+	}
+	k := regexp.MustCompile(`VMARK va=([0-9a-f]+) len=(\d+) pfn0=([0-9a-f]+) pfn1=([0-9a-f]+) in=(\w+)`).FindStringSubmatch(serial)
+	if k == nil {
+		return fmt.Errorf("no VMARK line from the test module")
+	}
+	g.k, _ = strconv.ParseUint(k[1], 16, 64)
+	g.kLen, _ = strconv.Atoi(k[2])
+	g.kPFN0, _ = strconv.ParseUint(k[3], 16, 64)
+	g.kPFN1, _ = strconv.ParseUint(k[4], 16, 64)
+	g.kIn = k[5]
 	if b := regexp.MustCompile(`BANNER ([0-9a-f]+) `).FindStringSubmatch(serial); b != nil {
 		g.banner, _ = strconv.ParseUint(b[1], 16, 64)
 	}
@@ -189,7 +227,8 @@ func (g *heapGuest) rules(t *testing.T) string {
 	text := fmt.Sprintf(`rule heap_a { strings: $a = "%s" condition: $a }
 rule heap_b { strings: $b = "%s" condition: $b }
 rule nbd_string { strings: $s = "NBD_FLAG_SEND_FLUSH" condition: $s }
-`, g.marker("A"), g.marker("B"))
+rule kmod_marker { strings: $k = "DOMAINM-K-%s-Q7XK2P" condition: $k }
+`, g.marker("A"), g.marker("B"), g.tag)
 	if err := os.WriteFile(filepath.Join(dir, "guest.yar"), []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

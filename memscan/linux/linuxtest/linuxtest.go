@@ -30,15 +30,26 @@ var dmkitSrc embed.FS
 // BuildRootkit builds dmkit.ko for the kernel release (e.g. 6.1.0-57-amd64) in dir
 // with the kernel's build tree from Debian's linux-headers-RELEASE, and returns its path.
 func BuildRootkit(ctx context.Context, release, dir string) (string, error) {
-	kdir := filepath.Join("/lib/modules", release, "build")
-	if _, err := os.Stat(filepath.Join(kdir, "Makefile")); err != nil {
-		return "", fmt.Errorf("no kernel build tree for %s at %s (install linux-headers-%s, or linux-headers-amd64 with linux-image-amd64): %w", release, kdir, release, err)
-	}
+	files := map[string][]byte{}
 	for _, f := range []string{"dmkit.c", "Kbuild"} {
 		b, err := dmkitSrc.ReadFile("dmkit/" + f)
 		if err != nil {
 			return "", err
 		}
+		files[f] = b
+	}
+	return BuildModule(ctx, release, dir, "dmkit", files)
+}
+
+// BuildModule builds the out-of-tree module name.ko from files (file name -> content,
+// a Kbuild among them) in dir, for the kernel release, with the kernel's build tree
+// from Debian's linux-headers-RELEASE, and returns its path.
+func BuildModule(ctx context.Context, release, dir, name string, files map[string][]byte) (string, error) {
+	kdir := filepath.Join("/lib/modules", release, "build")
+	if _, err := os.Stat(filepath.Join(kdir, "Makefile")); err != nil {
+		return "", fmt.Errorf("no kernel build tree for %s at %s (install linux-headers-%s, or linux-headers-amd64 with linux-image-amd64): %w", release, kdir, release, err)
+	}
+	for f, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
 			return "", err
 		}
@@ -47,7 +58,7 @@ func BuildRootkit(ctx context.Context, release, dir string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
 	}
-	return filepath.Join(dir, "dmkit.ko"), nil
+	return filepath.Join(dir, name+".ko"), nil
 }
 
 // Guest is a running rootkit test guest.

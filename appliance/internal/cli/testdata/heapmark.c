@@ -3,11 +3,13 @@
  * heap (brk) by 64 pages, faults them in, and writes two markers there:
  *   - marker A inside one page (a physical scan finds it; it must be attributed to this
  *     pid at the printed virtual address);
- *   - marker B across the first heap page boundary whose two pages are not physically
- *     adjacent (read from /proc/self/pagemap): a physical scan cannot see it whole.
+ *   - marker B across the first heap page boundary whose right page is not the frame
+ *     after the left one (read from /proc/self/pagemap): a physical scan cannot see it
+ *     whole.
  * The markers are assembled byte by byte in place, so no whole copy exists anywhere
  * else in memory (not in the binary, not on the stack). It prints where they are and
- * sleeps forever.
+ * sleeps forever. First it fragments free memory (fragment), for the test module
+ * loaded after it.
  *
  * Usage: heapmark TAG   (markers: DOMAINM-A-<TAG>-<pid>-Q7XK2P, DOMAINM-B-<TAG>-<pid>-Q7XK2P)
  */
@@ -43,8 +45,24 @@ static size_t put(volatile char *p, char kind, const char *tag) {
 	return n;
 }
 
+/* fragment leaves 2048 single free frames between allocated ones (16 MiB touched,
+ * every other page given back), so that what the kernel allocates page by page next
+ * (the test module's memory) is not physically contiguous. */
+static void fragment(void) {
+	size_t n = 4096;
+	char *m = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return;
+	madvise(m, n * PG, MADV_NOHUGEPAGE);
+	for (size_t i = 0; i < n; i++)
+		m[i * PG] = 'f';
+	for (size_t i = 1; i < n; i += 2)
+		madvise(m + i * PG, PG, MADV_DONTNEED);
+}
+
 int main(int argc, char **argv) {
 	const char *tag = argc > 1 ? argv[1] : "T";
+	fragment();
 	char *base = sbrk(0);
 	char *heap = (char *)(((uintptr_t)base + PG - 1) & ~(PG - 1));
 	if (sbrk((heap - base) + PAGES * PG) == (void *)-1) {
@@ -52,8 +70,10 @@ int main(int argc, char **argv) {
 		return 1;
 	}
 	madvise(heap, PAGES * PG, MADV_NOHUGEPAGE);
-	for (int i = 0; i < PAGES; i++)
-		heap[i * PG + 1] = 'h'; /* fault each page in, not zero */
+	/* Fault the pages in from the last to the first, so that the allocator's run of
+	 * free frames, if it hands them out in order, lands backwards in the heap. */
+	for (int i = PAGES - 1; i >= 0; i--)
+		heap[i * PG + 1] = 'h'; /* not zero */
 	int fd = open("/proc/self/pagemap", O_RDONLY);
 	if (fd < 0) {
 		perror("pagemap");
@@ -63,7 +83,7 @@ int main(int argc, char **argv) {
 	for (int i = 2; i + 1 < PAGES; i++) {
 		uint64_t a = pagemap(fd, (uintptr_t)heap + i * PG), b = pagemap(fd, (uintptr_t)heap + (i + 1) * PG);
 		uint64_t pa = a & ((1ULL << 55) - 1), pb = b & ((1ULL << 55) - 1);
-		if (a >> 63 && b >> 63 && pb != pa + 1 && pa != pb + 1) {
+		if (a >> 63 && b >> 63 && pb != pa + 1) {
 			split = i;
 			break;
 		}
