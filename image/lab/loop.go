@@ -82,6 +82,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	// Absolute: rsyslogd changes its working directory (make lab passes bin/lab/run).
+	for _, p := range []*string{&o.Dir, &o.BinDir} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, err
+		}
+		*p = abs
+	}
 	l := &Loop{o: o, start: time.Now(), rep: &Report{}}
 	defer l.close()
 	for _, s := range l.steps() {
