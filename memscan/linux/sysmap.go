@@ -31,7 +31,7 @@ func ParseSystemMap(r io.Reader) (syms []Symbol, bad int, err error) {
 	for sc.Scan() {
 		line := sc.Text()
 		if read += len(line) + 1; read > MaxSystemMap {
-			return nil, bad, fmt.Errorf("System.map larger than %d MiB", MaxSystemMap>>20)
+			return nil, bad, fmt.Errorf("symbol map larger than %d MiB", MaxSystemMap>>20)
 		}
 		f := strings.Fields(line)
 		if len(f) != 3 || len(f[1]) != 1 {

@@ -17,7 +17,7 @@ import (
 // Run carries out one domainm-xen command (see its package doc).
 func Run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: domainm-xen grant|request|frame|maxgpfn ...")
+		return errors.New("usage: domainm-xen grant|request|frame|maxgpfn ARGS")
 	}
 	num := func(i int) (uint64, error) {
 		if i >= len(args) {
