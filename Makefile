@@ -101,6 +101,7 @@ FUZZ_TARGETS := \
 	./memscan/linux:FuzzWalkXArray \
 	./memscan/linux:FuzzParseIDT \
 	./memscan/linux:FuzzParseSystemMap \
+	./memscan/linux:FuzzSeams \
 	./migrate-hooks/internal/virt:FuzzDecodeMonitorEvent
 
 fuzz: deps

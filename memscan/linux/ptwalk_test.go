@@ -11,7 +11,7 @@ import (
 // 0x40000000 -> 0x600000, a table pointer outside RAM, and in the kernel half a
 // directory whose 512 entries all point at one table, and so on down: 512*512 tables
 // to read, which the limit must stop.
-func userSpace(t *testing.T) (*Kernel, *memSource) {
+func userSpace(t testing.TB) (*Kernel, *memSource) {
 	t.Helper()
 	m := &memSource{b: make([]byte, 16<<20)}
 	const pml4, pdpt, pd, pt = 0x1000, 0x2000, 0x3000, 0x4000

@@ -57,3 +57,47 @@ func TestAddVirtual(t *testing.T) {
 		t.Errorf("rule only: %+v", o)
 	}
 }
+
+// FuzzSeams: any page tables as two processes' address spaces; the seams found are
+// 4 KiB-aligned frame pairs that are not adjacent, listed once, in order, with holders
+// at page-aligned addresses; attribution of any address gives each process the
+// address's offset in the page; nothing reads past the table limit.
+func FuzzSeams(f *testing.F) {
+	_, m := userSpace(f)
+	f.Add(m.b[:0x8000], uint64(0x300010))
+	f.Add([]byte{}, uint64(0))
+	f.Fuzz(func(t *testing.T, mem []byte, pa uint64) {
+		ms := &memSource{b: mem}
+		p := newPhys(ms)
+		kk := &Kernel{p: p, Levels: 4, Syms: &Kallsyms{}, as: &AddressSpace{p: p, Levels: 4}}
+		s := &Snapshot{g: &Guest{In: &Inspector{K: kk}}, Tasks: []Task{{PID: 1, Comm: "a", PGD: 0}, {PID: 2, Comm: "b", PGD: 0x1000}}}
+		seams, err := s.Seams()
+		if err != nil {
+			return // the table limit, reported
+		}
+		for i, sm := range seams.List {
+			if sm.Left&0xfff != 0 || sm.Right&0xfff != 0 || sm.Left+memscan.PageSize == sm.Right ||
+				i > 0 && (seams.List[i-1].Left > sm.Left || seams.List[i-1] == sm) {
+				t.Fatalf("seam %d %+v in %+v", i, sm, seams.List)
+			}
+			hs := seams.Holders[sm]
+			if len(hs) == 0 || seams.Count[sm] < len(hs) {
+				t.Fatalf("seam %+v: holders %+v, count %d", sm, hs, seams.Count[sm])
+			}
+			for _, h := range hs {
+				if h.VA&0xfff != 0 {
+					t.Fatalf("seam %+v holder %+v", sm, h)
+				}
+			}
+		}
+		attr, _, err := s.Attribute([]uint64{pa})
+		if err != nil {
+			return
+		}
+		for _, u := range attr[pa].Processes {
+			if u.VA&0xfff != pa&0xfff {
+				t.Fatalf("%#x attributed at %#x", pa, u.VA)
+			}
+		}
+	})
+}
