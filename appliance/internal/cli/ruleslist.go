@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/domainm/domainm/appliance/internal/alert"
+	"github.com/domainm/domainm/detectors/yara"
+)
+
+func init() {
+	register(command{name: "rules list", summary: "list a rules folder's rules: name, tags, severity, file", run: runRulesList})
+	exitHelp["rules list"] = "Exit codes: 0 listed, 2 a file does not compile (the rules that load are listed) or the folder cannot be read."
+}
+
+// ruleListing is one line of domainm rules list --json.
+type ruleListing struct {
+	Name      string   `json:"name"`      // namespace:rule, as rules.disable and alerts name it
+	Namespace string   `json:"namespace"` // rule.ruleset in alerts
+	Rule      string   `json:"rule"`      // rule.name in alerts
+	Tags      []string `json:"tags"`
+	Severity  string   `json:"severity"` // log.level of its alerts
+	File      string   `json:"file"`
+}
+
+func runRulesList(ctx context.Context, env Env, args []string) (int, error) {
+	fs := newFlags(env, "rules list", "rules list DIR [--json]",
+		`Compiles a rules folder as the daemon does and lists every rule that loads: its name
+(namespace:rule, the form rules.disable and rules.exception take), its tags (tag:TAG in
+rules.disable), the severity its alerts get (from its meta: severity, else score, else
+medium) and its file. A file that does not compile is reported and left out.
+
+Example:
+  domainm rules list /etc/domainm/rules
+  domainm rules list /etc/domainm/rules --json | jq -r '.[] | select(.severity == "critical") | .name'`)
+	asJSON := fs.Bool("json", false, "print a JSON array, one object per rule (name, namespace, rule, tags, severity, file)")
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			return ExitClean, parse(env, fs, []string{"--help"})
+		}
+	}
+	var dirs []string
+	for len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		dirs, args = append(dirs, args[0]), args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return ExitUsage, err
+	}
+	if dirs = append(dirs, fs.Args()...); len(dirs) != 1 {
+		return ExitUsage, &usageError{"want exactly one rules folder"}
+	}
+	dir := dirs[0]
+	r, err := yara.Compile(dir)
+	var ce *yara.CompileError
+	switch {
+	case errors.As(err, &ce):
+		for _, e := range ce.Errors {
+			fmt.Fprintf(env.Stderr, "%s: error: %s\n", joinPath(dir, e.File, e.Line), e.Text)
+		}
+		if r == nil {
+			return ExitError, fmt.Errorf("%d error(s) in %s, nothing loads", len(ce.Errors), dir)
+		}
+	case errors.Is(err, yara.ErrNoRules):
+	case err != nil:
+		return ExitError, err
+	}
+	list := []ruleListing{}
+	for _, in := range r.Infos() {
+		tags := in.Tags
+		if tags == nil {
+			tags = []string{}
+		}
+		list = append(list, ruleListing{Name: in.Namespace + ":" + in.Rule, Namespace: in.Namespace, Rule: in.Rule,
+			Tags: tags, Severity: alert.RuleSeverity(in.Meta).String(), File: in.File})
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(list); err != nil {
+			return ExitError, err
+		}
+	} else {
+		tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSEVERITY\tTAGS\tFILE")
+		for _, l := range list {
+			tags := strings.Join(l.Tags, ",")
+			if tags == "" {
+				tags = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Name, l.Severity, tags, l.File)
+		}
+		tw.Flush()
+	}
+	if ce != nil {
+		return ExitError, fmt.Errorf("%d error(s) in %s: %d file(s) left out", len(ce.Errors), dir, len(ce.Left))
+	}
+	return ExitClean, nil
+}

@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestRulesList lists a folder with the real binary: each rule's namespace:rule name,
+// the severity its alerts get, its tags and file; a file that does not compile is
+// named with its line on stderr and exit 2, the rest still listed; --json agrees.
+func TestRulesList(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "linux"), 0o755)
+	os.WriteFile(filepath.Join(dir, "linux", "shells.yar"), []byte(`rule rev_shell : shell linux { meta: severity = "critical" strings: $a = "bash -i" condition: $a }
+rule scored { meta: score = 75 strings: $a = "xyz123" condition: $a }
+`), 0o644)
+	os.WriteFile(filepath.Join(dir, "plain.yara"), []byte(`rule plain { strings: $a = "plainmarker" condition: $a }`+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "broken.yar"), []byte("rule ok_b { condition: true }\n\nrule bad { condition: $nope }\n"), 0o644)
+
+	out, errOut, code := runDomainm(t, "rules", "list", dir)
+	t.Logf("exit %d:\n%s%s", code, out, errOut)
+	if code != ExitError || !strings.Contains(errOut, "broken.yar:3: error:") {
+		t.Errorf("exit %d, stderr %q; want %d naming broken.yar:3", code, errOut, ExitError)
+	}
+	for _, re := range []string{
+		`(?m)^NAME +SEVERITY +TAGS +FILE$`,
+		`(?m)^linux/shells:rev_shell +critical +shell,linux +linux/shells\.yar$`,
+		`(?m)^linux/shells:scored +high +- +linux/shells\.yar$`,
+		`(?m)^plain:plain +medium +- +plain\.yara$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("rules list does not match %s", re)
+		}
+	}
+	if strings.Contains(out, "ok_b") {
+		t.Error("a rule of the file that does not compile is listed")
+	}
+	js, _, _ := runDomainm(t, "rules", "list", dir, "--json")
+	var list []ruleListing
+	if err := json.Unmarshal([]byte(js), &list); err != nil || len(list) != 3 {
+		t.Fatalf("--json: %v, %d rules\n%s", err, len(list), js)
+	}
+	if l := list[0]; l.Name != "linux/shells:rev_shell" || l.Severity != "critical" || strings.Join(l.Tags, ",") != "shell,linux" || l.File != "linux/shells.yar" {
+		t.Errorf("--json first rule %+v", l)
+	}
+	if _, _, code := runDomainm(t, "rules", "list"); code != ExitUsage {
+		t.Errorf("rules list without a folder: exit %d, want %d", code, ExitUsage)
+	}
+}
