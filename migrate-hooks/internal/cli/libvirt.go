@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/domainm/domainm/migrate-hooks/control"
 	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
 	"github.com/domainm/domainm/migrate-hooks/internal/virt"
 )
@@ -62,25 +61,12 @@ func runLibvirt(ctx context.Context, env Env, o libvirtOpts) int {
 	}
 	var sup syncpoint.Supervisor
 	if m != syncpoint.NoSync {
-		c, err := control.Dial(ctx, o.sock)
-		if err != nil {
-			fmt.Fprintf(env.Stderr, "domainm-migrate: %v (nothing started)\n", err)
-			return ExitRolledBack
+		hs, closeSup, code := dialSupervisor(ctx, env, supervisorArgs{sock: o.sock, sockDst: o.sockDst, name: o.target, uuid: o.uuid,
+			srcRAM: o.srcRAM, dstRAM: o.dstRAM, srcHost: o.srcHost, dstHost: o.dstHost})
+		if hs == nil {
+			return code
 		}
-		defer c.Close()
-		if st, err := c.Status(ctx); err != nil || st != control.StateMonitoring {
-			fmt.Fprintf(env.Stderr, "domainm-migrate: supervisor is %q (%v), not monitoring: nothing started\n", st, err)
-			return ExitRolledBack
-		}
-		target := control.Target{Name: o.target, UUID: o.uuid}
-		hs := &control.Handshake{Client: c,
-			Source: control.ResumeArgs{Source: sourceSpec(o.srcRAM), Layout: "flat", Target: withHost(target, o.srcHost)},
-			Dest:   control.ResumeArgs{Source: sourceSpec(o.dstRAM), Layout: "flat", Target: withHost(target, o.dstHost)}}
-		if o.sockDst != "" {
-			// The virtio-serial port's host end at the destination (libvirt's channel
-			// folder there): connected once Domain M runs there.
-			hs.DestClient = control.NewClient(o.sockDst)
-		}
+		defer closeSup()
 		sup = hs
 	}
 	t := syncpoint.Side{Src: tm.Source(), Dst: tm.Destination(), URI: o.tURI, MemBytes: sizes[0]}

@@ -92,24 +92,12 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 	}
 	var sup syncpoint.Supervisor
 	if m != syncpoint.NoSync {
-		c, err := control.Dial(ctx, *sock)
-		if err != nil {
-			fmt.Fprintf(env.Stderr, "domainm-migrate: %v (nothing started)\n", err)
-			return ExitRolledBack
+		hs, closeSup, code := dialSupervisor(ctx, env, supervisorArgs{sock: *sock, sockDst: *sockDst, name: *name, uuid: *uuid,
+			srcRAM: *srcRAM, dstRAM: *dstRAM, srcHost: *srcHost, dstHost: *dstHost})
+		if hs == nil {
+			return code
 		}
-		defer c.Close()
-		if st, err := c.Status(ctx); err != nil || st != control.StateMonitoring {
-			fmt.Fprintf(env.Stderr, "domainm-migrate: supervisor is %q (%v), not monitoring: nothing started\n", st, err)
-			return ExitRolledBack
-		}
-		target := control.Target{Name: *name, UUID: *uuid}
-		hs := &control.Handshake{Client: c,
-			Source: control.ResumeArgs{Source: sourceSpec(*srcRAM), Layout: "flat", Target: withHost(target, *srcHost)},
-			Dest:   control.ResumeArgs{Source: sourceSpec(*dstRAM), Layout: "flat", Target: withHost(target, *dstHost)}}
-		if *sockDst != "" {
-			hs.DestClient = control.NewClient(*sockDst)
-			defer hs.DestClient.Close()
-		}
+		defer closeSup()
 		sup = hs
 	}
 	t := syncpoint.Side{Src: vms[0], Dst: vms[1], URI: *tURI, MemBytes: int64(*tMiB) << 20}
