@@ -224,6 +224,7 @@ func (d *Dispatcher) SetTarget(f func() detectors.Target) { d.target.Store(&f) }
 
 // fillEvent completes what the constructors leave to the dispatcher.
 func fillEvent(ev *Event, hostname string) {
+	ev.ECS.Version = ECSVersion
 	if !ev.Severity().valid() {
 		ev.SetSeverity(SevMedium)
 	}

@@ -17,6 +17,7 @@ import (
 // the syslog sinks carry as MSG. Build events with FromFinding, RuleError or Health.
 type Event struct {
 	Timestamp time.Time  `json:"@timestamp"`
+	ECS       ECSMeta    `json:"ecs"` // the ECS version of the field names (ecs.go)
 	Message   string     `json:"message"`
 	Tags      []string   `json:"tags,omitempty"`
 	Event     EventMeta  `json:"event"`
@@ -137,6 +138,7 @@ type ErrorInfo struct {
 // Details is the custom "domainm" field set.
 type Details struct {
 	FindingID string  `json:"finding_id"`        // stable across occurrences of the same finding
+	Severity  string  `json:"severity"`          // critical, high, medium, low, info (log.level is its syslog name)
 	Detector  string  `json:"detector"`          // yara-memory, yara-file, integrity, rules, appliance
 	State     string  `json:"state,omitempty"`   // new, gone (findings); changed, added, removed (integrity)
 	Target    *Target `json:"target,omitempty"`  // the watched VM in Domain M's terms
@@ -234,7 +236,8 @@ func (e *Event) Severity() Severity { return Severity(e.Log.Syslog.Severity.Code
 // SetSeverity sets every severity field consistently.
 func (e *Event) SetSeverity(s Severity) {
 	e.Event.Severity = s.ECS()
-	e.Log.Level = s.String()
+	e.Log.Level = s.syslogName() // a log level, as ECS means it; the Domain M level is domainm.severity
+	e.DomainM.Severity = s.String()
 	e.Log.Syslog.Severity.Code = int(s)
 	e.Log.Syslog.Severity.Name = s.syslogName()
 }

@@ -74,7 +74,7 @@ func TestIntegrityAlertsCarryAttributes(t *testing.T) {
 		t.Fatalf("no alert for the planted file; alerts: %v", events)
 	}
 	for field, want := range map[string]any{
-		"event.action": "file-added", "domainm.state": "added", "log.level": "high", "event.severity": 73.0,
+		"event.action": "file-added", "domainm.state": "added", "log.level": "error", "domainm.severity": "high", "event.severity": 73.0,
 		"file.path": "/home/alice/.cache-helper", "file.type": "file", "file.mode": "4755",
 		"file.uid": "0", "file.gid": "0", "file.size": float64(len(backdoor)),
 		"file.hash.sha256": hex.EncodeToString(sum[:]), "domainm.meta.nlink": "1",

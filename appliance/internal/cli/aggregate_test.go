@@ -22,13 +22,14 @@ type burstAlert struct {
 		Action string `json:"action"`
 	} `json:"event"`
 	Log struct {
-		Level string `json:"level"`
+		Level string `json:"level"` // the syslog name: error for high
 	} `json:"log"`
 	File *struct {
 		Path string `json:"path"`
 	} `json:"file"`
 	DomainM struct {
-		Meta map[string]string `json:"meta"`
+		Severity string            `json:"severity"`
+		Meta     map[string]string `json:"meta"`
 	} `json:"domainm"`
 }
 
@@ -87,7 +88,7 @@ func TestAggregation(t *testing.T) {
 			case a.Event.Action == "file-added":
 				details = append(details, a)
 			}
-			if strings.HasPrefix(a.Event.Action, "file-") && (a.Log.Level == "high" || a.Log.Level == "critical") {
+			if strings.HasPrefix(a.Event.Action, "file-") && (a.DomainM.Severity == "high" || a.DomainM.Severity == "critical") {
 				high = append(high, a)
 			}
 		}
@@ -95,13 +96,13 @@ func TestAggregation(t *testing.T) {
 	})
 	sum := sums[0]
 	t.Logf("summary: %s", sum.Message)
-	if sum.Log.Level != "high" || sum.File == nil || sum.File.Path != "/usr/lib/burst" || sum.DomainM.Meta["count"] != "301" ||
+	if sum.DomainM.Severity != "high" || sum.Log.Level != "error" || sum.File == nil || sum.File.Path != "/usr/lib/burst" || sum.DomainM.Meta["count"] != "301" ||
 		!strings.HasPrefix(sum.Message, "301 files added under /usr/lib/burst on e2e-target") {
 		t.Errorf("summary %+v", sum)
 	}
 	for _, d := range details {
-		if d.Log.Level != "info" || d.DomainM.Meta["summary_id"] != sum.Event.ID {
-			t.Errorf("detail %s: level %s, summary_id %q; want info and %s", d.File.Path, d.Log.Level, d.DomainM.Meta["summary_id"], sum.Event.ID)
+		if d.DomainM.Severity != "info" || d.DomainM.Meta["summary_id"] != sum.Event.ID {
+			t.Errorf("detail %s: severity %s, summary_id %q; want info and %s", d.File.Path, d.DomainM.Severity, d.DomainM.Meta["summary_id"], sum.Event.ID)
 			break
 		}
 	}
