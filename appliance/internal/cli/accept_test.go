@@ -63,4 +63,5 @@ func TestBaselineAccept(t *testing.T) {
 	if _, errOut, code := runDomainm(t, "baseline", "accept", "--socket", s.sock, "relative/path"); code != ExitError || !strings.Contains(errOut, "absolute") {
 		t.Errorf("relative path: exit %d, %q", code, errOut)
 	}
+	checkEventsSchema(t, s.alerts)
 }

@@ -68,4 +68,5 @@ reason = "banner edits"
 		!strings.Contains(a[0].Message, "rules.exception") || strings.Contains(a[0].Message, "until a restart") {
 		t.Errorf("config-reloaded: %+v; want rules.disable and rules.exception applied live", a)
 	}
+	checkEventsSchema(t, s.alerts)
 }
