@@ -19,6 +19,12 @@ func newHash(a Attr) hash.Hash {
 	}
 }
 
+// inodeOpener is a filesystem that opens a file by the inode number its walk reported
+// (diskscan's ext4): the walked inode is hashed without a second path lookup.
+type inodeOpener interface {
+	OpenInode(ino uint64) (io.ReadCloser, error)
+}
+
 // hash reads the file through the filesystem and fills s.rec.Hashes (and, for a
 // growing file, the hashes of its first s.prefix bytes).
 func (c *collector) hash(s *slot, buf []byte) error {
@@ -32,7 +38,13 @@ func (c *collector) hash(s *slot, buf []byte) error {
 			pre = append(pre, newHash(a))
 		}
 	}
-	rc, err := c.fsys.Open(r.Path)
+	var rc io.ReadCloser
+	var err error
+	if o, ok := c.fsys.(inodeOpener); ok && r.Inode != 0 {
+		rc, err = o.OpenInode(r.Inode)
+	} else {
+		rc, err = c.fsys.Open(r.Path)
+	}
 	if err != nil {
 		return fmt.Errorf("opening: %w", err)
 	}
