@@ -2,6 +2,8 @@ package diskscan
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -220,6 +222,54 @@ func TestBackingFile(t *testing.T) {
 	}
 	if h1, h2 := hashFile(t, fs, "/bin/big"), hashFile(t, ref, "/bin/big"); h1 != h2 {
 		t.Errorf("/bin/big through backing file: %s, want %s", h1, h2)
+	}
+}
+
+// TestOpenInode: OpenInode reads what Open reads for every regular file of the walk,
+// and refuses a directory and inode numbers out of range.
+func TestOpenInode(t *testing.T) {
+	dir := images(t)
+	fsys, closer, err := OpenVolume(filepath.Join(dir, "ext4.raw"), -1)
+	must(t, err)
+	defer closer.Close()
+	o := fsys.(interface {
+		OpenInode(uint64) (io.ReadCloser, error)
+	})
+	files := 0
+	must(t, fsys.Walk(context.Background(), "/", func(p string, e *Entry, err error) error {
+		must(t, err)
+		if e.Type == Dir && p == "/" {
+			if _, err := o.OpenInode(e.Inode); err == nil {
+				t.Error("OpenInode of the root directory succeeded")
+			}
+		}
+		if e.Type != Regular {
+			return nil
+		}
+		files++
+		limit := min(e.Size, 8<<20) // the images hold sparse files of GiBs
+		sum := func(r io.ReadCloser, err error) (string, int64) {
+			must(t, err)
+			defer r.Close()
+			h := sha256.New()
+			n, err := io.CopyN(h, r, limit)
+			must(t, err)
+			return fmt.Sprintf("%x", h.Sum(nil)), n
+		}
+		got, n := sum(o.OpenInode(e.Inode))
+		want, _ := sum(fsys.Open(p))
+		if got != want || n != limit {
+			t.Errorf("%s: OpenInode read %d bytes (sha256 %s), Open sha256 %s, size %d", p, n, got, want, e.Size)
+		}
+		return nil
+	}))
+	if files < 3 {
+		t.Errorf("walk met %d regular files", files)
+	}
+	for _, ino := range []uint64{0, 1 << 40} {
+		if _, err := o.OpenInode(ino); err == nil {
+			t.Errorf("OpenInode(%d) succeeded", ino)
+		}
 	}
 }
 
