@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/memscan"
 )
 

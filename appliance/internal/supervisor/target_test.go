@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
 )
