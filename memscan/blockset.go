@@ -55,3 +55,6 @@ func (s *BlockSet) HasRange(gpa, n uint64) bool {
 	}
 	return true
 }
+
+// Ranges returns the memory ranges of the pass the set belongs to.
+func (s *BlockSet) Ranges() []Range { return append([]Range(nil), s.ranges...) }

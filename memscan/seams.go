@@ -118,6 +118,23 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 	if unchanged != s.cur {
 		s.prev, s.cur = s.cur, unchanged
 	}
+	// Seams known unchanged are settled here, without a trip through the workers.
+	id := rules.ID()
+	todo := make([]Seam, 0, len(seams))
+	for _, sm := range seams {
+		st, ok := s.settled(sm, id)
+		if !ok {
+			todo = append(todo, sm)
+			continue
+		}
+		if st.zero {
+			res.Zero++
+			continue
+		}
+		res.Unchanged++
+		res.Matches = appendSeamMatches(res.Matches, sm, st, s.Half)
+	}
+	seams = todo
 	jobs := make(chan Seam)
 	type out struct {
 		seam    Seam
@@ -171,13 +188,7 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 			res.Scanned++
 			res.Bytes += uint64(r.bytes)
 		}
-		for _, m := range r.st.matches {
-			m.Strings = append([]detectors.StringMatch(nil), m.Strings...)
-			for i := range m.Strings {
-				m.Strings[i].Offset += r.seam.Left + PageSize - uint64(s.Half)
-			}
-			res.Matches = append(res.Matches, SeamMatch{Seam: r.seam, Match: m})
-		}
+		res.Matches = appendSeamMatches(res.Matches, r.seam, r.st, s.Half)
 	}
 	sort.Slice(res.Matches, func(i, j int) bool {
 		a, b := res.Matches[i], res.Matches[j]
@@ -189,6 +200,38 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 	return res, ctx.Err()
 }
 
+// appendSeamMatches adds a seam's cached matches with window offsets turned into
+// guest-physical addresses.
+func appendSeamMatches(out []SeamMatch, sm Seam, st seamState, half int) []SeamMatch {
+	for _, m := range st.matches {
+		m.Strings = append([]detectors.StringMatch(nil), m.Strings...)
+		for i := range m.Strings {
+			m.Strings[i].Offset += sm.Left + PageSize - uint64(half)
+		}
+		out = append(out, SeamMatch{Seam: sm, Match: m})
+	}
+	return out
+}
+
+// settled returns a seam's cached state when it holds without reading the seam: both
+// frames lie in blocks the memory pass found unchanged, the pass before checked it, and
+// it is zero or its result may stand again (same rules, ReusePasses not reached).
+func (s *SeamScanner) settled(sm Seam, rulesID string) (seamState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev, ok := s.cache[sm]
+	if !ok || s.cur == nil || prev.checked == nil || prev.checked != s.prev && prev.checked != s.cur ||
+		!s.cur.Has(sm.Left) || !s.cur.Has(sm.Right) || !prev.zero && (prev.rules != rulesID || prev.reused >= s.ReusePasses) {
+		return prev, false
+	}
+	prev.checked = s.cur
+	if !prev.zero {
+		prev.reused++
+	}
+	s.cache[sm] = prev
+	return prev, true
+}
+
 // one handles one seam: read both sides into buf, skip it when zero or unchanged, else
 // scan and keep what crosses.
 func (s *SeamScanner) one(src Source, sc BlockScanner, rulesID string, sm Seam, buf []byte) (st seamState, zero, scanned bool, err error) {
@@ -196,15 +239,6 @@ func (s *SeamScanner) one(src Source, sc BlockScanner, rulesID string, sm Seam, 
 	s.mu.Lock()
 	prev, ok := s.cache[sm]
 	s.mu.Unlock()
-	if ok && s.cur != nil && prev.checked != nil && (prev.checked == s.prev || prev.checked == s.cur) && s.cur.Has(sm.Left) && s.cur.Has(sm.Right) &&
-		(prev.zero || prev.rules == rulesID && prev.reused < s.ReusePasses) {
-		prev.checked = s.cur
-		if !prev.zero {
-			prev.reused++
-		}
-		s.store(sm, prev)
-		return prev, prev.zero, false, nil
-	}
 	if _, err := src.ReadAt(buf[:h], int64(sm.Left+PageSize-uint64(h))); err != nil {
 		return st, false, false, fmt.Errorf("seam %#x|%#x: left side: %w", sm.Left, sm.Right, err)
 	}
