@@ -9,7 +9,10 @@
 # Environment: BENCH_CACHE, DOMAINM (default bin/domainm), WORKERS (default nproc; the
 # same for both tools), SUITE (default: the host's codename), COLD=1 to evict the inputs
 # (image, qcow2, tree; posix_fadvise, not the whole machine's cache) before every run
-# (default: warm cache for both, after one read of each input), REPEAT (default 3).
+# (default: warm cache for both, after one read of each input), REPEAT (default 3),
+# BENCH_DISK_SCALE=1 to add a scale row: a second tree padded to >= 200,000 files
+# (cached too), one baseline and check of each tool on it, with time and peak memory
+# against the first tree.
 set -euo pipefail
 
 CACHE=${BENCH_CACHE:-/var/cache/domainm-bench}
@@ -147,17 +150,17 @@ if [ "${COLD:-0}" != 1 ]; then
 	find "$ROOTFS" -xdev -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
 fi
 
-declare -A SECS CPU
-run() { # name, command...: wall and CPU (user+sys) seconds of the command
-	local name=$1 rc=0 wall user sys
+declare -A SECS CPU RSS
+run() { # name, command...: wall and CPU (user+sys) seconds and peak RSS (KiB) of the command
+	local name=$1 rc=0 wall user sys rss
 	shift
 	warm
-	local TIMEFORMAT='%R %U %S'
-	{ time "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?; } 2>"$WORK/$name.time"
-	read -r wall user sys <"$WORK/$name.time"
+	/usr/bin/time -f '%e %U %S %M' -o "$WORK/$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
+	read -r wall user sys rss < <(tail -n1 "$WORK/$name.time")
 	SECS[$name]=$wall
 	CPU[$name]=$(calc "$user + $sys")
-	log "$name: exit $rc, ${wall}s wall, ${CPU[$name]}s CPU"
+	RSS[$name]=$rss
+	log "$name: exit $rc, ${wall}s wall, ${CPU[$name]}s CPU, peak RSS ${rss} KiB"
 	if [ "$rc" -ne 0 ]; then
 		tail -5 "$WORK/$name.out" "$WORK/$name.err" >&2
 		exit 2
@@ -168,14 +171,13 @@ run() { # name, command...: wall and CPU (user+sys) seconds of the command
 # the table shows the median run of each.
 REPEAT=${REPEAT:-3}
 declare -A RUNS
-rec() { # tool rep: remember wall and CPU of one repetition
-	RUNS[$1]+="${SECS[$1.$2]} ${CPU[$1.$2]}"$'\n'
+rec() { # tool rep: remember wall, CPU and peak RSS of one repetition
+	RUNS[$1]+="${SECS[$1.$2]} ${CPU[$1.$2]} ${RSS[$1.$2]}"$'\n'
 }
-median() { # tool: sets SECS[tool] and CPU[tool] to the run with the median wall time
+median() { # tool: sets SECS, CPU and RSS[tool] to the run with the median wall time
 	local line
 	line=$(printf '%s' "${RUNS[$1]}" | sort -n | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }')
-	SECS[$1]=${line% *}
-	CPU[$1]=${line#* }
+	read -r SECS[$1] CPU[$1] RSS[$1] <<<"$line"
 }
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$REPEAT"); do
@@ -210,12 +212,66 @@ echo "domainm: $DM_RECS entries recorded, $DM_FILES files hashed; aide: $AIDE_EN
 echo
 echo "load average before the runs: $LOAD (other work on the machine inflates wall time, less so CPU time)"
 echo
-printf '%-10s %-24s %9s %9s %10s %9s\n' phase tool seconds "CPU s" files/s MB/s
+printf '%-10s %-24s %9s %9s %10s %9s %9s\n' phase tool seconds "CPU s" files/s MB/s "peak MB"
 for phase in baseline check; do
 	case $phase in baseline) a=aide-init ;; check) a=aide-check ;; esac
 	for tool in domainm-$phase domainm-$phase-qcow2 $a; do
 		s=${SECS[$tool]}
-		printf '%-10s %-24s %9.2f %9.2f %10.0f %9.1f\n' "$phase" "$tool" "$s" "${CPU[$tool]}" "$(calc "$FILES / $s")" "$(calc "$BYTES / 1000000 / $s")"
+		printf '%-10s %-24s %9.2f %9.2f %10.0f %9.1f %9.1f\n' "$phase" "$tool" "$s" "${CPU[$tool]}" "$(calc "$FILES / $s")" "$(calc "$BYTES / 1000000 / $s")" "$(calc "${RSS[$tool]} / 1024")"
 	done
 	printf '%-10s %-24s %8.2fx %8.2fx\n' "$phase" "aide/domainm (raw)" "$(calc "${SECS[$a]} / ${SECS[domainm-$phase]}")" "$(calc "${CPU[$a]} / ${CPU[domainm-$phase]}")"
+done
+
+[ "${BENCH_DISK_SCALE:-0}" = 1 ] || exit 0
+
+# Scale row: the same root padded with copies of its /usr/share (small files) to
+# >= 200,000 files, one run of each tool, growth against the tree above.
+BIG_FILES=200000
+BIGROOT=$CACHE/rootfs-$SUITE-200k
+BIGIMG=$CACHE/rootfs-$SUITE-200k.ext4
+if [ ! -f "$BIGROOT/.bench-complete" ]; then
+	log "building the scale tree in $BIGROOT (once; cached)"
+	rm -rf "$BIGROOT.tmp"
+	cp -a "$ROOTFS" "$BIGROOT.tmp"
+	rm -f "$BIGROOT.tmp/.bench-complete"
+	i=0
+	read -r files bytes < <(tree_stats "$BIGROOT.tmp")
+	while [ "$files" -lt "$BIG_FILES" ]; do
+		i=$((i + 1))
+		log "scale padding: $files files; copying /usr/share to /opt/pad-share/$i"
+		mkdir -p "$BIGROOT.tmp/opt/pad-share/$i"
+		cp -a "$BIGROOT.tmp/usr/share/." "$BIGROOT.tmp/opt/pad-share/$i/"
+		read -r files bytes < <(tree_stats "$BIGROOT.tmp")
+	done
+	touch "$BIGROOT.tmp/.bench-complete"
+	mv "$BIGROOT.tmp" "$BIGROOT"
+fi
+if [ ! -f "$BIGIMG" ] || [ "$BIGROOT/.bench-complete" -nt "$BIGIMG" ]; then
+	kib=$(du -sk --apparent-size "$BIGROOT" | cut -f1)
+	kib=$((kib * 13 / 10 + 1024 * 1024))
+	log "mkfs.ext4 -d $BIGROOT -> $BIGIMG (${kib} KiB)"
+	rm -f "$BIGIMG.tmp"
+	mkfs.ext4 -q -F -b 4096 -N $((BIG_FILES * 2)) -d "$BIGROOT" "$BIGIMG.tmp" "${kib}k"
+	mv "$BIGIMG.tmp" "$BIGIMG"
+fi
+read -r BFILES BBYTES < <(tree_stats "$BIGROOT")
+sed -i "s|^root_prefix=.*|root_prefix=$BIGROOT|; s|aide.db|aide-big.db|g" "$WORK/aide.conf"
+if [ "${COLD:-0}" != 1 ]; then
+	cat "$BIGIMG" >/dev/null
+	find "$BIGROOT" -xdev -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
+fi
+run big-domainm-baseline "$DOMAINM" baseline --image "$BIGIMG" --policy "$WORK/policy.toml" --db "$WORK/big.db" --workers "$WORKERS"
+run big-aide-init aide --init -c "$WORK/aide.conf"
+mv "$WORK/aide-big.db.new.gz" "$WORK/aide-big.db.gz"
+run big-domainm-check "$DOMAINM" check --image "$BIGIMG" --db "$WORK/big.db" --workers "$WORKERS"
+run big-aide-check aide --check -c "$WORK/aide.conf"
+
+echo
+echo "scale: $BFILES regular files, $(calc "$BBYTES / 1000000" %.0f) MB against $FILES, $(calc "$BYTES / 1000000" %.0f) MB ($(calc "$BFILES / $FILES" %.2f)x the files); one run each"
+printf '%-10s %-12s %9s %9s %9s %10s %10s %10s\n' phase tool seconds "CPU s" "peak MB" "x seconds" "x CPU" "x peak MB"
+for pair in baseline:domainm-baseline:big-domainm-baseline baseline:aide:aide-init check:domainm-check:big-domainm-check check:aide:aide-check; do
+	IFS=: read -r phase tool small big <<<"$pair"
+	[ "$tool" = aide ] && { small=$big; big=big-$big; }
+	printf '%-10s %-12s %9.2f %9.2f %9.1f %9.2fx %9.2fx %9.2fx\n' "$phase" "$tool" "${SECS[$big]}" "${CPU[$big]}" "$(calc "${RSS[$big]} / 1024")" \
+		"$(calc "${SECS[$big]} / ${SECS[$small]}")" "$(calc "${CPU[$big]} / ${CPU[$small]}")" "$(calc "${RSS[$big]} / ${RSS[$small]}")"
 done
