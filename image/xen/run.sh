@@ -20,11 +20,13 @@ case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; 
 ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
 fail() { ev FAIL "$*"; sync; [ $role = A ] && { ssh -o ConnectTimeout=5 root@$peer poweroff; poweroff; }; exit 1; }
 # Xen's daemons (Debian's sysv /etc/init.d/xen: xenfs, privcmd, xenstored, xenconsoled),
-# started here without a timeout (xen.service is masked: see dom0/configure.sh). A
-# xenstore client blocks while xenstored is down, hence the timeouts.
+# started here without a timeout (not at boot: see dom0/configure.sh). SKIP_REDIRECT: run
+# the script itself, not `systemctl start xen.service`. A xenstore client blocks while
+# xenstored is down, hence the timeouts.
 echo "$(date +%s.%N) $role XEN-START"
-/etc/init.d/xen start
-for i in $(seq 1200); do timeout 20 xenstore-read domid >/dev/null 2>&1 && break; sleep 1; done
+SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/xen start
+for i in $(seq 120); do timeout 20 xenstore-read domid >/dev/null 2>&1 && break; sleep 1; done
+echo "$(date +%s.%N) $role XEN-UP"
 nic=$(ls /sys/class/net | grep -v -E '^(lo|vif|xenbr)' | head -1)
 ip link set "$nic" up; ip addr add $me/24 dev "$nic"
 ev BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) "$(xl info | grep -E '^(xen_version|virt_caps)' | tr -s ' ' | tr '\n' ' ')"

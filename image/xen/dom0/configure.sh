@@ -17,14 +17,17 @@ printf 'Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  Lo
 # guest consoles logged by xenconsoled (the lab reads the domUs' output there)
 echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console --timestamp=guest"' >>"$R/etc/default/xen"
 mkdir -p "$R/var/log/xen/console"
-# Units that only cost boot time under emulation, or fight the lab for hvc0. xen.service
-# (generated from Debian's sysv /etc/init.d/xen) is masked: under a loaded TCG host its
-# xenstored start outran systemd's start timeout and failed; run.sh starts it instead.
+# Units that only cost boot time under emulation, or fight the lab for hvc0.
 for u in serial-getty@hvc0.service xendomains.service networking.service ifupdown-pre.service \
 	apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-	systemd-timesyncd.service getty@.service getty-static.service xen.service; do
+	systemd-timesyncd.service getty@.service getty-static.service; do
 	ln -sf /dev/null "$R/etc/systemd/system/$u"
 done
+# Xen's daemons (Debian's sysv /etc/init.d/xen) are not started at boot: under a loaded
+# TCG host the generated xen.service outran systemd's start timeout and failed. run.sh
+# starts the script itself, without a timeout. (Masking the unit would not do: Debian's
+# LSB hook makes a masked service's script exit at once, even when run by hand.)
+rm -f "$R"/etc/rc?.d/[SK][0-9][0-9]xen
 cat >"$R/etc/systemd/system/xenlab.service" <<'E2'
 [Unit]
 Description=Domain M nested Xen lab run (/lab/run.sh from the lab disk)
