@@ -23,13 +23,15 @@ type OpenOptions struct {
 //	xen:DOMID   a Xen domain's memory through /dev/xen/privcmd
 //	nvdimm:handle=N  inside a QEMU Domain M, the target's RAM file as an nvdimm, found by
 //	            its NFIT handle (QEMU slot + 1), read with O_DIRECT (see OpenNVDIMM)
+//	disk:PATH   inside a libvirt Domain M, the target's RAM file as a read-only virtio
+//	            disk (/dev/disk/by-id/virtio-domainm-view), read with O_DIRECT (OpenDisk)
 func Open(spec string, opts OpenOptions) (Source, error) {
 	kind, arg, ok := strings.Cut(spec, ":")
 	if !ok || arg == "" {
-		return nil, fmt.Errorf("memory source %q: want file:PATH, elf:PATH, xen:DOMID or nvdimm:handle=N", spec)
+		return nil, fmt.Errorf("memory source %q: want file:PATH, elf:PATH, xen:DOMID, nvdimm:handle=N or disk:PATH", spec)
 	}
-	if kind != "file" && kind != "nvdimm" && opts.Layout.kind != "" && opts.Layout.kind != "flat" {
-		return nil, fmt.Errorf("memory source %q: layout %s applies only to file: and nvdimm: sources", spec, opts.Layout)
+	if kind != "file" && kind != "nvdimm" && kind != "disk" && opts.Layout.kind != "" && opts.Layout.kind != "flat" {
+		return nil, fmt.Errorf("memory source %q: layout %s applies only to file:, nvdimm: and disk: sources", spec, opts.Layout)
 	}
 	switch kind {
 	case "file":
@@ -38,6 +40,8 @@ func Open(spec string, opts OpenOptions) (Source, error) {
 		return OpenELF(arg)
 	case "nvdimm":
 		return OpenNVDIMM(arg, opts.Layout)
+	case "disk":
+		return OpenDisk(arg, opts.Layout)
 	case "xen":
 		id, err := strconv.ParseUint(arg, 10, 16)
 		if err != nil {
@@ -45,5 +49,5 @@ func Open(spec string, opts OpenOptions) (Source, error) {
 		}
 		return OpenXen(uint16(id), opts.XenMaxGPFN)
 	}
-	return nil, fmt.Errorf("memory source %q: unknown kind %q (want file, elf, xen or nvdimm)", spec, kind)
+	return nil, fmt.Errorf("memory source %q: unknown kind %q (want file, elf, xen, nvdimm or disk)", spec, kind)
 }

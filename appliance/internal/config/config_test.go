@@ -90,7 +90,7 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 			[]string{"c.toml:5: memory.block_size: expected a size"}},
 		{"syntax", "[target]\nname = \"a\n",
 			[]string{"c.toml:2: target.name:"}},
-		{"missing and invalid values", "[target]\nuuid = \"nope\"\nmemory = \"disk:/x\"\npartition = \"zero\"\n[memory]\nworkers = 0\ninterval = \"10ms\"\n[rules]\ndir = \"rules\"\n[metrics]\nlisten = \"9100\"\n",
+		{"missing and invalid values", "[target]\nuuid = \"nope\"\nmemory = \"tape:/x\"\npartition = \"zero\"\n[memory]\nworkers = 0\ninterval = \"10ms\"\n[rules]\ndir = \"rules\"\n[metrics]\nlisten = \"9100\"\n",
 			[]string{
 				"c.toml:1: target.name: missing",
 				"c.toml:2: target.uuid: expected a UUID",

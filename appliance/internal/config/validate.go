@@ -32,9 +32,9 @@ func (c *Config) validate(pos positions) []*Error {
 	}
 	switch kind, arg, _ := strings.Cut(t.Memory, ":"); {
 	case t.Memory == "":
-		bad("target.memory", "missing: expected a memory source spec (file:PATH, elf:PATH, xen:DOMID or nvdimm:handle=N)")
-	case kind != "file" && kind != "elf" && kind != "xen" && kind != "nvdimm" || arg == "":
-		bad("target.memory", "expected a memory source spec (file:PATH, elf:PATH, xen:DOMID or nvdimm:handle=N), got %q", t.Memory)
+		bad("target.memory", "missing: expected a memory source spec (file:PATH, elf:PATH, xen:DOMID, nvdimm:handle=N or disk:PATH)")
+	case kind != "file" && kind != "elf" && kind != "xen" && kind != "nvdimm" && kind != "disk" || arg == "":
+		bad("target.memory", "expected a memory source spec (file:PATH, elf:PATH, xen:DOMID, nvdimm:handle=N or disk:PATH), got %q", t.Memory)
 	case kind == "nvdimm":
 		if _, err := memscan.ParseNVDIMM(arg); err != nil {
 			bad("target.memory", "expected nvdimm:handle=N, N the nvdimm's NFIT handle (QEMU slot + 1), got %q", t.Memory)
@@ -42,8 +42,8 @@ func (c *Config) validate(pos positions) []*Error {
 	}
 	if _, err := memscan.ParseLayout(t.Layout); err != nil || t.Layout == "" {
 		bad("target.layout", "expected a layout (flat, q35, pc, split:LOWMEM or ranges:GPA+SIZE@OFF,...), got %q", t.Layout)
-	} else if kind, _, _ := strings.Cut(t.Memory, ":"); kind != "file" && kind != "nvdimm" && t.Layout != "flat" {
-		bad("target.layout", "a layout other than flat applies only to file: and nvdimm: memory sources, not %q", t.Memory)
+	} else if kind, _, _ := strings.Cut(t.Memory, ":"); kind != "file" && kind != "nvdimm" && kind != "disk" && t.Layout != "flat" {
+		bad("target.layout", "a layout other than flat applies only to file:, nvdimm: and disk: memory sources, not %q", t.Memory)
 	}
 	if kind, arg, _ := strings.Cut(t.Memory, ":"); kind == "xen" {
 		if n, err := strconv.ParseUint(arg, 10, 16); err != nil || n == 0 {

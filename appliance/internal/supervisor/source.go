@@ -31,7 +31,7 @@ type sourceFile struct {
 
 func newSourceFile(spec, layout string) sourceFile {
 	sf := sourceFile{spec: spec, layout: layout}
-	if kind, path, ok := strings.Cut(spec, ":"); ok && (kind == "file" || kind == "elf") {
+	if kind, path, ok := strings.Cut(spec, ":"); ok && (kind == "file" || kind == "elf" || kind == "disk") {
 		sf.path = path
 	}
 	return sf
