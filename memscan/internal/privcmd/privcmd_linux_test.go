@@ -38,3 +38,30 @@ func TestNotXen(t *testing.T) {
 		t.Fatalf("MapForeign = %v, want ErrNoXen", err)
 	}
 }
+
+// TestMapRunsArgs: runs outside the span are refused before the device is touched.
+func TestMapRunsArgs(t *testing.T) {
+	for _, tc := range []struct {
+		span uint64
+		runs []Run
+	}{
+		{0, nil},
+		{16, []Run{{First: 16, Count: 1}}},
+		{16, []Run{{First: 10, Count: 7}}},
+		{16, []Run{{First: 2, Count: 0}}},
+		{1 << 40, nil},
+	} {
+		if _, err := MapRuns(1, tc.span, tc.runs); err == nil || errors.Is(err, ErrNoXen) {
+			t.Errorf("MapRuns(span %d, %v) = %v, want an argument error", tc.span, tc.runs, err)
+		}
+	}
+	if _, err := MapRuns(1, 16, []Run{{First: 0, Count: 16}}); !errors.Is(err, ErrNoXen) {
+		t.Fatalf("valid MapRuns on a non-Xen host = %v, want ErrNoXen", err)
+	}
+	if _, err := Probe(1, 0); err == nil || errors.Is(err, ErrNoXen) {
+		t.Fatalf("Probe(span 0) = %v", err)
+	}
+	if _, err := Probe(1, 16); !errors.Is(err, ErrNoXen) {
+		t.Fatalf("Probe on a non-Xen host = %v, want ErrNoXen", err)
+	}
+}
