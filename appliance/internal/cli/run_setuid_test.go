@@ -40,7 +40,7 @@ func TestRunDiskSetuidAlert(t *testing.T) {
 	})
 	sum := sha256.Sum256(backdoor)
 	for field, want := range map[string]any{
-		"log.level": "high", "event.severity": 73.0, "domainm.state": "added",
+		"domainm.severity": "high", "log.level": "error", "event.severity": 73.0, "domainm.state": "added",
 		"file.type": "file", "file.mode": "4755", "file.uid": "0", "file.gid": "0",
 		"file.size": float64(len(backdoor)), "file.hash.sha256": hex.EncodeToString(sum[:]),
 		"host.name": "e2e-target",
