@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
