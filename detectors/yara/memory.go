@@ -41,7 +41,7 @@ func (r *Rules) NewMemoryScanner(timeout time.Duration, maxMatches int) (*Memory
 	s.SetMaxMatches(maxMatches)
 	// Process-memory mode: the pe module reads headers as mapped images and entrypoint
 	// is an address, as with yara -p.
-	s.s.SetFlags(goyara.ScanFlagsProcessMemory)
+	s.s.SetFlags(goyara.ScanFlagsProcessMemory | scanFlagsNoTryCatch)
 	return &MemoryScanner{s: s, window: r.windowNS}, nil
 }
 

@@ -51,6 +51,9 @@ type windowScan struct {
 	out  []detectors.Match
 }
 
+// scanFlagsNoTryCatch keeps libyara from installing its fault handler (see NewScanner).
+const scanFlagsNoTryCatch = goyara.ScanFlags(C.SCAN_FLAGS_NO_TRYCATCH)
+
 // scanC scans buf as one memory block at base through memwindow.c. buf is passed as a
 // cgo argument and used by libyara only during the call.
 func (m *MemoryScanner) scanC(cs *C.YR_SCANNER, buf []byte, base uint64) ([]detectors.Match, error) {
@@ -60,7 +63,7 @@ func (m *MemoryScanner) scanC(cs *C.YR_SCANNER, buf []byte, base uint64) ([]dete
 		m.h = cgo.NewHandle(m.ws)
 	}
 	*m.ws = windowScan{base: base, max: m.s.maxMatches}
-	flags := C.int(goyara.ScanFlagsProcessMemory) | C.SCAN_FLAGS_REPORT_RULES_MATCHING
+	flags := C.int(goyara.ScanFlagsProcessMemory) | C.SCAN_FLAGS_REPORT_RULES_MATCHING | C.SCAN_FLAGS_NO_TRYCATCH
 	rc := C.dm_scan_window(cs, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), C.uint64_t(base), flags, C.uintptr_t(m.h))
 	runtime.KeepAlive(m.s.s)
 	runtime.KeepAlive(buf)

@@ -25,6 +25,11 @@ func (r *Rules) NewScanner(timeout time.Duration) (*Scanner, error) {
 		return nil, fmt.Errorf("creating yara scanner: %w", err)
 	}
 	s.SetTimeout(timeout)
+	// Every buffer handed to libyara is Go memory, never a mapping that can fault, so
+	// libyara's own SIGBUS/SIGSEGV handler is not needed; installed during a scan, it took
+	// the faults Go's recovery expects on another thread (a read of a RAM file truncated
+	// under its mapping), and that thread spun: the pass hung (TestRunHealthAgrees).
+	s.SetFlags(scanFlagsNoTryCatch)
 	return &Scanner{rules: r, s: s, timeout: timeout, maxMatches: DefaultMaxMatchesPerRule}, nil
 }
 
