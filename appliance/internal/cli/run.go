@@ -12,9 +12,9 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/internal/config"
-	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/internal/metrics"
 	"github.com/domainm/domainm/appliance/internal/supervisor"
 )
