@@ -68,7 +68,7 @@ func (h *ruleHolder) profile(r *yara.Rules) {
 	}
 	h.s.emit(alert.Health(h.s.clk.Now(), alert.SevMedium, "rules", "slow",
 		fmt.Sprintf("rules loaded from %s cost %v per %d-byte window: the next memory pass over %d windows with %d workers will take about %v, more than memory.interval %v; most expensive: %s",
-			h.dir, perWindow.Round(time.Millisecond), len(probe), windows, workers, est.Round(time.Second),
+			h.dir, perWindow.Round(time.Millisecond), len(probe), windows, workers, roundDur(est),
 			h.s.memInterval(), strings.Join(top, ", "))))
 }
 
@@ -80,4 +80,13 @@ func (m *memLoop) windows() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.stats.Blocks - m.stats.BlocksZero
+}
+
+// roundDur rounds an estimate for a message: to the second above ten seconds, else to
+// the millisecond ("about 0s" would hide a pass of 400 ms against an interval of 300 ms).
+func roundDur(d time.Duration) time.Duration {
+	if d >= 10*time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
 }
