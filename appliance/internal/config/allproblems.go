@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/domainm/domainm/internal/units"
 )
 
 // keyAt names the key the TOML library reported as last (without array indexes, as
@@ -94,7 +96,7 @@ func needsUnit(v any) string {
 	if _, quoted := v.(string); quoted {
 		shown = strconv.Quote(n)
 	}
-	return fmt.Sprintf("needs a unit: %s is a bare number; write a duration such as \"%ss\", \"%sm\" or \"%sh\"", shown, n, n, n)
+	return units.NeedsUnit(shown, n) // as on the command line
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

@@ -88,6 +88,10 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 			[]string{"c.toml:5: target.disk_format: expected \"raw\" or \"qcow2\", got \"auto\""}},
 		{"bad size", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\nblock_size = \"4 parsecs\"\n",
 			[]string{"c.toml:5: memory.block_size: expected a size"}},
+		// SI units are powers of 1000, as on the command line (internal/units): 1MB is
+		// not a multiple of 4KiB.
+		{"SI size", "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\nblock_size = \"1MB\"\n",
+			[]string{"c.toml:5: memory.block_size: expected a multiple of 4KiB from 64KiB to 1GiB, got 1000000 bytes"}},
 		{"syntax", "[target]\nname = \"a\n",
 			[]string{"c.toml:2: target.name:"}},
 		{"missing and invalid values", "[target]\nuuid = \"nope\"\nmemory = \"tape:/x\"\npartition = \"zero\"\n[memory]\nworkers = 0\ninterval = \"10ms\"\n[rules]\ndir = \"rules\"\n[metrics]\nlisten = \"9100\"\n",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/internal/metrics"
+	"github.com/domainm/domainm/internal/units"
 	"github.com/domainm/domainm/memscan"
 )
 
@@ -128,22 +129,18 @@ func absolute(bad func(string, string, ...any), key, path string, emptyOK bool) 
 	}
 }
 
-// Size is a number of bytes; in the file an integer or a string with a unit
-// ("4MiB", "64KiB", "1G"; K, M, G mean powers of 1024 too).
+// Size is a number of bytes; in the file an integer (bytes) or a string with a unit,
+// parsed as on the command line (units.ParseSize): "4MiB", "64KiB", "1G" (K, M, G, T
+// alone are powers of 1024), "500MB" (kB, MB, GB, TB are powers of 1000).
 type Size int64
 
 // UnmarshalText parses a size.
 func (s *Size) UnmarshalText(b []byte) error {
-	str := strings.TrimSpace(string(b))
-	num := strings.TrimRightFunc(str, func(r rune) bool { return r < '0' || r > '9' })
-	unit := strings.ToUpper(strings.TrimSpace(str[len(num):]))
-	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
-	mult := map[string]int64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || mult == 0 || n < 0 || n > (1<<62)/mult {
-		return fmt.Errorf("expected a size such as 4194304, \"4MiB\" or \"64KiB\", got %q", str)
+	n, err := units.ParseSize(string(b))
+	if err != nil {
+		return err
 	}
-	*s = Size(n * mult)
+	*s = Size(n)
 	return nil
 }
 
