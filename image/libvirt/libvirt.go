@@ -1,7 +1,7 @@
 // Package libvirt holds the domain XML of a Domain M pair under libvirt (issue 17): a
 // target whose RAM is a shared file, and Domain M with a read-only virtio disk over that
-// file (its view of the target), a virtio-serial control port and a network interface. The files are templates; Render
-// fills them. migrate-hooks/internal/virt's test defines and starts both in real libvirtd
+// file (its view of the target), a virtio-serial control port and a network interface.
+// The files are templates; TargetXML and DomMXML fill them. migrate-hooks/internal/virt's test defines and starts both in real libvirtd
 // daemons and co-migrates them.
 package libvirt
 
@@ -38,13 +38,32 @@ type DomM struct {
 	Guest
 	Target   string
 	ViewPath string
+	// ControlSocket is the host end of the supervisor's virtio-serial control port
+	// (domainm-migrate's --control and --control-dst); "" means ControlSocket(Name).
+	ControlSocket string
+	// ViewBlockSize, if not 0, is the view disk's logical (and physical) sector size,
+	// e.g. 4096; libvirt's and QEMU's default is 512.
+	ViewBlockSize int
+}
+
+// ControlSocket is the default host end of Domain M's control port: a fixed path in
+// libvirt's channel folder, so that it is the same at the destination (libvirt's own
+// default, channel/target/domain-ID-NAME/..., has the domain id the destination gives
+// it only once the migration is under way).
+func ControlSocket(domm string) string {
+	return "/var/lib/libvirt/qemu/channel/target/domainm-" + domm + ".control"
 }
 
 // TargetXML renders target.xml.
 func TargetXML(t Target) (string, error) { return render("target.xml", t) }
 
 // DomMXML renders domm.xml.
-func DomMXML(d DomM) (string, error) { return render("domm.xml", d) }
+func DomMXML(d DomM) (string, error) {
+	if d.ControlSocket == "" {
+		d.ControlSocket = ControlSocket(d.Name)
+	}
+	return render("domm.xml", d)
+}
 
 func render(name string, data any) (string, error) {
 	var b bytes.Buffer

@@ -41,9 +41,16 @@ func TestRender(t *testing.T) {
 			Source struct {
 				File string `xml:"file,attr"`
 			} `xml:"source"`
+			BlockIO *struct {
+				Logical string `xml:"logical_block_size,attr"`
+			} `xml:"blockio"`
 			ReadOnly *struct{} `xml:"readonly"`
 		} `xml:"devices>disk"`
 		Channels []struct {
+			Source struct {
+				Mode string `xml:"mode,attr"`
+				Path string `xml:"path,attr"`
+			} `xml:"source"`
 			Target struct {
 				Type string `xml:"type,attr"`
 				Name string `xml:"name,attr"`
@@ -71,8 +78,21 @@ func TestRender(t *testing.T) {
 	if len(md.Memory) != 0 {
 		t.Errorf("domm has a memory device: under libvirt 9.0 it would travel in Domain M's stream")
 	}
-	if len(md.Channels) != 1 || md.Channels[0].Target.Type != "virtio" || md.Channels[0].Target.Name != "org.domainm.control.0" {
-		t.Errorf("domm: want the virtio-serial control port, got %+v", md.Channels)
+	if len(md.Channels) != 1 || md.Channels[0].Target.Type != "virtio" || md.Channels[0].Target.Name != "org.domainm.control.0" ||
+		md.Channels[0].Source.Mode != "bind" || md.Channels[0].Source.Path != ControlSocket("domm-1") {
+		t.Errorf("domm: want the virtio-serial control port at %s, got %+v", ControlSocket("domm-1"), md.Channels)
+	}
+	if md.Disks[0].BlockIO != nil {
+		t.Errorf("domm: blockio %+v without ViewBlockSize", md.Disks[0].BlockIO)
+	}
+	mx4, err := DomMXML(DomM{Guest: mg, Target: "web-1", ViewPath: "/x/1-web-1/pc.ram", ViewBlockSize: 4096, ControlSocket: "/run/c.sock"})
+	var md4 dom
+	if err == nil {
+		err = xml.Unmarshal([]byte(mx4), &md4)
+	}
+	if err != nil || len(md4.Disks) != 1 || md4.Disks[0].BlockIO == nil || md4.Disks[0].BlockIO.Logical != "4096" ||
+		md4.Channels[0].Source.Path != "/run/c.sock" {
+		t.Errorf("domm with 4096-byte sectors and its own socket: %v\n%s", err, mx4)
 	}
 	if len(md.Interfaces) != 1 || len(td.Interfaces) != 1 {
 		t.Errorf("want a network interface on both")
