@@ -2,6 +2,7 @@ package memscan
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/domainm/domainm/memscan/internal/privcmd"
@@ -32,28 +33,76 @@ var _ Source = (*Xen)(nil)
 
 const xenPage = 4096
 
-// OpenXen maps the populated frames of domain domid up to frame maxGPFN.
+// OpenXen maps the populated frames of domain domid up to frame maxGPFN. With maxGPFN
+// 0 the highest frame is found by asking Xen (see probeXen): a Domain M that is a domU
+// cannot ask XENMEM_maximum_gpfn itself (a domU's privcmd refuses raw hypercalls), and
+// the dom0 tool's xenstore node may be missing.
 func OpenXen(domid uint16, maxGPFN uint64) (*Xen, error) {
 	if err := privcmd.Available(); err != nil {
 		return nil, fmt.Errorf("xen:%d: %w", domid, err)
 	}
-	if maxGPFN == 0 || maxGPFN >= 1<<35 {
-		return nil, fmt.Errorf("xen:%d: highest guest frame %#x: want 1..2^35 (the dom0 tool reports it)", domid, maxGPFN)
+	if maxGPFN >= 1<<35 {
+		return nil, fmt.Errorf("xen:%d: highest guest frame %#x: want below 2^35", domid, maxGPFN)
 	}
-	span := maxGPFN + 1
-	errs, err := privcmd.Probe(domid, span)
+	var errs []int32
+	var err error
+	if maxGPFN == 0 {
+		errs, err = probeXen(domid)
+	} else {
+		errs, err = xenProbe(domid, 0, maxGPFN+1)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("xen:%d: asking Xen for frames 0..%#x: %w", domid, maxGPFN, err)
+		return nil, fmt.Errorf("xen:%d: asking Xen for its frames: %w", domid, err)
 	}
 	ranges := xenRanges(errs)
 	if len(ranges) == 0 {
-		return nil, fmt.Errorf("xen:%d: Xen maps none of frames 0..%#x (no privilege over the domain, or it is gone)", domid, maxGPFN)
+		return nil, fmt.Errorf("xen:%d: Xen maps none of frames 0..%#x (no privilege over the domain, or it is gone)", domid, len(errs)-1)
 	}
-	x := &Xen{span: span, ranges: ranges}
+	x := &Xen{span: uint64(len(errs)), ranges: ranges}
 	if err := x.Remap(domid); err != nil {
 		return nil, err
 	}
 	return x, nil
+}
+
+// xenProbe asks Xen for frames start..start+count-1 (privcmd.ProbeFrom; a seam for tests).
+var xenProbe = privcmd.ProbeFrom
+
+const (
+	// xenProbeLow frames (4 GiB) are always asked for: a PVH or HVM guest's RAM below
+	// the MMIO hole and its special pages (console, xenstore, ...) just under 4 GiB.
+	xenProbeLow = 1 << 20
+	// xenProbeWindow frames (1 GiB) at a time above: the toolstack puts the rest of a
+	// guest's RAM in one run from 4 GiB up, so the first window Xen maps nothing of ends it.
+	xenProbeWindow = 1 << 18
+	xenProbeMax    = 1 << 35
+)
+
+// probeXen asks Xen for the low 4 GiB of domid's frames, then for 1 GiB windows above
+// until one has no mapped frame, and returns the results up to the highest mapped frame.
+func probeXen(domid uint16) ([]int32, error) {
+	errs, err := xenProbe(domid, 0, xenProbeLow)
+	if err != nil {
+		return nil, err
+	}
+	for uint64(len(errs)) < xenProbeMax {
+		w, err := xenProbe(domid, uint64(len(errs)), xenProbeWindow)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(w, 0) {
+			break
+		}
+		errs = append(errs, w...)
+	}
+	n := len(errs)
+	for n > 0 && errs[n-1] != 0 {
+		n--
+	}
+	if n == 0 {
+		return errs, nil
+	}
+	return errs[:n], nil
 }
 
 // xenRanges turns per-frame mapping results (0 = mapped) into ranges of mapped frames.

@@ -35,3 +35,62 @@ func TestXenRuns(t *testing.T) {
 		t.Fatalf("xenRuns = %v, want %v", runs, want)
 	}
 }
+
+// fakeP2M answers xenProbe like Xen for a domain whose populated frames are runs.
+func fakeP2M(t *testing.T, runs []privcmd.Run, calls *[][2]uint64) func(uint16, uint64, uint64) ([]int32, error) {
+	return func(domid uint16, start, count uint64) ([]int32, error) {
+		if domid != 7 {
+			t.Errorf("probe of domain %d, want 7", domid)
+		}
+		*calls = append(*calls, [2]uint64{start, count})
+		errs := make([]int32, count)
+		for i := range errs {
+			errs[i] = -22
+			f := start + uint64(i)
+			for _, r := range runs {
+				if f >= r.First && f < r.First+r.Count {
+					errs[i] = 0
+				}
+			}
+		}
+		return errs, nil
+	}
+}
+
+// TestProbeXen: without the highest frame, the frames Xen maps are found by asking for
+// the low 4 GiB and then 1 GiB windows until one is empty: a PVH guest's RAM and special
+// pages under 4 GiB, and an HVM-like guest's RAM continued above 4 GiB.
+func TestProbeXen(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		runs  []privcmd.Run
+		calls int
+	}{
+		{"pvh-128M", []privcmd.Run{{First: 0, Count: 0x8000}, {First: 0xfeff0, Count: 8}}, 2},
+		{"ram-above-4G", []privcmd.Run{{First: 0, Count: 0xc0000}, {First: 0xfeff0, Count: 8}, {First: 0x100000, Count: 0x50000}}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls [][2]uint64
+			defer func(p func(uint16, uint64, uint64) ([]int32, error)) { xenProbe = p }(xenProbe)
+			xenProbe = fakeP2M(t, tc.runs, &calls)
+			errs, err := probeXen(7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := tc.runs[len(tc.runs)-1]
+			if want := last.First + last.Count; uint64(len(errs)) != want {
+				t.Errorf("span %#x frames, want %#x (highest mapped frame + 1)", len(errs), want)
+			}
+			var want []Range
+			for _, r := range tc.runs {
+				want = append(want, Range{GPA: r.First * xenPage, Size: r.Count * xenPage})
+			}
+			if got := xenRanges(errs); !reflect.DeepEqual(got, want) {
+				t.Errorf("ranges %v, want %v", got, want)
+			}
+			if len(calls) != tc.calls || calls[0] != [2]uint64{0, xenProbeLow} {
+				t.Errorf("probes %v: want %d, the first of the low 4 GiB", calls, tc.calls)
+			}
+		})
+	}
+}

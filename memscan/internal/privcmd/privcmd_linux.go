@@ -168,9 +168,12 @@ func (m *Mapping) Close() error {
 // Probe asks Xen for frames 0..span-1 of domain domid, one chunk of batchFrames at a
 // time, each unmapped again before the next (so that at most one chunk's unpopulated
 // backing pages exist at once), and returns the per-frame results (0 = Xen maps it).
-func Probe(domid uint16, span uint64) ([]int32, error) {
-	if span == 0 || span > (1<<47)/PageSize {
-		return nil, fmt.Errorf("privcmd: bad frame span %d", span)
+func Probe(domid uint16, span uint64) ([]int32, error) { return ProbeFrom(domid, 0, span) }
+
+// ProbeFrom is Probe for frames start..start+count-1; result i is frame start+i.
+func ProbeFrom(domid uint16, start, count uint64) ([]int32, error) {
+	if count == 0 || start+count > (1<<47)/PageSize || start+count < start {
+		return nil, fmt.Errorf("privcmd: bad frames %d+%d", start, count)
 	}
 	f, err := os.OpenFile(DevicePath, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -180,16 +183,16 @@ func Probe(domid uint16, span uint64) ([]int32, error) {
 		return nil, err
 	}
 	defer f.Close()
-	errs := make([]int32, span)
+	errs := make([]int32, count)
 	gfns := make([]uint64, batchFrames)
-	for first := uint64(0); first < span; first += batchFrames {
-		cnt := min(batchFrames, span-first)
+	for first := uint64(0); first < count; first += batchFrames {
+		cnt := min(batchFrames, count-first)
 		data, err := unix.Mmap(int(f.Fd()), 0, int(cnt*PageSize), unix.PROT_READ, unix.MAP_SHARED)
 		if err != nil {
-			return nil, &os.PathError{Op: fmt.Sprintf("mmap frames %d+%d", first, cnt), Path: DevicePath, Err: err}
+			return nil, &os.PathError{Op: fmt.Sprintf("mmap frames %d+%d", start+first, cnt), Path: DevicePath, Err: err}
 		}
 		for i := range cnt {
-			gfns[i] = first + i
+			gfns[i] = start + first + i
 		}
 		b := mmapBatchV2{
 			Num:  uint32(cnt),
@@ -202,10 +205,10 @@ func Probe(domid uint16, span uint64) ([]int32, error) {
 		runtime.KeepAlive(gfns)
 		uerr := unix.Munmap(data)
 		if errno != 0 && errno != unix.ENOENT {
-			return nil, fmt.Errorf("privcmd: probing frames %d+%d of domain %d: %w", first, cnt, domid, errno)
+			return nil, fmt.Errorf("privcmd: probing frames %d+%d of domain %d: %w", start+first, cnt, domid, errno)
 		}
 		if uerr != nil {
-			return nil, fmt.Errorf("privcmd: unmapping probed frames %d+%d: %w", first, cnt, uerr)
+			return nil, fmt.Errorf("privcmd: unmapping probed frames %d+%d: %w", start+first, cnt, uerr)
 		}
 	}
 	return errs, nil

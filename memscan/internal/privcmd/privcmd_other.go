@@ -24,6 +24,9 @@ func MapRuns(domid uint16, span uint64, runs []Run) (*Mapping, error) { return n
 // Probe is not supported on this platform.
 func Probe(domid uint16, span uint64) ([]int32, error) { return nil, Available() }
 
+// ProbeFrom is not supported on this platform.
+func ProbeFrom(domid uint16, start, count uint64) ([]int32, error) { return nil, Available() }
+
 // Runs returns nil.
 func (m *Mapping) Runs() []Run { return nil }
 
