@@ -1,5 +1,5 @@
 // Package mmap maps files read-only into memory for memscan's backends.
 //
-// It is one of the two places in memscan (with privcmd) that may import unsafe and
-// golang.org/x/sys/unix; please keep it small and free of policy.
+// It forwards to github.com/domainm/domainm/internal/mmap, which diskscan shares (a Go
+// internal package under memscan cannot be imported from diskscan); the code lives there.
 package mmap

@@ -51,6 +51,25 @@ func Map(f *os.File, size int64) (*Mapping, error) {
 // Bytes returns the mapped bytes. It returns nil after Close.
 func (m *Mapping) Bytes() []byte { return m.data }
 
+// Release tells the kernel that the mapped pages of [off, off+n) are not needed for now
+// (MADV_DONTNEED, widened to whole pages): the process stops counting them as resident,
+// the page cache keeps them, and a later read maps them again with the file's current
+// bytes. A long sequential read of a large mapping (a disk image hashed file by file)
+// calls it behind itself so that its resident size stays small. Release must not run
+// concurrently with Close; reads of the same range by other goroutines stay valid.
+func (m *Mapping) Release(off, n int64) error {
+	if m.data == nil || n <= 0 || off < 0 || off >= int64(len(m.data)) {
+		return nil
+	}
+	page := int64(os.Getpagesize())
+	start := off &^ (page - 1)
+	end := min(off+n, int64(len(m.data)))
+	if err := unix.Madvise(m.data[start:end], unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("madvise: %w", err)
+	}
+	return nil
+}
+
 // Close unmaps the file. It must not run concurrently with readers of Bytes.
 func (m *Mapping) Close() error {
 	if m.data == nil {

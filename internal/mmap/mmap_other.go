@@ -19,5 +19,8 @@ func Map(f *os.File, size int64) (*Mapping, error) {
 // Bytes returns nil.
 func (m *Mapping) Bytes() []byte { return nil }
 
+// Release does nothing.
+func (m *Mapping) Release(off, n int64) error { return nil }
+
 // Close does nothing.
 func (m *Mapping) Close() error { return nil }
