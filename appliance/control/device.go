@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/domainm/domainm/appliance/control/xenstore"
 )
 
 // ServeDevice serves the protocol over a character device until ctx ends: the guest
@@ -16,7 +18,14 @@ import (
 // The host may connect and disconnect at will: the guest then reads end-of-file, and
 // the device is read again after a short pause (reopened after an error). Closing the
 // device when ctx ends unblocks a pending read on pollable devices (ttys, virtio ports).
+//
+// The Xen xenbus device (xenstore.DevicePath, /dev/xen/xenbus) means xenstore: a Xen
+// Domain M without virtio-serial is served over its subtree (ServeXenstoreDevice).
 func ServeDevice(ctx context.Context, path string, h Handler, log *slog.Logger) {
+	if path == xenstore.DevicePath {
+		ServeXenstoreDevice(ctx, h, log)
+		return
+	}
 	s := &Server{h: h, log: log, path: path}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	defer s.cancel()

@@ -69,3 +69,31 @@ func ServeXenstore(ctx context.Context, xs Store, h Handler, log *slog.Logger) e
 		}
 	}
 }
+
+// openXenstore connects to xenstore (a seam for tests).
+var openXenstore = func() (xenstoreConn, error) { return xenstore.Open() }
+
+type xenstoreConn interface {
+	Store
+	Close() error
+}
+
+// ServeXenstoreDevice serves the protocol over xenstore (ServeXenstore) until ctx
+// ends, connecting through the xenbus device (or xenstored's socket in dom0) and
+// connecting again a second after the connection fails. What `control.device =
+// "/dev/xen/xenbus"` in domainm's configuration runs.
+func ServeXenstoreDevice(ctx context.Context, h Handler, log *slog.Logger) {
+	for ctx.Err() == nil {
+		xs, err := openXenstore()
+		if err == nil {
+			log.Info("control over xenstore", "request", XenstoreRequest, "response", XenstoreResponse)
+			err = ServeXenstore(ctx, xs, h, log)
+			xs.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("control over xenstore", "err", err)
+		pause(ctx, time.Second)
+	}
+}

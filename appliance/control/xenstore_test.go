@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -123,5 +124,46 @@ func TestServeXenstore(t *testing.T) {
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("ServeXenstore returned %v", err)
+	}
+}
+
+func (m *memStore) Close() error { return nil }
+
+// TestServeDeviceXenbus: control.device = /dev/xen/xenbus serves the protocol over
+// xenstore (what a Xen Domain M without virtio-serial configures), and connects again
+// when the connection fails.
+func TestServeDeviceXenbus(t *testing.T) {
+	st := &memStore{nodes: map[string]string{}, events: make(chan xenstore.Event, 16)}
+	opens := 0
+	defer func(o func() (xenstoreConn, error)) { openXenstore = o }(openXenstore)
+	openXenstore = func() (xenstoreConn, error) {
+		opens++
+		if opens == 1 {
+			return nil, errors.New("xenbus not there yet")
+		}
+		return st, nil
+	}
+	h := &countingHandler{state: StateMonitoring}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ServeDevice(ctx, xenstore.DevicePath, h, slog.New(slog.DiscardHandler)); close(done) }()
+	var r Response
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		st.Write(XenstoreRequest, `{"id":"p1","cmd":"prepare"}`)
+		if v, err := st.Read(XenstoreResponse); err == nil && json.Unmarshal([]byte(v), &r) == nil {
+			break
+		}
+	}
+	if !r.OK || r.State != StateQuiesced || string(r.ID) != `"p1"` {
+		t.Fatalf("prepare over /dev/xen/xenbus: %+v", r)
+	}
+	if opens != 2 {
+		t.Fatalf("connected %d times, want 2 (the first failed)", opens)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeDevice did not return after cancel")
 	}
 }
