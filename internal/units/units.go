@@ -116,10 +116,24 @@ func (d *Duration) Set(v string) error {
 	return nil
 }
 
-// String writes the duration as time.Duration does ("10s", "15m0s").
+// String writes the duration as time.Duration does without its zero tails ("10s",
+// "15m", "1h30m"); ParseDuration reads it back.
 func (d *Duration) String() string {
 	if d == nil {
 		return "0s"
 	}
-	return time.Duration(*d).String()
+	return FormatDuration(time.Duration(*d))
+}
+
+// FormatDuration writes d as time.Duration does without its zero tails: "15m" for
+// 15m0s, "2h" for 2h0m0s.
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -48,6 +48,15 @@ func TestParseDuration(t *testing.T) {
 	if _, err := ParseDuration("soon"); err == nil || errors.Is(err, ErrNeedsUnit) || !strings.Contains(err.Error(), "expected a duration") {
 		t.Errorf("ParseDuration(soon): %v", err)
 	}
+	for d, want := range map[time.Duration]string{0: "0s", 10 * time.Second: "10s", 15 * time.Minute: "15m", 2 * time.Hour: "2h",
+		90 * time.Minute: "1h30m", 3630 * time.Second: "1h0m30s", 1500 * time.Millisecond: "1.5s"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := ParseDuration(want); err != nil || back != d {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", want, back, err, d)
+		}
+	}
 	if got := NeedsUnit(`"30"`, "30"); got != `needs a unit: "30" is a bare number; write a duration such as "30s", "30m" or "30h"` {
 		t.Errorf("NeedsUnit: %s", got)
 	}

@@ -15,8 +15,16 @@ import (
 )
 
 func init() {
-	register(command{name: "baseline accept", summary: "take changes of the running daemon's target into its baseline (audited)", run: runBaselineAccept})
-	exitHelp["baseline accept"] = "Exit codes: 0 every path accepted, 1 some path did not differ from the baseline (nothing to accept), 2 the supervisor could not be asked or the baseline not written."
+	register(command{name: "baseline accept", summary: "take changes of the running daemon's target into its baseline (audited)", run: runBaselineAccept,
+		exits: []exit{
+			{ExitClean, "every path accepted"},
+			{ExitFindings, "some path did not differ from the baseline (nothing to accept)"},
+			{ExitError, "the supervisor could not be asked, or the baseline not written"},
+		},
+		examples: []string{
+			"domainm baseline accept /etc/ssh/sshd_config /usr/local/bin/backup.sh",
+			"domainm baseline accept --socket /run/domainm/control.sock --json /etc/crontab",
+		}})
 }
 
 var (
@@ -123,10 +131,7 @@ as an operator does after reviewing a change: a changed file's new attributes an
 replace the old, an added file is added, a removed one dropped; the rest of the
 baseline stays. The baseline is rewritten atomically. An audit alert
 (baseline-accepted: who, what, when) goes to every sink, a disk check runs at once,
-and each accepted finding ends (file-change-ended, reason accepted).
-
-Example:
-  domainm baseline accept /etc/ssh/sshd_config /usr/local/bin/backup.sh`)
+and each accepted finding ends (file-change-ended, reason accepted).`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
 	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
 	asJSON := fs.Bool("json", false, "print the answer as JSON (accepted, unchanged)")

@@ -12,11 +12,20 @@ import (
 	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/internal/config"
+	"github.com/domainm/domainm/internal/units"
 )
 
 func init() {
-	register(command{name: "alert test", summary: "send a test alert through every configured sink and report each", run: runAlertTest})
-	exitHelp["alert test"] = "Exit codes: 0 every sink delivered the test alert, 1 at least one did not (failed, timed out or filtered by its min_severity), 2 the supervisor could not be asked (not running, refused)."
+	register(command{name: "alert test", summary: "send a test alert through every configured sink and report each", run: runAlertTest,
+		exits: []exit{
+			{ExitClean, "every sink delivered the test alert"},
+			{ExitFindings, "at least one did not (failed, timed out or filtered by its min_severity)"},
+			{ExitError, "the supervisor could not be asked (not running, refused)"},
+		},
+		examples: []string{
+			"domainm alert test",
+			"domainm alert test --severity critical --timeout 30s --json",
+		}})
 }
 
 // runAlertTest asks the running supervisor to send one test event through every sink,
@@ -29,15 +38,12 @@ real alerts go: spooled, then delivered by each sink's own loop. It waits until 
 sink has delivered it, or --timeout, and prints one line per sink: delivered (and how
 long it took), FAILED with the sink's last error (the alert stays spooled and is
 delivered when the sink works again), or skipped (the sink's min_severity filters the
-test alert's level out; --severity critical reaches every sink).
-
-Example:
-  domainm alert test
-  domainm alert test --severity critical --timeout 30s --json`)
+test alert's level out; --severity critical reaches every sink).`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
 	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
 	sev := fs.String("severity", "high", "the test alert's `LEVEL`: critical, high, medium, low or info")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the sinks (`DURATION`, e.g. 10s)")
+	timeoutFlag := units.Duration(10 * time.Second)
+	fs.Var(&timeoutFlag, "timeout", "how long to wait for the sinks (`DURATION`: 10s, 1m)")
 	asJSON := fs.Bool("json", false, "print the supervisor's answer as JSON (one object per sink)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
@@ -45,14 +51,15 @@ Example:
 	if _, err := alert.ParseSeverity(*sev); err != nil {
 		return ExitError, fmt.Errorf("--severity: %w", err)
 	}
-	if *timeout <= 0 {
-		return ExitError, fmt.Errorf("--timeout: want a positive duration such as 10s, got %v", *timeout)
+	timeout := time.Duration(timeoutFlag)
+	if timeout <= 0 {
+		return ExitError, fmt.Errorf("--timeout: want a positive duration such as 10s, got %v", timeout)
 	}
 	path, err := controlSocket(*cfgPath, *sock)
 	if err != nil {
 		return ExitError, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout+10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
 	c, err := control.Dial(ctx, path)
 	if err != nil {

@@ -16,6 +16,14 @@ func init() {
 		name:    "baseline",
 		summary: "record a file-integrity baseline of a disk image",
 		run:     runBaseline,
+		exits: []exit{
+			{ExitClean, "baseline written (entries that could not be read are warned about and recorded as such)"},
+			{ExitError, "an error: unreadable image, invalid policy, DB not written (the previous one is kept)"},
+		},
+		examples: []string{
+			"domainm baseline --image /var/lib/libvirt/images/web-1.qcow2 --format qcow2 --db /var/lib/domainm/web-1.db",
+			"domainm baseline --image web-1.raw --policy /etc/domainm/policy.toml --db web-1.db --json",
+		},
 	})
 }
 

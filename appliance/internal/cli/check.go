@@ -16,6 +16,7 @@ import (
 	"github.com/domainm/domainm/detectors/integrity"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/diskscan"
+	"github.com/domainm/domainm/internal/units"
 )
 
 func init() {
@@ -23,6 +24,15 @@ func init() {
 		name:    "check",
 		summary: "compare a disk image with its file-integrity baseline",
 		run:     runCheck,
+		exits: []exit{
+			{ExitClean, "nothing added, removed or changed, and no YARA finding"},
+			{ExitFindings, "changes or YARA findings (reported; with --update the baseline is updated)"},
+			{ExitError, "an error: unreadable image or baseline DB, rules that do not compile"},
+		},
+		examples: []string{
+			"domainm check --image /var/lib/libvirt/images/web-1.qcow2 --db /var/lib/domainm/web-1.db",
+			`domainm check --image web-1.raw --db web-1.db --rules /etc/domainm/rules --max-file-size 128MiB --json 2>summary.json | jq -c 'select(.detector == "integrity")'`,
+		},
 	})
 }
 
@@ -68,7 +78,8 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	db := fs.String("db", "", "baseline DB made by domainm baseline")
 	update := fs.Bool("update", false, "after reporting, make the current state the baseline")
 	rulesDir := fs.String("rules", "", "YARA rules `DIR`: scan new and changed files")
-	maxSize := fs.Int64("max-file-size", filescan.DefaultMaxSize, "YARA: skip files larger than this many bytes")
+	maxSize := units.Size(filescan.DefaultMaxSize)
+	fs.Var(&maxSize, "max-file-size", "YARA: skip files larger than this `SIZE` (64MiB; a bare number is bytes)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}
@@ -77,9 +88,6 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	}
 	if *db == "" {
 		return ExitError, errors.New("--db is required (see --help)")
-	}
-	if *maxSize < 0 {
-		return ExitError, errors.New("--max-file-size must not be negative")
 	}
 	base, err := integrity.OpenBaseline(*db)
 	if err != nil {
@@ -138,7 +146,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	}
 	var ys filescan.Result
 	if rules != nil {
-		sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: *maxSize, Workers: d.workers,
+		sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: int64(maxSize), Workers: d.workers,
 			Target: detectors.Target{Name: d.image, Source: d.image}}
 		stop := diskProgress(env, d.quiet, "yara", 0, &sc.Files, &sc.Bytes)
 		err := sc.ScanChanged(ctx, changes)

@@ -52,8 +52,20 @@ func (e Env) isTerminal(w io.Writer) bool {
 type command struct {
 	name    string
 	summary string
+	// exits are the command's own exit codes, as its --help lists them (ExitUsage is
+	// added to every list).
+	exits []exit
+	// examples are command lines that work as shown (their flags are the command's),
+	// each printed under Examples: in --help.
+	examples []string
 	// run parses args and runs. It returns the exit code; an error is printed and means ExitError.
 	run func(ctx context.Context, env Env, args []string) (int, error)
+}
+
+// exit is one exit code of a command and what it means there.
+type exit struct {
+	code    int
+	meaning string
 }
 
 // commands is filled by each command's file.
@@ -127,33 +139,30 @@ line that cannot be parsed); each command's --help gives its own.
 }
 
 // usageExit ends every command's exit codes.
-const usageExit = "Exit code 64: the command line cannot be parsed (unknown flag, malformed value, stray argument)."
+var usageExit = exit{ExitUsage, "the command line cannot be parsed (unknown flag, malformed value, stray argument)"}
 
-// scanExits is the exit-code line of commands that scan or compare.
-const scanExits = "Exit codes: 0 nothing found, 1 findings or changes, 2 error."
-
-// exitHelp gives the exit-code line of commands that do not scan.
-var exitHelp = map[string]string{
-	"run":     "Exit codes: 0 stopped cleanly (or configuration valid), 2 bad configuration or failure (systemd restarts it).",
-	"status":  "Exit codes: 0 healthy (monitoring, no problem), 1 answered but not healthy (the /healthz verdict), 2 it could not be asked or reported an error.",
-	"version": "Exit codes: 0 printed, 2 bad usage.",
-}
-
-// newFlags makes a FlagSet whose --help prints the command's description and options.
+// newFlags makes a FlagSet whose --help prints the command's usage line, description,
+// options, its own exit codes and its examples (from the commands table).
 func newFlags(env Env, name, usageLine, description string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
-	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprintf(out, "Usage: domainm %s\n\n%s\n\nOptions:\n", usageLine, strings.TrimSpace(description))
-		printOptions(out, fs)
-		exits, ok := exitHelp[name]
-		if !ok {
-			exits = scanExits
-		}
-		fmt.Fprintf(out, "\n%s\n%s\n", exits, usageExit)
-	}
+	fs.Usage = func() { printHelp(fs.Output(), fs, commands[name], usageLine, description) }
 	return fs
+}
+
+// printHelp prints a command's --help: Usage, the description, Options, Exit codes,
+// Examples.
+func printHelp(out io.Writer, fs *flag.FlagSet, c command, usageLine, description string) {
+	fmt.Fprintf(out, "Usage: domainm %s\n\n%s\n\nOptions:\n", usageLine, strings.TrimSpace(description))
+	printOptions(out, fs)
+	fmt.Fprint(out, "\nExit codes:\n")
+	for _, e := range append(slices.Clip(c.exits), usageExit) {
+		fmt.Fprintf(out, "  %-3d %s\n", e.code, strings.ReplaceAll(e.meaning, "\n", "\n      "))
+	}
+	fmt.Fprint(out, "\nExamples:\n")
+	for _, ex := range c.examples {
+		fmt.Fprintf(out, "  %s\n", ex)
+	}
 }
 
 // parse parses args; --help prints usage to stdout and returns flag.ErrHelp.

@@ -15,8 +15,16 @@ import (
 )
 
 func init() {
-	register(command{name: "inspect", summary: "describe a Linux target from its memory: kernel, KASLR, processes, modules", run: runInspect})
-	exitHelp["inspect"] = "Exit codes: 0 described and no check failed, 1 a kernel integrity check failed, 2 bad usage, unreadable source or no Linux kernel found in it."
+	register(command{name: "inspect", summary: "describe a Linux target from its memory: kernel, KASLR, processes, modules", run: runInspect,
+		exits: []exit{
+			{ExitClean, "described, and no kernel integrity check failed"},
+			{ExitFindings, "a kernel integrity check failed (syscall-table, idt, hidden-module, hidden-task)"},
+			{ExitError, "unreadable source, no Linux kernel found in it, or a missing required flag"},
+		},
+		examples: []string{
+			"domainm inspect --source file:/dev/shm/web-1.ram",
+			"domainm inspect --source elf:/var/tmp/web-1.core --disk /var/lib/libvirt/images/web-1.qcow2 --json | jq '.processes[] | select(.uid == 0) | .comm'",
+		}})
 }
 
 // InspectResult is what `domainm inspect --json` prints.
@@ -133,7 +141,7 @@ Memory sources (--source) and layouts (--layout) are those of scan-memory:
   xen:DOMID   a Xen domain`)
 	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
 	var layout memscan.Layout
-	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (flat, q35, pc, split:SIZE, list)")
+	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (`LAYOUT`: flat, q35, pc, split:SIZE, list)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	symbols := fs.String("symbols", "", "cross-check the guest's kallsyms with this System.map `FILE`")
 	disk := fs.String("disk", "", "cross-check with /boot/System.map-RELEASE read from this disk `IMG` (raw or qcow2)")

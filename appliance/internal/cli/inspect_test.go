@@ -17,7 +17,7 @@ func runInspectCLI(args ...string) (int, string, string) {
 
 func TestInspectUsage(t *testing.T) {
 	code, out, _ := runInspectCLI("--help")
-	if code != ExitClean || !strings.Contains(out, "kallsyms") || !strings.Contains(out, "BTF") || !strings.Contains(out, "Exit codes: 0 described") {
+	if code != ExitClean || !strings.Contains(out, "kallsyms") || !strings.Contains(out, "BTF") || !strings.Contains(out, "Exit codes:\n  0   described") {
 		t.Errorf("--help: exit %d, %q", code, out)
 	}
 	if code, _, errs := runInspectCLI(); code != ExitError || !strings.Contains(errs, "--source is required") {

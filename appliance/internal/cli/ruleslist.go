@@ -13,8 +13,15 @@ import (
 )
 
 func init() {
-	register(command{name: "rules list", summary: "list a rules folder's rules: name, tags, severity, file", run: runRulesList})
-	exitHelp["rules list"] = "Exit codes: 0 listed, 2 a file does not compile (the rules that load are listed) or the folder cannot be read."
+	register(command{name: "rules list", summary: "list a rules folder's rules: name, tags, severity, file", run: runRulesList,
+		exits: []exit{
+			{ExitClean, "listed"},
+			{ExitError, "a file does not compile (the rules that load are listed) or the folder cannot be read"},
+		},
+		examples: []string{
+			"domainm rules list /etc/domainm/rules",
+			`domainm rules list /etc/domainm/rules --json | jq -r '.[] | select(.severity == "critical") | .name'`,
+		}})
 }
 
 // ruleListing is one line of domainm rules list --json.
@@ -32,11 +39,7 @@ func runRulesList(ctx context.Context, env Env, args []string) (int, error) {
 		`Compiles a rules folder as the daemon does and lists every rule that loads: its name
 (namespace:rule, the form rules.disable and rules.exception take), its tags (tag:TAG in
 rules.disable), the severity its alerts get (from its meta: severity, else score, else
-medium) and its file. A file that does not compile is reported and left out.
-
-Example:
-  domainm rules list /etc/domainm/rules
-  domainm rules list /etc/domainm/rules --json | jq -r '.[] | select(.severity == "critical") | .name'`)
+medium) and its file. A file that does not compile is reported and left out.`)
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per rule (name, namespace, rule, tags, severity, file)")
 	for _, a := range args {
 		if a == "-h" || a == "--help" || a == "-help" {

@@ -20,8 +20,25 @@ import (
 )
 
 func init() {
-	register(command{name: "run", summary: "run the supervisor daemon (continuous monitoring)", run: runRun})
-	register(command{name: "status", summary: "ask the running supervisor for its state (control socket)", run: runStatus})
+	register(command{name: "run", summary: "run the supervisor daemon (continuous monitoring)", run: runRun,
+		exits: []exit{
+			{ExitClean, "stopped cleanly (SIGTERM, SIGINT); with --check-config: no error (warnings allowed)"},
+			{ExitError, "bad configuration or a failure (systemd restarts it); with --check-config: at least one error"},
+		},
+		examples: []string{
+			"domainm run --config /etc/domainm/domainm.toml --check-config",
+			"domainm run --log-level debug --log-format json",
+		}})
+	register(command{name: "status", summary: "ask the running supervisor for its state (control socket)", run: runStatus,
+		exits: []exit{
+			{ExitClean, "healthy (monitoring, no problem)"},
+			{ExitFindings, "answered but not healthy (the /healthz verdict)"},
+			{ExitError, "it could not be asked, or reported an error"},
+		},
+		examples: []string{
+			"domainm status",
+			"domainm status --json | jq .detail.sinks",
+		}})
 }
 
 // runStatus asks a running `domainm run` for its status over the control socket.
@@ -37,11 +54,7 @@ error), the configuration's last reload and the keys that need a restart, versio
 uptime. Nothing is left out for being zero: "never" and 0 are printed.
 
 With --json it prints the control protocol's status response as it is (the fields
-above under "detail"), for scripts.
-
-Example:
-  domainm status
-  domainm status --json | jq .detail.sinks`)
+above under "detail"), for scripts.`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE` naming the control socket")
 	sock := fs.String("socket", "", "control socket `PATH` (instead of reading --config)")
 	asJSON := fs.Bool("json", false, "print the supervisor's reply as JSON (the control protocol's status response)")
@@ -105,8 +118,7 @@ expected (KEY as alerts.sink[0].min_severity), warnings as FILE:LINE: KEY: warni
   target.policy: the integrity policy parses
   alerts.sink[N].ca_file, cert_file, key_file: readable, PEM certificates that parse and
     are valid now (expiring within 30 days: a warning), the key goes with the certificate
-  target.memory, target.disk: exist (missing: a warning; the target may boot later)
-Exit code 0 when there is no error (warnings allowed), 2 otherwise.`)
+  target.memory, target.disk: exist (missing: a warning; the target may boot later)`)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration `FILE`")
 	check := fs.Bool("check-config", false, "check the configuration, the rules, policy, certificates and memory source, and exit")
 	logLevel := fs.String("log-level", "", "log `LEVEL`: "+config.LogLevels+"; default: the config's log.level (info)")

@@ -10,6 +10,7 @@ import (
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/filescan"
 	"github.com/domainm/domainm/detectors/integrity"
+	"github.com/domainm/domainm/internal/units"
 )
 
 func init() {
@@ -17,6 +18,15 @@ func init() {
 		name:    "scan-disk",
 		summary: "scan every file in a disk image with YARA rules",
 		run:     runScanDisk,
+		exits: []exit{
+			{ExitClean, "no rule matched any file"},
+			{ExitFindings, "a rule matched a file (findings printed)"},
+			{ExitError, "an error: unreadable image or rules folder, no supported filesystem"},
+		},
+		examples: []string{
+			"domainm scan-disk --image /var/lib/libvirt/images/web-1.qcow2 --format qcow2 --rules /etc/domainm/rules",
+			"domainm scan-disk --image web-1.raw --rules ./rules --max-file-size 128MiB --json > findings.jsonl",
+		},
 	})
 }
 
@@ -30,7 +40,8 @@ the content) and owner (the owner's user name as the image's /etc/passwd says, e
 uid in decimal).
 
 Files larger than --max-file-size are skipped and listed: each worker holds one whole
-file in memory, so memory is at most --workers x --max-file-size.
+file in memory, so memory is at most --workers x --max-file-size. Sizes take IEC or SI
+units (64MiB, 500MB; a bare number is bytes).
 
 With --json, every finding is one JSON object per line on stdout; the summary goes to stderr.`
 
@@ -54,7 +65,8 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	var d diskFlags
 	d.register(fs)
 	rulesDir := fs.String("rules", "", "YARA rules `DIR` (*.yar, *.yara, subfolders)")
-	maxSize := fs.Int64("max-file-size", filescan.DefaultMaxSize, "skip files larger than this many bytes")
+	maxSize := units.Size(filescan.DefaultMaxSize)
+	fs.Var(&maxSize, "max-file-size", "skip files larger than this `SIZE` (64MiB; a bare number is bytes)")
 	name := fs.String("name", "", "target name to put in findings (default: the image path)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
@@ -64,9 +76,6 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	}
 	if *rulesDir == "" {
 		return ExitError, errors.New("--rules is required (see --help)")
-	}
-	if *maxSize < 0 {
-		return ExitError, errors.New("--max-file-size must not be negative")
 	}
 	rules, err := compileDiskRules(env, "scan-disk", *rulesDir)
 	if err != nil {
@@ -82,7 +91,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	if target.Name == "" {
 		target.Name = d.image
 	}
-	sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: *maxSize, Workers: d.workers, Target: target}
+	sc := &filescan.Scanner{FS: fsys, Rules: rules, MaxSize: int64(maxSize), Workers: d.workers, Target: target}
 	start := time.Now()
 	stop := diskProgress(env, d.quiet, "scan-disk", 0, &sc.Files, &sc.Bytes)
 	walked, err := sc.ScanAll(ctx, fsys)
@@ -94,7 +103,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	ys := sc.Result()
 	sum := diskScanSummary{Image: d.image, Entries: walked, Scanned: sc.Files.Load(), Bytes: sc.Bytes.Load(),
 		Skipped: ys.Skipped, Errors: ys.Errors, Rules: rules.Count(), Findings: len(ys.Findings),
-		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: *maxSize, Target: target}
+		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: int64(maxSize), Target: target}
 	if d.json {
 		enc := json.NewEncoder(env.Stdout)
 		for _, f := range ys.Findings {
@@ -107,7 +116,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 		printFindings(env.Stdout, ys.Findings)
 		fmt.Fprintf(env.Stderr, "%s: %d entries, %d files scanned (%.1f MB) in %.2fs, %.1f MB/s; %d skipped (larger than %d bytes), %d unreadable; %d rules, %d findings\n",
 			d.image, walked, sum.Scanned, float64(sum.Bytes)/1e6, elapsed.Seconds(), sum.MBps,
-			len(ys.Skipped), *maxSize, len(ys.Errors), rules.Count(), len(ys.Findings))
+			len(ys.Skipped), int64(maxSize), len(ys.Errors), rules.Count(), len(ys.Findings))
 		for _, p := range ys.Skipped {
 			fmt.Fprintf(env.Stderr, "skipped (too large): %s\n", diskSafe(p))
 		}

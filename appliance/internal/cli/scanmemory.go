@@ -11,11 +11,21 @@ import (
 
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/internal/units"
 	"github.com/domainm/domainm/memscan"
 )
 
 func init() {
-	register(command{name: "scan-memory", summary: "scan a VM's guest-physical memory with YARA rules, once", run: runScanMemory})
+	register(command{name: "scan-memory", summary: "scan a VM's guest-physical memory with YARA rules, once", run: runScanMemory,
+		exits: []exit{
+			{ExitClean, "no rule matched"},
+			{ExitFindings, "a rule matched (findings printed)"},
+			{ExitError, "an error: unreadable source or rules folder, a block that could not be scanned,\na rule file that does not compile (left out; the rest scanned and reported)"},
+		},
+		examples: []string{
+			"domainm scan-memory --source file:/dev/shm/web-1.ram --rules /etc/domainm/rules",
+			"domainm scan-memory --source elf:/var/tmp/web-1.core --rules /etc/domainm/rules --block-size 4MiB --timeout 30s --json > findings.jsonl",
+		}})
 }
 
 func runScanMemory(ctx context.Context, env Env, args []string) (int, error) {
@@ -48,18 +58,24 @@ Layouts (--layout, file: sources only): flat (file offset = address), q35 or pc 
 split around the PCI hole for a guest of the file's size), split:LOWMEM (RAM above LOWMEM
 appears at 4 GiB), or an explicit list GPA+SIZE@OFFSET,...
 
-Memory is scanned in windows of --block-size plus a 4 KiB overlap (the daemon's default
-memory.block_size is the same). YARA sees each window as memory at its guest-physical
+Memory is scanned in windows of --block-size plus --overlap (the daemon's memory.block_size
+and memory.overlap, with the same defaults and bounds: a multiple of 4KiB from 64KiB to
+1GiB, an overlap under half of it). Sizes take IEC or SI units (4MiB, 64KiB, 500MB; a bare
+number is bytes), durations a unit (30s, 1m). YARA sees each window as memory at its guest-physical
 address, as yara -p sees a process: filesize is undefined, offsets and uint16(N) are
 addresses, counts (#a) are per window. Rules whose meaning depends on that are marked
 window_dependent in --json (domainm rules check lists them).`)
 	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
 	var layout memscan.Layout
-	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (flat, q35, pc, split:SIZE, list)")
+	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (`LAYOUT`: flat, q35, pc, split:SIZE, list)")
 	rulesDir := fs.String("rules", "", "rules `DIR` (*.yar, *.yara, subfolders)")
 	workers := fs.Int("workers", 0, "parallel scanners (default: number of CPUs)")
-	blockSize := fs.Int("block-size", memscan.DefaultBlockSize, "block size in bytes")
-	timeout := fs.Duration("timeout", yara.DefaultBlockTimeout, "YARA time limit per block (whole seconds)")
+	blockSize := units.Size(memscan.DefaultBlockSize)
+	fs.Var(&blockSize, "block-size", "window `SIZE` (4MiB, 256KiB; a bare number is bytes)")
+	overlap := units.Size(memscan.DefaultOverlap)
+	fs.Var(&overlap, "overlap", "`SIZE` each window reaches into the next: the longest string found across a block boundary")
+	timeout := units.Duration(yara.DefaultBlockTimeout)
+	fs.Var(&timeout, "timeout", "YARA time limit per block (`DURATION` in whole seconds: 30s, 1m)")
 	maxMatches := fs.Int("max-matches", yara.DefaultMaxMatchesPerRule, "string matches kept per rule and window (the rest are counted as cut)")
 	asJSON := fs.Bool("json", false, "print one JSON object per finding (and a summary object on stderr)")
 	name := fs.String("name", "", "target name to put in findings (default: the source spec)")
@@ -76,9 +92,12 @@ window_dependent in --json (domainm rules check lists them).`)
 	if *maxMatches < 1 {
 		return ExitError, errors.New("--max-matches must be at least 1")
 	}
-	if *timeout < time.Second || *timeout%time.Second != 0 {
+	if t := time.Duration(timeout); t < time.Second || t%time.Second != 0 {
 		// libyara 4.2.3 counts its time limit in whole seconds; less than one is none.
-		return ExitError, fmt.Errorf("--timeout must be whole seconds, at least 1s, got %v", *timeout)
+		return ExitError, &usageError{fmt.Sprintf("--timeout must be whole seconds, at least 1s, got %v", t)}
+	}
+	if err := checkWindow(int64(blockSize), int64(overlap)); err != nil {
+		return ExitError, err
 	}
 	rules, err := yara.Compile(*rulesDir)
 	var ce *yara.CompileError
@@ -99,8 +118,8 @@ window_dependent in --json (domainm rules check lists them).`)
 	}
 	defer src.Close()
 
-	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: *blockSize, Workers: *workers})
-	rs := yara.MemoryRules{Rules: rules, Timeout: *timeout, MaxMatches: *maxMatches}
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: int(blockSize), Overlap: int(overlap), Workers: *workers})
+	rs := yara.MemoryRules{Rules: rules, Timeout: time.Duration(timeout), MaxMatches: *maxMatches}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	total := memscan.TotalSize(src.Ranges())
 	if !*quiet && env.isTerminal(env.Stderr) {
@@ -178,6 +197,18 @@ window_dependent in --json (domainm rules check lists them).`)
 		return ExitFindings, nil
 	}
 	return ExitClean, nil
+}
+
+// checkWindow checks --block-size and --overlap with the bounds the configuration
+// puts on memory.block_size and memory.overlap.
+func checkWindow(block, overlap int64) error {
+	if block < 64<<10 || block > 1<<30 || block%4096 != 0 {
+		return &usageError{fmt.Sprintf("--block-size: expected a multiple of 4KiB from 64KiB to 1GiB, got %d bytes", block)}
+	}
+	if overlap < 1 || overlap >= block/2 {
+		return &usageError{fmt.Sprintf("--overlap: expected at least 1 byte and less than half of --block-size (%d bytes), got %d bytes", block/2, overlap)}
+	}
+	return nil
 }
 
 type summary struct {

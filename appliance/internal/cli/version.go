@@ -78,7 +78,9 @@ func fillFromBuildInfo(ver, com *string) {
 }
 
 func init() {
-	register(command{name: "version", summary: "print the version, commit, Go and libyara versions", run: runVersion})
+	register(command{name: "version", summary: "print the version, commit, Go and libyara versions", run: runVersion,
+		exits:    []exit{{ExitClean, "printed"}},
+		examples: []string{"domainm version", "domainm version --json | jq -r .version"}})
 }
 
 func runVersion(ctx context.Context, env Env, args []string) (int, error) {

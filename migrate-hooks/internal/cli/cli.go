@@ -47,10 +47,27 @@ type Env struct {
 
 type command struct {
 	name, summary string
-	run           func(ctx context.Context, env Env, args []string) int
+	// exits are the command's own exit codes, as its --help lists them (ExitUsage is
+	// added to every list); examples are command lines that work as shown.
+	exits    []exit
+	examples []string
+	run      func(ctx context.Context, env Env, args []string) int
 }
 
+// exit is one exit code of a command and what it means there.
+type exit struct {
+	code    int
+	meaning string
+}
+
+// usageExit ends every command's exit codes.
+var usageExit = exit{ExitUsage, "the command line cannot be parsed (unknown flag, malformed value, stray argument,\na required flag missing)"}
+
 var commands = map[string]command{}
+
+// modes are commands reached through a flag of another ("migrate --xen"), with their
+// own options and help.
+var modes = map[string]command{}
 
 func register(c command) { commands[c.name] = c }
 
@@ -95,16 +112,36 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "As a libvirt hook: ln -s $(command -v domainm-migrate) /etc/libvirt/hooks/qemu")
 }
 
-// newFlags returns a flag set whose --help prints to stdout and returns ExitOK.
-func newFlags(env Env, name, synopsis string) *flag.FlagSet {
+// newFlags returns a flag set whose --help prints to stdout the usage line, the
+// description, the options, the command's own exit codes and its examples (from the
+// commands table, or modes), and returns ExitOK.
+func newFlags(env Env, name, synopsis, description string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.Stdout, "Usage: domainm-migrate %s\n\nOptions:\n", synopsis)
-		printOptions(env.Stdout, fs)
-		fmt.Fprintln(env.Stdout, "\nExit codes: see domainm-migrate --help; 64 usage (a command line that cannot be parsed).")
+	c, ok := commands[name]
+	if !ok {
+		c = modes[name]
 	}
+	fs.Usage = func() { printHelp(env.Stdout, fs, c, synopsis, description) }
 	return fs
+}
+
+// printHelp prints a command's --help: Usage, the description, Options, Exit codes,
+// Examples.
+func printHelp(w io.Writer, fs *flag.FlagSet, c command, synopsis, description string) {
+	fmt.Fprintf(w, "Usage: domainm-migrate %s\n\n%s\n\nOptions:\n", synopsis, strings.TrimSpace(description))
+	printOptions(w, fs)
+	if !hasFlags(fs) {
+		fmt.Fprintln(w, "  none: the arguments are those of the Usage line")
+	}
+	fmt.Fprint(w, "\nExit codes:\n")
+	for _, e := range append(append([]exit(nil), c.exits...), usageExit) {
+		fmt.Fprintf(w, "  %-3d %s\n", e.code, strings.ReplaceAll(e.meaning, "\n", "\n      "))
+	}
+	fmt.Fprint(w, "\nExamples:\n")
+	for _, ex := range c.examples {
+		fmt.Fprintf(w, "  %s\n", ex)
+	}
 }
 
 // parse parses args; ok false means return code. A mistake is one line on stderr
@@ -153,6 +190,12 @@ func printOptions(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(text, "\n", "\n      "))
 	})
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
 }
 
 // exitCode maps a co-migration's error to the exit code.

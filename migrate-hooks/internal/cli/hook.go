@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,7 +31,16 @@ const MetadataNS = "urn:domainm:migrate:1"
 const DefaultLeaseDir = "/run/domainm-migrate"
 
 func init() {
-	register(command{"libvirt-hook", "libvirt qemu hook: refuse a pair member's incoming migration not run by domainm-migrate", runHook})
+	register(command{name: "libvirt-hook", summary: "libvirt qemu hook: refuse a pair member's incoming migration not run by domainm-migrate", run: runHook,
+		exits: []exit{
+			{ExitOK, "the operation may go ahead (not a migration, not a pair member, or a co-migration lease exists)"},
+			{ExitRolledBack, "refused: GUEST is a Domain M pair member and no co-migration lease for it exists"},
+			{ExitPaused, "the domain XML on stdin could not be read or parsed (libvirt stops the operation)"},
+		},
+		examples: []string{
+			"ln -s $(command -v domainm-migrate) /etc/libvirt/hooks/qemu",
+			"domainm-migrate libvirt-hook web-1 migrate begin - < web-1.xml",
+		}})
 }
 
 // lease is written by `domainm-migrate migrate` for each VM of the pair it migrates.
@@ -41,13 +51,22 @@ type lease struct {
 }
 
 func runHook(ctx context.Context, env Env, args []string) int {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(env.Stdout, "Usage: domainm-migrate libvirt-hook GUEST OPERATION SUB-OPERATION EXTRA  (domain XML on stdin)")
-		fmt.Fprintln(env.Stdout, "Installed as /etc/libvirt/hooks/qemu (a symlink to domainm-migrate) it is called by libvirt.")
-		fmt.Fprintln(env.Stdout, "For 'migrate begin' it exits 1 when GUEST is marked as a Domain M pair member and no")
-		fmt.Fprintf(env.Stdout, "co-migration lease for it exists in $DOMAINM_LEASE_DIR (default %s); otherwise 0.\n", DefaultLeaseDir)
-		fmt.Fprintln(env.Stdout, "Other operations: exit 0, no output.")
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		printHelp(env.Stdout, flag.NewFlagSet("libvirt-hook", flag.ContinueOnError), commands["libvirt-hook"],
+			"libvirt-hook GUEST OPERATION SUB-OPERATION EXTRA  (domain XML on stdin)", fmt.Sprintf(`
+Installed as /etc/libvirt/hooks/qemu (a symbolic link to domainm-migrate) it is called by
+libvirt with the four arguments and the domain XML on stdin. For "migrate begin" it
+refuses (exit 1) when GUEST is marked as a Domain M pair member (<dm:pair> in its
+metadata, namespace %s) and no co-migration lease for it exists in
+$DOMAINM_LEASE_DIR (default %s): a pair member migrated on its own would
+run unwatched. Other operations: exit 0, no output.`, MetadataNS, DefaultLeaseDir))
 		return ExitOK
+	}
+	// libvirt always passes four arguments; fewer that start with a dash is someone
+	// trying a flag.
+	if len(args) > 0 && len(args) < 4 && strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(env.Stderr, "domainm-migrate libvirt-hook: unknown flag --%s (see domainm-migrate libvirt-hook --help)\n", strings.TrimLeft(args[0], "-"))
+		return ExitUsage
 	}
 	if len(args) < 2 {
 		fmt.Fprintln(env.Stderr, "domainm-migrate libvirt-hook: need GUEST OPERATION (see --help)")

@@ -67,11 +67,15 @@ func Version() VersionInfo {
 }
 
 func init() {
-	register(command{name: "version", summary: "print the version, commit and Go version", run: runVersion})
+	register(command{name: "version", summary: "print the version, commit and Go version", run: runVersion,
+		exits:    []exit{{ExitOK, "printed"}},
+		examples: []string{"domainm-migrate version", "domainm-migrate version --json | jq -r .version"}})
 }
 
 func runVersion(ctx context.Context, env Env, args []string) int {
-	fs := newFlags(env, "version", "version [--json]\n\nPrints the version (git describe of the source it was built from), the commit and the Go\nversion. domainm-migrate --version prints the same. Exit codes: 0 printed, 64 usage.")
+	fs := newFlags(env, "version", "version [--json]", `
+Prints the version (git describe of the source it was built from), the commit and the Go
+version. domainm-migrate --version prints the same.`)
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if code, ok := parse(fs, args); !ok {
 		return code

@@ -6,19 +6,39 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/domainm/domainm/internal/units"
 	"github.com/domainm/domainm/migrate-hooks/internal/xenmig"
 )
+
+func init() {
+	modes["migrate --xen"] = command{name: "migrate --xen", summary: "co-migrate a Xen target and its Domain M (xl, in the source's dom0)", run: runMigrateXen,
+		exits: []exit{
+			{ExitOK, "done: the pair migrated and the target never ran unwatched"},
+			{ExitPaused, "failed (the error says at which step; the target may be left paused)"},
+			{ExitUnwatched, "the target ran unwatched (invariant violated; the timeline says how long)"},
+		},
+		examples: []string{
+			"domainm-migrate migrate --xen --dest dom0-b --target web-1 --domm-name domainm-1 --timeout 30m --json",
+		}}
+}
 
 // runMigrateXen is `domainm-migrate migrate --xen`: the Xen co-migration, run in the
 // source's dom0 (package xenmig: xl, ssh to the destination's dom0, domainm-xen there
 // and here).
 func runMigrateXen(ctx context.Context, env Env, args []string) int {
-	fs := newFlags(env, "migrate --xen", "migrate --xen --dest HOST [--target NAME] [--domm-name NAME] [flags]")
+	fs := newFlags(env, "migrate --xen", "migrate --xen --dest HOST [--target NAME] [--domm-name NAME] [flags]", `
+Co-migrates a Xen target and its Domain M from this dom0 to --dest's, one after the
+other (xl migrate over ssh as root; the dom0 tool grants Domain M the target's memory at
+each host): Domain M is told to quiesce, the target migrates paused, Domain M follows
+and is pointed at the target's new domain, and only then is the target unpaused. The
+timeline (--json) has every step and the monitoring gap. Durations take a unit
+(--timeout 30m).`)
 	dest := fs.String("dest", "", "destination host: xl migrate's target, reached as root over ssh")
 	target := fs.String("target", "target", "the target's xl domain name")
 	domm := fs.String("domm-name", "domainm", "Domain M's xl domain name")
 	tool := fs.String("tool", "domainm-xen", "the dom0 tool (grant, request) at both hosts")
-	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole co-migration")
+	timeout := units.Duration(30 * time.Minute)
+	fs.Var(&timeout, "timeout", "bound on the whole co-migration (`DURATION`: 30m)")
 	asJSON := fs.Bool("json", false, "print the result and its timeline as JSON")
 	verbose := fs.Bool("v", false, "log progress")
 	if code, ok := parse(fs, args); !ok {
@@ -28,7 +48,7 @@ func runMigrateXen(ctx context.Context, env Env, args []string) int {
 		fmt.Fprintln(env.Stderr, "domainm-migrate migrate --xen: --dest is required")
 		return ExitUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout))
 	defer cancel()
 	r, err := xenmig.Migrate(ctx, xenmig.SSH{}, xenmig.Config{Target: *target, DomM: *domm, Dest: *dest, Tool: *tool, Log: logger(env, *verbose)})
 	if *asJSON {
