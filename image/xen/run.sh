@@ -1,5 +1,5 @@
 #!/bin/bash
-# run.sh: what each nested Xen host's dom0 runs at boot (xenlab.service, from the lab
+# run.sh: what each nested Xen host's dom0 runs at boot (dom0/xenlab-init, from the lab
 # disk mounted on /lab). The role comes from the kernel command line (xenlab_role=A|B).
 #
 # B: brings up its link, advances its domain ids (so that the migrated domains get new
@@ -18,15 +18,37 @@ PATH=/lab:$PATH
 role=$(sed -n 's/.*xenlab_role=\([AB]\).*/\1/p' /proc/cmdline)
 case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; *) echo "no xenlab_role"; exit 0;; esac
 ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
-fail() { ev FAIL "$*"; sync; [ $role = A ] && { ssh -o ConnectTimeout=5 root@$peer poweroff; poweroff; }; exit 1; }
-# Xen's daemons (Debian's sysv /etc/init.d/xen: xenfs, privcmd, xenstored, xenconsoled),
-# started here without a timeout (not at boot: see dom0/configure.sh). SKIP_REDIRECT: run
-# the script itself, not `systemctl start xen.service`. A xenstore client blocks while
-# xenstored is down, hence the timeouts.
-echo "$(date +%s.%N) $role XEN-START"
-SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/xen start
-for i in $(seq 120); do timeout 20 xenstore-read domid >/dev/null 2>&1 && break; sleep 1; done
-echo "$(date +%s.%N) $role XEN-UP"
+fail() { ev FAIL "$*"; sync; [ $role = A ] && peer_off; exit 1; }
+# Xen's daemons, started here step by step (not Debian's /etc/init.d/xen: see
+# dom0/xenlab-init), each step an event, each daemon's output in out/. A xenstore
+# client that is not told -s blocks while xenstored is down, hence -s and timeouts.
+xb=/usr/lib/xen-4.17/bin
+xen_start() {
+	local impl i
+	mountpoint -q /proc/xen || mount -t xenfs xenfs /proc/xen || { ev XEN-STEP xenfs-failed; return 1; }
+	ev XEN-STEP xenfs caps="$(cat /proc/xen/capabilities)" devs="$(ls /dev/xen | tr '\n' ,)"
+	for impl in oxenstored xenstored; do
+		XENSTORED_ROOTDIR=/run/xenstored $xb/$impl --no-fork --pid-file /run/xenstore.pid >$out/$impl.log 2>&1 &
+		ev XEN-STEP $impl pid=$!
+		for ((i = 0; i < 240; i++)); do
+			timeout -k 5 20 xenstore-read -s / >/dev/null 2>&1 && break
+			kill -0 $! 2>/dev/null || break
+			sleep 0.5
+		done
+		if timeout -k 5 20 xenstore-read -s / >/dev/null 2>&1; then ev XEN-STEP $impl-up; break; fi
+		ev XEN-STEP $impl-not-up "$(tail -c 300 $out/$impl.log | tr '\n' ' ')"
+		kill $! 2>/dev/null
+	done
+	timeout -k 5 120 $xb/xen-init-dom0 >$out/xen-init-dom0.log 2>&1; ev XEN-STEP xen-init-dom0 rc=$?
+	timeout -k 5 120 $xb/xenconsoled --pid-file /run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console --timestamp=guest >$out/xenconsoled.log 2>&1
+	ev XEN-STEP xenconsoled rc=$?
+	timeout -k 5 60 xenstore-read domid >/dev/null
+}
+# power the peer off (its xenlab-init powers itself off only when its run.sh ends)
+peer_off() { timeout 20 ssh -o ConnectTimeout=5 root@$peer 'sync; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
+ev XEN-START
+xen_start || fail "Xen's daemons did not start"
+ev XEN-UP
 nic=$(ls /sys/class/net | grep -v -E '^(lo|vif|xenbr)' | head -1)
 ip link set "$nic" up; ip addr add $me/24 dev "$nic"
 ev BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) "$(xl info | grep -E '^(xen_version|virt_caps)' | tr -s ' ' | tr '\n' ' ')"
@@ -127,4 +149,4 @@ echo "$r" | grep -qF "bytes \"DOMAINM-XENLAB-PLANT:$s2\"" && ev FRAME-OK where=B
 cp /var/log/xen/console/guest-*.log $out/ 2>/dev/null
 ssh root@$peer 'cp /var/log/xen/console/guest-*.log /lab/out/ 2>/dev/null; cp /var/log/xen/console/guest-target.log /lab/out/guest-target-B.log; sync'
 ev DONE
-sync; ssh root@$peer poweroff; sleep 2; poweroff
+sync; peer_off

@@ -1,7 +1,8 @@
 #!/bin/bash
 # configure.sh ROOT: make the debootstrapped tree a Xen dom0 for the nested lab.
 # The lab's per-run files come on a second disk (/dev/vdb, ext4 labelled xenlab) that
-# xenlab.service mounts on /lab and whose /lab/run.sh it runs; the root stays generic.
+# xenlab-init (dom0's PID 1) mounts on /lab and whose /lab/run.sh it runs; the root
+# stays generic.
 set -euo pipefail
 R=${1:?usage: configure.sh ROOT}
 chroot "$R" passwd -d root >/dev/null
@@ -15,33 +16,11 @@ ssh-keygen -q -t ed25519 -N '' -C xenlab -f "$R/root/.ssh/id_ed25519"
 cp "$R/root/.ssh/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
 printf 'Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n' >"$R/root/.ssh/config"
 # guest consoles logged by xenconsoled (the lab reads the domUs' output there)
-echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console --timestamp=guest"' >>"$R/etc/default/xen"
+grep -q '^XENCONSOLED_ARGS=' "$R/etc/default/xen" ||
+	echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console --timestamp=guest"' >>"$R/etc/default/xen"
 mkdir -p "$R/var/log/xen/console"
-# Units that only cost boot time under emulation, or fight the lab for hvc0.
-for u in serial-getty@hvc0.service xendomains.service networking.service ifupdown-pre.service \
-	apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-	systemd-timesyncd.service getty@.service getty-static.service; do
-	ln -sf /dev/null "$R/etc/systemd/system/$u"
-done
-# Xen's daemons (Debian's sysv /etc/init.d/xen) are not started at boot: under a loaded
-# TCG host the generated xen.service outran systemd's start timeout and failed. run.sh
-# starts the script itself, without a timeout. (Masking the unit would not do: Debian's
-# LSB hook makes a masked service's script exit at once, even when run by hand.)
-rm -f "$R"/etc/rc?.d/[SK][0-9][0-9]xen
-cat >"$R/etc/systemd/system/xenlab.service" <<'E2'
-[Unit]
-Description=Domain M nested Xen lab run (/lab/run.sh from the lab disk)
-After=ssh.service
-[Service]
-Type=oneshot
-TimeoutStartSec=infinity
-ExecStartPre=/bin/mkdir -p /lab
-ExecStartPre=/bin/mount -L xenlab /lab
-ExecStart=/bin/bash /lab/run.sh
-StandardOutput=tty
-StandardError=tty
-TTYPath=/dev/hvc0
-[Install]
-WantedBy=multi-user.target
-E2
-ln -sf /etc/systemd/system/xenlab.service "$R/etc/systemd/system/multi-user.target.wants/xenlab.service"
+# No systemd in the lab's dom0: the kernel runs xenlab-init (init=/sbin/xenlab-init on
+# the dom0 command line), which mounts the lab disk (/dev/vdb, label xenlab) on /lab,
+# starts sshd and runs /lab/run.sh; run.sh starts Xen's daemons itself (see xenlab-init
+# for why). Debian's sysv script and systemd units stay installed but unused.
+install -m 755 "$(dirname "$0")/xenlab-init" "$R/sbin/xenlab-init"

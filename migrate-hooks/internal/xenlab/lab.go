@@ -140,7 +140,7 @@ func (l *Lab) qemuArgs(h string, port int) []string {
 		"-serial", "file:" + filepath.Join(l.Run, "serial-"+h+".log"),
 		"-kernel", filepath.Join(l.Build, "xen.elf"),
 		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 loglvl=all guest_loglvl=all noreboot",
-		"-initrd", filepath.Join(l.Build, "vmlinuz") + " root=/dev/vda rw console=hvc0 earlyprintk=xen xenlab_role=" + h + "," + filepath.Join(l.Build, "initrd.img"),
+		"-initrd", filepath.Join(l.Build, "vmlinuz") + " root=/dev/vda rw console=hvc0 earlyprintk=xen init=/sbin/xenlab-init xenlab_role=" + h + "," + filepath.Join(l.Build, "initrd.img"),
 		"-drive", "file=" + filepath.Join(l.Build, "dom0.img") + ",if=virtio,format=raw,snapshot=on",
 		"-drive", "file=" + filepath.Join(l.Run, "lab-"+h+".img") + ",if=virtio,format=raw,cache=unsafe",
 		"-netdev", net, "-device", "virtio-net-pci,netdev=n1,mac=" + mac,
