@@ -14,6 +14,8 @@ install -D -m 0644 "$repo/image/domainm.toml" "$root/usr/share/domainm/domainm.t
 install -D -m 0644 -t "$root/usr/share/domainm/rules" "$repo"/rules/yara/*.yar
 install -D -m 0644 "$repo/rules/policy/default.toml" "$root/usr/share/domainm/integrity.toml"
 install -d -m 0755 "$root/etc/domainm" "$root/var/lib/domainm"
+# Mount point of the target's shared storage (domainm-storage.service).
+install -d -m 0755 "$root/srv/storage"
 ln -sfn /etc/systemd/system/domainm.service "$root/etc/systemd/system/multi-user.target.wants/domainm.service"
 # The image's own units and files (fstab, console status, ...).
 cp -a "$repo/image/rootfs/." "$root/"
