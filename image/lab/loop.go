@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/domainm/domainm/image/ganesha"
+	"github.com/domainm/domainm/migrate-hooks/control"
 )
 
 // Options configure a run of the full loop.
@@ -39,7 +40,9 @@ type Report struct {
 	Steps     []Step
 	Implants  [2]string // before and after the migration
 	Migration MigrationResult
-	Total     time.Duration
+	// BootToReady is Domain M's image from QEMU's start to READY (source host).
+	BootToReady time.Duration
+	Total       time.Duration
 }
 
 // Step is one line of the timeline.
@@ -53,10 +56,10 @@ type Loop struct {
 	o        Options
 	start    time.Time
 	rep      *Report
-	domainm  string
+	image    string // the appliance image (make image): bin/image
 	migrate  string
 	kernel   string
-	initrds  [2]string // target, Domain M
+	initrds  [1]string // the target's
 	pki      PKI
 	syslog   *Rsyslog
 	nfs      *ganesha.Server
@@ -68,6 +71,8 @@ type Loop struct {
 	dstVMs   [2]*VM
 	uris     [2]string // the destinations' incoming URIs
 	checksAt int       // Domain M's disk checks when the migration ended
+	ctl      *control.Client
+	ctlHost  *Host // whose Domain M ctl is connected to
 }
 
 // Run runs the full loop: it starts everything, proves each point and stops what it
@@ -110,17 +115,18 @@ type step struct {
 
 func (l *Loop) steps() []step {
 	return []step{
-		{"build domainm, domainm-migrate and the guests' initramfs", l.build},
+		{"make image (Domain M), domainm-migrate, the target's initramfs", l.build},
 		{"lab CA; rsyslogd on TLS", l.startSyslog},
 		{"target disk image in the exported folder; nfs-ganesha", l.startNFS},
-		{"host src: target and Domain M boot (TCG)", l.startSource},
-		{"Domain M monitoring; baseline over NFS", l.waitMonitoring},
+		{"host src: target and Domain M's image boot (TCG)", l.startSource},
+		{"Domain M READY under systemd, export mounted; monitoring, baseline over NFS", l.waitMonitoring},
 		{"in the target: string in a process's memory, new setuid binary on its disk", l.plantBefore},
 		{"both alerts at rsyslogd with target name and uuid", l.waitFirstAlerts},
 		{"host dst: paused destination QEMUs", l.startDestination},
 		{"co-migrate with domainm-migrate (invariant checked)", l.coMigrate},
 		{"new string planted after migration, found from the destination", l.plantAfter},
 		{"disk check over the same export at the destination", l.diskAfter},
+		{"ganesha stopped and started: disk-unreachable, then checks resume", l.storageOutage},
 	}
 }
 
@@ -140,6 +146,7 @@ func (l *Loop) run(ctx context.Context, name string, fn func(context.Context) er
 
 // close stops everything this run started, the VMs first.
 func (l *Loop) close() {
+	l.releaseControl()
 	for _, h := range []*Host{l.dst, l.src} {
 		if h != nil {
 			h.Close()
@@ -162,21 +169,8 @@ func (l *Loop) path(name string) string { return filepath.Join(l.o.Dir, name) }
 func implant() string {
 	b := make([]byte, 4)
 	rand.Read(b)
-	return "DOMAINM-LAB-IMPLANT-" + hex.EncodeToString(b)
+	return "DOMAINM-DEMO-IMPLANT-" + hex.EncodeToString(b) // the shipped rule domainm_demo_marker
 }
-
-// labRule matches any implant the lab plants; the literal never sits in a guest image.
-const labRule = `rule lab_implant : lab
-{
-    meta:
-        description = "Domain M lab: string planted in a target process"
-        severity = "high"
-    strings:
-        $m = /DOMAINM-LAB-IMPLANT-[0-9a-f]{8}/
-    condition:
-        $m
-}
-`
 
 func mkdirs(paths ...string) error {
 	for _, p := range paths {

@@ -67,6 +67,7 @@ func (l *Loop) coMigrate(ctx context.Context) error {
 	for _, vm := range append(l.srcVMs[:], l.dstVMs[:]...) {
 		vm.Release()
 	}
+	l.releaseControl()
 	args := []string{"migrate", "--json",
 		"--target-src", l.srcVMs[0].QMP, "--target-dst", l.dstVMs[0].QMP, "--target-uri", l.uris[0],
 		"--domm-src", l.srcVMs[1].QMP, "--domm-dst", l.dstVMs[1].QMP, "--domm-uri", l.uris[1],
@@ -96,7 +97,11 @@ func (l *Loop) coMigrate(ctx context.Context) error {
 	if err := m.check(); err != nil {
 		return fmt.Errorf("%w; stderr: %s", err, errb.String())
 	}
-	l.checksAt = console(l.dstVMs[1]).Last().DiskChecks
+	r, err := l.status(ctx, l.dst)
+	if err != nil {
+		return fmt.Errorf("Domain M at the destination: %w", err)
+	}
+	l.checksAt = r.DiskChecks
 	return nil
 }
 
@@ -113,7 +118,10 @@ func (l *Loop) plantAfter(ctx context.Context) error {
 	if err := l.waitAlert(ctx, "memory-match-updated", "", l.rep.Implants[1]); err != nil {
 		return err
 	}
-	r := console(l.dstVMs[1]).Last()
+	r, err := l.status(ctx, l.dst)
+	if err != nil {
+		return fmt.Errorf("Domain M at the destination: %w", err)
+	}
 	if r.Target == nil || r.Target.Host != "dst" || r.State != proto.StateMonitoring {
 		return fmt.Errorf("domain M at the destination: %s, target %+v", statusText(r), r.Target)
 	}
@@ -123,8 +131,40 @@ func (l *Loop) plantAfter(ctx context.Context) error {
 // diskAfter waits for two more disk checks by Domain M at the destination, over the
 // same NFS mount (which the migration moved with it), healthy.
 func (l *Loop) diskAfter(ctx context.Context) error {
-	return waitFor(ctx, 5*time.Minute, "disk checks at the destination", func() (bool, string) {
-		r := console(l.dstVMs[1]).Last()
-		return r.DiskChecks >= l.checksAt+2 && healthyStatus(r), statusText(r) + consoleTail(l.dstVMs[1].Serial)
+	return l.waitFor(ctx, 5*time.Minute, "disk checks at the destination", func() (bool, string) {
+		r, state := l.statusOn(ctx, l.dst)
+		return r.DiskChecks >= l.checksAt+2 && healthyStatus(r), state
+	})
+}
+
+// storageOutage stops ganesha: Domain M (at the destination) names disk-unreachable
+// in its status and alerts disk-storage-unreachable; ganesha starts again on the same
+// port: the image's soft mount reads again, disk-storage-back arrives and the checks
+// go on, healthy.
+func (l *Loop) storageOutage(ctx context.Context) error {
+	if err := l.nfs.Stop(); err != nil {
+		return err
+	}
+	if err := l.waitFor(ctx, 5*time.Minute, "disk-unreachable while ganesha is down", func() (bool, string) {
+		r, state := l.statusOn(ctx, l.dst)
+		return HasProblem(r, proto.ProblemDiskUnreachable) && l.received("disk-storage-unreachable", "", ""), state
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.o.Out, "           ganesha stopped: status names %s, alert disk-storage-unreachable at rsyslogd\n", proto.ProblemDiskUnreachable)
+	if err := l.nfs.Start(ctx); err != nil {
+		return err
+	}
+	var checks int
+	if err := l.waitFor(ctx, 5*time.Minute, "checks resuming once ganesha is back", func() (bool, string) {
+		r, state := l.statusOn(ctx, l.dst)
+		checks = r.DiskChecks
+		return healthyStatus(r) && l.received("disk-storage-back", "", ""), state
+	}); err != nil {
+		return err
+	}
+	return l.waitFor(ctx, 5*time.Minute, "a check after the outage", func() (bool, string) {
+		r, state := l.statusOn(ctx, l.dst)
+		return r.DiskChecks > checks && healthyStatus(r), state
 	})
 }

@@ -12,7 +12,7 @@ import (
 // its disk, at the source.
 func (l *Loop) plantBefore(ctx context.Context) error {
 	vm := l.srcVMs[0]
-	if err := waitFor(ctx, 5*time.Minute, "the target ready", func() (bool, string) {
+	if err := l.waitFor(ctx, 5*time.Minute, "the target ready", func() (bool, string) {
 		b, _ := os.ReadFile(vm.Serial)
 		return strings.Contains(string(b), "GUEST-TARGET-READY /dev/"), consoleTail(vm.Serial)
 	}); err != nil {
@@ -56,7 +56,7 @@ func (l *Loop) waitFirstAlerts(ctx context.Context) error {
 // text in its raw form, where not ""), carrying the target's name and uuid.
 func (l *Loop) waitAlert(ctx context.Context, action, path, text string) error {
 	what := fmt.Sprintf("%s alert %s%s at rsyslogd", action, path, text)
-	return waitFor(ctx, 5*time.Minute, what, func() (bool, string) {
+	return l.waitFor(ctx, 5*time.Minute, what, func() (bool, string) {
 		for _, a := range l.syslog.Received() {
 			if a.Event.Action == action && (path == "" || a.File.Path == path) && strings.Contains(a.Raw, text) {
 				if a.Host.Name != TargetName || a.Host.ID != TargetUUID {
@@ -66,8 +66,27 @@ func (l *Loop) waitAlert(ctx context.Context, action, path, text string) error {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprintf("%d alerts received", len(l.syslog.Received())) + consoleTail(l.srcVMs[1].Serial)
+		return false, fmt.Sprintf("%d alerts received;", len(l.syslog.Received())) + consoleTail(l.dommNow().Serial)
 	})
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o644) }
+
+// received says whether rsyslogd has an alert with the action (and file path, and text
+// in its raw form, where not "").
+func (l *Loop) received(action, path, text string) bool {
+	for _, a := range l.syslog.Received() {
+		if a.Event.Action == action && (path == "" || a.File.Path == path) && strings.Contains(a.Raw, text) {
+			return true
+		}
+	}
+	return false
+}
+
+// dommNow is the Domain M VM that runs: the destination's once the co-migration ended.
+func (l *Loop) dommNow() *VM {
+	if l.rep.Migration.Total != nil && l.dstVMs[1] != nil {
+		return l.dstVMs[1]
+	}
+	return l.srcVMs[1]
+}

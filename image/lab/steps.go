@@ -18,9 +18,11 @@ func (l *Loop) build(ctx context.Context) error {
 		return err
 	}
 	var err error
-	if l.domainm, err = BuildDomainm(l.o.BinDir); err != nil {
+	t0 := time.Now()
+	if l.image, err = MakeImage(ctx); err != nil {
 		return err
 	}
+	fmt.Fprintf(l.o.Out, "           make image: %.0f s (%s)\n", time.Since(t0).Seconds(), l.image)
 	if l.migrate, err = buildMigrate(l.o.BinDir); err != nil {
 		return err
 	}
@@ -30,10 +32,7 @@ func (l *Loop) build(ctx context.Context) error {
 	}
 	l.kernel = t.Kernel
 	l.initrds[0] = l.path("target.cpio")
-	if err := t.Build(l.initrds[0]); err != nil {
-		return err
-	}
-	return nil // Domain M's initramfs needs the ports of rsyslogd and ganesha: startNFS
+	return t.Build(l.initrds[0])
 }
 
 // buildMigrate builds domainm-migrate without cgo, as the package ships it.
@@ -81,75 +80,7 @@ func (l *Loop) startNFS(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(l.o.Out, "           ganesha pid %d on %s exports %s as %s\n", l.nfs.Pid(), l.nfs.Addr, l.export, l.nfs.Pseudo)
-	l.initrds[1] = l.path("domm.cpio")
-	return l.buildDomM()
-}
-
-// buildDomM builds Domain M's initramfs: domainm watching the nvdimm and the image on
-// the NFS mount, alerts to rsyslogd over TLS (and a file, for the console).
-func (l *Loop) buildDomM() error {
-	ca, err := os.ReadFile(l.pki.CA)
-	if err != nil {
-		return err
-	}
-	d := DomM{Domainm: l.domainm, NFSPort: l.nfs.Port, Pseudo: l.nfs.Pseudo,
-		Rules:   map[string]string{"lab.yar": labRule},
-		Modules: []string{"virtio_console", "nfit", "nd_pmem"},
-		Setup:   controlPortScript,
-		Config:  loopConfig(l.syslog.Port)}
-	g, err := d.Guest()
-	if err != nil {
-		return err
-	}
-	g.Files["/etc/domainm/ca.pem"] = ca
-	return g.Build(l.initrds[1])
-}
-
-// controlPortScript links the control port's device where the config expects it
-// (busybox has no udev to make /dev/virtio-ports/NAME).
-const controlPortScript = `mkdir -p /dev/virtio-ports
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  for p in /sys/class/virtio-ports/*; do
-    n=$(cat $p/name 2>/dev/null)
-    [ -n "$n" ] && ln -sf /dev/$(basename $p) /dev/virtio-ports/$n
-  done
-  [ -e /dev/virtio-ports/org.domainm.control ] && break
-  sleep 1
-done
-ls -l /dev/virtio-ports /dev/pmem* 2>&1 | sed 's/^/GUEST-DEV /'`
-
-func loopConfig(syslogPort int) string {
-	return fmt.Sprintf(`[target]
-name = %q
-uuid = %q
-memory = %q
-layout = "flat"
-disk = %q
-disk_format = "raw"
-[memory]
-interval = "10s"
-[disk]
-interval = "5s"
-[rules]
-dir = %q
-[state]
-dir = %q
-[control]
-socket = %q
-device = "/dev/virtio-ports/org.domainm.control"
-[[alerts.sink]]
-name = "console"
-type = "file"
-path = %q
-[[alerts.sink]]
-name = "rsyslog"
-type = "syslog"
-transport = "tls"
-address = "%s:%d"
-ca_file = "/etc/domainm/ca.pem"
-server_name = %q
-`, TargetName, TargetUUID, nvdimmSpec, GuestMount+"/target.img", GuestRules, GuestState, GuestSocket, GuestAlerts,
-		hostFromVM, syslogPort, ServerName)
+	return nil
 }
 
 const appendLine = "console=ttyS0 quiet panic=-1 no_timer_check"
@@ -170,42 +101,43 @@ func (l *Loop) startSource(ctx context.Context) error {
 				"-chardev", "socket,id=lab,server=on,wait=off,path=" + labSock(h),
 				"-device", "virtserialport,chardev=lab,name=" + LabPort}
 		}}
-	l.domm = Machine{Name: "domm", MemMiB: l.o.DomMMiB, Fill: true, Kernel: l.kernel, Initrd: l.initrds[1],
-		Watch: func(h *Host) string { return h.RAMFile("target") }, WatchMiB: l.o.TargetMiB,
-		Extra: func(h *Host) []string {
-			return []string{"-nic", "user,model=virtio-net-pci",
-				"-device", "virtio-serial-pci,id=vs",
-				"-chardev", "socket,id=ctl,server=on,wait=off,path=" + ctlSock(h),
-				"-device", "virtserialport,chardev=ctl,name=org.domainm.control"}
-		}}
-	var err error
+	files, err := l.writeImageFiles(l.path("domm"))
+	if err != nil {
+		return err
+	}
+	disk := l.path("domm/disk.raw")
+	if err := copySparse(filepath.Join(l.image, "disk.raw"), disk); err != nil {
+		return err
+	}
+	l.domm = l.dommMachine(files, disk)
 	if l.srcVMs[0], err = l.src.Start(ctx, l.target, ""); err != nil {
 		return err
 	}
 	if l.srcVMs[1], err = l.src.Start(ctx, l.domm, ""); err != nil {
 		return err
 	}
-	fmt.Fprintf(l.o.Out, "           target pid %d (RAM %s), Domain M pid %d\n", l.srcVMs[0].Proc.Pid, l.srcVMs[0].RAMFile, l.srcVMs[1].Proc.Pid)
+	fmt.Fprintf(l.o.Out, "           target pid %d (RAM %s), Domain M pid %d (image %s, fw_cfg %s)\n",
+		l.srcVMs[0].Proc.Pid, l.srcVMs[0].RAMFile, l.srcVMs[1].Proc.Pid, l.image, l.path("domm"))
 	return nil
 }
 
 func labSock(h *Host) string { return filepath.Join(h.Dir, h.Name+"-target-lab.sock") }
 func ctlSock(h *Host) string { return filepath.Join(h.Dir, h.Name+"-domm-ctl.sock") }
 
-// console parses the Domain M console of vm.
-func console(vm *VM) Console {
-	b, _ := os.ReadFile(vm.Serial)
-	return ParseConsole(string(b))
-}
-
-// waitFor polls cond every second until it holds or ctx ends (or limit passes).
-func waitFor(ctx context.Context, limit time.Duration, what string, cond func() (bool, string)) error {
+// waitFor polls cond every second until it holds or ctx ends (or limit passes),
+// printing the state cond reports every 30 s (the timeline's progress).
+func (l *Loop) waitFor(ctx context.Context, limit time.Duration, what string, cond func() (bool, string)) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	start, said := time.Now(), time.Now()
 	for {
 		ok, state := cond()
 		if ok {
 			return nil
+		}
+		if time.Since(said) >= 30*time.Second {
+			said = time.Now()
+			fmt.Fprintf(l.o.Out, "[%6.1fs]   waiting %.0f s for %s: %s\n", time.Since(l.start).Seconds(), time.Since(start).Seconds(), what, oneLine(state))
 		}
 		select {
 		case <-ctx.Done():
@@ -213,6 +145,23 @@ func waitFor(ctx context.Context, limit time.Duration, what string, cond func() 
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// oneLine is s on one line, printable, at most 200 characters.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' {
+			return ' '
+		}
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
 }
 
 func statusText(r proto.Response) string {
@@ -228,12 +177,13 @@ func statusText(r proto.Response) string {
 }
 
 func (l *Loop) waitMonitoring(ctx context.Context) error {
-	return waitFor(ctx, 10*time.Minute, "Domain M monitoring with a baseline", func() (bool, string) {
-		c := console(l.srcVMs[1])
-		r := c.Last()
-		ok := r.State == proto.StateMonitoring && r.DiskChecks >= 1 && healthyStatus(r) &&
-			len(c.With("disk-baseline-created", "")) == 1
-		return ok, statusText(r) + consoleTail(l.srcVMs[1].Serial)
+	if err := l.waitReady(ctx); err != nil {
+		return err
+	}
+	return l.waitFor(ctx, 10*time.Minute, "Domain M monitoring with a baseline", func() (bool, string) {
+		r, state := l.statusOn(ctx, l.src)
+		ok := r.State == proto.StateMonitoring && r.DiskChecks >= 1 && healthyStatus(r) && l.received("disk-baseline-created", "", "")
+		return ok, state
 	})
 }
 

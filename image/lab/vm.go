@@ -33,6 +33,10 @@ type Machine struct {
 	Initrd   string
 	Kernel   string
 	Extra    func(h *Host) []string // per-host arguments (sockets named per host)
+	// Boot, if set, is the VM's configuration on h (the appliance image: package image's
+	// Boot.Config); the host then sets only name, RAM file, monitor, console and
+	// incoming URI, and Kernel, Initrd, Watch and Extra are not used.
+	Boot func(h *Host) (qemu.Config, error)
 }
 
 // VM is a running QEMU of the lab.
@@ -51,7 +55,16 @@ func (h *Host) RAMFile(name string) string {
 func (h *Host) file(name, ext string) string { return filepath.Join(h.Dir, h.Name+"-"+name+ext) }
 
 // args is QEMU's command line for m on h; incoming "" for a source.
-func (h *Host) args(m Machine, incoming string) []string {
+func (h *Host) args(m Machine, incoming string) ([]string, error) {
+	if m.Boot != nil {
+		c, err := m.Boot(h)
+		if err != nil {
+			return nil, fmt.Errorf("%s on %s: %w", m.Name, h.Name, err)
+		}
+		c.Name, c.MemMiB, c.RAMFile, c.RAMShared = m.Name, m.MemMiB, h.RAMFile(m.Name), m.Shared
+		c.QMP, c.Serial, c.Incoming, c.NoReboot = h.file(m.Name, ".qmp"), h.file(m.Name, ".serial"), incoming, true
+		return append([]string{qemu.Binary}, c.Args()...), nil
+	}
 	c := qemu.Config{Name: m.Name, Accel: "tcg", MemMiB: m.MemMiB, RAMFile: h.RAMFile(m.Name), RAMShared: m.Shared,
 		QMP: h.file(m.Name, ".qmp"), Serial: h.file(m.Name, ".serial"), Incoming: incoming, NoReboot: true,
 		Kernel: m.Kernel, Initrd: m.Initrd, Append: appendLine}
@@ -66,7 +79,7 @@ func (h *Host) args(m Machine, incoming string) []string {
 	if m.Extra != nil {
 		c.Extra = append(c.Extra, m.Extra(h)...)
 	}
-	return append([]string{qemu.Binary}, c.Args()...)
+	return append([]string{qemu.Binary}, c.Args()...), nil
 }
 
 // Start starts m on h (paused, listening on incoming, for a destination) and connects
@@ -86,7 +99,11 @@ func (h *Host) Start(ctx context.Context, m Machine, incoming string) (*VM, erro
 	defer stderr.Close()
 	vm := &VM{Name: m.Name, Host: h.Name, QMP: h.file(m.Name, ".qmp"), Serial: h.file(m.Name, ".serial"), RAMFile: h.RAMFile(m.Name)}
 	os.Remove(vm.QMP)
-	if vm.Proc, err = qemu.Start(h.args(m, incoming), nil, stderr); err != nil {
+	args, err := h.args(m, incoming)
+	if err != nil {
+		return nil, err
+	}
+	if vm.Proc, err = qemu.Start(args, nil, stderr); err != nil {
 		return nil, err
 	}
 	h.vms = append(h.vms, vm)
