@@ -250,10 +250,7 @@ func decodeFindings(t *testing.T, out string) map[string]*detectors.Finding {
 	t.Helper()
 	fs := map[string]*detectors.Finding{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		var f detectors.Finding
-		if err := json.Unmarshal([]byte(l), &f); err != nil {
-			t.Fatalf("finding %q: %v", l, err)
-		}
+		f := decodeFinding(t, []byte(l))
 		fs[f.Rule] = &f
 	}
 	return fs

@@ -219,12 +219,12 @@ func compileDiskRules(env Env, cmd, dir string) (*yara.Rules, error) {
 func printCheckJSON(env Env, changes []integrity.Change, findings []detectors.Finding) error {
 	enc := json.NewEncoder(env.Stdout)
 	for _, c := range changes {
-		if err := enc.Encode(c); err != nil {
+		if err := enc.Encode(toChangeJSON(c)); err != nil {
 			return err
 		}
 	}
 	for _, f := range findings {
-		if err := enc.Encode(f); err != nil {
+		if err := enc.Encode(toFindingJSON(f)); err != nil {
 			return err
 		}
 	}

@@ -112,8 +112,7 @@ func parseCheckJSON(t *testing.T, out string) (map[string]integrity.Change, []de
 		}
 		switch probe.Detector {
 		case "integrity":
-			var c integrity.Change
-			diskMust(t, json.Unmarshal(sc.Bytes(), &c))
+			c := decodeChange(t, sc.Bytes())
 			if c.PathRaw != nil { // the exact bytes of a name that is not UTF-8
 				c.Path = string(c.PathRaw)
 			}
@@ -122,9 +121,7 @@ func parseCheckJSON(t *testing.T, out string) (map[string]integrity.Change, []de
 			}
 			changes[c.Path] = c
 		case "yara-file":
-			var f detectors.Finding
-			diskMust(t, json.Unmarshal(sc.Bytes(), &f))
-			findings = append(findings, f)
+			findings = append(findings, decodeFinding(t, sc.Bytes()))
 		default:
 			t.Fatalf("line without a known detector: %s", sc.Text())
 		}
@@ -431,8 +428,7 @@ rule by_type { condition: filetype == "ELF" and filepath == "/usr/bin" }
 	var got []string
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		var f detectors.Finding
-		diskMust(t, json.Unmarshal(sc.Bytes(), &f))
+		f := decodeFinding(t, sc.Bytes())
 		if f.Detector != "yara-file" || f.Target.Source != img {
 			t.Errorf("finding %+v", f)
 		}

@@ -107,7 +107,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	if d.json {
 		enc := json.NewEncoder(env.Stdout)
 		for _, f := range ys.Findings {
-			if err := enc.Encode(f); err != nil {
+			if err := enc.Encode(toFindingJSON(f)); err != nil {
 				return ExitError, err
 			}
 		}

@@ -168,7 +168,7 @@ window_dependent in --json (domainm rules check lists them).`)
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		for _, f := range findings {
-			if err := enc.Encode(f); err != nil {
+			if err := enc.Encode(toFindingJSON(f)); err != nil {
 				return ExitError, err
 			}
 		}

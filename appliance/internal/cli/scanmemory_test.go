@@ -48,10 +48,7 @@ func (f memFixture) scanJSON(t *testing.T, args ...string) (int, map[string]dete
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(nil, 16<<20)
 	for sc.Scan() {
-		var fd detectors.Finding
-		if err := json.Unmarshal(sc.Bytes(), &fd); err != nil {
-			t.Fatalf("bad finding line %q: %v", sc.Text(), err)
-		}
+		fd := decodeFinding(t, sc.Bytes())
 		fs[fd.Rule] = fd
 	}
 	var sum map[string]any

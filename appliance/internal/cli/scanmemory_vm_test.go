@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/memscan"
 	"github.com/domainm/domainm/memscan/vmtest"
 )
@@ -93,10 +91,7 @@ rule planted : test { meta: description = "planted by the test" strings: $s = /D
 	if code != ExitFindings {
 		t.Fatalf("exit %d, want 1; stderr: %s", code, errOut)
 	}
-	var f detectors.Finding
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &f); err != nil {
-		t.Fatalf("output %q: %v", out, err)
-	}
+	f := decodeFinding(t, []byte(strings.TrimSpace(out)))
 	if f.Rule != "planted" || f.Namespace != "e2e" || f.Detector != "yara-memory" || len(f.Tags) != 1 || f.Meta["description"] == "" {
 		t.Errorf("finding = %+v", f)
 	}

@@ -490,17 +490,24 @@ func parseDomainm(out []byte) (hits, error) {
 	h := hits{}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for dec.More() {
+		// scan-memory --json: rule.name, matches[].address as "0x..." (the alert schema's forms).
 		var f struct {
-			Rule    string `json:"rule"`
+			Rule struct {
+				Name string `json:"name"`
+			} `json:"rule"`
 			Matches []struct {
-				Offset uint64 `json:"offset"`
+				Address string `json:"address"`
 			} `json:"matches"`
 		}
 		if err := dec.Decode(&f); err != nil {
 			return nil, fmt.Errorf("decoding domainm output: %w", err)
 		}
 		for _, m := range f.Matches {
-			h[f.Rule] = append(h[f.Rule], m.Offset)
+			a, err := strconv.ParseUint(strings.TrimPrefix(m.Address, "0x"), 16, 64)
+			if err != nil {
+				return nil, fmt.Errorf("decoding domainm output: address %q: %w", m.Address, err)
+			}
+			h[f.Rule.Name] = append(h[f.Rule.Name], a)
 		}
 	}
 	for k := range h {

@@ -1,0 +1,214 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/detectors/integrity"
+)
+
+// The --json lines of scan-memory, scan-disk and check take the alert schema's forms
+// (appliance/internal/alert/schema/event.schema.json) and its ECS field names where
+// one exists, so that a script reads a finding the same way from the command line and
+// from a sink:
+//   - addresses (guest-physical, process and kernel virtual) are "0x..." lower-case hex
+//     strings, as domainm.matches[].address; a file match has its offset, an integer
+//   - rule.name and rule.ruleset (ECS) name the rule and its file's namespace (the
+//     policy selection for integrity changes, whose rule.name is integrity-<state>)
+//   - file.* (ECS): path, type (file, dir, symlink, char, block, fifo, socket), mode as
+//     an octal string ("0644"), uid, gid and inode as strings, target_path for a
+//     symlink, hash.sha256
+//   - integrity changes are state (added, removed, changed) and changes[] of
+//     {attribute, before, after}, as domainm.state and domainm.changes
+//   - @timestamp (ECS) is when the finding was made
+// README's "JSON output" section documents them.
+
+// addrJSON is an address written as "0x..." (lower-case hex).
+type addrJSON uint64
+
+func (a addrJSON) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + hexAddr64(uint64(a)) + `"`), nil
+}
+
+func (a *addrJSON) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil || !strings.HasPrefix(s, "0x") {
+		return fmt.Errorf("address %s: want a \"0x...\" string", b)
+	}
+	v, err := strconv.ParseUint(s[2:], 16, 64)
+	*a = addrJSON(v)
+	return err
+}
+
+func hexAddr64(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }
+
+// ruleJSON is ECS rule.*.
+type ruleJSON struct {
+	Name    string `json:"name"`
+	Ruleset string `json:"ruleset,omitempty"`
+}
+
+// findingJSON is one YARA finding line (yara-memory, yara-file).
+type findingJSON struct {
+	Detector        string            `json:"detector"`
+	Rule            ruleJSON          `json:"rule"`
+	Tags            []string          `json:"tags,omitempty"`
+	Meta            map[string]string `json:"meta,omitempty"`
+	File            *fileJSON         `json:"file,omitempty"` // file findings: file.path
+	Matches         []matchJSON       `json:"matches,omitempty"`
+	MatchesCut      int               `json:"matches_cut,omitempty"`
+	WindowDependent bool              `json:"window_dependent,omitempty"`
+	Timestamp       time.Time         `json:"@timestamp"`
+	Target          detectors.Target  `json:"target"`
+}
+
+// matchJSON is one string match: in memory at a guest-physical address, in a file at an
+// offset.
+type matchJSON struct {
+	Name         string        `json:"name"`
+	Address      *addrJSON      `json:"address,omitempty"`
+	Offset       *uint64       `json:"offset,omitempty"`
+	Length       int           `json:"length"`
+	DataHex      string        `json:"data_hex"`
+	DataText     string        `json:"data_text,omitempty"`
+	Processes    []processJSON `json:"processes,omitempty"`
+	ProcessCount int           `json:"process_count,omitempty"`
+	Kernel       *kernelJSON   `json:"kernel,omitempty"`
+	Virtual      bool          `json:"virtual,omitempty"`
+}
+
+type processJSON struct {
+	PID     int     `json:"pid"`
+	Name    string  `json:"name"`
+	Address addrJSON `json:"address"` // virtual, in the process
+}
+
+type kernelJSON struct {
+	Kind    string   `json:"kind"`
+	Module  string   `json:"module,omitempty"`
+	Address *addrJSON `json:"address,omitempty"` // kernel virtual
+}
+
+func toFindingJSON(f detectors.Finding) findingJSON {
+	out := findingJSON{Detector: f.Detector, Rule: ruleJSON{Name: f.Rule, Ruleset: f.Namespace}, Tags: f.Tags, Meta: f.Meta,
+		MatchesCut: f.MatchesCut, WindowDependent: f.WindowDependent, Timestamp: f.Time, Target: f.Target}
+	memory := f.Path == ""
+	if !memory {
+		out.File = &fileJSON{Path: f.Path}
+	}
+	for _, m := range f.Matches {
+		mj := matchJSON{Name: m.Name, Length: m.Length, DataHex: m.Hex, DataText: m.Text, ProcessCount: m.ProcessCount, Virtual: m.Virtual}
+		if memory {
+			a := addrJSON(m.Offset)
+			mj.Address = &a
+		} else {
+			o := m.Offset
+			mj.Offset = &o
+		}
+		for _, p := range m.Processes {
+			mj.Processes = append(mj.Processes, processJSON{PID: p.PID, Name: p.Name, Address: addrJSON(p.Address)})
+		}
+		if k := m.Kernel; k != nil {
+			mj.Kernel = &kernelJSON{Kind: k.Kind, Module: k.Module}
+			if k.Address != 0 {
+				a := addrJSON(k.Address)
+				mj.Kernel.Address = &a
+			}
+		}
+		out.Matches = append(out.Matches, mj)
+	}
+	return out
+}
+
+// changeJSON is one integrity change line.
+type changeJSON struct {
+	Detector string       `json:"detector"` // integrity
+	State    string       `json:"state"`    // added, removed, changed
+	Rule     ruleJSON     `json:"rule"`     // integrity-<state>, the policy selection
+	File     fileJSON     `json:"file"`     // the entry now (as last known, when removed)
+	Before   *fileJSON    `json:"file_before,omitempty"`
+	Changes  []changeAttr `json:"changes,omitempty"`
+}
+
+// changeAttr is one attribute's value before and after, as the text report prints them.
+type changeAttr struct {
+	Attribute string `json:"attribute"`
+	Before    string `json:"before"`
+	After     string `json:"after"`
+}
+
+// fileJSON is ECS file.* (nlink, caps, xattrs and error have no ECS field).
+type fileJSON struct {
+	Path       string            `json:"path"`
+	PathRaw    []byte            `json:"path_raw,omitempty"` // Path byte for byte when it is not UTF-8
+	Type       string            `json:"type,omitempty"`
+	Mode       string            `json:"mode,omitempty"`
+	UID        string            `json:"uid,omitempty"`
+	GID        string            `json:"gid,omitempty"`
+	Size       *int64            `json:"size,omitempty"`
+	Mtime      time.Time         `json:"mtime,omitzero"`
+	Ctime      time.Time         `json:"ctime,omitzero"`
+	Inode      string            `json:"inode,omitempty"`
+	Nlink      *uint32           `json:"nlink,omitempty"`
+	TargetPath string            `json:"target_path,omitempty"`
+	Caps       string            `json:"caps,omitempty"`
+	Xattrs     integrity.Xattrs  `json:"xattrs,omitempty"`
+	Hash       *integrity.Hashes `json:"hash,omitempty"`
+	Error      string            `json:"error,omitempty"`
+}
+
+// ecsFileType is ECS's (and the alert schema's) name of a diskscan file type.
+func ecsFileType(t string) string {
+	switch t {
+	case "chardev":
+		return "char"
+	case "blockdev":
+		return "block"
+	}
+	return t
+}
+
+func octalMode(m uint32) string { return fmt.Sprintf("%04o", m&0o7777) }
+
+func recordJSON(r *integrity.Record) *fileJSON {
+	if r == nil {
+		return nil
+	}
+	f := &fileJSON{Path: r.Path, PathRaw: r.PathRaw, Type: ecsFileType(r.Type), Error: r.Err}
+	if r.Inode == 0 && r.Err != "" {
+		return f // nothing could be read but the error
+	}
+	size, nlink := r.Size, r.Nlink
+	f.Mode, f.UID, f.GID, f.Size = octalMode(r.Mode), strconv.FormatUint(uint64(r.UID), 10), strconv.FormatUint(uint64(r.GID), 10), &size
+	f.Mtime, f.Ctime, f.Inode, f.Nlink = r.Mtime, r.Ctime, strconv.FormatUint(r.Inode, 10), &nlink
+	f.TargetPath, f.Xattrs = r.Link, r.Xattrs
+	if c := integrity.FormatCaps(r.Xattrs["security.capability"]); c != "" {
+		f.Caps = c
+	}
+	if r.Hashes != (integrity.Hashes{}) {
+		h := r.Hashes
+		f.Hash = &h
+	}
+	return f
+}
+
+func toChangeJSON(c integrity.Change) changeJSON {
+	out := changeJSON{Detector: integrity.Detector, State: string(c.Kind),
+		Rule: ruleJSON{Name: "integrity-" + string(c.Kind), Ruleset: c.Rule}}
+	now, before := c.After, c.Before
+	if c.Kind == integrity.Removed {
+		now, before = c.Before, nil
+	}
+	if f := recordJSON(now); f != nil {
+		out.File = *f
+	}
+	out.File.Path, out.File.PathRaw, out.File.Type = c.Path, c.PathRaw, ecsFileType(c.Type)
+	out.Before = recordJSON(before)
+	for _, a := range c.Attrs {
+		out.Changes = append(out.Changes, changeAttr{Attribute: a.Attr, Before: a.Before, After: a.After})
+	}
+	return out
+}
