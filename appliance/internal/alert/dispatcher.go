@@ -151,14 +151,20 @@ func (d *Dispatcher) Emit(ev Event) error { return d.EmitAll([]Event{ev}) }
 
 // EmitAll is Emit for several events in one commit, in order.
 func (d *Dispatcher) EmitAll(evs []Event) error {
-	req := &emitReq{done: make(chan error, 1)}
+	var entries []entry
 	for i := range evs {
 		e, err := d.encode(&evs[i])
 		if err != nil {
 			return err
 		}
-		req.entries = append(req.entries, e)
+		entries = append(entries, e)
 	}
+	return d.emitEntries(entries)
+}
+
+// emitEntries queues encoded entries for the writer and waits for their commit.
+func (d *Dispatcher) emitEntries(entries []entry) error {
+	req := &emitReq{entries: entries, done: make(chan error, 1)}
 	d.mu.Lock()
 	closed := d.closed
 	d.mu.Unlock()

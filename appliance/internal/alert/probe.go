@@ -1,7 +1,6 @@
 package alert
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -37,8 +36,16 @@ func (d *Dispatcher) SendTest(ctx context.Context, ev Event) ([]TestResult, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := d.EmitAll([]Event{ev}); err != nil { // encode is idempotent: the ids are set
+	// The spool reports the sequence number it gave the event in each queue: looking
+	// it up afterwards raced with a fast sink (a file) that had already delivered and
+	// removed it, and reported "not in the sink's spool".
+	e.seqs = make([]uint64, len(e.sinks))
+	if err := d.emitEntries([]entry{e}); err != nil {
 		return nil, err
+	}
+	given := map[string]uint64{}
+	for j, sink := range e.sinks {
+		given[sink] = e.seqs[j]
 	}
 	start := time.Now()
 	res := make([]TestResult, len(d.runners))
@@ -49,8 +56,8 @@ func (d *Dispatcher) SendTest(ctx context.Context, ev Event) ([]TestResult, erro
 			res[i].Skipped = fmt.Sprintf("below the sink's min_severity %s", r.cfg.MinSeverity)
 			continue
 		}
-		if seqs[i] = d.sp.find(r.cfg.Name, ev.Event.ID); seqs[i] == 0 {
-			res[i].Skipped = "not in the sink's spool (spool full?)"
+		if seqs[i] = given[r.cfg.Name]; seqs[i] == 0 {
+			res[i].Skipped = "did not fit in the sink's spool (spool full of more severe alerts)"
 		}
 	}
 	t := time.NewTicker(20 * time.Millisecond)
@@ -85,26 +92,6 @@ func (d *Dispatcher) SendTest(ctx context.Context, ev Event) ([]TestResult, erro
 		case <-t.C:
 		}
 	}
-}
-
-// find returns the sequence number of the event with id in sink's queue, looking
-// back from the newest at most 10,000 events (0: not found).
-func (s *spool) find(sink, id string) uint64 {
-	var seq uint64
-	want := []byte(`"id":"` + id + `"`)
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(qName(sink)).Cursor()
-		n := 0
-		for k, v := c.Last(); k != nil && n < 10000; k, v = c.Prev() {
-			n++
-			if len(k) == 8 && bytes.Contains(v, want) {
-				seq = binary.BigEndian.Uint64(k)
-				return nil
-			}
-		}
-		return nil
-	})
-	return seq
 }
 
 // first returns the sequence number of the oldest event in sink's queue (0: empty).

@@ -160,6 +160,10 @@ type entry struct {
 	sev   Severity
 	data  []byte
 	sinks []string
+	// seqs, when not nil, receives the sequence number given in each sink's queue
+	// (parallel to sinks; 0: it did not fit). Entries are copied on their way to the
+	// writer; the slice is shared, so the caller sees what add wrote.
+	seqs []uint64
 }
 
 // drop is an event that did not fit: either an older, less severe one pushed out, or
@@ -180,7 +184,7 @@ func (s *spool) add(entries []entry) (drops []drop, err error) {
 		drops = drops[:0]
 		clear(delta)
 		for _, e := range entries {
-			for _, sink := range e.sinks {
+			for j, sink := range e.sinks {
 				st := s.sinks[sink]
 				d := delta[sink]
 				q, idx := tx.Bucket(qName(sink)), tx.Bucket(iName(sink))
@@ -223,6 +227,9 @@ func (s *spool) add(entries []entry) (drops []drop, err error) {
 				}
 				if err := idx.Put(idxKey(e.sev, seq), nil); err != nil {
 					return err
+				}
+				if e.seqs != nil {
+					e.seqs[j] = seq
 				}
 				d.n++
 				d.bytes += cost
