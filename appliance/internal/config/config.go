@@ -118,7 +118,8 @@ type Metrics struct {
 type Control struct {
 	Socket string `toml:"socket"`
 	// Device is a character device carrying the same protocol: the guest end of a
-	// virtio-serial port when domainm runs inside a QEMU Domain M. "" for none.
+	// virtio-serial port when domainm runs inside a QEMU Domain M; /dev/xen/xenbus: over
+	// xenstore, in a Xen Domain M (Domain M's subtree: control.ServeXenstore). "" for none.
 	Device string `toml:"device"`
 	// QuiesceTimeout: quiesced (after prepare) this long without a resume raises an
 	// alert, since the target is then not watched.
