@@ -69,7 +69,7 @@ type findingJSON struct {
 // offset.
 type matchJSON struct {
 	Name         string        `json:"name"`
-	Address      *addrJSON      `json:"address,omitempty"`
+	Address      *addrJSON     `json:"address,omitempty"`
 	Offset       *uint64       `json:"offset,omitempty"`
 	Length       int           `json:"length"`
 	DataHex      string        `json:"data_hex"`
@@ -81,14 +81,14 @@ type matchJSON struct {
 }
 
 type processJSON struct {
-	PID     int     `json:"pid"`
-	Name    string  `json:"name"`
+	PID     int      `json:"pid"`
+	Name    string   `json:"name"`
 	Address addrJSON `json:"address"` // virtual, in the process
 }
 
 type kernelJSON struct {
-	Kind    string   `json:"kind"`
-	Module  string   `json:"module,omitempty"`
+	Kind    string    `json:"kind"`
+	Module  string    `json:"module,omitempty"`
 	Address *addrJSON `json:"address,omitempty"` // kernel virtual
 }
 
