@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -88,6 +89,20 @@ func TestInspectRootkit(t *testing.T) {
 	for _, r := range res.Checks {
 		if len(r.Findings) != 1 || r.Err != "" {
 			t.Errorf("--json: check %s: %d findings, error %q", r.Check, len(r.Findings), r.Err)
+		}
+	}
+	// Addresses in the alert schema's form (issue 14): "0x..." lower-case hex strings.
+	hexForm := regexp.MustCompile(`^0x[0-9a-f]+$`)
+	addrs := map[string]string{"kernel.text_virtual": res.Kernel.TextVA, "kernel.text_physical": res.Kernel.TextPA, "kernel.page_table_root": res.Kernel.PGD}
+	for _, m := range res.Modules {
+		addrs["module "+m.Name+" base"] = m.Base
+	}
+	for _, p := range res.Processes {
+		addrs[fmt.Sprintf("process %d task_struct", p.PID)] = p.Task
+	}
+	for what, a := range addrs {
+		if !hexForm.MatchString(a) {
+			t.Errorf("--json: %s is %q, not a \"0x...\" address", what, a)
 		}
 	}
 	for _, p := range res.Processes {
