@@ -14,6 +14,11 @@ func TestXenNotAvailable(t *testing.T) {
 		t.Fatalf("Open(xen:1) = %v, want the no-privcmd error", err)
 	}
 	t.Logf("error text: %v", err)
+	// Without the highest frame (what the supervisor passes for xen:DOMID from its
+	// config) Open goes on to probe Xen: here it fails only for the missing device.
+	if _, err := Open("xen:1", OpenOptions{}); !errors.Is(err, privcmd.ErrNoXen) {
+		t.Fatalf("Open(xen:1) without XenMaxGPFN = %v, want the no-privcmd error", err)
+	}
 }
 
 func TestXenRanges(t *testing.T) {
