@@ -45,7 +45,7 @@ xen_start() {
 	timeout -k 5 60 xenstore-read domid >/dev/null
 }
 # power the peer off (its xenlab-init powers itself off only when its run.sh ends)
-peer_off() { timeout 20 ssh -o ConnectTimeout=5 root@$peer 'sync; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
+peer_off() { timeout 30 ssh -o ConnectTimeout=5 root@$peer 'sync; echo u >/proc/sysrq-trigger; sleep 2; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
 ev XEN-START
 xen_start || fail "Xen's daemons did not start"
 ev XEN-UP
@@ -100,7 +100,8 @@ seed() { head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 if [ $role = B ]; then
 	# advance B's domain ids: the migrated domains must arrive with new ids
-	xl create -p /lab/target.cfg 'name="idbump"' && xl destroy idbump || echo "could not advance the domain ids"
+	ev IDBUMP-CREATE
+	xl -vvv create -p /lab/target.cfg 'name="idbump"' 'memory=32' 'maxmem=32' 2>$out/xl-idbump.log && ev IDBUMP-DESTROY && xl destroy idbump || echo "could not advance the domain ids"
 	touch /run/xenlab-ready; ev READY
 	exec sleep infinity
 fi
@@ -113,7 +114,8 @@ t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)
 ev CLOCK b=$tb a1=$t1 a2=$t2
 
 # The target is created paused and runs only once Domain M monitors it.
-xl create -p /lab/target.cfg || fail "xl create target"
+ev TARGET-CREATE
+xl -vvv create -p /lab/target.cfg 2>$out/xl-create-target.log || fail "xl create target"
 T=$(xl domid target); ev TARGET-CREATED domid=$T
 xl create -p /lab/domainm.cfg || fail "xl create domainm"
 M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M

@@ -36,7 +36,7 @@ type Lab struct {
 // New returns a lab for the repository at repo.
 func New(repo string, log io.Writer) *Lab {
 	b := filepath.Join(repo, "bin", "xen-lab")
-	return &Lab{Repo: repo, Build: b, Run: filepath.Join(b, "run"), Timeout: 75 * time.Minute, Log: log, t0: time.Now()}
+	return &Lab{Repo: repo, Build: b, Run: filepath.Join(b, "run"), Timeout: 95 * time.Minute, Log: log, t0: time.Now()}
 }
 
 func (l *Lab) step(format string, a ...any) {
@@ -201,10 +201,7 @@ func (l *Lab) Boot(ctx context.Context, port int) error {
 	a.kill()
 	b.kill()
 	for _, h := range []string{"A", "B"} {
-		dst := filepath.Join(l.Run, "out-"+h)
-		os.RemoveAll(dst)
-		os.MkdirAll(dst, 0o755)
-		if err := l.sh(ctx, l.Run, nil, "debugfs", "-R", "rdump /out "+dst, filepath.Join(l.Run, "lab-"+h+".img")); err != nil {
+		if err := l.ReadOut(ctx, h); err != nil {
 			errs = append(errs, err.Error())
 		}
 	}
@@ -212,4 +209,16 @@ func (l *Lab) Boot(ctx context.Context, port int) error {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// ReadOut copies out/ of host h's lab disk into Run/out-h. e2fsck first replays the
+// journal: a host killed by the timeout (or powered off without the read-only remount)
+// leaves its last writes there, and debugfs does not replay it.
+func (l *Lab) ReadOut(ctx context.Context, h string) error {
+	img := filepath.Join(l.Run, "lab-"+h+".img")
+	exec.CommandContext(ctx, "e2fsck", "-fy", img).Run() // exit 1 or 2: fixed
+	dst := filepath.Join(l.Run, "out-"+h)
+	os.RemoveAll(dst)
+	os.MkdirAll(dst, 0o755)
+	return l.sh(ctx, l.Run, nil, "debugfs", "-R", "rdump /out "+dst, img)
 }

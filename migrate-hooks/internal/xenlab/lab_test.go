@@ -32,7 +32,7 @@ func TestXenLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 105*time.Minute)
 	defer cancel()
 	l := New(repo, os.Stderr)
 	// XENLAB_ANALYZE=1 reads the last run's logs again without building or booting.
