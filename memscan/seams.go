@@ -101,8 +101,12 @@ type SeamResult struct {
 	Zero      int // a side all zero: not scanned
 	Unchanged int // same window and rule set as before: not scanned
 	Scanned   int
-	Bytes     uint64 // handed to the rule engine
-	Errors    []error
+	// Alone counts the scanned windows that a batched screen found a string across and
+	// that were then scanned alone (the others' screen settled them).
+	Alone int
+	Bytes uint64 // of the scanned windows
+
+	Errors []error
 }
 
 // Scan scans the windows of seams with rules. unchanged is the memory pass's
@@ -134,17 +138,14 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 		res.Unchanged++
 		res.Matches = appendSeamMatches(res.Matches, sm, st, s.Half)
 	}
+	// In address order, so that each batch's windows ascend and seams sharing a left
+	// frame are neighbours (see seamWorker.batch).
+	sort.Slice(todo, func(i, j int) bool {
+		return todo[i].Left < todo[j].Left || todo[i].Left == todo[j].Left && todo[i].Right < todo[j].Right
+	})
 	seams = todo
-	jobs := make(chan Seam)
-	type out struct {
-		seam    Seam
-		st      seamState
-		zero    bool
-		scanned bool
-		bytes   int
-		err     error
-	}
-	results := make(chan out, s.Workers)
+	jobs := make(chan []Seam)
+	results := make(chan seamOut, s.Workers)
 	var wg sync.WaitGroup
 	for range min(s.Workers, max(len(seams), 1)) {
 		wg.Add(1)
@@ -152,24 +153,28 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 			defer wg.Done()
 			sc, err := rules.NewScanner()
 			if err != nil {
-				for sm := range jobs {
-					results <- out{seam: sm, err: fmt.Errorf("seam %#x|%#x: creating scanner: %w", sm.Left, sm.Right, err)}
+				for batch := range jobs {
+					for _, sm := range batch {
+						results <- seamOut{seam: sm, err: fmt.Errorf("seam %#x|%#x: creating scanner: %w", sm.Left, sm.Right, err)}
+					}
 				}
 				return
 			}
 			defer sc.Close()
-			buf := make([]byte, 2*s.Half)
-			for sm := range jobs {
-				st, zero, scanned, err := s.one(src, sc, rules.ID(), sm, buf)
-				results <- out{seam: sm, st: st, zero: zero, scanned: scanned, bytes: len(buf), err: err}
+			w := &seamWorker{s: s, sc: sc, rulesID: rules.ID(), buf: make([]byte, SeamBatch*2*s.Half)}
+			w.cross, _ = sc.(CrossingScanner)
+			for batch := range jobs {
+				w.batch(src, batch, results)
 			}
 		}()
 	}
 	go func() {
 		defer close(jobs)
-		for _, sm := range seams {
+		for len(seams) > 0 {
+			n := min(len(seams), SeamBatch)
 			select {
-			case jobs <- sm:
+			case jobs <- seams[:n]:
+				seams = seams[n:]
 			case <-ctx.Done():
 				return
 			}
@@ -187,6 +192,9 @@ func (s *SeamScanner) Scan(ctx context.Context, src Source, seams []Seam, rules 
 		default:
 			res.Scanned++
 			res.Bytes += uint64(r.bytes)
+			if r.alone {
+				res.Alone++
+			}
 		}
 		res.Matches = appendSeamMatches(res.Matches, r.seam, r.st, s.Half)
 	}
@@ -232,38 +240,152 @@ func (s *SeamScanner) settled(sm Seam, rulesID string) (seamState, bool) {
 	return prev, true
 }
 
-// one handles one seam: read both sides into buf, skip it when zero or unchanged, else
-// scan and keep what crosses.
-func (s *SeamScanner) one(src Source, sc BlockScanner, rulesID string, sm Seam, buf []byte) (st seamState, zero, scanned bool, err error) {
+// SeamBatch is how many seam windows a worker takes at a time; their windows that must
+// be scanned go to the rule engine in one batched scan (CrossingScanner) when it can.
+const SeamBatch = 64
+
+// A CrossingScanner is a BlockScanner that can screen many windows in one run of the
+// rule engine (detectors/yara MemoryScanner.Crossing): buf holds len(bases) windows of
+// win bytes, window i at address bases[i] (ascending, apart); hit[i] reports a string
+// match in window i from before offset at to after it, whatever the rule conditions. A
+// window without a hit must be one whose scan alone keeps nothing across at. An error
+// means: scan each window alone.
+type CrossingScanner interface {
+	Crossing(buf []byte, win int, bases []uint64, at int) (hit []bool, err error)
+}
+
+type seamOut struct {
+	seam    Seam
+	st      seamState
+	zero    bool
+	scanned bool
+	alone   bool // scanned alone after the batch screen found a string across it
+	bytes   int
+	err     error
+}
+
+// seamWorker is one worker's scanner and buffer (SeamBatch windows).
+type seamWorker struct {
+	s       *SeamScanner
+	sc      BlockScanner
+	cross   CrossingScanner
+	rulesID string
+	buf     []byte
+	pend    []pendingSeam
+	bases   []uint64
+}
+
+type pendingSeam struct {
+	seam  Seam
+	win   []byte // in buf, in address order; or its own copy when alone
+	hash  uint64
+	alone bool // same left frame as the window before it: cannot share its batch
+}
+
+// batch handles a batch of seams, sorted by Left: each is read, and settled when a side
+// is zero or its window is unchanged; the windows left are screened in one batched scan
+// (CrossingScanner), and only those with a string across the seam are scanned alone,
+// which keeps exactly what scanning every window alone keeps. Without batching (a
+// scanner that cannot, a rule set with chained strings, a failed screen) each window is
+// scanned alone.
+func (w *seamWorker) batch(src Source, seams []Seam, out chan<- seamOut) {
+	s, h := w.s, w.s.Half
+	w.pend, w.bases = w.pend[:0], w.bases[:0]
+	n := 0 // windows laid in buf
+	for _, sm := range seams {
+		// Two seams with the same left frame have windows at the same address, which one
+		// libyara scan cannot tell apart: the second is scanned alone.
+		alone := n > 0 && w.bases[n-1] == sm.Left+PageSize-uint64(h)
+		win := w.buf[n*2*h : (n+1)*2*h]
+		if alone {
+			win = make([]byte, 2*h)
+		}
+		r, hash, scan := s.prepare(src, w.rulesID, sm, win)
+		if !scan {
+			out <- r
+			continue
+		}
+		w.pend = append(w.pend, pendingSeam{seam: sm, win: win, hash: hash, alone: alone})
+		if !alone {
+			w.bases = append(w.bases, sm.Left+PageSize-uint64(h))
+			n++
+		}
+	}
+	var hit []bool // by window in buf
+	if w.cross != nil && n > 1 {
+		got, err := w.cross.Crossing(w.buf[:n*2*h], 2*h, w.bases, h)
+		if err == nil && len(got) == n {
+			hit = got
+		}
+	}
+	k := 0
+	for _, p := range w.pend {
+		screened := hit != nil && !p.alone
+		if screened {
+			k++
+			if !hit[k-1] {
+				// Nothing crosses the seam: the window's result is empty, as its scan
+				// alone would have found (CrossingScanner).
+				st := s.newState(p.seam, p.hash, w.rulesID, nil)
+				s.store(p.seam, st)
+				out <- seamOut{seam: p.seam, st: st, scanned: true, bytes: len(p.win)}
+				continue
+			}
+		}
+		st, err := s.scanAlone(w.sc, w.rulesID, p.seam, p.win, p.hash)
+		out <- seamOut{seam: p.seam, st: st, scanned: true, alone: screened, bytes: len(p.win), err: err}
+	}
+}
+
+// prepare reads one seam's window into win and settles it when a side is zero or the
+// window is unchanged; scan reports that it must be scanned (hash is the window's).
+func (s *SeamScanner) prepare(src Source, rulesID string, sm Seam, win []byte) (r seamOut, hash uint64, scan bool) {
 	h := s.Half
+	r.seam = sm
 	s.mu.Lock()
 	prev, ok := s.cache[sm]
 	s.mu.Unlock()
-	if _, err := src.ReadAt(buf[:h], int64(sm.Left+PageSize-uint64(h))); err != nil {
-		return st, false, false, fmt.Errorf("seam %#x|%#x: left side: %w", sm.Left, sm.Right, err)
+	if _, err := src.ReadAt(win[:h], int64(sm.Left+PageSize-uint64(h))); err != nil {
+		r.err = fmt.Errorf("seam %#x|%#x: left side: %w", sm.Left, sm.Right, err)
+		return r, 0, false
 	}
-	if _, err := src.ReadAt(buf[h:], int64(sm.Right)); err != nil {
-		return st, false, false, fmt.Errorf("seam %#x|%#x: right side: %w", sm.Left, sm.Right, err)
+	if _, err := src.ReadAt(win[h:], int64(sm.Right)); err != nil {
+		r.err = fmt.Errorf("seam %#x|%#x: right side: %w", sm.Left, sm.Right, err)
+		return r, 0, false
 	}
-	if seamZero(buf[:h]) || seamZero(buf[h:]) {
+	if seamZero(win[:h]) || seamZero(win[h:]) {
 		s.store(sm, seamState{zero: true, checked: s.cur})
-		return st, true, false, nil
+		r.zero = true
+		return r, 0, false
 	}
-	hash := xxh3.HashSeed(buf, s.seed)
+	hash = xxh3.HashSeed(win, s.seed)
 	if ok && !prev.zero && prev.hash == hash && prev.rules == rulesID && prev.reused < s.ReusePasses {
 		prev.reused++
 		prev.checked = s.cur
 		s.store(sm, prev)
-		return prev, false, false, nil
+		r.st = prev
+		return r, hash, false
 	}
-	ms, err := sc.Scan(buf, sm.Left+PageSize-uint64(h))
-	st = seamState{hash: hash, rules: rulesID, matches: crossing(ms, h),
-		reused: int((sm.Left^sm.Right)>>12) % s.ReusePasses, checked: s.cur}
+	return r, hash, true
+}
+
+// scanAlone scans one seam's window and keeps what crosses the seam.
+func (s *SeamScanner) scanAlone(sc BlockScanner, rulesID string, sm Seam, win []byte, hash uint64) (seamState, error) {
+	h := s.Half
+	ms, err := sc.Scan(win, sm.Left+PageSize-uint64(h))
+	st := s.newState(sm, hash, rulesID, crossing(ms, h))
 	if err != nil {
-		return st, false, true, fmt.Errorf("seam %#x|%#x: scanning: %w", sm.Left, sm.Right, err)
+		return st, fmt.Errorf("seam %#x|%#x: scanning: %w", sm.Left, sm.Right, err)
 	}
 	s.store(sm, st)
-	return st, false, true, nil
+	return st, nil
+}
+
+// newState is a freshly scanned seam's state; it starts part-way through its reuse
+// allowance, by seam, so that rescans of unchanged seams spread over the passes.
+func (s *SeamScanner) newState(sm Seam, hash uint64, rulesID string, ms []detectors.Match) seamState {
+	return seamState{hash: hash, rules: rulesID, matches: ms,
+		reused: int((sm.Left^sm.Right)>>12) % s.ReusePasses, checked: s.cur}
 }
 
 func (s *SeamScanner) store(sm Seam, st seamState) {

@@ -28,6 +28,8 @@ type MemoryScanner struct {
 	it     windowIterator
 	ws     *windowScan // the C window path's match collector, reached through h
 	h      cgo.Handle
+	// chained: 0 not known yet, 1 the rule set has chained strings (no batches), 2 not
+	chained int8
 }
 
 // NewMemoryScanner returns a scanner for memory windows. timeout bounds each scan (0:

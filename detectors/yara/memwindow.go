@@ -7,6 +7,7 @@ package yara
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"runtime"
@@ -71,6 +72,70 @@ func (m *MemoryScanner) scanC(cs *C.YR_SCANNER, buf []byte, base uint64) ([]dete
 	m.ws.out = nil
 	if rc != C.ERROR_SUCCESS {
 		return out, goyara.Error(rc)
+	}
+	return out, nil
+}
+
+// ErrNoBatch: this scanner cannot screen windows in a batch (the rule set has chained
+// strings, or the C window path is off); scan each window alone.
+var ErrNoBatch = errors.New("yara: rule set cannot be scanned in batches")
+
+// Crossing screens many windows in one libyara scan, for a caller that keeps only the
+// string matches crossing offset at of a window (memscan's seam scan). buf holds
+// len(bases) windows of win bytes each, window i at guest-physical address bases[i];
+// bases must ascend with each window's addresses apart from the next's. hit[i] is true
+// when some string of the rule set (private ones too, whatever its rule's condition)
+// has a match in window i that starts before at and ends after it.
+//
+// A window without a hit has no such match when scanned alone either, so Scan would
+// report nothing across at: libyara matches strings block by block, each window is
+// one block at its own address (offsets, "at N" offsets, fullword checks and regexp
+// anchors are those of the window alone), and a match can only be longer, never
+// missing, when more blocks follow; rule conditions, which do depend on the other
+// windows, are ignored here. Windows with a hit must be scanned alone (Scan) to learn
+// which rules match. Two cases would break that, and return ErrNoBatch or an error so
+// that the caller scans every window alone: chained strings (libyara links a chain's
+// pieces by their offsets in a block, across the blocks of a scan too, and drops
+// pieces it thinks too far apart) and a string with more matches than libyara keeps.
+func (m *MemoryScanner) Crossing(buf []byte, win int, bases []uint64, at int) ([]bool, error) {
+	cs := cScanner(m.s.s)
+	if cs == nil {
+		return nil, ErrNoBatch
+	}
+	if m.chained == 0 {
+		m.chained = 2
+		if C.dm_rules_chained(cs) != 0 {
+			m.chained = 1
+		}
+	}
+	if m.chained == 1 {
+		return nil, ErrNoBatch
+	}
+	n := len(bases)
+	if n == 0 {
+		return nil, nil
+	}
+	if win <= 0 || len(buf) != n*win || at <= 0 || at >= win {
+		return nil, fmt.Errorf("yara: batch of %d windows of %d bytes in %d bytes, cut at %d", n, win, len(buf), at)
+	}
+	for i := 1; i < n; i++ {
+		if bases[i] < bases[i-1]+uint64(win) {
+			return nil, fmt.Errorf("yara: batch windows at %#x and %#x overlap or are out of order", bases[i-1], bases[i])
+		}
+	}
+	hit := make([]byte, n)
+	flags := C.int(goyara.ScanFlagsProcessMemory) | C.SCAN_FLAGS_NO_TRYCATCH
+	rc := C.dm_scan_batch(cs, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.size_t(win),
+		(*C.uint64_t)(unsafe.Pointer(&bases[0])), C.size_t(n), C.size_t(at), flags, (*C.uint8_t)(unsafe.Pointer(&hit[0])))
+	runtime.KeepAlive(m.s.s)
+	runtime.KeepAlive(buf)
+	runtime.KeepAlive(bases)
+	if rc != C.ERROR_SUCCESS {
+		return nil, m.s.scanError(goyara.Error(rc))
+	}
+	out := make([]bool, n)
+	for i, h := range hit {
+		out[i] = h != 0
 	}
 	return out, nil
 }

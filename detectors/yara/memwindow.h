@@ -5,6 +5,8 @@
 #include <yara.h>
 
 int dm_scan_window(YR_SCANNER* s, const uint8_t* data, size_t size, uint64_t base, int flags, uintptr_t handle);
+int dm_scan_batch(YR_SCANNER* s, const uint8_t* buf, size_t win, const uint64_t* bases, size_t n, size_t at, int flags, uint8_t* hit);
+int dm_rules_chained(YR_SCANNER* s);
 const char* dm_rule_ns(YR_RULE* r);
 const char* dm_rule_identifier(YR_RULE* r);
 const char* dm_rule_tags(YR_RULE* r);
