@@ -44,8 +44,8 @@ func runBaseline(ctx context.Context, env Env, args []string) (int, error) {
 	fs := newFlags(env, "baseline", "baseline --image IMG --db DB [--policy P] [options]", diskBaselineHelp)
 	var d diskFlags
 	d.register(fs)
-	policyFile := fs.String("policy", "", "file-integrity policy (TOML); default: the shipped policy")
-	db := fs.String("db", "", "baseline DB to write")
+	policyFile := fs.String("policy", "", "file-integrity policy `FILE` (TOML); default: the shipped policy")
+	db := fs.String("db", "", "baseline `DB` to write")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}

@@ -48,7 +48,9 @@ Loki/THOR).
 With --update, the new state becomes the baseline (written atomically) after the report.
 
 With --json, every change and YARA finding is one JSON object per line on stdout (changes
-have "detector":"integrity", findings "detector":"yara-file"); the summary goes to stderr.`
+have "detector":"integrity", findings "detector":"yara-file"), in the alert schema's forms
+(file.mode "0644", uid, gid and inode as strings, rule.name, file.path; README: JSON
+output); the summary goes to stderr.`
 
 // diskCheckSummary is check's summary (stderr with --json).
 type diskCheckSummary struct {
@@ -75,7 +77,7 @@ func runCheck(ctx context.Context, env Env, args []string) (int, error) {
 	fs := newFlags(env, "check", "check --image IMG --db DB [--json] [--update] [--rules DIR] [options]", diskCheckHelp)
 	var d diskFlags
 	d.register(fs)
-	db := fs.String("db", "", "baseline DB made by domainm baseline")
+	db := fs.String("db", "", "baseline `DB` made by domainm baseline")
 	update := fs.Bool("update", false, "after reporting, make the current state the baseline")
 	rulesDir := fs.String("rules", "", "YARA rules `DIR`: scan new and changed files")
 	maxSize := units.Size(filescan.DefaultMaxSize)

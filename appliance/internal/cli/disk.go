@@ -31,10 +31,10 @@ type diskFlags struct {
 }
 
 func (d *diskFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.image, "image", "", "disk image of the target (raw or qcow2; read-only, never mounted)")
-	fs.IntVar(&d.partition, "partition", -1, "partition number as Linux numbers them (-1: the first with a supported filesystem)")
-	fs.StringVar(&d.format, "format", "", "image format: raw or qcow2 (default: probe; see the note on probing)")
-	fs.IntVar(&d.workers, "workers", runtime.NumCPU(), "files read and hashed or scanned in parallel")
+	fs.StringVar(&d.image, "image", "", "disk `IMG` of the target (raw or qcow2; read-only, never mounted)")
+	fs.IntVar(&d.partition, "partition", -1, "partition `N` as Linux numbers them (-1: the first with a supported filesystem)")
+	fs.StringVar(&d.format, "format", "", "image `FORMAT`: raw or qcow2 (default: probe; see the note on probing)")
+	fs.IntVar(&d.workers, "workers", runtime.NumCPU(), "`N` files read and hashed or scanned in parallel")
 	fs.BoolVar(&d.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&d.quiet, "quiet", false, "no progress bar (there is none when stderr is not a terminal)")
 }

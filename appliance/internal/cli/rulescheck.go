@@ -48,7 +48,7 @@ and text), and the most expensive files are printed with their time per window:
 libyara 4.2.3 as packaged has no per-rule profiling; a file is the finest unit measured.`)
 	profile := fs.Bool("profile", false, "time each rule file over a sample window and print the most expensive")
 	sampleFile := fs.String("sample", "", "sample `FILE` for --profile (first 256 KiB; default: generated)")
-	top := fs.Int("top", 10, "files to print with --profile")
+	top := fs.Int("top", 10, "`N` files to print with --profile")
 	var dirArgs []string
 	for len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		dirArgs = append(dirArgs, args[0])

@@ -67,7 +67,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	rulesDir := fs.String("rules", "", "YARA rules `DIR` (*.yar, *.yara, subfolders)")
 	maxSize := units.Size(filescan.DefaultMaxSize)
 	fs.Var(&maxSize, "max-file-size", "skip files larger than this `SIZE` (64MiB; a bare number is bytes)")
-	name := fs.String("name", "", "target name to put in findings (default: the image path)")
+	name := fs.String("name", "", "target `NAME` to put in findings (default: the image path)")
 	if err := parse(env, fs, args); err != nil {
 		return ExitError, err
 	}

@@ -33,10 +33,10 @@ each host): Domain M is told to quiesce, the target migrates paused, Domain M fo
 and is pointed at the target's new domain, and only then is the target unpaused. The
 timeline (--json) has every step and the monitoring gap. Durations take a unit
 (--timeout 30m).`)
-	dest := fs.String("dest", "", "destination host: xl migrate's target, reached as root over ssh")
-	target := fs.String("target", "target", "the target's xl domain name")
-	domm := fs.String("domm-name", "domainm", "Domain M's xl domain name")
-	tool := fs.String("tool", "domainm-xen", "the dom0 tool (grant, request) at both hosts")
+	dest := fs.String("dest", "", "destination `HOST`: xl migrate's target, reached as root over ssh")
+	target := fs.String("target", "target", "the target's xl domain `NAME`")
+	domm := fs.String("domm-name", "domainm", "Domain M's xl domain `NAME`")
+	tool := fs.String("tool", "domainm-xen", "the dom0 `TOOL` (grant, request) at both hosts")
 	timeout := units.Duration(30 * time.Minute)
 	fs.Var(&timeout, "timeout", "bound on the whole co-migration (`DURATION`: 30m)")
 	asJSON := fs.Bool("json", false, "print the result and its timeline as JSON")
