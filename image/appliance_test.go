@@ -83,6 +83,13 @@ func TestApplianceVM(t *testing.T) {
 	plant(t, target, firstGPA, marker(0))
 	const decoyGPA = 5<<20 + 11
 	plant(t, decoy, decoyGPA, marker(99))
+	// Both hold a valid PFN info block where the guest kernel looks for one (4 KiB):
+	// the image makes every namespace raw before it is probed (force_raw=1, see
+	// rootfs/etc/modprobe.d/domainm-nvdimm.conf), so the block is never parsed and the
+	// view stays raw; without that the kernel claims the namespace in PFN mode and the
+	// supervisor, which takes only a raw namespace, has no memory (no alert below).
+	plant(t, target, 4096, string(pfnInfoBlock(ramSize)))
+	plant(t, decoy, 4096, string(pfnInfoBlock(ramSize)))
 
 	const name, uuid = "appliance-target-3c1d", "5f2b8c1e-6a4d-4e3f-9b7a-0c1d2e3f4a5b"
 	cfg := fmt.Sprintf(`[target]
@@ -126,6 +133,11 @@ backoff_max = "2s"
 		t.Fatal(err)
 	}
 	t.Logf("boot to READY: %s", time.Since(v.start).Round(time.Second))
+	if raw := regexp.MustCompile(`domainm-nvdimm: (namespace\d+\.\d+) force_raw=1`).FindAllSubmatch(v.console(), -1); len(raw) != 2 {
+		t.Errorf("%d namespaces made raw before their probe, want 2 (console: domainm-nvdimm: ...)", len(raw))
+	} else {
+		t.Logf("made raw before their probe: %s, %s", raw[0][1], raw[1][1])
+	}
 	m, err := v.wait(regexp.MustCompile(`domainm-status: rc=(\d) (.*)`), 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
