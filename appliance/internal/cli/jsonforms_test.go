@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -29,6 +31,9 @@ func decodeFinding(t testing.TB, line []byte) detectors.Finding {
 		MatchesCut: j.MatchesCut, WindowDependent: j.WindowDependent, Time: j.Timestamp, Target: j.Target}
 	if j.File != nil {
 		f.Path = j.File.Path
+	}
+	if p := j.Process; p != nil {
+		f.Process = &detectors.Process{PID: p.PID, Name: p.Name, Address: uint64(p.Address)}
 	}
 	for _, m := range j.Matches {
 		sm := detectors.StringMatch{Name: m.Name, Length: m.Length, Hex: m.DataHex, Text: m.DataText, ProcessCount: m.ProcessCount, Virtual: m.Virtual}
@@ -168,6 +173,7 @@ func TestJSONForms(t *testing.T) {
 		sChanges  = schemaPart(t, c, "/properties/domainm/properties/changes")
 		sState    = schemaPart(t, c, "/properties/domainm/properties/state")
 		sTarget   = schemaPart(t, c, "/properties/domainm/properties/target")
+		sProcess  = schemaPart(t, c, "/properties/process")
 	)
 	validate := func(what string, s *jsonschema.Schema, v any) {
 		t.Helper()
@@ -229,6 +235,10 @@ func TestJSONForms(t *testing.T) {
 				validate(what+" target", sTarget, v)
 			case "file":
 				checkFile(what+" file", v)
+			case "process": // pid and name as ECS process.*, the address in the process as an address
+				p := v.(map[string]any)
+				validate(what+" process", sProcess, map[string]any{"pid": p["pid"], "name": p["name"]})
+				validate(what+" process address", sAddress, p["address"])
 			case "matches":
 				for _, m := range v.([]any) {
 					validate(what+" match", sMatch, m)
@@ -385,4 +395,49 @@ func asSlice(v any) []any {
 func str(v any) string {
 	s, _ := v.(string)
 	return s
+}
+
+// TestFindingJSONRoundTrip: a YARA finding with every field set comes back whole from
+// its --json line (memory and file), so no field is lost on the way to the schema's
+// forms; a field added to detectors.Finding or StringMatch fails the test until the
+// line carries it.
+func TestFindingJSONRoundTrip(t *testing.T) {
+	known := map[string]bool{"Detector": true, "Rule": true, "Namespace": true, "Tags": true, "Meta": true, "Matches": true,
+		"MatchesCut": true, "WindowDependent": true, "Path": true, "Process": true, "Time": true, "Target": true,
+		// integrity findings, printed by check as changeJSON from integrity.Change
+		"Change": true, "File": true, "Before": true, "Changes": true}
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(detectors.Finding{})) {
+		if f.IsExported() && !known[f.Name] {
+			t.Errorf("detectors.Finding.%s is not carried by the --json line (jsonout.go)", f.Name)
+		}
+	}
+	matchFields := map[string]bool{"Name": true, "Offset": true, "Length": true, "Data": true, "Hex": true, "Text": true,
+		"Processes": true, "ProcessCount": true, "Kernel": true, "Virtual": true}
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(detectors.StringMatch{})) {
+		if f.IsExported() && !matchFields[f.Name] {
+			t.Errorf("detectors.StringMatch.%s is not carried by the --json line (jsonout.go)", f.Name)
+		}
+	}
+	now := time.Date(2026, 11, 30, 8, 7, 52, 123456789, time.UTC)
+	mem := detectors.Finding{Detector: "yara-memory", Rule: "heap_a", Namespace: "test", Tags: []string{"t1"}, Meta: map[string]string{"severity": "high"},
+		Matches: []detectors.StringMatch{
+			{Name: "$a", Offset: 0x268b5064, Length: 9, Hex: "41", Text: "A", ProcessCount: 2, Virtual: true,
+				Processes: []detectors.ProcessMapping{{PID: 408, Name: "heapmark", Address: 0x55d0c0de0064}, {PID: 409, Name: "x", Address: 0x1000}}},
+			{Name: "$b", Offset: 0x45c3ff7, Length: 3, Hex: "424242", Kernel: &detectors.KernelMapping{Kind: "vmalloc", Module: "vmark", Address: 0xffffc90000123ff7}},
+			{Name: "$c", Offset: 0x1000, Length: 1, Hex: "43", Kernel: &detectors.KernelMapping{Kind: "direct-map"}},
+		},
+		MatchesCut: 7, WindowDependent: true, Process: &detectors.Process{PID: 408, Name: "heapmark", Address: 0x55d0c0de0064},
+		Time: now, Target: detectors.Target{Name: "web-1", UUID: "u", DomID: 3, Host: "h", Source: "file:/x"}}
+	file := detectors.Finding{Detector: "yara-file", Rule: "r", Namespace: "n", Path: "/usr/bin/x",
+		Matches: []detectors.StringMatch{{Name: "$a", Offset: 0, Length: 2, Hex: "4142", Text: "AB"}}, Time: now, Target: detectors.Target{Name: "img", Source: "img"}}
+	for _, f := range []detectors.Finding{mem, file} {
+		b, err := json.Marshal(toFindingJSON(f))
+		diskMust(t, err)
+		if got := decodeFinding(t, b); !reflect.DeepEqual(got, f) {
+			t.Errorf("round trip of %s:\n got %+v\nwant %+v\nline %s", f.Detector, got, f, b)
+		}
+		if f.Detector == "yara-memory" && !strings.Contains(string(b), `"address":"0x268b5064"`) || !strings.Contains(string(b), `"@timestamp":"2026-11-30T08:07:52.123456789Z"`) {
+			t.Errorf("line %s", b)
+		}
+	}
 }

@@ -57,7 +57,8 @@ type findingJSON struct {
 	Rule            ruleJSON          `json:"rule"`
 	Tags            []string          `json:"tags,omitempty"`
 	Meta            map[string]string `json:"meta,omitempty"`
-	File            *fileJSON         `json:"file,omitempty"` // file findings: file.path
+	File            *fileJSON         `json:"file,omitempty"`    // file findings: file.path
+	Process         *processJSON      `json:"process,omitempty"` // memory: the first process holding the first attributed match (ECS process.pid, process.name)
 	Matches         []matchJSON       `json:"matches,omitempty"`
 	MatchesCut      int               `json:"matches_cut,omitempty"`
 	WindowDependent bool              `json:"window_dependent,omitempty"`
@@ -96,6 +97,9 @@ func toFindingJSON(f detectors.Finding) findingJSON {
 	out := findingJSON{Detector: f.Detector, Rule: ruleJSON{Name: f.Rule, Ruleset: f.Namespace}, Tags: f.Tags, Meta: f.Meta,
 		MatchesCut: f.MatchesCut, WindowDependent: f.WindowDependent, Timestamp: f.Time, Target: f.Target}
 	memory := f.Path == ""
+	if p := f.Process; p != nil {
+		out.Process = &processJSON{PID: p.PID, Name: p.Name, Address: addrJSON(p.Address)}
+	}
 	if !memory {
 		out.File = &fileJSON{Path: f.Path}
 	}
