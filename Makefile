@@ -180,9 +180,11 @@ image-repro: build
 
 # lab: the full loop on this machine (image/lab; README "Deploying next to your own QEMU
 # VM"): nfs-ganesha exporting the target's disk, rsyslogd on TLS with a lab-made CA, a
-# target VM and Domain M watching it (nvdimm + read-only NFS mount), both alerts at
-# rsyslogd, a co-migration by domainm-migrate between two local hosts, a new string found
-# from the destination. Prints a timeline; consoles, configs and logs stay in bin/lab/run.
+# target VM and Domain M booted from the appliance image (make image, run by the lab and
+# skipped when its inputs are unchanged; nvdimm + the image's read-only NFS mount), both
+# alerts at rsyslogd, a co-migration by domainm-migrate between two local hosts, a new
+# string found from the destination, ganesha stopped and started. Prints a timeline;
+# consoles, QEMU command lines, configs and logs stay in bin/lab/run.
 .PHONY: lab
 lab: deps
 	$(GO) run ./image/lab/cmd/domainm-lab -dir $(BIN)/lab/run -bin $(BIN)/lab
