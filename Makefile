@@ -95,6 +95,7 @@ FUZZ_TARGETS := \
 	./detectors/integrity:FuzzParsePolicy \
 	./detectors/integrity:FuzzReadDB \
 	./detectors/yara:FuzzRuleSource \
+	./detectors/yara:FuzzCrossing \
 	./image/ganesha:FuzzParseReply \
 	./memscan/linux:FuzzPTWalk \
 	./memscan/linux:FuzzScanModules \

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -120,4 +122,67 @@ rule greedy { strings: $a = /GR[A-Z]*EE/ condition: $a }
 	if _, err := s2.Crossing(make([]byte, 2*win), win, []uint64{0x1000, 0x3000}, at); !errors.Is(err, ErrNoBatch) {
 		t.Errorf("chained strings: %v, want ErrNoBatch", err)
 	}
+}
+
+// FuzzCrossing: whatever the windows' bytes, the batched screen marks every window whose
+// scan alone keeps a string match across the cut. data fills n windows of 1 KiB (cut at
+// 512) in turn; the rules' strings are short and drawn from a small alphabet, so that
+// fuzzed bytes hit them.
+func FuzzCrossing(f *testing.F) {
+	const win, at = 1024, 512
+	dir := f.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f.yar"), []byte(`
+rule lit { strings: $a = "ABAB" condition: $a }
+rule fw { strings: $a = "BAB" fullword condition: $a }
+rule widenc { strings: $a = "AB" wide nocase $b = "ZZZZ" condition: $a and not $b }
+rule cnt { strings: $a = "AA" condition: #a == 2 }
+rule re { strings: $a = /B[AZ]{2,30}B/ condition: $a }
+rule anch { strings: $a = /^A[ABZ]{500,600}/ condition: $a }
+rule hexj { strings: $a = { 41 5A [0-8] 5A 41 } condition: $a }
+rule at0 { strings: $a = "ZAZ" condition: $a at 0x4001fe }
+rule priv { strings: $a = "BZB" private condition: $a }
+`), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	r, err := Compile(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := r.NewMemoryScanner(0, 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uint8(3), []byte("ABABZAZBAABZZB"))
+	f.Add(uint8(2), []byte("A\x00B\x00ZZZZ BAB AA"))
+	f.Fuzz(func(t *testing.T, n uint8, data []byte) {
+		k := 2 + int(n)%6
+		if len(data) == 0 {
+			return
+		}
+		buf := make([]byte, k*win)
+		for i := range buf {
+			buf[i] = data[i%len(data)]
+		}
+		bases := make([]uint64, k)
+		for i := range k {
+			bases[i] = 0x400000 + uint64(i)*0x1000 - 0x200*uint64(i%2)
+		}
+		hit, err := s.Crossing(buf, win, bases, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range k {
+			ms, err := s.Scan(buf[i*win:(i+1)*win], bases[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range ms {
+				for _, sm := range m.Strings {
+					if sm.Offset < at && sm.Offset+uint64(sm.Length) > at && !hit[i] {
+						t.Fatalf("window %d: alone %s%s at %d+%d crosses the cut; the screen missed it", i, m.Rule, sm.Name, sm.Offset, sm.Length)
+					}
+				}
+			}
+		}
+	})
 }
