@@ -47,7 +47,7 @@ type Config struct {
 	RAMFile string
 	Kernel  string // optional Linux kernel (bzImage)
 	Initrd  string // optional initramfs
-	Append  string // kernel command line; "console=ttyS0" is always prepended
+	Append  string // kernel command line; "console=ttyS0 no_timer_check" is always prepended
 	Accel   string // "kvm", "tcg" or "" for $VMTEST_ACCEL or else detection (see package doc)
 	// MachineOpts and MemoryOpts are appended to -machine and -m, for example
 	// ",nvdimm=on" and ",slots=1,maxmem=512M" for a guest with an nvdimm in Extra.
@@ -189,7 +189,10 @@ func (vm *VM) args() []string {
 		NoReboot: true, Paused: vm.cfg.Paused, Extra: vm.cfg.Extra,
 	}
 	if vm.cfg.Kernel != "" {
-		c.Kernel, c.Initrd, c.Append = vm.cfg.Kernel, vm.cfg.Initrd, "console=ttyS0 "+vm.cfg.Append
+		// no_timer_check: a TCG guest on a loaded host can fail the IO-APIC timer check
+		// ("MP-BIOS bug: 8254 timer not connected") and hang or panic before init; a VM's
+		// timer needs no such check. Tests that forgot it failed a CI rehearsal at load 27.
+		c.Kernel, c.Initrd, c.Append = vm.cfg.Kernel, vm.cfg.Initrd, "console=ttyS0 no_timer_check "+vm.cfg.Append
 	}
 	return c.Args()
 }

@@ -27,7 +27,7 @@ while true; do cp /tmp/src /tmp/dst; rm /tmp/dst; usleep 250000; done
 const readyMarker = "DOMAINM-GUEST-READY"
 
 // guestAppend is the kernel command line.
-const guestAppend = "console=ttyS0 panic=-1 mitigations=off nokaslr swiotlb=noforce"
+const guestAppend = "console=ttyS0 panic=-1 mitigations=off nokaslr swiotlb=noforce no_timer_check"
 
 // Kernel returns the newest /boot/vmlinuz-*.
 func Kernel() (string, error) {
