@@ -41,7 +41,15 @@
 // listings; a qcow2 image 16 MiB of L2 tables. Beyond the retries above, an FS does not
 // notice later changes of the image: open the volume again for each scan pass. File
 // contents are not cached; they are read with one ReadAt per contiguous extent run (up to
-// 1 MiB per call through WriteTo, so io.Copy streams in large chunks).
+// 1 MiB per call through WriteTo, so io.Copy streams in large chunks). A raw image file
+// is also mapped read-only (internal/mmap), and WriteTo hands a file's extents to the
+// writer straight from the mapping, without the copy of a pread (hashing a tree costs
+// that much less); the writer's reads run under mmap.Do, so an image truncated under
+// the mapping (or an NFS read error) fails that file with the volume offset instead of
+// killing the process with SIGBUS. Extents beyond the mapping (a partition that runs
+// past the end of the image) and blocks the replayed journal overlays are read with
+// preads, as Read does. The mapping's pages are released every 32 MiB read, so the
+// resident size stays small.
 //
 // # Concurrency
 //

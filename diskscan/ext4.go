@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"sync/atomic"
+
+	"github.com/domainm/domainm/internal/mmap"
 )
 
 // ext4 superblock feature bits this reader looks at.
@@ -68,6 +71,15 @@ type ext4FS struct {
 	retryWait atomic.Int64
 	// retries is how inconsistent reads are retried (the package's retries at opening).
 	retries retryPolicy
+	// mem is the read-only mapping of the raw image file the volume lies in (nil when it
+	// is not one): file contents are hashed from it (file.WriteTo). Volume bytes
+	// [0, memLimit) are mem's bytes from memBase.
+	mem               *mmap.Mapping
+	memBase, memLimit int64
+	memRead           atomic.Int64 // bytes read from mem since its pages were released
+	// ov is the replayed journal laid over the volume (nil when none): blocks it holds
+	// are read through dev, not from mem.
+	ov *overlay
 }
 
 // mapWorkLimit is the shared pool: it allows several passes over a healthy filesystem
@@ -95,6 +107,7 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 		return nil, fmt.Errorf("no ext2/3/4 superblock magic: %w", ErrUnsupportedFS)
 	}
 	fs := &ext4FS{dev: r, devSize: size, base: sectionBase(r), opWorkFree: opWorkAllowance, retries: retries}
+	fs.mem, fs.memBase, fs.memLimit = mappedVolume(r)
 	logBS := le.Uint32(sb[0x18:])
 	if logBS > 6 {
 		return nil, fs.corrupt("ext4 superblock", superblockOff+0x18, "block size 1024<<%d", logBS)
@@ -277,6 +290,39 @@ func sectionBase(r io.ReaderAt) int64 {
 		r, off, _ = s.Outer()
 		base += off
 	}
+}
+
+// mappedVolume finds the mapping of the raw image file under r (through nested
+// io.SectionReaders): the mapping, the image offset of r's byte 0, and how many bytes of
+// r the mapping serves (bounded by every section's end and the mapping's length). It
+// returns a nil mapping when r is not a mapped raw image.
+func mappedVolume(r io.ReaderAt) (m *mmap.Mapping, base, limit int64) {
+	limit = math.MaxInt64
+	for {
+		s, ok := r.(*io.SectionReader)
+		if !ok {
+			break
+		}
+		var off, n int64
+		r, off, n = s.Outer()
+		// Volume byte x is byte base+x of this section, which holds n bytes, from off
+		// of the reader it is a section of.
+		limit = min(limit, n-base)
+		base += off
+		if off < 0 || base < 0 || limit <= 0 {
+			return nil, 0, 0
+		}
+	}
+	im, ok := r.(interface{ mapping() *mmap.Mapping })
+	if !ok || im.mapping() == nil {
+		return nil, 0, 0
+	}
+	m = im.mapping()
+	mlen := int64(len(m.Bytes()))
+	if base >= mlen {
+		return nil, 0, 0
+	}
+	return m, base, min(limit, mlen-base)
 }
 
 // inodeAt is the volume offset of inode ino, for errors about it found after it was

@@ -35,6 +35,8 @@ func (fs *ext4FS) inodeSeed(ino uint32, raw []byte) uint32 {
 	return crc32c(c, raw[0x64:0x68]) // i_generation
 }
 
+var zero2 [2]byte
+
 // verifyInode checks an inode's checksum (low 16 bits at 0x7C, high 16 at 0x82 when the
 // extra fields hold it), computed with both fields zeroed.
 func (fs *ext4FS) verifyInode(ino uint32, raw []byte, extra, off int64) error {
@@ -44,13 +46,18 @@ func (fs *ext4FS) verifyInode(ino uint32, raw []byte, extra, off int64) error {
 	le := binary.LittleEndian
 	hasHi := len(raw) > 128 && extra >= 4
 	want := uint32(le.Uint16(raw[0x7C:]))
-	b := append([]byte(nil), raw...)
-	b[0x7C], b[0x7D] = 0, 0
+	// The checksum fields count as zeros; computed piecewise, without copying the inode.
+	zero := zero2[:]
+	got := crc32c(fs.inodeSeed(ino, raw), raw[:0x7C])
+	got = crc32c(got, zero)
 	if hasHi {
 		want |= uint32(le.Uint16(raw[0x82:])) << 16
-		b[0x82], b[0x83] = 0, 0
+		got = crc32c(got, raw[0x7E:0x82])
+		got = crc32c(got, zero)
+		got = crc32c(got, raw[0x84:])
+	} else {
+		got = crc32c(got, raw[0x7E:])
 	}
-	got := crc32c(fs.inodeSeed(ino, raw), b)
 	if !hasHi {
 		got &= 0xFFFF
 	}

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
+
+	"github.com/domainm/domainm/internal/mmap"
 )
 
 // file reads a regular file's contents: extents are read with one ReadAt per contiguous
@@ -106,8 +109,20 @@ func (f *file) Read(p []byte) (int, error) {
 const readChunk = 1 << 20
 
 // WriteTo lets io.Copy stream the file in large chunks instead of its 32 KiB buffer.
+//
+// On a raw image file that could be mapped (see Image), extents are handed to w straight
+// from the mapping, without the copy a pread makes: w gets at most mapChunk bytes per
+// call, must not keep p (as io.Writer says) and must not modify it. A memory fault
+// while w reads them (the image truncated under the mapping, an I/O error on NFS) ends
+// WriteTo with an error naming the volume offset, as a failed read would; the process
+// never gets the SIGBUS.
 func (f *file) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, min(readChunk, max(f.size-f.off, 1)))
+	if f.inline == nil && f.fs.mem != nil {
+		return f.writeMapped(w)
+	}
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := (*bp)[:min(readChunk, max(f.size-f.off, 1))]
 	var total int64
 	for {
 		n, err := f.Read(buf)
@@ -128,3 +143,115 @@ func (f *file) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (f *file) Close() error { return nil }
+
+// readBufs holds WriteTo's buffers (readChunk bytes): hashing a tree file by file must
+// not allocate and clear a buffer per file.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
+// mapChunk bounds the bytes of one Write from the mapping: the writer can stop between
+// chunks (a cancelled context), and the pages are released behind it.
+const mapChunk = 1 << 20
+
+// releaseEvery is how many bytes are read from the mapping (by all readers of an FS)
+// between two releases of its pages: the process's resident size grows by at most
+// about that much (plus the pages the kernel maps around each fault), and the cost of
+// unmapping is paid in batches (one madvise per file cost more CPU than the preads it
+// replaced).
+const releaseEvery = 32 << 20
+
+// releaseMapped counts n bytes read from the mapping and releases all its pages every
+// releaseEvery bytes. A reader in the middle of a piece then faults its pages in again.
+func (fs *ext4FS) releaseMapped(n int64) {
+	if fs.memRead.Add(n) < releaseEvery {
+		return
+	}
+	fs.memRead.Store(0)
+	_ = fs.mem.Release(fs.memBase, fs.memLimit)
+}
+
+// zeros are written for holes and uninitialized extents.
+var zeros [64 << 10]byte
+
+// writeMapped is WriteTo from the image mapping; see WriteTo. Pieces the mapping cannot
+// serve (blocks with a replayed journal copy, bytes beyond the mapped image) are read
+// through ReadAt, so that the bytes are those a Read would return.
+func (f *file) writeMapped(w io.Writer) (total int64, err error) {
+	defer recoverCorrupt(&err, "ext4 file")
+	fs := f.fs
+	bs := fs.bs
+	mem := fs.mem.Bytes()
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			readBufs.Put(bp)
+		}
+	}()
+	write := func(p []byte) error {
+		n, err := w.Write(p)
+		total += int64(n)
+		f.off += int64(n)
+		if err == nil && n < len(p) {
+			err = io.ErrShortWrite
+		}
+		return err
+	}
+	for f.off < f.size {
+		pos := f.off
+		lblk := uint64(pos / bs)
+		n := min(f.size-pos, mapChunk)
+		i := sort.Search(len(f.exts), func(i int) bool { return f.exts[i].lblk+f.exts[i].n > lblk })
+		var e extent
+		zero := i == len(f.exts) || f.exts[i].lblk > lblk
+		if zero { // a hole up to the next extent
+			if i < len(f.exts) {
+				n = min(n, int64(f.exts[i].lblk)*bs-pos)
+			}
+		} else {
+			e = f.exts[i]
+			n = min(n, int64(e.lblk+e.n)*bs-pos)
+			zero = e.uninit
+		}
+		if zero {
+			for n > 0 {
+				k := min(n, int64(len(zeros)))
+				if err := write(zeros[:k]); err != nil {
+					return total, err
+				}
+				n -= k
+			}
+			continue
+		}
+		phys := int64(e.pblk)*bs + pos - int64(e.lblk)*bs
+		if phys < 0 || phys+n > fs.memLimit || (fs.ov != nil && fs.ov.covers(uint64(phys/bs), uint64((phys%bs+n+bs-1)/bs))) {
+			if bp == nil {
+				bp = readBufs.Get().(*[]byte)
+			}
+			buf := *bp
+			k, rerr := f.ReadAt(buf[:n], pos)
+			if k > 0 {
+				if err := write(buf[:k]); err != nil {
+					return total, err
+				}
+			}
+			if rerr != nil && rerr != io.EOF {
+				return total, rerr
+			}
+			if k == 0 {
+				return total, io.ErrUnexpectedEOF
+			}
+			continue
+		}
+		at := fs.memBase + phys
+		var werr error
+		if ferr := mmap.Do(func() { werr = write(mem[at : at+n : at+n]) }); ferr != nil {
+			return total, fmt.Errorf("reading inode %d at volume offset %#x: %w", f.ino, phys, ferr)
+		}
+		// The kernel maps up to 64 KiB around each faulting page (fault-around): count
+		// that, so that the resident pages stay within about releaseEvery.
+		fs.releaseMapped((n + 64<<10 - 1) &^ (64<<10 - 1))
+		if werr != nil {
+			return total, werr
+		}
+	}
+	return total, nil
+}

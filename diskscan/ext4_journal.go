@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
+	"sync"
 )
 
 // Journal replay in memory. A running guest's filesystem is always "needs recovery":
@@ -102,7 +105,7 @@ func (fs *ext4FS) openJournal(sb []byte) error {
 	}
 	if len(m) > 0 {
 		ov := &overlay{dev: fs.dev, bs: fs.bs, m: m}
-		fs.dev = ov
+		fs.dev, fs.ov = ov, ov
 		fs.cache = newChunkCache(ov, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)
 		fs.journalBlocks = len(m)
 	}
@@ -328,6 +331,18 @@ type overlay struct {
 	dev io.ReaderAt
 	bs  int64
 	m   map[uint64]journalBlock
+
+	sortOnce sync.Once
+	sorted   []uint64 // the keys of m, sorted (covers)
+}
+
+// covers reports whether any block of [lo, lo+n) has a journal copy laid over it.
+func (v *overlay) covers(lo, n uint64) bool {
+	v.sortOnce.Do(func() {
+		v.sorted = slices.Sorted(maps.Keys(v.m))
+	})
+	i, _ := slices.BinarySearch(v.sorted, lo)
+	return i < len(v.sorted) && v.sorted[i]-lo < n
 }
 
 func (v *overlay) ReadAt(p []byte, off int64) (int, error) {

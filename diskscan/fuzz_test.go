@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,7 +140,79 @@ func FuzzExt4(f *testing.F) {
 		}
 		noRetryWait(fs)
 		walkBounded(t, fs)
+		mappedMatchesReads(t, fs, data)
 	})
+}
+
+// mappedMatchesReads opens the same image as a mapped raw file and checks, for the
+// regular files of the first 2000 entries, that contents written from the mapping
+// (WriteTo) are the bytes fs's preads return, up to 1 MiB each, and that both fail or
+// neither: extents out of the image, overlapping or huge must never fault the process.
+func mappedMatchesReads(t *testing.T, fs FS, data []byte) {
+	path := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenImageFormat(path, "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	mfs, err := OpenFS(im, im.Size())
+	if err != nil {
+		t.Fatalf("the image opened from memory but not from its mapped file: %v", err)
+	}
+	noRetryWait(mfs)
+	if mfs.(*ext4FS).mem == nil {
+		t.Fatal("the image file was not mapped")
+	}
+	steps := 0
+	fs.Walk(context.Background(), "/", func(p string, e *Entry, err error) error {
+		if steps++; steps > 2000 {
+			return errStop
+		}
+		if e == nil || e.Type != Regular {
+			return nil
+		}
+		r, err := fs.Open(p)
+		mr, merr := mfs.Open(p)
+		if (err == nil) != (merr == nil) {
+			t.Fatalf("%s: open %v, mapped open %v", p, err, merr)
+		}
+		if err != nil {
+			return nil
+		}
+		defer r.Close()
+		defer mr.Close()
+		want, rerr := io.ReadAll(io.LimitReader(struct{ io.Reader }{r}, 1<<20))
+		w := &capWriter{max: 1 << 20}
+		_, werr := mr.(io.WriterTo).WriteTo(w)
+		if errors.Is(werr, errStop) {
+			werr = nil
+		}
+		if !bytes.Equal(w.b[:min(len(w.b), len(want))], want[:min(len(w.b), len(want))]) {
+			t.Fatalf("%s: mapped bytes differ from read bytes", p)
+		}
+		if (rerr == nil) != (werr == nil) {
+			t.Fatalf("%s: read error %v, mapped error %v", p, rerr, werr)
+		}
+		return nil
+	})
+}
+
+// capWriter keeps the first max bytes written and then stops the writer.
+type capWriter struct {
+	b   []byte
+	max int
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	if len(w.b)+len(p) > w.max {
+		w.b = append(w.b, p[:w.max-len(w.b)]...)
+		return 0, errStop
+	}
+	w.b = append(w.b, p...)
+	return len(p), nil
 }
 
 // walkBounded walks at most 2000 entries, reads up to 1 MiB of each regular file and

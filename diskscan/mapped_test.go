@@ -1,0 +1,193 @@
+package diskscan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/domainm/domainm/internal/mmap"
+)
+
+// chunkHash hashes what it is written and records the largest Write.
+type chunkHash struct {
+	sum interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
+	largest int
+}
+
+func (c *chunkHash) Write(p []byte) (int, error) {
+	c.largest = max(c.largest, len(p))
+	return c.sum.Write(p)
+}
+
+// TestMappedImageMatchesReads: files of a raw image are hashed from its mapping (the
+// FS found it through the partition's section), and every one hashes as it does when
+// read with preads from an unmapped image.
+func TestMappedImageMatchesReads(t *testing.T) {
+	dir := images(t)
+	for _, c := range []struct {
+		image string
+		base  int64
+	}{{"ext4.raw", 0}, {"ext3-1k.raw", 0}, {"gpt.raw", 6 << 20}, {"mbr.raw", 10 << 20}} {
+		t.Run(c.image, func(t *testing.T) {
+			path := filepath.Join(dir, c.image)
+			fs, closer, err := OpenVolumeFormat(path, "raw", -1)
+			must(t, err)
+			defer closer.Close()
+			e := fs.(*ext4FS)
+			if e.mem == nil || e.memBase != c.base || e.memLimit <= 0 {
+				t.Fatalf("mapping %v, base %#x (want %#x), limit %#x", e.mem != nil, e.memBase, c.base, e.memLimit)
+			}
+			mapImages = false
+			plain, pcloser, err := OpenVolumeFormat(path, "raw", -1)
+			mapImages = true
+			must(t, err)
+			defer pcloser.Close()
+			if plain.(*ext4FS).mem != nil {
+				t.Fatal("mapImages=false still mapped the image")
+			}
+			got, _ := walkAll(t, fs)
+			files := 0
+			for p, ent := range got {
+				if ent.Type != Regular || ent.Size > 64<<20 {
+					continue
+				}
+				files++
+				r, err := fs.Open(p)
+				must(t, err)
+				w := &chunkHash{sum: sha256.New()}
+				n, err := r.(io.WriterTo).WriteTo(w)
+				r.Close()
+				must(t, err)
+				if n != ent.Size {
+					t.Errorf("%s: WriteTo wrote %d bytes of %d", p, n, ent.Size)
+				}
+				if w.largest > mapChunk {
+					t.Errorf("%s: a Write of %d bytes, more than mapChunk", p, w.largest)
+				}
+				pr, err := plain.Open(p)
+				must(t, err)
+				h := sha256.New()
+				_, err = io.Copy(h, struct{ io.Reader }{pr}) // Read only: preads
+				pr.Close()
+				must(t, err)
+				if a, b := hex.EncodeToString(w.sum.Sum(nil)), hex.EncodeToString(h.Sum(nil)); a != b {
+					t.Errorf("%s: mapped sha256 %s, read %s", p, a, b)
+				}
+			}
+			if files < 100 {
+				t.Fatalf("only %d files compared", files)
+			}
+		})
+	}
+}
+
+// copyImage copies a test image (sparse) to a file of the test's own.
+func copyImage(t *testing.T, name string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), name)
+	run(t, "cp", "--sparse=always", filepath.Join(images(t), name), dst)
+	return dst
+}
+
+// firstBlock is the volume offset of the first extent of p's contents.
+func firstBlock(t *testing.T, fs FS, p string) int64 {
+	t.Helper()
+	r, err := fs.Open(p)
+	must(t, err)
+	defer r.Close()
+	f := r.(*file)
+	if len(f.exts) == 0 {
+		t.Fatalf("%s has no extents", p)
+	}
+	return int64(f.exts[0].pblk) * f.fs.bs
+}
+
+// TestMappedImageTruncated: the image file shrinks under the mapping while a file is
+// hashed from it. The read fails with an error naming the volume offset, holding the
+// memory fault; the process does not get SIGBUS.
+func TestMappedImageTruncated(t *testing.T) {
+	img := copyImage(t, "ext4.raw")
+	fs, closer, err := OpenVolumeFormat(img, "raw", -1)
+	must(t, err)
+	defer closer.Close()
+	phys := firstBlock(t, fs, "/bin/big")
+	r, err := fs.Open("/bin/big")
+	must(t, err)
+	defer r.Close()
+	must(t, os.Truncate(img, phys))
+	_, err = r.(io.WriterTo).WriteTo(sha256.New())
+	var fe *mmap.FaultError
+	if !errors.As(err, &fe) {
+		t.Fatalf("WriteTo after truncation: err = %v, want a *mmap.FaultError", err)
+	}
+	if want := fmt.Sprintf("volume offset %#x", phys); !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not name %s", err, want)
+	}
+}
+
+// TestMappedExtentBeyondImage: a volume that claims more than the image holds (a
+// partition running past the end of the disk) has files whose extents lie beyond the
+// mapping. They are read with preads, which fail cleanly with the offset.
+func TestMappedExtentBeyondImage(t *testing.T) {
+	img := copyImage(t, "ext4.raw")
+	st, err := os.Stat(img)
+	must(t, err)
+	ref, rc, err := OpenVolumeFormat(img, "raw", -1)
+	must(t, err)
+	phys := firstBlock(t, ref, "/bin/big")
+	rc.Close()
+	must(t, os.Truncate(img, phys+4096)) // the first block of /bin/big stays
+	im, err := OpenImageFormat(img, "raw")
+	must(t, err)
+	defer im.Close()
+	fs, err := OpenFS(io.NewSectionReader(im, 0, st.Size()), st.Size())
+	must(t, err)
+	e := fs.(*ext4FS)
+	if e.mem == nil || e.memLimit != phys+4096 {
+		t.Fatalf("mapping %v, limit %#x, want %#x", e.mem != nil, e.memLimit, phys+4096)
+	}
+	r, err := fs.Open("/bin/big")
+	must(t, err)
+	defer r.Close()
+	n, err := r.(io.WriterTo).WriteTo(sha256.New())
+	var fe *mmap.FaultError
+	if err == nil || errors.As(err, &fe) || !strings.Contains(err.Error(), fmt.Sprintf("volume offset %#x", phys)) {
+		t.Fatalf("WriteTo of a file beyond the image: %d bytes, err = %v; want a read error at volume offset %#x", n, err, phys)
+	}
+}
+
+// TestMappedVolumeNested: nested sections narrow the bytes the mapping serves.
+func TestMappedVolumeNested(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk")
+	must(t, os.WriteFile(path, make([]byte, 1<<20), 0o600))
+	im, err := OpenImageFormat(path, "raw")
+	must(t, err)
+	defer im.Close()
+	outer := io.NewSectionReader(im, 4096, 65536)
+	for _, c := range []struct {
+		r           io.ReaderAt
+		base, limit int64
+		mapped      bool
+	}{
+		{im, 0, 1 << 20, true},
+		{outer, 4096, 65536, true},
+		{io.NewSectionReader(outer, 8192, 1<<20), 4096 + 8192, 65536 - 8192, true},
+		{io.NewSectionReader(im, 1<<20-100, 1<<30), 1<<20 - 100, 100, true},
+		{io.NewSectionReader(outer, 65536, 10), 0, 0, false}, // past the outer section
+		{io.NewSectionReader(im, 2<<20, 10), 0, 0, false},    // past the image
+	} {
+		m, base, limit := mappedVolume(c.r)
+		if (m != nil) != c.mapped || base != c.base || limit != c.limit {
+			t.Errorf("mappedVolume: mapped %v base %#x limit %#x, want %v %#x %#x", m != nil, base, limit, c.mapped, c.base, c.limit)
+		}
+	}
+}
