@@ -197,6 +197,7 @@ for i in $(seq "$REPEAT"); do
 	run domainm-check-qcow2.$i "$DOMAINM" check --image "$QCOW" --db "$WORK/dmq.db" --workers "$WORKERS"
 	rec domainm-check-qcow2 "$i"
 done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 for t in domainm-baseline aide-init domainm-baseline-qcow2 domainm-check aide-check domainm-check-qcow2; do
 	median "$t"
 done
@@ -210,7 +211,7 @@ echo "bench-diskscan: $FILES regular files ($ENTRIES entries), $(calc "$BYTES / 
 echo "image $IMG ($(calc "$IMGSIZE / 1048576" %.0f) MiB, raw ext4; and as qcow2); workers $WORKERS; page cache $([ "${COLD:-0}" = 1 ] && echo cold || echo warm); median of $REPEAT runs"
 echo "domainm: $DM_RECS entries recorded, $DM_FILES files hashed; aide: $AIDE_ENTRIES entries checked"
 echo
-echo "load average before the runs: $LOAD (other work on the machine inflates wall time, less so CPU time)"
+echo "load average before the runs: $LOAD, after: $LOAD_AFTER (other work on the machine inflates wall time, less so CPU time)"
 echo
 printf '%-10s %-24s %9s %9s %10s %9s %9s\n' phase tool seconds "CPU s" files/s MB/s "peak MB"
 for phase in baseline check; do
@@ -255,6 +256,7 @@ if [ ! -f "$BIGIMG" ] || [ "$BIGROOT/.bench-complete" -nt "$BIGIMG" ]; then
 	mv "$BIGIMG.tmp" "$BIGIMG"
 fi
 read -r BFILES BBYTES < <(tree_stats "$BIGROOT")
+BENTRIES=$(find "$BIGROOT" -xdev | wc -l)
 sed -i "s|^root_prefix=.*|root_prefix=$BIGROOT|; s|aide.db|aide-big.db|g" "$WORK/aide.conf"
 if [ "${COLD:-0}" != 1 ]; then
 	cat "$BIGIMG" >/dev/null
@@ -275,3 +277,5 @@ for pair in baseline:domainm:domainm-baseline baseline:aide:aide-init check:doma
 	printf '%-10s %-12s %9.2f %9.2f %9.1f %9.2fx %9.2fx %9.2fx\n' "$phase" "$tool" "${SECS[$big]}" "${CPU[$big]}" "$(calc "${RSS[$big]} / 1024")" \
 		"$(calc "${SECS[$big]} / ${SECS[$small]}")" "$(calc "${CPU[$big]} / ${CPU[$small]}")" "$(calc "${RSS[$big]} / ${RSS[$small]}")"
 done
+# The check holds the baseline in memory: its growth per entry is the figure to watch.
+echo "peak memory per added entry ($ENTRIES -> $BENTRIES entries): domainm baseline $(calc "(${RSS[big-domainm-baseline]} - ${RSS[domainm-baseline]}) * 1024 / ($BENTRIES - $ENTRIES)" %.0f) B, check $(calc "(${RSS[big-domainm-check]} - ${RSS[domainm-check]}) * 1024 / ($BENTRIES - $ENTRIES)" %.0f) B"
