@@ -7,7 +7,11 @@
 //     around libyara (copy, change hash, zero test, set-up per window) is most visible;
 //   - the dense image with a public rule set (-public, elastic's 3,021 rules by default,
 //     read in place, never copied);
-//   - the driver in-process: first pass and second pass over unchanged memory.
+//   - the driver in-process: first pass and second pass over unchanged memory;
+//   - in-process, side by side: the driver's first pass (1 worker) against libyara
+//     scanning the same bytes as one block, on the dense image with the cheap and the
+//     public rules (the cost of the work around libyara, without start-up or noise
+//     between processes).
 //
 // CPU is the child's user+sys time (getrusage), which is less disturbed by a loaded
 // machine than wall time. "CPU per byte" subtracts each tool's CPU on a one-page image
@@ -164,6 +168,20 @@ func run(c config) error {
 	if dense != "" {
 		if _, err := driverPasses(c, "dense-cheap", dense, filepath.Join(c.dir, "cheap")); err != nil {
 			return err
+		}
+		fmt.Println()
+		if err := oneBlock(c, "dense, 5 literal rules", dense, filepath.Join(c.dir, "cheap")); err != nil {
+			return err
+		}
+		if files, _ := filepath.Glob(filepath.Join(c.public, "*.yar")); len(files) > 0 {
+			part := filepath.Join(c.dir, fmt.Sprintf("dense-%d.raw", c.publicSize))
+			if err := head(dense, part, c.publicSize); err != nil {
+				return err
+			}
+			defer os.Remove(part)
+			if err := oneBlock(c, "dense, public rules", part, c.public); err != nil {
+				return err
+			}
 		}
 	}
 	fmt.Printf("findings identical on the bench image: %d rules, %d addresses\n", len(benchRow.yaraHits), countAddrs(benchRow.yaraHits))
@@ -390,6 +408,53 @@ func driverPasses(c config, name, img, rulesDir string) (passes, error) {
 		name, human(int64(size)), d.Config().Workers, ps.wall1.Seconds(), ps.cpu1.Seconds(), ps.p1.Blocks, ps.p1.BlocksZero, ps.p1.BlocksScanned, len(ps.p1.Matches),
 		ps.wall2.Seconds(), ps.cpu2.Seconds(), ps.gbs2, ps.p2.BlocksUnchanged, ps.p2.BlocksScanned)
 	return ps, nil
+}
+
+// oneBlock compares, in this process and in turn, a first pass of the driver (one
+// worker: copy, change hash, zero test and libyara per window) with libyara scanning the
+// same bytes as one memory block (what yara does with a file: one scan), 3 times each,
+// by process CPU. Side by side in one process, it is steadier than the CLI rows on a
+// loaded machine, and it isolates the scan from start-up, compilation and attribution.
+func oneBlock(c config, name, img, rulesDir string) error {
+	r, err := yara.Compile(rulesDir)
+	if err != nil {
+		return err
+	}
+	buf, err := os.ReadFile(img)
+	if err != nil {
+		return err
+	}
+	src, err := memscan.Open("file:"+img, memscan.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	sc, err := r.NewMemoryScanner(0, 0)
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	rs := ruleSet{r}
+	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
+	var ratios, dv, yv []float64
+	for range 3 {
+		d := memscan.NewDriver(memscan.DriverConfig{Workers: 1})
+		c0 := processCPU()
+		if _, err := d.Pass(context.Background(), src, opts); err != nil {
+			return err
+		}
+		dc := processCPU() - c0
+		c0 = processCPU()
+		if _, err := sc.Scan(buf, 0); err != nil {
+			return err
+		}
+		yc := processCPU() - c0
+		dv, yv = append(dv, dc.Seconds()), append(yv, yc.Seconds())
+		ratios = append(ratios, dc.Seconds()/yc.Seconds())
+	}
+	fmt.Printf("in-process %-24s %s: driver first pass (1 worker) %.3f CPU-s, libyara one block %.3f CPU-s: %.3fx (median of 3 pairs)\n",
+		name, human(int64(len(buf))), medianF(dv), medianF(yv), medianF(ratios))
+	return nil
 }
 
 // ruleSet adapts compiled rules to memscan.RuleSet as the daemon does (default block
