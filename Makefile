@@ -187,7 +187,7 @@ image-repro: build
 # string found from the destination, ganesha stopped and started. Prints a timeline;
 # consoles, QEMU command lines, configs and logs stay in bin/lab/run.
 .PHONY: lab
-lab: deps
+lab: image
 	$(GO) run ./image/lab/cmd/domainm-lab -dir $(BIN)/lab/run -bin $(BIN)/lab
 
 # deb: the appliance side (domainm: binary, unit, config and rules as conffiles, policy,

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -135,6 +136,9 @@ func (l *Loop) waitFor(ctx context.Context, limit time.Duration, what string, co
 		if ok {
 			return nil
 		}
+		if err := l.vmsExited(); err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
 		if time.Since(said) >= 30*time.Second {
 			said = time.Now()
 			fmt.Fprintf(l.o.Out, "[%6.1fs]   waiting %.0f s for %s: %s\n", time.Since(l.start).Seconds(), time.Since(start).Seconds(), what, oneLine(state))
@@ -145,6 +149,27 @@ func (l *Loop) waitFor(ctx context.Context, limit time.Duration, what string, co
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// vmsExited says which VM that should be running has exited (a guest that panics
+// exits: panic=-1 and -no-reboot), with the end of its console: the sources until the
+// co-migration ended, the destinations after.
+func (l *Loop) vmsExited() error {
+	vms := l.srcVMs
+	if l.rep.Migration.Total != nil {
+		vms = l.dstVMs
+	}
+	for _, vm := range vms {
+		if vm == nil {
+			continue
+		}
+		select {
+		case <-vm.Proc.Exited():
+			return fmt.Errorf("the QEMU of %s on %s exited (%v)%s", vm.Name, vm.Host, vm.Proc.Err(), consoleTail(vm.Serial))
+		default:
+		}
+	}
+	return nil
 }
 
 // oneLine is s on one line, printable, at most 200 characters.
@@ -180,11 +205,32 @@ func (l *Loop) waitMonitoring(ctx context.Context) error {
 	if err := l.waitReady(ctx); err != nil {
 		return err
 	}
-	return l.waitFor(ctx, 10*time.Minute, "Domain M monitoring with a baseline", func() (bool, string) {
+	if err := l.waitFor(ctx, 10*time.Minute, "Domain M monitoring with a baseline", func() (bool, string) {
 		r, state := l.statusOn(ctx, l.src)
 		ok := r.State == proto.StateMonitoring && r.DiskChecks >= 1 && healthyStatus(r) && l.received("disk-baseline-created", "", "")
 		return ok, state
-	})
+	}); err != nil {
+		return err
+	}
+	return l.statusCLI(ctx, l.src)
+}
+
+// statusCLI asks as an operator would on the host: domainm status --json --socket with
+// the control port's host end (the same protocol as the control socket), and checks the
+// answer says monitoring.
+func (l *Loop) statusCLI(ctx context.Context, h *Host) error {
+	l.releaseControl()
+	bin := filepath.Join(filepath.Dir(l.image), "domainm") // built by make image's make build
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "status", "--json", "--socket", ctlSock(h))
+	out, err := cmd.Output()
+	var r proto.Response
+	if jerr := json.Unmarshal(out, &r); err != nil || jerr != nil || r.State != proto.StateMonitoring {
+		return fmt.Errorf("%s: %v %v: %s", strings.Join(cmd.Args, " "), err, jerr, out)
+	}
+	fmt.Fprintf(l.o.Out, "           %s %s: %s\n", bin, strings.Join(cmd.Args[1:], " "), statusText(r))
+	return nil
 }
 
 func healthyStatus(r proto.Response) bool { return r.Health != nil && r.Health.Healthy }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/domainm/domainm/image/qemu"
 	"github.com/domainm/domainm/image/qemu/qmp"
@@ -101,6 +102,10 @@ func (h *Host) Start(ctx context.Context, m Machine, incoming string) (*VM, erro
 	os.Remove(vm.QMP)
 	args, err := h.args(m, incoming)
 	if err != nil {
+		return nil, err
+	}
+	// The command line, one argument a line, for whoever deploys the same (README).
+	if err := os.WriteFile(h.file(m.Name, ".args"), []byte(strings.Join(args, "\n")+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if vm.Proc, err = qemu.Start(args, nil, stderr); err != nil {
