@@ -548,11 +548,23 @@ func integrityExtra(fi *detectors.FileInfo, errChange string) MetaFields {
 }
 
 // fillFile maps a finding's file description to ECS file.*.
+// ECSFileType is ECS's name (file.type, as the event schema has it) of a diskscan
+// file type: chardev and blockdev are char and block; the others are the same.
+func ECSFileType(t string) string {
+	switch t {
+	case "chardev":
+		return "char"
+	case "blockdev":
+		return "block"
+	}
+	return t
+}
+
 func fillFile(f *File, fi *detectors.FileInfo) {
 	if fi == nil {
 		return
 	}
-	f.Type = bound(fi.Type)
+	f.Type = bound(ECSFileType(fi.Type))
 	if fi.Mode != nil {
 		f.Mode = fmt.Sprintf("%04o", *fi.Mode&0o7777)
 	}

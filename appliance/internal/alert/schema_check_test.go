@@ -60,6 +60,12 @@ func realEvents(t *testing.T) map[string][]byte {
 		burst = append(burst, FromFinding(f, ""))
 	}
 	evs = append(evs, Aggregate(burst, 20)...)
+	// Device nodes: diskscan says chardev/blockdev, ECS (and the schema) char/block.
+	for _, typ := range []string{"chardev", "blockdev", "fifo", "socket", "symlink", "dir"} {
+		evs = append(evs, FromFinding(detectors.Finding{Detector: "integrity", Rule: "integrity-added",
+			Namespace: "dev", Change: "added", Path: "/dev/x-" + typ, Target: tgt, Time: now,
+			File: &detectors.FileInfo{Type: typ, Mode: ptr(uint32(0o600))}}, ""))
+	}
 	for _, e := range goldenEvents() {
 		evs = append(evs, e)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/integrity"
 )
@@ -164,24 +165,13 @@ type fileJSON struct {
 	Error      string            `json:"error,omitempty"`
 }
 
-// ecsFileType is ECS's (and the alert schema's) name of a diskscan file type.
-func ecsFileType(t string) string {
-	switch t {
-	case "chardev":
-		return "char"
-	case "blockdev":
-		return "block"
-	}
-	return t
-}
-
 func octalMode(m uint32) string { return fmt.Sprintf("%04o", m&0o7777) }
 
 func recordJSON(r *integrity.Record) *fileJSON {
 	if r == nil {
 		return nil
 	}
-	f := &fileJSON{Path: r.Path, PathRaw: r.PathRaw, Type: ecsFileType(r.Type), Error: r.Err}
+	f := &fileJSON{Path: r.Path, PathRaw: r.PathRaw, Type: alert.ECSFileType(r.Type), Error: r.Err}
 	if r.Inode == 0 && r.Err != "" {
 		return f // nothing could be read but the error
 	}
@@ -209,7 +199,7 @@ func toChangeJSON(c integrity.Change) changeJSON {
 	if f := recordJSON(now); f != nil {
 		out.File = *f
 	}
-	out.File.Path, out.File.PathRaw, out.File.Type = c.Path, c.PathRaw, ecsFileType(c.Type)
+	out.File.Path, out.File.PathRaw, out.File.Type = c.Path, c.PathRaw, alert.ECSFileType(c.Type)
 	out.Before = recordJSON(before)
 	for _, a := range c.Attrs {
 		out.Changes = append(out.Changes, changeAttr{Attribute: a.Attr, Before: a.Before, After: a.After})
