@@ -101,13 +101,16 @@ seed() { head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 if [ $role = B ]; then
 	# advance B's domain ids: the migrated domains must arrive with new ids
 	ev IDBUMP-CREATE
-	xl -vvv create -p /lab/target.cfg 'name="idbump"' 'memory=32' 'maxmem=32' 2>$out/xl-idbump.log && ev IDBUMP-DESTROY && xl destroy idbump || echo "could not advance the domain ids"
+	# (a failed build consumes its id too: run 6's 32 MiB was too small for the kernel)
+	xl -vvv create -p /lab/target.cfg 'name="idbump"' 'memory=96' 'maxmem=96' 2>$out/xl-idbump.log && ev IDBUMP-DESTROY && xl destroy idbump || echo "could not advance the domain ids"
 	touch /run/xenlab-ready; ev READY
 	exec sleep infinity
 fi
 
 # ---- host A ----
-for i in $(seq 1 240); do ssh -o ConnectTimeout=3 root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 5; done
+# every 30 s: each ssh costs both emulated dom0s seconds of CPU (run 6: B's xl create
+# shared its dom0 with up to three sshd handshakes at once)
+for i in $(seq 1 120); do ssh -o ConnectTimeout=10 root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 30; done
 ssh root@$peer true || fail "host B unreachable"
 # clock offset of B against A (B's watch log is in B's clock)
 t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)

@@ -90,9 +90,6 @@ func (l *Lab) Prepare(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := copyFile(filepath.Join(l.Build, "vmlinuz"), filepath.Join(disk, "vmlinuz"), 0o644); err != nil {
-		return err
-	}
 	if err := l.sh(ctx, l.Repo, []string{"ROOT=" + filepath.Join(l.Build, "rootfs"), "AGENT=" + filepath.Join(l.Run, "agent")},
 		filepath.Join(x, "make-initrds.sh"), disk); err != nil {
 		return err
