@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,7 +24,7 @@ func init() {
 		},
 		examples: []string{
 			"domainm inspect --source file:/dev/shm/web-1.ram",
-			"domainm inspect --source elf:/var/tmp/web-1.core --disk /var/lib/libvirt/images/web-1.qcow2 --json | jq '.processes[] | select(.uid == 0) | .comm'",
+			"domainm inspect --source elf:/var/tmp/web-1.core --disk /var/lib/libvirt/images/web-1.qcow2 --json | jq -r '.processes[] | select(.user.id == \"0\") | .name'",
 		}})
 }
 
@@ -64,19 +65,56 @@ type InspectKernel struct {
 	BTFBytes   int    `json:"btf_bytes"`
 }
 
-// InspectProcess is one task of the kernel's task list.
+// InspectProcess is one task of the kernel's task list (a thread-group leader), with
+// ECS process.* field names where ECS has one, as the alert events' process.* (pid,
+// name) and in ECS's forms: parent.pid, user.id (process.user.id) as a string, args,
+// args_count and command_line (args joined by spaces, as ECS's example). What ECS has
+// no field for is under domainm: the tgid, kernel_thread, the start time since boot
+// (ECS's process.start is a wall-clock date, which the guest's memory does not give),
+// the page-table root and the task_struct ("0x..." addresses), and why the command
+// line could not be read.
 type InspectProcess struct {
-	PID          int      `json:"pid"`
-	PPID         int      `json:"ppid"`
-	TGID         int      `json:"tgid"`
-	UID          uint32   `json:"uid"`
-	Comm         string   `json:"comm"`
-	KernelThread bool     `json:"kernel_thread"`
-	StartSeconds float64  `json:"start_seconds"` // since boot
-	PGD          string   `json:"page_table_root,omitempty"`
-	Task         string   `json:"task_struct"`
-	Cmdline      []string `json:"cmdline,omitempty"`
-	CmdlineError string   `json:"cmdline_error,omitempty"`
+	PID         int                `json:"pid"`
+	Name        string             `json:"name"` // task_struct.comm
+	Parent      InspectParent      `json:"parent"`
+	User        InspectUser        `json:"user"`
+	Args        []string           `json:"args,omitempty"`
+	ArgsCount   int                `json:"args_count,omitempty"`
+	CommandLine string             `json:"command_line,omitempty"`
+	DomainM     InspectProcessMore `json:"domainm"`
+}
+
+// InspectParent is ECS process.parent.*.
+type InspectParent struct {
+	PID int `json:"pid"`
+}
+
+// InspectUser is ECS process.user.* (user.id is a keyword: a string).
+type InspectUser struct {
+	ID string `json:"id"`
+}
+
+// InspectProcessMore is what inspect tells of a process that ECS has no field for.
+type InspectProcessMore struct {
+	TGID         int     `json:"tgid"`
+	KernelThread bool    `json:"kernel_thread"`
+	StartSeconds float64 `json:"start_seconds"` // since boot
+	PGD          string  `json:"page_table_root,omitempty"`
+	Task         string  `json:"task_struct"`
+	CmdlineError string  `json:"cmdline_error,omitempty"`
+}
+
+// inspectProcess gives a task of the task list its --json form.
+func inspectProcess(p linux.Process) InspectProcess {
+	ip := InspectProcess{PID: p.PID, Name: p.Comm, Parent: InspectParent{PID: p.PPID},
+		User: InspectUser{ID: strconv.FormatUint(uint64(p.UID), 10)}, Args: p.Cmdline, ArgsCount: len(p.Cmdline),
+		CommandLine: strings.Join(p.Cmdline, " "),
+		DomainM: InspectProcessMore{TGID: p.TGID, KernelThread: p.Kernel, StartSeconds: p.Start.Seconds(),
+			Task: hexAddr(p.TaskVA), CmdlineError: p.CmdlineErr}}
+	if p.PGD != 0 {
+		ip.DomainM.PGD = hexAddr(p.PGD)
+	}
+	return ip
 }
 
 // InspectSyscalls is the result of the system-call table check.
@@ -142,7 +180,7 @@ Memory sources (--source) and layouts (--layout) are those of scan-memory:
 	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
 	var layout memscan.Layout
 	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (`LAYOUT`: flat, q35, pc, split:SIZE, list)")
-	asJSON := fs.Bool("json", false, "print one JSON object")
+	asJSON := fs.Bool("json", false, "print one JSON object: processes[] with ECS process.* names (pid, name, parent.pid, user.id, args, command_line; the rest under domainm), addresses as \"0x...\"")
 	symbols := fs.String("symbols", "", "cross-check the guest's kallsyms with this System.map `FILE`")
 	disk := fs.String("disk", "", "cross-check with /boot/System.map-RELEASE read from this disk `IMG` (raw or qcow2)")
 	if err := parse(env, fs, args); err != nil {
@@ -227,13 +265,7 @@ func inspect(spec string, src memscan.Source) (*InspectResult, *linux.Kernel, er
 		res.Kernel.PageOffset = hexAddr(k.PageOffset)
 	}
 	for _, p := range procs {
-		ip := InspectProcess{PID: p.PID, PPID: p.PPID, TGID: p.TGID, UID: p.UID, Comm: p.Comm,
-			KernelThread: p.Kernel, StartSeconds: p.Start.Seconds(), Task: hexAddr(p.TaskVA),
-			Cmdline: p.Cmdline, CmdlineError: p.CmdlineErr}
-		if p.PGD != 0 {
-			ip.PGD = hexAddr(p.PGD)
-		}
-		res.Processes = append(res.Processes, ip)
+		res.Processes = append(res.Processes, inspectProcess(p))
 	}
 	res.Syscalls = InspectSyscalls{Entries: len(sc), Suspicious: []InspectSyscall{}}
 	for _, e := range sc {
@@ -263,19 +295,20 @@ func printInspect(w io.Writer, r *InspectResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "PID\tPPID\tTGID\tUID\tSTART\tPGD\tCOMM\tCMDLINE\n")
 	for _, p := range r.Processes {
-		comm := p.Comm
-		if p.KernelThread {
+		x := p.DomainM
+		comm := p.Name
+		if x.KernelThread {
 			comm = "[" + comm + "]"
 		}
-		pgd := p.PGD
+		pgd := x.PGD
 		if pgd == "" {
 			pgd = "-"
 		}
-		cmd := strings.Join(p.Cmdline, " ")
-		if p.CmdlineError != "" {
-			cmd = "(" + p.CmdlineError + ")"
+		cmd := p.CommandLine
+		if x.CmdlineError != "" {
+			cmd = "(" + x.CmdlineError + ")"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.2f\t%s\t%s\t%s\n", p.PID, p.PPID, p.TGID, p.UID, p.StartSeconds, pgd, comm, cmd)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%.2f\t%s\t%s\t%s\n", p.PID, p.Parent.PID, x.TGID, p.User.ID, x.StartSeconds, pgd, comm, cmd)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d processes, %d modules\n\n", len(r.Processes), len(r.Modules))

@@ -98,16 +98,45 @@ func TestInspectRootkit(t *testing.T) {
 		addrs["module "+m.Name+" base"] = m.Base
 	}
 	for _, p := range res.Processes {
-		addrs[fmt.Sprintf("process %d task_struct", p.PID)] = p.Task
+		addrs[fmt.Sprintf("process %d task_struct", p.PID)] = p.DomainM.Task
 	}
 	for what, a := range addrs {
 		if !hexForm.MatchString(a) {
 			t.Errorf("--json: %s is %q, not a \"0x...\" address", what, a)
 		}
 	}
+	// Processes with ECS process.* names (issue 14): pid, name, parent.pid, user.id as
+	// a string, args and command_line; no old names left at a process's top.
+	var withArgs int
 	for _, p := range res.Processes {
 		if p.PID == g.HiddenPID {
 			t.Errorf("the hidden pid %d is on the process list", p.PID)
+		}
+		if p.PID == 1 && (p.Name == "" || p.User.ID != "0" || p.Parent.PID != 0 || p.DomainM.KernelThread || len(p.Args) == 0) {
+			t.Errorf("--json: init is %+v", p)
+		}
+		if len(p.Args) > 0 {
+			withArgs++
+			if p.CommandLine != strings.Join(p.Args, " ") || p.ArgsCount != len(p.Args) {
+				t.Errorf("--json: process %d: command_line %q, args_count %d, args %q", p.PID, p.CommandLine, p.ArgsCount, p.Args)
+			}
+		}
+		if _, err := strconv.ParseUint(p.User.ID, 10, 32); err != nil {
+			t.Errorf("--json: process %d: user.id %q", p.PID, p.User.ID)
+		}
+	}
+	var raw struct {
+		Processes []map[string]json.RawMessage `json:"processes"`
+	}
+	if err := json.Unmarshal([]byte(out), &raw); err != nil || len(raw.Processes) != len(res.Processes) || withArgs == 0 {
+		t.Errorf("--json: %v, %d processes, %d with a command line", err, len(raw.Processes), withArgs)
+	}
+	for _, p := range raw.Processes {
+		for _, old := range []string{"comm", "uid", "ppid", "cmdline", "task_struct"} {
+			if _, ok := p[old]; ok {
+				t.Errorf("--json: a process still has %q", old)
+				break
+			}
 		}
 	}
 
