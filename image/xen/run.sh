@@ -45,7 +45,7 @@ xen_start() {
 	timeout -k 5 60 xenstore-read domid >/dev/null
 }
 # power the peer off (its xenlab-init powers itself off only when its run.sh ends)
-peer_off() { timeout 30 ssh -o ConnectTimeout=5 root@$peer 'sync; echo u >/proc/sysrq-trigger; sleep 2; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
+peer_off() { timeout 300 ssh root@$peer 'sync; echo u >/proc/sysrq-trigger; sleep 2; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
 ev XEN-START
 xen_start || fail "Xen's daemons did not start"
 ev XEN-UP
@@ -110,7 +110,9 @@ fi
 # ---- host A ----
 # every 30 s: each ssh costs both emulated dom0s seconds of CPU (run 6: B's xl create
 # shared its dom0 with up to three sshd handshakes at once)
-for i in $(seq 1 120); do ssh -o ConnectTimeout=10 root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 30; done
+# (no ConnectTimeout: it also bounds the wait for the server's banner, which took over
+# 3 s under load in run 6, so that every attempt broke)
+for i in $(seq 1 120); do timeout 300 ssh root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 30; done
 ssh root@$peer true || fail "host B unreachable"
 # clock offset of B against A (B's watch log is in B's clock)
 t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)
