@@ -111,22 +111,34 @@ func (l *Loop) writeImageFiles(dir string) (map[string]string, error) {
 	return files, nil
 }
 
-// copySparse copies the built disk for this run (the image's state partition is
-// written at first boot; bin/image stays as built). Source and destination QEMUs open
-// the same copy, as hosts on shared storage do.
-func copySparse(src, dst string) error {
-	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
-		return fmt.Errorf("cp %s %s: %w: %s", src, dst, err, out)
+// copyImage copies the built image (bin/image) into dst for this run, holding
+// build.sh's lock so that no build replaces it halfway, and checks the copy against its
+// SHA256SUMS: the image's state partition is written at first boot (bin/image stays as
+// built), source and destination QEMUs open the same copy, as hosts on shared storage
+// do, and both boot the same kernel, initrd and root hash even if the image is rebuilt
+// meanwhile (a shared tree's bin/domainm changes with every commit).
+func copyImage(ctx context.Context, src, dst string) error {
+	if err := mkdirs(dst); err != nil {
+		return err
+	}
+	script := `set -e
+cp --sparse=always "$1/disk.raw" "$2/disk.raw"
+cp "$1/vmlinuz" "$1/initrd.img" "$1/cmdline" "$1/SHA256SUMS" "$2/"
+cd "$2" && sha256sum --quiet -c SHA256SUMS`
+	cmd := exec.CommandContext(ctx, "flock", src+".lock", "sh", "-c", script, "copy-image", src, dst)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("copying the image %s to %s: %w: %s", src, dst, err, out)
 	}
 	return nil
 }
 
-// dommMachine is Domain M booted from the image on a host: the target's RAM file on
-// that host as the nvdimm in slot 0 (handle 0x1), the control port's host end, a NIC.
-func (l *Loop) dommMachine(files map[string]string, disk string) Machine {
+// dommMachine is Domain M booted from the image copied to dir (copyImage) on a host:
+// the target's RAM file on that host as the nvdimm in slot 0 (handle 0x1), the control
+// port's host end, a NIC.
+func (l *Loop) dommMachine(files map[string]string, dir string) Machine {
 	return Machine{Name: "domm", MemMiB: l.o.DomMMiB, Fill: true,
 		Boot: func(h *Host) (qemu.Config, error) {
-			return image.Boot{Dir: l.image, Disk: disk, Files: files, MemMiB: l.o.DomMMiB,
+			return image.Boot{Dir: dir, Files: files, MemMiB: l.o.DomMMiB,
 				TargetRAM: h.RAMFile("target"), TargetSlot: 0, Control: ctlSock(h), Net: true}.Config()
 		}}
 }

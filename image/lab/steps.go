@@ -94,10 +94,10 @@ func (l *Loop) startSource(ctx context.Context) error {
 	}
 	l.src = &Host{Name: "src", Dir: hosts, Prefix: prefix}
 	l.dst = &Host{Name: "dst", Dir: hosts, Prefix: prefix}
-	img := filepath.Join(l.export, "target.img")
+	disk := filepath.Join(l.export, "target.img")
 	l.target = Machine{Name: "target", MemMiB: l.o.TargetMiB, Shared: true, Kernel: l.kernel, Initrd: l.initrds[0],
 		Extra: func(h *Host) []string {
-			return []string{"-drive", "if=none,id=disk,format=raw,file=" + img, "-device", "virtio-blk-pci,drive=disk",
+			return []string{"-drive", "if=none,id=disk,format=raw,file=" + disk, "-device", "virtio-blk-pci,drive=disk",
 				"-device", "virtio-serial-pci,id=vs",
 				"-chardev", "socket,id=lab,server=on,wait=off,path=" + labSock(h),
 				"-device", "virtserialport,chardev=lab,name=" + LabPort}
@@ -106,11 +106,11 @@ func (l *Loop) startSource(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	disk := l.path("domm/disk.raw")
-	if err := copySparse(filepath.Join(l.image, "disk.raw"), disk); err != nil {
+	img := l.path("domm/image")
+	if err := copyImage(ctx, l.image, img); err != nil {
 		return err
 	}
-	l.domm = l.dommMachine(files, disk)
+	l.domm = l.dommMachine(files, img)
 	if l.srcVMs[0], err = l.src.Start(ctx, l.target, ""); err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (l *Loop) startSource(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(l.o.Out, "           target pid %d (RAM %s), Domain M pid %d (image %s, fw_cfg %s)\n",
-		l.srcVMs[0].Proc.Pid, l.srcVMs[0].RAMFile, l.srcVMs[1].Proc.Pid, l.image, l.path("domm"))
+		l.srcVMs[0].Proc.Pid, l.srcVMs[0].RAMFile, l.srcVMs[1].Proc.Pid, img, l.path("domm"))
 	return nil
 }
 
