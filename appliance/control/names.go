@@ -14,10 +14,13 @@ type (
 	Unscanned      = proto.Unscanned
 	UnscannedRange = proto.UnscannedRange
 	StateRecord    = proto.StateRecord
+	Addr           = proto.Addr
 )
 
 // States, commands, error codes, problem codes: see package proto.
 const (
+	AddrFormHex = proto.AddrFormHex
+
 	StateStarting   = proto.StateStarting
 	StateMonitoring = proto.StateMonitoring
 	StateQuiescing  = proto.StateQuiescing

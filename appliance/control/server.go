@@ -218,6 +218,7 @@ func (s *Server) handle(line []byte, received time.Time, gone func() bool) Respo
 		return r
 	}
 	resp.ID, resp.OK = req.ID, true
+	resp.IntegerAddrs = req.AddrForm != AddrFormHex // an older client decodes integers only
 	return resp
 }
 

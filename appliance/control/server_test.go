@@ -29,7 +29,7 @@ func (f *fakeHandler) Status(context.Context) Response {
 	return Response{State: StateMonitoring, Passes: 3}
 }
 func (f *fakeHandler) Prepare(context.Context) (Response, error) {
-	c := uint64(0x1000)
+	c := Addr(0x1000)
 	return Response{State: StateQuiesced, Cursor: &c}, nil
 }
 func (f *fakeHandler) Resume(_ context.Context, a ResumeArgs) (Response, error) {
@@ -87,6 +87,7 @@ func TestProtocol(t *testing.T) {
 		`{"id":6,"cmd":"reboot"}`,
 		`not json`,
 		`{"id":7}`,
+		`{"id":8,"cmd":"prepare","addr_form":"0x"}`,
 	)
 	want := []string{
 		`{"id":1,"ok":true,"state":"monitoring","passes":3}`,
@@ -97,6 +98,9 @@ func TestProtocol(t *testing.T) {
 		`{"id":6,"ok":false,"error":"unknown cmd \"reboot\" (want status, prepare or resume)","code":"unknown_command"}`,
 		`{"id":null,"ok":false,"error":"request is not a JSON object: invalid character 'o' in literal null (expecting 'u')","code":"bad_request"}`,
 		`{"id":7,"ok":false,"error":"cmd is missing","code":"bad_request"}`,
+		// A current client asks for the alert schema's "0x..." form; the request
+		// above without addr_form (an older client's) got the integer it decodes.
+		`{"id":8,"ok":true,"state":"quiesced","cursor":"0x1000"}`,
 	}
 	for i := range want {
 		if got[i] != want[i] {
@@ -248,5 +252,25 @@ func TestLongLineRejected(t *testing.T) {
 func openUp(dir string) {
 	for d := dir; len(d) > len(os.TempDir()); d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)
+	}
+}
+
+// TestClientAsksForHexCursor: this package's client (domainm status and the tests')
+// asks for the "0x..." form and decodes it.
+func TestClientAsksForHexCursor(t *testing.T) {
+	s := listen(t, &fakeHandler{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Do(ctx, CmdPrepare, nil)
+	if err != nil || !r.OK || r.Cursor == nil || *r.Cursor != 0x1000 || r.IntegerAddrs {
+		t.Fatalf("prepare: %+v %v", r, err)
+	}
+	if b, _ := json.Marshal(r); !strings.Contains(string(b), `"cursor":"0x1000"`) {
+		t.Errorf("re-encoded (as domainm status --json prints it): %s", b)
 	}
 }

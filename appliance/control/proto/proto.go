@@ -25,6 +25,11 @@
 // {"id":N,"ok":false,"error":"...","code":"guest_changed"|"bad_request"|...}. The id is
 // echoed as it was sent.
 //
+// A guest-physical address (the "cursor") is a "0x..." string, the alert schema's
+// form, for a request with "addr_form":"0x", which current clients send; without it an
+// integer, which is what builds before it sent and can decode. Both forms are accepted
+// when decoding (Addr), so peers of different builds work together during an upgrade.
+//
 // # Stale requests
 //
 // A coordinator gives up on a request after a timeout and acts on its own (rolls the
@@ -92,6 +97,9 @@ type Request struct {
 	// doc); zero: none.
 	Epoch     uint64 `json:"epoch,omitempty"`
 	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	// AddrForm AddrFormHex asks for addresses (the cursor) as "0x..." strings; without
+	// it they are integers, as builds before it sent and decode (see Addr).
+	AddrForm string `json:"addr_form,omitempty"`
 }
 
 // Fenced reports whether cmd changes what the supervisor watches, so that it carries
@@ -125,7 +133,7 @@ type Response struct {
 
 	Target     *TargetInfo `json:"target,omitempty"`
 	Source     string      `json:"source,omitempty"`
-	Cursor     *uint64     `json:"cursor,omitempty"` // next pass starts here (after prepare/resume)
+	Cursor     *Addr       `json:"cursor,omitempty"` // next pass starts here (after prepare/resume): "0x..." guest-physical
 	Rules      string      `json:"rules,omitempty"`  // running rule set id
 	RuleCount  int         `json:"rule_count,omitempty"`
 	Passes     int         `json:"passes,omitempty"`
@@ -139,4 +147,20 @@ type Response struct {
 	Detail    *StatusDetail         `json:"detail,omitempty"`     // status: what domainm status shows
 	AlertTest []SinkTest            `json:"alert_test,omitempty"` // alert-test: each sink's result
 	Accept    *BaselineAcceptResult `json:"accept,omitempty"`     // baseline-accept
+
+	// IntegerAddrs encodes Cursor as an integer, for a peer whose request did not ask
+	// for "0x..." (Request.AddrForm): an older build, which cannot decode the string.
+	IntegerAddrs bool `json:"-"`
+}
+
+// MarshalJSON encodes the response, its cursor as an integer if IntegerAddrs.
+func (r Response) MarshalJSON() ([]byte, error) {
+	type plain Response
+	if r.IntegerAddrs && r.Cursor != nil {
+		return json.Marshal(struct {
+			plain
+			Cursor *uint64 `json:"cursor,omitempty"`
+		}{plain(r), (*uint64)(r.Cursor)})
+	}
+	return json.Marshal(plain(r))
 }

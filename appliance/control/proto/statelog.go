@@ -16,13 +16,13 @@ const StateLogFile = "events.jsonl"
 
 // StateRecord is one line of the state log.
 type StateRecord struct {
-	Time   string  `json:"time"`  // RFC 3339 with nanoseconds, UTC
-	State  string  `json:"state"` // one of the State* constants
-	Reason string  `json:"reason,omitempty"`
-	Source string  `json:"source,omitempty"` // memory source spec at that moment
-	Cursor *uint64 `json:"cursor,omitempty"` // scan cursor (prepare, resume)
-	Host   string  `json:"host,omitempty"`
-	PID    int     `json:"pid"`
+	Time   string `json:"time"`  // RFC 3339 with nanoseconds, UTC
+	State  string `json:"state"` // one of the State* constants
+	Reason string `json:"reason,omitempty"`
+	Source string `json:"source,omitempty"` // memory source spec at that moment
+	Cursor *Addr  `json:"cursor,omitempty"` // scan cursor (prepare, resume): "0x..."; an older log's integer reads too
+	Host   string `json:"host,omitempty"`
+	PID    int    `json:"pid"`
 	// Healthy and Problems are the health model at that moment (see Health): a line is
 	// written when the state changes and when the set of problems does.
 	Healthy  bool     `json:"healthy"`

@@ -167,7 +167,7 @@ func (s *Supervisor) publish(force bool, reason string, cursor *uint64) {
 	if s.m != nil {
 		s.m.up.Set(b2f(r.state == control.StateMonitoring))
 	}
-	rec := control.StateRecord{State: r.state, Reason: reason, Source: t.Source, Cursor: cursor, Host: t.Host,
+	rec := control.StateRecord{State: r.state, Reason: reason, Source: t.Source, Cursor: (*control.Addr)(cursor), Host: t.Host,
 		Healthy: r.healthy(), Problems: codes}
 	if s.states != nil {
 		if err := s.states.write(time.Now(), rec); err != nil {

@@ -313,7 +313,7 @@ func (m *memLoop) prepare(f *fence) memReply {
 			err: control.Errorf(control.CodeWrongState, "not monitoring: waiting for the memory source %s", m.file.spec)}
 	}
 	if m.src == nil {
-		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
+		return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: (*control.Addr)(&cur)}}
 	}
 	if err := f.live(); err != nil { // the blocks in flight took longer than it waits
 		return memReply{resp: control.Response{State: control.StateMonitoring}, err: err}
@@ -343,14 +343,14 @@ func (m *memLoop) prepare(f *fence) memReply {
 	// Asynchronous: the spool's fsync must not add to the migration's downtime.
 	m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevMedium, "supervisor", "quiesced",
 		fmt.Sprintf("monitoring of %s paused for migration (prepare)", m.s.currentTarget().Name)))
-	return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: &cur}}
+	return memReply{resp: control.Response{State: control.StateQuiesced, Cursor: (*control.Addr)(&cur)}}
 }
 
 // resume opens the new source and checks it shows the guest fingerprinted at prepare.
 // It switches to it only if commit succeeds (the coordinator still waits for it).
 func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	cur := m.cursor
-	quiesced := control.Response{State: control.StateQuiesced, Cursor: &cur}
+	quiesced := control.Response{State: control.StateQuiesced, Cursor: (*control.Addr)(&cur)}
 	if m.wait.waiting {
 		return memReply{resp: control.Response{State: control.StateWaiting},
 			err: control.Errorf(control.CodeWrongState, "resume while waiting for the memory source %s: not quiesced", m.file.spec)}
@@ -417,7 +417,7 @@ func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	nt := m.s.currentTarget()
 	m.s.emitAsync(alert.Health(m.s.clk.Now(), alert.SevInfo, "supervisor", "resumed",
 		fmt.Sprintf("monitoring of %s resumed on %s (%s)", nt.Name, firstNonEmpty(nt.Host, "this host"), nt.Source)))
-	return memReply{resp: control.Response{State: control.StateMonitoring, Cursor: &cur}}
+	return memReply{resp: control.Response{State: control.StateMonitoring, Cursor: (*control.Addr)(&cur)}}
 }
 
 func (m *memLoop) setRunning(r bool, t time.Time) {
