@@ -210,6 +210,7 @@ type PassResult struct {
 	BlocksScanned   int // handed to the rule engine
 	BytesTotal      uint64
 	BytesScanned    uint64
+	BytesInPlace    uint64 // of BytesScanned: scanned in the source's mapping, without a copy
 	Errors          []BlockError
 	// Unchanged holds the blocks whose content this pass found the same as the last
 	// pass did (reused, or scanned again only because of ReusePasses): what was
@@ -248,6 +249,7 @@ type blockResult struct {
 	scanned bool
 	same    bool // the content is the same as at the last pass (same hash)
 	bytes   int  // handed to the rule engine
+	inPlace bool // scanned in the source's mapping, not in a copy
 	err     *BlockError
 }
 
@@ -315,6 +317,9 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 		default:
 			res.BlocksScanned++
 			res.BytesScanned += uint64(r.bytes)
+			if r.inPlace {
+				res.BytesInPlace += uint64(r.bytes)
+			}
 		}
 		for _, m := range r.state.matches {
 			mergeMatch(byRule, m)
@@ -383,21 +388,41 @@ type viewer interface {
 	View(gpa int64, n int, fn func([]byte)) error
 }
 
+// inPlacer is an optional Source capability (MappedFile has it): InPlace reports that
+// View's bytes cannot fault, so they may be handed to the rule engine (C code) in place.
+type inPlacer interface {
+	InPlace() bool
+}
+
 // block handles one block. A zero or unchanged block is recognised in place when the
 // source allows it (no copy: the unchanged pass reads each byte once); a block to scan
 // is copied into buf, hashed and zero-tested piece by piece as it is copied, and the
-// copy is what libyara scans and what the cached hash describes.
+// copy is what libyara scans and what the cached hash describes. A source whose
+// mapping cannot fault (InPlace: a memfd sealed against shrinking) is hashed and
+// scanned in place, with no copy.
 func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf []byte, hs *xxh3.Hasher) blockResult {
 	d.mu.Lock()
 	prev, had := d.cache[b.gpa]
 	d.mu.Unlock()
 	cached := had && !prev.zero && prev.rules == rulesID && prev.reused < d.cfg.ReusePasses
 	if v, ok := src.(viewer); ok {
-		var zero, same bool
+		// A source whose mapping cannot fault (inPlacer) is scanned where it lies, with
+		// no copy at all.
+		ip, _ := src.(inPlacer)
+		inPlace := ip != nil && ip.InPlace()
+		var zero, same, done bool
+		var r blockResult
 		err := v.View(int64(b.gpa), b.winSize, func(win []byte) {
-			if zero = d.allZero(win); !zero && cached {
-				same = xxh3.HashSeed(win, d.seed) == prev.hash
+			if zero = d.allZero(win); zero || !cached && !inPlace {
+				return
 			}
+			h := xxh3.HashSeed(win, d.seed)
+			if same = cached && h == prev.hash; same || !inPlace {
+				return
+			}
+			r = d.scanBlock(sc, rulesID, b, win, h, false, prev, cached)
+			r.same = had && prev.hash == h
+			r.inPlace, done = true, true
 		})
 		switch {
 		case err != nil: // read (and report) it below
@@ -406,6 +431,8 @@ func (d *Driver) block(src Source, sc BlockScanner, rulesID string, b block, buf
 			return blockResult{b: b, state: blockState{zero: true}}
 		case same:
 			return d.reuse(b, prev)
+		case done:
+			return r
 		}
 	}
 	win, h, zero, err := d.read(src, b, buf, hs)

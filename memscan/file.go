@@ -27,6 +27,9 @@ type MappedFile struct {
 	mu   sync.RWMutex // guards data against Close
 	m    *mmap.Mapping
 	data []byte
+	// noShrink: the file cannot shrink (cannotShrink), so its mapping cannot fault and
+	// may be handed to libyara in place (InPlace).
+	noShrink bool
 }
 
 var _ Source = (*MappedFile)(nil)
@@ -62,7 +65,7 @@ func openMapped(path string, layout func(size uint64, data []byte) ([]Extent, er
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	mf := &MappedFile{path: path, extents: ext, m: m, data: m.Bytes()}
+	mf := &MappedFile{path: path, extents: ext, m: m, data: m.Bytes(), noShrink: cannotShrink(f)}
 	mf.ranges = make([]Range, len(ext))
 	for i, e := range ext {
 		mf.ranges[i] = Range{GPA: e.GPA, Size: e.Size}
@@ -140,11 +143,17 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 	return n, nil
 }
 
+// InPlace reports whether the mapping can be scanned in place, by C code too: the file
+// cannot shrink (a memfd sealed with F_SEAL_SHRINK, not on hugetlbfs), so reading the
+// mapping cannot fault. Other files can be truncated under the mapping, and a fault
+// inside libyara would kill the process: their bytes are copied (ReadAt) first.
+func (f *MappedFile) InPlace() bool { return f.noShrink }
+
 // View calls fn with the n mapped bytes at gpa, in place, for the scan driver's zero
 // and change checks, which need no copy. The bytes must lie in one extent. A memory
 // fault while fn runs (the file shrank under the mapping) is returned as an error, so
 // fn must be Go code and must not keep the slice; bytes handed to libyara are copied
-// with ReadAt instead.
+// with ReadAt instead, unless InPlace reports true.
 func (f *MappedFile) View(gpa int64, n int, fn func([]byte)) error {
 	if gpa < 0 || n < 0 {
 		return fmt.Errorf("viewing %#x+%d: %w", gpa, n, ErrOutOfRange)
