@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/domainm/domainm/internal/units"
 )
 
 // Extent maps Size bytes of a backing file, starting at file offset Offset, onto
@@ -30,7 +32,8 @@ func (e Extent) String() string {
 //	split:LOWMEM      split at LOWMEM (e.g. when -machine max-ram-below-4g was set)
 //	ranges:GPA+SIZE@OFF,...  explicit extents
 //
-// Numbers take a 0x prefix for hex and an optional K, M, G or T suffix (powers of 1024).
+// Numbers are sizes as everywhere in Domain M (internal/units: "3GiB" or "3G" powers of
+// 1024, "3GB" of 1000, bare bytes) or "0x..." hex bytes.
 // The zero Layout is flat. Layout implements flag.Value.
 type Layout struct {
 	kind    string // "flat", "q35", "pc", "split", "ranges"
@@ -211,31 +214,21 @@ func parseExtents(s string) ([]Extent, error) {
 	return out, nil
 }
 
-// parseSize parses a number with an optional 0x prefix and K/M/G/T binary suffix.
+// parseSize parses a size or an address as every size in Domain M reads
+// (internal/units: bytes, or a unit, IEC "1GiB"/"1G" or SI "1GB"), or as "0x..." hex
+// bytes, the form guest-physical addresses take everywhere (no unit after hex digits).
 func parseSize(s string) (uint64, error) {
 	s = strings.TrimSpace(s)
-	shift := 0
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'K', 'k':
-			shift = 10
-		case 'M', 'm':
-			shift = 20
-		case 'G', 'g':
-			shift = 30
-		case 'T', 't':
-			shift = 40
+	if h, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+		v, err := strconv.ParseUint(h, 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("bad hex number %q (a hex size takes no unit)", s)
 		}
-		if shift > 0 {
-			s = s[:n-1]
-		}
+		return v, nil
 	}
-	v, err := strconv.ParseUint(s, 0, 64)
+	v, err := units.ParseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("bad number %q", s)
+		return 0, fmt.Errorf("%w, or \"0x...\" hex", err)
 	}
-	if v > (^uint64(0))>>shift {
-		return 0, fmt.Errorf("number %q overflows", s)
-	}
-	return v << shift, nil
+	return uint64(v), nil
 }

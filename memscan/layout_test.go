@@ -3,7 +3,10 @@ package memscan
 import (
 	"flag"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/domainm/domainm/internal/units"
 )
 
 const (
@@ -85,5 +88,45 @@ func TestLayoutIsFlagValue(t *testing.T) {
 	}
 	if l.String() != "q35" {
 		t.Fatalf("layout = %s", l)
+	}
+}
+
+// TestLayoutSizesAsEverywhere: split:SIZE and ranges: read sizes as every size in
+// Domain M does (internal/units, as --block-size and the configuration: IEC and SI
+// units, bare bytes) and "0x..." hex, the form of guest-physical addresses.
+func TestLayoutSizesAsEverywhere(t *testing.T) {
+	for _, s := range []string{"2GiB", "2G", "2g", "2048MiB", "2048M", "2097152KiB", "2147483648", "2 GiB", "0x80000000", "0X80000000"} {
+		l, err := ParseLayout("split:" + s)
+		if err != nil || l.String() != "split:0x80000000" {
+			t.Errorf("split:%s = %v, %v; want split:0x80000000", s, l, err)
+		}
+	}
+	for _, s := range []string{"3GB", "2000MB", "1GiB", "4096", "4kB", "64KiB", "1T", "1TB"} {
+		want, err := units.ParseSize(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseSize(s)
+		if err != nil || got != uint64(want) {
+			t.Errorf("parseSize(%q) = %d, %v; units.ParseSize says %d", s, got, err, want)
+		}
+	}
+	if l, err := ParseLayout("split:3GB"); err != nil || l.String() != "split:0xb2d05e00" {
+		t.Errorf("split:3GB (SI) = %v, %v; want 3e9 = split:0xb2d05e00", l, err)
+	}
+	l, err := ParseLayout("ranges:0+640KiB@0,1MiB+0x100000@640KiB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Extents(4 * mib); err != nil || !reflect.DeepEqual(got, []Extent{{0, 640 << 10, 0}, {mib, mib, 640 << 10}}) {
+		t.Errorf("ranges with units: %v, %v", got, err)
+	}
+	for _, s := range []string{"split:0x1M", "split:0x", "split:1.5G", "split:-1", "split:2 GiBs", "split:2Gi B", "ranges:0+4KB@0x10K"} {
+		if _, err := ParseLayout(s); err == nil {
+			t.Errorf("ParseLayout(%q) succeeded", s)
+		}
+	}
+	if _, err := ParseLayout("split:zz"); err == nil || !strings.Contains(err.Error(), `"4MiB"`) || !strings.Contains(err.Error(), "0x") {
+		t.Errorf("split:zz: %v; want the sizes' message and the hex form", err)
 	}
 }

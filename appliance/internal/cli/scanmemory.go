@@ -56,7 +56,8 @@ Memory sources (--source):
 
 Layouts (--layout, file: sources only): flat (file offset = address), q35 or pc (QEMU's
 split around the PCI hole for a guest of the file's size), split:LOWMEM (RAM above LOWMEM
-appears at 4 GiB), or an explicit list GPA+SIZE@OFFSET,...
+appears at 4 GiB; split:2GiB, split:0x80000000), or an explicit list GPA+SIZE@OFFSET,...
+(sizes as below, or "0x..." hex bytes)
 
 Memory is scanned in windows of --block-size plus --overlap (the daemon's memory.block_size
 and memory.overlap, with the same defaults and bounds: a multiple of 4KiB from 64KiB to
