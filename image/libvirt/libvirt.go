@@ -22,7 +22,8 @@ type Guest struct {
 	Type   string // "qemu" (TCG) or "kvm"
 	Name   string
 	MemMiB int
-	// Kernel, Initrd and Cmdline boot the guest directly; Serial is its console's file.
+	// Kernel, Initrd and Cmdline boot the guest directly (a target without Kernel runs
+	// its firmware only); Serial is its console's file.
 	Kernel, Initrd, Cmdline, Serial string
 }
 
@@ -46,12 +47,13 @@ type DomM struct {
 	ViewBlockSize int
 }
 
-// ControlSocket is the default host end of Domain M's control port: a fixed path in
-// libvirt's channel folder, so that it is the same at the destination (libvirt's own
-// default, channel/target/domain-ID-NAME/..., has the domain id the destination gives
-// it only once the migration is under way).
+// ControlSocket is the default host end of Domain M's control port: a fixed path, so
+// that it is the same at the destination. (libvirt's own default,
+// channel/target/domain-ID-NAME/NAME, has the id the destination gives the domain only
+// once the migration is under way; and libvirt 9.0 drops any path under channel/target
+// from the XML and makes its own.)
 func ControlSocket(domm string) string {
-	return "/var/lib/libvirt/qemu/channel/target/domainm-" + domm + ".control"
+	return "/var/lib/libvirt/qemu/domainm-" + domm + ".control"
 }
 
 // TargetXML renders target.xml.

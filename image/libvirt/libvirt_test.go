@@ -16,6 +16,11 @@ func TestRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fw := tg
+	fw.Kernel = ""
+	if fx, err := TargetXML(Target{Guest: fw, DomM: "domm-1"}); err != nil || strings.Contains(fx, "<kernel>") || !strings.Contains(fx, "<boot dev='hd'/>") {
+		t.Errorf("firmware-only target: %v\n%s", err, fx)
+	}
 	mg := g
 	mg.Name = "domm-1"
 	mx, err := DomMXML(DomM{Guest: mg, Target: "web-1", ViewPath: "/var/lib/libvirt/qemu/ram/1-web-1/pc.ram"})
