@@ -378,7 +378,11 @@ func TestJSONForms(t *testing.T) {
 	code, out, _ = diskCLI(t, "rules", "list", mf.rules, "--json")
 	var rl []map[string]any
 	if code != ExitClean || json.Unmarshal([]byte(out), &rl) != nil || len(rl) != 1 || rl[0]["name"] != "test:mem" || rl[0]["severity"] != "medium" {
-		t.Errorf("rules list --json: exit %d %s", code, out)
+		t.Fatalf("rules list --json: exit %d %s", code, out)
+	}
+	validate("rules list rule", sRule, rl[0]["rule"]) // rule.name and rule.ruleset, as the findings' rule
+	if r, _ := rl[0]["rule"].(map[string]any); r["name"] != "mem" || r["ruleset"] != "test" || rl[0]["namespace"] != nil {
+		t.Errorf("rules list --json: rule %v, namespace %v", rl[0]["rule"], rl[0]["namespace"])
 	}
 	code, out, _ = diskCLI(t, "version", "--json")
 	var v map[string]any

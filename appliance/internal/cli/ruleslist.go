@@ -26,12 +26,11 @@ func init() {
 
 // ruleListing is one line of domainm rules list --json.
 type ruleListing struct {
-	Name      string   `json:"name"`      // namespace:rule, as rules.disable and alerts name it
-	Namespace string   `json:"namespace"` // rule.ruleset in alerts
-	Rule      string   `json:"rule"`      // rule.name in alerts
-	Tags      []string `json:"tags"`
-	Severity  string   `json:"severity"` // log.level of its alerts
-	File      string   `json:"file"`
+	Name     string   `json:"name"` // namespace:rule, as rules.disable and rules.exception name it
+	Rule     ruleJSON `json:"rule"` // rule.name and rule.ruleset, as in alerts and the scans' --json
+	Tags     []string `json:"tags"`
+	Severity string   `json:"severity"` // domainm.severity of its alerts
+	File     string   `json:"file"`
 }
 
 func runRulesList(ctx context.Context, env Env, args []string) (int, error) {
@@ -40,7 +39,7 @@ func runRulesList(ctx context.Context, env Env, args []string) (int, error) {
 (namespace:rule, the form rules.disable and rules.exception take), its tags (tag:TAG in
 rules.disable), the severity its alerts get (from its meta: severity, else score, else
 medium) and its file. A file that does not compile is reported and left out.`)
-	asJSON := fs.Bool("json", false, "print a JSON array, one object per rule (name, namespace, rule, tags, severity, file)")
+	asJSON := fs.Bool("json", false, "print a JSON array, one object per rule (name, rule.name, rule.ruleset, tags, severity, file)")
 	for _, a := range args {
 		if a == "-h" || a == "--help" || a == "-help" {
 			return ExitClean, parse(env, fs, []string{"--help"})
@@ -77,7 +76,7 @@ medium) and its file. A file that does not compile is reported and left out.`)
 		if tags == nil {
 			tags = []string{}
 		}
-		list = append(list, ruleListing{Name: in.Namespace + ":" + in.Rule, Namespace: in.Namespace, Rule: in.Rule,
+		list = append(list, ruleListing{Name: in.Namespace + ":" + in.Rule, Rule: ruleJSON{Name: in.Rule, Ruleset: in.Namespace},
 			Tags: tags, Severity: alert.RuleSeverity(in.Meta).String(), File: in.File})
 	}
 	if *asJSON {

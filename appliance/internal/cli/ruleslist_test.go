@@ -44,7 +44,7 @@ rule scored { meta: score = 75 strings: $a = "xyz123" condition: $a }
 	if err := json.Unmarshal([]byte(js), &list); err != nil || len(list) != 3 {
 		t.Fatalf("--json: %v, %d rules\n%s", err, len(list), js)
 	}
-	if l := list[0]; l.Name != "linux/shells:rev_shell" || l.Severity != "critical" || strings.Join(l.Tags, ",") != "shell,linux" || l.File != "linux/shells.yar" {
+	if l := list[0]; l.Name != "linux/shells:rev_shell" || l.Rule.Name != "rev_shell" || l.Rule.Ruleset != "linux/shells" || l.Severity != "critical" || strings.Join(l.Tags, ",") != "shell,linux" || l.File != "linux/shells.yar" {
 		t.Errorf("--json first rule %+v", l)
 	}
 	if _, _, code := runDomainm(t, "rules", "list"); code != ExitUsage {
