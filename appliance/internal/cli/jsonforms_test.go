@@ -28,7 +28,7 @@ func decodeFinding(t testing.TB, line []byte) detectors.Finding {
 		t.Fatalf("finding line %s: %v", line, err)
 	}
 	f := detectors.Finding{Detector: j.Detector, Rule: j.Rule.Name, Namespace: j.Rule.Ruleset, Tags: j.Tags, Meta: j.Meta,
-		MatchesCut: j.MatchesCut, WindowDependent: j.WindowDependent, Time: j.Timestamp, Target: j.Target}
+		MatchesCut: j.MatchesCut, WindowDependent: j.WindowDependent, Time: j.Timestamp, Target: detectors.Target(j.Target)}
 	if j.File != nil {
 		f.Path = j.File.Path
 	}
@@ -233,6 +233,11 @@ func TestJSONForms(t *testing.T) {
 				validate(what+" @timestamp", sTime, v)
 			case "target":
 				validate(what+" target", sTarget, v)
+				for k := range v.(map[string]any) { // the schema allows others: the names must still be its own
+					if !map[string]bool{"name": true, "uuid": true, "domid": true, "hypervisor_host": true, "source": true}[k] {
+						t.Errorf("%s: target.%s is not a domainm.target field of the alert schema", what, k)
+					}
+				}
 			case "file":
 				checkFile(what+" file", v)
 			case "process": // pid and name as ECS process.*, the address in the process as an address
@@ -440,7 +445,7 @@ func TestFindingJSONRoundTrip(t *testing.T) {
 		if got := decodeFinding(t, b); !reflect.DeepEqual(got, f) {
 			t.Errorf("round trip of %s:\n got %+v\nwant %+v\nline %s", f.Detector, got, f, b)
 		}
-		if f.Detector == "yara-memory" && !strings.Contains(string(b), `"address":"0x268b5064"`) || !strings.Contains(string(b), `"@timestamp":"2026-11-30T08:07:52.123456789Z"`) {
+		if f.Detector == "yara-memory" && (!strings.Contains(string(b), `"address":"0x268b5064"`) || !strings.Contains(string(b), `"hypervisor_host":"h"`)) || !strings.Contains(string(b), `"@timestamp":"2026-11-30T08:07:52.123456789Z"`) {
 			t.Errorf("line %s", b)
 		}
 	}

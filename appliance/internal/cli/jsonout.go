@@ -64,7 +64,17 @@ type findingJSON struct {
 	MatchesCut      int               `json:"matches_cut,omitempty"`
 	WindowDependent bool              `json:"window_dependent,omitempty"`
 	Timestamp       time.Time         `json:"@timestamp"`
-	Target          detectors.Target  `json:"target"`
+	Target          targetJSON        `json:"target"`
+}
+
+// targetJSON is detectors.Target under the alert schema's domainm.target names
+// (hypervisor_host, not host).
+type targetJSON struct {
+	Name   string `json:"name,omitempty"`
+	UUID   string `json:"uuid,omitempty"`
+	DomID  int    `json:"domid,omitempty"`
+	Host   string `json:"hypervisor_host,omitempty"`
+	Source string `json:"source,omitempty"`
 }
 
 // matchJSON is one string match: in memory at a guest-physical address, in a file at an
@@ -96,7 +106,7 @@ type kernelJSON struct {
 
 func toFindingJSON(f detectors.Finding) findingJSON {
 	out := findingJSON{Detector: f.Detector, Rule: ruleJSON{Name: f.Rule, Ruleset: f.Namespace}, Tags: f.Tags, Meta: f.Meta,
-		MatchesCut: f.MatchesCut, WindowDependent: f.WindowDependent, Timestamp: f.Time, Target: f.Target}
+		MatchesCut: f.MatchesCut, WindowDependent: f.WindowDependent, Timestamp: f.Time, Target: targetJSON(f.Target)}
 	memory := f.Path == ""
 	if p := f.Process; p != nil {
 		out.Process = &processJSON{PID: p.PID, Name: p.Name, Address: addrJSON(p.Address)}

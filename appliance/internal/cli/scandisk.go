@@ -57,7 +57,7 @@ type diskScanSummary struct {
 	Seconds     float64              `json:"seconds"`
 	MBps        float64              `json:"mb_per_s"`
 	MaxFileSize int64                `json:"max_file_size"`
-	Target      detectors.Target     `json:"target"`
+	Target      targetJSON           `json:"target"`
 }
 
 func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
@@ -103,7 +103,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	ys := sc.Result()
 	sum := diskScanSummary{Image: d.image, Entries: walked, Scanned: sc.Files.Load(), Bytes: sc.Bytes.Load(),
 		Skipped: ys.Skipped, Errors: ys.Errors, Rules: rules.Count(), Findings: len(ys.Findings),
-		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: int64(maxSize), Target: target}
+		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: int64(maxSize), Target: targetJSON(target)}
 	if d.json {
 		enc := json.NewEncoder(env.Stdout)
 		for _, f := range ys.Findings {
