@@ -5,6 +5,8 @@
 //   - the bench image (default 1 GiB) with 128 synthetic rules;
 //   - a dense image (no zero pages) with 5 literal rules, 1 and 2 workers: here the work
 //     around libyara (copy, change hash, zero test, set-up per window) is most visible;
+//     and the same bytes in a memfd sealed against shrinking, which domainm scans in
+//     place (no copy), as it would QEMU's memory-backend-memfd;
 //   - the dense image with a public rule set (-public, elastic's 3,021 rules by default,
 //     read in place, never copied);
 //   - the driver in-process: first pass and second pass over unchanged memory;
@@ -45,6 +47,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
@@ -140,6 +144,21 @@ func run(c config) error {
 				return fmt.Errorf("domainm and yara disagree on the dense image: %s", diff)
 			}
 		}
+		// The same bytes in a memfd sealed against shrinking (as QEMU's
+		// memory-backend-memfd holds guest RAM): domainm scans it in place, no copy.
+		memfd, closeMemfd, err := sealedMemfd(dense)
+		if err != nil {
+			return err
+		}
+		defer closeMemfd()
+		r, err := t.compare(c, fmt.Sprintf("dense %s, 5 literal rules, 1 worker, sealed memfd", human(c.denseSize)),
+			[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, memfd, tiny, 1)
+		if err != nil {
+			return err
+		}
+		if diff := compare(r.yaraHits, r.dmHits); diff != "" {
+			return fmt.Errorf("domainm and yara disagree on the sealed memfd: %s", diff)
+		}
 		if files, _ := filepath.Glob(filepath.Join(c.public, "*.yar")); len(files) > 0 {
 			part := filepath.Join(c.dir, fmt.Sprintf("dense-%d.raw", c.publicSize))
 			if err := head(dense, part, c.publicSize); err != nil {
@@ -172,6 +191,13 @@ func run(c config) error {
 		fmt.Println()
 		if err := oneBlock(c, "dense, 5 literal rules", dense, filepath.Join(c.dir, "cheap")); err != nil {
 			return err
+		}
+		if memfd, closeMemfd, err := sealedMemfd(dense); err == nil {
+			err = oneBlock(c, "dense, cheap, sealed memfd", memfd, filepath.Join(c.dir, "cheap"))
+			closeMemfd()
+			if err != nil {
+				return err
+			}
 		}
 		if files, _ := filepath.Glob(filepath.Join(c.public, "*.yar")); len(files) > 0 {
 			part := filepath.Join(c.dir, fmt.Sprintf("dense-%d.raw", c.publicSize))
@@ -500,6 +526,29 @@ func scale(c config, img, rulesFile string, planted []string, small *row) error 
 	fmt.Println("(peak anon: the process's own memory, RssAnon; the image's mapped pages are not counted)")
 	_, err = driverPasses(c, "bench-4x", big, filepath.Dir(rulesFile))
 	return err
+}
+
+// sealedMemfd copies the file at path into a memfd sealed against shrinking and
+// growing, and returns its name for other processes (/proc/PID/fd/N) and a closer.
+func sealedMemfd(path string) (string, func(), error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	fd, err := unix.MemfdCreate("domainm-bench", unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return "", nil, err
+	}
+	f := os.NewFile(uintptr(fd), "memfd")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return "", nil, err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW); err != nil {
+		f.Close()
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd), func() { f.Close() }, nil
 }
 
 // head copies the first n bytes of src to dst.
