@@ -167,7 +167,7 @@ func mappedMatchesReads(t *testing.T, fs FS, data []byte) {
 		t.Fatal("the image file was not mapped")
 	}
 	steps := 0
-	fs.Walk(context.Background(), "/", func(p string, e *Entry, err error) error {
+	fs.Walk(context.Background(), "/", func(p string, e *Entry, _ error) error {
 		if steps++; steps > 2000 {
 			return errStop
 		}

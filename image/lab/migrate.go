@@ -99,7 +99,7 @@ func (l *Loop) coMigrate(ctx context.Context) error {
 	}
 	r, err := l.status(ctx, l.dst)
 	if err != nil {
-		return fmt.Errorf("Domain M at the destination: %w", err)
+		return fmt.Errorf("status of Domain M at the destination: %w", err)
 	}
 	l.checksAt = r.DiskChecks
 	return nil
@@ -120,7 +120,7 @@ func (l *Loop) plantAfter(ctx context.Context) error {
 	}
 	r, err := l.status(ctx, l.dst)
 	if err != nil {
-		return fmt.Errorf("Domain M at the destination: %w", err)
+		return fmt.Errorf("status of Domain M at the destination: %w", err)
 	}
 	if r.Target == nil || r.Target.Host != "dst" || r.State != proto.StateMonitoring {
 		return fmt.Errorf("domain M at the destination: %s, target %+v", statusText(r), r.Target)
