@@ -48,7 +48,7 @@
 // the mapping (or an NFS read error) fails that file with the volume offset instead of
 // killing the process with SIGBUS. Extents beyond the mapping (a partition that runs
 // past the end of the image) and blocks the replayed journal overlays are read with
-// preads, as Read does. The mapping's pages are released every 32 MiB read, so the
+// preads, as Read does. The mapping's pages are released every 8 MiB read, so the
 // resident size stays small.
 //
 // # Concurrency
