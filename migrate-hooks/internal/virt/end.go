@@ -190,6 +190,7 @@ func (e *end) CancelMigration(ctx context.Context) error {
 func (e *end) Cont(ctx context.Context) error {
 	m := e.m
 	if e.dst {
+		t0 := time.Now()
 		if err := m.wait(ctx); err != nil {
 			return err
 		}
@@ -202,9 +203,11 @@ func (e *end) Cont(ctx context.Context) error {
 		if ferr != nil {
 			return ferr
 		}
+		t1 := time.Now()
 		if err := m.Dst.lv.DomainResume(dom); err != nil {
 			return fmt.Errorf("%s: resume: %w", e.Where(), err)
 		}
+		m.Dst.log.Info("resumed", "where", e.Where(), "waited_finish3", t1.Sub(t0), "took", time.Since(t1), "at", stamp(time.Now()))
 		return nil
 	}
 	m.mu.Lock()

@@ -124,7 +124,11 @@ func (h *Host) eventLog(domain string) *eventLog {
 
 func (h *Host) record(e MonitorEvent) {
 	h.log.Debug("qemu event", "host", h.Name, "domain", e.Domain, "event", e.Event, "details", e.Details, "time", e.Time)
-	h.eventLog(e.Domain).add(syncpoint.Event{Name: e.Event, Status: e.Status(), Time: e.Time})
+	ev := syncpoint.Event{Name: e.Event, Status: e.Status(), Time: e.Time}
+	if ev.Name == "MIGRATION" && (ev.Status == "completed" || ev.Status == "failed" || ev.Status == "cancelled") {
+		h.log.Info("migration "+ev.Status, "where", h.Name+"/"+e.Domain, "at", stamp(e.Time))
+	}
+	h.eventLog(e.Domain).add(ev)
 }
 
 // domain looks a domain up by name.

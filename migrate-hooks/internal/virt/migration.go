@@ -203,7 +203,9 @@ func (m *Migration) jobStarted(ctx context.Context) error {
 // perform runs Perform3, then Finish3: paused at the destination on success, cancelled
 // (the destination destroyed) on failure.
 func (m *Migration) perform(params []golibvirt.TypedParam, cookie []byte) {
+	t0 := time.Now()
 	cookie, err := m.Src.lv.DomainMigratePerform3Params(m.srcDom, nil, params, cookie, flags)
+	m.Src.log.Info("Perform3 returned", "where", m.where(m.Src), "took", time.Since(t0), "at", stamp(time.Now()), "err", err)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer close(m.performed)
@@ -216,7 +218,9 @@ func (m *Migration) perform(params []golibvirt.TypedParam, cookie []byte) {
 		return
 	}
 	m.phase = performed
+	t1 := time.Now()
 	dom, cookie, err := m.Dst.lv.DomainMigrateFinish3Params(m.params, cookie, uint32(flags), 0)
+	m.Src.log.Info("Finish3 returned", "where", m.where(m.Dst), "took", time.Since(t1), "at", stamp(time.Now()), "err", err)
 	if err != nil {
 		m.finishErr = fmt.Errorf("%s: Finish3: %w", m.where(m.Dst), err)
 		return
@@ -278,9 +282,11 @@ func (m *Migration) commit(ctx context.Context) error {
 	if m.phase != performed || m.finishErr != nil {
 		return fmt.Errorf("%s: nothing to confirm (phase %d, %v %v)", m.where(m.Src), m.phase, m.performErr, m.finishErr)
 	}
+	t0 := time.Now()
 	if err := m.Src.lv.DomainMigrateConfirm3Params(m.srcDom, m.params, m.cookie, uint32(flags), 0); err != nil {
 		return fmt.Errorf("%s: Confirm3: %w", m.where(m.Src), err)
 	}
+	m.Src.log.Info("Confirm3 returned", "where", m.where(m.Src), "took", time.Since(t0), "at", stamp(time.Now()))
 	m.phase = committed
 	return nil
 }
@@ -288,6 +294,9 @@ func (m *Migration) commit(ctx context.Context) error {
 func strParam(name, v string) golibvirt.TypedParam {
 	return golibvirt.TypedParam{Field: name, Value: *golibvirt.NewTypedParamValueString(v)}
 }
+
+// stamp formats a time for the driver's log: the figures of P4's parts come from it.
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z07:00") }
 
 // sleepCtx waits d or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) error {

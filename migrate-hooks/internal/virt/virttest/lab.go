@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,16 +17,23 @@ import (
 	"github.com/domainm/domainm/migrate-hooks/internal/bench"
 )
 
-// Sizes of the lab's guests (MiB): a Debian kernel does not boot in much less.
+// Sizes of the lab's guests (MiB). Every memory pass of the supervisor reads and scans
+// all of the target's RAM inside a TCG guest (2-5 MB/s here at load 20-28), so the
+// target is small and runs its firmware only: on a Linux target the supervisor also
+// derives the guest's layout and lists its processes after each pass (memscan/linux),
+// which through the view disk (one O_DIRECT request per small read) took a 128 MiB pass
+// to 871 s. Domain M holds domainm (about 20 MiB, in its initramfs) and its heap.
 const (
-	TargetMiB = 192 // its init fills 64 MiB, Domain M's two thirds of its RAM
-	DomMMiB   = 128
+	TargetMiB  = 64 // firmware only; TargetFill MiB of it filled by the host
+	TargetFill = 32
+	DomMMiB    = 256
 )
 
 // Lab is two libvirtd "hosts" and a pair (target, Domain M) defined from image/libvirt's
-// XML and running at Src. Guests run the host's kernel with a busybox initramfs that
-// keeps rewriting 4 MiB of tmpfs (so that Domain M cannot converge while held), under
-// TCG (domain type 'qemu').
+// XML and running at Src, under TCG (domain type 'qemu'). The target runs its firmware,
+// with TargetFill MiB of its RAM filled with random data by the host (so that its
+// stream takes a while); Domain M runs the host's kernel with a busybox initramfs and
+// the real supervisor (domm.go).
 type Lab struct {
 	Src, Dst         *Daemon
 	Target, DomM     string // domain names
@@ -33,25 +41,19 @@ type Lab struct {
 	serialT, serialM string
 }
 
-// readyMarker is what the guest's init prints once it runs.
+// readyMarker is what Domain M's init prints once domainm runs.
 const readyMarker = "DOMAINM-GUEST-READY"
 
-// initScript is bench's guest plus fill=MiB from the kernel command line: that much of
-// tmpfs filled with random data. Under libvirt the host cannot pre-fill a guest's RAM, and
-// an all-zero Domain M migrates almost at once whatever its speed limit (QEMU sends a
-// zero page as a few bytes), so it could converge before the coordinator holds it.
-const initScript = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /tmp
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t devtmpfs dev /dev
-mount -t tmpfs -o size=75% tmpfs /tmp
-for a in $(cat /proc/cmdline); do case $a in fill=*) F=${a#fill=};; esac; done
-[ -n "$F" ] && dd if=/dev/urandom of=/tmp/fill bs=1M count=$F 2>/dev/null
-head -c 4194304 /dev/urandom > /tmp/src
-echo ` + readyMarker + `
-while true; do cp /tmp/src /tmp/dst; rm /tmp/dst; usleep 250000; done
-`
+// fillRandom writes n random bytes into the file at off.
+func fillRandom(path string, off, n int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyN(io.NewOffsetWriter(f, off), rand.Reader, n)
+	return err
+}
 
 // StartLab starts both daemons and the pair at the source; everything is stopped at the
 // end of the test. A missing libvirtd, kernel or busybox fails the test. dstHook, if not
@@ -88,28 +90,39 @@ func StartLab(t testing.TB, dstHook string) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	initrd, err := bench.BuildInitramfsWith(dir, initScript)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dommInitrd := buildDomM(t, dir)
 	const cmdline = "console=ttyS0 panic=-1 mitigations=off nokaslr swiotlb=noforce no_timer_check"
 	l.serialT, l.serialM = filepath.Join(dir, "target.serial"), filepath.Join(dir, "domm.serial")
 	lv := l.Src.Connect(t)
 	txml, err := libvirt.TargetXML(libvirt.Target{DomM: l.DomM, Guest: libvirt.Guest{Type: "qemu", Name: l.Target,
-		MemMiB: TargetMiB, Kernel: kernel, Initrd: initrd, Cmdline: cmdline + " fill=64", Serial: l.serialT}})
+		MemMiB: TargetMiB, Serial: l.serialT}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	td := defineAndStart(t, lv, txml)
-	mxml, err := libvirt.DomMXML(libvirt.DomM{Target: l.Target, ViewPath: RAMPath(td.ID, l.Target),
-		Guest: libvirt.Guest{Type: "qemu", Name: l.DomM, MemMiB: DomMMiB, Kernel: kernel, Initrd: initrd,
-			Cmdline: fmt.Sprintf("%s fill=%d", cmdline, DomMMiB*2/3), Serial: l.serialM}})
+	if err := fillRandom(l.Src.Outside(RAMPath(td.ID, l.Target)), 8<<20, TargetFill<<20); err != nil {
+		t.Fatal(err)
+	}
+	dm := libvirt.DomM{Target: l.Target, ViewPath: RAMPath(td.ID, l.Target),
+		Guest: libvirt.Guest{Type: "qemu", Name: l.DomM, MemMiB: DomMMiB, Kernel: kernel, Initrd: dommInitrd,
+			Cmdline: cmdline, Serial: l.serialM}}
+	mxml, err := libvirt.DomMXML(dm)
 	if err != nil {
 		t.Fatal(err)
 	}
+	dm.ViewBlockSize = 4096
+	mxml4k, err := libvirt.DomMXML(dm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mxml, err = testDevices(mxml, mxml4k, l.DomM); err != nil {
+		t.Fatal(err)
+	}
 	defineAndStart(t, lv, mxml)
-	for _, s := range []string{l.serialT, l.serialM} {
+	for _, s := range []string{l.serialM} {
 		if err := waitSerial(ctx, s); err != nil {
+			b, _ := os.ReadFile(s)
+			t.Logf("%s:\n%s", s, tail(b, 4000))
 			t.Fatal(err)
 		}
 	}
