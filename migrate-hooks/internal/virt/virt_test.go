@@ -205,6 +205,18 @@ func (f *fixture) alerts(t *testing.T, d *virttest.Daemon) map[string]bool {
 	return got
 }
 
+// cutAfterPrepare cuts the proxied stream right after the supervisor answered prepare.
+type cutAfterPrepare struct {
+	*control.Handshake
+	px *virttest.Proxy
+}
+
+func (c *cutAfterPrepare) Prepare(ctx context.Context) error {
+	err := c.Handshake.Prepare(ctx)
+	c.px.Cut()
+	return err
+}
+
 // freezer stops domainm run inside Domain M (SIGSTOP, through the lab port) just
 // before the coordinator's prepare, or just before its resume at the destination
 // (Domain M then runs there); a supervisor frozen before prepare is woken (SIGCONT)
@@ -415,16 +427,19 @@ func TestCoMigrateLibvirt(t *testing.T) {
 		}
 	})
 
-	// Domain M's stream breaks once the target has stopped: Domain M stays (or is put
-	// back) at the source, the supervisor resumes there, then the target is resumed there
-	// by Confirm3 cancelled, and its destination copy destroyed.
+	// Domain M's stream breaks once the target has stopped and the supervisor is
+	// quiesced: Domain M stays (or is put back) at the source, the supervisor resumes
+	// there, then the target is resumed there by Confirm3 cancelled, and its destination
+	// copy destroyed.
 	t.Run("stream breaks", func(t *testing.T) {
 		f.lease(t)
 		ts, ms, _, mm := f.pair(t, "", "")
 		px, via := virttest.NewProxy(t, ms.URI)
 		mm.Via = via
-		whenEvent(t, ts.Src, func(e syncpoint.Event) bool { return e.Name == "STOP" }, px.Cut)
-		r, err := f.run(t, ts, ms, f.handshake(t), syncpoint.Config{Mode: syncpoint.Sync, P1: 2 * time.Minute})
+		// Cut once the supervisor has answered prepare: the coordinator is then past P1
+		// for sure (a cut at the target's STOP event could beat the coordinator's own
+		// poll, which then saw Domain M fail during P1).
+		r, err := f.run(t, ts, ms, &cutAfterPrepare{f.handshake(t), px}, syncpoint.Config{Mode: syncpoint.Sync, P1: 2 * time.Minute})
 		if err == nil {
 			t.Fatal("co-migration succeeded through a cut stream")
 		}
