@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -98,7 +99,7 @@ type Client struct {
 
 // Dial connects to the supervisor's unix socket and learns its epoch.
 func Dial(ctx context.Context, path string) (*Client, error) {
-	c := &Client{path: path}
+	c := newClient(path)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.connect(ctx); err != nil {
@@ -143,6 +144,15 @@ func (c *Client) connect(ctx context.Context) error {
 	}
 	c.epoch = max(c.epoch, resp.Epoch) + 1
 	return nil
+}
+
+// maxLateAnswers bounds the late answers skipped before a call's own (see exchange).
+const maxLateAnswers = 8
+
+// newClient starts the request ids at a random base below 2^52 (exact in any JSON
+// reader), so that answers to another client's requests are told apart.
+func newClient(path string) *Client {
+	return &Client{path: path, id: 1<<32 + rand.Uint64N(1<<51)}
 }
 
 // maxLine bounds a response line; the supervisor's answers are small.
@@ -213,10 +223,23 @@ func (c *Client) exchange(ctx context.Context, cmd string, args any) (Response, 
 	if err := json.Unmarshal(line, &resp); err != nil {
 		return Response{}, fmt.Errorf("supervisor's answer to %s: %w", cmd, err)
 	}
-	if string(resp.ID) != id {
-		// Each connection carries one request at a time and is dropped after a failed
-		// call, so this is no late answer but a broken peer.
-		return Response{}, fmt.Errorf("supervisor answered %s with id %s, want %s", cmd, resp.ID, id)
+	// A late answer is skipped. Over a unix socket none can come (the connection of a
+	// failed call is dropped), but a virtio-serial port's guest end outlives the host
+	// end's connections: an answer to a request abandoned earlier (a frozen supervisor
+	// woken up) arrives on the next connection, and would otherwise fail this and every
+	// later call by one. Ids start at a random base per client, so an answer meant for
+	// another request, of this client or an earlier one, is never taken for this one.
+	for skipped := 0; string(resp.ID) != id; skipped++ {
+		if skipped == maxLateAnswers {
+			return Response{}, fmt.Errorf("supervisor answered %s with id %s, want %s (after %d late answers)", cmd, resp.ID, id, skipped)
+		}
+		if line, err = readLine(c.r); err != nil {
+			return Response{}, fmt.Errorf("waiting for supervisor's answer to %s: %w", cmd, ctxErr(ctx, err))
+		}
+		resp = Response{}
+		if err := json.Unmarshal(line, &resp); err != nil {
+			return Response{}, fmt.Errorf("supervisor's answer to %s: %w", cmd, err)
+		}
 	}
 	resp.Raw = append(json.RawMessage(nil), line...)
 	if !resp.OK {

@@ -160,3 +160,52 @@ func TestStaleRefusalIsTyped(t *testing.T) {
 		}
 	}
 }
+
+// TestLateAnswerSkipped: over a virtio-serial port the guest's end outlives the host's
+// connections, so a supervisor frozen during prepare and woken later answers the
+// abandoned prepare on the next connection, before the answer to what that connection
+// asks. The client skips it (it once failed every later call by one: "answered status
+// with id 25, want 26"), and an answer left over from an earlier client is skipped too.
+func TestLateAnswerSkipped(t *testing.T) {
+	id := func(r request) string { b, _ := json.Marshal(r.ID); return string(b) }
+	var mu sync.Mutex
+	var abandoned string // the id of the prepare that was never answered on its connection
+	path, s := serve(t, func(r request) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Cmd == "status" && r.Conn == 1:
+			return []string{`{"id":` + id(r) + `,"ok":true,"state":"monitoring","epoch":3}`}
+		case r.Cmd == "prepare" && r.Conn == 1:
+			abandoned = id(r)
+			return nil
+		case r.Cmd == "status" && r.Conn == 2:
+			return []string{
+				`{"id":` + abandoned + `,"ok":true,"state":"quiesced"}`, // the late answer
+				`{"id":424242,"ok":true,"state":"monitoring"}`,          // an earlier client's
+				`{"id":` + id(r) + `,"ok":true,"state":"quiesced","epoch":4}`}
+		}
+		return []string{`{"id":` + id(r) + `,"ok":true,"state":"quiesced"}`}
+	})
+	ctx := context.Background()
+	c, err := Dial(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.Prepare(tctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unanswered prepare: %v, want deadline exceeded", err)
+	}
+	r, err := c.Prepare(ctx) // connects again: status (late answers first), then prepare
+	if err != nil || r.State != StateQuiesced {
+		t.Fatalf("prepare after the late answer: %+v, %v", r, err)
+	}
+	if c.Epoch() != 5 {
+		t.Errorf("epoch %d, want 5: the status answer read must be the second connection's own (epoch 4)", c.Epoch())
+	}
+	if n := len(s.requests()); n != 4 {
+		t.Errorf("%d requests, want 4 (status, prepare, status, prepare)", n)
+	}
+}

@@ -4,4 +4,4 @@ package control
 // for a supervisor it cannot reach yet: one behind a virtio-serial port of a paused
 // destination Domain M, whose guest answers nothing (not even the status that opens a
 // connection) until the VM runs.
-func NewClient(path string) *Client { return &Client{path: path} }
+func NewClient(path string) *Client { return newClient(path) }
