@@ -11,7 +11,7 @@ import (
 
 // viewDevice is Domain M's view of the target under libvirt (image/libvirt/domm.xml: a
 // read-only virtio disk with serial domainm-view), the same path at both ends.
-const viewDevice = "file:/dev/disk/by-id/virtio-domainm-view"
+const viewDevice = "disk:/dev/disk/by-id/virtio-domainm-view" // O_DIRECT: a buffered read of the view goes stale (memscan/direct.go)
 
 type libvirtOpts struct {
 	src, dst, target, domm, sock, sockDst, srcRAM, dstRAM, tURI, mURI, uuid, srcHost, dstHost, mode, leaseDir string
