@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -48,6 +49,10 @@ type DiskSource struct {
 	extents []Extent
 	ranges  []Range
 	bufs    sync.Pool // *[]byte of diskChunk bytes, page-aligned
+	// cache holds aligned blocks for reads shorter than one (diskcache.go); nil when
+	// the logical block size is larger than a cache block.
+	cache    *diskCache
+	requests atomic.Uint64 // preads issued
 }
 
 var _ Source = (*DiskSource)(nil)
@@ -85,6 +90,9 @@ func OpenDisk(path string, l Layout) (*DiskSource, error) {
 		d.ranges[i] = Range{GPA: e.GPA, Size: e.Size}
 	}
 	d.bufs.New = func() any { b := alignedBuf(diskChunk); return &b }
+	if align <= diskCacheBlock {
+		d.cache = newDiskCache()
+	}
 	return d, nil
 }
 
@@ -137,11 +145,30 @@ func ioctlPtr(f *os.File, req uint, p unsafe.Pointer) error {
 // Path returns the device read.
 func (d *DiskSource) Path() string { return d.path }
 
-// Ranges returns the guest-physical ranges, sorted by address.
-func (d *DiskSource) Ranges() []Range { return append([]Range(nil), d.ranges...) }
+// Ranges returns the guest-physical ranges, sorted by address. Every walk of the
+// source (a scan pass, deriving a guest's layout) begins by asking for them, so it also
+// empties the small-read cache: nothing read before it is served after it.
+func (d *DiskSource) Ranges() []Range {
+	d.Invalidate()
+	return append([]Range(nil), d.ranges...)
+}
 
-// ReadAt copies guest memory at gpa into p, straight from the device; as
-// MappedFile.ReadAt, a read running past the end of its range returns the bytes up to
+// Invalidate empties the small-read cache (diskcache.go): every later read goes to the
+// device. Ranges does it too.
+func (d *DiskSource) Invalidate() {
+	if d.cache != nil {
+		d.cache.invalidate()
+	}
+}
+
+// pread reads len(buf) bytes at device offset off (both aligned) and counts the request.
+func (d *DiskSource) pread(buf []byte, off int64) (int, error) {
+	d.requests.Add(1)
+	return readFull(d.f, buf, off)
+}
+
+// ReadAt copies guest memory at gpa into p, straight from the device (a read shorter
+// than a cache block through the small-read cache, see Ranges); as MappedFile.ReadAt, a read running past the end of its range returns the bytes up to
 // there and an error matching ErrOutOfRange. It is safe for concurrent use.
 func (d *DiskSource) ReadAt(p []byte, gpa int64) (int, error) {
 	if gpa < 0 {
@@ -155,23 +182,22 @@ func (d *DiskSource) ReadAt(p []byte, gpa int64) (int, error) {
 	rel := uint64(gpa) - e.GPA
 	want := min(uint64(len(p)), e.Size-rel)
 	off := int64(e.Offset + rel)
-	bp := d.bufs.Get().(*[]byte)
-	defer d.bufs.Put(bp)
-	buf := *bp
 	done := 0
-	for uint64(done) < want {
-		// One aligned chunk around [off+done, ...).
-		pos := off + int64(done)
-		start := pos &^ (d.align - 1)
-		end := min(start+int64(diskChunk), (off+int64(want)+d.align-1)&^(d.align-1))
-		n, err := readFull(d.f, buf[:end-start], start)
-		got := max(0, min(int64(n)-(pos-start), int64(want)-int64(done)))
-		done += copy(p[done:], buf[pos-start:pos-start+got])
-		if err != nil && (err != io.EOF || uint64(done) < want) {
-			if errors.Is(err, os.ErrClosed) {
-				err = ErrClosed
+	if d.cache != nil && len(p) < diskCacheBlock {
+		// At most two cache blocks; whatever they cannot give is read directly below.
+		for uint64(done) < want {
+			pos := off + int64(done)
+			blk := pos &^ (diskCacheBlock - 1)
+			q := p[done : done+int(min(int64(want)-int64(done), blk+diskCacheBlock-pos))]
+			if !d.cache.copyFrom(q, pos) && !d.cache.fill(q, pos, blk, d.pread) {
+				break
 			}
-			return done, fmt.Errorf("disk %s: reading offset %#x (guest-physical %#x): %w", d.path, pos, gpa+int64(done), err)
+			done += len(q)
+		}
+	}
+	if uint64(done) < want {
+		if n, err := d.readDirect(p[:want], gpa, off, done); err != nil {
+			return n, err
 		}
 	}
 	if uint64(len(p)) > want {
@@ -182,3 +208,28 @@ func (d *DiskSource) ReadAt(p []byte, gpa int64) (int, error) {
 
 // Close closes the device.
 func (d *DiskSource) Close() error { return d.f.Close() }
+
+// readDirect reads p[done:] (want = len(p) bytes in all) from device offset off+done in
+// aligned chunks; on an error it returns the bytes done and the error.
+func (d *DiskSource) readDirect(p []byte, gpa, off int64, done int) (int, error) {
+	want := uint64(len(p))
+	bp := d.bufs.Get().(*[]byte)
+	defer d.bufs.Put(bp)
+	buf := *bp
+	for uint64(done) < want {
+		// One aligned chunk around [off+done, ...).
+		pos := off + int64(done)
+		start := pos &^ (d.align - 1)
+		end := min(start+int64(diskChunk), (off+int64(want)+d.align-1)&^(d.align-1))
+		n, err := d.pread(buf[:end-start], start)
+		got := max(0, min(int64(n)-(pos-start), int64(want)-int64(done)))
+		done += copy(p[done:], buf[pos-start:pos-start+got])
+		if err != nil && (err != io.EOF || uint64(done) < want) {
+			if errors.Is(err, os.ErrClosed) {
+				err = ErrClosed
+			}
+			return done, fmt.Errorf("disk %s: reading offset %#x (guest-physical %#x): %w", d.path, pos, gpa+int64(done), err)
+		}
+	}
+	return done, nil
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,45 @@ func TestDiskSeesTargetWrites(t *testing.T) {
 		t.Fatal("3 MiB read at 4097: wrong bytes")
 	}
 
+	// Small reads (the guest-layout walks' kind) go through the small-read cache:
+	// random lengths and addresses, across cache blocks, up to the device's end.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	req0, _, _ := memscan.DiskRequests(src)
+	for range 3000 {
+		n := 1 + rnd.IntN(9000)
+		gpa := rnd.Int64N(size - int64(n) + 1)
+		if rnd.IntN(4) == 0 { // near a 64 KiB boundary
+			gpa = max(0, min(size-int64(n), (gpa&^0xffff)-int64(rnd.IntN(n))))
+		}
+		if got := read(gpa, n); !bytes.Equal(got, data[gpa:gpa+int64(n)]) {
+			t.Fatalf("ReadAt(%d, %#x): wrong bytes", n, gpa)
+		}
+	}
+	req1, hits, misses := memscan.DiskRequests(src)
+	t.Logf("3000 small reads over 16 MiB: %d device requests, cache %d hits, %d misses", req1-req0, hits, misses)
+	// Within 4 MiB (the cache holds 8): a request per 64 KiB block at most.
+	src.Ranges()
+	req0, _, _ = memscan.DiskRequests(src)
+	for range 3000 {
+		n := 1 + rnd.IntN(4096)
+		gpa := 4<<20 + rnd.Int64N(4<<20-int64(n))
+		if got := read(gpa, n); !bytes.Equal(got, data[gpa:gpa+int64(n)]) {
+			t.Fatalf("ReadAt(%d, %#x): wrong bytes", n, gpa)
+		}
+	}
+	if req1, _, _ = memscan.DiskRequests(src); req1-req0 > 64 {
+		t.Errorf("3000 small reads within 4 MiB took %d device requests, want at most 64 (one per 64 KiB block)", req1-req0)
+	}
+	// Many reads in one block: one request.
+	src.Ranges()
+	req0, _, _ = memscan.DiskRequests(src)
+	for i := range 512 {
+		read(0x230000+int64(i)*8, 8)
+	}
+	if req1, _, _ = memscan.DiskRequests(src); req1-req0 != 1 {
+		t.Errorf("512 8-byte reads in one 64 KiB block: %d device requests, want 1", req1-req0)
+	}
+
 	// Control: a buffered read fills Domain M's page cache for the device.
 	cached, err := os.Open(dev)
 	if err != nil {
@@ -105,9 +145,33 @@ func TestDiskSeesTargetWrites(t *testing.T) {
 	}
 	copy(data[at:], "DOMAINM-MARK-5678")
 
+	// A new walk (a pass begins by asking for the ranges) sees the new bytes, though
+	// the small read before the write left its block in the cache.
+	src.Ranges()
 	if got := read(at, 17); string(got) != "DOMAINM-MARK-5678" {
 		t.Errorf("after the target's write: read %q through disk:, want the new bytes", got)
 	}
+	// So does a read after Invalidate.
+	writeAt := func(s string, off int64) {
+		t.Helper()
+		w, err := os.OpenFile(ram, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		if _, err := w.WriteAt([]byte(s), off); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAt("DOMAINM-MARK-9999", at)
+	src.(*memscan.DiskSource).Invalidate()
+	if got := read(at, 17); string(got) != "DOMAINM-MARK-9999" {
+		t.Errorf("after Invalidate: read %q, want the new bytes", got)
+	}
+	writeAt("DOMAINM-MARK-5678", at)
 	after := make([]byte, 17)
 	if _, err := cached.ReadAt(after, at); err != nil {
 		t.Fatal(err)
@@ -127,6 +191,22 @@ func TestDiskSeesTargetWrites(t *testing.T) {
 	}
 	if got := addrs(res, "marker"); !slices.Equal(got, []uint64{at}) {
 		t.Errorf("marker at %#x, want [%#x]", got, at)
+	}
+
+	// Pass to pass, as the supervisor reads: a small read after a pass (attribution)
+	// fills the cache; the target writes; the next pass and the small reads after it
+	// see the new bytes.
+	if got := read(at, 17); string(got) != "DOMAINM-MARK-5678" {
+		t.Fatalf("small read after the pass: %q", got)
+	}
+	writeAt("DOMAINM-MARK-4321", at)
+	copy(data[at:], "DOMAINM-MARK-4321")
+	if _, err := memscan.NewDriver(memscan.DriverConfig{}).Pass(context.Background(), src,
+		memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(at, 17); string(got) != "DOMAINM-MARK-4321" {
+		t.Errorf("small read after the next pass: %q, want the target's new bytes", got)
 	}
 
 	// Past the end: the bytes up to it and ErrOutOfRange.
