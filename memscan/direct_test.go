@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/domainm/domainm/memscan"
@@ -111,6 +112,29 @@ func TestDiskSeesTargetWrites(t *testing.T) {
 	if req1, _, _ = memscan.DiskRequests(src); req1-req0 > 64 {
 		t.Errorf("3000 small reads within 4 MiB took %d device requests, want at most 64 (one per 64 KiB block)", req1-req0)
 	}
+	// Concurrent small reads while walks begin (Ranges empties the cache) and end:
+	// always the right bytes (run with -race).
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			p := make([]byte, 9000)
+			for i := range 1500 {
+				if w == 0 && i%100 == 0 {
+					src.Ranges()
+				}
+				n := 1 + r.IntN(len(p))
+				gpa := 6<<20 + r.Int64N(6<<20)
+				if got, err := src.ReadAt(p[:n], gpa); err != nil || got != n || !bytes.Equal(p[:n], data[gpa:gpa+int64(n)]) {
+					t.Errorf("concurrent ReadAt(%d, %#x) = %d, %v (bytes equal: %v)", n, gpa, got, err, bytes.Equal(p[:n], data[gpa:gpa+int64(n)]))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 	// Many reads in one block: one request.
 	src.Ranges()
 	req0, _, _ = memscan.DiskRequests(src)
