@@ -19,7 +19,7 @@ import (
 // DOMAINM_KEEP_GUEST_RAM, named by DOMAINM_GUEST_RAM) seen as a read-only loop device
 // with direct I/O, as Domain M sees the target's RAM file in libvirt: deriving the
 // layout, listing processes, attributing and scanning the seams, each once without the
-// cache and once with it. Both must find the same guest; with the cache, fewer device
+// cache and once with it (and once through file:, mapped, for reference). Both must find the same guest; with the cache, fewer device
 // requests.
 func TestDiskCacheGuestRAM(t *testing.T) {
 	ram := os.Getenv("DOMAINM_GUEST_RAM")
@@ -46,13 +46,20 @@ func TestDiskCacheGuestRAM(t *testing.T) {
 		requests          uint64
 		layout, guestWork time.Duration
 	}
-	measure := func(cache bool) run {
-		src, err := memscan.Open("disk:"+dev, memscan.OpenOptions{})
+	// spec "" is the loop device through disk:, else a reference (file: of the RAM file).
+	measure := func(cache bool, spec string) run {
+		disk := spec == ""
+		if disk {
+			spec = "disk:" + dev
+		}
+		src, err := memscan.Open(spec, memscan.OpenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer src.Close()
-		memscan.SetDiskCache(src, cache)
+		if disk {
+			memscan.SetDiskCache(src, cache)
+		}
 		t0 := time.Now()
 		g, err := linux.OpenGuest(src)
 		if err != nil {
@@ -69,14 +76,21 @@ func TestDiskCacheGuestRAM(t *testing.T) {
 		if _, _, err := snap.ScanVirtual(context.Background(), src, memscan.NewSeamScanner(0, 2, 0), rs, nil); err != nil {
 			t.Fatalf("cache %v: seams: %v", cache, err)
 		}
+		r := run{release: g.In.K.Release, tasks: len(snap.Tasks), layout: layout, guestWork: time.Since(t0)}
+		if !disk {
+			t.Logf("reference %s: %s, %d tasks: layout %v, layout+snapshot+attribute+seams %v",
+				spec, r.release, r.tasks, layout.Round(time.Millisecond), r.guestWork.Round(time.Millisecond))
+			return r
+		}
 		req, hits, misses := memscan.DiskRequests(src)
-		r := run{release: g.In.K.Release, tasks: len(snap.Tasks), requests: req, layout: layout, guestWork: time.Since(t0)}
-		t.Logf("cache %-5v: %s, %d tasks: %d O_DIRECT requests (cache hits %d, misses %d); layout %v, layout+snapshot+attribute+seams %v",
+		r.requests = req
+		t.Logf("disk: cache %-5v: %s, %d tasks: %d O_DIRECT requests (cache hits %d, misses %d); layout %v, layout+snapshot+attribute+seams %v",
 			cache, r.release, r.tasks, req, hits, misses, layout.Round(time.Millisecond), r.guestWork.Round(time.Millisecond))
 		return r
 	}
-	on := measure(true)
-	off := measure(false)
+	measure(false, "file:"+ram)
+	on := measure(true, "")
+	off := measure(false, "")
 	if on.release != off.release || on.tasks != off.tasks {
 		t.Errorf("with the cache %q with %d tasks, without %q with %d", on.release, on.tasks, off.release, off.tasks)
 	}
