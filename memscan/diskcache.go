@@ -17,6 +17,11 @@ import (
 // cached block is at most as old as the pass, as any byte a physical pass reads is;
 // across passes nothing is served from the cache. Reads of a block or more (the scan's
 // windows) never use it.
+//
+// Sizes, on a Debian 6.1 guest's 384 MiB RAM (layout, processes, attribution, seams;
+// TestDiskCacheGuestRAM): no cache 203757 device requests; 128 blocks (8 MiB) 2195
+// requests, 1419 of them cache misses; 1024 blocks (64 MiB) 1523, 747 misses, and only
+// 10% less time. The rest are the layout search's reads of all RAM in 1 MiB chunks.
 const (
 	diskCacheBlock  = 64 << 10 // bytes per cached block, a multiple of any logical block size we accept
 	diskCacheBlocks = 128      // blocks kept: 8 MiB
