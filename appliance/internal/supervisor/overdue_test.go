@@ -12,11 +12,12 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// slowRule runs 1 Mi iterations of YARA's condition VM per window and never matches:
-// with libyara 4.2.3 here, yara -w takes 0.27 s on a 4 KiB file and 0.49 s on 1 MiB of
-// random bytes, against milliseconds for a string rule. (It does not use filesize, which
-// memory windows may leave undefined.)
-const slowRule = "rule slow_loop { condition: for any i in (0..1048575) : (uint8(i) == 0x100) }\n"
+// slowRule runs 4 Mi iterations of YARA's condition VM per window and never matches:
+// 0.3-0.5 s per 1 MiB window here, against milliseconds for a string rule. (1 Mi cost
+// 75-135 ms once scans ran without libyara's try/catch, 25d6cb4: a pass then took no
+// more than 3 intervals on a quiet machine, and CI rehearsals failed.) It does not use
+// filesize, which memory windows may leave undefined.
+const slowRule = "rule slow_loop { condition: for any i in (0..4194303) : (uint8(i) == 0x100) }\n"
 
 // TestSlowRulePassOverdue: with fast passes nothing is overdue; a rule that makes a pass
 // take several intervals is alerted while the pass runs (memory-pass-overdue, once),
@@ -139,11 +140,9 @@ func TestSlowRuleEstimatedAtReload(t *testing.T) {
 	if n := len(h.alerts.with("rules-slow", "")); n != 0 {
 		t.Errorf("a fast reload alerted rules-slow:\n%s", h.alerts.dump())
 	}
-	// 4 Mi iterations: 0.3-0.5 s per 1 MiB window here, so the estimate (6 windows, 2
-	// workers) is 3-5 times the interval, while the fast set's is a tenth of it. slowRule
-	// (1 Mi) cost 75-135 ms per window once scans ran without libyara's try/catch, which
-	// put its estimate within noise of the interval.
-	h.writeRule("slow.yar", "rule slow_loop { condition: for any i in (0..4194303) : (uint8(i) == 0x100) }\n")
+	// slowRule: the estimate (6 windows, 2 workers) is 3-5 times the interval, while the
+	// fast set's is a tenth of it.
+	h.writeRule("slow.yar", slowRule)
 	h.reloadDone("rules-slow", func() bool { return len(h.alerts.with("rules-slow", "")) == 1 })
 	e := h.alerts.with("rules-slow", "")[0]
 	if !strings.Contains(e.Message, "most expensive: slow.yar (") || !strings.Contains(e.Message, "memory.interval 300ms") {
