@@ -34,7 +34,9 @@ func ParseSystemMap(r io.Reader) (syms []Symbol, bad int, err error) {
 			return nil, bad, fmt.Errorf("symbol map larger than %d MiB", MaxSystemMap>>20)
 		}
 		f := strings.Fields(line)
-		if len(f) != 3 || len(f[1]) != 1 {
+		// The type is one printable letter (nm's: T, t, D, ...); a NUL or a control byte
+		// is not a type (found by FuzzParseSystemMap).
+		if len(f) != 3 || len(f[1]) != 1 || f[1][0] <= ' ' || f[1][0] >= 0x7f {
 			bad++
 			continue
 		}
