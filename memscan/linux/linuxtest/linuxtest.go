@@ -70,18 +70,22 @@ type Guest struct {
 }
 
 // The guest's init: a process to hide, then dmkit when the test writes a line to
-// ttyS1, then dmkit undoes itself when the test writes "undo".
+// ttyS1, then dmkit undoes itself when the test writes "undo". ttyS1 is opened once,
+// before CLEAN-READY: opening the port resets the UART's FIFO, so a line the test
+// wrote between CLEAN-READY and a later open was lost (the CI run at ed6bee0 waited 15
+// minutes for ROOTKIT-LOADED).
 const script = `
+exec 3< /dev/ttyS1
 sleep 100000 &
 HP=$!
 echo "HIDE-PID $HP"
 echo CLEAN-READY
-read x < /dev/ttyS1
+read x <&3
 if ! insmod /dmkit.ko hide_pid=$HP hook_idt=1; then echo ROOTKIT-FAILED
 elif grep -q '^dmkit ' /proc/modules; then echo ROOTKIT-LISTED
 else echo ROOTKIT-LOADED; fi
 while true; do
-  read x < /dev/ttyS1
+  read x <&3
   if [ "$x" = undo ]; then
     if echo 0 > /sys/module/dmkit/parameters/active && grep -q '^dmkit ' /proc/modules; then echo ROOTKIT-UNDONE
     else echo ROOTKIT-UNDO-FAILED; fi
