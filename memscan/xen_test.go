@@ -99,3 +99,22 @@ func TestProbeXen(t *testing.T) {
 		})
 	}
 }
+
+func TestParseXenFrames(t *testing.T) {
+	got, err := ParseXenFrames("0x0+0x8000 0xfeff0+0x10")
+	want := []Range{{0, 0x8000 * xenPage}, {0xfeff0 * xenPage, 0x10 * xenPage}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("ParseXenFrames = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"", "0x10", "0x10+0", "0x10+x", "0x20+1 0x10+1", "0x0+0x10 0x8+1", "0x7ffffffff+2"} {
+		if rs, err := ParseXenFrames(bad); err == nil {
+			t.Errorf("ParseXenFrames(%q) = %v, want an error", bad, rs)
+		}
+	}
+}
+
+func TestOpenXenFramesNotAvailable(t *testing.T) {
+	if _, err := OpenXenFrames(1, []Range{{0, xenPage}}); !errors.Is(err, privcmd.ErrNoXen) {
+		t.Fatalf("OpenXenFrames = %v, want the no-privcmd error", err)
+	}
+}

@@ -145,7 +145,17 @@ M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
 domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
 ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
 xl unpause domainm; ev DOMAINM-UNPAUSED
-wait_xs $M domainm/state monitoring 2400 || fail "Domain M not monitoring"
+# (Domain M's steps, from its domainm/progress node, become events while we wait)
+wait_monitoring() {
+	local i p last=
+	for ((i = 0; i < $2 * 2; i++)); do
+		p=$(xenstore-read /local/domain/$1/domainm/progress 2>/dev/null) && [ "$p" != "$last" ] && { ev DOMAINM-PROGRESS "$p"; last=$p; }
+		[ "$(xenstore-read /local/domain/$1/domainm/state 2>/dev/null)" = monitoring ] && return 0
+		sleep 0.5
+	done
+	return 1
+}
+wait_monitoring $M 2400 || fail "Domain M not monitoring"
 ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
 xl list -l target >$out/xl-list-target.json
 ev TARGET-UNPAUSE where=A; xl unpause target

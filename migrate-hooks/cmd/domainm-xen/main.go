@@ -6,11 +6,14 @@
 //	                                      /local/domain/DOMAINM/target (read by the domU's
 //	                                      privcmd driver), and Domain M's own subtree
 //	                                      /local/domain/DOMAINM/domainm with the target's
-//	                                      domain id and highest guest frame
+//	                                      domain id, highest guest frame and, in
+//	                                      domainm/frames, the runs of frames Xen's p2m
+//	                                      holds (FIRST+COUNT, what Domain M maps)
 //	domainm-xen request DOMAINM JSON      one handshake request over xenstore (written to
 //	                                      DOMAINM's domainm/request); prints the response
 //	domainm-xen frame DOM GFN [OFF LEN]   dom0's own view of a guest frame: its SHA-256,
 //	                                      and LEN bytes at OFF
+//	domainm-xen frames DOM                the runs of frames Xen's p2m of DOM holds
 //	domainm-xen maxgpfn DOM               the domain's highest guest frame
 //
 // Run it again at the destination of a migration, for the new domain ids, before resume.

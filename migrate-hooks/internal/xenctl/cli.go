@@ -17,7 +17,7 @@ import (
 // Run carries out one domainm-xen command (see its package doc).
 func Run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: domainm-xen grant|request|frame|maxgpfn ARGS")
+		return errors.New("usage: domainm-xen grant|request|frame|frames|maxgpfn ARGS")
 	}
 	num := func(i int) (uint64, error) {
 		if i >= len(args) {
@@ -66,6 +66,21 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "bytes %q\n", b[off:off+n])
 		}
 		return nil
+	case "frames":
+		dom, err := num(1)
+		if err != nil {
+			return err
+		}
+		g, err := MaxGPFN(uint32(dom))
+		if err != nil {
+			return err
+		}
+		runs, err := Frames(uint32(dom), g)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s\n", FormatRuns(runs))
+		return nil
 	case "maxgpfn":
 		dom, err := num(1)
 		if err != nil {
@@ -81,6 +96,9 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
+// maxFramesValue bounds domainm/frames below xenstore's 4096-byte payload.
+const maxFramesValue = 3500
+
 // Grant gives domain dm privilege over target (see the package doc of domainm-xen).
 func Grant(dm, target uint32, out io.Writer) error {
 	t0 := time.Now()
@@ -91,6 +109,12 @@ func Grant(dm, target uint32, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	t1 := time.Now()
+	runs, err := Frames(target, g)
+	if err != nil {
+		return err
+	}
+	frames, tf := FormatRuns(runs), time.Since(t1)
 	xs, err := xenstore.Open()
 	if err != nil {
 		return err
@@ -104,6 +128,13 @@ func Grant(dm, target uint32, out io.Writer) error {
 		{home + "/domainm/target", strconv.Itoa(int(target)), ""},
 		{home + "/domainm/max-gpfn", fmt.Sprintf("%#x", g), ""},
 	}
+	own := []string{home + "/domainm", home + "/domainm/target", home + "/domainm/max-gpfn"}
+	// the target's frames as Xen's p2m holds them: Domain M maps exactly these
+	// (a value must fit xenstore's 4 KiB payload; else Domain M probes)
+	if len(frames) <= maxFramesValue {
+		steps = append(steps, struct{ path, value, owner string }{home + "/domainm/frames", frames, ""})
+		own = append(own, home+"/domainm/frames")
+	}
 	for _, s := range steps {
 		if err := xs.Write(s.path, s.value); err != nil {
 			return err
@@ -115,12 +146,13 @@ func Grant(dm, target uint32, out io.Writer) error {
 		}
 	}
 	// Owned by Domain M (first entry = owner): it writes its state and responses there.
-	for _, p := range []string{home + "/domainm", home + "/domainm/target", home + "/domainm/max-gpfn"} {
+	for _, p := range own {
 		if err := xs.SetPerms(p, fmt.Sprintf("n%d", dm)); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "granted domain %d privilege over domain %d (max gpfn %#x) in %v\n", dm, target, g, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(out, "granted domain %d privilege over domain %d (max gpfn %#x; frames %s, read from Xen's p2m in %v) in %v\n",
+		dm, target, g, frames, tf.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 

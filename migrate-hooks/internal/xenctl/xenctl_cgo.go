@@ -32,6 +32,35 @@ static int xenctl_max_gpfn(uint32_t dom, unsigned long long *out) {
 	return 0;
 }
 
+// Exported by libxenctrl 4.17 (VERS_4.17.0) but declared only in its private header:
+// XEN_DOMCTL_getpageframeinfo3 over num frames (at most 1024); each entry in, a frame
+// number; out, its type (XEN_DOMCTL_PFINFO_*). The migration stream reads a domain's
+// p2m this way.
+int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom, unsigned int num, xen_pfn_t *arr);
+
+// xenctl_frames sets present[i] to 1 when Xen's p2m of dom has a page at frame
+// start+i (type neither XTAB, no page, nor BROKEN), for count frames.
+static int xenctl_frames(uint32_t dom, unsigned long long start, unsigned long long count, unsigned char *present) {
+	xc_interface *xch = xc_interface_open(NULL, NULL, 0);
+	if (!xch) return -errno;
+	xen_pfn_t arr[1024];
+	for (unsigned long long i = 0; i < count; i += 1024) {
+		unsigned int n = count - i < 1024 ? count - i : 1024;
+		for (unsigned int j = 0; j < n; j++) arr[j] = start + i + j;
+		if (xc_get_pfn_type_batch(xch, dom, n, arr)) {
+			int e = errno;
+			xc_interface_close(xch);
+			return -e;
+		}
+		for (unsigned int j = 0; j < n; j++) {
+			unsigned long t = arr[j] & (0xfUL << 28);
+			present[i + j] = t != (0xfUL << 28) && t != (0xdUL << 28);
+		}
+	}
+	xc_interface_close(xch);
+	return 0;
+}
+
 static int xenctl_read_frame(uint32_t dom, unsigned long long gfn, void *dst) {
 	xenforeignmemory_handle *fh = xenforeignmemory_open(NULL, 0);
 	if (!fh) return -errno;
@@ -69,6 +98,21 @@ func MaxGPFN(dom uint32) (uint64, error) {
 		return 0, fmt.Errorf("xc_domain_maximum_gpfn(%d): %w", dom, syscall.Errno(-rc))
 	}
 	return uint64(g), nil
+}
+
+// Frames returns the runs of frames 0..maxGPFN that Xen's p2m of domain dom holds
+// (XEN_DOMCTL_getpageframeinfo3, 1024 frames a call, as the migration stream reads it).
+func Frames(dom uint32, maxGPFN uint64) ([]FrameRun, error) {
+	if maxGPFN >= 1<<35 {
+		return nil, fmt.Errorf("frames of domain %d: highest frame %#x too high", dom, maxGPFN)
+	}
+	n := maxGPFN + 1
+	present := C.malloc(C.size_t(n))
+	defer C.free(present)
+	if rc := C.xenctl_frames(C.uint32_t(dom), 0, C.ulonglong(n), (*C.uchar)(present)); rc != 0 {
+		return nil, fmt.Errorf("xc_get_pfn_type_batch(domain %d): %w", dom, syscall.Errno(-rc))
+	}
+	return runsOf(unsafe.Slice((*byte)(present), n)), nil
 }
 
 // ReadFrame copies guest frame gfn of domain dom through dom0's own foreign map.

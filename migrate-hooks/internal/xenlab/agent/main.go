@@ -16,6 +16,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,6 +46,7 @@ type agent struct {
 	fp    memscan.Fingerprint
 	seen  map[string]bool
 	pass  int
+	t0    time.Time
 }
 
 func main() {
@@ -60,19 +62,33 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{xs: xs, log: log, state: proto.StateStarting, seen: map[string]bool{}}
+	a := &agent{xs: xs, log: log, state: proto.StateStarting, seen: map[string]bool{}, t0: time.Now()}
 	if err := xs.Watch("domainm", "dm"); err != nil {
 		return err
 	}
-	target, maxGPFN := a.waitGrant()
+	a.progress("waiting for the grant")
+	target, maxGPFN, frames := a.waitGrant()
+	a.progress("granted: target %d, max gpfn %#x, frames %q; loading xen-privcmd", target, maxGPFN, frames)
 	if err := loadPrivcmd(); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	src, err := memscan.OpenXen(uint16(target), maxGPFN)
+	var src *memscan.Xen
+	if rs, perr := memscan.ParseXenFrames(frames); perr == nil {
+		// the frames dom0 read from Xen's p2m: only these are asked for (run 8
+		// probed all of frames 0..0xfefff, two hypercalls per frame in this PVH domU,
+		// and had not finished 19 min later)
+		a.progress("mapping the %d frames Xen's p2m holds", memscan.TotalSize(rs)/4096)
+		src, err = memscan.OpenXenFrames(uint16(target), rs)
+	} else {
+		a.progress("no usable domainm/frames (%v): probing frames 0..%#x", perr, maxGPFN)
+		src, err = memscan.OpenXen(uint16(target), maxGPFN)
+	}
 	if err != nil {
+		a.progress("mapping failed after %v: %v", time.Since(t0).Round(time.Millisecond), err)
 		return err
 	}
+	a.progress("mapped in %v", time.Since(t0).Round(time.Millisecond))
 	a.src = src
 	var rs []string
 	for _, r := range src.Ranges() {
@@ -86,8 +102,9 @@ func run(log *slog.Logger) error {
 	return control.ServeXenstore(context.Background(), xs, a, log)
 }
 
-// waitGrant waits until dom0 wrote the target's id and highest frame.
-func (a *agent) waitGrant() (uint64, uint64) {
+// waitGrant waits until dom0 wrote the target's id and highest frame; it returns them
+// and the runs of frames (domainm/frames, "" when dom0 wrote none).
+func (a *agent) waitGrant() (uint64, uint64, string) {
 	for {
 		t, err1 := a.xs.Read("domainm/target")
 		g, err2 := a.xs.Read("domainm/max-gpfn")
@@ -95,10 +112,21 @@ func (a *agent) waitGrant() (uint64, uint64) {
 			tv, e1 := strconv.ParseUint(t, 10, 16)
 			gv, e2 := strconv.ParseUint(g, 0, 64)
 			if e1 == nil && e2 == nil {
-				return tv, gv
+				f, _ := a.xs.Read("domainm/frames")
+				return tv, gv, f
 			}
 		}
 		<-a.xs.Events()
+	}
+}
+
+// progress reports a step on the console and in domainm/progress (dom0's run.sh logs
+// it while it waits), with the seconds since the agent started.
+func (a *agent) progress(format string, args ...any) {
+	msg := fmt.Sprintf("%.1fs %s", time.Since(a.t0).Seconds(), fmt.Sprintf(format, args...))
+	a.log.Info("progress", "step", msg)
+	if err := a.xs.Write("domainm/progress", msg); err != nil && !errors.Is(err, xenstore.ErrNotFound) {
+		a.log.Warn("xenstore write", "path", "domainm/progress", "err", err)
 	}
 }
 
