@@ -124,16 +124,8 @@ if [ $role = B ]; then
 fi
 
 # ---- host A ----
-# every 30 s: each ssh costs both emulated dom0s seconds of CPU (run 6: B's xl create
-# shared its dom0 with up to three sshd handshakes at once)
-# (no ConnectTimeout: it also bounds the wait for the server's banner, which took over
-# 3 s under load in run 6, so that every attempt broke)
-for i in $(seq 1 120); do timeout 300 ssh root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 30; done
-ssh root@$peer true || fail "host B unreachable"
-# clock offset of B against A (B's watch log is in B's clock)
-t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)
-ev CLOCK b=$tb a1=$t1 a2=$t2
-
+# (A works alone until the migration; it waits for B only then: in run 8 A waited
+# 2.5 min for B before creating its domains)
 # The target is created paused and runs only once Domain M monitors it.
 ev TARGET-CREATE
 xl_create xl-create-target.log -p /lab/target.cfg || fail "xl create target"
@@ -165,6 +157,17 @@ s1=$(seed); ev PLANT where=A seed=$s1; plant $T $s1 || fail "plant at A"
 g=$(wait_found $M $s1 900) || fail "Domain M did not find seed $s1"
 ev FOUND where=A gpa=$g seed=$s1 domid=$T
 check_frame $T $g $s1 && ev FRAME-OK where=A gpa=$g || fail "dom0's view of $g lacks the marker"
+
+# B ready?
+# every 30 s: each ssh costs both emulated dom0s seconds of CPU (run 6: B's xl create
+# shared its dom0 with up to three sshd handshakes at once)
+# (no ConnectTimeout: it also bounds the wait for the server's banner, which took over
+# 3 s under load in run 6, so that every attempt broke)
+for i in $(seq 1 120); do timeout 300 ssh root@$peer test -e /run/xenlab-ready 2>/dev/null && break; sleep 30; done
+ssh root@$peer true || fail "host B unreachable"
+# clock offset of B against A (B's watch log is in B's clock)
+t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)
+ev CLOCK b=$tb a1=$t1 a2=$t2
 
 # ---- co-migration A -> B: domainm-migrate migrate --xen (P1-P4 by order; README) ----
 ev MIGRATE-START
