@@ -179,14 +179,21 @@ func (l *Lab) Boot(ctx context.Context, port int) error {
 	}
 	defer b.kill()
 	timeout := time.After(l.Timeout)
+	// this machine's load while the nested hosts run (every figure is stated with it)
+	load := time.NewTicker(5 * time.Minute)
+	defer load.Stop()
+	l.step("host load average: %s", loadavg())
 	var errs []string
-	for left := 2; left > 0; left-- {
+	for left := 2; left > 0; {
 		select {
+		case <-load.C:
+			l.step("host load average: %s", loadavg())
+			continue
 		case err := <-a.done:
-			l.step("host A powered off (%v)", err)
+			l.step("host A powered off (%v); host load average: %s", err, loadavg())
 			a.done = nil
 		case err := <-b.done:
-			l.step("host B powered off (%v)", err)
+			l.step("host B powered off (%v); host load average: %s", err, loadavg())
 			b.done = nil
 		case <-timeout:
 			errs = append(errs, fmt.Sprintf("hosts still running after %v", l.Timeout))
@@ -194,6 +201,7 @@ func (l *Lab) Boot(ctx context.Context, port int) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		left--
 	}
 	a.kill()
 	b.kill()
@@ -218,4 +226,17 @@ func (l *Lab) ReadOut(ctx context.Context, h string) error {
 	os.RemoveAll(dst)
 	os.MkdirAll(dst, 0o755)
 	return l.sh(ctx, l.Run, nil, "debugfs", "-R", "rdump /out "+dst, img)
+}
+
+// loadavg is this machine's 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
