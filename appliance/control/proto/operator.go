@@ -84,6 +84,23 @@ type MemoryStatus struct {
 	BlocksUnscanned  int     `json:"blocks_unscanned"`
 	BytesUnscanned   uint64  `json:"bytes_unscanned"`
 	Findings         int     `json:"findings"` // open memory findings
+	// Guest is what the supervisor knows of the guest behind the source: its kernel's
+	// layout, derived at the first pass over each source (again after a resume).
+	Guest GuestStatus `json:"guest"`
+}
+
+// GuestStatus is the guest's layout as the memory passes derived it. With OS "linux"
+// memory matches name the processes and modules holding them and the virtual address
+// spaces are scanned across page boundaries; with "unknown" only the physical scan
+// runs; "" before the first pass over the current source.
+type GuestStatus struct {
+	OS        string `json:"os"`         // "linux", "unknown" or ""
+	Kernel    string `json:"kernel"`     // the kernel's release
+	Source    string `json:"source"`     // the memory source the layout was derived from
+	DerivedAt string `json:"derived_at"` // when (RFC 3339), or when it was last tried in vain
+	Processes int    `json:"processes"`  // processes listed in the last pass
+	Seams     int    `json:"seams"`      // page boundaries of virtual address spaces the last pass scanned across
+	Error     string `json:"error"`      // why the layout is unknown, or the last pass's listing error
 }
 
 // RulesStatus is the running rule set and its reloads.

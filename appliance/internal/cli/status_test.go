@@ -53,6 +53,7 @@ backoff_max = "200ms"
 		`last pass: +` + ts + `, took [0-9.]+m?s, complete: yes`,
 		`blocks: +16: \d+ scanned, \d+ unchanged, \d+ zero, 0 unscanned \(0 B\)`,
 		`passes: +\d+ complete since the start; 1 findings open`,
+		`guest: +unknown, tried on ` + q("file:"+s.ram) + ` ` + ts + ` \(.+\): matches carry guest-physical addresses only, no virtual scan`,
 		`rules: +1 rules in 1 files from ` + q(s.rules) + ` \(set [0-9a-f]+, loaded ` + ts + `\)`,
 		`last reload: +never since the start; 0 reloads, 0 failed`,
 		`broken file: +b\.yar:3: `,

@@ -49,6 +49,16 @@ func printStatus(w io.Writer, r control.Response, now time.Time) error {
 	p("  blocks:", "%d: %d scanned, %d unchanged, %d zero, %d unscanned (%s)",
 		m.Blocks, m.BlocksScanned, m.BlocksUnchanged, m.BlocksZero, m.BlocksUnscanned, sizeUnits(m.BytesUnscanned))
 	p("  passes:", "%d complete since the start; %d findings open", m.Passes, m.Findings)
+	switch g := m.Guest; g.OS {
+	case "":
+		p("  guest:", "not derived yet (at the first pass over %s)", dash(m.Source))
+	case "linux":
+		p("  guest:", "linux %s, derived from %s %s; %d processes, %d page boundaries scanned virtually in the last pass; error: %s",
+			g.Kernel, g.Source, when(g.DerivedAt, now), g.Processes, g.Seams, dash(g.Error))
+	default:
+		p("  guest:", "%s, tried on %s %s (%s): matches carry guest-physical addresses only, no virtual scan",
+			g.OS, g.Source, when(g.DerivedAt, now), dash(g.Error))
+	}
 	ru := d.Rules
 	p("rules:", "%d rules in %d files from %s (set %s, loaded %s)", ru.Count, ru.Files, dash(ru.Dir), dash(ru.ID), when(ru.Loaded, now))
 	last := "never since the start"

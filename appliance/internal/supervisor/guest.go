@@ -3,8 +3,10 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/domainm/domainm/appliance/control/proto"
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/memscan"
 	"github.com/domainm/domainm/memscan/linux"
@@ -27,6 +29,9 @@ type guestView struct {
 	// seams scans the guest's virtual address spaces across seams (page boundaries not
 	// physically adjacent), remembering unchanged windows from pass to pass.
 	seams *memscan.SeamScanner
+
+	mu sync.Mutex
+	st proto.GuestStatus // for status: set after each pass, cleared by reset
 }
 
 // guestNote is what a pass's attribution did, for the loop to log and alert.
@@ -50,6 +55,36 @@ func (v *guestView) reset() {
 		v.seams.Forget()
 	}
 	v.g, v.err, v.since = nil, nil, 0
+	v.mu.Lock()
+	v.st = proto.GuestStatus{}
+	v.mu.Unlock()
+}
+
+// status is the guest's layout for domainm status.
+func (v *guestView) status() proto.GuestStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.st
+}
+
+// noted keeps what a pass over source found of the guest for status.
+func (v *guestView) noted(n guestNote, source string, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case n.derived:
+		v.st = proto.GuestStatus{OS: "linux", Kernel: n.release, Source: source, DerivedAt: now.UTC().Format(time.RFC3339Nano)}
+	case n.failed:
+		v.st = proto.GuestStatus{OS: "unknown", Source: source, DerivedAt: now.UTC().Format(time.RFC3339Nano), Error: n.err.Error()}
+	}
+	if n.release != "" {
+		v.st.Processes, v.st.Seams, v.st.Error = n.processes, n.virtual.Seams, ""
+		if n.err != nil {
+			v.st.Error = n.err.Error()
+		} else if n.verr != nil {
+			v.st.Error = n.verr.Error()
+		}
+	}
 }
 
 // annotate attributes res's matches (in place), then scans the guest's seams with rules
@@ -117,6 +152,7 @@ func (p passSource) Ranges() []memscan.Range {
 // guestNoted logs what a pass's attribution did and alerts once when the layout of a
 // source turns out unknown (memory loop only).
 func (m *memLoop) guestNoted(n guestNote) {
+	m.guest.noted(n, m.s.currentTarget().Source, m.s.clk.Now())
 	switch {
 	case n.derived:
 		m.s.log.Info("guest layout derived: memory matches name the processes holding them",

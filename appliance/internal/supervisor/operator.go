@@ -110,6 +110,7 @@ func (s *Supervisor) statusDetail() *proto.StatusDetail {
 			d.Memory.BytesUnscanned = u.Bytes
 		}
 		m.mu.Unlock()
+		d.Memory.Guest = m.guest.status()
 	}
 	d.Rules = s.rulesStatus()
 	d.Disk = s.diskStatus(now)
