@@ -29,8 +29,11 @@ type diskLoop struct {
 	checks  int
 	last    time.Time
 	failing bool
-	// unreachable is the StorageError of the last check, "" while the image can be read.
-	unreachable string
+	// unreachable is the StorageError of the last check once storageConfirm checks in a
+	// row failed so, "" while the image can be read (or only storageFails < storageConfirm
+	// checks failed).
+	unreachable  string
+	storageFails int
 }
 
 type checkOutcome struct {
@@ -73,8 +76,10 @@ func (d *diskLoop) run(ctx context.Context) {
 		case o := <-done:
 			done = nil
 			d.set(false, time.Time{})
-			d.handle(o)
 			next = o.started.Add(d.s.diskInterval())
+			if d.handle(o) {
+				next = d.s.clk.Now().Add(d.storageRetry())
+			}
 			if d.s.live.diskNow.Swap(false) { // asked for during this check
 				next = d.s.clk.Now()
 			}
@@ -90,13 +95,15 @@ func (d *diskLoop) run(ctx context.Context) {
 	}
 }
 
-func (d *diskLoop) handle(o checkOutcome) {
+// handle takes a check's outcome; it reports whether the next check should come soon
+// (storageRetry) rather than at disk.interval.
+func (d *diskLoop) handle(o checkOutcome) (retry bool) {
 	now := d.s.clk.Now()
 	if o.err != nil {
 		d.s.m.diskChecks.WithLabelValues("failed").Inc()
 		d.s.log.Error("disk check failed", "err", o.err)
-		if d.storageFailed(now, o.err) {
-			return
+		if storage, retry := d.storageFailed(now, o.err); storage {
+			return retry
 		}
 		if !d.failing {
 			d.s.emit(alert.Health(now, alert.SevHigh, "disk", "check-failed",
@@ -104,8 +111,9 @@ func (d *diskLoop) handle(o checkOutcome) {
 		}
 		d.mu.Lock()
 		d.failing = true
+		d.storageFails = 0 // not in a row with an earlier storage failure
 		d.mu.Unlock()
-		return
+		return false
 	}
 	d.s.m.diskChecks.WithLabelValues("ok").Inc()
 	if o.rep.BaselineCreated {
@@ -152,6 +160,7 @@ func (d *diskLoop) handle(o checkOutcome) {
 	d.s.m.lastCheck.Set(float64(now.UnixNano()) / 1e9)
 	d.mu.Unlock()
 	d.s.log.Info("disk check", "entries", o.rep.Entries, "changes", len(o.rep.Findings), "new", len(evs), "took", now.Sub(o.started))
+	return false
 }
 
 func (d *diskLoop) set(r bool, t time.Time) {

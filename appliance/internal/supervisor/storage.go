@@ -26,22 +26,48 @@ func (e *StorageError) Error() string {
 
 func (e *StorageError) Unwrap() error { return e.Err }
 
-// storageFailed handles a check that failed with a StorageError: the alert once per
-// outage, the problem until a check succeeds. It reports whether err was one.
-func (d *diskLoop) storageFailed(now time.Time, err error) bool {
+// storageConfirm is how many checks in a row must fail with a StorageError before the
+// storage is reported unreachable, and storageRetry how soon a check that failed so,
+// without being confirmed, is tried again (at most disk.interval). The image's NFS mount
+// is soft with short timeouts (ro,soft,timeo=20,retrans=2: EIO after about 12 s
+// without an answer), so one slow answer from a loaded server would otherwise raise a
+// high-severity alert and a problem for a whole disk.interval.
+const (
+	storageConfirm = 2
+	storageRetry   = 15 * time.Second
+)
+
+// storageFailed handles a check that failed with a StorageError: the first of a run is
+// only logged and retried soon (retry), the storageConfirm-th raises the alert (once
+// per outage) and the problem (until a check succeeds). It reports whether err was one.
+func (d *diskLoop) storageFailed(now time.Time, err error) (storage, retry bool) {
 	var se *StorageError
 	if !errors.As(err, &se) {
-		return false
+		return false, false
 	}
 	d.mu.Lock()
+	d.storageFails++
+	fails := d.storageFails
 	first := d.unreachable == ""
-	d.unreachable = se.Error()
+	if fails >= storageConfirm {
+		d.unreachable = se.Error()
+	}
 	d.mu.Unlock()
+	if fails < storageConfirm {
+		d.s.log.Warn("the target's disk image could not be read; checking again before reporting its storage unreachable",
+			"err", se.Error(), "failed_in_a_row", fails, "retry_in", d.storageRetry())
+		return true, true
+	}
 	if first {
 		d.s.emit(alert.Health(now, alert.SevHigh, "disk", "storage-unreachable",
-			se.Error()+"; disk checks resume by themselves when it is back"))
+			fmt.Sprintf("%s (%d checks in a row); disk checks resume by themselves when it is back", se.Error(), fails)))
 	}
-	return true
+	return true, false
+}
+
+// storageRetry is how soon an unconfirmed storage failure is checked again.
+func (d *diskLoop) storageRetry() time.Duration {
+	return min(storageRetry, d.s.diskInterval())
 }
 
 // storageBack clears the problem after a successful check and says so once.
@@ -49,6 +75,7 @@ func (d *diskLoop) storageBack(now time.Time) {
 	d.mu.Lock()
 	was := d.unreachable
 	d.unreachable = ""
+	d.storageFails = 0
 	d.mu.Unlock()
 	if was != "" {
 		d.s.emit(alert.Health(now, alert.SevInfo, "disk", "storage-back",
