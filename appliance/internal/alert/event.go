@@ -374,19 +374,39 @@ func matches(ms []detectors.StringMatch, memory bool) ([]Match, int) {
 		if i == MaxMatches {
 			break
 		}
-		x := Match{Name: bound(m.Name), Length: m.Length, DataHex: bound(m.Hex), DataText: bound(m.Text)}
-		if memory {
-			x.Address = fmt.Sprintf("%#x", m.Offset)
-			x.Processes, x.ProcessCount, x.Kernel = holders(m)
-			x.Virtual = m.Virtual
-		} else {
-			off := int64(m.Offset)
-			x.Offset = &off
-		}
-		out = append(out, x)
+		out = append(out, boundMatch(MatchOf(m, memory)))
 	}
 	return out, len(ms)
 }
+
+// MatchOf is m in the alert schema's form (domainm.matches[]), whole: for memory its
+// guest-physical address and, when the guest's layout is known, who maps it (the
+// processes, ProcessCount as the detector counted them, the kernel) and whether it was
+// found across a virtual page boundary; for a file its offset. Events bound it; the
+// command line's --json lines print it whole, in the same form.
+func MatchOf(m detectors.StringMatch, memory bool) Match {
+	x := Match{Name: m.Name, Length: m.Length, DataHex: m.Hex, DataText: m.Text}
+	if !memory {
+		off := int64(m.Offset)
+		x.Offset = &off
+		return x
+	}
+	x.Address = HexAddr(m.Offset)
+	x.ProcessCount, x.Virtual = m.ProcessCount, m.Virtual
+	for _, p := range m.Processes {
+		x.Processes = append(x.Processes, MatchProcess{PID: p.PID, Name: p.Name, Address: HexAddr(p.Address)})
+	}
+	if k := m.Kernel; k != nil {
+		x.Kernel = &MatchKernel{Kind: k.Kind, Module: k.Module}
+		if k.Address != 0 {
+			x.Kernel.Address = HexAddr(k.Address)
+		}
+	}
+	return x
+}
+
+// HexAddr is an address in the alert schema's form: "0x" and lower-case hex digits.
+func HexAddr(a uint64) string { return "0x" + strconv.FormatUint(a, 16) }
 
 func ruleFromMeta(f detectors.Finding) *Rule {
 	m := f.Meta

@@ -7,22 +7,19 @@ import (
 	"github.com/domainm/domainm/detectors"
 )
 
-// holders maps a memory match's attribution (detectors.StringMatch.Processes and
-// Kernel) to the event's, bounded.
-func holders(m detectors.StringMatch) ([]MatchProcess, int, *MatchKernel) {
-	var ps []MatchProcess
-	for _, p := range m.Processes[:min(len(m.Processes), maxMatchProcesses)] {
-		ps = append(ps, MatchProcess{PID: p.PID, Name: bound(p.Name), Address: fmt.Sprintf("%#x", p.Address)})
+// boundMatch bounds a match for an event: its strings, and the processes it lists
+// (maxMatchProcesses; ProcessCount still counts them all).
+func boundMatch(x Match) Match {
+	x.Name, x.DataHex, x.DataText = bound(x.Name), bound(x.DataHex), bound(x.DataText)
+	x.ProcessCount = max(x.ProcessCount, len(x.Processes))
+	x.Processes = x.Processes[:min(len(x.Processes), maxMatchProcesses)]
+	for i := range x.Processes {
+		x.Processes[i].Name = bound(x.Processes[i].Name)
 	}
-	n := max(m.ProcessCount, len(m.Processes))
-	var k *MatchKernel
-	if m.Kernel != nil {
-		k = &MatchKernel{Kind: bound(m.Kernel.Kind), Module: bound(m.Kernel.Module)}
-		if m.Kernel.Address != 0 {
-			k.Address = fmt.Sprintf("%#x", m.Kernel.Address)
-		}
+	if k := x.Kernel; k != nil {
+		x.Kernel = &MatchKernel{Kind: bound(k.Kind), Module: bound(k.Module), Address: k.Address}
 	}
-	return ps, n, k
+	return x
 }
 
 // heldBy says, for the message, who holds the lowest-addressed memory match: " (pid 812

@@ -33,30 +33,41 @@ func decodeFinding(t testing.TB, line []byte) detectors.Finding {
 		f.Path = j.File.Path
 	}
 	if p := j.Process; p != nil {
-		f.Process = &detectors.Process{PID: p.PID, Name: p.Name, Address: uint64(p.Address)}
+		f.Process = &detectors.Process{PID: p.PID, Name: p.Name, Address: parseAddr(t, p.Address)}
 	}
 	for _, m := range j.Matches {
 		sm := detectors.StringMatch{Name: m.Name, Length: m.Length, Hex: m.DataHex, Text: m.DataText, ProcessCount: m.ProcessCount, Virtual: m.Virtual}
 		switch {
-		case m.Address != nil && m.Offset == nil && j.File == nil:
-			sm.Offset = uint64(*m.Address)
-		case m.Offset != nil && m.Address == nil && j.File != nil:
-			sm.Offset = *m.Offset
+		case m.Address != "" && m.Offset == nil && j.File == nil:
+			sm.Offset = parseAddr(t, m.Address)
+		case m.Offset != nil && m.Address == "" && j.File != nil:
+			sm.Offset = uint64(*m.Offset)
 		default:
 			t.Fatalf("match %+v of %s: a memory match has an address, a file match an offset", m, line)
 		}
 		for _, p := range m.Processes {
-			sm.Processes = append(sm.Processes, detectors.ProcessMapping{PID: p.PID, Name: p.Name, Address: uint64(p.Address)})
+			sm.Processes = append(sm.Processes, detectors.ProcessMapping{PID: p.PID, Name: p.Name, Address: parseAddr(t, p.Address)})
 		}
 		if k := m.Kernel; k != nil {
 			sm.Kernel = &detectors.KernelMapping{Kind: k.Kind, Module: k.Module}
-			if k.Address != nil {
-				sm.Kernel.Address = uint64(*k.Address)
+			if k.Address != "" {
+				sm.Kernel.Address = parseAddr(t, k.Address)
 			}
 		}
 		f.Matches = append(f.Matches, sm)
 	}
 	return f
+}
+
+// parseAddr reads an address in the alert schema's form, "0x" and lower-case hex.
+func parseAddr(t testing.TB, s string) uint64 {
+	t.Helper()
+	h, ok := strings.CutPrefix(s, "0x")
+	v, err := strconv.ParseUint(h, 16, 64)
+	if !ok || err != nil || h != strings.ToLower(h) {
+		t.Fatalf("address %q: want \"0x\" and lower-case hex digits", s)
+	}
+	return v
 }
 
 // decodeChange reads one integrity line of check --json back into an integrity.Change

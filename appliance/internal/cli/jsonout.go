@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/domainm/domainm/appliance/internal/alert"
@@ -27,132 +26,47 @@ import (
 //   - @timestamp (ECS) is when the finding was made
 // README's "JSON output" section documents them.
 
-// addrJSON is an address written as "0x..." (lower-case hex).
-type addrJSON uint64
-
-func (a addrJSON) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + hexAddr64(uint64(a)) + `"`), nil
-}
-
-func (a *addrJSON) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil || !strings.HasPrefix(s, "0x") {
-		return fmt.Errorf("address %s: want a \"0x...\" string", b)
-	}
-	v, err := strconv.ParseUint(s[2:], 16, 64)
-	*a = addrJSON(v)
-	return err
-}
-
-func hexAddr64(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }
-
-// ruleJSON is ECS rule.*.
-type ruleJSON struct {
-	Name    string `json:"name"`
-	Ruleset string `json:"ruleset,omitempty"`
-}
-
-// findingJSON is one YARA finding line (yara-memory, yara-file).
+// findingJSON is one YARA finding line (yara-memory, yara-file). Its rule, target,
+// process and matches are the alert event's types (rule.*, domainm.target,
+// domainm.matches[]), built by the alert package's MatchOf, so the two cannot drift.
 type findingJSON struct {
-	Detector        string            `json:"detector"`
-	Rule            ruleJSON          `json:"rule"`
-	Tags            []string          `json:"tags,omitempty"`
-	Meta            map[string]string `json:"meta,omitempty"`
-	File            *fileJSON         `json:"file,omitempty"`    // file findings: file.path
-	Process         *processJSON      `json:"process,omitempty"` // memory: the first process holding the first attributed match (ECS process.pid, process.name)
-	Matches         []matchJSON       `json:"matches,omitempty"`
-	MatchesCut      int               `json:"matches_cut,omitempty"`
-	WindowDependent bool              `json:"window_dependent,omitempty"`
-	Timestamp       time.Time         `json:"@timestamp"`
-	Target          targetJSON        `json:"target"`
-}
-
-// targetJSON is detectors.Target under the alert schema's domainm.target names
-// (hypervisor_host, not host).
-type targetJSON struct {
-	Name   string `json:"name,omitempty"`
-	UUID   string `json:"uuid,omitempty"`
-	DomID  int    `json:"domid,omitempty"`
-	Host   string `json:"hypervisor_host,omitempty"`
-	Source string `json:"source,omitempty"`
-}
-
-// matchJSON is one string match: in memory at a guest-physical address, in a file at an
-// offset.
-type matchJSON struct {
-	Name         string        `json:"name"`
-	Address      *addrJSON     `json:"address,omitempty"`
-	Offset       *uint64       `json:"offset,omitempty"`
-	Length       int           `json:"length"`
-	DataHex      string        `json:"data_hex"`
-	DataText     string        `json:"data_text,omitempty"`
-	Processes    []processJSON `json:"processes,omitempty"`
-	ProcessCount int           `json:"process_count,omitempty"`
-	Kernel       *kernelJSON   `json:"kernel,omitempty"`
-	Virtual      bool          `json:"virtual,omitempty"`
-}
-
-type processJSON struct {
-	PID     int      `json:"pid"`
-	Name    string   `json:"name"`
-	Address addrJSON `json:"address"` // virtual, in the process
-}
-
-type kernelJSON struct {
-	Kind    string    `json:"kind"`
-	Module  string    `json:"module,omitempty"`
-	Address *addrJSON `json:"address,omitempty"` // kernel virtual
+	Detector        string              `json:"detector"`
+	Rule            alert.Rule          `json:"rule"`
+	Tags            []string            `json:"tags,omitempty"`
+	Meta            map[string]string   `json:"meta,omitempty"`
+	File            *fileJSON           `json:"file,omitempty"`    // file findings: file.path
+	Process         *alert.MatchProcess `json:"process,omitempty"` // memory: the first process holding the first attributed match (ECS process.pid, process.name; its virtual address)
+	Matches         []alert.Match       `json:"matches,omitempty"`
+	MatchesCut      int                 `json:"matches_cut,omitempty"`
+	WindowDependent bool                `json:"window_dependent,omitempty"`
+	Timestamp       time.Time           `json:"@timestamp"`
+	Target          alert.Target        `json:"target"` // hypervisor_host, not host
 }
 
 func toFindingJSON(f detectors.Finding) findingJSON {
-	out := findingJSON{Detector: f.Detector, Rule: ruleJSON{Name: f.Rule, Ruleset: f.Namespace}, Tags: f.Tags, Meta: f.Meta,
-		MatchesCut: f.MatchesCut, WindowDependent: f.WindowDependent, Timestamp: f.Time, Target: targetJSON(f.Target)}
+	out := findingJSON{Detector: f.Detector, Rule: alert.Rule{Name: f.Rule, Ruleset: f.Namespace}, Tags: f.Tags, Meta: f.Meta,
+		MatchesCut: f.MatchesCut, WindowDependent: f.WindowDependent, Timestamp: f.Time, Target: alert.Target(f.Target)}
 	memory := f.Path == ""
 	if p := f.Process; p != nil {
-		out.Process = &processJSON{PID: p.PID, Name: p.Name, Address: addrJSON(p.Address)}
+		out.Process = &alert.MatchProcess{PID: p.PID, Name: p.Name, Address: alert.HexAddr(p.Address)}
 	}
 	if !memory {
 		out.File = &fileJSON{Path: f.Path}
 	}
 	for _, m := range f.Matches {
-		mj := matchJSON{Name: m.Name, Length: m.Length, DataHex: m.Hex, DataText: m.Text, ProcessCount: m.ProcessCount, Virtual: m.Virtual}
-		if memory {
-			a := addrJSON(m.Offset)
-			mj.Address = &a
-		} else {
-			o := m.Offset
-			mj.Offset = &o
-		}
-		for _, p := range m.Processes {
-			mj.Processes = append(mj.Processes, processJSON{PID: p.PID, Name: p.Name, Address: addrJSON(p.Address)})
-		}
-		if k := m.Kernel; k != nil {
-			mj.Kernel = &kernelJSON{Kind: k.Kind, Module: k.Module}
-			if k.Address != 0 {
-				a := addrJSON(k.Address)
-				mj.Kernel.Address = &a
-			}
-		}
-		out.Matches = append(out.Matches, mj)
+		out.Matches = append(out.Matches, alert.MatchOf(m, memory))
 	}
 	return out
 }
 
 // changeJSON is one integrity change line.
 type changeJSON struct {
-	Detector string       `json:"detector"` // integrity
-	State    string       `json:"state"`    // added, removed, changed
-	Rule     ruleJSON     `json:"rule"`     // integrity-<state>, the policy selection
-	File     fileJSON     `json:"file"`     // the entry now (as last known, when removed)
-	Before   *fileJSON    `json:"file_before,omitempty"`
-	Changes  []changeAttr `json:"changes,omitempty"`
-}
-
-// changeAttr is one attribute's value before and after, as the text report prints them.
-type changeAttr struct {
-	Attribute string `json:"attribute"`
-	Before    string `json:"before"`
-	After     string `json:"after"`
+	Detector string         `json:"detector"` // integrity
+	State    string         `json:"state"`    // added, removed, changed
+	Rule     alert.Rule     `json:"rule"`     // integrity-<state>, the policy selection
+	File     fileJSON       `json:"file"`     // the entry now (as last known, when removed)
+	Before   *fileJSON      `json:"file_before,omitempty"`
+	Changes  []alert.Change `json:"changes,omitempty"` // as domainm.changes
 }
 
 // fileJSON is ECS file.* (nlink, caps, xattrs and error have no ECS field).
@@ -201,7 +115,7 @@ func recordJSON(r *integrity.Record) *fileJSON {
 
 func toChangeJSON(c integrity.Change) changeJSON {
 	out := changeJSON{Detector: integrity.Detector, State: string(c.Kind),
-		Rule: ruleJSON{Name: "integrity-" + string(c.Kind), Ruleset: c.Rule}}
+		Rule: alert.Rule{Name: "integrity-" + string(c.Kind), Ruleset: c.Rule}}
 	now, before := c.After, c.Before
 	if c.Kind == integrity.Removed {
 		now, before = c.Before, nil
@@ -212,7 +126,7 @@ func toChangeJSON(c integrity.Change) changeJSON {
 	out.File.Path, out.File.PathRaw, out.File.Type = c.Path, c.PathRaw, alert.ECSFileType(c.Type)
 	out.Before = recordJSON(before)
 	for _, a := range c.Attrs {
-		out.Changes = append(out.Changes, changeAttr{Attribute: a.Attr, Before: a.Before, After: a.After})
+		out.Changes = append(out.Changes, alert.Change{Attribute: a.Attr, Before: a.Before, After: a.After})
 	}
 	return out
 }

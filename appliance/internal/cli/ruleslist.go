@@ -26,11 +26,11 @@ func init() {
 
 // ruleListing is one line of domainm rules list --json.
 type ruleListing struct {
-	Name     string   `json:"name"` // namespace:rule, as rules.disable and rules.exception name it
-	Rule     ruleJSON `json:"rule"` // rule.name and rule.ruleset, as in alerts and the scans' --json
-	Tags     []string `json:"tags"`
-	Severity string   `json:"severity"` // domainm.severity of its alerts
-	File     string   `json:"file"`
+	Name     string     `json:"name"` // namespace:rule, as rules.disable and rules.exception name it
+	Rule     alert.Rule `json:"rule"` // rule.name and rule.ruleset, as in alerts and the scans' --json
+	Tags     []string   `json:"tags"`
+	Severity string     `json:"severity"` // domainm.severity of its alerts
+	File     string     `json:"file"`
 }
 
 func runRulesList(ctx context.Context, env Env, args []string) (int, error) {
@@ -76,7 +76,7 @@ medium) and its file. A file that does not compile is reported and left out.`)
 		if tags == nil {
 			tags = []string{}
 		}
-		list = append(list, ruleListing{Name: in.Namespace + ":" + in.Rule, Rule: ruleJSON{Name: in.Rule, Ruleset: in.Namespace},
+		list = append(list, ruleListing{Name: in.Namespace + ":" + in.Rule, Rule: alert.Rule{Name: in.Rule, Ruleset: in.Namespace},
 			Tags: tags, Severity: alert.RuleSeverity(in.Meta).String(), File: in.File})
 	}
 	if *asJSON {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/filescan"
 	"github.com/domainm/domainm/detectors/integrity"
@@ -57,7 +58,7 @@ type diskScanSummary struct {
 	Seconds     float64              `json:"seconds"`
 	MBps        float64              `json:"mb_per_s"`
 	MaxFileSize int64                `json:"max_file_size"`
-	Target      targetJSON           `json:"target"`
+	Target      alert.Target         `json:"target"`
 }
 
 func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
@@ -103,7 +104,7 @@ func runScanDisk(ctx context.Context, env Env, args []string) (int, error) {
 	ys := sc.Result()
 	sum := diskScanSummary{Image: d.image, Entries: walked, Scanned: sc.Files.Load(), Bytes: sc.Bytes.Load(),
 		Skipped: ys.Skipped, Errors: ys.Errors, Rules: rules.Count(), Findings: len(ys.Findings),
-		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: int64(maxSize), Target: targetJSON(target)}
+		Seconds: elapsed.Seconds(), MBps: diskMBps(sc.Bytes.Load(), elapsed), MaxFileSize: int64(maxSize), Target: alert.Target(target)}
 	if d.json {
 		enc := json.NewEncoder(env.Stdout)
 		for _, f := range ys.Findings {
