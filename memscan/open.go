@@ -14,6 +14,10 @@ type OpenOptions struct {
 	// XenMaxGPFN is the Xen domain's highest guest frame (XENMEM_maximum_gpfn, which
 	// Domain M learns from the dom0 tool): frames 0..XenMaxGPFN are asked for.
 	XenMaxGPFN uint64
+	// XenFrames are the Xen domain's frames to map, as dom0 read them from Xen's p2m
+	// (domainm-xen grant writes them to Domain M's xenstore node domainm/frames;
+	// ParseXenFrames): only these are asked for, and XenMaxGPFN is not used.
+	XenFrames []Range
 }
 
 // Open opens the memory source named by spec:
@@ -46,6 +50,9 @@ func Open(spec string, opts OpenOptions) (Source, error) {
 		id, err := strconv.ParseUint(arg, 10, 16)
 		if err != nil {
 			return nil, fmt.Errorf("memory source %q: bad domain id: %w", spec, err)
+		}
+		if len(opts.XenFrames) > 0 {
+			return OpenXenFrames(uint16(id), opts.XenFrames)
 		}
 		return OpenXen(uint16(id), opts.XenMaxGPFN)
 	}
