@@ -18,7 +18,7 @@ PATH=/lab:$PATH
 role=$(sed -n 's/.*xenlab_role=\([AB]\).*/\1/p' /proc/cmdline)
 case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; *) echo "no xenlab_role"; exit 0;; esac
 ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
-fail() { ev FAIL "$*"; sync; [ $role = A ] && peer_off; exit 1; }
+fail() { ev FAIL "$*"; cp /var/log/xen/console/*.log $out/ 2>/dev/null; sync; [ $role = A ] && peer_off; exit 1; }
 # Xen's daemons, started here step by step (not Debian's /etc/init.d/xen: see
 # dom0/xenlab-init), each step an event, each daemon's output in out/. A xenstore
 # client that is not told -s blocks while xenstored is down, hence -s and timeouts.
@@ -45,7 +45,8 @@ xen_start() {
 	timeout -k 5 60 xenstore-read domid >/dev/null
 }
 # power the peer off (its xenlab-init powers itself off only when its run.sh ends)
-peer_off() { timeout 300 ssh root@$peer 'sync; echo u >/proc/sysrq-trigger; sleep 2; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
+# (its domUs' consoles copied to its lab disk first: its monitor copies them only once a minute)
+peer_off() { timeout 300 ssh root@$peer 'cp /var/log/xen/console/*.log /lab/out/ 2>/dev/null; sync; echo u >/proc/sysrq-trigger; sleep 2; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
 ev XEN-START
 xen_start || fail "Xen's daemons did not start"
 ev XEN-UP
