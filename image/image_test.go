@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,6 +131,74 @@ func (v *vm) wait(re *regexp.Regexp, timeout time.Duration) ([][]byte, error) {
 	}
 }
 
+// waitAfter is wait for what the console printed after its first from bytes.
+func (v *vm) waitAfter(from int, re *regexp.Regexp, timeout time.Duration) ([][]byte, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if c := v.console(); len(c) > from {
+			if m := re.FindSubmatch(c[from:]); m != nil {
+				return m, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no %q on the console within %s", re, timeout)
+		}
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("qemu exited (%v) before %q appeared on the console", v.p.Err(), re)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// shellPrompt is root's bash prompt in the image.
+var shellPrompt = regexp.MustCompile(`root@domainm:[^\n]*# `)
+
+// login does what an operator does at the serial console (its host end: the unix socket
+// sock of Boot.Console): waits for the login prompt, logs in as root (no password: the
+// console is reachable only from the host) and runs cmd; it returns the submatches of
+// want in what cmd printed. want must not match cmd's own echo.
+func (v *vm) login(t *testing.T, sock, cmd string, want *regexp.Regexp, timeout time.Duration) [][]byte {
+	t.Helper()
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the serial console's socket: %v", err)
+	}
+	defer conn.Close()
+	go io.Copy(io.Discard, conn) // the console log (Boot.Serial) has it all
+	send := func(s string) {
+		t.Helper()
+		if _, err := io.WriteString(conn, s); err != nil {
+			t.Fatalf("typing on the serial console: %v", err)
+		}
+	}
+	start := time.Now()
+	if _, err := v.wait(regexp.MustCompile(`(?m)^domainm login: `), timeout); err != nil {
+		t.Fatalf("the serial console offers no login: %v", err)
+	}
+	t.Logf("serial console: login prompt %s after boot", time.Since(v.start).Round(time.Second))
+	// Characters typed before agetty has set the line up may be lost: type the name
+	// again until a shell answers.
+	for try := 1; ; try++ {
+		from := len(v.console())
+		send("root\r")
+		if _, err := v.waitAfter(from, shellPrompt, time.Minute); err == nil {
+			break
+		} else if try == 3 || time.Since(start) > timeout {
+			t.Fatalf("logging in as root on the serial console: %v", err)
+		}
+	}
+	from := len(v.console())
+	send(cmd + "\r")
+	m, err := v.waitAfter(from, want, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("running %q on the serial console: %v", cmd, err)
+	}
+	send("exit\r")
+	t.Logf("serial console: logged in as root and ran a command, %s after the prompt was awaited", time.Since(start).Round(time.Second))
+	return m
+}
+
 // bootTimeout bounds a boot to READY under TCG on a loaded 2-core machine (4.5 min seen
 // at load 18-25, with other VMs booting beside it).
 const bootTimeout = 15 * time.Minute
@@ -158,7 +228,10 @@ func TestBootReady(t *testing.T) {
 	if err := os.WriteFile(cfgFile, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v := boot(t, Boot{Dir: dir, Snapshot: true, Files: map[string]string{"config": cfgFile}})
+	tmp := t.TempDir()
+	sock := filepath.Join(tmp, "console.sock")
+	v := boot(t, Boot{Dir: dir, Snapshot: true, Files: map[string]string{"config": cfgFile},
+		Serial: filepath.Join(tmp, "serial.log"), Console: sock})
 
 	if _, err := v.wait(regexp.MustCompile(`domainm-init: root verified and mounted read-only`), bootTimeout); err != nil {
 		t.Fatal(err)
@@ -187,11 +260,29 @@ func TestBootReady(t *testing.T) {
 			t.Errorf("status lacks %s: %s", want, status)
 		}
 	}
+	if !bytes.Contains(v.console(), []byte("state partition /dev/vda3 is blank: making ext4 DOMAINM-STATE")) {
+		t.Error("the blank state partition was not made on first boot")
+	}
+
+	// The operator's only way in is the serial console: it must offer a login that
+	// gives root a shell. At load ~28 dev-ttyS0.device once failed after systemd's
+	// 1 min 31 s device timeout and took the getty with it (no prompt until a reboot);
+	// the image's getty is not bound to the device (/dev/ttyS0 is in devtmpfs from the
+	// kernel's 8250 driver) and the device timeout is 10 min. Checked from that shell:
+	// the getty active, no .device among its dependencies, the manager's device timeout.
+	m = v.login(t, sock, `dmesg -n 1; echo "domainm-console: $((6*7)) $(systemctl is-active serial-getty@ttyS0.service)`+
+		` devdeps=$(systemctl show -p BindsTo -p Requires -p After --value serial-getty@ttyS0.service | tr ' ' '\n' | grep -c '[.]device$')`+
+		` device-timeout=$(systemctl show -p DefaultDeviceTimeoutUSec --value)"`,
+		regexp.MustCompile(`domainm-console: 42 (\S+) devdeps=(\d+) device-timeout=(\S+)`), 5*time.Minute)
+	t.Logf("from root's shell on the serial console: serial-getty@ttyS0 %s, %s device dependencies, DefaultDeviceTimeoutUSec=%s", m[1], m[2], m[3])
+	if string(m[1]) != "active" || string(m[2]) != "0" || string(m[3]) != "10min" {
+		t.Errorf("serial-getty@ttyS0.service is %s with %s .device dependencies and the device timeout is %s; want active, 0, 10min", m[1], m[2], m[3])
+	}
 	if bytes.Contains(v.console(), []byte("FAILED")) {
 		t.Errorf("a unit failed during boot:\n%s", grepLines(v.console(), "FAILED"))
 	}
-	if !bytes.Contains(v.console(), []byte("state partition /dev/vda3 is blank: making ext4 DOMAINM-STATE")) {
-		t.Error("the blank state partition was not made on first boot")
+	if bytes.Contains(v.console(), []byte("Timed out waiting for device")) {
+		t.Errorf("a device timed out during boot:\n%s", grepLines(v.console(), "Timed out"))
 	}
 }
 

@@ -25,7 +25,11 @@ type Boot struct {
 	Disk     string // disk image; default Dir/disk.raw
 	Snapshot bool   // writes go to a temporary overlay, the disk file stays as built
 	Serial   string // file that receives the serial console
-	QMP      string // unix socket of the QMP monitor; "" for none
+	// Console, if set, is a unix socket (QEMU listens, no wait) that is the serial
+	// console's other end, as an operator's terminal: what is written to it reaches the
+	// guest's ttyS0; everything the guest prints is still logged to Serial.
+	Console string
+	QMP     string // unix socket of the QMP monitor; "" for none
 	// Files become fw_cfg entries opt/domainm/NAME (host file paths); the initramfs
 	// copies "config" to /etc/domainm/domainm.toml and any other NAME to /etc/domainm/NAME.
 	Files  map[string]string
@@ -73,11 +77,20 @@ func (b Boot) Config() (qemu.Config, error) {
 		Kernel: filepath.Join(b.Dir, "vmlinuz"), Initrd: filepath.Join(b.Dir, "initrd.img"),
 		Append: strings.TrimSpace(strings.TrimSpace(string(cmdline)) + " " + b.Append),
 	}
+	var a []string
+	if b.Console != "" {
+		if b.Serial == "" {
+			return qemu.Config{}, fmt.Errorf("a console socket needs a Serial file to log to")
+		}
+		c.Serial = ""
+		a = append(a, "-chardev", "socket,id=console,path="+b.Console+",server=on,wait=off,logfile="+b.Serial,
+			"-serial", "chardev:console")
+	}
 	drive := "if=none,id=disk,format=raw,file=" + disk
 	if b.Snapshot {
 		drive += ",snapshot=on"
 	}
-	a := []string{"-drive", drive, "-device", "virtio-blk-pci,drive=disk"}
+	a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive=disk")
 	if b.TargetRAM != "" {
 		fi, err := os.Stat(b.TargetRAM)
 		if err != nil {

@@ -25,6 +25,11 @@ for u in "$repo"/image/rootfs/etc/systemd/system/*.service; do
 		ln -sfn "/etc/systemd/system/$(basename "$u")" "$root/etc/systemd/system/multi-user.target.wants/$(basename "$u")"
 done
 
+# The serial console's login (image/rootfs/etc/systemd/system/serial-getty@ttyS0.service,
+# not bound to dev-ttyS0.device); the getty generator pulls it in too, from console=ttyS0.
+mkdir -p "$root/etc/systemd/system/getty.target.wants"
+ln -sfn /etc/systemd/system/serial-getty@ttyS0.service "$root/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+
 # Network for the alert sinks (image/rootfs/etc/systemd/network): systemd-networkd,
 # without its wait-online service (see the .network file).
 ln -sfn /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
