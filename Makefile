@@ -17,8 +17,8 @@ LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODU
                 -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
-                gcc iproute2 libc6-dev libvirt-daemon-driver-qemu libvirt-daemon-system libxen-dev libyara-dev linux-headers-amd64 linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-system-x86 \
-                qemu-utils rsyslog rsyslog-gnutls squashfs-tools systemd yara
+                gcc iproute2 libc6-dev libvirt-daemon-driver-qemu libvirt-daemon-system libxen-dev libyara-dev linux-headers-amd64 linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-block-extra qemu-system-x86 \
+                qemu-utils rpcbind rsyslog rsyslog-gnutls squashfs-tools systemd yara
 DEPS_STAMP   := $(BIN)/.deps-ok
 
 .PHONY: all deps build test test-short fuzz demo bench-memscan vet clean help
