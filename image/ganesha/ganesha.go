@@ -4,8 +4,10 @@
 //
 // A Server is one ganesha.nfsd process started in the foreground, in its own process
 // group, with its own config, pid file, log and recovery folder in a private folder.
-// It serves NFSv4 only over TCP on 127.0.0.1 and a port of its own, so it needs neither
-// rpcbind nor a kernel NFS server; Graceless skips the 90 s grace period after a
+// By default it serves NFSv4 only over TCP on 127.0.0.1 and a port of its own, so it
+// needs neither rpcbind nor a kernel NFS server. With Version3 it serves NFSv3 too, in a
+// Namespace of its own with its own rpcbind (namespace.go): what the hosts' QEMUs need
+// to open a disk as nfs://. Graceless skips the 90 s grace period after a
 // restart, so a client's reads resume as soon as the server is back. Stop kills the
 // process group by pid; Start again serves the same export on the same port.
 //
@@ -37,6 +39,16 @@ type Config struct {
 	Pseudo string // its NFSv4 pseudo path; default "/export"
 	Dir    string // config, pid file, log and recovery folder; default a new temporary folder (removed by Close)
 	Port   int    // TCP port on 127.0.0.1; 0 picks a free one
+
+	// Namespace, if set, is where the server runs (its own loopback, its own rpcbind):
+	// Addr is then reachable only from processes run in it (Namespace.Command).
+	Namespace *Namespace
+	// Version3 serves NFSv3 too (with its MOUNT protocol, registered with the
+	// Namespace's rpcbind, which it needs): what QEMU's nfs:// block driver speaks.
+	Version3 bool
+	// Writable exports read-write (for the hosts' QEMUs, whose target writes its disk);
+	// default read-only.
+	Writable bool
 }
 
 // Server is a ganesha.nfsd serving one export.
@@ -58,6 +70,9 @@ func New(c Config) (*Server, error) {
 	}
 	if c.Pseudo == "" {
 		c.Pseudo = "/export"
+	}
+	if c.Version3 && c.Namespace == nil {
+		return nil, fmt.Errorf("NFSv3 needs rpcbind: serve it in a Namespace, not on the host's loopback")
 	}
 	var err error
 	if c.Export, err = filepath.Abs(c.Export); err != nil {
@@ -107,13 +122,25 @@ func (s *Server) Pid() int {
 	return s.proc.Pid
 }
 
-// configText is ganesha's config: NFSv4 only, TCP only, no NLM/RQUOTA (the NFSv3 side
-// services that would need rpcbind), no grace period, recovery state in Dir.
+// configText is ganesha's config: NFSv4 (and NFSv3 with Version3), TCP only, no
+// NLM/RQUOTA (the NFSv3 side services), no grace period, recovery state in Dir. On the
+// host it binds 127.0.0.1; in a Namespace it binds every address there, which is only
+// that namespace's loopback (ganesha resolves Bind_Addr with AI_ADDRCONFIG, which finds
+// no IPv4 address where there is nothing but lo).
 func (s *Server) configText() string {
+	protocols, access, bind := "4", "RO", "\n\tBind_Addr = 127.0.0.1;"
+	if s.Version3 {
+		protocols = "3, 4"
+	}
+	if s.Writable {
+		access = "RW"
+	}
+	if s.Namespace != nil {
+		bind = ""
+	}
 	return fmt.Sprintf(`NFS_CORE_PARAM {
-	Protocols = 4;
-	NFS_Port = %d;
-	Bind_Addr = 127.0.0.1;
+	Protocols = %s;
+	NFS_Port = %d;%s
 	Enable_NLM = false;
 	Enable_RQUOTA = false;
 	Enable_UDP = false;
@@ -130,14 +157,14 @@ EXPORT {
 	Export_Id = 1;
 	Path = %q;
 	Pseudo = %q;
-	Access_Type = RO;
+	Access_Type = %s;
 	Squash = No_Root_Squash;
-	Protocols = 4;
+	Protocols = %s;
 	Transports = TCP;
 	SecType = sys;
 	FSAL { Name = VFS; }
 }
-`, s.Port, s.path("recovery"), s.Export, s.Pseudo)
+`, protocols, s.Port, bind, s.path("recovery"), s.Export, s.Pseudo, access, protocols)
 }
 
 // Start runs ganesha.nfsd in the foreground and waits until it logs that it serves and
@@ -153,6 +180,9 @@ func (s *Server) Start(ctx context.Context) error {
 	defer out.Close()
 	start, _ := os.Stat(s.LogFile()) // the log is appended to across restarts
 	argv := []string{Binary, "-F", "-f", s.path("ganesha.conf"), "-L", s.LogFile(), "-p", s.PIDFile(), "-N", "NIV_EVENT"}
+	if s.Namespace != nil {
+		argv = s.Namespace.Command(argv...)
+	}
 	p, err := qemu.Start(argv, out, out)
 	if err != nil {
 		return err
@@ -178,7 +208,19 @@ func (s *Server) waitReady(ctx context.Context, from int64) error {
 	defer tick.Stop()
 	for {
 		if s.logged(from) {
-			if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+			if s.Namespace != nil {
+				// A NULL call of every version served, found through the namespace's
+				// rpcbind, from inside the namespace.
+				ok := true
+				for _, v := range s.versions() {
+					if _, err := s.Namespace.Run(ctx, "rpcinfo", "-T", "tcp", "127.0.0.1", "nfs", v); err != nil {
+						ok = false
+					}
+				}
+				if ok {
+					return nil
+				}
+			} else if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
 				c.Close()
 				return nil
 			}
@@ -191,6 +233,20 @@ func (s *Server) waitReady(ctx context.Context, from int64) error {
 		case <-tick.C:
 		}
 	}
+}
+
+func (s *Server) versions() []string {
+	if s.Version3 {
+		return []string{"3", "4"}
+	}
+	return []string{"4"}
+}
+
+// URL is the nfs:// URL of file name in the export as QEMU's nfs block driver (libnfs,
+// NFSv3: the export's real path, not its NFSv4 pseudo path) opens it from inside the
+// Namespace.
+func (s *Server) URL(name string) string {
+	return "nfs://127.0.0.1" + filepath.Join(s.Export, name)
 }
 
 func (s *Server) logged(from int64) bool {
