@@ -4,75 +4,22 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/domainm/domainm/appliance/control/proto"
+	"github.com/domainm/domainm/image/rsyslogtest"
 )
 
-// plainRsyslog is a real rsyslogd with one plain TCP input on 127.0.0.1:port that
-// writes each message's raw text, one per line, to out.
-type plainRsyslog struct {
-	port int
-	out  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startPlainRsyslog(t *testing.T, port int) *plainRsyslog {
+// startPlainRsyslog is a real rsyslogd (image/rsyslogtest) with one plain TCP input,
+// "plain", on 127.0.0.1:port that writes each message's raw text, one per line.
+func startPlainRsyslog(t *testing.T, port int) *rsyslogtest.Server {
 	t.Helper()
-	if _, err := exec.LookPath("rsyslogd"); err != nil {
-		t.Fatalf("rsyslogd is needed (make deps installs rsyslog): %v", err)
-	}
-	dir := t.TempDir()
-	r := &plainRsyslog{port: port, out: filepath.Join(dir, "out.log"), done: make(chan struct{})}
-	conf := filepath.Join(dir, "rsyslog.conf")
-	os.Mkdir(filepath.Join(dir, "work"), 0o700)
-	text := fmt.Sprintf(`global(workDirectory=%q maxMessageSize="64k")
-main_queue(queue.type="Direct")
-module(load="imtcp")
-template(name="raw" type="string" string="%%rawmsg%%\n")
-ruleset(name="plain") { action(type="omfile" file=%q template="raw") }
-input(type="imtcp" address="127.0.0.1" port="%d" ruleset="plain")
-`, filepath.Join(dir, "work"), r.out, port)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.cmd = exec.Command("rsyslogd", "-n", "-f", conf, "-i", filepath.Join(dir, "pid"))
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-r.done:
-		case <-time.After(20 * time.Second):
-			syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-			<-r.done
-		}
-	})
-	waitUntil(t, "rsyslogd listening", 30*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return r
-}
-
-func (r *plainRsyslog) text() string {
-	b, _ := os.ReadFile(r.out)
-	return string(b)
+	return rsyslogtest.Start(t, rsyslogtest.Options{Inputs: []rsyslogtest.Input{{Name: "plain", Transport: rsyslogtest.TCP, Port: port}}})
 }
 
 // runDomainm runs the domainm binary and returns its stdout, stderr and exit code.
@@ -147,7 +94,7 @@ min_severity = "critical"
 	}
 	// The receivers have it: rsyslogd (MSGID alert-test, the id in the SD element) and
 	// the file sink.
-	if txt := siem.text(); !strings.Contains(txt, `alert-test [domainm@32473 id="`+id[1]+`"`) {
+	if txt := strings.Join(siem.Lines("plain"), "\n"); !strings.Contains(txt, `alert-test [domainm@32473 id="`+id[1]+`"`) {
 		t.Errorf("rsyslogd did not receive the test alert %s:\n%s", id[1], txt)
 	}
 	if a := s.alertsWith(t, "alert-test", ""); len(a) != 1 || !strings.Contains(a[0].Message, "requested by") {
