@@ -43,7 +43,7 @@ func (c *Client) Do(ctx context.Context, cmd string, args any) (Response, error)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.next++
-	req := Request{ID: json.RawMessage(fmt.Sprint(c.next)), Cmd: cmd, AddrForm: proto.AddrFormHex}
+	req := proto.NewRequest(json.RawMessage(fmt.Sprint(c.next)), cmd)
 	if proto.Fenced(cmd) {
 		req.Epoch = c.Epoch
 	}

@@ -19,7 +19,8 @@ type (
 
 // States, commands, error codes, problem codes: see package proto.
 const (
-	AddrFormHex = proto.AddrFormHex
+	AddrFormHex        = proto.AddrFormHex
+	HostFormHypervisor = proto.HostFormHypervisor
 
 	StateStarting   = proto.StateStarting
 	StateMonitoring = proto.StateMonitoring

@@ -218,7 +218,8 @@ func (s *Server) handle(line []byte, received time.Time, gone func() bool) Respo
 		return r
 	}
 	resp.ID, resp.OK = req.ID, true
-	resp.IntegerAddrs = req.AddrForm != AddrFormHex // an older client decodes integers only
+	resp.IntegerAddrs = req.AddrForm != AddrFormHex      // an older client decodes integers only
+	resp.LegacyHost = req.HostForm != HostFormHypervisor // and reads the target's host as "host"
 	return resp
 }
 

@@ -26,7 +26,7 @@ type fakeHandler struct {
 }
 
 func (f *fakeHandler) Status(context.Context) Response {
-	return Response{State: StateMonitoring, Passes: 3}
+	return Response{State: StateMonitoring, Passes: 3, Target: &TargetInfo{Name: "t", Host: "h1"}}
 }
 func (f *fakeHandler) Prepare(context.Context) (Response, error) {
 	c := Addr(0x1000)
@@ -88,9 +88,12 @@ func TestProtocol(t *testing.T) {
 		`not json`,
 		`{"id":7}`,
 		`{"id":8,"cmd":"prepare","addr_form":"0x"}`,
+		`{"id":9,"cmd":"status","host_form":"hypervisor_host"}`,
 	)
 	want := []string{
-		`{"id":1,"ok":true,"state":"monitoring","passes":3}`,
+		// A request without host_form (an older client's) gets the target's host as
+		// "host", the name it reads.
+		`{"id":1,"ok":true,"state":"monitoring","passes":3,"target":{"name":"t","host":"h1"}}`,
 		`{"id":"abc","ok":true,"state":"quiesced","cursor":4096}`,
 		`{"id":3,"ok":true,"state":"monitoring"}`,
 		`{"id":4,"ok":false,"error":"resume needs args with a source","code":"bad_request"}`,
@@ -101,6 +104,8 @@ func TestProtocol(t *testing.T) {
 		// A current client asks for the alert schema's "0x..." form; the request
 		// above without addr_form (an older client's) got the integer it decodes.
 		`{"id":8,"ok":true,"state":"quiesced","cursor":"0x1000"}`,
+		// A current client asks for the alert schema's "hypervisor_host".
+		`{"id":9,"ok":true,"state":"monitoring","target":{"name":"t","hypervisor_host":"h1"},"passes":3}`,
 	}
 	for i := range want {
 		if got[i] != want[i] {
@@ -109,6 +114,14 @@ func TestProtocol(t *testing.T) {
 	}
 	if h.resumed.Source != "file:/dev/shm/x" || h.resumed.Target.Host != "h2" || h.resumed.Layout != "flat" {
 		t.Errorf("resume args = %+v", h.resumed)
+	}
+	// A current client's resume names the host under both names; either alone is read.
+	for _, target := range []string{`{"hypervisor_host":"h3","host":"h3"}`, `{"hypervisor_host":"h3"}`, `{"host":"h3"}`} {
+		h.resumed = ResumeArgs{}
+		rawExchange(t, s.Path(), `{"id":10,"cmd":"resume","args":{"source":"file:/y","target":`+target+`}}`)
+		if h.resumed.Target.Host != "h3" {
+			t.Errorf("resume with target %s: host %q, want h3", target, h.resumed.Target.Host)
+		}
 	}
 }
 
@@ -256,7 +269,7 @@ func openUp(dir string) {
 }
 
 // TestClientAsksForHexCursor: this package's client (domainm status and the tests')
-// asks for the "0x..." form and decodes it.
+// asks for the "0x..." form and "hypervisor_host" and decodes them.
 func TestClientAsksForHexCursor(t *testing.T) {
 	s := listen(t, &fakeHandler{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -272,5 +285,13 @@ func TestClientAsksForHexCursor(t *testing.T) {
 	}
 	if b, _ := json.Marshal(r); !strings.Contains(string(b), `"cursor":"0x1000"`) {
 		t.Errorf("re-encoded (as domainm status --json prints it): %s", b)
+	}
+	// And for the target's host as "hypervisor_host".
+	r, err = c.Do(ctx, CmdStatus, nil)
+	if err != nil || r.Target == nil || r.Target.Host != "h1" || r.LegacyHost {
+		t.Fatalf("status: %+v %v", r, err)
+	}
+	if b, _ := json.Marshal(r); !strings.Contains(string(b), `"target":{"name":"t","hypervisor_host":"h1"}`) {
+		t.Errorf("status re-encoded (as domainm status --json prints it): %s", b)
 	}
 }

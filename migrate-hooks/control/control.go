@@ -185,7 +185,7 @@ func (c *Client) Call(ctx context.Context, cmd string, args any) (Response, erro
 func (c *Client) exchange(ctx context.Context, cmd string, args any) (Response, error) {
 	c.id++
 	id := strconv.FormatUint(c.id, 10)
-	req := proto.Request{ID: json.RawMessage(id), Cmd: cmd, AddrForm: proto.AddrFormHex} // an older supervisor ignores it and sends integers, which decode too
+	req := proto.NewRequest(json.RawMessage(id), cmd) // an older supervisor ignores the forms asked for and answers in its own, which decode too
 	if args != nil {
 		b, err := json.Marshal(args)
 		if err != nil {

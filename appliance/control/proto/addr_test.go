@@ -74,3 +74,67 @@ func TestResponseCursorForPeers(t *testing.T) {
 		t.Errorf("no cursor: %s and %s", a, b)
 	}
 }
+
+// TestTargetHostForPeers: a response's target names its hypervisor host
+// "hypervisor_host" (the alert schema's domainm.target name) for a peer that asked
+// (host_form), "host" otherwise, which is all a build before the rename reads; the
+// current TargetInfo reads both. Resume's arguments carry both names, since a client
+// cannot know its supervisor's build: an older supervisor reads "host", a current one
+// either. The forms combine with the cursor's.
+func TestTargetHostForPeers(t *testing.T) {
+	c := Addr(0x1000)
+	r := Response{ID: json.RawMessage("1"), OK: true, State: StateMonitoring, Target: &TargetInfo{Name: "web-1", UUID: "u", Host: "dst", DomID: 7}, Cursor: &c}
+	type oldTarget struct { // an older build's TargetInfo
+		Name  string `json:"name,omitempty"`
+		UUID  string `json:"uuid,omitempty"`
+		Host  string `json:"host,omitempty"`
+		DomID int    `json:"domid,omitempty"`
+	}
+	for _, tc := range []struct {
+		legacy, intCursor bool
+		want, not         string
+	}{
+		{false, false, `"target":{"name":"web-1","uuid":"u","hypervisor_host":"dst","domid":7}`, `"host"`},
+		{true, false, `"target":{"name":"web-1","uuid":"u","host":"dst","domid":7}`, `hypervisor_host`},
+		{true, true, `"target":{"name":"web-1","uuid":"u","host":"dst","domid":7}`, `hypervisor_host`},
+		{false, true, `"hypervisor_host":"dst"`, `"host"`},
+	} {
+		r.LegacyHost, r.IntegerAddrs = tc.legacy, tc.intCursor
+		b, err := json.Marshal(r)
+		if err != nil || !strings.Contains(string(b), tc.want) || strings.Contains(string(b), tc.not) {
+			t.Errorf("legacy %v, integer cursor %v: %s %v; want %s and no %s", tc.legacy, tc.intCursor, b, err, tc.want, tc.not)
+		}
+		if cursor := `"cursor":4096`; tc.intCursor != strings.Contains(string(b), cursor) {
+			t.Errorf("integer cursor %v: %s", tc.intCursor, b)
+		}
+		var old struct {
+			Target oldTarget `json:"target"`
+		}
+		if err := json.Unmarshal(b, &old); err != nil || (old.Target.Host == "dst") != tc.legacy {
+			t.Errorf("older build decoding %s: %+v %v", b, old, err)
+		}
+		var n Response
+		if err := json.Unmarshal(b, &n); err != nil || n.Target == nil || *n.Target != *r.Target || n.Cursor == nil || *n.Cursor != c {
+			t.Errorf("current build decoding %s: %+v %v", b, n, err)
+		}
+	}
+
+	a := ResumeArgs{Source: "xen:7", Target: TargetInfo{Name: "web-1", Host: "dst", DomID: 7}}
+	b, err := json.Marshal(a)
+	if err != nil || !strings.Contains(string(b), `"hypervisor_host":"dst"`) || !strings.Contains(string(b), `"host":"dst"`) {
+		t.Fatalf("resume args: %s %v, want the host under both names", b, err)
+	}
+	var old struct {
+		Target oldTarget `json:"target"`
+	}
+	if err := json.Unmarshal(b, &old); err != nil || old.Target.Host != "dst" || old.Target.DomID != 7 {
+		t.Errorf("older supervisor decoding %s: %+v %v", b, old, err)
+	}
+	var n ResumeArgs
+	if err := json.Unmarshal(b, &n); err != nil || n != a {
+		t.Errorf("current supervisor decoding %s: %+v %v", b, n, err)
+	}
+	if req := NewRequest(json.RawMessage("1"), CmdStatus); req.AddrForm != AddrFormHex || req.HostForm != HostFormHypervisor {
+		t.Errorf("NewRequest asks for %q and %q", req.AddrForm, req.HostForm)
+	}
+}

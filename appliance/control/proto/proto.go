@@ -19,7 +19,7 @@
 //
 //	{"id":1,"cmd":"status"}
 //	{"id":2,"cmd":"prepare"}
-//	{"id":3,"cmd":"resume","args":{"source":"file:/dev/shm/x","layout":"flat","target":{"name":"web-1","uuid":"...","host":"dst"}}}
+//	{"id":3,"cmd":"resume","args":{"source":"file:/dev/shm/x","layout":"flat","target":{"name":"web-1","uuid":"...","hypervisor_host":"dst","host":"dst"}}}
 //
 // answered by {"id":N,"ok":true,"state":"monitoring"|"quiesced"|"starting"|"waiting",...} or
 // {"id":N,"ok":false,"error":"...","code":"guest_changed"|"bad_request"|...}. The id is
@@ -29,6 +29,13 @@
 // form, for a request with "addr_form":"0x", which current clients send; without it an
 // integer, which is what builds before it sent and can decode. Both forms are accepted
 // when decoding (Addr), so peers of different builds work together during an upgrade.
+//
+// The target's hypervisor host is "hypervisor_host", the alert schema's name
+// (domainm.target), in a response to a request with "host_form":"hypervisor_host",
+// which current clients send; without it "host", the name builds before it sent and
+// read. A request cannot know its peer's build, so resume's target carries the host
+// under both names (ResumeArgs); the supervisor reads either (TargetInfo).
+// NewRequest makes a request that asks for both current forms.
 //
 // # Stale requests
 //
@@ -100,6 +107,21 @@ type Request struct {
 	// AddrForm AddrFormHex asks for addresses (the cursor) as "0x..." strings; without
 	// it they are integers, as builds before it sent and decode (see Addr).
 	AddrForm string `json:"addr_form,omitempty"`
+	// HostForm HostFormHypervisor asks for the target's host as "hypervisor_host";
+	// without it the response says "host", as builds before it sent and read.
+	HostForm string `json:"host_form,omitempty"`
+}
+
+// HostFormHypervisor in Request.HostForm asks for the target's host under the alert
+// schema's name, "hypervisor_host".
+const HostFormHypervisor = "hypervisor_host"
+
+// NewRequest is a request for cmd with the given id that asks for the current forms
+// (addresses as "0x...", the target's host as "hypervisor_host"); a supervisor of an
+// older build ignores what it does not know and answers in the forms it has, which
+// Response decodes too. Every client builds its requests with it.
+func NewRequest(id json.RawMessage, cmd string) Request {
+	return Request{ID: id, Cmd: cmd, AddrForm: AddrFormHex, HostForm: HostFormHypervisor}
 }
 
 // Fenced reports whether cmd changes what the supervisor watches, so that it carries
@@ -114,8 +136,51 @@ type ResumeArgs struct {
 	Target TargetInfo `json:"target"`
 }
 
+// MarshalJSON writes the target's host under both names, "hypervisor_host" and "host":
+// a supervisor of a build before the rename reads only "host", and the client cannot
+// know its peer's build before it asks.
+func (a ResumeArgs) MarshalJSON() ([]byte, error) {
+	type plain ResumeArgs
+	return json.Marshal(struct {
+		plain
+		Target bothHosts `json:"target"`
+	}{plain(a), bothHosts{plainTarget(a.Target), a.Target.Host}})
+}
+
+type bothHosts struct {
+	plainTarget
+	OldHost string `json:"host,omitempty"`
+}
+
+type plainTarget TargetInfo // TargetInfo's fields without its methods
+
 // TargetInfo is the target's identity as the coordinator knows it.
 type TargetInfo struct {
+	Name  string `json:"name,omitempty"`
+	UUID  string `json:"uuid,omitempty"`
+	Host  string `json:"hypervisor_host,omitempty"` // the hypervisor host it runs on
+	DomID int    `json:"domid,omitempty"`
+}
+
+// UnmarshalJSON reads the host from "hypervisor_host", or from "host" as builds before
+// the rename wrote it.
+func (t *TargetInfo) UnmarshalJSON(b []byte) error {
+	var v struct {
+		plainTarget
+		OldHost string `json:"host"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*t = TargetInfo(v.plainTarget)
+	if t.Host == "" {
+		t.Host = v.OldHost
+	}
+	return nil
+}
+
+// legacyTarget is TargetInfo as builds before the rename wrote and read it.
+type legacyTarget struct {
 	Name  string `json:"name,omitempty"`
 	UUID  string `json:"uuid,omitempty"`
 	Host  string `json:"host,omitempty"`
@@ -151,16 +216,34 @@ type Response struct {
 	// IntegerAddrs encodes Cursor as an integer, for a peer whose request did not ask
 	// for "0x..." (Request.AddrForm): an older build, which cannot decode the string.
 	IntegerAddrs bool `json:"-"`
+	// LegacyHost encodes Target's host as "host", for a peer whose request did not ask
+	// for "hypervisor_host" (Request.HostForm): an older build, which reads only "host".
+	LegacyHost bool `json:"-"`
 }
 
-// MarshalJSON encodes the response, its cursor as an integer if IntegerAddrs.
+// MarshalJSON encodes the response, its cursor as an integer if IntegerAddrs and its
+// target's host as "host" if LegacyHost.
 func (r Response) MarshalJSON() ([]byte, error) {
 	type plain Response
-	if r.IntegerAddrs && r.Cursor != nil {
+	intCursor := r.IntegerAddrs && r.Cursor != nil
+	oldTarget := r.LegacyHost && r.Target != nil
+	switch {
+	case intCursor && oldTarget:
+		return json.Marshal(struct {
+			plain
+			Cursor *uint64       `json:"cursor,omitempty"`
+			Target *legacyTarget `json:"target,omitempty"`
+		}{plain(r), (*uint64)(r.Cursor), (*legacyTarget)(r.Target)})
+	case intCursor:
 		return json.Marshal(struct {
 			plain
 			Cursor *uint64 `json:"cursor,omitempty"`
 		}{plain(r), (*uint64)(r.Cursor)})
+	case oldTarget:
+		return json.Marshal(struct {
+			plain
+			Target *legacyTarget `json:"target,omitempty"`
+		}{plain(r), (*legacyTarget)(r.Target)})
 	}
 	return json.Marshal(plain(r))
 }
