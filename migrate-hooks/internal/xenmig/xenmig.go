@@ -140,6 +140,12 @@ func (r *run) request(ctx context.Context, host string, dm int, req proto.Reques
 	return resp, err
 }
 
+// fenced is req with the coordinator's epoch and arguments (prepare, resume).
+func fenced(req proto.Request, epoch uint64, args json.RawMessage) proto.Request {
+	req.Epoch, req.Args = epoch, args
+	return req
+}
+
 // id is a request id unique across runs: the supervisor ignores a request whose id it
 // answered already (a watch can fire twice).
 func id(cmd string) json.RawMessage {
@@ -164,7 +170,7 @@ func (r *run) migrate(ctx context.Context) error {
 		return err
 	}
 	r.res.IDs["src_target"], r.res.IDs["src_domm"] = t, m
-	st, err := r.request(ctx, "", m, proto.Request{ID: id("status"), Cmd: proto.CmdStatus})
+	st, err := r.request(ctx, "", m, proto.NewRequest(id("status"), proto.CmdStatus))
 	if err != nil || st.State != proto.StateMonitoring {
 		return fmt.Errorf("supervisor is %q (%v), not monitoring: nothing started", st.State, err)
 	}
@@ -184,7 +190,7 @@ func (r *run) migrate(ctx context.Context) error {
 	r.res.Waits[0] = r.res.TargetMigration
 
 	epoch := uint64(time.Now().Unix())
-	if _, err := r.request(ctx, "", m, proto.Request{ID: id("prepare"), Cmd: proto.CmdPrepare, Epoch: epoch}); err != nil {
+	if _, err := r.request(ctx, "", m, fenced(proto.NewRequest(id("prepare"), proto.CmdPrepare), epoch, nil)); err != nil {
 		return fmt.Errorf("P2: prepare: %w (the target is paused at %s)", err, c.Dest)
 	}
 	r.mark(syncpoint.SubjectSupervisor, "src", false, "quiesced")
@@ -215,7 +221,7 @@ func (r *run) migrate(ctx context.Context) error {
 	r.mark(syncpoint.SubjectDomM, "dst/domm", true, "unpaused")
 	args, _ := json.Marshal(proto.ResumeArgs{Source: fmt.Sprintf("xen:%d", t2),
 		Target: proto.TargetInfo{Name: c.Target, Host: c.Dest, DomID: t2}})
-	resp, err := r.request(ctx, c.Dest, m2, proto.Request{ID: id("resume"), Cmd: proto.CmdResume, Args: args, Epoch: epoch})
+	resp, err := r.request(ctx, c.Dest, m2, fenced(proto.NewRequest(id("resume"), proto.CmdResume), epoch, args))
 	if err != nil || resp.State != proto.StateMonitoring {
 		return fmt.Errorf("P4: resume: %v (state %q; the target stays paused at %s)", err, resp.State, c.Dest)
 	}

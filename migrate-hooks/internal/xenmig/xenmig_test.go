@@ -49,6 +49,10 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		if err := json.Unmarshal([]byte(args[2]), &req); err != nil {
 			return "", err
 		}
+		// As the other clients, it asks for the current forms (proto.NewRequest).
+		if req.AddrForm != proto.AddrFormHex || req.HostForm != proto.HostFormHypervisor {
+			return "", fmt.Errorf("%s asks for addr_form %q, host_form %q", req.Cmd, req.AddrForm, req.HostForm)
+		}
 		switch req.Cmd {
 		case proto.CmdPrepare:
 			f.state = proto.StateQuiesced
