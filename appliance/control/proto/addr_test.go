@@ -138,3 +138,23 @@ func TestTargetHostForPeers(t *testing.T) {
 		t.Errorf("NewRequest asks for %q and %q", req.AddrForm, req.HostForm)
 	}
 }
+
+// TestSinkTestEventID: alert-test's per-sink result names the test event's id as the
+// alert schema does, "event":{"id":...}, not "event_id"; a reply of an older daemon
+// (still running after the package was upgraded) is read too.
+func TestSinkTestEventID(t *testing.T) {
+	s := SinkTest{Sink: "siem", Type: "syslog", Delivered: true, Seconds: 0.02, EventID: "abc123"}
+	b, err := json.Marshal(s)
+	if err != nil || !strings.Contains(string(b), `"event":{"id":"abc123"}`) || strings.Contains(string(b), "event_id") {
+		t.Fatalf("%s %v", b, err)
+	}
+	for _, in := range []string{string(b), `{"sink":"siem","type":"syslog","delivered":true,"seconds":0.02,"event_id":"abc123"}`} {
+		var n SinkTest
+		if err := json.Unmarshal([]byte(in), &n); err != nil || n != s {
+			t.Errorf("%s: %+v %v, want %+v", in, n, err, s)
+		}
+	}
+	if b, _ := json.Marshal(SinkTest{Sink: "x"}); strings.Contains(string(b), "event") {
+		t.Errorf("no event id: %s", b)
+	}
+}

@@ -1,5 +1,7 @@
 package proto
 
+import "encoding/json"
+
 // Operator commands: what domainm's own commands ask the running supervisor, beside
 // the migration handshake.
 //
@@ -41,7 +43,46 @@ type SinkTest struct {
 	Skipped   string  `json:"skipped,omitempty"` // not spooled for this sink, and why
 	Error     string  `json:"error,omitempty"`   // why it was not delivered (the sink's last error)
 	Seconds   float64 `json:"seconds"`
-	EventID   string  `json:"event_id,omitempty"`
+	// EventID is the test event's event.id; it is written under the alert schema's
+	// name, "event":{"id":...}, and read from that or from "event_id", as builds before
+	// it wrote it (MarshalJSON).
+	EventID string `json:"-"`
+}
+
+type eventRef struct {
+	ID string `json:"id"`
+}
+
+// MarshalJSON writes EventID as "event":{"id":...}, the alert schema's event.id.
+func (s SinkTest) MarshalJSON() ([]byte, error) {
+	type plain SinkTest
+	v := struct {
+		plain
+		Event *eventRef `json:"event,omitempty"`
+	}{plain: plain(s)}
+	if s.EventID != "" {
+		v.Event = &eventRef{s.EventID}
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads "event":{"id":...}, or "event_id" from a daemon of an older build.
+func (s *SinkTest) UnmarshalJSON(b []byte) error {
+	type plain SinkTest
+	var v struct {
+		plain
+		Event *eventRef `json:"event"`
+		OldID string    `json:"event_id"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = SinkTest(v.plain)
+	s.EventID = v.OldID
+	if v.Event != nil && v.Event.ID != "" {
+		s.EventID = v.Event.ID
+	}
+	return nil
 }
 
 // StatusDetail is what domainm status prints: every field is always present, zero

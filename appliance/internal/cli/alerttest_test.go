@@ -109,9 +109,13 @@ min_severity = "critical"
 		t.Errorf("alert test --severity critical --json: exit %d, %v\n%s%s", code, err, out, errOut)
 	}
 	for _, r := range res {
-		if !r.Delivered || r.Error != "" || r.Skipped != "" {
-			t.Errorf("sink %s: %+v, want delivered", r.Sink, r)
+		if !r.Delivered || r.Error != "" || r.Skipped != "" || r.EventID != res[0].EventID {
+			t.Errorf("sink %s: %+v, want delivered, the same event id as %s", r.Sink, r, res[0].Sink)
 		}
+	}
+	// The event's id under the alert schema's name, event.id.
+	if strings.Contains(out, "event_id") || len(regexp.MustCompile(`"event": \{\s+"id": "[0-9a-f]+"\s+\}`).FindAllString(out, -1)) != 4 {
+		t.Errorf("alert test --json: want each sink's event.id as \"event\": {\"id\": ...}:\n%s", out)
 	}
 
 	if _, errOut, code := runDomainm(t, "alert", "test", "--socket", filepath.Join(s.dir, "nothing.sock")); code != ExitError || !strings.Contains(errOut, "control socket") {
