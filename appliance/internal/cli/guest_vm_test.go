@@ -43,8 +43,8 @@ type heapGuest struct {
 const heapGuestProcs = 300
 
 // heapScript loads nbd (for a module's string), starts heapGuestProcs sleeps and
-// heapmark (which leaves free memory fragmented), loads vmark (a marker across a page
-// boundary of a module's memory), then prints heapmark's report, linux_banner's
+// heapmark (which leaves free memory fragmented, unmovable memory too), loads vmark (a
+// marker across a page boundary of its own module memory), then prints heapmark's report, linux_banner's
 // address, /proc/modules, ps and heapmark's heap pagemap between markers, and idles.
 const heapScript = `insmod /mods/nbd.ko || echo INSMOD-FAILED
 mount -t tmpfs tmpfs /tmp

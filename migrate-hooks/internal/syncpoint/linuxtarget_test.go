@@ -280,8 +280,12 @@ rule post_marker { strings: $p = "%s" condition: $p }
 	t.Run("module-seam", func(t *testing.T) {
 		testenv.WaitFor(t, 3*time.Minute, "vmark's marker alerted", func() bool { return len(matchAlerts(d.alerts, "kmod_marker")) > 0 })
 		a := matchAlerts(d.alerts, "kmod_marker")[0]
+		// With free unmovable memory fragmented right before insmod, vmark's own pages
+		// came out two frames apart in 9 of 9 boots (without it, contiguous in 4 of 4,
+		// and vmark fell back to pages it maps into the vmalloc area).
 		kind := "module"
-		if g.kIn == "vmalloc" {
+		if g.kIn != "module" {
+			t.Errorf("vmark's own module memory came out physically contiguous (marker in %s memory): the fragmentation did not work", g.kIn)
 			kind = "vmalloc" // pages vmark mapped into the vmalloc area, allocated by vmark
 		}
 		pa := g.kPFN0<<12 | g.k&0xfff

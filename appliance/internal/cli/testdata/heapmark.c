@@ -13,6 +13,7 @@
  *
  * Usage: heapmark TAG   (markers: DOMAINM-A-<TAG>-<pid>-Q7XK2P, DOMAINM-B-<TAG>-<pid>-Q7XK2P)
  */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,10 +46,26 @@ static size_t put(volatile char *p, char kind, const char *tag) {
 	return n;
 }
 
-/* fragment leaves 2048 single free frames between allocated ones (16 MiB touched,
- * every other page given back), so that what the kernel allocates page by page next
- * (the test module's memory) is not physically contiguous. */
+/* fragment leaves single free frames between allocated ones, so that what the kernel
+ * allocates page by page next (the test module's memory) is not physically contiguous.
+ * The module's pages are unmovable, and the kernel takes them from other page blocks
+ * than user memory's: so two pipes (unmovable pages) are filled a page at a time,
+ * alternately, and one is closed (its pages held until heapmark exits); anonymous
+ * memory is fragmented too (16 MiB touched, every other page given back). */
+static int pipes[2][2];
+
 static void fragment(void) {
+	static char buf[PG];
+	int size = 4 << 20;
+	memset(buf, 'p', sizeof buf);
+	if (pipe(pipes[0]) == 0 && pipe(pipes[1]) == 0 && fcntl(pipes[0][1], F_SETPIPE_SZ, size) >= 0 &&
+	    fcntl(pipes[1][1], F_SETPIPE_SZ, size) >= 0) {
+		for (int i = 0; i < size / (int)PG; i++)
+			if (write(pipes[0][1], buf, PG) != (ssize_t)PG || write(pipes[1][1], buf, PG) != (ssize_t)PG)
+				break;
+		close(pipes[1][0]);
+		close(pipes[1][1]);
+	}
 	size_t n = 4096;
 	char *m = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
