@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -207,5 +208,74 @@ func TestLateAnswerSkipped(t *testing.T) {
 	}
 	if n := len(s.requests()); n != 4 {
 		t.Errorf("%d requests, want 4 (status, prepare, status, prepare)", n)
+	}
+}
+
+// A rollback's resume at the source refused as "resume while monitoring" (wrong_state)
+// means, when no resume to the destination was ever sent, that the supervisor never
+// quiesced (its prepare timed out and then expired): it still watches the source, and
+// ResumeAtSource is done without preparing it again. Once a resume to the destination
+// was sent, the same refusal may come from the destination: it is prepared again and
+// resumed at the source. (CI at 421d419: the needless second prepare, refused as expired
+// under load, left the target paused.)
+func TestResumeAtSourceAfterPrepareNeverTaken(t *testing.T) {
+	id := func(r request) string { b, _ := json.Marshal(r.ID); return string(b) }
+	for _, tc := range []struct {
+		name       string
+		resumeSent bool
+		noState    bool // an older supervisor: no state in the refusal
+		want       []string
+	}{
+		{"prepare never taken", false, false, []string{"status", "resume"}},
+		{"older supervisor", false, true, []string{"status", "resume", "status"}},
+		{"resume sent", true, false, []string{"status", "resume", "resume", "prepare", "resume"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resumes, prepared := 0, false
+			var mu sync.Mutex
+			path, s := serve(t, func(r request) []string {
+				mu.Lock()
+				defer mu.Unlock()
+				switch r.Cmd {
+				case "status":
+					return []string{`{"id":` + id(r) + `,"ok":true,"state":"monitoring","epoch":1}`}
+				case "prepare":
+					prepared = true
+					return []string{`{"id":` + id(r) + `,"ok":true,"state":"quiesced"}`}
+				}
+				resumes++
+				if (tc.resumeSent && resumes == 1) || prepared {
+					return []string{`{"id":` + id(r) + `,"ok":true,"state":"monitoring"}`}
+				}
+				state := `,"state":"monitoring"`
+				if tc.noState {
+					state = ""
+				}
+				return []string{`{"id":` + id(r) + `,"ok":false,"code":"wrong_state","error":"resume while monitoring: prepare first"` + state + `}`}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := Dial(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			h := &Handshake{Client: c, Source: ResumeArgs{Source: "file:/src"}, Dest: ResumeArgs{Source: "file:/dst"}}
+			if tc.resumeSent {
+				if err := h.Resume(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.ResumeAtSource(ctx); err != nil {
+				t.Fatalf("ResumeAtSource: %v", err)
+			}
+			var got []string
+			for _, r := range s.requests() {
+				got = append(got, r.Cmd)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("requests %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

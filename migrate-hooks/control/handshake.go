@@ -18,6 +18,8 @@ type Handshake struct {
 	DestClient *Client
 	Dest       ResumeArgs // where the target is after migration
 	Source     ResumeArgs // where it was (for rollback)
+
+	resumeSent bool // Resume was sent: the supervisor may watch the destination
 }
 
 // Prepare asks the supervisor to quiesce.
@@ -32,21 +34,32 @@ func (h *Handshake) Resume(ctx context.Context) error {
 	if h.DestClient != nil {
 		c = h.DestClient
 	}
+	h.resumeSent = true
 	_, err := c.Resume(ctx, h.Dest)
 	return err
 }
 
 // ResumeAtSource asks the supervisor to monitor the target at the source again. A
-// supervisor that answers "monitoring already" (wrong_state) carried out a resume whose
-// answer the coordinator never got (it timed out on the way back): it may watch the
-// destination. It is then prepared again and resumed at the source; the page
-// fingerprints taken now, of the destination's copy that never ran, must match the
-// source's paused copy, or the resume is refused.
+// supervisor that answers "monitoring already" (wrong_state) either never quiesced (its
+// prepare timed out or expired before it was carried out) or carried out a resume
+// whose answer the coordinator never got. Without a resume sent it still watches the
+// source: done. Otherwise it may watch the destination: it is prepared again and
+// resumed at the source; the page fingerprints taken now, of the destination's copy
+// that never ran, must match the source's paused copy, or the resume is refused.
 func (h *Handshake) ResumeAtSource(ctx context.Context) error {
-	_, err := h.Client.Resume(ctx, h.Source)
+	r, err := h.Client.Resume(ctx, h.Source)
 	var re *RemoteError
 	if !errors.As(err, &re) || re.Code != proto.CodeWrongState {
 		return err
+	}
+	if !h.resumeSent {
+		st := r.State
+		if st == "" { // an older supervisor leaves the state out of a refusal
+			st, _ = h.Client.Status(ctx)
+		}
+		if st == StateMonitoring {
+			return nil
+		}
 	}
 	if _, perr := h.Client.Prepare(ctx); perr != nil {
 		return fmt.Errorf("%w; preparing again to move it to the source: %w", err, perr)

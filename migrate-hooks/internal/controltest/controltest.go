@@ -185,8 +185,8 @@ func (s *Supervisor) admit(cmd string, epoch uint64, received time.Time, timeout
 
 func (s *Supervisor) handle(cmd, source string) map[string]any {
 	st, cur := s.State()
-	fail := func(code, msg string) map[string]any {
-		return map[string]any{"ok": false, "error": msg, "code": code}
+	fail := func(code, msg string) map[string]any { // with the state, as the real supervisor's refusals
+		return map[string]any{"ok": false, "error": msg, "code": code, "state": st}
 	}
 	switch cmd {
 	case proto.CmdStatus:

@@ -231,7 +231,15 @@ func (r *run) prepare(ctx context.Context) error {
 }
 
 func (r *run) resume(ctx context.Context, atSource bool) error {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Handshake)
+	budget := r.cfg.Handshake
+	if atSource {
+		// The rollback may take three calls (resume refused, prepare, resume): each gets
+		// a handshake's time. With one for all, a supervisor slowed by load (CI at
+		// 421d419) got its second prepare with 922 ms left and refused it as expired,
+		// leaving the target paused for the operator.
+		budget *= 3
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	var err error
 	what := "resume answered (destination)"
