@@ -454,10 +454,12 @@ func TestCoMigrateLibvirt(t *testing.T) {
 	// the coordinator's status question wakes the supervisor (SIGCONT). Woken, it reads
 	// the abandoned prepare (a virtio-serial port is one byte stream: the coordinator's
 	// reconnection does not separate it from the new requests, and timeout_ms counts
-	// from its reading) and carries it out: quiesced. Its late answer arrives first on
+	// from its reading) and carries it out: quiesced (or, read too late under load,
+	// refuses it as expired and goes on monitoring). Its late answer arrives first on
 	// the coordinator's new connection; the control client skips it (before it did, the
 	// id mismatch failed the rollback and left the target paused for the operator), and
-	// the coordinator resumes the supervisor and the target at the source: rolled back.
+	// the coordinator resumes the supervisor (when it quiesced) and the target at the
+	// source: rolled back.
 	t.Run("supervisor silent at prepare", func(t *testing.T) {
 		f.lease(t)
 		ts, ms, _, _ := f.pair(t, "", "")
