@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
 
 	"github.com/domainm/domainm/detectors/yara"
+	"github.com/domainm/domainm/internal/cmdline"
 )
 
 // version and commit are set at link time by the Makefile:
@@ -34,47 +34,9 @@ type VersionInfo struct {
 
 // Version returns this binary's version information.
 func Version() VersionInfo {
-	v := VersionInfo{Version: version, Commit: commit, GoVersion: runtime.Version(), Libyara: yara.LibyaraVersion}
-	fillFromBuildInfo(&v.Version, &v.Commit)
+	v := VersionInfo{GoVersion: runtime.Version(), Libyara: yara.LibyaraVersion}
+	v.Version, v.Commit = cmdline.Stamp(version, commit)
 	return v
-}
-
-// fillFromBuildInfo fills an empty version and commit from the binary's build info.
-func fillFromBuildInfo(ver, com *string) {
-	if *ver != "" && *com != "" {
-		return
-	}
-	var rev string
-	var dirty bool
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if *ver == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			*ver = bi.Main.Version
-		}
-	}
-	if *com == "" {
-		*com = rev
-		if *com == "" {
-			*com = "unknown"
-		}
-	}
-	if *ver == "" {
-		switch {
-		case len(rev) >= 7 && dirty:
-			*ver = rev[:7] + "-dirty"
-		case len(rev) >= 7:
-			*ver = rev[:7]
-		default:
-			*ver = "devel"
-		}
-	}
 }
 
 func init() {

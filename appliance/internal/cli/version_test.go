@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/domainm/domainm/internal/cmdline"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -45,13 +47,11 @@ func TestVersionLdflags(t *testing.T) {
 
 // TestVersionFallback: without ldflags the version comes from the build info, never empty.
 func TestVersionFallback(t *testing.T) {
-	var ver, com string
-	fillFromBuildInfo(&ver, &com)
+	ver, com := cmdline.Stamp("", "")
 	if ver == "" || com == "" {
 		t.Fatalf("version %q commit %q", ver, com)
 	}
-	ver, com = "v1", "c1"
-	fillFromBuildInfo(&ver, &com)
+	ver, com = cmdline.Stamp("v1", "c1")
 	if ver != "v1" || com != "c1" {
 		t.Errorf("set values replaced: %q %q", ver, com)
 	}

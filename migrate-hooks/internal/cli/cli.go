@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/domainm/domainm/internal/cmdline"
 	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
 )
 
@@ -147,50 +148,23 @@ func printHelp(w io.Writer, fs *flag.FlagSet, c command, synopsis, description s
 // parse parses args; ok false means return code. A mistake is one line on stderr
 // naming the flag as --flag and pointing at --help, and ExitUsage (as in domainm).
 func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	usage, out := fs.Usage, fs.Output()
-	fs.Usage = func() {}
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	fs.Usage = usage
-	fs.SetOutput(out)
-	if err != nil {
+	if err := cmdline.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			usage()
+			fs.Usage()
 			return ExitOK, false
 		}
-		msg := err.Error()
-		if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-			msg = "unknown flag --" + strings.TrimPrefix(name, "-")
-		} else if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
-			msg = "flag --" + strings.TrimPrefix(name, "-") + " needs a value"
-		} else {
-			msg = strings.Replace(msg, "for flag -", "for flag --", 1)
-		}
-		fmt.Fprintf(out, "domainm-migrate %s: %s (see domainm-migrate %s --help)\n", fs.Name(), msg, fs.Name())
+		fmt.Fprintf(fs.Output(), "domainm-migrate %s: %s (see domainm-migrate %s --help)\n", fs.Name(), err, fs.Name())
 		return ExitUsage, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(out, "domainm-migrate %s: unexpected argument %q (see domainm-migrate %s --help)\n", fs.Name(), fs.Arg(0), fs.Name())
+		fmt.Fprintf(fs.Output(), "domainm-migrate %s: unexpected argument %q (see domainm-migrate %s --help)\n", fs.Name(), fs.Arg(0), fs.Name())
 		return ExitUsage, false
 	}
 	return 0, true
 }
 
 // printOptions lists fs's flags as --flag VALUE, each with its text and default.
-func printOptions(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, text := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		if d := f.DefValue; d != "" && d != "false" && d != "0" {
-			text += fmt.Sprintf(" (default %s)", d)
-		}
-		fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(text, "\n", "\n      "))
-	})
-}
+var printOptions = cmdline.PrintOptions
 
 func hasFlags(fs *flag.FlagSet) bool {
 	n := 0

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
+
+	"github.com/domainm/domainm/internal/cmdline"
 )
 
 // version and commit are set at link time by the Makefile:
@@ -31,38 +32,8 @@ type VersionInfo struct {
 
 // Version returns this binary's version information.
 func Version() VersionInfo {
-	v := VersionInfo{Version: version, Commit: commit, GoVersion: runtime.Version()}
-	var rev string
-	var dirty bool
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if v.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v.Version = bi.Main.Version
-		}
-	}
-	if v.Commit == "" {
-		v.Commit = rev
-		if v.Commit == "" {
-			v.Commit = "unknown"
-		}
-	}
-	if v.Version == "" {
-		switch {
-		case len(rev) >= 7 && dirty:
-			v.Version = rev[:7] + "-dirty"
-		case len(rev) >= 7:
-			v.Version = rev[:7]
-		default:
-			v.Version = "devel"
-		}
-	}
+	v := VersionInfo{GoVersion: runtime.Version()}
+	v.Version, v.Commit = cmdline.Stamp(version, commit)
 	return v
 }
 
