@@ -73,7 +73,8 @@ func TestPrepareResume(t *testing.T) {
 	if r := do("resume", control.ResumeArgs{Source: "file:" + dst, Target: control.TargetInfo{UUID: "00000000-0000-0000-0000-000000000000"}}); r.OK || r.Code != control.CodeGuestChanged {
 		t.Errorf("resume naming another uuid = %+v", r)
 	}
-	r = do("resume", control.ResumeArgs{Source: "file:" + dst, Layout: "flat", Target: control.TargetInfo{Name: "t1", Host: "dst-host"}})
+	// q35 (the same as flat for a RAM this small): status names the resume's layout.
+	r = do("resume", control.ResumeArgs{Source: "file:" + dst, Layout: "q35", Target: control.TargetInfo{Name: "t1", Host: "dst-host"}})
 	if !r.OK || r.State != "monitoring" {
 		t.Fatalf("resume = %+v", r)
 	}
@@ -83,9 +84,14 @@ func TestPrepareResume(t *testing.T) {
 		t.Errorf("%d quiesced-too-long alerts, want 1", k)
 	}
 	s := do("status", nil)
-	if s.Source != "file:"+dst || s.Target.Host != "dst-host" {
-		t.Errorf("status after resume = %+v", s)
+	if s.Source != "file:"+dst || s.Target.Host != "dst-host" || s.Detail == nil || s.Detail.Memory.Layout != "q35" {
+		t.Errorf("status after resume = %+v (detail %+v)", s, s.Detail)
 	}
+	// The guest is looked for again in the new source (no Linux in this RAM).
+	h.waitFor("the guest tried on the new source", func() bool {
+		g := do("status", nil).Detail.Memory.Guest
+		return g.OS == "unknown" && g.Source == "file:"+dst && g.Error != ""
+	})
 	// The finding persisted across the migration: not reported again.
 	if n := len(h.alerts.with("memory-match", "evil")); n != 1 {
 		t.Errorf("evil alerted %d times across the migration, want 1", n)

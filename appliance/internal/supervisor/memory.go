@@ -60,6 +60,7 @@ type memLoop struct {
 	lastTook time.Duration // the last complete pass's duration
 	stats    memscan.PassResult
 	health   passHealth // the last pass's verdict for the health model
+	layout   string     // the source's layout: the configuration's, or the last resume's
 	epoch    uint64     // highest control epoch accepted (see admit)
 }
 
@@ -85,9 +86,10 @@ type passOutcome struct {
 
 func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
 	m := &memLoop{
-		s:    s,
-		src:  src,
-		file: sf,
+		s:      s,
+		src:    src,
+		file:   sf,
+		layout: sf.layout,
 		driver: memscan.NewDriver(memscan.DriverConfig{
 			BlockSize:   int(s.cfg.Memory.BlockSize),
 			Overlap:     int(s.cfg.Memory.Overlap),
@@ -408,6 +410,9 @@ func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	m.s.target.Source = a.Source
 	m.s.mu.Unlock()
 	m.src, m.file, m.fp, m.gone = src, sf, nil, false
+	m.mu.Lock()
+	m.layout = layout
+	m.mu.Unlock()
 	// The guest behind the new source is derived again at its first pass: it may be
 	// another kernel, or the same one relocated.
 	m.guest.reset()

@@ -98,6 +98,7 @@ func (s *Supervisor) statusDetail() *proto.StatusDetail {
 	d.Memory.IntervalSeconds = s.memInterval().Seconds()
 	if m := s.mem; m != nil {
 		m.mu.Lock()
+		d.Memory.Layout = m.layout
 		d.Memory.Passes, d.Memory.Findings = m.passes, m.findings
 		d.Memory.LastPassEnd = rfc3339(m.lastPass)
 		d.Memory.LastPassSeconds = m.lastTook.Seconds()
