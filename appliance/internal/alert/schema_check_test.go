@@ -13,27 +13,15 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/domainm/domainm/appliance/internal/alert/schema"
+
 	"github.com/domainm/domainm/detectors"
 )
 
 // compileEventSchema compiles schema/event.schema.json with a JSON Schema validator.
 func compileEventSchema(t *testing.T) *jsonschema.Schema {
 	t.Helper()
-	f, err := os.Open(filepath.Join("schema", "event.schema.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	doc, err := jsonschema.UnmarshalJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	if err := c.AddResource("event.schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("event.schema.json")
+	sch, err := schema.Compile("")
 	if err != nil {
 		t.Fatal(err)
 	}

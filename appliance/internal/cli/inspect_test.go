@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/domainm/domainm/appliance/internal/alert/schema"
 
 	"github.com/domainm/domainm/memscan/linux"
 )
@@ -90,17 +90,8 @@ func TestInspectProcessJSON(t *testing.T) {
 		}
 	}
 	// pid and name as the alert events' process.* (the schema's part).
-	f, err := os.Open(filepath.Join("..", "alert", "schema", "event.schema.json"))
+	c, err := schema.NewCompiler()
 	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := jsonschema.UnmarshalJSON(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("event.schema.json", doc); err != nil {
 		t.Fatal(err)
 	}
 	if err := schemaPart(t, c, "/properties/process").Validate(map[string]any{"pid": got["pid"], "name": got["name"]}); err != nil {
