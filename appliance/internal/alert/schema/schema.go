@@ -1,7 +1,8 @@
-// Package schema holds the alert event's JSON Schema (event.schema.json), as the
-// Debian package ships it, and compiles it for the tests that check real output against
-// it: the alert package's events, the command line's --json forms, the daemon's file
-// sink. Only tests import it, so no binary links the validator.
+// Package schema holds the alert event's JSON Schema (event.schema.json) and the
+// Elasticsearch index template that ship in this folder, and compiles the schema for the
+// tests that check real output against it: the alert package's events, the command
+// line's --json forms, the daemon's file sink. Only tests import it, so no binary links
+// the validator.
 package schema
 
 import (
