@@ -346,6 +346,14 @@ rule post_marker { strings: $p = "%s" condition: $p }
 		t.Errorf("status after resume: guest %+v; want linux %s derived from file:%s after the resume, its processes and seams", st, rel, dstRAM)
 	}
 	t.Logf("status after resume: guest %+v", st)
+	// As an operator sees it.
+	out, err := exec.Command(bin, "status", "--socket", d.sock).CombinedOutput()
+	if line := regexp.MustCompile(`(?m)^  guest: +linux ` + regexp.QuoteMeta(st.Kernel) + `, derived from ` +
+		regexp.QuoteMeta("file:"+dstRAM) + ` .*; \d+ processes, \d+ page boundaries scanned virtually`).FindString(string(out)); line == "" {
+		t.Errorf("domainm status (%v) does not name the guest derived from the destination:\n%s", err, out)
+	} else {
+		t.Logf("domainm status: %s", line)
+	}
 
 	// postmark writes its marker now, at the destination.
 	testenv.WriteAt(t, dstRAM, int64(g.goGPA), []byte(fmt.Sprintf("GO-%s-%d", tag, g.pPID)))
@@ -390,7 +398,7 @@ rule post_marker { strings: $p = "%s" condition: $p }
 	// A physical scan alone of the destination's RAM misses it; with the virtual view
 	// (scan-memory's default) it is there.
 	for _, virtual := range []bool{false, true} {
-		out, err := exec.Command(bin, "scan-memory", "--source", "file:"+dstRAM, "--rules", rules, "--quiet",
+		out, err = exec.Command(bin, "scan-memory", "--source", "file:"+dstRAM, "--rules", rules, "--quiet",
 			fmt.Sprintf("--virtual=%v", virtual)).CombinedOutput()
 		if strings.Contains(string(out), "post_marker") != virtual {
 			t.Errorf("scan-memory --virtual=%v of the destination's RAM (%v): post marker found %v:\n%s", virtual, err, !virtual, out)
