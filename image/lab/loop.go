@@ -53,17 +53,21 @@ type Step struct {
 
 // Loop is one run's state: what it started, in the order of the steps.
 type Loop struct {
-	o        Options
-	start    time.Time
-	rep      *Report
-	image    string // the appliance image (make image): bin/image
-	migrate  string
-	kernel   string
-	initrds  [1]string // the target's
-	pki      PKI
-	syslog   *Rsyslog
-	nfs      *ganesha.Server
-	export   string
+	o       Options
+	start   time.Time
+	rep     *Report
+	image   string // the appliance image (make image): bin/image
+	migrate string
+	kernel  string
+	initrds [1]string // the target's
+	pki     PKI
+	syslog  *Rsyslog
+	nfs     *ganesha.Server // Domain M's: NFSv4 on the host's loopback (QEMU user networking)
+	export  string
+	// The hosts' side of the same exported folder: NFSv3 in a network namespace with
+	// its own rpcbind, where the targets' QEMUs run and open the disk as nfs://.
+	ns       *ganesha.Namespace
+	hostsNFS *ganesha.Server
 	src, dst *Host
 	target   Machine
 	domm     Machine
@@ -117,7 +121,7 @@ func (l *Loop) steps() []step {
 	return []step{
 		{"make image (Domain M), domainm-migrate, the target's initramfs", l.build},
 		{"lab CA; rsyslogd on TLS", l.startSyslog},
-		{"target disk image in the exported folder; nfs-ganesha", l.startNFS},
+		{"target disk image in the exported folder; nfs-ganesha (NFSv4 for Domain M; NFSv3 + rpcbind in a namespace for the hosts)", l.startNFS},
 		{"host src: target and Domain M's image boot (TCG)", l.startSource},
 		{"Domain M READY under systemd, export mounted; monitoring, baseline over NFS", l.waitMonitoring},
 		{"in the target: string in a process's memory, new setuid binary on its disk", l.plantBefore},
@@ -155,6 +159,12 @@ func (l *Loop) close() {
 	var errs []error
 	if l.nfs != nil {
 		errs = append(errs, l.nfs.Close())
+	}
+	if l.hostsNFS != nil {
+		errs = append(errs, l.hostsNFS.Close())
+	}
+	if l.ns != nil {
+		errs = append(errs, l.ns.Close())
 	}
 	if l.syslog != nil {
 		errs = append(errs, l.syslog.Stop())

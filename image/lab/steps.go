@@ -81,6 +81,22 @@ func (l *Loop) startNFS(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(l.o.Out, "           ganesha pid %d on %s exports %s as %s\n", l.nfs.Pid(), l.nfs.Addr, l.export, l.nfs.Pseudo)
+	// The hosts' QEMUs open the target's disk over NFS as a hypervisor on shared storage
+	// does: QEMU's nfs:// driver (libnfs) speaks NFSv3 and finds MOUNT and NFS through
+	// the portmapper on port 111, so this server and its rpcbind run in a network
+	// namespace of the lab's (only its loopback), and so do the targets' QEMUs.
+	hostsDir := l.path("ganesha-hosts")
+	if err := mkdirs(hostsDir); err != nil {
+		return err
+	}
+	if l.ns, err = ganesha.StartNamespace(ctx, hostsDir); err != nil {
+		return err
+	}
+	if l.hostsNFS, err = ganesha.Start(ctx, ganesha.Config{Export: l.export, Dir: hostsDir, Namespace: l.ns, Version3: true, Writable: true}); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.o.Out, "           ganesha pid %d (NFSv3, read-write) and rpcbind pid %d in the hosts' namespace: the targets open %s\n",
+		l.hostsNFS.Pid(), l.ns.Pid(), l.hostsNFS.URL("target.img"))
 	return nil
 }
 
@@ -94,8 +110,8 @@ func (l *Loop) startSource(ctx context.Context) error {
 	}
 	l.src = &Host{Name: "src", Dir: hosts, Prefix: prefix}
 	l.dst = &Host{Name: "dst", Dir: hosts, Prefix: prefix}
-	disk := filepath.Join(l.export, "target.img")
-	l.target = Machine{Name: "target", MemMiB: l.o.TargetMiB, Shared: true, Kernel: l.kernel, Initrd: l.initrds[0],
+	disk := l.hostsNFS.URL("target.img")
+	l.target = Machine{Name: "target", MemMiB: l.o.TargetMiB, Shared: true, Kernel: l.kernel, Initrd: l.initrds[0], NS: l.ns,
 		Extra: func(h *Host) []string {
 			return []string{"-drive", "if=none,id=disk,format=raw,file=" + disk, "-device", "virtio-blk-pci,drive=disk",
 				"-device", "virtio-serial-pci,id=vs",

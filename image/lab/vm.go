@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/domainm/domainm/image/ganesha"
 	"github.com/domainm/domainm/image/qemu"
 	"github.com/domainm/domainm/image/qemu/qmp"
 )
@@ -38,6 +39,10 @@ type Machine struct {
 	// Boot.Config); the host then sets only name, RAM file, monitor, console and
 	// incoming URI, and Kernel, Initrd, Watch and Extra are not used.
 	Boot func(h *Host) (qemu.Config, error)
+	// NS, if set, is the network namespace the VM's QEMU runs in (the hosts' side of
+	// the shared storage: an NFSv3 server and its rpcbind, ganesha.Namespace); its
+	// sockets are unix sockets, reachable from anywhere.
+	NS *ganesha.Namespace
 }
 
 // VM is a running QEMU of the lab.
@@ -103,6 +108,9 @@ func (h *Host) Start(ctx context.Context, m Machine, incoming string) (*VM, erro
 	args, err := h.args(m, incoming)
 	if err != nil {
 		return nil, err
+	}
+	if m.NS != nil {
+		args = m.NS.Command(args...) // nsenter execs QEMU: the pid is QEMU's
 	}
 	// The command line, one argument a line, for whoever deploys the same (README).
 	if err := os.WriteFile(h.file(m.Name, ".args"), []byte(strings.Join(args, "\n")+"\n"), 0o644); err != nil {
