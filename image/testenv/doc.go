@@ -14,7 +14,8 @@
 //
 // What belongs here: helpers that know nothing of Domain M. Domain-specific support
 // lives beside its domain: diskscan/ext4test builds ext4 images, appliance/domainmtest
-// runs the daemon.
+// runs the daemon, image/rsyslogtest runs the alerts' syslog receiver, internal/clitest
+// checks both command lines' --help.
 //
 // A missing tool fails the test (t.Fatal) rather than skipping it: `make deps` installs
 // every tool the tests use, and a silent skip would test nothing.
