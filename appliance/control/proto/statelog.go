@@ -19,9 +19,9 @@ type StateRecord struct {
 	Time   string `json:"time"`  // RFC 3339 with nanoseconds, UTC
 	State  string `json:"state"` // one of the State* constants
 	Reason string `json:"reason,omitempty"`
-	Source string `json:"source,omitempty"` // memory source spec at that moment
-	Cursor *Addr  `json:"cursor,omitempty"` // scan cursor (prepare, resume): "0x..."; an older log's integer reads too
-	Host   string `json:"host,omitempty"`
+	Source string `json:"source,omitempty"`          // memory source spec at that moment
+	Cursor *Addr  `json:"cursor,omitempty"`          // scan cursor (prepare, resume): "0x..."; an older log's integer reads too
+	Host   string `json:"hypervisor_host,omitempty"` // the target's; an older log's "host" reads too
 	PID    int    `json:"pid"`
 	// Healthy and Problems are the health model at that moment (see Health): a line is
 	// written when the state changes and when the set of problems does.
@@ -29,6 +29,24 @@ type StateRecord struct {
 	Problems []string `json:"problems,omitempty"` // problem codes, sorted
 
 	At time.Time `json:"-"` // Time, parsed by ReadStateLog
+}
+
+// UnmarshalJSON reads a record, the target's host from "hypervisor_host" or, in a log
+// written by a build before the rename, "host".
+func (r *StateRecord) UnmarshalJSON(b []byte) error {
+	type plain StateRecord
+	var v struct {
+		plain
+		OldHost string `json:"host"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = StateRecord(v.plain)
+	if r.Host == "" {
+		r.Host = v.OldHost
+	}
+	return nil
 }
 
 // ReadStateLog reads a state log.
