@@ -96,6 +96,7 @@ FUZZ_TARGETS := \
 	./detectors/integrity:FuzzReadDB \
 	./detectors/yara:FuzzRuleSource \
 	./detectors/yara:FuzzCrossing \
+	./detectors/yara:FuzzScreen \
 	./image/ganesha:FuzzParseReply \
 	./memscan/linux:FuzzPTWalk \
 	./memscan/linux:FuzzScanModules \

@@ -225,7 +225,9 @@ func TestCancelAndResumeFromCursor(t *testing.T) {
 	mem.plant(0xF0000, "DOMAINM-MARK-0002")
 	mem.plant(4<<30+0x100, "DOMAINM-MARK-0003")
 	rs := compile(t, testRules)
-	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: bs, Workers: 1})
+	// Batch 1: a worker takes one block at a time, so the pass stops within a block or
+	// two of the cancel (with runs of Batch blocks it stops after the runs in flight).
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: bs, Workers: 1, Batch: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	res, err := d.Pass(ctx, mem, memscan.PassOptions{
 		Rules: func() memscan.RuleSet { return rs },

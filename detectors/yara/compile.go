@@ -48,6 +48,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -123,6 +124,25 @@ type Rules struct {
 	warns    []RuleError
 	window   []WindowRule
 	windowNS map[[2]string]bool // the WindowRules by namespace and identifier, as matches name them
+	// screen: no condition can read a window's bytes when no string matches in it,
+	// except at the fixed addresses in roots (screenRoots), so MemoryScanner.Screen may
+	// settle windows without matches. False unless Compile read every file's source.
+	screen bool
+	roots  []readRoot
+	// shortcut: when no rule matches a whole run of windows, only the sensitive rules'
+	// strings make a window be scanned alone (sensitiveRules).
+	shortcut  bool
+	sensitive map[string]bool // rule identifiers, any namespace
+}
+
+// readsIn reports whether a condition reads memory at a fixed address in [base, base+n).
+func (r *Rules) readsIn(base, n uint64) bool {
+	for _, rt := range r.roots {
+		if rt.addr < base+n && base < rt.addr+rt.width {
+			return true
+		}
+	}
+	return false
 }
 
 // ID identifies the rule set's content: the same files with the same bytes give the same ID.
@@ -273,6 +293,12 @@ func Compile(dir string) (*Rules, error) {
 			}
 		}
 	}
+	r.screen, r.roots = screenable(dir, files, srcs)
+	var conds []ruleCond
+	for _, f := range files {
+		conds = append(conds, conditions(lex(srcs[f]))...)
+	}
+	r.sensitive, r.shortcut = sensitiveRules(conds)
 	if len(left) > 0 {
 		return r, &CompileError{Dir: dir, Errors: errs, Left: left}
 	}
@@ -280,6 +306,36 @@ func Compile(dir string) (*Rules, error) {
 		return r, fmt.Errorf("%s: %w", dir, ErrNoRules)
 	}
 	return r, nil
+}
+
+// screenable reports whether every file of the folder allows MemoryScanner.Screen
+// (screenRoots) and includes only files of the folder, which were read too, and
+// returns their fixed-address reads.
+func screenable(dir string, files []string, srcs map[string][]byte) (bool, []readRoot) {
+	var roots []readRoot
+	for _, f := range files {
+		toks := lex(srcs[f])
+		for _, inc := range includes(toks) {
+			p := inc
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, filepath.Dir(f), p)
+			}
+			rel, err := filepath.Rel(dir, p)
+			if _, ok := srcs[rel]; err != nil || !ok {
+				return false, nil
+			}
+		}
+		rs, ok := screenRoots(toks)
+		if !ok {
+			return false, nil
+		}
+		for _, rt := range rs {
+			if !slices.Contains(roots, rt) {
+				roots = append(roots, rt)
+			}
+		}
+	}
+	return true, roots
 }
 
 // reachable lists the folder's files that f includes, directly or not.

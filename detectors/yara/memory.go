@@ -30,6 +30,8 @@ type MemoryScanner struct {
 	h      cgo.Handle
 	// chained: 0 not known yet, 1 the rule set has chained strings (no batches), 2 not
 	chained int8
+	// sensitive is Screen's flag per libyara rule index (Rules.sensitive), made once.
+	sensitive []byte
 }
 
 // NewMemoryScanner returns a scanner for memory windows. timeout bounds each scan (0:

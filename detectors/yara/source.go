@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -336,4 +337,369 @@ func isIntFunc(s string) bool {
 		return true
 	}
 	return false
+}
+
+// readRoot is a read of guest memory at a fixed address in a rule condition, as
+// uint32(0x3C): the only window whose conditions can read bytes there is the one
+// holding it.
+type readRoot struct {
+	addr  uint64
+	width uint64
+}
+
+// screenRoots decides, from one file's tokens, whether the conditions of its rules
+// can depend on a window's bytes when no string matches in it (MemoryScanner.Screen),
+// and returns the fixed addresses they read. ok is false when they can: the file
+// imports a module (modules parse the window), uses entrypoint (found in the window's
+// bytes), or reads memory at an address that is neither a number nor derived from a
+// match offset (@a, @a[i], !a: undefined without matches), filesize (undefined in
+// memory) or another read. A read whose address is derived that way is undefined in a
+// window without matches unless the read it derives from is defined, so only windows
+// holding a fixed address read (a root) can see bytes. When a construct is not
+// understood, ok is false: the screen is an optimisation, never a reason to miss.
+func screenRoots(toks []token) (roots []readRoot, ok bool) {
+	for i, t := range toks {
+		if t.kind != tokIdent {
+			continue
+		}
+		switch {
+		case t.text == "import" || t.text == "entrypoint":
+			return nil, false
+		case strings.Contains(t.text, ".") && strings.IndexByte("$#@!", t.text[0]) < 0:
+			return nil, false // a module's field or function
+		case isIntFunc(t.text):
+			if i+1 >= len(toks) || toks[i+1].text != "(" {
+				return nil, false
+			}
+			arg, ok := parenArg(toks[i+2:])
+			if !ok {
+				return nil, false
+			}
+			root, derived, ok := readAddress(arg)
+			switch {
+			case !ok:
+				return nil, false
+			case !derived:
+				roots = append(roots, readRoot{addr: root, width: intWidth(t.text)})
+			}
+		}
+	}
+	return roots, true
+}
+
+// parenArg returns the tokens up to the parenthesis that closes an opened one.
+func parenArg(toks []token) ([]token, bool) {
+	depth := 1
+	for j, t := range toks {
+		switch {
+		case t.kind != tokPunct:
+		case t.text == "(":
+			depth++
+		case t.text == ")":
+			if depth--; depth == 0 {
+				return toks[:j], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// readAddress classifies the address expression of a memory read: a single number
+// (root), or an expression that is undefined without matches unless another read is
+// defined (derived: it holds a match offset or length, filesize or another read, and
+// otherwise only numbers and arithmetic). ok is false for anything else.
+func readAddress(arg []token) (root uint64, derived, ok bool) {
+	if len(arg) == 1 && arg[0].kind == tokNumber {
+		v, ok := parseNumber(arg[0].text)
+		return v, false, ok
+	}
+	for j := 0; j < len(arg); j++ {
+		t := arg[j]
+		switch {
+		case t.kind == tokNumber:
+		case t.kind == tokPunct && strings.Contains("+-*\\%&|^~<<>>()", t.text) && t.text != "<" && t.text != ">":
+		case t.kind == tokIdent && (t.text[0] == '@' || t.text[0] == '!'):
+			derived = true
+			if j+1 < len(arg) && arg[j+1].text == "[" {
+				// The index does not matter: an offset of a string with no match is
+				// undefined whichever it is.
+				inner, ok := bracketArg(arg[j+2:])
+				if !ok {
+					return 0, false, false
+				}
+				j += 2 + len(inner)
+			}
+		case t.kind == tokIdent && (t.text == "filesize" || isIntFunc(t.text)):
+			derived = true
+		default:
+			return 0, false, false
+		}
+	}
+	return 0, derived, derived
+}
+
+// bracketArg returns the tokens up to the bracket that closes an opened one.
+func bracketArg(toks []token) ([]token, bool) {
+	depth := 1
+	for j, t := range toks {
+		switch {
+		case t.kind != tokPunct:
+		case t.text == "[":
+			depth++
+		case t.text == "]":
+			if depth--; depth == 0 {
+				return toks[:j], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// parseNumber reads a YARA integer: decimal, 0x hex or 0o octal, optionally with a KB
+// or MB suffix.
+func parseNumber(s string) (uint64, bool) {
+	mul := uint64(1)
+	switch {
+	case strings.HasSuffix(s, "KB"):
+		s, mul = s[:len(s)-2], 1<<10
+	case strings.HasSuffix(s, "MB"):
+		s, mul = s[:len(s)-2], 1<<20
+	}
+	v, err := strconv.ParseUint(s, 0, 64)
+	if err != nil || v > ^uint64(0)/mul {
+		return 0, false
+	}
+	return v * mul, true
+}
+
+// intWidth is the bytes a uint*/int* function reads.
+func intWidth(f string) uint64 {
+	f = strings.TrimSuffix(f, "be")
+	switch {
+	case strings.HasSuffix(f, "8"):
+		return 1
+	case strings.HasSuffix(f, "16"):
+		return 2
+	}
+	return 4
+}
+
+// ruleCond is one rule's name, whether it is global, and its condition's tokens.
+type ruleCond struct {
+	name   string
+	global bool
+	cond   []token
+}
+
+// conditions returns the rules of one file's tokens with their conditions.
+func conditions(toks []token) []ruleCond {
+	var out []ruleCond
+	for i := 0; i < len(toks); i++ {
+		if toks[i].kind != tokIdent || toks[i].text != "rule" || i+1 >= len(toks) || toks[i+1].kind != tokIdent {
+			continue
+		}
+		rc := ruleCond{name: toks[i+1].text}
+		for j := i - 1; j >= 0 && j >= i-2; j-- {
+			if toks[j].text == "global" {
+				rc.global = true
+			}
+		}
+		j := i + 2
+		for j < len(toks) && toks[j].text != "{" {
+			j++
+		}
+		depth, cond := 0, -1
+		k := j
+		for ; k < len(toks); k++ {
+			t := toks[k]
+			if t.kind == tokPunct && t.text == "{" {
+				depth++
+			} else if t.kind == tokPunct && t.text == "}" {
+				depth--
+				if depth == 0 {
+					break
+				}
+			} else if depth == 1 && t.kind == tokIdent && t.text == "condition" && k+1 < len(toks) && toks[k+1].text == ":" {
+				cond = k + 2
+			}
+		}
+		if cond >= 0 && cond <= k {
+			rc.cond = toks[cond:k]
+		}
+		out = append(out, rc)
+		i = k
+	}
+	return out
+}
+
+// monotone reports whether a condition can only hold in a run of windows when it holds
+// in one of them: it is made of string presence ($a), "N of" sets, "$a at N", "$a in
+// (N..M)", counts compared with > or >=, memory reads compared with == (a window's
+// read is defined in the run too, with the same bytes), filesize comparisons (always
+// false in memory), and, or and references to other rules (refs, which must be
+// monotone too). not, none, !=, <, offsets, lengths, loops and anything else make it
+// non-monotone, as does a construct this reader does not know.
+func monotone(c []token) (refs []string, ok bool) {
+	for j := 0; j < len(c); j++ {
+		t := c[j]
+		next := func(n int) token {
+			if j+n < len(c) {
+				return c[j+n]
+			}
+			return token{kind: -1}
+		}
+		switch t.kind {
+		case tokNumber:
+		case tokPunct:
+			switch t.text {
+			case "(", ")", ",", "*", "..", "%":
+			default:
+				return nil, false
+			}
+		case tokIdent:
+			switch {
+			case t.text == "and" || t.text == "or" || t.text == "of" || t.text == "them" || t.text == "any" ||
+				t.text == "all" || t.text == "at" || t.text == "in" || t.text == "true" || t.text == "false":
+			case t.text[0] == '$':
+			case t.text[0] == '#':
+				if op := next(1).text; (op != ">" && op != ">=") || next(2).kind != tokNumber {
+					return nil, false
+				}
+				j += 2
+			case t.text == "filesize":
+				switch next(1).text {
+				case "<", "<=", ">", ">=", "==", "!=":
+				default:
+					return nil, false
+				}
+				if next(2).kind != tokNumber {
+					return nil, false
+				}
+				j += 2
+			case isIntFunc(t.text):
+				if next(1).text != "(" {
+					return nil, false
+				}
+				arg, ok := parenArg(c[j+2:])
+				if !ok || !constantRead(arg) {
+					return nil, false
+				}
+				j += 2 + len(arg) // at the closing parenthesis
+				if next(1).text == "&" && next(2).kind == tokNumber {
+					j += 2
+				}
+				if next(1).text != "==" || next(2).kind != tokNumber {
+					return nil, false
+				}
+				j += 2
+			case isIdentStart(t.text[0]) && !strings.Contains(t.text, ".") && !yaraKeyword[t.text]:
+				refs = append(refs, t.text)
+			default:
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+	}
+	return refs, true
+}
+
+// constantRead reports whether a read's address is made only of numbers, arithmetic
+// and other reads: the same in a window and in a run of windows.
+func constantRead(arg []token) bool {
+	for _, t := range arg {
+		switch {
+		case t.kind == tokNumber:
+		case t.kind == tokPunct && strings.Contains("+-*\\%&|^~<<>>()", t.text) && t.text != "<" && t.text != ">":
+		case t.kind == tokIdent && isIntFunc(t.text):
+		default:
+			return false
+		}
+	}
+	return len(arg) > 0
+}
+
+func isIdentStart(c byte) bool { return c == '_' || isLetter(c) }
+
+// yaraKeyword are YARA's reserved words that are not rule names.
+var yaraKeyword = map[string]bool{
+	"all": true, "and": true, "any": true, "ascii": true, "at": true, "base64": true, "base64wide": true,
+	"condition": true, "contains": true, "endswith": true, "entrypoint": true, "false": true, "filesize": true,
+	"for": true, "fullword": true, "global": true, "import": true, "icontains": true, "iendswith": true,
+	"iequals": true, "in": true, "include": true, "int16": true, "int16be": true, "int32": true, "int32be": true,
+	"int8": true, "int8be": true, "istartswith": true, "matches": true, "meta": true, "nocase": true, "none": true,
+	"not": true, "of": true, "or": true, "private": true, "rule": true, "startswith": true, "strings": true,
+	"them": true, "true": true, "uint16": true, "uint16be": true, "uint32": true, "uint32be": true, "uint8": true,
+	"uint8be": true, "wide": true, "xor": true, "defined": true,
+}
+
+// sensitiveRules splits a folder's rules (by name, across namespaces) for
+// MemoryScanner.Screen: ok reports that the run's conditions may stand for its windows'
+// (no global rule is non-monotone); sensitive names the rules whose result in a window
+// can differ from the run's (non-monotone, global, or a rule such a rule refers to),
+// whose string matches always make a window be scanned alone.
+func sensitiveRules(rules []ruleCond) (sensitive map[string]bool, ok bool) {
+	byName := map[string][]ruleCond{}
+	for _, r := range rules {
+		byName[r.name] = append(byName[r.name], r)
+	}
+	// A rule is monotone when its condition is and every rule it refers to is.
+	state := map[string]int{} // 0 unknown, 1 in progress, 2 monotone, 3 not
+	var mono func(name string) bool
+	mono = func(name string) bool {
+		switch state[name] {
+		case 1, 3:
+			return false // a cycle, or not monotone
+		case 2:
+			return true
+		}
+		state[name] = 1
+		rs, ok := byName[name]
+		good := ok
+		for _, r := range rs {
+			refs, m := monotone(r.cond)
+			good = good && m
+			for _, ref := range refs {
+				good = good && mono(ref)
+			}
+		}
+		state[name] = 3
+		if good {
+			state[name] = 2
+		}
+		return good
+	}
+	sensitive = map[string]bool{}
+	var mark func(name string)
+	mark = func(name string) {
+		if _, isRule := byName[name]; sensitive[name] || !isRule {
+			return
+		}
+		sensitive[name] = true
+		for _, r := range byName[name] {
+			refs, _ := monotone(r.cond)
+			for _, ref := range refs {
+				mark(ref)
+			}
+			// What monotone did not read as a reference may still be one: any
+			// identifier of the condition that names a rule.
+			for _, t := range r.cond {
+				if _, isRule := byName[t.text]; isRule && t.kind == tokIdent {
+					mark(t.text)
+				}
+			}
+		}
+	}
+	ok = true
+	for _, r := range rules {
+		switch {
+		case !mono(r.name):
+			mark(r.name)
+			ok = ok && !r.global
+		case r.global:
+			// A global rule decides for every rule of its namespace, sensitive ones too.
+			mark(r.name)
+		}
+	}
+	return sensitive, ok
 }

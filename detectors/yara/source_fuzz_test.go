@@ -17,6 +17,8 @@ func FuzzRuleSource(f *testing.F) {
 	}
 	f.Add([]byte(`include "a.yar" rule r { strings: $a = { 4D 5A ?? [2-4] } $b = /x\/y/i condition: uint16(0) == 0x5A4D and @a[1] < 0x40 and #b > 2 and filesize < 1MB }`))
 	f.Add([]byte("rule x { condition: \"unterminated"))
+	f.Add([]byte(`global rule g { strings: $a = "x" condition: not $a } private rule p { strings: $b = "y" condition: #b >= 2 }
+rule r { strings: $c = "z" condition: p and int16(uint32(0x3C) + 0x5c) == 0x0001 and $c and uint8(@c[1] + 2) == 1 and filesize < 1MB }`))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		toks := lex(src)
 		lines := 1
@@ -38,5 +40,27 @@ func FuzzRuleSource(f *testing.F) {
 			}
 		}
 		includes(toks)
+		// The screen's reading (MemoryScanner.Screen): reads have a width, and what is
+		// sensitive is a rule of the source.
+		if roots, ok := screenRoots(toks); ok {
+			for _, r := range roots {
+				if r.width != 1 && r.width != 2 && r.width != 4 {
+					t.Fatalf("read at %#x of %d bytes", r.addr, r.width)
+				}
+			}
+		} else if roots != nil {
+			t.Fatalf("not screenable, yet %d roots", len(roots))
+		}
+		conds := conditions(toks)
+		names := map[string]bool{}
+		for _, c := range conds {
+			names[c.name] = true
+		}
+		sens, _ := sensitiveRules(conds)
+		for n := range sens {
+			if !names[n] {
+				t.Fatalf("sensitive rule %q is not a rule of the source", n)
+			}
+		}
 	})
 }
