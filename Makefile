@@ -131,10 +131,12 @@ bench-guest: deps
 # bench-memscan: domainm scan-memory against `yara -s` on a 1 GiB synthetic guest image
 # with 128 rules, a dense image with 5 literal rules and a public rule set, in the same
 # run; prints CPU and wall ratios and checks equal findings. BENCH_MEM_SCALE=1 adds a 4x
-# image (time and peak memory growth); BENCH_MEM_PROFILE=DIR writes CPU profiles.
+# image (time and peak memory growth); BENCH_MEM_PROFILE=DIR writes CPU profiles;
+# BENCH_MEM_BEFORE=BINARY runs another domainm build in turn with the two (before/after).
 bench-memscan: build
 	$(GO) run ./memscan/cmd/memscan-bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824} \
-		$${BENCH_MEM_SCALE:+-scale} $${BENCH_MEM_PROFILE:+-cpuprofile $$BENCH_MEM_PROFILE}
+		$${BENCH_MEM_SCALE:+-scale} $${BENCH_MEM_PROFILE:+-cpuprofile $$BENCH_MEM_PROFILE} \
+		$${BENCH_MEM_BEFORE:+-before $$BENCH_MEM_BEFORE}
 
 # bench-diskscan: domainm baseline/check through an ext4 image of a debootstrap'd Debian
 # root (>= 1 GiB, >= 30,000 files; cached in /var/cache/domainm-bench) against aide

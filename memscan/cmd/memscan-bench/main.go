@@ -42,6 +42,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,7 @@ type config struct {
 	size, denseSize, publicSize int64
 	nrules                      int
 	dir, domainm, public, prof  string
+	before                      string // another domainm binary, run in turn with the two
 	keep, scale                 bool
 	reps                        int
 }
@@ -70,6 +72,7 @@ func main() {
 	flag.IntVar(&c.nrules, "rules", 128, "number of rules")
 	flag.StringVar(&c.dir, "dir", "/dev/shm/domainm-bench", "work folder (images and rules)")
 	flag.StringVar(&c.domainm, "domainm", "bin/domainm", "domainm binary")
+	flag.StringVar(&c.before, "before", "", "another domainm binary (say, a build before a change), run in turn with yara and -domainm: its CPU ratio to yara is printed too")
 	flag.StringVar(&c.public, "public", "../shared/corpora/yara-rules/elastic-protections-artifacts/yara/rules", "public rule set folder (skipped when missing)")
 	flag.StringVar(&c.prof, "cpuprofile", "", "folder to write CPU profiles of the in-process driver passes to")
 	flag.BoolVar(&c.keep, "keep", false, "keep the images for the next run")
@@ -291,6 +294,7 @@ type row struct {
 	yara, dm         []runStat // on the image
 	yaraBase, dmBase []runStat // on one page (start-up and compilation)
 	cpuRatios        []float64 // domainm/yara CPU, pair by pair
+	beforeRatios     []float64 // the -before binary's CPU over yara's, in the same turns
 	yaraHits, dmHits hits
 }
 
@@ -306,8 +310,12 @@ func (t *table) compare(c config, name string, yaraArgs []string, rulesDir, img,
 	if _, err := exec.Command("cat", img).Output(); err != nil {
 		return nil, err
 	}
+	var dmArgsOf func(bin, target string) []string
 	dmArgs := func(target string) []string {
-		a := []string{c.domainm, "scan-memory", "--source", "file:" + target, "--rules", rulesDir, "--json", "--quiet"}
+		return dmArgsOf(c.domainm, target)
+	}
+	dmArgsOf = func(bin, target string) []string {
+		a := []string{bin, "scan-memory", "--source", "file:" + target, "--rules", rulesDir, "--json", "--quiet"}
 		if workers > 0 {
 			a = append(a, "--workers", strconv.Itoa(workers))
 		}
@@ -325,6 +333,13 @@ func (t *table) compare(c config, name string, yaraArgs []string, rulesDir, img,
 		}
 		r.yara, r.dm = append(r.yara, y), append(r.dm, d)
 		r.cpuRatios = append(r.cpuRatios, d.cpu.Seconds()/y.cpu.Seconds())
+		if c.before != "" {
+			b, err := runCmd(dmArgsOf(c.before, img))
+			if err != nil {
+				return nil, err
+			}
+			r.beforeRatios = append(r.beforeRatios, b.cpu.Seconds()/y.cpu.Seconds())
+		}
 		if i == 0 {
 			r.yaraHits = parseYara(string(y.out))
 			if r.dmHits, err = parseDomainm(d.out); err != nil {
@@ -355,7 +370,11 @@ func (t *table) print() {
 		yb, db := median(r.yaraBase, cpuOf), median(r.dmBase, cpuOf)
 		yw, dw := median(r.yara, wallOf), median(r.dm, wallOf)
 		perByte := (dc - db) / (yc - yb)
-		fmt.Printf("%-62s %7.3f %7.3f %7.3f %7.3f %7.3f %8.3f %7.2fx\n", r.name, yc, dc, medianF(r.cpuRatios), perByte, yw, dw, yw/dw)
+		fmt.Printf("%-62s %7.3f %7.3f %7.3f %7.3f %7.3f %8.3f %7.2fx", r.name, yc, dc, medianF(r.cpuRatios), perByte, yw, dw, yw/dw)
+		if len(r.beforeRatios) > 0 {
+			fmt.Printf("   before: CPU %.3f (%.2f-%.2f)", medianF(r.beforeRatios), slices.Min(r.beforeRatios), slices.Max(r.beforeRatios))
+		}
+		fmt.Println()
 	}
 	fmt.Println("CPU dm/yara: median of the per-pair ratios; CPU/B: (CPU on the image - CPU on one page) per tool, domainm over yara;")
 	fmt.Println("the bench image is 54% zero pages, which domainm skips and yara scans.")
@@ -430,16 +449,17 @@ func driverPasses(c config, name, img, rulesDir string) (passes, error) {
 		return ps, err
 	}
 	ps.gbs2 = float64(size) / 1e9 / ps.wall2.Seconds()
-	fmt.Printf("driver %-12s %s, %d workers: pass 1 %.3f s wall %.3f CPU-s (%d blocks, %d zero, %d scanned, %d rules matched); pass 2 (unchanged) %.3f s wall %.3f CPU-s = %.1f GB/s (%d unchanged, %d scanned)\n",
-		name, human(int64(size)), d.Config().Workers, ps.wall1.Seconds(), ps.cpu1.Seconds(), ps.p1.Blocks, ps.p1.BlocksZero, ps.p1.BlocksScanned, len(ps.p1.Matches),
+	fmt.Printf("driver %-12s %s, %d workers: pass 1 %.3f s wall %.3f CPU-s (%d blocks, %d zero, %d scanned, %d settled by the screen, %d rules matched); pass 2 (unchanged) %.3f s wall %.3f CPU-s = %.1f GB/s (%d unchanged, %d scanned)\n",
+		name, human(int64(size)), d.Config().Workers, ps.wall1.Seconds(), ps.cpu1.Seconds(), ps.p1.Blocks, ps.p1.BlocksZero, ps.p1.BlocksScanned, ps.p1.BlocksScreened, len(ps.p1.Matches),
 		ps.wall2.Seconds(), ps.cpu2.Seconds(), ps.gbs2, ps.p2.BlocksUnchanged, ps.p2.BlocksScanned)
 	return ps, nil
 }
 
 // oneBlock compares, in this process and in turn, a first pass of the driver (one
-// worker: copy, change hash, zero test and libyara per window) with libyara scanning the
-// same bytes as one memory block (what yara does with a file: one scan), 3 times each,
-// by process CPU. Side by side in one process, it is steadier than the CLI rows on a
+// worker: copy, change hash, zero test, runs of windows screened in one libyara scan and
+// the windows with a hit scanned alone), the same with every window scanned alone
+// (Batch 1, as before screening), and libyara scanning the same bytes as one memory
+// block (what yara does with a file: one scan), 3 times each, by process CPU. Side by side in one process, it is steadier than the CLI rows on a
 // loaded machine, and it isolates the scan from start-up, compilation and attribution.
 func oneBlock(c config, name, img, rulesDir string) error {
 	r, err := yara.Compile(rulesDir)
@@ -462,24 +482,33 @@ func oneBlock(c config, name, img, rulesDir string) error {
 	defer sc.Close()
 	rs := ruleSet{r}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
-	var ratios, dv, yv []float64
+	var ratios, aloneRatios, dv, av, yv []float64
+	var screened, scanned int
 	for range 3 {
 		d := memscan.NewDriver(memscan.DriverConfig{Workers: 1})
 		c0 := processCPU()
-		if _, err := d.Pass(context.Background(), src, opts); err != nil {
+		p, err := d.Pass(context.Background(), src, opts)
+		if err != nil {
 			return err
 		}
 		dc := processCPU() - c0
+		screened, scanned = p.BlocksScreened, p.BlocksScanned
+		d = memscan.NewDriver(memscan.DriverConfig{Workers: 1, Batch: 1})
+		c0 = processCPU()
+		if _, err := d.Pass(context.Background(), src, opts); err != nil {
+			return err
+		}
+		ac := processCPU() - c0
 		c0 = processCPU()
 		if _, err := sc.Scan(buf, 0); err != nil {
 			return err
 		}
 		yc := processCPU() - c0
-		dv, yv = append(dv, dc.Seconds()), append(yv, yc.Seconds())
-		ratios = append(ratios, dc.Seconds()/yc.Seconds())
+		dv, av, yv = append(dv, dc.Seconds()), append(av, ac.Seconds()), append(yv, yc.Seconds())
+		ratios, aloneRatios = append(ratios, dc.Seconds()/yc.Seconds()), append(aloneRatios, ac.Seconds()/yc.Seconds())
 	}
-	fmt.Printf("in-process %-24s %s: driver first pass (1 worker) %.3f CPU-s, libyara one block %.3f CPU-s: %.3fx (median of 3 pairs)\n",
-		name, human(int64(len(buf))), medianF(dv), medianF(yv), medianF(ratios))
+	fmt.Printf("in-process %-24s %s: driver first pass (1 worker) %.3f CPU-s (%d of %d windows settled by the screen), window by window %.3f, libyara one block %.3f CPU-s: %.3fx, window by window %.3fx (median of 3 triples)\n",
+		name, human(int64(len(buf))), medianF(dv), screened, scanned, medianF(av), medianF(yv), medianF(ratios), medianF(aloneRatios))
 	return nil
 }
 
