@@ -77,6 +77,15 @@ type ext4FS struct {
 	mem               *mmap.Mapping
 	memBase, memLimit int64
 	memRead           atomic.Int64 // bytes read from mem since its pages were released
+	// resident marks, per residentRegion bytes of the volume in mem, the regions where
+	// file contents were found missing from the page cache (see readsMapped): an entry
+	// equal to residentEpoch, which each walk advances, was marked in this walk.
+	resident      []atomic.Uint32
+	residentShift uint
+	residentEpoch atomic.Uint32
+	// bytesMapped and bytesRead count the file content bytes WriteTo took from mem and
+	// read with preads (holes and inline data not counted).
+	bytesMapped, bytesRead atomic.Int64
 	// ov is the replayed journal laid over the volume (nil when none): blocks it holds
 	// are read through dev, not from mem.
 	ov *overlay
@@ -108,6 +117,14 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 	}
 	fs := &ext4FS{dev: r, devSize: size, base: sectionBase(r), opWorkFree: opWorkAllowance, retries: retries}
 	fs.mem, fs.memBase, fs.memLimit = mappedVolume(r)
+	if fs.mem != nil {
+		fs.residentShift = residentRegionShift
+		for fs.memLimit>>fs.residentShift >= maxResidentRegions {
+			fs.residentShift++
+		}
+		fs.resident = make([]atomic.Uint32, fs.memLimit>>fs.residentShift+1)
+		fs.residentEpoch.Store(1)
+	}
 	logBS := le.Uint32(sb[0x18:])
 	if logBS > 6 {
 		return nil, fs.corrupt("ext4 superblock", superblockOff+0x18, "block size 1024<<%d", logBS)

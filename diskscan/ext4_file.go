@@ -169,6 +169,45 @@ func (fs *ext4FS) releaseMapped(n int64) {
 	_ = fs.mem.Release(fs.memBase, fs.memLimit)
 }
 
+// Contents in the page cache are read from the mapping (no copy), those that are not
+// with preads. A page fault that waits for the device holds its thread and the Go
+// processor it runs on (the walk, whose metadata reads start the kernel's readahead,
+// then waits too), with one read-around in flight; a pread lets the scheduler run
+// other goroutines meanwhile and feeds the kernel's sequential readahead. Hashing an
+// uncached 7.6 GB image from the mapping took 77 s against 64 s with preads; a cached
+// one costs less CPU mapped. Before a piece is read from the mapping, the page cache is
+// asked (mincore) about its last page, which readahead reaches last; a piece found
+// uncached makes its region of the volume (residentRegion bytes) read with preads for
+// the rest of the walk, without asking again.
+const (
+	residentRegionShift = 23 // 8 MiB regions
+	maxResidentRegions  = 1 << 16
+)
+
+// readsMapped reports whether the n bytes at volume offset phys (inside the mapping)
+// are to be read from the mapping: whether they are in the page cache, and no earlier
+// piece of their region was found missing in this walk. Without fs.resident (tests
+// clear it) everything is.
+func (fs *ext4FS) readsMapped(phys, n int64) bool {
+	if fs.resident == nil {
+		return true
+	}
+	i := phys >> fs.residentShift
+	if i < 0 || i >= int64(len(fs.resident)) {
+		return false
+	}
+	ep := fs.residentEpoch.Load()
+	if ep != 0 && fs.resident[i].Load() == ep {
+		return false
+	}
+	ok, err := fs.mem.Resident(fs.memBase+phys+n-1, 1)
+	if !ok || err != nil {
+		fs.resident[i].Store(ep)
+		return false
+	}
+	return true
+}
+
 // zeros are written for holes and uninitialized extents.
 var zeros [64 << 10]byte
 
@@ -222,12 +261,13 @@ func (f *file) writeMapped(w io.Writer) (total int64, err error) {
 			continue
 		}
 		phys := int64(e.pblk)*bs + pos - int64(e.lblk)*bs
-		if phys < 0 || phys+n > fs.memLimit || (fs.ov != nil && fs.ov.covers(uint64(phys/bs), uint64((phys%bs+n+bs-1)/bs))) {
+		if phys < 0 || phys+n > fs.memLimit || (fs.ov != nil && fs.ov.covers(uint64(phys/bs), uint64((phys%bs+n+bs-1)/bs))) || !fs.readsMapped(phys, n) {
 			if bp == nil {
 				bp = readBufs.Get().(*[]byte)
 			}
 			buf := *bp
 			k, rerr := f.ReadAt(buf[:n], pos)
+			fs.bytesRead.Add(int64(k))
 			if k > 0 {
 				if err := write(buf[:k]); err != nil {
 					return total, err
@@ -246,6 +286,7 @@ func (f *file) writeMapped(w io.Writer) (total int64, err error) {
 		if ferr := mmap.Do(func() { werr = write(mem[at : at+n : at+n]) }); ferr != nil {
 			return total, fmt.Errorf("reading inode %d at volume offset %#x: %w", f.ino, phys, ferr)
 		}
+		fs.bytesMapped.Add(n)
 		// The kernel maps up to 64 KiB around each faulting page (fault-around): count
 		// that, so that the resident pages stay within about releaseEvery.
 		fs.releaseMapped((n + 64<<10 - 1) &^ (64<<10 - 1))

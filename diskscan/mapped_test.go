@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/domainm/domainm/internal/mmap"
@@ -46,6 +47,7 @@ func TestMappedImageMatchesReads(t *testing.T) {
 			if e.mem == nil || e.memBase != c.base || e.memLimit <= 0 {
 				t.Fatalf("mapping %v, base %#x (want %#x), limit %#x", e.mem != nil, e.memBase, c.base, e.memLimit)
 			}
+			e.resident = nil // read all from the mapping, cached or not
 			mapImages = false
 			plain, pcloser, err := OpenVolumeFormat(path, "raw", -1)
 			mapImages = true
@@ -86,6 +88,9 @@ func TestMappedImageMatchesReads(t *testing.T) {
 			if files < 100 {
 				t.Fatalf("only %d files compared", files)
 			}
+			if e.bytesMapped.Load() == 0 || e.bytesRead.Load() != 0 {
+				t.Fatalf("%d bytes read from the mapping, %d with preads; want all from the mapping", e.bytesMapped.Load(), e.bytesRead.Load())
+			}
 		})
 	}
 }
@@ -120,6 +125,9 @@ func TestMappedImageTruncated(t *testing.T) {
 	must(t, err)
 	defer closer.Close()
 	phys := firstBlock(t, fs, "/bin/big")
+	// Read from the mapping, not with preads as pages found missing from the page
+	// cache are: a page truncated away is not cached.
+	fs.(*ext4FS).resident = nil
 	r, err := fs.Open("/bin/big")
 	must(t, err)
 	defer r.Close()
@@ -189,5 +197,78 @@ func TestMappedVolumeNested(t *testing.T) {
 		if (m != nil) != c.mapped || base != c.base || limit != c.limit {
 			t.Errorf("mappedVolume: mapped %v base %#x limit %#x, want %v %#x %#x", m != nil, base, limit, c.mapped, c.base, c.limit)
 		}
+	}
+}
+
+// evict drops path's pages from the page cache (written back first), as after a reboot
+// of the host or memory pressure.
+func evict(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	must(t, f.Sync())
+	const fadvDontNeed = 4
+	if _, _, e := syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, 0, fadvDontNeed, 0, 0); e != 0 {
+		t.Fatalf("posix_fadvise: %v", e)
+	}
+}
+
+// TestMappedUncachedReadsWithPreads: contents of a raw image that are not in the page
+// cache are read with preads (a fault that waits for the device would hold a Go
+// processor), the same bytes as from the mapping; after the next walk begins, they are
+// found cached and read from the mapping.
+func TestMappedUncachedReadsWithPreads(t *testing.T) {
+	img := copyImage(t, "ext4.raw")
+	fs, closer, err := OpenVolumeFormat(img, "raw", -1)
+	must(t, err)
+	defer closer.Close()
+	e := fs.(*ext4FS)
+	if e.mem == nil || e.resident == nil {
+		t.Fatal("the image is not mapped")
+	}
+	mapImages = false
+	plain, pcloser, err := OpenVolumeFormat(img, "raw", -1)
+	mapImages = true
+	must(t, err)
+	defer pcloser.Close()
+	const p = "/bin/big"
+	want := hashFile(t, plain, p)
+	phys := firstBlock(t, fs, p)
+	ent, err := fs.Lstat(p)
+	must(t, err)
+	hash := func() {
+		t.Helper()
+		r, err := fs.Open(p)
+		must(t, err)
+		defer r.Close()
+		h := sha256.New()
+		_, err = r.(io.WriterTo).WriteTo(h)
+		must(t, err)
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			t.Fatalf("%s: sha256 %s, read with preads %s", p, got, want)
+		}
+	}
+
+	evict(t, img)
+	if ok, _ := e.mem.Resident(e.memBase+phys, ent.Size); ok {
+		t.Skipf("the page cache kept %s after POSIX_FADV_DONTNEED (a tmpfs TMPDIR?): cannot test an uncached image", img)
+	}
+	hash()
+	mapped, read := e.bytesMapped.Load(), e.bytesRead.Load()
+	// The first MiB is read with preads; the kernel's readahead may bring the rest in
+	// before the next region (8 MiB) is sampled.
+	if read < mapChunk || mapped+read != ent.Size {
+		t.Fatalf("uncached: %d bytes read from the mapping, %d with preads, of %d; want at least %d with preads", mapped, read, ent.Size, mapChunk)
+	}
+	hash() // same walk: what was found uncached is still read with preads
+	if m, r := e.bytesMapped.Load()-mapped, e.bytesRead.Load()-read; m != mapped || r != read {
+		t.Fatalf("again in the same walk: %d bytes from the mapping, %d with preads; want %d and %d", m, r, mapped, read)
+	}
+	walkAll(t, fs) // a new walk samples the page cache again
+	mapped, read = e.bytesMapped.Load(), e.bytesRead.Load()
+	hash()
+	if m, r := e.bytesMapped.Load()-mapped, e.bytesRead.Load()-read; m != ent.Size || r != 0 {
+		t.Fatalf("cached, next walk: %d bytes from the mapping, %d with preads; want all %d from the mapping", m, r, ent.Size)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,6 +69,34 @@ func (m *Mapping) Release(off, n int64) error {
 		return fmt.Errorf("madvise: %w", err)
 	}
 	return nil
+}
+
+// Resident reports whether every page of [off, off+n) is in the page cache (mincore),
+// so that reading it from the mapping will not wait for the device. Bytes beyond the
+// file's end are not resident. Its cost grows with the pages asked about (some 0.1 µs
+// each): callers sample.
+func (m *Mapping) Resident(off, n int64) (bool, error) {
+	if m.data == nil || n <= 0 || off < 0 || off >= int64(len(m.data)) {
+		return false, nil
+	}
+	page := int64(os.Getpagesize())
+	start := off &^ (page - 1)
+	end := min(off+n, int64(len(m.data)))
+	var vec [64]byte
+	for start < end {
+		k := min(end-start, int64(len(vec))*page)
+		_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m.data[start])), uintptr(k), uintptr(unsafe.Pointer(&vec[0])))
+		if e != 0 {
+			return false, fmt.Errorf("mincore: %w", e)
+		}
+		for _, b := range vec[:(k+page-1)/page] {
+			if b&1 == 0 {
+				return false, nil
+			}
+		}
+		start += k
+	}
+	return true, nil
 }
 
 // Close unmaps the file. It must not run concurrently with readers of Bytes.

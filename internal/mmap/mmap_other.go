@@ -22,5 +22,8 @@ func (m *Mapping) Bytes() []byte { return nil }
 // Release does nothing.
 func (m *Mapping) Release(off, n int64) error { return nil }
 
+// Resident reports false: nothing is mapped.
+func (m *Mapping) Resident(off, n int64) (bool, error) { return false, nil }
+
 // Close does nothing.
 func (m *Mapping) Close() error { return nil }

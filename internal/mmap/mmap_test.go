@@ -185,3 +185,58 @@ func rssFile(t *testing.T) int64 {
 	t.Fatal("no RssFile in /proc/self/status")
 	return 0
 }
+
+// Resident sees which pages of the file are in the page cache: the holes of a sparse
+// file that nobody read are not, the pages written or read are, and a range is
+// resident only when every page of it is (ranges longer than one mincore vector too).
+func TestResident(t *testing.T) {
+	page := int64(os.Getpagesize())
+	size := 512 * page
+	path := filepath.Join(t.TempDir(), "img")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil { // all holes: nothing cached
+		t.Fatal(err)
+	}
+	// Pages [0, 200) written: cached.
+	if _, err := f.WriteAt(bytes.Repeat([]byte{3}, int(200*page)), 0); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Map(f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, c := range []struct {
+		off, n int64
+		want   bool
+	}{
+		{0, 200 * page, true},           // written, more than one vector of 64 pages
+		{10, 5, true},                   // inside one page, unaligned
+		{150 * page, 60 * page, false},  // runs into the holes
+		{199*page + 1, page, false},     // unaligned, the second page a hole
+		{300 * page, 10 * page, false},  // holes
+		{500 * page, 100 * page, false}, // holes, clipped at the end
+		{size, page, false},             // out of range
+		{-1, page, false},               // out of range
+		{0, 0, false},                   // empty
+	} {
+		got, err := m.Resident(c.off, c.n)
+		if err != nil {
+			t.Fatalf("Resident(%d, %d): %v", c.off, c.n, err)
+		}
+		if got != c.want {
+			t.Errorf("Resident(%#x, %#x) = %v, want %v", c.off, c.n, got, c.want)
+		}
+	}
+	// Reading the holes through the mapping brings them in.
+	if err := Do(func() { _ = sha256.Sum256(m.Bytes()[300*page : 310*page]) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Resident(300*page, 10*page); err != nil || !got {
+		t.Fatalf("Resident after reading: %v, %v", got, err)
+	}
+}
