@@ -404,9 +404,20 @@ rule post_marker { strings: $p = "%s" condition: $p }
 			t.Errorf("scan-memory --virtual=%v of the destination's RAM (%v): post marker found %v:\n%s", virtual, err, !virtual, out)
 		}
 	}
+	// The source's RAM, left behind, never held it: the supervisor read the destination.
+	if out, err := exec.Command(bin, "scan-memory", "--source", "file:"+pair.Target.RAMFile, "--rules", rules, "--quiet").CombinedOutput(); strings.Contains(string(out), "post_marker") || !strings.Contains(string(out), "shared_marker") {
+		t.Errorf("scan-memory of the source's RAM (%v): want the shared marker and not the post marker:\n%s", err, out)
+	}
 	for _, rule := range []string{"kmod_marker", "shared_marker"} {
 		if n := len(matchAlerts(d.alerts, rule)); n != 1 {
 			t.Errorf("%s alerted %d times over the migration, want once", rule, n)
+		}
+	}
+	// Same guest, same kernel: the findings carried over, nothing said changed or unknown.
+	for _, a := range domainmtest.ReadAlerts[linuxAlert](d.alerts) {
+		switch a.Event.Action {
+		case "memory-match-gone", "kernel-changed", "memory-guest-layout-unknown", "guest-layout-unknown":
+			t.Errorf("alert over the migration: %s: %s", a.Event.Action, a.Message)
 		}
 	}
 	t.Logf("test took %v (target boot %v); load %s", time.Since(t0).Round(time.Second), boot.Round(time.Second), loadavg())
