@@ -198,7 +198,7 @@ func TestCoMigrateLinuxTarget(t *testing.T) {
 		}
 		src[f] = b
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute) // boot up to 5 min at high load
 	defer cancel()
 	ko, err := linuxtest.BuildModule(ctx, rel, t.TempDir(), "vmark", src)
 	if err != nil {
