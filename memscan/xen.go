@@ -264,8 +264,9 @@ func OpenXenFrames(domid uint16, ranges []Range) (*Xen, error) {
 	}
 	mapped := xenRanges(m.Errs())
 	if len(mapped) == 0 {
+		errs := xenErrnos(m.Errs(), ranges)
 		m.Close()
-		return nil, fmt.Errorf("xen:%d: Xen maps none of the %d ranges (no privilege over the domain, or it is gone)", domid, len(ranges))
+		return nil, fmt.Errorf("xen:%d: Xen maps none of the %d ranges (frames by errno: %s; EPERM: no privilege over the domain, or a PVH/HVM caller on a Xen before 4.19)", domid, len(ranges), errs)
 	}
 	return &Xen{span: span, ranges: mapped, domid: domid, m: m}, nil
 }
@@ -292,4 +293,27 @@ func ParseXenFrames(s string) ([]Range, error) {
 		return nil, fmt.Errorf("xen frames: none in %q", s)
 	}
 	return rs, nil
+}
+
+// xenErrnos counts the per-frame results of the frames of ranges by errno ("1:32785").
+func xenErrnos(errs []int32, ranges []Range) string {
+	n := map[int32]int{}
+	for _, r := range ranges {
+		for f := r.GPA / xenPage; f < r.End()/xenPage && f < uint64(len(errs)); f++ {
+			n[-errs[f]]++
+		}
+	}
+	keys := make([]int32, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%d:%d", k, n[k])
+	}
+	return b.String()
 }

@@ -118,3 +118,10 @@ func TestOpenXenFramesNotAvailable(t *testing.T) {
 		t.Fatalf("OpenXenFrames = %v, want the no-privcmd error", err)
 	}
 }
+
+func TestXenErrnos(t *testing.T) {
+	errs := []int32{0, -1, -1, -22, 0, -1}
+	if got := xenErrnos(errs, []Range{{0, 4 * xenPage}, {5 * xenPage, xenPage}}); got != "0:1 1:3 22:1" {
+		t.Fatalf("xenErrnos = %q", got)
+	}
+}

@@ -172,7 +172,7 @@ ev CLOCK b=$tb a1=$t1 a2=$t2
 
 # ---- co-migration A -> B: domainm-migrate migrate --xen (P1-P4 by order; README) ----
 ev MIGRATE-START
-domainm-migrate migrate --xen --dest $peer --tool /lab/domainm-xen --json -v >$out/migrate.json 2>$out/migrate.log
+domainm-migrate migrate --xen --domm-save --dest $peer --tool /lab/domainm-xen --json -v >$out/migrate.json 2>$out/migrate.log
 rc=$?; ev MIGRATE-DONE rc=$rc
 [ $rc = 0 ] || fail "domainm-migrate migrate --xen: rc=$rc: $(tail -3 $out/migrate.log)"
 T2=$(ssh root@$peer xl domid target); M2=$(ssh root@$peer xl domid domainm)

@@ -37,6 +37,7 @@ timeline (--json) has every step and the monitoring gap. Durations take a unit
 	target := fs.String("target", "target", "the target's xl domain `NAME`")
 	domm := fs.String("domm-name", "domainm", "Domain M's xl domain `NAME`")
 	tool := fs.String("tool", "domainm-xen", "the dom0 `TOOL` (grant, request) at both hosts")
+	save := fs.Bool("domm-save", false, "move Domain M by xl save, scp and xl restore instead of xl migrate (a PV Domain M: before Xen 4.19 only a PV domU may foreign-map, and without shadow paging it cannot live-migrate)")
 	timeout := units.Duration(30 * time.Minute)
 	fs.Var(&timeout, "timeout", "bound on the whole co-migration (`DURATION`: 30m)")
 	asJSON := fs.Bool("json", false, "print the result and its timeline as JSON")
@@ -50,7 +51,7 @@ timeline (--json) has every step and the monitoring gap. Durations take a unit
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout))
 	defer cancel()
-	r, err := xenmig.Migrate(ctx, xenmig.SSH{}, xenmig.Config{Target: *target, DomM: *domm, Dest: *dest, Tool: *tool, Log: logger(env, *verbose)})
+	r, err := xenmig.Migrate(ctx, xenmig.SSH{}, xenmig.Config{Target: *target, DomM: *domm, Dest: *dest, Tool: *tool, DomMSave: *save, Log: logger(env, *verbose)})
 	if *asJSON {
 		out := struct {
 			*xenmig.Result

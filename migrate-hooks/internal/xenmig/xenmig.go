@@ -71,7 +71,16 @@ type Config struct {
 	Target, DomM string // xl domain names
 	Dest         string // destination host (xl migrate's and ssh's host)
 	Tool         string // the dom0 tool, default "domainm-xen" (on PATH at both hosts)
-	Log          *slog.Logger
+	// DomMSave moves Domain M by xl save, a copy to the destination (scp) and xl restore
+	// -p there instead of xl migrate: for a PV Domain M, the only kind a Xen before 4.19
+	// lets foreign-map (p2m_add_foreign refuses translated, i.e. PVH and HVM, callers
+	// other than the hardware domain), which without shadow paging (Debian's Xen)
+	// cannot live-migrate. Domain M is quiesced by then, so nothing is lost by a
+	// stop-and-copy: its whole move falls into the target's wait (P2) either way.
+	DomMSave bool
+	// SaveDir holds the saved image at both hosts (default /tmp).
+	SaveDir string
+	Log     *slog.Logger
 }
 
 // Result is one co-migration's figures (all on this host's clock) and timeline.
@@ -86,6 +95,8 @@ type Result struct {
 	Waits           [4]syncpoint.Figure `json:"waits_ns"`
 	TargetMigration syncpoint.Figure    `json:"target_migration_ns"`
 	DomMMigration   syncpoint.Figure    `json:"domm_migration_ns"`
+	// DomMSteps: with DomMSave, the save, copy and restore parts of DomMMigration.
+	DomMSteps map[string]syncpoint.Figure `json:"domm_steps_ns,omitempty"`
 	// TargetDowntime: the end of the target's migration (it stopped before) until it
 	// was unpaused at the destination: a lower bound by xl's suspend-to-end time.
 	TargetDowntime syncpoint.Figure      `json:"target_downtime_ns"`
@@ -194,9 +205,17 @@ func (r *run) migrate(ctx context.Context) error {
 		return fmt.Errorf("P2: prepare: %w (the target is paused at %s)", err, c.Dest)
 	}
 	r.mark(syncpoint.SubjectSupervisor, "src", false, "quiesced")
-	mStart := r.mark(syncpoint.SubjectDomM, "src/domm", false, "xl migrate domainm started")
-	if _, err := r.x.Run(ctx, "", "xl", "migrate", "-p", c.DomM, c.Dest); err != nil {
-		return fmt.Errorf("P2: Domain M's migration: %w (the target is paused at %s)", err, c.Dest)
+	var mStart time.Time
+	if c.DomMSave {
+		mStart = r.mark(syncpoint.SubjectDomM, "src/domm", false, "xl save domainm started")
+		if err := r.saveRestore(ctx); err != nil {
+			return fmt.Errorf("P2: Domain M's move: %w (the target is paused at %s)", err, c.Dest)
+		}
+	} else {
+		mStart = r.mark(syncpoint.SubjectDomM, "src/domm", false, "xl migrate domainm started")
+		if _, err := r.x.Run(ctx, "", "xl", "migrate", "-p", c.DomM, c.Dest); err != nil {
+			return fmt.Errorf("P2: Domain M's migration: %w (the target is paused at %s)", err, c.Dest)
+		}
 	}
 	mEnd := time.Now()
 	r.res.DomMMigration = syncpoint.Measured(mEnd.Sub(mStart))
@@ -234,6 +253,38 @@ func (r *run) migrate(ctx context.Context) error {
 	}
 	r.res.TargetDowntime = syncpoint.Measured(run.Sub(tEnd))
 	r.res.Total = syncpoint.Measured(run.Sub(t0))
+	return nil
+}
+
+// saveRestore moves the quiesced Domain M by xl save here, scp to the destination and
+// xl restore -p there (it arrives paused, like xl migrate -p), timing each part.
+func (r *run) saveRestore(ctx context.Context) error {
+	c := r.cfg
+	dir := c.SaveDir
+	if dir == "" {
+		dir = "/tmp"
+	}
+	file := fmt.Sprintf("%s/domainm-migrate-%s.save", dir, c.DomM)
+	r.res.DomMSteps = map[string]syncpoint.Figure{}
+	step := func(name, host string, argv ...string) error {
+		t0 := time.Now()
+		_, err := r.x.Run(ctx, host, argv[0], argv[1:]...)
+		r.res.DomMSteps[name] = syncpoint.Measured(time.Since(t0))
+		r.cfg.Log.Info("Domain M's move", "step", name, "took", time.Since(t0).Round(time.Millisecond), "err", err)
+		return err
+	}
+	// xl save destroys the domain once its image is written.
+	if err := step("save", "", "xl", "save", c.DomM, file); err != nil {
+		return err
+	}
+	if err := step("copy", "", "scp", "-q", file, "root@"+c.Dest+":"+file); err != nil {
+		return fmt.Errorf("%w (Domain M is saved in %s here: xl restore it)", err, file)
+	}
+	r.x.Run(ctx, "", "rm", "-f", file)
+	if err := step("restore", c.Dest, "xl", "restore", "-p", file); err != nil {
+		return fmt.Errorf("%w (Domain M is saved in %s at %s)", err, file, c.Dest)
+	}
+	r.x.Run(ctx, c.Dest, "rm", "-f", file)
 	return nil
 }
 

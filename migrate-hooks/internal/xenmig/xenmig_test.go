@@ -40,6 +40,11 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		delete(f.ids, "/"+args[2])
 		f.nextID++
 		f.ids[args[3]+"/"+args[2]] = f.nextID
+	case name == "xl" && args[0] == "save":
+		delete(f.ids, "/"+args[1])
+	case name == "xl" && args[0] == "restore":
+		f.nextID++
+		f.ids[host+"/domainm"] = f.nextID
 	case name == "xl" && args[0] == "unpause" && args[1] == "target":
 		if f.state != proto.StateMonitoring {
 			f.unwatched = true
@@ -132,5 +137,46 @@ func TestNotMonitoring(t *testing.T) {
 		if strings.Contains(c, "migrate") {
 			t.Fatalf("%q ran", c)
 		}
+	}
+}
+
+// TestMigrateSave: a PV Domain M moves by xl save, scp and xl restore -p, after prepare
+// and before the grant at the destination; the target still waits for resume.
+func TestMigrateSave(t *testing.T) {
+	f := newFake()
+	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := func(prefix string) int {
+		i := slices.IndexFunc(f.log, func(s string) bool { return strings.HasPrefix(s, prefix) })
+		if i < 0 {
+			t.Fatalf("%q never ran: %q", prefix, f.log)
+		}
+		return i
+	}
+	order := []string{"xl migrate -p target b", `domainm-xen request 2 {"id":"prepare`, "xl save domainm /tmp/domainm-migrate-domainm.save",
+		"scp -q /tmp/domainm-migrate-domainm.save root@b:/tmp/domainm-migrate-domainm.save", "b xl restore -p /tmp/domainm-migrate-domainm.save",
+		"b domainm-xen grant 7 6", "b xl unpause domainm", `b domainm-xen request 7 {"id":"resume`, "b xl unpause target"}
+	for i := 1; i < len(order); i++ {
+		if idx(order[i-1]) >= idx(order[i]) {
+			t.Errorf("%q ran after %q: %q", order[i-1], order[i], f.log)
+		}
+	}
+	if slices.ContainsFunc(f.log, func(s string) bool { return strings.HasPrefix(s, "xl migrate -p domainm") }) {
+		t.Errorf("Domain M live-migrated: %q", f.log)
+	}
+	if f.unwatched || len(r.Violations) > 0 || !r.Gap.OK() {
+		t.Errorf("unwatched %v, violations %v, gap %v", f.unwatched, r.Violations, r.Gap)
+	}
+	for _, k := range []string{"save", "copy", "restore"} {
+		if !r.DomMSteps[k].OK() {
+			t.Errorf("step %s not measured: %v", k, r.DomMSteps)
+		}
+	}
+	f = newFake()
+	f.failCmd = "xl restore"
+	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true}); err == nil || !strings.Contains(err.Error(), "saved in") {
+		t.Fatalf("failed restore: err = %v, want where the image is", err)
 	}
 }
