@@ -13,8 +13,7 @@ GOFLAGS_TEST ?= -count=1
 MODULE       := github.com/domainm/domainm
 VERSION      ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
 COMMIT       ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-LDFLAGS      := -X $(MODULE)/appliance/internal/cli.version=$(VERSION) -X $(MODULE)/appliance/internal/cli.commit=$(COMMIT) \
-                -X $(MODULE)/migrate-hooks/internal/cli.version=$(VERSION) -X $(MODULE)/migrate-hooks/internal/cli.commit=$(COMMIT)
+LDFLAGS      := -X $(MODULE)/internal/cmdline.version=$(VERSION) -X $(MODULE)/internal/cmdline.commit=$(COMMIT)
 # Packages the build, the tests and the demo need. Keep sorted.
 APT_PACKAGES := aide busybox-static cpio cryptsetup-bin debootstrap e2fsprogs fdisk file gnutls-bin \
                 gcc iproute2 libc6-dev libvirt-daemon-driver-qemu libvirt-daemon-system libxen-dev libyara-dev linux-headers-amd64 linux-image-amd64 logrotate man-db nfs-ganesha nfs-ganesha-vfs pkg-config qemu-block-extra qemu-system-x86 \

@@ -25,7 +25,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-ld="-X $mod/appliance/internal/cli.version=$version -X $mod/appliance/internal/cli.commit=$commit -X $mod/migrate-hooks/internal/cli.version=$version -X $mod/migrate-hooks/internal/cli.commit=$commit"
+ld="-X $mod/internal/cmdline.version=$version -X $mod/internal/cmdline.commit=$commit"
 mkdir -p "$work/bin"
 if [[ -n ${DOMAINM_BIN:-} ]]; then
   cp "$DOMAINM_BIN" "$work/bin/domainm" # make deb: the one make build linked with the same -X flags

@@ -43,3 +43,19 @@ func Stamp(version, commit string) (string, string) {
 	}
 	return version, commit
 }
+
+// version and commit are set at link time, for both binaries at once, by the Makefile
+// and image/deb/build.sh:
+//
+//	-X github.com/domainm/domainm/internal/cmdline.version=$(git describe --always --dirty)
+//	-X github.com/domainm/domainm/internal/cmdline.commit=$(git rev-parse HEAD)
+//
+// A plain `go build` leaves them empty; Version then falls back to the VCS stamp Go
+// puts in the binary (Stamp).
+var (
+	version string
+	commit  string
+)
+
+// Version returns this binary's version and commit.
+func Version() (string, string) { return Stamp(version, commit) }

@@ -11,18 +11,6 @@ import (
 	"github.com/domainm/domainm/internal/cmdline"
 )
 
-// version and commit are set at link time by the Makefile:
-//
-//	-X github.com/domainm/domainm/appliance/internal/cli.version=$(git describe --always --dirty)
-//	-X github.com/domainm/domainm/appliance/internal/cli.commit=$(git rev-parse HEAD)
-//
-// A plain `go build` leaves them empty; Version then falls back to the VCS stamp Go
-// puts in the binary (vcs.revision, vcs.modified), or "devel" and "unknown".
-var (
-	version string
-	commit  string
-)
-
 // VersionInfo is what `domainm version` prints, the domainm_build_info metric's labels
 // and the first log line of `domainm run`.
 type VersionInfo struct {
@@ -35,7 +23,7 @@ type VersionInfo struct {
 // Version returns this binary's version information.
 func Version() VersionInfo {
 	v := VersionInfo{GoVersion: runtime.Version(), Libyara: yara.LibyaraVersion}
-	v.Version, v.Commit = cmdline.Stamp(version, commit)
+	v.Version, v.Commit = cmdline.Version() // set at link time (internal/cmdline)
 	return v
 }
 

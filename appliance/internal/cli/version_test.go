@@ -20,7 +20,7 @@ import (
 // TestVersionLdflags builds domainm as the Makefile does (-X version and commit) and
 // checks --version, version and version --json.
 func TestVersionLdflags(t *testing.T) {
-	ld := "-X github.com/domainm/domainm/appliance/internal/cli.version=v9.8.7-3-gdeadbee-dirty -X github.com/domainm/domainm/appliance/internal/cli.commit=deadbeefcafe"
+	ld := "-X github.com/domainm/domainm/internal/cmdline.version=v9.8.7-3-gdeadbee-dirty -X github.com/domainm/domainm/internal/cmdline.commit=deadbeefcafe"
 	bin := testenv.GoBuild(t, domainmtest.Package, "-ldflags", ld)
 	want := fmt.Sprintf("domainm v9.8.7-3-gdeadbee-dirty\ncommit:  deadbeefcafe\ngo:      %s\nlibyara: %s\n", runtime.Version(), yara.LibyaraVersion)
 	for _, args := range [][]string{{"--version"}, {"version"}} {

@@ -10,20 +10,8 @@ import (
 	"github.com/domainm/domainm/internal/cmdline"
 )
 
-// version and commit are set at link time by the Makefile:
-//
-//	-X github.com/domainm/domainm/migrate-hooks/internal/cli.version=$(git describe --always --dirty)
-//	-X github.com/domainm/domainm/migrate-hooks/internal/cli.commit=$(git rev-parse HEAD)
-//
-// A plain `go build` leaves them empty; Version then falls back to the VCS stamp Go
-// puts in the binary (vcs.revision, vcs.modified), or "devel" and "unknown". The
-// coordinator is built without cgo and links no YARA, so it reports no libyara version.
-var (
-	version string
-	commit  string
-)
-
-// VersionInfo is what `domainm-migrate version` prints.
+// VersionInfo is what `domainm-migrate version` prints. The coordinator is built
+// without cgo and links no YARA, so it reports no libyara version.
 type VersionInfo struct {
 	Version   string `json:"version"`
 	Commit    string `json:"commit"`
@@ -33,7 +21,7 @@ type VersionInfo struct {
 // Version returns this binary's version information.
 func Version() VersionInfo {
 	v := VersionInfo{GoVersion: runtime.Version()}
-	v.Version, v.Commit = cmdline.Stamp(version, commit)
+	v.Version, v.Commit = cmdline.Version() // set at link time (internal/cmdline)
 	return v
 }
 

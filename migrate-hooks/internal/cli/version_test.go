@@ -13,7 +13,7 @@ import (
 // commit) and checks --version, version and version --json: no libyara in any of them.
 func TestVersion(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "domainm-migrate")
-	ld := "-X github.com/domainm/domainm/migrate-hooks/internal/cli.version=v9.8.7-dirty -X github.com/domainm/domainm/migrate-hooks/internal/cli.commit=deadbeefcafe"
+	ld := "-X github.com/domainm/domainm/internal/cmdline.version=v9.8.7-dirty -X github.com/domainm/domainm/internal/cmdline.commit=deadbeefcafe"
 	build := exec.Command("go", "build", "-ldflags", ld, "-o", bin, "github.com/domainm/domainm/migrate-hooks/cmd/domainm-migrate")
 	build.Env = append(build.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
