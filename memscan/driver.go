@@ -110,6 +110,11 @@ type Driver struct {
 
 	mu    sync.Mutex
 	cache map[uint64]blockState // by block GPA
+	// quiet is what the rule set quietRules reports for a window without any string
+	// match (Screener), learnt once by a worker and kept for the others and later
+	// passes.
+	quiet      []detectors.Match
+	quietRules string
 }
 
 type blockState struct {
@@ -495,10 +500,10 @@ func (w *worker) run(run []block, out chan<- blockResult) {
 	}
 	w.pend = w.pend[:0]
 	slot := d.cfg.BlockSize + d.cfg.Overlap
+	if need := len(run) * slot; need > len(w.buf) {
+		w.buf = make([]byte, need)
+	}
 	for i, b := range run {
-		if need := (i + 1) * slot; need > len(w.buf) {
-			w.buf = append(w.buf, make([]byte, need-len(w.buf))...)
-		}
 		if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[i*slot:(i+1)*slot], w.hs); scan {
 			w.pend = append(w.pend, p)
 		} else {
@@ -527,6 +532,13 @@ func (w *worker) scan(out chan<- blockResult) {
 		}
 		clear(w.wins) // do not keep the windows' memory reachable
 	}
+	if hit != nil && !w.quietOK {
+		w.d.mu.Lock()
+		if w.d.quietRules == w.scID {
+			w.quiet, w.quietOK = w.d.quiet, true
+		}
+		w.d.mu.Unlock()
+	}
 	for i, p := range w.pend {
 		passed := hit != nil && !hit[i]
 		if passed && w.quietOK {
@@ -542,6 +554,9 @@ func (w *worker) scan(out chan<- blockResult) {
 				w.scr = nil
 			} else {
 				w.quiet, w.quietOK = cloneMatches(ms), true
+				w.d.mu.Lock()
+				w.d.quiet, w.d.quietRules = w.quiet, w.scID
+				w.d.mu.Unlock()
 			}
 		}
 		out <- w.d.finish(w.scID, p, ms, err, false)
