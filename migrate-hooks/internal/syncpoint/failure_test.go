@@ -239,3 +239,96 @@ func TestSupervisorDoesNotAnswerPrepare(t *testing.T) {
 	}
 	wantRolledBack(t, f, r, se)
 }
+
+// slowCancel is Domain M's source as a loaded host makes it during an abort: Domain M
+// stops (as at a convergence the hold did not prevent, or a completion that beat the
+// abort) and the cancel takes delay (libvirt's abort waits for Perform3 to end: 0.9 s
+// at load 27) before QEMU's migrate_cancel, after which Domain M is resumed.
+type slowCancel struct {
+	syncpoint.VM
+	delay   time.Duration
+	stopped time.Time
+}
+
+func (s *slowCancel) CancelMigration(ctx context.Context) error {
+	if s.stopped.IsZero() {
+		if err := s.VM.Stop(ctx); err != nil {
+			return err
+		}
+		s.stopped = time.Now()
+		time.Sleep(s.delay)
+	}
+	err := s.VM.CancelMigration(ctx)
+	if up, _ := s.VM.Running(ctx); !up {
+		s.VM.Cont(ctx)
+	}
+	return err
+}
+
+// The target's destination dies during pre-copy and Domain M stops while the abort
+// cancels its migration, for 500 ms: the target is suspended before Domain M's
+// migration is touched and restarted once Domain M runs again, so the gap is 0. (Before,
+// the abort cancelled Domain M first with the target running: a 500 ms gap here, 894 ms
+// in TestCoMigrateLibvirt/destination_dies at load 27.)
+func TestDomMStopsWhileAborting(t *testing.T) {
+	f := newFixture(t, 256, 64)
+	sc := &slowCancel{VM: f.m.Src, delay: 500 * time.Millisecond}
+	f.m.Src = sc
+	whenStatus(t, f.t.Src, "half", func() { f.t.Dst.(*host.VM).Kill() })
+	r, se := runFailing(t, f, syncpoint.Config{MaxBandwidth: 128 << 20})
+	if sc.stopped.IsZero() {
+		t.Fatalf("domain M's migration was never cancelled: %v", se)
+	}
+	if gap, ok := r.Gap.Get(); !ok || gap != 0 {
+		t.Errorf("gap %v, want 0", r.Gap)
+	}
+	if se.Phase != "P1" {
+		t.Errorf("failed at %s, want P1", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// Domain M stops on its own during P1 (paused here through QMP, as by a crash or an
+// operator; its migration status stays "active", which the P1 poll alone never took for
+// a stop): the guard suspends the target at Domain M's STOP event, the pair is rolled
+// back. Domain M stopped first, so the gap is the guard's latency, which is logged; it
+// must be closed (the target stopped) and short.
+func TestDomMStopsDuringP1(t *testing.T) {
+	f := newFixture(t, 256, 64)
+	whenStatus(t, f.t.Src, "half", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		f.m.Src.Stop(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := syncpoint.Run(ctx, f.t, f.m, f.hs, syncpoint.Config{MaxBandwidth: 64 << 20})
+	logResult(t, r)
+	for _, c := range r.Timeline {
+		t.Logf("  %s %-10s %-12s up=%v %s", c.Time.Format("15:04:05.000000"), c.Subject, c.Where, c.Up, c.What)
+	}
+	var se *syncpoint.Error
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *syncpoint.Error", err)
+	}
+	if !errors.Is(err, syncpoint.ErrUnwatched) {
+		t.Errorf("got %v, want it to say the target ran unwatched", err)
+	}
+	gap, _ := r.Gap.Get()
+	t.Logf("domain M STOP → target STOP (gap) %v; guard: event → seen %v, seen → target stopped %v", r.Gap, r.GuardDetect, r.GuardPause)
+	if !r.GuardDetect.OK() || !r.GuardPause.OK() {
+		t.Errorf("the guard did not fire: %v", se)
+	}
+	for _, v := range r.Violations {
+		if v.Open {
+			t.Errorf("violation still open at the end: %+v", v)
+		}
+	}
+	if gap > time.Second {
+		t.Errorf("gap %v: the target ran unwatched for more than a second", gap)
+	}
+	if se.Phase != "P1" {
+		t.Errorf("failed at %s, want P1", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}

@@ -11,17 +11,42 @@ import (
 // supervisor has answered resume; if that cannot be had, the target stays paused.
 
 // abort cancels both outgoing migrations before the target has stopped for good: the
-// supervisor was never prepared and Domain M never stopped, so the pair simply keeps
-// running at the source (a target held at pre-switchover restarts on cancel).
+// supervisor was never prepared, so the pair goes on running at the source. The target
+// is suspended first and restarted last, once Domain M runs: cancelling Domain M's
+// migration can take long (libvirt's abort waits for its Perform3 to end; 0.9 s at
+// load 27) and Domain M may stop meanwhile (it converged, or completed before the abort
+// reached it, and is resumed only by Confirm3 cancelled); a target left running then
+// ran unwatched (TestCoMigrateLibvirt/destination_dies, an 894 ms gap).
+//
+// The target's migration is cancelled next, and the target stopped again: its hypervisor
+// may restart it on the way (QEMU restarts a source cancelled at pre-switchover; libvirt
+// resumes a source whose Perform3 failed, when its cleanup ends, or whose Perform3 it
+// confirms cancelled), and only then is Domain M's migration cancelled.
 func (r *run) abort(ctx context.Context) string {
-	c, cancel := short(ctx)
+	// Up to two cancels that each wait for libvirt's Perform3 to end, then restarts: a
+	// budget of three short calls, not one.
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
+	r.t.Src.Stop(c)
+	r.t.Src.CancelMigration(c)
+	r.t.Src.Stop(c)
 	r.m.Src.CancelMigration(c)
-	if up, err := r.m.Src.Running(c); err != nil || !up {
-		// Domain M is not running (it should be): keep the target from restarting.
+	if up, _ := r.m.Src.Running(c); !up {
+		// Domain M stopped (converged, or completed: its destination copy is paused):
+		// it is restarted at the source, as in rollbackDomMFirst.
+		r.m.Dst.Stop(c)
+		r.m.Src.Cont(c)
+	}
+	if err := waitRunning(c, r.m.Src); err != nil {
+		// Domain M does not run: the target stays suspended.
 		return fmt.Sprintf("target held at source: domain M is not running there (%v)", err)
 	}
-	r.t.Src.CancelMigration(c)
+	r.stopGuard()
+	if up, _ := r.t.Src.Running(c); !up {
+		if err := r.t.Src.Cont(c); err != nil {
+			return fmt.Sprintf("target paused at source: %v", err)
+		}
+	}
 	if err := waitRunning(c, r.t.Src); err != nil {
 		return fmt.Sprintf("target at source not running after cancel: %v", err)
 	}
@@ -48,6 +73,7 @@ func (r *run) rollbackDomMFirst(ctx context.Context) string {
 	if err := r.monitoringAgain(ctx); err != nil {
 		return fmt.Sprintf("target paused at source: supervisor not monitoring (%v)", err)
 	}
+	r.stopGuard()
 	r.t.Src.CancelMigration(c)
 	if up, _ := r.t.Src.Running(c); !up {
 		if err := r.t.Src.Cont(c); err != nil {

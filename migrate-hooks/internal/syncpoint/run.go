@@ -30,6 +30,11 @@ type Result struct {
 	P1Margin Figure `json:"p1_margin_ns"`
 	// P1Detect is how long after the target's STOP the coordinator acted on it.
 	P1Detect Figure `json:"p1_detect_ns"`
+	// GuardDetect and GuardPause: Domain M stopped during P1 (the P1 guard fired) — its
+	// STOP event → the coordinator saw it → the target's Stop returned. Absent when
+	// Domain M did not stop during P1.
+	GuardDetect Figure `json:"guard_detect_ns"`
+	GuardPause  Figure `json:"guard_pause_ns"`
 	// Gap is the time the target ran unwatched according to Timeline, counted up to the
 	// end of observation for a violation still open then (must be 0, with no
 	// violations); absent when nothing was observed.
@@ -68,6 +73,8 @@ type run struct {
 	// from is each process's event count at the start: a VM that migrated before (the
 	// benchmark migrates pairs back and forth) has older MIGRATION events to ignore.
 	from map[VM]int
+	// guard suspends the target if Domain M stops during P1 (guard.go).
+	guard *guard
 }
 
 // Run co-migrates target t and Domain M m. sup may be nil only in NoSync mode. The

@@ -48,6 +48,9 @@ func (r *run) sync(ctx context.Context) error {
 	if err := r.prepareBoth(ctx); err != nil {
 		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
 	}
+	// From the first byte on, Domain M could stop before the target (converge unheld,
+	// crash): the guard suspends the target the moment it does, until P1 ends.
+	r.guard = r.startGuard(ctx)
 	if err := r.t.Src.Migrate(ctx, r.t.URI); err != nil {
 		return &Error{Phase: "setup", Err: err, Outcome: r.abort(ctx)}
 	}
@@ -149,12 +152,17 @@ func (r *run) setup(ctx context.Context, rateT, rateM int64, sync bool) error {
 func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 	ctx1, cancel := context.WithTimeout(ctx, r.cfg.P1)
 	defer cancel()
+	defer r.stopGuard() // the rollbacks below stop it before they restart the target
 	var holdStart time.Time
 	lastTune, tunes := time.Now(), 0
 	from := r.from[r.t.Src]
 	for {
 		ev, next, err := waitFor(ctx1, r.t.Src, from, r.cfg.Poll, isMigrationStatus("pre-switchover", "failed", "cancelled"))
 		from = next
+		if fired, gev, _, _, gerr := r.guard.result(); fired {
+			// Domain M stopped before the target had: the guard has suspended the target.
+			return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("domain M stopped (%s) before the target; target suspended (%v)", gev.Name, gerr), Outcome: r.rollbackDomMFirst(ctx)}
+		}
 		if err == nil {
 			if ev.Status != "pre-switchover" {
 				return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("target migration %s: %s", ev.Status, r.progressErr(ctx, r.t.Src)), Outcome: r.abort(ctx)}
@@ -181,12 +189,17 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 		if terminal(pm.Status) {
 			return Event{}, &Error{Phase: "P1", Err: fmt.Errorf("domain M migration %s: %s", pm.Status, pm.Error), Outcome: r.abort(ctx)}
 		}
-		if stopped(pm.Status) && !r.targetStopped(ctx1) {
-			// Domain M converged before the target stopped (the hold came too late): stop
-			// the target at once; the unwatched interval shows in the timeline.
+		if stopped(pm.Status) {
+			// Domain M converged: unless the target had stopped first (its event may still
+			// be on its way), the hold came too late. The target is stopped first, asked
+			// after: a Stop of a target stopped for its final copy does nothing, while a
+			// question first would leave it running one more call.
 			c, cancel := short(ctx)
 			r.t.Src.Stop(c)
 			cancel()
+			if r.targetStopped(ctx1) {
+				continue
+			}
 			r.cfg.Log.Error("P1 violated: domain M stopped before the target; target stopped", "domm_status", pm.Status)
 			return Event{}, &Error{Phase: "P1", Err: errors.New("domain M stopped before the target"), Outcome: r.rollbackDomMFirst(ctx)}
 		}
