@@ -292,9 +292,18 @@ func TestDomMStopsWhileAborting(t *testing.T) {
 // operator; its migration status stays "active", which the P1 poll alone never took for
 // a stop): the guard suspends the target at Domain M's STOP event, the pair is rolled
 // back. Domain M stopped first, so the gap is the guard's latency, which is logged; it
-// must be closed (the target stopped) and short.
+// must be closed (the target stopped) and short, also with the coordinator slowed to 10%
+// of a CPU (a cgroup's CPU quota: 10 ms per 100 ms).
 func TestDomMStopsDuringP1(t *testing.T) {
+	t.Run("free", func(t *testing.T) { domMStopsDuringP1(t, 0) })
+	t.Run("coordinator at 10% of a CPU", func(t *testing.T) { domMStopsDuringP1(t, 10*time.Millisecond) })
+}
+
+func domMStopsDuringP1(t *testing.T, quota time.Duration) {
 	f := newFixture(t, 256, 64)
+	if quota > 0 {
+		throttle(t, quota)
+	}
 	whenStatus(t, f.t.Src, "half", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
