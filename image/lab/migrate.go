@@ -57,6 +57,11 @@ func (l *Loop) startDestination(ctx context.Context) error {
 		if l.dstVMs[i], err = l.dst.Start(ctx, m, uri); err != nil {
 			return err
 		}
+		if i == 0 {
+			if err := diskOverNFS(ctx, l.dstVMs[0], l.hostsNFS.URL("target.img")); err != nil {
+				return err
+			}
+		}
 		l.uris[i] = uri
 	}
 	return nil

@@ -130,12 +130,34 @@ func (l *Loop) startSource(ctx context.Context) error {
 	if l.srcVMs[0], err = l.src.Start(ctx, l.target, ""); err != nil {
 		return err
 	}
+	if err := diskOverNFS(ctx, l.srcVMs[0], disk); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.o.Out, "           the target's QEMU has its disk as a block node of driver nfs: %s\n", disk)
 	if l.srcVMs[1], err = l.src.Start(ctx, l.domm, ""); err != nil {
 		return err
 	}
 	fmt.Fprintf(l.o.Out, "           target pid %d (RAM %s), Domain M pid %d (image %s, fw_cfg %s)\n",
 		l.srcVMs[0].Proc.Pid, l.srcVMs[0].RAMFile, l.srcVMs[1].Proc.Pid, img, l.path("domm"))
 	return nil
+}
+
+// diskOverNFS checks that vm's QEMU opened url with its nfs block driver (a block node
+// whose driver is "nfs"), not a file.
+func diskOverNFS(ctx context.Context, vm *VM, url string) error {
+	var nodes []struct {
+		Drv  string `json:"drv"`
+		File string `json:"file"`
+	}
+	if err := vm.Mon.Execute(ctx, "query-named-block-nodes", nil, &nodes); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if n.Drv == "nfs" && n.File == url {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s on %s: no block node with driver nfs for %s: %+v", vm.Name, vm.Host, url, nodes)
 }
 
 func labSock(h *Host) string { return filepath.Join(h.Dir, h.Name+"-target-lab.sock") }
