@@ -89,6 +89,7 @@ type proxy struct {
 	mu      sync.Mutex
 	conns   []net.Conn
 	stalled bool // drop what the source sends from now on
+	keepDst bool // cutSource: the destination's end stays open
 }
 
 // forward copies the source's stream to the destination until stall.
@@ -97,7 +98,12 @@ func (p *proxy) forward(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if err != nil {
-			dst.Close()
+			p.mu.Lock()
+			keep := p.keepDst
+			p.mu.Unlock()
+			if !keep {
+				dst.Close()
+			}
 			return
 		}
 		p.mu.Lock()
@@ -143,6 +149,17 @@ func newProxy(t *testing.T, to string) (*proxy, string) {
 		}
 	}()
 	return p, "tcp:" + ln.Addr().String()
+}
+
+// cutSource closes the source's end only: the source fails at its next write, while
+// the destination goes on waiting for the rest of the stream.
+func (p *proxy) cutSource() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keepDst = true
+	for i := 0; i < len(p.conns); i += 2 {
+		p.conns[i].Close()
+	}
 }
 
 func (p *proxy) cut() {
@@ -338,6 +355,42 @@ func domMStopsDuringP1(t *testing.T, quota time.Duration) {
 	}
 	if se.Phase != "P1" {
 		t.Errorf("failed at %s, want P1", se.Phase)
+	}
+	wantRolledBack(t, f, r, se)
+}
+
+// The target's final copy fails once released from pre-switchover (its stream cut at the
+// source's end while it is held): QEMU 7.2 restarts it at the source by itself while
+// Domain M has left. The coordinator stops it at its RESUME event, then brings Domain M,
+// the supervisor and the target back at the source. The restart is an unwatched interval
+// the coordinator cannot prevent on raw QMP; it must be closed and short, and is logged.
+func TestTargetRestartsAfterFinalCopyFails(t *testing.T) {
+	f := newFixture(t, 64, 256)
+	px, uri := newProxy(t, f.t.URI)
+	f.t.URI = uri
+	whenStatus(t, f.t.Src, "pre-switchover", px.cutSource)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := syncpoint.Run(ctx, f.t, f.m, f.hs, syncpoint.Config{P3: 5 * time.Second, MaxBandwidth: 128 << 20})
+	logResult(t, r)
+	for _, c := range r.Timeline {
+		t.Logf("  %s %-10s %-12s up=%v %s", c.Time.Format("15:04:05.000000"), c.Subject, c.Where, c.Up, c.What)
+	}
+	var se *syncpoint.Error
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *syncpoint.Error", err)
+	}
+	t.Logf("error: %v; restart → stopped again (gap) %v", err, r.Gap)
+	if se.Phase != "P3" {
+		t.Errorf("failed at %s, want P3", se.Phase)
+	}
+	for _, v := range r.Violations {
+		if v.Open {
+			t.Errorf("violation still open at the end: %+v", v)
+		}
+	}
+	if gap, _ := r.Gap.Get(); gap > time.Second {
+		t.Errorf("gap %v: the restarted target ran unwatched for more than a second", gap)
 	}
 	wantRolledBack(t, f, r, se)
 }

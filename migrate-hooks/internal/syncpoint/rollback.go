@@ -160,14 +160,21 @@ func (r *run) releaseTargetAtSource(ctx context.Context) string {
 // pre-switchover. QEMU 7.2 then restarts it at the source by itself while Domain M has
 // already left: stop it at once, bring Domain M and the supervisor back at the source,
 // restart it. The unwatched interval shows in the timeline.
+//
+// The restart is seen by its RESUME event, not by polling the state (every 10 ms, a
+// call each, behind the coordinator's other calls on a loaded host).
 func (r *run) recoverTargetRestart(ctx context.Context) string {
 	c, cancel := short(ctx)
-	defer cancel()
-	if err := waitRunning(c, r.t.Src); err == nil {
+	_, _, err := r.t.Src.WaitEvent(c, r.from[r.t.Src], func(e Event) bool { return e.Name == "RESUME" })
+	cancel()
+	c, cancel = short(ctx)
+	if err == nil {
+		r.t.Src.Stop(c)
+	} else if up, _ := r.t.Src.Running(c); up {
 		r.t.Src.Stop(c)
 	}
-	out := r.rollbackAfterDomMStopped(ctx)
-	return out
+	cancel()
+	return r.rollbackAfterDomMStopped(ctx)
 }
 
 func (r *run) rollbackAfterDomMStopped(ctx context.Context) string {
