@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"sort"
 	"sync"
@@ -115,6 +116,8 @@ type Driver struct {
 	// passes.
 	quiet      []detectors.Match
 	quietRules string
+	// screenAlways (tests) keeps workers screening whatever it costs.
+	screenAlways bool
 }
 
 type blockState struct {
@@ -425,7 +428,18 @@ type worker struct {
 	pend    []pending
 	wins    [][]byte
 	bases   []uint64
+	// Whether the screen pays: its time per byte against scanning alone (learning,
+	// hits and a probe every probeEvery screens). When it does not, the worker copies
+	// and scans window by window for the next skipRuns runs, which keeps each copy in
+	// the cache while libyara scans it.
+	screenNS, screenBytes, aloneNS, aloneBytes int64
+	screens, skip                              int
 }
+
+const (
+	probeEvery = 16
+	skipRuns   = 32
+)
 
 // pending is a block to hand to the rule engine: its window, zero pages at the edges
 // trimmed (lo bytes cut at the start), and what the change cache knew of it.
@@ -500,6 +514,22 @@ func (w *worker) run(run []block, out chan<- blockResult) {
 	}
 	w.pend = w.pend[:0]
 	slot := d.cfg.BlockSize + d.cfg.Overlap
+	if w.scr == nil || w.skip > 0 {
+		// Window by window: each copy is scanned while it is in the cache.
+		w.skip = max(0, w.skip-1)
+		if slot > len(w.buf) {
+			w.buf = make([]byte, slot)
+		}
+		for _, b := range run {
+			if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[:slot], w.hs); scan {
+				w.pend = append(w.pend[:0], p)
+				w.scan(out)
+			} else {
+				out <- r
+			}
+		}
+		return
+	}
 	if need := len(run) * slot; need > len(w.buf) {
 		w.buf = make([]byte, need)
 	}
@@ -511,6 +541,20 @@ func (w *worker) run(run []block, out chan<- blockResult) {
 		}
 	}
 	w.scan(out)
+	w.judge()
+}
+
+// judge turns the screen off for a while when, in this worker, it cost more per byte
+// than scanning alone (a cheap rule set: the screen saves little per window, and the
+// run's copies have left the cache when libyara reads them).
+func (w *worker) judge() {
+	if w.d.screenAlways || w.screenBytes < 8*int64(w.d.cfg.BlockSize) || w.aloneBytes < int64(w.d.cfg.BlockSize)/2 {
+		return
+	}
+	if float64(w.screenNS)/float64(w.screenBytes) >= float64(w.aloneNS)/float64(w.aloneBytes) {
+		w.skip = skipRuns
+	}
+	w.screenNS, w.screenBytes, w.aloneNS, w.aloneBytes = 0, 0, 0, 0
 }
 
 // scan hands the pending windows to the rule engine: screened in one run when the
@@ -523,7 +567,13 @@ func (w *worker) scan(out chan<- blockResult) {
 			w.wins = append(w.wins, p.win)
 			w.bases = append(w.bases, p.b.gpa+uint64(p.lo))
 		}
+		t0 := time.Now()
 		got, err := w.scr.Screen(w.wins, w.bases)
+		w.screenNS += int64(time.Since(t0))
+		for _, win := range w.wins {
+			w.screenBytes += int64(len(win))
+		}
+		w.screens++
 		switch {
 		case errors.Is(err, ErrNoScreen):
 			w.scr = nil
@@ -539,13 +589,27 @@ func (w *worker) scan(out chan<- blockResult) {
 		}
 		w.d.mu.Unlock()
 	}
+	probe := hit != nil && w.screens%probeEvery == 1
 	for i, p := range w.pend {
 		passed := hit != nil && !hit[i]
-		if passed && w.quietOK {
+		if passed && w.quietOK && !probe {
 			out <- w.d.finish(w.scID, p, cloneMatches(w.quiet), nil, true)
 			continue
 		}
+		t0 := time.Now()
 		ms, err := w.sc.Scan(p.win, p.b.gpa+uint64(p.lo))
+		w.aloneNS += int64(time.Since(t0))
+		w.aloneBytes += int64(len(p.win))
+		if passed && w.quietOK {
+			// A probe: a passed window scanned alone, to time it (judge) and to check
+			// the Screener's promise.
+			probe = false
+			if hasStrings(ms) || !reflect.DeepEqual(ms, w.quiet) {
+				w.scr = nil
+			}
+			out <- w.d.finish(w.scID, p, ms, err, false)
+			continue
+		}
 		if passed && err == nil {
 			// The first window the screen passed, scanned alone: what the rule set
 			// reports for memory without string matches. A string match here would

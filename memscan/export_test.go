@@ -27,3 +27,7 @@ func ForgeCachedHash(d *Driver, src Source, change func()) {
 		return true
 	})
 }
+
+// ScreenAlways keeps d's workers screening whatever the screen costs against scanning
+// alone (worker.judge times both), so that a test takes the screen's path every run.
+func ScreenAlways(d *Driver) { d.screenAlways = true }
