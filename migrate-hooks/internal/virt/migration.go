@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -37,6 +38,7 @@ type Migration struct {
 	performCookie []byte
 	phase         phase
 	srcDom        golibvirt.Domain
+	srcHandle     atomic.Pointer[golibvirt.Domain] // srcDom, read without mu (Stop)
 	dstDom        golibvirt.Domain
 	params        []golibvirt.TypedParam // Finish3's and Confirm3's
 	cookie        []byte                 // Finish3's cookie, for Confirm3
@@ -88,6 +90,7 @@ func (m *Migration) prepare(ctx context.Context, listen string) error {
 		return err
 	}
 	m.srcDom = src
+	m.srcHandle.Store(&src)
 	evs, _ := m.Src.eventLog(m.Name).snapshot()
 	m.from = len(evs)
 	// Params of every phase (Finish3 finds the domain by its destination_name); each
