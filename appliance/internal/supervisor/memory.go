@@ -201,7 +201,7 @@ func (m *memLoop) run(ctx context.Context) {
 			if done == nil {
 				next = m.s.clk.Now()
 			} else {
-				m.rescan = true // the running pass uses the new set from its next block on
+				m.rescan = true // the running pass uses the new set from its next run of blocks on
 			}
 		case c := <-m.cmds:
 			if err := m.admit(c); err != nil {

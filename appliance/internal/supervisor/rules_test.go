@@ -152,12 +152,14 @@ func TestRulesSymlinkSwap(t *testing.T) {
 }
 
 // TestReloadSwapsBetweenBlocks: a rule set reloaded while a pass is in flight is used
-// from the next block on, within the same pass; a second pass follows at once for the
-// blocks scanned before the swap.
+// from the next run of blocks a worker takes on (memscan.DriverConfig.Batch blocks,
+// screened in one scan), within the same pass; a second pass follows at once for the
+// blocks scanned before the swap. 64 KiB blocks make a run 1 MiB: the runs held at the
+// gate (4 MiB) took the old set, the run with third (7 MiB) is taken after the reload.
 func TestReloadSwapsBetweenBlocks(t *testing.T) {
 	var g *gateSource
 	open := gatedOpen(&g, 4<<20, func(g *gateSource) { g.holdAt, g.hold = 3, make(chan struct{}) })
-	h := newHarness(t, harnessOpts{open: open})
+	h := newHarness(t, harnessOpts{open: open, blockSize: 64 << 10})
 	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
 	const early = "EARLY-MARKER-3456"
 	h.poke(1<<20+50, early) // block 1: scanned before the swap
