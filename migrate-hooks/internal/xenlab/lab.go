@@ -222,10 +222,16 @@ func (l *Lab) Boot(ctx context.Context, port int) error {
 func (l *Lab) ReadOut(ctx context.Context, h string) error {
 	img := filepath.Join(l.Run, "lab-"+h+".img")
 	exec.CommandContext(ctx, "e2fsck", "-fy", img).Run() // exit 1 or 2: fixed
-	dst := filepath.Join(l.Run, "out-"+h)
+	// rdump /out DIR writes DIR/out: dump into a scratch folder, then rename.
+	dst, tmp := filepath.Join(l.Run, "out-"+h), filepath.Join(l.Run, ".rdump-"+h)
 	os.RemoveAll(dst)
-	os.MkdirAll(dst, 0o755)
-	return l.sh(ctx, l.Run, nil, "debugfs", "-R", "rdump /out "+dst, img)
+	os.RemoveAll(tmp)
+	os.MkdirAll(tmp, 0o755)
+	defer os.RemoveAll(tmp)
+	if err := l.sh(ctx, l.Run, nil, "debugfs", "-R", "rdump /out "+tmp, img); err != nil {
+		return err
+	}
+	return os.Rename(filepath.Join(tmp, "out"), dst)
 }
 
 // loadavg is this machine's 1, 5 and 15 minute load averages.
