@@ -173,14 +173,30 @@ func (x *Xen) Remap(domid uint16) error {
 		return fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(x.ranges), err)
 	}
 	errs := m.Errs()
+	first, n := uint64(0), 0
 	for _, r := range x.ranges {
 		for f := r.GPA / xenPage; f < r.End()/xenPage; f++ {
 			if errs[f] != 0 {
-				m.Close()
-				return fmt.Errorf("xen:%d: frame %#x refused (errno %d) though it was mapped before: %w",
-					domid, f, -errs[f], &GuestChangedError{Reason: "memory map differs"})
+				if n == 0 {
+					first = f
+				}
+				n++
 			}
 		}
+	}
+	if n > 0 {
+		// which frames, as ranges (lab run 10 saw only the first: frame 0x10, EINVAL)
+		var gone []string
+		for _, r := range xenRanges(refusedErrs(errs, x.ranges)) {
+			gone = append(gone, fmt.Sprintf("%#x+%#x", r.GPA/xenPage, r.Size/xenPage))
+			if len(gone) == 16 {
+				gone = append(gone, "...")
+				break
+			}
+		}
+		m.Close()
+		return fmt.Errorf("xen:%d: %d frames refused though they were mapped before, the first %#x (errno %d); refused: %s: %w",
+			domid, n, first, -errs[first], strings.Join(gone, " "), &GuestChangedError{Reason: "memory map differs"})
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -316,4 +332,21 @@ func xenErrnos(errs []int32, ranges []Range) string {
 		fmt.Fprintf(&b, "%d:%d", k, n[k])
 	}
 	return b.String()
+}
+
+// refusedErrs is 0 for each frame of ranges that errs refused and -1 elsewhere, so that
+// xenRanges lists the refused frames.
+func refusedErrs(errs []int32, ranges []Range) []int32 {
+	out := make([]int32, len(errs))
+	for i := range out {
+		out[i] = -1
+	}
+	for _, r := range ranges {
+		for f := r.GPA / xenPage; f < r.End()/xenPage && f < uint64(len(errs)); f++ {
+			if errs[f] != 0 {
+				out[f] = 0
+			}
+		}
+	}
+	return out
 }

@@ -125,3 +125,12 @@ func TestXenErrnos(t *testing.T) {
 		t.Fatalf("xenErrnos = %q", got)
 	}
 }
+
+func TestRefusedErrs(t *testing.T) {
+	errs := []int32{0, 0, -22, -22, 0, -1, 0, -22}
+	got := xenRanges(refusedErrs(errs, []Range{{0, 6 * xenPage}}))
+	want := []Range{{2 * xenPage, 2 * xenPage}, {5 * xenPage, xenPage}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("refused ranges %v, want %v (frame 7 is outside the map state)", got, want)
+	}
+}

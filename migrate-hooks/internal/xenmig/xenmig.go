@@ -103,7 +103,11 @@ type Result struct {
 	Gap            syncpoint.Figure      `json:"gap_ns"`
 	Violations     []syncpoint.Violation `json:"violations,omitempty"`
 	IDs            map[string]int        `json:"domain_ids"`
-	Timeline       syncpoint.Timeline    `json:"timeline"`
+	// Frames: the target's frames in Xen's p2m (domainm-xen's FIRST+COUNT runs) at the
+	// source before its migration ("src") and at the destination on arrival, as the
+	// grant there read them ("dst_grant"): Domain M remaps the same frames at resume.
+	Frames   map[string]string  `json:"frames,omitempty"`
+	Timeline syncpoint.Timeline `json:"timeline"`
 }
 
 type run struct {
@@ -185,6 +189,14 @@ func (r *run) migrate(ctx context.Context) error {
 	if err != nil || st.State != proto.StateMonitoring {
 		return fmt.Errorf("supervisor is %q (%v), not monitoring: nothing started", st.State, err)
 	}
+	// The target's p2m here, before anything starts (not timed): to compare with the
+	// destination's when resume finds frames missing (lab run 10).
+	r.res.Frames = map[string]string{}
+	if out, err := r.x.Run(ctx, "", c.Tool, "frames", strconv.Itoa(t)); err == nil {
+		r.res.Frames["src"] = strings.TrimSpace(out)
+	} else {
+		r.cfg.Log.Warn("reading the target's frames", "err", err)
+	}
 	// What ran at the start, at one instant: all three up at the source.
 	t0 := time.Now()
 	r.res.Start = t0
@@ -231,9 +243,12 @@ func (r *run) migrate(ctx context.Context) error {
 		return fmt.Errorf("P3: %w", err)
 	}
 	r.res.IDs["dst_target"], r.res.IDs["dst_domm"] = t2, m2
-	if _, err := r.x.Run(ctx, c.Dest, c.Tool, "grant", strconv.Itoa(m2), strconv.Itoa(t2)); err != nil {
+	gout, err := r.x.Run(ctx, c.Dest, c.Tool, "grant", strconv.Itoa(m2), strconv.Itoa(t2))
+	if err != nil {
 		return fmt.Errorf("P4: grant at %s: %w (both paused there)", c.Dest, err)
 	}
+	r.res.Frames["dst_grant"] = strings.TrimSpace(gout)
+	r.cfg.Log.Info("granted at the destination", "out", strings.TrimSpace(gout))
 	if _, err := r.x.Run(ctx, c.Dest, "xl", "unpause", c.DomM); err != nil {
 		return fmt.Errorf("P4: %w (both paused at %s)", err, c.Dest)
 	}

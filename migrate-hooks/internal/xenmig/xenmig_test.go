@@ -40,6 +40,10 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		delete(f.ids, "/"+args[2])
 		f.nextID++
 		f.ids[args[3]+"/"+args[2]] = f.nextID
+	case name == "domainm-xen" && args[0] == "frames":
+		return "0x0+0x8000 0xfeff8+0x8\n", nil
+	case name == "domainm-xen" && args[0] == "grant":
+		return "granted domain " + args[1] + " privilege over domain " + args[2] + "\n", nil
 	case name == "xl" && args[0] == "save":
 		delete(f.ids, "/"+args[1])
 	case name == "xl" && args[0] == "restore":
@@ -102,6 +106,12 @@ func TestMigrateOrder(t *testing.T) {
 	}
 	if r.IDs["dst_target"] != 6 || r.IDs["dst_domm"] != 7 {
 		t.Errorf("ids %v", r.IDs)
+	}
+	if r.Frames["src"] != "0x0+0x8000 0xfeff8+0x8" || r.Frames["dst_grant"] != "granted domain 7 privilege over domain 6" {
+		t.Errorf("frames %q", r.Frames)
+	}
+	if idx("domainm-xen frames 1") > idx("xl migrate -p target") {
+		t.Errorf("the source's frames were read after the migration started: %q", f.log)
 	}
 	for i, w := range r.Waits {
 		if !w.OK() {
