@@ -109,9 +109,11 @@ fuzz: deps
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
 	  echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x $$pkg || { \
-	    echo "fuzz $$name failed: once more (Go's engine can end with 'context deadline exceeded' and no crasher; a real crasher, saved under testdata/fuzz, fails again)"; \
-	    $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x $$pkg; }; \
+	  for try in 1 2 3; do \
+	    if $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x $$pkg; then break; fi; \
+	    if [ $$try = 3 ]; then exit 1; fi; \
+	    echo "fuzz $$name failed: again (try $$((try+1)) of 3; Go's engine can end with 'context deadline exceeded' and no crasher; a real crasher is saved under testdata/fuzz and fails every try)"; \
+	  done; \
 	done
 
 # demo: boot a small Linux guest whose RAM is a shared file, let it hold an "implant"
