@@ -233,34 +233,44 @@ func windowRules(file string, toks []token) []WindowRule {
 			continue
 		}
 		name, line := toks[i+1].text, toks[i].line
-		// Find the body and its condition section.
-		j := i + 2
-		for j < len(toks) && toks[j].text != "{" {
-			j++
-		}
-		depth, cond := 0, -1
-		k := j
-		for ; k < len(toks); k++ {
-			t := toks[k]
-			if t.kind == tokPunct && t.text == "{" {
-				depth++
-			} else if t.kind == tokPunct && t.text == "}" {
-				depth--
-				if depth == 0 {
-					break
-				}
-			} else if depth == 1 && t.kind == tokIdent && t.text == "condition" && k+1 < len(toks) && toks[k+1].text == ":" {
-				cond = k + 2
-			}
-		}
-		if cond >= 0 && cond <= k {
-			if rs := conditionReasons(toks[cond:k]); len(rs) > 0 {
+		cond, ok, k := ruleCondition(toks, i)
+		if ok {
+			if rs := conditionReasons(cond); len(rs) > 0 {
 				out = append(out, WindowRule{File: file, Line: line, Rule: name, Reasons: rs})
 			}
 		}
 		i = k
 	}
 	return out
+}
+
+// ruleCondition finds the body of the rule whose "rule" keyword is at toks[i]: the
+// tokens of its condition section (ok false when it has none) and the index of the
+// body's closing brace (len(toks) when it is not closed).
+func ruleCondition(toks []token, i int) (cond []token, ok bool, end int) {
+	j := i + 2
+	for j < len(toks) && toks[j].text != "{" {
+		j++
+	}
+	depth, at := 0, -1
+	k := j
+	for ; k < len(toks); k++ {
+		t := toks[k]
+		if t.kind == tokPunct && t.text == "{" {
+			depth++
+		} else if t.kind == tokPunct && t.text == "}" {
+			depth--
+			if depth == 0 {
+				break
+			}
+		} else if depth == 1 && t.kind == tokIdent && t.text == "condition" && k+1 < len(toks) && toks[k+1].text == ":" {
+			at = k + 2
+		}
+	}
+	if at >= 0 && at <= k {
+		return toks[at:k], true, k
+	}
+	return nil, false, k
 }
 
 func conditionReasons(c []token) []string {
@@ -504,28 +514,8 @@ func conditions(toks []token) []ruleCond {
 				rc.global = true
 			}
 		}
-		j := i + 2
-		for j < len(toks) && toks[j].text != "{" {
-			j++
-		}
-		depth, cond := 0, -1
-		k := j
-		for ; k < len(toks); k++ {
-			t := toks[k]
-			if t.kind == tokPunct && t.text == "{" {
-				depth++
-			} else if t.kind == tokPunct && t.text == "}" {
-				depth--
-				if depth == 0 {
-					break
-				}
-			} else if depth == 1 && t.kind == tokIdent && t.text == "condition" && k+1 < len(toks) && toks[k+1].text == ":" {
-				cond = k + 2
-			}
-		}
-		if cond >= 0 && cond <= k {
-			rc.cond = toks[cond:k]
-		}
+		cond, _, k := ruleCondition(toks, i)
+		rc.cond = cond
 		out = append(out, rc)
 		i = k
 	}
