@@ -28,7 +28,23 @@ type Xen struct {
 
 	mu    sync.RWMutex
 	domid uint16
-	m     *privcmd.Mapping // nil while unmapped
+	m     xenMapping // nil while unmapped
+}
+
+// xenMapping is what Xen needs of a privcmd.Mapping (a seam for tests).
+type xenMapping interface {
+	Errs() []int32
+	Copy(dst []byte, gpa uint64) (int, error)
+	Close() error
+}
+
+// xenMapRuns maps runs of frames (privcmd.MapRuns; a seam for tests).
+var xenMapRuns = func(domid uint16, span uint64, runs []privcmd.Run) (xenMapping, error) {
+	m, err := privcmd.MapRuns(domid, span, runs)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 var _ Source = (*Xen)(nil)
@@ -168,7 +184,7 @@ func (x *Xen) Unmap() error {
 // migration), replacing any current mapping. Every frame must map: a frame Xen refuses
 // means the domain is not laid out as the one mapped before.
 func (x *Xen) Remap(domid uint16) error {
-	m, err := privcmd.MapRuns(domid, x.span, xenRuns(x.ranges))
+	m, err := xenMapRuns(domid, x.span, xenRuns(x.ranges))
 	if err != nil {
 		return fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(x.ranges), err)
 	}
@@ -258,33 +274,195 @@ func OpenXenFrames(domid uint16, ranges []Range) (*Xen, error) {
 	if err := privcmd.Available(); err != nil {
 		return nil, fmt.Errorf("xen:%d: %w", domid, err)
 	}
+	span, m, mapped, err := xenMapFrames(domid, ranges)
+	if err != nil {
+		return nil, err
+	}
+	return &Xen{span: span, ranges: mapped, domid: domid, m: m}, nil
+}
+
+// xenMapFrames maps the frames of ranges of domain domid and returns the span, the
+// mapping and the ranges Xen mapped (frames it refuses are left out); it fails if Xen
+// maps none.
+func xenMapFrames(domid uint16, ranges []Range) (uint64, xenMapping, []Range, error) {
 	if len(ranges) == 0 {
-		return nil, fmt.Errorf("xen:%d: no frames to map", domid)
+		return 0, nil, nil, fmt.Errorf("xen:%d: no frames to map", domid)
 	}
 	var span uint64
 	for i, r := range ranges {
 		if r.GPA%xenPage != 0 || r.Size%xenPage != 0 || r.Size == 0 {
-			return nil, fmt.Errorf("xen:%d: range %#x+%#x is not whole frames", domid, r.GPA, r.Size)
+			return 0, nil, nil, fmt.Errorf("xen:%d: range %#x+%#x is not whole frames", domid, r.GPA, r.Size)
 		}
 		if i > 0 && r.GPA < ranges[i-1].End() {
-			return nil, fmt.Errorf("xen:%d: ranges not in order or overlapping at %#x", domid, r.GPA)
+			return 0, nil, nil, fmt.Errorf("xen:%d: ranges not in order or overlapping at %#x", domid, r.GPA)
 		}
 		span = r.End() / xenPage
 	}
 	if span >= xenProbeMax {
-		return nil, fmt.Errorf("xen:%d: frame %#x: want below 2^35", domid, span-1)
+		return 0, nil, nil, fmt.Errorf("xen:%d: frame %#x: want below 2^35", domid, span-1)
 	}
-	m, err := privcmd.MapRuns(domid, span, xenRuns(ranges))
+	m, err := xenMapRuns(domid, span, xenRuns(ranges))
 	if err != nil {
-		return nil, fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(ranges), err)
+		return 0, nil, nil, fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(ranges), err)
 	}
 	mapped := xenRanges(m.Errs())
 	if len(mapped) == 0 {
 		errs := xenErrnos(m.Errs(), ranges)
 		m.Close()
-		return nil, fmt.Errorf("xen:%d: Xen maps none of the %d ranges (frames by errno: %s; EPERM: no privilege over the domain, or a PVH/HVM caller on a Xen before 4.19)", domid, len(ranges), errs)
+		return 0, nil, nil, fmt.Errorf("xen:%d: Xen maps none of the %d ranges (frames by errno: %s; EPERM: no privilege over the domain, or a PVH/HVM caller on a Xen before 4.19)", domid, len(ranges), errs)
 	}
-	return &Xen{span: span, ranges: mapped, domid: domid, m: m}, nil
+	return span, m, mapped, nil
+}
+
+// RemapFrames maps the frames of ranges of domain domid (the target's new id after a
+// migration, ranges being the frames dom0 read from Xen's p2m there: domainm/frames as
+// the destination's grant wrote it), replacing the mapping and the map state, and
+// reports how the frames differ from the map state before. Frames Xen refuses are left
+// out, as in OpenXenFrames. A restored domain need not hold every frame it held at the
+// source (lab run 10: the target, still paused at the destination, lacked frame 0x10
+// of the source's list), so a frame that is gone is no error here: the caller judges
+// the change (XenFrameChange.Check) and checks the fingerprint over the frames present
+// at both (CheckFingerprintPresent).
+func (x *Xen) RemapFrames(domid uint16, ranges []Range) (XenFrameChange, error) {
+	span, m, mapped, err := xenMapFrames(domid, ranges)
+	if err != nil {
+		return XenFrameChange{}, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	c := xenChange(x.ranges, mapped)
+	c.Refused = TotalSize(ranges)/xenPage - c.After
+	if x.m != nil {
+		x.m.Close()
+	}
+	x.m, x.domid, x.span, x.ranges = m, domid, span, mapped
+	return c, nil
+}
+
+// XenFrameChange is how the frames mapped by a RemapFrames differ from those mapped
+// before it.
+type XenFrameChange struct {
+	Before, After uint64  // frames mapped before and now
+	Lost, Gained  []Range // mapped before and not now; mapped now and not before
+	Refused       uint64  // frames of the new list that Xen refused
+}
+
+// LostFrames is the number of frames mapped before and not now.
+func (c XenFrameChange) LostFrames() uint64 { return TotalSize(c.Lost) / xenPage }
+
+// GainedFrames is the number of frames mapped now and not before.
+func (c XenFrameChange) GainedFrames() uint64 { return TotalSize(c.Gained) / xenPage }
+
+func (c XenFrameChange) String() string {
+	runs := func(rs []Range) string {
+		if len(rs) == 0 {
+			return "none"
+		}
+		var s []string
+		for i, r := range rs {
+			if i == 16 {
+				s = append(s, fmt.Sprintf("... (%d runs)", len(rs)))
+				break
+			}
+			s = append(s, fmt.Sprintf("%#x+%#x", r.GPA/xenPage, r.Size/xenPage))
+		}
+		return strings.Join(s, " ")
+	}
+	return fmt.Sprintf("frames %d -> %d: %d gone (%s), %d new (%s), %d refused by Xen",
+		c.Before, c.After, c.LostFrames(), runs(c.Lost), c.GainedFrames(), runs(c.Gained), c.Refused)
+}
+
+// XenMigrationSlack is the share of a domain's frames (1/32) by which its frame set may
+// change across a migration, with at least XenMigrationMinSlack frames either way: the
+// guest's own remappings over RAM frames (grant-table frames, shared info, ballooning)
+// between the source's list and its suspend, which a restored domain that has not run
+// yet lacks, and the toolstack's special pages.
+const (
+	XenMigrationSlack    = 32
+	XenMigrationMinSlack = 256
+)
+
+// Check reports a frame set that changed beyond what a migration explains: more frames
+// gone, or new, than XenMigrationSlack allows. The error names the change.
+func (c XenFrameChange) Check() error {
+	limit := max(c.Before/XenMigrationSlack, XenMigrationMinSlack)
+	if c.LostFrames() > limit || c.GainedFrames() > limit {
+		return &GuestChangedError{Reason: fmt.Sprintf("frame set changed beyond a migration (at most %d frames either way): %v", limit, c)}
+	}
+	return nil
+}
+
+// xenChange compares two sets of frames, each as ordered ranges.
+func xenChange(before, after []Range) XenFrameChange {
+	return XenFrameChange{
+		Before: TotalSize(before) / xenPage, After: TotalSize(after) / xenPage,
+		Lost: rangesMinus(before, after), Gained: rangesMinus(after, before),
+	}
+}
+
+// rangesMinus returns the parts of ordered, non-overlapping ranges a not in b.
+func rangesMinus(a, b []Range) []Range {
+	var out []Range
+	j := 0
+	for _, r := range a {
+		start, end := r.GPA, r.End()
+		for j < len(b) && b[j].End() <= start {
+			j++
+		}
+		for k := j; k < len(b) && b[k].GPA < end && start < end; k++ {
+			if b[k].GPA > start {
+				out = append(out, Range{GPA: start, Size: b[k].GPA - start})
+			}
+			start = max(start, b[k].End())
+		}
+		if start < end {
+			out = append(out, Range{GPA: start, Size: end - start})
+		}
+	}
+	return out
+}
+
+// FingerprintCheck is a fingerprint compared over the sampled pages a source holds.
+type FingerprintCheck struct {
+	Compared int      // sampled pages present in the source and compared
+	Absent   []uint64 // sampled pages (guest-physical) the source lacks
+	Differ   []uint64 // compared pages whose contents differ
+}
+
+func (c FingerprintCheck) String() string {
+	return fmt.Sprintf("%d sampled pages compared, %d differ, %d absent", c.Compared, len(c.Differ), len(c.Absent))
+}
+
+// CheckFingerprintPresent compares fp's sampled pages that lie in src's ranges with
+// src's pages, and lists those that lie outside (unlike Fingerprint.Verify, which wants
+// the same layout): after a Xen migration the restored domain may lack a few frames
+// the source had (see RemapFrames), which say nothing about its identity by
+// themselves. The caller judges the counts.
+func CheckFingerprintPresent(fp Fingerprint, src Source) (FingerprintCheck, error) {
+	var c FingerprintCheck
+	ranges := src.Ranges()
+	page := make([]byte, pageSize)
+	for _, p := range fp.Pages {
+		in := false
+		for _, r := range ranges {
+			if p.GPA >= r.GPA && p.GPA+pageSize <= r.End() {
+				in = true
+				break
+			}
+		}
+		if !in {
+			c.Absent = append(c.Absent, p.GPA)
+			continue
+		}
+		if _, err := src.ReadAt(page, int64(p.GPA)); err != nil {
+			return c, fmt.Errorf("reading page %#x: %w", p.GPA, err)
+		}
+		c.Compared++
+		if hashPage(page) != p.Hash {
+			c.Differ = append(c.Differ, p.GPA)
+		}
+	}
+	return c, nil
 }
 
 // ParseXenFrames parses runs of guest frames written as "FIRST+COUNT" (hexadecimal

@@ -3,6 +3,7 @@ package memscan
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/domainm/domainm/memscan/internal/privcmd"
@@ -132,5 +133,210 @@ func TestRefusedErrs(t *testing.T) {
 	want := []Range{{2 * xenPage, 2 * xenPage}, {5 * xenPage, xenPage}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("refused ranges %v, want %v (frame 7 is outside the map state)", got, want)
+	}
+}
+
+// fakeDomain is a domain in a fake p2m: its populated frames and a seed for their
+// contents (the same seed is the same guest).
+type fakeDomain struct {
+	frames []Range
+	seed   byte
+}
+
+func (d fakeDomain) has(f uint64) bool {
+	for _, r := range d.frames {
+		if f*xenPage >= r.GPA && f*xenPage < r.End() {
+			return true
+		}
+	}
+	return false
+}
+
+// fakeMapping maps a fakeDomain's frames as privcmd does: per-frame results, and a
+// read of a frame that did not map fails.
+type fakeMapping struct {
+	d      fakeDomain
+	errs   []int32
+	closed *int
+}
+
+func (m *fakeMapping) Errs() []int32 { return m.errs }
+func (m *fakeMapping) Close() error  { *m.closed++; return nil }
+func (m *fakeMapping) Copy(dst []byte, gpa uint64) (int, error) {
+	for i := range dst {
+		a := gpa + uint64(i)
+		if f := a / xenPage; f >= uint64(len(m.errs)) || m.errs[f] != 0 {
+			return i, errors.New("fault")
+		}
+		dst[i] = byte(a/xenPage) ^ byte(a%251) ^ m.d.seed | 1
+	}
+	return len(dst), nil
+}
+
+// useFakeP2M makes xenMapRuns map the domains of p2m by id; it returns the count of
+// closed mappings.
+func useFakeP2M(t *testing.T, p2m map[uint16]fakeDomain) *int {
+	closed := new(int)
+	old := xenMapRuns
+	t.Cleanup(func() { xenMapRuns = old })
+	xenMapRuns = func(domid uint16, span uint64, runs []privcmd.Run) (xenMapping, error) {
+		d, ok := p2m[domid]
+		if !ok {
+			return nil, errors.New("no such domain")
+		}
+		m := &fakeMapping{d: d, errs: make([]int32, span), closed: closed}
+		for i := range m.errs {
+			m.errs[i] = -2
+		}
+		for _, r := range runs {
+			for f := r.First; f < r.First+r.Count; f++ {
+				m.errs[f] = -22
+				if d.has(f) {
+					m.errs[f] = 0
+				}
+			}
+		}
+		return m, nil
+	}
+	return closed
+}
+
+func frames(s string) []Range {
+	rs, err := ParseXenFrames(s)
+	if err != nil {
+		panic(err)
+	}
+	return rs
+}
+
+// TestRemapFramesAfterMigration is lab run 10's resume: the restored target at B lacks
+// frames of A's list (0x10 and on: frames the guest had remapped, which the paused
+// target has not yet) and Xen refuses one special page that B's list names. The remap
+// maps B's frames, names what changed, and the fingerprint taken at A compares equal
+// over the sampled pages present at both.
+func TestRemapFramesAfterMigration(t *testing.T) {
+	a := "0x0+0x400 0x500+0x9 0x7f8+0x8"
+	b := "0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x8"
+	closed := useFakeP2M(t, map[uint16]fakeDomain{
+		1: {frames: frames(a), seed: 7},
+		// same guest at B, without frames 0x10..0x4f and 0x7f9
+		5: {frames: frames("0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x1 0x7fa+0x6"), seed: 7},
+		// another guest laid out as the target at B
+		6: {frames: frames("0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x8"), seed: 9},
+		// a guest of a quarter of the size
+		8: {frames: frames("0x0+0x100 0x7f8+0x8"), seed: 7},
+	})
+	x := &Xen{}
+	c, err := x.RemapFrames(1, frames(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.After != 0x411 || c.Refused != 0 || x.DomID() != 1 || !x.Mapped() {
+		t.Fatalf("open at A: %v, domain %d, mapped %v", c, x.DomID(), x.Mapped())
+	}
+	fp, err := TakeFingerprint(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Unmap(); err != nil || x.Mapped() || *closed != 1 {
+		t.Fatalf("unmap: %v, mapped %v, %d closed", err, x.Mapped(), *closed)
+	}
+	if _, err := x.ReadAt(make([]byte, 8), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read while unmapped: %v, want ErrClosed", err)
+	}
+
+	c, err = x.RemapFrames(5, frames(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("at B: %v", c)
+	wantLost := frames("0x10+0x40 0x7f9+0x1")
+	if !reflect.DeepEqual(c.Lost, wantLost) || len(c.Gained) != 0 || c.Before != 0x411 || c.After != 0x411-0x41 || c.Refused != 1 {
+		t.Errorf("change %+v: want lost %v, nothing gained, 0x411 -> 0x3d0 frames, 1 refused", c, wantLost)
+	}
+	if err := c.Check(); err != nil {
+		t.Errorf("a migration's change judged: %v", err)
+	}
+	if want := frames("0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x1 0x7fa+0x6"); !reflect.DeepEqual(x.Ranges(), want) || x.DomID() != 5 {
+		t.Errorf("map state %v of domain %d, want %v of 5", x.Ranges(), x.DomID(), want)
+	}
+	if _, err := x.ReadAt(make([]byte, 8), 0x10*xenPage); !errors.Is(err, ErrOutOfRange) {
+		t.Errorf("read of a frame B lacks: %v, want ErrOutOfRange", err)
+	}
+	// The layout differs, so Verify refuses; over the frames present at both it matches.
+	if err := fp.Verify(x); !errors.Is(err, ErrGuestChanged) {
+		t.Errorf("Verify over a changed layout = %v, want ErrGuestChanged", err)
+	}
+	fc, err := CheckFingerprintPresent(fp, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fingerprint at B: %v (absent %#x)", fc, fc.Absent)
+	if len(fc.Differ) != 0 || len(fc.Absent) == 0 || fc.Compared+len(fc.Absent) != len(fp.Pages) || fc.Compared < len(fp.Pages)/2 {
+		t.Errorf("fingerprint check %v of %d pages: want none differing, some absent (frames 0x10..0x4f were sampled), most compared", fc, len(fp.Pages))
+	}
+	for _, g := range fc.Absent {
+		if g < 0x10*xenPage || g >= 0x50*xenPage && g != 0x7f9*xenPage {
+			t.Errorf("page %#x counted absent, but B has it", g)
+		}
+	}
+
+	// Another guest at B with the same frames: the pages differ.
+	x.Unmap()
+	if _, err := x.RemapFrames(6, frames(b)); err != nil {
+		t.Fatal(err)
+	}
+	fc, err = CheckFingerprintPresent(fp, x)
+	if err != nil || len(fc.Differ) != fc.Compared || fc.Compared == 0 {
+		t.Errorf("another guest: %v, %v; want every compared page to differ", fc, err)
+	}
+
+	// A guest that lost three quarters of its frames is not what a migration explains,
+	// and the error names the change.
+	x.Unmap()
+	c, err = x.RemapFrames(8, frames("0x0+0x100 0x7f8+0x8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Check()
+	if !errors.Is(err, ErrGuestChanged) || !strings.Contains(err.Error(), "0x100+0x300") {
+		t.Errorf("shrunk guest: Check = %v, want ErrGuestChanged naming frames 0x100+0x300", err)
+	}
+	t.Logf("shrunk guest: %v", err)
+
+	// Xen maps none of the list (the wrong domain, no privilege): an error, and the map
+	// state is kept.
+	before := x.Ranges()
+	if _, err := x.RemapFrames(9, frames(b)); err == nil {
+		t.Error("remap of an unknown domain succeeded")
+	}
+	if !reflect.DeepEqual(x.Ranges(), before) || x.DomID() != 8 {
+		t.Errorf("a failed remap changed the map state: %v of %d", x.Ranges(), x.DomID())
+	}
+	x.Close()
+	if _, err := x.RemapFrames(5, nil); err == nil {
+		t.Error("remap of no frames succeeded")
+	}
+}
+
+func TestRangesMinus(t *testing.T) {
+	r := func(s string) []Range {
+		if s == "" {
+			return nil
+		}
+		return frames(s)
+	}
+	for _, tc := range []struct{ a, b, want string }{
+		{"0x0+0x10", "", "0x0+0x10"},
+		{"0x0+0x10", "0x0+0x10", ""},
+		{"0x0+0x10", "0x4+0x2 0x8+0x1", "0x0+0x4 0x6+0x2 0x9+0x7"},
+		{"0x0+0x10 0x20+0x10", "0x8+0x20", "0x0+0x8 0x28+0x8"},
+		{"0x10+0x10", "0x0+0x8 0x30+0x8", "0x10+0x10"},
+		{"0x0+0x4 0x8+0x4", "0x0+0x100", ""},
+		{"0x0+0x10 0x20+0x1", "0x2+0x1 0x20+0x1", "0x0+0x2 0x3+0xd"},
+	} {
+		if got := rangesMinus(r(tc.a), r(tc.b)); !reflect.DeepEqual(got, r(tc.want)) {
+			t.Errorf("%s minus %s = %v, want %v", tc.a, tc.b, got, r(tc.want))
+		}
 	}
 }

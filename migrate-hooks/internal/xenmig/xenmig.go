@@ -106,7 +106,12 @@ type Result struct {
 	// Frames: the target's frames in Xen's p2m (domainm-xen's FIRST+COUNT runs) at the
 	// source before its migration ("src") and at the destination on arrival, as the
 	// grant there read them ("dst_grant"): Domain M remaps the same frames at resume.
-	Frames   map[string]string  `json:"frames,omitempty"`
+	Frames map[string]string `json:"frames,omitempty"`
+	// Remap: what Domain M reported of its remap at the destination (its xenstore node
+	// domainm/remap): the frames gone or new against the source's map state, those Xen
+	// refused, and the fingerprint over the sampled pages present at both hosts; or why
+	// it refused.
+	Remap    string             `json:"remap,omitempty"`
 	Timeline syncpoint.Timeline `json:"timeline"`
 }
 
@@ -256,6 +261,13 @@ func (r *run) migrate(ctx context.Context) error {
 	args, _ := json.Marshal(proto.ResumeArgs{Source: fmt.Sprintf("xen:%d", t2),
 		Target: proto.TargetInfo{Name: c.Target, Host: c.Dest, DomID: t2}})
 	resp, err := r.request(ctx, c.Dest, m2, fenced(proto.NewRequest(id("resume"), proto.CmdResume), epoch, args))
+	// what Domain M remapped there, or why it refused (not timed: after the answer)
+	defer func() {
+		out, rerr := r.x.Run(ctx, c.Dest, "xenstore-read", fmt.Sprintf("/local/domain/%d/domainm/remap", m2))
+		if rerr == nil {
+			r.res.Remap = strings.TrimSpace(out)
+		}
+	}()
 	if err != nil || resp.State != proto.StateMonitoring {
 		return fmt.Errorf("P4: resume: %v (state %q; the target stays paused at %s)", err, resp.State, c.Dest)
 	}

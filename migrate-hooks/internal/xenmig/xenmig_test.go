@@ -44,6 +44,12 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		return "0x0+0x8000 0xfeff8+0x8\n", nil
 	case name == "domainm-xen" && args[0] == "grant":
 		return "granted domain " + args[1] + " privilege over domain " + args[2] + "\n", nil
+	case name == "xenstore-read" && host != "" && strings.HasSuffix(args[0], "/domainm/remap"):
+		// what Domain M wrote at resume (the agent: its remap and fingerprint check)
+		if f.state != proto.StateMonitoring {
+			return "xen:6: refused\n", nil
+		}
+		return "frames 32785 -> 32721: 64 gone (0x10+0x40), 0 new (none), 0 refused by Xen\n", nil
 	case name == "xl" && args[0] == "save":
 		delete(f.ids, "/"+args[1])
 	case name == "xl" && args[0] == "restore":
@@ -110,6 +116,9 @@ func TestMigrateOrder(t *testing.T) {
 	if r.Frames["src"] != "0x0+0x8000 0xfeff8+0x8" || r.Frames["dst_grant"] != "granted domain 7 privilege over domain 6" {
 		t.Errorf("frames %q", r.Frames)
 	}
+	if !strings.HasPrefix(r.Remap, "frames 32785 -> 32721: 64 gone") || idx("b xenstore-read /local/domain/7/domainm/remap") < idx("b xl unpause target") {
+		t.Errorf("remap %q: want Domain M's report at B, read after the target's unpause: %q", r.Remap, f.log)
+	}
 	if idx("domainm-xen frames 1") > idx("xl migrate -p target") {
 		t.Errorf("the source's frames were read after the migration started: %q", f.log)
 	}
@@ -130,6 +139,9 @@ func TestResumeFails(t *testing.T) {
 	}
 	if slices.Contains(f.log, "b xl unpause target") {
 		t.Fatalf("the target was unpaused after a failed resume: %q", f.log)
+	}
+	if r.Remap != "xen:6: refused" {
+		t.Errorf("remap %q: want why Domain M refused, read at B", r.Remap)
 	}
 	if len(r.Violations) > 0 {
 		t.Errorf("violations %v", r.Violations)

@@ -5,9 +5,11 @@
 // searches every pass for the lab's planted marker and reports each hit (guest-physical
 // address and value) in its subtree and on its console; it serves the supervisor's
 // handshake over xenstore with the supervisor's own server code
-// (control.ServeXenstore): prepare unmaps and records a fingerprint,
-// resume remaps the same frames of the new target domain id and checks the
-// fingerprint.
+// (control.ServeXenstore): prepare unmaps and records a fingerprint; resume maps the
+// frames the destination's grant lists for the new target domain id (a restored
+// target may lack a few of the source's frames), refuses a frame set changed beyond
+// what a migration explains, checks the fingerprint over the sampled pages present at
+// both hosts, and writes what changed to domainm/remap.
 //
 // All xenstore paths are relative to the domain's home, so that after a migration they
 // name the new domain's subtree (the kernel re-registers watches on resume).
@@ -252,7 +254,8 @@ func (a *agent) Prepare(ctx context.Context) (control.Response, error) {
 }
 
 // Resume implements control.Handler: reload xen-privcmd (dom0 rewrote the target node
-// for the new id), map the same frames of the new domain id, check the fingerprint.
+// for the new id), map the frames the destination's grant listed for the new domain id,
+// judge the change and check the fingerprint over the pages present at both hosts.
 func (a *agent) Resume(ctx context.Context, args control.ResumeArgs) (control.Response, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -269,18 +272,56 @@ func (a *agent) Resume(ctx context.Context, args control.ResumeArgs) (control.Re
 	if err := loadPrivcmd(); err != nil {
 		return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "%v", err)
 	}
-	if err := a.src.Remap(uint16(args.Target.DomID)); err != nil {
-		return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "%v", err)
+	domid := uint16(args.Target.DomID)
+	// The frames the destination's grant read from Xen's p2m of the new domain (its
+	// domainm/frames, in this domain's new home): the restored target need not hold
+	// every frame it held at the source (lab run 10: frame 0x10 was gone at B).
+	frames, ferr := a.xs.Read("domainm/frames")
+	gt, _ := a.xs.Read("domainm/target")
+	rs, perr := memscan.ParseXenFrames(frames)
+	if ferr != nil || perr != nil || gt != strconv.Itoa(int(domid)) {
+		// no usable list for this domain: map the same frames as before, all or nothing
+		a.log.Warn("resume: no frame list of the new target from its grant; remapping the same frames", "target_node", gt, "read", ferr, "parse", perr)
+		if err := a.src.Remap(domid); err != nil {
+			a.put("domainm/remap", err.Error())
+			return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "%v", err)
+		}
+	} else {
+		change, err := a.src.RemapFrames(domid, rs)
+		if err != nil {
+			a.put("domainm/remap", err.Error())
+			return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "%v", err)
+		}
+		a.log.Info("resume: remapped the grant's frames", "change", change.String())
+		if err := change.Check(); err != nil {
+			a.src.Unmap()
+			a.put("domainm/remap", err.Error())
+			return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged, "%v", err)
+		}
+		a.put("domainm/remap", change.String())
 	}
-	if err := a.fp.Verify(ramOnly{a.src}); err != nil {
+	// The fingerprint over the sampled pages present at both hosts.
+	fc, err := memscan.CheckFingerprintPresent(a.fp, a.src)
+	if err != nil {
+		a.src.Unmap()
+		return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "fingerprint: %v", err)
+	}
+	a.log.Info("resume: fingerprint", "check", fc.String(), "absent", fmt.Sprintf("%#x", fc.Absent), "differ", fmt.Sprintf("%#x", fc.Differ))
+	rm, _ := a.xs.Read("domainm/remap")
+	a.put("domainm/remap", strings.TrimSpace(rm+"; fingerprint: "+fc.String()))
+	switch {
+	case fc.Compared < len(a.fp.Pages)/2:
+		a.src.Unmap()
+		return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged,
+			"%v: only %d of %d sampled pages are present at the destination", memscan.ErrGuestChanged, fc.Compared, len(a.fp.Pages))
+	case len(fc.Differ) > 1:
 		// One sampled page may be one Xen itself writes in guest RAM (a vcpu_info
 		// area); more than one is another guest.
-		diff, where := a.fpDiff()
-		if diff > 1 {
-			a.src.Unmap()
-			return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged, "%v (%d of %d sampled pages differ)", err, diff, len(a.fp.Pages))
-		}
-		a.log.Warn("resume: one sampled page differs; accepted", "gpa", where, "err", err)
+		a.src.Unmap()
+		return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged,
+			"%v: %d of %d compared sampled pages differ (%#x)", memscan.ErrGuestChanged, len(fc.Differ), fc.Compared, fc.Differ)
+	case len(fc.Differ) == 1:
+		a.log.Warn("resume: one sampled page differs; accepted", "gpa", fmt.Sprintf("%#x", fc.Differ[0]))
 	}
 	a.state = proto.StateMonitoring
 	a.put("domainm/state", a.state)
@@ -302,20 +343,4 @@ func (r ramOnly) Ranges() []memscan.Range {
 		}
 	}
 	return out
-}
-
-// fpDiff samples the source again as at prepare and counts the pages whose hash differs.
-func (a *agent) fpDiff() (int, string) {
-	fp2, err := memscan.TakeFingerprint(ramOnly{a.src})
-	if err != nil || len(fp2.Pages) != len(a.fp.Pages) {
-		return len(a.fp.Pages), ""
-	}
-	n, where := 0, ""
-	for i, p := range a.fp.Pages {
-		if p != fp2.Pages[i] {
-			n++
-			where = fmt.Sprintf("%#x", p.GPA)
-		}
-	}
-	return n, where
 }
