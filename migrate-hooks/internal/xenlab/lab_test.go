@@ -79,6 +79,9 @@ func TestXenLab(t *testing.T) {
 	l.step("co-migration (domainm-migrate migrate --xen): total %v; target migration %v, Domain M migration %v; waits P1 %v P2 %v P3 %v P4 %v; target downtime %v; monitoring gap %v; ids %v",
 		r.Total, r.TargetMigration, r.DomMMigration, r.Waits[0], r.Waits[1], r.Waits[2], r.Waits[3], r.TargetDowntime, r.Gap, r.IDs)
 	l.step("Domain M's remap at B: %s", r.Remap)
+	if strings.HasPrefix(r.Remap, "BEYOND-MIGRATION") || r.Remap == "" {
+		t.Errorf("Domain M's remap at B: %q: want a frame change a migration explains", r.Remap)
+	}
 	l.step("the target's frames: %q", r.Frames)
 	for _, c := range r.Timeline {
 		l.step("  %8.1fs %-10s %-11s up=%-5v %s", c.Time.Sub(r.Start).Seconds(), c.Subject, c.Where, c.Up, c.What)
