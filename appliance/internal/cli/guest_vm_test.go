@@ -94,17 +94,9 @@ func bootHeapGuest(t *testing.T, tag string) *heapGuest {
 	}
 	// vmark, the test module, built against the kernel's linux-headers with the
 	// kernel-integrity tests' helper.
-	src := map[string][]byte{}
-	for _, f := range []string{"vmark.c", "Kbuild"} {
-		b, err := os.ReadFile(filepath.Join("testdata/vmark", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		src[f] = b
-	}
 	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer bcancel()
-	ko, err := linuxtest.BuildModule(bctx, rel, t.TempDir(), "vmark", src)
+	ko, err := linuxtest.BuildVMark(bctx, rel, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,18 +147,11 @@ func (g *heapGuest) parse(serial string) error {
 	g.aLen, _ = strconv.Atoi(m[3])
 	g.b, _ = strconv.ParseUint(m[4], 16, 64)
 	g.bLen, _ = strconv.Atoi(m[5])
-	if strings.Contains(serial, "VMARK-ADJACENT") {
-		return fmt.Errorf("vmark found no page boundary of its memory whose pages are apart")
+	k, err := linuxtest.ParseVMark(serial)
+	if err != nil {
+		return err
 	}
-	k := regexp.MustCompile(`VMARK va=([0-9a-f]+) len=(\d+) pfn0=([0-9a-f]+) pfn1=([0-9a-f]+) in=(\w+)`).FindStringSubmatch(serial)
-	if k == nil {
-		return fmt.Errorf("no VMARK line from the test module")
-	}
-	g.k, _ = strconv.ParseUint(k[1], 16, 64)
-	g.kLen, _ = strconv.Atoi(k[2])
-	g.kPFN0, _ = strconv.ParseUint(k[3], 16, 64)
-	g.kPFN1, _ = strconv.ParseUint(k[4], 16, 64)
-	g.kIn = k[5]
+	g.k, g.kLen, g.kPFN0, g.kPFN1, g.kIn = k.VA, k.Len, k.PFN0, k.PFN1, k.In
 	if b := regexp.MustCompile(`BANNER ([0-9a-f]+) `).FindStringSubmatch(serial); b != nil {
 		g.banner, _ = strconv.ParseUint(b[1], 16, 64)
 	}

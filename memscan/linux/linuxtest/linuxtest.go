@@ -24,21 +24,65 @@ import (
 	"github.com/domainm/domainm/memscan/vmtest"
 )
 
-//go:embed dmkit/dmkit.c dmkit/Kbuild
-var dmkitSrc embed.FS
+//go:embed dmkit/dmkit.c dmkit/Kbuild vmark/vmark.c vmark/Kbuild
+var moduleSrc embed.FS
 
 // BuildRootkit builds dmkit.ko for the kernel release (e.g. 6.1.0-57-amd64) in dir
 // with the kernel's build tree from Debian's linux-headers-RELEASE, and returns its path.
 func BuildRootkit(ctx context.Context, release, dir string) (string, error) {
+	return buildOwn(ctx, release, dir, "dmkit")
+}
+
+// BuildVMark builds vmark.ko (vmark/vmark.c), the virtual-scan tests' module that
+// writes a marker across a page boundary of its own memory whose two pages are not
+// physically adjacent and prints where (see ParseVMark), like BuildRootkit.
+func BuildVMark(ctx context.Context, release, dir string) (string, error) {
+	return buildOwn(ctx, release, dir, "vmark")
+}
+
+// buildOwn builds one of this package's modules (name/name.c and name/Kbuild).
+func buildOwn(ctx context.Context, release, dir, name string) (string, error) {
 	files := map[string][]byte{}
-	for _, f := range []string{"dmkit.c", "Kbuild"} {
-		b, err := dmkitSrc.ReadFile("dmkit/" + f)
+	for _, f := range []string{name + ".c", "Kbuild"} {
+		b, err := moduleSrc.ReadFile(name + "/" + f)
 		if err != nil {
 			return "", err
 		}
 		files[f] = b
 	}
-	return BuildModule(ctx, release, dir, "dmkit", files)
+	return BuildModule(ctx, release, dir, name, files)
+}
+
+// VMark is where vmark wrote its marker: the marker's virtual address and length, the
+// frames of the two pages it spans, and the area ("module": vmark's own memory, or
+// "vmalloc": pages it mapped there itself when its own came out contiguous).
+type VMark struct {
+	VA         uint64
+	Len        int
+	PFN0, PFN1 uint64
+	In         string
+}
+
+// vmarkLine is vmark's report; it must end in a newline, so that a line read while
+// the guest still writes it is not taken with a number cut short.
+var vmarkLine = regexp.MustCompile(`VMARK va=([0-9a-f]+) len=(\d+) pfn0=([0-9a-f]+) pfn1=([0-9a-f]+) in=(\w+)\r?\n`)
+
+// ParseVMark reads vmark's report from the guest's console output.
+func ParseVMark(serial string) (VMark, error) {
+	if strings.Contains(serial, "VMARK-ADJACENT") {
+		return VMark{}, fmt.Errorf("vmark found no page boundary of its memory whose pages are apart")
+	}
+	k := vmarkLine.FindStringSubmatch(serial)
+	if k == nil {
+		return VMark{}, fmt.Errorf("no VMARK line from the test module")
+	}
+	var v VMark
+	v.VA, _ = strconv.ParseUint(k[1], 16, 64)
+	v.Len, _ = strconv.Atoi(k[2])
+	v.PFN0, _ = strconv.ParseUint(k[3], 16, 64)
+	v.PFN1, _ = strconv.ParseUint(k[4], 16, 64)
+	v.In = k[5]
+	return v, nil
 }
 
 // BuildModule builds the out-of-tree module name.ko from files (file name -> content,

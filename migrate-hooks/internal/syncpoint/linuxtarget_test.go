@@ -89,21 +89,24 @@ func pmPhys(e, va uint64) uint64 { return pfn(e)<<12 | va&0xfff }
 
 func parseLinuxTarget(tag, serial string) (*linuxTarget, error) {
 	g := &linuxTarget{tag: tag}
-	for _, bad := range []string{"INSMOD-FAILED", "SHARE-FAILED", "POST-FAILED", "VMARK-ADJACENT"} {
+	for _, bad := range []string{"INSMOD-FAILED", "SHARE-FAILED", "POST-FAILED"} {
 		if strings.Contains(serial, bad) {
 			return nil, fmt.Errorf("guest setup failed: %s", bad)
 		}
 	}
 	hex := func(s string) uint64 { v, _ := strconv.ParseUint(strings.TrimPrefix(s, "0x"), 16, 64); return v }
 	num := func(s string) int { v, _ := strconv.Atoi(s); return v }
-	k := regexp.MustCompile(`VMARK va=([0-9a-f]+) len=(\d+) pfn0=([0-9a-f]+) pfn1=([0-9a-f]+) in=(\w+)`).FindStringSubmatch(serial)
+	k, err := linuxtest.ParseVMark(serial)
+	if err != nil {
+		return nil, err
+	}
 	s := regexp.MustCompile(`SHARE pid=(\d+) va=(0x[0-9a-f]+) len=(\d+) off=\d+ pm0=(0x[0-9a-f]+) pm1=(0x[0-9a-f]+)`).FindStringSubmatch(serial)
 	a := regexp.MustCompile(`ATTACH pid=(\d+) va=(0x[0-9a-f]+) pm0=(0x[0-9a-f]+)`).FindStringSubmatch(serial)
 	p := postReady.FindStringSubmatch(serial)
-	if k == nil || s == nil || a == nil || p == nil {
-		return nil, fmt.Errorf("guest lines missing: VMARK %v SHARE %v ATTACH %v POST %v", k != nil, s != nil, a != nil, p != nil)
+	if s == nil || a == nil || p == nil {
+		return nil, fmt.Errorf("guest lines missing: SHARE %v ATTACH %v POST %v", s != nil, a != nil, p != nil)
 	}
-	g.k, g.kLen, g.kPFN0, g.kPFN1, g.kIn = hex(k[1]), num(k[2]), hex(k[3]), hex(k[4]), k[5]
+	g.k, g.kLen, g.kPFN0, g.kPFN1, g.kIn = k.VA, k.Len, k.PFN0, k.PFN1, k.In
 	g.sPID, g.sVA, g.sLen, g.sPM0, g.sPM1 = num(s[1]), hex(s[2]), num(s[3]), hex(s[4]), hex(s[5])
 	g.aPID, g.aVA = num(a[1]), hex(a[2])
 	if pfn(hex(a[3])) != pfn(g.sPM0) {
@@ -189,18 +192,9 @@ func TestCoMigrateLinuxTarget(t *testing.T) {
 	if out, err := exec.Command("gcc", "-static", "-O1", "-o", pm, "testdata/postmark.c").CombinedOutput(); err != nil {
 		t.Fatalf("gcc -static testdata/postmark.c (install libc6-dev): %v\n%s", err, out)
 	}
-	src := map[string][]byte{}
-	for _, f := range []string{"vmark.c", "Kbuild"} {
-		// The attribution tests' module (appliance/internal/cli/testdata/vmark).
-		b, err := os.ReadFile(filepath.Join("../../../appliance/internal/cli/testdata/vmark", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		src[f] = b
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute) // boot up to 5 min at high load
 	defer cancel()
-	ko, err := linuxtest.BuildModule(ctx, rel, t.TempDir(), "vmark", src)
+	ko, err := linuxtest.BuildVMark(ctx, rel, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
