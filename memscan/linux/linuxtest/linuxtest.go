@@ -6,6 +6,9 @@
 // The guest starts clean, with a process to hide, and loads dmkit only when the test
 // says so (Infect), over a second serial port: one boot shows a guest before and
 // after the rootkit.
+//
+// It also builds vmark (vmark/vmark.c), the virtual-scan tests' module, which the
+// attribution and co-migration tests load into their own guests.
 package linuxtest
 
 import (
