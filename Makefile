@@ -105,14 +105,19 @@ FUZZ_TARGETS := \
 	./memscan/linux:FuzzSeams \
 	./migrate-hooks/internal/virt:FuzzDecodeMonitorEvent
 
+# A duration -fuzztime can end with "context deadline exceeded" and no crasher: a race in
+# Go's fuzz coordinator at the deadline (go.dev/issue/75804, fixed in Go 1.27; we build
+# with 1.26). Only that failure is run again (up to 3 tries); a failure that wrote a
+# crasher (saved under testdata/fuzz) or printed anything else fails at once.
 fuzz: deps
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
 	  echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 	  for try in 1 2 3; do \
-	    if $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x $$pkg; then break; fi; \
-	    if [ $$try = 3 ]; then exit 1; fi; \
-	    echo "fuzz $$name failed: again (try $$((try+1)) of 3; Go's engine can end with 'context deadline exceeded' and no crasher; a real crasher is saved under testdata/fuzz and fails every try)"; \
+	    if $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x $$pkg >$$log 2>&1; then cat $$log; break; fi; \
+	    cat $$log; \
+	    if ! grep -q 'context deadline exceeded' $$log || grep -q -e 'Failing input written' -e '^panic' $$log || [ $$try = 3 ]; then exit 1; fi; \
+	    echo "fuzz $$name: Go's deadline race (go.dev/issue/75804), no crasher: again (try $$((try+1)) of 3)"; \
 	  done; \
 	done
 
