@@ -74,6 +74,13 @@ type DriverConfig struct {
 	// are then scanned alone (DefaultBatch; 1 disables). Each worker holds Batch
 	// window buffers.
 	Batch int
+	// RunBudget bounds a run by time: a worker takes as many adjacent windows (at least
+	// 1, at most Batch) as the rule engine is expected to get through in RunBudget, by
+	// the time per window measured on the runs before (DefaultRunBudget; negative: Batch
+	// windows whatever they cost). One libyara call cannot be interrupted, so a
+	// cancelled pass waits for the runs in flight: this is what keeps prepare's wait
+	// near one window's time (DESIGN: "prepare: finish the current block").
+	RunBudget time.Duration
 	// ReusePasses bounds how many passes in a row a block's cached result may stand for
 	// its unchanged content (DefaultReusePasses). The change hash is fast, not
 	// cryptographic: should a guest ever craft a change that keeps a block's hash, the
@@ -87,6 +94,13 @@ type DriverConfig struct {
 // evaluated, the match store set up and cleared: 0.1-0.6 ms with elastic's 3,021
 // rules) paid once per 4 MiB instead of once per 256 KiB where nothing matches.
 const DefaultBatch = 16
+
+// DefaultRunBudget: a run of windows is expected to take at most 5 ms, so that a pass
+// cancelled by prepare returns within about 5 ms (or one window, when a window takes
+// longer) after the cancel. libyara's fixed cost per call (0.2-0.6 ms with elastic's
+// rules) is still paid once per 5 ms of scanning, not once per window: elastic's rules
+// take 1-2 ms per window, so a run holds 3-5 of them; cheap rules get the 16 of Batch.
+const DefaultRunBudget = 5 * time.Millisecond
 
 // DefaultReusePasses: at the shipped 5 min interval, every block is scanned again at
 // least once an hour, for about 1/12 of a full pass's CPU per pass.
@@ -118,6 +132,11 @@ type Driver struct {
 	quietRules string
 	// screenAlways (tests) keeps workers screening whatever it costs.
 	screenAlways bool
+	// winNS is the time a run took per window handed to the rule engine (a moving
+	// average over the workers' runs with the rule set winRules; 0: not known yet),
+	// from which the dispatcher sizes runs (RunBudget).
+	winNS    int64
+	winRules string
 }
 
 type blockState struct {
@@ -146,6 +165,9 @@ func NewDriver(cfg DriverConfig) *Driver {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
+	}
+	if cfg.RunBudget == 0 {
+		cfg.RunBudget = DefaultRunBudget
 	}
 	return &Driver{
 		cfg:   cfg,
@@ -281,7 +303,8 @@ type blockResult struct {
 }
 
 // Pass scans src once. Cancelling ctx stops it after the runs of blocks in flight (at
-// most Batch blocks per worker); the result then has Complete false and a Cursor. Errors reading or scanning single blocks are collected
+// most Batch blocks per worker, and about RunBudget of the rule engine's time, or one
+// block when a block takes longer); the result then has Complete false and a Cursor. Errors reading or scanning single blocks are collected
 // in the result; Pass returns an error only when it could not run at all.
 func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassResult, error) {
 	if opts.Rules == nil {
@@ -308,18 +331,20 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 			d.worker(src, opts.Rules, jobs, results)
 		}()
 	}
-	// The dispatcher hands out runs of up to Batch adjacent blocks in address order.
-	// Workers finish every block they received, so when results close, exactly the
-	// blocks before stoppedAt are done.
+	// The dispatcher hands out runs of up to Batch adjacent blocks in address order,
+	// each sized to RunBudget when it is started (runLimit). Workers finish every block
+	// they received, so when results close, exactly the blocks before stoppedAt are done.
 	stoppedAt, stopped := uint64(0), false
 	go func() {
 		defer close(jobs)
 		var run []block
+		limit := d.runLimit()
 		send := func() bool {
 			if ctx.Err() == nil {
 				select {
 				case jobs <- run:
 					run = nil
+					limit = d.runLimit()
 					return true
 				case <-ctx.Done():
 				}
@@ -328,7 +353,7 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 			return false
 		}
 		d.eachBlock(ranges, opts.StartAt, func(b block) bool {
-			if n := len(run); n > 0 && (n == d.cfg.Batch || run[n-1].gpa+uint64(run[n-1].size) != b.gpa) {
+			if n := len(run); n > 0 && (n >= limit || run[n-1].gpa+uint64(run[n-1].size) != b.gpa) {
 				if !send() {
 					return false
 				}
@@ -394,6 +419,52 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 	return res, nil
 }
 
+// runLimit is how many blocks the next run may hold: as many as the rule engine is
+// expected to get through in RunBudget at the measured time per window, at least 1,
+// at most Batch. Before anything is measured with the current rule set, 1.
+func (d *Driver) runLimit() int {
+	if d.cfg.RunBudget < 0 || d.cfg.Batch <= 1 {
+		return d.cfg.Batch
+	}
+	d.mu.Lock()
+	ns := d.winNS
+	d.mu.Unlock()
+	if ns <= 0 {
+		return 1
+	}
+	return int(min(max(int64(d.cfg.RunBudget)/ns, 1), int64(d.cfg.Batch)))
+}
+
+// timeRun records that a run with rule set rulesID took took for n windows handed to
+// the rule engine. The average follows a rise at once when the time per window at
+// least doubles (heavier memory, a loaded machine) and otherwise moves a quarter of
+// the way, so that one fast run does not lengthen the next ones much. A new rule set
+// starts again from nothing.
+func (d *Driver) timeRun(rulesID string, took time.Duration, n int) {
+	if n <= 0 {
+		return
+	}
+	ns := max(int64(took)/int64(n), 1)
+	d.mu.Lock()
+	switch {
+	case d.winRules != rulesID || d.winNS <= 0 || ns >= 2*d.winNS:
+		d.winNS, d.winRules = ns, rulesID
+	default:
+		d.winNS += (ns - d.winNS) / 4
+	}
+	d.mu.Unlock()
+}
+
+// newRules forgets the time per window measured with another rule set, so that the
+// runs after a reload start again from 1 block.
+func (d *Driver) newRules(rulesID string) {
+	d.mu.Lock()
+	if d.winRules != rulesID {
+		d.winNS, d.winRules = 0, rulesID
+	}
+	d.mu.Unlock()
+}
+
 // Screener is an optional BlockScanner capability (detectors/yara MemoryScanner has
 // it): Screen runs the rule set's string matching over many windows in one run of the
 // rule engine, wins[i] holding memory from address bases[i] (ascending; a window may
@@ -434,6 +505,8 @@ type worker struct {
 	// the cache while libyara scans it.
 	screenNS, screenBytes, aloneNS, aloneBytes int64
 	screens, skip                              int
+	// windows counts the windows handed to the rule engine (timeRun).
+	windows int
 }
 
 const (
@@ -477,8 +550,11 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, o
 			}
 			w.sc, w.scID, w.quiet, w.quietOK = sc, rs.ID(), nil, false
 			w.scr, _ = sc.(Screener)
+			d.newRules(w.scID)
 		}
+		t0, n := time.Now(), w.windows
 		w.run(run, out)
+		d.timeRun(w.scID, time.Since(t0), w.windows-n)
 	}
 }
 
@@ -560,6 +636,7 @@ func (w *worker) judge() {
 // scan hands the pending windows to the rule engine: screened in one run when the
 // scanner can, then alone where the screen found a string, or each alone.
 func (w *worker) scan(out chan<- blockResult) {
+	w.windows += len(w.pend)
 	var hit []bool
 	if w.scr != nil && len(w.pend) > 1 {
 		w.wins, w.bases = w.wins[:0], w.bases[:0]
