@@ -147,7 +147,10 @@ func TestPrepareMidPass(t *testing.T) {
 		}
 		prepared <- r
 	}()
-	time.Sleep(100 * time.Millisecond) // prepare has cancelled the pass; its blocks wait at the gate
+	// Prepare cancels the pass as soon as the memory loop takes it, which nothing shows
+	// before the pass ends (its blocks wait at the gate): give it time. 100 ms failed
+	// once at load 16; a late cancel shows as a cursor past evilAt below.
+	time.Sleep(500 * time.Millisecond)
 	g.open()
 	r := <-prepared
 	if r.State != "quiesced" || r.Cursor == nil || *r.Cursor < 64<<10 || *r.Cursor >= evilAt {
