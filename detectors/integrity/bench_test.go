@@ -54,3 +54,38 @@ attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size",
 		b.SetBytes(st.Bytes)
 	}
 }
+
+// BenchmarkBaseline times RecordBaseline of the image named by INTEGRITY_BENCH_IMAGE
+// (the bench-diskscan policy: every path, sha256), DB write included. With -cpuprofile
+// and -memprofile it shows where a baseline's wall and CPU go outside hashing:
+//
+//	INTEGRITY_BENCH_IMAGE=disk.raw go test -run '^$' -bench Baseline -benchtime 2x -cpuprofile baseline.pprof ./detectors/integrity
+func BenchmarkBaseline(b *testing.B) {
+	img := os.Getenv("INTEGRITY_BENCH_IMAGE")
+	if img == "" {
+		b.Skip("set INTEGRITY_BENCH_IMAGE to a disk image")
+	}
+	p, err := ParsePolicy("bench.toml", []byte(`version = 1
+[[select]]
+name = "all"
+paths = ["/"]
+attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size", "mtime", "ctime", "sha256"]
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := filepath.Join(b.TempDir(), "bench.db")
+	for b.Loop() {
+		fsys, closer, info, err := OpenImage(img, "", -1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := RecordBaseline(context.Background(), fsys, p, NewHeader(p, info, time.Now()), db, Options{}, nil)
+		closer.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Records), "records")
+		b.SetBytes(st.Bytes)
+	}
+}

@@ -77,6 +77,7 @@ type DBWriter struct {
 	enc       *json.Encoder
 	n         int64
 	done      bool
+	line      []byte // Add's buffer
 }
 
 // CreateDB starts a baseline that will replace dest on Commit.
@@ -119,7 +120,13 @@ func removeStaleTemps(dir, base string, now time.Time) {
 
 // Add appends one record.
 func (w *DBWriter) Add(r *Record) error {
-	if err := w.enc.Encode(r); err != nil {
+	b, err := appendRecord(w.line[:0], r)
+	if err == nil {
+		w.line = b
+		w.sum.Write(b)
+		_, err = w.zw.Write(b)
+	}
+	if err != nil {
 		return fmt.Errorf("writing baseline %s: %w", w.tmp, err)
 	}
 	w.n++
