@@ -128,16 +128,38 @@ fi
 # (A works alone until the migration; it waits for B only then: in run 8 A waited
 # 2.5 min for B before creating its domains)
 # The target is created paused and runs only once Domain M monitors it.
-ev TARGET-CREATE
-xl_create xl-create-target.log -p /lab/target.cfg || fail "xl create target"
-T=$(xl domid target); ev TARGET-CREATED domid=$T
-watch_xs /local/domain/$T/control
-ev DOMAINM-CREATE
-xl_create xl-create-domainm.log -p /lab/domainm.cfg || fail "xl create domainm"
-M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
-domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
-ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
-xl unpause domainm; ev DOMAINM-UNPAUSED
+# start_pair TRY: create target and Domain M, grant, wait for monitoring, unpause the
+# target and wait for its "TARGET UP"; sets T and M. Returns 1 when the target died
+# while booting (lab run 11: a triple fault at its first seconds, which Xen turns into
+# a reboot; xl restarted it as a new domain that Domain M did not map, so target.cfg
+# says on_reboot = "destroy" and the pair is made again).
+start_pair() {
+	ev TARGET-CREATE try=$1
+	xl_create xl-create-target.log -p /lab/target.cfg || fail "xl create target"
+	T=$(xl domid target); ev TARGET-CREATED domid=$T
+	watch_xs /local/domain/$T/control
+	ev DOMAINM-CREATE
+	xl_create xl-create-domainm.log -p /lab/domainm.cfg || fail "xl create domainm"
+	M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
+	domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
+	ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
+	xl unpause domainm; ev DOMAINM-UNPAUSED
+	wait_monitoring $M 2400 || fail "Domain M not monitoring"
+	ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
+	xl list -l target >$out/xl-list-target.json
+	ev TARGET-UNPAUSE where=A; xl unpause target
+	local i
+	for ((i = 1; i <= 4800; i++)); do
+		grep -q "TARGET UP" /var/log/xen/console/guest-target.log 2>/dev/null && return 0
+		# every 10 s: is the target still the domain Domain M maps?
+		if ((i % 20 == 0)) && [ "$(xl domid target 2>/dev/null)" != "$T" ]; then
+			ev TARGET-GONE domid=$T try=$1 "$(xl dmesg | grep -a -E "d${T}v[0-9]+ (Triple fault|.*crash)" | tail -1 | tr -s ' ')"
+			return 1
+		fi
+		sleep 0.5
+	done
+	fail "target not up after 40 min"
+}
 # (Domain M's steps, from its domainm/progress node, become events while we wait)
 wait_monitoring() {
 	local i p last=
@@ -148,11 +170,14 @@ wait_monitoring() {
 	done
 	return 1
 }
-wait_monitoring $M 2400 || fail "Domain M not monitoring"
-ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
-xl list -l target >$out/xl-list-target.json
-ev TARGET-UNPAUSE where=A; xl unpause target
-for i in $(seq 4800); do grep -q "TARGET UP" /var/log/xen/console/guest-target.log 2>/dev/null && break; sleep 0.5; done
+for try in 1 2 3; do
+	start_pair $try && break
+	[ $try = 3 ] && fail "the target died while booting, three times"
+	xl destroy domainm; xl destroy target 2>/dev/null
+	# the next boot's console log starts afresh (the lab reads the e820 map from it)
+	mv /var/log/xen/console/guest-target.log $out/guest-target-try$try.log 2>/dev/null
+	mv /var/log/xen/console/guest-domainm.log $out/guest-domainm-try$try.log 2>/dev/null
+done
 ev TARGET-UP where=A
 s1=$(seed); ev PLANT where=A seed=$s1; plant $T $s1 || fail "plant at A"
 g=$(wait_found $M $s1 900) || fail "Domain M did not find seed $s1"
