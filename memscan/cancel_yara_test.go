@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -67,28 +68,32 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 	}
 	defer mem.Close()
 
-	// oneWindow is the median time of a window of the default size scanned alone.
+	// oneWindow is the median wall and CPU time of a window of the default size
+	// scanned alone.
 	sc, err := rules.NewScanner()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sc.Close()
 	win := make([]byte, memscan.DefaultBlockSize+memscan.DefaultOverlap)
-	oneWindow := func(at int64) time.Duration {
-		var ds []time.Duration
+	oneWindow := func(at int64) (wall, cpu time.Duration) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var ds, cs []time.Duration
 		for i := range 5 {
 			gpa := at + int64(i)*memscan.DefaultBlockSize
 			if _, err := mem.ReadAt(win, gpa); err != nil {
 				t.Fatal(err)
 			}
-			t0 := time.Now()
+			t0, c0 := time.Now(), threadCPU()
 			if _, err := sc.Scan(win, uint64(gpa)); err != nil {
 				t.Fatal(err)
 			}
-			ds = append(ds, time.Since(t0))
+			ds, cs = append(ds, time.Since(t0)), append(cs, threadCPU()-c0)
 		}
 		slices.Sort(ds)
-		return ds[len(ds)/2]
+		slices.Sort(cs)
+		return ds[len(ds)/2], cs[len(cs)/2]
 	}
 
 	// cancelAt runs a pass with d, cancels it once at bytes are done and returns the
@@ -120,10 +125,11 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 	timed := memscan.NewDriver(memscan.DriverConfig{Workers: 2})
 	whole := memscan.NewDriver(memscan.DriverConfig{Workers: 2, RunBudget: -1})
 	const trials = 7
-	var lat, latWhole, wins []time.Duration
+	var lat, latWhole, wins, cpus []time.Duration
 	for i := range trials {
 		at := uint64(8<<20 + i*(40<<20)/(trials-1))
-		wins = append(wins, oneWindow(int64(at)))
+		w, c := oneWindow(int64(at))
+		wins, cpus = append(wins, w), append(cpus, c)
 		lat = append(lat, cancelAt(timed, at))
 		latWhole = append(latWhole, cancelAt(whole, at+memscan.DefaultBlockSize*3))
 	}
@@ -132,15 +138,18 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	w, l, lw := med(wins), med(lat), med(latWhole)
+	w, c, l, lw := med(wins), med(cpus), med(lat), med(latWhole)
 	load, _ := os.ReadFile("/proc/loadavg")
-	t.Logf("one window alone %v (median of %v); cancel to return: runs of RunBudget %v (median of %v), runs of %d windows %v (median of %v); load %s",
-		w, wins, l, lat, memscan.DefaultBatch, lw, latWhole, strings.TrimSpace(string(load)))
-	// One run in flight per worker, started before the cancel: DefaultRunBudget of
-	// expected work, or a window when a window takes longer; one window more for an
-	// estimate that lags, one for a screen's window scanned alone, one for scheduling.
-	if bound := max(memscan.DefaultRunBudget, w) + 3*w; l > bound {
-		t.Errorf("a cancelled pass returned %v (median) after the cancel, want at most %v (a window alone takes %v)", l, bound, w)
+	t.Logf("one window alone %v wall, %v CPU (median of %v); cancel to return: runs of RunBudget %v (median of %v), runs of %d windows %v (median of %v); load %s",
+		w, c, wins, l, lat, memscan.DefaultBatch, lw, latWhole, strings.TrimSpace(string(load)))
+	// One run in flight per worker, started before the cancel: DefaultRunBudget of the
+	// worker's CPU time by its estimate, at least a window. A screened window costs less
+	// than one alone (half as much again); one window more for an estimate that lags,
+	// one for a screen's window scanned alone, one for scheduling. In wall time, as
+	// long as a window alone takes here.
+	run := min(max(float64(memscan.DefaultRunBudget)/float64(c), 1)*1.5, memscan.DefaultBatch)
+	if bound := time.Duration((run + 3) * float64(w)); l > bound {
+		t.Errorf("a cancelled pass returned %v (median) after the cancel, want at most %v (a window alone takes %v wall, %v CPU)", l, bound, w, c)
 	}
 	// The test tells runs bounded by time from runs of Batch windows: the latter wait
 	// for up to 16 windows.
@@ -148,4 +157,13 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 		t.Errorf("runs of %d windows: cancel to return %v, runs of RunBudget %v: the test does not tell them apart (a window alone %v)",
 			memscan.DefaultBatch, lw, l, w)
 	}
+}
+
+// threadCPU is the CPU time the calling thread has used.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		panic(err)
+	}
+	return time.Duration(ts.Nano())
 }

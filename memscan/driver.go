@@ -132,7 +132,7 @@ type Driver struct {
 	quietRules string
 	// screenAlways (tests) keeps workers screening whatever it costs.
 	screenAlways bool
-	// winNS is the time a run took per window handed to the rule engine (a moving
+	// winNS is the CPU time a run took per window handed to the rule engine (a moving
 	// average over the workers' runs with the rule set winRules; 0: not known yet),
 	// from which the dispatcher sizes runs (RunBudget).
 	winNS    int64
@@ -435,8 +435,8 @@ func (d *Driver) runLimit() int {
 	return int(min(max(int64(d.cfg.RunBudget)/ns, 1), int64(d.cfg.Batch)))
 }
 
-// timeRun records that a run with rule set rulesID took took for n windows handed to
-// the rule engine. The average follows a rise at once when the time per window at
+// timeRun records that a run with rule set rulesID took took (the worker's CPU time)
+// for n windows handed to the rule engine. The average follows a rise at once when the time per window at
 // least doubles (heavier memory, a loaded machine) and otherwise moves a quarter of
 // the way, so that one fast run does not lengthen the next ones much. A new rule set
 // starts again from nothing.
@@ -527,7 +527,12 @@ type pending struct {
 }
 
 // worker scans runs of blocks with its own scanner, re-created when the rule set changes.
+// It keeps to one thread, so that its runs and scans are timed in its CPU time
+// (threadCPU): the run length (RunBudget) and whether the screen pays (judge) then
+// follow the work, not the machine's load.
 func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, out chan<- blockResult) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	w := &worker{d: d, src: src, hs: xxh3.NewSeed(d.seed)}
 	defer func() {
 		if w.sc != nil {
@@ -552,9 +557,9 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, o
 			w.scr, _ = sc.(Screener)
 			d.newRules(w.scID)
 		}
-		t0, n := time.Now(), w.windows
+		t0, n := threadCPU(), w.windows
 		w.run(run, out)
-		d.timeRun(w.scID, time.Since(t0), w.windows-n)
+		d.timeRun(w.scID, threadCPU()-t0, w.windows-n)
 	}
 }
 
@@ -644,9 +649,9 @@ func (w *worker) scan(out chan<- blockResult) {
 			w.wins = append(w.wins, p.win)
 			w.bases = append(w.bases, p.b.gpa+uint64(p.lo))
 		}
-		t0 := time.Now()
+		t0 := threadCPU()
 		got, err := w.scr.Screen(w.wins, w.bases)
-		w.screenNS += int64(time.Since(t0))
+		w.screenNS += int64(threadCPU() - t0)
 		for _, win := range w.wins {
 			w.screenBytes += int64(len(win))
 		}
@@ -673,10 +678,15 @@ func (w *worker) scan(out chan<- blockResult) {
 			out <- w.d.finish(w.scID, p, cloneMatches(w.quiet), nil, true)
 			continue
 		}
-		t0 := time.Now()
+		var t0 time.Duration
+		if w.skip == 0 {
+			t0 = threadCPU()
+		}
 		ms, err := w.sc.Scan(p.win, p.b.gpa+uint64(p.lo))
-		w.aloneNS += int64(time.Since(t0))
-		w.aloneBytes += int64(len(p.win))
+		if w.skip == 0 { // for judge: windows scanned alone while screening
+			w.aloneNS += int64(threadCPU() - t0)
+			w.aloneBytes += int64(len(p.win))
+		}
 		if passed && w.quietOK {
 			// A probe: a passed window scanned alone, to time it (judge) and to check
 			// the Screener's promise.
@@ -986,3 +996,8 @@ func sortedMatches(byRule map[[2]string]*detectors.Match) []detectors.Match {
 	})
 	return out
 }
+
+var monoStart = time.Now()
+
+// monotonic is the time since the process started, on the monotonic clock.
+func monotonic() time.Duration { return time.Since(monoStart) }
