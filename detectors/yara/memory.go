@@ -12,6 +12,7 @@ import (
 	goyara "github.com/hillu/go-yara/v4"
 
 	"github.com/domainm/domainm/detectors"
+	"github.com/domainm/domainm/memscan"
 )
 
 // DefaultMaxMatchesPerRule is how many string matches a scan keeps per rule by default;
@@ -216,6 +217,100 @@ func (r *Rules) Profile(sample []byte, base uint64, timeout time.Duration) ([]Fi
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time > out[j].Time })
 	return out, nil
+}
+
+// WindowCost is what the whole rule set costs per memory window (WindowCost), for the
+// rules-slow estimate of a pass.
+type WindowCost struct {
+	Alone time.Duration // a window scanned alone, best of 3
+	// Screened is the time per window when the memory driver screens a run of
+	// memscan.DefaultBatch windows in one libyara call (MemoryScanner.Screen), the
+	// windows with a hit scanned alone after it, best of 3; 0 when the rule set is not
+	// screened, or a window alone takes memscan.DefaultRunBudget or more (the driver's
+	// runs then hold one window, scanned alone).
+	Screened time.Duration
+	// Pass is what a window is expected to cost in a pass: Alone when the set is not
+	// screened; else per window in a run as long as the driver makes it (as many
+	// windows as fit DefaultRunBudget, at most DefaultBatch), from a part paid once per
+	// libyara call F (conditions, the match store) and a part per window v, which Alone
+	// (F + v) and Screened (F/DefaultBatch + v) give; never more than Alone (the driver
+	// stops screening where it does not pay).
+	Pass time.Duration
+}
+
+// WindowCost times the whole rule set over sample as a memory window at address base,
+// alone and, when the set is screened, in a screened run of memscan.DefaultBatch copies
+// of sample at consecutive addresses (see WindowCost). timeout bounds each scan. Unlike
+// Profile it measures the rule set as the memory driver runs it: one scan per window
+// (or per run) for all files, not one per file.
+func (r *Rules) WindowCost(sample []byte, base uint64, timeout time.Duration) (WindowCost, error) {
+	var wc WindowCost
+	s, err := r.NewMemoryScanner(timeout, 0)
+	if err != nil {
+		return wc, err
+	}
+	defer s.Close()
+	for i := range 3 {
+		start := time.Now()
+		_, err := s.Scan(sample, base)
+		d := time.Since(start)
+		if err != nil {
+			return WindowCost{Alone: d, Pass: d}, err
+		}
+		if i == 0 || d < wc.Alone {
+			wc.Alone = d
+		}
+	}
+	wc.Pass = wc.Alone
+	if !r.screen || wc.Alone >= memscan.DefaultRunBudget {
+		return wc, nil
+	}
+	const n = memscan.DefaultBatch
+	wins, bases := make([][]byte, n), make([]uint64, n)
+	for i := range n {
+		wins[i], bases[i] = sample, base+uint64(i*len(sample))
+	}
+	var best time.Duration
+	for i := range 3 {
+		start := time.Now()
+		hit, err := s.Screen(wins, bases)
+		if err != nil {
+			return wc, nil // the driver scans each window alone
+		}
+		d := time.Since(start)
+		for _, h := range hit {
+			if h {
+				d += wc.Alone
+			}
+		}
+		if i == 0 || d < best {
+			best = d
+		}
+	}
+	wc.Screened = max(best/n, 1)
+	wc.Pass = passCost(wc.Alone, wc.Screened)
+	return wc, nil
+}
+
+// passCost is WindowCost.Pass from the time of a window alone and screened in a run of
+// memscan.DefaultBatch.
+func passCost(alone, screened time.Duration) time.Duration {
+	const batch = memscan.DefaultBatch
+	if screened <= 0 || screened >= alone {
+		return alone
+	}
+	fixed := min((alone-screened)*batch/(batch-1), alone)
+	per := alone - fixed
+	n := time.Duration(batch)
+	for range 4 { // the run length the driver settles on, from its own time per window
+		if w := fixed/n + per; w > 0 {
+			n = min(max(memscan.DefaultRunBudget/w, 1), batch)
+		}
+	}
+	if n < 2 { // a run of one window is scanned alone
+		return alone
+	}
+	return min(fixed/n+per, alone)
 }
 
 // SlowWarnings are the compiler's warnings about strings that slow scanning down

@@ -30,7 +30,8 @@ func (h *ruleHolder) probeWindow() []byte {
 }
 
 // profile times each rule file of a set just loaded over one probe window, publishes the
-// costs (domainm_rule_file_window_seconds), and alerts rules-slow when the pass the new
+// costs (domainm_rule_file_window_seconds), times the whole set over it as a pass runs
+// it (screened runs included), and alerts rules-slow when the pass the new
 // set starts with (every non-zero window is scanned again after a reload) would take
 // longer than memory.interval. Called on the rules goroutine, off the scan path.
 func (h *ruleHolder) profile(r *yara.Rules) {
@@ -49,6 +50,13 @@ func (h *ruleHolder) profile(r *yara.Rules) {
 	for _, c := range costs {
 		h.s.m.ruleFileSeconds.WithLabelValues(c.File).Set(c.Time.Seconds())
 		perWindow += c.Time
+	}
+	// The pass is estimated from the whole set as the memory driver runs it: one scan
+	// per window for all files (the sum over files pays libyara's fixed cost once per
+	// file), and, for a set the driver screens, runs of windows in one scan
+	// (yara.WindowCost). Where the whole set stops at the time limit, the files' sum.
+	if wc, err := r.WindowCost(probe, 0, min(h.s.cfg.Memory.YaraTimeout, maxProfileTimeout)); err == nil {
+		perWindow = wc.Pass
 	}
 	windows := h.s.mem.windows()
 	workers := max(1, h.s.cfg.Memory.Workers)
