@@ -83,6 +83,12 @@ type ext4FS struct {
 	resident      []atomic.Uint32
 	residentShift uint
 	residentEpoch atomic.Uint32
+	// walkPreads is set when the last walk began on a mostly uncached image (see
+	// startWalk): that walk reads all file contents with preads.
+	walkPreads atomic.Bool
+	// usedFraction is the share of the volume's blocks in use, from the superblock's
+	// free block count (1 when it is not credible).
+	usedFraction float64
 	// bytesMapped and bytesRead count the file content bytes WriteTo took from mem and
 	// read with preads (holes and inline data not counted).
 	bytesMapped, bytesRead atomic.Int64
@@ -170,6 +176,16 @@ func openExt4(r io.ReaderAt, size int64) (*ext4FS, error) {
 			fs.inodesCount, fs.groups, fs.inodesPerGroup)
 	}
 	fs.csumSeed = csumSeedFrom(sb, fs.incompat)
+	fs.usedFraction = 1
+	if total := fs.blocks; total > 0 {
+		free := uint64(le.Uint32(sb[0x0C:]))
+		if fs.incompat&incompat64Bit != 0 {
+			free |= uint64(le.Uint32(sb[0x158:])) << 32
+		}
+		if free < total {
+			fs.usedFraction = 1 - float64(free)/float64(total)
+		}
+	}
 	// Block numbers beyond the volume cannot be read; treat them like out-of-range ones.
 	fs.blocks = min(fs.blocks, uint64(size/fs.bs))
 	fs.cache = newChunkCache(r, int64(fs.blocks)*fs.bs, metaChunkSize, metaCacheBytes/metaChunkSize)

@@ -285,7 +285,7 @@ func (fs *ext4FS) OpenInode(ino uint64) (io.ReadCloser, error) {
 // an error for the second path and not descended into.
 func (fs *ext4FS) Walk(ctx context.Context, root string, fn func(string, *Entry, error) error) error {
 	root = cleanPath(root)
-	fs.residentEpoch.Add(1) // what was (not) cached at the last walk may have changed
+	fs.startWalk()
 	e, err := fs.Lstat(root)
 	if err != nil {
 		err = fn(root, nil, err)

@@ -1,17 +1,20 @@
 package diskscan
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/domainm/domainm/diskscan/ext4test"
 	"github.com/domainm/domainm/internal/mmap"
 )
 
@@ -265,10 +268,112 @@ func TestMappedUncachedReadsWithPreads(t *testing.T) {
 	if m, r := e.bytesMapped.Load()-mapped, e.bytesRead.Load()-read; m != mapped || r != read {
 		t.Fatalf("again in the same walk: %d bytes from the mapping, %d with preads; want %d and %d", m, r, mapped, read)
 	}
-	walkAll(t, fs) // a new walk samples the page cache again
+	// A new walk samples the page cache again: with the whole image cached it reads
+	// from the mapping (TestColdWalkReadsWithPreads: a walk that begins on an uncached
+	// image reads everything with preads).
+	warmFile(t, img)
+	walkAll(t, fs)
 	mapped, read = e.bytesMapped.Load(), e.bytesRead.Load()
 	hash()
 	if m, r := e.bytesMapped.Load()-mapped, e.bytesRead.Load()-read; m != ent.Size || r != 0 {
 		t.Fatalf("cached, next walk: %d bytes from the mapping, %d with preads; want all %d from the mapping", m, r, ent.Size)
+	}
+}
+
+// warmFile reads path whole, so that the page cache holds it.
+func warmFile(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	must(t, err)
+	defer f.Close()
+	_, err = io.Copy(io.Discard, f)
+	must(t, err)
+}
+
+// TestColdWalkReadsWithPreads: a walk that begins on a mostly uncached image reads every
+// file's contents with preads, also a file whose pages are in the page cache (as the
+// readahead that the walk's metadata reads start leaves them, often still in flight);
+// a walk that begins on a cached image reads them from the mapping. Same bytes either
+// way.
+func TestColdWalkReadsWithPreads(t *testing.T) {
+	rnd := rand.New(rand.NewSource(15))
+	files := map[string]string{}
+	want := map[string]string{}
+	var total int64
+	for i := range 12 {
+		b := make([]byte, 2<<20+i*4096)
+		rnd.Read(b)
+		p := fmt.Sprintf("d/f%02d", i)
+		files[p] = string(b)
+		sum := sha256.Sum256(b)
+		want["/"+p] = hex.EncodeToString(sum[:])
+		total += int64(len(b))
+	}
+	img := ext4test.Image(t, files, 64)
+	fs, closer, err := OpenVolumeFormat(img, "raw", -1)
+	must(t, err)
+	defer closer.Close()
+	e := fs.(*ext4FS)
+	if e.mem == nil || e.resident == nil {
+		t.Fatal("the image is not mapped")
+	}
+	if e.usedFraction < 0.3 || e.usedFraction > 0.9 {
+		t.Fatalf("used fraction %.2f from the superblock, want about 0.45", e.usedFraction)
+	}
+	const p = "/d/f00"
+	phys := firstBlock(t, fs, p)
+	ent, err := fs.Lstat(p)
+	must(t, err)
+	if r, err := fs.Open(p); err != nil || len(r.(*file).exts) != 1 {
+		t.Fatalf("%s: %v, want one extent", p, err)
+	}
+	walkHash := func() (mapped, read int64) {
+		t.Helper()
+		m0, r0 := e.bytesMapped.Load(), e.bytesRead.Load()
+		n := 0
+		err := fs.Walk(context.Background(), "/", func(path string, ent *Entry, err error) error {
+			must(t, err)
+			if ent.Type != Regular || !strings.HasPrefix(path, "/d/") {
+				return nil
+			}
+			r, err := fs.Open(path)
+			must(t, err)
+			defer r.Close()
+			h := sha256.New()
+			_, err = r.(io.WriterTo).WriteTo(h)
+			must(t, err)
+			if got := hex.EncodeToString(h.Sum(nil)); got != want[path] {
+				t.Fatalf("%s: sha256 %s, want %s", path, got, want[path])
+			}
+			n++
+			return nil
+		})
+		must(t, err)
+		if n != len(want) {
+			t.Fatalf("hashed %d files, want %d", n, len(want))
+		}
+		return e.bytesMapped.Load() - m0, e.bytesRead.Load() - r0
+	}
+
+	evict(t, img)
+	if ok, _ := e.mem.Resident(e.memBase+phys, ent.Size); ok {
+		t.Skipf("the page cache kept %s after POSIX_FADV_DONTNEED (a tmpfs TMPDIR?): cannot test an uncached image", img)
+	}
+	// Bring one file's contents in, as readahead would.
+	f, err := os.Open(img)
+	must(t, err)
+	_, err = f.ReadAt(make([]byte, ent.Size), e.memBase+phys)
+	f.Close()
+	must(t, err)
+	if ok, _ := e.mem.Resident(e.memBase+phys, ent.Size); !ok {
+		t.Fatalf("%s not in the page cache after reading it", p)
+	}
+	if m, r := walkHash(); m != 0 || r != total || !e.walkPreads.Load() {
+		t.Fatalf("walk begun uncached: %d bytes from the mapping, %d with preads (preads for the walk: %v); want all %d with preads", m, r, e.walkPreads.Load(), total)
+	}
+
+	warmFile(t, img)
+	if m, r := walkHash(); m != total || r != 0 || e.walkPreads.Load() {
+		t.Fatalf("walk begun cached: %d bytes from the mapping, %d with preads (preads for the walk: %v); want all %d from the mapping", m, r, e.walkPreads.Load(), total)
 	}
 }
