@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -85,12 +84,9 @@ func bootHeapGuest(t *testing.T, tag string) *heapGuest {
 	}
 	rel := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
 	dir := t.TempDir()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc is needed to build the test guest's program (install gcc and libc6-dev)")
-	}
 	hm := filepath.Join(dir, "heapmark")
-	if out, err := exec.Command("gcc", "-static", "-O1", "-o", hm, "testdata/heapmark.c").CombinedOutput(); err != nil {
-		t.Fatalf("gcc -static testdata/heapmark.c (install libc6-dev): %v\n%s", err, out)
+	if err := linuxtest.BuildStatic("testdata/heapmark.c", hm); err != nil {
+		t.Fatal(err)
 	}
 	// vmark, the test module, built against the kernel's linux-headers with the
 	// kernel-integrity tests' helper.

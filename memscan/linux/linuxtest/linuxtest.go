@@ -56,6 +56,18 @@ func buildOwn(ctx context.Context, release, dir, name string) (string, error) {
 	return BuildModule(ctx, release, dir, name, files)
 }
 
+// BuildStatic compiles a test guest's C program (src) into a static binary at out,
+// for a busybox initramfs without a C library.
+func BuildStatic(src, out string) error {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		return fmt.Errorf("gcc is needed to build the test guest's program %s (install gcc and libc6-dev)", src)
+	}
+	if b, err := exec.Command("gcc", "-static", "-O1", "-o", out, src).CombinedOutput(); err != nil {
+		return fmt.Errorf("gcc -static %s (install libc6-dev): %w\n%s", src, err, b)
+	}
+	return nil
+}
+
 // VMark is where vmark wrote its marker: the marker's virtual address and length, the
 // frames of the two pages it spans, and the area ("module": vmark's own memory, or
 // "vmalloc": pages it mapped there itself when its own came out contiguous).

@@ -185,12 +185,9 @@ func TestCoMigrateLinuxTarget(t *testing.T) {
 	}
 	rel := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
 	dir := t.TempDir()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc is needed to build the test guest's program (install gcc and libc6-dev)")
-	}
 	pm := filepath.Join(dir, "postmark")
-	if out, err := exec.Command("gcc", "-static", "-O1", "-o", pm, "testdata/postmark.c").CombinedOutput(); err != nil {
-		t.Fatalf("gcc -static testdata/postmark.c (install libc6-dev): %v\n%s", err, out)
+	if err := linuxtest.BuildStatic("testdata/postmark.c", pm); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute) // boot up to 5 min at high load
 	defer cancel()
