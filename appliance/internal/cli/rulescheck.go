@@ -49,33 +49,15 @@ libyara 4.2.3 as packaged has no per-rule profiling; a file is the finest unit m
 	profile := fs.Bool("profile", false, "time each rule file over a sample window and print the most expensive")
 	sampleFile := fs.String("sample", "", "sample `FILE` for --profile (first 256 KiB; default: generated)")
 	top := fs.Int("top", 10, "`N` files to print with --profile")
-	var dirArgs []string
-	for len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		dirArgs = append(dirArgs, args[0])
-		args = args[1:]
+	dir, err := rulesFolderArgs(env, fs, args)
+	if err != nil {
+		return ExitUsage, err
 	}
-	if err := parse(env, fs, args); err != nil {
-		return ExitError, err
-	}
-	dirArgs = append(dirArgs, fs.Args()...)
-	if len(dirArgs) != 1 {
-		return ExitError, errors.New("want exactly one rules folder (see --help)")
-	}
-	dir := dirArgs[0]
-	r, err := yara.Compile(dir)
-	var ce *yara.CompileError
-	switch {
-	case errors.As(err, &ce):
-		for _, e := range ce.Errors {
-			fmt.Fprintf(env.Stdout, "%s: error: %s\n", joinPath(dir, e.File, e.Line), e.Text)
-		}
-		if r == nil {
-			return ExitError, fmt.Errorf("%d error(s) in %s, nothing loads", len(ce.Errors), dir)
-		}
-	case errors.Is(err, yara.ErrNoRules):
+	r, ce, err := compileFolder(dir, env.Stdout)
+	if errors.Is(err, yara.ErrNoRules) {
 		fmt.Fprintf(env.Stdout, "%s: no rule files (*.yar, *.yara)\n", dir)
 		return ExitClean, nil
-	case err != nil:
+	} else if err != nil {
 		return ExitError, err
 	}
 	printRuleNotes(env.Stdout, dir, r)

@@ -40,34 +40,12 @@ func runRulesList(ctx context.Context, env Env, args []string) (int, error) {
 rules.disable), the severity its alerts get (from its meta: severity, else score, else
 medium) and its file. A file that does not compile is reported and left out.`)
 	asJSON := fs.Bool("json", false, "print a JSON array, one object per rule (name, rule.name, rule.ruleset, tags, severity, file)")
-	for _, a := range args {
-		if a == "-h" || a == "--help" || a == "-help" {
-			return ExitClean, parse(env, fs, []string{"--help"})
-		}
-	}
-	var dirs []string
-	for len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		dirs, args = append(dirs, args[0]), args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
+	dir, err := rulesFolderArgs(env, fs, args)
+	if err != nil {
 		return ExitUsage, err
 	}
-	if dirs = append(dirs, fs.Args()...); len(dirs) != 1 {
-		return ExitUsage, &usageError{"want exactly one rules folder"}
-	}
-	dir := dirs[0]
-	r, err := yara.Compile(dir)
-	var ce *yara.CompileError
-	switch {
-	case errors.As(err, &ce):
-		for _, e := range ce.Errors {
-			fmt.Fprintf(env.Stderr, "%s: error: %s\n", joinPath(dir, e.File, e.Line), e.Text)
-		}
-		if r == nil {
-			return ExitError, fmt.Errorf("%d error(s) in %s, nothing loads", len(ce.Errors), dir)
-		}
-	case errors.Is(err, yara.ErrNoRules):
-	case err != nil:
+	r, ce, err := compileFolder(dir, env.Stderr)
+	if err != nil && !errors.Is(err, yara.ErrNoRules) {
 		return ExitError, err
 	}
 	list := []ruleListing{}

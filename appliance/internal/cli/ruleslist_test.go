@@ -51,3 +51,30 @@ rule scored { meta: score = 75 strings: $a = "xyz123" condition: $a }
 		t.Errorf("rules list without a folder: exit %d, want %d", code, ExitUsage)
 	}
 }
+
+// TestRulesFolderArgs: rules check and rules list take their folder before or after
+// their flags (rules check refused `--profile DIR` as an unexpected argument), and a
+// missing or second folder is a usage error (exit 64), not a failure.
+func TestRulesFolderArgs(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.yar"), []byte(`rule a { strings: $a = "folder-args-mark" condition: $a }`+"\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"rules", "check", dir, "--profile", "--top", "1"}, ExitClean, "1 rules in 1 files OK"},
+		{[]string{"rules", "check", "--profile", "--top", "1", dir}, ExitClean, "1 rules in 1 files OK"},
+		{[]string{"rules", "check"}, ExitUsage, "want exactly one rules folder"},
+		{[]string{"rules", "check", dir, dir}, ExitUsage, "want exactly one rules folder"},
+		{[]string{"rules", "list", "--json", dir}, ExitClean, `"name": "a:a"`},
+		{[]string{"rules", "list", dir, "--json"}, ExitClean, `"name": "a:a"`},
+		{[]string{"rules", "list"}, ExitUsage, "want exactly one rules folder"},
+		{[]string{"rules", "list", dir, "--nope"}, ExitUsage, "--nope"},
+	} {
+		out, errOut, code := runDomainm(t, c.args...)
+		if code != c.code || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("domainm %s: exit %d, want %d and %q:\n%s%s", strings.Join(c.args[:2], " "), code, c.code, c.want, out, errOut)
+		}
+	}
+}
