@@ -98,13 +98,13 @@ const DefaultBatch = 16
 // DefaultRunBudget: a run of windows is expected to take at most 10 ms of a worker's
 // CPU time, so that a pass cancelled by prepare returns about 10 ms (or one window, when
 // a window takes longer) after the cancel, against up to 16 windows (25-100 ms with
-// elastic's 3,021 rules) with runs of Batch. libyara's fixed cost per call is still paid
-// once per 10 ms of scanning, not once per window: elastic's rules take about 2 ms of
-// CPU per 256 KiB window here, so a run holds 4-5 of them and keeps nearly all of the
-// screen's saving (64 MiB dense, 1 worker, load 10: 248-251 of 256 windows settled by
-// the screen, 519-604 CPU-ms, against 511-545 with runs of 16 and 555-655 window by
-// window). At 5 ms such runs held 1-2 windows: 121-136 settled, 622-700 CPU-ms, more
-// than window by window. Cheap rules get the 16 of Batch.
+// elastic's 3,021 rules at load 10) with runs of Batch. The price: with elastic's rules
+// (about 2-3 ms of CPU per 256 KiB window here) a run holds 3-5 windows, and screening
+// such short runs saves nothing measurable (in-process, the bench's 64 MiB dense image,
+// 1 worker, two rounds at load 8-10, CPU-ms per pass: runs of 16 610-733, 10 ms runs
+// 685-760 with the judge switching the screen off about half the time, 10 ms runs
+// always screened 720-772, window by window 676-850). Cheap rules (0.1-0.3 ms per
+// window) still get runs of 16. RunBudget < 0 restores runs of Batch whatever they cost.
 const DefaultRunBudget = 10 * time.Millisecond
 
 // DefaultReusePasses: at the shipped 5 min interval, every block is scanned again at
