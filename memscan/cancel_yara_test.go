@@ -156,7 +156,7 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 	}
 	// The test tells runs bounded by time from runs of Batch windows: the latter wait
 	// for up to 16 windows.
-	if lw < 2*l {
+	if lw < l*3/2 { // measured 3.4-8x at load 7-12
 		t.Errorf("runs of %d windows: cancel to return %v, runs of RunBudget %v: the test does not tell them apart (a window alone %v)",
 			memscan.DefaultBatch, lw, l, w)
 	}
