@@ -93,6 +93,7 @@ FUZZ_TARGETS := \
 	./appliance/internal/config:FuzzParse \
 	./detectors/integrity:FuzzParsePolicy \
 	./detectors/integrity:FuzzReadDB \
+	./detectors/integrity:FuzzDecodeRecord \
 	./detectors/yara:FuzzRuleSource \
 	./detectors/yara:FuzzCrossing \
 	./detectors/yara:FuzzScreen \
@@ -103,6 +104,9 @@ FUZZ_TARGETS := \
 	./memscan/linux:FuzzParseIDT \
 	./memscan/linux:FuzzParseSystemMap \
 	./memscan/linux:FuzzSeams \
+	./memscan/linux:FuzzBTF \
+	./memscan/linux:FuzzKallsyms \
+	./memscan/linux:FuzzTranslate \
 	./migrate-hooks/internal/virt:FuzzDecodeMonitorEvent
 
 # A duration -fuzztime can end with "context deadline exceeded" and no crasher: a race in
