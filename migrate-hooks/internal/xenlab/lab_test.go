@@ -106,9 +106,11 @@ func TestXenLab(t *testing.T) {
 // toolstack gave the target (its kernel's boot log) and xl's memory size.
 func checkRanges(t *testing.T, l *Lab, a []Event) {
 	mon, _ := Find(a, "MONITORING", "where=A")
-	ranges, err := ParseRanges(mon.Args["ranges"])
+	// the rest of the line: the ranges are separated by spaces (Args holds the first)
+	_, rs, _ := strings.Cut(mon.Line, "ranges=")
+	ranges, err := ParseRanges(strings.Trim(rs, `"`))
 	if err != nil || len(ranges) == 0 {
-		t.Fatalf("Domain M's ranges %q: %v", mon.Args["ranges"], err)
+		t.Fatalf("Domain M's ranges %q: %v", rs, err)
 	}
 	f, err := os.Open(filepath.Join(l.Run, "out-A", "guest-target.log"))
 	if err != nil {
