@@ -53,3 +53,24 @@ func TestParseEvents(t *testing.T) {
 		t.Fatal("found where=B")
 	}
 }
+
+// TestSuspendRequested: lab run 12's watch log, where the watch on the target's control
+// node fired at libxl's suspend request and read the node empty (the guest had cleared it).
+func TestSuspendRequested(t *testing.T) {
+	log := `1796061338.476340891 A XS /local/domain/1/control/feature-suspend 1
+1796061905.322996702 A XS /local/domain/1/control/shutdown 
+1796061908.528657071 A XS /local/domain/1/control/shutdown 
+1796061908.594852640 A XS @releaseDomain 
+`
+	at, ok := suspendRequested(strings.NewReader(log), 1)
+	if !ok || at.Unix() != 1796061905 {
+		t.Fatalf("suspend requested at %v (%v), want 1796061905.32", at, ok)
+	}
+	if _, ok := suspendRequested(strings.NewReader(log), 2); ok {
+		t.Fatal("found a suspend request of domain 2")
+	}
+	at, ok = suspendRequested(strings.NewReader("1.5 A XS /local/domain/3/control/shutdown suspend\n"), 3)
+	if !ok || at.UnixMilli() != 1500 {
+		t.Fatalf("with the value: %v %v", at, ok)
+	}
+}
