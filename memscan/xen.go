@@ -465,6 +465,34 @@ func CheckFingerprintPresent(fp Fingerprint, src Source) (FingerprintCheck, erro
 	return c, nil
 }
 
+// VerifyMigrated is Verify for a Xen source at a migration's destination, whose
+// frames may differ from those fingerprinted at the source (lab run 10: the restored
+// target lacked a frame the guest had given back to Xen after dom0 listed them). It
+// decides by the fingerprint over the sampled pages present at both: at least half of
+// them must be present, and at most one compared page may differ (one Xen itself
+// writes in guest RAM, such as a vcpu_info area); more is another guest
+// (ErrGuestChanged). It returns how the frame set changed and what the fingerprint
+// showed, for the caller's log; a frame set changed beyond a migration
+// (XenFrameChange.Check) is named there, not refused: frames gone say nothing of the
+// guest's identity by themselves.
+func (fp Fingerprint) VerifyMigrated(src Source) (XenFrameChange, FingerprintCheck, error) {
+	ranges, err := normalize(src.Ranges())
+	if err != nil {
+		return XenFrameChange{}, FingerprintCheck{}, err
+	}
+	change := xenChange(fp.Ranges, ranges)
+	fc, err := CheckFingerprintPresent(fp, src)
+	switch {
+	case err != nil:
+		return change, fc, err
+	case fc.Compared < len(fp.Pages)/2:
+		return change, fc, &GuestChangedError{Reason: fmt.Sprintf("only %d of %d sampled pages are present (%v)", fc.Compared, len(fp.Pages), change)}
+	case len(fc.Differ) > 1:
+		return change, fc, &GuestChangedError{Reason: fmt.Sprintf("%d of %d compared sampled pages differ (%#x)", len(fc.Differ), fc.Compared, fc.Differ)}
+	}
+	return change, fc, nil
+}
+
 // ParseXenFrames parses runs of guest frames written as "FIRST+COUNT" (hexadecimal
 // with 0x, or decimal) separated by spaces, as domainm-xen writes Xen's p2m of the
 // target into domainm/frames, into guest-physical ranges.

@@ -280,6 +280,10 @@ func TestRemapFramesAfterMigration(t *testing.T) {
 			t.Errorf("page %#x counted absent, but B has it", g)
 		}
 	}
+	// The resume's decision (the supervisor's and the lab agent's): the same guest.
+	if vc, vf, err := fp.VerifyMigrated(x); err != nil || vc.LostFrames() != 0x41 || vf.Compared != fc.Compared {
+		t.Errorf("VerifyMigrated at B = %v, %v, %v; want the same guest, 0x41 frames gone", vc, vf, err)
+	}
 
 	// Another guest at B with the same frames: the pages differ.
 	x.Unmap()
@@ -289,6 +293,9 @@ func TestRemapFramesAfterMigration(t *testing.T) {
 	fc, err = CheckFingerprintPresent(fp, x)
 	if err != nil || len(fc.Differ) != fc.Compared || fc.Compared == 0 {
 		t.Errorf("another guest: %v, %v; want every compared page to differ", fc, err)
+	}
+	if _, _, err := fp.VerifyMigrated(x); !errors.Is(err, ErrGuestChanged) {
+		t.Errorf("VerifyMigrated of another guest = %v, want ErrGuestChanged", err)
 	}
 
 	// A guest that lost three quarters of its frames is not what a migration explains,
@@ -303,6 +310,10 @@ func TestRemapFramesAfterMigration(t *testing.T) {
 		t.Errorf("shrunk guest: Check = %v, want ErrGuestChanged naming frames 0x100+0x300", err)
 	}
 	t.Logf("shrunk guest: %v", err)
+	// Too few sampled pages left to say it is the guest.
+	if _, vf, err := fp.VerifyMigrated(x); !errors.Is(err, ErrGuestChanged) || !strings.Contains(err.Error(), "sampled pages are present") {
+		t.Errorf("VerifyMigrated of the shrunk guest = %v (%v), want ErrGuestChanged: too few pages present", err, vf)
+	}
 
 	// Xen maps none of the list (the wrong domain, no privilege): an error, and the map
 	// state is kept.

@@ -303,27 +303,21 @@ func (a *agent) Resume(ctx context.Context, args control.ResumeArgs) (control.Re
 			a.put("domainm/remap", change.String())
 		}
 	}
-	// The fingerprint over the sampled pages present at both hosts.
-	fc, err := memscan.CheckFingerprintPresent(a.fp, a.src)
-	if err != nil {
-		a.src.Unmap()
-		return control.Response{State: a.state}, control.Errorf(proto.CodeSource, "fingerprint: %v", err)
-	}
+	// The fingerprint over the sampled pages present at both hosts decides (as the real
+	// supervisor's resume does on Xen: memscan.Fingerprint.VerifyMigrated).
+	_, fc, err := a.fp.VerifyMigrated(a.src)
 	a.log.Info("resume: fingerprint", "check", fc.String(), "absent", fmt.Sprintf("%#x", fc.Absent), "differ", fmt.Sprintf("%#x", fc.Differ))
 	rm, _ := a.xs.Read("domainm/remap")
 	a.put("domainm/remap", strings.TrimSpace(rm+"; fingerprint: "+fc.String()))
-	switch {
-	case fc.Compared < len(a.fp.Pages)/2:
+	if err != nil {
 		a.src.Unmap()
-		return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged,
-			"%v: only %d of %d sampled pages are present at the destination", memscan.ErrGuestChanged, fc.Compared, len(a.fp.Pages))
-	case len(fc.Differ) > 1:
-		// One sampled page may be one Xen itself writes in guest RAM (a vcpu_info
-		// area); more than one is another guest.
-		a.src.Unmap()
-		return control.Response{State: a.state}, control.Errorf(proto.CodeGuestChanged,
-			"%v: %d of %d compared sampled pages differ (%#x)", memscan.ErrGuestChanged, len(fc.Differ), fc.Compared, fc.Differ)
-	case len(fc.Differ) == 1:
+		code := proto.CodeSource
+		if errors.Is(err, memscan.ErrGuestChanged) {
+			code = proto.CodeGuestChanged
+		}
+		return control.Response{State: a.state}, control.Errorf(code, "fingerprint: %v", err)
+	}
+	if len(fc.Differ) == 1 {
 		a.log.Warn("resume: one sampled page differs; accepted", "gpa", fmt.Sprintf("%#x", fc.Differ[0]))
 	}
 	a.state = proto.StateMonitoring
