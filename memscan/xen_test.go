@@ -141,6 +141,7 @@ func TestRefusedErrs(t *testing.T) {
 type fakeDomain struct {
 	frames []Range
 	seed   byte
+	dirty  map[uint64]bool // frames whose bytes differ from the seed's (a page rewritten)
 }
 
 func (d fakeDomain) has(f uint64) bool {
@@ -169,6 +170,9 @@ func (m *fakeMapping) Copy(dst []byte, gpa uint64) (int, error) {
 			return i, errors.New("fault")
 		}
 		dst[i] = byte(a/xenPage) ^ byte(a%251) ^ m.d.seed | 1
+		if m.d.dirty[a/xenPage] {
+			dst[i] ^= 0x80
+		}
 	}
 	return len(dst), nil
 }
@@ -217,7 +221,7 @@ func frames(s string) []Range {
 func TestRemapFramesAfterMigration(t *testing.T) {
 	a := "0x0+0x400 0x500+0x9 0x7f8+0x8"
 	b := "0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x8"
-	closed := useFakeP2M(t, map[uint16]fakeDomain{
+	p2m := map[uint16]fakeDomain{
 		1: {frames: frames(a), seed: 7},
 		// same guest at B, without frames 0x10..0x4f and 0x7f9
 		5: {frames: frames("0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x1 0x7fa+0x6"), seed: 7},
@@ -225,7 +229,8 @@ func TestRemapFramesAfterMigration(t *testing.T) {
 		6: {frames: frames("0x0+0x10 0x50+0x3b0 0x500+0x9 0x7f8+0x8"), seed: 9},
 		// a guest of a quarter of the size
 		8: {frames: frames("0x0+0x100 0x7f8+0x8"), seed: 7},
-	})
+	}
+	closed := useFakeP2M(t, p2m)
 	x := &Xen{}
 	c, err := x.RemapFrames(1, frames(a))
 	if err != nil {
@@ -283,6 +288,24 @@ func TestRemapFramesAfterMigration(t *testing.T) {
 	// The resume's decision (the supervisor's and the lab agent's): the same guest.
 	if vc, vf, err := fp.VerifyMigrated(x); err != nil || vc.LostFrames() != 0x41 || vf.Compared != fc.Compared {
 		t.Errorf("VerifyMigrated at B = %v, %v, %v; want the same guest, 0x41 frames gone", vc, vf, err)
+	}
+
+	// The same guest with one sampled page rewritten (a page Xen writes in guest RAM)
+	// is accepted; with two, it is another guest.
+	for n, domid := range map[int]uint16{1: 11, 2: 12} {
+		d := fakeDomain{frames: frames(b), seed: 7, dirty: map[uint64]bool{}}
+		for _, p := range fp.Pages[len(fp.Pages)-n:] {
+			d.dirty[p.GPA/xenPage] = true
+		}
+		p2m[domid] = d
+		x.Unmap()
+		if _, err := x.RemapFrames(domid, frames(b)); err != nil {
+			t.Fatal(err)
+		}
+		_, vf, err := fp.VerifyMigrated(x)
+		if len(vf.Differ) != n || (n == 1) != (err == nil) || n == 2 && !errors.Is(err, ErrGuestChanged) {
+			t.Errorf("%d sampled pages rewritten: VerifyMigrated = %v (%v); want %d differing, accepted only with one", n, err, vf, n)
+		}
 	}
 
 	// Another guest at B with the same frames: the pages differ.
