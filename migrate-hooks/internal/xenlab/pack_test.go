@@ -1,11 +1,16 @@
 package xenlab
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseLdd(t *testing.T) {
@@ -40,19 +45,7 @@ func TestParseLdd(t *testing.T) {
 // Without libyara in the tree the same run must fail: the chroot is what proves the
 // tree self-sufficient.
 func TestPackDynamicSupervisor(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "domainm")
-	build := exec.Command("go", "build", "-o", bin, "./appliance/cmd/domainm")
-	build.Dir = filepath.Join("..", "..", "..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build domainm: %v\n%s", err, out)
-	}
-	tree := filepath.Join(dir, "tree")
-	ns, err := PackDynamic(tree, bin, "bin/domainm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tree, ns := packSupervisor(t)
 	var yara string
 	for _, n := range ns {
 		host, err := os.Stat(n.Path)
@@ -74,26 +67,177 @@ func TestPackDynamicSupervisor(t *testing.T) {
 		t.Fatalf("ldd names no libyara: %v", ns)
 	}
 	t.Logf("packed %d shared objects with domainm: %v", len(ns), ns)
-	run := func() (string, error) {
-		args := []string{tree, "/bin/domainm", "version"}
-		name := "chroot"
-		if os.Geteuid() != 0 { // a user namespace makes chroot possible without root
-			name, args = "unshare", append([]string{"-r", "chroot"}, args...)
-		}
-		cmd := exec.Command(name, args...)
-		cmd.Env = []string{} // nothing of the host's environment (LD_LIBRARY_PATH, ...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	out, err := run()
-	if err != nil || !strings.Contains(out, "libyara: ") {
+	out, err := inTree(tree, "/bin/domainm", "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "libyara: ") {
 		t.Fatalf("domainm version in the packed tree: %v\n%s", err, out)
 	}
-	t.Logf("in the packed tree: %s", strings.TrimSpace(out))
+	t.Logf("in the packed tree: %s", strings.TrimSpace(string(out)))
 	if err := os.Remove(filepath.Join(tree, yara)); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := run(); err == nil || !strings.Contains(out, "libyara") {
+	if out, err := inTree(tree, "/bin/domainm", "version").CombinedOutput(); err == nil || !strings.Contains(string(out), "libyara") {
 		t.Fatalf("domainm ran without libyara in the tree: err %v\n%s", err, out)
 	}
+}
+
+// packSupervisor builds appliance/cmd/domainm and packs it into a new tree at bin/domainm.
+func packSupervisor(t *testing.T) (string, []Needed) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "domainm")
+	build := exec.Command("go", "build", "-o", bin, "./appliance/cmd/domainm")
+	build.Dir = filepath.Join("..", "..", "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build domainm: %v\n%s", err, out)
+	}
+	tree := filepath.Join(dir, "tree")
+	ns, err := PackDynamic(tree, bin, "bin/domainm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree, ns
+}
+
+// inTree is a command run with tree as its root and none of the host's environment
+// (LD_LIBRARY_PATH, ...); without root, in a user namespace that makes chroot possible.
+func inTree(tree string, args ...string) *exec.Cmd {
+	name, a := "chroot", append([]string{tree}, args...)
+	if os.Geteuid() != 0 {
+		name, a = "unshare", append([]string{"-r", "chroot"}, a...)
+	}
+	cmd := exec.Command(name, a...)
+	cmd.Env = []string{}
+	return cmd
+}
+
+// TestPackedSupervisorScans runs the real supervisor from the packed tree with the lab's
+// Domain M configuration (image/xen/domainm.toml) and marker rule (image/xen/rules),
+// as Domain M's initrd would hold them, with two lines replaced because this machine
+// has no Xen: the memory source is a RAM file (not xen:DOMID) and the control channel a
+// unix socket (not xenstore). It checks the configuration (domainm run --check-config),
+// then waits for the alert the lab's dom0 would read from Domain M's console: the
+// marker's guest-physical address and its seed.
+func TestPackedSupervisorScans(t *testing.T) {
+	tree, _ := packSupervisor(t)
+	x := filepath.Join("..", "..", "..", "image", "xen")
+	cfg, err := os.ReadFile(filepath.Join(x, "domainm.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := string(cfg)
+	for _, r := range [][2]string{
+		{`memory = "xen:TARGET"`, "memory = \"file:/target.ram\"\nlayout = \"flat\""},
+		{`device = "/dev/xen/xenbus"`, `socket = "/run/domainm/control.sock"`},
+	} {
+		if !strings.Contains(c, r[0]) {
+			t.Fatalf("image/xen/domainm.toml has no %s", r[0])
+		}
+		c = strings.Replace(c, r[0], r[1], 1)
+	}
+	rules := filepath.Join(tree, "etc", "domainm", "rules")
+	for _, d := range []string{rules, filepath.Join(tree, "run", "domainm"), filepath.Join(tree, "var", "lib", "domainm"), filepath.Join(tree, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tree, "etc", "domainm", "domainm.toml"), []byte(c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	yar, err := os.ReadFile(filepath.Join(x, "rules", "xenlab-marker.yar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rules, "xenlab-marker.yar"), yar, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// 16 MiB of guest RAM with the marker at a known guest-physical address
+	ram := make([]byte, 16<<20)
+	seed := fmt.Sprintf("%016x", time.Now().UnixNano())
+	const gpa = 0x9e4123
+	copy(ram[gpa:], "DOMAINM-XENLAB-PLANT:"+seed)
+	if err := os.WriteFile(filepath.Join(tree, "target.ram"), ram, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := inTree(tree, "/bin/domainm", "run", "--check-config", "--config", "/etc/domainm/domainm.toml").CombinedOutput(); err != nil {
+		t.Fatalf("domainm run --check-config in the packed tree: %v\n%s", err, out)
+	}
+	run := inTree(tree, "/bin/domainm", "run", "--config", "/etc/domainm/domainm.toml")
+	var log bytes.Buffer
+	run.Stdout, run.Stderr = &log, &log
+	run.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	defer func() {
+		syscall.Kill(-run.Process.Pid, syscall.SIGKILL)
+		<-done
+	}()
+	alerts := filepath.Join(tree, "var", "lib", "domainm", "alerts.jsonl")
+	deadline := time.Now().Add(3 * time.Minute) // a pass of 16 MiB takes well under a second unloaded
+	for {
+		if m, ok := markerAlert(t, alerts, seed); ok {
+			if m.Address != fmt.Sprintf("%#x", gpa) || m.DataText != "DOMAINM-XENLAB-PLANT:"+seed {
+				t.Fatalf("marker alert: address %s, data %q; want %#x, the seed %s", m.Address, m.DataText, gpa, seed)
+			}
+			t.Logf("marker found by the packed supervisor at %s: %s", m.Address, m.DataText)
+			break
+		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("domainm run ended before finding the marker: %v\n%s", err, log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no marker alert in %s after 3 min; domainm run's log:\n%s", alerts, log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// it stops cleanly on SIGTERM, as Domain M's init would stop it
+	run.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("domainm run after SIGTERM: %v\n%s", err, log.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("domainm run still running 2 min after SIGTERM")
+	}
+}
+
+type markerMatch struct {
+	Address  string `json:"address"`
+	DataText string `json:"data_text"`
+}
+
+// markerAlert returns the match of the xenlab_marker rule carrying seed in the alert
+// file (JSON lines), if there is one yet.
+func markerAlert(t *testing.T, path, seed string) (markerMatch, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return markerMatch{}, false
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var ev struct {
+			Rule *struct {
+				Name string `json:"name"`
+			} `json:"rule"`
+			DomainM struct {
+				Matches []markerMatch `json:"matches"`
+			} `json:"domainm"`
+		}
+		if json.Unmarshal(line, &ev) != nil || ev.Rule == nil || ev.Rule.Name != "xenlab_marker" {
+			continue
+		}
+		for _, m := range ev.DomainM.Matches {
+			if strings.HasSuffix(m.DataText, seed) {
+				return m, true
+			}
+		}
+	}
+	return markerMatch{}, false
 }
