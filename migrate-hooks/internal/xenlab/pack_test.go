@@ -176,26 +176,43 @@ func TestPackedSupervisorScans(t *testing.T) {
 		<-done
 	}()
 	alerts := filepath.Join(tree, "var", "lib", "domainm", "alerts.jsonl")
-	deadline := time.Now().Add(3 * time.Minute) // a pass of 16 MiB takes well under a second unloaded
-	for {
-		if m, ok := markerAlert(t, alerts, seed); ok {
-			if m.Address != fmt.Sprintf("%#x", gpa) || m.DataText != "DOMAINM-XENLAB-PLANT:"+seed {
-				t.Fatalf("marker alert: address %s, data %q; want %#x, the seed %s", m.Address, m.DataText, gpa, seed)
+	wait := func(seed string, gpa int) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute) // a pass of 16 MiB takes well under a second unloaded
+		for {
+			if m, ok := markerAlert(t, alerts, seed); ok {
+				if m.Address != fmt.Sprintf("%#x", gpa) || m.DataText != "DOMAINM-XENLAB-PLANT:"+seed {
+					t.Fatalf("marker alert: address %s, data %q; want %#x, the seed %s", m.Address, m.DataText, gpa, seed)
+				}
+				t.Logf("marker found by the packed supervisor at %s: %s", m.Address, m.DataText)
+				return
 			}
-			t.Logf("marker found by the packed supervisor at %s: %s", m.Address, m.DataText)
-			break
+			select {
+			case err := <-done:
+				done <- err
+				t.Fatalf("domainm run ended before finding the marker: %v\n%s", err, log.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no alert for marker %s in %s after 3 min; domainm run's log:\n%s", seed, alerts, log.String())
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("domainm run ended before finding the marker: %v\n%s", err, log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no marker alert in %s after 3 min; domainm run's log:\n%s", alerts, log.String())
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	wait(seed, gpa)
+	// a second marker while it runs (the lab plants again at B): the same rule's
+	// finding gets new content, alerted with its address and seed too
+	seed2 := fmt.Sprintf("%016x", time.Now().UnixNano()+1)
+	const gpa2 = 0x3f0055
+	f, err := os.OpenFile(filepath.Join(tree, "target.ram"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("DOMAINM-XENLAB-PLANT:"+seed2), gpa2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	wait(seed2, gpa2)
 	// it stops cleanly on SIGTERM, as Domain M's init would stop it
 	run.Process.Signal(syscall.SIGTERM)
 	select {
