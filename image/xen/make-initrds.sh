@@ -2,7 +2,8 @@
 # make-initrds.sh DIR: the domUs' kernel (vmlinux) and the lab's two domU initrds into
 # DIR (target-initrd.gz, domainm-initrd.gz): busybox from the dom0 root ($ROOT), the init scripts of
 # image/xen/initrd; Domain M's also gets the agent ($AGENT) and the root's
-# xen-privcmd.ko (its kernel is the same Debian kernel).
+# xen-privcmd.ko (its kernel is the same Debian kernel); with DOMM_TREE, that tree too
+# (the real supervisor packed with its shared libraries, configuration and rules).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:?usage: make-initrds.sh DIR}
@@ -16,6 +17,7 @@ mk() { # mk NAME INIT [extra files as SRC:DST]
 	cp "$init" "$g/init"; chmod 755 "$g/init"
 	local f
 	for f in "$@"; do cp "${f%%:*}" "$g/${f##*:}"; done
+	[ "$name" = domainm-initrd.gz ] && [ -n "${DOMM_TREE:-}" ] && cp -a "$DOMM_TREE/." "$g/"
 	(cd "$g" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$dir/$name"
 }
 privcmd=$(find "$ROOT/lib/modules" -name 'xen-privcmd.ko*' | head -1)

@@ -17,6 +17,10 @@ exec > >(tee -a $out/console.log) 2>&1
 PATH=/lab:$PATH
 role=$(sed -n 's/.*xenlab_role=\([AB]\).*/\1/p' /proc/cmdline)
 case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; *) echo "no xenlab_role"; exit 0;; esac
+# Domain M runs the agent, or the real supervisor (domainm run) when the lab disk says so
+# (XENLAB_DOMM=supervisor): then its state comes from the status request and its finds
+# from the alerts on its console (found-console.sh), not from its xenstore subtree.
+domm=$(cat /lab/domm-mode 2>/dev/null || echo agent)
 ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
 fail() { ev FAIL "$*"; cp /var/log/xen/console/*.log $out/ 2>/dev/null; sync; [ $role = A ] && peer_off; exit 1; }
 # Xen's daemons, started here step by step (not Debian's /etc/init.d/xen: see
@@ -139,13 +143,22 @@ start_pair() {
 	T=$(xl domid target); ev TARGET-CREATED domid=$T
 	watch_xs /local/domain/$T/control
 	ev DOMAINM-CREATE
-	xl_create xl-create-domainm.log -p /lab/domainm.cfg || fail "xl create domainm"
+	if [ $domm = supervisor ]; then
+		xl_create xl-create-domainm.log -p /lab/domainm.cfg "extra=\"console=hvc0 rdinit=/init quiet domainm_target=$T\"" || fail "xl create domainm"
+	else
+		xl_create xl-create-domainm.log -p /lab/domainm.cfg || fail "xl create domainm"
+	fi
 	M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
 	domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
 	ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
 	xl unpause domainm; ev DOMAINM-UNPAUSED
 	wait_monitoring $M 2400 || fail "Domain M not monitoring"
-	ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
+	if [ $domm = supervisor ]; then
+		# the supervisor maps exactly the frames of the grant (or fails): those, as ranges
+		ev MONITORING where=A domid=$M ranges_from=grant ranges="$(grant_ranges $T)"
+	else
+		ev MONITORING where=A domid=$M ranges="$(xenstore-read /local/domain/$M/domainm/ranges)"
+	fi
 	xl list -l target >$out/xl-list-target.json
 	ev TARGET-UNPAUSE where=A; xl unpause target
 	local i
@@ -162,6 +175,7 @@ start_pair() {
 }
 # (Domain M's steps, from its domainm/progress node, become events while we wait)
 wait_monitoring() {
+	[ $domm = supervisor ] && { wait_status $1 $2; return; }
 	local i p last=
 	for ((i = 0; i < $2 * 2; i++)); do
 		p=$(xenstore-read /local/domain/$1/domainm/progress 2>/dev/null) && [ "$p" != "$last" ] && { ev DOMAINM-PROGRESS "$p"; last=$p; }
@@ -169,6 +183,27 @@ wait_monitoring() {
 		sleep 0.5
 	done
 	return 1
+}
+# wait_status DOMAINM SECONDS: the supervisor answers the status request "monitoring"
+# (every 10 s: each request is a process in dom0; its answer goes to out/status.log).
+wait_status() {
+	local i r end=$(($(date +%s) + $2))
+	for ((i = 1; $(date +%s) < end; i++)); do
+		r=$(timeout 120 domainm-xen request $1 "{\"id\":\"status-$i\",\"cmd\":\"status\"}" 2>&1)
+		echo "$(date +%s.%N) $r" >>$out/status.log
+		case $r in *'"state":"monitoring"'*) return 0;; esac
+		sleep 10
+	done
+	return 1
+}
+# grant_ranges DOM: the frames dom0's grant lists (domainm-xen frames), as gpa ranges.
+grant_ranges() {
+	local r f n rs=
+	for r in $(domainm-xen frames $1); do
+		f=${r%%+*} n=${r##*+}
+		rs="$rs $(printf '%#x-%#x' $((f << 12)) $(((f + n) << 12)))"
+	done
+	echo ${rs# }
 }
 for try in 1 2 3; do
 	start_pair $try && break
@@ -180,7 +215,12 @@ for try in 1 2 3; do
 done
 ev TARGET-UP where=A
 s1=$(seed); ev PLANT where=A seed=$s1; plant $T $s1 || fail "plant at A"
-g=$(wait_found $M $s1 900) || fail "Domain M did not find seed $s1"
+if [ $domm = supervisor ]; then
+	g=$(found-console.sh $s1 900) || fail "Domain M did not find seed $s1"
+else
+	g=$(wait_found $M $s1 900) || fail "Domain M did not find seed $s1"
+fi
+[ -n "$g" ] || fail "Domain M did not find seed $s1"
 ev FOUND where=A gpa=$g seed=$s1 domid=$T
 check_frame $T $g $s1 && ev FRAME-OK where=A gpa=$g || fail "dom0's view of $g lacks the marker"
 
@@ -206,7 +246,11 @@ ssh root@$peer xl list >>$out/console.log
 
 s2=$(seed); sleep 5; ev PLANT where=B seed=$s2
 ssh root@$peer "echo plant $s2 > \$(xenstore-read /local/domain/$T2/console/tty)" || fail "plant at B"
+if [ $domm = supervisor ]; then
+	g2=$(ssh root@$peer /lab/found-console.sh $s2 900) || fail "Domain M did not find seed $s2 at B"
+else
 g2=$(ssh root@$peer "for i in \$(seq 1800); do for k in \$(xenstore-list /local/domain/$M2/domainm/found); do set -- \$(xenstore-read /local/domain/$M2/domainm/found/\$k); [ \"\$2\" = $s2 ] && { echo \$1; exit 0; }; done; sleep 0.5; done; exit 1") || fail "Domain M did not find seed $s2 at B"
+fi
 ev FOUND where=B gpa=$g2 seed=$s2 domid=$T2
 r=$(ssh root@$peer /lab/domainm-xen frame $T2 $(($g2 >> 12)) $(($g2 & 4095)) 37) ; echo "$r" >>$out/frames.log
 echo "$r" | grep -qF "bytes \"DOMAINM-XENLAB-PLANT:$s2\"" && ev FRAME-OK where=B gpa=$g2 || fail "B dom0's view of $g2 lacks the marker"

@@ -30,7 +30,10 @@ type Lab struct {
 	Run     string // this run's files (bin/xen-lab/run)
 	Timeout time.Duration
 	Log     io.Writer // progress lines
-	t0      time.Time
+	// Supervisor: Domain M runs the real supervisor (domainm run, packed with its shared
+	// libraries) instead of the agent (XENLAB_DOMM=supervisor).
+	Supervisor bool
+	t0         time.Time
 }
 
 // New returns a lab for the repository at repo.
@@ -85,13 +88,24 @@ func (l *Lab) Prepare(ctx context.Context) error {
 	}
 	l.step("guest initrds and lab disks")
 	x := filepath.Join(l.Repo, "image", "xen")
-	for _, f := range []string{"run.sh", "target.cfg", "domainm.cfg"} {
+	for _, f := range []string{"run.sh", "found-console.sh", "target.cfg", "domainm.cfg"} {
 		if err := copyFile(filepath.Join(x, f), filepath.Join(disk, f), 0o755); err != nil {
 			return err
 		}
 	}
-	if err := l.sh(ctx, l.Repo, []string{"ROOT=" + filepath.Join(l.Build, "rootfs"), "AGENT=" + filepath.Join(l.Run, "agent")},
-		filepath.Join(x, "make-initrds.sh"), disk); err != nil {
+	env := []string{"ROOT=" + filepath.Join(l.Build, "rootfs"), "AGENT=" + filepath.Join(l.Run, "agent")}
+	if l.Supervisor {
+		tree, err := l.packSupervisor(ctx)
+		if err != nil {
+			return err
+		}
+		env = append(env, "DOMM_TREE="+tree)
+		// run.sh reads the mode from the lab disk
+		if err := os.WriteFile(filepath.Join(disk, "domm-mode"), []byte("supervisor\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := l.sh(ctx, l.Repo, env, filepath.Join(x, "make-initrds.sh"), disk); err != nil {
 		return err
 	}
 	for _, h := range []string{"A", "B"} {
@@ -104,6 +118,40 @@ func (l *Lab) Prepare(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// packSupervisor builds the real supervisor (appliance/cmd/domainm, cgo on libyara) and
+// packs it with its shared libraries, image/xen/domainm.toml and image/xen/rules into a
+// tree for Domain M's initrd (Run/domm-tree).
+func (l *Lab) packSupervisor(ctx context.Context) (string, error) {
+	l.step("the real supervisor for Domain M: domainm (cgo, libyara) with its shared libraries")
+	bin := filepath.Join(l.Run, "domainm")
+	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=1"}, "go", "build", "-o", bin, "./appliance/cmd/domainm"); err != nil {
+		return "", err
+	}
+	tree := filepath.Join(l.Run, "domm-tree")
+	ns, err := PackDynamic(tree, bin, "bin/domainm")
+	if err != nil {
+		return "", err
+	}
+	l.step("packed domainm with %d shared objects", len(ns))
+	x := filepath.Join(l.Repo, "image", "xen")
+	if err := os.MkdirAll(filepath.Join(tree, "etc", "domainm", "rules"), 0o755); err != nil {
+		return "", err
+	}
+	if err := copyFile(filepath.Join(x, "domainm.toml"), filepath.Join(tree, "etc", "domainm", "domainm.toml"), 0o644); err != nil {
+		return "", err
+	}
+	rules, err := filepath.Glob(filepath.Join(x, "rules", "*.yar"))
+	if err != nil || len(rules) == 0 {
+		return "", fmt.Errorf("no rules in %s/rules: %v", x, err)
+	}
+	for _, r := range rules {
+		if err := copyFile(r, filepath.Join(tree, "etc", "domainm", "rules", filepath.Base(r)), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return tree, nil
 }
 
 func copyFile(from, to string, mode os.FileMode) error {

@@ -35,6 +35,8 @@ func TestXenLab(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 105*time.Minute)
 	defer cancel()
 	l := New(repo, os.Stderr)
+	// XENLAB_DOMM=supervisor: Domain M runs the real supervisor (domainm run) instead of the agent.
+	l.Supervisor = os.Getenv("XENLAB_DOMM") == "supervisor"
 	// XENLAB_ANALYZE=1 reads the last run's logs again without building or booting.
 	if os.Getenv("XENLAB_ANALYZE") != "1" {
 		if err := l.Prepare(ctx); err != nil {
@@ -79,7 +81,11 @@ func TestXenLab(t *testing.T) {
 	l.step("co-migration (domainm-migrate migrate --xen): total %v; target migration %v, Domain M migration %v; waits P1 %v P2 %v P3 %v P4 %v; target downtime %v; monitoring gap %v; ids %v",
 		r.Total, r.TargetMigration, r.DomMMigration, r.Waits[0], r.Waits[1], r.Waits[2], r.Waits[3], r.TargetDowntime, r.Gap, r.IDs)
 	l.step("Domain M's remap at B: %s", r.Remap)
-	if strings.HasPrefix(r.Remap, "BEYOND-MIGRATION") || r.Remap == "" {
+	if l.Supervisor && r.Remap == "" {
+		// the supervisor logs the frame change and the fingerprint on its console
+		// ("resume: xen frames"), it writes no domainm/remap
+		l.step("Domain M's remap at B: in the supervisor's log (out-B/guest-domainm.log)")
+	} else if strings.HasPrefix(r.Remap, "BEYOND-MIGRATION") || r.Remap == "" {
 		t.Errorf("Domain M's remap at B: %q: want a frame change a migration explains", r.Remap)
 	}
 	l.step("the target's frames: %q", r.Frames)

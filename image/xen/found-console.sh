@@ -1,0 +1,14 @@
+#!/bin/bash
+# found-console.sh SEED SECONDS: the guest-physical address at which the real supervisor
+# in Domain M reported the lab's marker with SEED: its alerts (JSON lines, rule
+# xenlab_marker, image/xen/rules) reach Domain M's console, which xenconsoled writes to
+# this dom0's /var/log/xen/console/guest-domainm.log. Exit 1 if none within SECONDS.
+seed=${1:?seed} end=$(($(date +%s) + ${2:?seconds}))
+log=/var/log/xen/console/guest-domainm.log
+while [ "$(date +%s)" -lt $end ]; do
+	g=$(grep -a -o "\"address\":\"0x[0-9a-f]*\"[^{}]*\"data_text\":\"DOMAINM-XENLAB-PLANT:$seed\"" $log 2>/dev/null |
+		head -1 | sed 's/^"address":"\(0x[0-9a-f]*\)".*/\1/')
+	[ -n "$g" ] && { echo "$g"; exit 0; }
+	sleep 1
+done
+exit 1
