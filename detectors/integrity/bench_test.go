@@ -15,19 +15,7 @@ import (
 //
 //	INTEGRITY_BENCH_IMAGE=disk.raw go test -run '^$' -bench Check -benchtime 2x -cpuprofile check.pprof ./detectors/integrity
 func BenchmarkCheck(b *testing.B) {
-	img := os.Getenv("INTEGRITY_BENCH_IMAGE")
-	if img == "" {
-		b.Skip("set INTEGRITY_BENCH_IMAGE to a disk image")
-	}
-	p, err := ParsePolicy("bench.toml", []byte(`version = 1
-[[select]]
-name = "all"
-paths = ["/"]
-attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size", "mtime", "ctime", "sha256"]
-`))
-	if err != nil {
-		b.Fatal(err)
-	}
+	img, p := benchImagePolicy(b)
 	fsys, closer, info, err := OpenImage(img, "", -1)
 	if err != nil {
 		b.Fatal(err)
@@ -61,19 +49,7 @@ attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size",
 //
 //	INTEGRITY_BENCH_IMAGE=disk.raw go test -run '^$' -bench Baseline -benchtime 2x -cpuprofile baseline.pprof ./detectors/integrity
 func BenchmarkBaseline(b *testing.B) {
-	img := os.Getenv("INTEGRITY_BENCH_IMAGE")
-	if img == "" {
-		b.Skip("set INTEGRITY_BENCH_IMAGE to a disk image")
-	}
-	p, err := ParsePolicy("bench.toml", []byte(`version = 1
-[[select]]
-name = "all"
-paths = ["/"]
-attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size", "mtime", "ctime", "sha256"]
-`))
-	if err != nil {
-		b.Fatal(err)
-	}
+	img, p := benchImagePolicy(b)
 	db := filepath.Join(b.TempDir(), "bench.db")
 	for b.Loop() {
 		fsys, closer, info, err := OpenImage(img, "", -1)
@@ -88,4 +64,23 @@ attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size",
 		b.ReportMetric(float64(st.Records), "records")
 		b.SetBytes(st.Bytes)
 	}
+}
+
+// benchImagePolicy is the image named by INTEGRITY_BENCH_IMAGE (the benchmark is
+// skipped without one) and the bench-diskscan policy: every path, sha256.
+func benchImagePolicy(b *testing.B) (string, *Policy) {
+	img := os.Getenv("INTEGRITY_BENCH_IMAGE")
+	if img == "" {
+		b.Skip("set INTEGRITY_BENCH_IMAGE to a disk image")
+	}
+	p, err := ParsePolicy("bench.toml", []byte(`version = 1
+[[select]]
+name = "all"
+paths = ["/"]
+attrs = ["type", "mode", "uid", "gid", "inode", "nlink", "link", "caps", "size", "mtime", "ctime", "sha256"]
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return img, p
 }
