@@ -236,6 +236,14 @@ t1=$(date +%s.%N); tb=$(ssh root@$peer date +%s.%N); t2=$(date +%s.%N)
 ev CLOCK b=$tb a1=$t1 a2=$t2
 
 # ---- co-migration A -> B: domainm-migrate migrate --xen (P1-P4 by order; README) ----
+# (run 14: the target triple-faulted after the marker was found and on_reboot destroyed
+# it; say so, and whether Domain M still says "monitoring" of it: its foreign mappings
+# keep the dead domain's pages, which it went on scanning)
+if [ "$(xl domid target 2>/dev/null)" != "$T" ]; then
+	ev TARGET-GONE domid=$T before=migration "$(xl dmesg | grep -a -E "d${T}v[0-9]+ (Triple fault|.*crash)" | tail -1 | tr -s ' ')"
+	[ $domm = supervisor ] && wait_status $M 60 && ev DOMAINM-STATE domid=$M state=monitoring target=$T target_gone=1
+	fail "the target (domain $T) is gone before the migration"
+fi
 ev MIGRATE-START
 domainm-migrate migrate --xen --domm-save --dest $peer --tool /lab/domainm-xen --json -v >$out/migrate.json 2>$out/migrate.log
 rc=$?; ev MIGRATE-DONE rc=$rc
