@@ -93,6 +93,8 @@ type harnessOpts struct {
 	disk      DiskChecker
 	rulesDir  string // instead of DIR/rules (the harness writes a.yar only there)
 	device    string // control.device
+	memory    string // target.memory instead of file:DIR/ram
+	xenAlive  func(domid uint16) (bool, error)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -120,6 +122,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	c.Path = "test.toml"
 	c.Target.Name, c.Target.UUID = "t1", "123e4567-e89b-12d3-a456-426614174000"
 	c.Target.Memory = "file:" + h.ram
+	if o.memory != "" {
+		c.Target.Memory = o.memory
+	}
 	c.Memory.Interval = time.Minute
 	if o.interval != 0 {
 		c.Memory.Interval = o.interval
@@ -146,8 +151,9 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			h.notified = append(h.notified, m)
 			h.mu.Unlock()
 		},
-		OpenSource: o.open,
-		Disk:       o.disk,
+		OpenSource:     o.open,
+		XenDomainAlive: o.xenAlive,
+		Disk:           o.disk,
 	}
 	if o.disk != nil {
 		c.Target.Disk = "/images/t1.img"

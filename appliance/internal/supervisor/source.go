@@ -6,12 +6,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/control/xenstore"
 
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors"
@@ -23,16 +25,28 @@ import (
 // (the VM restarted with a new file at the same path). An open mapping of a removed
 // file stays readable: without this check the supervisor would go on scanning a dead
 // guest's memory and never see the new one.
+//
+// A xen:DOMID source has no file; its mapping of a destroyed domain's frames stays
+// readable too (and keeps Xen from freeing them), so the domain itself is looked for
+// before each pass (alive, from Deps.XenDomainAlive).
 type sourceFile struct {
 	spec, layout string
 	path         string
 	info         os.FileInfo // nil for sources that are not files (xen:)
+	domid        int         // the xen: source's domain, -1 for other sources
+	alive        func(domid uint16) (bool, error)
 }
 
 func newSourceFile(spec, layout string) sourceFile {
-	sf := sourceFile{spec: spec, layout: layout}
-	if kind, path, ok := strings.Cut(spec, ":"); ok && (kind == "file" || kind == "elf" || kind == "disk") {
-		sf.path = path
+	sf := sourceFile{spec: spec, layout: layout, domid: -1}
+	kind, arg, ok := strings.Cut(spec, ":")
+	switch {
+	case ok && (kind == "file" || kind == "elf" || kind == "disk"):
+		sf.path = arg
+	case ok && kind == "xen":
+		if id, err := strconv.ParseUint(arg, 10, 16); err == nil {
+			sf.domid = int(id)
+		}
 	}
 	return sf
 }
@@ -41,6 +55,12 @@ func newSourceFile(spec, layout string) sourceFile {
 // before and after the open, and the open is retried once if it changed in between.
 func (s *Supervisor) openTracked(spec, layout string) (memscan.Source, sourceFile, error) {
 	sf := newSourceFile(spec, layout)
+	if sf.domid >= 0 {
+		sf.alive = s.deps.XenDomainAlive
+		if sf.alive == nil {
+			sf.alive = xenDomainAlive
+		}
+	}
 	for try := 0; ; try++ {
 		before, _ := sf.stat()
 		src, err := s.deps.OpenSource(spec, layout)
@@ -73,6 +93,12 @@ const (
 )
 
 func (sf sourceFile) check() sourceState {
+	if sf.domid >= 0 && sf.alive != nil {
+		if ok, err := sf.alive(uint16(sf.domid)); err == nil && !ok {
+			return sourceGone
+		}
+		return sourceSame // alive, or cannot tell (logged by xenDomainAlive)
+	}
 	if sf.info == nil {
 		return sourceSame
 	}
@@ -229,9 +255,13 @@ func (m *memLoop) checkSource() bool {
 	case sourceGone:
 		m.gone = true
 		m.startWaiting()
-		m.s.setState(control.StateWaiting, fmt.Sprintf("memory source %s was removed", m.file.spec), nil)
+		what := "was removed (the target VM stopped?)"
+		if m.file.domid >= 0 {
+			what = fmt.Sprintf("is gone: Xen domain %d no longer exists (the target was destroyed or crashed?); its frames are unmapped", m.file.domid)
+		}
+		m.s.setState(control.StateWaiting, fmt.Sprintf("memory source %s %s", m.file.spec, what), nil)
 		m.s.emit(alert.Health(m.s.clk.Now(), alert.SevHigh, "memory-source", "gone",
-			fmt.Sprintf("memory source %s was removed (the target VM stopped?): not monitoring until it is back", m.file.spec)))
+			fmt.Sprintf("memory source %s %s: not monitoring until it is back", m.file.spec, what)))
 		return false
 	case sourceReplaced:
 		src, sf, err := m.s.openTracked(m.file.spec, m.file.layout)
@@ -250,4 +280,25 @@ func (m *memLoop) checkSource() bool {
 			fmt.Sprintf("memory source %s was replaced (the target VM restarted?): monitoring the new one", m.file.spec)))
 	}
 	return true
+}
+
+// xenDomainAlive asks xenstore whether domain domid still exists: the toolstack
+// removes /local/domain/DOMID when it destroys a domain, and domainm-xen grant gave
+// Domain M the target's privilege over its nodes (XS_SET_TARGET). An answer other than
+// "no such node" is an error: the caller then cannot tell and keeps monitoring.
+func xenDomainAlive(domid uint16) (bool, error) {
+	xs, err := xenstore.Open()
+	if err != nil {
+		return false, err
+	}
+	defer xs.Close()
+	_, err = xs.Read(fmt.Sprintf("/local/domain/%d/domid", domid))
+	var xe *xenstore.Error
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &xe) && xe.Code == "ENOENT":
+		return false, nil
+	}
+	return false, err
 }

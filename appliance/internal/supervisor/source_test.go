@@ -1,9 +1,17 @@
 package supervisor
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/domainm/domainm/memscan"
 )
 
 // TestSourceReplacedAndGone: the target VM restarting (a new RAM file at the same path)
@@ -53,3 +61,76 @@ func TestSourceReplacedAndGone(t *testing.T) {
 		t.Errorf("after the file came back:\n%s", h.alerts.dump())
 	}
 }
+
+// TestXenTargetDestroyed (lab run 14: the supervisor went on scanning a destroyed
+// target for 4.7 min, its mapping holding the dead domain's frames): a xen: target
+// whose domain no longer exists is alerted once as gone, its mapping released, no pass
+// runs; when the domain is there again it is reopened and a pass runs. Xen cannot run
+// here: the domain's existence and the mapping are stand-ins (a RAM file behind xen:7).
+func TestXenTargetDestroyed(t *testing.T) {
+	ram := filepath.Join(t.TempDir(), "ram")
+	f, _ := os.Create(ram)
+	f.Truncate(ramSize)
+	f.WriteAt([]byte(evilText), evilAt)
+	f.Close()
+	var alive atomic.Bool
+	alive.Store(true)
+	var opened, closed atomic.Int32
+	open := func(spec, layout string) (memscan.Source, error) {
+		if spec != "xen:7" {
+			return nil, fmt.Errorf("unexpected source %s", spec)
+		}
+		if !alive.Load() {
+			return nil, errors.New("xen:7: every frame refused")
+		}
+		src, err := OpenSource("file:"+ram, layout)
+		if err != nil {
+			return nil, err
+		}
+		opened.Add(1)
+		return &closeCounter{Source: src, n: &closed}, nil
+	}
+	h := newHarness(t, harnessOpts{memory: "xen:7", open: open,
+		xenAlive: func(domid uint16) (bool, error) {
+			if domid != 7 {
+				return false, fmt.Errorf("asked about domain %d", domid)
+			}
+			return alive.Load(), nil
+		}})
+	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	h.waitFor("first pass", func() bool { return h.passes() == 1 })
+
+	alive.Store(false) // xl destroy
+	n := h.passes()
+	for range 3 {
+		h.clk.Advance(h.cfg.Memory.Interval)
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.waitFor("gone alert", func() bool { return len(h.alerts.with("memory-source-gone", "")) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	gone := h.alerts.with("memory-source-gone", "")
+	if len(gone) != 1 || h.passes() != n || closed.Load() != 1 || !strings.Contains(gone[0].Message, "Xen domain 7 no longer exists") {
+		t.Errorf("%d gone alerts (%v), %d passes, %d mappings released while the domain was gone; want 1 naming domain 7, 0, 1",
+			len(gone), gone, h.passes()-n, closed.Load())
+	}
+	if st := h.sup.Status(context.Background()).State; st != "waiting" {
+		t.Errorf("state %q while the target's domain is gone, want waiting", st)
+	}
+
+	alive.Store(true) // the domain is back (same id: a stand-in for a new grant)
+	h.clk.Advance(h.cfg.Memory.Interval)
+	h.waitFor("back and scanned", func() bool {
+		return len(h.alerts.with("memory-source-back", "")) == 1 && h.passes() > n
+	})
+	if opened.Load() != 2 {
+		t.Errorf("source opened %d times, want 2", opened.Load())
+	}
+}
+
+// closeCounter counts a source's Close calls.
+type closeCounter struct {
+	memscan.Source
+	n *atomic.Int32
+}
+
+func (c *closeCounter) Close() error { c.n.Add(1); return c.Source.Close() }

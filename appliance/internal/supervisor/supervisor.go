@@ -89,6 +89,9 @@ type Deps struct {
 	Watchdog time.Duration
 	// OpenSource opens a memory source (memscan.Open with the layout parsed).
 	OpenSource func(spec, layout string) (memscan.Source, error)
+	// XenDomainAlive reports whether a xen: source's domain still exists, asked before
+	// each pass (nil: xenstore, /local/domain/DOMID).
+	XenDomainAlive func(domid uint16) (bool, error)
 	// Disk runs disk checks; nil when the target has no disk configured.
 	Disk DiskChecker
 	// ShutdownTimeout bounds the clean stop (default 10s).
