@@ -25,9 +25,12 @@ type memLoop struct {
 	src    memscan.Source // nil while quiesced
 	file   sourceFile     // where src came from
 	gone   bool           // src's file was removed (alerted)
-	wait   sourceWait     // while the source does not exist (source.go)
-	spots  blindSpots     // blocks the running pass could not scan (blindspots.go)
-	track  *tracker
+	// aliveUnknown: the last liveness question about a xen: source's domain had no
+	// answer (logged when it starts).
+	aliveUnknown bool
+	wait         sourceWait // while the source does not exist (source.go)
+	spots        blindSpots // blocks the running pass could not scan (blindspots.go)
+	track        *tracker
 
 	cursor  uint64                       // where the next pass starts (non-zero after an interrupted pass)
 	partial map[string]detectors.Finding // findings of the interrupted part of the current pass

@@ -92,26 +92,30 @@ const (
 	sourceReplaced             // another file is there now
 )
 
-func (sf sourceFile) check() sourceState {
+// check reports what became of the source. For a xen: source it also returns the
+// error of a liveness question that could not be answered (the source is then taken as
+// still there).
+func (sf sourceFile) check() (sourceState, error) {
 	if sf.domid >= 0 && sf.alive != nil {
-		if ok, err := sf.alive(uint16(sf.domid)); err == nil && !ok {
-			return sourceGone
+		ok, err := sf.alive(uint16(sf.domid))
+		if err == nil && !ok {
+			return sourceGone, nil
 		}
-		return sourceSame // alive, or cannot tell (logged by xenDomainAlive)
+		return sourceSame, err
 	}
 	if sf.info == nil {
-		return sourceSame
+		return sourceSame, nil
 	}
 	fi, err := sf.stat()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return sourceGone
+		return sourceGone, nil
 	case err != nil:
-		return sourceSame // cannot tell; the pass will report read errors if any
+		return sourceSame, nil // cannot tell; the pass will report read errors if any
 	case !os.SameFile(fi, sf.info):
-		return sourceReplaced
+		return sourceReplaced, nil
 	}
-	return sourceSame
+	return sourceSame, nil
 }
 
 // sourcePoll is how often a missing memory source is looked for, besides the
@@ -251,7 +255,13 @@ func (m *memLoop) checkSource() bool {
 	if m.wait.waiting {
 		return m.tryOpen()
 	}
-	switch m.file.check() {
+	state, err := m.file.check()
+	if err != nil && !m.aliveUnknown {
+		// Said once per source: without an answer a destroyed target is not noticed.
+		m.s.log.Warn("cannot tell whether the target's Xen domain still exists; monitoring on", "source", m.file.spec, "err", err)
+	}
+	m.aliveUnknown = err != nil
+	switch state {
 	case sourceGone:
 		m.gone = true
 		m.startWaiting()

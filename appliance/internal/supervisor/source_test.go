@@ -73,7 +73,7 @@ func TestXenTargetDestroyed(t *testing.T) {
 	f.Truncate(ramSize)
 	f.WriteAt([]byte(evilText), evilAt)
 	f.Close()
-	var alive atomic.Bool
+	var alive, unanswered atomic.Bool
 	alive.Store(true)
 	var opened, closed atomic.Int32
 	open := func(spec, layout string) (memscan.Source, error) {
@@ -95,10 +95,21 @@ func TestXenTargetDestroyed(t *testing.T) {
 			if domid != 7 {
 				return false, fmt.Errorf("asked about domain %d", domid)
 			}
+			if unanswered.Load() {
+				return false, errors.New("xenstore read /local/domain/7/domid: EACCES")
+			}
 			return alive.Load(), nil
 		}})
 	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
 	h.waitFor("first pass", func() bool { return h.passes() == 1 })
+
+	// No answer (no privilege over the target's nodes): monitoring goes on.
+	unanswered.Store(true)
+	h.tick()
+	if k := len(h.alerts.with("memory-source-gone", "")); k != 0 || closed.Load() != 0 {
+		t.Errorf("an unanswered liveness question: %d gone alerts, %d mappings released; want none", k, closed.Load())
+	}
+	unanswered.Store(false)
 
 	alive.Store(false) // xl destroy
 	n := h.passes()
