@@ -198,3 +198,40 @@ func TestCoordinatorClient(t *testing.T) {
 		t.Fatalf("resume = %+v, %v", r, err)
 	}
 }
+
+// TestResumeOnSameFileAfterGuestRan is the coordinator's rollback after a failed final
+// copy: the target's QEMU at the source resumed for a few ms before it was stopped
+// again, so pages changed; the resume at the source, on the very RAM file fingerprinted
+// at prepare, must be taken (CI at 836de66 left the target paused when it was
+// refused). A copy of that file with the same changes is still another guest.
+func TestResumeOnSameFileAfterGuestRan(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.waitFor("first pass", func() bool { return h.passes() >= 1 })
+	ctx := h.handshakeContext()
+	if r, err := h.sup.Prepare(ctx); err != nil || r.State != "quiesced" {
+		t.Fatalf("prepare = %+v, %v", r, err)
+	}
+	b, _ := os.ReadFile(h.ram)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] ^= 1
+	}
+	other := filepath.Join(h.dir, "copy")
+	os.WriteFile(other, b, 0o600)
+	if _, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "file:" + other}); func() bool { var ce *control.Error; return !errors.As(err, &ce) || ce.Code != control.CodeGuestChanged }() {
+		t.Errorf("resume on a changed copy: %v, want guest changed", err)
+	}
+	f, err := os.OpenFile(h.ram, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(b, 0) // the same changes, in place: the guest ran
+	f.Close()
+	if r, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "file:" + h.ram}); err != nil || r.State != "monitoring" {
+		t.Fatalf("resume at the source's own RAM file after the guest ran = %+v, %v; want monitoring", r, err)
+	}
+	n := h.passes()
+	h.tick()
+	if h.passes() <= n {
+		t.Error("no pass after the resume")
+	}
+}

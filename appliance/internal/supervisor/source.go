@@ -76,6 +76,12 @@ func (s *Supervisor) openTracked(spec, layout string) (memscan.Source, sourceFil
 	}
 }
 
+// sameFile reports whether o was opened from the very file sf was (same spec, same
+// inode): the same guest's memory, not a copy.
+func (sf sourceFile) sameFile(o sourceFile) bool {
+	return sf.info != nil && o.info != nil && sf.spec == o.spec && os.SameFile(sf.info, o.info)
+}
+
 func (sf sourceFile) stat() (os.FileInfo, error) {
 	if sf.path == "" {
 		return nil, nil
