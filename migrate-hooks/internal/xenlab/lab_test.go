@@ -37,6 +37,8 @@ func TestXenLab(t *testing.T) {
 	l := New(repo, os.Stderr)
 	// XENLAB_DOMM=supervisor: Domain M runs the real supervisor (domainm run) instead of the agent.
 	l.Supervisor = os.Getenv("XENLAB_DOMM") == "supervisor"
+	// XENLAB_ACCEL: QEMU's -accel for both hosts (default DefaultAccel).
+	l.Accel = os.Getenv("XENLAB_ACCEL")
 	// XENLAB_ANALYZE=1 reads the last run's logs again without building or booting.
 	if os.Getenv("XENLAB_ANALYZE") != "1" {
 		if err := l.Prepare(ctx); err != nil {
