@@ -21,22 +21,21 @@ import (
 // the dom0 tool hands Domain M) is asked for once at open, and the frames Xen maps are
 // the ranges. That set is the *map state*: Unmap releases every frame (prepare); Remap
 // maps exactly the same frames of another domain id (resume at the destination) and
-// fails if Xen refuses any of them.
+// fails if Xen refuses any of them; Refresh makes it follow the target's frames
+// between migrations (xen_refresh.go).
 type Xen struct {
 	span   uint64 // frames 0..span-1 were asked for at open
 	ranges []Range
 
-	mu    sync.RWMutex
-	domid uint16
-	m     xenMapping // nil while unmapped
+	mu      sync.RWMutex
+	domid   uint16
+	m       xenMapping // nil while unmapped
+	mapper  XenMapper  // nil: privcmd (xenMapRuns)
+	refused uint64     // frames asked for at the last mapping that Xen refused
 }
 
-// xenMapping is what Xen needs of a privcmd.Mapping (a seam for tests).
-type xenMapping interface {
-	Errs() []int32
-	Copy(dst []byte, gpa uint64) (int, error)
-	Close() error
-}
+// xenMapping is what Xen needs of a privcmd.Mapping.
+type xenMapping = XenMapping
 
 // xenMapRuns maps runs of frames (privcmd.MapRuns; a seam for tests).
 var xenMapRuns = func(domid uint16, span uint64, runs []privcmd.Run) (xenMapping, error) {
@@ -184,7 +183,7 @@ func (x *Xen) Unmap() error {
 // migration), replacing any current mapping. Every frame must map: a frame Xen refuses
 // means the domain is not laid out as the one mapped before.
 func (x *Xen) Remap(domid uint16) error {
-	m, err := xenMapRuns(domid, x.span, xenRuns(x.ranges))
+	m, err := x.mapFn()(domid, x.span, x.ranges)
 	if err != nil {
 		return fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(x.ranges), err)
 	}
@@ -224,8 +223,13 @@ func (x *Xen) Remap(domid uint16) error {
 }
 
 // Ranges returns the mapped guest-physical ranges.
-func (x *Xen) Ranges() []Range { return append([]Range(nil), x.ranges...) }
+func (x *Xen) Ranges() []Range {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return append([]Range(nil), x.ranges...)
+}
 
+// locate finds the range of gpa; x.mu is held.
 func (x *Xen) locate(gpa uint64, n int) (Range, error) {
 	for _, r := range x.ranges {
 		if gpa >= r.GPA && gpa < r.End() {
@@ -243,13 +247,13 @@ func (x *Xen) ReadAt(p []byte, gpa int64) (int, error) {
 	if gpa < 0 {
 		return 0, fmt.Errorf("xen: negative address %#x: %w", gpa, ErrOutOfRange)
 	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
 	r, rerr := x.locate(uint64(gpa), len(p))
 	if r.Size == 0 {
 		return 0, rerr
 	}
 	n := min(uint64(len(p)), r.End()-uint64(gpa))
-	x.mu.RLock()
-	defer x.mu.RUnlock()
 	if x.m == nil {
 		return 0, ErrClosed
 	}
@@ -274,17 +278,26 @@ func OpenXenFrames(domid uint16, ranges []Range) (*Xen, error) {
 	if err := privcmd.Available(); err != nil {
 		return nil, fmt.Errorf("xen:%d: %w", domid, err)
 	}
-	span, m, mapped, err := xenMapFrames(domid, ranges)
+	return OpenXenFramesWith(nil, domid, ranges)
+}
+
+// OpenXenFramesWith is OpenXenFrames with the frames mapped by mapper instead of
+// privcmd (nil: privcmd): a fake p2m in tests of the code that uses a Xen source.
+func OpenXenFramesWith(mapper XenMapper, domid uint16, ranges []Range) (*Xen, error) {
+	x := &Xen{mapper: mapper}
+	span, m, mapped, err := xenMapFrames(x.mapFn(), domid, ranges)
 	if err != nil {
 		return nil, err
 	}
-	return &Xen{span: span, ranges: mapped, domid: domid, m: m}, nil
+	x.span, x.ranges, x.domid, x.m = span, mapped, domid, m
+	x.refused = TotalSize(ranges)/xenPage - TotalSize(mapped)/xenPage
+	return x, nil
 }
 
 // xenMapFrames maps the frames of ranges of domain domid and returns the span, the
 // mapping and the ranges Xen mapped (frames it refuses are left out); it fails if Xen
 // maps none.
-func xenMapFrames(domid uint16, ranges []Range) (uint64, xenMapping, []Range, error) {
+func xenMapFrames(mapRanges XenMapper, domid uint16, ranges []Range) (uint64, xenMapping, []Range, error) {
 	if len(ranges) == 0 {
 		return 0, nil, nil, fmt.Errorf("xen:%d: no frames to map", domid)
 	}
@@ -301,7 +314,7 @@ func xenMapFrames(domid uint16, ranges []Range) (uint64, xenMapping, []Range, er
 	if span >= xenProbeMax {
 		return 0, nil, nil, fmt.Errorf("xen:%d: frame %#x: want below 2^35", domid, span-1)
 	}
-	m, err := xenMapRuns(domid, span, xenRuns(ranges))
+	m, err := mapRanges(domid, span, ranges)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("xen:%d: mapping %d ranges: %w", domid, len(ranges), err)
 	}
@@ -324,7 +337,7 @@ func xenMapFrames(domid uint16, ranges []Range) (uint64, xenMapping, []Range, er
 // the change (XenFrameChange.Check) and checks the fingerprint over the frames present
 // at both (CheckFingerprintPresent).
 func (x *Xen) RemapFrames(domid uint16, ranges []Range) (XenFrameChange, error) {
-	span, m, mapped, err := xenMapFrames(domid, ranges)
+	span, m, mapped, err := xenMapFrames(x.mapFn(), domid, ranges)
 	if err != nil {
 		return XenFrameChange{}, err
 	}
@@ -335,7 +348,7 @@ func (x *Xen) RemapFrames(domid uint16, ranges []Range) (XenFrameChange, error) 
 	if x.m != nil {
 		x.m.Close()
 	}
-	x.m, x.domid, x.span, x.ranges = m, domid, span, mapped
+	x.m, x.domid, x.span, x.ranges, x.refused = m, domid, span, mapped, c.Refused
 	return c, nil
 }
 
