@@ -138,7 +138,7 @@ backoff_max = "2s"
 	} else {
 		t.Logf("made raw before their probe: %s, %s", raw[0][1], raw[1][1])
 	}
-	m, err := v.wait(regexp.MustCompile(`domainm-status: rc=(\d) (.*)`), 2*time.Minute)
+	m, err := v.wait(regexp.MustCompile(`domainm-status: rc=(\d) ([^\r\n]*)\r?\n`), 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

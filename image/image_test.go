@@ -256,7 +256,7 @@ func TestBootReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("boot to READY (domainm.service active, running): %s", time.Since(v.start).Round(time.Second))
-	m, err := v.wait(regexp.MustCompile(`domainm-status: rc=(\d) (.*)`), 2*time.Minute)
+	m, err := v.wait(regexp.MustCompile(`domainm-status: rc=(\d) ([^\r\n]*)\r?\n`), 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,11 +281,16 @@ func TestBootReady(t *testing.T) {
 	// the getty active, no .device among its dependencies, the manager's device timeout.
 	m = v.login(t, sock, `dmesg -n 1; echo "domainm-console: $((6*7)) $(systemctl is-active serial-getty@ttyS0.service)`+
 		` devdeps=$(systemctl show -p BindsTo -p Requires -p After --value serial-getty@ttyS0.service | tr ' ' '\n' | grep -c '[.]device$')`+
-		` device-timeout=$(systemctl show -p DefaultDeviceTimeoutUSec --value) end"`,
-		regexp.MustCompile(`domainm-console: 42 (\S+) devdeps=(\d+) device-timeout=([^\r\n]*?) end`), 5*time.Minute)
-	t.Logf("from root's shell on the serial console: serial-getty@ttyS0 %s, %s device dependencies, DefaultDeviceTimeoutUSec=%s", m[1], m[2], m[3])
+		` device-timeout=$(systemctl show -p DefaultDeviceTimeoutUSec --value)`+
+		` vts=$(systemctl list-units --plain --no-legend 'getty@*' 'autovt@*' | wc -l) end"`,
+		regexp.MustCompile(`domainm-console: 42 (\S+) devdeps=(\d+) device-timeout=(.*?) vts=(\d+) end`), 5*time.Minute)
+	t.Logf("from root's shell on the serial console: serial-getty@ttyS0 %s, %s device dependencies, DefaultDeviceTimeoutUSec=%s, %s getty units on virtual consoles", m[1], m[2], m[3], m[4])
 	if string(m[1]) != "active" || string(m[2]) != "0" || string(m[3]) != "10min" {
 		t.Errorf("serial-getty@ttyS0.service is %s with %s .device dependencies and the device timeout is %s; want active, 0, 10min", m[1], m[2], m[3])
+	}
+	// The VM has no display: a getty on tty1-6 is a process nobody can reach.
+	if string(m[4]) != "0" {
+		t.Errorf("%s getty units run on virtual consoles (tty1-6); the appliance has no display", m[4])
 	}
 	if bytes.Contains(v.console(), []byte("FAILED")) {
 		t.Errorf("a unit failed during boot:\n%s", grepLines(v.console(), "FAILED"))

@@ -30,6 +30,14 @@ done
 mkdir -p "$root/etc/systemd/system/getty.target.wants"
 ln -sfn /etc/systemd/system/serial-getty@ttyS0.service "$root/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
 
+# No display (QEMU -nodefaults, no VGA): no login on the virtual consoles, neither
+# Debian's getty@tty1 nor logind's autovt on tty2-6 (the console is ttyS0 only).
+rm -f "$root/etc/systemd/system/getty.target.wants/getty@tty1.service"
+ln -sfn /dev/null "$root/etc/systemd/system/getty@.service"
+ln -sfn /dev/null "$root/etc/systemd/system/autovt@.service"
+# getty-static would start getty@tty2-6 when logind is missing (and fail, masked).
+ln -sfn /dev/null "$root/etc/systemd/system/getty-static.service"
+
 # Network for the alert sinks (image/rootfs/etc/systemd/network): systemd-networkd,
 # without its wait-online service (see the .network file).
 ln -sfn /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
