@@ -7,7 +7,7 @@ import (
 )
 
 // threadCPU is the CPU time the calling thread has used. A worker locks its goroutine
-// to its thread, so differences of threadCPU are the worker's own CPU time: the rule
+// to its thread for the length of a run, so differences within a run of threadCPU are the worker's own CPU time: the rule
 // engine's work, which a loaded machine does not inflate as it inflates wall time.
 func threadCPU() time.Duration {
 	var ts unix.Timespec

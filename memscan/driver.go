@@ -327,7 +327,8 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 	})
 
 	jobs := make(chan []block)
-	results := make(chan blockResult, d.cfg.Workers*d.cfg.Batch)
+	// A worker sends a run's results as one slice: one hand-off per run, not per block.
+	results := make(chan []blockResult, 2*d.cfg.Workers)
 	var wg sync.WaitGroup
 	for range min(d.cfg.Workers, max(res.Blocks, 1)) {
 		wg.Add(1)
@@ -381,33 +382,35 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 
 	byRule := map[[2]string]*detectors.Match{}
 	var bytesDone uint64
-	for r := range results {
-		bytesDone += uint64(r.b.size)
-		if r.same {
-			res.Unchanged.add(r.b.gpa)
-		}
-		switch {
-		case r.err != nil:
-			res.Errors = append(res.Errors, *r.err)
-		case r.state.zero:
-			res.BlocksZero++
-		case !r.scanned:
-			res.BlocksUnchanged++
-		default:
-			res.BlocksScanned++
-			if r.screened {
-				res.BlocksScreened++
+	for rs := range results {
+		for _, r := range rs {
+			bytesDone += uint64(r.b.size)
+			if r.same {
+				res.Unchanged.add(r.b.gpa)
 			}
-			res.BytesScanned += uint64(r.bytes)
-			if r.inPlace {
-				res.BytesInPlace += uint64(r.bytes)
+			switch {
+			case r.err != nil:
+				res.Errors = append(res.Errors, *r.err)
+			case r.state.zero:
+				res.BlocksZero++
+			case !r.scanned:
+				res.BlocksUnchanged++
+			default:
+				res.BlocksScanned++
+				if r.screened {
+					res.BlocksScreened++
+				}
+				res.BytesScanned += uint64(r.bytes)
+				if r.inPlace {
+					res.BytesInPlace += uint64(r.bytes)
+				}
 			}
-		}
-		for _, m := range r.state.matches {
-			mergeMatch(byRule, m)
-		}
-		if opts.Progress != nil {
-			opts.Progress(bytesDone, res.BytesTotal)
+			for _, m := range r.state.matches {
+				mergeMatch(byRule, m)
+			}
+			if opts.Progress != nil {
+				opts.Progress(bytesDone, res.BytesTotal)
+			}
 		}
 	}
 
@@ -512,6 +515,8 @@ type worker struct {
 	screens, skip                              int
 	// windows counts the windows handed to the rule engine (timeRun).
 	windows int
+	// out collects the results of the run in hand.
+	out []blockResult
 }
 
 const (
@@ -532,12 +537,10 @@ type pending struct {
 }
 
 // worker scans runs of blocks with its own scanner, re-created when the rule set changes.
-// It keeps to one thread, so that its runs and scans are timed in its CPU time
-// (threadCPU): the run length (RunBudget) and whether the screen pays (judge) then
+// It keeps to one thread during a run, so that its runs and scans are timed in its CPU
+// time (threadCPU): the run length (RunBudget) and whether the screen pays (judge) then
 // follow the work, not the machine's load.
-func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, out chan<- blockResult) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, results chan<- []blockResult) {
 	w := &worker{d: d, src: src, hs: xxh3.NewSeed(d.seed)}
 	defer func() {
 		if w.sc != nil {
@@ -553,18 +556,28 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, o
 			}
 			sc, err := rs.NewScanner()
 			if err != nil {
+				out := make([]blockResult, 0, len(run))
 				for _, b := range run {
-					out <- blockResult{b: b, err: blockError(b, "scanner", fmt.Errorf("creating scanner: %w", err))}
+					out = append(out, blockResult{b: b, err: blockError(b, "scanner", fmt.Errorf("creating scanner: %w", err))})
 				}
+				results <- out
 				continue
 			}
 			w.sc, w.scID, w.quiet, w.quietOK = sc, rs.ID(), nil, false
 			w.scr, _ = sc.(Screener)
 			d.newRules(w.scID)
 		}
+		// The run keeps to one thread, so that it is timed in that thread's CPU time;
+		// between runs the worker parks like any goroutine (a locked one would cost
+		// two thread switches per hand-off), and it sends the run's results at once.
+		runtime.LockOSThread()
 		t0, n := threadCPU(), w.windows
-		w.run(run, out)
+		w.out = make([]blockResult, 0, len(run))
+		w.run(run)
 		d.timeRun(w.scID, threadCPU()-t0, w.windows-n)
+		runtime.UnlockOSThread()
+		results <- w.out
+		w.out = nil
 	}
 }
 
@@ -573,7 +586,7 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, o
 // when there is no screen). A source whose mapping cannot fault (inPlacer) is viewed
 // once for the whole run and scanned where it lies, with no copy; others are copied,
 // a window per slot of buf.
-func (w *worker) run(run []block, out chan<- blockResult) {
+func (w *worker) run(run []block) {
 	d := w.d
 	if v, ok := w.src.(viewer); ok {
 		if ip, ok := w.src.(inPlacer); ok && ip.InPlace() {
@@ -586,11 +599,11 @@ func (w *worker) run(run []block, out chan<- blockResult) {
 					if r, p, scan := d.prepareInPlace(w.scID, b, mem[off:off+b.winSize]); scan {
 						w.pend = append(w.pend, p)
 					} else {
-						out <- r
+						w.out = append(w.out, r)
 					}
 					done++
 				}
-				w.scan(out)
+				w.scan()
 			})
 			if err == nil || done > 0 {
 				return
@@ -609,9 +622,9 @@ func (w *worker) run(run []block, out chan<- blockResult) {
 		for _, b := range run {
 			if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[:slot], w.hs); scan {
 				w.pend = append(w.pend[:0], p)
-				w.scan(out)
+				w.scan()
 			} else {
-				out <- r
+				w.out = append(w.out, r)
 			}
 		}
 		return
@@ -623,10 +636,10 @@ func (w *worker) run(run []block, out chan<- blockResult) {
 		if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[i*slot:(i+1)*slot], w.hs); scan {
 			w.pend = append(w.pend, p)
 		} else {
-			out <- r
+			w.out = append(w.out, r)
 		}
 	}
-	w.scan(out)
+	w.scan()
 	w.judge()
 }
 
@@ -645,7 +658,7 @@ func (w *worker) judge() {
 
 // scan hands the pending windows to the rule engine: screened in one run when the
 // scanner can, then alone where the screen found a string, or each alone.
-func (w *worker) scan(out chan<- blockResult) {
+func (w *worker) scan() {
 	w.windows += len(w.pend)
 	var hit []bool
 	if w.scr != nil && len(w.pend) > 1 {
@@ -680,7 +693,7 @@ func (w *worker) scan(out chan<- blockResult) {
 	for i, p := range w.pend {
 		passed := hit != nil && !hit[i]
 		if passed && w.quietOK && !probe {
-			out <- w.d.finish(w.scID, p, cloneMatches(w.quiet), nil, true)
+			w.out = append(w.out, w.d.finish(w.scID, p, cloneMatches(w.quiet), nil, true))
 			continue
 		}
 		var t0 time.Duration
@@ -699,7 +712,7 @@ func (w *worker) scan(out chan<- blockResult) {
 			if hasStrings(ms) || !reflect.DeepEqual(ms, w.quiet) {
 				w.scr = nil
 			}
-			out <- w.d.finish(w.scID, p, ms, err, false)
+			w.out = append(w.out, w.d.finish(w.scID, p, ms, err, false))
 			continue
 		}
 		if passed && err == nil {
@@ -715,7 +728,7 @@ func (w *worker) scan(out chan<- blockResult) {
 				w.d.mu.Unlock()
 			}
 		}
-		out <- w.d.finish(w.scID, p, ms, err, false)
+		w.out = append(w.out, w.d.finish(w.scID, p, ms, err, false))
 	}
 	clear(w.pend)
 }
