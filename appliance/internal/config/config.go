@@ -82,6 +82,22 @@ type Memory struct {
 	// reused before the block is scanned again anyway (the change hash is fast, not
 	// cryptographic); the rescans are spread over the passes.
 	RescanAfterPasses int `toml:"rescan_after_passes"`
+	// RunBudget bounds the rule engine's work a scan worker takes at once (a run of up
+	// to 16 adjacent windows, sized by the CPU time windows took before): a pass that
+	// prepare (co-migration) or a reload cancels returns about this long, or one
+	// window's time when a window takes longer, after the cancel. Longer runs save a
+	// little of libyara's cost per call with heavy rule sets. 0: no bound, runs of 16
+	// windows whatever they cost (memscan.DriverConfig.RunBudget).
+	RunBudget time.Duration `toml:"run_budget"`
+}
+
+// DriverRunBudget is RunBudget as memscan.DriverConfig takes it (0 there is the
+// default, a negative budget no bound).
+func (m Memory) DriverRunBudget() time.Duration {
+	if m.RunBudget == 0 {
+		return -1
+	}
+	return m.RunBudget
 }
 
 // Disk configures disk checks.
@@ -153,7 +169,7 @@ const (
 func Default() Config {
 	return Config{
 		Target:  Target{Layout: "flat", DiskFormat: "raw", Partition: "auto"},
-		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout, YaraTimeout: DefaultYaraTimeout, MaxMatchesPerRule: DefaultMaxMatches, RescanAfterPasses: memscan.DefaultReusePasses},
+		Memory:  Memory{Interval: DefaultMemoryInterval, Workers: 1, BlockSize: DefaultBlockSize, Overlap: DefaultOverlap, StallTimeout: DefaultStallTimeout, YaraTimeout: DefaultYaraTimeout, MaxMatchesPerRule: DefaultMaxMatches, RescanAfterPasses: memscan.DefaultReusePasses, RunBudget: memscan.DefaultRunBudget},
 		Disk:    Disk{Interval: DefaultDiskInterval, AggregateAbove: alert.DefaultAggregateAbove},
 		Rules:   Rules{Dir: DefaultRulesDir, Debounce: DefaultDebounce},
 		State:   State{Dir: DefaultStateDir},

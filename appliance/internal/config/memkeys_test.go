@@ -51,3 +51,36 @@ func TestRescanAfterPassesKey(t *testing.T) {
 		t.Errorf("error %v lacks %q", err, want)
 	}
 }
+
+// TestRunBudgetKey: the driver's run budget (issue 15) is a key with the driver's
+// default, in duration units; "0s" is no bound (a negative budget for the driver), a
+// bare number or a budget past 1s is refused.
+func TestRunBudgetKey(t *testing.T) {
+	base := "[target]\nname = \"a\"\nmemory = \"file:/x\"\n[memory]\n"
+	d := Default().Memory
+	if d.RunBudget != memscan.DefaultRunBudget || d.DriverRunBudget() != memscan.DefaultRunBudget {
+		t.Errorf("default run_budget %v (driver %v), want %v", d.RunBudget, d.DriverRunBudget(), memscan.DefaultRunBudget)
+	}
+	c, err := Parse("c.toml", []byte(base+"run_budget = \"25ms\"\n"))
+	if err != nil || c.Memory.RunBudget != 25*time.Millisecond || c.Memory.DriverRunBudget() != 25*time.Millisecond {
+		t.Fatalf("run_budget = \"25ms\": %+v, %v", c.Memory, err)
+	}
+	c, err = Parse("c.toml", []byte(base+"run_budget = \"0s\"\n"))
+	if err != nil || c.Memory.RunBudget != 0 || c.Memory.DriverRunBudget() >= 0 {
+		t.Fatalf("run_budget = \"0s\": %+v (driver %v), %v", c.Memory, c.Memory.DriverRunBudget(), err)
+	}
+	for in, want := range map[string]string{
+		"run_budget = \"2s\"\n":   "c.toml:5: memory.run_budget: expected a duration from \"0s\"",
+		"run_budget = \"-5ms\"\n": "c.toml:5: memory.run_budget: expected a duration from \"0s\"",
+		"run_budget = 10\n":       "memory.run_budget",
+	} {
+		_, err := Parse("c.toml", []byte(base+in))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v lacks %q", in, err, want)
+		}
+	}
+	_, err = Parse("c.toml", []byte(base+"run_budget = 10\n"))
+	if err == nil || !strings.Contains(err.Error(), "needs a unit") {
+		t.Errorf("run_budget = 10: error %v lacks \"needs a unit\"", err)
+	}
+}
