@@ -95,6 +95,7 @@ type harnessOpts struct {
 	device    string // control.device
 	memory    string // target.memory instead of file:DIR/ram
 	xenAlive  func(domid uint16) (bool, error)
+	xenstore  func() (XenStore, error) // Deps.OpenXenstore
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -153,6 +154,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		},
 		OpenSource:     o.open,
 		XenDomainAlive: o.xenAlive,
+		OpenXenstore:   o.xenstore,
 		Disk:           o.disk,
 	}
 	if o.disk != nil {

@@ -31,6 +31,12 @@ type memLoop struct {
 	wait         sourceWait // while the source does not exist (source.go)
 	spots        blindSpots // blocks the running pass could not scan (blindspots.go)
 	track        *tracker
+	// sweep picks the frames no list names that a xen: source's refresh asks Xen
+	// about; refreshAt is when the next refresh is due; refreshErr is the last
+	// refresh failure logged (xen.go).
+	sweep      memscan.XenSweep
+	refreshAt  time.Time
+	refreshErr string
 
 	cursor  uint64                       // where the next pass starts (non-zero after an interrupted pass)
 	partial map[string]detectors.Finding // findings of the interrupted part of the current pass
@@ -86,6 +92,7 @@ type passOutcome struct {
 	started time.Time
 	kernel  kernelNote
 	guest   guestNote
+	frames  frameNote // the xen: source's refresh before the pass
 }
 
 func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
@@ -101,6 +108,7 @@ func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
 			ReusePasses: s.cfg.Memory.RescanAfterPasses,
 		}),
 		track:   newTracker(),
+		sweep:   xenSweepDefault,
 		partial: map[string]detectors.Finding{},
 		cmds:    make(chan memCmd),
 		probe:   make(chan chan bool),
@@ -129,6 +137,9 @@ func (m *memLoop) run(ctx context.Context) {
 		started := m.s.clk.Now()
 		m.setRunning(true, started)
 		src, startAt := m.src, m.cursor
+		xsrc, isXen := src.(xenRefresher)
+		domid := m.file.domid
+		refresh := isXen && domid >= 0 && !started.Before(m.refreshAt)
 		if id := m.s.rules.id(); startAt == 0 {
 			m.passRules, m.mixed = id, false
 		} else if id != m.passRules {
@@ -139,8 +150,17 @@ func (m *memLoop) run(ctx context.Context) {
 		opts := memscan.PassOptions{Rules: m.s.rules.current, StartAt: startAt,
 			Progress: func(_, _ uint64) { m.beat() }}
 		go func(out chan<- passOutcome) {
+			var fn frameNote
+			if refresh {
+				// The target's frames now: those it populated since are scanned in
+				// this pass (from its start if any lie below the cursor).
+				fn = m.refreshFrames(xsrc, domid)
+				if fn.err == nil && gainedBelow(fn.change, opts.StartAt) {
+					opts.StartAt = 0
+				}
+			}
 			res, err := m.driver.Pass(pctx, src, opts)
-			o := passOutcome{res: res, err: err, started: started}
+			o := passOutcome{res: res, err: err, started: started, frames: fn}
 			if err == nil && pctx.Err() == nil {
 				o.guest = m.guest.annotate(pctx, src, &o.res, opts.Rules(), m.driver.Config())
 				if pctx.Err() == nil { // a prepare during attribution need not wait for the checks
@@ -247,6 +267,7 @@ func (m *memLoop) run(ctx context.Context) {
 
 // handle turns a pass's outcome into alerts and state.
 func (m *memLoop) handle(o passOutcome) {
+	m.framesNoted(o.frames, o.started)
 	m.s.m.pass(o.res, o.err)
 	if o.err == nil && len(o.res.Errors) > 0 && len(o.res.Errors) == o.res.Blocks {
 		o.err = fmt.Errorf("no block could be read or scanned (%d errors; first: %v)", len(o.res.Errors), o.res.Errors[0])
@@ -356,16 +377,32 @@ func (m *memLoop) prepare(f *fence) memReply {
 // (xen:DOMID, mapped from the frames the destination's grant listed) may hold a few
 // frames fewer or more than at the source, so there the sampled pages present at both
 // decide (memscan.Fingerprint.VerifyMigrated); elsewhere the layout must be the same.
+// What a Xen source's frames and fingerprint showed is written to domainm/remap, as
+// the lab's agent writes it (migrate --xen's Result.Remap).
 func (m *memLoop) verifyGuest(spec string, src memscan.Source) error {
 	if !strings.HasPrefix(spec, "xen:") {
 		return m.fp.Verify(src)
 	}
 	change, fc, err := m.fp.VerifyMigrated(src)
+	if r, ok := src.(interface{ Refused() uint64 }); ok {
+		change.Refused = r.Refused() // frames of the destination's list Xen refused
+	}
 	m.s.log.Info("resume: xen frames", "change", change.String(), "fingerprint", fc.String())
+	report := change.String()
 	if cerr := change.Check(); cerr != nil {
 		m.s.log.Warn("resume: the target's frame set changed beyond a migration; the fingerprint decides", "err", cerr)
+		report = "BEYOND-MIGRATION " + cerr.Error()
 	}
+	m.s.writeRemap(report + "; fingerprint: " + fc.String())
 	return err
+}
+
+// writeRemap writes what a resume of a xen: source remapped, or why it could not, to
+// domainm/remap (before the answer, so that the coordinator reads it after).
+func (s *Supervisor) writeRemap(v string) {
+	if err := s.xen.write(xenNodeRemap, v); err != nil {
+		s.log.Warn("cannot write domainm/remap", "err", err)
+	}
 }
 
 // resume opens the new source and checks it shows the guest fingerprinted at prepare.
@@ -393,6 +430,9 @@ func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	m.s.setState(control.StateResuming, "resume", &cur)
 	src, sf, err := m.s.openTracked(a.Source, layout)
 	if err != nil {
+		if strings.HasPrefix(a.Source, "xen:") {
+			m.s.writeRemap(fmt.Sprintf("opening %s: %v", a.Source, err))
+		}
 		m.s.setState(control.StateQuiesced, "resume failed: cannot open source", &cur)
 		return memReply{resp: quiesced, err: control.Errorf(control.CodeSource, "opening %s: %v", a.Source, err)}
 	}

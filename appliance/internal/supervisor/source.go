@@ -13,7 +13,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/domainm/domainm/appliance/control"
-	"github.com/domainm/domainm/appliance/control/xenstore"
 
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors"
@@ -58,7 +57,7 @@ func (s *Supervisor) openTracked(spec, layout string) (memscan.Source, sourceFil
 	if sf.domid >= 0 {
 		sf.alive = s.deps.XenDomainAlive
 		if sf.alive == nil {
-			sf.alive = xenDomainAlive
+			sf.alive = s.xenDomainAlive
 		}
 	}
 	for try := 0; ; try++ {
@@ -296,25 +295,4 @@ func (m *memLoop) checkSource() bool {
 			fmt.Sprintf("memory source %s was replaced (the target VM restarted?): monitoring the new one", m.file.spec)))
 	}
 	return true
-}
-
-// xenDomainAlive asks xenstore whether domain domid still exists: the toolstack
-// removes /local/domain/DOMID when it destroys a domain, and domainm-xen grant gave
-// Domain M the target's privilege over its nodes (XS_SET_TARGET). An answer other than
-// "no such node" is an error: the caller then cannot tell and keeps monitoring.
-func xenDomainAlive(domid uint16) (bool, error) {
-	xs, err := xenstore.Open()
-	if err != nil {
-		return false, err
-	}
-	defer xs.Close()
-	_, err = xs.Read(fmt.Sprintf("/local/domain/%d/domid", domid))
-	var xe *xenstore.Error
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.As(err, &xe) && xe.Code == "ENOENT":
-		return false, nil
-	}
-	return false, err
 }

@@ -92,6 +92,9 @@ type Deps struct {
 	// XenDomainAlive reports whether a xen: source's domain still exists, asked before
 	// each pass (nil: xenstore, /local/domain/DOMID).
 	XenDomainAlive func(domid uint16) (bool, error)
+	// OpenXenstore connects to xenstore for a xen: source (nil: xenstore.Open); the
+	// supervisor keeps one connection and opens another after a failure.
+	OpenXenstore func() (XenStore, error)
 	// Disk runs disk checks; nil when the target has no disk configured.
 	Disk DiskChecker
 	// ShutdownTimeout bounds the clean stop (default 10s).
@@ -119,6 +122,7 @@ type Supervisor struct {
 	hm      *healthMetrics
 
 	async sync.WaitGroup // emitAsync in flight
+	xen   *xenConn       // xenstore, for a xen: source (xen.go)
 	live  liveConfig     // keys a configuration reload changes (live.go)
 
 	mu           sync.Mutex
@@ -154,6 +158,9 @@ func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
 	if deps.ShutdownTimeout <= 0 {
 		deps.ShutdownTimeout = 10 * time.Second
 	}
+	if deps.OpenXenstore == nil {
+		deps.OpenXenstore = openXenstore
+	}
 	m, err := newMetrics(deps.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("registering supervisor metrics: %w", err)
@@ -163,6 +170,7 @@ func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
 		return nil, fmt.Errorf("registering supervisor health metrics: %w", err)
 	}
 	s := &Supervisor{cfg: cfg, deps: deps, log: deps.Log, clk: deps.Clock, state: control.StateStarting, m: m, hm: hm,
+		xen:        &xenConn{open: deps.OpenXenstore},
 		stateSince: deps.Clock.Now(), live: newLiveConfig(),
 		target: detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
 	return s, nil
@@ -237,6 +245,7 @@ func (s *Supervisor) run(ctx context.Context) (err error) {
 	}
 	s.states = sl
 	defer sl.close()
+	defer s.xen.close()
 	defer func() {
 		if err != nil { // the state log must not end at "starting"
 			s.setState(control.StateStopped, "start failed: "+err.Error(), nil)

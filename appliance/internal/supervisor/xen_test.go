@@ -1,0 +1,470 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/control/xenstore"
+	"github.com/domainm/domainm/memscan"
+)
+
+// fakeXenstore is xenstored for the supervisor's real xenstore client: nodes in a map,
+// served over the wire protocol (read, write; ENOENT for a missing node), one
+// connection per open.
+type fakeXenstore struct {
+	mu     sync.Mutex
+	nodes  map[string]string
+	opens  int
+	reads  int
+	conns  []net.Conn
+	broken bool // opens fail
+}
+
+func newFakeXenstore() *fakeXenstore { return &fakeXenstore{nodes: map[string]string{}} }
+
+func (f *fakeXenstore) open() (XenStore, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.broken {
+		return nil, errors.New("xenstore: no xenbus")
+	}
+	f.opens++
+	cli, srv := net.Pipe()
+	f.conns = append(f.conns, srv)
+	go f.serve(srv)
+	return xenstore.New(cli), nil
+}
+
+// cut ends every open connection (xenstored restarted, say).
+func (f *fakeXenstore) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+func (f *fakeXenstore) get(p string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.nodes[p]
+	return v, ok
+}
+
+func (f *fakeXenstore) set(p, v string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes[p] = v
+}
+
+func (f *fakeXenstore) del(p string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.nodes, p)
+}
+
+func (f *fakeXenstore) count() (opens, reads int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opens, f.reads
+}
+
+func (f *fakeXenstore) serve(c net.Conn) {
+	defer c.Close()
+	const opRead, opWrite, opError = 2, 11, 16
+	send := func(op, id uint32, p []byte) error {
+		h := make([]byte, 16)
+		binary.LittleEndian.PutUint32(h[0:], op)
+		binary.LittleEndian.PutUint32(h[4:], id)
+		binary.LittleEndian.PutUint32(h[12:], uint32(len(p)))
+		_, err := c.Write(append(h, p...))
+		return err
+	}
+	hdr := make([]byte, 16)
+	for {
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return
+		}
+		op, id := binary.LittleEndian.Uint32(hdr[0:]), binary.LittleEndian.Uint32(hdr[4:])
+		p := make([]byte, binary.LittleEndian.Uint32(hdr[12:]))
+		if _, err := io.ReadFull(c, p); err != nil {
+			return
+		}
+		var err error
+		switch op {
+		case opRead:
+			f.mu.Lock()
+			f.reads++
+			v, ok := f.nodes[strings.TrimRight(string(p), "\x00")]
+			f.mu.Unlock()
+			if !ok {
+				err = send(opError, id, []byte("ENOENT\x00"))
+			} else {
+				err = send(op, id, []byte(v))
+			}
+		case opWrite:
+			path, v, _ := strings.Cut(string(p), "\x00")
+			f.set(path, v)
+			err = send(op, id, []byte("OK\x00"))
+		default:
+			err = send(opError, id, []byte("ENOSYS\x00"))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestXenConnReused: the liveness question before every pass uses one xenstore
+// connection (it opened one per pass), a new one after the connection broke; a
+// missing /local/domain/DOMID is "gone" (the client reports ENOENT as
+// xenstore.ErrNotFound, which the check before this change did not recognise: a
+// destroyed target was "cannot tell", never gone).
+func TestXenConnReused(t *testing.T) {
+	xs := newFakeXenstore()
+	s := &Supervisor{xen: &xenConn{open: xs.open}}
+	defer s.xen.close()
+	xs.set("/local/domain/7/domid", "7")
+	for i := range 5 {
+		if ok, err := s.xenDomainAlive(7); !ok || err != nil {
+			t.Fatalf("ask %d: alive %v, %v; want alive", i, ok, err)
+		}
+	}
+	if opens, reads := xs.count(); opens != 1 || reads != 5 {
+		t.Fatalf("5 questions: %d connections, %d reads; want 1 and 5", opens, reads)
+	}
+	xs.del("/local/domain/7/domid")
+	if ok, err := s.xenDomainAlive(7); ok || err != nil {
+		t.Fatalf("destroyed domain: alive %v, %v; want gone, no error", ok, err)
+	}
+	if opens, _ := xs.count(); opens != 1 {
+		t.Fatalf("an ENOENT answer reopened the connection (%d opens)", opens)
+	}
+	xs.cut() // xenstored restarted: the next question reopens and is answered
+	xs.set("/local/domain/7/domid", "7")
+	if ok, err := s.xenDomainAlive(7); !ok || err != nil {
+		t.Fatalf("after the connection broke: alive %v, %v; want alive", ok, err)
+	}
+	if opens, _ := xs.count(); opens != 2 {
+		t.Fatalf("%d connections after one broke, want 2", opens)
+	}
+	xs.cut()
+	xs.mu.Lock()
+	xs.broken = true
+	xs.mu.Unlock()
+	if _, err := s.xenDomainAlive(7); err == nil {
+		t.Fatal("no xenstore: answered")
+	}
+}
+
+// fakeP2M is Xen's p2m of some domains for memscan.Xen (a memscan.XenMapper): each
+// populated frame is backed by a page; a mapping holds the pages it mapped (a frame
+// populated again later is another page, which the old mapping does not see), and the
+// frames held by open mappings are counted.
+type fakeP2M struct {
+	mu      sync.Mutex
+	doms    map[uint16]map[uint64][]byte
+	refuse  map[uint64]bool // frames Xen refuses to map (populated or not)
+	held    map[uint64]int  // frame (any domain) -> open mappings holding it
+	mapped  int             // mappings made
+	perCall []int           // frames asked for per mapping
+}
+
+func newFakeP2M() *fakeP2M {
+	return &fakeP2M{doms: map[uint16]map[uint64][]byte{}, refuse: map[uint64]bool{}, held: map[uint64]int{}}
+}
+
+// populate gives domid frames first..first+n-1, each a fresh page with filler bytes.
+func (p *fakeP2M) populate(domid uint16, first, n uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.doms[domid]
+	if d == nil {
+		d = map[uint64][]byte{}
+		p.doms[domid] = d
+	}
+	for f := first; f < first+n; f++ {
+		pg := make([]byte, memscan.PageSize)
+		for i := range pg {
+			pg[i] = byte(f) ^ byte(i*7) ^ byte(domid)*37 | 1
+		}
+		d[f] = pg
+	}
+}
+
+func (p *fakeP2M) giveBack(domid uint16, f uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.doms[domid], f)
+}
+
+// poke is the guest writing s at gpa.
+func (p *fakeP2M) poke(domid uint16, gpa uint64, s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	copy(p.doms[domid][gpa/memscan.PageSize][gpa%memscan.PageSize:], s)
+}
+
+func (p *fakeP2M) holds(f uint64) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held[f]
+}
+
+func (p *fakeP2M) mapRanges(domid uint16, span uint64, ranges []memscan.Range) (memscan.XenMapping, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, ok := p.doms[domid]
+	if !ok {
+		return nil, fmt.Errorf("domain %d: ESRCH", domid)
+	}
+	m := &fakeXenMapping{p: p, errs: make([]int32, span), pages: map[uint64][]byte{}}
+	for i := range m.errs {
+		m.errs[i] = -2
+	}
+	asked := 0
+	for _, r := range ranges {
+		for f := r.GPA / memscan.PageSize; f < r.End()/memscan.PageSize; f++ {
+			asked++
+			pg, ok := d[f]
+			switch {
+			case p.refuse[f]:
+				m.errs[f] = -1
+			case !ok:
+				m.errs[f] = -22
+			default:
+				m.errs[f], m.pages[f] = 0, pg
+				p.held[f]++
+			}
+		}
+	}
+	p.mapped++
+	p.perCall = append(p.perCall, asked)
+	return m, nil
+}
+
+type fakeXenMapping struct {
+	p      *fakeP2M
+	errs   []int32
+	pages  map[uint64][]byte
+	closed bool
+}
+
+func (m *fakeXenMapping) Errs() []int32 { return m.errs }
+
+func (m *fakeXenMapping) Copy(dst []byte, gpa uint64) (int, error) {
+	m.p.mu.Lock()
+	defer m.p.mu.Unlock()
+	for n := 0; n < len(dst); {
+		pg, ok := m.pages[(gpa+uint64(n))/memscan.PageSize]
+		if !ok || m.closed {
+			return n, errors.New("fault")
+		}
+		n += copy(dst[n:], pg[(gpa+uint64(n))%memscan.PageSize:])
+	}
+	return len(dst), nil
+}
+
+func (m *fakeXenMapping) Close() error {
+	m.p.mu.Lock()
+	defer m.p.mu.Unlock()
+	if !m.closed {
+		for f := range m.pages {
+			m.p.held[f]--
+		}
+		m.closed = true
+	}
+	return nil
+}
+
+// xenHarness runs the supervisor on xen:7 over a fake p2m and a fake xenstore, as
+// domainm run in Domain M: the source opened from domainm/frames, liveness, refresh
+// and remap through xenstore. The rules find evilText, second and third.
+func xenHarness(t *testing.T) (*harness, *fakeP2M, *fakeXenstore) {
+	p2m := newFakeP2M()
+	xs := newFakeXenstore()
+	p2m.populate(7, 0, 0x800) // 8 MiB
+	p2m.poke(7, evilAt, evilText)
+	xs.set("/local/domain/7/domid", "7")
+	xs.set(xenNodeTarget, "7")
+	xs.set(xenNodeFrames, "0x0+0x800")
+	open := func(spec, layout string) (memscan.Source, error) {
+		var domid uint16
+		if _, err := fmt.Sscanf(spec, "xen:%d", &domid); err != nil {
+			return nil, fmt.Errorf("unexpected source %s", spec)
+		}
+		v, _ := xs.get(xenNodeFrames)
+		rs, err := memscan.ParseXenFrames(v)
+		if err != nil {
+			return nil, err
+		}
+		return memscan.OpenXenFramesWith(p2m.mapRanges, domid, rs)
+	}
+	rules := filepath.Join(t.TempDir(), "rules")
+	os.MkdirAll(rules, 0o755)
+	os.WriteFile(filepath.Join(rules, "a.yar"), []byte(ruleEvil+ruleSec+ruleThird), 0o644)
+	old := xenSweepDefault
+	xenSweepDefault = memscan.XenSweep{Window: 0x400, Limit: 0x1000}
+	t.Cleanup(func() { xenSweepDefault = old })
+	h := newHarness(t, harnessOpts{memory: "xen:7", open: open, rulesDir: rules, xenstore: xs.open})
+	return h, p2m, xs
+}
+
+// TestXenFramesFollowTarget: frames the target populates after Domain M opened it are
+// mapped and scanned (the blind spot: a map state fixed at open never saw them), a
+// frame it gives back is released, frames Xen refuses are asked for again each pass
+// without a change reported, and each change is alerted once (memory-source-
+// frames-changed). Xen cannot run here: the p2m and xenstore are fakes.
+func TestXenFramesFollowTarget(t *testing.T) {
+	h, p2m, xs := xenHarness(t)
+	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	h.waitFor("first pass", func() bool { return h.passes() == 1 })
+	changed := func() []string {
+		var out []string
+		for _, e := range h.alerts.with("memory-source-frames-changed", "") {
+			out = append(out, e.Message)
+		}
+		return out
+	}
+	if c := changed(); len(c) != 0 {
+		t.Fatalf("frames-changed alerts of an unchanged target: %q", c)
+	}
+
+	// The guest gives back frame 0x10 and populates 0x900 (above its RAM, where no
+	// list names it) with the second marker: the sweep (windows of 0x400 frames over
+	// 0..0xfff, one per pass) finds it within four passes.
+	p2m.giveBack(7, 0x10)
+	p2m.populate(7, 0x900, 1)
+	p2m.poke(7, 0x900*memscan.PageSize+100, second)
+	for i := 0; len(h.alerts.with("memory-match", "second")) == 0; i++ {
+		if i == 4 {
+			t.Fatalf("the marker in frame 0x900, populated after open, was not found in 4 passes; alerts:\n%s", h.alerts.dump())
+		}
+		h.tick()
+	}
+	if p2m.holds(0x10) != 0 || p2m.holds(0x900) != 1 {
+		t.Errorf("frame 0x10 (given back) held by %d mappings, 0x900 (new) by %d; want 0 and 1", p2m.holds(0x10), p2m.holds(0x900))
+	}
+	c := changed()
+	if len(c) != 2 || !strings.Contains(c[0], "1 gone (0x10+0x1)") || !strings.Contains(c[1], "1 new (0x900+0x1)") {
+		t.Errorf("frames-changed alerts %q: want one naming 0x10 gone, then one naming 0x900 new", c)
+	}
+	if v, _ := xs.get(xenNodeMapped); v != "2048" {
+		t.Errorf("domainm/mapped-frames %q, want 2048", v)
+	}
+
+	// dom0 rewrites its list: frame 0x2000 (beyond the sweep) populated with the third
+	// marker, and 0x3000, which Xen refuses to map. The pass right after finds the
+	// marker; the refused frame changes nothing, however often it is asked for.
+	p2m.populate(7, 0x2000, 1)
+	p2m.poke(7, 0x2000*memscan.PageSize+8, third)
+	p2m.populate(7, 0x3000, 1)
+	p2m.mu.Lock()
+	p2m.refuse[0x3000] = true
+	p2m.mu.Unlock()
+	xs.set(xenNodeFrames, "0x0+0x10 0x11+0x7ef 0x900+0x1 0x2000+0x1 0x3000+0x1")
+	h.tick()
+	if k := len(h.alerts.with("memory-match", "third")); k != 1 {
+		t.Errorf("the marker in frame 0x2000 that dom0 listed: %d alerts after one pass, want 1:\n%s", k, h.alerts.dump())
+	}
+	for range 3 {
+		h.tick()
+	}
+	if c := changed(); len(c) != 3 || !strings.Contains(c[2], "1 new (0x2000+0x1)") || !strings.Contains(c[2], "refused") {
+		t.Errorf("frames-changed alerts %q: want a third naming 0x2000, none for the refused 0x3000", c)
+	}
+	if p2m.holds(0x3000) != 0 {
+		t.Error("a refused frame is held")
+	}
+	// One xenstore connection for all the questions (liveness, the list) of 7 passes.
+	if opens, reads := xs.count(); opens != 1 || reads < 14 {
+		t.Errorf("%d xenstore connections for %d reads; want 1", opens, reads)
+	}
+	t.Logf("frames asked for per mapping: %v", p2m.perCall)
+}
+
+// TestXenResumeWritesRemap: the supervisor's resume of a xen: source writes what it
+// remapped to domainm/remap, as the lab's agent does, so that domainm-migrate
+// migrate --xen reports it (Result.Remap) with the real supervisor as Domain M.
+func TestXenResumeWritesRemap(t *testing.T) {
+	h, p2m, xs := xenHarness(t)
+	ctx := h.handshakeContext()
+	// the target at B (domain 9): the same guest without frame 0x10
+	p2m.mu.Lock()
+	p2m.doms[9] = map[uint64][]byte{}
+	for f, pg := range p2m.doms[7] {
+		if f != 0x10 {
+			p2m.doms[9][f] = append([]byte(nil), pg...)
+		}
+	}
+	p2m.mu.Unlock()
+	// another guest at domain 11
+	p2m.populate(11, 0, 0x800)
+
+	resume := func(domid int) error {
+		if _, err := h.sup.Prepare(ctx); err != nil {
+			t.Fatal(err)
+		}
+		xs.set(xenNodeTarget, fmt.Sprint(domid)) // B's grant
+		xs.set(xenNodeFrames, "0x0+0x800")
+		xs.set(fmt.Sprintf("/local/domain/%d/domid", domid), fmt.Sprint(domid))
+		xs.del(xenNodeRemap)
+		_, err := h.sup.Resume(ctx, control.ResumeArgs{Source: fmt.Sprintf("xen:%d", domid),
+			Target: control.TargetInfo{DomID: domid}})
+		return err
+	}
+	remap := func() string {
+		v, ok := xs.get(xenNodeRemap)
+		if !ok {
+			t.Fatal("no domainm/remap written")
+		}
+		return v
+	}
+
+	// Another guest: refused, and the remap says why.
+	if err := resume(11); err == nil {
+		t.Fatal("resume on another guest accepted")
+	}
+	r := remap()
+	t.Logf("another guest: %s", r)
+	if !strings.HasPrefix(r, "frames 2048 -> 2048: 0 gone (none), 0 new (none), 0 refused by Xen; fingerprint: ") || !strings.Contains(r, "0 absent") || strings.Contains(r, " 0 differ") {
+		t.Errorf("remap of another guest %q: want the frames unchanged and sampled pages differing", r)
+	}
+	if _, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "xen:12", Target: control.TargetInfo{DomID: 12}}); err == nil {
+		t.Fatal("resume on a domain that does not exist accepted")
+	}
+	if r := remap(); !strings.HasPrefix(r, "opening xen:12: ") {
+		t.Errorf("remap after a failed open %q, want the open's error", r)
+	}
+
+	// The same guest at B: accepted, frame 0x10 named gone.
+	xs.set(xenNodeTarget, "9")
+	xs.set(xenNodeFrames, "0x0+0x10 0x11+0x7ef") // B's grant read B's p2m
+	xs.set("/local/domain/9/domid", "9")
+	if _, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "xen:9", Target: control.TargetInfo{DomID: 9}}); err != nil {
+		t.Fatalf("resume at B: %v (remap %q)", err, remap())
+	}
+	r = remap()
+	t.Logf("same guest at B: %s", r)
+	if !strings.HasPrefix(r, "frames 2048 -> 2047: 1 gone (0x10+0x1), 0 new (none), 0 refused by Xen; fingerprint: ") || !strings.Contains(r, " 0 differ") {
+		t.Errorf("remap at B %q: want frame 0x10 gone, no sampled page differing", r)
+	}
+	h.tick()
+	if st := h.sup.Status(context.Background()).State; st != "monitoring" {
+		t.Errorf("state %s after the resume, want monitoring", st)
+	}
+	if c := h.alerts.with("memory-source-frames-changed", ""); len(c) != 0 {
+		t.Errorf("a migration's change alerted as frames-changed: %v", c)
+	}
+}
