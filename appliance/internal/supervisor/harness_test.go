@@ -262,6 +262,25 @@ func (h *harness) waitFor(what string, cond func() bool) {
 
 func (h *harness) passes() int { return h.sup.Status(context.Background()).Passes }
 
+// expectGone advances the clock three intervals after the memory source went away and
+// checks that it is alerted once as gone (the alert text containing what, if not
+// empty) and that no pass ran meanwhile (passes were n before it went); it returns the
+// gone alert.
+func (h *harness) expectGone(n int, what string) alert.Event {
+	h.t.Helper()
+	for range 3 {
+		h.clk.Advance(h.cfg.Memory.Interval)
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.waitFor("gone alert", func() bool { return len(h.alerts.with("memory-source-gone", "")) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	gone := h.alerts.with("memory-source-gone", "")
+	if len(gone) != 1 || h.passes() != n || !strings.Contains(gone[0].Message, what) {
+		h.t.Fatalf("%d gone alerts (%v) and %d passes while the source was gone; want 1 naming %q, and 0", len(gone), gone, h.passes()-n, what)
+	}
+	return gone[0]
+}
+
 // tick advances the fake clock by one interval and waits for the pass it starts.
 func (h *harness) tick() {
 	h.t.Helper()

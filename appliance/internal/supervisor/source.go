@@ -216,6 +216,12 @@ func (m *memLoop) retryIn() time.Duration {
 // source that opens but has no memory yet (a RAM file created but not yet sized) is
 // not taken.
 func (m *memLoop) tryOpen() bool {
+	if state, _ := m.file.check(); state == sourceGone && m.file.domid >= 0 {
+		// A xen: target's domain that does not exist (xenstore says so) is not back,
+		// even if its frames still map: a destroyed domain lingers while mappings of
+		// it (dom0's, another tool's) hold its pages.
+		return false
+	}
 	src, sf, err := m.s.openTracked(m.file.spec, m.file.layout)
 	if err == nil && totalSize(src.Ranges()) == 0 {
 		src.Close()

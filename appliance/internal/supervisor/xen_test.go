@@ -392,6 +392,27 @@ func TestXenFramesFollowTarget(t *testing.T) {
 		t.Errorf("%d xenstore connections for %d reads; want 1", opens, reads)
 	}
 	t.Logf("frames asked for per mapping: %v", p2m.perCall)
+
+	// xl destroy: the toolstack removes /local/domain/7, the real liveness question
+	// (xenstore ENOENT) says gone, and every frame is released.
+	n := h.passes()
+	xs.del("/local/domain/7/domid")
+	h.expectGone(n, "Xen domain 7 no longer exists")
+	if p2m.holds(0) != 0 || p2m.holds(0x900) != 0 || p2m.holds(0x2000) != 0 {
+		t.Error("the destroyed domain's frames are still held")
+	}
+	// Its frames still map here (a destroyed domain lingers while others map it), but
+	// it is not back until xenstore has it again.
+	h.clk.Advance(h.cfg.Memory.Interval)
+	h.clk.Advance(h.cfg.Memory.Interval)
+	xs.set("/local/domain/7/domid", "7")
+	h.clk.Advance(h.cfg.Memory.Interval)
+	h.waitFor("back and scanned", func() bool {
+		return len(h.alerts.with("memory-source-back", "")) == 1 && h.passes() > n
+	})
+	if k := len(h.alerts.with("memory-source-gone", "")); k != 1 {
+		t.Errorf("%d gone alerts, want 1", k)
+	}
 }
 
 // TestXenResumeWritesRemap: the supervisor's resume of a xen: source writes what it
