@@ -179,7 +179,7 @@ func (m *fakeMapping) Copy(dst []byte, gpa uint64) (int, error) {
 
 // useFakeP2M makes xenMapRuns map the domains of p2m by id; it returns the count of
 // closed mappings.
-func useFakeP2M(t *testing.T, p2m map[uint16]fakeDomain) *int {
+func useFakeP2M(t testing.TB, p2m map[uint16]fakeDomain) *int {
 	closed := new(int)
 	old := xenMapRuns
 	t.Cleanup(func() { xenMapRuns = old })
