@@ -77,6 +77,8 @@ window_dependent in --json (domainm rules check lists them).`)
 	fs.Var(&overlap, "overlap", "`SIZE` each window reaches into the next: the longest string found across a block boundary")
 	timeout := units.Duration(yara.DefaultBlockTimeout)
 	fs.Var(&timeout, "timeout", "YARA time limit per block (`DURATION` in whole seconds: 30s, 1m)")
+	runBudget := units.Duration(0)
+	fs.Var(&runBudget, "run-budget", "rule-engine CPU time a worker takes on at once, up to 16 windows (`DURATION`, the daemon's memory.run_budget: how soon a cancelled pass returns); 0s: no bound, runs of 16 windows, as a one-shot scan answers no prepare")
 	maxMatches := fs.Int("max-matches", yara.DefaultMaxMatchesPerRule, "`N` string matches kept per rule and window (the rest are counted as cut)")
 	asJSON := fs.Bool("json", false, "print one JSON object per finding, addresses as \"0x...\" (and a summary object on stderr)")
 	name := fs.String("name", "", "target `NAME` to put in findings (default: the source spec)")
@@ -96,6 +98,9 @@ window_dependent in --json (domainm rules check lists them).`)
 	if t := time.Duration(timeout); t < time.Second || t%time.Second != 0 {
 		// libyara 4.2.3 counts its time limit in whole seconds; less than one is none.
 		return ExitError, &usageError{fmt.Sprintf("--timeout must be whole seconds, at least 1s, got %v", t)}
+	}
+	if b := time.Duration(runBudget); b < 0 || b > time.Second {
+		return ExitError, &usageError{fmt.Sprintf("--run-budget: expected a duration from 0s (no bound) to 1s, got %v", b)}
 	}
 	if err := checkWindow(int64(blockSize), int64(overlap)); err != nil {
 		return ExitError, err
@@ -119,7 +124,11 @@ window_dependent in --json (domainm rules check lists them).`)
 	}
 	defer src.Close()
 
-	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: int(blockSize), Overlap: int(overlap), Workers: *workers})
+	budget := time.Duration(runBudget)
+	if budget == 0 {
+		budget = -1 // the driver's "no bound"
+	}
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: int(blockSize), Overlap: int(overlap), Workers: *workers, RunBudget: budget})
 	rs := yara.MemoryRules{Rules: rules, Timeout: time.Duration(timeout), MaxMatches: *maxMatches}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	total := memscan.TotalSize(src.Ranges())

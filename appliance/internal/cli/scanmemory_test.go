@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -240,5 +241,31 @@ func TestRulesCheckProfileNamesSlowFile(t *testing.T) {
 	}
 	if code != ExitClean || !strings.HasPrefix(first, dir+"/slow.yar: cost: ") || !strings.Contains(out, dir+"/fast.yar: cost: ") {
 		t.Errorf("exit %d, want slow.yar's cost first:\n%s\n%s", code, out, errb)
+	}
+}
+
+// TestScanMemoryRunBudget (issue 15): --run-budget is the daemon's memory.run_budget
+// (0s: runs of 16 windows, scan-memory's default); runs of any length find the same, and
+// a budget outside 0s-1s or without a unit is a usage error.
+func TestScanMemoryRunBudget(t *testing.T) {
+	plant := map[int]string{0x3_0100: "EVIL-MARK", 0x14_1000 - 4: "EVIL-MARK", 0x7f_fff0: "EVIL-MARK"}
+	f := newMemFixture(t, 8<<20, plant, `rule plain { strings: $a = "EVIL-MARK" condition: $a }`)
+	for _, b := range []string{"0s", "1ms", "10ms", "1s"} {
+		code, fs, _ := f.scanJSON(t, "--run-budget", b, "--attribute=false")
+		var got []uint64
+		for _, s := range fs["plain"].Matches {
+			got = append(got, s.Offset)
+		}
+		sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
+		g := fmt.Sprintf("%#x", got)
+		if code != ExitFindings || g != "[0x30100 0x140ffc 0x7ffff0]" {
+			t.Errorf("--run-budget %s: exit %d, addresses %s", b, code, g)
+		}
+	}
+	for b, msg := range map[string]string{"2s": "--run-budget: expected a duration from 0s (no bound) to 1s, got 2s", "-1ms": "--run-budget: expected", "10": "needs a unit"} {
+		code, _, errb := diskCLI(t, "scan-memory", "--source", "file:"+f.img, "--rules", f.rules, "--run-budget", b)
+		if code != ExitUsage || !strings.Contains(errb, msg) {
+			t.Errorf("--run-budget %s: exit %d, stderr lacks %q:\n%s", b, code, msg, errb)
+		}
 	}
 }
