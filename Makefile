@@ -142,11 +142,13 @@ bench-guest: deps
 # with 128 rules, a dense image with 5 literal rules and a public rule set, in the same
 # run; prints CPU and wall ratios and checks equal findings. BENCH_MEM_SCALE=1 adds a 4x
 # image (time and peak memory growth); BENCH_MEM_PROFILE=DIR writes CPU profiles;
-# BENCH_MEM_BEFORE=BINARY runs another domainm build in turn with the two (before/after).
+# BENCH_MEM_BEFORE=BINARY runs another domainm build in turn with the two (before/after);
+# BENCH_MEM_CALLGRIND=BYTES counts both tools' instructions (valgrind) on that much of the
+# dense image, a figure the machine's load does not move (67108864: about 5 minutes).
 bench-memscan: build
 	$(GO) run ./memscan/cmd/memscan-bench -domainm $(BIN)/domainm -size $${BENCH_MEM_SIZE:-1073741824} \
 		$${BENCH_MEM_SCALE:+-scale} $${BENCH_MEM_PROFILE:+-cpuprofile $$BENCH_MEM_PROFILE} \
-		$${BENCH_MEM_BEFORE:+-before $$BENCH_MEM_BEFORE}
+		$${BENCH_MEM_BEFORE:+-before $$BENCH_MEM_BEFORE} $${BENCH_MEM_CALLGRIND:+-callgrind $$BENCH_MEM_CALLGRIND}
 
 # bench-diskscan: domainm baseline/check through an ext4 image of a debootstrap'd Debian
 # root (>= 1 GiB, >= 30,000 files; cached in /var/cache/domainm-bench) against aide

@@ -9,6 +9,11 @@
 //     place (no copy), as it would QEMU's memory-backend-memfd;
 //   - the dense image with a public rule set (-public, elastic's 3,021 rules by default,
 //     read in place, never copied);
+//   - domainm rows run scan-memory --attribute=false, the scan alone as yara does it; one
+//     row runs it with its defaults, which add the search for a Linux guest's layout in
+//     memory (on these images, which hold no kernel, one more read of all memory);
+//   - with -callgrind N, instruction counts of both tools on N bytes of the dense image
+//     (cheap and public rules), which the machine's load does not move;
 //   - the driver in-process: first pass and second pass over unchanged memory;
 //   - in-process, side by side: the driver's first pass (1 worker) against libyara
 //     scanning the same bytes as one block, on the dense image with the cheap and the
@@ -62,6 +67,7 @@ type config struct {
 	before                      string // another domainm binary, run in turn with the two
 	keep, scale                 bool
 	reps                        int
+	callgrind                   int64 // bytes of the dense image counted under callgrind (0: not run)
 }
 
 func main() {
@@ -78,6 +84,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the images for the next run")
 	flag.BoolVar(&c.scale, "scale", false, "also run a 4x larger bench image (time and peak memory growth)")
 	flag.IntVar(&c.reps, "reps", 3, "runs of each CLI (alternating)")
+	flag.Int64Var(&c.callgrind, "callgrind", 0, "also count instructions (valgrind --tool=callgrind) of yara and domainm on this many bytes of the dense image, cheap and public rules: a measure the machine's load does not move")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -116,7 +123,7 @@ func run(c config) error {
 
 	t := &table{}
 	benchRow, err := t.compare(c, fmt.Sprintf("bench image %s, %d rules, 2 workers", human(c.size), c.nrules),
-		[]string{"yara", "-s", "-w", rulesFile}, filepath.Dir(rulesFile), img, tiny, 0)
+		[]string{"yara", "-s", "-w", rulesFile}, filepath.Dir(rulesFile), img, tiny, 0, scanOnly...)
 	if err != nil {
 		return err
 	}
@@ -139,13 +146,20 @@ func run(c config) error {
 		}
 		for _, w := range []int{1, 2} {
 			r, err := t.compare(c, fmt.Sprintf("dense %s, 5 literal rules, %d worker(s)", human(c.denseSize), w),
-				[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, dense, tiny, w)
+				[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, dense, tiny, w, scanOnly...)
 			if err != nil {
 				return err
 			}
 			if diff := compare(r.yaraHits, r.dmHits); diff != "" {
 				return fmt.Errorf("domainm and yara disagree on the dense image: %s", diff)
 			}
+		}
+		// scan-memory as shipped: it also looks for a Linux guest's layout in memory to
+		// attribute matches (--attribute, on by default), which yara does not do; on
+		// these images (no kernel) that is one more read of all memory.
+		if _, err := t.compare(c, fmt.Sprintf("dense %s, 5 literal rules, 1 worker, CLI defaults", human(c.denseSize)),
+			[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, dense, tiny, 1); err != nil {
+			return err
 		}
 		// The same bytes in a memfd sealed against shrinking (as QEMU's
 		// memory-backend-memfd holds guest RAM): domainm scans it in place, no copy.
@@ -155,7 +169,7 @@ func run(c config) error {
 		}
 		defer closeMemfd()
 		r, err := t.compare(c, fmt.Sprintf("dense %s, 5 literal rules, 1 worker, sealed memfd", human(c.denseSize)),
-			[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, memfd, tiny, 1)
+			[]string{"yara", "-s", "-w", filepath.Join(cheap, "cheap.yar")}, cheap, memfd, tiny, 1, scanOnly...)
 		if err != nil {
 			return err
 		}
@@ -169,7 +183,7 @@ func run(c config) error {
 			}
 			defer os.Remove(part)
 			r, err := t.compare(c, fmt.Sprintf("dense %s, public rules (%d files: %s), 1 worker", human(c.publicSize), len(files), filepath.Base(filepath.Dir(filepath.Dir(c.public)))),
-				append([]string{"yara", "-s", "-w"}, files...), c.public, part, tiny, 1)
+				append([]string{"yara", "-s", "-w"}, files...), c.public, part, tiny, 1, scanOnly...)
 			if err != nil {
 				return err
 			}
@@ -181,6 +195,11 @@ func run(c config) error {
 		}
 	}
 	t.print()
+	if c.callgrind > 0 && dense != "" {
+		if err := instructions(c, dense, tiny); err != nil {
+			return err
+		}
+	}
 
 	fmt.Println()
 	d1, err := driverPasses(c, "bench", img, filepath.Dir(rulesFile))
@@ -288,6 +307,10 @@ func rssAnon(pid int) int64 {
 	return 0
 }
 
+// scanOnly: scan-memory without attribution (no search for a Linux guest's layout in
+// memory), the same work as yara's.
+var scanOnly = []string{"--attribute=false"}
+
 type row struct {
 	name             string
 	bytes            int64
@@ -300,8 +323,9 @@ type row struct {
 
 type table struct{ rows []*row }
 
-// compare runs yara and domainm alternating c.reps times on img and once each on tiny.
-func (t *table) compare(c config, name string, yaraArgs []string, rulesDir, img, tiny string, workers int) (*row, error) {
+// compare runs yara and domainm alternating c.reps times on img and once each on tiny;
+// dmExtra are domainm's further arguments.
+func (t *table) compare(c config, name string, yaraArgs []string, rulesDir, img, tiny string, workers int, dmExtra ...string) (*row, error) {
 	fi, err := os.Stat(img)
 	if err != nil {
 		return nil, err
@@ -315,7 +339,7 @@ func (t *table) compare(c config, name string, yaraArgs []string, rulesDir, img,
 		return dmArgsOf(c.domainm, target)
 	}
 	dmArgsOf = func(bin, target string) []string {
-		a := []string{bin, "scan-memory", "--source", "file:" + target, "--rules", rulesDir, "--json", "--quiet"}
+		a := append([]string{bin, "scan-memory", "--source", "file:" + target, "--rules", rulesDir, "--json", "--quiet"}, dmExtra...)
 		if workers > 0 {
 			a = append(a, "--workers", strconv.Itoa(workers))
 		}
@@ -377,7 +401,8 @@ func (t *table) print() {
 		fmt.Println()
 	}
 	fmt.Println("CPU dm/yara: median of the per-pair ratios; CPU/B: (CPU on the image - CPU on one page) per tool, domainm over yara;")
-	fmt.Println("the bench image is 54% zero pages, which domainm skips and yara scans.")
+	fmt.Println("the bench image is 54% zero pages, which domainm skips and yara scans. domainm runs with --attribute=false (the scan")
+	fmt.Println("alone, as yara), except in the \"CLI defaults\" row, which adds the search for a Linux guest's layout in memory.")
 }
 
 func cpuOf(s runStat) float64  { return s.cpu.Seconds() }
@@ -717,4 +742,71 @@ func corpus(roots []string, want func(b []byte) bool, limit int) []byte {
 func isELF(b []byte) bool { return len(b) > 4 && string(b[:4]) == "\x7fELF" }
 func isText(b []byte) bool {
 	return len(b) > 0 && !strings.ContainsRune(string(b[:min(len(b), 512)]), 0) && b[0] != 0x1f
+}
+
+// instructions counts, with callgrind, the instructions yara and domainm scan-memory (1
+// worker, --attribute=false) execute on the first c.callgrind bytes of the dense image
+// and on one page, with the cheap and the public rules, and prints the ratio per byte
+// ((image - one page) per tool, domainm over yara). Instruction counts do not move with
+// the machine's load, unlike CPU time; they do not see memory stalls (a copy costs
+// more time than its instructions say). Under callgrind a program runs ~50x slower, so
+// domainm's run lengths, which follow its CPU time, would come out shorter than in a
+// real run with the daemon's memory.run_budget; scan-memory's default (no bound, runs
+// of 16 windows) does not depend on timing.
+func instructions(c config, dense, tiny string) error {
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		return fmt.Errorf("-callgrind needs valgrind (Debian package valgrind): %w", err)
+	}
+	part := filepath.Join(c.dir, fmt.Sprintf("callgrind-%d.raw", c.callgrind))
+	if err := head(dense, part, c.callgrind); err != nil {
+		return err
+	}
+	defer os.Remove(part)
+	sets := [][3]string{{"5 literal rules", filepath.Join(c.dir, "cheap"), filepath.Join(c.dir, "cheap", "cheap.yar")}}
+	if files, _ := filepath.Glob(filepath.Join(c.public, "*.yar")); len(files) > 0 {
+		sets = append(sets, [3]string{"public rules", c.public, ""})
+	}
+	fmt.Printf("\ninstructions (callgrind), %d MiB of the dense image, 1 worker:\n", c.callgrind>>20)
+	for _, set := range sets {
+		yaraArgs := []string{"yara", "-s", "-w", set[2]}
+		if set[2] == "" {
+			files, _ := filepath.Glob(filepath.Join(set[1], "*.yar"))
+			yaraArgs = append([]string{"yara", "-s", "-w"}, files...)
+		}
+		var n [4]int64
+		for i, img := range []string{part, tiny} {
+			var err error
+			if n[2*i], err = callgrind(c, append(append([]string(nil), yaraArgs...), img)); err != nil {
+				return err
+			}
+			dm := append([]string{c.domainm, "scan-memory", "--source", "file:" + img, "--rules", set[1], "--json", "--quiet", "--workers", "1"}, scanOnly...)
+			if n[2*i+1], err = callgrind(c, dm); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("  %-16s yara %6.0f M (one page %5.0f M), domainm %6.0f M (one page %5.0f M): per byte %.3fx\n", set[0],
+			float64(n[0])/1e6, float64(n[2])/1e6, float64(n[1])/1e6, float64(n[3])/1e6, float64(n[1]-n[3])/float64(n[0]-n[2]))
+	}
+	return nil
+}
+
+// callgrind runs args under valgrind's callgrind and returns the instructions counted.
+// Go's asynchronous preemption signals trip callgrind 3.19, so they are off for the run.
+func callgrind(c config, args []string) (int64, error) {
+	out := filepath.Join(c.dir, "callgrind.out")
+	defer os.Remove(out)
+	cmd := exec.Command("valgrind", append([]string{"--tool=callgrind", "--callgrind-out-file=" + out}, args...)...)
+	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == 1) {
+		return 0, fmt.Errorf("valgrind %s: %w\n%s", args[0], err, errb.String())
+	}
+	for _, l := range strings.Split(errb.String(), "\n") {
+		if _, v, ok := strings.Cut(l, "Collected :"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("valgrind %s: no instruction count in its output", args[0])
 }
