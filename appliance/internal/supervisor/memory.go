@@ -33,10 +33,12 @@ type memLoop struct {
 	track        *tracker
 	// sweep picks the frames no list names that a xen: source's refresh asks Xen
 	// about; refreshAt is when the next refresh is due; refreshErr is the last
-	// refresh failure logged (xen.go).
-	sweep      memscan.XenSweep
-	refreshAt  time.Time
-	refreshErr string
+	// refresh failure logged; mappedNoted the frame count last written to
+	// domainm/mapped-frames (xen.go).
+	sweep       memscan.XenSweep
+	refreshAt   time.Time
+	refreshErr  string
+	mappedNoted uint64
 
 	cursor  uint64                       // where the next pass starts (non-zero after an interrupted pass)
 	partial map[string]detectors.Finding // findings of the interrupted part of the current pass

@@ -105,9 +105,9 @@ const (
 	// xenNodeRemap: what the last resume remapped, as the lab's agent writes it
 	// (migrate --xen's Result.Remap).
 	xenNodeRemap = "domainm/remap"
-	// xenNodeMapped: the frames Domain M maps now (decimal), rewritten when they
-	// change: dom0 can compare it with the target's page count and rewrite
-	// domainm/frames when they differ.
+	// xenNodeMapped: the frames Domain M maps now (decimal), written at the first
+	// refresh and when they change: dom0 can compare it with the target's page count
+	// and rewrite domainm/frames when they differ.
 	xenNodeMapped = "domainm/mapped-frames"
 )
 
@@ -198,13 +198,17 @@ func (m *memLoop) framesNoted(n frameNote, started time.Time) {
 	c := n.change
 	m.s.log.Debug("xen frames refreshed", "change", c.String(), "took", n.took, "sweep",
 		fmt.Sprintf("%#x+%#x", n.sweep.GPA/memscan.PageSize, n.sweep.Size/memscan.PageSize), "listed", n.listed)
+	if c.After != m.mappedNoted {
+		if err := m.s.xen.write(xenNodeMapped, strconv.FormatUint(c.After, 10)); err != nil {
+			m.s.log.Debug("cannot write domainm/mapped-frames", "err", err)
+		} else {
+			m.mappedNoted = c.After
+		}
+	}
 	if !c.Changed() {
 		return
 	}
 	m.s.log.Warn("the target's Xen frames changed", "source", m.file.spec, "change", c.String(), "took", n.took)
-	if err := m.s.xen.write(xenNodeMapped, strconv.FormatUint(c.After, 10)); err != nil {
-		m.s.log.Debug("cannot write domainm/mapped-frames", "err", err)
-	}
 	m.s.emit(alert.Health(m.s.clk.Now(), alert.SevMedium, "memory-source", "frames-changed",
 		fmt.Sprintf("the frames of %s (%s) changed outside a migration (ballooning, or the guest's kernel giving back and populating frames): %v; new frames are scanned from this pass on, those given back are no longer mapped",
 			m.s.currentTarget().Name, m.file.spec, c)))

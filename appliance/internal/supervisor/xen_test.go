@@ -340,6 +340,9 @@ func TestXenFramesFollowTarget(t *testing.T) {
 	if c := changed(); len(c) != 0 {
 		t.Fatalf("frames-changed alerts of an unchanged target: %q", c)
 	}
+	if v, _ := xs.get(xenNodeMapped); v != "2048" {
+		t.Errorf("domainm/mapped-frames %q after the first pass, want 2048", v)
+	}
 
 	// The guest gives back frame 0x10 and populates 0x900 (above its RAM, where no
 	// list names it) with the second marker: the sweep (windows of 0x400 frames over
@@ -361,7 +364,7 @@ func TestXenFramesFollowTarget(t *testing.T) {
 		t.Errorf("frames-changed alerts %q: want one naming 0x10 gone, then one naming 0x900 new", c)
 	}
 	if v, _ := xs.get(xenNodeMapped); v != "2048" {
-		t.Errorf("domainm/mapped-frames %q, want 2048", v)
+		t.Errorf("domainm/mapped-frames %q, want 2048 (one gone, one new)", v)
 	}
 
 	// dom0 rewrites its list: frame 0x2000 (beyond the sweep) populated with the third
