@@ -108,6 +108,7 @@ func newMemLoop(s *Supervisor, src memscan.Source, sf sourceFile) *memLoop {
 			Overlap:     int(s.cfg.Memory.Overlap),
 			Workers:     s.cfg.Memory.Workers,
 			ReusePasses: s.cfg.Memory.RescanAfterPasses,
+			RunBudget:   s.cfg.Memory.DriverRunBudget(),
 		}),
 		track:   newTracker(),
 		sweep:   xenSweepDefault,
