@@ -137,6 +137,8 @@ type Driver struct {
 	quietRules string
 	// screenAlways (tests) keeps workers screening whatever it costs.
 	screenAlways bool
+	// runSent (tests) is told the length of each run the dispatcher hands out.
+	runSent func(n int)
 	// winNS is the CPU time a run took per window handed to the rule engine (a moving
 	// average over the workers' runs with the rule set winRules; 0: not known yet),
 	// from which the dispatcher sizes runs (RunBudget).
@@ -349,6 +351,9 @@ func (d *Driver) Pass(ctx context.Context, src Source, opts PassOptions) (PassRe
 			if ctx.Err() == nil {
 				select {
 				case jobs <- run:
+					if d.runSent != nil {
+						d.runSent(len(run))
+					}
 					run = nil
 					limit = d.runLimit()
 					return true
