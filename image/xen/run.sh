@@ -22,7 +22,14 @@ case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; 
 # from the alerts on its console (found-console.sh), not from its xenstore subtree.
 domm=$(cat /lab/domm-mode 2>/dev/null || echo agent)
 ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
-fail() { ev FAIL "$*"; cp /var/log/xen/console/*.log $out/ 2>/dev/null; sync; [ $role = A ] && peer_off; exit 1; }
+fail() { ev FAIL "$*"; [ $role = A ] && domm_report; cp /var/log/xen/console/*.log $out/ 2>/dev/null; sync; [ $role = A ] && peer_off; exit 1; }
+# domm_report: Domain M's restarts, OOM kills and last memory line on both hosts' consoles
+# (lab run 15: the supervisor was OOM-killed at B and restarted on A's target id)
+domm_console() { local l=/var/log/xen/console/guest-domainm.log; echo "ooms=$(grep -a -c 'Out of memory' $l 2>/dev/null) exits=$(grep -a -c -E '(domainm run|agent) exited' $l 2>/dev/null) last_mem=\"$(grep -a DOMAINM-MEM $l 2>/dev/null | tail -1 | cut -d' ' -f4-)\""; }
+domm_report() {
+	eval "ev DOMAINM-CONSOLE where=A $(domm_console)"
+	local b; b=$(timeout 120 ssh root@$peer "$(declare -f domm_console); domm_console" 2>/dev/null) && eval "ev DOMAINM-CONSOLE where=B $b"
+}
 # Xen's daemons, started here step by step (not Debian's /etc/init.d/xen: see
 # dom0/xenlab-init), each step an event, each daemon's output in out/. A xenstore
 # client that is not told -s blocks while xenstored is down, hence -s and timeouts.
@@ -262,6 +269,7 @@ fi
 ev FOUND where=B gpa=$g2 seed=$s2 domid=$T2
 r=$(ssh root@$peer /lab/domainm-xen frame $T2 $(($g2 >> 12)) $(($g2 & 4095)) 37) ; echo "$r" >>$out/frames.log
 echo "$r" | grep -qF "bytes \"DOMAINM-XENLAB-PLANT:$s2\"" && ev FRAME-OK where=B gpa=$g2 || fail "B dom0's view of $g2 lacks the marker"
+domm_report
 cp /var/log/xen/console/guest-*.log $out/ 2>/dev/null
 ssh root@$peer 'cp /var/log/xen/console/guest-*.log /lab/out/ 2>/dev/null; cp /var/log/xen/console/guest-target.log /lab/out/guest-target-B.log; sync'
 ev DONE
