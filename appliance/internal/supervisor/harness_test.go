@@ -281,6 +281,20 @@ func (h *harness) expectGone(n int, what string) alert.Event {
 	return gone[0]
 }
 
+// advanceUntil advances the clock by an interval at a time until cond holds: a loop
+// waiting for its source arms its retry relative to the clock's time then, so one
+// Advance made before the loop armed it (a loaded machine) would be lost.
+func (h *harness) advanceUntil(what string, cond func() bool) {
+	h.t.Helper()
+	h.waitFor(what, func() bool {
+		if cond() {
+			return true
+		}
+		h.clk.Advance(h.cfg.Memory.Interval)
+		return false
+	})
+}
+
 // tick advances the fake clock by one interval and waits for the pass it starts.
 func (h *harness) tick() {
 	h.t.Helper()

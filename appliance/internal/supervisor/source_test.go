@@ -112,8 +112,7 @@ func TestXenTargetDestroyed(t *testing.T) {
 	}
 
 	alive.Store(true) // the domain is back (same id: a stand-in for a new grant)
-	h.clk.Advance(h.cfg.Memory.Interval)
-	h.waitFor("back and scanned", func() bool {
+	h.advanceUntil("back and scanned", func() bool {
 		return len(h.alerts.with("memory-source-back", "")) == 1 && h.passes() > n
 	})
 	if opened.Load() != 2 {

@@ -210,8 +210,8 @@ func (m *memLoop) framesNoted(n frameNote, started time.Time) {
 	}
 	m.s.log.Warn("the target's Xen frames changed", "source", m.file.spec, "change", c.String(), "took", n.took)
 	m.s.emit(alert.Health(m.s.clk.Now(), alert.SevMedium, "memory-source", "frames-changed",
-		fmt.Sprintf("the frames of %s (%s) changed outside a migration (ballooning, or the guest's kernel giving back and populating frames): %v; new frames are scanned from this pass on, those given back are no longer mapped",
-			m.s.currentTarget().Name, m.file.spec, c)))
+		fmt.Sprintf("the frames of %s (%s) changed outside a migration (ballooning, or the guest's kernel giving back and populating frames): %v (refused: frames asked for that the target does not have now, among its frames before, dom0's list and the sweep's window %#x+%#x); new frames are scanned from this pass on, those given back are no longer mapped",
+			m.s.currentTarget().Name, m.file.spec, c, n.sweep.GPA/memscan.PageSize, n.sweep.Size/memscan.PageSize)))
 }
 
 // gainedBelow reports whether c gained frames below guest-physical address at.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/control/xenstore"
@@ -394,7 +395,7 @@ func TestXenFramesFollowTarget(t *testing.T) {
 	if opens, reads := xs.count(); opens != 1 || reads < 14 {
 		t.Errorf("%d xenstore connections for %d reads; want 1", opens, reads)
 	}
-	t.Logf("frames asked for per mapping: %v", p2m.perCall)
+	t.Logf("frames asked for per mapping: %v; the last frames-changed alert: %s", p2m.perCall, c[len(c)-1])
 
 	// xl destroy: the toolstack removes /local/domain/7, the real liveness question
 	// (xenstore ENOENT) says gone, and every frame is released.
@@ -406,11 +407,12 @@ func TestXenFramesFollowTarget(t *testing.T) {
 	}
 	// Its frames still map here (a destroyed domain lingers while others map it), but
 	// it is not back until xenstore has it again.
-	h.clk.Advance(h.cfg.Memory.Interval)
-	h.clk.Advance(h.cfg.Memory.Interval)
+	for range 3 {
+		h.clk.Advance(h.cfg.Memory.Interval)
+		time.Sleep(20 * time.Millisecond)
+	}
 	xs.set("/local/domain/7/domid", "7")
-	h.clk.Advance(h.cfg.Memory.Interval)
-	h.waitFor("back and scanned", func() bool {
+	h.advanceUntil("back and scanned", func() bool {
 		return len(h.alerts.with("memory-source-back", "")) == 1 && h.passes() > n
 	})
 	if k := len(h.alerts.with("memory-source-gone", "")); k != 1 {
