@@ -57,7 +57,9 @@ xen_start() {
 }
 # power the peer off (its xenlab-init powers itself off only when its run.sh ends)
 # (its domUs' consoles copied to its lab disk first: its monitor copies them only once a minute)
-peer_off() { timeout 300 ssh root@$peer 'cp /var/log/xen/console/*.log /lab/out/ 2>/dev/null; sync; echo u >/proc/sysrq-trigger; sleep 2; echo o >/proc/sysrq-trigger' >/dev/null 2>&1; }
+# (the power-off is left running there: an ssh whose peer powers off mid-session waited
+# for its 300 s timeout, which delayed every run's end by 5 min, run 15)
+peer_off() { timeout 300 ssh root@$peer 'cp /var/log/xen/console/*.log /lab/out/ 2>/dev/null; sync; echo u >/proc/sysrq-trigger; nohup sh -c "sleep 3; echo o >/proc/sysrq-trigger" </dev/null >/dev/null 2>&1 &' >/dev/null 2>&1; }
 ev XEN-START
 xen_start || fail "Xen's daemons did not start"
 ev XEN-UP
