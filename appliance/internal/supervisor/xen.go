@@ -127,10 +127,6 @@ type frameNote struct {
 	err    error
 }
 
-// refreshFrames makes a xen: source's map state follow the target before a pass
-// (memscan.Xen.Refresh): its frames now, dom0's list as domainm/frames holds it now
-// (rewritten by dom0 or not) and the next window of the sweep. Run in the pass's
-// goroutine: no other pass runs, and the loop stays responsive meanwhile.
 // xenSweepDefault is each memory loop's sweep (tests make it small).
 var xenSweepDefault memscan.XenSweep
 
@@ -143,6 +139,13 @@ var xenSweepDefault memscan.XenSweep
 // there every few passes of its 10 s interval.
 const xenRefreshSpacing = 10
 
+// refreshFrames makes a xen: source's map state follow the target before a pass
+// (memscan.Xen.Refresh): its frames now, dom0's list as domainm/frames holds it now
+// (rewritten by dom0 or not) and the next window of the sweep. Run in the pass's
+// goroutine: no other pass runs, and the loop stays responsive meanwhile.
+// A prepare that arrives meanwhile waits for the refresh to end (it cannot be cut
+// short: the mapping is one privcmd call sequence): by the estimate above a few ms on
+// hardware, seconds in the nested lab.
 func (m *memLoop) refreshFrames(src xenRefresher, domid int) frameNote {
 	var n frameNote
 	n.ran = true
