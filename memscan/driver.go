@@ -522,6 +522,10 @@ type worker struct {
 	windows int
 	// out collects the results of the run in hand.
 	out []blockResult
+	// [dataFrom, dataTo) is known to hold data (holer), learnt in this pass: a window
+	// inside needs no question about holes. kinds is the run's windows' (kind).
+	dataFrom, dataTo uint64
+	kinds            []int
 }
 
 const (
@@ -593,15 +597,24 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 // a window per slot of buf.
 func (w *worker) run(run []block) {
 	d := w.d
-	if v, ok := w.src.(viewer); ok {
+	w.kinds = w.kinds[:0]
+	sparse := false
+	for _, b := range run {
+		k := w.kind(b)
+		w.kinds = append(w.kinds, k)
+		sparse = sparse || k == winSparse
+	}
+	if v, ok := w.src.(viewer); ok && !sparse {
 		if ip, ok := w.src.(inPlacer); ok && ip.InPlace() {
 			first, last := run[0], run[len(run)-1]
 			done := 0
 			err := v.View(int64(first.gpa), int(last.gpa-first.gpa)+last.winSize, func(mem []byte) {
 				w.pend = w.pend[:0]
-				for _, b := range run {
+				for i, b := range run {
 					off := int(b.gpa - first.gpa)
-					if r, p, scan := d.prepareInPlace(w.scID, b, mem[off:off+b.winSize]); scan {
+					if w.kinds[i] == winHole {
+						w.out = append(w.out, d.zeroBlock(b))
+					} else if r, p, scan := d.prepareInPlace(w.scID, b, mem[off:off+b.winSize]); scan {
 						w.pend = append(w.pend, p)
 					} else {
 						w.out = append(w.out, r)
@@ -624,8 +637,10 @@ func (w *worker) run(run []block) {
 		if slot > len(w.buf) {
 			w.buf = make([]byte, slot)
 		}
-		for _, b := range run {
-			if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[:slot], w.hs); scan {
+		for i, b := range run {
+			if w.kinds[i] == winHole {
+				w.out = append(w.out, d.zeroBlock(b))
+			} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[:slot], w.hs, w.kinds[i] == winSparse); scan {
 				w.pend = append(w.pend[:0], p)
 				w.scan()
 			} else {
@@ -638,7 +653,9 @@ func (w *worker) run(run []block) {
 		w.buf = make([]byte, need)
 	}
 	for i, b := range run {
-		if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[i*slot:(i+1)*slot], w.hs); scan {
+		if w.kinds[i] == winHole {
+			w.out = append(w.out, d.zeroBlock(b))
+		} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[i*slot:(i+1)*slot], w.hs, w.kinds[i] == winSparse); scan {
 			w.pend = append(w.pend, p)
 		} else {
 			w.out = append(w.out, r)
@@ -646,6 +663,81 @@ func (w *worker) run(run []block) {
 	}
 	w.scan()
 	w.judge()
+}
+
+// What a window holds, for a source with holes (holer).
+const (
+	winData   = iota // data throughout (or the source cannot tell): read as it is
+	winHole          // one hole: zeros, not read
+	winSparse        // holes and data: copied, read around its holes
+)
+
+// kind tells b's window's holes (holer). A window that is one hole is not read at all,
+// and one with holes is read around them (readAround): reading a hole would store it,
+// and storing the overlap's first page would make a next block that is all hole look
+// like data, whose reading would store the first page of the one after, and so on
+// through a guest's untouched memory. Each question is asked when the block comes up;
+// only where there is data is remembered for the pass (a hole the guest writes into is
+// data at its next question).
+func (w *worker) kind(b block) int {
+	h, ok := w.src.(holer)
+	end := b.gpa + uint64(b.winSize)
+	if !ok || (b.gpa >= w.dataFrom && end <= w.dataTo) {
+		return winData
+	}
+	from, to, hole := h.Data(b.gpa, b.winSize)
+	if hole {
+		return winHole
+	}
+	w.dataFrom, w.dataTo = from, to
+	if from <= b.gpa && to >= end {
+		return winData
+	}
+	return winSparse
+}
+
+// maxStretches bounds the stretches of data readAround asks for in one call (two
+// lseeks each); past it, the rest is read as it is (and its holes stored): a window
+// fragmented page by page costs a bounded number of questions.
+const maxStretches = 4
+
+// readAround reads len(p) bytes at gpa into p, around the holes h tells (h nil: all of
+// them), which it leaves zero.
+func readAround(src Source, h holer, p []byte, gpa uint64) error {
+	if h == nil {
+		_, err := src.ReadAt(p, int64(gpa))
+		return err
+	}
+	n := uint64(len(p))
+	for pos, asked := uint64(0), 0; pos < n; asked++ {
+		if asked == maxStretches {
+			_, err := src.ReadAt(p[pos:], int64(gpa+pos))
+			return err
+		}
+		from, to, hole := h.Data(gpa+pos, int(n-pos))
+		if hole {
+			clear(p[pos:])
+			return nil
+		}
+		from, to = max(from-gpa, pos), min(to-gpa, n)
+		if to <= from {
+			// Not a stretch inside [pos, n): read the rest.
+			_, err := src.ReadAt(p[pos:], int64(gpa+pos))
+			return err
+		}
+		clear(p[pos:from])
+		if _, err := src.ReadAt(p[from:to], int64(gpa+from)); err != nil {
+			return err
+		}
+		pos = to
+	}
+	return nil
+}
+
+// zeroBlock is the result for a block found all zero, which keeps no cache entry.
+func (d *Driver) zeroBlock(b block) blockResult {
+	d.forget(b.gpa)
+	return blockResult{b: b, state: blockState{zero: true}}
 }
 
 // judge turns the screen off for a while when, in this worker, it cost more per byte
@@ -778,6 +870,12 @@ type viewer interface {
 	View(gpa int64, n int, fn func([]byte)) error
 }
 
+// holer is an optional Source capability (MappedFile has it): Data tells a hole of a
+// sparse file, which reads as zeros and is not read (reading would store it), from data.
+type holer interface {
+	Data(gpa uint64, n int) (from, to uint64, hole bool)
+}
+
 // inPlacer is an optional Source capability (MappedFile has it): InPlace reports that
 // View's bytes cannot fault, so they may be handed to the rule engine (C code) in place.
 type inPlacer interface {
@@ -798,9 +896,9 @@ func (d *Driver) cached(b block, rulesID string) (prev blockState, had, cached b
 // the source allows it (no copy: the unchanged pass reads each byte once); a block to
 // scan is copied into buf, hashed and zero-tested piece by piece as it is copied, and
 // the copy is what libyara scans and what the cached hash describes.
-func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xxh3.Hasher) (r blockResult, p pending, scan bool) {
+func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xxh3.Hasher, sparse bool) (r blockResult, p pending, scan bool) {
 	prev, had, cached := d.cached(b, rulesID)
-	if v, ok := src.(viewer); ok {
+	if v, ok := src.(viewer); ok && !sparse {
 		var zero, same bool
 		err := v.View(int64(b.gpa), b.winSize, func(win []byte) {
 			if zero = d.allZero(win); zero || !cached {
@@ -817,7 +915,7 @@ func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xx
 			return d.reuse(b, prev), p, false
 		}
 	}
-	win, h, zero, err := d.read(src, b, buf, hs)
+	win, h, zero, err := d.read(src, b, buf, hs, sparse)
 	if err != nil {
 		return blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}, p, false
 	}
@@ -842,7 +940,14 @@ func (d *Driver) prepareInPlace(rulesID string, b block, win []byte) (r blockRes
 // Copying, rather than handing libyara a view of the mapping, is what keeps a shrinking
 // RAM file from killing the supervisor: libyara would take a SIGBUS, while ReadAt turns
 // the fault into an error for this block.
-func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher) (win []byte, h uint64, zero bool, err error) {
+//
+// A sparse window (holes and data, holer) is read around its holes, which are zeros in
+// buf: reading a hole would store it.
+func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher, sparse bool) (win []byte, h uint64, zero bool, err error) {
+	var ho holer
+	if sparse {
+		ho, _ = src.(holer)
+	}
 	sizes := []int{b.winSize}
 	if b.winSize > b.size {
 		sizes = append(sizes, b.size)
@@ -852,7 +957,7 @@ func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher) (win []b
 		hs.Reset()
 		for off := 0; off < n && err == nil; off += zeroChunk {
 			c := win[off:min(off+zeroChunk, n)]
-			if _, err = src.ReadAt(c, int64(b.gpa)+int64(off)); err == nil {
+			if err = readAround(src, ho, c, b.gpa+uint64(off)); err == nil {
 				zero = zero && d.allZero(c)
 				hs.Write(c)
 			}

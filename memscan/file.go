@@ -30,6 +30,9 @@ type MappedFile struct {
 	// noShrink: the file cannot shrink (cannotShrink), so its mapping cannot fault and
 	// may be handed to libyara in place (InPlace).
 	noShrink bool
+	// file is the open file, kept for its holes (Data); nil when they are not asked
+	// (holesKnown: a file on tmpfs) or it is closed. Guarded by mu as data is.
+	file *os.File
 }
 
 var _ Source = (*MappedFile)(nil)
@@ -51,7 +54,12 @@ func openMapped(path string, layout func(size uint64, data []byte) ([]Extent, er
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	size, err := fileSize(f)
 	if err != nil {
 		return nil, err
@@ -66,6 +74,9 @@ func openMapped(path string, layout func(size uint64, data []byte) ([]Extent, er
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	mf := &MappedFile{path: path, extents: ext, m: m, data: m.Bytes(), noShrink: cannotShrink(f)}
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && holesKnown(f) {
+		mf.file, keep = f, true
+	}
 	mf.ranges = make([]Range, len(ext))
 	for i, e := range ext {
 		mf.ranges[i] = Range{GPA: e.GPA, Size: e.Size}
@@ -174,11 +185,43 @@ func (f *MappedFile) View(gpa int64, n int, fn func([]byte)) error {
 	return nil
 }
 
+// Data reports whether the bytes at [gpa, gpa+n), which lie in one extent, hold data
+// or are a hole of a sparse file (never written, or punched): a hole reads as zeros.
+// Reading it through the mapping would store it: tmpfs (/dev/shm, memfd) allocates a
+// page for every read fault on a hole of a shared mapping, so scanning a QEMU RAM file
+// would give the host a page for every page the guest never touched. When there is data,
+// [from, to) is the stretch of data holding its first byte (at or after gpa), clipped to
+// the extent, for a caller to remember. A source that cannot tell reports data.
+func (f *MappedFile) Data(gpa uint64, n int) (from, to uint64, hole bool) {
+	e, ok := f.find(gpa)
+	if !ok || gpa+uint64(n) > e.GPA+e.Size {
+		return gpa, gpa + uint64(n), false
+	}
+	start, end := e.Offset+(gpa-e.GPA), e.Offset+e.Size
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.file == nil {
+		return gpa, gpa + uint64(n), false
+	}
+	d, h, ok := dataAt(f.file, start, end)
+	switch {
+	case !ok:
+		return gpa, gpa + uint64(n), false
+	case d >= start+uint64(n):
+		return 0, 0, true
+	}
+	return e.GPA + (d - e.Offset), e.GPA + (h - e.Offset), false
+}
+
 // Close unmaps the file.
 func (f *MappedFile) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.data = nil
+	if f.file != nil {
+		f.file.Close()
+		f.file = nil
+	}
 	if f.m == nil {
 		return nil
 	}
