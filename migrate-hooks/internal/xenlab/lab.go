@@ -38,11 +38,15 @@ type Lab struct {
 	t0    time.Time
 }
 
-// DefaultAccel is the hosts' TCG mode. Lab runs 11, 13 and 14 (thread=multi) lost the
-// target to triple faults, three of whose four register dumps show Xen's own code as the
-// guest's RIP (e008:ffff82d0402044a5, cr2 = rip): guest and nested-hypervisor state
-// mixed around an emulated VMRUN/#VMEXIT. XENLAB_ACCEL=tcg,thread=single tries the other.
-const DefaultAccel = "tcg,thread=multi"
+// DefaultAccel is the hosts' TCG mode: one thread per host. Lab runs 11, 13 and 14
+// (thread=multi) lost the target to triple faults, three of whose four register dumps
+// show Xen's own code as the guest's RIP (e008:ffff82d0402044a5, cr2 = rip): guest and
+// nested-hypervisor state mixed around an emulated VMRUN/#VMEXIT; with thread=multi 1 of
+// runs 10-14 passed. With thread=single runs 15 and 16 had no triple fault (16 passed,
+// 18.4 min; 15 failed on Domain M's memory) and were faster at similar load (dom0 up
+// 52-80 s after QEMU's start, run 12: 132 s; target boot 114-155 s, run 12: 385 s).
+// XENLAB_ACCEL overrides it (e.g. tcg,thread=multi).
+const DefaultAccel = "tcg,thread=single"
 
 func (l *Lab) accel() string {
 	if l.Accel != "" {
