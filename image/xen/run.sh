@@ -253,6 +253,10 @@ if [ "$(xl domid target 2>/dev/null)" != "$T" ]; then
 	[ $domm = supervisor ] && wait_status $M 60 && ev DOMAINM-STATE domid=$M state=monitoring target=$T target_gone=1
 	fail "the target (domain $T) is gone before the migration"
 fi
+# what Domain M maps now (domainm/mapped-frames, written by domainm run's frame refresh)
+# beside the target's p2m now: run 16's remap at B counted 32785 frames at A, though the
+# target had given frame 0x10 back while booting
+ev FRAMES-BEFORE-MIGRATION domainm_mapped=$(xenstore-read /local/domain/$M/domainm/mapped-frames 2>/dev/null || echo none) target_p2m="$(domainm-xen frames $T 2>&1 | tr '\n' ' ')"
 ev MIGRATE-START
 domainm-migrate migrate --xen --domm-save --dest $peer --tool /lab/domainm-xen --json -v >$out/migrate.json 2>$out/migrate.log
 rc=$?; ev MIGRATE-DONE rc=$rc
