@@ -669,11 +669,12 @@ func (w *worker) run(run []block) {
 const (
 	winData   = iota // data throughout (or the source cannot tell): read as it is
 	winHole          // one hole: zeros, not read
-	winSparse        // holes and data: copied, read around its holes
+	winSparse        // holes and data: copied (ReadAt reads around the holes)
 )
 
 // kind tells b's window's holes (holer). A window that is one hole is not read at all,
-// and one with holes is read around them (readAround): reading a hole would store it,
+// and one with holes is only read with ReadAt, which leaves them unread (MappedFile), not
+// viewed or scanned in place: reading a hole would store it,
 // and storing the overlap's first page would make a next block that is all hole look
 // like data, whose reading would store the first page of the one after, and so on
 // through a guest's untouched memory. Each question is asked when the block comes up;
@@ -694,44 +695,6 @@ func (w *worker) kind(b block) int {
 		return winData
 	}
 	return winSparse
-}
-
-// maxStretches bounds the stretches of data readAround asks for in one call (two
-// lseeks each); past it, the rest is read as it is (and its holes stored): a window
-// fragmented page by page costs a bounded number of questions.
-const maxStretches = 4
-
-// readAround reads len(p) bytes at gpa into p, around the holes h tells (h nil: all of
-// them), which it leaves zero.
-func readAround(src Source, h holer, p []byte, gpa uint64) error {
-	if h == nil {
-		_, err := src.ReadAt(p, int64(gpa))
-		return err
-	}
-	n := uint64(len(p))
-	for pos, asked := uint64(0), 0; pos < n; asked++ {
-		if asked == maxStretches {
-			_, err := src.ReadAt(p[pos:], int64(gpa+pos))
-			return err
-		}
-		from, to, hole := h.Data(gpa+pos, int(n-pos))
-		if hole {
-			clear(p[pos:])
-			return nil
-		}
-		from, to = max(from-gpa, pos), min(to-gpa, n)
-		if to <= from {
-			// Not a stretch inside [pos, n): read the rest.
-			_, err := src.ReadAt(p[pos:], int64(gpa+pos))
-			return err
-		}
-		clear(p[pos:from])
-		if _, err := src.ReadAt(p[from:to], int64(gpa+from)); err != nil {
-			return err
-		}
-		pos = to
-	}
-	return nil
 }
 
 // zeroBlock is the result for a block found all zero, which keeps no cache entry.
@@ -915,7 +878,7 @@ func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xx
 			return d.reuse(b, prev), p, false
 		}
 	}
-	win, h, zero, err := d.read(src, b, buf, hs, sparse)
+	win, h, zero, err := d.read(src, b, buf, hs)
 	if err != nil {
 		return blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}, p, false
 	}
@@ -941,13 +904,9 @@ func (d *Driver) prepareInPlace(rulesID string, b block, win []byte) (r blockRes
 // RAM file from killing the supervisor: libyara would take a SIGBUS, while ReadAt turns
 // the fault into an error for this block.
 //
-// A sparse window (holes and data, holer) is read around its holes, which are zeros in
-// buf: reading a hole would store it.
-func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher, sparse bool) (win []byte, h uint64, zero bool, err error) {
-	var ho holer
-	if sparse {
-		ho, _ = src.(holer)
-	}
+// A sparse window (holes and data, holer) is only read this way (not viewed): the
+// source's ReadAt leaves its holes unread.
+func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher) (win []byte, h uint64, zero bool, err error) {
 	sizes := []int{b.winSize}
 	if b.winSize > b.size {
 		sizes = append(sizes, b.size)
@@ -955,9 +914,14 @@ func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher, sparse b
 	for i, n := range sizes {
 		win, zero = buf[:n], true
 		hs.Reset()
-		for off := 0; off < n && err == nil; off += zeroChunk {
-			c := win[off:min(off+zeroChunk, n)]
-			if err = readAround(src, ho, c, b.gpa+uint64(off)); err == nil {
+		for off, next := 0, 0; off < n && err == nil; off = next {
+			// Pieces of zeroChunk, the last one with the rest (the overlap): no piece
+			// under zeroChunk, the least a source reads around its holes (MappedFile).
+			if next = off + zeroChunk; n-next < zeroChunk {
+				next = n
+			}
+			c := win[off:next]
+			if _, err = src.ReadAt(c, int64(b.gpa)+int64(off)); err == nil {
 				zero = zero && d.allZero(c)
 				hs.Write(c)
 			}

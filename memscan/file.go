@@ -144,7 +144,7 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 	if f.data == nil {
 		return 0, ErrClosed
 	}
-	n, err := mmap.Copy(p[:want], f.data[start:start+want])
+	n, err := f.copyAround(p[:want], start)
 	if err != nil {
 		return 0, fmt.Errorf("reading %#x from %s: %w", gpa, f.path, err)
 	}
@@ -152,6 +152,48 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 		return n, fmt.Errorf("reading %#x+%d: range ends at %#x: %w", gpa, len(p), e.GPA+e.Size, ErrOutOfRange)
 	}
 	return n, nil
+}
+
+// maxStretches bounds the stretches of data copyAround asks for in one read (two
+// lseeks each); past it, the rest is copied as it is (and its holes stored): memory
+// fragmented page by page costs a bounded number of questions.
+const maxStretches = 8
+
+// minAround is the smallest read copyAround reads around holes: the driver reads
+// windows in pieces of at least zeroChunk.
+const minAround = zeroChunk
+
+// copyAround copies the file's bytes at offset start into dst through the mapping,
+// around the holes of a file whose holes are known (holesKnown), which it leaves zero:
+// reading a hole through the mapping would allocate it (tmpfs), so that the driver's
+// copies, the guest-layout search and the seam scan do not give the host a page for
+// every page the guest never touched. Reads under minAround bytes (a page table, a
+// kernel structure, a seam's window) are copied as they are: two lseeks would cost
+// more than the page or two they might store.
+func (f *MappedFile) copyAround(dst []byte, start uint64) (int, error) {
+	if f.file == nil || len(dst) < minAround {
+		return mmap.Copy(dst, f.data[start:start+uint64(len(dst))])
+	}
+	n := uint64(len(dst))
+	for pos, asked := uint64(0), 0; pos < n; asked++ {
+		d, h, ok := dataAt(f.file, start+pos, start+n)
+		if !ok || asked == maxStretches || (d < start+n && h <= d) {
+			if _, err := mmap.Copy(dst[pos:], f.data[start+pos:start+n]); err != nil {
+				return int(pos), err
+			}
+			return int(n), nil
+		}
+		d, h = max(d-start, pos), min(h-start, n)
+		clear(dst[pos:min(d, n)])
+		if d >= n {
+			return int(n), nil
+		}
+		if _, err := mmap.Copy(dst[d:h], f.data[start+d:start+h]); err != nil {
+			return int(pos), err
+		}
+		pos = h
+	}
+	return int(n), nil
 }
 
 // InPlace reports whether the mapping can be scanned in place, by C code too: the file

@@ -1,6 +1,7 @@
 package memscan_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/domainm/domainm/memscan"
+	"github.com/domainm/domainm/memscan/linux"
 )
 
 // TestPassLeavesHolesUnread: a RAM file on tmpfs (/dev/shm, a memfd) is sparse where the
@@ -16,8 +18,8 @@ import (
 // a pass that read every window would give the host a page for every page the guest
 // never touched. Windows that are holes are zero blocks, asked with SEEK_DATA and not
 // read; both passes and both ways of scanning (a copy, and in place for a memfd sealed
-// against shrinking) find what is planted in the data and leave the file as sparse as
-// it was.
+// against shrinking) find what is planted in the data, and so do reads of all memory
+// (the guest-layout search, ReadAt), which leave the file as sparse as it was.
 func TestPassLeavesHolesUnread(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
@@ -80,9 +82,25 @@ func TestPassLeavesHolesUnread(t *testing.T) {
 					t.Errorf("pass %d: %d zero blocks, %d scanned, %d unchanged; want 59 zero and 5 with data", pass, res.BlocksZero, res.BlocksScanned, res.BlocksUnchanged)
 				}
 			}
+			// Reads of the whole memory (the guest-layout search reads it all looking for
+			// kallsyms) see the holes as zeros and the data as written.
+			if _, err := linux.OpenGuest(src); err == nil {
+				t.Error("a guest layout found in a memfd holding three markers")
+			}
+			all := make([]byte, size)
+			if _, err := src.ReadAt(all, 0); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, size)
+			for off, s := range plants {
+				copy(want[off:], s)
+			}
+			if !bytes.Equal(all, want) {
+				t.Error("ReadAt of the whole file differs from what was written")
+			}
 			// Only the pages with data were read: no hole became a page.
 			if after := allocated(); after != before {
-				t.Errorf("the file had %d bytes allocated before the passes, %d after", before, after)
+				t.Errorf("the file had %d bytes allocated before the passes and reads, %d after", before, after)
 			}
 		})
 	}
