@@ -522,10 +522,8 @@ type worker struct {
 	windows int
 	// out collects the results of the run in hand.
 	out []blockResult
-	// [dataFrom, dataTo) is known to hold data (holer), learnt in this pass: a window
-	// inside needs no question about holes. kinds is the run's windows' (kind).
-	dataFrom, dataTo uint64
-	kinds            []int
+	// kinds is the run's windows' (kind).
+	kinds []int
 }
 
 const (
@@ -602,7 +600,7 @@ func (w *worker) run(run []block) {
 	for _, b := range run {
 		k := w.kind(b)
 		w.kinds = append(w.kinds, k)
-		sparse = sparse || k == winSparse
+		sparse = sparse || (k != winData && k != 0)
 	}
 	if v, ok := w.src.(viewer); ok && !sparse {
 		if ip, ok := w.src.(inPlacer); ok && ip.InPlace() {
@@ -612,7 +610,7 @@ func (w *worker) run(run []block) {
 				w.pend = w.pend[:0]
 				for i, b := range run {
 					off := int(b.gpa - first.gpa)
-					if w.kinds[i] == winHole {
+					if w.kinds[i] == 0 {
 						w.out = append(w.out, d.zeroBlock(b))
 					} else if r, p, scan := d.prepareInPlace(w.scID, b, mem[off:off+b.winSize]); scan {
 						w.pend = append(w.pend, p)
@@ -638,9 +636,9 @@ func (w *worker) run(run []block) {
 			w.buf = make([]byte, slot)
 		}
 		for i, b := range run {
-			if w.kinds[i] == winHole {
+			if w.kinds[i] == 0 {
 				w.out = append(w.out, d.zeroBlock(b))
-			} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[:slot], w.hs, w.kinds[i] == winSparse); scan {
+			} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[:slot], w.hs, w.kinds[i]); scan {
 				w.pend = append(w.pend[:0], p)
 				w.scan()
 			} else {
@@ -653,9 +651,9 @@ func (w *worker) run(run []block) {
 		w.buf = make([]byte, need)
 	}
 	for i, b := range run {
-		if w.kinds[i] == winHole {
+		if w.kinds[i] == 0 {
 			w.out = append(w.out, d.zeroBlock(b))
-		} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[i*slot:(i+1)*slot], w.hs, w.kinds[i] == winSparse); scan {
+		} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[i*slot:(i+1)*slot], w.hs, w.kinds[i]); scan {
 			w.pend = append(w.pend, p)
 		} else {
 			w.out = append(w.out, r)
@@ -665,36 +663,36 @@ func (w *worker) run(run []block) {
 	w.judge()
 }
 
-// What a window holds, for a source with holes (holer).
+// What of a window is read, for a source with holes (holer): a part that is one hole
+// is zeros and not read.
 const (
-	winData   = iota // data throughout (or the source cannot tell): read as it is
-	winHole          // one hole: zeros, not read
-	winSparse        // holes and data: copied (ReadAt reads around the holes)
+	readOwn     = 1 << iota // the block's own bytes
+	readOverlap             // the overlap, the next block's first bytes
+	winData     = readOwn | readOverlap
 )
 
-// kind tells b's window's holes (holer). A window that is one hole is not read at all,
-// and one with holes is only read with ReadAt, which leaves them unread (MappedFile), not
-// viewed or scanned in place: reading a hole would store it,
-// and storing the overlap's first page would make a next block that is all hole look
-// like data, whose reading would store the first page of the one after, and so on
-// through a guest's untouched memory. Each question is asked when the block comes up;
-// only where there is data is remembered for the pass (a hole the guest writes into is
-// data at its next question).
+// kind tells which parts of b's window are read (holer): none when the window is one
+// hole, and not a part that is one hole. Reading a hole would store it (tmpfs), and a
+// stored page is data from then on: reading an overlap that is a hole would make the
+// next block look like data, and the own bytes of a block whose data lies only in its
+// overlap would make the block before look like data at the next pass, and so on through
+// a guest's untouched memory. Holes amid a block's own data are read (and stored) with
+// it: at most a block. Each question is asked when the block comes up.
 func (w *worker) kind(b block) int {
 	h, ok := w.src.(holer)
-	end := b.gpa + uint64(b.winSize)
-	if !ok || (b.gpa >= w.dataFrom && end <= w.dataTo) {
+	if !ok {
 		return winData
 	}
-	from, to, hole := h.Data(b.gpa, b.winSize)
-	if hole {
-		return winHole
+	first := h.FirstData(b.gpa, b.winSize)
+	switch {
+	case first >= b.winSize:
+		return 0
+	case first >= b.size:
+		return readOverlap
+	case b.winSize > b.size && h.FirstData(b.gpa+uint64(b.size), b.winSize-b.size) >= b.winSize-b.size:
+		return readOwn
 	}
-	w.dataFrom, w.dataTo = from, to
-	if from <= b.gpa && to >= end {
-		return winData
-	}
-	return winSparse
+	return winData
 }
 
 // zeroBlock is the result for a block found all zero, which keeps no cache entry.
@@ -833,10 +831,11 @@ type viewer interface {
 	View(gpa int64, n int, fn func([]byte)) error
 }
 
-// holer is an optional Source capability (MappedFile has it): Data tells a hole of a
-// sparse file, which reads as zeros and is not read (reading would store it), from data.
+// holer is an optional Source capability (MappedFile has it): FirstData tells where
+// the first data lies in a range of a sparse file; a hole reads as zeros and is not
+// read (reading would store it).
 type holer interface {
-	Data(gpa uint64, n int) (from, to uint64, hole bool)
+	FirstData(gpa uint64, n int) int
 }
 
 // inPlacer is an optional Source capability (MappedFile has it): InPlace reports that
@@ -859,9 +858,9 @@ func (d *Driver) cached(b block, rulesID string) (prev blockState, had, cached b
 // the source allows it (no copy: the unchanged pass reads each byte once); a block to
 // scan is copied into buf, hashed and zero-tested piece by piece as it is copied, and
 // the copy is what libyara scans and what the cached hash describes.
-func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xxh3.Hasher, sparse bool) (r blockResult, p pending, scan bool) {
+func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xxh3.Hasher, parts int) (r blockResult, p pending, scan bool) {
 	prev, had, cached := d.cached(b, rulesID)
-	if v, ok := src.(viewer); ok && !sparse {
+	if v, ok := src.(viewer); ok && parts == winData {
 		var zero, same bool
 		err := v.View(int64(b.gpa), b.winSize, func(win []byte) {
 			if zero = d.allZero(win); zero || !cached {
@@ -878,7 +877,7 @@ func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xx
 			return d.reuse(b, prev), p, false
 		}
 	}
-	win, h, zero, err := d.read(src, b, buf, hs)
+	win, h, zero, err := d.read(src, b, buf, hs, parts)
 	if err != nil {
 		return blockResult{b: b, err: blockError(b, "read", fmt.Errorf("reading: %w", err))}, p, false
 	}
@@ -904,9 +903,9 @@ func (d *Driver) prepareInPlace(rulesID string, b block, win []byte) (r blockRes
 // RAM file from killing the supervisor: libyara would take a SIGBUS, while ReadAt turns
 // the fault into an error for this block.
 //
-// A sparse window (holes and data, holer) is only read this way (not viewed): the
-// source's ReadAt leaves its holes unread.
-func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher) (win []byte, h uint64, zero bool, err error) {
+// Only the parts of the window in parts are read (kind); the others are one hole each,
+// zeros.
+func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher, parts int) (win []byte, h uint64, zero bool, err error) {
 	sizes := []int{b.winSize}
 	if b.winSize > b.size {
 		sizes = append(sizes, b.size)
@@ -915,13 +914,27 @@ func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher) (win []b
 		win, zero = buf[:n], true
 		hs.Reset()
 		for off, next := 0, 0; off < n && err == nil; off = next {
-			// Pieces of zeroChunk, the last one with the rest (the overlap): no piece
-			// under zeroChunk, the least a source reads around its holes (MappedFile).
+			// Pieces of zeroChunk, the last one with the rest (the overlap).
 			if next = off + zeroChunk; n-next < zeroChunk {
 				next = n
 			}
 			c := win[off:next]
-			if _, err = src.ReadAt(c, int64(b.gpa)+int64(off)); err == nil {
+			// c's own bytes are c[:cut], its overlap bytes c[cut:].
+			cut := min(max(b.size-off, 0), len(c))
+			for _, part := range [2]struct {
+				p    []byte
+				at   int
+				read bool
+			}{{c[:cut], off, parts&readOwn != 0}, {c[cut:], off + cut, parts&readOverlap != 0}} {
+				switch {
+				case len(part.p) == 0 || err != nil:
+				case part.read:
+					_, err = src.ReadAt(part.p, int64(b.gpa)+int64(part.at))
+				default:
+					clear(part.p)
+				}
+			}
+			if err == nil {
 				zero = zero && d.allZero(c)
 				hs.Write(c)
 			}

@@ -30,7 +30,7 @@ type MappedFile struct {
 	// noShrink: the file cannot shrink (cannotShrink), so its mapping cannot fault and
 	// may be handed to libyara in place (InPlace).
 	noShrink bool
-	// file is the open file, kept for its holes (Data); nil when they are not asked
+	// file is the open file, kept for its holes (FirstData); nil when they are not asked
 	// (holesKnown: a file on tmpfs) or it is closed. Guarded by mu as data is.
 	file *os.File
 }
@@ -144,7 +144,7 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 	if f.data == nil {
 		return 0, ErrClosed
 	}
-	n, err := f.copyAround(p[:want], start)
+	n, err := mmap.Copy(p[:want], f.data[start:start+want])
 	if err != nil {
 		return 0, fmt.Errorf("reading %#x from %s: %w", gpa, f.path, err)
 	}
@@ -152,48 +152,6 @@ func (f *MappedFile) ReadAt(p []byte, gpa int64) (int, error) {
 		return n, fmt.Errorf("reading %#x+%d: range ends at %#x: %w", gpa, len(p), e.GPA+e.Size, ErrOutOfRange)
 	}
 	return n, nil
-}
-
-// maxStretches bounds the stretches of data copyAround asks for in one read (two
-// lseeks each); past it, the rest is copied as it is (and its holes stored): memory
-// fragmented page by page costs a bounded number of questions.
-const maxStretches = 8
-
-// minAround is the smallest read copyAround reads around holes: the driver reads
-// windows in pieces of at least zeroChunk.
-const minAround = zeroChunk
-
-// copyAround copies the file's bytes at offset start into dst through the mapping,
-// around the holes of a file whose holes are known (holesKnown), which it leaves zero:
-// reading a hole through the mapping would allocate it (tmpfs), so that the driver's
-// copies, the guest-layout search and the seam scan do not give the host a page for
-// every page the guest never touched. Reads under minAround bytes (a page table, a
-// kernel structure, a seam's window) are copied as they are: two lseeks would cost
-// more than the page or two they might store.
-func (f *MappedFile) copyAround(dst []byte, start uint64) (int, error) {
-	if f.file == nil || len(dst) < minAround {
-		return mmap.Copy(dst, f.data[start:start+uint64(len(dst))])
-	}
-	n := uint64(len(dst))
-	for pos, asked := uint64(0), 0; pos < n; asked++ {
-		d, h, ok := dataAt(f.file, start+pos, start+n)
-		if !ok || asked == maxStretches || (d < start+n && h <= d) {
-			if _, err := mmap.Copy(dst[pos:], f.data[start+pos:start+n]); err != nil {
-				return int(pos), err
-			}
-			return int(n), nil
-		}
-		d, h = max(d-start, pos), min(h-start, n)
-		clear(dst[pos:min(d, n)])
-		if d >= n {
-			return int(n), nil
-		}
-		if _, err := mmap.Copy(dst[d:h], f.data[start+d:start+h]); err != nil {
-			return int(pos), err
-		}
-		pos = h
-	}
-	return int(n), nil
 }
 
 // InPlace reports whether the mapping can be scanned in place, by C code too: the file
@@ -227,32 +185,25 @@ func (f *MappedFile) View(gpa int64, n int, fn func([]byte)) error {
 	return nil
 }
 
-// Data reports whether the bytes at [gpa, gpa+n), which lie in one extent, hold data
-// or are a hole of a sparse file (never written, or punched): a hole reads as zeros.
-// Reading it through the mapping would store it: tmpfs (/dev/shm, memfd) allocates a
-// page for every read fault on a hole of a shared mapping, so scanning a QEMU RAM file
-// would give the host a page for every page the guest never touched. When there is data,
-// [from, to) is the stretch of data holding its first byte (at or after gpa), clipped to
-// the extent, for a caller to remember. A source that cannot tell reports data.
-func (f *MappedFile) Data(gpa uint64, n int) (from, to uint64, hole bool) {
+// FirstData returns where the first data at or after gpa lies within [gpa, gpa+n) (in
+// one extent), as an offset from gpa, or n when those bytes are one hole of a sparse
+// file (never written, or punched): they read as zeros. Reading a hole through the
+// mapping would store it: tmpfs (/dev/shm, memfd) allocates a page for every read fault
+// on a hole of a shared mapping, so scanning a QEMU RAM file would give the host a page
+// for every page the guest never touched. Only files on tmpfs are asked (holesKnown);
+// for others, and when it cannot tell, FirstData is 0.
+func (f *MappedFile) FirstData(gpa uint64, n int) int {
 	e, ok := f.find(gpa)
-	if !ok || gpa+uint64(n) > e.GPA+e.Size {
-		return gpa, gpa + uint64(n), false
+	if !ok || n <= 0 || gpa+uint64(n) > e.GPA+e.Size {
+		return 0
 	}
-	start, end := e.Offset+(gpa-e.GPA), e.Offset+e.Size
+	start := e.Offset + (gpa - e.GPA)
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.file == nil {
-		return gpa, gpa + uint64(n), false
+		return 0
 	}
-	d, h, ok := dataAt(f.file, start, end)
-	switch {
-	case !ok:
-		return gpa, gpa + uint64(n), false
-	case d >= start+uint64(n):
-		return 0, 0, true
-	}
-	return e.GPA + (d - e.Offset), e.GPA + (h - e.Offset), false
+	return int(firstData(f.file, start, start+uint64(n)))
 }
 
 // Close unmaps the file.

@@ -17,27 +17,24 @@ func holesKnown(f *os.File) bool {
 	return unix.Fstatfs(int(f.Fd()), &st) == nil && st.Type == unix.TMPFS_MAGIC
 }
 
-// dataAt returns the first stretch of data [d, h) of f at or after offset start, h at
-// most end; d is end or more when [start, end) is a hole. ok is false when the file
-// system cannot tell (lseek's SEEK_DATA fails otherwise), and when the file no longer
-// reaches end (truncated under its mapping: those bytes are unreadable, not zeros).
-func dataAt(f *os.File, start, end uint64) (d, h uint64, ok bool) {
+// firstData returns where the first data of f at or after offset start lies, as an
+// offset from start, or end-start when [start, end) is one hole (it reads as zeros);
+// 0 when it cannot tell. Only SEEK_DATA is asked: from a hole the kernel skips to the
+// next data quickly, while SEEK_HOLE would walk every page of data up to the next hole.
+// A file that no longer reaches end (truncated under its mapping) has no hole there:
+// those bytes are unreadable.
+func firstData(f *os.File, start, end uint64) uint64 {
 	fd := int(f.Fd())
 	off, err := unix.Seek(fd, int64(start), unix.SEEK_DATA)
 	switch {
-	case errors.Is(err, unix.ENXIO), err == nil && uint64(off) >= end:
-		// No data in [start, end), or start is past the end of the file.
-		var st unix.Stat_t
-		if unix.Fstat(fd, &st) != nil || uint64(st.Size) < end {
-			return 0, 0, false
-		}
-		return end, end, true
-	case err != nil || off < int64(start):
-		return 0, 0, false
+	case err == nil && uint64(off) >= start && uint64(off) < end:
+		return uint64(off) - start
+	case !(errors.Is(err, unix.ENXIO) || err == nil && uint64(off) >= end):
+		return 0
 	}
-	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
-	if err != nil || hole <= off {
-		return uint64(off), end, true
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || uint64(st.Size) < end {
+		return 0
 	}
-	return uint64(off), min(uint64(hole), end), true
+	return end - start
 }
