@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/domainm/domainm/memscan"
+	"github.com/domainm/domainm/memscan/linux"
 )
 
 // TestPassLeavesHolesUnread: a RAM file on tmpfs (/dev/shm, a memfd) is sparse where the
@@ -91,6 +92,14 @@ func TestPassLeavesHolesUnread(t *testing.T) {
 			// to the next pass).
 			if after := allocated(); after > before+4<<18 || after != afterFirst {
 				t.Errorf("the file had %d bytes allocated before the passes, %d after the first, %d after the third (at most %d)", before, afterFirst, after, before+4<<18)
+			}
+			// The search for a Linux kernel's layout reads all memory (kallsyms,
+			// linux_banner) and leaves the holes unread as well.
+			if _, err := linux.OpenGuest(src); err == nil {
+				t.Error("a guest layout found in a memfd holding three markers")
+			}
+			if after := allocated(); after != afterFirst {
+				t.Errorf("the search for a guest layout took the file from %d allocated bytes to %d", afterFirst, after)
 			}
 		})
 	}

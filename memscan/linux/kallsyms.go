@@ -92,7 +92,7 @@ func findKallsyms(p *phys) (*Kallsyms, error) {
 		for off := uint64(0); off < r.Size; off += win {
 			n := min(uint64(len(buf)), r.Size-off)
 			b := buf[:n]
-			if err := p.read(r.GPA+off, b); err != nil {
+			if err := p.readAll(r.GPA+off, b); err != nil {
 				return nil, err
 			}
 			lim := min(uint64(win), n)

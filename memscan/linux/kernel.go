@@ -152,7 +152,7 @@ func bannerCandidates(p *phys) ([]uint64, error) {
 		for off := uint64(0); off < r.Size; off += win {
 			n := min(uint64(len(buf)), r.Size-off)
 			b := buf[:n]
-			if err := p.read(r.GPA+off, b); err != nil {
+			if err := p.readAll(r.GPA+off, b); err != nil {
 				return nil, err
 			}
 			for i := 0; i < len(b) && uint64(i) < win; {

@@ -38,6 +38,31 @@ func (p *phys) read(pa uint64, b []byte) error {
 	return nil
 }
 
+// holePiece is the piece readAll asks about holes.
+const holePiece = 64 << 10
+
+// readAll is read for the searches over all memory (kallsyms, linux_banner): a 64 KiB
+// piece that is one hole of the source (the never-written pages of a RAM file on tmpfs,
+// memscan.MappedFile.FirstData) is zeros, not read, since reading it would allocate it
+// on the host; a piece with data is read whole.
+func (p *phys) readAll(pa uint64, b []byte) error {
+	h, ok := p.src.(interface{ FirstData(gpa uint64, n int) int })
+	if !ok || !p.inRAM(pa, uint64(len(b))) {
+		return p.read(pa, b)
+	}
+	for off := 0; off < len(b); off += holePiece {
+		c := b[off:min(off+holePiece, len(b))]
+		if h.FirstData(pa+uint64(off), len(c)) >= len(c) {
+			clear(c)
+			continue
+		}
+		if err := p.read(pa+uint64(off), c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (p *phys) u64(pa uint64) (uint64, error) {
 	var b [8]byte
 	if err := p.read(pa, b[:]); err != nil {
