@@ -41,11 +41,11 @@ type Lab struct {
 // DefaultAccel is the hosts' TCG mode: one thread per host. Lab runs 11, 13 and 14
 // (thread=multi) lost the target to triple faults, three of whose four register dumps
 // show Xen's own code as the guest's RIP (e008:ffff82d0402044a5, cr2 = rip): guest and
-// nested-hypervisor state mixed around an emulated VMRUN/#VMEXIT; with thread=multi 1 of
-// runs 10-14 passed. With thread=single runs 15 and 16 had no triple fault (16 passed,
-// 18.4 min; 15 failed on Domain M's memory) and were faster at similar load (dom0 up
-// 52-80 s after QEMU's start, run 12: 132 s; target boot 114-155 s, run 12: 385 s).
-// XENLAB_ACCEL overrides it (e.g. tcg,thread=multi).
+// nested-hypervisor state mixed around an emulated VMRUN/#VMEXIT. thread=multi: 2 of
+// runs 10-14 and 19 passed, 3 lost the target to triple faults; thread=single: runs
+// 15-18 had no triple fault (3 passed, 15 failed on Domain M's memory). Weak evidence
+// (0 of 4 against 3 of 6), no speed difference: run 17 (single) 10.5 min at load 3-8,
+// run 19 (multi) 12.7 min at load 2-7. XENLAB_ACCEL overrides it (e.g. tcg,thread=multi).
 const DefaultAccel = "tcg,thread=single"
 
 func (l *Lab) accel() string {
