@@ -49,7 +49,7 @@ type Target struct {
 	Name   string `toml:"name"`
 	UUID   string `toml:"uuid"`
 	Host   string `toml:"host"`
-	Memory string `toml:"memory"` // memory source spec: file:PATH, elf:PATH, xen:DOMID
+	Memory string `toml:"memory"` // memory source spec: file:PATH, elf:PATH, xen:DOMID, xen:granted
 	Layout string `toml:"layout"` // how a RAM file maps to guest-physical addresses
 	// Disk is the target's disk image; empty means no disk checks.
 	Disk string `toml:"disk"`

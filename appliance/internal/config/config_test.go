@@ -109,6 +109,8 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 			[]string{"c.toml:4: target.layout: expected a layout"}},
 		{"layout on xen", "[target]\nname = \"a\"\nmemory = \"xen:0\"\nlayout = \"q35\"\n",
 			[]string{"c.toml:4: target.layout: a layout other than flat applies only to file:", "c.toml:3: target.memory: expected xen:DOMID"}},
+		{"xen: neither an id nor granted", "[target]\nname = \"a\"\nmemory = \"xen:grant\"\n",
+			[]string{"c.toml:3: target.memory: expected xen:DOMID with a domain id from 1 to 65535, or xen:granted"}},
 		{"remote metrics", "[target]\nname = \"a\"\nmemory = \"xen:5\"\n[metrics]\nlisten = \"0.0.0.0:9477\"\n",
 			[]string{"c.toml:5: metrics.listen: expected a loopback address"}},
 		{"relative disk", "[target]\nname = \"a\"\nmemory = \"xen:5\"\ndisk = \"img\"\n",
@@ -139,6 +141,18 @@ func TestParseErrorsNameFileLineKey(t *testing.T) {
 }
 
 // TestShippedConfig parses the commented example installed as /etc/domainm/domainm.toml.
+// TestXenGrantedAccepted: xen:granted (the domain dom0's grant names in xenstore
+// domainm/target, resolved by the supervisor at every open) is a valid memory source.
+func TestXenGrantedAccepted(t *testing.T) {
+	c, err := Parse("c.toml", []byte("[target]\nname = \"a\"\nmemory = \"xen:granted\"\n"))
+	if err != nil {
+		t.Fatalf("xen:granted refused: %v", err)
+	}
+	if c.Target.Memory != "xen:granted" {
+		t.Errorf("target.memory %q", c.Target.Memory)
+	}
+}
+
 func TestShippedConfig(t *testing.T) {
 	path := filepath.Join("..", "..", "..", "image", "domainm.toml")
 	c, err := Load(path)

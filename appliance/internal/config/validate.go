@@ -33,9 +33,9 @@ func (c *Config) validate(pos positions) []*Error {
 	}
 	switch kind, arg, _ := strings.Cut(t.Memory, ":"); {
 	case t.Memory == "":
-		bad("target.memory", "missing: expected a memory source spec (file:PATH, elf:PATH, xen:DOMID, nvdimm:handle=N or disk:PATH)")
+		bad("target.memory", "missing: expected a memory source spec (file:PATH, elf:PATH, xen:DOMID, xen:granted, nvdimm:handle=N or disk:PATH)")
 	case kind != "file" && kind != "elf" && kind != "xen" && kind != "nvdimm" && kind != "disk" || arg == "":
-		bad("target.memory", "expected a memory source spec (file:PATH, elf:PATH, xen:DOMID, nvdimm:handle=N or disk:PATH), got %q", t.Memory)
+		bad("target.memory", "expected a memory source spec (file:PATH, elf:PATH, xen:DOMID, xen:granted, nvdimm:handle=N or disk:PATH), got %q", t.Memory)
 	case kind == "nvdimm":
 		if _, err := memscan.ParseNVDIMM(arg); err != nil {
 			bad("target.memory", "expected nvdimm:handle=N, N the nvdimm's NFIT handle (QEMU slot + 1), got %q", t.Memory)
@@ -47,8 +47,8 @@ func (c *Config) validate(pos positions) []*Error {
 		bad("target.layout", "a layout other than flat applies only to file:, nvdimm: and disk: memory sources, not %q", t.Memory)
 	}
 	if kind, arg, _ := strings.Cut(t.Memory, ":"); kind == "xen" {
-		if n, err := strconv.ParseUint(arg, 10, 16); err != nil || n == 0 {
-			bad("target.memory", "expected xen:DOMID with a domain id from 1 to 65535, got %q", t.Memory)
+		if n, err := strconv.ParseUint(arg, 10, 16); arg != "granted" && (err != nil || n == 0) {
+			bad("target.memory", "expected xen:DOMID with a domain id from 1 to 65535, or xen:granted (the domain dom0's domainm-xen grant wrote to xenstore domainm/target), got %q", t.Memory)
 		}
 	}
 	if t.DiskFormat != "raw" && t.DiskFormat != "qcow2" {
