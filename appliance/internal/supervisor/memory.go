@@ -478,6 +478,12 @@ func (m *memLoop) resume(a control.ResumeArgs, commit func() error) memReply {
 	}
 	m.s.target.Source = a.Source
 	m.s.mu.Unlock()
+	if m.s.cfg.Target.Memory == XenGranted && sf.domid >= 0 {
+		// The resume names the new domain explicitly; the config says to follow the
+		// grant: a later reopen (the target destroyed and created again) reads
+		// domainm/target again rather than waiting for this id.
+		sf.spec, sf.granted = XenGranted, true
+	}
 	m.src, m.file, m.fp, m.gone = src, sf, nil, false
 	m.mu.Lock()
 	m.layout = layout

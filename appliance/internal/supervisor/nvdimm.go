@@ -17,7 +17,9 @@ import (
 // QEMU 7.2, but the pmem driver may bind after the supervisor started.
 func awaitable(sf sourceFile, err error) bool {
 	var miss *memscan.NVDIMMMissingError
-	return errors.As(err, &miss) || sf.path != "" && errors.Is(err, fs.ErrNotExist)
+	var gone *grantedGoneError
+	return errors.As(err, &miss) || sf.path != "" && errors.Is(err, fs.ErrNotExist) ||
+		sf.granted && (errors.Is(err, errNoGrant) || errors.As(err, &gone))
 }
 
 // missingText says which source is missing and, for an nvdimm, which identifier was
@@ -26,6 +28,10 @@ func missingText(spec string, err error) string {
 	var miss *memscan.NVDIMMMissingError
 	if errors.As(err, &miss) {
 		return fmt.Sprintf("memory source %s is missing: %v", spec, miss)
+	}
+	var gone *grantedGoneError
+	if errors.Is(err, errNoGrant) || errors.As(err, &gone) {
+		return fmt.Sprintf("memory source %s: %v", spec, err)
 	}
 	return fmt.Sprintf("memory source %s does not exist yet", spec)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/domainm/domainm/appliance/control"
+	"github.com/domainm/domainm/appliance/control/xenstore"
 
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/detectors"
@@ -34,6 +35,58 @@ type sourceFile struct {
 	info         os.FileInfo // nil for sources that are not files (xen:)
 	domid        int         // the xen: source's domain, -1 for other sources
 	alive        func(domid uint16) (bool, error)
+	// granted: the spec is xen:granted, the domain is the one dom0's last grant wrote
+	// to domainm/target, read again at every open (domid is the one opened last).
+	granted bool
+}
+
+// XenGranted is the memory source spec of the Xen domain that dom0's domainm-xen grant
+// named last in Domain M's xenstore node domainm/target. Domain ids change at every
+// xl create and migration; with xen:granted a restarted supervisor (crash, OOM, reboot
+// of Domain M) opens the target's id now, not the one a config file was written with.
+const XenGranted = "xen:granted"
+
+// errNoGrant: xen:granted and no domainm/target node (dom0 has not run the grant yet).
+var errNoGrant = errors.New("no domain granted yet: xenstore node domainm/target is missing (run domainm-xen grant DOMAINM TARGET in dom0)")
+
+// grantedGoneError: xen:granted names a domain that does not exist (destroyed, or not
+// created yet by the grant's next run).
+type grantedGoneError struct{ domid int }
+
+func (e *grantedGoneError) Error() string {
+	return fmt.Sprintf("the granted domain %d (domainm/target) does not exist (destroyed? run domainm-xen grant for the new target)", e.domid)
+}
+
+// ResolveSpec turns xen:granted into xen:DOMID, the domain domainm/target names now
+// (one xenstore read); other specs are returned as they are. For the one-shot
+// commands (scan-memory, inspect); the daemon resolves at every open.
+func ResolveSpec(spec string) (string, error) {
+	if spec != XenGranted {
+		return spec, nil
+	}
+	s := &Supervisor{xen: &xenConn{open: openXenstore}}
+	defer s.xen.close()
+	id, err := s.resolveGranted()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", spec, err)
+	}
+	return fmt.Sprintf("xen:%d", id), nil
+}
+
+// resolveGranted reads the domain id dom0 granted (domainm/target).
+func (s *Supervisor) resolveGranted() (int, error) {
+	v, err := s.xen.read(xenNodeTarget)
+	if errors.Is(err, xenstore.ErrNotFound) {
+		return -1, errNoGrant
+	}
+	if err != nil {
+		return -1, fmt.Errorf("reading xenstore domainm/target: %w", err)
+	}
+	id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 16)
+	if err != nil || id == 0 {
+		return -1, fmt.Errorf("xenstore domainm/target holds %q, not a domain id", v)
+	}
+	return int(id), nil
 }
 
 func newSourceFile(spec, layout string) sourceFile {
@@ -42,6 +95,8 @@ func newSourceFile(spec, layout string) sourceFile {
 	switch {
 	case ok && (kind == "file" || kind == "elf" || kind == "disk"):
 		sf.path = arg
+	case spec == XenGranted:
+		sf.granted = true
 	case ok && kind == "xen":
 		if id, err := strconv.ParseUint(arg, 10, 16); err == nil {
 			sf.domid = int(id)
@@ -54,15 +109,29 @@ func newSourceFile(spec, layout string) sourceFile {
 // before and after the open, and the open is retried once if it changed in between.
 func (s *Supervisor) openTracked(spec, layout string) (memscan.Source, sourceFile, error) {
 	sf := newSourceFile(spec, layout)
+	open := spec
+	if sf.granted {
+		id, err := s.resolveGranted()
+		if err != nil {
+			return nil, sf, err
+		}
+		sf.domid, open = id, fmt.Sprintf("xen:%d", id)
+	}
 	if sf.domid >= 0 {
 		sf.alive = s.deps.XenDomainAlive
 		if sf.alive == nil {
 			sf.alive = s.xenDomainAlive
 		}
 	}
+	if sf.granted {
+		// A destroyed domain's frames may still map (others hold them): not taken.
+		if ok, err := sf.alive(uint16(sf.domid)); err == nil && !ok {
+			return nil, sf, &grantedGoneError{sf.domid}
+		}
+	}
 	for try := 0; ; try++ {
 		before, _ := sf.stat()
-		src, err := s.deps.OpenSource(spec, layout)
+		src, err := s.deps.OpenSource(open, layout)
 		if err != nil {
 			return nil, sf, err
 		}
@@ -216,7 +285,7 @@ func (m *memLoop) retryIn() time.Duration {
 // source that opens but has no memory yet (a RAM file created but not yet sized) is
 // not taken.
 func (m *memLoop) tryOpen() bool {
-	if state, _ := m.file.check(); state == sourceGone && m.file.domid >= 0 {
+	if state, _ := m.file.check(); state == sourceGone && m.file.domid >= 0 && !m.file.granted {
 		// A xen: target's domain that does not exist (xenstore says so) is not back,
 		// even if its frames still map: a destroyed domain lingers while mappings of
 		// it (dom0's, another tool's) hold its pages.
@@ -230,7 +299,13 @@ func (m *memLoop) tryOpen() bool {
 	if err != nil {
 		if msg := err.Error(); msg != m.wait.lastErr {
 			m.wait.lastErr = msg
-			if !errors.Is(err, fs.ErrNotExist) {
+			if m.file.granted && awaitable(m.file, err) {
+				// the reason changes (no grant yet, the granted domain is gone): said
+				// in the state, as at start
+				reason := missingText(m.file.spec, err)
+				m.s.log.Warn("waiting for the granted Xen domain", "source", m.file.spec, "reason", reason)
+				m.s.setState(control.StateWaiting, reason, nil)
+			} else if !errors.Is(err, fs.ErrNotExist) {
 				m.s.log.Warn("memory source present but cannot be opened yet", "source", m.file.spec, "err", err)
 			}
 		}
@@ -277,7 +352,9 @@ func (m *memLoop) checkSource() bool {
 		m.gone = true
 		m.startWaiting()
 		what := "was removed (the target VM stopped?)"
-		if m.file.domid >= 0 {
+		if m.file.granted {
+			what = fmt.Sprintf("is gone: Xen domain %d (domainm/target) no longer exists (the target was destroyed or crashed?); its frames are unmapped; waiting for dom0 to grant the target again", m.file.domid)
+		} else if m.file.domid >= 0 {
 			what = fmt.Sprintf("is gone: Xen domain %d no longer exists (the target was destroyed or crashed?); its frames are unmapped", m.file.domid)
 		}
 		m.s.setState(control.StateWaiting, fmt.Sprintf("memory source %s %s", m.file.spec, what), nil)

@@ -1,8 +1,10 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -199,8 +201,17 @@ func (m *memLoop) framesNoted(n frameNote, started time.Time) {
 	}
 	m.refreshErr = ""
 	c := n.change
-	m.s.log.Debug("xen frames refreshed", "change", c.String(), "took", n.took, "sweep",
-		fmt.Sprintf("%#x+%#x", n.sweep.GPA/memscan.PageSize, n.sweep.Size/memscan.PageSize), "listed", n.listed)
+	// One line per refresh, at Info (Warn when the frames changed): how often refreshes
+	// run and what they cost is what the nested lab looks at.
+	lvl, msg := slog.LevelInfo, "xen frames refreshed"
+	if c.Changed() {
+		lvl, msg = slog.LevelWarn, "the target's Xen frames changed"
+	}
+	m.s.log.Log(context.Background(), lvl, msg, "source", m.file.spec, "domid", m.file.domid,
+		"took", n.took.Round(time.Microsecond), "frames", c.After, "gained", c.GainedFrames(), "lost", c.LostFrames(),
+		"refused", c.Refused, "change", c.String(), "sweep",
+		fmt.Sprintf("%#x+%#x", n.sweep.GPA/memscan.PageSize, n.sweep.Size/memscan.PageSize), "listed", n.listed,
+		"next_in", (xenRefreshSpacing * n.took).Round(time.Millisecond))
 	if c.After != m.mappedNoted {
 		if err := m.s.xen.write(xenNodeMapped, strconv.FormatUint(c.After, 10)); err != nil {
 			m.s.log.Debug("cannot write domainm/mapped-frames", "err", err)
@@ -211,7 +222,6 @@ func (m *memLoop) framesNoted(n frameNote, started time.Time) {
 	if !c.Changed() {
 		return
 	}
-	m.s.log.Warn("the target's Xen frames changed", "source", m.file.spec, "change", c.String(), "took", n.took)
 	m.s.emit(alert.Health(m.s.clk.Now(), alert.SevMedium, "memory-source", "frames-changed",
 		fmt.Sprintf("the frames of %s (%s) changed outside a migration (ballooning, or the guest's kernel giving back and populating frames): %v (refused: frames asked for that the target does not have now, among its frames before, dom0's list and the sweep's window %#x+%#x); new frames are scanned from this pass on, those given back are no longer mapped",
 			m.s.currentTarget().Name, m.file.spec, c, n.sweep.GPA/memscan.PageSize, n.sweep.Size/memscan.PageSize)))

@@ -293,14 +293,31 @@ func (m *fakeXenMapping) Close() error {
 // domainm run in Domain M: the source opened from domainm/frames, liveness, refresh
 // and remap through xenstore. The rules find evilText, second and third.
 func xenHarness(t *testing.T) (*harness, *fakeP2M, *fakeXenstore) {
-	p2m := newFakeP2M()
-	xs := newFakeXenstore()
+	h, p2m, xs, _ := xenHarnessOn(t, "xen:7")
+	return h, p2m, xs
+}
+
+// xenHarnessOn is xenHarness with target.memory = memory; opened lists the specs the
+// supervisor opened, in order.
+func xenHarnessOn(t *testing.T, memory string) (h *harness, p2m *fakeP2M, xs *fakeXenstore, opened func() []string) {
+	p2m = newFakeP2M()
+	xs = newFakeXenstore()
+	var openedMu sync.Mutex
+	var specs []string
+	opened = func() []string {
+		openedMu.Lock()
+		defer openedMu.Unlock()
+		return append([]string(nil), specs...)
+	}
 	p2m.populate(7, 0, 0x800) // 8 MiB
 	p2m.poke(7, evilAt, evilText)
 	xs.set("/local/domain/7/domid", "7")
 	xs.set(xenNodeTarget, "7")
 	xs.set(xenNodeFrames, "0x0+0x800")
 	open := func(spec, layout string) (memscan.Source, error) {
+		openedMu.Lock()
+		specs = append(specs, spec)
+		openedMu.Unlock()
 		var domid uint16
 		if _, err := fmt.Sscanf(spec, "xen:%d", &domid); err != nil {
 			return nil, fmt.Errorf("unexpected source %s", spec)
@@ -318,8 +335,122 @@ func xenHarness(t *testing.T) (*harness, *fakeP2M, *fakeXenstore) {
 	old := xenSweepDefault
 	xenSweepDefault = memscan.XenSweep{Window: 0x400, Limit: 0x1000}
 	t.Cleanup(func() { xenSweepDefault = old })
-	h := newHarness(t, harnessOpts{memory: "xen:7", open: open, rulesDir: rules, xenstore: xs.open})
-	return h, p2m, xs
+	h = newHarness(t, harnessOpts{memory: memory, open: open, rulesDir: rules, xenstore: xs.open})
+	return h, p2m, xs, opened
+}
+
+// TestXenGranted: with target.memory = "xen:granted" the supervisor opens the domain
+// dom0's grant wrote to domainm/target, read again at every open: a restart after the
+// id changed (a co-migration, xl create) opens the new id, not the one it started
+// with (which fails with EPERM on Xen: the target ran unwatched); without the node it
+// waits, saying why, and opens the domain once the grant writes it; a granted domain
+// that is destroyed is waited for until the grant names the new one.
+func TestXenGranted(t *testing.T) {
+	h, p2m, xs, opened := xenHarnessOn(t, XenGranted)
+	h.waitFor("evil found in domain 7", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	if o := opened(); len(o) != 1 || o[0] != "xen:7" {
+		t.Fatalf("opened %q, want [xen:7] (domainm/target)", o)
+	}
+
+	// The target moved: domain 9 (the same guest, plus the second marker); dom0's
+	// grant at the destination rewrote domainm/target. The supervisor restarts (crash,
+	// OOM, Domain M rebooted): it opens 9.
+	clone := func(to uint16) {
+		p2m.mu.Lock()
+		p2m.doms[to] = map[uint64][]byte{}
+		for f, pg := range p2m.doms[7] {
+			p2m.doms[to][f] = append([]byte(nil), pg...)
+		}
+		p2m.mu.Unlock()
+		xs.set(fmt.Sprintf("/local/domain/%d/domid", to), fmt.Sprint(to))
+	}
+	clone(9)
+	p2m.poke(9, 0x500*memscan.PageSize+64, second)
+	xs.set(xenNodeTarget, "9")
+	h.restart()
+	h.waitFor("second found in domain 9", func() bool { return len(h.alerts.with("memory-match", "second")) == 1 })
+	if o := opened(); len(o) != 2 || o[1] != "xen:9" {
+		t.Fatalf("opened %q after the restart, want xen:9 second (domainm/target changed)", o)
+	}
+
+	// No grant yet (Domain M booted before dom0 ran domainm-xen grant): waiting, with
+	// the reason; the grant's node written: monitoring the domain it names.
+	xs.del(xenNodeTarget)
+	h.restart()
+	st := h.sup.Status(context.Background())
+	if st.State != control.StateWaiting || st.Health == nil || !strings.Contains(st.Health.Reason, "no domain granted yet") || !strings.Contains(st.Health.Reason, "domainm-xen grant") {
+		t.Fatalf("without domainm/target: state %s, health %+v; want waiting, the reason naming the missing grant", st.State, st.Health)
+	}
+	if w := h.alerts.with("memory-source-waiting", ""); len(w) != 1 || !strings.Contains(w[0].Message, "no domain granted yet") {
+		t.Errorf("waiting alerts %v: want one saying no domain is granted yet", w)
+	}
+	n := len(opened())
+	for range 3 { // the waiting loop retries: nothing opened without the node
+		h.clk.Advance(h.cfg.Memory.Interval)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if o := opened(); len(o) != n {
+		t.Fatalf("opened %q without a grant", o[n:])
+	}
+	xs.set(xenNodeTarget, "9")
+	h.advanceUntil("monitoring domain 9 once granted", func() bool {
+		return len(h.alerts.with("memory-source-appeared", "")) == 1 && h.passes() > 0
+	})
+	if o := opened(); len(o) != n+1 || o[n] != "xen:9" {
+		t.Fatalf("opened %q once granted, want xen:9", o[n:])
+	}
+
+	// Domain 9 destroyed: gone, waiting (the reason names the grant); the target is
+	// created again as 11 and granted: monitoring 11, without a restart.
+	xs.del("/local/domain/9/domid")
+	h.advanceUntil("domain 9 gone", func() bool {
+		g := h.alerts.with("memory-source-gone", "")
+		return len(g) == 1 && strings.Contains(g[0].Message, "Xen domain 9 (domainm/target) no longer exists")
+	})
+	n = len(opened())
+	clone(11)
+	p2m.poke(11, 0x600*memscan.PageSize+64, third)
+	for range 3 { // still granted to 9, which is gone: not opened
+		h.clk.Advance(h.cfg.Memory.Interval)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := h.sup.Status(context.Background()); st.State != control.StateWaiting || !strings.Contains(st.Health.Reason, "granted domain 9") {
+		t.Errorf("granted domain gone: state %s, reason %q; want waiting, naming the granted domain 9", st.State, st.Health.Reason)
+	}
+	if o := opened(); len(o) != n {
+		t.Errorf("opened %q while the granted domain 9 was gone", o[n:])
+	}
+	xs.set(xenNodeTarget, "11")
+	h.advanceUntil("third found in domain 11", func() bool { return len(h.alerts.with("memory-match", "third")) == 1 })
+	if o := opened(); o[len(o)-1] != "xen:11" {
+		t.Fatalf("opened %q, want xen:11 last", o)
+	}
+
+	// A co-migration's resume names the destination's id (xen:13) explicitly; the
+	// config still follows the grant afterwards: 13 destroyed, the target granted
+	// again as 15, monitored without a restart.
+	ctx := h.handshakeContext()
+	if _, err := h.sup.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clone(13)
+	xs.set(xenNodeTarget, "13")
+	if _, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "xen:13", Target: control.TargetInfo{DomID: 13}}); err != nil {
+		t.Fatalf("resume on xen:13: %v", err)
+	}
+	h.tick()
+	xs.del("/local/domain/13/domid")
+	h.advanceUntil("domain 13 gone", func() bool {
+		g := h.alerts.with("memory-source-gone", "")
+		return len(g) == 2 && strings.Contains(g[1].Message, "Xen domain 13 (domainm/target) no longer exists")
+	})
+	p := h.passes()
+	clone(15)
+	xs.set(xenNodeTarget, "15")
+	h.advanceUntil("monitoring domain 15", func() bool {
+		o := opened()
+		return o[len(o)-1] == "xen:15" && h.passes() > p
+	})
 }
 
 // TestXenFramesFollowTarget: frames the target populates after Domain M opened it are
