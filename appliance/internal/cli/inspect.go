@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/domainm/domainm/appliance/internal/supervisor"
 	"github.com/domainm/domainm/memscan"
 	"github.com/domainm/domainm/memscan/linux"
 )
@@ -176,8 +177,9 @@ are bounded and never follow a pointer outside guest RAM.
 Memory sources (--source) and layouts (--layout) are those of scan-memory:
   file:PATH   QEMU memory-backend-file RAM file or a raw dump
   elf:PATH    ELF core from QEMU dump-guest-memory (paging=false)
-  xen:DOMID   a Xen domain`)
-	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
+  xen:DOMID   a Xen domain
+  xen:granted the Xen domain named by xenstore domainm/target (domainm-xen grant)`)
+	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID, xen:granted)")
 	var layout memscan.Layout
 	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (`LAYOUT`: flat, q35, pc, split:SIZE, list)")
 	asJSON := fs.Bool("json", false, "print one JSON object: processes[] with ECS process.* names (pid, name, parent.pid, user.id, args, command_line; the rest under domainm), addresses as \"0x...\"")
@@ -189,7 +191,11 @@ Memory sources (--source) and layouts (--layout) are those of scan-memory:
 	if *source == "" {
 		return ExitError, errors.New("--source is required (see --help)")
 	}
-	src, err := memscan.Open(*source, memscan.OpenOptions{Layout: layout})
+	spec, err := supervisor.ResolveSpec(*source)
+	if err != nil {
+		return ExitError, err
+	}
+	src, err := memscan.Open(spec, memscan.OpenOptions{Layout: layout})
 	if err != nil {
 		return ExitError, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/domainm/domainm/appliance/internal/supervisor"
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/internal/units"
@@ -53,6 +54,8 @@ Memory sources (--source):
               file of an ivshmem-plain device seen from inside a VM, or a flat raw dump
   elf:PATH    ELF core from QEMU dump-guest-memory / virsh dump --memory-only
   xen:DOMID   a Xen domain, through /dev/xen/privcmd
+  xen:granted the Xen domain dom0's domainm-xen grant named last (xenstore domainm/target,
+              read once at start; in Domain M)
 
 Layouts (--layout, file: sources only): flat (file offset = address), q35 or pc (QEMU's
 split around the PCI hole for a guest of the file's size), split:LOWMEM (RAM above LOWMEM
@@ -66,7 +69,7 @@ number is bytes), durations a unit (30s, 1m). YARA sees each window as memory at
 address, as yara -p sees a process: filesize is undefined, offsets and uint16(N) are
 addresses, counts (#a) are per window. Rules whose meaning depends on that are marked
 window_dependent in --json (domainm rules check lists them).`)
-	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID)")
+	source := fs.String("source", "", "memory source `SPEC` (file:PATH, elf:PATH, xen:DOMID, xen:granted)")
 	var layout memscan.Layout
 	fs.Var(&layout, "layout", "how file offsets map to guest-physical addresses (`LAYOUT`: flat, q35, pc, split:SIZE, list)")
 	rulesDir := fs.String("rules", "", "rules `DIR` (*.yar, *.yara, subfolders)")
@@ -118,7 +121,11 @@ window_dependent in --json (domainm rules check lists them).`)
 	case err != nil:
 		return ExitError, err
 	}
-	src, err := memscan.Open(*source, memscan.OpenOptions{Layout: layout})
+	spec, err := supervisor.ResolveSpec(*source)
+	if err != nil {
+		return ExitError, err
+	}
+	src, err := memscan.Open(spec, memscan.OpenOptions{Layout: layout})
 	if err != nil {
 		return ExitError, err
 	}
