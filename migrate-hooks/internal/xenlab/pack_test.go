@@ -114,7 +114,7 @@ func inTree(tree string, args ...string) *exec.Cmd {
 // TestPackedSupervisorScans runs the real supervisor from the packed tree with the lab's
 // Domain M configuration (image/xen/domainm.toml) and marker rule (image/xen/rules),
 // as Domain M's initrd would hold them, with two lines replaced because this machine
-// has no Xen: the memory source is a RAM file (not xen:DOMID) and the control channel a
+// has no Xen: the memory source is a RAM file (not xen:granted) and the control channel a
 // unix socket (not xenstore). It checks the configuration (domainm run --check-config),
 // then waits for the alert the lab's dom0 would read from Domain M's console: the
 // marker's guest-physical address and its seed.
@@ -127,7 +127,7 @@ func TestPackedSupervisorScans(t *testing.T) {
 	}
 	c := string(cfg)
 	for _, r := range [][2]string{
-		{`memory = "xen:TARGET"`, "memory = \"file:/target.ram\"\nlayout = \"flat\""},
+		{`memory = "xen:granted"`, "memory = \"file:/target.ram\"\nlayout = \"flat\""},
 		{`device = "/dev/xen/xenbus"`, `socket = "/run/domainm/control.sock"`},
 	} {
 		if !strings.Contains(c, r[0]) {
