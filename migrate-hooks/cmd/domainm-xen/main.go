@@ -15,6 +15,10 @@
 //	                                      and LEN bytes at OFF
 //	domainm-xen frames DOM                the runs of frames Xen's p2m of DOM holds
 //	domainm-xen maxgpfn DOM               the domain's highest guest frame
+//	domainm-xen wait-suspend DOM          wait until DOM has stopped with reason suspend
+//	                                      (a migration's last copy); prints "suspended
+//	                                      DOM UNIXNANO"; fails if it is gone or shut down
+//	                                      otherwise first
 //
 // Run it again at the destination of a migration, for the new domain ids, before resume.
 package main
@@ -29,7 +33,12 @@ import (
 )
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// wait-suspend lasts as long as the migration it watches: its caller ends it.
+	limit := 10 * time.Minute
+	if len(os.Args) > 1 && os.Args[1] == "wait-suspend" {
+		limit = 24 * time.Hour
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	if err := xenctl.Run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "domainm-xen:", err)

@@ -17,7 +17,7 @@ import (
 // Run carries out one domainm-xen command (see its package doc).
 func Run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: domainm-xen grant|request|frame|frames|maxgpfn ARGS")
+		return errors.New("usage: domainm-xen grant|request|frame|frames|maxgpfn|wait-suspend ARGS")
 	}
 	num := func(i int) (uint64, error) {
 		if i >= len(args) {
@@ -81,6 +81,12 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%s\n", FormatRuns(runs))
 		return nil
+	case "wait-suspend":
+		dom, err := num(1)
+		if err != nil {
+			return err
+		}
+		return WaitSuspend(ctx, uint32(dom), out)
 	case "maxgpfn":
 		dom, err := num(1)
 		if err != nil {

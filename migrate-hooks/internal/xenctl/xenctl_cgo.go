@@ -61,6 +61,25 @@ static int xenctl_frames(uint32_t dom, unsigned long long start, unsigned long l
 	return 0;
 }
 
+// xenctl_domain_state reads domain dom's state: 0 and *found = 0 when no such domain.
+static int xenctl_domain_state(uint32_t dom, int *found, int *dying, int *shutdown, unsigned int *reason, int *paused) {
+	xc_interface *xch = xc_interface_open(NULL, NULL, 0);
+	if (!xch) return -errno;
+	xc_dominfo_t info;
+	int n = xc_domain_getinfo(xch, dom, 1, &info);
+	int e = errno;
+	xc_interface_close(xch);
+	if (n < 0) return -e;
+	*found = n == 1 && info.domid == dom;
+	if (*found) {
+		*dying = info.dying;
+		*shutdown = info.shutdown;
+		*reason = info.shutdown_reason;
+		*paused = info.paused;
+	}
+	return 0;
+}
+
 static int xenctl_read_frame(uint32_t dom, unsigned long long gfn, void *dst) {
 	xenforeignmemory_handle *fh = xenforeignmemory_open(NULL, 0);
 	if (!fh) return -errno;
@@ -113,6 +132,19 @@ func Frames(dom uint32, maxGPFN uint64) ([]FrameRun, error) {
 		return nil, fmt.Errorf("xc_get_pfn_type_batch(domain %d): %w", dom, syscall.Errno(-rc))
 	}
 	return runsOf(unsafe.Slice((*byte)(present), n)), nil
+}
+
+// State reads domain dom's state (xc_domain_getinfo); ok is false when it does not exist.
+func State(dom uint32) (st DomainState, ok bool, err error) {
+	var found, dying, shutdown, paused C.int
+	var reason C.uint
+	if rc := C.xenctl_domain_state(C.uint32_t(dom), &found, &dying, &shutdown, &reason, &paused); rc != 0 {
+		return DomainState{}, false, fmt.Errorf("xc_domain_getinfo(%d): %w", dom, syscall.Errno(-rc))
+	}
+	if found == 0 {
+		return DomainState{}, false, nil
+	}
+	return DomainState{Dying: dying != 0, Shutdown: shutdown != 0, Reason: uint(reason), Paused: paused != 0}, true, nil
 }
 
 // ReadFrame copies guest frame gfn of domain dom through dom0's own foreign map.

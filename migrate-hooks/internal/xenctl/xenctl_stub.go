@@ -13,3 +13,6 @@ func ReadFrame(dom uint32, gfn uint64) ([]byte, error) { return nil, ErrNotBuilt
 
 // Frames needs the xen build tag.
 func Frames(dom uint32, maxGPFN uint64) ([]FrameRun, error) { return nil, ErrNotBuilt }
+
+// State needs the xen build tag.
+func State(dom uint32) (DomainState, bool, error) { return DomainState{}, false, ErrNotBuilt }

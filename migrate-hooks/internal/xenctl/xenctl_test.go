@@ -38,3 +38,29 @@ func TestRunsFormat(t *testing.T) {
 		t.Fatal("no frames present: want no runs")
 	}
 }
+
+// TestSuspended: the coordinator's prepare waits for a suspend, and fails fast on a
+// domain that went away or stopped for another reason (it will never suspend).
+func TestSuspended(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		st     DomainState
+		exists bool
+		done   bool
+		err    bool
+	}{
+		{"running", DomainState{}, true, false, false},
+		{"paused", DomainState{Paused: true}, true, false, false},
+		{"suspended", DomainState{Shutdown: true, Reason: shutdownSuspend}, true, true, false},
+		{"suspended and paused", DomainState{Shutdown: true, Reason: shutdownSuspend, Paused: true}, true, true, false},
+		{"powered off", DomainState{Shutdown: true, Reason: 0}, true, false, true},
+		{"crashed", DomainState{Shutdown: true, Reason: 3}, true, false, true},
+		{"dying", DomainState{Dying: true, Shutdown: true, Reason: shutdownSuspend}, true, false, true},
+		{"gone", DomainState{}, false, false, true},
+	} {
+		done, err := suspended(7, c.st, c.exists)
+		if done != c.done || (err != nil) != c.err {
+			t.Errorf("%s: done %v err %v, want done %v err %v", c.name, done, err, c.done, c.err)
+		}
+	}
+}

@@ -4,8 +4,10 @@
 //   - the target migrates first (xl migrate -p: it arrives paused), while Domain M keeps
 //     monitoring it here; Domain M's migration starts only after the target's ended, so
 //     Domain M cannot stop first (P1);
-//   - prepare (the supervisor unmaps, over xenstore); Domain M migrates while the stopped
-//     target waits (P2);
+//   - prepare (the supervisor unmaps, over xenstore) goes out the moment the target stops
+//     for its last copy (domainm-xen wait-suspend), while its source domain still exists:
+//     xl destroys it when the destination has it, before xl returns;
+//   - Domain M migrates while the stopped target waits (P2);
 //   - at the destination the target is there already (P3); dom0 there grants Domain M
 //     privilege for the new domain ids (domainm-xen grant), Domain M runs, and resume
 //     (remap the same frames of the new target id) is answered "monitoring";
@@ -88,8 +90,9 @@ type Result struct {
 	Start time.Time `json:"start"`
 	// Total: the target's migration start until it runs at the destination.
 	Total syncpoint.Figure `json:"total_ns"`
-	// P1: Domain M kept monitoring (not migrating) until the target's migration ended.
-	// P2: the stopped target waited for prepare and Domain M's migration. P3: 0 (the
+	// P1: Domain M kept monitoring (not migrating) until the target stopped for its
+	// last copy (its suspend; the end of its migration if the suspend was not seen).
+	// P2: the stopped target waited for prepare, its last copy and Domain M's migration. P3: 0 (the
 	// target is there first). P4: the paused target waited from Domain M's arrival
 	// until "monitoring".
 	Waits           [4]syncpoint.Figure `json:"waits_ns"`
@@ -97,8 +100,8 @@ type Result struct {
 	DomMMigration   syncpoint.Figure    `json:"domm_migration_ns"`
 	// DomMSteps: with DomMSave, the save, copy and restore parts of DomMMigration.
 	DomMSteps map[string]syncpoint.Figure `json:"domm_steps_ns,omitempty"`
-	// TargetDowntime: the end of the target's migration (it stopped before) until it
-	// was unpaused at the destination: a lower bound by xl's suspend-to-end time.
+	// TargetDowntime: the target's suspend for its last copy (else the end of its
+	// migration, a lower bound) until it was unpaused at the destination.
 	TargetDowntime syncpoint.Figure      `json:"target_downtime_ns"`
 	Gap            syncpoint.Figure      `json:"gap_ns"`
 	Violations     []syncpoint.Violation `json:"violations,omitempty"`
@@ -173,7 +176,11 @@ func id(cmd string) json.RawMessage {
 }
 
 func (r *run) mark(subject, where string, up bool, what string) time.Time {
-	now := time.Now()
+	return r.markAt(time.Now(), subject, where, up, what)
+}
+
+// markAt records a change observed at now (e.g. when a command running meanwhile ended).
+func (r *run) markAt(now time.Time, subject, where string, up bool, what string) time.Time {
 	r.res.Timeline = append(r.res.Timeline, syncpoint.Change{Time: now, Subject: subject, Where: where, Up: up, What: what})
 	r.cfg.Log.Info(what, "subject", subject, "where", where, "up", up)
 	return now
@@ -210,18 +217,11 @@ func (r *run) migrate(ctx context.Context) error {
 		syncpoint.Change{Time: t0, Subject: syncpoint.SubjectSupervisor, Where: "src", Up: true, What: "monitoring at start"},
 		syncpoint.Change{Time: t0, Subject: syncpoint.SubjectTarget, Where: "src/target", Up: true, What: "running at start"})
 
-	if _, err := r.x.Run(ctx, "", "xl", "migrate", "-p", c.Target, c.Dest); err != nil {
-		return fmt.Errorf("P1: target's migration: %w (xl resumes it at the source on failure; Domain M still monitors it)", err)
-	}
-	tEnd := r.mark(syncpoint.SubjectTarget, "src/target", false, "xl migrate target ended")
-	r.res.TargetMigration = syncpoint.Measured(tEnd.Sub(t0))
-	r.res.Waits[0] = r.res.TargetMigration
-
 	epoch := uint64(time.Now().Unix())
-	if _, err := r.request(ctx, "", m, fenced(proto.NewRequest(id("prepare"), proto.CmdPrepare), epoch, nil)); err != nil {
-		return fmt.Errorf("P2: prepare: %w (the target is paused at %s)", err, c.Dest)
+	tStop, err := r.migrateTarget(ctx, t, m, epoch)
+	if err != nil {
+		return err
 	}
-	r.mark(syncpoint.SubjectSupervisor, "src", false, "quiesced")
 	var mStart time.Time
 	if c.DomMSave {
 		mStart = r.mark(syncpoint.SubjectDomM, "src/domm", false, "xl save domainm started")
@@ -236,7 +236,7 @@ func (r *run) migrate(ctx context.Context) error {
 	}
 	mEnd := time.Now()
 	r.res.DomMMigration = syncpoint.Measured(mEnd.Sub(mStart))
-	r.res.Waits[1] = syncpoint.Measured(mEnd.Sub(tEnd))
+	r.res.Waits[1] = syncpoint.Measured(mEnd.Sub(tStop))
 	r.res.Waits[2] = syncpoint.Measured(0)
 
 	t2, err := r.domid(ctx, c.Dest, c.Target)
@@ -278,9 +278,119 @@ func (r *run) migrate(ctx context.Context) error {
 	if _, err := r.x.Run(ctx, c.Dest, "xl", "unpause", c.Target); err != nil {
 		return fmt.Errorf("P4: unpausing the target: %w (it is paused at %s, watched)", err, c.Dest)
 	}
-	r.res.TargetDowntime = syncpoint.Measured(run.Sub(tEnd))
+	r.res.TargetDowntime = syncpoint.Measured(run.Sub(tStop))
 	r.res.Total = syncpoint.Measured(run.Sub(t0))
 	return nil
+}
+
+// migrateTarget runs the target's migration (xl migrate -p) while Domain M monitors it
+// here (P1), and quiesces Domain M (prepare) the moment the target stops for its last
+// copy, seen by domainm-xen wait-suspend: then the target runs no more at this host and
+// its source domain, whose frames Domain M maps, still exists. xl destroys that domain
+// as soon as the destination has it; a supervisor that looks in between sees its target
+// vanish, raises a false alert and refuses prepare (lab runs 21, 22), so prepare must not
+// wait for xl to return. It returns when the target stopped and xl has ended well, with
+// Domain M quiesced.
+//
+// If the suspend is not seen (the tool fails, or the domain went before it was looked
+// at), prepare follows xl's end as before, with that window open. If xl fails after
+// prepare, xl resumes the target here: the coordinator pauses it, resumes Domain M here
+// and unpauses it, and the timeline shows the target running unwatched from xl's end (at
+// the latest) to the pause.
+func (r *run) migrateTarget(ctx context.Context, t, m int, epoch uint64) (time.Time, error) {
+	c := r.cfg
+	t0 := r.res.Start
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	type ended struct {
+		at  time.Time
+		out string
+		err error
+	}
+	susp, mig := make(chan ended, 1), make(chan ended, 1)
+	go func() {
+		out, err := r.x.Run(wctx, "", c.Tool, "wait-suspend", strconv.Itoa(t))
+		susp <- ended{time.Now(), out, err}
+	}()
+	go func() {
+		_, err := r.x.Run(ctx, "", "xl", "migrate", "-p", c.Target, c.Dest)
+		mig <- ended{time.Now(), "", err}
+	}()
+	prepare := func() error {
+		if _, err := r.request(ctx, "", m, fenced(proto.NewRequest(id("prepare"), proto.CmdPrepare), epoch, nil)); err != nil {
+			return err
+		}
+		r.mark(syncpoint.SubjectSupervisor, "src", false, "quiesced")
+		return nil
+	}
+	var tStop time.Time
+	var prepErr error
+	prepared := false
+	var xl ended
+	select {
+	case s := <-susp:
+		if s.err != nil {
+			r.cfg.Log.Warn("the target's suspend was not seen: prepare after its migration ends", "err", s.err)
+		} else {
+			tStop = r.mark(syncpoint.SubjectTarget, "src/target", false, "suspended for its last copy")
+			r.res.Waits[0] = syncpoint.Measured(tStop.Sub(t0))
+			prepErr = prepare()
+			prepared = prepErr == nil
+		}
+		xl = <-mig
+	case xl = <-mig:
+	}
+	stopWatch()
+	if xl.err == nil {
+		r.markAt(xl.at, syncpoint.SubjectTarget, "src/target", false, "xl migrate target ended")
+	}
+	r.res.TargetMigration = syncpoint.Measured(xl.at.Sub(t0))
+	switch {
+	case xl.err != nil && prepared:
+		return tStop, r.resumeAtSource(ctx, t, m, epoch, xl.at, xl.err)
+	case xl.err != nil && prepErr != nil:
+		return tStop, fmt.Errorf("P1: target's migration: %w; prepare at its suspend failed too: %v (xl resumes the target at the source; ask Domain M's status)", xl.err, prepErr)
+	case xl.err != nil:
+		return tStop, fmt.Errorf("P1: target's migration: %w (xl resumes it at the source on failure; Domain M still monitors it)", xl.err)
+	case prepErr != nil:
+		return tStop, fmt.Errorf("P2: prepare at the target's suspend: %w (the target is paused at %s)", prepErr, c.Dest)
+	}
+	if tStop.IsZero() {
+		tStop = xl.at
+		r.res.Waits[0] = syncpoint.Measured(tStop.Sub(t0))
+	}
+	if !prepared {
+		if err := prepare(); err != nil {
+			return tStop, fmt.Errorf("P2: prepare: %w (the target is paused at %s)", err, c.Dest)
+		}
+	}
+	return tStop, nil
+}
+
+// resumeAtSource answers a target migration that failed after prepare: xl has resumed
+// the target here (or left it suspended), Domain M is quiesced. The target is paused,
+// Domain M resumed for it here, and the target unpaused once it is monitored again; the
+// returned error says so. If Domain M does not resume, the target stays paused.
+func (r *run) resumeAtSource(ctx context.Context, t, m int, epoch uint64, xlEnd time.Time, xlErr error) error {
+	c := r.cfg
+	// xl resumed the target before it returned: from then at the latest it ran unwatched.
+	r.markAt(xlEnd, syncpoint.SubjectTarget, "src/target", true, "resumed here by xl (its migration failed)")
+	if _, err := r.x.Run(ctx, "", "xl", "pause", c.Target); err != nil {
+		return fmt.Errorf("P1: target's migration: %w, after Domain M's prepare; pausing the target here failed too: %v (it may run here unwatched: resume Domain M for domain %d)", xlErr, err, t)
+	}
+	r.mark(syncpoint.SubjectTarget, "src/target", false, "paused until Domain M monitors it again")
+	args, _ := json.Marshal(proto.ResumeArgs{Source: fmt.Sprintf("xen:%d", t),
+		Target: proto.TargetInfo{Name: c.Target, DomID: t}})
+	resp, err := r.request(ctx, "", m, fenced(proto.NewRequest(id("resume"), proto.CmdResume), epoch, args))
+	if err != nil || resp.State != proto.StateMonitoring {
+		return fmt.Errorf("P1: target's migration: %w, after Domain M's prepare; Domain M's resume here: %v (state %q): the target stays paused here", xlErr, err, resp.State)
+	}
+	r.mark(syncpoint.SubjectSupervisor, "src", true, "monitoring again")
+	r.mark(syncpoint.SubjectTarget, "src/target", true, "unpause sent")
+	if _, err := r.x.Run(ctx, "", "xl", "unpause", c.Target); err != nil {
+		return fmt.Errorf("P1: target's migration: %w; Domain M monitors it here again, but unpausing it failed: %v", xlErr, err)
+	}
+	return fmt.Errorf("P1: target's migration: %w, after Domain M's prepare; the target runs here again, monitored by Domain M (nothing moved)", xlErr)
 }
 
 // saveRestore moves the quiesced Domain M by xl save here, scp to the destination and

@@ -7,28 +7,89 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/domainm/domainm/appliance/control/proto"
+	"github.com/domainm/domainm/migrate-hooks/internal/syncpoint"
 )
 
 // fakeXen plays both dom0s: domain ids, xl migrate moving a domain, and a supervisor
 // answering requests by state. It records every command in order.
+//
+// xl migrate of the target models libxl's sender: the target suspends, then its last
+// copy lasts until prepare arrives (or lastCopy passes), then xl destroys the source
+// domain and returns. Domain M's supervisor, like the real one, sees its target vanish
+// if it is still monitoring then (goneSeen).
 type fakeXen struct {
+	mu        sync.Mutex
 	ids       map[string]int // "host/name" -> domid
 	state     string         // the supervisor's
 	log       []string
 	failCmd   string // a command (prefix) that fails
 	nextID    int
 	unwatched bool // the target ran while Domain M was not monitoring
+
+	suspended        chan struct{} // closed when the target stops for its last copy
+	prepared         chan struct{} // closed at prepare
+	lastCopy         time.Duration // how long the last copy waits for prepare at most
+	failAfterSuspend bool          // xl migrate fails after the suspend; xl resumes the target here
+	noWatch          bool          // wait-suspend fails (an older dom0 tool)
+	goneSeen         bool          // the source domain was destroyed while Domain M monitored it
+	targetHere       string        // the target's state at the source: running, suspended, paused, gone
 }
 
 func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (string, error) {
 	cmd := strings.TrimSpace(host + " " + name + " " + strings.Join(args, " "))
+	f.mu.Lock()
 	f.log = append(f.log, cmd)
-	if f.failCmd != "" && strings.HasPrefix(strings.TrimSpace(name+" "+strings.Join(args, " ")), f.failCmd) {
+	fail := f.failCmd != "" && strings.HasPrefix(strings.TrimSpace(name+" "+strings.Join(args, " ")), f.failCmd)
+	f.mu.Unlock()
+	if fail {
 		return "", errors.New("injected failure")
 	}
+	// the two commands that run beside the rest, and block
+	switch {
+	case name == "domainm-xen" && args[0] == "wait-suspend":
+		if f.noWatch {
+			return "", errors.New("unknown command \"wait-suspend\"")
+		}
+		select {
+		case <-f.suspended:
+			return "suspended " + args[1] + " 0\n", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	case name == "xl" && args[0] == "migrate" && args[2] == "target":
+		f.mu.Lock()
+		f.targetHere = "suspended"
+		f.mu.Unlock()
+		close(f.suspended)
+		select {
+		case <-f.prepared:
+		case <-time.After(f.lastCopy):
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.failAfterSuspend {
+			f.targetHere = "running"
+			if f.state != proto.StateMonitoring {
+				f.unwatched = true
+			}
+			return "", errors.New("migration sender: target reported failure; resuming at the source")
+		}
+		if f.state == proto.StateMonitoring {
+			f.goneSeen = true
+		}
+		f.targetHere = "gone"
+		delete(f.ids, "/target")
+		f.nextID++
+		f.ids[args[3]+"/target"] = f.nextID
+		return "", nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	switch {
 	case name == "xl" && args[0] == "domid":
 		id, ok := f.ids[host+"/"+args[1]]
@@ -59,6 +120,11 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		if f.state != proto.StateMonitoring {
 			f.unwatched = true
 		}
+		if host == "" {
+			f.targetHere = "running"
+		}
+	case name == "xl" && args[0] == "pause" && args[1] == "target" && host == "":
+		f.targetHere = "paused"
 	case name == "domainm-xen" && args[0] == "request":
 		var req proto.Request
 		if err := json.Unmarshal([]byte(args[2]), &req); err != nil {
@@ -70,7 +136,11 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		}
 		switch req.Cmd {
 		case proto.CmdPrepare:
+			if f.targetHere == "gone" {
+				return "", errors.New("request prepare: not monitoring: waiting for the memory source xen:1 (wrong_state)")
+			}
 			f.state = proto.StateQuiesced
+			close(f.prepared)
 		case proto.CmdResume:
 			f.state = proto.StateMonitoring
 		}
@@ -80,8 +150,17 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 	return "", nil
 }
 
+// d is a measured figure's duration (-1 if not measured).
+func d(f syncpoint.Figure) time.Duration {
+	if v, ok := f.Get(); ok {
+		return v
+	}
+	return -1
+}
+
 func newFake() *fakeXen {
-	return &fakeXen{ids: map[string]int{"/target": 1, "/domainm": 2}, state: proto.StateMonitoring, nextID: 5}
+	return &fakeXen{ids: map[string]int{"/target": 1, "/domainm": 2}, state: proto.StateMonitoring, nextID: 5,
+		suspended: make(chan struct{}), prepared: make(chan struct{}), lastCopy: 2 * time.Second, targetHere: "running"}
 }
 
 func TestMigrateOrder(t *testing.T) {
@@ -200,5 +279,90 @@ func TestMigrateSave(t *testing.T) {
 	f.failCmd = "xl restore"
 	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true}); err == nil || !strings.Contains(err.Error(), "saved in") {
 		t.Fatalf("failed restore: err = %v, want where the image is", err)
+	}
+}
+
+// TestPrepareAtSuspend: prepare reaches Domain M while the target's source domain still
+// exists (its last copy), so the supervisor never sees its target vanish (lab runs 21
+// and 22 lost that race when prepare followed xl's end). Without the suspend watch the
+// fake reproduces run 21: the supervisor saw the domain go and refused prepare.
+func TestPrepareAtSuspend(t *testing.T) {
+	f := newFake()
+	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.goneSeen {
+		t.Errorf("the source domain was destroyed while Domain M still monitored it: %q", f.log)
+	}
+	if f.unwatched || len(r.Violations) > 0 || !r.Gap.OK() || d(r.Gap) != 0 {
+		t.Errorf("unwatched %v, violations %v, gap %v", f.unwatched, r.Violations, r.Gap)
+	}
+	// P1 ends at the suspend, before xl's end; the downtime counts from the suspend.
+	if !(d(r.Waits[0]) <= d(r.TargetMigration)) || d(r.TargetDowntime) < d(r.Waits[1]) {
+		t.Errorf("P1 %v, target's migration %v, P2 %v, downtime %v", r.Waits[0], r.TargetMigration, r.Waits[1], r.TargetDowntime)
+	}
+	whats := ""
+	for _, c := range r.Timeline {
+		whats += c.What + "; "
+	}
+	if !strings.Contains(whats, "suspended for its last copy; quiesced; xl migrate target ended") {
+		t.Errorf("timeline %s: want suspend, then quiesced, then xl's end", whats)
+	}
+
+	f = newFake()
+	f.noWatch, f.lastCopy = true, 50*time.Millisecond
+	_, err = Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
+	if err == nil || !strings.Contains(err.Error(), "P2: prepare") || !f.goneSeen {
+		t.Errorf("without the suspend watch: err %v, gone seen %v: want run 21's refused prepare", err, f.goneSeen)
+	}
+}
+
+// TestTargetFailsAfterPrepare: the target's migration fails after Domain M quiesced (xl
+// resumes the target at the source). The coordinator pauses the target, resumes Domain M
+// there and unpauses it; nothing else moves, and the timeline owns up to the moment the
+// target ran unwatched (from xl's end at the latest to the pause).
+func TestTargetFailsAfterPrepare(t *testing.T) {
+	f := newFake()
+	f.failAfterSuspend = true
+	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
+	if err == nil || !strings.Contains(err.Error(), "monitored by Domain M") {
+		t.Fatalf("err = %v", err)
+	}
+	idx := func(prefix string) int {
+		i := slices.IndexFunc(f.log, func(s string) bool { return strings.HasPrefix(s, prefix) })
+		if i < 0 {
+			t.Fatalf("%q never ran: %q", prefix, f.log)
+		}
+		return i
+	}
+	order := []string{`domainm-xen request 2 {"id":"prepare`, "xl pause target", `domainm-xen request 2 {"id":"resume`, "xl unpause target"}
+	for i := 1; i < len(order); i++ {
+		if idx(order[i-1]) >= idx(order[i]) {
+			t.Errorf("%q ran after %q: %q", order[i-1], order[i], f.log)
+		}
+	}
+	if !strings.Contains(f.log[idx(`domainm-xen request 2 {"id":"resume`)], `"source":"xen:1"`) {
+		t.Errorf("resume does not name the source domain: %q", f.log[idx(`domainm-xen request 2 {"id":"resume`)])
+	}
+	if f.state != proto.StateMonitoring || f.targetHere != "running" {
+		t.Errorf("after the failure: supervisor %q, target %q here: want monitoring, running", f.state, f.targetHere)
+	}
+	for _, c := range f.log {
+		if strings.HasPrefix(c, "xl save") || strings.HasPrefix(c, "xl migrate -p domainm") || strings.HasPrefix(c, "b ") {
+			t.Errorf("%q ran after the target's migration failed", c)
+		}
+	}
+	if len(r.Violations) != 1 || r.Violations[0].Open || d(r.Gap) <= 0 || d(r.Gap) > time.Second {
+		t.Errorf("violations %v, gap %v: want one closed interval, xl's end to the pause", r.Violations, r.Gap)
+	}
+	f = newFake()
+	f.failAfterSuspend = true
+	f.failCmd = `domainm-xen request 2 {"id":"resume`
+	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"}); err == nil || !strings.Contains(err.Error(), "stays paused here") {
+		t.Errorf("resume at the source refused: err = %v", err)
+	}
+	if f.targetHere != "paused" {
+		t.Errorf("resume at the source refused, target %q: want it left paused", f.targetHere)
 	}
 }
