@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,7 +48,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/domainm/domainm/appliance/control"
-	"github.com/domainm/domainm/appliance/control/xenstore"
 	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/appliance/internal/config"
 	"github.com/domainm/domainm/detectors"
@@ -152,9 +152,6 @@ func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
 	if deps.Notify == nil {
 		deps.Notify = func(string) {}
 	}
-	if deps.OpenSource == nil {
-		deps.OpenSource = OpenSource
-	}
 	if deps.ShutdownTimeout <= 0 {
 		deps.ShutdownTimeout = 10 * time.Second
 	}
@@ -173,11 +170,20 @@ func New(cfg *config.Config, deps Deps) (*Supervisor, error) {
 		xen:        &xenConn{open: deps.OpenXenstore},
 		stateSince: deps.Clock.Now(), live: newLiveConfig(),
 		target: detectors.Target{Name: cfg.Target.Name, UUID: cfg.Target.UUID, Host: cfg.Target.Host, Source: cfg.Target.Memory}}
+	if s.deps.OpenSource == nil {
+		s.deps.OpenSource = s.openSource
+	}
 	return s, nil
 }
 
-// OpenSource opens spec with a layout given as text (memscan.Open).
+// OpenSource opens spec with a layout given as text (memscan.Open). A xen: source
+// opened this way probes for the target's frames; the supervisor's own open
+// (Supervisor.openSource) gives it dom0's list.
 func OpenSource(spec, layout string) (memscan.Source, error) {
+	return openSource(spec, layout, nil)
+}
+
+func openSource(spec, layout string, frames []memscan.Range) (memscan.Source, error) {
 	var opts memscan.OpenOptions
 	if layout != "" {
 		l, err := memscan.ParseLayout(layout)
@@ -186,34 +192,24 @@ func OpenSource(spec, layout string) (memscan.Source, error) {
 		}
 		opts.Layout = l
 	}
-	if strings.HasPrefix(spec, "xen:") {
-		opts.XenFrames = xenFrames()
-	}
+	opts.XenFrames = frames
 	return memscan.Open(spec, opts)
 }
 
-// xenFrames returns the target's frames that dom0 wrote to Domain M's xenstore node
-// domainm/frames (domainm-xen grant: Xen's p2m of the target), or nil without them:
-// then memscan probes the low 4 GiB of frames, which in a PVH Domain M costs two
-// hypercalls per frame (the nested lab's run 8 had not finished after 19 min).
-func xenFrames() []memscan.Range {
-	if _, err := os.Stat(xenstore.DevicePath); err != nil {
-		return nil
+// openSource is the supervisor's default Deps.OpenSource: a xen:DOMID source maps the
+// frames dom0 listed in domainm/frames (domainm-xen grant: Xen's p2m of the target) when
+// domainm/target names that domain, read on the supervisor's one xenstore connection,
+// as the refresh reads them (xenList). Without a list memscan probes the low 4 GiB of
+// frames, which in a PVH Domain M costs two hypercalls per frame (the nested lab's run
+// 8 had not finished after 19 min).
+func (s *Supervisor) openSource(spec, layout string) (memscan.Source, error) {
+	var frames []memscan.Range
+	if kind, arg, ok := strings.Cut(spec, ":"); ok && kind == "xen" {
+		if id, err := strconv.Atoi(arg); err == nil {
+			frames = s.xenList(id)
+		}
 	}
-	xs, err := xenstore.Open()
-	if err != nil {
-		return nil
-	}
-	defer xs.Close()
-	v, err := xs.Read("domainm/frames")
-	if err != nil {
-		return nil
-	}
-	rs, err := memscan.ParseXenFrames(v)
-	if err != nil {
-		return nil
-	}
-	return rs
+	return openSource(spec, layout, frames)
 }
 
 // Run starts everything, reports READY=1 and runs until ctx is cancelled, then stops
