@@ -8,6 +8,13 @@
 #    plants a marker in the target and waits for Domain M to find it, checks it against
 #    dom0's own view of the frame, co-migrates both to B in the order that keeps P1-P4,
 #    plants again at B, and powers both hosts off.
+# With /lab/nfs (XENLAB_NFS; the appliance's /etc/domainm/nfs format: server, port,
+# export) the target's disk image lies on NFS storage both hosts share: each dom0 bridges
+# its storage NIC (QEMU user networking, the server at 10.0.2.2 is this machine's
+# 127.0.0.1) as xenbr0 and mounts the export read-write at /srv/storage; Domain M gets a
+# vif on xenbr0 and checks the image read-only over its own NFSv4 mount; a setuid file is
+# planted into the image from dom0 (debugfs -w) at A and again at B after the migration,
+# and each must be alerted by Domain M on its console.
 #
 # Every event goes to /lab/out/events.log as "EPOCH_SECONDS HOST EVENT key=value ...";
 # migrate-hooks/internal/xenlab reads both hosts' logs back after power-off.
@@ -21,6 +28,7 @@ case $role in A) me=10.99.0.1 peer=10.99.0.2;; B) me=10.99.0.2 peer=10.99.0.1;; 
 # (XENLAB_DOMM=supervisor): then its state comes from the status request and its finds
 # from the alerts on its console (found-console.sh), not from its xenstore subtree.
 domm=$(cat /lab/domm-mode 2>/dev/null || echo agent)
+nfs=; [ -f /lab/nfs ] && nfs=1
 ev() { echo "$(date +%s.%N) $role $*" | tee -a $out/events.log; }
 fail() { ev FAIL "$*"; [ $role = A ] && domm_report; cp /var/log/xen/console/*.log $out/ 2>/dev/null; sync; [ $role = A ] && peer_off; exit 1; }
 # domm_report: Domain M's restarts, OOM kills and last memory line on both hosts' consoles
@@ -63,8 +71,29 @@ peer_off() { timeout 300 ssh root@$peer 'cp /var/log/xen/console/*.log /lab/out/
 ev XEN-START
 xen_start || fail "Xen's daemons did not start"
 ev XEN-UP
-nic=$(ls /sys/class/net | grep -v -E '^(lo|vif|xenbr)' | head -1)
+# the lab link is the NIC with MAC 52:54:00:12:34:0X (the storage NIC, with XENLAB_NFS,
+# has 52:54:00:12:35:0X)
+nic_of() { local n; for n in /sys/class/net/*; do case $(cat $n/address) in $1*) basename $n; return 0;; esac; done; return 1; }
+nic=$(nic_of 52:54:00:12:34:) || nic=$(ls /sys/class/net | grep -v -E '^(lo|vif|xenbr)' | head -1)
 ip link set "$nic" up; ip addr add $me/24 dev "$nic"
+# storage_up: xenbr0 over the storage NIC (Domain M's vif joins it), dom0's address on it,
+# the export mounted read-write at /srv/storage (the kernel's NFSv4 client, busybox mount
+# as in the appliance: no nfs-common in dom0).
+storage_up() {
+	local snic server port export i out
+	server=$(sed -n 's/^server *= *//p' /lab/nfs) port=$(sed -n 's/^port *= *//p' /lab/nfs) export=$(sed -n 's/^export *= *//p' /lab/nfs)
+	snic=$(nic_of 52:54:00:12:35:) || { ev STORAGE where=$role error=no-storage-nic; return 1; }
+	modprobe bridge; modprobe nfsv4
+	ip link add xenbr0 type bridge && ip link set "$snic" master xenbr0 && ip link set "$snic" up && ip link set xenbr0 up &&
+		ip addr add 10.0.2.15/24 dev xenbr0 || { ev STORAGE where=$role error=bridge; return 1; }
+	mkdir -p /srv/storage
+	for ((i = 0; i < 60; i++)); do
+		out=$(busybox mount -t nfs4 -o rw,noac,lookupcache=none,port=$port,addr=$server $server:$export /srv/storage 2>&1) && break
+		sleep 5
+	done
+	mountpoint -q /srv/storage || { ev STORAGE where=$role error=mount "$out"; return 1; }
+	ev STORAGE where=$role nic=$snic mounted=$server:$export port=$port image="$(ls -l /srv/storage/target.img 2>&1 | tr -s ' ')"
+}
 ev BOOTED uptime=$(cut -d' ' -f1 /proc/uptime) "$(xl info | grep -E '^(xen_version|virt_caps)' | tr -s ' ' | tr '\n' ' ')"
 
 # xenstore watches, timestamped here: domains released, suspend requests, Domain M's state.
@@ -141,6 +170,8 @@ found_all() {
 	fi
 }
 
+# (B goes on without it: A waits for B's READY, and its disk step at B then fails)
+[ -n "$nfs" ] && { storage_up || { [ $role = A ] && fail "the shared storage"; }; }
 if [ $role = B ]; then
 	# advance B's domain ids: the migrated domains must arrive with new ids
 	ev IDBUMP-CREATE
@@ -166,7 +197,13 @@ start_pair() {
 	watch_xs /local/domain/$T/control
 	ev DOMAINM-CREATE
 	if [ $domm = supervisor ]; then
-		xl_create xl-create-domainm.log -p /lab/domainm.cfg "extra=\"console=hvc0 rdinit=/init quiet domainm_target=$T\"" || fail "xl create domainm"
+		if [ -n "$nfs" ]; then
+			# a vif on the storage bridge; its address on the command line (domainm-init)
+			xl_create xl-create-domainm.log -p /lab/domainm.cfg "extra=\"console=hvc0 rdinit=/init quiet domainm_target=$T domainm_ip=10.0.2.16/24\"" \
+				'vif=["bridge=xenbr0,mac=00:16:3e:d0:4d:01"]' || fail "xl create domainm"
+		else
+			xl_create xl-create-domainm.log -p /lab/domainm.cfg "extra=\"console=hvc0 rdinit=/init quiet domainm_target=$T\"" || fail "xl create domainm"
+		fi
 	else
 		xl_create xl-create-domainm.log -p /lab/domainm.cfg || fail "xl create domainm"
 	fi
@@ -259,6 +296,17 @@ check_frame $T $g $s1 && ev FRAME-OK where=A gpa=$g || {
 	done
 	[ -n "$ok" ] || fail "dom0's view of $g (and of every other copy Domain M reported) lacks the marker"
 }
+# The disk check over NFS at A: Domain M's baseline of the image, a setuid file planted
+# into the image from dom0, its alert on Domain M's console.
+if [ -n "$nfs" ]; then
+	b=$(nfs-check.sh alert disk-baseline-created - 600) || fail "Domain M recorded no baseline of the disk image"
+	ev DISK-BASELINE where=A at=$b
+	ev DISK-PLANT where=A path=/usr/bin/.xenlab-A
+	nfs-check.sh plant /usr/bin/.xenlab-A >>$out/disk-plant.log 2>&1 || fail "plant in the disk image at A: $(tail -3 $out/disk-plant.log)"
+	ev DISK-PLANTED where=A path=/usr/bin/.xenlab-A
+	a=$(nfs-check.sh alert file-added /usr/bin/.xenlab-A 900) || fail "Domain M did not alert the file planted in the disk image at A"
+	ev DISK-ALERT where=A path=/usr/bin/.xenlab-A at=$a
+fi
 
 # B ready?
 # every 30 s: each ssh costs both emulated dom0s seconds of CPU (run 6: B's xl create
@@ -302,6 +350,15 @@ fi
 ev FOUND where=B gpa=$g2 seed=$s2 domid=$T2
 r=$(ssh root@$peer /lab/domainm-xen frame $T2 $(($g2 >> 12)) $(($g2 & 4095)) 37) ; echo "$r" >>$out/frames.log
 echo "$r" | grep -qF "bytes \"DOMAINM-XENLAB-PLANT:$s2\"" && ev FRAME-OK where=B gpa=$g2 || fail "B dom0's view of $g2 lacks the marker"
+# The disk check over NFS after the co-migration: planted from B's dom0 into the same
+# image (the shared storage), alerted by Domain M at B.
+if [ -n "$nfs" ]; then
+	ev DISK-PLANT where=B path=/usr/bin/.xenlab-B
+	ssh root@$peer /lab/nfs-check.sh plant /usr/bin/.xenlab-B >>$out/disk-plant.log 2>&1 || fail "plant in the disk image at B: $(tail -3 $out/disk-plant.log)"
+	ev DISK-PLANTED where=B path=/usr/bin/.xenlab-B
+	a=$(ssh root@$peer /lab/nfs-check.sh alert file-added /usr/bin/.xenlab-B 900) || fail "Domain M did not alert the file planted in the disk image at B"
+	ev DISK-ALERT where=B path=/usr/bin/.xenlab-B at=$a
+fi
 domm_report
 cp /var/log/xen/console/guest-*.log $out/ 2>/dev/null
 ssh root@$peer 'cp /var/log/xen/console/guest-*.log /lab/out/ 2>/dev/null; cp /var/log/xen/console/guest-target.log /lab/out/guest-target-B.log; sync'

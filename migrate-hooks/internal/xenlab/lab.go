@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/domainm/domainm/image/ganesha"
 )
 
 // Lab is one run's folders and settings.
@@ -35,8 +37,22 @@ type Lab struct {
 	Supervisor bool
 	// Accel is QEMU's -accel for both hosts (XENLAB_ACCEL; DefaultAccel when empty).
 	Accel string
-	t0    time.Time
+	// NFS: the disk check over NFS (XENLAB_NFS=1; needs Supervisor). The target's disk
+	// image (ext4, mkfs.ext4 -d) lies in an export of nfs-ganesha on this machine's
+	// 127.0.0.1, which each host reaches through a second NIC on QEMU user networking
+	// (10.0.2.2); Domain M mounts it over its vif and checks the image (target.disk).
+	NFS bool
+	nfs *ganesha.Server
+	t0  time.Time
 }
+
+// The disk check over NFS: the image's name in the export, where Domain M mounts the
+// export (the appliance's mount-storage) and how often it checks.
+const (
+	NFSImage        = "target.img"
+	NFSMount        = "/srv/storage"
+	NFSDiskInterval = "15s"
+)
 
 // DefaultAccel is the hosts' TCG mode: one thread per host. Lab runs 11, 13 and 14
 // (thread=multi) lost the target to triple faults, three of whose four register dumps
@@ -95,6 +111,14 @@ func (l *Lab) Prepare(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(disk, "out"), 0o755); err != nil {
 		return err
 	}
+	if l.NFS {
+		if !l.Supervisor {
+			return fmt.Errorf("XENLAB_NFS=1 needs XENLAB_DOMM=supervisor: the agent has no disk check")
+		}
+		if err := l.prepareNFS(ctx, disk); err != nil {
+			return err
+		}
+	}
 	l.step("binaries: agent and domainm-migrate (CGO_ENABLED=0), domainm-xen (-tags xen, libxenctrl)")
 	if err := l.sh(ctx, l.Repo, []string{"CGO_ENABLED=0"}, "go", "build", "-o", filepath.Join(l.Run, "agent"), "./migrate-hooks/internal/xenlab/agent"); err != nil {
 		return err
@@ -107,7 +131,7 @@ func (l *Lab) Prepare(ctx context.Context) error {
 	}
 	l.step("guest initrds and lab disks")
 	x := filepath.Join(l.Repo, "image", "xen")
-	for _, f := range []string{"run.sh", "found-console.sh", "target.cfg", "domainm.cfg"} {
+	for _, f := range []string{"run.sh", "found-console.sh", "nfs-check.sh", "target.cfg", "domainm.cfg"} {
 		if err := copyFile(filepath.Join(x, f), filepath.Join(disk, f), 0o755); err != nil {
 			return err
 		}
@@ -119,6 +143,9 @@ func (l *Lab) Prepare(ctx context.Context) error {
 			return err
 		}
 		env = append(env, "DOMM_TREE="+tree)
+		if l.NFS {
+			env = append(env, "DOMM_NFS=1")
+		}
 		// run.sh reads the mode from the lab disk
 		if err := os.WriteFile(filepath.Join(disk, "domm-mode"), []byte("supervisor\n"), 0o644); err != nil {
 			return err
@@ -158,7 +185,20 @@ func (l *Lab) packSupervisor(ctx context.Context) (string, error) {
 	if err := os.MkdirAll(filepath.Join(tree, "etc", "domainm", "rules"), 0o755); err != nil {
 		return "", err
 	}
-	if err := copyFile(filepath.Join(x, "domainm.toml"), filepath.Join(tree, "etc", "domainm", "domainm.toml"), 0o644); err != nil {
+	conf, err := os.ReadFile(filepath.Join(x, "domainm.toml"))
+	if err != nil {
+		return "", err
+	}
+	if l.NFS {
+		if conf, err = NFSConfig(conf); err != nil {
+			return "", err
+		}
+		// the appliance's /etc/domainm/nfs: what mount-storage mounts
+		if err := os.WriteFile(filepath.Join(tree, "etc", "domainm", "nfs"), []byte(l.nfsConf()), 0o644); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tree, "etc", "domainm", "domainm.toml"), conf, 0o644); err != nil {
 		return "", err
 	}
 	rules, err := filepath.Glob(filepath.Join(x, "rules", "*.yar"))
@@ -196,7 +236,7 @@ func (l *Lab) qemuArgs(h string, port int) []string {
 		net = fmt.Sprintf("socket,id=n1,connect=127.0.0.1:%d", port)
 		mac = "52:54:00:12:34:0b"
 	}
-	return []string{
+	args := []string{
 		"-accel", l.accel(), "-cpu", "qemu64,+svm,+npt", "-m", "3G", "-smp", "2",
 		// -nodefaults: no VGA, floppy, CD-ROM or parallel port for dom0's udev to probe
 		// (minutes each under TCG on a loaded machine).
@@ -209,6 +249,13 @@ func (l *Lab) qemuArgs(h string, port int) []string {
 		"-drive", "file=" + filepath.Join(l.Run, "lab-"+h+".img") + ",if=virtio,format=raw,cache=unsafe",
 		"-netdev", net, "-device", "virtio-net-pci,netdev=n1,mac=" + mac,
 	}
+	if l.NFS {
+		// the storage network: QEMU user networking, whose 10.0.2.2 is this machine's
+		// 127.0.0.1, where ganesha listens (run.sh finds the NIC by its MAC)
+		args = append(args, "-netdev", "user,id=n2,net=10.0.2.0/24",
+			"-device", "virtio-net-pci,netdev=n2,mac="+strings.Replace(mac, ":34:", ":35:", 1))
+	}
+	return args
 }
 
 func (l *Lab) start(h string, port int) (*host, error) {
@@ -234,6 +281,12 @@ func (hs *host) kill() { syscall.Kill(-hs.cmd.Process.Pid, syscall.SIGKILL) }
 // and reads their lab disks' out/ folders into Run/out-A and Run/out-B.
 func (l *Lab) Boot(ctx context.Context, port int) error {
 	l.step("boot hosts A and B (QEMU -accel %s, -cpu qemu64,+svm,+npt, 3 GiB, 2 vCPUs each; link 127.0.0.1:%d)", l.accel(), port)
+	if l.nfs != nil {
+		if err := l.nfs.Start(ctx); err != nil {
+			return err
+		}
+		l.step("shared storage: ganesha (pid %d) exports %s on %s, NFSv4, read-write", l.nfs.Pid(), l.nfs.Export, l.nfs.Addr)
+	}
 	a, err := l.start("A", port)
 	if err != nil {
 		return err
@@ -245,6 +298,9 @@ func (l *Lab) Boot(ctx context.Context, port int) error {
 		return err
 	}
 	defer b.kill()
+	if l.nfs != nil {
+		defer func() { l.step("ganesha stopped (%v)", l.nfs.Close()) }()
+	}
 	timeout := time.After(l.Timeout)
 	// this machine's load while the nested hosts run (every figure is stated with it)
 	load := time.NewTicker(5 * time.Minute)
@@ -312,4 +368,63 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// prepareNFS makes the target's disk image (a small ext4 made with mkfs.ext4 -d) in the
+// run's export folder, prepares ganesha (its port chosen) and writes the hosts' storage
+// configuration to the lab disk (disk/nfs, read by run.sh).
+func (l *Lab) prepareNFS(ctx context.Context, disk string) error {
+	export, tree := filepath.Join(l.Run, "export"), filepath.Join(l.Run, "target-tree")
+	files := map[string]string{
+		"etc/hostname":    "target\n",
+		"etc/passwd":      "root:x:0:0:root:/root:/bin/sh\n",
+		"etc/motd":        "the Xen lab's target\n",
+		"usr/bin/tool":    "#!/bin/sh\necho tool\n",
+		"usr/sbin/daemon": "#!/bin/sh\nexec sleep infinity\n",
+	}
+	for p, data := range files {
+		f := filepath.Join(tree, p)
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(p, "usr/") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(f, []byte(data), mode); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(export, 0o755); err != nil {
+		return err
+	}
+	img := filepath.Join(export, NFSImage)
+	if err := l.sh(ctx, l.Run, nil, "mkfs.ext4", "-q", "-F", "-d", tree, "-E", "root_owner=0:0", "-b", "4096", "-L", "target", img, "16M"); err != nil {
+		return err
+	}
+	s, err := ganesha.New(ganesha.Config{Export: export, Dir: filepath.Join(l.Run, "ganesha"), Writable: true})
+	if err != nil {
+		return err
+	}
+	l.nfs = s
+	l.step("target's disk image %s (ext4, mkfs.ext4 -d, 16 MiB); ganesha to serve %s on %s", img, export, s.Addr)
+	return os.WriteFile(filepath.Join(disk, "nfs"), []byte(l.nfsConf()), 0o644)
+}
+
+// nfsConf is the storage configuration in the appliance's /etc/domainm/nfs format, as
+// a guest on a host's QEMU user network reaches ganesha.
+func (l *Lab) nfsConf() string {
+	return fmt.Sprintf("server = 10.0.2.2\nport = %d\nexport = %s\n", l.nfs.Port, l.nfs.Pseudo)
+}
+
+// NFSConfig adds the disk check to the lab's domainm.toml: target.disk on the storage
+// mount and [disk] interval NFSDiskInterval.
+func NFSConfig(conf []byte) ([]byte, error) {
+	const memLine = "memory = \"xen:granted\"\n"
+	s := string(conf)
+	if strings.Count(s, memLine) != 1 || strings.Contains(s, "\n[disk]") {
+		return nil, fmt.Errorf("domainm.toml: want one line %q and no [disk] table", strings.TrimSpace(memLine))
+	}
+	s = strings.Replace(s, memLine, memLine+fmt.Sprintf("disk = %q\ndisk_format = \"raw\"\n", NFSMount+"/"+NFSImage), 1)
+	return []byte(s + fmt.Sprintf("\n[disk]\ninterval = %q\n", NFSDiskInterval)), nil
 }

@@ -39,6 +39,8 @@ func TestXenLab(t *testing.T) {
 	l.Supervisor = os.Getenv("XENLAB_DOMM") == "supervisor"
 	// XENLAB_ACCEL: QEMU's -accel for both hosts (default DefaultAccel).
 	l.Accel = os.Getenv("XENLAB_ACCEL")
+	// XENLAB_NFS=1: the target's disk image on shared NFS storage, checked by Domain M.
+	l.NFS = os.Getenv("XENLAB_NFS") == "1"
 	// XENLAB_ANALYZE=1 reads the last run's logs again without building or booting.
 	if os.Getenv("XENLAB_ANALYZE") != "1" {
 		if err := l.Prepare(ctx); err != nil {
@@ -108,6 +110,69 @@ func TestXenLab(t *testing.T) {
 		t.Errorf("domain ids at B %v should differ from A's: the remap must be to the new ids", r.IDs)
 	}
 	checkRanges(t, l, a)
+	if l.NFS {
+		checkDisk(t, l, a)
+	}
+}
+
+// checkDisk: the disk check over NFS. Domain M recorded a baseline of the target's image
+// at A and alerted the setuid file dom0 A planted into it (file-added, mode 4755, on its
+// console at A), and after the co-migration the one B's dom0 planted (on its console at
+// B); the timings are printed.
+func checkDisk(t *testing.T, l *Lab, a []Event) {
+	if e, ok := Find(a, "STORAGE", "where=A"); ok {
+		l.step("storage at A: %s", e.Line)
+	}
+	for _, where := range []string{"A", "B"} {
+		path := "/usr/bin/.xenlab-" + where
+		as, err := l.ConsoleAlerts(where)
+		if err != nil {
+			t.Errorf("Domain M's console at %s: %v", where, err)
+			continue
+		}
+		// Domain M's network and mount, as its init and mount-storage printed them
+		if b, err := os.ReadFile(filepath.Join(l.Run, "out-"+where, "guest-domainm.log")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, "DOMAINM-NET") || strings.Contains(line, "domainm-storage:") {
+					l.step("  Domain M at %s: %s", where, strings.TrimSpace(line))
+				}
+			}
+		}
+		if where == "A" {
+			b := With(as, "disk-baseline-created", "")
+			if len(b) == 0 {
+				t.Errorf("no disk-baseline-created alert on Domain M's console at A")
+			} else {
+				l.step("disk baseline at A: %s (%s)", b[0].Timestamp.Format(time.RFC3339Nano), b[0].Message)
+				if u, ok := Find(a, "DOMAINM-UNPAUSED"); ok {
+					l.step("  Domain M's unpause to its baseline of the image: %v (clocks of dom0 A and Domain M)", b[0].Timestamp.Sub(u.Time).Round(time.Millisecond))
+				}
+			}
+		}
+		f := With(as, "file-added", path)
+		if len(f) != 1 {
+			t.Errorf("Domain M's console at %s: %d file-added alerts of %s, want 1", where, len(f), path)
+		} else if f[0].File.Mode != "4755" {
+			t.Errorf("file-added %s: mode %q, want 4755: %s", path, f[0].File.Mode, f[0].Raw)
+		}
+		for _, o := range as {
+			if strings.HasPrefix(o.Event.Action, "file-") && !strings.HasPrefix(o.File.Path, "/usr/bin/.xenlab-") {
+				l.step("  other file alert at %s (not planted by the lab): %s", where, o.Raw)
+			}
+		}
+		p, ok1 := Find(a, "DISK-PLANTED", "where="+where)
+		s, ok0 := Find(a, "DISK-PLANT", "where="+where)
+		e, ok2 := Find(a, "DISK-ALERT", "where="+where)
+		if !ok0 || !ok1 || !ok2 {
+			t.Errorf("disk check at %s: events plant %v planted %v alert %v", where, ok0, ok1, ok2)
+			continue
+		}
+		l.step("disk check at %s: %s planted in %v (debugfs -w over NFS from dom0 %s), alerted %v after (dom0 A's clock; Domain M's alert at %s)",
+			where, path, p.Time.Sub(s.Time).Round(time.Millisecond), where, e.Time.Sub(p.Time).Round(time.Millisecond), e.Args["at"])
+		if len(f) == 1 {
+			t.Logf("disk check over NFS at %s: %s", where, f[0].Message)
+		}
+	}
 }
 
 // checkRanges compares Domain M's ranges (what Xen's p2m maps) with the e820 map the

@@ -184,3 +184,70 @@ func suspendRequested(r io.Reader, domid int) (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// ConsoleAlert is one of Domain M's alerts (the supervisor's file sink, ECS fields) as
+// its console reached dom0's xenconsoled log, "[YYYY-MM-DD HH:MM:SS] {json}".
+type ConsoleAlert struct {
+	Timestamp time.Time `json:"@timestamp"` // Domain M's clock
+	Message   string    `json:"message"`
+	Event     struct {
+		Action string `json:"action"`
+	} `json:"event"`
+	File struct {
+		Path string `json:"path"`
+		Mode string `json:"mode"`
+	} `json:"file"`
+	Host struct {
+		Name string `json:"name"` // the target
+	} `json:"host"`
+	Logged time.Time `json:"-"` // xenconsoled's timestamp (dom0's clock, seconds)
+	Raw    string    `json:"-"`
+}
+
+// ParseConsoleAlerts reads the alerts among the lines of a Domain M console log. A line
+// that is not one whole alert (kernel or init output, one cut by other output) is skipped.
+func ParseConsoleAlerts(r io.Reader) ([]ConsoleAlert, error) {
+	var out []ConsoleAlert
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		i := strings.Index(line, `{"@timestamp":`)
+		if i < 0 {
+			continue
+		}
+		var a ConsoleAlert
+		if json.Unmarshal([]byte(line[i:]), &a) != nil || a.Event.Action == "" {
+			continue
+		}
+		if p := strings.TrimSpace(line[:i]); strings.HasPrefix(p, "[") && strings.HasSuffix(p, "]") {
+			if t, err := time.Parse("2006-01-02 15:04:05", p[1:len(p)-1]); err == nil {
+				a.Logged = t
+			}
+		}
+		a.Raw = line[i:]
+		out = append(out, a)
+	}
+	return out, sc.Err()
+}
+
+// With returns the alerts of action (and, unless path is "", of file path).
+func With(as []ConsoleAlert, action, path string) []ConsoleAlert {
+	var out []ConsoleAlert
+	for _, a := range as {
+		if a.Event.Action == action && (path == "" || a.File.Path == path) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ConsoleAlerts reads Domain M's alerts from host h's copy of its console log.
+func (l *Lab) ConsoleAlerts(h string) ([]ConsoleAlert, error) {
+	f, err := os.Open(l.Run + "/out-" + h + "/guest-domainm.log")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseConsoleAlerts(f)
+}
