@@ -61,22 +61,37 @@ func (x *Xen) Refused() uint64 {
 // says so). Refresh must not run concurrently with reads that must see one mapping
 // throughout (run it between passes).
 func (x *Xen) Refresh(candidates []Range) (XenFrameChange, error) {
+	c, _, err := x.RefreshIf(candidates, nil)
+	return c, err
+}
+
+// RefreshIf is Refresh that swaps the new mapping in only if keep (nil: always)
+// accepts the change; otherwise the new mapping is dropped, the map state stays as it
+// was, and kept is false. The caller's reason: frames refused because the domain is
+// being destroyed (a migration's end: xl destroys the source domain) are not frames
+// the guest gave back, and dropping them from the map state would lose the pages a
+// prepare must still fingerprint.
+func (x *Xen) RefreshIf(candidates []Range, keep func(XenFrameChange) bool) (c XenFrameChange, kept bool, err error) {
 	x.mu.RLock()
 	domid, cur, mapped := x.domid, x.ranges, x.m != nil
 	x.mu.RUnlock()
 	if !mapped {
-		return XenFrameChange{}, fmt.Errorf("xen:%d: refreshing the frames: %w", domid, ErrClosed)
+		return XenFrameChange{}, false, fmt.Errorf("xen:%d: refreshing the frames: %w", domid, ErrClosed)
 	}
 	ask, err := rangesUnion(cur, candidates)
 	if err != nil {
-		return XenFrameChange{}, fmt.Errorf("xen:%d: refreshing the frames: %w", domid, err)
+		return XenFrameChange{}, false, fmt.Errorf("xen:%d: refreshing the frames: %w", domid, err)
 	}
 	span, m, got, err := xenMapFrames(x.mapFn(), domid, ask)
 	if err != nil {
-		return XenFrameChange{}, err
+		return XenFrameChange{}, false, err
 	}
-	c := xenChange(cur, got)
+	c = xenChange(cur, got)
 	c.Refused = TotalSize(ask)/xenPage - c.After
+	if keep != nil && !keep(c) {
+		m.Close()
+		return c, false, nil
+	}
 	x.mu.Lock()
 	old := x.m
 	x.m, x.span, x.ranges, x.refused = m, span, got, c.Refused
@@ -84,7 +99,7 @@ func (x *Xen) Refresh(candidates []Range) (XenFrameChange, error) {
 	if old != nil {
 		old.Close()
 	}
-	return c, nil
+	return c, true, nil
 }
 
 // Changed reports whether the frame set changed.

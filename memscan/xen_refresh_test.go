@@ -75,9 +75,22 @@ func TestXenRefreshFollowsTarget(t *testing.T) {
 		}
 	}
 
+	// A domain being destroyed (a migration's end) has most frames refused: a caller
+	// that finds it gone declines the change, and the map state and its pages stay as
+	// they were (a prepare still fingerprints them).
+	ranges := x.Ranges()
+	p2m[7] = fakeDomain{frames: frames("0x0+0x8"), seed: 3}
+	var offered XenFrameChange
+	c, kept, err := x.RefreshIf(nil, func(c XenFrameChange) bool { offered = c; return false })
+	if err != nil || kept || c.After != 8 || !reflect.DeepEqual(offered, c) || !reflect.DeepEqual(x.Ranges(), ranges) {
+		t.Fatalf("declined refresh: %v kept %v err %v, ranges %v; want the change offered, nothing swapped in", c, kept, err, x.Ranges())
+	}
+	if _, err := x.ReadAt(make([]byte, 8), 0x301*xenPage); err != nil {
+		t.Errorf("after a declined refresh, a frame of the old map state: %v", err)
+	}
+
 	// The domain gone: an error, and the mapping and map state are kept (the liveness
 	// check releases them).
-	ranges := x.Ranges()
 	delete(p2m, 7)
 	if _, err := x.Refresh(nil); err == nil {
 		t.Error("refresh of a gone domain succeeded")

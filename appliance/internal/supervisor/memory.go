@@ -28,9 +28,13 @@ type memLoop struct {
 	// aliveUnknown: the last liveness question about a xen: source's domain had no
 	// answer (logged when it starts).
 	aliveUnknown bool
-	wait         sourceWait // while the source does not exist (source.go)
-	spots        blindSpots // blocks the running pass could not scan (blindspots.go)
-	track        *tracker
+	// vanished: when the liveness check first found a xen: source's domain gone while
+	// monitoring it; alerted only xenVanishGrace later unless a prepare comes first
+	// (source.go).
+	vanished time.Time
+	wait     sourceWait // while the source does not exist (source.go)
+	spots    blindSpots // blocks the running pass could not scan (blindspots.go)
+	track    *tracker
 	// sweep picks the frames no list names that a xen: source's refresh asks Xen
 	// about; refreshAt is when the next refresh is due; refreshErr is the last
 	// refresh failure logged; mappedNoted the frame count last written to
@@ -141,7 +145,7 @@ func (m *memLoop) run(ctx context.Context) {
 		m.setRunning(true, started)
 		src, startAt := m.src, m.cursor
 		xsrc, isXen := src.(xenRefresher)
-		domid := m.file.domid
+		domid, alive := m.file.domid, m.file.alive
 		refresh := isXen && domid >= 0 && !started.Before(m.refreshAt)
 		if id := m.s.rules.id(); startAt == 0 {
 			m.passRules, m.mixed = id, false
@@ -157,7 +161,7 @@ func (m *memLoop) run(ctx context.Context) {
 			if refresh {
 				// The target's frames now: those it populated since are scanned in
 				// this pass (from its start if any lie below the cursor).
-				fn = m.refreshFrames(xsrc, domid)
+				fn = m.refreshFrames(xsrc, domid, alive)
 				if fn.err == nil && gainedBelow(fn.change, opts.StartAt) {
 					opts.StartAt = 0
 				}
@@ -362,6 +366,11 @@ func (m *memLoop) prepare(f *fence) memReply {
 		return memReply{resp: control.Response{State: control.StateMonitoring}, err: err}
 	}
 	m.fp = &fp
+	if !m.vanished.IsZero() {
+		m.s.log.Info("prepare for a target whose source domain is gone (a migration's end): fingerprinted through the mapping that still holds its pages",
+			"source", m.file.spec, "gone_for", m.s.clk.Now().Sub(m.vanished))
+		m.vanished = time.Time{}
+	}
 	tc := time.Now()
 	if err := m.src.Close(); err != nil {
 		m.s.log.Warn("closing memory source", "err", err)

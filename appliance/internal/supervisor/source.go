@@ -157,6 +157,14 @@ func (sf sourceFile) stat() (os.FileInfo, error) {
 	return os.Stat(sf.path)
 }
 
+// xenVanishGrace is how long a xen: source's domain may be gone before it is alerted
+// and unmapped, waiting for the prepare of a migration whose end destroyed it: the
+// coordinator sends prepare at the target's suspend (domainm-xen wait-suspend), before
+// the destroy, so only a slow prepare (seconds in the nested lab) lands here. The
+// target does not exist meanwhile: nothing runs unwatched, the alert of a real end is
+// late by this much.
+const xenVanishGrace = 30 * time.Second
+
 // sourceState is what checkSource found.
 type sourceState int
 
@@ -275,6 +283,9 @@ func (m *memLoop) closeSource() {
 // retryIn is how long the loop waits before it looks at its source again after
 // checkSource said no.
 func (m *memLoop) retryIn() time.Duration {
+	if !m.vanished.IsZero() {
+		return max(0, m.vanished.Add(xenVanishGrace).Sub(m.s.clk.Now()))
+	}
 	if m.wait.waiting {
 		return min(sourcePoll, m.s.memInterval())
 	}
@@ -347,8 +358,30 @@ func (m *memLoop) checkSource() bool {
 		m.s.log.Warn("cannot tell whether the target's Xen domain still exists; monitoring on", "source", m.file.spec, "err", err)
 	}
 	m.aliveUnknown = err != nil
+	if state != sourceGone && !m.vanished.IsZero() {
+		m.s.log.Info("the target's Xen domain answers again", "source", m.file.spec)
+		m.vanished = time.Time{}
+	}
 	switch state {
 	case sourceGone:
+		if m.file.domid >= 0 {
+			// xl destroys a migrated target's source domain when the destination
+			// has it, which can be before the coordinator's prepare reaches us: the
+			// domain gone then is the migration's end, not an attack. The mapping
+			// (which still holds the pages) is kept and no pass runs, for a prepare
+			// to fingerprint it; without one, this is alerted as before.
+			now := m.s.clk.Now()
+			if m.vanished.IsZero() {
+				m.vanished = now
+				m.s.log.Warn("the target's Xen domain no longer exists: alerting unless a prepare comes (a migration's end)",
+					"source", m.file.spec, "domid", m.file.domid, "within", xenVanishGrace)
+				m.s.status("Xen domain %d gone: a migration's end? alerting in %v unless prepare comes", m.file.domid, xenVanishGrace)
+			}
+			if now.Sub(m.vanished) < xenVanishGrace {
+				return false
+			}
+			m.vanished = time.Time{}
+		}
 		m.gone = true
 		m.startWaiting()
 		what := "was removed (the target VM stopped?)"

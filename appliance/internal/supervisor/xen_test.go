@@ -16,6 +16,7 @@ import (
 
 	"github.com/domainm/domainm/appliance/control"
 	"github.com/domainm/domainm/appliance/control/xenstore"
+	"github.com/domainm/domainm/appliance/internal/alert"
 	"github.com/domainm/domainm/memscan"
 )
 
@@ -300,6 +301,12 @@ func xenHarness(t *testing.T) (*harness, *fakeP2M, *fakeXenstore) {
 // xenHarnessOn is xenHarness with target.memory = memory; opened lists the specs the
 // supervisor opened, in order.
 func xenHarnessOn(t *testing.T, memory string) (h *harness, p2m *fakeP2M, xs *fakeXenstore, opened func() []string) {
+	return xenHarnessAlive(t, memory, nil)
+}
+
+// xenHarnessAlive is xenHarnessOn with the liveness question answered by alive (nil:
+// xenstore's /local/domain/DOMID/domid, as in Domain M).
+func xenHarnessAlive(t *testing.T, memory string, alive func(uint16) (bool, error)) (h *harness, p2m *fakeP2M, xs *fakeXenstore, opened func() []string) {
 	p2m = newFakeP2M()
 	xs = newFakeXenstore()
 	var openedMu sync.Mutex
@@ -335,7 +342,7 @@ func xenHarnessOn(t *testing.T, memory string) (h *harness, p2m *fakeP2M, xs *fa
 	old := xenSweepDefault
 	xenSweepDefault = memscan.XenSweep{Window: 0x400, Limit: 0x1000}
 	t.Cleanup(func() { xenSweepDefault = old })
-	h = newHarness(t, harnessOpts{memory: memory, open: open, rulesDir: rules, xenstore: xs.open})
+	h = newHarness(t, harnessOpts{memory: memory, open: open, rulesDir: rules, xenstore: xs.open, xenAlive: alive})
 	return h, p2m, xs, opened
 }
 
@@ -623,5 +630,112 @@ func TestXenResumeWritesRemap(t *testing.T) {
 	}
 	if c := h.alerts.with("memory-source-frames-changed", ""); len(c) != 0 {
 		t.Errorf("a migration's change alerted as frames-changed: %v", c)
+	}
+}
+
+// TestXenDomainGoneBeforePrepare: xl destroys a migrated target's source domain as soon
+// as the destination has it, which can be before the coordinator's prepare arrives (lab
+// runs 21 and 22: a false memory-source-gone and a refused prepare; a refresh that met
+// the dying domain, a false frames-changed alert and a prepare that fingerprinted 5120
+// of 32785 frames). A refresh that loses frames while the domain no longer exists keeps
+// the map state; a domain gone is alerted only xenVanishGrace later, and a prepare in
+// between fingerprints every frame through the mapping that still holds the pages, so
+// the resume at the destination accepts the same guest, with no alert on the way.
+// Without a prepare the domain's end is alerted once the grace has passed.
+func TestXenDomainGoneBeforePrepare(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		gone  = map[uint16]bool{}
+		armed bool // the next question is answered "alive", and the domain goes
+		asked int
+	)
+	alive := func(domid uint16) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked++
+		if armed {
+			armed, gone[domid] = false, true
+			return true, nil
+		}
+		return !gone[domid], nil
+	}
+	h, p2m, xs, _ := xenHarnessAlive(t, "xen:7", alive)
+	h.waitFor("evil found", func() bool { return len(h.alerts.with("memory-match", "evil")) == 1 })
+	h.waitFor("first pass", func() bool { return h.passes() == 1 })
+	falseAlerts := func() []alert.Event {
+		return append(h.alerts.with("memory-source-gone", ""), h.alerts.with("memory-source-frames-changed", "")...)
+	}
+
+	// The liveness check before the pass finds domain 7 alive; Xen starts freeing it
+	// (frames 0x100.. refused) and its domain goes before the refresh asks again.
+	p2m.mu.Lock()
+	for f := uint64(0x100); f < 0x800; f++ {
+		p2m.refuse[f] = true
+	}
+	p2m.mu.Unlock()
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	h.tick()
+	if a := falseAlerts(); len(a) != 0 {
+		t.Fatalf("alerts at the migration's end: %v", a)
+	}
+	if p2m.holds(0x100) != 1 || p2m.holds(0x7ff) != 1 {
+		t.Errorf("frames 0x100, 0x7ff held by %d, %d mappings after the declined refresh; want 1 (the map state kept)", p2m.holds(0x100), p2m.holds(0x7ff))
+	}
+
+	// The next check finds it gone: no pass, no alert, still monitoring, for a while.
+	n := h.passes()
+	h.clk.Advance(h.cfg.Memory.Interval)
+	h.waitFor("the liveness check", func() bool { mu.Lock(); defer mu.Unlock(); return asked >= 3 })
+	time.Sleep(50 * time.Millisecond)
+	if a := falseAlerts(); len(a) != 0 || h.passes() != n {
+		t.Fatalf("domain gone within the grace: alerts %v, %d passes; want none", a, h.passes()-n)
+	}
+	if st := h.sup.Status(context.Background()).State; st != control.StateMonitoring {
+		t.Fatalf("state %s while awaiting prepare, want monitoring (prepare is taken only then)", st)
+	}
+
+	// The coordinator's prepare arrives: taken, every frame fingerprinted; the resume
+	// at the destination (domain 9, the same guest) accepts it.
+	ctx := h.handshakeContext()
+	if _, err := h.sup.Prepare(ctx); err != nil {
+		t.Fatalf("prepare after the source domain went: %v", err)
+	}
+	p2m.mu.Lock()
+	p2m.refuse = map[uint64]bool{}
+	p2m.doms[9] = map[uint64][]byte{}
+	for f, pg := range p2m.doms[7] {
+		p2m.doms[9][f] = append([]byte(nil), pg...)
+	}
+	p2m.mu.Unlock()
+	xs.set(xenNodeTarget, "9")
+	xs.set("/local/domain/9/domid", "9")
+	if _, err := h.sup.Resume(ctx, control.ResumeArgs{Source: "xen:9", Target: control.TargetInfo{DomID: 9}}); err != nil {
+		t.Fatalf("resume at the destination: %v", err)
+	}
+	r, _ := xs.get(xenNodeRemap)
+	t.Logf("remap: %s", r)
+	if !strings.HasPrefix(r, "frames 2048 -> 2048: 0 gone") || !strings.Contains(r, " 0 differ") {
+		t.Errorf("remap %q: want every frame fingerprinted at prepare (2048 -> 2048), none differing", r)
+	}
+	h.tick()
+	if a := falseAlerts(); len(a) != 0 {
+		t.Errorf("alerts over the whole migration: %v", a)
+	}
+
+	// Domain 9 destroyed with no migration: alerted once the grace has passed.
+	mu.Lock()
+	gone[9] = true
+	mu.Unlock()
+	h.clk.Advance(xenVanishGrace / 2)
+	h.clk.Advance(h.cfg.Memory.Interval)
+	time.Sleep(50 * time.Millisecond)
+	if g := h.alerts.with("memory-source-gone", ""); len(g) != 0 {
+		t.Fatalf("gone alerted within the grace: %v", g)
+	}
+	h.advanceUntil("gone alert", func() bool { return len(h.alerts.with("memory-source-gone", "")) == 1 })
+	if g := h.alerts.with("memory-source-gone", ""); !strings.Contains(g[0].Message, "Xen domain 9 no longer exists") {
+		t.Errorf("gone alert %q: want it to name domain 9", g[0].Message)
 	}
 }
