@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,6 +15,7 @@ func init() {
 	modes["migrate --xen"] = command{name: "migrate --xen", summary: "co-migrate a Xen target and its Domain M (xl, in the source's dom0)", run: runMigrateXen,
 		exits: []exit{
 			{ExitOK, "done: the pair migrated and the target never ran unwatched"},
+			{ExitRolledBack, "failed and rolled back: the target runs at the source, monitored by Domain M"},
 			{ExitPaused, "failed (the error says at which step; the target may be left paused)"},
 			{ExitUnwatched, "the target ran unwatched (invariant violated; the timeline says how long)"},
 		},
@@ -29,10 +31,12 @@ func runMigrateXen(ctx context.Context, env Env, args []string) int {
 	fs := newFlags(env, "migrate --xen", "migrate --xen --dest HOST [--target NAME] [--domm-name NAME] [flags]", `
 Co-migrates a Xen target and its Domain M from this dom0 to --dest's, one after the
 other (xl migrate over ssh as root; the dom0 tool grants Domain M the target's memory at
-each host): Domain M is told to quiesce, the target migrates paused, Domain M follows
-and is pointed at the target's new domain, and only then is the target unpaused. The
-timeline (--json) has every step and the monitoring gap. Durations take a unit
-(--timeout 30m).`)
+each host): the target migrates first (arriving paused) while Domain M watches it;
+Domain M is told to quiesce the moment the target stops for its last copy (the dom0
+tool's wait-suspend); Domain M follows and is pointed at the target's new domain, and
+only then is the target unpaused. If the target's migration fails, the pair stays at
+the source, monitored (exit 1; 3 if the target ran unwatched meanwhile). The timeline
+(--json) has every step and the monitoring gap. Durations take a unit (--timeout 30m).`)
 	dest := fs.String("dest", "", "destination `HOST`: xl migrate's target, reached as root over ssh")
 	target := fs.String("target", "target", "the target's xl domain `NAME`")
 	domm := fs.String("domm-name", "domainm", "Domain M's xl domain `NAME`")
@@ -69,6 +73,12 @@ timeline (--json) has every step and the monitoring gap. Durations take a unit
 		fmt.Fprintf(env.Stdout, "target downtime %v; monitoring gap %v; domain ids %v\n", ms(r.TargetDowntime), ms(r.Gap), r.IDs)
 	}
 	switch {
+	case err != nil && len(r.Violations) > 0:
+		fmt.Fprintf(env.Stderr, "domainm-migrate: %v; %v\n", err, r.Timeline.Err())
+		return ExitUnwatched
+	case errors.Is(err, xenmig.ErrRolledBack):
+		fmt.Fprintf(env.Stderr, "domainm-migrate: %v\n", err)
+		return ExitRolledBack
 	case err != nil:
 		fmt.Fprintf(env.Stderr, "domainm-migrate: %v\n", err)
 		return ExitPaused

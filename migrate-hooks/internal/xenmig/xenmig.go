@@ -22,6 +22,7 @@ package xenmig
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -117,6 +118,11 @@ type Result struct {
 	Remap    string             `json:"remap,omitempty"`
 	Timeline syncpoint.Timeline `json:"timeline"`
 }
+
+// ErrRolledBack is wrapped by Migrate's error when the co-migration failed and left the
+// pair at the source, the target running there and Domain M monitoring it (the
+// timeline says whether the target ran unwatched meanwhile).
+var ErrRolledBack = errors.New("rolled back: the target runs at the source, monitored by Domain M")
 
 type run struct {
 	cfg Config
@@ -351,7 +357,7 @@ func (r *run) migrateTarget(ctx context.Context, t, m int, epoch uint64) (time.T
 	case xl.err != nil && prepErr != nil:
 		return tStop, fmt.Errorf("P1: target's migration: %w; prepare at its suspend failed too: %v (xl resumes the target at the source; ask Domain M's status)", xl.err, prepErr)
 	case xl.err != nil:
-		return tStop, fmt.Errorf("P1: target's migration: %w (xl resumes it at the source on failure; Domain M still monitors it)", xl.err)
+		return tStop, fmt.Errorf("P1: target's migration: %w (xl resumes it at the source on failure; Domain M still monitors it): %w", xl.err, ErrRolledBack)
 	case prepErr != nil:
 		return tStop, fmt.Errorf("P2: prepare at the target's suspend: %w (the target is paused at %s)", prepErr, c.Dest)
 	}
@@ -390,7 +396,7 @@ func (r *run) resumeAtSource(ctx context.Context, t, m int, epoch uint64, xlEnd 
 	if _, err := r.x.Run(ctx, "", "xl", "unpause", c.Target); err != nil {
 		return fmt.Errorf("P1: target's migration: %w; Domain M monitors it here again, but unpausing it failed: %v", xlErr, err)
 	}
-	return fmt.Errorf("P1: target's migration: %w, after Domain M's prepare; the target runs here again, monitored by Domain M (nothing moved)", xlErr)
+	return fmt.Errorf("P1: target's migration: %w, after Domain M's prepare; the target runs here again, monitored by Domain M (nothing moved): %w", xlErr, ErrRolledBack)
 }
 
 // saveRestore moves the quiesced Domain M by xl save here, scp to the destination and

@@ -326,8 +326,8 @@ func TestTargetFailsAfterPrepare(t *testing.T) {
 	f := newFake()
 	f.failAfterSuspend = true
 	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
-	if err == nil || !strings.Contains(err.Error(), "monitored by Domain M") {
-		t.Fatalf("err = %v", err)
+	if err == nil || !strings.Contains(err.Error(), "monitored by Domain M") || !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("err = %v, want ErrRolledBack", err)
 	}
 	idx := func(prefix string) int {
 		i := slices.IndexFunc(f.log, func(s string) bool { return strings.HasPrefix(s, prefix) })
@@ -359,8 +359,8 @@ func TestTargetFailsAfterPrepare(t *testing.T) {
 	f = newFake()
 	f.failAfterSuspend = true
 	f.failCmd = `domainm-xen request 2 {"id":"resume`
-	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"}); err == nil || !strings.Contains(err.Error(), "stays paused here") {
-		t.Errorf("resume at the source refused: err = %v", err)
+	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"}); err == nil || !strings.Contains(err.Error(), "stays paused here") || errors.Is(err, ErrRolledBack) {
+		t.Errorf("resume at the source refused: err = %v, want the target left paused, not rolled back", err)
 	}
 	if f.targetHere != "paused" {
 		t.Errorf("resume at the source refused, target %q: want it left paused", f.targetHere)
