@@ -70,9 +70,9 @@ type DriverConfig struct {
 	Overlap   int // bytes each window reaches into the next block (DefaultOverlap)
 	Workers   int // parallel scanners (runtime.NumCPU())
 	// Batch is how many windows a worker takes at a time and screens in one run of the
-	// rule engine when its scanner can (Screener): only windows with a string match
-	// are then scanned alone (DefaultBatch; 1 disables). Each worker holds Batch
-	// window buffers.
+	// rule engine when its scanner can (Screener) and the rule set's fixed cost per
+	// scan is worth it (screenMinShare): only windows with a string match are then
+	// scanned alone (DefaultBatch; 1 disables). Each worker holds Batch window buffers.
 	Batch int
 	// RunBudget bounds a run by time: a worker takes as many adjacent windows (at least
 	// 1, at most Batch) as the rule engine is expected to get through in RunBudget, by
@@ -125,8 +125,9 @@ type Driver struct {
 	// hash of its own blocks. xxh3 is not a cryptographic or keyed hash: a change crafted
 	// to collide whatever the seed would go unscanned until the rule set changes (the
 	// same class of risk as hash/maphash before it, at 5-10x its speed here).
-	seed uint64
-	zero []byte // zeroChunk zero bytes to compare with
+	seed   uint64
+	secret *hashSecret // XXH3's secret for seed (copyHash)
+	zero   []byte      // zeroChunk zero bytes to compare with
 
 	mu    sync.Mutex
 	cache map[uint64]blockState // by block GPA
@@ -176,11 +177,13 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.RunBudget == 0 {
 		cfg.RunBudget = DefaultRunBudget
 	}
+	seed := rand.Uint64()
 	return &Driver{
-		cfg:   cfg,
-		seed:  rand.Uint64(),
-		zero:  make([]byte, zeroChunk),
-		cache: make(map[uint64]blockState),
+		cfg:    cfg,
+		seed:   seed,
+		secret: newHashSecret(seed),
+		zero:   make([]byte, zeroChunk),
+		cache:  make(map[uint64]blockState),
 	}
 }
 
@@ -513,11 +516,23 @@ type worker struct {
 	wins    [][]byte
 	bases   []uint64
 	// Whether the screen pays: its time per byte against scanning alone (learning,
-	// hits and a probe every probeEvery screens). When it does not, the worker copies
-	// and scans window by window for the next skipRuns runs, which keeps each copy in
-	// the cache while libyara scans it.
+	// hits and a probe every probeEvery screens). When it does not, the worker scans
+	// window by window for the next skipRuns runs (a copied source keeps each copy in
+	// the cache while libyara scans it).
 	screenNS, screenBytes, aloneNS, aloneBytes int64
 	screens, skip                              int
+	// screening: the run in hand is screened when it holds more than one window and
+	// the rule set's fixed cost per scan can pay for it (fixedNS, aloneRate).
+	screening bool
+	// fixedNS is the rule engine's fixed cost per scan with this scanner (a scan of a
+	// few bytes, measured before its first screen; 0: not yet), aloneRate its time
+	// per byte of a window scanned alone (a moving average; 0: not known yet).
+	fixedNS   int64
+	aloneRate float64
+	// screenWins and hitWins count the windows screened and those with a hit since
+	// the judge last decided; screenRuns the screens.
+	screenWins, hitWins, screenRuns int
+	screenWinBytes                  int64
 	// windows counts the windows handed to the rule engine (timeRun).
 	windows int
 	// out collects the results of the run in hand.
@@ -571,6 +586,7 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 				continue
 			}
 			w.sc, w.scID, w.quiet, w.quietOK = sc, rs.ID(), nil, false
+			w.fixedNS, w.aloneRate = 0, 0
 			w.scr, _ = sc.(Screener)
 			d.newRules(w.scID)
 		}
@@ -595,6 +611,10 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 // a window per slot of buf.
 func (w *worker) run(run []block) {
 	d := w.d
+	w.screening = w.scr != nil && w.skip == 0
+	if w.skip > 0 {
+		w.skip--
+	}
 	w.kinds = w.kinds[:0]
 	sparse := false
 	for _, b := range run {
@@ -622,6 +642,7 @@ func (w *worker) run(run []block) {
 				w.scan()
 			})
 			if err == nil || done > 0 {
+				w.judge()
 				return
 			}
 			// Not one extent: block by block, each copied below.
@@ -629,9 +650,8 @@ func (w *worker) run(run []block) {
 	}
 	w.pend = w.pend[:0]
 	slot := d.cfg.BlockSize + d.cfg.Overlap
-	if w.scr == nil || w.skip > 0 {
+	if !w.screening {
 		// Window by window: each copy is scanned while it is in the cache.
-		w.skip = max(0, w.skip-1)
 		if slot > len(w.buf) {
 			w.buf = make([]byte, slot)
 		}
@@ -701,11 +721,32 @@ func (d *Driver) zeroBlock(b block) blockResult {
 	return blockResult{b: b, state: blockState{zero: true}}
 }
 
-// judge turns the screen off for a while when, in this worker, it cost more per byte
-// than scanning alone (a cheap rule set: the screen saves little per window, and the
-// run's copies have left the cache when libyara reads them).
+// judge turns the screen off for a while (skipRuns runs) when, in this worker, it
+// does not pay:
+//   - a run of n windows screened saves n-1 fixed costs per scan and scans every
+//     window with a hit once more, so it pays only while the share of windows with a
+//     hit stays below the fixed cost's share of a window's time alone, times 1-1/n
+//     (counted over at least 8 screened windows; the two times as screenPays
+//     measures them, the share of hits as the screens find them);
+//   - or it cost more per byte than scanning alone (a copied run has left the cache
+//     when libyara reads it).
+//
+// Rule sets whose fixed cost per scan is too small for the screen ever to pay are not
+// screened at all (screenPays).
 func (w *worker) judge() {
-	if w.d.screenAlways || w.screenBytes < 8*int64(w.d.cfg.BlockSize) || w.aloneBytes < int64(w.d.cfg.BlockSize)/2 {
+	if w.d.screenAlways {
+		return
+	}
+	if w.screenWins >= 8 && w.aloneRate > 0 {
+		win := float64(w.screenWinBytes) / float64(w.screenWins)
+		run := float64(w.screenWins) / float64(w.screenRuns)
+		saves := float64(w.fixedNS) / (w.aloneRate * win) * (1 - 1/run)
+		if float64(w.hitWins)/float64(w.screenWins) >= saves {
+			w.skip = skipRuns
+		}
+		w.screenWins, w.hitWins, w.screenRuns, w.screenWinBytes = 0, 0, 0, 0
+	}
+	if w.screenBytes < 8*int64(w.d.cfg.BlockSize) || w.aloneBytes < int64(w.d.cfg.BlockSize)/2 {
 		return
 	}
 	if float64(w.screenNS)/float64(w.screenBytes) >= float64(w.aloneNS)/float64(w.aloneBytes) {
@@ -714,31 +755,59 @@ func (w *worker) judge() {
 	w.screenNS, w.screenBytes, w.aloneNS, w.aloneBytes = 0, 0, 0, 0
 }
 
+// screenMinShare: a run is screened only when the rule engine's fixed cost per scan
+// (what the screen saves per window) is at least this share of a window's time
+// alone. Every window with a hit is scanned twice, so a screen saving less than 5% per
+// window loses as soon as 1 window in 20 has a hit. In CPU time here, per 256 KiB
+// window: 5 literal rules 0.3% (2.7 us of 1.0 ms), the bench's 128 rules 0.7%,
+// elastic's 3,021 rules 13-15% (0.3-0.4 of 2-3 ms); under valgrind, which slows
+// condition evaluation more than string search, 128 rules 2.6% and elastic's 27%. The
+// judge decides the rest by the share of windows with a hit.
+const screenMinShare = 0.05
+
+// screenPays says whether screening the pending windows can pay: the fixed cost per
+// scan against the time of a window alone, both measured with this scanner (the first
+// by a scan of a few bytes, once).
+func (w *worker) screenPays() bool {
+	if w.d.screenAlways {
+		return true
+	}
+	if w.fixedNS == 0 {
+		// The faster of two scans (with elastic's rules each costs a fifth of a
+		// window): the first may pay for code and data not yet in the caches.
+		var few [16]byte
+		w.fixedNS = 1 << 62
+		for range 2 {
+			t0 := threadCPU()
+			if _, err := w.sc.Scan(few[:], 0); err != nil {
+				break // cannot tell: leave it to the judge
+			}
+			w.fixedNS = min(w.fixedNS, max(int64(threadCPU()-t0), 1))
+		}
+	}
+	n := 0
+	for _, p := range w.pend {
+		n += len(p.win)
+	}
+	return float64(w.fixedNS) >= screenMinShare*w.aloneRate*float64(n)/float64(len(w.pend))
+}
+
 // scan hands the pending windows to the rule engine: screened in one run when the
-// scanner can, then alone where the screen found a string, or each alone.
+// scanner can and the screen may pay (screenPays, judge), then alone where the
+// screen found a string, or each alone. Before its first screen, a worker scans a
+// window alone to know the time per byte the screen is weighed against.
 func (w *worker) scan() {
 	w.windows += len(w.pend)
+	pend := w.pend
 	var hit []bool
-	if w.scr != nil && len(w.pend) > 1 {
-		w.wins, w.bases = w.wins[:0], w.bases[:0]
-		for _, p := range w.pend {
-			w.wins = append(w.wins, p.win)
-			w.bases = append(w.bases, p.b.gpa+uint64(p.lo))
+	if w.screening && w.scr != nil && len(pend) > 1 {
+		if w.aloneRate == 0 && !w.d.screenAlways {
+			w.scanAlone(pend[0], false)
+			pend = pend[1:]
 		}
-		t0 := threadCPU()
-		got, err := w.scr.Screen(w.wins, w.bases)
-		w.screenNS += int64(threadCPU() - t0)
-		for _, win := range w.wins {
-			w.screenBytes += int64(len(win))
+		if len(pend) > 1 && w.screenPays() {
+			hit = w.screen(pend)
 		}
-		w.screens++
-		switch {
-		case errors.Is(err, ErrNoScreen):
-			w.scr = nil
-		case err == nil && len(got) == len(w.pend):
-			hit = got
-		}
-		clear(w.wins) // do not keep the windows' memory reachable
 	}
 	if hit != nil && !w.quietOK {
 		w.d.mu.Lock()
@@ -748,47 +817,94 @@ func (w *worker) scan() {
 		w.d.mu.Unlock()
 	}
 	probe := hit != nil && w.screens%probeEvery == 1
-	for i, p := range w.pend {
+	for i, p := range pend {
 		passed := hit != nil && !hit[i]
 		if passed && w.quietOK && !probe {
 			w.out = append(w.out, w.d.finish(w.scID, p, cloneMatches(w.quiet), nil, true))
 			continue
 		}
-		var t0 time.Duration
-		if w.skip == 0 {
-			t0 = threadCPU()
-		}
-		ms, err := w.sc.Scan(p.win, p.b.gpa+uint64(p.lo))
-		if w.skip == 0 { // for judge: windows scanned alone while screening
-			w.aloneNS += int64(threadCPU() - t0)
-			w.aloneBytes += int64(len(p.win))
-		}
 		if passed && w.quietOK {
-			// A probe: a passed window scanned alone, to time it (judge) and to check
-			// the Screener's promise.
 			probe = false
-			if hasStrings(ms) || !reflect.DeepEqual(ms, w.quiet) {
-				w.scr = nil
-			}
-			w.out = append(w.out, w.d.finish(w.scID, p, ms, err, false))
-			continue
 		}
-		if passed && err == nil {
-			// The first window the screen passed, scanned alone: what the rule set
-			// reports for memory without string matches. A string match here would
-			// break the Screener's promise: stop screening rather than trust it.
-			if hasStrings(ms) {
-				w.scr = nil
-			} else {
-				w.quiet, w.quietOK = cloneMatches(ms), true
-				w.d.mu.Lock()
-				w.d.quiet, w.d.quietRules = w.quiet, w.scID
-				w.d.mu.Unlock()
-			}
-		}
-		w.out = append(w.out, w.d.finish(w.scID, p, ms, err, false))
+		w.scanAlone(p, passed)
 	}
 	clear(w.pend)
+}
+
+// screen screens pend in one run of the rule engine and returns the windows with a
+// hit, or nil when it cannot.
+func (w *worker) screen(pend []pending) []bool {
+	w.wins, w.bases = w.wins[:0], w.bases[:0]
+	for _, p := range pend {
+		w.wins = append(w.wins, p.win)
+		w.bases = append(w.bases, p.b.gpa+uint64(p.lo))
+	}
+	t0 := threadCPU()
+	got, err := w.scr.Screen(w.wins, w.bases)
+	w.screenNS += int64(threadCPU() - t0)
+	var n int64
+	for _, win := range w.wins {
+		n += int64(len(win))
+	}
+	w.screenBytes += n
+	w.screens++
+	clear(w.wins) // do not keep the windows' memory reachable
+	switch {
+	case errors.Is(err, ErrNoScreen):
+		w.scr = nil
+	case err == nil && len(got) == len(pend):
+		w.screenWins += len(got)
+		w.screenRuns++
+		w.screenWinBytes += n
+		for _, h := range got {
+			if h {
+				w.hitWins++
+			}
+		}
+		return got
+	}
+	return nil
+}
+
+// scanAlone scans a pending window alone and records its result; passed: the screen
+// found no hit in it (learning what the rule set reports without string matches, or
+// a probe checking that).
+func (w *worker) scanAlone(p pending, passed bool) {
+	t0 := threadCPU()
+	ms, err := w.sc.Scan(p.win, p.b.gpa+uint64(p.lo))
+	took := int64(threadCPU() - t0)
+	if len(p.win) > 0 {
+		if r := float64(took) / float64(len(p.win)); w.aloneRate == 0 {
+			w.aloneRate = r
+		} else {
+			w.aloneRate += (r - w.aloneRate) / 8
+		}
+	}
+	if w.skip == 0 { // for judge: windows scanned alone while screening
+		w.aloneNS += took
+		w.aloneBytes += int64(len(p.win))
+	}
+	switch {
+	case passed && w.quietOK:
+		// A probe: a passed window scanned alone, to time it (judge) and to check
+		// the Screener's promise.
+		if hasStrings(ms) || !reflect.DeepEqual(ms, w.quiet) {
+			w.scr = nil
+		}
+	case passed && err == nil:
+		// The first window the screen passed, scanned alone: what the rule set
+		// reports for memory without string matches. A string match here would
+		// break the Screener's promise: stop screening rather than trust it.
+		if hasStrings(ms) {
+			w.scr = nil
+		} else {
+			w.quiet, w.quietOK = cloneMatches(ms), true
+			w.d.mu.Lock()
+			w.d.quiet, w.d.quietRules = w.quiet, w.scID
+			w.d.mu.Unlock()
+		}
+	}
+	w.out = append(w.out, w.d.finish(w.scID, p, ms, err, false))
 }
 
 func hasStrings(ms []detectors.Match) bool {
@@ -856,8 +972,8 @@ func (d *Driver) cached(b block, rulesID string) (prev blockState, had, cached b
 // prepare settles block b when it is zero, unchanged or unreadable (scan false), or
 // returns its window to scan. A zero or unchanged block is recognised in place when
 // the source allows it (no copy: the unchanged pass reads each byte once); a block to
-// scan is copied into buf, hashed and zero-tested piece by piece as it is copied, and
-// the copy is what libyara scans and what the cached hash describes.
+// scan is copied into buf and hashed in the same pass (read), and the copy is what
+// libyara scans and what the cached hash describes.
 func (d *Driver) prepare(src Source, rulesID string, b block, buf []byte, hs *xxh3.Hasher, parts int) (r blockResult, p pending, scan bool) {
 	prev, had, cached := d.cached(b, rulesID)
 	if v, ok := src.(viewer); ok && parts == winData {
@@ -894,8 +1010,9 @@ func (d *Driver) prepareInPlace(rulesID string, b block, win []byte) (r blockRes
 	return d.pend(b, win, xxh3.HashSeed(win, d.seed), false, prev, had, cached, true)
 }
 
-// read copies b's window into buf, hashing and zero-testing each piece as it is copied.
-// If the window cannot be read, it falls back to the block's own bytes: the overlap may
+// read copies b's window into buf, hashing it as it is copied (copyHash) when the
+// source can be viewed in place, else hashing and zero-testing each piece as it is
+// copied (ReadAt). If the window cannot be read, it falls back to the block's own bytes: the overlap may
 // be what is unreadable (the next block lies past the end of a truncated RAM file), and
 // only what really cannot be read is reported unscanned.
 //
@@ -906,6 +1023,14 @@ func (d *Driver) prepareInPlace(rulesID string, b block, win []byte) (r blockRes
 // Only the parts of the window in parts are read (kind); the others are one hole each,
 // zeros.
 func (d *Driver) read(src Source, b block, buf []byte, hs *xxh3.Hasher, parts int) (win []byte, h uint64, zero bool, err error) {
+	if v, ok := src.(viewer); ok && parts == winData {
+		// Copied and hashed in one pass under View's fault guard: a fault (the file
+		// shrank) is an error, and the pieces below find what can still be read.
+		win = buf[:b.winSize]
+		if v.View(int64(b.gpa), b.winSize, func(mem []byte) { h = copyHash(win, mem, d.seed, d.secret) }) == nil {
+			return win, h, d.allZero(win), nil
+		}
+	}
 	sizes := []int{b.winSize}
 	if b.winSize > b.size {
 		sizes = append(sizes, b.size)

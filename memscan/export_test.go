@@ -29,7 +29,8 @@ func ForgeCachedHash(d *Driver, src Source, change func()) {
 }
 
 // ScreenAlways keeps d's workers screening whatever the screen costs against scanning
-// alone (worker.judge times both), so that a test takes the screen's path every run.
+// alone (worker.screenPays and worker.judge), so that a test takes the screen's path every
+// run.
 func ScreenAlways(d *Driver) { d.screenAlways = true }
 
 // OnRun has fn told the length of each run of blocks d's dispatcher hands to a worker,
