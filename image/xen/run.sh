@@ -210,6 +210,10 @@ start_pair() {
 	M=$(xl domid domainm); ev DOMAINM-CREATED domid=$M
 	domainm-xen grant $M $T | tee -a $out/grant.log || fail "grant"
 	ev GRANTED domainm=$M target=$T maxgpfn=$(domainm-xen maxgpfn $T)
+	# dom0 keeps domainm/frames equal to the target's p2m (frames it populates above the
+	# supervisor's 4 GiB sweep are found only through it); it stops when the target's
+	# domain here is gone (the migration's end)
+	domainm-xen follow $M $T 10s >>$out/follow.log 2>&1 &
 	xl unpause domainm; ev DOMAINM-UNPAUSED
 	wait_monitoring $M 2400 || fail "Domain M not monitoring"
 	if [ $domm = supervisor ]; then

@@ -15,6 +15,12 @@
 //	                                      and LEN bytes at OFF
 //	domainm-xen frames DOM                the runs of frames Xen's p2m of DOM holds
 //	domainm-xen maxgpfn DOM               the domain's highest guest frame
+//	domainm-xen follow DOMAINM TARGET [PERIOD]
+//	                                      keep domainm/frames equal to Xen's p2m of the
+//	                                      target, read every PERIOD (10s), until the
+//	                                      target is gone or another is granted: the
+//	                                      frames it populates above the supervisor's
+//	                                      sweep (4 GiB) are found only through this list
 //	domainm-xen wait-suspend DOM          wait until DOM has stopped with reason suspend
 //	                                      (a migration's last copy); prints "suspended
 //	                                      DOM UNIXNANO"; fails if it is gone or shut down
@@ -33,9 +39,10 @@ import (
 )
 
 func main() {
-	// wait-suspend lasts as long as the migration it watches: its caller ends it.
+	// wait-suspend lasts as long as the migration it watches, follow as long as the
+	// target: their callers end them.
 	limit := 10 * time.Minute
-	if len(os.Args) > 1 && os.Args[1] == "wait-suspend" {
+	if len(os.Args) > 1 && (os.Args[1] == "wait-suspend" || os.Args[1] == "follow") {
 		limit = 24 * time.Hour
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)

@@ -17,7 +17,7 @@ import (
 // Run carries out one domainm-xen command (see its package doc).
 func Run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: domainm-xen grant|request|frame|frames|maxgpfn|wait-suspend ARGS")
+		return errors.New("usage: domainm-xen grant|request|frame|frames|maxgpfn|wait-suspend|follow ARGS")
 	}
 	num := func(i int) (uint64, error) {
 		if i >= len(args) {
@@ -81,6 +81,19 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%s\n", FormatRuns(runs))
 		return nil
+	case "follow":
+		dm, err1 := num(1)
+		t, err2 := num(2)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		period := 10 * time.Second
+		if len(args) > 3 {
+			if period, err1 = time.ParseDuration(args[3]); err1 != nil || period <= 0 {
+				return fmt.Errorf("follow: period %q: want a positive duration (10s)", args[3])
+			}
+		}
+		return Follow(ctx, uint32(dm), uint32(t), period, out)
 	case "wait-suspend":
 		dom, err := num(1)
 		if err != nil {

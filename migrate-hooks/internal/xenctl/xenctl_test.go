@@ -1,8 +1,13 @@
 package xenctl
 
 import (
+	"context"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/domainm/domainm/appliance/control/xenstore"
 
 	"github.com/domainm/domainm/memscan"
 )
@@ -64,3 +69,69 @@ func TestSuspended(t *testing.T) {
 		}
 	}
 }
+
+type memStore map[string]string
+
+func (m memStore) Read(p string) (string, error) {
+	v, ok := m[p]
+	if !ok {
+		return "", xenstore.ErrNotFound
+	}
+	return v, nil
+}
+
+func (m memStore) Write(p, v string) error { m[p] = v; return nil }
+
+// TestFollow: dom0 rewrites domainm/frames when Xen's p2m of the target changes (a
+// frame populated above 4 GiB, where Domain M's sweep never looks), leaves it alone
+// when unchanged or too long for one node, and stops when the target is gone or a
+// later grant names another target.
+func TestFollow(t *testing.T) {
+	xs := memStore{"/local/domain/2/domainm/target": "1", "/local/domain/2/domainm/frames": "0x0+0x8000"}
+	p2m := [][]FrameRun{{{0, 0x8000}}, {{0, 0x8000}}, {{0, 0x8000}, {0x140000, 1}}}
+	step, writes := 0, 0
+	var out strings.Builder
+	x := followXen{
+		state: func(dom uint32) (DomainState, bool, error) { return DomainState{}, step < len(p2m), nil },
+		frames: func(dom uint32) ([]FrameRun, error) {
+			r := p2m[step]
+			step++
+			return r, nil
+		},
+	}
+	st := &countingStore{memStore: xs, writes: &writes}
+	if err := follow(context.Background(), st, x, 2, 1, time.Millisecond, &out); err != nil {
+		t.Fatal(err)
+	}
+	if v := xs["/local/domain/2/domainm/frames"]; v != "0x0+0x8000 0x140000+0x1" || writes != 1 {
+		t.Errorf("frames %q after %d writes; want the frame above 4 GiB added, in one write:\n%s", v, writes, out.String())
+	}
+	if !strings.Contains(out.String(), "domain 1 is gone") {
+		t.Errorf("output %q: want the stop named", out.String())
+	}
+
+	// A later grant (domainm/target 5): stop at once, nothing written.
+	xs["/local/domain/2/domainm/target"] = "5"
+	step, writes = 0, 0
+	if err := follow(context.Background(), st, x, 2, 1, time.Millisecond, &out); err != nil || writes != 0 || step != 0 {
+		t.Errorf("after a later grant: err %v, %d writes, %d p2m reads; want none", err, writes, step)
+	}
+
+	// Too many runs for one node: left as it is.
+	xs["/local/domain/2/domainm/target"] = "1"
+	var many []FrameRun
+	for i := uint64(0); i < 400; i++ {
+		many = append(many, FrameRun{i * 0x1000, 1})
+	}
+	p2m, step, writes = [][]FrameRun{many}, 0, 0
+	if err := follow(context.Background(), st, x, 2, 1, time.Millisecond, &out); err != nil || writes != 0 {
+		t.Errorf("a list too long: err %v, %d writes; want none", err, writes)
+	}
+}
+
+type countingStore struct {
+	memStore
+	writes *int
+}
+
+func (c *countingStore) Write(p, v string) error { *c.writes++; return c.memStore.Write(p, v) }
