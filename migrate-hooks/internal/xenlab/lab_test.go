@@ -113,6 +113,11 @@ func TestXenLab(t *testing.T) {
 	if l.NFS {
 		checkDisk(t, l, a)
 	}
+	if b, err := os.ReadFile(filepath.Join(l.Run, "out-A", "follow.log")); err == nil {
+		l.step("dom0 A's domainm-xen follow: %s", strings.TrimSpace(string(b)))
+	} else {
+		t.Errorf("dom0 A's domainm-xen follow left no log: %v", err)
+	}
 }
 
 // checkDisk: the disk check over NFS. Domain M recorded a baseline of the target's image
