@@ -9,7 +9,8 @@
 //     xl destroys it when the destination has it, before xl returns;
 //   - Domain M migrates while the stopped target waits (P2);
 //   - at the destination the target is there already (P3); dom0 there grants Domain M
-//     privilege for the new domain ids (domainm-xen grant), Domain M runs, and resume
+//     privilege for the new domain ids (domainm-xen grant) and follows the target's
+//     frames (domainm-xen follow, in the background), Domain M runs, and resume
 //     (remap the same frames of the new target id) is answered "monitoring";
 //   - only then is the target unpaused (P4).
 //
@@ -118,6 +119,9 @@ type Result struct {
 	Remap    string             `json:"remap,omitempty"`
 	Timeline syncpoint.Timeline `json:"timeline"`
 }
+
+// followLog is where the destination's domainm-xen follow writes.
+const followLog = "/var/log/domainm-xen-follow.log"
 
 // ErrRolledBack is wrapped by Migrate's error when the co-migration failed and left the
 // pair at the source, the target running there and Domain M monitoring it (the
@@ -260,6 +264,12 @@ func (r *run) migrate(ctx context.Context) error {
 	}
 	r.res.Frames["dst_grant"] = strings.TrimSpace(gout)
 	r.cfg.Log.Info("granted at the destination", "out", strings.TrimSpace(gout))
+	// dom0 there keeps domainm/frames equal to the new domain's p2m (the source's
+	// follow ended with its domain); not fatal: the supervisor still sweeps 4 GiB.
+	follow := fmt.Sprintf("nohup %s follow %d %d >>%s 2>&1 </dev/null &", c.Tool, m2, t2, followLog)
+	if _, err := r.x.Run(ctx, c.Dest, "sh", "-c", follow); err != nil {
+		r.cfg.Log.Warn("starting domainm-xen follow at the destination", "err", err)
+	}
 	if _, err := r.x.Run(ctx, c.Dest, "xl", "unpause", c.DomM); err != nil {
 		return fmt.Errorf("P4: %w (both paused at %s)", err, c.Dest)
 	}

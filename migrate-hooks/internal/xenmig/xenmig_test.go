@@ -177,7 +177,8 @@ func TestMigrateOrder(t *testing.T) {
 		return i
 	}
 	order := []string{"xl migrate -p target b", `domainm-xen request 2 {"id":"prepare`, "xl migrate -p domainm b",
-		"b domainm-xen grant 7 6", "b xl unpause domainm", `b domainm-xen request 7 {"id":"resume`, "b xl unpause target"}
+		"b domainm-xen grant 7 6", "b sh -c nohup domainm-xen follow 7 6 >>/var/log/domainm-xen-follow.log 2>&1 </dev/null &",
+		"b xl unpause domainm", `b domainm-xen request 7 {"id":"resume`, "b xl unpause target"}
 	for i := 1; i < len(order); i++ {
 		if idx(order[i-1]) >= idx(order[i]) {
 			t.Errorf("%q ran after %q: %q", order[i-1], order[i], f.log)
