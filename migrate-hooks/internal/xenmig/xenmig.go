@@ -362,6 +362,10 @@ func (r *run) migrateTarget(ctx context.Context, t, m int, epoch uint64) (time.T
 	}
 	r.res.TargetMigration = syncpoint.Measured(xl.at.Sub(t0))
 	switch {
+	case xl.err != nil && ctx.Err() != nil:
+		// xl was killed mid-migration: where the target is, and whether it runs, is
+		// not known here.
+		return tStop, fmt.Errorf("P1: target's migration: %w: stopped by the coordinator's deadline (%v); the target's state is unknown (xl list here and at %s; Domain M prepared: %v)", xl.err, ctx.Err(), c.Dest, prepared)
 	case xl.err != nil && prepared:
 		return tStop, r.resumeAtSource(ctx, t, m, epoch, xl.at, xl.err)
 	case xl.err != nil && prepErr != nil:

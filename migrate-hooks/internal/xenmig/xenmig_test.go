@@ -37,6 +37,7 @@ type fakeXen struct {
 	failAfterSuspend bool          // xl migrate fails after the suspend; xl resumes the target here
 	noWatch          bool          // wait-suspend fails (an older dom0 tool)
 	goneSeen         bool          // the source domain was destroyed while Domain M monitored it
+	hold             bool          // xl migrate of the target ends only when its context does
 	targetHere       string        // the target's state at the source: running, suspended, paused, gone
 }
 
@@ -66,6 +67,10 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 		f.targetHere = "suspended"
 		f.mu.Unlock()
 		close(f.suspended)
+		if f.hold {
+			<-ctx.Done()
+			return "", fmt.Errorf("signal: killed (%w)", ctx.Err())
+		}
 		select {
 		case <-f.prepared:
 		case <-time.After(f.lastCopy):
@@ -365,5 +370,25 @@ func TestTargetFailsAfterPrepare(t *testing.T) {
 	}
 	if f.targetHere != "paused" {
 		t.Errorf("resume at the source refused, target %q: want it left paused", f.targetHere)
+	}
+}
+
+// TestTargetMigrationTimesOut: the coordinator's deadline kills xl migrate; the pair is
+// not claimed rolled back (the target's state is unknown), and nothing else runs.
+func TestTargetMigrationTimesOut(t *testing.T) {
+	f := newFake()
+	f.lastCopy = time.Hour           // xl never ends on its own
+	f.prepared = make(chan struct{}) // ...even after prepare
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	f.hold = true
+	_, err := Migrate(ctx, f, Config{Target: "target", DomM: "domainm", Dest: "b"})
+	if err == nil || errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "state is unknown") {
+		t.Fatalf("err = %v, want a timeout that claims nothing", err)
+	}
+	for _, c := range f.log {
+		if strings.HasPrefix(c, "xl pause") || strings.HasPrefix(c, "xl migrate -p domainm") || strings.HasPrefix(c, "b ") {
+			t.Errorf("%q ran after the deadline", c)
+		}
 	}
 }
