@@ -37,7 +37,8 @@ type Lab struct {
 	Supervisor bool
 	// Accel is QEMU's -accel for both hosts (XENLAB_ACCEL; DefaultAccel when empty).
 	Accel string
-	// NFS: the disk check over NFS (XENLAB_NFS=1; needs Supervisor). The target's disk
+	// NFS: the disk check over NFS (needs Supervisor; on with it unless XENLAB_NFS=0,
+	// since lab run nfs-1 passed). The target's disk
 	// image (ext4, mkfs.ext4 -d) lies in an export of nfs-ganesha on this machine's
 	// 127.0.0.1, which each host reaches through a second NIC on QEMU user networking
 	// (10.0.2.2); Domain M mounts it over its vif and checks the image (target.disk).
@@ -113,7 +114,7 @@ func (l *Lab) Prepare(ctx context.Context) error {
 	}
 	if l.NFS {
 		if !l.Supervisor {
-			return fmt.Errorf("XENLAB_NFS=1 needs XENLAB_DOMM=supervisor: the agent has no disk check")
+			return fmt.Errorf("the disk check over NFS (XENLAB_NFS=1) needs XENLAB_DOMM=supervisor: the agent has no disk check")
 		}
 		if err := l.prepareNFS(ctx, disk); err != nil {
 			return err

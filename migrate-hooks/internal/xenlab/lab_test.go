@@ -39,8 +39,11 @@ func TestXenLab(t *testing.T) {
 	l.Supervisor = os.Getenv("XENLAB_DOMM") == "supervisor"
 	// XENLAB_ACCEL: QEMU's -accel for both hosts (default DefaultAccel).
 	l.Accel = os.Getenv("XENLAB_ACCEL")
-	// XENLAB_NFS=1: the target's disk image on shared NFS storage, checked by Domain M.
-	l.NFS = os.Getenv("XENLAB_NFS") == "1"
+	// The target's disk image on shared NFS storage, checked by Domain M: on with the
+	// supervisor (the agent has no disk check) since lab run nfs-1 passed; XENLAB_NFS=0
+	// turns it off, XENLAB_NFS=1 asks for it.
+	nfs := os.Getenv("XENLAB_NFS")
+	l.NFS = nfs == "1" || (l.Supervisor && nfs != "0")
 	// XENLAB_ANALYZE=1 reads the last run's logs again without building or booting.
 	if os.Getenv("XENLAB_ANALYZE") != "1" {
 		if err := l.Prepare(ctx); err != nil {
