@@ -615,6 +615,12 @@ func (w *worker) run(run []block) {
 	if w.skip > 0 {
 		w.skip--
 	}
+	if w.screening && !d.screenAlways && w.fixedNS > 0 && w.aloneRate > 0 &&
+		float64(w.fixedNS) < screenMinShare*w.aloneRate*float64(d.cfg.BlockSize+d.cfg.Overlap) {
+		// The screen cannot pay (screenPays): window by window, so that a copy is
+		// scanned while it is in the cache.
+		w.screening = false
+	}
 	w.kinds = w.kinds[:0]
 	sparse := false
 	for _, b := range run {
