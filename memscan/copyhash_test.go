@@ -3,6 +3,7 @@ package memscan
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/zeebo/xxh3"
@@ -68,4 +69,31 @@ func BenchmarkCopyHash(b *testing.B) {
 			xxh3.HashSeed(dst, 42)
 		}
 	})
+}
+
+// TestCopyHashTruncatedUnderMapping: the fused copy reads a RAM file's mapping in
+// assembly; a file that shrank under it gives View an error for the window, not a
+// SIGBUS crash, and a window below the new end still copies and hashes.
+func TestCopyHashTruncatedUnderMapping(t *testing.T) {
+	path := writeSparse(t, 1*mib, map[int64]string{0: "HEAD", mib - 4: "TAIL"})
+	src, err := OpenFile(path, Layout{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := os.Truncate(path, 4096); err != nil {
+		t.Fatal(err)
+	}
+	secret := newHashSecret(7)
+	buf := make([]byte, 64<<10)
+	if err := src.View(0, len(buf), func(mem []byte) { copyHash(buf, mem, 7, secret) }); err == nil {
+		t.Fatal("copying past the truncated end succeeded")
+	}
+	var h uint64
+	if err := src.View(0, 4096, func(mem []byte) { h = copyHash(buf, mem, 7, secret) }); err != nil {
+		t.Fatalf("copying below the truncated end: %v", err)
+	}
+	if string(buf[:4]) != "HEAD" || h != xxh3.HashSeed(buf[:4096], 7) {
+		t.Fatalf("copy %q, hash %#x", buf[:4], h)
+	}
 }
