@@ -58,18 +58,24 @@ func follow(ctx context.Context, xs followStore, x followXen, dm, target uint32,
 			fmt.Fprintf(out, "follow: domainm/target is %q (%v), not %d: a later grant; stopping\n", t, err, target)
 			return nil
 		}
-		if _, ok, err := x.state(target); err != nil {
-			return err
-		} else if !ok {
-			fmt.Fprintf(out, "follow: domain %d is gone; stopping\n", target)
-			return nil
-		}
-		runs, err := x.frames(target)
+		st, ok, err := x.state(target)
 		if err != nil {
 			return err
 		}
+		if !ok || st.Dying {
+			fmt.Fprintf(out, "follow: domain %d is gone; stopping\n", target)
+			return nil
+		}
+		var runs []FrameRun
+		if !st.Shutdown { // a domain stopped (a migration's last copy) or dying is not read: Xen frees its frames
+			if runs, err = x.frames(target); err != nil {
+				return err
+			}
+		}
 		v := FormatRuns(runs)
-		if len(v) > maxFramesValue {
+		if len(runs) == 0 {
+			// stopped, or nothing read: the last list stands
+		} else if len(v) > maxFramesValue {
 			// Too long for one node: Domain M keeps the last list and its sweep.
 			fmt.Fprintf(out, "follow: %d runs of frames (%d bytes) do not fit domainm/frames; left as it is\n", len(runs), len(v))
 		} else if cur, err := xs.Read(home + "/frames"); err != nil && !errors.Is(err, xenstore.ErrNotFound) {

@@ -110,6 +110,28 @@ func TestFollow(t *testing.T) {
 		t.Errorf("output %q: want the stop named", out.String())
 	}
 
+	// A migration: the target suspends (its p2m is not read, the list stands), then is
+	// destroyed while Xen frees its frames (dying): stop, nothing written. Lab run 24
+	// wrote the dying domain's shrinking p2m, down to an empty list.
+	states := []DomainState{{}, {Shutdown: true, Reason: shutdownSuspend}, {Dying: true, Shutdown: true, Reason: shutdownSuspend}}
+	p2m, step, writes = [][]FrameRun{{{0, 0x10}, {0x11, 0x7fef}}, {{0, 0x10}}, {}}, 0, 0
+	reads, round := 0, 0
+	xm := followXen{
+		state: func(dom uint32) (DomainState, bool, error) { r := round; round++; return states[min(r, 2)], true, nil },
+		frames: func(dom uint32) ([]FrameRun, error) {
+			reads++
+			r := p2m[step]
+			step++
+			return r, nil
+		},
+	}
+	if err := follow(context.Background(), st, xm, 2, 1, time.Millisecond, &out); err != nil {
+		t.Fatal(err)
+	}
+	if v := xs["/local/domain/2/domainm/frames"]; v != "0x0+0x10 0x11+0x7fef" || reads != 1 {
+		t.Errorf("through a migration: frames %q after %d p2m reads; want the running domain's list, read once", v, reads)
+	}
+
 	// A later grant (domainm/target 5): stop at once, nothing written.
 	xs["/local/domain/2/domainm/target"] = "5"
 	step, writes = 0, 0
