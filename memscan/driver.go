@@ -526,7 +526,8 @@ type worker struct {
 	screening bool
 	// fixedNS is the rule engine's fixed cost per scan with this scanner (a scan of a
 	// few bytes, measured before its first screen; 0: not yet), aloneRate its time
-	// per byte of a window scanned alone (a moving average; 0: not known yet).
+	// per byte of a window scanned alone (the least seen, as the first scans pay for
+	// cold caches, and under valgrind for translating the code; 0: not known yet).
 	fixedNS   int64
 	aloneRate float64
 	// screenWins and hitWins count the windows screened and those with a hit since
@@ -586,7 +587,7 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 				continue
 			}
 			w.sc, w.scID, w.quiet, w.quietOK = sc, rs.ID(), nil, false
-			w.fixedNS, w.aloneRate = 0, 0
+			w.fixedNS, w.aloneRate, w.screens = 0, 0, 0
 			w.scr, _ = sc.(Screener)
 			d.newRules(w.scID)
 		}
@@ -735,7 +736,7 @@ func (d *Driver) zeroBlock(b block) blockResult {
 //     (counted over at least 8 screened windows; the two times as screenPays
 //     measures them, the share of hits as the screens find them);
 //   - or it cost more per byte than scanning alone (a copied run has left the cache
-//     when libyara reads it).
+//     when libyara reads it), timed from the second screen with the scanner on.
 //
 // Rule sets whose fixed cost per scan is too small for the screen ever to pay are not
 // screened at all (screenPays).
@@ -753,6 +754,11 @@ func (w *worker) judge() {
 		w.screenWins, w.hitWins, w.screenRuns, w.screenWinBytes = 0, 0, 0, 0
 	}
 	if w.screenBytes < 8*int64(w.d.cfg.BlockSize) || w.aloneBytes < int64(w.d.cfg.BlockSize)/2 {
+		return
+	}
+	if w.screens == 1 {
+		// The first screen and scans pay for cold caches: judged from the next.
+		w.screenNS, w.screenBytes, w.aloneNS, w.aloneBytes = 0, 0, 0, 0
 		return
 	}
 	if float64(w.screenNS)/float64(w.screenBytes) >= float64(w.aloneNS)/float64(w.aloneBytes) {
@@ -879,12 +885,8 @@ func (w *worker) scanAlone(p pending, passed bool) {
 	t0 := threadCPU()
 	ms, err := w.sc.Scan(p.win, p.b.gpa+uint64(p.lo))
 	took := int64(threadCPU() - t0)
-	if len(p.win) > 0 {
-		if r := float64(took) / float64(len(p.win)); w.aloneRate == 0 {
-			w.aloneRate = r
-		} else {
-			w.aloneRate += (r - w.aloneRate) / 8
-		}
+	if r := float64(took) / float64(max(len(p.win), 1)); w.aloneRate == 0 || r < w.aloneRate {
+		w.aloneRate = r
 	}
 	if w.skip == 0 { // for judge: windows scanned alone while screening
 		w.aloneNS += took
