@@ -104,7 +104,9 @@ const DefaultBatch = 16
 // 1 worker, two rounds at load 8-10, CPU-ms per pass: runs of 16 610-733, 10 ms runs
 // 685-760 with the judge switching the screen off about half the time, 10 ms runs
 // always screened 720-772, window by window 676-850). Cheap rules (0.1-0.3 ms per
-// window) still get runs of 16. RunBudget < 0 restores runs of Batch whatever they cost.
+// window) still get runs of 16, scanned window by window (their fixed cost per scan is
+// too small for a screen to pay: screenMinShare). RunBudget < 0 restores runs of Batch
+// whatever they cost.
 const DefaultRunBudget = 10 * time.Millisecond
 
 // DefaultReusePasses: at the shipped 5 min interval, every block is scanned again at
