@@ -232,6 +232,12 @@ start_pair() {
 			ev TARGET-GONE domid=$T try=$1 "$(xl dmesg | grep -a -E "d${T}v[0-9]+ (Triple fault|.*crash)" | tail -1 | tr -s ' ')"
 			return 1
 		fi
+		# a kernel panic leaves the domain running (halted; lab run nfs-2: "BUG:
+		# ENTRY_TRAMPOLINE stack guard page was hit" at 113 s, then 15 min of waiting)
+		if ((i % 20 == 0)) && grep -a -q "Kernel panic" /var/log/xen/console/guest-target.log 2>/dev/null; then
+			ev TARGET-GONE domid=$T try=$1 panic="$(grep -a -m1 -E "BUG:|Oops|Kernel panic" /var/log/xen/console/guest-target.log | cut -c1-160 | tr -s ' ')"
+			return 1
+		fi
 		sleep 0.5
 	done
 	fail "target not up after 40 min"
