@@ -71,6 +71,11 @@ func follow(ctx context.Context, xs followStore, x followXen, dm, target uint32,
 			if runs, err = x.frames(target); err != nil {
 				return err
 			}
+			// ...nor one that stopped while it was read (the rehearsal of 8533dcd wrote
+			// a migrating target's p2m without its special frames, read as it went)
+			if st2, ok2, err := x.state(target); err != nil || !ok2 || st2.Shutdown || st2.Dying {
+				runs = nil
+			}
 		}
 		v := FormatRuns(runs)
 		if len(runs) == 0 {

@@ -88,7 +88,8 @@ func (m memStore) Write(p, v string) error { m[p] = v; return nil }
 // later grant names another target.
 func TestFollow(t *testing.T) {
 	xs := memStore{"/local/domain/2/domainm/target": "1", "/local/domain/2/domainm/frames": "0x0+0x8000"}
-	p2m := [][]FrameRun{{{0, 0x8000}}, {{0, 0x8000}}, {{0, 0x8000}, {0x140000, 1}}}
+	// (gone once the last list was read: that read is dropped, so the new frame is read twice)
+	p2m := [][]FrameRun{{{0, 0x8000}}, {{0, 0x8000}}, {{0, 0x8000}, {0x140000, 1}}, {{0, 0x8000}, {0x140000, 1}}}
 	step, writes := 0, 0
 	var out strings.Builder
 	x := followXen{
@@ -113,11 +114,16 @@ func TestFollow(t *testing.T) {
 	// A migration: the target suspends (its p2m is not read, the list stands), then is
 	// destroyed while Xen frees its frames (dying): stop, nothing written. Lab run 24
 	// wrote the dying domain's shrinking p2m, down to an empty list.
-	states := []DomainState{{}, {Shutdown: true, Reason: shutdownSuspend}, {Dying: true, Shutdown: true, Reason: shutdownSuspend}}
+	// (the state is asked before each read and again after it)
+	states := []DomainState{{}, {}, {Shutdown: true, Reason: shutdownSuspend}, {Dying: true, Shutdown: true, Reason: shutdownSuspend}}
 	p2m, step, writes = [][]FrameRun{{{0, 0x10}, {0x11, 0x7fef}}, {{0, 0x10}}, {}}, 0, 0
 	reads, round := 0, 0
 	xm := followXen{
-		state: func(dom uint32) (DomainState, bool, error) { r := round; round++; return states[min(r, 2)], true, nil },
+		state: func(dom uint32) (DomainState, bool, error) {
+			r := round
+			round++
+			return states[min(r, len(states)-1)], true, nil
+		},
 		frames: func(dom uint32) ([]FrameRun, error) {
 			reads++
 			r := p2m[step]
@@ -130,6 +136,13 @@ func TestFollow(t *testing.T) {
 	}
 	if v := xs["/local/domain/2/domainm/frames"]; v != "0x0+0x10 0x11+0x7fef" || reads != 1 {
 		t.Errorf("through a migration: frames %q after %d p2m reads; want the running domain's list, read once", v, reads)
+	}
+	// The target stops while its p2m is read: that read is not written.
+	xs["/local/domain/2/domainm/frames"] = "0x0+0x8000"
+	states = []DomainState{{}, {Shutdown: true, Reason: shutdownSuspend}, {Dying: true}}
+	p2m, step, writes, reads, round = [][]FrameRun{{{0, 0x10}}}, 0, 0, 0, 0
+	if err := follow(context.Background(), st, xm, 2, 1, time.Millisecond, &out); err != nil || writes != 0 || reads != 1 {
+		t.Errorf("stopped while read: err %v, %d writes after %d reads; want the read dropped", err, writes, reads)
 	}
 
 	// A later grant (domainm/target 5): stop at once, nothing written.
