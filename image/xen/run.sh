@@ -274,9 +274,11 @@ grant_ranges() {
 	done
 	echo ${rs# }
 }
-for try in 1 2 3; do
+# five tries: the target's kernel panics at its first user-mode entry now and then (runs
+# nfs-2, nfs-3, ci-69f599e twice; cause not found), and make test runs this lab
+for try in 1 2 3 4 5; do
 	start_pair $try && break
-	[ $try = 3 ] && fail "the target died while booting, three times"
+	[ $try = 5 ] && fail "the target died while booting, five times"
 	xl destroy domainm; xl destroy target 2>/dev/null
 	# the next boot's console log starts afresh (the lab reads the e820 map from it)
 	mv /var/log/xen/console/guest-target.log $out/guest-target-try$try.log 2>/dev/null
