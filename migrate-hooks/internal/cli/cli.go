@@ -194,12 +194,12 @@ func exitCode(r *syncpoint.Result, err error) int {
 
 // ParseMode parses a mode's name (sync, paced, nosync).
 func ParseMode(s string) (syncpoint.Mode, error) {
-	for _, m := range []syncpoint.Mode{syncpoint.Sync, syncpoint.Paced, syncpoint.NoSync} {
+	for _, m := range []syncpoint.Mode{syncpoint.Sync, syncpoint.Paced, syncpoint.NoSync, syncpoint.Sequential} {
 		if m.String() == s {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown mode %q (sync, paced, nosync)", s)
+	return 0, fmt.Errorf("unknown mode %q (sync, paced, nosync, sequential)", s)
 }
 
 func logger(env Env, verbose bool) *slog.Logger {

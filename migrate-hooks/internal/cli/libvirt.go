@@ -24,6 +24,10 @@ type libvirtOpts struct {
 // coordinator, failure handling and exit codes as over QMP.
 func runLibvirt(ctx context.Context, env Env, o libvirtOpts) int {
 	m, err := ParseMode(o.mode)
+	if err == nil && m == syncpoint.Sequential {
+		// libvirt resumes a migrated domain unless told otherwise; not tried here
+		err = fmt.Errorf("mode sequential is for QMP and Xen, not libvirt")
+	}
 	if err != nil || o.dst == "" || o.target == "" || o.domm == "" || (o.sock == "" && m != syncpoint.NoSync) {
 		fmt.Fprintf(env.Stderr, "domainm-migrate migrate --libvirt: need --dest, --target, --domm, --control (except nosync) and a valid --mode (%v)\n", err)
 		return ExitUsage

@@ -37,7 +37,9 @@ four QEMUs are driven over QMP (or, with --libvirt, libvirt drives them through 
 migration phases), Domain M's supervisor is told over its control socket to quiesce at
 the source and to resume on the target's memory at the destination, and the target is
 resumed only once Domain M watches it there (--mode sync; paced shares --link between
-the two streams; nosync is the unsynchronised baseline, for measurements).
+the two streams; sequential migrates the target first and Domain M after the target's
+last copy, as on Xen: no throttling, but Domain M's whole migration in the target's
+downtime; nosync is the unsynchronised baseline, for measurements).
 
 Sizes take IEC or SI units (--target-ram 1GiB, --link 1GB: bytes per second; a bare
 number is bytes), durations a unit (--timeout 15m, --handshake-timeout 10s).
@@ -74,7 +76,7 @@ func runMigrate(ctx context.Context, env Env, args []string) int {
 	fs.Var(&mRAM, "domm-ram", "Domain M's RAM `SIZE` (512MiB; for pacing and the P1 hold)")
 	tMiB := fs.Int("target-mib", 0, "the target's RAM in `MiB` (older spelling of --target-ram)")
 	mMiB := fs.Int("domm-mib", 0, "Domain M's RAM in `MiB` (older spelling of --domm-ram)")
-	mode := fs.String("mode", "sync", "`MODE`: sync, paced or nosync")
+	mode := fs.String("mode", "sync", "`MODE`: sync, paced, sequential or nosync")
 	var link units.Size
 	fs.Var(&link, "link", "`SIZE` per second both streams share (paced: 1GB, 110MiB; 0: estimate)")
 	handshake := units.Duration(10 * time.Second)

@@ -92,9 +92,12 @@ func Run(ctx context.Context, t, m Side, sup Supervisor, cfg Config) (*Result, e
 	if err != nil {
 		return &r.res, &Error{Phase: "setup", Err: err, Outcome: "nothing started"}
 	}
-	if cfg.Mode == NoSync {
+	switch cfg.Mode {
+	case NoSync:
 		err = r.nosync(ctx)
-	} else {
+	case Sequential:
+		err = r.sequential(ctx)
+	default:
 		err = r.sync(ctx)
 	}
 	if err == nil {

@@ -93,25 +93,36 @@ func (r *run) sync(ctx context.Context) error {
 	}
 	r.res.Waits[2] = Measured(max(tArrived.Sub(mArrived), 0))
 
-	// P4: the target stays paused until Domain M runs and the supervisor monitors. (A
-	// cont sent to a destination still loading only arms autostart: hence p3 waits for
-	// both arrivals, and Domain M's run state is checked.)
+	return r.p4(ctx, tArrived, r.rollbackFromDestination)
+}
+
+// p4: the target stays paused until Domain M runs at the destination and the supervisor
+// monitors it there; then it is resumed. (A cont sent to a destination still loading
+// only arms autostart: hence P3 waits for both arrivals, and Domain M's run state is
+// checked.) arrived is when the later of the two arrived; rollback is what is left to
+// do when the destination cannot be made to monitor.
+func (r *run) p4(ctx context.Context, arrived time.Time, rollback func(context.Context) string) error {
+	if b, ok := r.sup.(Binder); ok {
+		if err := b.BindDestination(ctx); err != nil {
+			return &Error{Phase: "P4", Err: fmt.Errorf("binding the destination: %w", err), Outcome: rollback(ctx)}
+		}
+	}
 	if err := r.m.Dst.Cont(ctx); err != nil {
-		return &Error{Phase: "P4", Err: fmt.Errorf("resuming domain M at the destination: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+		return &Error{Phase: "P4", Err: fmt.Errorf("resuming domain M at the destination: %w", err), Outcome: rollback(ctx)}
 	}
 	c, cancel := short(ctx)
-	err = waitRunning(c, r.m.Dst)
+	err := waitRunning(c, r.m.Dst)
 	cancel()
 	if err != nil {
-		return &Error{Phase: "P4", Err: fmt.Errorf("domain M at the destination: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+		return &Error{Phase: "P4", Err: fmt.Errorf("domain M at the destination: %w", err), Outcome: rollback(ctx)}
 	}
 	if err := r.resume(ctx, false); err != nil {
-		return &Error{Phase: "P4", Err: fmt.Errorf("supervisor resume: %w", err), Outcome: r.rollbackFromDestination(ctx)}
+		return &Error{Phase: "P4", Err: fmt.Errorf("supervisor resume: %w", err), Outcome: rollback(ctx)}
 	}
 	if err := r.t.Dst.Cont(ctx); err != nil {
 		return &Error{Phase: "P4", Err: fmt.Errorf("resuming the target at the destination: %w", err), Outcome: "target paused at destination, domain M monitoring there"}
 	}
-	r.res.Waits[3] = Measured(time.Since(tArrived))
+	r.res.Waits[3] = Measured(time.Since(arrived))
 	return nil
 }
 

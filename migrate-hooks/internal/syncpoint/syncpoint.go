@@ -18,8 +18,16 @@
 // target stops. Then it raises Domain M's limits and Domain M converges at once. See
 // migrate-hooks/README.md.
 //
+// Where the hypervisor cannot hold a stopped VM before its switchover (Xen's xl/libxl has
+// neither a pre-copy policy hook nor a pre-switchover pause), Sequential mode keeps the
+// invariant by order instead: the target migrates first and arrives paused, Domain M
+// monitors it until it stops for its last copy (P1), is told to quiesce then, and
+// migrates after the target's copy has left (P2, the target stopped meanwhile); P3 and
+// P4 are as in Sync. Domain M's whole migration falls into the target's downtime.
+//
 // The hypervisor operations the coordinator needs are the VM interface below; the QEMU
-// implementation is host.VM (over QMP).
+// implementation is host.VM (over QMP), libvirt's is virt.Domain, Xen's (xl over ssh)
+// xenmig's domain.
 package syncpoint
 
 import (
@@ -33,6 +41,9 @@ type Event struct {
 	Name   string // "STOP", "RESUME", "SHUTDOWN", "MIGRATION"
 	Status string // for MIGRATION: "active", "pre-switchover", "completed", "failed", ...
 	Time   time.Time
+	// Detail says how the event was observed where the hypervisor does not report it
+	// itself (e.g. "suspended for its last copy"); it goes into the timeline.
+	Detail string
 }
 
 // Progress is the state of an outgoing migration.
@@ -86,6 +97,13 @@ type Committer interface {
 	Commit(ctx context.Context) error
 }
 
+// Binder is a supervisor whose destination needs a step once both VMs have arrived and
+// before Domain M runs there: on Xen, dom0 grants Domain M privilege over the target's
+// new domain (P3/P4). It is called before Domain M's destination is resumed.
+type Binder interface {
+	BindDestination(ctx context.Context) error
+}
+
 // Supervisor is Domain M's supervisor as the coordinator drives it: Prepare returns once
 // it is quiesced; Resume once it monitors the target at the destination (the caller binds
 // the destination's memory source); ResumeAtSource once it monitors the target at the
@@ -117,9 +135,12 @@ const (
 	Paced
 	// NoSync: two independent migrations started together (the published baseline).
 	NoSync
+	// Sequential: the target first, Domain M after the target's last copy has left, for
+	// hypervisors without a pre-switchover hold (Xen); see the package doc.
+	Sequential
 )
 
-func (m Mode) String() string { return [...]string{"sync", "paced", "nosync"}[m] }
+func (m Mode) String() string { return [...]string{"sync", "paced", "nosync", "sequential"}[m] }
 
 // Config tunes a co-migration. Zero values take the defaults noted.
 type Config struct {

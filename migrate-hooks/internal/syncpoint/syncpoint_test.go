@@ -137,6 +137,8 @@ func TestCoMigrationSync(t *testing.T) {
 		{"domm-smaller", 256, 64, syncpoint.Sync},
 		{"target-smaller", 64, 256, syncpoint.Sync},
 		{"paced", 64, 256, syncpoint.Paced},
+		// Xen's order (the target first, Domain M after its last copy), on QEMU
+		{"sequential", 64, 256, syncpoint.Sequential},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.targetMiB, tc.domm)
@@ -151,6 +153,14 @@ func TestCoMigrationSync(t *testing.T) {
 			}
 			if d, ok := r.P1Margin.Get(); !ok || d <= 0 {
 				t.Errorf("P1 margin %v: domain M must stop after the target", r.P1Margin)
+			}
+			if tc.mode == syncpoint.Sequential {
+				// Domain M's whole migration lies inside the target's downtime.
+				dm, _ := r.DomMDowntime.Get()
+				td, _ := r.TargetDowntime.Get()
+				if m, _ := r.P1Margin.Get(); m+dm > td {
+					t.Errorf("domain M stopped %v after the target and was down %v, beyond the target's downtime %v", m, dm, td)
+				}
 			}
 			if !running(t, f.t.Dst) || !running(t, f.m.Dst) {
 				t.Errorf("target and domain M must run at the destination")

@@ -124,11 +124,15 @@ func lifecycle(subject string, vm VM, t0 time.Time, up0 bool) Timeline {
 		if e.Time.Before(t0) {
 			continue
 		}
+		what := e.Name
+		if e.Detail != "" {
+			what += ": " + e.Detail
+		}
 		switch e.Name {
 		case "STOP", "SHUTDOWN":
-			tl = append(tl, Change{e.Time, subject, vm.Where(), false, e.Name})
+			tl = append(tl, Change{e.Time, subject, vm.Where(), false, what})
 		case "RESUME":
-			tl = append(tl, Change{e.Time, subject, vm.Where(), true, e.Name})
+			tl = append(tl, Change{e.Time, subject, vm.Where(), true, what})
 		}
 	}
 	return tl
