@@ -37,7 +37,7 @@ func (r *run) startGuard(ctx context.Context) *guard {
 			return
 		}
 		seen := time.Now()
-		c, cancel := short(ctx)
+		c, cancel := r.short(ctx)
 		serr := r.t.Src.Stop(c) // a no-op when the target has stopped already
 		cancel()
 		g.mu.Lock()

@@ -25,7 +25,7 @@ import (
 func (r *run) abort(ctx context.Context) string {
 	// Up to two cancels that each wait for libvirt's Perform3 to end, then restarts: a
 	// budget of three short calls, not one.
-	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*r.cfg.Call)
 	defer cancel()
 	r.t.Src.Stop(c)
 	r.t.Src.CancelMigration(c)
@@ -58,7 +58,7 @@ func (r *run) abort(ctx context.Context) string {
 // stopped), the supervisor, never prepared, must still monitor there; then the target's
 // migration is cancelled and the target restarted.
 func (r *run) rollbackDomMFirst(ctx context.Context) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	r.m.Dst.Stop(c)
 	r.m.Src.CancelMigration(c)
@@ -87,7 +87,7 @@ func (r *run) rollbackDomMFirst(ctx context.Context) string {
 // quiesce. Domain M's migration is cancelled; if the supervisor answers resume at the
 // source the target is released there, else it stays held.
 func (r *run) failPrepare(ctx context.Context, err error) error {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	r.m.Src.CancelMigration(c)
 	if up, e := r.m.Src.Running(c); e != nil || !up {
@@ -120,7 +120,7 @@ func (r *run) monitoringAgain(ctx context.Context) error {
 // held. QEMU restarts a source whose migration fails; make sure Domain M runs, let the
 // supervisor resume at the source, then release the target there.
 func (r *run) rollbackDomMAtSource(ctx context.Context) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	r.m.Src.CancelMigration(c)
 	if err := waitRunning(c, r.m.Src); err != nil {
@@ -134,7 +134,7 @@ func (r *run) rollbackDomMAtSource(ctx context.Context) string {
 // rollbackAfterDomM: Domain M has migrated, the target is held at the source and cannot
 // follow. Domain M is restarted at the source (its destination copy stays paused).
 func (r *run) rollbackAfterDomM(ctx context.Context) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	r.m.Dst.Stop(c)
 	if err := r.m.Src.Cont(c); err != nil {
@@ -147,7 +147,7 @@ func (r *run) releaseTargetAtSource(ctx context.Context) string {
 	if err := r.resume(ctx, true); err != nil {
 		return fmt.Sprintf("target paused at source (pre-switchover): supervisor resume at source: %v", err)
 	}
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	r.t.Src.CancelMigration(c)
 	if err := waitRunning(c, r.t.Src); err != nil {
@@ -164,10 +164,10 @@ func (r *run) releaseTargetAtSource(ctx context.Context) string {
 // The restart is seen by its RESUME event, not by polling the state (every 10 ms, a
 // call each, behind the coordinator's other calls on a loaded host).
 func (r *run) recoverTargetRestart(ctx context.Context) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	_, _, err := r.t.Src.WaitEvent(c, r.from[r.t.Src], func(e Event) bool { return e.Name == "RESUME" })
 	cancel()
-	c, cancel = short(ctx)
+	c, cancel = r.short(ctx)
 	if err == nil {
 		r.t.Src.Stop(c)
 	} else if up, _ := r.t.Src.Running(c); up {
@@ -178,7 +178,7 @@ func (r *run) recoverTargetRestart(ctx context.Context) string {
 }
 
 func (r *run) rollbackAfterDomMStopped(ctx context.Context) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	r.m.Dst.Stop(c)
 	if err := r.m.Src.Cont(c); err != nil {

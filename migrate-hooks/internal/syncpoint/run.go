@@ -217,7 +217,7 @@ func (r *run) prepareBoth(ctx context.Context) error {
 func (r *run) commit(ctx context.Context) {
 	for _, vm := range []VM{r.t.Src, r.m.Src} {
 		if c, ok := vm.(Committer); ok {
-			cc, cancel := short(ctx)
+			cc, cancel := r.short(ctx)
 			if err := c.Commit(cc); err != nil {
 				r.cfg.Log.Warn("source not released after migration", "where", vm.Where(), "err", err)
 			}
@@ -267,9 +267,9 @@ func (r *run) resume(ctx context.Context, atSource bool) error {
 	return err
 }
 
-// short bounds a single hypervisor call made while cleaning up.
-func short(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+// short bounds a single hypervisor call made while cleaning up or checking (Config.Call).
+func (r *run) short(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Call)
 }
 
 func isMigrationStatus(statuses ...string) func(Event) bool {

@@ -54,7 +54,7 @@ func (r *run) sequential(ctx context.Context) error {
 		err = fmt.Errorf("domain M migration %s: %s", ev.Status, r.progressErr(ctx, r.m.Src))
 	}
 	if err != nil {
-		c, cancel := short(ctx)
+		c, cancel := r.short(ctx)
 		r.m.Src.CancelMigration(c)
 		cancel()
 		return &Error{Phase: "P2", Err: fmt.Errorf("domain M's migration: %w", err), Outcome: r.seqRollback(ctx)}
@@ -140,10 +140,10 @@ func (r *run) seqFailPrepare(ctx context.Context, perr error) error {
 	if werr == nil && ev.Status == "completed" {
 		return &Error{Phase: "P1", Err: err, Outcome: "target paused at destination (arrived); domain M at the source, not told to resume"}
 	}
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	_, _, rerr := r.t.Src.WaitEvent(c, r.from[r.t.Src], func(e Event) bool { return e.Name == "RESUME" })
 	cancel()
-	c, cancel = short(ctx)
+	c, cancel = r.short(ctx)
 	if rerr == nil {
 		r.t.Src.Stop(c)
 	} else if up, _ := r.t.Src.Running(c); up {
@@ -153,7 +153,7 @@ func (r *run) seqFailPrepare(ctx context.Context, perr error) error {
 	if e := r.monitoringAgain(ctx); e != nil {
 		return &Error{Phase: "P1", Err: err, Outcome: fmt.Sprintf("target paused at source: supervisor not monitoring (%v)", e)}
 	}
-	c, cancel = short(ctx)
+	c, cancel = r.short(ctx)
 	defer cancel()
 	if e := r.t.Src.Cont(c); e != nil {
 		return &Error{Phase: "P1", Err: err, Outcome: fmt.Sprintf("target paused at source: %v", e)}
@@ -166,7 +166,7 @@ func (r *run) seqFailPrepare(ctx context.Context, perr error) error {
 // (QEMU), the pair is resumed at the source as in Sync; where it is gone (xl destroys
 // it), the target stays paused at the destination.
 func (r *run) seqRollback(ctx context.Context) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	_, err := r.t.Src.Running(c)
 	cancel()
 	if err != nil {

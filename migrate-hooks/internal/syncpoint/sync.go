@@ -110,7 +110,7 @@ func (r *run) p4(ctx context.Context, arrived time.Time, rollback func(context.C
 	if err := r.m.Dst.Cont(ctx); err != nil {
 		return &Error{Phase: "P4", Err: fmt.Errorf("resuming domain M at the destination: %w", err), Outcome: rollback(ctx)}
 	}
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	err := waitRunning(c, r.m.Dst)
 	cancel()
 	if err != nil {
@@ -205,7 +205,7 @@ func (r *run) p1(ctx context.Context, hp holdPlan) (Event, error) {
 			// be on its way), the hold came too late. The target is stopped first, asked
 			// after: a Stop of a target stopped for its final copy does nothing, while a
 			// question first would leave it running one more call.
-			c, cancel := short(ctx)
+			c, cancel := r.short(ctx)
 			r.t.Src.Stop(c)
 			cancel()
 			if r.targetStopped(ctx1) {
@@ -297,7 +297,7 @@ func (r *run) p2(ctx context.Context) error {
 	}
 	// A destination that died while the target was held would make the target's final
 	// copy fail, and QEMU would then restart the target at the source: check first.
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	if _, err := r.t.Dst.Running(c); err != nil {
 		return &Error{Phase: "P2", Err: fmt.Errorf("target's destination is gone: %w", err), Outcome: r.rollbackAfterDomM(ctx)}
@@ -330,7 +330,7 @@ func (r *run) p3(ctx context.Context) (mArrived, tArrived time.Time, err error) 
 }
 
 func (r *run) progressErr(ctx context.Context, vm VM) string {
-	c, cancel := short(ctx)
+	c, cancel := r.short(ctx)
 	defer cancel()
 	p, err := vm.Progress(c)
 	if err != nil {

@@ -153,6 +153,9 @@ type Config struct {
 	// Timeouts of each phase: P1 (the target stops), P2 (Domain M finishes), P3 (the
 	// target arrives), Handshake (each supervisor call). Defaults 10 min, 5 min, 2 min, 10 s.
 	P1, P2, P3, Handshake time.Duration
+	// Call bounds one hypervisor call made while cleaning up or checking a state; default
+	// 5 s (an xl command over ssh to a nested host takes longer).
+	Call time.Duration
 	// Poll is the interval at which Domain M's stream is watched during P1; default 5 ms.
 	Poll time.Duration
 	Log  *slog.Logger
@@ -170,6 +173,7 @@ func (c *Config) defaults() {
 	set(&c.P2, 5*time.Minute)
 	set(&c.P3, 2*time.Minute)
 	set(&c.Handshake, 10*time.Second)
+	set(&c.Call, 5*time.Second)
 	set(&c.Poll, 5*time.Millisecond)
 	if c.MaxBandwidth == 0 {
 		c.MaxBandwidth = 10 << 30

@@ -39,6 +39,27 @@ type fakeXen struct {
 	goneSeen         bool          // the source domain was destroyed while Domain M monitored it
 	hold             bool          // xl migrate of the target ends only when its context does
 	targetHere       string        // the target's state at the source: running, suspended, paused, gone
+	dstRunning       map[string]bool
+}
+
+// list is xl list at host: the domains there, with their state column.
+func (f *fakeXen) list(host string) string {
+	out := "Name                                        ID   Mem VCPUs\tState\tTime(s)\nDomain-0 0 1024 2 r----- 10.0\n"
+	for k, id := range f.ids {
+		h, name, _ := strings.Cut(k, "/")
+		if h != host {
+			continue
+		}
+		st := "--p---"
+		switch {
+		case host == "" && name == "target":
+			st = map[string]string{"running": "-b----", "suspended": "---s--", "paused": "--p---"}[f.targetHere]
+		case host == "" || f.dstRunning[name]:
+			st = "-b----"
+		}
+		out += fmt.Sprintf("%s %d 512 1 %s 1.0\n", name, id, st)
+	}
+	return out
 }
 
 func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (string, error) {
@@ -96,6 +117,8 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
+	case name == "xl" && args[0] == "list":
+		return f.list(host), nil
 	case name == "xl" && args[0] == "domid":
 		id, ok := f.ids[host+"/"+args[1]]
 		if !ok {
@@ -121,12 +144,14 @@ func (f *fakeXen) Run(ctx context.Context, host, name string, args ...string) (s
 	case name == "xl" && args[0] == "restore":
 		f.nextID++
 		f.ids[host+"/domainm"] = f.nextID
-	case name == "xl" && args[0] == "unpause" && args[1] == "target":
-		if f.state != proto.StateMonitoring {
+	case name == "xl" && args[0] == "unpause":
+		if args[1] == "target" && f.state != proto.StateMonitoring {
 			f.unwatched = true
 		}
-		if host == "" {
+		if host == "" && args[1] == "target" {
 			f.targetHere = "running"
+		} else if host != "" {
+			f.dstRunning[args[1]] = true
 		}
 	case name == "xl" && args[0] == "pause" && args[1] == "target" && host == "":
 		f.targetHere = "paused"
@@ -165,7 +190,7 @@ func d(f syncpoint.Figure) time.Duration {
 
 func newFake() *fakeXen {
 	return &fakeXen{ids: map[string]int{"/target": 1, "/domainm": 2}, state: proto.StateMonitoring, nextID: 5,
-		suspended: make(chan struct{}), prepared: make(chan struct{}), lastCopy: 2 * time.Second, targetHere: "running"}
+		suspended: make(chan struct{}), prepared: make(chan struct{}), lastCopy: 2 * time.Second, targetHere: "running", dstRunning: map[string]bool{}}
 }
 
 func TestMigrateOrder(t *testing.T) {
@@ -219,7 +244,7 @@ func TestResumeFails(t *testing.T) {
 	f := newFake()
 	f.failCmd = "domainm-xen request 7"
 	r, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"})
-	if err == nil || !strings.Contains(err.Error(), "stays paused") {
+	if err == nil || !strings.Contains(err.Error(), "target paused at destination") {
 		t.Fatalf("err = %v", err)
 	}
 	if slices.Contains(f.log, "b xl unpause target") {
@@ -308,18 +333,24 @@ func TestPrepareAtSuspend(t *testing.T) {
 	if !(d(r.Waits[0]) <= d(r.TargetMigration)) || d(r.TargetDowntime) < d(r.Waits[1]) {
 		t.Errorf("P1 %v, target's migration %v, P2 %v, downtime %v", r.Waits[0], r.TargetMigration, r.Waits[1], r.TargetDowntime)
 	}
-	whats := ""
+	var suspend, prepare time.Time
 	for _, c := range r.Timeline {
-		whats += c.What + "; "
+		switch {
+		case c.Where == "src/target" && c.What == "STOP: suspended for its last copy":
+			suspend = c.Time
+		case c.Subject == syncpoint.SubjectSupervisor && c.What == "prepare sent":
+			prepare = c.Time
+		}
 	}
-	if !strings.Contains(whats, "suspended for its last copy; quiesced; xl migrate target ended") {
-		t.Errorf("timeline %s: want suspend, then quiesced, then xl's end", whats)
+	xlEnd := r.Start.Add(d(r.TargetMigration))
+	if suspend.IsZero() || prepare.Before(suspend) || !prepare.Before(xlEnd) {
+		t.Errorf("suspend %v, prepare %v, xl's end %v: want suspend, then prepare, then xl's end; timeline %v", suspend, prepare, xlEnd, r.Timeline)
 	}
 
 	f = newFake()
 	f.noWatch, f.lastCopy = true, 50*time.Millisecond
 	_, err = Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
-	if err == nil || !strings.Contains(err.Error(), "P2: prepare") || !f.goneSeen {
+	if err == nil || !strings.Contains(err.Error(), "supervisor prepare") || !f.goneSeen {
 		t.Errorf("without the suspend watch: err %v, gone seen %v: want run 21's refused prepare", err, f.goneSeen)
 	}
 }
@@ -355,7 +386,7 @@ func TestTargetFailsAfterPrepare(t *testing.T) {
 		t.Errorf("after the failure: supervisor %q, target %q here: want monitoring, running", f.state, f.targetHere)
 	}
 	for _, c := range f.log {
-		if strings.HasPrefix(c, "xl save") || strings.HasPrefix(c, "xl migrate -p domainm") || strings.HasPrefix(c, "b ") {
+		if strings.HasPrefix(c, "xl save") || strings.HasPrefix(c, "xl migrate -p domainm") || strings.HasPrefix(c, "b ") && c != "b xl list" {
 			t.Errorf("%q ran after the target's migration failed", c)
 		}
 	}
@@ -365,7 +396,7 @@ func TestTargetFailsAfterPrepare(t *testing.T) {
 	f = newFake()
 	f.failAfterSuspend = true
 	f.failCmd = `domainm-xen request 2 {"id":"resume`
-	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"}); err == nil || !strings.Contains(err.Error(), "stays paused here") || errors.Is(err, ErrRolledBack) {
+	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b"}); err == nil || !strings.Contains(err.Error(), "target paused at source") || errors.Is(err, ErrRolledBack) {
 		t.Errorf("resume at the source refused: err = %v, want the target left paused, not rolled back", err)
 	}
 	if f.targetHere != "paused" {
@@ -373,8 +404,10 @@ func TestTargetFailsAfterPrepare(t *testing.T) {
 	}
 }
 
-// TestTargetMigrationTimesOut: the coordinator's deadline kills xl migrate; the pair is
-// not claimed rolled back (the target's state is unknown), and nothing else runs.
+// TestTargetMigrationTimesOut: the coordinator's deadline kills xl migrate after the
+// target's suspend. Domain M is resumed here, but the pair is not claimed rolled back:
+// the target's source domain is left suspended (xl did not resume it), which xl unpause
+// cannot undo; and nothing else moves.
 func TestTargetMigrationTimesOut(t *testing.T) {
 	f := newFake()
 	f.lastCopy = time.Hour           // xl never ends on its own
@@ -382,12 +415,16 @@ func TestTargetMigrationTimesOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	f.hold = true
-	_, err := Migrate(ctx, f, Config{Target: "target", DomM: "domainm", Dest: "b"})
-	if err == nil || errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "state is unknown") {
-		t.Fatalf("err = %v, want a timeout that claims nothing", err)
+	// Call: the rollback waits that long for a restart that a killed xl never makes
+	r, err := Migrate(ctx, f, Config{Target: "target", DomM: "domainm", Dest: "b", Call: time.Second})
+	if err == nil || errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "xl unpause cannot run it") {
+		t.Fatalf("err = %v, want a timeout that does not claim the target runs", err)
+	}
+	if f.state != proto.StateMonitoring || f.targetHere != "suspended" || len(r.Violations) > 0 {
+		t.Errorf("supervisor %q, target %q, violations %v: want monitoring, suspended, none", f.state, f.targetHere, r.Violations)
 	}
 	for _, c := range f.log {
-		if strings.HasPrefix(c, "xl pause") || strings.HasPrefix(c, "xl migrate -p domainm") || strings.HasPrefix(c, "b ") {
+		if strings.HasPrefix(c, "xl pause") || strings.HasPrefix(c, "xl migrate -p domainm") || strings.HasPrefix(c, "b ") && c != "b xl list" {
 			t.Errorf("%q ran after the deadline", c)
 		}
 	}
