@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/domainm/domainm/appliance/control/xenstore"
@@ -54,7 +55,11 @@ func WaitSuspend(ctx context.Context, dom uint32, out io.Writer) error {
 	if xs, err := xenstore.Open(); err == nil {
 		defer xs.Close()
 		if err := xs.Watch("@releaseDomain", "release"); err == nil {
-			xs.Watch(fmt.Sprintf("/local/domain/%d/control/shutdown", dom), "shutdown")
+			node := fmt.Sprintf("/local/domain/%d/control/shutdown", dom)
+			if err := xs.Watch(node, "shutdown"); err != nil {
+				// @releaseDomain and the poll still answer; say why it is later
+				slog.Warn("wait-suspend: no watch on the shutdown request", "node", node, "err", err)
+			}
 			events = xs.Events()
 		}
 	}
