@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/domainm/domainm/image/lab"
 	"github.com/domainm/domainm/migrate-hooks/internal/xenmig"
 )
 
@@ -188,20 +189,9 @@ func suspendRequested(r io.Reader, domid int) (time.Time, bool) {
 // ConsoleAlert is one of Domain M's alerts (the supervisor's file sink, ECS fields) as
 // its console reached dom0's xenconsoled log, "[YYYY-MM-DD HH:MM:SS] {json}".
 type ConsoleAlert struct {
+	lab.Alert           // the fields the QEMU lab reads of the same alerts
 	Timestamp time.Time `json:"@timestamp"` // Domain M's clock
-	Message   string    `json:"message"`
-	Event     struct {
-		Action string `json:"action"`
-	} `json:"event"`
-	File struct {
-		Path string `json:"path"`
-		Mode string `json:"mode"`
-	} `json:"file"`
-	Host struct {
-		Name string `json:"name"` // the target
-	} `json:"host"`
-	Logged time.Time `json:"-"` // xenconsoled's timestamp (dom0's clock, seconds)
-	Raw    string    `json:"-"`
+	Logged    time.Time `json:"-"`          // xenconsoled's timestamp (dom0's clock, seconds)
 }
 
 // ParseConsoleAlerts reads the alerts among the lines of a Domain M console log. A line
