@@ -371,6 +371,19 @@ if [ -n "$nfs" ]; then
 	a=$(ssh root@$peer /lab/nfs-check.sh alert file-added /usr/bin/.xenlab-B 900) || fail "Domain M did not alert the file planted in the disk image at B"
 	ev DISK-ALERT where=B path=/usr/bin/.xenlab-B at=$a
 fi
+# dom0 B's domainm-xen follow (started by domainm-migrate after the grant): it still
+# runs, and domainm/frames equals Xen's p2m of the target's new domain there (asked up to
+# three times, 11 s apart: one 10 s period may be between a change and its rewrite)
+for i in 1 2 3; do
+	fb=$(ssh root@$peer xenstore-read /local/domain/$M2/domainm/frames 2>&1)
+	pb=$(ssh root@$peer /lab/domainm-xen frames $T2 2>&1 | tr '\n' ' ' | sed 's/ *$//')
+	alive=$(ssh root@$peer "pgrep -f '[d]omainm-xen follow $M2 $T2' >/dev/null && echo yes || echo no")
+	[ "$fb" = "$pb" ] && [ $alive = yes ] && break
+	[ $i = 3 ] || sleep 11
+done
+eq=no; [ "$fb" = "$pb" ] && eq=yes
+ev FOLLOW-B equal=$eq running=$alive domainm_frames="$(echo $fb | tr ' ' ',')" p2m="$(echo $pb | tr ' ' ',')"
+ssh root@$peer 'cp /var/log/domainm-xen-follow.log /lab/out/follow.log 2>/dev/null; sync'
 domm_report
 cp /var/log/xen/console/guest-*.log $out/ 2>/dev/null
 ssh root@$peer 'cp /var/log/xen/console/guest-*.log /lab/out/ 2>/dev/null; cp /var/log/xen/console/guest-target.log /lab/out/guest-target-B.log; sync'

@@ -121,6 +121,13 @@ func TestXenLab(t *testing.T) {
 	} else {
 		t.Errorf("dom0 A's domainm-xen follow left no log: %v", err)
 	}
+	// B's follow, started by domainm-migrate with the grant there
+	if b, err := os.ReadFile(filepath.Join(l.Run, "out-B", "follow.log")); err == nil {
+		l.step("dom0 B's domainm-xen follow: %s", strings.TrimSpace(string(b)))
+	}
+	if e, ok := Find(a, "FOLLOW-B"); !ok || e.Args["equal"] != "yes" || e.Args["running"] != "yes" {
+		t.Errorf("dom0 B's domainm-xen follow: want it running and domainm/frames equal to the target's p2m at B: %s", e.Line)
+	}
 }
 
 // checkDisk: the disk check over NFS. Domain M recorded a baseline of the target's image
