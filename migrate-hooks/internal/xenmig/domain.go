@@ -19,8 +19,9 @@ import (
 //   - STOP (source): when domainm-xen wait-suspend sees the domain suspended for its
 //     last copy; if that is not seen, at xl's successful end (the domain is gone then);
 //     after xl pause returned;
-//   - RESUME: when xl unpause is sent; at xl's end when xl migrate failed after the
-//     suspend (xl resumes the source before it returns);
+//   - RESUME: when xl unpause is sent; for the target, at xl's end when xl migrate
+//     failed after the suspend (xl resumes the source before it returns); when Cont
+//     finds running a domain whose last event here was a STOP;
 //   - MIGRATION active, completed (at xl's end; the destination copy's "completed" is
 //     its arrival, paused), failed, or cancelled (xl killed: the domain's state is not
 //     known, so nothing is claimed).
@@ -131,8 +132,9 @@ func (d *domain) migrate(ctx context.Context, dest string) {
 			d.peer.post(syncpoint.Event{Name: "MIGRATION", Status: "completed", Time: end, Detail: "arrived paused"})
 		}
 	case "failed":
-		if sawStop {
-			// xl resumes the source before it returns: from then at the latest it runs.
+		if sawStop && d.name != d.cfg.DomM {
+			// xl resumes the source before it returns: from then at the latest the target
+			// runs. (Domain M is not taken as running on that ground: Cont finds out.)
 			d.post(syncpoint.Event{Name: "RESUME", Time: end, Detail: "resumed here by xl (its migration failed)"})
 		}
 		d.post(syncpoint.Event{Name: "MIGRATION", Status: "failed", Time: end})
@@ -280,11 +282,31 @@ func (d *domain) Cont(ctx context.Context) error {
 	case strings.ContainsAny(st, "scd"):
 		return fmt.Errorf("%s: domain %s is %s (shut down, crashed or dying): xl unpause cannot run it", d.where, d.name, st)
 	case !strings.Contains(st, "p"):
+		if d.stopped() {
+			// it runs, though its last event here says stopped (xl resumed it after a
+			// failed move): from now on at the latest
+			d.post(syncpoint.Event{Name: "RESUME", Time: time.Now(), Detail: "found running"})
+		}
 		return nil
 	}
 	d.post(syncpoint.Event{Name: "RESUME", Time: time.Now(), Detail: "xl unpause sent"})
 	_, err = d.x.Run(ctx, d.host, "xl", "unpause", d.name)
 	return err
+}
+
+// stopped reports whether the last STOP or RESUME recorded here is a STOP.
+func (d *domain) stopped() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := len(d.events) - 1; i >= 0; i-- {
+		switch d.events[i].Name {
+		case "STOP":
+			return true
+		case "RESUME":
+			return false
+		}
+	}
+	return false
 }
 
 // WaitEvent waits for the first event at index >= from that matches.

@@ -308,8 +308,12 @@ func TestMigrateSave(t *testing.T) {
 	}
 	f = newFake()
 	f.failCmd = "xl restore"
-	if _, err := Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true}); err == nil || !strings.Contains(err.Error(), "saved in") {
-		t.Fatalf("failed restore: err = %v, want where the image is", err)
+	r, err = Migrate(context.Background(), f, Config{Target: "target", DomM: "domainm", Dest: "b", DomMSave: true})
+	if err == nil || !strings.Contains(err.Error(), "saved in") || !strings.Contains(err.Error(), "target paused at destination") {
+		t.Fatalf("failed restore: err = %v, want where the image is, and the target left paused", err)
+	}
+	if f.unwatched || slices.Contains(f.log, "b xl unpause target") || len(r.Violations) > 0 {
+		t.Errorf("failed restore: the target was unpaused (%v) or ran unwatched (%v): %q", slices.Contains(f.log, "b xl unpause target"), r.Violations, f.log)
 	}
 }
 
