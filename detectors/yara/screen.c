@@ -14,6 +14,15 @@
 //   - a match at the address of an earlier match of the same string (overlapping
 //     windows: the same bytes lie in two blocks) replaces it and keeps the earlier
 //     block's base: a match marks every window holding its first byte.
+//
+// Once the blocks are matched, libyara evaluates the conditions, and each read of
+// memory (uint16(0) and the like: thousands per scan with elastic's rules) walks the
+// iterator from its first block until a block holds the address. So that a read
+// outside the run does not visit every window, the iterator then starts with two
+// guard blocks, the addresses below the run's first window and those from the end of
+// its last one, whose data cannot be fetched: libyara's read finds the address in a
+// guard and returns undefined, as it would after visiting every window; a read inside
+// the run passes both guards and finds the windows in order, as before.
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +38,13 @@ typedef struct
   const uint64_t* bases;
   const size_t* sizes;
   size_t n;
-  size_t i;        // the current block, n before the first
+  size_t i;        // the current block, n before the first (and see DM_BELOW)
   uint8_t* hit;
   size_t max_size;  // the largest window
   uint32_t* pieces;  // indexes of the strings that are pieces of a chain
   size_t npieces;
+  int reading;                 // the blocks are matched: conditions read memory
+  YR_MEMORY_BLOCK below, above;  // the guards: no window holds these addresses
   const uint8_t* sensitive;  // by rule index, or NULL: every rule
   int matched;               // a rule not sensitive matched the whole run
 } dm_screen;
@@ -42,6 +53,12 @@ static const uint8_t* dm_screen_fetch(YR_MEMORY_BLOCK* b)
 {
   dm_screen* sr = (dm_screen*) b->context;
   return sr->data[sr->i];
+}
+
+// A guard's data cannot be fetched: a read of it is undefined.
+static const uint8_t* dm_screen_fetch_none(YR_MEMORY_BLOCK* b)
+{
+  return NULL;
 }
 
 // dm_screen_pieces marks the current block when a piece of a chained string matched
@@ -63,22 +80,34 @@ static void dm_screen_pieces(dm_screen* sr)
 
 static YR_MEMORY_BLOCK* dm_screen_at(dm_screen* sr, size_t i)
 {
-  if (sr->i < sr->n)
+  if (sr->i < sr->n && !sr->reading)
     dm_screen_pieces(sr);
-  sr->i = i;
   if (i >= sr->n)
   {
+    // The last block is matched (or, reading, visited): what follows are reads.
     sr->i = sr->n;
+    sr->reading = 1;
     return NULL;
   }
+  sr->i = i;
   sr->block.base = sr->bases[i];
   sr->block.size = sr->sizes[i];
   return &sr->block;
 }
 
+// While reading, sr->i is a window, or DM_BELOW or DM_ABOVE past the windows: the
+// guards come first.
+#define DM_BELOW(sr) ((sr)->n + 1)
+#define DM_ABOVE(sr) ((sr)->n + 2)
+
 static YR_MEMORY_BLOCK* dm_screen_first(YR_MEMORY_BLOCK_ITERATOR* it)
 {
   dm_screen* sr = (dm_screen*) it->context;
+  if (sr->reading)
+  {
+    sr->i = DM_BELOW(sr);
+    return &sr->below;
+  }
   sr->i = sr->n;
   return dm_screen_at(sr, 0);
 }
@@ -86,6 +115,13 @@ static YR_MEMORY_BLOCK* dm_screen_first(YR_MEMORY_BLOCK_ITERATOR* it)
 static YR_MEMORY_BLOCK* dm_screen_next(YR_MEMORY_BLOCK_ITERATOR* it)
 {
   dm_screen* sr = (dm_screen*) it->context;
+  if (sr->reading && sr->i == DM_BELOW(sr))
+  {
+    sr->i = DM_ABOVE(sr);
+    return &sr->above;
+  }
+  if (sr->reading && sr->i == DM_ABOVE(sr))
+    return dm_screen_at(sr, 0);
   return dm_screen_at(sr, sr->i + 1);
 }
 
@@ -162,9 +198,22 @@ int dm_scan_screen(
   sr.i = n;
   sr.hit = hit;
   sr.sensitive = sensitive;
+  uint64_t hi = 0;
   for (size_t i = 0; i < n; i++)
+  {
     if (sizes[i] > sr.max_size)
       sr.max_size = sizes[i];
+    if (bases[i] + sizes[i] > hi)
+      hi = bases[i] + sizes[i];
+  }
+  sr.below.base = 0;
+  sr.below.size = n > 0 ? bases[0] : 0;
+  sr.below.context = &sr;
+  sr.below.fetch_data = dm_screen_fetch_none;
+  sr.above.base = hi;
+  sr.above.size = UINT64_MAX - hi;
+  sr.above.context = &sr;
+  sr.above.fetch_data = dm_screen_fetch_none;
   YR_RULES* rules = s->rules;
   for (uint32_t i = 0; i < rules->num_strings; i++)
     if (STRING_IS_CHAIN_PART(&rules->strings_table[i]))

@@ -17,7 +17,8 @@ import (
 // screenRules mixes what the screen must get right: plain strings, conditions over
 // several strings that a run of windows satisfies and no single window does (both, two,
 // cnt), non-monotone conditions (notb, once, quiet: it matches wherever its string is
-// absent, so windows without any match report it), a read at a fixed address (hdr), a
+// absent, so windows without any match report it), a read at a fixed address (hdr) and
+// one at a match (rd, sensitive: the screen's reads pass its guards), a
 // rule referring to another (ref), a global rule, private strings, fullword, wide,
 // hex jumps, a chained hex string (pieces far apart), regexps anchored to a window's
 // start, and a string at a fixed address.
@@ -40,6 +41,7 @@ rule hex { strings: $a = { 43 52 [1-20] 53 53 } condition: $a }
 rule chain { strings: $a = { 4B 4C [300-600] 4D 4E } condition: $a }
 rule at_addr { strings: $a = "ATADDR" condition: $a at 0x101800 }
 rule priv { strings: $p = "PRIVATE-S" private condition: $p }
+rule rd { strings: $a = "RD-AT" condition: uint8(@a[1] + 5) == 0x21 }
 `
 
 const screenGlobal = `
@@ -73,9 +75,9 @@ func TestScreenAgreesWithScanAlone(t *testing.T) {
 		insensitive []string
 	}{
 		{"every run matches", map[string]string{"a.yar": screenRules, "g.yar": screenGlobal}, "[quiet g]",
-			[]string{"notb", "once", "quiet", "g"}, []string{"lit", "both", "two", "cnt", "hdr", "ref", "inner", "chain", "in_g"}},
+			[]string{"notb", "once", "quiet", "g", "rd"}, []string{"lit", "both", "two", "cnt", "hdr", "ref", "inner", "chain", "in_g"}},
 		{"shortcut", map[string]string{"a.yar": strings.ReplaceAll(screenRules, "rule quiet", "rule quiet_off"), "g2.yar": screenShortcut}, "[quiet_off]",
-			[]string{"notb", "once", "g2", "in_g2"}, []string{"lit", "both", "two", "cnt", "hdr", "ref", "inner", "chain"}},
+			[]string{"notb", "once", "g2", "in_g2", "rd"}, []string{"lit", "both", "two", "cnt", "hdr", "ref", "inner", "chain"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := Compile(writeRules(t, tc.files))
@@ -108,7 +110,7 @@ func screenAgrees(t *testing.T, r *Rules, wantQuiet string) {
 	defer s.Close()
 	markers := []string{"SCR-LIT", "W\x00I\x00D\x00E\x00N\x00C\x00", "FULLWORD", "xFULLWORD", "PAIR-ONE", "PAIR-TWO",
 		"TWO-A", "TWO-B", "TWO-C", "CNT", "NOT-A", "NOT-B", "ONCE", "QUIET-GONE", "HDR", "INNER", "OUTER",
-		"ABXYZXYBA", "CR1234SS", "KL", "MN", "ATADDR", "PRIVATE-S", "IN-G", "GLOBAL-ON", "G2-ON", "IN-G2"}
+		"ABXYZXYBA", "CR1234SS", "KL", "MN", "ATADDR", "PRIVATE-S", "IN-G", "GLOBAL-ON", "G2-ON", "IN-G2", "RD-AT!", "RD-AT?"}
 	const win, ov = 4096, 512
 	rng := rand.New(rand.NewPCG(5, 6))
 	const alphabet = "ABXYZQ .\x00"
