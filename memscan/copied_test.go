@@ -169,7 +169,11 @@ rule near { strings: $a = "EDGE-MARK-0003" $b = "EDGE-MARK-0004" condition: $a a
 // time alone. With a few literal rules it scans window by window; with a rule whose
 // condition alone costs much per scan (a loop of 200,000 steps, never true) it
 // screens, and settles the windows without a marker by the screen. Both find the
-// same markers, once each.
+// same markers, once each. With a rule that matches where its string is absent (so
+// that every window without a string match reports it: what the worker learns from
+// its few bytes measuring the fixed cost), and with one whose string is zeros (the few
+// bytes match: learnt from a window instead), the screened pass reports what a pass
+// scanning each window alone reports.
 func TestScreenOnlyWherePays(t *testing.T) {
 	const bs, size = 64 << 10, 4 << 20
 	img := make([]byte, size)
@@ -191,13 +195,18 @@ func TestScreenOnlyWherePays(t *testing.T) {
 	}
 	defer src.Close()
 	const lit = `rule lit { strings: $a = "PAYS-MARKER" condition: $a }`
+	const slow = "\nrule slow { condition: for any i in (0..200000): (i == 300000) }"
+	const absent = `
+rule absent { strings: $a = "NEVER-IN-THE-IMAGE" condition: not $a }`
 	for _, tc := range []struct {
 		name   string
 		rules  string
 		screen bool
 	}{
 		{"cheap", lit, false},
-		{"heavy conditions", lit + "\nrule slow { condition: for any i in (0..200000): (i == 300000) }", true},
+		{"heavy conditions", lit + slow, true},
+		{"heavy, quiet", lit + slow + absent, true},
+		{"heavy, quiet, zeros", lit + slow + absent + "\nrule z { strings: $z = { 00 00 00 00 00 00 00 00 } condition: $z }", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := compile(t, tc.rules)
@@ -216,6 +225,22 @@ func TestScreenOnlyWherePays(t *testing.T) {
 				t.Errorf("%d of %d blocks settled by the screen, want screening %v", res.BlocksScreened, res.BlocksScanned, tc.screen)
 			}
 			t.Logf("%d of %d blocks settled by the screen", res.BlocksScreened, res.BlocksScanned)
+			da := memscan.NewDriver(memscan.DriverConfig{BlockSize: bs, Workers: 1, RunBudget: -1})
+			alone, err := da.Pass(context.Background(), src, memscan.PassOptions{Rules: func() memscan.RuleSet { return aloneOf{rs} }})
+			if err != nil || len(alone.Errors) > 0 || alone.BlocksScreened != 0 {
+				t.Fatal(err, alone.Errors, alone.BlocksScreened)
+			}
+			if !reflect.DeepEqual(res.Matches, alone.Matches) {
+				t.Errorf("screened and alone differ:\nscreened %s\nalone    %s", summary(res.Matches), summary(alone.Matches))
+			}
 		})
 	}
+}
+
+// aloneOf is a rule set whose scanners cannot screen: every window is scanned alone.
+type aloneOf struct{ memscan.RuleSet }
+
+func (a aloneOf) NewScanner() (memscan.BlockScanner, error) {
+	sc, err := a.RuleSet.NewScanner()
+	return struct{ memscan.BlockScanner }{sc}, err
 }

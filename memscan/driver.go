@@ -787,23 +787,52 @@ func (w *worker) screenPays() bool {
 		return true
 	}
 	if w.fixedNS == 0 {
-		// The faster of two scans (with elastic's rules each costs a fifth of a
-		// window): the first may pay for code and data not yet in the caches.
-		var few [16]byte
-		w.fixedNS = 1 << 62
-		for range 2 {
-			t0 := threadCPU()
-			if _, err := w.sc.Scan(few[:], 0); err != nil {
-				break // cannot tell: leave it to the judge
-			}
-			w.fixedNS = min(w.fixedNS, max(int64(threadCPU()-t0), 1))
-		}
+		w.measureFixed()
+	}
+	if w.scr == nil {
+		return false
 	}
 	n := 0
 	for _, p := range w.pend {
 		n += len(p.win)
 	}
 	return float64(w.fixedNS) >= screenMinShare*w.aloneRate*float64(n)/float64(len(w.pend))
+}
+
+// measureFixed measures the rule engine's fixed cost per scan (fixedNS): the faster of
+// a screen and a scan of a few zero bytes at the first pending window's address (with
+// elastic's rules each costs a fifth of a window; the first pays for code and data not
+// yet in the caches). When the screen passes those bytes and the scan reports no
+// string match, the scan's result is what the rule set reports for every window the
+// screen passes (Screener), quiet, learnt without scanning a whole window twice; the
+// first screen's probe then checks it against a window of memory.
+func (w *worker) measureFixed() {
+	var few [16]byte
+	base := w.pend[0].b.gpa + uint64(w.pend[0].lo)
+	w.fixedNS = 1 << 62
+	t0 := threadCPU()
+	hit, err := w.scr.Screen([][]byte{few[:]}, []uint64{base})
+	took := max(int64(threadCPU()-t0), 1)
+	if errors.Is(err, ErrNoScreen) {
+		w.scr = nil
+		return
+	}
+	t0 = threadCPU()
+	ms, serr := w.sc.Scan(few[:], base)
+	if serr != nil {
+		return // cannot tell: leave it to the judge
+	}
+	w.fixedNS = max(int64(threadCPU()-t0), 1)
+	if err != nil {
+		return
+	}
+	w.fixedNS = min(w.fixedNS, took)
+	if len(hit) == 1 && !hit[0] && !hasStrings(ms) && !w.quietOK {
+		w.quiet, w.quietOK = cloneMatches(ms), true
+		w.d.mu.Lock()
+		w.d.quiet, w.d.quietRules = w.quiet, w.scID
+		w.d.mu.Unlock()
+	}
 }
 
 // scan hands the pending windows to the rule engine: screened in one run when the
