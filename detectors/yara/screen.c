@@ -161,6 +161,8 @@ static int dm_screen_callback(YR_SCAN_CONTEXT* ctx, int msg, void* data, void* u
     return CALLBACK_CONTINUE;
   for (uint32_t s = 0; s < ctx->rules->num_strings; s++)
   {
+    if (ctx->matches[s].head == NULL)
+      continue;
     // When no rule that is not sensitive matched the run, none matches in a window
     // either (its condition holds in a window only if it holds in the run), whatever
     // its strings: only the sensitive rules' strings mark windows.
