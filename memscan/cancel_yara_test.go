@@ -24,13 +24,14 @@ import (
 // still done before Pass returns? With the real YARA engine, a rule set whose fixed cost
 // per libyara call matters (2,000 literal rules, like elastic's public set) and 64 MiB
 // of dense random memory in a memfd, 2 workers, each pass is cancelled somewhere between
-// 8 and 48 MiB. A run holds about DefaultRunBudget of expected work in the workers' CPU
-// time, so what is asserted is in CPU terms, which a loaded machine does not stretch as
-// it stretches wall time: the runs in flight at the cancel, against the CPU time one
+// 8 and 32 MiB (runs of Batch windows are 8 MiB: those handed out by a cancel at 32 MiB
+// end before the image does). A run holds about DefaultRunBudget of expected work in the
+// workers' CPU time, so what is asserted is in CPU terms, which a loaded machine does
+// not stretch as it stretches wall time: the runs in flight at the cancel, against the CPU time one
 // window takes alone (measured in the same trial), and the CPU time spent after the
 // cancel. The wall time from cancel to return is logged. The same trials with runs of
-// Batch windows whatever they cost (RunBudget < 0, the driver of e19b72a) must hold 16
-// windows and spend more CPU after the cancel, or the test would not tell the two
+// Batch windows whatever they cost (RunBudget < 0, the driver of e19b72a) must hold
+// DefaultBatch windows and spend more CPU after the cancel, or the test would not tell the two
 // apart. DOMAINM_CANCEL_RULES=DIR takes the rules from DIR instead.
 func TestCancelledPassReturnsSoon(t *testing.T) {
 	dir := t.TempDir()
@@ -158,7 +159,7 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 	var wins, cpus []time.Duration
 	var got, gotWhole []cancelled
 	for i := range trials {
-		at := uint64(8<<20 + i*(40<<20)/(trials-1))
+		at := uint64(8<<20 + i*(24<<20)/(trials-1))
 		w, c := oneWindow(int64(at))
 		wins, cpus = append(wins, w), append(cpus, c)
 		got = append(got, cancelAt(timed, at))
@@ -214,8 +215,8 @@ func TestCancelledPassReturnsSoon(t *testing.T) {
 	if bound := time.Duration(2 * (float64(memscan.DefaultRunBudget) + 3*float64(c))); lc > bound {
 		t.Errorf("a cancelled pass used %v of CPU (median) after the cancel, want at most %v (a window alone takes %v CPU)", lc, bound, c)
 	}
-	// The test tells runs bounded by time from runs of Batch windows, which hold 16
-	// windows whatever they cost: more CPU after the cancel.
+	// The test tells runs bounded by time from runs of Batch windows, which hold
+	// DefaultBatch windows whatever they cost: more CPU after the cancel.
 	if medRun(gotWhole) != memscan.DefaultBatch || lcw <= lc {
 		t.Errorf("runs of %d windows: %v windows in flight, %v CPU after the cancel; runs of RunBudget %v CPU: the test does not tell them apart (a window alone %v CPU)",
 			memscan.DefaultBatch, medRun(gotWhole), lcw, lc, c)

@@ -49,7 +49,7 @@ rule hdr { strings: $a = "SCR-HDR" condition: uint16(0x1000) == 0x5A4D and $a }
 		t.Fatal(err)
 	}
 	const bs, size = memscan.DefaultBlockSize, 16 << 20
-	const marked = 12 << 20 // the last run of 16 windows holds no marker
+	const marked = 12 << 20 // the last 16 windows hold no marker
 	rng := rand.New(rand.NewPCG(7, 8))
 	ram := make(ramSrc, size)
 	for i := range ram {

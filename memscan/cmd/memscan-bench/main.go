@@ -753,7 +753,7 @@ func isText(b []byte) bool {
 // more time than its instructions say). Under callgrind a program runs ~50x slower, so
 // domainm's run lengths, which follow its CPU time, would come out shorter than in a
 // real run with the daemon's memory.run_budget; scan-memory's default (no bound, runs
-// of 16 windows) does not depend on timing. Whether a worker screens its runs does
+// of DefaultBatch windows) does not depend on timing. Whether a worker screens its runs does
 // (the rule engine's fixed cost per scan against a window's time, both in CPU time):
 // valgrind slows condition evaluation more than string search, which moves that
 // share (the bench's 128 rules: 0.7% natively, 2.6% under valgrind; the threshold is 5%).
