@@ -797,16 +797,20 @@ func instructions(c config, dense, tiny string) error {
 
 // callgrind runs args under valgrind's callgrind and returns the instructions counted.
 // Go's asynchronous preemption signals trip callgrind 3.19, so they are off for the run.
-// The garbage collector stops the world (gcstoptheworld=1): a concurrent cycle started
-// by the rule compiler's garbage does its marking when the scheduler lets it, inside
-// the image's run or after the one-page run has exited, which moved the per-byte
-// figure by up to 1.5% from run to run with elastic's rules; stopped, each cycle runs
-// where allocation triggers it, so the difference between the two runs is the scan's.
+// The garbage collector is off (GOGC=off; domainm peaks at about 250 MB with elastic's
+// rules): its cycles are started by the rule compiler's garbage, not by the scan (a
+// window allocates little), and under valgrind, which runs one thread at a time, their
+// work lands anywhere: a concurrent cycle marked inside the image's run or after the
+// one-page run had exited (up to 1.5% of the per-byte figure), and with the world
+// stopped (gcstoptheworld=1, used before) the background sweeper spun in its yield loop
+// while the compiler ran in C, 3.7-4.2 G instructions in 2 of 4 one-page runs with
+// elastic's rules (a negative per-byte figure). Without collection both runs repeat to
+// within 0.2%.
 func callgrind(c config, args []string) (int64, error) {
 	out := filepath.Join(c.dir, "callgrind.out")
 	defer os.Remove(out)
 	cmd := exec.Command("valgrind", append([]string{"--tool=callgrind", "--callgrind-out-file=" + out}, args...)...)
-	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1,gcstoptheworld=1")
+	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1", "GOGC=off")
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	err := cmd.Run()
