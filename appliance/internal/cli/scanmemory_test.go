@@ -245,7 +245,7 @@ func TestRulesCheckProfileNamesSlowFile(t *testing.T) {
 }
 
 // TestScanMemoryRunBudget (issue 15): --run-budget is the daemon's memory.run_budget
-// (0s: runs of 16 windows, scan-memory's default); runs of any length find the same, and
+// (0s: runs of 32 windows, scan-memory's default); runs of any length find the same, and
 // a budget outside 0s-1s or without a unit is a usage error.
 func TestScanMemoryRunBudget(t *testing.T) {
 	plant := map[int]string{0x3_0100: "EVIL-MARK", 0x14_1000 - 4: "EVIL-MARK", 0x7f_fff0: "EVIL-MARK"}

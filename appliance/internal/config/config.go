@@ -86,7 +86,7 @@ type Memory struct {
 	// to 16 adjacent windows, sized by the CPU time windows took before): a pass that
 	// prepare (co-migration) or a reload cancels returns about this long, or one
 	// window's time when a window takes longer, after the cancel. Longer runs save a
-	// little of libyara's cost per call with heavy rule sets. 0: no bound, runs of 16
+	// little of libyara's cost per call with heavy rule sets. 0: no bound, runs of 32
 	// windows whatever they cost (memscan.DriverConfig.RunBudget).
 	RunBudget time.Duration `toml:"run_budget"`
 }

@@ -77,7 +77,7 @@ func (c *Config) validate(pos positions) []*Error {
 		bad("memory.rescan_after_passes", "expected a number of passes from 1 (no reuse) to 10000, got %d", m.RescanAfterPasses)
 	}
 	if m.RunBudget < 0 || m.RunBudget > time.Second {
-		bad("memory.run_budget", "expected a duration from \"0s\" (no bound: runs of 16 windows) to \"1s\", such as \"10ms\", got %v", m.RunBudget)
+		bad("memory.run_budget", "expected a duration from \"0s\" (no bound: runs of 32 windows) to \"1s\", such as \"10ms\", got %v", m.RunBudget)
 	}
 	if m.Workers < 1 || m.Workers > 256 {
 		bad("memory.workers", "expected a number of scan workers from 1 to 256, got %d", m.Workers)
