@@ -49,7 +49,13 @@ func (t *Types) offsets() (*offsets, error) {
 	o.taskMM = get("task_struct", "mm")
 	o.taskParent = get("task_struct", "real_parent")
 	o.taskCred = get("task_struct", "cred")
-	o.taskStart = get("task_struct", "start_time")
+	// start_boottime (Linux >= 5.5) is what /proc/PID/stat reports, so what ps shows;
+	// start_time (monotonic) leaves out time the guest was suspended
+	if f, err := t.Field("task_struct", "start_boottime"); err == nil {
+		o.taskStart = f.Offset
+	} else {
+		o.taskStart = get("task_struct", "start_time")
+	}
 	o.taskFlags = get("task_struct", "flags")
 	o.credUID = get("cred", "uid")
 	o.mmPGD = get("mm_struct", "pgd")
@@ -98,7 +104,7 @@ type Process struct {
 	UID             uint32
 	Comm            string
 	Kernel          bool          // a kernel thread (PF_KTHREAD)
-	Start           time.Duration // since boot (task_struct.start_time, monotonic)
+	Start           time.Duration // since boot, as ps shows it (start_boottime; start_time before Linux 5.5)
 	TaskVA          uint64        // the task_struct
 	PGD             uint64        // physical address of its page-table root; 0 for kernel threads
 	// Cmdline is the argument vector from the process's own pages (mm->arg_start ..
@@ -231,7 +237,7 @@ func (in *Inspector) process(task uint64) (Process, error) {
 	p.Kernel = flags&pfKthread != 0
 	st, err := in.u64(task + o.taskStart)
 	if err != nil {
-		return fail("start_time", err)
+		return fail("start time", err)
 	}
 	p.Start = time.Duration(st)
 	if parent, err := in.u64(task + o.taskParent); err != nil {
