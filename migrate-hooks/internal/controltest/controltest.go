@@ -2,7 +2,8 @@
 // for tests and benchmarks that run before (or without) the real `domainm run`.
 //
 // It "monitors" a target by reading its RAM file: prepare fingerprints sampled pages and
-// unmaps, resume opens the new source, checks the fingerprints and maps it. Like the real
+// unmaps, resume opens the new source, checks the fingerprints (unless it is the file of
+// prepare, as the real supervisor does at a rollback) and maps it. Like the real
 // supervisor it reports its epoch in status and refuses a prepare or resume whose epoch
 // is below one it accepted ("stale") or whose timeout_ms has run out ("expired").
 // Commands can be made to hang, to inject a supervisor that does not answer.
@@ -37,6 +38,7 @@ type Supervisor struct {
 	state   string
 	source  string // RAM file being watched ("" while quiesced)
 	prints  [][32]byte
+	printed os.FileInfo // the RAM file fingerprinted at prepare
 	changes []Change
 	hang    map[string]bool
 	epoch   uint64 // highest accepted on prepare/resume
@@ -198,8 +200,12 @@ func (s *Supervisor) handle(cmd, source string) map[string]any {
 		if err != nil {
 			return fail(proto.CodeInternal, err.Error())
 		}
+		fi, err := os.Stat(cur)
+		if err != nil {
+			return fail(proto.CodeInternal, err.Error())
+		}
 		s.mu.Lock()
-		s.prints = p
+		s.prints, s.printed = p, fi
 		s.mu.Unlock()
 		s.setState(proto.StateQuiesced, "")
 	case proto.CmdResume:
@@ -214,10 +220,20 @@ func (s *Supervisor) handle(cmd, source string) map[string]any {
 		if err != nil {
 			return fail(proto.CodeSource, err.Error())
 		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return fail(proto.CodeSource, err.Error())
+		}
 		s.mu.Lock()
-		same := len(p) == len(s.prints)
-		for i := range p {
-			same = same && p[i] == s.prints[i]
+		// As the real supervisor: a resume on the RAM file of prepare (a rollback) is
+		// the same guest whatever it wrote meanwhile (a target QEMU restarted after a
+		// failed final copy runs a few ms); another file must show the sampled pages.
+		same := s.printed != nil && os.SameFile(fi, s.printed)
+		if !same {
+			same = len(p) == len(s.prints)
+			for i := range p {
+				same = same && p[i] == s.prints[i]
+			}
 		}
 		s.mu.Unlock()
 		if !same {
