@@ -99,11 +99,10 @@ func TestXenLab(t *testing.T) {
 	for _, c := range r.Timeline {
 		l.step("  %8.1fs %-10s %-11s up=%-5v %s", c.Time.Sub(r.Start).Seconds(), c.Subject, c.Where, c.Up, c.What)
 	}
-	tm, _ := r.TargetMigration.Get()
 	for _, c := range r.Timeline {
 		if s, ok := l.SuspendRequested("A", r.IDs["src_target"]); ok && c.Where == "dst/target" && c.Up {
 			l.step("target downtime from libxl's suspend request at A (xenstore watch) to the unpause at B: %v (of which xl migrate's suspend-to-end: %v)",
-				c.Time.Sub(s).Round(time.Millisecond), r.Start.Add(tm).Sub(s).Round(time.Millisecond))
+				c.Time.Sub(s).Round(time.Millisecond), r.TargetMigrationEnded.Sub(s).Round(time.Millisecond))
 		}
 	}
 	if len(r.Violations) > 0 || !r.Gap.OK() {

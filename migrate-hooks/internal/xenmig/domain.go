@@ -347,3 +347,10 @@ func (d *domain) took() syncpoint.Figure {
 	}
 	return syncpoint.Measured(d.ended.Sub(d.started))
 }
+
+// endedAt is when the outgoing migration (xl) ended; zero if it did not.
+func (d *domain) endedAt() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ended
+}

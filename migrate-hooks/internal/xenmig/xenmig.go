@@ -100,7 +100,10 @@ type Config struct {
 type Result struct {
 	syncpoint.Result
 	TargetMigration syncpoint.Figure `json:"target_migration_ns"`
-	DomMMigration   syncpoint.Figure `json:"domm_migration_ns"`
+	// TargetMigrationEnded: when xl migrate of the target returned (TargetMigration
+	// counts from its start, not from Start).
+	TargetMigrationEnded time.Time        `json:"target_migration_ended,omitzero"`
+	DomMMigration        syncpoint.Figure `json:"domm_migration_ns"`
 	// DomMSteps: with DomMSave, the save, copy and restore parts of DomMMigration.
 	DomMSteps map[string]syncpoint.Figure `json:"domm_steps_ns,omitempty"`
 	IDs       map[string]int              `json:"domain_ids"`
@@ -172,6 +175,7 @@ func Migrate(ctx context.Context, x Exec, cfg Config) (*Result, error) {
 			P1: 20 * time.Minute, P2: 15 * time.Minute, P3: 5 * time.Minute, Handshake: 2 * time.Minute, Call: cfg.Call})
 	res.Result = *r
 	res.TargetMigration, res.DomMMigration = tSrc.took(), mSrc.took()
+	res.TargetMigrationEnded = tSrc.endedAt()
 	mSrc.mu.Lock()
 	res.DomMSteps = mSrc.steps
 	mSrc.mu.Unlock()

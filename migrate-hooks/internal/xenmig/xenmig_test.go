@@ -339,6 +339,9 @@ func TestPrepareAtSuspend(t *testing.T) {
 	if !(d(r.Waits[0]) <= f.xlEnd.Sub(r.Start)) || d(r.TargetDowntime) < d(r.Waits[1]) {
 		t.Errorf("P1 %v, target's migration %v, P2 %v, downtime %v", r.Waits[0], r.TargetMigration, r.Waits[1], r.TargetDowntime)
 	}
+	if e := r.TargetMigrationEnded; e.Before(f.xlEnd.Add(-250*time.Millisecond)) || e.After(f.xlEnd.Add(250*time.Millisecond)) {
+		t.Errorf("TargetMigrationEnded %v, xl migrate of the target returned at %v", e, f.xlEnd)
+	}
 	var suspend, prepare time.Time
 	for _, c := range r.Timeline {
 		switch {
