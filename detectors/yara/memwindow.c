@@ -29,20 +29,31 @@ static YR_MEMORY_BLOCK* dm_next(YR_MEMORY_BLOCK_ITERATOR* it)
   return NULL;
 }
 
+// dm_cb tells dmRuleMatching whose window a match is: the collector's handle and the
+// window's index in the call.
+typedef struct
+{
+  uintptr_t handle;
+  size_t i;
+} dm_cb;
+
 static int dm_callback(YR_SCAN_CONTEXT* ctx, int msg, void* data, void* user)
 {
   if (msg == CALLBACK_MSG_RULE_MATCHING)
-    return dmRuleMatching(ctx, (YR_RULE*) data, (uintptr_t) user);
+  {
+    dm_cb* cb = (dm_cb*) user;
+    return dmRuleMatching(ctx, (YR_RULE*) data, cb->handle, cb->i);
+  }
   return CALLBACK_CONTINUE;
 }
 
-int dm_scan_window(
+static int dm_scan_one(
     YR_SCANNER* s,
     const uint8_t* data,
     size_t size,
     uint64_t base,
     int flags,
-    uintptr_t handle)
+    dm_cb* cb)
 {
   dm_window w;
   YR_MEMORY_BLOCK_ITERATOR it;
@@ -58,9 +69,50 @@ int dm_scan_window(
   it.next = dm_next;
   it.file_size = NULL;  // filesize undefined, as for process memory
   it.last_error = ERROR_SUCCESS;
-  yr_scanner_set_callback(s, dm_callback, (void*) handle);
+  yr_scanner_set_callback(s, dm_callback, cb);
   yr_scanner_set_flags(s, flags);
   return yr_scanner_scan_mem_blocks(s, &it);
+}
+
+int dm_scan_window(
+    YR_SCANNER* s,
+    const uint8_t* data,
+    size_t size,
+    uint64_t base,
+    int flags,
+    uintptr_t handle)
+{
+  dm_cb cb = {handle, 0};
+  return dm_scan_one(s, data, size, base, flags, &cb);
+}
+
+// dm_scan_each scans n windows of buf, window i being the lens[i] bytes at offs[i],
+// each alone at bases[i] exactly as dm_scan_window would, storing each scan's result in
+// rcs[i]: one call from Go for a run of windows instead of one per window (a cgo call
+// of a few hundred microseconds costs the Go runtime tens of microseconds of thread
+// hand-offs, about 7% of a window with cheap rules). It stops after the first window
+// whose scan fails, so that the caller reads the scanner's error state for that window,
+// and returns how many windows it scanned.
+size_t dm_scan_each(
+    YR_SCANNER* s,
+    const uint8_t* buf,
+    const size_t* offs,
+    const size_t* lens,
+    const uint64_t* bases,
+    size_t n,
+    int flags,
+    uintptr_t handle,
+    size_t first,
+    int* rcs)
+{
+  for (size_t i = 0; i < n; i++)
+  {
+    dm_cb cb = {handle, first + i};
+    rcs[i] = dm_scan_one(s, buf + offs[i], lens[i], bases[i], flags, &cb);
+    if (rcs[i] != ERROR_SUCCESS)
+      return i + 1;
+  }
+  return n;
 }
 
 // The batch path (MemoryScanner.Crossing): n windows of win bytes each, laid one after

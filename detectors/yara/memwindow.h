@@ -5,6 +5,7 @@
 #include <yara.h>
 
 int dm_scan_window(YR_SCANNER* s, const uint8_t* data, size_t size, uint64_t base, int flags, uintptr_t handle);
+size_t dm_scan_each(YR_SCANNER* s, const uint8_t* buf, const size_t* offs, const size_t* lens, const uint64_t* bases, size_t n, int flags, uintptr_t handle, size_t first, int* rcs);
 int dm_scan_batch(YR_SCANNER* s, const uint8_t* buf, size_t win, const uint64_t* bases, size_t n, size_t at, int flags, uint8_t* hit);
 int dm_rules_chained(YR_SCANNER* s);
 const char* dm_rule_ns(YR_RULE* r);
@@ -21,6 +22,6 @@ const YR_MATCH* dm_first_match(YR_SCAN_CONTEXT* ctx, const YR_STRING* s);
 const YR_MATCH* dm_next_match(const YR_MATCH* m);
 
 // Implemented in Go (memory.go).
-extern int dmRuleMatching(YR_SCAN_CONTEXT* ctx, YR_RULE* rule, uintptr_t handle);
+extern int dmRuleMatching(YR_SCAN_CONTEXT* ctx, YR_RULE* rule, uintptr_t handle, size_t i);
 
 #endif
