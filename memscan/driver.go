@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/zeebo/xxh3"
 
@@ -501,6 +502,20 @@ type Screener interface {
 	Screen(wins [][]byte, bases []uint64) (hit []bool, err error)
 }
 
+// EachScanner is an optional BlockScanner capability: ScanEach scans windows of buf
+// alone, window i being buf[offs[i]:offs[i]+lens[i]] at address bases[i], each exactly
+// as Scan would, in one call of the rule engine. libyara is reached through cgo, and a
+// cgo call of a few hundred microseconds costs the Go runtime tens of microseconds of
+// thread hand-offs besides: one call per run instead of one per window.
+type EachScanner interface {
+	ScanEach(buf []byte, offs, lens []int, bases []uint64) ([][]detectors.Match, []error)
+}
+
+// eachGroup is how many windows of a copied source a worker that does not screen copies
+// before scanning them in one call (EachScanner): 2 MiB of copies at the default block
+// size, taken from the cache when scanned.
+const eachGroup = 8
+
 // ErrNoScreen is returned by a Screener that cannot screen for its rule set (its
 // conditions may read a window's bytes when no string matches, say).
 var ErrNoScreen = errors.New("memscan: rule set cannot be screened")
@@ -511,8 +526,12 @@ type worker struct {
 	d    *Driver
 	src  Source
 	sc   BlockScanner
-	scr  Screener // sc's screen, nil when it has none or it cannot screen these rules
+	scr  Screener    // sc's screen, nil when it has none or it cannot screen these rules
+	each EachScanner // sc's scan of a run in one call, nil when it has none
 	scID string
+	// runBuf holds every pending window of the run in hand (the source's view, or buf),
+	// for ScanEach's offsets; nil: scan them one by one.
+	runBuf []byte
 	// quiet is what sc reports for a window without any string match (Screener),
 	// once learnt from a window the screen passed that was scanned alone.
 	quiet   []detectors.Match
@@ -596,6 +615,7 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 			w.sc, w.scID, w.quiet, w.quietOK = sc, rs.ID(), nil, false
 			w.fixedNS, w.aloneRate, w.screens = 0, 0, 0
 			w.scr, _ = sc.(Screener)
+			w.each, _ = sc.(EachScanner)
 			d.newRules(w.scID)
 		}
 		// The run keeps to one thread, so that it is timed in that thread's CPU time;
@@ -653,7 +673,9 @@ func (w *worker) run(run []block) {
 					}
 					done++
 				}
+				w.runBuf = mem
 				w.scan()
+				w.runBuf = nil
 			})
 			if err == nil || done > 0 {
 				w.judge()
@@ -664,6 +686,34 @@ func (w *worker) run(run []block) {
 	}
 	w.pend = w.pend[:0]
 	slot := d.cfg.BlockSize + d.cfg.Overlap
+	if !w.screening && w.each != nil && len(run) > 1 {
+		// Groups of eachGroup windows, copied and then scanned in one call (each copy
+		// is still in the cache when it is scanned).
+		if need := min(len(run), eachGroup) * slot; need > len(w.buf) {
+			w.buf = make([]byte, need)
+		}
+		flush := func() {
+			if len(w.pend) > 0 {
+				w.runBuf = w.buf
+				w.scan()
+				w.runBuf, w.pend = nil, w.pend[:0]
+			}
+		}
+		for i, b := range run {
+			k := len(w.pend)
+			if w.kinds[i] == 0 {
+				w.out = append(w.out, d.zeroBlock(b))
+			} else if r, p, scan := d.prepare(w.src, w.scID, b, w.buf[k*slot:(k+1)*slot], w.hs, w.kinds[i]); scan {
+				if w.pend = append(w.pend, p); len(w.pend) == eachGroup {
+					flush()
+				}
+			} else {
+				w.out = append(w.out, r)
+			}
+		}
+		flush()
+		return
+	}
 	if !w.screening {
 		// Window by window: each copy is scanned while it is in the cache.
 		if slot > len(w.buf) {
@@ -693,7 +743,9 @@ func (w *worker) run(run []block) {
 			w.out = append(w.out, r)
 		}
 	}
+	w.runBuf = w.buf
 	w.scan()
+	w.runBuf = nil
 	w.judge()
 }
 
@@ -865,8 +917,16 @@ func (w *worker) scan() {
 		w.d.mu.Unlock()
 	}
 	probe := hit != nil && w.screens%probeEvery == 1
+	var each map[int]eachResult
+	if w.each != nil && w.runBuf != nil {
+		each = w.scanEach(pend, hit)
+	}
 	for i, p := range pend {
 		passed := hit != nil && !hit[i]
+		if r, ok := each[i]; ok {
+			w.out = append(w.out, w.d.finish(w.scID, p, r.ms, r.err, false))
+			continue
+		}
 		if passed && w.quietOK && !probe {
 			w.out = append(w.out, w.d.finish(w.scID, p, cloneMatches(w.quiet), nil, true))
 			continue
@@ -912,6 +972,60 @@ func (w *worker) screen(pend []pending) []bool {
 		return got
 	}
 	return nil
+}
+
+// eachResult is a window's result from ScanEach.
+type eachResult struct {
+	ms  []detectors.Match
+	err error
+}
+
+// scanEach scans the windows of pend that must be scanned alone and that the screen
+// did not pass (all of them without a screen: hit nil) in one call (EachScanner),
+// when there are two or more and all lie in runBuf; it returns their results by index
+// in pend (nil: scan them one by one). The windows the screen passed keep scanAlone's
+// learning and probes.
+func (w *worker) scanEach(pend []pending, hit []bool) map[int]eachResult {
+	var idx, offs, lens []int
+	var bases []uint64
+	var n int64
+	lo, hi := uintptr(unsafe.Pointer(unsafe.SliceData(w.runBuf))), uintptr(len(w.runBuf))
+	for i, p := range pend {
+		if hit != nil && !hit[i] {
+			continue
+		}
+		if len(p.win) == 0 {
+			return nil
+		}
+		off := uintptr(unsafe.Pointer(unsafe.SliceData(p.win))) - lo
+		if off >= hi || off+uintptr(len(p.win)) > hi {
+			return nil // not in runBuf (cannot happen: windows are views of it)
+		}
+		idx, offs, lens = append(idx, i), append(offs, int(off)), append(lens, len(p.win))
+		bases = append(bases, p.b.gpa+uint64(p.lo))
+		n += int64(len(p.win))
+	}
+	if len(idx) < 2 {
+		return nil
+	}
+	t0 := threadCPU()
+	outs, errs := w.each.ScanEach(w.runBuf, offs, lens, bases)
+	took := int64(threadCPU() - t0)
+	if len(outs) != len(idx) || len(errs) != len(idx) {
+		return nil
+	}
+	if r := float64(took) / float64(n); w.aloneRate == 0 || r < w.aloneRate {
+		w.aloneRate = r
+	}
+	if w.skip == 0 { // for judge: windows scanned alone while screening
+		w.aloneNS += took
+		w.aloneBytes += n
+	}
+	res := make(map[int]eachResult, len(idx))
+	for j, i := range idx {
+		res[i] = eachResult{ms: outs[j], err: errs[j]}
+	}
+	return res
 }
 
 // scanAlone scans a pending window alone and records its result; passed: the screen

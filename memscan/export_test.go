@@ -36,3 +36,6 @@ func ScreenAlways(d *Driver) { d.screenAlways = true }
 // OnRun has fn told the length of each run of blocks d's dispatcher hands to a worker,
 // in order, as it is handed out.
 func OnRun(d *Driver, fn func(n int)) { d.runSent = fn }
+
+// CopyHash is copyHash with seed 1, for the window-cost breakdown.
+func CopyHash(dst, src []byte) uint64 { return copyHash(dst, src, 1, newHashSecret(1)) }
