@@ -91,7 +91,8 @@ type DriverConfig struct {
 }
 
 // DefaultBatch windows of the default size are 8 MiB: a worker's buffers for a source
-// that is copied when its runs are screened (8.1 MiB; window by window, one window's),
+// that is copied when its runs are screened (8.1 MiB; not screened, eachGroup windows'
+// with an EachScanner, else one window's),
 // and libyara's fixed cost per scan (every rule's condition evaluated, the match store
 // set up and cleared: 0.1-0.6 ms with elastic's 3,021 rules) paid once per 8 MiB
 // instead of once per 256 KiB where nothing matches. Runs this long are made where the
