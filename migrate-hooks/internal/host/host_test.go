@@ -70,13 +70,20 @@ func TestIvshmemCannotCoMigrate(t *testing.T) {
 		s := e.MigrationStatus()
 		return s == "completed" || s == "failed"
 	})
-	if err != nil || ev.MigrationStatus() != "failed" {
-		t.Fatalf("ivshmem with a mapped BAR: migration %q, %v; QEMU changed: ivshmem may work for Domain M now", ev.MigrationStatus(), err)
+	if err != nil {
+		t.Fatal(err)
 	}
-	<-dm.Exited()
+	// The destination fails the load. The source may have sent everything by then and
+	// report "completed" (no return path tells it otherwise), or "failed" when the
+	// destination closed the stream first (CI rehearsal of 015afe2: "completed").
+	select {
+	case <-dm.Exited():
+	case <-ctx.Done():
+		t.Fatalf("ivshmem with a mapped BAR: source says %q and the destination still runs: QEMU changed, ivshmem may work for Domain M now", ev.MigrationStatus())
+	}
 	b, _ := os.ReadFile(filepath.Join(dst.Dir, "dst-domm.stderr"))
 	if !strings.Contains(string(b), "Mismatched GPAs") {
-		t.Errorf("destination stderr %q, want QEMU's Mismatched GPAs", b)
+		t.Errorf("destination stderr %q (source: migration %q), want QEMU's Mismatched GPAs", b, ev.MigrationStatus())
 	}
 }
 
