@@ -517,6 +517,18 @@ type EachScanner interface {
 // size, taken from the cache when scanned.
 const eachGroup = 8
 
+// Go's sysmon takes the P of a goroutine that has run 10 ms without passing through the
+// scheduler when it finds it in a cgo call, and after each such retake it polls every
+// 20 us for a millisecond or more: about 60 nanosleeps, each two thread switches, per
+// retake. A worker doing nothing but long libyara calls was retaken every 10-20 ms
+// (1,900 context switches in a 0.7 s scan of 256 MiB against yara's 5). So a worker
+// passes through the scheduler (yield) at least every yieldEvery between rule-engine
+// calls, and a call of ScanEach is sized to take about callBudget at the measured rate.
+const (
+	yieldEvery = 2 * time.Millisecond
+	callBudget = 4 * time.Millisecond
+)
+
 // ErrNoScreen is returned by a Screener that cannot screen for its rule set (its
 // conditions may read a window's bytes when no string matches, say).
 var ErrNoScreen = errors.New("memscan: rule set cannot be screened")
@@ -563,6 +575,9 @@ type worker struct {
 	screenWinBytes                  int64
 	// windows counts the windows handed to the rule engine (timeRun).
 	windows int
+	// runCPU is the CPU time of the run in hand up to mark (threadCPU when it was
+	// read); yielded when the worker last passed through the scheduler (yield).
+	runCPU, mark, yielded time.Duration
 	// out collects the results of the run in hand.
 	out []blockResult
 	// kinds is the run's windows' (setKinds); firsts where each one's first data lies.
@@ -587,9 +602,10 @@ type pending struct {
 }
 
 // worker scans runs of blocks with its own scanner, re-created when the rule set changes.
-// It keeps to one thread during a run, so that its runs and scans are timed in its CPU
-// time (threadCPU): the run length (RunBudget) and whether the screen pays (judge) then
-// follow the work, not the machine's load.
+// Its runs and scans are timed in CPU time (threadCPU), so that the run length
+// (RunBudget) and whether the screen pays (judge) follow the work, not the machine's
+// load: a rule-engine call in the thread it runs on (a goroutine does not move during a
+// cgo call), a run as the sum of its stretches between yields (it may move at a yield).
 func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, results chan<- []blockResult) {
 	w := &worker{d: d, src: src, hs: xxh3.NewSeed(d.seed)}
 	defer func() {
@@ -619,15 +635,16 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 			w.each, _ = sc.(EachScanner)
 			d.newRules(w.scID)
 		}
-		// The run keeps to one thread, so that it is timed in that thread's CPU time;
-		// between runs the worker parks like any goroutine (a locked one would cost
-		// two thread switches per hand-off), and it sends the run's results at once.
-		runtime.LockOSThread()
-		t0, n := threadCPU(), w.windows
+		// The run is timed in CPU time, stretch by stretch (yield), and its results
+		// are sent at once. Handing a run over readied the dispatcher and the
+		// results' reader on this P: they run now, not beside a cgo call (where a
+		// P with goroutines waiting is retaken).
+		runtime.Gosched()
+		n := w.windows
+		w.runCPU, w.mark, w.yielded = 0, threadCPU(), monotonic()
 		w.out = make([]blockResult, 0, len(run))
 		w.run(run)
-		d.timeRun(w.scID, threadCPU()-t0, w.windows-n)
-		runtime.UnlockOSThread()
+		d.timeRun(w.scID, w.runCPU+threadCPU()-w.mark, w.windows-n)
 		results <- w.out
 		w.out = nil
 	}
@@ -921,6 +938,7 @@ func (w *worker) measureFixed() {
 // screen found a string, or each alone. Before its first screen, a worker scans a
 // window alone to know the time per byte the screen is weighed against.
 func (w *worker) scan() {
+	w.yield()
 	w.windows += len(w.pend)
 	pend := w.pend
 	var hit []bool
@@ -958,6 +976,7 @@ func (w *worker) scan() {
 		if passed && w.quietOK {
 			probe = false
 		}
+		w.yield()
 		w.scanAlone(p, passed)
 	}
 	clear(w.pend)
@@ -1032,24 +1051,56 @@ func (w *worker) scanEach(pend []pending, hit []bool) map[int]eachResult {
 	if len(idx) < 2 {
 		return nil
 	}
-	t0 := threadCPU()
-	outs, errs := w.each.ScanEach(w.runBuf, offs, lens, bases)
-	took := int64(threadCPU() - t0)
-	if len(outs) != len(idx) || len(errs) != len(idx) {
-		return nil
-	}
-	if r := float64(took) / float64(n); w.aloneRate == 0 || r < w.aloneRate {
-		w.aloneRate = r
-	}
-	if w.skip == 0 { // for judge: windows scanned alone while screening
-		w.aloneNS += took
-		w.aloneBytes += n
-	}
 	res := make(map[int]eachResult, len(idx))
-	for j, i := range idx {
-		res[i] = eachResult{ms: outs[j], err: errs[j]}
+	perWin := float64(n) / float64(len(idx)) // bytes
+	for len(idx) > 0 {
+		// As many windows as the rule engine is expected to get through in
+		// callBudget (all of them before a rate is known), at least 2.
+		k := len(idx)
+		if w.aloneRate > 0 {
+			k = min(k, max(int(float64(callBudget)/max(w.aloneRate*perWin, 1)), 2))
+		}
+		if len(idx)-k == 1 {
+			k++ // not one window left over for a call of its own
+		}
+		w.yield()
+		t0 := threadCPU()
+		outs, errs := w.each.ScanEach(w.runBuf, offs[:k], lens[:k], bases[:k])
+		took := int64(threadCPU() - t0)
+		if len(outs) != k || len(errs) != k {
+			if len(res) == 0 {
+				return nil
+			}
+			break // the rest one by one
+		}
+		var got int64
+		for _, l := range lens[:k] {
+			got += int64(l)
+		}
+		if r := float64(took) / float64(got); w.aloneRate == 0 || r < w.aloneRate {
+			w.aloneRate = r
+		}
+		if w.skip == 0 { // for judge: windows scanned alone while screening
+			w.aloneNS += took
+			w.aloneBytes += got
+		}
+		for j, i := range idx[:k] {
+			res[i] = eachResult{ms: outs[j], err: errs[j]}
+		}
+		idx, offs, lens, bases = idx[k:], offs[k:], lens[k:], bases[k:]
 	}
 	return res
+}
+
+// yield passes through the scheduler (see yieldEvery) when the worker has not for
+// yieldEvery, adding the stretch before it to the run's CPU time.
+func (w *worker) yield() {
+	if now := monotonic(); now-w.yielded >= yieldEvery {
+		t := threadCPU()
+		w.runCPU += t - w.mark
+		runtime.Gosched()
+		w.mark, w.yielded = threadCPU(), monotonic()
+	}
 }
 
 // scanAlone scans a pending window alone and records its result; passed: the screen

@@ -39,3 +39,6 @@ func OnRun(d *Driver, fn func(n int)) { d.runSent = fn }
 
 // CopyHash is copyHash with seed 1, for the window-cost breakdown.
 func CopyHash(dst, src []byte) uint64 { return copyHash(dst, src, 1, newHashSecret(1)) }
+
+// CallBudget is how long one rule-engine call of a run is meant to take (ScanEach).
+const CallBudget = callBudget
