@@ -604,8 +604,9 @@ type pending struct {
 // worker scans runs of blocks with its own scanner, re-created when the rule set changes.
 // Its runs and scans are timed in CPU time (threadCPU), so that the run length
 // (RunBudget) and whether the screen pays (judge) follow the work, not the machine's
-// load: a rule-engine call in the thread it runs on (a goroutine does not move during a
-// cgo call), a run as the sum of its stretches between yields (it may move at a yield).
+// load: a run as the sum of its stretches between yields, each kept to one thread
+// (LockOSThread; unlocked to yield, as a locked goroutine that yields costs two thread
+// switches).
 func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, results chan<- []blockResult) {
 	w := &worker{d: d, src: src, hs: xxh3.NewSeed(d.seed)}
 	defer func() {
@@ -641,10 +642,12 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 		// P with goroutines waiting is retaken).
 		runtime.Gosched()
 		n := w.windows
+		runtime.LockOSThread()
 		w.runCPU, w.mark, w.yielded = 0, threadCPU(), monotonic()
 		w.out = make([]blockResult, 0, len(run))
 		w.run(run)
 		d.timeRun(w.scID, w.runCPU+threadCPU()-w.mark, w.windows-n)
+		runtime.UnlockOSThread()
 		results <- w.out
 		w.out = nil
 	}
@@ -1096,9 +1099,10 @@ func (w *worker) scanEach(pend []pending, hit []bool) map[int]eachResult {
 // yieldEvery, adding the stretch before it to the run's CPU time.
 func (w *worker) yield() {
 	if now := monotonic(); now-w.yielded >= yieldEvery {
-		t := threadCPU()
-		w.runCPU += t - w.mark
+		w.runCPU += threadCPU() - w.mark
+		runtime.UnlockOSThread()
 		runtime.Gosched()
+		runtime.LockOSThread()
 		w.mark, w.yielded = threadCPU(), monotonic()
 	}
 }
