@@ -466,8 +466,8 @@ func (d *Driver) runLimit() int {
 // the way, so that one fast run does not lengthen the next ones much. A new rule set
 // starts again from nothing.
 func (d *Driver) timeRun(rulesID string, took time.Duration, n int) {
-	if n <= 0 {
-		return
+	if n <= 0 || took <= 0 {
+		return // nothing to learn from (or a clock that cannot be trusted)
 	}
 	ns := max(int64(took)/int64(n), 1)
 	d.mu.Lock()
@@ -1080,7 +1080,7 @@ func (w *worker) scanEach(pend []pending, hit []bool) map[int]eachResult {
 		for _, l := range lens[:k] {
 			got += int64(l)
 		}
-		if r := float64(took) / float64(got); w.aloneRate == 0 || r < w.aloneRate {
+		if r := float64(took) / float64(got); r > 0 && (w.aloneRate == 0 || r < w.aloneRate) {
 			w.aloneRate = r
 		}
 		if w.skip == 0 { // for judge: windows scanned alone while screening
@@ -1114,7 +1114,7 @@ func (w *worker) scanAlone(p pending, passed bool) {
 	t0 := threadCPU()
 	ms, err := w.sc.Scan(p.win, p.b.gpa+uint64(p.lo))
 	took := int64(threadCPU() - t0)
-	if r := float64(took) / float64(max(len(p.win), 1)); w.aloneRate == 0 || r < w.aloneRate {
+	if r := float64(took) / float64(max(len(p.win), 1)); r > 0 && (w.aloneRate == 0 || r < w.aloneRate) {
 		w.aloneRate = r
 	}
 	if w.skip == 0 { // for judge: windows scanned alone while screening
