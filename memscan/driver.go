@@ -522,10 +522,12 @@ const eachGroup = 8
 // 20 us for a millisecond or more: about 60 nanosleeps, each two thread switches, per
 // retake. A worker doing nothing but long libyara calls was retaken every 10-20 ms
 // (1,900 context switches in a 0.7 s scan of 256 MiB against yara's 5). So a worker
-// passes through the scheduler (yield) at least every yieldEvery between rule-engine
-// calls, and a call of ScanEach is sized to take about callBudget at the measured rate.
+// passes through the scheduler (yield) before a rule-engine call that is expected (at
+// the measured rate) to end more than yieldBy after its last pass, and a call of
+// ScanEach is sized to take about callBudget. Not more often: a yield while the other
+// P is idle wakes a thread to look for work (wakep), two thread switches.
 const (
-	yieldEvery = 2 * time.Millisecond
+	yieldBy    = 8 * time.Millisecond
 	callBudget = 4 * time.Millisecond
 )
 
@@ -941,7 +943,13 @@ func (w *worker) measureFixed() {
 // screen found a string, or each alone. Before its first screen, a worker scans a
 // window alone to know the time per byte the screen is weighed against.
 func (w *worker) scan() {
-	w.yield()
+	if w.screening && len(w.pend) > 1 {
+		var n int
+		for _, p := range w.pend {
+			n += len(p.win)
+		}
+		w.yield(n) // the screen is one call
+	}
 	w.windows += len(w.pend)
 	pend := w.pend
 	var hit []bool
@@ -979,7 +987,7 @@ func (w *worker) scan() {
 		if passed && w.quietOK {
 			probe = false
 		}
-		w.yield()
+		w.yield(len(p.win))
 		w.scanAlone(p, passed)
 	}
 	clear(w.pend)
@@ -1066,7 +1074,7 @@ func (w *worker) scanEach(pend []pending, hit []bool) map[int]eachResult {
 		if len(idx)-k == 1 {
 			k++ // not one window left over for a call of its own
 		}
-		w.yield()
+		w.yield(int(float64(k) * perWin))
 		t0 := threadCPU()
 		outs, errs := w.each.ScanEach(w.runBuf, offs[:k], lens[:k], bases[:k])
 		took := int64(threadCPU() - t0)
@@ -1095,10 +1103,15 @@ func (w *worker) scanEach(pend []pending, hit []bool) map[int]eachResult {
 	return res
 }
 
-// yield passes through the scheduler (see yieldEvery) when the worker has not for
-// yieldEvery, adding the stretch before it to the run's CPU time.
-func (w *worker) yield() {
-	if now := monotonic(); now-w.yielded >= yieldEvery {
+// yield passes through the scheduler (see yieldBy) when a call over n bytes would end
+// more than yieldBy after the worker's last pass (always while the rate is not known),
+// adding the stretch before it to the run's CPU time.
+func (w *worker) yield(n int) {
+	expect := yieldBy
+	if w.aloneRate > 0 {
+		expect = time.Duration(w.aloneRate * float64(n))
+	}
+	if now := monotonic(); now-w.yielded+expect >= yieldBy {
 		w.runCPU += threadCPU() - w.mark
 		runtime.UnlockOSThread()
 		runtime.Gosched()

@@ -79,49 +79,40 @@ func cheapMemory(t *testing.T, sealed bool) (*memscan.MappedFile, yara.MemoryRul
 // call after 10 ms without a pass through the scheduler, and then polls every 20 us for
 // a millisecond or more: before the workers yielded between calls, a pass over dense
 // memory with cheap rules switched threads 0.55-1.6 times per window (yara: 5 times in
-// a whole scan of 256 MiB); since, 0.03-0.2. It goes back up if a worker stops
-// yielding, or if a call holds a whole run of windows again.
+// a whole scan of 256 MiB); since, 0.03-0.2 on a quiet machine. It goes back up if a
+// worker stops yielding, or if a call holds a whole run of windows again.
 func TestScanSwitchesThreadsRarely(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
 		mem, rules := cheapMemory(t, sealed)
 		for _, workers := range []int{1, 2} {
 			t.Run(fmt.Sprintf("in-place=%v/workers=%d", sealed, workers), func(t *testing.T) {
 				// Sysmon's clock is the wall clock: a worker descheduled in a call (a busy
-				// machine: go test runs packages side by side) is retaken whatever it does.
-				// So only a pass whose workers had their cores (CPU >= 90% of workers x
-				// wall) is judged, the least of them; up to 20 passes are made to find one.
-				least, windows, judged := int64(1<<62), 0, 0
+				// machine: go test runs packages side by side) is retaken whatever it does,
+				// and a busy machine's passes switch more. So the question is whether a
+				// pass can do with few switches: up to 20 passes are made until one does.
+				// The old code never did (140-278 for 256 windows on a quiet machine, the
+				// fewest); the new one does on a quiet machine at once (6-48), and under
+				// load within a few passes (the fewest of 20: 11-48 with two other test
+				// packages running).
 				var all []int64
-				for try := 0; try < 20 && judged < 3; try++ {
+				windows := 0
+				for range 20 {
 					d := memscan.NewDriver(memscan.DriverConfig{Workers: workers, RunBudget: -1}) // scan-memory's runs
 					var a, b unix.Rusage
 					unix.Getrusage(unix.RUSAGE_SELF, &a)
-					t0 := time.Now()
 					res, err := d.Pass(context.Background(), mem, memscan.PassOptions{Rules: func() memscan.RuleSet { return rules }})
-					wall := time.Since(t0)
 					unix.Getrusage(unix.RUSAGE_SELF, &b)
 					if err != nil || len(res.Errors) > 0 || res.BlocksScanned == 0 {
 						t.Fatal(err, res.Errors, res.BlocksScanned)
 					}
-					cpu := time.Duration(b.Utime.Nano() + b.Stime.Nano() - a.Utime.Nano() - a.Stime.Nano())
-					sw := b.Nvcsw - a.Nvcsw
-					all = append(all, sw)
 					windows = res.BlocksScanned
-					if float64(cpu) >= 0.9*float64(workers)*float64(wall) {
-						least, judged = min(least, sw), judged+1
+					if all = append(all, b.Nvcsw-a.Nvcsw); all[len(all)-1] <= int64(windows)/2 {
+						break
 					}
 				}
-				t.Logf("%d windows: voluntary thread switches per pass %v; passes with their cores: %d", windows, all, judged)
-				switch {
-				case judged == 0:
-					// Too busy to judge the bound; a pass must still not switch as
-					// often as the scan did before the workers yielded (1.3-1.6 per
-					// window unloaded).
-					if m := slices.Min(all); m > int64(windows)*2 {
-						t.Errorf("%d voluntary thread switches for %d windows on a busy machine, want at most two per window", m, windows)
-					}
-				case least > int64(windows)/2:
-					t.Errorf("%d voluntary thread switches for %d windows (the least of the passes with their cores), want at most one per 2 windows", least, windows)
+				t.Logf("%d windows: voluntary thread switches per pass %v", windows, all)
+				if m := slices.Min(all); m > int64(windows)/2 {
+					t.Errorf("%d voluntary thread switches for %d windows in the best of %d passes, want at most one per 2 windows", m, windows, len(all))
 				}
 			})
 		}
