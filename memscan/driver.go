@@ -88,6 +88,14 @@ type DriverConfig struct {
 	// block is still scanned again within ReusePasses passes. Blocks are staggered, so
 	// each pass rescans about 1/ReusePasses of the unchanged blocks. 1 disables reuse.
 	ReusePasses int
+	// InPlace lets a source whose mapping cannot fault (a sealed memfd: inPlacer) be
+	// scanned where it lies, with no copy. A result scanned in place stands for its pass
+	// only: the rule engine read the guest's live bytes, not the bytes the change hash
+	// was taken from, so a guest that showed the hash its payload and the scan something
+	// else would otherwise have a clean result stand for the payload for up to
+	// ReusePasses passes. For one-pass scans (scan-memory); the daemon copies what
+	// changed and reuses what did not.
+	InPlace bool
 }
 
 // DefaultBatch windows of the default size are 8 MiB: a worker's buffers for a source
@@ -657,9 +665,10 @@ func (d *Driver) worker(src Source, rules func() RuleSet, jobs <-chan []block, r
 
 // run handles a run of adjacent blocks: each is settled when zero or unchanged, the
 // others are screened together and scanned alone where the screen finds a string (or
-// when there is no screen). A source whose mapping cannot fault (inPlacer) is viewed
-// once for the whole run and scanned where it lies, with no copy; others are copied,
-// a window per slot of buf.
+// when there is no screen). A source whose mapping cannot fault (inPlacer) is, when the
+// driver is configured InPlace, viewed once for the whole run and scanned where it lies,
+// with no copy; otherwise each window to scan is copied, a window per slot of buf, and
+// the copy is both what is hashed and what is scanned.
 func (w *worker) run(run []block) {
 	d := w.d
 	w.screening = w.scr != nil && w.skip == 0
@@ -678,7 +687,7 @@ func (w *worker) run(run []block) {
 		sparse = sparse || (k != winData && k != 0)
 	}
 	if v, ok := w.src.(viewer); ok && !sparse {
-		if ip, ok := w.src.(inPlacer); ok && ip.InPlace() {
+		if ip, ok := w.src.(inPlacer); ok && ip.InPlace() && d.cfg.InPlace {
 			first, last := run[0], run[len(run)-1]
 			done := 0
 			err := v.View(int64(first.gpa), int(last.gpa-first.gpa)+last.winSize, func(mem []byte) {
@@ -1359,6 +1368,11 @@ func (d *Driver) finish(rulesID string, p pending, ms []detectors.Match, err err
 		reused: int(b.gpa/uint64(d.cfg.BlockSize)) % d.cfg.ReusePasses}
 	r := blockResult{b: b, state: st, scanned: true, screened: screened, bytes: len(p.win),
 		inPlace: p.inPlace, same: p.had && !p.prev.zero && p.prev.hash == p.h}
+	if p.inPlace {
+		// The engine read the live mapping, not the bytes p.h describes: this result
+		// must not stand for "unchanged" content next pass (DriverConfig.InPlace).
+		st.reused = d.cfg.ReusePasses
+	}
 	if err != nil {
 		// Keep what was found, but do not cache: the block is scanned again next pass.
 		d.forget(b.gpa)

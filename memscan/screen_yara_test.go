@@ -93,7 +93,7 @@ rule hdr { strings: $a = "SCR-HDR" condition: uint16(0x1000) == 0x5A4D and $a }
 	}
 	zeros()
 	screened := yara.MemoryRules{Rules: r}
-	ds, da := memscan.NewDriver(memscan.DriverConfig{Workers: 2}), memscan.NewDriver(memscan.DriverConfig{Workers: 2})
+	ds, da := memscan.NewDriver(memscan.DriverConfig{Workers: 2, InPlace: true}), memscan.NewDriver(memscan.DriverConfig{Workers: 2, InPlace: true})
 	memscan.ScreenAlways(ds)
 	opts := func(rs memscan.RuleSet) memscan.PassOptions {
 		return memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}

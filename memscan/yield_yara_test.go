@@ -97,7 +97,7 @@ func TestScanSwitchesThreadsRarely(t *testing.T) {
 				var all []int64
 				windows := 0
 				for range 20 {
-					d := memscan.NewDriver(memscan.DriverConfig{Workers: workers, RunBudget: -1}) // scan-memory's runs
+					d := memscan.NewDriver(memscan.DriverConfig{Workers: workers, RunBudget: -1, InPlace: true}) // scan-memory's runs
 					var a, b unix.Rusage
 					unix.Getrusage(unix.RUSAGE_SELF, &a)
 					res, err := d.Pass(context.Background(), mem, memscan.PassOptions{Rules: func() memscan.RuleSet { return rules }})
@@ -159,7 +159,7 @@ func (s eachTimedScanner) ScanEach(buf []byte, offs, lens []int, bases []uint64)
 func TestScanEachCallsKeepToBudget(t *testing.T) {
 	mem, rules := cheapMemory(t, true)
 	rec := &eachTimed{MemoryRules: rules}
-	d := memscan.NewDriver(memscan.DriverConfig{Workers: 1, RunBudget: -1})
+	d := memscan.NewDriver(memscan.DriverConfig{Workers: 1, RunBudget: -1, InPlace: true}) // scan-memory
 	res, err := d.Pass(context.Background(), mem, memscan.PassOptions{Rules: func() memscan.RuleSet { return rec }})
 	if err != nil || len(res.Errors) > 0 {
 		t.Fatal(err, res.Errors)

@@ -135,7 +135,8 @@ window_dependent in --json (domainm rules check lists them).`)
 	if budget == 0 {
 		budget = -1 // the driver's "no bound"
 	}
-	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: int(blockSize), Overlap: int(overlap), Workers: *workers, RunBudget: budget})
+	d := memscan.NewDriver(memscan.DriverConfig{BlockSize: int(blockSize), Overlap: int(overlap), Workers: *workers, RunBudget: budget,
+		InPlace: true}) // one pass: nothing is reused, so a sealed memfd needs no copy
 	rs := yara.MemoryRules{Rules: rules, Timeout: time.Duration(timeout), MaxMatches: *maxMatches}
 	opts := memscan.PassOptions{Rules: func() memscan.RuleSet { return rs }}
 	total := memscan.TotalSize(src.Ranges())

@@ -211,11 +211,11 @@ func run(c config) error {
 			return err
 		}
 		fmt.Println()
-		if err := oneBlock(c, "dense, 5 literal rules", dense, filepath.Join(c.dir, "cheap")); err != nil {
+		if err := oneBlock(c, "dense, 5 literal rules", dense, filepath.Join(c.dir, "cheap"), false); err != nil {
 			return err
 		}
 		if memfd, closeMemfd, err := sealedMemfd(dense); err == nil {
-			err = oneBlock(c, "dense, cheap, sealed memfd", memfd, filepath.Join(c.dir, "cheap"))
+			err = oneBlock(c, "dense, cheap, sealed memfd, in place (scan-memory)", memfd, filepath.Join(c.dir, "cheap"), true)
 			closeMemfd()
 			if err != nil {
 				return err
@@ -227,7 +227,7 @@ func run(c config) error {
 				return err
 			}
 			defer os.Remove(part)
-			if err := oneBlock(c, "dense, public rules", part, c.public); err != nil {
+			if err := oneBlock(c, "dense, public rules", part, c.public, false); err != nil {
 				return err
 			}
 		}
@@ -486,7 +486,8 @@ func driverPasses(c config, name, img, rulesDir string) (passes, error) {
 // (Batch 1, as before screening), and libyara scanning the same mapping as one memory
 // block (what yara does with a file: one scan), 3 times each, by process CPU. Side by side in one process, it is steadier than the CLI rows on a
 // loaded machine, and it isolates the scan from start-up, compilation and attribution.
-func oneBlock(c config, name, img, rulesDir string) error {
+// inPlace is DriverConfig.InPlace: true as scan-memory scans, false as the daemon does.
+func oneBlock(c config, name, img, rulesDir string, inPlace bool) error {
 	r, err := yara.Compile(rulesDir)
 	if err != nil {
 		return err
@@ -524,7 +525,7 @@ func oneBlock(c config, name, img, rulesDir string) error {
 	var ratios, aloneRatios, dv, av, yv []float64
 	var screened, scanned int
 	for range 3 {
-		d := memscan.NewDriver(memscan.DriverConfig{Workers: 1})
+		d := memscan.NewDriver(memscan.DriverConfig{Workers: 1, InPlace: inPlace})
 		c0 := processCPU()
 		p, err := d.Pass(context.Background(), src, opts)
 		if err != nil {
@@ -532,7 +533,7 @@ func oneBlock(c config, name, img, rulesDir string) error {
 		}
 		dc := processCPU() - c0
 		screened, scanned = p.BlocksScreened, p.BlocksScanned
-		d = memscan.NewDriver(memscan.DriverConfig{Workers: 1, Batch: 1})
+		d = memscan.NewDriver(memscan.DriverConfig{Workers: 1, Batch: 1, InPlace: inPlace})
 		c0 = processCPU()
 		if _, err := d.Pass(context.Background(), src, opts); err != nil {
 			return err
