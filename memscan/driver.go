@@ -85,8 +85,10 @@ type DriverConfig struct {
 	// ReusePasses bounds how many passes in a row a block's cached result may stand for
 	// its unchanged content (DefaultReusePasses). The change hash is fast, not
 	// cryptographic: should a guest ever craft a change that keeps a block's hash, the
-	// block is still scanned again within ReusePasses passes. Blocks are staggered, so
-	// each pass rescans about 1/ReusePasses of the unchanged blocks. 1 disables reuse.
+	// block is still scanned again by the pass after ReusePasses passes of reuse. Blocks
+	// are staggered (a fresh result starts part-way through its allowance), so each pass
+	// rescans about 1/ReusePasses of the unchanged blocks. 1 lets a result stand for one
+	// pass, then the block is scanned again.
 	ReusePasses int
 	// InPlace lets a source whose mapping cannot fault (a sealed memfd: inPlacer) be
 	// scanned where it lies, with no copy. A result scanned in place stands for its pass
@@ -124,8 +126,9 @@ const DefaultBatch = 32
 // RunBudget < 0 restores runs of Batch whatever they cost.
 const DefaultRunBudget = 10 * time.Millisecond
 
-// DefaultReusePasses: at the shipped 5 min interval, every block is scanned again at
-// least once an hour, for about 1/12 of a full pass's CPU per pass.
+// DefaultReusePasses: at the shipped 5 min interval, a block's result stands for at most
+// an hour of passes and the block is scanned again at the 13th pass (65 min), for about
+// 1/12 of a full pass's CPU per pass.
 const DefaultReusePasses = 12
 
 // Driver scans sources block by block and remembers, per block, a content hash and the
