@@ -9,8 +9,6 @@ import (
 	"reflect"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/domainm/domainm/detectors"
 	"github.com/domainm/domainm/detectors/yara"
 	"github.com/domainm/domainm/memscan"
@@ -134,19 +132,8 @@ rule hdr { strings: $a = "SCR-HDR" condition: uint16(0x1000) == 0x5A4D and $a }
 	compare("copied", ram, 1)
 
 	// The same bytes in a sealed memfd, scanned in place.
-	fd, err := unix.MemfdCreate("domainm-test", unix.MFD_ALLOW_SEALING|unix.MFD_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf := os.NewFile(uintptr(fd), "memfd")
-	defer mf.Close()
-	if _, err := mf.Write(ram); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW); err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := memscan.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), memscan.Layout{})
+	mf, path := memscan.SealedMemfd(t, ram)
+	sealed, err := memscan.OpenFile(path, memscan.Layout{})
 	if err != nil {
 		t.Fatal(err)
 	}

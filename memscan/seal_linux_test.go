@@ -14,9 +14,10 @@ import (
 	"github.com/domainm/domainm/detectors"
 )
 
-// sealedMemfd returns a memfd holding img, sealed against shrinking and growing as
-// QEMU's memory-backend-memfd seals guest RAM, and its /proc path.
-func sealedMemfd(t *testing.T, img []byte) (*os.File, string) {
+// SealedMemfd returns a memfd holding img, sealed against shrinking and growing as
+// QEMU's memory-backend-memfd seals guest RAM, and its /proc path (memscan_test's tests
+// use it too).
+func SealedMemfd(t *testing.T, img []byte) (*os.File, string) {
 	t.Helper()
 	fd, err := unix.MemfdCreate("domainm-test", unix.MFD_ALLOW_SEALING|unix.MFD_CLOEXEC)
 	if err != nil {
@@ -53,7 +54,7 @@ func TestSealedMemfdScannedInPlace(t *testing.T) {
 	for _, off := range []int{0x1234, 256<<10 - 5, size - 100} {
 		copy(img[off:], needle)
 	}
-	_, path := sealedMemfd(t, img)
+	_, path := SealedMemfd(t, img)
 	plain := t.TempDir() + "/ram"
 	if err := os.WriteFile(plain, img, 0o644); err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func TestGuestHidingDuringScanIsAlerted(t *testing.T) {
 		img[i] = byte(i*13 + i>>10)
 	}
 	copy(img[at:], needle)
-	mf, path := sealedMemfd(t, img)
+	mf, path := SealedMemfd(t, img)
 	src, err := OpenFile(path, Layout{})
 	if err != nil {
 		t.Fatal(err)
@@ -172,13 +173,24 @@ func TestGuestHidingDuringScanIsAlerted(t *testing.T) {
 			}
 			alerted = append(alerted, found(p))
 		}
-		switch {
-		case !inPlace && !(alerted[0] && alerted[1]):
-			t.Errorf("daemon's driver (copies): alerted in passes %v, want both", alerted)
-		case inPlace && alerted[0]:
-			t.Errorf("in place: pass 1 alerted although the scan read the hidden bytes: the test no longer hides anything")
-		case inPlace && !alerted[1]:
-			t.Errorf("in place: pass 2 did not alert: the clean result of pass 1 (scanned in place, payload hidden) stood for the payload's hash")
+		if msg := HidingVerdict(inPlace, alerted); msg != "" {
+			t.Error(msg)
 		}
 	}
+}
+
+// HidingVerdict judges the passes of a hiding test (pass 1: the guest hides its payload
+// during every call into the engine; pass 2: it does not): "" when the daemon's driver
+// (copies) alerted in both, or the in-place driver missed pass 1 and alerted in pass 2;
+// else what went wrong.
+func HidingVerdict(inPlace bool, alerted []bool) string {
+	switch {
+	case !inPlace && !(alerted[0] && alerted[1]):
+		return fmt.Sprintf("daemon's driver (copies): alerted in passes %v, want both", alerted)
+	case inPlace && alerted[0]:
+		return "in place: pass 1 alerted although the engine read the hidden bytes: the test no longer hides anything"
+	case inPlace && !alerted[1]:
+		return "in place: pass 2 did not alert: the clean result of pass 1 (scanned in place, payload hidden) stood for the payload's hash"
+	}
+	return ""
 }
